@@ -1,0 +1,103 @@
+// People who sign in: creation, authentication with a generic failure, and the OIDC claims they release.
+import { z } from 'zod';
+import type { PasswordHasher } from './passwords.ts';
+import type { Prisma } from '../db/index.ts';
+
+export interface User {
+  id: string;
+  email: string;
+  emailVerified: boolean;
+  name: string | null;
+  disabled: boolean;
+}
+
+export class AccountError extends Error {
+  override name = 'AccountError';
+  readonly code: 'invalid_email' | 'weak_password' | 'email_taken';
+
+  constructor(code: AccountError['code'], message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export const MINIMUM_PASSWORD_LENGTH = 8;
+export const MAXIMUM_PASSWORD_LENGTH = 256;
+
+const emailSchema = z.email();
+
+/** Emails compare without regard to case or surrounding space. */
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+const publicFields = { id: true, email: true, emailVerified: true, name: true, disabled: true } as const;
+
+export class UserService {
+  readonly #prisma: Prisma;
+  readonly #passwords: PasswordHasher;
+
+  constructor(prisma: Prisma, passwords: PasswordHasher) {
+    this.#prisma = prisma;
+    this.#passwords = passwords;
+  }
+
+  async create(input: { email: string; password: string; name?: string; emailVerified?: boolean }): Promise<User> {
+    const email = normalizeEmail(input.email);
+    if (!emailSchema.safeParse(email).success) throw new AccountError('invalid_email', 'that is not an email address');
+    const length = [...input.password.normalize('NFKC')].length;
+    if (length < MINIMUM_PASSWORD_LENGTH || length > MAXIMUM_PASSWORD_LENGTH) {
+      throw new AccountError(
+        'weak_password',
+        `the password must have between ${MINIMUM_PASSWORD_LENGTH} and ${MAXIMUM_PASSWORD_LENGTH} characters`,
+      );
+    }
+    const passwordHash = await this.#passwords.hash(input.password);
+    try {
+      return await this.#prisma.user.create({
+        data: { email, passwordHash, name: input.name?.trim() || null, emailVerified: input.emailVerified ?? false },
+        select: publicFields,
+      });
+    } catch (error) {
+      if (isUniqueViolation(error)) throw new AccountError('email_taken', 'an account with that email exists');
+      throw error;
+    }
+  }
+
+  findById(id: string): Promise<User | null> {
+    if (!z.uuid().safeParse(id).success) return Promise.resolve(null);
+    return this.#prisma.user.findUnique({ where: { id }, select: publicFields });
+  }
+
+  /**
+   * The user whose email and password match and who may sign in, or undefined. Unknown email, wrong
+   * password and disabled account are indistinguishable to the caller and take comparable time.
+   */
+  async authenticate(emailInput: string, password: string): Promise<User | undefined> {
+    const email = normalizeEmail(emailInput);
+    const found = email.length <= 320
+      ? await this.#prisma.user.findUnique({ where: { email }, select: { ...publicFields, passwordHash: true } })
+      : null;
+    const passwordMatches = await this.#passwords.verify(found?.passwordHash, password.slice(0, MAXIMUM_PASSWORD_LENGTH * 4));
+    if (!found || !passwordMatches || found.disabled) return undefined;
+    const { passwordHash, ...user } = found;
+    if (this.#passwords.needsRehash(passwordHash)) {
+      await this.#prisma.user.update({ where: { id: user.id }, data: { passwordHash: await this.#passwords.hash(password) } });
+    }
+    return user;
+  }
+}
+
+/** The standard claims a user releases, before oidc-provider filters them by granted scope. */
+export function standardClaims(user: User): { sub: string; [claim: string]: unknown } {
+  return {
+    sub: user.id,
+    email: user.email,
+    email_verified: user.emailVerified,
+    ...(user.name ? { name: user.name } : {}),
+  };
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && 'code' in error && error.code === 'P2002';
+}

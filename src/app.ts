@@ -1,0 +1,32 @@
+// Composes the HTTP application: security headers, error mapping, health, assets, the interaction
+// pages, and oidc-provider behind them for every protocol endpoint.
+import Koa from 'koa';
+import type { Runtime } from './runtime.ts';
+import { securityHeaders } from './http/security-headers.ts';
+import { errorPages } from './http/errors.ts';
+import { healthRoutes } from './http/health.ts';
+import { assetRoutes } from './http/assets.ts';
+import { interactionRoutes } from './interactions/routes.ts';
+
+export function createApp(runtime: Runtime): Koa {
+  const { config, provider, views, logger } = runtime;
+  // Same keys as the engine's cookies, so cookies signed by one verify in the other.
+  const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy });
+  app.silent = true;
+
+  provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
+
+  app.use(securityHeaders({ https: config.issuer.startsWith('https://') }));
+  app.use(errorPages(views, logger));
+  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(provider, runtime.users, views)]) {
+    app.use(router.routes());
+    app.use(router.allowedMethods());
+  }
+  // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
+  const handleProtocol = provider.callback();
+  app.use(async (ctx) => {
+    ctx.respond = false;
+    await handleProtocol(ctx.req, ctx.res);
+  });
+  return app;
+}

@@ -1,0 +1,122 @@
+// The `gatehouse` command: database migrations, users and clients. It calls the same services as the
+// server, on the same database (the embedded one by default, shared with a running server).
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, loadConfig } from './config/index.ts';
+import { createLogger } from './logger.ts';
+import { openRuntime, type Runtime } from './runtime.ts';
+import { openDatabase } from './db/index.ts';
+import { migrate } from './db/migrate.ts';
+import { AccountError } from './accounts/users.ts';
+import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
+
+const USAGE = `Usage: gatehouse <command> [options]
+
+Commands:
+  migrate                               apply pending database migrations
+  users create --email E --password P [--name N] [--verified]
+                                        create a user
+  clients create --name N --type spa|web|service [--redirect-uri U]...
+                 [--post-logout-redirect-uri U]... [--scope S]
+                                        register a client and print it as JSON
+
+Configuration comes from the same environment variables as the server (DATABASE_URL, ...).
+`;
+
+class UsageError extends Error {}
+
+type Handler = (args: string[], run: (work: (runtime: Runtime) => Promise<void>) => Promise<void>) => Promise<void>;
+
+const commands: Record<string, Handler> = {
+  async migrate(args) {
+    parse(args, {});
+    const config = loadConfig();
+    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    try {
+      const applied = await migrate(database.connectionString);
+      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'the database is up to date\n');
+    } finally {
+      await database.close();
+    }
+  },
+
+  async 'users create'(args, run) {
+    const { values } = parse(args, {
+      email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, verified: { type: 'boolean' },
+    });
+    if (!values.email || !values.password) throw new UsageError('users create needs --email and --password');
+    await run(async ({ users }) => {
+      const user = await users.create({
+        email: String(values.email), password: String(values.password), name: values.name as string | undefined, emailVerified: Boolean(values.verified),
+      });
+      process.stdout.write(`${JSON.stringify(user, null, 2)}\n`);
+    });
+  },
+
+  async 'clients create'(args, run) {
+    const { values } = parse(args, {
+      name: { type: 'string' }, type: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
+      'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
+    });
+    const type = values.type as ClientType | undefined;
+    if (!values.name || !type) throw new UsageError('clients create needs --name and --type');
+    if (!CLIENT_TYPES.includes(type)) throw new UsageError(`--type must be one of ${CLIENT_TYPES.join(', ')}`);
+    await run(async ({ clients }) => {
+      const client = await clients.create({
+        name: String(values.name), type, scope: values.scope as string | undefined,
+        redirectUris: values['redirect-uri'] as string[] | undefined,
+        postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
+      });
+      process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
+    });
+  },
+};
+
+function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+async function withRuntime(work: (runtime: Runtime) => Promise<void>): Promise<void> {
+  const config = loadConfig();
+  const runtime = await openRuntime(config, createLogger({ logLevel: 'warn' }));
+  try {
+    await work(runtime);
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    process.stdout.write(USAGE);
+    return argv.length === 0 ? 2 : 0;
+  }
+  const twoWords = `${argv[0]} ${argv[1] ?? ''}`;
+  const [name, rest] = commands[twoWords] ? [twoWords, argv.slice(2)] : [argv[0]!, argv.slice(1)];
+  const handler = commands[name];
+  try {
+    if (!handler) throw new UsageError(`unknown command: ${argv.slice(0, 2).join(' ')}`);
+    await handler(rest, withRuntime);
+    return 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || isInvalidClientMetadata(error)) {
+      process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+function isInvalidClientMetadata(error: unknown): boolean {
+  return (error as { error?: unknown } | null)?.error === 'invalid_client_metadata'
+    || (error as { error?: unknown } | null)?.error === 'invalid_redirect_uri';
+}
+
+process.exitCode = await main(process.argv.slice(2));

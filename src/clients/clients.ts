@@ -1,0 +1,89 @@
+// Registered OAuth clients: the three kinds Gatehouse offers and the metadata each gets,
+// kept in PostgreSQL and read by the oidc-provider adapter.
+import { randomBytes } from 'node:crypto';
+import type { Prisma } from '../db/index.ts';
+
+export type ClientType = 'spa' | 'web' | 'service';
+export const CLIENT_TYPES: readonly ClientType[] = ['spa', 'web', 'service'];
+
+export interface NewClient {
+  name: string;
+  type: ClientType;
+  redirectUris?: string[];
+  postLogoutRedirectUris?: string[];
+  /** Space-separated scopes the client may request; omitted means the standard OIDC scopes. */
+  scope?: string;
+}
+
+/** oidc-provider client metadata, as stored. */
+export type ClientMetadata = Record<string, unknown> & { client_id: string };
+
+export class ClientError extends Error {
+  override name = 'ClientError';
+}
+
+/** Checks metadata the way the engine will read it (oidc-provider's Client.validate). */
+export type ClientMetadataValidator = (metadata: ClientMetadata) => Promise<void>;
+
+export class ClientService {
+  readonly #prisma: Prisma;
+  readonly #validate: ClientMetadataValidator;
+
+  constructor(prisma: Prisma, validate: ClientMetadataValidator) {
+    this.#prisma = prisma;
+    this.#validate = validate;
+  }
+
+  async create(input: NewClient): Promise<ClientMetadata> {
+    const metadata = metadataFor(input);
+    await this.#validate(metadata);
+    await this.#prisma.client.create({ data: { id: metadata.client_id, metadata } });
+    return metadata;
+  }
+
+  async find(clientId: string): Promise<ClientMetadata | undefined> {
+    const row = await this.#prisma.client.findUnique({ where: { id: clientId } });
+    return row ? (row.metadata as ClientMetadata) : undefined;
+  }
+}
+
+function metadataFor(input: NewClient): ClientMetadata {
+  const name = input.name.trim();
+  if (!name) throw new ClientError('a client needs a name');
+  const redirectUris = input.redirectUris ?? [];
+  const postLogoutRedirectUris = input.postLogoutRedirectUris ?? [];
+  const common = {
+    client_id: randomBytes(16).toString('base64url'),
+    client_name: name,
+    ...(input.scope ? { scope: input.scope } : {}),
+  };
+  if (input.type === 'service') {
+    if (redirectUris.length || postLogoutRedirectUris.length) {
+      throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
+    }
+    return {
+      ...common,
+      client_secret: newSecret(),
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+    };
+  }
+  if (!redirectUris.length) throw new ClientError(`a ${input.type} client needs at least one redirect URI`);
+  const browserFlow = {
+    ...common,
+    application_type: 'web',
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: redirectUris,
+    post_logout_redirect_uris: postLogoutRedirectUris,
+  };
+  return input.type === 'spa'
+    ? { ...browserFlow, token_endpoint_auth_method: 'none' }
+    : { ...browserFlow, token_endpoint_auth_method: 'client_secret_basic', client_secret: newSecret() };
+}
+
+function newSecret(): string {
+  return randomBytes(32).toString('base64url');
+}

@@ -1,0 +1,74 @@
+// Error mapping for Gatehouse's own routes: a page for people, JSON for programs, the right status,
+// and never a stack trace. Dependency outages become 503s that say which dependency is down.
+import type { Context, Next } from 'koa';
+import { errors } from 'oidc-provider';
+import type { Logger } from 'pino';
+import { DependencyUnavailable } from '../errors.ts';
+import type { Views } from './views.ts';
+
+/** An error whose message is written for the person who sees it. */
+export class HttpError extends Error {
+  override name = 'HttpError';
+  readonly status: number;
+
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+interface Answer {
+  status: number;
+  error: string;
+  title: string;
+  message: string;
+}
+
+function answerFor(error: unknown): Answer {
+  if (error instanceof HttpError) {
+    return { status: error.status, error: error.status === 403 ? 'forbidden' : 'invalid_request', title: 'Something is not right', message: error.message };
+  }
+  if (error instanceof DependencyUnavailable) {
+    return { status: 503, error: 'temporarily_unavailable', title: 'Gatehouse is temporarily unavailable', message: `${upperFirst(error.message)}. Please try again in a moment.` };
+  }
+  if (error instanceof errors.SessionNotFound) {
+    return { status: 400, error: 'session_not_found', title: 'This sign-in has expired', message: 'Go back to the application and sign in again.' };
+  }
+  if (error instanceof errors.OIDCProviderError && error.expose) {
+    const title = error.status === 503 ? 'Gatehouse is temporarily unavailable' : 'Something is not right';
+    return { status: error.status, error: error.error, title, message: error.error_description ?? error.error };
+  }
+  if (isHttpClientError(error)) {
+    return { status: error.status, error: 'invalid_request', title: 'Something is not right', message: 'The request could not be read.' };
+  }
+  return { status: 500, error: 'server_error', title: 'Something went wrong', message: 'Something went wrong on our side. Please try again.' };
+}
+
+export function errorPages(views: Views, logger: Logger) {
+  return async function mapErrors(ctx: Context, next: Next): Promise<void> {
+    try {
+      await next();
+    } catch (error) {
+      const answer = answerFor(error);
+      if (answer.status >= 500) logger.error({ err: error, path: ctx.path, method: ctx.method }, 'request failed');
+      ctx.status = answer.status;
+      ctx.set('Cache-Control', 'no-store');
+      if (answer.status === 503) ctx.set('Retry-After', '5');
+      if (ctx.accepts('json', 'html') === 'html') {
+        ctx.type = 'html';
+        ctx.body = views.render('error', { title: answer.title, message: answer.message, code: answer.error });
+      } else {
+        ctx.body = { error: answer.error, error_description: answer.message };
+      }
+    }
+  };
+}
+
+function isHttpClientError(error: unknown): error is { status: number } {
+  const status = (error as { status?: unknown } | null)?.status;
+  return typeof status === 'number' && status >= 400 && status < 500;
+}
+
+function upperFirst(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}

@@ -1,0 +1,118 @@
+// The pages a person sees while signing in to a client: login, consent and cancel, all under
+// /interaction/:uid because the engine scopes its interaction cookie to that path.
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
+import type { UserService } from '../accounts/users.ts';
+import { csrfToken, csrfTokenMatches } from '../http/csrf.ts';
+import { contentSecurityPolicy } from '../http/security-headers.ts';
+import type { Views } from '../http/views.ts';
+import { describeScope } from '../oidc/scopes.ts';
+import { HttpError } from '../http/errors.ts';
+
+const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
+
+export function interactionRoutes(provider: Provider, users: UserService, views: Views): Router {
+  const router = new Router({ prefix: '/interaction/:uid' });
+  const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', onError: () => { throw new HttpError(400, 'The form could not be read.'); } });
+
+  async function details(ctx: Context) {
+    const interaction = await provider.interactionDetails(ctx.req, ctx.res);
+    if (interaction.uid !== ctx.params.uid) throw new HttpError(400, 'This sign-in page does not match your sign-in. Go back to the application and try again.');
+    return interaction;
+  }
+
+  function render(ctx: Context, template: string, data: Record<string, unknown>, redirectUri: unknown, status = 200): void {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof redirectUri === 'string' ? [redirectUri] : []));
+    ctx.body = views.render(template, { ...data, uid: ctx.params.uid, csrf: csrfToken(ctx, `/interaction/${ctx.params.uid}`) });
+  }
+
+  function requireCsrf(ctx: Context): void {
+    if (!csrfTokenMatches(ctx, (ctx.request.body as Record<string, unknown> | undefined)?.csrf)) {
+      throw new HttpError(403, 'This form has expired. Go back and try again.');
+    }
+  }
+
+  async function finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void> {
+    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
+    ctx.status = 303;
+    ctx.redirect(returnTo);
+  }
+
+  async function clientName(clientId: unknown): Promise<string> {
+    const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
+    return client?.clientName ?? 'the application';
+  }
+
+  router.get('/', async (ctx) => {
+    const { prompt, params, session } = await details(ctx);
+    const name = await clientName(params.client_id);
+    if (prompt.name === 'login') {
+      render(ctx, 'login', { clientName: name, email: params.login_hint }, params.redirect_uri);
+      return;
+    }
+    if (prompt.name === 'consent') {
+      const account = session?.accountId ? await users.findById(session.accountId) : null;
+      render(ctx, 'consent', { clientName: name, email: account?.email, scopes: requestedScopes(prompt.details).map(describeScope) }, params.redirect_uri);
+      return;
+    }
+    throw new HttpError(400, 'This sign-in step is not supported.');
+  });
+
+  router.post('/login', form, async (ctx) => {
+    const { prompt, params } = await details(ctx);
+    requireCsrf(ctx);
+    if (prompt.name !== 'login') throw new HttpError(400, 'You are already signed in. Go back to the application.');
+    const body = ctx.request.body as Record<string, unknown>;
+    const email = typeof body.email === 'string' ? body.email : '';
+    const password = typeof body.password === 'string' ? body.password : '';
+    const user = email && password ? await users.authenticate(email, password) : undefined;
+    if (!user) {
+      render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE }, params.redirect_uri, 401);
+      return;
+    }
+    await finish(ctx, { login: { accountId: user.id, amr: ['pwd'] } }, false);
+  });
+
+  router.post('/confirm', form, async (ctx) => {
+    const { prompt, params, session, grantId } = await details(ctx);
+    requireCsrf(ctx);
+    if (prompt.name !== 'consent' || !session) throw new HttpError(400, 'There is nothing to confirm. Go back to the application.');
+    const grant = grantId
+      ? await provider.Grant.find(grantId)
+      : new provider.Grant({ accountId: session.accountId, clientId: String(params.client_id) });
+    if (!grant) throw new HttpError(400, 'This sign-in has expired. Go back to the application and sign in again.');
+    const missing = prompt.details as ConsentDetails;
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    for (const [resource, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+      grant.addResourceScope(resource, scopes.join(' '));
+    }
+    const savedGrantId = await grant.save();
+    await finish(ctx, { consent: grantId ? {} : { grantId: savedGrantId } }, true);
+  });
+
+  router.post('/abort', form, async (ctx) => {
+    await details(ctx);
+    requireCsrf(ctx);
+    await finish(ctx, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
+  });
+
+  return router;
+}
+
+interface ConsentDetails {
+  missingOIDCScope?: string[];
+  missingOIDCClaims?: string[];
+  missingResourceScopes?: Record<string, string[]>;
+}
+
+function requestedScopes(details: unknown): string[] {
+  const { missingOIDCScope = [], missingResourceScopes = {} } = details as ConsentDetails;
+  return [...new Set([...missingOIDCScope, ...Object.values(missingResourceScopes).flat()])];
+}

@@ -1,0 +1,40 @@
+// Process entry: configuration → runtime → HTTP server, with a graceful shutdown on SIGTERM and SIGINT.
+import { createServer } from 'node:http';
+import { ConfigError, loadConfig } from './config/index.ts';
+import { createLogger } from './logger.ts';
+import { openRuntime } from './runtime.ts';
+import { createApp } from './app.ts';
+
+let config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
+  process.exit(1);
+}
+const logger = createLogger(config);
+const runtime = await openRuntime(config, logger);
+const server = createServer(createApp(runtime).callback());
+server.listen(config.port, config.host, () => {
+  if (runtime.database.embedded || !config.redisUrl || runtime.secrets.development) {
+    logger.warn(
+      { database: runtime.database.embedded ? config.dataDir : 'postgresql', store: config.redisUrl ? 'redis' : 'in-process' },
+      'DEVELOPMENT MODE: embedded stores or development keys. Set NODE_ENV=production with DATABASE_URL, REDIS_URL, JWKS and COOKIE_SECRETS for real use.',
+    );
+  }
+  logger.info({ issuer: config.issuer, port: config.port }, `Gatehouse is listening on ${config.issuer}`);
+});
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'shutting down');
+  server.closeIdleConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await runtime.close();
+  process.exit(0);
+}
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGINT', () => void stop('SIGINT'));

@@ -1,0 +1,121 @@
+// The oidc-provider storage adapter: clients come from PostgreSQL, every other model lives in the
+// store with its TTL, indexed by grant (for revocation), by session uid and by device user code.
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import type { ClientService } from '../clients/clients.ts';
+import type { Store } from '../store/store.ts';
+import { asProviderError } from './errors.ts';
+
+/** Models that carry a grantId and so must disappear when their grant is revoked. */
+const GRANT_BOUND_MODELS = new Set([
+  'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode',
+]);
+
+/** Longest a record without its own expiry is kept; the engine gives every stored model one in practice. */
+const FALLBACK_TTL_SECONDS = 14 * 24 * 3600;
+
+export function createAdapterFactory(store: Store, clients: ClientService): (model: string) => Adapter {
+  return (model) => (model === 'Client' ? new ClientAdapter(clients) : new StoreAdapter(model, store));
+}
+
+class StoreAdapter implements Adapter {
+  readonly #model: string;
+  readonly #store: Store;
+
+  constructor(model: string, store: Store) {
+    this.#model = model;
+    this.#store = store;
+  }
+
+  #key(id: string): string {
+    return `${this.#model}:${id}`;
+  }
+
+  upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+    return asProviderError(async () => {
+      const ttl = expiresIn > 0 ? expiresIn : FALLBACK_TTL_SECONDS;
+      const key = this.#key(id);
+      await this.#store.put(key, JSON.stringify(payload), ttl);
+      const indexes: Promise<void>[] = [];
+      if (payload.grantId && GRANT_BOUND_MODELS.has(this.#model)) {
+        indexes.push(this.#store.addToIndex(grantIndexKey(this.#model, payload.grantId), key, ttl));
+      }
+      if (payload.uid) indexes.push(this.#store.put(`${this.#model}:uid:${payload.uid}`, JSON.stringify(id), ttl));
+      if (payload.userCode) indexes.push(this.#store.put(`${this.#model}:userCode:${payload.userCode}`, JSON.stringify(id), ttl));
+      await Promise.all(indexes);
+    });
+  }
+
+  find(id: string): Promise<AdapterPayload | undefined> {
+    return asProviderError(() => this.#read(this.#key(id)));
+  }
+
+  findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return asProviderError(() => this.#findThrough(`${this.#model}:uid:${uid}`));
+  }
+
+  findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return asProviderError(() => this.#findThrough(`${this.#model}:userCode:${userCode}`));
+  }
+
+  /**
+   * The engine does not look at whether consuming succeeded, so two concurrent exchanges of one code
+   * or refresh token would both win. The store consumes atomically; the loser fails here.
+   */
+  consume(id: string): Promise<void> {
+    return asProviderError(async () => {
+      const won = await this.#store.consume(this.#key(id), Math.floor(Date.now() / 1000));
+      if (!won) throw new errors.InvalidGrant(`${this.#model} was already used or has expired`);
+    });
+  }
+
+  destroy(id: string): Promise<void> {
+    return asProviderError(() => this.#store.delete([this.#key(id)]));
+  }
+
+  revokeByGrantId(grantId: string): Promise<void> {
+    return asProviderError(async () => {
+      const indexKey = grantIndexKey(this.#model, grantId);
+      const keys = await this.#store.indexMembers(indexKey);
+      await this.#store.delete([...keys, indexKey]);
+    });
+  }
+
+  async #read(key: string): Promise<AdapterPayload | undefined> {
+    const record = await this.#store.get(key);
+    if (!record) return undefined;
+    const payload = JSON.parse(record.value) as AdapterPayload;
+    return record.consumedAt === undefined ? payload : { ...payload, consumed: record.consumedAt };
+  }
+
+  async #findThrough(pointerKey: string): Promise<AdapterPayload | undefined> {
+    const pointer = await this.#store.get(pointerKey);
+    return pointer ? this.#read(this.#key(JSON.parse(pointer.value) as string)) : undefined;
+  }
+}
+
+function grantIndexKey(model: string, grantId: string): string {
+  return `grant:${grantId}:${model}`;
+}
+
+/** Clients are registered through Gatehouse (CLI, admin API), never by the engine itself. */
+class ClientAdapter implements Adapter {
+  readonly #clients: ClientService;
+
+  constructor(clients: ClientService) {
+    this.#clients = clients;
+  }
+
+  find(id: string): Promise<AdapterPayload | undefined> {
+    return asProviderError(async () => (await this.#clients.find(id)) as AdapterPayload | undefined);
+  }
+
+  async upsert(): Promise<void> {
+    throw new Error('clients are registered through Gatehouse, not the engine');
+  }
+
+  async consume(): Promise<void> {}
+  async destroy(): Promise<void> {}
+  async revokeByGrantId(): Promise<void> {}
+  async findByUid(): Promise<undefined> { return undefined; }
+  async findByUserCode(): Promise<undefined> { return undefined; }
+}

@@ -1,0 +1,74 @@
+// Signing keys and cookie secrets. Production takes them from configuration; development generates
+// them once into keys/ (git-ignored) so sessions and tokens survive a restart.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import type { Config } from '../config/index.ts';
+
+export interface PrivateJwks {
+  keys: JWK[];
+}
+
+export interface Secrets {
+  jwks: PrivateJwks;
+  cookieSecrets: string[];
+  /** True when either was generated or read from keys/ rather than configured. */
+  development: boolean;
+}
+
+export class KeyError extends Error {
+  override name = 'KeyError';
+}
+
+export async function loadSecrets(config: Config): Promise<Secrets> {
+  const configuredJwks = config.jwks ?? (config.jwksFile ? await readFile(config.jwksFile, 'utf8') : undefined);
+  const jwks = configuredJwks ? parseJwks(configuredJwks) : await developmentFile(config, 'jwks.json', generateJwks);
+  const cookieSecrets = config.cookieSecrets
+    ?? await developmentFile(config, 'cookie-secrets.json', async () => [randomBytes(32).toString('base64url')]);
+  return { jwks, cookieSecrets, development: !configuredJwks || !config.cookieSecrets };
+}
+
+/** RS256 first (the default ID token algorithm), ES256 offered. */
+export async function generateJwks(): Promise<PrivateJwks> {
+  const keys = await Promise.all((['RS256', 'ES256'] as const).map(async (alg) => {
+    const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : {}) });
+    return { ...(await exportJWK(privateKey)), alg, use: 'sig', kid: randomUUID() };
+  }));
+  return { keys };
+}
+
+function parseJwks(text: string): PrivateJwks {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new KeyError('JWKS is not valid JSON');
+  }
+  const keys = (parsed as PrivateJwks | null)?.keys;
+  if (!Array.isArray(keys) || keys.length === 0) throw new KeyError('JWKS must be a JSON object with a non-empty "keys" array');
+  if (keys.some((key) => typeof key !== 'object' || !key || !('d' in key))) {
+    throw new KeyError('JWKS must hold private keys (each with "d"); the server publishes their public halves');
+  }
+  return { keys };
+}
+
+async function developmentFile<T>(config: Config, name: string, create: () => Promise<T>): Promise<T> {
+  if (config.mode === 'production') throw new KeyError(`production refuses generated ${name}`);
+  const file = path.join(config.keysDir, name);
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const value = await create();
+  await mkdir(config.keysDir, { recursive: true, mode: 0o700 });
+  // 'wx' makes a concurrent first start keep whichever file was written first.
+  try {
+    await writeFile(file, JSON.stringify(value, null, 2), { mode: 0o600, flag: 'wx' });
+    return value;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  }
+}

@@ -1,0 +1,107 @@
+// oidc-provider configured the Gatehouse way: code flow with PKCE (S256) only, rotating refresh tokens,
+// exact redirect URIs, storage through the adapter, accounts from PostgreSQL and Gatehouse's own pages.
+import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../config/index.ts';
+import type { ClientService } from '../clients/clients.ts';
+import { standardClaims, type UserService } from '../accounts/users.ts';
+import type { Store } from '../store/store.ts';
+import type { Views } from '../http/views.ts';
+import type { Secrets } from './keys.ts';
+import { createAdapterFactory } from './adapter.ts';
+import { asProviderError } from './errors.ts';
+import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
+import { renderEngineError } from './pages.ts';
+import { originOf } from '../urls.ts';
+
+export interface ProviderDependencies {
+  config: Config;
+  secrets: Secrets;
+  store: Store;
+  users: UserService;
+  clients: ClientService;
+  views: Views;
+}
+
+/** Endpoints a single-page app calls from the browser; the engine asks clientBasedCORS about these. */
+const BROWSER_ENDPOINTS = new Set(['token', 'userinfo', 'revocation']);
+
+export function createProvider({ config, secrets, store, users, clients, views }: ProviderDependencies): Provider {
+  const configuration: Configuration = {
+    adapter: createAdapterFactory(store, clients),
+    jwks: secrets.jwks as Configuration['jwks'],
+    cookies: {
+      keys: secrets.cookieSecrets,
+      long: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+    },
+    findAccount: (_ctx, sub) => asProviderError(async () => {
+      const user = await users.findById(sub);
+      if (!user || user.disabled) return undefined;
+      return { accountId: user.id, claims: () => standardClaims(user) };
+    }),
+    claims: Object.fromEntries(Object.entries(CLAIMS_BY_SCOPE).map(([scope, claims]) => [scope, [...claims]])),
+    scopes: [...SCOPES],
+    responseTypes: ['code'],
+    pkce: { required: () => true },
+    allowOmittingSingleRegisteredRedirectUri: false,
+    enabledJWA: {
+      idTokenSigningAlgValues: ['RS256', 'ES256'],
+      userinfoSigningAlgValues: ['RS256', 'ES256'],
+      introspectionSigningAlgValues: ['RS256', 'ES256'],
+    },
+    rotateRefreshToken: true,
+    // Single-page apps stay signed in through refresh tokens; others ask for them with offline_access.
+    issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
+      && (code.scopes.has('offline_access') || isSinglePageApp(client)),
+    ttl: {
+      AccessToken: config.ttl.accessToken,
+      ClientCredentials: config.ttl.accessToken,
+      AuthorizationCode: config.ttl.authorizationCode,
+      IdToken: config.ttl.idToken,
+      Interaction: config.ttl.interaction,
+      Session: config.ttl.session,
+      // A browser app's refresh tokens keep the lifetime of the first one: rotation never extends it.
+      RefreshToken: (ctx, _token, client) => {
+        const rotated = ctx?.oidc?.entities.RotatedRefreshToken;
+        return rotated && isSinglePageApp(client) ? rotated.remainingTTL : config.ttl.refreshToken;
+      },
+      // The grant must outlive every refresh token issued under it, or refresh fails early.
+      Grant: Math.max(config.ttl.refreshToken, config.ttl.session),
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      revocation: { enabled: true },
+      introspection: {
+        enabled: true,
+        // A token's own client may introspect it; so may service clients (resource servers). Nobody else.
+        allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId
+          || (client.clientAuthMethod !== 'none' && client.grantTypeAllowed('client_credentials')),
+      },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, engineForm) => {
+          ctx.type = 'html';
+          ctx.body = views.render('logout', { engineForm, clientName: ctx.oidc.client?.clientName });
+        },
+        postLogoutSuccessSource: async (ctx) => {
+          ctx.type = 'html';
+          ctx.body = views.render('logged-out', { clientName: ctx.oidc.client?.clientName });
+        },
+      },
+    },
+    clientBasedCORS: (ctx, origin, client) => BROWSER_ENDPOINTS.has((ctx as KoaContextWithOIDC).oidc.route)
+      && isSinglePageApp(client)
+      && (client.redirectUris ?? []).some((uri) => originOf(uri) === origin),
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    renderError: async (ctx, out, error) => renderEngineError(ctx, views, out, error),
+  };
+  const provider = new Provider(config.issuer, configuration);
+  provider.proxy = config.trustProxy;
+  return provider;
+}
+
+/** A public browser client: no secret, signs people in with redirects. */
+function isSinglePageApp(client: { clientAuthMethod?: string; applicationType?: string }): boolean {
+  return client.clientAuthMethod === 'none' && client.applicationType === 'web';
+}

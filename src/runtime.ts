@@ -1,0 +1,55 @@
+// The composition root: opens the database and the store, loads keys, and wires the services the
+// server, the CLI and the tests share. Everything is passed in; nothing is a hidden singleton.
+import type Provider from 'oidc-provider';
+import type { ClientMetadata as EngineClientMetadata } from 'oidc-provider';
+import type { Logger } from 'pino';
+import type { Config } from './config/index.ts';
+import { openDatabase, type Database } from './db/index.ts';
+import { migrate } from './db/migrate.ts';
+import { createStore } from './store/index.ts';
+import type { Store } from './store/store.ts';
+import { PasswordHasher } from './accounts/passwords.ts';
+import { UserService } from './accounts/users.ts';
+import { ClientService } from './clients/clients.ts';
+import { loadSecrets, type Secrets } from './oidc/keys.ts';
+import { createProvider } from './oidc/provider.ts';
+import { createViews, type Views } from './http/views.ts';
+
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  database: Database;
+  store: Store;
+  secrets: Secrets;
+  views: Views;
+  users: UserService;
+  clients: ClientService;
+  provider: Provider;
+  close(): Promise<void>;
+}
+
+export async function openRuntime(config: Config, logger: Logger): Promise<Runtime> {
+  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  try {
+    const applied = await migrate(database.connectionString);
+    if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+    const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix });
+    const secrets = await loadSecrets(config);
+    const views = createViews({ cache: config.mode === 'production' });
+    const users = new UserService(database.prisma, new PasswordHasher(config.argon2));
+    // Client registrations are checked by the engine that will read them, built just below.
+    const clients = new ClientService(database.prisma, async (metadata) => {
+      await provider.Client.validate(metadata as EngineClientMetadata);
+    });
+    const provider = createProvider({ config, secrets, store, users, clients, views });
+    return {
+      config, logger, database, store, secrets, views, users, clients, provider,
+      async close() {
+        await Promise.allSettled([store.close(), database.close()]);
+      },
+    };
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+}

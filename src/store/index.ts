@@ -1,0 +1,28 @@
+// Picks the Store implementation from configuration: Redis when a URL is given, in-process otherwise.
+
+import { MemoryStore } from './memory.ts';
+import { RedisStore } from './redis.ts';
+import type { Store } from './store.ts';
+
+export type { Store, StoredRecord } from './store.ts';
+export { MemoryStore, type MemoryStoreOptions } from './memory.ts';
+export { RedisStore, type RedisStoreOptions } from './redis.ts';
+
+export interface CreateStoreOptions {
+  /** When absent the store lives in this process only: fine for one instance, lost on restart. */
+  redisUrl?: string;
+  prefix: string;
+  /** Background Redis connection errors; ignored by the in-process store. */
+  onError?: (error: Error) => void;
+}
+
+export function createStore(options: CreateStoreOptions): Store {
+  if (options.redisUrl !== undefined && options.redisUrl !== '') {
+    return new RedisStore({
+      url: options.redisUrl,
+      prefix: options.prefix,
+      onError: options.onError,
+    });
+  }
+  return new MemoryStore({ prefix: options.prefix });
+}

@@ -1,0 +1,125 @@
+// The in-process Store used when no REDIS_URL is configured: one keyspace in a Map with the same
+// semantics as RedisStore (TTLs, consume-once, never-shortened indexes, WRONGTYPE on mixed use).
+
+import type { Store, StoredRecord } from './store.ts';
+import { wholeSecondsTtl, wrongTypeMessage } from './ttl.ts';
+
+export interface MemoryStoreOptions {
+  prefix: string;
+  /** How often expired keys are freed even if nobody reads them again. Default 60 s. */
+  sweepIntervalMs?: number;
+}
+
+interface RecordEntry {
+  kind: 'record';
+  value: string;
+  consumedAt?: number;
+  expiresAtMs: number;
+}
+
+interface IndexEntry {
+  kind: 'index';
+  members: Set<string>;
+  expiresAtMs: number;
+}
+
+type Entry = RecordEntry | IndexEntry;
+
+const defaultSweepIntervalMs = 60_000;
+
+export class MemoryStore implements Store {
+  readonly #prefix: string;
+  readonly #entries = new Map<string, Entry>();
+  #sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: MemoryStoreOptions) {
+    this.#prefix = options.prefix;
+    this.#sweepTimer = setInterval(() => this.#sweepExpired(), options.sweepIntervalMs ?? defaultSweepIntervalMs);
+    // The sweep only frees memory; it must never keep a finished process (or test run) alive.
+    this.#sweepTimer.unref();
+  }
+
+  /** Keys currently held, expired ones included until the next sweep or read. For diagnostics. */
+  get storedKeyCount(): number {
+    return this.#entries.size;
+  }
+
+  async put(key: string, value: string, ttlSeconds: number): Promise<void> {
+    const lifetimeSeconds = wholeSecondsTtl(ttlSeconds);
+    this.#entries.set(this.#prefix + key, {
+      kind: 'record',
+      value,
+      expiresAtMs: Date.now() + lifetimeSeconds * 1000,
+    });
+  }
+
+  async get(key: string): Promise<StoredRecord | undefined> {
+    const entry = this.#liveEntry(this.#prefix + key);
+    if (entry === undefined) return undefined;
+    if (entry.kind !== 'record') throw new Error(wrongTypeMessage);
+    return entry.consumedAt === undefined
+      ? { value: entry.value }
+      : { value: entry.value, consumedAt: entry.consumedAt };
+  }
+
+  async consume(key: string, atEpochSeconds: number): Promise<boolean> {
+    const entry = this.#liveEntry(this.#prefix + key);
+    if (entry === undefined) return false;
+    if (entry.kind !== 'record') throw new Error(wrongTypeMessage);
+    if (entry.consumedAt !== undefined) return false;
+    entry.consumedAt = atEpochSeconds;
+    return true;
+  }
+
+  async delete(keys: readonly string[]): Promise<void> {
+    for (const key of keys) this.#entries.delete(this.#prefix + key);
+  }
+
+  async addToIndex(indexKey: string, member: string, ttlSeconds: number): Promise<void> {
+    const lifetimeSeconds = wholeSecondsTtl(ttlSeconds);
+    const prefixedKey = this.#prefix + indexKey;
+    const requestedExpiryMs = Date.now() + lifetimeSeconds * 1000;
+    const entry = this.#liveEntry(prefixedKey);
+    if (entry === undefined) {
+      this.#entries.set(prefixedKey, { kind: 'index', members: new Set([member]), expiresAtMs: requestedExpiryMs });
+      return;
+    }
+    if (entry.kind !== 'index') throw new Error(wrongTypeMessage);
+    entry.members.add(member);
+    // Members may point at records that outlive the index's current TTL: only ever extend it.
+    entry.expiresAtMs = requestedExpiryMs;
+  }
+
+  async indexMembers(indexKey: string): Promise<string[]> {
+    const entry = this.#liveEntry(this.#prefix + indexKey);
+    if (entry === undefined) return [];
+    if (entry.kind !== 'index') throw new Error(wrongTypeMessage);
+    return [...entry.members];
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    this.#entries.clear();
+  }
+
+  /** The entry under a prefixed key, or undefined if absent or expired (an expired one is freed). */
+  #liveEntry(prefixedKey: string): Entry | undefined {
+    const entry = this.#entries.get(prefixedKey);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAtMs <= Date.now()) {
+      this.#entries.delete(prefixedKey);
+      return undefined;
+    }
+    return entry;
+  }
+
+  #sweepExpired(): void {
+    const nowMs = Date.now();
+    for (const [prefixedKey, entry] of this.#entries) {
+      if (entry.expiresAtMs <= nowMs) this.#entries.delete(prefixedKey);
+    }
+  }
+}

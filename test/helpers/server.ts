@@ -1,0 +1,57 @@
+// Starts a whole Gatehouse on a free port with its own database and store prefix, the way main.ts
+// does, and tears it all down. Uses DATABASE_URL and REDIS_URL when the environment has them.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '../../src/config/index.ts';
+import { createLogger } from '../../src/logger.ts';
+import { openRuntime, type Runtime } from '../../src/runtime.ts';
+import { createApp } from '../../src/app.ts';
+import { createTestDatabase } from './database.ts';
+import { deleteKeysWithPrefix } from './redis.ts';
+
+export interface TestServer {
+  issuer: string;
+  runtime: Runtime;
+  server: Server;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(environment: Record<string, string> = {}): Promise<TestServer> {
+  const database = await createTestDatabase();
+  const keysDir = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-keys-'));
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const issuer = `http://127.0.0.1:${port}`;
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    PORT: String(port),
+    ISSUER: issuer,
+    DATA_DIR: database.dataDir,
+    KEYS_DIR: keysDir,
+    STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`,
+    LOG_LEVEL: 'silent',
+    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
+    ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
+    ...environment,
+  });
+  const runtime = await openRuntime(config, createLogger(config));
+  server.on('request', createApp(runtime).callback());
+  return {
+    issuer,
+    runtime,
+    server,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await runtime.close();
+      await database.drop();
+      if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
+      await rm(keysDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,368 @@
+// The Store contract, run unchanged against MemoryStore and (when REDIS_URL is set) RedisStore, so the
+// embedded default and production cannot drift apart; plus Redis-only outage and key-layout tests.
+
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { inspect } from 'node:util';
+import test, { type ExecutionContext } from 'ava';
+import { Redis } from 'ioredis';
+import { DependencyUnavailable } from '../src/errors.ts';
+import { createStore, MemoryStore, RedisStore, type Store } from '../src/store/index.ts';
+import {
+  deleteKeysWithPrefix,
+  eventually,
+  findFreePort,
+  keysWithPrefix,
+  ThrowawayRedisServer,
+} from './helpers/redis.ts';
+
+interface StoreHarness {
+  name: string;
+  /** A new store (for Redis: a new connection) on the shared backend. */
+  open(prefix: string): Store;
+  /**
+   * Stores that see the same data as `store` but race like separate processes would: for Redis
+   * separate connections, for memory the store itself (one process has only one).
+   */
+  openRacers(prefix: string, store: Store, count: number): Store[];
+}
+
+// Every key this run writes to a shared Redis starts with this, so cleanup cannot touch anyone else's.
+const runPrefix = `gatehouse-test:${randomUUID()}:`;
+const newPrefix = (): string => `${runPrefix}${randomUUID()}:`;
+
+/** Opens a store that is closed when the test ends, pass or fail. */
+function openStore(t: ExecutionContext, harness: StoreHarness, prefix: string): Store {
+  const store = harness.open(prefix);
+  t.teardown(() => store.close());
+  return store;
+}
+
+// Waiting past a 1 s TTL is the only way to watch Redis expire a key; these waits overlap because
+// ava runs a file's tests concurrently.
+const pastOneSecondTtl = (): Promise<void> => sleep(1200);
+
+function registerContract(harness: StoreHarness): void {
+  const title = (text: string): string => `[${harness.name}] ${text}`;
+
+  test(title('put then get returns the value, with no consumed mark'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    const value = JSON.stringify({ kind: 'AuthorizationCode', nested: { list: [1, 2] }, text: 'é ✓' });
+    await store.put('Record:1', value, 60);
+    t.deepEqual(await store.get('Record:1'), { value });
+  });
+
+  test(title('get of a missing key is undefined'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    t.is(await store.get('Record:never-written'), undefined);
+  });
+
+  test(title('a record is gone after its TTL'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.put('Record:short', '"short"', 1);
+    await store.put('Record:long', '"long"', 100);
+    t.deepEqual(await store.get('Record:short'), { value: '"short"' });
+    await pastOneSecondTtl();
+    t.is(await store.get('Record:short'), undefined);
+    t.false(await store.consume('Record:short', 1), 'an expired record cannot be consumed');
+    t.deepEqual(await store.get('Record:long'), { value: '"long"' });
+  });
+
+  test(title('put replaces the value and clears the consumed mark'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.put('Record:1', '"first"', 60);
+    t.true(await store.consume('Record:1', 1_700_000_000));
+    await store.put('Record:1', '"second"', 60);
+    t.deepEqual(await store.get('Record:1'), { value: '"second"' });
+    t.true(await store.consume('Record:1', 1_700_000_100), 'a replaced record can be consumed again');
+  });
+
+  test(title('consume of a missing record is false and creates nothing'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    t.false(await store.consume('Record:missing', 1_700_000_000));
+    t.is(await store.get('Record:missing'), undefined);
+    t.false(await store.consume('Record:missing', 1_700_000_000));
+  });
+
+  test(title('consume succeeds once, records when, and keeps the value'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.put('Record:1', '"payload"', 60);
+    t.true(await store.consume('Record:1', 1_700_000_000));
+    t.deepEqual(await store.get('Record:1'), { value: '"payload"', consumedAt: 1_700_000_000 });
+    t.false(await store.consume('Record:1', 1_700_000_999));
+    t.deepEqual(
+      await store.get('Record:1'),
+      { value: '"payload"', consumedAt: 1_700_000_000 },
+      'a losing consume must not move the consumed time',
+    );
+  });
+
+  test(title('of 50 concurrent consumes exactly one wins'), async (t) => {
+    const prefix = newPrefix();
+    const store = openStore(t, harness, prefix);
+    const racers = harness.openRacers(prefix, store, 5);
+    t.teardown(() => Promise.all(racers.map((racer) => racer.close())));
+    await store.put('RefreshToken:1', '"token"', 60);
+    await Promise.all(racers.map((racer) => racer.ping()));
+    const outcomes = await Promise.all(
+      Array.from({ length: 50 }, (_, attempt) => racers[attempt % racers.length]!.consume('RefreshToken:1', 1_700_000_000 + attempt)),
+    );
+    t.is(outcomes.filter((won) => won).length, 1);
+    const winner = outcomes.indexOf(true);
+    t.deepEqual(await store.get('RefreshToken:1'), { value: '"token"', consumedAt: 1_700_000_000 + winner });
+  });
+
+  test(title('consume keeps the record TTL'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.put('Record:1', '"payload"', 1);
+    t.true(await store.consume('Record:1', 1_700_000_000));
+    await pastOneSecondTtl();
+    t.is(await store.get('Record:1'), undefined);
+  });
+
+  test(title('delete removes several keys and ignores missing ones'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.put('Record:a', '"a"', 60);
+    await store.put('Record:b', '"b"', 60);
+    await store.put('Record:c', '"c"', 60);
+    await store.addToIndex('Index:1', 'Record:a', 60);
+    await store.delete(['Record:a', 'Record:b', 'Record:missing', 'Index:1']);
+    await store.delete([]);
+    t.is(await store.get('Record:a'), undefined);
+    t.is(await store.get('Record:b'), undefined);
+    t.deepEqual(await store.indexMembers('Index:1'), []);
+    t.deepEqual(await store.get('Record:c'), { value: '"c"' });
+  });
+
+  test(title('an index collects distinct members'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    t.deepEqual(await store.indexMembers('Index:empty'), []);
+    await store.addToIndex('Index:grant', 'AccessToken:1', 60);
+    await store.addToIndex('Index:grant', 'RefreshToken:1', 60);
+    await store.addToIndex('Index:grant', 'AccessToken:1', 60);
+    t.deepEqual((await store.indexMembers('Index:grant')).sort(), ['AccessToken:1', 'RefreshToken:1']);
+  });
+
+  test(title('an index expires after its TTL'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.addToIndex('Index:short', 'Record:1', 1);
+    t.deepEqual(await store.indexMembers('Index:short'), ['Record:1']);
+    await pastOneSecondTtl();
+    t.deepEqual(await store.indexMembers('Index:short'), []);
+  });
+
+  test(title('a shorter TTL never shortens an index'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.addToIndex('Index:grant', 'RefreshToken:1', 100);
+    await store.addToIndex('Index:grant', 'AccessToken:1', 1);
+    await pastOneSecondTtl();
+    t.deepEqual((await store.indexMembers('Index:grant')).sort(), ['AccessToken:1', 'RefreshToken:1']);
+  });
+
+  test(title('a longer TTL extends an index'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.addToIndex('Index:grant', 'AccessToken:1', 1);
+    await store.addToIndex('Index:grant', 'RefreshToken:1', 100);
+    await pastOneSecondTtl();
+    t.deepEqual((await store.indexMembers('Index:grant')).sort(), ['AccessToken:1', 'RefreshToken:1']);
+  });
+
+  test(title('stores with different prefixes do not see each other'), async (t) => {
+    const first = openStore(t, harness, newPrefix());
+    const second = openStore(t, harness, newPrefix());
+    await first.put('Record:1', '"first"', 60);
+    await second.put('Record:1', '"second"', 60);
+    await first.addToIndex('Index:1', 'from-first', 60);
+    t.true(await first.consume('Record:1', 1_700_000_000));
+    t.deepEqual(await second.get('Record:1'), { value: '"second"' }, 'consume must not reach across prefixes');
+    t.deepEqual(await second.indexMembers('Index:1'), []);
+    await second.delete(['Record:1', 'Index:1']);
+    t.deepEqual(await first.get('Record:1'), { value: '"first"', consumedAt: 1_700_000_000 });
+    t.deepEqual(await first.indexMembers('Index:1'), ['from-first']);
+  });
+
+  test(title('one key cannot be both a record and an index'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.put('Record:1', '"payload"', 60);
+    await store.addToIndex('Index:1', 'Record:1', 60);
+    await t.throwsAsync(store.addToIndex('Record:1', 'member', 60), { message: /WRONGTYPE/ });
+    await t.throwsAsync(store.get('Index:1'), { message: /WRONGTYPE/ });
+    await t.throwsAsync(store.consume('Index:1', 1), { message: /WRONGTYPE/ });
+    await t.throwsAsync(store.indexMembers('Record:1'), { message: /WRONGTYPE/ });
+    await store.put('Index:1', '"now a record"', 60);
+    t.deepEqual(await store.get('Index:1'), { value: '"now a record"' }, 'put replaces whatever held the key');
+  });
+
+  test(title('a TTL that is not positive is refused'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await t.throwsAsync(store.put('Record:1', '"payload"', 0), { instanceOf: RangeError });
+    await t.throwsAsync(store.put('Record:1', '"payload"', Number.NaN), { instanceOf: RangeError });
+    await t.throwsAsync(store.addToIndex('Index:1', 'member', -5), { instanceOf: RangeError });
+    t.is(await store.get('Record:1'), undefined);
+    t.deepEqual(await store.indexMembers('Index:1'), []);
+  });
+
+  test(title('ping answers'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await t.notThrowsAsync(store.ping());
+  });
+}
+
+registerContract({
+  name: 'memory',
+  open: (prefix) => new MemoryStore({ prefix }),
+  openRacers: (_prefix, store, count) => Array.from({ length: count }, () => store),
+});
+
+test('[memory] expired keys are freed by the sweep without being read', async (t) => {
+  const store = new MemoryStore({ prefix: newPrefix(), sweepIntervalMs: 50 });
+  t.teardown(() => store.close());
+  await store.put('Record:1', '"payload"', 1);
+  await store.addToIndex('Index:1', 'Record:1', 1);
+  await store.put('Record:kept', '"kept"', 100);
+  t.is(store.storedKeyCount, 3);
+  await pastOneSecondTtl();
+  t.is(store.storedKeyCount, 1);
+});
+
+test('createStore picks memory without a Redis URL', async (t) => {
+  const store = createStore({ prefix: newPrefix() });
+  t.teardown(() => store.close());
+  t.true(store instanceof MemoryStore);
+});
+
+const sharedRedisUrl = process.env['REDIS_URL'];
+
+if (sharedRedisUrl === undefined || sharedRedisUrl === '') {
+  test.skip('[redis] contract and outage tests (set REDIS_URL to run them)', (t) => {
+    t.fail('skipped tests never run');
+  });
+} else {
+  registerRedisTests(sharedRedisUrl);
+}
+
+function registerRedisTests(redisUrl: string): void {
+  // Clients these tests create are reported here rather than dropped, so a misconfigured server shows.
+  const openRedisStore = (prefix: string): RedisStore => new RedisStore({ url: redisUrl, prefix });
+
+  registerContract({
+    name: 'redis',
+    open: openRedisStore,
+    openRacers: (prefix, _store, count) => Array.from({ length: count }, () => openRedisStore(prefix)),
+  });
+
+  test.after.always('remove the keys this run wrote', async () => {
+    await deleteKeysWithPrefix(redisUrl, runPrefix);
+  });
+
+  test('[redis] createStore picks Redis for a URL', async (t) => {
+    const store = createStore({ redisUrl, prefix: newPrefix() });
+    t.teardown(() => store.close());
+    t.true(store instanceof RedisStore);
+    await store.put('Record:1', '"payload"', 60);
+    t.deepEqual(await store.get('Record:1'), { value: '"payload"' });
+  });
+
+  test('[redis] every key, also the consume script’s, lands under the prefix with a TTL', async (t) => {
+    const prefix = newPrefix();
+    const store = openStore(t, { name: 'redis', open: openRedisStore, openRacers: () => [] }, prefix);
+    const rawClient = new Redis(redisUrl);
+    t.teardown(() => rawClient.quit());
+    await store.put('Record:1', '"payload"', 60);
+    t.true(await store.consume('Record:1', 1_700_000_000));
+    t.false(await store.consume('Record:missing', 1_700_000_000));
+    await store.addToIndex('Index:1', 'Record:1', 60);
+    t.deepEqual((await keysWithPrefix(rawClient, prefix)).sort(), [`${prefix}Index:1`, `${prefix}Record:1`]);
+    t.is(await rawClient.exists('Record:1', 'Index:1'), 0, 'nothing is written without the prefix');
+    t.deepEqual(await rawClient.hgetall(`${prefix}Record:1`), { value: '"payload"', consumedAt: '1700000000' });
+    t.true((await rawClient.ttl(`${prefix}Record:1`)) > 0);
+    t.true((await rawClient.ttl(`${prefix}Index:1`)) > 0);
+  });
+
+  test('[redis] errors do not carry the keys or values of the failed command', async (t) => {
+    const store = openRedisStore(newPrefix());
+    t.teardown(() => store.close());
+    const secretKey = `AccessToken:${randomUUID()}`;
+    await store.put(secretKey, '"payload"', 60);
+    const error = await t.throwsAsync(store.addToIndex(secretKey, 'member', 60), { message: /WRONGTYPE/ });
+    t.false(inspect(error, { depth: 10 }).includes(secretKey));
+  });
+
+  test('[redis] a store whose Redis cannot be reached fails fast and reports why', async (t) => {
+    const nobodyListening = `redis://127.0.0.1:${await findFreePort()}`;
+    const backgroundErrors: Error[] = [];
+    const store = new RedisStore({
+      url: nobodyListening,
+      prefix: newPrefix(),
+      onError: (error) => backgroundErrors.push(error),
+    });
+    t.teardown(() => store.close());
+    await t.throwsAsync(store.ping(), { instanceOf: DependencyUnavailable });
+    await t.throwsAsync(store.get('Record:1'), { instanceOf: DependencyUnavailable });
+    // Unhandled, these 'error' events would crash the process; the hook is where they can be seen.
+    await eventually(async () => {
+      if (backgroundErrors.length === 0) throw new Error('no connection error reported yet');
+    }, 5000);
+    t.regex(backgroundErrors[0]?.message ?? '', /ECONNREFUSED/);
+  });
+
+  const outageServers: ThrowawayRedisServer[] = [];
+  test.after.always('stop the throwaway redis-servers', async () => {
+    await Promise.all(outageServers.map((server) => server.stop()));
+  });
+
+  async function startThrowawayServer(): Promise<ThrowawayRedisServer> {
+    const server = new ThrowawayRedisServer(await findFreePort());
+    outageServers.push(server);
+    await server.start();
+    return server;
+  }
+
+  test('[redis] while Redis is down operations fail with DependencyUnavailable, and recover by themselves', async (t) => {
+    t.timeout(30_000);
+    const server = await startThrowawayServer();
+    // A command timeout longer than this test's own timeout: only noticing the lost connection can fail
+    // the in-flight command below.
+    const store = new RedisStore({ url: server.url, prefix: newPrefix(), commandTimeoutMs: 60_000 });
+    t.teardown(() => store.close());
+    await store.put('Record:1', '"before"', 60);
+
+    server.freeze();
+    const inFlightWhenRedisDied = store.get('Record:1');
+    await server.kill();
+    await t.throwsAsync(inFlightWhenRedisDied, { instanceOf: DependencyUnavailable });
+    await t.throwsAsync(store.get('Record:1'), { instanceOf: DependencyUnavailable });
+    await t.throwsAsync(store.put('Record:1', '"during"', 60), { instanceOf: DependencyUnavailable });
+    await t.throwsAsync(store.consume('Record:1', 1), { instanceOf: DependencyUnavailable });
+    const pingError = await t.throwsAsync(store.ping(), { instanceOf: DependencyUnavailable });
+    t.is(pingError?.dependency, 'store');
+    t.true(pingError?.cause instanceof Error, 'the connection error is kept as the cause');
+
+    // Long enough for several reconnect attempts to fail, so recovery is not just the first retry.
+    await sleep(2500);
+    await t.throwsAsync(store.get('Record:1'), { instanceOf: DependencyUnavailable });
+
+    await server.start();
+    await eventually(() => store.ping(), 10_000);
+    await store.put('Record:1', '"after"', 60);
+    t.deepEqual(await store.get('Record:1'), { value: '"after"' });
+  });
+
+  test('[redis] a hung Redis makes operations fail with DependencyUnavailable, not hang', async (t) => {
+    t.timeout(30_000);
+    const server = await startThrowawayServer();
+    const store = new RedisStore({ url: server.url, prefix: newPrefix(), commandTimeoutMs: 300 });
+    t.teardown(() => store.close());
+    await store.put('Record:1', '"payload"', 60);
+
+    server.freeze();
+    try {
+      await t.throwsAsync(store.get('Record:1'), { instanceOf: DependencyUnavailable });
+      await t.throwsAsync(store.consume('Record:1', 1), { instanceOf: DependencyUnavailable });
+    } finally {
+      server.thaw();
+    }
+    await eventually(() => store.ping(), 10_000);
+    t.deepEqual(await store.get('Record:1'), { value: '"payload"', consumedAt: 1 }, 'the timed-out consume still ran once Redis woke up');
+  });
+}
