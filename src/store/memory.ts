@@ -2,7 +2,7 @@
 // semantics as RedisStore (TTLs, consume-once, never-shortened indexes, WRONGTYPE on mixed use).
 
 import type { Store, StoredRecord } from './store.ts';
-import { wholeSecondsTtl, wrongTypeMessage } from './ttl.ts';
+import { wholeSecondsTtl } from './ttl.ts';
 
 export interface MemoryStoreOptions {
   prefix: string;
@@ -26,6 +26,9 @@ interface IndexEntry {
 type Entry = RecordEntry | IndexEntry;
 
 const defaultSweepIntervalMs = 60_000;
+
+/** Redis's own text for a key used as a record and an index at once, so callers see one error either way. */
+const wrongTypeMessage = 'WRONGTYPE Operation against a key holding the wrong kind of value';
 
 export class MemoryStore implements Store {
   readonly #prefix: string;
@@ -87,7 +90,7 @@ export class MemoryStore implements Store {
     if (entry.kind !== 'index') throw new Error(wrongTypeMessage);
     entry.members.add(member);
     // Members may point at records that outlive the index's current TTL: only ever extend it.
-    entry.expiresAtMs = requestedExpiryMs;
+    entry.expiresAtMs = Math.max(entry.expiresAtMs, requestedExpiryMs);
   }
 
   async indexMembers(indexKey: string): Promise<string[]> {

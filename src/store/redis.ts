@@ -84,8 +84,9 @@ export class RedisStore implements Store {
       commandTimeout: this.#commandTimeoutMs,
       // Keep trying forever: the store must come back by itself when Redis does.
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), maximumReconnectDelayMs),
-      // Commands in flight when the connection drops are resent after reconnecting; every command
-      // used here is idempotent (DEL/HSET/EXPIRE, HSETNX, SADD), so a resend cannot do harm.
+      // After a brief drop, commands whose replies were lost are resent. Every command used here is
+      // idempotent (DEL/HSET/EXPIRE, HSETNX, SADD), so a resend never applies an operation twice.
+      // Like any timeout, it means a command reported as failed may still have taken effect.
       autoResendUnfulfilledCommands: true,
     });
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });

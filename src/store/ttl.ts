@@ -11,6 +11,3 @@ export function wholeSecondsTtl(ttlSeconds: number): number {
   }
   return Math.ceil(ttlSeconds);
 }
-
-/** The error text Redis gives when a key is used as a record and an index at once. */
-export const wrongTypeMessage = 'WRONGTYPE Operation against a key holding the wrong kind of value';

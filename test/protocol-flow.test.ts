@@ -1,0 +1,180 @@
+// The whole single-page-app journey through a real client library: discovery, authorize with PKCE,
+// login and consent pages, code exchange, ID token, userinfo, refresh rotation and reuse detection,
+// revocation, introspection and logout.
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import {
+  POST_LOGOUT_REDIRECT_URI, PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure,
+  registerConfidential, registerSpa, signIn,
+} from './helpers/oauth.ts';
+import { UserAgent, formAction, formField } from './helpers/user-agent.ts';
+
+let server: TestServer;
+test.before(async () => {
+  server = await startTestServer();
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+async function signedInSpa() {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid profile email' });
+  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce, requireIdToken: true });
+  return { as, client, user, agent, request, callback, tokens };
+}
+
+test('discovery advertises only the code flow with S256 PKCE and the RFC 9207 iss parameter', async (t) => {
+  const as = await discover(server);
+  t.is(as.issuer, server.issuer);
+  t.deepEqual(as.response_types_supported, ['code']);
+  t.deepEqual(as.code_challenge_methods_supported, ['S256']);
+  t.true(as.authorization_response_iss_parameter_supported);
+  t.false((as.grant_types_supported ?? []).includes('implicit'));
+  t.false((as.grant_types_supported ?? []).includes('password'));
+  t.truthy(as.end_session_endpoint);
+  t.truthy(as.revocation_endpoint);
+  t.truthy(as.introspection_endpoint);
+});
+
+test('JWKS publishes public RS256 and ES256 keys only', async (t) => {
+  const as = await discover(server);
+  const jwks = await (await fetch(as.jwks_uri!)).json() as { keys: Array<Record<string, unknown>> };
+  t.deepEqual(jwks.keys.map((key) => key.alg).sort(), ['ES256', 'RS256']);
+  for (const key of jwks.keys) {
+    for (const privatePart of ['d', 'p', 'q', 'dp', 'dq', 'qi']) t.false(privatePart in key, `JWKS leaks ${privatePart}`);
+  }
+});
+
+test('a person signs in to a single-page app with code + PKCE and gets a valid ID token', async (t) => {
+  const { as, client, user, callback, tokens } = await signedInSpa();
+  t.is(callback.searchParams.get('iss'), server.issuer, 'authorization response carries iss (RFC 9207)');
+  t.truthy(tokens.access_token);
+  t.truthy(tokens.refresh_token, 'single-page apps get a refresh token');
+  const claims = oauth.getValidatedIdTokenClaims(tokens)!;
+  t.is(claims.sub, user.id);
+  t.is(claims.aud, client.client_id);
+  const { protectedHeader, payload } = await jwtVerify(tokens.id_token!, createRemoteJWKSet(new URL(as.jwks_uri!)), {
+    issuer: server.issuer, audience: client.client_id,
+  });
+  t.is(protectedHeader.alg, 'RS256');
+  t.is(payload.email, user.email);
+  t.deepEqual(payload.amr, ['pwd']);
+});
+
+test('userinfo releases the claims of the granted scopes', async (t) => {
+  const { as, client, user, tokens } = await signedInSpa();
+  const response = await oauth.userInfoRequest(as, client, tokens.access_token, insecure);
+  const info = await oauth.processUserInfoResponse(as, client, user.id, response);
+  t.is(info.email, user.email);
+  t.is(info.email_verified, true);
+  t.is(info.name, 'Ada Lovelace');
+});
+
+test('consent is remembered: a second sign-in for the same scopes skips the consent page', async (t) => {
+  const { as, client, user, agent } = await signedInSpa();
+  const again = await authorizationRequest(as, client.client_id, { scope: 'openid profile email' });
+  const { response, url } = await agent.follow(again.url);
+  t.is(response.status, 303);
+  t.is(url.origin + url.pathname, REDIRECT_URI);
+  t.truthy(oauth.validateAuthResponse(as, client, url, again.state).get('code'));
+});
+
+test('refresh tokens rotate, and presenting a rotated one revokes the whole grant', async (t) => {
+  const { as, client, tokens } = await signedInSpa();
+  const first = tokens.refresh_token!;
+  const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), first, insecure));
+  t.truthy(refreshed.refresh_token);
+  t.not(refreshed.refresh_token, first, 'the refresh token rotated');
+  t.truthy(refreshed.access_token);
+
+  const reuse = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), first, insecure);
+  const reuseError = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, reuse), { instanceOf: oauth.ResponseBodyError });
+  t.is(reuseError?.error, 'invalid_grant');
+
+  const newest = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), refreshed.refresh_token!, insecure);
+  const newestError = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, newest), { instanceOf: oauth.ResponseBodyError });
+  t.is(newestError?.error, 'invalid_grant', 'the newest refresh token died with the grant');
+
+  const userinfo = await oauth.userInfoRequest(as, client, refreshed.access_token, insecure);
+  t.is(userinfo.status, 401, 'access tokens of the grant no longer work');
+});
+
+test('two concurrent refreshes with one token: exactly one wins', async (t) => {
+  const { as, client, tokens } = await signedInSpa();
+  const results = await Promise.allSettled(Array.from({ length: 5 }, async () => oauth.processRefreshTokenResponse(
+    as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure),
+  )));
+  t.is(results.filter((result) => result.status === 'fulfilled').length, 1);
+  for (const result of results) {
+    if (result.status === 'rejected') t.is((result.reason as oauth.ResponseBodyError).error, 'invalid_grant');
+  }
+});
+
+test('revocation (RFC 7009) ends a refresh token and introspection (RFC 7662) reports it', async (t) => {
+  const { as, client, tokens } = await signedInSpa();
+  const service = await registerConfidential(server, 'service');
+  const introspect = async (token: string) => oauth.processIntrospectionResponse(
+    as, service.client, await oauth.introspectionRequest(as, service.client, oauth.ClientSecretBasic(service.secret), token, insecure),
+  );
+  const active = await introspect(tokens.access_token);
+  t.true(active.active);
+  t.is(active.client_id, client.client_id);
+  t.truthy(active.sub);
+
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  t.false((await introspect(tokens.refresh_token!)).active);
+  const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant');
+
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, oauth.None(), tokens.access_token, insecure));
+  t.false((await introspect(tokens.access_token)).active);
+});
+
+test('introspection is refused to a client that neither owns the token nor is a service', async (t) => {
+  const { as, tokens } = await signedInSpa();
+  const web = await registerConfidential(server, 'web');
+  const result = await oauth.processIntrospectionResponse(
+    as, web.client, await oauth.introspectionRequest(as, web.client, oauth.ClientSecretBasic(web.secret), tokens.access_token, insecure),
+  );
+  t.false(result.active);
+});
+
+test('client_credentials gives a service client an access token', async (t) => {
+  const as = await discover(server);
+  const service = await registerConfidential(server, 'service');
+  const response = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, insecure);
+  const result = await oauth.processClientCredentialsResponse(as, service.client, response);
+  t.truthy(result.access_token);
+  t.is(result.token_type, 'bearer');
+});
+
+test('RP-initiated logout asks for confirmation, ends the session and returns to the client', async (t) => {
+  const { as, client, agent, tokens } = await signedInSpa();
+  const logout = new URL(as.end_session_endpoint!);
+  logout.searchParams.set('id_token_hint', tokens.id_token!);
+  logout.searchParams.set('post_logout_redirect_uri', POST_LOGOUT_REDIRECT_URI);
+  logout.searchParams.set('state', 'bye');
+  const { response } = await agent.follow(logout);
+  t.is(response.status, 200);
+  const page = await response.text();
+  t.regex(page, /Sign out of Test SPA\?/);
+  const { response: after, url } = await agent.submit(formAction(page, /session\/end\/confirm/), { xsrf: formField(page, 'xsrf'), logout: 'yes' });
+  t.is(after.status, 303);
+  t.is(url.origin + url.pathname, POST_LOGOUT_REDIRECT_URI);
+  t.is(url.searchParams.get('state'), 'bye');
+
+  // Signed out: a new authorization request asks for the password again.
+  const again = await authorizationRequest(as, client.client_id);
+  const { response: loginPage } = await agent.follow(again.url);
+  t.regex(await loginPage.text(), /name="password"/);
+});

@@ -1,0 +1,211 @@
+// What the server must refuse, each checked the way a real client would see it: missing or plain
+// PKCE, a wrong verifier, an unknown redirect URI, a code used twice or too late, a wrong client
+// secret, a disabled user, and malformed input at every endpoint.
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import {
+  PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn,
+} from './helpers/oauth.ts';
+import { UserAgent, formField } from './helpers/user-agent.ts';
+
+let server: TestServer;
+test.before(async () => {
+  server = await startTestServer({ AUTHORIZATION_CODE_TTL: '2' });
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+async function spaWithUser() {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  return { as, client, user, agent: new UserAgent() };
+}
+
+async function codeFor(overrides: Record<string, string | undefined> = {}) {
+  const context = await spaWithUser();
+  const request = await authorizationRequest(context.as, context.client.client_id, overrides);
+  const callback = await signIn(context.agent, request.url, { email: context.user.email, password: PASSWORD });
+  return { ...context, request, parameters: oauth.validateAuthResponse(context.as, context.client, callback, request.state) };
+}
+
+async function expectRedirectError(t: import('ava').ExecutionContext, overrides: Record<string, string | undefined>, description: RegExp) {
+  const { as, client, agent } = await spaWithUser();
+  const request = await authorizationRequest(as, client.client_id, overrides);
+  const { response, url } = await agent.follow(request.url);
+  t.is(response.status, 303);
+  t.is(url.origin + url.pathname, REDIRECT_URI, 'the error goes back to the registered redirect URI');
+  const error = t.throws(() => oauth.validateAuthResponse(as, client, url, request.state), { instanceOf: oauth.AuthorizationResponseError });
+  t.is(error?.error, 'invalid_request');
+  t.regex(error?.error_description ?? '', description);
+}
+
+test('an authorization request without PKCE is refused with invalid_request', async (t) => {
+  await expectRedirectError(t, { code_challenge: undefined, code_challenge_method: undefined }, /code_challenge/);
+});
+
+test('PKCE with the plain method is refused with invalid_request', async (t) => {
+  await expectRedirectError(t, { code_challenge: 'a'.repeat(43), code_challenge_method: 'plain' }, /code_challenge_method/);
+});
+
+test('implicit and hybrid response types are refused', async (t) => {
+  const { as, client, agent } = await spaWithUser();
+  for (const responseType of ['token', 'id_token', 'code id_token']) {
+    const request = await authorizationRequest(as, client.client_id, { response_type: responseType });
+    const { response, url } = await agent.follow(request.url);
+    t.is(response.status, 303, responseType);
+    t.is(url.searchParams.get('error'), 'unsupported_response_type', responseType);
+  }
+});
+
+test('a code exchanged with the wrong verifier is refused with invalid_grant', async (t) => {
+  const { as, client, parameters } = await codeFor();
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, oauth.generateRandomCodeVerifier(), insecure);
+  const error = await t.throwsAsync(oauth.processAuthorizationCodeResponse(as, client, response), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant');
+});
+
+test('an unregistered redirect URI is shown as an error page, never redirected to', async (t) => {
+  const { as, client, agent } = await spaWithUser();
+  const request = await authorizationRequest(as, client.client_id, { redirect_uri: 'https://attacker.example/callback' });
+  const { response, url } = await agent.follow(request.url);
+  t.is(response.status, 400);
+  t.is(url.origin, server.issuer, 'stayed on Gatehouse');
+  t.regex(response.headers.get('content-type') ?? '', /text\/html/);
+  const page = await response.text();
+  t.regex(page, /redirect_uri/);
+  t.notRegex(page, /attacker\.example\/callback"/);
+});
+
+test('a redirect URI that differs only by a trailing slash or query is refused', async (t) => {
+  const { as, client, agent } = await spaWithUser();
+  for (const redirectUri of [`${REDIRECT_URI}/`, `${REDIRECT_URI}?next=1`, REDIRECT_URI.toUpperCase()]) {
+    const request = await authorizationRequest(as, client.client_id, { redirect_uri: redirectUri });
+    const { response } = await agent.follow(request.url);
+    t.is(response.status, 400, redirectUri);
+  }
+});
+
+test('an unknown client gets an error page', async (t) => {
+  const as = await discover(server);
+  const request = await authorizationRequest(as, 'no-such-client');
+  const { response } = await new UserAgent().follow(request.url);
+  t.is(response.status, 400);
+  t.regex(await response.text(), /invalid_client/);
+});
+
+test('a code used twice is refused and the grant of the first exchange is revoked', async (t) => {
+  const { as, client, parameters, request } = await codeFor();
+  const exchange = () => oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await exchange(), { expectedNonce: request.nonce });
+  const error = await t.throwsAsync(oauth.processAuthorizationCodeResponse(as, client, await exchange()), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant');
+  const userinfo = await oauth.userInfoRequest(as, client, tokens.access_token, insecure);
+  t.is(userinfo.status, 401, 'tokens from the first exchange are revoked');
+});
+
+test('of concurrent exchanges of one code exactly one wins', async (t) => {
+  const { as, client, parameters, request } = await codeFor();
+  const results = await Promise.allSettled(Array.from({ length: 5 }, async () => oauth.processAuthorizationCodeResponse(
+    as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure),
+    { expectedNonce: request.nonce },
+  )));
+  t.is(results.filter((result) => result.status === 'fulfilled').length, 1);
+});
+
+test('an expired code is refused with invalid_grant', async (t) => {
+  const { as, client, parameters, request } = await codeFor();
+  await sleep(3000);
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
+  const error = await t.throwsAsync(oauth.processAuthorizationCodeResponse(as, client, response), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant');
+});
+
+test('a wrong client secret is refused with invalid_client', async (t) => {
+  const as = await discover(server);
+  const service = await registerConfidential(server, 'service');
+  const response = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(`${service.secret}x`), {}, insecure);
+  t.is(response.status, 401);
+  const error = await t.throwsAsync(oauth.processClientCredentialsResponse(as, service.client, response), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_client');
+});
+
+test('a disabled user cannot sign in, and loses an existing session and refresh token', async (t) => {
+  const { as, client, user, agent } = await spaWithUser();
+  const request = await authorizationRequest(as, client.client_id);
+  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure),
+    { expectedNonce: request.nonce });
+
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { disabled: true } });
+
+  const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant');
+
+  const again = await authorizationRequest(as, client.client_id);
+  const { response, url } = await agent.follow(again.url);
+  const page = await response.text();
+  t.regex(page, /name="password"/, 'the session no longer signs the disabled user in');
+  const login = await agent.submit(new URL(`${url.pathname}/login`, url), {
+    csrf: formField(page, 'csrf'), email: user.email, password: PASSWORD,
+  });
+  t.is(login.response.status, 401);
+  t.regex(await login.response.text(), /Incorrect email or password/);
+});
+
+test('wrong password and unknown email get the same answer', async (t) => {
+  const { as, client, user, agent } = await spaWithUser();
+  const answers = [];
+  for (const email of [user.email, `nobody-${crypto.randomUUID()}@example.com`]) {
+    const request = await authorizationRequest(as, client.client_id);
+    const { response, url } = await agent.follow(request.url);
+    const page = await response.text();
+    const { response: answer } = await agent.submit(new URL(`${url.pathname}/login`, url), {
+      csrf: formField(page, 'csrf'), email, password: 'wrong password entirely',
+    });
+    const body = (await answer.text()).replace(/value="[^"]*"/g, '').replace(/\/interaction\/[^/"]+/g, '');
+    answers.push({ status: answer.status, body });
+  }
+  t.is(answers[0]!.status, 401);
+  t.deepEqual(answers[0], answers[1]);
+});
+
+test('a login form without its CSRF token is refused', async (t) => {
+  const { as, client, user, agent } = await spaWithUser();
+  const request = await authorizationRequest(as, client.client_id);
+  const { url } = await agent.follow(request.url);
+  const { response } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: 'forged', email: user.email, password: PASSWORD });
+  t.is(response.status, 403);
+});
+
+test('malformed requests get a 4xx in the protocol format, never a 500', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const probes: Array<[string, RequestInit]> = [
+    [as.token_endpoint!, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=authorization_code&code=nope' }],
+    [as.token_endpoint!, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"grant_type":' }],
+    [as.token_endpoint!, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `grant_type=password&client_id=${client.client_id}&username=a&password=b` }],
+    [as.token_endpoint!, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `grant_type=refresh_token&client_id=${client.client_id}&refresh_token=${'x'.repeat(5000)}` }],
+    [as.userinfo_endpoint!, { headers: { authorization: 'Bearer not-a-token' } }],
+    [as.revocation_endpoint!, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=abc' }],
+    [as.introspection_endpoint!, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=abc' }],
+    [`${as.authorization_endpoint}?client_id=${'%00'.repeat(3)}`, {}],
+    [`${server.issuer}/interaction/does-not-exist`, {}],
+    [`${server.issuer}/interaction/does-not-exist/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'email=a' }],
+  ];
+  for (const [url, init] of probes) {
+    const response = await fetch(url, { ...init, headers: { accept: 'application/json', ...(init.headers as Record<string, string>) } });
+    const label = `${init.method ?? 'GET'} ${new URL(url).pathname}`;
+    t.true(response.status >= 400 && response.status < 500, `${label} answered ${response.status}`);
+    const body = await response.text();
+    t.notRegex(body, /at .*\.(ts|js):\d+/, `${label} leaks a stack trace`);
+    if (response.headers.get('content-type')?.includes('json')) t.truthy(JSON.parse(body).error, `${label} has an error code`);
+  }
+});
