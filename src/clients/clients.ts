@@ -2,6 +2,9 @@
 // kept in PostgreSQL and read by the oidc-provider adapter.
 import { randomBytes } from 'node:crypto';
 import type { Prisma } from '../db/index.ts';
+import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
+
+type JsonObject = PrismaTypes.InputJsonObject;
 
 export type ClientType = 'spa' | 'web' | 'service';
 export const CLIENT_TYPES: readonly ClientType[] = ['spa', 'web', 'service'];
@@ -17,6 +20,9 @@ export interface NewClient {
 
 /** oidc-provider client metadata, as stored. */
 export type ClientMetadata = Record<string, unknown> & { client_id: string };
+
+/** RFC 6749 appendix A.1: client_id is printable ASCII. Anything else cannot name a client. */
+const CLIENT_ID_SYNTAX = /^[\x20-\x7e]{1,255}$/;
 
 export class ClientError extends Error {
   override name = 'ClientError';
@@ -37,11 +43,12 @@ export class ClientService {
   async create(input: NewClient): Promise<ClientMetadata> {
     const metadata = metadataFor(input);
     await this.#validate(metadata);
-    await this.#prisma.client.create({ data: { id: metadata.client_id, metadata } });
+    await this.#prisma.client.create({ data: { id: metadata.client_id, metadata: metadata as unknown as JsonObject } });
     return metadata;
   }
 
   async find(clientId: string): Promise<ClientMetadata | undefined> {
+    if (!CLIENT_ID_SYNTAX.test(clientId)) return undefined;
     const row = await this.#prisma.client.findUnique({ where: { id: clientId } });
     return row ? (row.metadata as ClientMetadata) : undefined;
   }

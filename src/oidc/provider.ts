@@ -1,6 +1,6 @@
 // oidc-provider configured the Gatehouse way: code flow with PKCE (S256) only, rotating refresh tokens,
 // exact redirect URIs, storage through the adapter, accounts from PostgreSQL and Gatehouse's own pages.
-import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import type { ClientService } from '../clients/clients.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
@@ -71,7 +71,11 @@ export function createProvider({ config, secrets, store, users, clients, views }
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      revocation: { enabled: true },
+      revocation: {
+        enabled: true,
+        // Only the client a token was issued to may revoke it.
+        allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,
+      },
       introspection: {
         enabled: true,
         // A token's own client may introspect it; so may service clients (resource servers). Nobody else.
@@ -93,12 +97,23 @@ export function createProvider({ config, secrets, store, users, clients, views }
     clientBasedCORS: (ctx, origin, client) => BROWSER_ENDPOINTS.has((ctx as KoaContextWithOIDC).oidc.route)
       && isSinglePageApp(client)
       && (client.redirectUris ?? []).some((uri) => originOf(uri) === origin),
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithAccountCheck() },
     renderError: async (ctx, out, error) => renderEngineError(ctx, views, out, error),
   };
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
   return provider;
+}
+
+/** The engine's policy, plus: a session whose account may no longer sign in (disabled, deleted) asks for login again. */
+function interactionPolicyWithAccountCheck() {
+  const policy = interactionPolicy.base();
+  policy.get('login')!.checks.add(new interactionPolicy.Check(
+    'account_unavailable',
+    'the signed-in account can no longer sign in',
+    (ctx) => Boolean(ctx.oidc.session?.accountId && !ctx.oidc.account),
+  ));
+  return policy;
 }
 
 /** A public browser client: no secret, signs people in with redirects. */

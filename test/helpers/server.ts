@@ -34,7 +34,7 @@ export async function startTestServer(environment: Record<string, string> = {}):
     DATA_DIR: database.dataDir,
     KEYS_DIR: keysDir,
     STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`,
-    LOG_LEVEL: 'silent',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
     ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
     ...environment,

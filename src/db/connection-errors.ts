@@ -1,0 +1,43 @@
+// Tells connection failures (database down, unreachable, restarting, out of connections) from
+// query errors, through the layers Prisma and its pg adapter wrap them in.
+
+/** Node socket errors that mean "no server there" or "the connection broke". */
+const SOCKET_ERROR_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH',
+  'EPIPE', 'ENOENT', // ENOENT: the embedded database's socket file is gone (no host right now)
+]);
+
+/**
+ * Whether an error means the database cannot be reached right now, as opposed to a bad query or a
+ * constraint. Looks through Prisma's wrappers (error.cause, meta.driverAdapterError) to pg's error.
+ */
+export function isConnectionFailure(error: unknown): boolean {
+  const seen = new Set<unknown>();
+  let current: unknown = error;
+  while (current && typeof current === 'object' && !seen.has(current)) {
+    seen.add(current);
+    if (describesConnectionFailure(current)) return true;
+    const record = current as { cause?: unknown; meta?: { driverAdapterError?: unknown } };
+    current = record.cause ?? record.meta?.driverAdapterError;
+  }
+  return false;
+}
+
+function describesConnectionFailure(error: object): boolean {
+  const { code, message, kind } = error as { code?: unknown; message?: unknown; kind?: unknown };
+  if (typeof code === 'string') {
+    if (SOCKET_ERROR_CODES.has(code)) return true;
+    // PostgreSQL: admin/crash shutdown, starting up, too many connections, connection exceptions.
+    if (code === '57P01' || code === '57P02' || code === '57P03' || code === '53300' || /^08[0-9A-Z]{3}$/.test(code)) return true;
+    // Prisma: cannot reach the server, timed out, server closed the connection, pool timeout.
+    if (code === 'P1001' || code === 'P1002' || code === 'P1017' || code === 'P2024') return true;
+  }
+  if (kind === 'DatabaseNotReachable' || kind === 'ConnectionClosed' || kind === 'SocketTimeout' || kind === 'TooManyConnections') {
+    return true;
+  }
+  return typeof message === 'string' && CONNECTION_FAILURE_MESSAGES.test(message);
+}
+
+/** pg's own connection errors, which carry no code. */
+const CONNECTION_FAILURE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly/i;
