@@ -12,6 +12,7 @@ import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { renderEngineError } from './pages.ts';
 import { originOf } from '../urls.ts';
+import { contentSecurityPolicy } from '../http/security-headers.ts';
 
 export interface ProviderDependencies {
   config: Config;
@@ -85,6 +86,9 @@ export function createProvider({ config, secrets, store, users, clients, views }
       rpInitiatedLogout: {
         enabled: true,
         logoutSource: async (ctx, engineForm) => {
+          // The confirmation form ends in a redirect to the client's (already checked) post-logout URI.
+          const returnTo = ctx.oidc.params?.post_logout_redirect_uri;
+          ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof returnTo === 'string' ? [returnTo] : []));
           ctx.type = 'html';
           ctx.body = views.render('logout', { engineForm, clientName: ctx.oidc.client?.clientName });
         },
