@@ -4,7 +4,10 @@
 /** Node socket errors that mean "no server there" or "the connection broke". */
 const SOCKET_ERROR_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH',
-  'EPIPE', 'ENOENT', // ENOENT: the embedded database's socket file is gone (no host right now)
+  'EPIPE',
+  // The embedded database's socket file is gone (no process hosts it right now). Only errors from
+  // Prisma and pg reach this check: a transaction callback's own errors are passed through before.
+  'ENOENT',
 ]);
 
 /**
@@ -38,6 +41,10 @@ function describesConnectionFailure(error: object): boolean {
   return typeof message === 'string' && CONNECTION_FAILURE_MESSAGES.test(message);
 }
 
-/** pg's own connection errors, which carry no code. */
+/**
+ * Errors that carry no code: pg's broken or timed-out connections, pg-pool's wait for a free
+ * connection (its connection timeout covers that too), and Prisma giving up waiting for one to
+ * start a transaction (P2028 — a code it also uses for a transaction that outlived its timeout).
+ */
 const CONNECTION_FAILURE_MESSAGES =
-  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly/i;
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly|Unable to start a transaction in the given time/i;

@@ -12,8 +12,8 @@ import { servePGlite, type PGliteServer } from './pglite-server.ts';
  * <dataDir>/.s.PGSQL.5432. Every process, the host included, then talks to it with ordinary `pg`
  * through that socket, so the code path is the same as with a real PostgreSQL server.
  *
- * A lock is stale when its pid is dead, or when a live pid (reused after a crash or reboot) has long
- * had the lock yet keeps refusing connections. Stale locks are removed under a second O_EXCL guard
+ * A lock is stale when its pid is dead, or when a live pid (reused after a crash or reboot, perhaps
+ * our own in a container) has long had the lock yet keeps refusing connections. Stale locks are removed under a second O_EXCL guard
  * file and only if still the very file found stale, so two newcomers cannot both remove a lock and
  * both host. A process that joined as a client keeps watching the lock and takes over hosting when
  * the host goes away (say the CLI hosted and exits while the server still runs); the socket path,
@@ -69,8 +69,8 @@ interface Host {
 }
 
 /**
- * Databases this process hosts (or is starting to host), by socket path: the lock then holds our
- * own pid, which must not be mistaken for the stale lock of an earlier process that had our pid.
+ * Databases this module instance hosts (or is starting to host), by socket path: a second open in
+ * this process then waits for the first instead of judging the lock by a socket not yet listening.
  */
 const hostedByThisProcess = new Map<string, Host | 'starting'>();
 
@@ -92,6 +92,7 @@ class EmbeddedPostgresHandle implements EmbeddedPostgres {
   #watcher: NodeJS.Timeout | undefined;
   #check: Promise<void> | undefined;
   #closed = false;
+  #lastWarning: string | undefined;
   readonly #paths: Paths;
   readonly #startupTimeoutMs: number;
 
@@ -126,7 +127,7 @@ class EmbeddedPostgresHandle implements EmbeddedPostgres {
     if (this.#closed || this.#host) return;
     try {
       const lock = await readLock(this.#paths.lock);
-      if (lock && lockHolderIsRunning(this.#paths, lock)) return;
+      if (lock && (lock.pid === undefined || isProcessRunning(lock.pid))) return;
       const host = await hostOrJoin(this.#paths, Date.now() + this.#startupTimeoutMs);
       if (!host) return;
       if (this.#closed) {
@@ -136,8 +137,11 @@ class EmbeddedPostgresHandle implements EmbeddedPostgres {
       this.#host = host;
       clearInterval(this.#watcher);
     } catch (error) {
-      // The next tick tries again; queries meanwhile fail as "database unavailable".
-      process.emitWarning(`embedded database: could not take over hosting: ${errorMessage(error)}`);
+      // The next tick tries again; queries meanwhile fail as "database unavailable". Said once per
+      // distinct reason, not every tick.
+      const warning = `embedded database: could not take over hosting: ${errorMessage(error)}`;
+      if (warning !== this.#lastWarning) process.emitWarning(warning);
+      this.#lastWarning = warning;
     }
   }
 }
@@ -177,9 +181,9 @@ async function hostOrJoin(paths: Paths, deadline: number): Promise<Host | undefi
     let stale: boolean;
     if (lock.pid === undefined) {
       stale = age > UNWRITTEN_LOCK_GRACE_MS;
-    } else if (!lockHolderIsRunning(paths, lock)) {
+    } else if (!isProcessRunning(lock.pid)) {
       stale = true;
-    } else if (hostedByThisProcess.get(paths.socket) === 'starting') {
+    } else if (lock.pid === process.pid && hostedByThisProcess.get(paths.socket) === 'starting') {
       stale = false;
     } else if (await acceptsConnections(paths.socket)) {
       return undefined;
@@ -204,12 +208,11 @@ async function hostOrJoin(paths: Paths, deadline: number): Promise<Host | undefi
   }
 }
 
-/** Whether the lock's pid is a running process — ours counts only if we really host this database. */
-function lockHolderIsRunning(paths: Paths, lock: LockFile): boolean {
-  if (lock.pid === undefined) return true;
-  if (lock.pid === process.pid) return hostedByThisProcess.has(paths.socket);
+/** Our own pid counts as running: another thread of this process may host (or the pid was reused). */
+function isProcessRunning(pid: number): boolean {
+  if (pid === process.pid) return true;
   try {
-    process.kill(lock.pid, 0);
+    process.kill(pid, 0);
     return true;
   } catch (error) {
     // EPERM: it runs, as another user.

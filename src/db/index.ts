@@ -83,16 +83,30 @@ function extendClient(client: PrismaClient) {
       },
     },
   });
-  // Starting an interactive transaction takes a connection outside any operation, so its failure
-  // never passes through $allOperations: map it here too.
+  // Starting (or committing) an interactive transaction uses a connection outside any operation, so
+  // its failure never passes through $allOperations: map it here too. What the caller's callback
+  // throws is the caller's own (its operations were mapped already) and passes through untouched.
   return new Proxy(extended, {
     get(target, property) {
       const value: unknown = Reflect.get(target, property);
       if (property !== '$transaction' || typeof value !== 'function') return value;
-      return async (...args: unknown[]) => {
+      return async (first: unknown, ...rest: unknown[]) => {
+        const thrownByCallback = new WeakSet<object>();
+        const argument =
+          typeof first === 'function'
+            ? async (...callbackArguments: unknown[]) => {
+                try {
+                  return await Reflect.apply(first, undefined, callbackArguments);
+                } catch (error) {
+                  if (typeof error === 'object' && error !== null) thrownByCallback.add(error);
+                  throw error;
+                }
+              }
+            : first;
         try {
-          return await Reflect.apply(value, target, args);
+          return await Reflect.apply(value, target, [argument, ...rest]);
         } catch (error) {
+          if (typeof error === 'object' && error !== null && thrownByCallback.has(error)) throw error;
           throw asDependencyError(error);
         }
       };

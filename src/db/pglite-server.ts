@@ -45,6 +45,8 @@ const SSL_REQUEST_CODE = 80877103;
 const GSS_ENCRYPTION_REQUEST_CODE = 80877104;
 const CANCEL_REQUEST_CODE = 80877102;
 const PROTOCOL_VERSION_3 = 196608;
+/** PostgreSQL's own limit for the startup packet. */
+const MAX_STARTUP_PACKET_LENGTH = 10_000;
 const TERMINATE_MESSAGE = 0x58; // 'X'
 const READY_FOR_QUERY_MESSAGE = 0x5a; // 'Z'
 const SYNC_MESSAGE = Buffer.from([0x53, 0, 0, 0, 4]); // 'S'
@@ -121,6 +123,7 @@ class ClientConnection {
   private ownsSession = false;
   private draining = false;
   private closed = false;
+  private finishing = false;
   private readonly replies = new ReadyForQueryTracker();
   private idleInTransactionTimer: NodeJS.Timeout | undefined;
   private readonly socket: net.Socket;
@@ -184,6 +187,7 @@ class ClientConnection {
   private takeStartupPacket(): Buffer | 'handled' | undefined {
     if (this.buffered.length < 8) return undefined;
     const length = this.buffered.readInt32BE(0);
+    if (length < 8 || length > MAX_STARTUP_PACKET_LENGTH) return this.refuse('08P01', 'invalid startup packet length');
     if (this.buffered.length < length) return undefined;
     const packet = this.take(length);
     const code = packet.readInt32BE(4);
@@ -196,17 +200,16 @@ class ClientConnection {
       this.socket.end();
       return 'handled';
     }
-    if (code !== PROTOCOL_VERSION_3) {
-      this.socket.end(fatalErrorResponse('0A000', 'unsupported frontend protocol'));
-      return 'handled';
-    }
+    if (code !== PROTOCOL_VERSION_3) return this.refuse('0A000', 'unsupported frontend protocol');
     this.startedUp = true;
     return packet;
   }
 
   private takeTypedMessage(): Buffer | 'handled' | undefined {
     if (this.buffered.length < 5) return undefined;
-    const length = 1 + this.buffered.readInt32BE(1);
+    const declaredLength = this.buffered.readInt32BE(1);
+    if (declaredLength < 4) return this.refuse('08P01', 'invalid message length');
+    const length = 1 + declaredLength;
     if (this.buffered.length < length) return undefined;
     const message = this.take(length);
     if (message[0] === TERMINATE_MESSAGE) {
@@ -215,6 +218,14 @@ class ClientConnection {
       return 'handled';
     }
     return message;
+  }
+
+  /** A client that breaks the protocol is told why and disconnected; nothing it sent runs. */
+  private refuse(sqlState: string, text: string): 'handled' {
+    this.buffered = Buffer.alloc(0);
+    this.socket.end(fatalErrorResponse(sqlState, text));
+    this.closed = true;
+    return 'handled';
   }
 
   private take(length: number): Buffer {
@@ -250,6 +261,8 @@ class ClientConnection {
 
   /** Leaves the shared session as a new client expects it: no half-sent query, no open transaction. */
   private async finish(): Promise<void> {
+    if (this.finishing) return;
+    this.finishing = true;
     this.stopIdleInTransactionTimer();
     if (this.ownsSession) {
       try {

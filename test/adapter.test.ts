@@ -1,0 +1,99 @@
+// The oidc-provider adapter over both stores: what the engine relies on — find after upsert, the
+// consumed mark, findByUid and findByUserCode, revokeByGrantId per model, atomic consume with a
+// protocol error for the loser, and 503-shaped errors when the store is down.
+import { randomUUID } from 'node:crypto';
+import test, { type ExecutionContext } from 'ava';
+import { errors } from 'oidc-provider';
+import { createAdapterFactory } from '../src/oidc/adapter.ts';
+import { TemporarilyUnavailable } from '../src/oidc/errors.ts';
+import { createStore, type Store } from '../src/store/index.ts';
+import type { ClientService } from '../src/clients/clients.ts';
+import { deleteKeysWithPrefix, findFreePort } from './helpers/redis.ts';
+
+const runPrefix = `gatehouse-test:${randomUUID()}:`;
+const backends = [{ name: 'memory', redisUrl: undefined }, ...(process.env.REDIS_URL ? [{ name: 'redis', redisUrl: process.env.REDIS_URL }] : [])];
+const noClients = { find: async () => undefined } as unknown as ClientService;
+
+test.after.always(async () => {
+  if (process.env.REDIS_URL) await deleteKeysWithPrefix(process.env.REDIS_URL, runPrefix);
+});
+
+function adapters(t: ExecutionContext, redisUrl: string | undefined) {
+  const store: Store = createStore({ redisUrl, prefix: `${runPrefix}${randomUUID()}:` });
+  t.teardown(() => store.close());
+  return createAdapterFactory(store, noClients);
+}
+
+for (const { name, redisUrl } of backends) {
+  const title = (text: string) => `[${name}] ${text}`;
+
+  test(title('find returns what upsert stored, and nothing for unknown ids'), async (t) => {
+    const adapter = adapters(t, redisUrl)('AccessToken');
+    const payload = { jti: 'at1', kind: 'AccessToken', accountId: 'u1', grantId: 'g1', scope: 'openid' };
+    await adapter.upsert('at1', payload, 60);
+    t.deepEqual(await adapter.find('at1'), payload);
+    t.is(await adapter.find('unknown'), undefined);
+  });
+
+  test(title('consume marks the record; a second consume fails with invalid_grant'), async (t) => {
+    const adapter = adapters(t, redisUrl)('RefreshToken');
+    await adapter.upsert('rt1', { jti: 'rt1', kind: 'RefreshToken', grantId: 'g1' }, 60);
+    await adapter.consume('rt1');
+    const found = await adapter.find('rt1');
+    t.is(typeof found?.consumed, 'number');
+    await t.throwsAsync(adapter.consume('rt1'), { instanceOf: errors.InvalidGrant });
+  });
+
+  test(title('of concurrent consumes exactly one succeeds'), async (t) => {
+    const adapter = adapters(t, redisUrl)('AuthorizationCode');
+    await adapter.upsert('code1', { jti: 'code1', kind: 'AuthorizationCode', grantId: 'g1' }, 60);
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => adapter.consume('code1')));
+    t.is(results.filter((result) => result.status === 'fulfilled').length, 1);
+  });
+
+  test(title('findByUid finds a session and findByUserCode a device code'), async (t) => {
+    const factory = adapters(t, redisUrl);
+    const session = { jti: 's1', kind: 'Session', uid: 'uid-1', accountId: 'u1' };
+    await factory('Session').upsert('s1', session, 60);
+    t.deepEqual(await factory('Session').findByUid('uid-1'), session);
+    t.is(await factory('Session').findByUid('uid-2'), undefined);
+    const deviceCode = { jti: 'd1', kind: 'DeviceCode', userCode: 'ABCD-EFGH', grantId: 'g9' };
+    await factory('DeviceCode').upsert('d1', deviceCode, 60);
+    t.deepEqual(await factory('DeviceCode').findByUserCode('ABCD-EFGH'), deviceCode);
+    await factory('Session').destroy('s1');
+    t.is(await factory('Session').findByUid('uid-1'), undefined, 'a destroyed session is not found through its uid');
+  });
+
+  test(title('revokeByGrantId removes the grant’s tokens of that model and leaves other grants alone'), async (t) => {
+    const factory = adapters(t, redisUrl);
+    for (const model of ['AccessToken', 'RefreshToken']) {
+      await factory(model).upsert(`${model}-a`, { jti: `${model}-a`, grantId: 'grant-a' }, 60);
+      await factory(model).upsert(`${model}-a2`, { jti: `${model}-a2`, grantId: 'grant-a' }, 60);
+      await factory(model).upsert(`${model}-b`, { jti: `${model}-b`, grantId: 'grant-b' }, 60);
+    }
+    await factory('AccessToken').revokeByGrantId('grant-a');
+    t.is(await factory('AccessToken').find('AccessToken-a'), undefined);
+    t.is(await factory('AccessToken').find('AccessToken-a2'), undefined);
+    t.truthy(await factory('AccessToken').find('AccessToken-b'));
+    t.truthy(await factory('RefreshToken').find('RefreshToken-a'), 'the engine revokes each model in turn');
+    await factory('RefreshToken').revokeByGrantId('grant-a');
+    t.is(await factory('RefreshToken').find('RefreshToken-a'), undefined);
+    t.truthy(await factory('RefreshToken').find('RefreshToken-b'));
+  });
+
+  test(title('records expire with the TTL the engine gives'), async (t) => {
+    const adapter = adapters(t, redisUrl)('Interaction');
+    await adapter.upsert('i1', { jti: 'i1', kind: 'Interaction' }, 1);
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    t.is(await adapter.find('i1'), undefined);
+  });
+}
+
+test('a store that is down turns into temporarily_unavailable (503) for the engine', async (t) => {
+  const port = await findFreePort();
+  const adapter = adapters(t, `redis://127.0.0.1:${port}`)('AccessToken');
+  const error = await t.throwsAsync(adapter.find('anything'), { instanceOf: TemporarilyUnavailable });
+  t.is(error?.status, 503);
+  t.is(error?.error, 'temporarily_unavailable');
+  t.true(error?.expose, 'the engine shows the error instead of a generic server_error');
+});

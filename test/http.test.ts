@@ -1,0 +1,161 @@
+// HTTP-level guarantees around the protocol: CORS only for a single-page app's own origins and only
+// on the endpoints a browser app calls, security headers and cookie flags on pages, pushed
+// authorization requests and DPoP (both kept on, so both tested), and the health endpoints.
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn } from './helpers/oauth.ts';
+import { UserAgent } from './helpers/user-agent.ts';
+
+let server: TestServer;
+test.before(async () => {
+  server = await startTestServer();
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+const SPA_ORIGIN = new URL(REDIRECT_URI).origin;
+
+async function tokenRequestFrom(origin: string, clientId: string) {
+  return fetch(`${server.issuer}/token`, {
+    method: 'POST',
+    headers: { origin, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+    body: new URLSearchParams({ grant_type: 'refresh_token', client_id: clientId, refresh_token: 'unknown' }),
+  });
+}
+
+test('the token endpoint answers CORS requests from the SPA’s redirect URI origin only', async (t) => {
+  const { client } = await registerSpa(server);
+  const allowed = await tokenRequestFrom(SPA_ORIGIN, client.client_id);
+  t.is(allowed.headers.get('access-control-allow-origin'), SPA_ORIGIN);
+  t.is((await allowed.json() as { error: string }).error, 'invalid_grant', 'the request itself was processed');
+
+  const foreign = await tokenRequestFrom('https://evil.example', client.client_id);
+  t.is(foreign.headers.get('access-control-allow-origin'), null);
+  t.is(foreign.status, 400);
+});
+
+test('userinfo and revocation allow the SPA origin; introspection allows no browser origin', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(
+    as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure,
+  ), { expectedNonce: request.nonce });
+
+  const userinfo = await fetch(as.userinfo_endpoint!, { headers: { origin: SPA_ORIGIN, authorization: `Bearer ${tokens.access_token}` } });
+  t.is(userinfo.status, 200);
+  t.is(userinfo.headers.get('access-control-allow-origin'), SPA_ORIGIN);
+
+  const form = (token: string) => ({
+    method: 'POST',
+    headers: { origin: SPA_ORIGIN, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+    body: new URLSearchParams({ token, client_id: client.client_id }),
+  });
+  const introspection = await fetch(as.introspection_endpoint!, form(tokens.access_token));
+  t.is(introspection.headers.get('access-control-allow-origin'), null);
+  t.is(introspection.status, 400);
+
+  const revocation = await fetch(as.revocation_endpoint!, form(tokens.refresh_token!));
+  t.is(revocation.status, 200);
+  t.is(revocation.headers.get('access-control-allow-origin'), SPA_ORIGIN);
+});
+
+test('pages carry CSP and the other security headers; cookies are HttpOnly and SameSite', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const request = await authorizationRequest(as, client.client_id);
+  const agent = new UserAgent();
+  const first = await agent.request(request.url);
+  const cookies = first.headers.getSetCookie();
+  t.true(cookies.length > 0);
+  for (const cookie of cookies) {
+    t.regex(cookie, /httponly/i, cookie.split('=')[0]);
+    t.regex(cookie, /samesite=lax/i, cookie.split('=')[0]);
+  }
+  const { response } = await agent.follow(request.url);
+  t.is(response.status, 200);
+  const csp = response.headers.get('content-security-policy') ?? '';
+  t.regex(csp, /default-src 'none'/);
+  t.regex(csp, /frame-ancestors 'none'/);
+  t.regex(csp, new RegExp(`form-action 'self' ${SPA_ORIGIN.replaceAll('.', '\\.')}`), 'the redirect back to the client is allowed');
+  t.is(response.headers.get('x-frame-options'), 'DENY');
+  t.is(response.headers.get('x-content-type-options'), 'nosniff');
+  t.is(response.headers.get('referrer-policy'), 'no-referrer');
+  t.is(response.headers.get('cache-control'), 'no-store');
+  const page = await response.text();
+  t.regex(page, /<label for="email">Email<\/label>/);
+  t.regex(page, /<label for="password">Password<\/label>/);
+  t.regex(page, /name="viewport"/);
+});
+
+test('template output is escaped: a hostile client name cannot inject markup', async (t) => {
+  const as = await discover(server);
+  const metadata = await server.runtime.clients.create({ name: '<script>alert(1)</script>', type: 'spa', redirectUris: [REDIRECT_URI] });
+  const request = await authorizationRequest(as, metadata.client_id);
+  const { response } = await new UserAgent().follow(request.url);
+  const page = await response.text();
+  t.false(page.includes('<script>alert(1)</script>'));
+  t.true(page.includes('&lt;script&gt;alert(1)&lt;/script&gt;'));
+});
+
+test('pushed authorization requests (PAR) work with PKCE', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const request = await authorizationRequest(as, client.client_id);
+  const pushed = await oauth.processPushedAuthorizationResponse(as, client, await oauth.pushedAuthorizationRequest(
+    as, client, oauth.None(), request.url.searchParams, insecure,
+  ));
+  const url = new URL(as.authorization_endpoint!);
+  url.searchParams.set('client_id', client.client_id);
+  url.searchParams.set('request_uri', pushed.request_uri);
+  const callback = await signIn(new UserAgent(), url, { email: user.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(
+    as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure,
+  ), { expectedNonce: request.nonce });
+  t.truthy(tokens.access_token);
+
+  const withoutPkce = await oauth.pushedAuthorizationRequest(as, client, oauth.None(), { redirect_uri: REDIRECT_URI, response_type: 'code', scope: 'openid' }, insecure);
+  const error = await t.throwsAsync(oauth.processPushedAuthorizationResponse(as, client, withoutPkce), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_request');
+});
+
+test('DPoP binds tokens to the client’s key: without a proof the access token is refused', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const dpop = oauth.DPoP(client, await oauth.generateKeyPair('ES256'));
+  const request = await authorizationRequest(as, client.client_id);
+  const callback = await signIn(new UserAgent(), request.url, { email: user.email, password: PASSWORD });
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const exchange = () => oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, { ...insecure, DPoP: dpop });
+  let response = await exchange();
+  // The server may ask for a nonce first; oauth4webapi remembers it, so one retry is what a client does.
+  if (response.status === 400 && response.headers.get('dpop-nonce')) response = await exchange();
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce });
+  t.is(tokens.token_type, 'dpop');
+
+  const withProof = await oauth.userInfoRequest(as, client, tokens.access_token, { ...insecure, DPoP: dpop });
+  t.is(withProof.status, 200);
+  const asBearer = await oauth.userInfoRequest(as, client, tokens.access_token, insecure);
+  t.is(asBearer.status, 401, 'a stolen DPoP-bound token is useless without the key');
+});
+
+test('health: /healthz says the process is up, /readyz that the database and the store are', async (t) => {
+  const health = await fetch(`${server.issuer}/healthz`);
+  t.is(health.status, 200);
+  t.deepEqual(await health.json(), { status: 'ok' });
+  const ready = await fetch(`${server.issuer}/readyz`);
+  t.is(ready.status, 200);
+  t.deepEqual(await ready.json(), { status: 'ready', checks: { database: 'up', store: 'up' } });
+});
+
+test('discovery offers RS256 and ES256 ID tokens, RS256 first', async (t) => {
+  const as = await discover(server);
+  t.deepEqual(as.id_token_signing_alg_values_supported, ['RS256', 'ES256']);
+});
