@@ -179,3 +179,42 @@ test('RP-initiated logout asks for confirmation, ends the session and returns to
   const { response: loginPage } = await agent.follow(again.url);
   t.regex(await loginPage.text(), /name="password"/);
 });
+
+test('a confidential web client gets a refresh token for offline_access (with prompt=consent), and not without', async (t) => {
+  const as = await discover(server);
+  const web = await registerConfidential(server, 'web');
+  const user = await createUser(server);
+  const exchange = async (scope: string, extra: Record<string, string> = {}) => {
+    const request = await authorizationRequest(as, web.client.client_id, { scope, ...extra });
+    const callback = await signIn(new UserAgent(), request.url, { email: user.email, password: PASSWORD });
+    const parameters = oauth.validateAuthResponse(as, web.client, callback, request.state);
+    return oauth.processAuthorizationCodeResponse(as, web.client, await oauth.authorizationCodeGrantRequest(
+      as, web.client, oauth.ClientSecretBasic(web.secret), parameters, REDIRECT_URI, request.codeVerifier, insecure,
+    ), { expectedNonce: request.nonce });
+  };
+  const online = await exchange('openid email');
+  t.is(online.refresh_token, undefined, 'no offline access asked, none given');
+  const offline = await exchange('openid email offline_access', { prompt: 'consent' });
+  t.truthy(offline.refresh_token);
+  t.regex(offline.scope ?? '', /offline_access/);
+  const refreshed = await oauth.processRefreshTokenResponse(as, web.client,
+    await oauth.refreshTokenGrantRequest(as, web.client, oauth.ClientSecretBasic(web.secret), offline.refresh_token!, insecure));
+  t.not(refreshed.refresh_token, offline.refresh_token);
+});
+
+test('the consent page names the client and words each requested scope', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid email offline_access', prompt: 'consent' });
+  const { response, url } = await agent.follow(request.url);
+  const login = await response.text();
+  const { response: consent } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(login, 'csrf'), email: user.email, password: PASSWORD });
+  const page = await consent.text();
+  t.regex(page, /Allow Test SPA access\?/);
+  t.regex(page, /Know who you are/);
+  t.regex(page, /See your email address/);
+  t.regex(page, /Keep access while you are away/);
+  t.notRegex(page, /See your name/, 'profile was not asked for');
+});
