@@ -8,6 +8,8 @@ import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
+import { KeyError } from './oidc/keys.ts';
+import { DependencyUnavailable } from './errors.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
 
@@ -90,9 +92,14 @@ async function withRuntime(work: (runtime: Runtime) => Promise<void>): Promise<v
 }
 
 async function main(argv: string[]): Promise<number> {
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+  // Asked for, the usage is the output; a bare `gatehouse` is a mistake, so it goes to stderr.
+  if (argv.length === 0) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     process.stdout.write(USAGE);
-    return argv.length === 0 ? 2 : 0;
+    return 0;
   }
   const twoWords = `${argv[0]} ${argv[1] ?? ''}`;
   const [name, rest] = commands[twoWords] ? [twoWords, argv.slice(2)] : [argv[0]!, argv.slice(1)];
@@ -106,8 +113,13 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || isInvalidClientMetadata(error)) {
+    if (error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
       process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
+      return 1;
+    }
+    if (error instanceof DependencyUnavailable) {
+      const cause = error.cause instanceof Error ? ` (${error.cause.message.split('\n')[0]})` : '';
+      process.stderr.write(`gatehouse: ${error.message}${cause}\n`);
       return 1;
     }
     throw error;

@@ -2,7 +2,9 @@
 import { createServer } from 'node:http';
 import { ConfigError, loadConfig } from './config/index.ts';
 import { createLogger } from './logger.ts';
-import { openRuntime } from './runtime.ts';
+import { openRuntime, type Runtime } from './runtime.ts';
+import { KeyError } from './oidc/keys.ts';
+import { DependencyUnavailable } from './errors.ts';
 import { createApp } from './app.ts';
 
 let config;
@@ -14,7 +16,21 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config);
-const runtime = await openRuntime(config, logger);
+let runtime: Runtime;
+try {
+  runtime = await openRuntime(config, logger);
+} catch (error) {
+  // Settings and outages an operator must fix get one line, like configuration errors; anything else is a bug.
+  if (error instanceof KeyError) {
+    process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
+  } else if (error instanceof DependencyUnavailable) {
+    const cause = error.cause instanceof Error ? ` (${error.cause.message.split('\n')[0]})` : '';
+    process.stderr.write(`gatehouse: cannot start: ${error.message}${cause}\n`);
+  } else {
+    throw error;
+  }
+  process.exit(1);
+}
 const server = createServer(createApp(runtime).callback());
 server.listen(config.port, config.host, () => {
   if (runtime.database.embedded || !config.redisUrl || runtime.secrets.development) {

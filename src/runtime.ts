@@ -29,12 +29,13 @@ export interface Runtime {
 }
 
 export async function openRuntime(config: Config, logger: Logger): Promise<Runtime> {
+  // Keys first: a refused key (KeyError) stops the start before any database is opened or migrated.
+  const secrets = await loadSecrets(config);
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   try {
     const applied = await migrate(database.connectionString);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
     const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix });
-    const secrets = await loadSecrets(config);
     const views = createViews({ cache: config.mode === 'production' });
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2));
     // Client registrations are checked by the engine that will read them, built just below.

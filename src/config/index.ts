@@ -42,13 +42,18 @@ export class ConfigError extends Error {
 }
 
 const booleanString = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
-const seconds = z.coerce.number().int().positive();
+// Digits only: Number() would also take '0x50', '1e3', and ' ' (as 0: a random port).
+const wholeNumber = z.string().trim().regex(/^\d+$/, 'must be a whole number').transform(Number);
+const seconds = wholeNumber.pipe(z.number().positive());
+// OpenID Connect issuers are http(s) URLs without query or fragment (the engine builds every endpoint from it).
+const issuerUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
+  .refine((value) => !/[?#]/.test(value), 'must not have a query or a fragment');
 
 const environmentSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
-  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  PORT: wholeNumber.pipe(z.number().max(65535)).default(3000),
   HOST: z.string().min(1).default('0.0.0.0'),
-  ISSUER: z.url().optional(),
+  ISSUER: issuerUrl.optional(),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL').optional(),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
   STORE_PREFIX: z.string().regex(/^[\w:.-]*$/).default('gatehouse:'),
@@ -65,9 +70,9 @@ const environmentSchema = z.object({
   REFRESH_TOKEN_TTL: seconds.default(30 * 24 * 3600),
   SESSION_TTL: seconds.default(14 * 24 * 3600),
   INTERACTION_TTL: seconds.default(3600),
-  ARGON2_MEMORY_KIB: z.coerce.number().int().min(19456).default(19456),
-  ARGON2_TIME_COST: z.coerce.number().int().min(2).default(2),
-  ARGON2_PARALLELISM: z.coerce.number().int().min(1).default(1),
+  ARGON2_MEMORY_KIB: wholeNumber.pipe(z.number().min(19456)).default(19456),
+  ARGON2_TIME_COST: wholeNumber.pipe(z.number().min(2)).default(2),
+  ARGON2_PARALLELISM: wholeNumber.pipe(z.number().min(1)).default(1),
 });
 
 /** Reads and validates configuration; throws ConfigError with a one-line reason. */

@@ -22,7 +22,7 @@ export class KeyError extends Error {
 }
 
 export async function loadSecrets(config: Config): Promise<Secrets> {
-  const configuredJwks = config.jwks ?? (config.jwksFile ? await readFile(config.jwksFile, 'utf8') : undefined);
+  const configuredJwks = config.jwks ?? (config.jwksFile ? await readJwksFile(config.jwksFile) : undefined);
   const jwks = configuredJwks ? parseJwks(configuredJwks) : await developmentFile(config, 'jwks.json', generateJwks);
   const cookieSecrets = config.cookieSecrets
     ?? await developmentFile(config, 'cookie-secrets.json', async () => [randomBytes(32).toString('base64url')]);
@@ -36,6 +36,15 @@ export async function generateJwks(): Promise<PrivateJwks> {
     return { ...(await exportJWK(privateKey)), alg, use: 'sig', kid: randomUUID() };
   }));
   return { keys };
+}
+
+/** A missing or unreadable file is a setting to fix, said in one line, not a crash. */
+async function readJwksFile(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    throw new KeyError(`JWKS_FILE: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
 }
 
 function parseJwks(text: string): PrivateJwks {

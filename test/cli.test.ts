@@ -1,0 +1,258 @@
+// The real `gatehouse` command (bin/gatehouse.js) as a child process: usage and its errors, migrate,
+// users and clients — and the CLI working on the embedded database while the server runs on it.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { findFreePort } from './helpers/redis.ts';
+import { cleanEnvironment, runNode, startNode, type Finished } from './helpers/process.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, insecure, signIn } from './helpers/oauth.ts';
+import { UserAgent } from './helpers/user-agent.ts';
+
+/** The embedded database's first start runs initdb; on a busy machine a command can take a while. */
+const COMMAND_TIMEOUT_MS = 180_000;
+
+const cleanups: Array<() => Promise<unknown>> = [];
+test.after.always(async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+});
+
+async function temporaryDirectory(prefix: string): Promise<string> {
+  // Short: the embedded database's socket path (<dir>/data/.s.PGSQL.5432) must stay under ~107 bytes.
+  const directory = await mkdtemp(path.join(os.tmpdir(), prefix));
+  cleanups.push(() => rm(directory, { recursive: true, force: true }));
+  return directory;
+}
+
+/** A database of this file's own (on DATABASE_URL's server when set, else embedded) and the environment that names it. */
+let database: TestDatabase;
+let environment: NodeJS.ProcessEnv;
+test.before(async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  database = await createTestDatabase();
+  cleanups.push(() => database.drop());
+  environment = cleanEnvironment({
+    DATA_DIR: database.dataDir,
+    KEYS_DIR: path.join(database.dataDir, 'keys'),
+    DATABASE_URL: database.databaseUrl,
+    LOG_LEVEL: 'warn',
+  });
+});
+
+function gatehouse(args: string[], env: NodeJS.ProcessEnv = environment): Promise<Finished> {
+  return runNode(['bin/gatehouse.js', ...args], env, COMMAND_TIMEOUT_MS);
+}
+
+function uniqueEmail(): string {
+  return `cli-${crypto.randomUUID()}@example.com`;
+}
+
+// --- usage ---------------------------------------------------------------------------------------
+
+test('--help exits 0 and prints the usage to stdout', async (t) => {
+  for (const flag of ['--help', '-h', 'help']) {
+    const result = await gatehouse([flag]);
+    t.is(result.code, 0, flag);
+    t.regex(result.stdout, /^Usage: gatehouse <command>/);
+    for (const command of ['migrate', 'users create', 'clients create', '--type spa|web|service']) t.true(result.stdout.includes(command), command);
+    t.is(result.stderr, '');
+  }
+});
+
+const usageErrors: Array<[what: string, args: string[], message: RegExp | undefined]> = [
+  ['no arguments', [], undefined],
+  ['an unknown command', ['frobnicate'], /^gatehouse: unknown command: frobnicate\n/],
+  ['an unknown subcommand', ['users', 'delete'], /^gatehouse: unknown command: users delete\n/],
+  ['users create without --email', ['users', 'create', '--password', PASSWORD], /^gatehouse: users create needs --email and --password\n/],
+  ['users create without --password', ['users', 'create', '--email', 'a@example.com'], /^gatehouse: users create needs --email and --password\n/],
+  ['an unknown option', ['users', 'create', '--email', 'a@example.com', '--password', PASSWORD, '--admin'], /^gatehouse: .*--admin/],
+  ['clients create with a bad --type', ['clients', 'create', '--name', 'X', '--type', 'mobile'], /^gatehouse: --type must be one of spa, web, service\n/],
+  ['clients create without --type', ['clients', 'create', '--name', 'X'], /^gatehouse: clients create needs --name and --type\n/],
+  ['migrate with an argument', ['migrate', '--force'], /^gatehouse: /],
+];
+
+for (const [what, args, message] of usageErrors) {
+  test(`${what}: exits non-zero with the usage on stderr and nothing on stdout`, async (t) => {
+    const result = await gatehouse(args);
+    t.not(result.code, 0);
+    t.is(result.stdout, '');
+    if (message) t.regex(result.stderr, message);
+    t.regex(result.stderr, /Usage: gatehouse <command>/);
+  });
+}
+
+// --- commands on this file's database --------------------------------------------------------------
+
+test.serial('migrate applies the migrations, and a second run says the database is up to date', async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  const first = await gatehouse(['migrate']);
+  t.is(first.code, 0, first.stderr);
+  t.regex(first.stdout, /^applied: \d+_\w+/);
+  const second = await gatehouse(['migrate']);
+  t.is(second.code, 0, second.stderr);
+  t.is(second.stdout, 'the database is up to date\n');
+});
+
+test.serial('users create prints the user as JSON without any password or hash; the same email in another case is refused', async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  const email = uniqueEmail();
+  const created = await gatehouse(['users', 'create', '--email', email.toUpperCase(), '--password', PASSWORD, '--name', 'Ada Lovelace', '--verified']);
+  t.is(created.code, 0, created.stderr);
+  const user = JSON.parse(created.stdout) as Record<string, unknown>;
+  t.like(user, { email, name: 'Ada Lovelace', emailVerified: true, disabled: false });
+  t.regex(String(user.id), /^[0-9a-f-]{36}$/);
+  t.false(Object.keys(user).some((key) => /password|hash/i.test(key)), `fields: ${Object.keys(user).join(', ')}`);
+  t.false(created.stdout.includes(PASSWORD));
+  t.false(created.stdout.includes('$argon2'));
+
+  const duplicate = await gatehouse(['users', 'create', '--email', email.replace('cli-', 'CLI-'), '--password', 'another long password']);
+  t.is(duplicate.code, 1);
+  t.is(duplicate.stdout, '');
+  t.is(duplicate.stderr, 'gatehouse: an account with that email exists\n');
+});
+
+test.serial('users create refuses a bad email or a short password with a clear message', async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  const badEmail = await gatehouse(['users', 'create', '--email', 'not-an-email', '--password', PASSWORD]);
+  t.is(badEmail.code, 1);
+  t.is(badEmail.stderr, 'gatehouse: that is not an email address\n');
+  const shortPassword = await gatehouse(['users', 'create', '--email', uniqueEmail(), '--password', 'short']);
+  t.is(shortPassword.code, 1);
+  t.regex(shortPassword.stderr, /^gatehouse: the password must have between 8 and 256 characters\n$/);
+  t.false(shortPassword.stderr.includes('short'), 'the password is not echoed');
+});
+
+test.serial('clients create --type spa prints a client_id and no client_secret', async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  const result = await gatehouse([
+    'clients', 'create', '--name', 'My SPA', '--type', 'spa', '--redirect-uri', 'http://localhost:5173/callback',
+    '--post-logout-redirect-uri', 'http://localhost:5173/',
+  ]);
+  t.is(result.code, 0, result.stderr);
+  const client = JSON.parse(result.stdout) as Record<string, unknown>;
+  t.regex(String(client.client_id), /^[\w-]{16,}$/);
+  t.false('client_secret' in client);
+  t.like(client, {
+    client_name: 'My SPA', token_endpoint_auth_method: 'none', redirect_uris: ['http://localhost:5173/callback'],
+    post_logout_redirect_uris: ['http://localhost:5173/'], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
+  });
+});
+
+test.serial('clients create --type web and --type service print a client_secret', async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  const web = await gatehouse(['clients', 'create', '--name', 'Web app', '--type', 'web', '--redirect-uri', 'https://app.example.com/callback']);
+  t.is(web.code, 0, web.stderr);
+  const webClient = JSON.parse(web.stdout) as Record<string, unknown>;
+  t.is(typeof webClient.client_secret, 'string');
+  t.true(String(webClient.client_secret).length >= 32);
+  t.is(webClient.token_endpoint_auth_method, 'client_secret_basic');
+
+  const service = await gatehouse(['clients', 'create', '--name', 'Orders API', '--type', 'service']);
+  t.is(service.code, 0, service.stderr);
+  const serviceClient = JSON.parse(service.stdout) as Record<string, unknown>;
+  t.is(typeof serviceClient.client_secret, 'string');
+  t.true(String(serviceClient.client_secret).length >= 32);
+  t.deepEqual(serviceClient.grant_types, ['client_credentials']);
+  t.not(serviceClient.client_secret, webClient.client_secret);
+});
+
+const refusedClients: Array<[what: string, args: string[], message: RegExp]> = [
+  ['a service client with a redirect URI', ['--type', 'service', '--redirect-uri', 'https://app.example.com/callback'], /redirect URI/],
+  ['an spa without a redirect URI', ['--type', 'spa'], /needs at least one redirect URI/],
+  ['an spa with a javascript: redirect URI', ['--type', 'spa', '--redirect-uri', 'javascript:alert(1)'], /redirect_uris/],
+  ['an spa with a redirect URI that has a fragment', ['--type', 'spa', '--redirect-uri', 'http://localhost:5173/callback#token'], /fragment/],
+  ['an spa with a redirect URI that is not a URI', ['--type', 'spa', '--redirect-uri', 'not a uri'], /redirect_uris/],
+  ['a web client with an invalid post-logout redirect URI', ['--type', 'web', '--redirect-uri', 'https://app.example.com/cb', '--post-logout-redirect-uri', 'javascript:alert(1)'], /post_logout_redirect_uris/],
+];
+
+for (const [what, args, message] of refusedClients) {
+  test.serial(`clients create refuses ${what}`, async (t) => {
+    t.timeout(COMMAND_TIMEOUT_MS);
+    const result = await gatehouse(['clients', 'create', '--name', 'Refused', ...args]);
+    t.is(result.code, 1, result.stdout);
+    t.is(result.stdout, '', 'nothing registered is printed');
+    t.regex(result.stderr, /^gatehouse: /);
+    t.regex(result.stderr, message);
+    t.is(result.stderr.trimEnd().split('\n').length, 1, 'one line, no stack trace');
+  });
+}
+
+test('an unreachable database is reported in one line, without a stack trace', async (t) => {
+  const result = await gatehouse(['users', 'create', '--email', uniqueEmail(), '--password', PASSWORD], cleanEnvironment({
+    DATA_DIR: database.dataDir, KEYS_DIR: path.join(database.dataDir, 'keys'), LOG_LEVEL: 'silent',
+    DATABASE_URL: 'postgresql://gatehouse:db-password@127.0.0.1:1/gatehouse',
+  }));
+  t.is(result.code, 1);
+  t.is(result.stdout, '');
+  t.regex(result.stderr, /^gatehouse: the database is unavailable/);
+  t.is(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
+  t.false(result.stderr.includes('db-password'));
+});
+
+// --- the CLI next to a running server on the embedded defaults -------------------------------------
+
+test.serial('the CLI works while the server runs on the embedded defaults, and after it stops', async (t) => {
+  t.timeout(4 * COMMAND_TIMEOUT_MS);
+  const home = await temporaryDirectory('gh-cli-');
+  const port = await findFreePort();
+  const issuer = `http://127.0.0.1:${port}`;
+  // No DATABASE_URL, no REDIS_URL: embedded PGlite under DATA_DIR and the in-process store.
+  const shared = cleanEnvironment({ DATA_DIR: path.join(home, 'data'), KEYS_DIR: path.join(home, 'keys'), LOG_LEVEL: 'warn' });
+  const serverProcess = startNode(['src/main.ts'], { ...shared, PORT: String(port), HOST: '127.0.0.1', ISSUER: issuer, LOG_LEVEL: 'info' });
+  cleanups.push(async () => {
+    if (serverProcess.child.exitCode === null && serverProcess.child.signalCode === null) serverProcess.child.kill('SIGKILL');
+    await serverProcess.finished;
+  });
+  const serverLog = async () => {
+    const exited = serverProcess.child.exitCode !== null || serverProcess.child.signalCode !== null;
+    return exited ? (await serverProcess.finished).stdout + (await serverProcess.finished).stderr : '(still running)';
+  };
+
+  // Wait for the server to answer (the first start runs initdb and migrates).
+  const deadline = Date.now() + COMMAND_TIMEOUT_MS;
+  let healthy = false;
+  while (!healthy && Date.now() < deadline && serverProcess.child.exitCode === null) {
+    healthy = await fetch(`${issuer}/healthz`).then((response) => response.ok, () => false);
+    if (!healthy) await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  if (!healthy) t.fail(`the server did not come up: ${await serverLog()}`);
+
+  // The CLI joins the database the server hosts.
+  const email = uniqueEmail();
+  const user = await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--name', 'Grace Hopper', '--verified'], shared);
+  t.is(user.code, 0, user.stderr);
+  const client = await gatehouse(['clients', 'create', '--name', 'Running SPA', '--type', 'spa', '--redirect-uri', REDIRECT_URI], shared);
+  t.is(client.code, 0, client.stderr);
+  const clientId = (JSON.parse(client.stdout) as { client_id: string }).client_id;
+
+  // The running server sees both: the client gets a login page, and the person can sign in.
+  const as = await oauth.processDiscoveryResponse(new URL(issuer), await oauth.discoveryRequest(new URL(issuer), insecure));
+  const spa: oauth.Client = { client_id: clientId, token_endpoint_auth_method: 'none' };
+  const request = await authorizationRequest(as, clientId);
+  const agent = new UserAgent();
+  const { response: loginPage } = await agent.follow(request.url);
+  t.is(loginPage.status, 200, 'a login page, not invalid_client');
+  t.regex(await loginPage.text(), /name="password"/);
+  const callback = await signIn(agent, request.url, { email, password: PASSWORD });
+  const parameters = oauth.validateAuthResponse(as, spa, callback, request.state);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, spa,
+    await oauth.authorizationCodeGrantRequest(as, spa, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure),
+    { expectedNonce: request.nonce, requireIdToken: true });
+  t.is(oauth.getValidatedIdTokenClaims(tokens)?.sub, (JSON.parse(user.stdout) as { id: string }).id);
+
+  // SIGTERM: a graceful shutdown exits 0.
+  serverProcess.child.kill('SIGTERM');
+  const stopped = await serverProcess.finished;
+  t.is(stopped.code, 0, `server exit: ${stopped.code} ${stopped.signal}\n${stopped.stderr}`);
+  t.regex(stopped.stdout, /"msg":"shutting down"/);
+
+  // Without the server the CLI hosts the embedded database itself, and finds what it holds.
+  const duplicate = await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD], shared);
+  t.is(duplicate.code, 1);
+  t.is(duplicate.stderr, 'gatehouse: an account with that email exists\n');
+  const another = await gatehouse(['users', 'create', '--email', uniqueEmail(), '--password', PASSWORD], shared);
+  t.is(another.code, 0, another.stderr);
+});

@@ -1,0 +1,307 @@
+// Configuration and keys: loadConfig with explicit environments (defaults, validation, production
+// refusals), the real `node src/main.ts` refusing to start, and loadSecrets generating, reusing and
+// refusing keys.
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { exportJWK, generateKeyPair } from 'jose';
+import { ConfigError, loadConfig, type Config } from '../src/config/index.ts';
+import { KeyError, generateJwks, loadSecrets } from '../src/oidc/keys.ts';
+import { cleanEnvironment, runNode } from './helpers/process.ts';
+
+const temporaryDirectories: string[] = [];
+async function temporaryDirectory(): Promise<string> {
+  const directory = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-config-'));
+  temporaryDirectories.push(directory);
+  return directory;
+}
+test.after.always(async () => {
+  await Promise.all(temporaryDirectories.map((directory) => rm(directory, { recursive: true, force: true })));
+});
+
+let privateJwks: string;
+let publicOnlyJwks: string;
+test.before(async () => {
+  privateJwks = JSON.stringify(await generateJwks());
+  const { publicKey } = await generateKeyPair('ES256', { extractable: true });
+  publicOnlyJwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), alg: 'ES256', use: 'sig', kid: 'public-only' }] });
+});
+
+const LONG_SECRET = 'x'.repeat(32);
+function productionEnvironment(): Record<string, string> {
+  return {
+    NODE_ENV: 'production',
+    DATABASE_URL: 'postgresql://gatehouse@db.internal:5432/gatehouse',
+    REDIS_URL: 'rediss://cache.internal:6380',
+    JWKS: privateJwks,
+    COOKIE_SECRETS: `${LONG_SECRET},${'y'.repeat(40)}`,
+    ISSUER: 'https://id.example.com',
+  };
+}
+
+// --- loadConfig --------------------------------------------------------------------------------
+
+test('an empty environment gives the documented development defaults', (t) => {
+  const config = loadConfig({});
+  t.like(config, {
+    mode: 'development',
+    port: 3000,
+    host: '0.0.0.0',
+    issuer: 'http://localhost:3000',
+    databaseUrl: undefined,
+    redisUrl: undefined,
+    storePrefix: 'gatehouse:',
+    dataDir: path.resolve('data'),
+    keysDir: path.resolve('keys'),
+    jwks: undefined,
+    jwksFile: undefined,
+    cookieSecrets: undefined,
+    trustProxy: false,
+    logLevel: 'info',
+  });
+  t.deepEqual(config.ttl, {
+    accessToken: 600, authorizationCode: 60, idToken: 3600, refreshToken: 30 * 24 * 3600, session: 14 * 24 * 3600, interaction: 3600,
+  });
+  t.deepEqual(config.argon2, { memoryCost: 19456, timeCost: 2, parallelism: 1 });
+});
+
+test('loadConfig reads only the environment it is given, never process.env', (t) => {
+  const saved = process.env.PORT;
+  process.env.PORT = '4321';
+  try {
+    t.is(loadConfig({}).port, 3000);
+  } finally {
+    if (saved === undefined) delete process.env.PORT;
+    else process.env.PORT = saved;
+  }
+});
+
+test('PORT sets the port and the default issuer; ISSUER wins and loses a trailing slash', (t) => {
+  t.like(loadConfig({ PORT: '8080' }), { port: 8080, issuer: 'http://localhost:8080' });
+  t.like(loadConfig({ PORT: '8080', ISSUER: 'https://id.example.com/' }), { port: 8080, issuer: 'https://id.example.com' });
+  t.is(loadConfig({ ISSUER: 'https://example.com/auth/' }).issuer, 'https://example.com/auth');
+});
+
+test('an empty variable counts as unset', (t) => {
+  const config = loadConfig({ PORT: '', ISSUER: '', DATABASE_URL: '', REDIS_URL: '', COOKIE_SECRETS: '', LOG_LEVEL: '' });
+  t.like(config, { port: 3000, issuer: 'http://localhost:3000', databaseUrl: undefined, redisUrl: undefined, cookieSecrets: undefined, logLevel: 'info' });
+});
+
+test('other settings are honoured', (t) => {
+  const config = loadConfig({
+    HOST: '127.0.0.1', DATABASE_URL: 'postgres://u@h/db', REDIS_URL: 'redis://h:1', STORE_PREFIX: 'app-1:', DATA_DIR: '/var/lib/gh',
+    KEYS_DIR: 'secrets', COOKIE_SECRETS: ' a , b ,', TRUST_PROXY: '1', LOG_LEVEL: 'warn', ACCESS_TOKEN_TTL: '300', REFRESH_TOKEN_TTL: '86400',
+    ARGON2_MEMORY_KIB: '65536', ARGON2_TIME_COST: '3', ARGON2_PARALLELISM: '4',
+  });
+  t.like(config, {
+    host: '127.0.0.1', databaseUrl: 'postgres://u@h/db', redisUrl: 'redis://h:1', storePrefix: 'app-1:', dataDir: '/var/lib/gh',
+    keysDir: path.resolve('secrets'), trustProxy: true, logLevel: 'warn', ttl: { accessToken: 300, refreshToken: 86400 },
+    argon2: { memoryCost: 65536, timeCost: 3, parallelism: 4 },
+  });
+  t.deepEqual(config.cookieSecrets, ['a', 'b'], 'secrets are trimmed and empty ones dropped');
+  t.false(loadConfig({ TRUST_PROXY: 'false' }).trustProxy);
+});
+
+const invalidValues: Array<[variable: string, value: string]> = [
+  ['PORT', 'abc'],
+  ['PORT', '70000'],
+  ['PORT', '3.5'],
+  ['PORT', '-1'],
+  ['PORT', '0x50'],
+  ['PORT', ' '],
+  ['ISSUER', 'not a url'],
+  ['ISSUER', 'ftp://id.example.com'],
+  ['ISSUER', 'javascript:alert(1)'],
+  ['ISSUER', 'https://id.example.com/?tenant=1'],
+  ['ISSUER', 'https://id.example.com/#top'],
+  ['DATABASE_URL', 'mysql://admin:hunter2-secret@db/gatehouse'],
+  ['REDIS_URL', 'http://admin:hunter2-secret@cache:6379'],
+  ['STORE_PREFIX', 'has space*'],
+  ['NODE_ENV', 'staging'],
+  ['TRUST_PROXY', 'yes'],
+  ['LOG_LEVEL', 'verbose'],
+  ['ACCESS_TOKEN_TTL', '0'],
+  ['ACCESS_TOKEN_TTL', '1e3'],
+  ['REFRESH_TOKEN_TTL', 'forever'],
+  ['SESSION_TTL', '-5'],
+  ['ARGON2_MEMORY_KIB', '1024'],
+  ['ARGON2_TIME_COST', '1'],
+  ['ARGON2_PARALLELISM', '0'],
+];
+
+for (const [variable, value] of invalidValues) {
+  test(`${variable}=${JSON.stringify(value)} is refused with a one-line ConfigError naming ${variable}`, (t) => {
+    const error = t.throws(() => loadConfig({ [variable]: value }), { instanceOf: ConfigError });
+    t.true(error!.message.startsWith(`${variable}: `), error!.message);
+    t.false(error!.message.includes('\n'), 'one line');
+    t.false(error!.message.includes('hunter2-secret'), 'credentials in a rejected URL are not repeated');
+  });
+}
+
+const productionRefusals: Array<[what: string, change: Record<string, string | undefined>, reason: RegExp]> = [
+  ['no DATABASE_URL', { DATABASE_URL: undefined }, /^production needs DATABASE_URL: the embedded database is for development$/],
+  ['no REDIS_URL', { REDIS_URL: undefined }, /^production needs REDIS_URL: the in-process store is for development$/],
+  ['neither JWKS nor JWKS_FILE', { JWKS: undefined }, /^production needs JWKS or JWKS_FILE: development keys are refused$/],
+  ['no COOKIE_SECRETS', { COOKIE_SECRETS: undefined }, /^production needs COOKIE_SECRETS \(comma-separated, 32\+ characters each\)$/],
+  ['only separators in COOKIE_SECRETS', { COOKIE_SECRETS: ' , ' }, /^production needs COOKIE_SECRETS/],
+  ['a short cookie secret', { COOKIE_SECRETS: 'short-secret' }, /^COOKIE_SECRETS: every secret must be at least 32 characters$/],
+  ['a short cookie secret among long ones', { COOKIE_SECRETS: `${LONG_SECRET},${'z'.repeat(31)}` }, /^COOKIE_SECRETS: every secret must be at least 32 characters$/],
+  ['an http:// ISSUER', { ISSUER: 'http://id.example.com' }, /^production needs an https:\/\/ ISSUER$/],
+  ['no ISSUER (the default is http://localhost)', { ISSUER: undefined }, /^production needs an https:\/\/ ISSUER$/],
+];
+
+for (const [what, change, reason] of productionRefusals) {
+  test(`NODE_ENV=production refuses ${what}`, (t) => {
+    const environment: Record<string, string | undefined> = { ...productionEnvironment(), ...change };
+    const error = t.throws(() => loadConfig(environment as NodeJS.ProcessEnv), { instanceOf: ConfigError });
+    t.regex(error!.message, reason);
+  });
+}
+
+test('NODE_ENV=production accepts a complete configuration, with JWKS or with JWKS_FILE', (t) => {
+  const config = loadConfig(productionEnvironment());
+  t.like(config, {
+    mode: 'production', issuer: 'https://id.example.com', databaseUrl: 'postgresql://gatehouse@db.internal:5432/gatehouse',
+    redisUrl: 'rediss://cache.internal:6380', jwks: privateJwks,
+  });
+  t.deepEqual(config.cookieSecrets, [LONG_SECRET, 'y'.repeat(40)]);
+  const withFile = loadConfig({ ...productionEnvironment(), JWKS: '', JWKS_FILE: '/run/secrets/jwks.json' });
+  t.like(withFile, { jwks: undefined, jwksFile: '/run/secrets/jwks.json' });
+});
+
+test('the same unsafe settings are accepted outside production', (t) => {
+  for (const mode of ['development', 'test'] as const) {
+    const config = loadConfig({ NODE_ENV: mode, COOKIE_SECRETS: 'short', ISSUER: 'http://localhost:3000' });
+    t.is(config.mode, mode);
+    t.deepEqual(config.cookieSecrets, ['short']);
+  }
+});
+
+// --- the real process ----------------------------------------------------------------------------
+
+test('node src/main.ts in production without its settings exits non-zero with one "refusing to start" line', async (t) => {
+  const dataDir = await temporaryDirectory();
+  const result = await runNode(['src/main.ts'], cleanEnvironment({ NODE_ENV: 'production', DATA_DIR: dataDir, KEYS_DIR: dataDir, PORT: '1' }));
+  t.not(result.code, 0);
+  t.is(result.stdout, '');
+  const lines = result.stderr.trimEnd().split('\n');
+  t.is(lines.length, 1, result.stderr);
+  t.regex(lines[0]!, /^gatehouse: refusing to start: production needs DATABASE_URL/);
+  t.deepEqual(await readdir(dataDir), [], 'nothing was created before refusing');
+});
+
+test('node src/main.ts with an invalid value exits non-zero with one line naming the variable', async (t) => {
+  const result = await runNode(['src/main.ts'], cleanEnvironment({ PORT: 'eighty' }));
+  t.not(result.code, 0);
+  t.is(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
+  t.regex(result.stderr, /^gatehouse: refusing to start: PORT: /);
+});
+
+test('node src/main.ts in production with a public-only JWKS refuses to start in one line, before touching the database', async (t) => {
+  const result = await runNode(['src/main.ts'], cleanEnvironment({
+    ...productionEnvironment(), JWKS: publicOnlyJwks,
+    // Nothing listens there: the key must be refused before any connection is tried.
+    DATABASE_URL: 'postgresql://gatehouse@127.0.0.1:1/gatehouse', REDIS_URL: 'redis://127.0.0.1:1',
+  }));
+  t.not(result.code, 0);
+  t.is(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
+  t.regex(result.stderr, /^gatehouse: refusing to start: JWKS must hold private keys/);
+});
+
+test('node src/main.ts with an unreachable database exits non-zero saying so in one line, without a stack trace', async (t) => {
+  const result = await runNode(['src/main.ts'], cleanEnvironment({
+    ...productionEnvironment(), DATABASE_URL: 'postgresql://gatehouse:db-password@127.0.0.1:1/gatehouse', REDIS_URL: 'redis://127.0.0.1:1', LOG_LEVEL: 'silent',
+  }));
+  t.not(result.code, 0);
+  t.is(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
+  t.regex(result.stderr, /^gatehouse: cannot start: the database is unavailable/);
+  t.false(result.stderr.includes('db-password'));
+});
+
+// --- keys ------------------------------------------------------------------------------------------
+
+function configWithKeysDir(keysDir: string, overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({ KEYS_DIR: keysDir }), ...overrides };
+}
+
+test('loadSecrets generates keys into an empty keys directory once and reuses them afterwards', async (t) => {
+  const keysDir = path.join(await temporaryDirectory(), 'keys');
+  const first = await loadSecrets(configWithKeysDir(keysDir));
+  t.true(first.development);
+  t.deepEqual(first.jwks.keys.map((key) => key.alg), ['RS256', 'ES256']);
+  for (const key of first.jwks.keys) {
+    t.truthy(key.d, 'generated keys are private');
+    t.truthy(key.kid);
+  }
+  t.is(first.cookieSecrets.length, 1);
+  t.true(first.cookieSecrets[0]!.length >= 32);
+  t.deepEqual((await readdir(keysDir)).sort(), ['cookie-secrets.json', 'jwks.json']);
+  for (const file of ['cookie-secrets.json', 'jwks.json']) {
+    t.is((await stat(path.join(keysDir, file))).mode & 0o777, 0o600, `${file} is readable by its owner only`);
+  }
+
+  const second = await loadSecrets(configWithKeysDir(keysDir));
+  t.deepEqual(second.jwks.keys.map((key) => key.kid), first.jwks.keys.map((key) => key.kid), 'same kids');
+  t.deepEqual(second.jwks, first.jwks);
+  t.deepEqual(second.cookieSecrets, first.cookieSecrets);
+});
+
+test('processes starting together on an empty keys directory all end up with the same keys', async (t) => {
+  const keysDir = path.join(await temporaryDirectory(), 'keys');
+  const all = await Promise.all(Array.from({ length: 6 }, () => loadSecrets(configWithKeysDir(keysDir))));
+  for (const secrets of all.slice(1)) {
+    t.deepEqual(secrets.jwks, all[0]!.jwks);
+    t.deepEqual(secrets.cookieSecrets, all[0]!.cookieSecrets);
+  }
+  t.deepEqual((await readdir(keysDir)).sort(), ['cookie-secrets.json', 'jwks.json'], 'no temporary files left behind');
+});
+
+test('configured JWKS and cookie secrets are used as given and nothing is written', async (t) => {
+  const keysDir = path.join(await temporaryDirectory(), 'keys');
+  const secrets = await loadSecrets(configWithKeysDir(keysDir, { jwks: privateJwks, cookieSecrets: [LONG_SECRET] }));
+  t.false(secrets.development);
+  t.deepEqual(secrets.jwks, JSON.parse(privateJwks));
+  t.deepEqual(secrets.cookieSecrets, [LONG_SECRET]);
+  await t.throwsAsync(stat(keysDir), { code: 'ENOENT' });
+});
+
+test('JWKS_FILE is read', async (t) => {
+  const directory = await temporaryDirectory();
+  const file = path.join(directory, 'jwks.json');
+  await writeFile(file, privateJwks);
+  const secrets = await loadSecrets(configWithKeysDir(path.join(directory, 'keys'), { jwksFile: file, cookieSecrets: [LONG_SECRET] }));
+  t.deepEqual(secrets.jwks, JSON.parse(privateJwks));
+});
+
+test('a JWKS_FILE that cannot be read is refused naming JWKS_FILE', async (t) => {
+  const directory = await temporaryDirectory();
+  const missing = path.join(directory, 'missing-jwks.json');
+  await t.throwsAsync(loadSecrets(configWithKeysDir(path.join(directory, 'keys'), { jwksFile: missing, cookieSecrets: [LONG_SECRET] })), {
+    instanceOf: KeyError, message: /^JWKS_FILE: /,
+  });
+});
+
+test('production refuses generated keys and generated cookie secrets', async (t) => {
+  const keysDir = path.join(await temporaryDirectory(), 'keys');
+  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', cookieSecrets: [LONG_SECRET] })), {
+    instanceOf: KeyError, message: /production refuses generated jwks/,
+  });
+  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', jwks: privateJwks })), {
+    instanceOf: KeyError, message: /production refuses generated cookie-secrets/,
+  });
+  // Keys generated earlier in development are not picked up in production either.
+  await loadSecrets(configWithKeysDir(keysDir));
+  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', cookieSecrets: [LONG_SECRET] })), { instanceOf: KeyError });
+});
+
+test('a JWKS with a public-only key, invalid JSON or no keys is refused', async (t) => {
+  const keysDir = path.join(await temporaryDirectory(), 'keys');
+  const withJwks = (jwks: string) => loadSecrets(configWithKeysDir(keysDir, { jwks, cookieSecrets: [LONG_SECRET] }));
+  await t.throwsAsync(withJwks(publicOnlyJwks), { instanceOf: KeyError, message: /private keys/ });
+  const mixed = JSON.stringify({ keys: [...JSON.parse(privateJwks).keys, ...JSON.parse(publicOnlyJwks).keys] });
+  await t.throwsAsync(withJwks(mixed), { instanceOf: KeyError, message: /private keys/ });
+  await t.throwsAsync(withJwks('{"keys": ['), { instanceOf: KeyError, message: /not valid JSON/ });
+  await t.throwsAsync(withJwks('{"keys": []}'), { instanceOf: KeyError, message: /non-empty "keys" array/ });
+  await t.throwsAsync(withJwks('[]'), { instanceOf: KeyError });
+});
