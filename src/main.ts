@@ -34,10 +34,21 @@ try {
 const server = createServer(createApp(runtime).callback());
 server.listen(config.port, config.host, () => {
   if (runtime.database.embedded || !config.redisUrl || runtime.secrets.development) {
-    logger.warn(
-      { database: runtime.database.embedded ? config.dataDir : 'postgresql', store: config.redisUrl ? 'redis' : 'in-process' },
-      'DEVELOPMENT MODE: embedded stores or development keys. Set NODE_ENV=production with DATABASE_URL, REDIS_URL, JWKS and COOKIE_SECRETS for real use.',
-    );
+    const database = runtime.database.embedded ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL';
+    const store = config.redisUrl ? 'Redis' : 'in-process (lost on restart)';
+    const keys = runtime.secrets.development ? `generated in ${config.keysDir}` : 'configured';
+    // Plain text on stderr for the person at the terminal; the same facts go to the JSON log.
+    process.stderr.write([
+      '',
+      '  Gatehouse is running in DEVELOPMENT MODE',
+      `    database: ${database}`,
+      `    store:    ${store}`,
+      `    keys:     ${keys}`,
+      '  Not for real users: production needs NODE_ENV=production, DATABASE_URL, REDIS_URL, JWKS and COOKIE_SECRETS.',
+      '',
+      '',
+    ].join('\n'));
+    logger.warn({ database, store, keys }, 'development mode');
   }
   logger.info({ issuer: config.issuer, port: config.port }, `Gatehouse is listening on ${config.issuer}`);
 });

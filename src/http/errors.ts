@@ -4,7 +4,7 @@ import type { Context, Next } from 'koa';
 import { errors } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { DependencyUnavailable } from '../errors.ts';
-import type { Views } from './views.ts';
+import { upperFirst, type Views } from './views.ts';
 
 /** An error whose message is written for the person who sees it. */
 export class HttpError extends Error {
@@ -67,8 +67,4 @@ export function errorPages(views: Views, logger: Logger) {
 function isHttpClientError(error: unknown): error is { status: number } {
   const status = (error as { status?: unknown } | null)?.status;
   return typeof status === 'number' && status >= 400 && status < 500;
-}
-
-function upperFirst(text: string): string {
-  return text.charAt(0).toUpperCase() + text.slice(1);
 }

@@ -12,3 +12,8 @@ export function createViews(options: { cache: boolean }): Views {
   const eta = new Eta({ views: VIEWS_DIR, autoEscape: true, cache: options.cache });
   return { render: (template, data) => eta.render(template, data) };
 }
+
+/** Engine and domain messages start in lower case; a page shows them as sentences. */
+export function upperFirst(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}

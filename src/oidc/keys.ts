@@ -1,7 +1,7 @@
 // Signing keys and cookie secrets. Production takes them from configuration; development generates
 // them once into keys/ (git-ignored) so sessions and tokens survive a restart.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
 import type { Config } from '../config/index.ts';
@@ -72,12 +72,17 @@ async function developmentFile<T>(config: Config, name: string, create: () => Pr
   }
   const value = await create();
   await mkdir(config.keysDir, { recursive: true, mode: 0o700 });
-  // 'wx' makes a concurrent first start keep whichever file was written first.
+  // Written whole under a private name, then linked into place: link() fails if the file exists, so
+  // of two first starts the second reads the first one's complete file, never a half-written one.
+  const draft = `${file}.${process.pid}.draft`;
+  await writeFile(draft, JSON.stringify(value, null, 2), { mode: 0o600 });
   try {
-    await writeFile(file, JSON.stringify(value, null, 2), { mode: 0o600, flag: 'wx' });
+    await link(draft, file);
     return value;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     return JSON.parse(await readFile(file, 'utf8')) as T;
+  } finally {
+    await rm(draft, { force: true });
   }
 }

@@ -1,6 +1,6 @@
 // The engine's error page, in Gatehouse's layout: says what went wrong in words, never a stack trace.
 import type { KoaContextWithOIDC, errors } from 'oidc-provider';
-import type { Views } from '../http/views.ts';
+import { upperFirst, type Views } from '../http/views.ts';
 
 type ErrorOut = { error: string; error_description?: string };
 
@@ -23,7 +23,7 @@ export async function renderEngineError(
     title: TITLES[out.error] ?? 'Something went wrong',
     message: out.error === 'server_error'
       ? 'Something went wrong on our side. Please try again.'
-      : out.error_description ?? 'The request could not be completed.',
+      : upperFirst(out.error_description ?? 'The request could not be completed.'),
     code: out.error,
   });
 }
