@@ -14,9 +14,11 @@ export function createApp(runtime: Runtime): Koa {
   const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy });
   app.silent = true;
 
-  provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
-
-  app.use(securityHeaders({ https: config.issuer.startsWith('https://') }));
+  app.use(securityHeaders({
+    https: config.issuer.startsWith('https://'),
+    // The authorization endpoint (and its resumption after login) may answer with response_mode=form_post.
+    postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
+  }));
   app.use(errorPages(views, logger));
   for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(provider, runtime.users, views)]) {
     app.use(router.routes());

@@ -8,18 +8,21 @@ import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
-import { KeyError } from './oidc/keys.ts';
+import { KeyError, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
 
 Commands:
   migrate                               apply pending database migrations
-  users create --email E --password P [--name N] [--verified]
-                                        create a user
+  users create --email E (--password P | --password-stdin) [--name N] [--verified]
+                                        create a user (--password-stdin keeps the
+                                        password out of the process list and history)
   clients create --name N --type spa|web|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                                         register a client and print it as JSON
+  keys generate                         print a new private JWK set (RS256 + ES256)
+                                        for the JWKS setting
 
 Configuration comes from the same environment variables as the server (DATABASE_URL, ...).
 `;
@@ -43,12 +46,17 @@ const commands: Record<string, Handler> = {
 
   async 'users create'(args, run) {
     const { values } = parse(args, {
-      email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, verified: { type: 'boolean' },
+      email: { type: 'string' }, password: { type: 'string' }, 'password-stdin': { type: 'boolean' },
+      name: { type: 'string' }, verified: { type: 'boolean' },
     });
-    if (!values.email || !values.password) throw new UsageError('users create needs --email and --password');
+    if (!values.email) throw new UsageError('users create needs --email');
+    if (Boolean(values.password) === Boolean(values['password-stdin'])) {
+      throw new UsageError('users create needs either --password or --password-stdin');
+    }
+    const password = values['password-stdin'] ? await readPasswordFromStdin() : String(values.password);
     await run(async ({ users }) => {
       const user = await users.create({
-        email: String(values.email), password: String(values.password), name: values.name as string | undefined, emailVerified: Boolean(values.verified),
+        email: String(values.email), password, name: values.name as string | undefined, emailVerified: Boolean(values.verified),
       });
       process.stdout.write(`${JSON.stringify(user, null, 2)}\n`);
     });
@@ -71,6 +79,11 @@ const commands: Record<string, Handler> = {
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
     });
   },
+
+  async 'keys generate'(args) {
+    parse(args, {});
+    process.stdout.write(`${JSON.stringify(await generateJwks())}\n`);
+  },
 };
 
 function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
@@ -79,6 +92,15 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+}
+
+/** The first line of standard input: a password piped in or typed (the terminal then shows it, so pipe it). */
+async function readPasswordFromStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const [firstLine = ''] = Buffer.concat(chunks).toString('utf8').split(/\r?\n/);
+  if (!firstLine) throw new UsageError('--password-stdin read no password');
+  return firstLine;
 }
 
 async function withRuntime(work: (runtime: Runtime) => Promise<void>): Promise<void> {
@@ -118,8 +140,7 @@ async function main(argv: string[]): Promise<number> {
       return 1;
     }
     if (error instanceof DependencyUnavailable) {
-      const cause = error.cause instanceof Error ? ` (${error.cause.message.split('\n')[0]})` : '';
-      process.stderr.write(`gatehouse: ${error.message}${cause}\n`);
+      process.stderr.write(`gatehouse: ${error.describe()}\n`);
       return 1;
     }
     throw error;

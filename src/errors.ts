@@ -9,4 +9,9 @@ export class DependencyUnavailable extends Error {
     super(`the ${dependency} is unavailable`, options);
     this.dependency = dependency;
   }
+
+  /** One line for an operator: what is down, and the first line of why. */
+  describe(): string {
+    return this.cause instanceof Error ? `${this.message} (${this.cause.message.split('\n')[0]})` : this.message;
+  }
 }

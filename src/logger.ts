@@ -3,9 +3,14 @@
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/index.ts';
 
+// Credentials by name, at the top level and one level down (pino's wildcards match one level).
+const SENSITIVE_FIELDS = [
+  'password', 'passwordHash', 'client_secret', 'token', 'access_token', 'refresh_token', 'id_token',
+  'code_verifier', 'client_assertion', 'authorization', 'cookie', 'set-cookie',
+];
 const REDACTED_PATHS = [
-  'password', '*.password', 'client_secret', '*.client_secret', 'token', '*.token', 'code', '*.code',
-  'req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'headers.cookie',
+  ...SENSITIVE_FIELDS.flatMap((field) => [`["${field}"]`, `*["${field}"]`]),
+  'req.headers.authorization', 'req.headers.cookie', 'req.headers["set-cookie"]',
 ];
 
 export function createLogger(config: Pick<Config, 'logLevel'>): Logger {

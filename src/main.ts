@@ -24,14 +24,19 @@ try {
   if (error instanceof KeyError) {
     process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
   } else if (error instanceof DependencyUnavailable) {
-    const cause = error.cause instanceof Error ? ` (${error.cause.message.split('\n')[0]})` : '';
-    process.stderr.write(`gatehouse: cannot start: ${error.message}${cause}\n`);
+    process.stderr.write(`gatehouse: cannot start: ${error.describe()}\n`);
   } else {
     throw error;
   }
   process.exit(1);
 }
 const server = createServer(createApp(runtime).callback());
+server.once('error', async (error: NodeJS.ErrnoException) => {
+  // Most often the port is taken: say so in one line and let go of the database and store.
+  process.stderr.write(`gatehouse: cannot listen on ${config.host}:${config.port}: ${error.code ?? error.message}\n`);
+  await runtime.close();
+  process.exit(1);
+});
 server.listen(config.port, config.host, () => {
   if (runtime.database.embedded || !config.redisUrl || runtime.secrets.development) {
     const database = runtime.database.embedded ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL';

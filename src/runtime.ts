@@ -31,11 +31,12 @@ export interface Runtime {
 export async function openRuntime(config: Config, logger: Logger): Promise<Runtime> {
   // Keys first: a refused key (KeyError) stops the start before any database is opened or migrated.
   const secrets = await loadSecrets(config);
-  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error') });
+  let database: Database | undefined;
   try {
+    database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const applied = await migrate(database.connectionString);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
-    const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix });
     const views = createViews({ cache: config.mode === 'production' });
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2));
     // Client registrations are checked by the engine that will read them, built just below.
@@ -43,14 +44,26 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
       await provider.Client.validate(metadata as EngineClientMetadata);
     });
     const provider = createProvider({ config, secrets, store, users, clients, views });
+    provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
+    const opened = database;
     return {
       config, logger, database, store, secrets, views, users, clients, provider,
       async close() {
-        await Promise.allSettled([store.close(), database.close()]);
+        await Promise.allSettled([store.close(), opened.close()]);
       },
     };
   } catch (error) {
-    await database.close();
+    await Promise.allSettled([store.close(), database?.close()]);
     throw error;
   }
+}
+
+/** A reconnecting client repeats the same error many times a second: log a message once until another comes. */
+function logEachNewMessage(logger: Logger, message: string): (error: Error) => void {
+  let last: string | undefined;
+  return (error) => {
+    if (error.message === last) return;
+    last = error.message;
+    logger.warn({ err: error }, message);
+  };
 }

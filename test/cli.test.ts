@@ -10,6 +10,8 @@ import { findFreePort } from './helpers/redis.ts';
 import { cleanEnvironment, runNode, startNode, type Finished } from './helpers/process.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, insecure, signIn } from './helpers/oauth.ts';
 import { UserAgent } from './helpers/user-agent.ts';
+import { loadConfig } from '../src/config/index.ts';
+import { loadSecrets } from '../src/oidc/keys.ts';
 
 /** The embedded database's first start runs initdb; on a busy machine a command can take a while. */
 const COMMAND_TIMEOUT_MS = 180_000;
@@ -66,8 +68,8 @@ const usageErrors: Array<[what: string, args: string[], message: RegExp | undefi
   ['no arguments', [], undefined],
   ['an unknown command', ['frobnicate'], /^gatehouse: unknown command: frobnicate\n/],
   ['an unknown subcommand', ['users', 'delete'], /^gatehouse: unknown command: users delete\n/],
-  ['users create without --email', ['users', 'create', '--password', PASSWORD], /^gatehouse: users create needs --email and --password\n/],
-  ['users create without --password', ['users', 'create', '--email', 'a@example.com'], /^gatehouse: users create needs --email and --password\n/],
+  ['users create without --email', ['users', 'create', '--password', PASSWORD], /^gatehouse: users create needs --email\n/],
+  ['users create without --password', ['users', 'create', '--email', 'a@example.com'], /^gatehouse: users create needs either --password or --password-stdin\n/],
   ['an unknown option', ['users', 'create', '--email', 'a@example.com', '--password', PASSWORD, '--admin'], /^gatehouse: .*--admin/],
   ['clients create with a bad --type', ['clients', 'create', '--name', 'X', '--type', 'mobile'], /^gatehouse: --type must be one of spa, web, service\n/],
   ['clients create without --type', ['clients', 'create', '--name', 'X'], /^gatehouse: clients create needs --name and --type\n/],
@@ -112,6 +114,30 @@ test.serial('users create prints the user as JSON without any password or hash; 
   t.is(duplicate.code, 1);
   t.is(duplicate.stdout, '');
   t.is(duplicate.stderr, 'gatehouse: an account with that email exists\n');
+});
+
+test.serial('users create --password-stdin reads the password from standard input, and the user can sign in with it', async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  const email = uniqueEmail();
+  const created = await runNode(['bin/gatehouse.js', 'users', 'create', '--email', email, '--password-stdin'], environment, COMMAND_TIMEOUT_MS, `${PASSWORD}\n`);
+  t.is(created.code, 0, created.stderr);
+  t.is((JSON.parse(created.stdout) as { email: string }).email, email);
+  const both = await gatehouse(['users', 'create', '--email', uniqueEmail(), '--password', PASSWORD, '--password-stdin']);
+  t.is(both.code, 2);
+  t.regex(both.stderr, /either --password or --password-stdin/);
+  const empty = await runNode(['bin/gatehouse.js', 'users', 'create', '--email', uniqueEmail(), '--password-stdin'], environment, COMMAND_TIMEOUT_MS, '');
+  t.is(empty.code, 2);
+  t.regex(empty.stderr, /read no password/);
+});
+
+test('keys generate prints a private JWK set the server accepts as JWKS', async (t) => {
+  const generated = await gatehouse(['keys', 'generate']);
+  t.is(generated.code, 0, generated.stderr);
+  const jwks = JSON.parse(generated.stdout) as { keys: Array<{ kty: string; alg: string; d?: string }> };
+  t.deepEqual(jwks.keys.map((key) => key.alg), ['RS256', 'ES256']);
+  t.true(jwks.keys.every((key) => typeof key.d === 'string'));
+  const secrets = await loadSecrets(loadConfig({ JWKS: generated.stdout.trim(), COOKIE_SECRETS: 'z'.repeat(32) }));
+  t.false(secrets.development);
 });
 
 test.serial('users create refuses a bad email or a short password with a clear message', async (t) => {

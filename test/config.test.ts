@@ -37,6 +37,7 @@ function productionEnvironment(): Record<string, string> {
     JWKS: privateJwks,
     COOKIE_SECRETS: `${LONG_SECRET},${'y'.repeat(40)}`,
     ISSUER: 'https://id.example.com',
+    TRUST_PROXY: 'true',
   };
 }
 
@@ -149,6 +150,7 @@ const productionRefusals: Array<[what: string, change: Record<string, string | u
   ['a short cookie secret among long ones', { COOKIE_SECRETS: `${LONG_SECRET},${'z'.repeat(31)}` }, /^COOKIE_SECRETS: every secret must be at least 32 characters$/],
   ['an http:// ISSUER', { ISSUER: 'http://id.example.com' }, /^production needs an https:\/\/ ISSUER$/],
   ['no ISSUER (the default is http://localhost)', { ISSUER: undefined }, /^production needs an https:\/\/ ISSUER$/],
+  ['TRUST_PROXY off (cookies would lose Secure)', { TRUST_PROXY: undefined }, /^production needs TRUST_PROXY=true/],
 ];
 
 for (const [what, change, reason] of productionRefusals) {
@@ -304,4 +306,16 @@ test('a JWKS with a public-only key, invalid JSON or no keys is refused', async 
   await t.throwsAsync(withJwks('{"keys": ['), { instanceOf: KeyError, message: /not valid JSON/ });
   await t.throwsAsync(withJwks('{"keys": []}'), { instanceOf: KeyError, message: /non-empty "keys" array/ });
   await t.throwsAsync(withJwks('[]'), { instanceOf: KeyError });
+});
+
+test('a JWKS the engine could not sign with is refused with a reason, not a crash', async (t) => {
+  const keysDir = path.join(await temporaryDirectory(), 'keys');
+  const withJwks = (keys: object[]) => loadSecrets(configWithKeysDir(keysDir, { jwks: JSON.stringify({ keys }), cookieSecrets: [LONG_SECRET] }));
+  const [rsa, ec] = JSON.parse(privateJwks).keys as Array<Record<string, unknown>>;
+  await t.throwsAsync(withJwks([{ kty: 'oct', k: 'AAAA', d: 'x' }]), { instanceOf: KeyError, message: /only RSA keys for RS256 and P-256 EC keys/ });
+  await t.throwsAsync(withJwks([rsa!, { ...ec, crv: 'P-384' }]), { instanceOf: KeyError, message: /key 1: only RSA/ });
+  await t.throwsAsync(withJwks([{ ...rsa, alg: 'PS256' }]), { instanceOf: KeyError, message: /key 0: only RSA/ });
+  await t.throwsAsync(withJwks([{ ...rsa, n: 'broken' }]), { instanceOf: KeyError, message: /key 0 is not a usable RS256 key/ });
+  await t.throwsAsync(withJwks([ec!]), { instanceOf: KeyError, message: /needs an RSA key/ });
+  t.truthy(await withJwks([rsa!, ec!]));
 });

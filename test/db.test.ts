@@ -15,6 +15,7 @@ import { openDatabase, type Database } from '../src/db/index.ts';
 import { openEmbeddedPostgres } from '../src/db/embedded.ts';
 import { DEFAULT_MIGRATIONS_DIR, MigrationError, migrate } from '../src/db/migrate.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { CuttableProxy } from './helpers/tcp-proxy.ts';
 
 const serverUrl = process.env.DATABASE_URL;
 const embeddedModule = new URL('../src/db/embedded.ts', import.meta.url).href;
@@ -523,6 +524,83 @@ test.serial('a PostgreSQL server that goes away fails as unavailable, and the po
   t.is(await database.prisma.user.count(), 0);
   await database.ping();
 });
+
+test.serial('a database that stops answering fails as unavailable after the query timeout, and recovers on thaw', async (t) => {
+  t.timeout(120_000);
+  const queryTimeoutMs = 1_000;
+  const { database, proxy } = await behindProxy(t, { queryTimeoutMs, connectionTimeoutMs: 1_000 });
+  t.is(await database.prisma.user.count(), 0, 'the pool holds an open connection now');
+
+  // Connections are accepted and stay open, but nothing is answered.
+  proxy.freeze();
+  const started = Date.now();
+  const fromQuery = await t.throwsAsync(database.prisma.user.count(), { instanceOf: DependencyUnavailable });
+  t.is(fromQuery!.dependency, 'database');
+  t.regex(String((fromQuery!.cause as Error | undefined)?.message), /Query read timeout/, 'the open connection met the query timeout');
+  await t.throwsAsync(database.prisma.$transaction(async (transaction) => transaction.user.count()), {
+    instanceOf: DependencyUnavailable,
+  });
+  await t.throwsAsync(database.ping(), { instanceOf: DependencyUnavailable });
+  t.true(Date.now() - started < 15 * queryTimeoutMs, `took ${Date.now() - started} ms`);
+
+  proxy.thaw();
+  t.is(await database.prisma.user.count(), 0);
+  await database.ping();
+  t.is(await database.prisma.$transaction(async (transaction) => transaction.user.count()), 0);
+});
+
+test.serial('a connection that hangs inside an interactive transaction is dropped, not handed to the next query', async (t) => {
+  // The embedded database serves one transaction at a time: while the hung connection's transaction
+  // is open there (the frozen proxy hides that the client left), no other connection is served.
+  if (!serverUrl) return t.pass('needs DATABASE_URL');
+  t.timeout(120_000);
+  const queryTimeoutMs = 1_000;
+  // One connection: whatever the transaction leaves in the pool is what the next query gets.
+  const { database, proxy } = await behindProxy(t, { queryTimeoutMs, poolSize: 1 });
+  const outcome = await database.prisma.$transaction(async (transaction) => {
+    await transaction.user.count();
+    // The connection in use hangs for good (a broken network path); new connections still work.
+    proxy.freeze({ onlyOpenConnections: true });
+    await t.throwsAsync(transaction.user.count(), { instanceOf: DependencyUnavailable });
+  }).then(() => undefined, (error: unknown) => error);
+  t.true(outcome instanceof DependencyUnavailable, 'committing on the dropped connection fails as unavailable');
+  // A wedged connection back in the pool would make this wait behind the hung query and time out too.
+  const started = Date.now();
+  t.is(await database.prisma.user.count(), 0);
+  t.true(Date.now() - started < queryTimeoutMs, `took ${Date.now() - started} ms: the hung connection was reused`);
+});
+
+/**
+ * A fresh, migrated database (on DATABASE_URL's server, or embedded) that openDatabase reaches
+ * through a CuttableProxy, with the given options. Everything is undone when the test ends.
+ */
+async function behindProxy(t: ExecutionContext, options: Omit<Parameters<typeof openDatabase>[0], 'databaseUrl' | 'dataDir'>) {
+  const testDatabase = await createTestDatabase();
+  t.teardown(() => testDatabase.drop());
+  let proxied: URL;
+  let proxy: CuttableProxy;
+  if (testDatabase.databaseUrl) {
+    proxied = new URL(testDatabase.databaseUrl);
+    proxy = new CuttableProxy({ host: proxied.hostname, port: Number(proxied.port || 5432) });
+  } else {
+    const embedded = await openEmbeddedPostgres(testDatabase.dataDir);
+    t.teardown(() => embedded.close());
+    proxy = new CuttableProxy({ path: path.join(testDatabase.dataDir, '.s.PGSQL.5432') });
+    proxied = new URL('postgresql://postgres@127.0.0.1/postgres');
+  }
+  await proxy.start();
+  t.teardown(() => proxy.close());
+  proxied.hostname = '127.0.0.1';
+  proxied.port = String(proxy.port);
+  const database = await openDatabase({ ...options, databaseUrl: proxied.toString(), dataDir: testDatabase.dataDir });
+  t.teardown(async () => {
+    // Closing says goodbye to the database: a frozen proxy would only slow that down.
+    proxy.thaw();
+    await database.close();
+  });
+  await migrate(database.connectionString);
+  return { database, proxy };
+}
 
 async function startRelay(host: string, port: number) {
   const sockets = new Set<net.Socket>();

@@ -331,7 +331,8 @@ test.before(async (t) => {
 
 test.after.always(async (t) => {
   t.timeout(SETUP_TIMEOUT_MS);
-  // Closing needs the database (the pool says goodbye); a cut proxy would only slow that down.
+  // Closing needs the database (the pool says goodbye); a cut or frozen proxy would only slow that down.
+  proxy?.thaw();
   await proxy?.restore().catch(() => {});
   await onDatabase?.server.close();
   await proxy?.close();
@@ -381,6 +382,31 @@ test.serial(`${databaseKind} down: /readyz is 503 with checks.database "down", /
   } finally {
     await proxy.restore();
   }
+});
+
+test.serial(`${databaseKind} hung (frozen, connections open): requests answer 503 naming the database instead of waiting forever, and recover on thaw`, async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const { as, service, server } = onDatabase;
+  await proxy.restore().catch(() => {});
+  // Ready first: the pool then holds an open connection, so the token request's query is sent on it
+  // and meets the query timeout (a new connection would meet the connection timeout instead).
+  await waitUntilReady(t, server.issuer);
+  proxy.freeze();
+  try {
+    // Bounded by openDatabase's default query timeout (10 s), well inside REQUEST_TIMEOUT_MS.
+    const credentials = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, withTimeout());
+    assertUnavailableJson(t, await answer(t, credentials.clone()), 'database');
+    await assertClientLibraryRefuses(t, oauth.processClientCredentialsResponse(as, service.client, credentials));
+    const ready = await probe(server.issuer, '/readyz');
+    t.is(ready.status, 503);
+    t.is(ready.json.checks?.database, 'down');
+    t.is(ready.json.checks?.store, 'up');
+  } finally {
+    proxy.thaw();
+  }
+  await waitUntilReady(t, server.issuer);
+  const after = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, withTimeout());
+  t.truthy((await oauth.processClientCredentialsResponse(as, service.client, after)).access_token);
 });
 
 test.serial(`${databaseKind} back: Gatehouse uses it again by itself`, async (t) => {

@@ -5,7 +5,7 @@ import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn } from './helpers/oauth.ts';
-import { UserAgent } from './helpers/user-agent.ts';
+import { UserAgent, formField } from './helpers/user-agent.ts';
 
 let server: TestServer;
 test.before(async () => {
@@ -158,4 +158,34 @@ test('health: /healthz says the process is up, /readyz that the database and the
 test('discovery offers RS256 and ES256 ID tokens, RS256 first', async (t) => {
   const as = await discover(server);
   t.deepEqual(as.id_token_signing_alg_values_supported, ['RS256', 'ES256']);
+});
+
+test('response_mode=form_post: the engine’s auto-submitting page is allowed its script and its post to the client', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id, { response_mode: 'form_post' });
+  let { response, url } = await agent.follow(request.url);
+  const login = await response.text();
+  ({ response, url } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(login, 'csrf'), email: user.email, password: PASSWORD }));
+  const consent = await response.text();
+  ({ response } = await agent.submit(new URL(`${url.pathname}/confirm`, url), { csrf: formField(consent, 'csrf') }));
+  t.is(response.status, 200);
+  const page = await response.text();
+  t.true(page.includes(`action="${REDIRECT_URI}"`));
+  t.regex(page, /name="code"/);
+  const csp = response.headers.get('content-security-policy') ?? '';
+  const script = /<script>([\s\S]*?)<\/script>/.exec(page)![1]!;
+  const { createHash } = await import('node:crypto');
+  t.true(csp.includes(`'sha256-${createHash('sha256').update(script).digest('base64')}'`), 'the inline script is allowed by its hash');
+  t.notRegex(csp, /form-action/, 'the post to the (already checked) client is not blocked');
+  t.regex(csp, /default-src 'none'/);
+});
+
+test('every other page keeps form-action and no inline script', async (t) => {
+  const response = await fetch(`${server.issuer}/interaction/unknown`, { headers: { accept: 'text/html' } });
+  const csp = response.headers.get('content-security-policy') ?? '';
+  t.regex(csp, /form-action 'self'/);
+  t.regex(csp, /script-src 'self'(;|$)/);
 });

@@ -131,8 +131,14 @@ test('revocation (RFC 7009) ends a refresh token and introspection (RFC 7662) re
   t.is(active.client_id, client.client_id);
   t.truthy(active.sub);
 
+  t.false((await introspect(tokens.refresh_token!)).active, 'a resource server is never told about refresh tokens');
+  const byOwner = async (token: string) => oauth.processIntrospectionResponse(
+    as, client, await oauth.introspectionRequest(as, client, oauth.None(), token, insecure),
+  );
+  t.true((await byOwner(tokens.refresh_token!)).active, 'the client itself may introspect its refresh token');
+
   await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
-  t.false((await introspect(tokens.refresh_token!)).active);
+  t.false((await byOwner(tokens.refresh_token!)).active);
   const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
   const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
   t.is(error?.error, 'invalid_grant');

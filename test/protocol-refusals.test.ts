@@ -181,6 +181,18 @@ test('wrong password and unknown email get the same answer', async (t) => {
   t.deepEqual(answers[0], answers[1]);
 });
 
+test('an email that cannot be an address (NUL byte, too long) gets the generic answer, not a 500', async (t) => {
+  const { as, client, agent } = await spaWithUser();
+  for (const email of ['a\u0000@example.com', `${'a'.repeat(400)}@example.com`]) {
+    const request = await authorizationRequest(as, client.client_id);
+    const { response, url } = await agent.follow(request.url);
+    const page = await response.text();
+    const { response: answer } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(page, 'csrf'), email, password: PASSWORD });
+    t.is(answer.status, 401);
+    t.regex(await answer.text(), /Incorrect email or password/);
+  }
+});
+
 test('a login form without its CSRF token is refused', async (t) => {
   const { as, client, user, agent } = await spaWithUser();
   const request = await authorizationRequest(as, client.client_id);

@@ -10,10 +10,12 @@ export interface PasswordHashingOptions {
 
 export class PasswordHasher {
   readonly #options: PasswordHashingOptions;
-  #decoyHash: Promise<string> | undefined;
+  // Made at once, so even the first unknown-email login after a start costs one hash, not two.
+  readonly #decoyHash: Promise<string>;
 
   constructor(options: PasswordHashingOptions) {
     this.#options = options;
+    this.#decoyHash = this.hash('decoy password that matches nothing');
   }
 
   hash(password: string): Promise<string> {
@@ -22,7 +24,6 @@ export class PasswordHasher {
 
   /** Compares against a stored hash; with no hash, does the same work against a decoy and returns false. */
   async verify(storedHash: string | undefined, password: string): Promise<boolean> {
-    this.#decoyHash ??= this.hash('decoy password that matches nothing');
     const decoy = await this.#decoyHash;
     const matches = await argon2.verify(storedHash ?? decoy, normalize(password)).catch(() => false);
     return storedHash !== undefined && matches;

@@ -24,7 +24,11 @@ export class AccountError extends Error {
 export const MINIMUM_PASSWORD_LENGTH = 8;
 export const MAXIMUM_PASSWORD_LENGTH = 256;
 
-const emailSchema = z.email();
+const emailSchema = z.email().max(320);
+
+function isEmailAddress(email: string): boolean {
+  return emailSchema.safeParse(email).success;
+}
 
 /** Emails compare without regard to case or surrounding space. */
 export function normalizeEmail(email: string): string {
@@ -44,7 +48,7 @@ export class UserService {
 
   async create(input: { email: string; password: string; name?: string; emailVerified?: boolean }): Promise<User> {
     const email = normalizeEmail(input.email);
-    if (!emailSchema.safeParse(email).success) throw new AccountError('invalid_email', 'that is not an email address');
+    if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
     const length = [...input.password.normalize('NFKC')].length;
     if (length < MINIMUM_PASSWORD_LENGTH || length > MAXIMUM_PASSWORD_LENGTH) {
       throw new AccountError(
@@ -75,7 +79,8 @@ export class UserService {
    */
   async authenticate(emailInput: string, password: string): Promise<User | undefined> {
     const email = normalizeEmail(emailInput);
-    const found = email.length <= 320
+    // What cannot be an address is looked up nowhere (a NUL byte would even make PostgreSQL fail).
+    const found = isEmailAddress(email)
       ? await this.#prisma.user.findUnique({ where: { email }, select: { ...publicFields, passwordHash: true } })
       : null;
     const passwordMatches = await this.#passwords.verify(found?.passwordHash, password.slice(0, MAXIMUM_PASSWORD_LENGTH * 4));

@@ -124,4 +124,6 @@ function refuseUnsafeProduction(config: Config): void {
     throw new ConfigError('COOKIE_SECRETS: every secret must be at least 32 characters');
   }
   if (!config.issuer.startsWith('https://')) throw new ConfigError('production needs an https:// ISSUER');
+  // Node serves plain HTTP here, so TLS ends at a proxy; without trusting it, cookies lose their Secure flag.
+  if (!config.trustProxy) throw new ConfigError('production needs TRUST_PROXY=true: TLS is terminated by a proxy in front of Gatehouse');
 }

@@ -1,6 +1,7 @@
 // Opens Gatehouse's database: Prisma over `pg` (@prisma/adapter-pg), against DATABASE_URL or the
 // embedded PGlite. Connection failures surface as DependencyUnavailable('database') so callers answer 503.
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 import { DependencyUnavailable } from '../errors.ts';
 import { isConnectionFailure } from './connection-errors.ts';
 import { openEmbeddedPostgres } from './embedded.ts';
@@ -14,6 +15,11 @@ export interface OpenDatabaseOptions {
   poolSize?: number;
   /** How long opening a connection may take before the query fails as unavailable (default 5 s). */
   connectionTimeoutMs?: number;
+  /**
+   * How long a query may wait for the server's answer before it fails as unavailable (default 10 s).
+   * Bounds a server that accepts connections but stops answering; its connection is then discarded.
+   */
+  queryTimeoutMs?: number;
 }
 
 export interface Database {
@@ -40,6 +46,10 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       // answer 503, and let the next request try again.
       connectionTimeoutMillis: options.connectionTimeoutMs ?? 5_000,
       idleTimeoutMillis: 30_000,
+      // pg's client-side read timeout: the query fails with "Query read timeout" when no answer
+      // comes (a server-side statement_timeout cannot help when the server or the network hangs).
+      query_timeout: options.queryTimeoutMs ?? 10_000,
+      Client: TimeBoundClient,
     },
     {
       // An idle pooled connection that the server drops (restart, failover) is discarded by the pool
@@ -114,10 +124,68 @@ function extendClient(client: PrismaClient) {
   });
 }
 
+/**
+ * A pg client that ends itself when one of its queries times out. pg only stops waiting for the
+ * answer: the query stays active on the connection, so anything sent after it would queue behind it.
+ * pg-pool discards such a client when the error reaches `release(error)` (plain queries), but an
+ * interactive transaction's connection is released without the error after its rollback and would
+ * go back to the pool still wedged. Ending it here covers both: the pool drops a client that is
+ * ending, what is sent on it afterwards (the rollback, a commit) fails at once as a connection
+ * failure instead of waiting out its own timeout, and the next query gets a fresh connection.
+ */
+class TimeBoundClient extends pg.Client {
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    const query = this.query.bind(this) as (...args: unknown[]) => unknown;
+    const discardOnTimeout = (error: unknown) => {
+      if (error instanceof Error && error.message === QUERY_READ_TIMEOUT) this.#discard();
+    };
+    // Assigned rather than overridden: pg.Client#query has many typed overloads, all forwarded as is.
+    Object.defineProperty(this, 'query', {
+      configurable: true,
+      writable: true,
+      value: (...args: unknown[]) => {
+        // The callback forms (pg-pool's pool.query passes one): see the error before the caller does.
+        const last = args.length - 1;
+        const callback = args[last];
+        if (last > 0 && typeof callback === 'function') {
+          args[last] = (error: unknown, ...rest: unknown[]) => {
+            discardOnTimeout(error);
+            return Reflect.apply(callback, undefined, [error, ...rest]);
+          };
+        } else {
+          const submittable = args[0] as { submit?: unknown; callback?: unknown } | null | undefined;
+          if (typeof submittable?.submit === 'function' && typeof submittable.callback === 'function') {
+            const own = submittable.callback;
+            submittable.callback = (error: unknown, ...rest: unknown[]) => {
+              discardOnTimeout(error);
+              return Reflect.apply(own, submittable, [error, ...rest]);
+            };
+          }
+        }
+        const result = query(...args);
+        // The promise form (the Prisma adapter's): a side branch, the caller still gets the rejection.
+        if (result instanceof Promise) result.catch(discardOnTimeout);
+        return result;
+      },
+    });
+  }
+
+  #discard(): void {
+    // end() marks the client as ending (so the pool drops it and no 'error' event follows the close)
+    // and destroys the socket when a query is still active; destroy() also covers the case where the
+    // timed-out query was only queued, where end() would wait for a goodbye the server never sends.
+    this.end().catch(() => {});
+    this.connection.stream.destroy();
+  }
+}
+
+/** pg's error for a query that got no answer within query_timeout. */
+const QUERY_READ_TIMEOUT = 'Query read timeout';
+
 /** Connection failures become DependencyUnavailable; everything else passes through unchanged. */
 function asDependencyError(error: unknown): unknown {
   if (error instanceof DependencyUnavailable || !isConnectionFailure(error)) return error;
   return new DependencyUnavailable('database', { cause: error });
 }
 
-export { isConnectionFailure };

@@ -1,27 +1,38 @@
 // Security headers on every response. Pages get a strict CSP; form-action must also name where a form's
 // redirect chain ends (the client's redirect URI), because browsers enforce it on redirects too.
+// script-src is present so the engine can add the hash of the one inline script it writes (form_post).
 import type { Context, Next } from 'koa';
 import { originOf } from '../urls.ts';
 
-export function contentSecurityPolicy(formTargets: readonly string[] = []): string {
-  const formAction = ["'self'", ...new Set(formTargets.map(originOf).filter((origin) => origin !== undefined))];
+/** formTargets: origins forms may lead to besides this server's, or 'any' where the target is only known to the engine. */
+export function contentSecurityPolicy(formTargets: readonly string[] | 'any' = []): string {
+  const formAction = formTargets === 'any'
+    ? []
+    : [`form-action ${["'self'", ...new Set(formTargets.map(originOf).filter((origin) => origin !== undefined))].join(' ')}`];
   return [
     "default-src 'none'",
+    "script-src 'self'",
     "style-src 'self'",
     "img-src 'self' data:",
-    `form-action ${formAction.join(' ')}`,
+    ...formAction,
     "frame-ancestors 'none'",
     "base-uri 'none'",
   ].join('; ');
 }
 
-export function securityHeaders(options: { https: boolean }) {
+export interface SecurityHeaderOptions {
+  https: boolean;
+  /** Paths whose pages post to a client the engine has already checked (the authorization endpoint's form_post page). */
+  postsToClient: (path: string) => boolean;
+}
+
+export function securityHeaders(options: SecurityHeaderOptions) {
   return async function setSecurityHeaders(ctx: Context, next: Next): Promise<void> {
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
     ctx.set('X-Frame-Options', 'DENY');
     ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
-    ctx.set('Content-Security-Policy', contentSecurityPolicy());
+    ctx.set('Content-Security-Policy', contentSecurityPolicy(options.postsToClient(ctx.path) ? 'any' : []));
     if (options.https) ctx.set('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
     await next();
   };

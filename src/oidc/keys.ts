@@ -3,7 +3,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import type { Config } from '../config/index.ts';
 
 export interface PrivateJwks {
@@ -23,7 +23,7 @@ export class KeyError extends Error {
 
 export async function loadSecrets(config: Config): Promise<Secrets> {
   const configuredJwks = config.jwks ?? (config.jwksFile ? await readJwksFile(config.jwksFile) : undefined);
-  const jwks = configuredJwks ? parseJwks(configuredJwks) : await developmentFile(config, 'jwks.json', generateJwks);
+  const jwks = configuredJwks ? await parseJwks(configuredJwks) : await developmentFile(config, 'jwks.json', generateJwks);
   const cookieSecrets = config.cookieSecrets
     ?? await developmentFile(config, 'cookie-secrets.json', async () => [randomBytes(32).toString('base64url')]);
   return { jwks, cookieSecrets, development: !configuredJwks || !config.cookieSecrets };
@@ -47,7 +47,10 @@ async function readJwksFile(file: string): Promise<string> {
   }
 }
 
-function parseJwks(text: string): PrivateJwks {
+/** The algorithm each kind of key signs with here: the ID token algorithms Gatehouse offers. */
+const ALGORITHM_BY_KEY_TYPE: Record<string, string> = { RSA: 'RS256', 'EC:P-256': 'ES256' };
+
+async function parseJwks(text: string): Promise<PrivateJwks> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -56,9 +59,21 @@ function parseJwks(text: string): PrivateJwks {
   }
   const keys = (parsed as PrivateJwks | null)?.keys;
   if (!Array.isArray(keys) || keys.length === 0) throw new KeyError('JWKS must be a JSON object with a non-empty "keys" array');
-  if (keys.some((key) => typeof key !== 'object' || !key || !('d' in key))) {
-    throw new KeyError('JWKS must hold private keys (each with "d"); the server publishes their public halves');
+  for (const [index, key] of keys.entries()) {
+    if (typeof key !== 'object' || !key || !('d' in key)) {
+      throw new KeyError('JWKS must hold private keys (each with "d"); the server publishes their public halves');
+    }
+    const algorithm = ALGORITHM_BY_KEY_TYPE[key.kty === 'EC' ? `EC:${key.crv}` : String(key.kty)];
+    if (!algorithm || (key.alg !== undefined && key.alg !== algorithm)) {
+      throw new KeyError(`JWKS key ${index}: only RSA keys for RS256 and P-256 EC keys for ES256 are supported`);
+    }
+    try {
+      await importJWK(key, algorithm);
+    } catch (error) {
+      throw new KeyError(`JWKS key ${index} is not a usable ${algorithm} key (${(error as Error).message})`);
+    }
   }
+  if (!keys.some((key) => key.kty === 'RSA')) throw new KeyError('JWKS needs an RSA key: RS256 is the default ID token algorithm');
   return { keys };
 }
 
@@ -74,7 +89,7 @@ async function developmentFile<T>(config: Config, name: string, create: () => Pr
   await mkdir(config.keysDir, { recursive: true, mode: 0o700 });
   // Written whole under a private name, then linked into place: link() fails if the file exists, so
   // of two first starts the second reads the first one's complete file, never a half-written one.
-  const draft = `${file}.${process.pid}.draft`;
+  const draft = `${file}.${randomUUID()}.draft`;
   await writeFile(draft, JSON.stringify(value, null, 2), { mode: 0o600 });
   try {
     await link(draft, file);

@@ -1,5 +1,5 @@
 // The engine's error page, in Gatehouse's layout: says what went wrong in words, never a stack trace.
-import type { KoaContextWithOIDC, errors } from 'oidc-provider';
+import type { Configuration } from 'oidc-provider';
 import { upperFirst, type Views } from '../http/views.ts';
 
 type ErrorOut = { error: string; error_description?: string };
@@ -12,12 +12,9 @@ const TITLES: Record<string, string> = {
   session_not_found: 'This sign-in has expired',
 };
 
-export async function renderEngineError(
-  ctx: KoaContextWithOIDC | Parameters<NonNullable<import('oidc-provider').Configuration['renderError']>>[0],
-  views: Views,
-  out: ErrorOut,
-  _error: errors.OIDCProviderError | Error,
-): Promise<void> {
+type EngineContext = Parameters<NonNullable<Configuration['renderError']>>[0];
+
+export async function renderEngineError(ctx: EngineContext, views: Views, out: ErrorOut): Promise<void> {
   ctx.type = 'html';
   ctx.body = views.render('error', {
     title: TITLES[out.error] ?? 'Something went wrong',

@@ -23,6 +23,8 @@ export interface ProviderDependencies {
   views: Views;
 }
 
+const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
+
 /** Endpoints a single-page app calls from the browser; the engine asks clientBasedCORS about these. */
 const BROWSER_ENDPOINTS = new Set(['token', 'userinfo', 'revocation']);
 
@@ -45,11 +47,7 @@ export function createProvider({ config, secrets, store, users, clients, views }
     responseTypes: ['code'],
     pkce: { required: () => true },
     allowOmittingSingleRegisteredRedirectUri: false,
-    enabledJWA: {
-      idTokenSigningAlgValues: ['RS256', 'ES256'],
-      userinfoSigningAlgValues: ['RS256', 'ES256'],
-      introspectionSigningAlgValues: ['RS256', 'ES256'],
-    },
+    enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256'] },
     rotateRefreshToken: true,
     // Single-page apps stay signed in through refresh tokens; others ask for them with offline_access.
     issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
@@ -79,9 +77,10 @@ export function createProvider({ config, secrets, store, users, clients, views }
       },
       introspection: {
         enabled: true,
-        // A token's own client may introspect it; so may service clients (resource servers). Nobody else.
+        // A token's own client may introspect it. Service clients (resource servers) may introspect
+        // access tokens they are handed, never refresh tokens, which only their client ever presents.
         allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId
-          || (client.clientAuthMethod !== 'none' && client.grantTypeAllowed('client_credentials')),
+          || (ACCESS_TOKEN_KINDS.has(token.kind) && client.clientAuthMethod !== 'none' && client.grantTypeAllowed('client_credentials')),
       },
       rpInitiatedLogout: {
         enabled: true,
@@ -102,7 +101,7 @@ export function createProvider({ config, secrets, store, users, clients, views }
       && isSinglePageApp(client)
       && (client.redirectUris ?? []).some((uri) => originOf(uri) === origin),
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithAccountCheck() },
-    renderError: async (ctx, out, error) => renderEngineError(ctx, views, out, error),
+    renderError: async (ctx, out) => renderEngineError(ctx, views, out),
   };
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;

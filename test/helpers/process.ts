@@ -21,8 +21,9 @@ export function cleanEnvironment(variables: Record<string, string | undefined> =
 }
 
 /** Starts `node <args>` with this test run's Node (24) in the project root. */
-export function startNode(args: string[], environment: NodeJS.ProcessEnv): { child: ChildProcess; finished: Promise<Finished> } {
-  const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: environment, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startNode(args: string[], environment: NodeJS.ProcessEnv, input?: string): { child: ChildProcess; finished: Promise<Finished> } {
+  const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: environment, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  if (input !== undefined) child.stdin!.end(input);
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -34,8 +35,8 @@ export function startNode(args: string[], environment: NodeJS.ProcessEnv): { chi
 }
 
 /** Runs `node <args>` to completion; kills it (and fails) if it takes longer than timeoutMs. */
-export async function runNode(args: string[], environment: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<Finished> {
-  const { child, finished } = startNode(args, environment);
+export async function runNode(args: string[], environment: NodeJS.ProcessEnv, timeoutMs = 120_000, input?: string): Promise<Finished> {
+  const { child, finished } = startNode(args, environment, input);
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   try {
     const result = await finished;

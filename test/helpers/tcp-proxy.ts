@@ -1,5 +1,6 @@
 // A TCP proxy for outage tests: sits between Gatehouse and a real service (PostgreSQL on TCP, or the
-// embedded database's Unix socket) and can be cut — listener closed, every connection dropped — and restored.
+// embedded database's Unix socket) and can be cut — listener closed, every connection dropped — and restored,
+// or frozen — connections stay open (new ones are still accepted) but no byte moves either way — and thawed.
 import { once } from 'node:events';
 import net from 'node:net';
 
@@ -9,6 +10,10 @@ export type ProxyTarget = { host: string; port: number } | { path: string };
 export class CuttableProxy {
   readonly #target: ProxyTarget;
   readonly #sockets = new Set<net.Socket>();
+  /** Sockets that stopped forwarding; thaw() lets them move again. */
+  readonly #frozen = new Set<net.Socket>();
+  /** Whether connections opened from now on start frozen. */
+  #freezeNewConnections = false;
   #server: net.Server | undefined;
   #port = 0;
 
@@ -49,8 +54,33 @@ export class CuttableProxy {
     await this.start();
   }
 
+  /**
+   * The service "hangs": open connections stay open but no byte is forwarded either way (a closed
+   * peer is only noticed after the thaw). New connections are still accepted and frozen too, unless
+   * `onlyOpenConnections` — then only the connections open now hang, as after a broken network path.
+   */
+  freeze(options: { onlyOpenConnections?: boolean } = {}): void {
+    this.#freezeNewConnections = !options.onlyOpenConnections;
+    for (const socket of this.#sockets) this.#freezeSocket(socket);
+  }
+
+  /** Forwarding resumes, bytes held back included, on every frozen connection. */
+  thaw(): void {
+    this.#freezeNewConnections = false;
+    for (const socket of this.#frozen) socket.resume();
+    this.#frozen.clear();
+  }
+
   async close(): Promise<void> {
+    this.thaw();
     await this.cut();
+  }
+
+  #freezeSocket(socket: net.Socket): void {
+    // A paused socket reads nothing, so nothing reaches the other side; what it was sent waits in
+    // the kernel's buffers until the thaw.
+    socket.pause();
+    this.#frozen.add(socket);
   }
 
   #forward(incoming: net.Socket): void {
@@ -62,12 +92,29 @@ export class CuttableProxy {
       socket.on('error', () => {});
       socket.on('close', () => {
         this.#sockets.delete(socket);
+        this.#frozen.delete(socket);
         // Either side closing ends the pair, as a real connection would end.
         incoming.destroy();
         outgoing.destroy();
       });
     }
-    incoming.pipe(outgoing);
-    outgoing.pipe(incoming);
+    this.#relay(incoming, outgoing);
+    this.#relay(outgoing, incoming);
+    if (this.#freezeNewConnections) {
+      this.#freezeSocket(incoming);
+      this.#freezeSocket(outgoing);
+    }
+  }
+
+  /** Forwards by hand rather than pipe(), whose backpressure handling could resume a frozen socket. */
+  #relay(from: net.Socket, to: net.Socket): void {
+    from.on('data', (chunk: Buffer) => {
+      if (to.write(chunk)) return;
+      from.pause();
+      to.once('drain', () => {
+        if (!this.#frozen.has(from)) from.resume();
+      });
+    });
+    from.on('end', () => to.end());
   }
 }
