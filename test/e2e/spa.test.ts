@@ -111,9 +111,10 @@ browserTest('a person signs in to the example SPA, calls its API, refreshes and 
   const fingerprintAfter = await page.locator('#refresh-token-info').innerText();
   t.regex(fingerprintAfter, /^fingerprint [0-9a-f]{8}, rotated 1 time$/);
   t.not(fingerprintAfter.slice(0, 20), fingerprintBefore.slice(0, 20), 'the page shows the new refresh token');
-  const apiService: oauth.Client = { client_id: apiClient.client_id };
-  const introspect = async (token: string) => oauth.processIntrospectionResponse(as, apiService, await oauth.introspectionRequest(
-    as, apiService, oauth.ClientSecretBasic(String(apiClient.client_secret)), token, insecure,
+  // Refresh tokens are introspected by their own client: resource servers are never told about them.
+  const spa: oauth.Client = { client_id: spaClient.client_id, token_endpoint_auth_method: 'none' };
+  const introspect = async (token: string) => oauth.processIntrospectionResponse(as, spa, await oauth.introspectionRequest(
+    as, spa, oauth.None(), token, insecure,
   ));
   t.false((await introspect(first.refresh_token!)).active, 'the used refresh token is spent');
   t.true((await introspect(second.refresh_token!)).active);
