@@ -7,6 +7,7 @@ import { errorPages } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { assetRoutes } from './http/assets.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { limitTokenEndpoint } from './http/rate-limits.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
@@ -20,11 +21,12 @@ export function createApp(runtime: Runtime): Koa {
     postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
   }));
   app.use(errorPages(views, logger));
-  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(provider, runtime.users, views)]) {
+  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes({ provider, users: runtime.users, views, loginGuard: runtime.limits.login, auditTrail: runtime.auditTrail })]) {
     app.use(router.routes());
     app.use(router.allowedMethods());
   }
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
+  limitTokenEndpoint(provider, runtime.limits.rates);
   const handleProtocol = provider.callback();
   app.use(async (ctx) => {
     ctx.respond = false;

@@ -1,5 +1,6 @@
-// The `gatehouse` command: database migrations, users and clients. It calls the same services as the
+// The `gatehouse` command: database migrations, users, clients and the audit trail. It calls the same services as the
 // server, on the same database (the embedded one by default, shared with a running server).
+import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig } from './config/index.ts';
 import { createLogger } from './logger.ts';
@@ -10,6 +11,7 @@ import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
 import { KeyError, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
+import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
 
@@ -23,6 +25,12 @@ Commands:
                                         register a client and print it as JSON
   keys generate                         print a new private JWK set (RS256 + ES256)
                                         for the JWKS setting
+  audit [--user E] [--action A] [--since T] [--limit N] [--json]
+                                        show the audit trail, oldest first: events about
+                                        the person with email E, action A (login.failed,
+                                        or a prefix: 'login.*'), since T (an ISO date or
+                                        30m, 24h, 7d, 2w ago); the last N (default 100);
+                                        --json prints one JSON object a line
 
 Configuration comes from the same environment variables as the server (DATABASE_URL, ...).
 `;
@@ -75,8 +83,26 @@ const commands: Record<string, Handler> = {
         name: String(values.name), type, scope: values.scope as string | undefined,
         redirectUris: values['redirect-uri'] as string[] | undefined,
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
-      });
+      }, { type: 'admin', id: administratorName() });
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
+    });
+  },
+
+  async audit(args, run) {
+    const { values } = parse(args, {
+      user: { type: 'string' }, action: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
+    });
+    const since = values.since === undefined ? undefined : parseSince(String(values.since));
+    if (values.since !== undefined && !since) throw new UsageError('--since takes an ISO date (2026-11-22, 2026-11-22T10:00Z) or an age (30m, 24h, 7d, 2w)');
+    const limit = values.limit === undefined ? 100 : Number(values.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new UsageError('--limit takes a whole number from 1 to 100000');
+    if (values.user !== undefined && !String(values.user).trim()) throw new UsageError('--user takes an email');
+    if (values.action !== undefined && !/^[a-z_.]+\*?$/.test(String(values.action))) throw new UsageError('--action takes an action name such as login.failed, or a prefix such as login.*');
+    await run(async ({ auditTrail }) => {
+      const events = (await auditTrail.list({
+        userEmail: values.user as string | undefined, action: values.action as string | undefined, since, limit,
+      })).reverse();
+      process.stdout.write(values.json ? formatJsonLines(events) : formatTable(events));
     });
   },
 
@@ -85,6 +111,15 @@ const commands: Record<string, Handler> = {
     process.stdout.write(`${JSON.stringify(await generateJwks())}\n`);
   },
 };
+
+/** Who is at the terminal, for the audit trail: cli:<login>, or just cli where the system has no name for them. */
+function administratorName(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
 
 function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
   try {
@@ -105,7 +140,8 @@ async function readPasswordFromStdin(): Promise<string> {
 
 async function withRuntime(work: (runtime: Runtime) => Promise<void>): Promise<void> {
   const config = loadConfig();
-  const runtime = await openRuntime(config, createLogger({ logLevel: 'warn' }));
+  // Logs (audit lines included) go to stderr: stdout carries the command's JSON.
+  const runtime = await openRuntime(config, createLogger({ logLevel: 'warn' }, 2));
   try {
     await work(runtime);
   } finally {

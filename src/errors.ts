@@ -1,12 +1,12 @@
 // Errors shared by domain code. The HTTP layer maps them to status codes; domain code never imports Koa.
 
-/** A service Gatehouse depends on (the database or the store) cannot be reached right now. */
+/** A service Gatehouse depends on (the database, the store or the mail server) cannot be reached right now. */
 export class DependencyUnavailable extends Error {
   override name = 'DependencyUnavailable';
-  readonly dependency: 'database' | 'store';
+  readonly dependency: 'database' | 'store' | 'mail';
 
-  constructor(dependency: 'database' | 'store', options?: { cause?: unknown }) {
-    super(`the ${dependency} is unavailable`, options);
+  constructor(dependency: 'database' | 'store' | 'mail', options?: { cause?: unknown }) {
+    super(`the ${dependency === 'mail' ? 'mail server' : dependency} is unavailable`, options);
     this.dependency = dependency;
   }
 

@@ -13,6 +13,7 @@ const REDACTED_PATHS = [
   'req.headers.authorization', 'req.headers.cookie', 'req.headers["set-cookie"]',
 ];
 
-export function createLogger(config: Pick<Config, 'logLevel'>): Logger {
-  return pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } });
+/** Logs go to standard output, or to another file descriptor (the CLI keeps stdout for its own output). */
+export function createLogger(config: Pick<Config, 'logLevel'>, fileDescriptor: 1 | 2 = 1): Logger {
+  return pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, pino.destination(fileDescriptor));
 }

@@ -14,6 +14,10 @@ import { ClientService } from './clients/clients.ts';
 import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
 import { createViews, type Views } from './http/views.ts';
+import { createMailer, type Mailer } from './mail/mailer.ts';
+import { createLimits, type Limits } from './limits/index.ts';
+import { AuditTrail } from './audit/audit.ts';
+import { auditProtocolEvents } from './audit/protocol-events.ts';
 
 export interface Runtime {
   config: Config;
@@ -24,7 +28,13 @@ export interface Runtime {
   views: Views;
   users: UserService;
   clients: ClientService;
+  /** Security events: `auditTrail.record({ action: 'login.failed', outcome: 'failure', subjectEmail, ip, userAgent, clientId })`. */
+  auditTrail: AuditTrail;
   provider: Provider;
+  /** Rate limits and login lockout (their counters live in the store's Redis, or in this process). */
+  limits: Limits;
+  /** Email: `mailer.send({ to, template: 'verify-email', data: { name, link, expiresInMinutes } })`. */
+  mailer: Mailer;
   close(): Promise<void>;
 }
 
@@ -32,28 +42,34 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
   // Keys first: a refused key (KeyError) stops the start before any database is opened or migrated.
   const secrets = await loadSecrets(config);
   const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error') });
+  const limits = createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'));
   let database: Database | undefined;
   try {
     database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const applied = await migrate(database.connectionString);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
     const views = createViews({ cache: config.mode === 'production' });
-    const users = new UserService(database.prisma, new PasswordHasher(config.argon2));
+    const mailer = createMailer(config, logger);
+    const auditTrail = new AuditTrail(database.prisma, logger);
+    const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
     // Client registrations are checked by the engine that will read them, built just below.
     const clients = new ClientService(database.prisma, async (metadata) => {
       await provider.Client.validate(metadata as EngineClientMetadata);
-    });
+    }, auditTrail);
     const provider = createProvider({ config, secrets, store, users, clients, views });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
+    auditProtocolEvents(provider, auditTrail);
     const opened = database;
     return {
-      config, logger, database, store, secrets, views, users, clients, provider,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer,
       async close() {
-        await Promise.allSettled([store.close(), opened.close()]);
+        // Audit rows still being written go in before the database closes.
+        await auditTrail.flush();
+        await Promise.allSettled([store.close(), limits.close(), opened.close(), mailer.close()]);
       },
     };
   } catch (error) {
-    await Promise.allSettled([store.close(), database?.close()]);
+    await Promise.allSettled([store.close(), limits.close(), database?.close()]);
     throw error;
   }
 }

@@ -1,6 +1,7 @@
 // Password hashing with argon2id. Verification of an unknown account still spends one hash's time,
 // so response timing does not tell whether an email is registered.
 import argon2 from 'argon2';
+import { normalizePassword } from './password-policy.ts';
 
 export interface PasswordHashingOptions {
   memoryCost: number;
@@ -19,22 +20,17 @@ export class PasswordHasher {
   }
 
   hash(password: string): Promise<string> {
-    return argon2.hash(normalize(password), { type: argon2.argon2id, ...this.#options });
+    return argon2.hash(normalizePassword(password), { type: argon2.argon2id, ...this.#options });
   }
 
   /** Compares against a stored hash; with no hash, does the same work against a decoy and returns false. */
   async verify(storedHash: string | undefined, password: string): Promise<boolean> {
     const decoy = await this.#decoyHash;
-    const matches = await argon2.verify(storedHash ?? decoy, normalize(password)).catch(() => false);
+    const matches = await argon2.verify(storedHash ?? decoy, normalizePassword(password)).catch(() => false);
     return storedHash !== undefined && matches;
   }
 
   needsRehash(storedHash: string): boolean {
     return argon2.needsRehash(storedHash, this.#options);
   }
-}
-
-/** NFKC, as NIST SP 800-63B asks, so the same password typed on two keyboards matches. */
-function normalize(password: string): string {
-  return password.normalize('NFKC');
 }

@@ -1,6 +1,7 @@
 // People who sign in: creation, authentication with a generic failure, and the OIDC claims they release.
 import { z } from 'zod';
 import type { PasswordHasher } from './passwords.ts';
+import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions } from './password-policy.ts';
 import type { Prisma } from '../db/index.ts';
 
 export interface User {
@@ -21,8 +22,8 @@ export class AccountError extends Error {
   }
 }
 
-export const MINIMUM_PASSWORD_LENGTH = 8;
-export const MAXIMUM_PASSWORD_LENGTH = 256;
+// The length bounds also from here, for callers that already hold the account service (forms show them).
+export { MINIMUM_PASSWORD_LENGTH, MAXIMUM_PASSWORD_LENGTH } from './password-policy.ts';
 
 const emailSchema = z.email().max(320);
 
@@ -40,22 +41,19 @@ const publicFields = { id: true, email: true, emailVerified: true, name: true, d
 export class UserService {
   readonly #prisma: Prisma;
   readonly #passwords: PasswordHasher;
+  readonly #passwordPolicy: Partial<PasswordPolicyOptions>;
 
-  constructor(prisma: Prisma, passwords: PasswordHasher) {
+  constructor(prisma: Prisma, passwords: PasswordHasher, options: { passwordPolicy?: Partial<PasswordPolicyOptions> } = {}) {
     this.#prisma = prisma;
     this.#passwords = passwords;
+    this.#passwordPolicy = options.passwordPolicy ?? {};
   }
 
   async create(input: { email: string; password: string; name?: string; emailVerified?: boolean }): Promise<User> {
     const email = normalizeEmail(input.email);
     if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
-    const length = [...input.password.normalize('NFKC')].length;
-    if (length < MINIMUM_PASSWORD_LENGTH || length > MAXIMUM_PASSWORD_LENGTH) {
-      throw new AccountError(
-        'weak_password',
-        `the password must have between ${MINIMUM_PASSWORD_LENGTH} and ${MAXIMUM_PASSWORD_LENGTH} characters`,
-      );
-    }
+    const problem = checkPassword(input.password, { email, name: input.name }, this.#passwordPolicy);
+    if (problem) throw new AccountError('weak_password', problem.message);
     const passwordHash = await this.#passwords.hash(input.password);
     try {
       return await this.#prisma.user.create({

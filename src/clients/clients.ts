@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
+import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
 
@@ -34,16 +35,23 @@ export type ClientMetadataValidator = (metadata: ClientMetadata) => Promise<void
 export class ClientService {
   readonly #prisma: Prisma;
   readonly #validate: ClientMetadataValidator;
+  readonly #audit: AuditTrail;
 
-  constructor(prisma: Prisma, validate: ClientMetadataValidator) {
+  constructor(prisma: Prisma, validate: ClientMetadataValidator, audit: AuditTrail) {
     this.#prisma = prisma;
     this.#validate = validate;
+    this.#audit = audit;
   }
 
-  async create(input: NewClient): Promise<ClientMetadata> {
+  /** Registers a client; `actor` says who asked (an administrator by default) for the audit trail. */
+  async create(input: NewClient, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata> {
     const metadata = metadataFor(input);
     await this.#validate(metadata);
     await this.#prisma.client.create({ data: { id: metadata.client_id, metadata: metadata as unknown as JsonObject } });
+    await this.#audit.record({
+      action: 'client.created', outcome: 'success', actor, clientId: metadata.client_id,
+      detail: { name: String(metadata.client_name), type: input.type, redirectUris: input.redirectUris ?? [] },
+    });
     return metadata;
   }
 

@@ -35,6 +35,24 @@ export interface Config {
     interaction: number;
   };
   argon2: { memoryCost: number; timeCost: number; parallelism: number };
+  /** Rate limits and login lockout (src/limits/): each limit allows `points` requests per `seconds`. */
+  limits: {
+    loginPerIp: RateLimitSetting;
+    loginPerAccountAndIp: RateLimitSetting;
+    tokenPerClient: RateLimitSetting;
+    tokenPerIp: RateLimitSetting;
+    /** After `threshold` failed logins for one email, it is locked for `baseSeconds`, doubling each time up to `maxSeconds`. */
+    lockout: { threshold: number; baseSeconds: number; maxSeconds: number };
+  };
+  /** The password policy's settings (src/accounts/password-policy.ts). */
+  passwordPolicy: { minimumLength: number };
+  /** Outgoing email (src/mail/). Without smtpUrl, development writes each message to outboxDir and the log. */
+  mail: { smtpUrl: string | undefined; from: { name: string | undefined; address: string }; outboxDir: string };
+}
+
+export interface RateLimitSetting {
+  points: number;
+  seconds: number;
 }
 
 export class ConfigError extends Error {
@@ -45,7 +63,23 @@ const booleanString = z.enum(['true', 'false', '1', '0']).transform((value) => v
 // Digits only: Number() would also take '0x50', '1e3', and ' ' (as 0: a random port).
 const wholeNumber = z.string().trim().regex(/^\d+$/, 'must be a whole number').transform(Number);
 const seconds = wholeNumber.pipe(z.number().positive());
+// A rate limit written as "attempts/seconds", e.g. "10/600": ten per ten minutes.
+const rateLimit = z.string().trim().regex(/^\d+\/\d+$/, 'must be attempts/seconds, e.g. 10/600')
+  .transform((value) => { const [points, perSeconds] = value.split('/').map(Number); return { points: points!, seconds: perSeconds! }; })
+  .refine(({ points, seconds: perSeconds }) => points > 0 && perSeconds > 0, 'attempts and seconds must be positive');
 // OpenID Connect issuers are http(s) URLs without query or fragment (the engine builds every endpoint from it).
+// "Name <address>" or a bare address, kept apart so that no later parse can read a comma in the name as a second address.
+const mailbox = z.string().trim().transform((value, context) => {
+  const match = /^(?:(.*?)\s*<([^\s<>@]+@[^\s<>@]+)>|([^\s<>@"]+@[^\s<>@"]+))$/.exec(value);
+  if (!match) {
+    context.addIssue({ code: 'custom', message: 'must be an email address, or a name and an address: Name <address@example.com>' });
+    return z.NEVER;
+  }
+  const name = match[1]?.replace(/^"(.*)"$/, '$1').trim();
+  return { name: name || undefined, address: (match[2] ?? match[3])! };
+});
+const smtpUrl = z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtps:// URL' })
+  .refine((value) => Boolean(URL.parse(value)?.hostname), 'must name the mail server: smtp://host:port');
 const issuerUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
   .refine((value) => !/[?#]/.test(value), 'must not have a query or a fragment');
 
@@ -73,6 +107,18 @@ const environmentSchema = z.object({
   ARGON2_MEMORY_KIB: wholeNumber.pipe(z.number().min(19456)).default(19456),
   ARGON2_TIME_COST: wholeNumber.pipe(z.number().min(2)).default(2),
   ARGON2_PARALLELISM: wholeNumber.pipe(z.number().min(1)).default(1),
+  LOGIN_LIMIT_PER_IP: rateLimit.default({ points: 100, seconds: 600 }),
+  LOGIN_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 10, seconds: 600 }),
+  TOKEN_LIMIT_PER_CLIENT: rateLimit.default({ points: 600, seconds: 60 }),
+  TOKEN_LIMIT_PER_IP: rateLimit.default({ points: 300, seconds: 60 }),
+  LOGIN_LOCKOUT_THRESHOLD: wholeNumber.pipe(z.number().min(1)).default(5),
+  LOGIN_LOCKOUT_SECONDS: seconds.default(60),
+  LOGIN_LOCKOUT_MAX_SECONDS: seconds.default(3600),
+  // NIST SP 800-63B's floor is 8; a minimum above 64 would refuse what NIST says must be accepted.
+  PASSWORD_MIN_LENGTH: wholeNumber.pipe(z.number().min(8, 'must be at least 8').max(64, 'must be at most 64')).default(8),
+  SMTP_URL: smtpUrl.optional(),
+  MAIL_FROM: mailbox.default({ name: 'Gatehouse', address: 'no-reply@localhost' }),
+  OUTBOX_DIR: z.string().default('outbox'),
 });
 
 /** Reads and validates configuration; throws ConfigError with a one-line reason. */
@@ -110,6 +156,19 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       interaction: env.INTERACTION_TTL,
     },
     argon2: { memoryCost: env.ARGON2_MEMORY_KIB, timeCost: env.ARGON2_TIME_COST, parallelism: env.ARGON2_PARALLELISM },
+    limits: {
+      loginPerIp: env.LOGIN_LIMIT_PER_IP,
+      loginPerAccountAndIp: env.LOGIN_LIMIT_PER_ACCOUNT_IP,
+      tokenPerClient: env.TOKEN_LIMIT_PER_CLIENT,
+      tokenPerIp: env.TOKEN_LIMIT_PER_IP,
+      lockout: {
+        threshold: env.LOGIN_LOCKOUT_THRESHOLD,
+        baseSeconds: env.LOGIN_LOCKOUT_SECONDS,
+        maxSeconds: Math.max(env.LOGIN_LOCKOUT_MAX_SECONDS, env.LOGIN_LOCKOUT_SECONDS),
+      },
+    },
+    passwordPolicy: { minimumLength: env.PASSWORD_MIN_LENGTH },
+    mail: { smtpUrl: env.SMTP_URL, from: env.MAIL_FROM, outboxDir: path.resolve(env.OUTBOX_DIR) },
   };
   if (config.mode === 'production') refuseUnsafeProduction(config);
   return config;
@@ -126,4 +185,9 @@ function refuseUnsafeProduction(config: Config): void {
   if (!config.issuer.startsWith('https://')) throw new ConfigError('production needs an https:// ISSUER');
   // Node serves plain HTTP here, so TLS ends at a proxy; without trusting it, cookies lose their Secure flag.
   if (!config.trustProxy) throw new ConfigError('production needs TRUST_PROXY=true: TLS is terminated by a proxy in front of Gatehouse');
+  // Receiving servers refuse mail from a domain that is not real (SPF, DMARC). Without SMTP_URL, sending fails
+  // with a 503 naming the mail server; production will require SMTP_URL once the flows that send mail exist.
+  if (config.mail.smtpUrl && /@localhost$/i.test(config.mail.from.address)) {
+    throw new ConfigError('production needs MAIL_FROM: an address at your own domain, e.g. Gatehouse <no-reply@example.com>');
+  }
 }

@@ -11,10 +11,21 @@ import { contentSecurityPolicy } from '../http/security-headers.ts';
 import type { Views } from '../http/views.ts';
 import { describeScope } from '../oidc/scopes.ts';
 import { HttpError } from '../http/errors.ts';
+import { refuseWithPage } from '../http/rate-limits.ts';
+import type { LimitDecision, LoginGuard } from '../limits/index.ts';
+import type { AuditTrail } from '../audit/audit.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
-export function interactionRoutes(provider: Provider, users: UserService, views: Views): Router {
+export interface InteractionDependencies {
+  provider: Provider;
+  users: UserService;
+  views: Views;
+  loginGuard: LoginGuard;
+  auditTrail: AuditTrail;
+}
+
+export function interactionRoutes({ provider, users, views, loginGuard, auditTrail }: InteractionDependencies): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
   const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', onError: () => { throw new HttpError(400, 'The form could not be read.'); } });
 
@@ -30,6 +41,12 @@ export function interactionRoutes(provider: Provider, users: UserService, views:
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof redirectUri === 'string' ? [redirectUri] : []));
     ctx.body = views.render(template, { ...data, uid: ctx.params.uid, csrf: csrfToken(ctx, `/interaction/${ctx.params.uid}`) });
+  }
+
+  /** 429 with Retry-After and a page saying when to try again; identical for lockouts and rate limits. */
+  function tooManyAttempts(ctx: Context, refusal: Extract<LimitDecision, { allowed: false }>, redirectUri: unknown): void {
+    const { title, message } = refuseWithPage(ctx, refusal);
+    render(ctx, 'too-many-attempts', { title, message }, redirectUri, 429);
   }
 
   function requireCsrf(ctx: Context): void {
@@ -71,11 +88,28 @@ export function interactionRoutes(provider: Provider, users: UserService, views:
     const body = ctx.request.body as Record<string, unknown>;
     const email = typeof body.email === 'string' ? body.email : '';
     const password = typeof body.password === 'string' ? body.password : '';
+    const attempt = { email, ip: ctx.ip };
+    const seen = { subjectEmail: email, ip: ctx.ip, userAgent: ctx.get('user-agent'), clientId: String(params.client_id) };
+    // Counted before the password is checked: a locked account refuses even the right password.
+    const before = await loginGuard.beforeAttempt(attempt);
+    if (!before.allowed) {
+      tooManyAttempts(ctx, before, params.redirect_uri);
+      return;
+    }
     const user = email && password ? await users.authenticate(email, password) : undefined;
     if (!user) {
+      const after = await loginGuard.afterFailure(attempt);
+      await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen });
+      if (!after.allowed && after.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: after.retryAfterSeconds } });
+      if (!after.allowed) {
+        tooManyAttempts(ctx, after, params.redirect_uri);
+        return;
+      }
       render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE }, params.redirect_uri, 401);
       return;
     }
+    await loginGuard.afterSuccess(attempt);
+    await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen, subjectEmail: user.email, subjectUserId: user.id });
     await finish(ctx, { login: { accountId: user.id, amr: ['pwd'] } }, false);
   });
 

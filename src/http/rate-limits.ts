@@ -1,0 +1,82 @@
+// Maps limit decisions to HTTP: a 429 page for people (saying when to try again, in words) and, at
+// the token endpoint, an RFC 6749 JSON error with Retry-After. The counting itself is in src/limits/.
+import type { Context } from 'koa';
+import Provider, { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { RateLimits, LimitDecision } from '../limits/index.ts';
+import { DependencyUnavailable } from '../errors.ts';
+import { TemporarilyUnavailable } from '../oidc/errors.ts';
+
+type Refusal = Extract<LimitDecision, { allowed: false }>;
+
+/** "in 45 seconds", "in 2 minutes", "in 1 hour": rounded up, so the person never comes back too early. */
+export function inWords(seconds: number): string {
+  const plural = (count: number, unit: string) => `${count} ${unit}${count === 1 ? '' : 's'}`;
+  if (seconds < 60) return `in ${plural(Math.max(1, Math.ceil(seconds)), 'second')}`;
+  if (seconds < 3600) return `in ${plural(Math.ceil(seconds / 60), 'minute')}`;
+  return `in ${plural(Math.ceil(seconds / 3600), 'hour')}`;
+}
+
+/** Sets 429 and Retry-After; the caller renders the page (it knows the page's layout and links). */
+export function refuseWithPage(ctx: Context, refusal: Refusal): { title: string; message: string } {
+  ctx.set('Retry-After', String(refusal.retryAfterSeconds));
+  // The same words for a rate limit and a lockout, for an existing account and an unknown email.
+  return {
+    title: 'Too many sign-in attempts',
+    message: `For your security, signing in is paused. Please try again ${inWords(refusal.retryAfterSeconds)}.`,
+  };
+}
+
+/** RFC 6749 has no "too many requests" code: invalid_request with HTTP 429 and Retry-After is the least misleading. */
+export class TooManyRequests extends errors.OIDCProviderError {
+  error_description: string;
+
+  constructor(retryAfterSeconds: number) {
+    super(429, 'invalid_request');
+    this.expose = true;
+    this.error_description = `too many requests, try again in ${retryAfterSeconds} seconds`;
+  }
+}
+
+const installed = new WeakSet<Provider>();
+
+/**
+ * Limits the token endpoint per IP and per client. The engine reads the body and authenticates the
+ * client itself (no body parser may run before it), so the check runs where the engine looks the
+ * client up: for every client authentication method, public clients included, and before any code
+ * or refresh token is consumed. A client id that does not exist is counted per IP only.
+ */
+export function limitTokenEndpoint(provider: Provider, rates: RateLimits): void {
+  if (installed.has(provider)) return;
+  installed.add(provider);
+  const Client = provider.Client;
+  const find = Client.find.bind(Client);
+  const checked = new WeakSet<object>();
+  Client.find = async (id: string) => {
+    const ctx = (Provider as unknown as { ctx?: KoaContextWithOIDC }).ctx;
+    const isTokenRequest = ctx?.oidc?.route === 'token' && !checked.has(ctx);
+    if (ctx && isTokenRequest) await enforce(ctx, rates, 'token-ip', ctx.ip);
+    const client = await find(id);
+    if (ctx && isTokenRequest) {
+      checked.add(ctx);
+      if (client) await enforce(ctx, rates, 'token-client', client.clientId);
+    }
+    return client;
+  };
+}
+
+async function enforce(ctx: KoaContextWithOIDC, rates: RateLimits, name: 'token-ip' | 'token-client', key: string): Promise<void> {
+  let decision: LimitDecision;
+  try {
+    decision = await rates.consume(name, key);
+  } catch (error) {
+    // Fail closed: without the counters, refuse rather than serve without limits.
+    if (error instanceof DependencyUnavailable) throw new TemporarilyUnavailable(error);
+    throw error;
+  }
+  if (decision.allowed) return;
+  ctx.set('Retry-After', String(decision.retryAfterSeconds));
+  // A browser client may only read Retry-After if CORS exposes it.
+  const exposed = ctx.response.get('Access-Control-Expose-Headers');
+  if (ctx.response.get('Access-Control-Allow-Origin')) ctx.set('Access-Control-Expose-Headers', exposed ? `${exposed}, Retry-After` : 'Retry-After');
+  throw new TooManyRequests(decision.retryAfterSeconds);
+}

@@ -1,0 +1,21 @@
+// Rate limits and login lockout, built from config: the HTTP layer asks these for decisions and only
+// maps them to responses (429 + Retry-After). Nothing here knows about Koa.
+import type { Config } from '../config/index.ts';
+import { createCounterBackend } from './backend.ts';
+import { LoginGuard } from './login-guard.ts';
+import { RateLimits } from './rate-limits.ts';
+
+export { RATE_LIMITS, RateLimits, type LimitDecision, type RateLimitName } from './rate-limits.ts';
+export { LoginGuard, lockSeconds, type LoginAttempt } from './login-guard.ts';
+
+export interface Limits {
+  rates: RateLimits;
+  login: LoginGuard;
+  close(): Promise<void>;
+}
+
+export function createLimits(config: Config, onError?: (error: Error) => void): Limits {
+  const backend = createCounterBackend({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError });
+  const rates = new RateLimits(backend, config.limits);
+  return { rates, login: new LoginGuard(backend, rates, config.limits.lockout), close: () => backend.close() };
+}

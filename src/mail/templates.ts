@@ -1,0 +1,92 @@
+// The messages Gatehouse sends: each template's subject, the data it needs (checked), and the rendering of
+// its text and HTML parts from views/mail/text and views/mail/html.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Eta } from 'eta';
+import { z } from 'zod';
+
+// Links in a message must be absolute web URLs: a mail client has no base URL, and nothing else belongs in a button.
+const webLink = z.url({ protocol: /^https?$/, error: 'must be an absolute http:// or https:// URL' });
+// A greeting name is optional: a message must read well without one.
+const personName = z.string().trim().max(200).optional();
+const minutes = z.number().int().positive();
+
+const templates = {
+  'verify-email': {
+    subject: 'Confirm your email address',
+    data: z.object({ name: personName, link: webLink, expiresInMinutes: minutes }),
+  },
+  'reset-password': {
+    subject: 'Reset your password',
+    data: z.object({ name: personName, link: webLink, expiresInMinutes: minutes }),
+  },
+  'password-changed': {
+    subject: 'Your password was changed',
+    // link: where to start a password reset if the person did not make this change.
+    data: z.object({ name: personName, changedAt: z.date(), link: webLink }),
+  },
+  'email-changed': {
+    subject: 'Your email address was changed',
+    // Sent to the old address; link: where to start a password reset if the person did not make this change.
+    data: z.object({ name: personName, newEmail: z.email(), changedAt: z.date(), link: webLink }),
+  },
+} as const;
+
+export type TemplateName = keyof typeof templates;
+/** The data each template needs, as callers pass it. */
+export type TemplateData = { [Name in TemplateName]: z.input<(typeof templates)[Name]['data']> };
+export const TEMPLATE_NAMES = Object.keys(templates) as TemplateName[];
+
+export interface RenderedMessage {
+  subject: string;
+  text: string;
+  html: string;
+}
+
+export type MailTemplates = {
+  render<Name extends TemplateName>(template: Name, data: TemplateData[Name]): RenderedMessage;
+};
+
+export const MAIL_VIEWS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'views', 'mail');
+
+/**
+ * Two engines with separate roots, so a text template can never be rendered without HTML escaping into the
+ * HTML part. HTML interpolations are HTML-escaped; text interpolations have their line breaks and other
+ * control characters folded to spaces, so data cannot forge extra lines or paragraphs in the message.
+ */
+export function createMailTemplates(options: { cache: boolean; site: string }): MailTemplates {
+  const html = new Eta({ views: path.join(MAIL_VIEWS_DIR, 'html'), autoEscape: true, cache: options.cache });
+  const text = new Eta({
+    // Text templates print exactly as written: no newline is trimmed after a tag.
+    views: path.join(MAIL_VIEWS_DIR, 'text'), autoEscape: true, autoTrim: false, cache: options.cache,
+    escapeFunction: (value: unknown) => String(value).replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' '),
+  });
+  return {
+    render(template, data) {
+      const definition = templates[template];
+      // Site: which server this is about, so a person can tell a real message from a phishing one.
+      const values = { ...definition.data.parse(data), subject: definition.subject, site: options.site, formatTime, formatDuration };
+      return {
+        subject: definition.subject,
+        text: normalizeText(text.render(template, values)),
+        html: html.render(template, values),
+      };
+    },
+  };
+}
+
+/** Times in messages are unambiguous whatever the reader's zone: UTC, to the minute. */
+function formatTime(time: Date): string {
+  return `${time.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+
+/** "30 minutes", "1 hour", "24 hours": how long a link stays valid, as a person would say it. */
+function formatDuration(minutes: number): string {
+  const [count, unit] = minutes % 60 === 0 ? [minutes / 60, 'hour'] : [minutes, 'minute'];
+  return `${count} ${unit}${count === 1 ? '' : 's'}`;
+}
+
+/** Templates are indented for their authors; a text part has no trailing spaces and one blank line at most. */
+function normalizeText(text: string): string {
+  return `${text.replace(/[ \t]+$/gm, '').replace(/\n{3,}/g, '\n\n').trim()}\n`;
+}

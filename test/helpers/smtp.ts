@@ -1,0 +1,110 @@
+// A real SMTP server on loopback (smtp-server) that keeps every message it receives, parsed with postal-mime,
+// plus two ways for a mail server to be down: a port nobody listens on, and one that accepts but never speaks.
+import { once } from 'node:events';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import PostalMime, { type Email } from 'postal-mime';
+import { SMTPServer } from 'smtp-server';
+
+export interface ReceivedMail {
+  envelope: { from: string; to: string[] };
+  /** The message exactly as it arrived. */
+  raw: string;
+  email: Email;
+}
+
+export interface TestSmtpServer {
+  url: string;
+  received: ReceivedMail[];
+  /** The next message to arrive (or one that already did and was not yet taken); fails after timeoutMs. */
+  nextMail(timeoutMs?: number): Promise<ReceivedMail>;
+  close(): Promise<void>;
+}
+
+export async function startSmtpServer(options: { refuseRecipient?: (address: string) => boolean } = {}): Promise<TestSmtpServer> {
+  const received: ReceivedMail[] = [];
+  let taken = 0;
+  const waiting: Array<() => void> = [];
+  const server = new SMTPServer({
+    // Plain SMTP on loopback: no STARTTLS (its certificate would be self-signed) and no login.
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onRcptTo(address, _session, callback) {
+      if (options.refuseRecipient?.(address.address)) {
+        callback(Object.assign(new Error('5.1.1 mailbox unavailable'), { responseCode: 550 }));
+      } else {
+        callback();
+      }
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('error', callback);
+      stream.on('end', async () => {
+        const raw = Buffer.concat(chunks).toString('utf8');
+        const mailFrom = session.envelope.mailFrom;
+        received.push({
+          envelope: { from: mailFrom ? mailFrom.address : '', to: session.envelope.rcptTo.map((recipient) => recipient.address) },
+          raw,
+          email: await parseMail(raw),
+        });
+        for (const wake of waiting.splice(0)) wake();
+        callback();
+      });
+    },
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server.server, 'listening');
+  const { port } = server.server.address() as AddressInfo;
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    received,
+    async nextMail(timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
+      while (taken >= received.length) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no mail arrived within ${timeoutMs} ms`);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, left);
+          waiting.push(() => { clearTimeout(timer); resolve(); });
+        });
+      }
+      return received[taken++]!;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export function parseMail(raw: string | Buffer): Promise<Email> {
+  return PostalMime.parse(raw);
+}
+
+/** An smtp:// URL where nothing listens: connections are refused at once. */
+export async function unusedSmtpUrl(): Promise<string> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `smtp://127.0.0.1:${port}`;
+}
+
+/** A server that accepts connections and never says a word: a client without timeouts would wait forever. */
+export async function startSilentServer(): Promise<{ url: string; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    close: () => new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}

@@ -1,0 +1,279 @@
+// Brute force and rate limits through the real login page and token endpoint: per account+IP and per
+// IP on login, lockout with a growing delay that reveals nothing about which emails exist, per client
+// and per IP on the token endpoint (read by oauth4webapi), store prefixes, and failing closed.
+import test from 'ava';
+import { createServer } from 'node:http';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import * as oauth from 'oauth4webapi';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { authorizationRequest, createUser, discover, insecure, PASSWORD, registerConfidential, registerSpa } from './helpers/oauth.ts';
+import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
+import { ThrowawayRedisServer, findFreePort, keysWithPrefix } from './helpers/redis.ts';
+import { createTestDatabase } from './helpers/database.ts';
+import { loadConfig } from '../src/config/index.ts';
+import { createLogger } from '../src/logger.ts';
+import { openRuntime } from '../src/runtime.ts';
+import { createApp } from '../src/app.ts';
+import { createLimits, lockSeconds } from '../src/limits/index.ts';
+import { DependencyUnavailable } from '../src/errors.ts';
+
+const servers: TestServer[] = [];
+test.after.always(async () => {
+  await Promise.allSettled(servers.map((server) => server.close()));
+});
+
+async function serverWith(environment: Record<string, string>): Promise<TestServer> {
+  const server = await startTestServer(environment);
+  servers.push(server);
+  return server;
+}
+
+/** A login page for one sign-in: the agent and the interaction URL. */
+async function loginPage(server: TestServer): Promise<{ agent: UserAgent; interaction: URL }> {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const request = await authorizationRequest(as, client.client_id);
+  const agent = new UserAgent();
+  const { url } = await agent.follow(request.url);
+  if (!url.pathname.startsWith('/interaction/')) throw new Error(`expected a login page, got ${url}`);
+  return { agent, interaction: url };
+}
+
+interface Answer {
+  status: number;
+  retryAfter: string | null;
+  body: string;
+}
+
+/** Opens the login form afresh (as a person would after a refusal) and submits it. */
+async function attempt(page: { agent: UserAgent; interaction: URL }, email: string, password: string): Promise<Answer> {
+  const form = await (await page.agent.request(page.interaction)).text();
+  const response = await page.agent.request(new URL(`${page.interaction.pathname}/login`, page.interaction), {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf: formField(form, 'csrf'), email, password }).toString(),
+  });
+  return { status: response.status, retryAfter: response.headers.get('retry-after'), body: await response.text() };
+}
+
+/** A page without what differs between two sign-ins: interaction ids, CSRF tokens, and the email echoed back. */
+function withoutIds(body: string, email: string): string {
+  return body
+    .replace(/\/interaction\/[\w-]+/g, '/interaction/UID')
+    .replace(/name="csrf" value="[^"]*"/g, 'name="csrf" value="CSRF"')
+    .replaceAll(email, 'EMAIL');
+}
+
+const unknownEmail = () => `nobody-${crypto.randomUUID()}@example.com`;
+
+test.serial('login is limited per account and IP: a fourth try is refused with 429, Retry-After and a page saying when', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LIMIT_PER_ACCOUNT_IP: '3/120', LOGIN_LOCKOUT_THRESHOLD: '100' });
+  const user = await createUser(server);
+  const page = await loginPage(server);
+  for (let i = 0; i < 3; i += 1) t.is((await attempt(page, user.email, 'wrong password')).status, 401);
+  const refused = await attempt(page, user.email, PASSWORD);
+  t.is(refused.status, 429);
+  const retryAfter = Number(refused.retryAfter);
+  t.true(retryAfter > 60 && retryAfter <= 120, `Retry-After ${refused.retryAfter}`);
+  t.regex(refused.body, /Too many sign-in attempts/);
+  t.regex(refused.body, /try again in 2 minutes/);
+  // Another account from the same address is not affected.
+  t.is((await attempt(page, unknownEmail(), 'wrong password')).status, 401);
+});
+
+test.serial('login is limited per IP across accounts', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LIMIT_PER_IP: '4/60' });
+  const page = await loginPage(server);
+  for (let i = 0; i < 4; i += 1) t.is((await attempt(page, unknownEmail(), 'wrong password')).status, 401);
+  const refused = await attempt(page, unknownEmail(), 'wrong password');
+  t.is(refused.status, 429);
+  t.truthy(refused.retryAfter);
+  t.regex(refused.body, /try again in (\d+ seconds|1 minute)\./);
+});
+
+test.serial('repeated failures lock the account for a growing delay; the right password is refused while locked; success resets', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '2', LOGIN_LOCKOUT_MAX_SECONDS: '60' });
+  const user = await createUser(server);
+  const page = await loginPage(server);
+
+  t.is((await attempt(page, user.email, 'wrong password')).status, 401);
+  const firstLock = await attempt(page, user.email, 'wrong password');
+  t.is(firstLock.status, 429);
+  t.is(firstLock.retryAfter, '2');
+  t.is((await attempt(page, user.email, PASSWORD)).status, 429, 'the right password is refused while locked');
+
+  await sleep(2100);
+  t.is((await attempt(page, user.email, 'wrong password')).status, 401);
+  const secondLock = await attempt(page, user.email, 'wrong password');
+  t.is(secondLock.status, 429);
+  t.is(secondLock.retryAfter, '4', 'the second lockout lasts twice as long');
+  t.regex(secondLock.body, /try again in 4 seconds/);
+  await sleep(2100);
+  t.is((await attempt(page, user.email, PASSWORD)).status, 429, 'still locked after the first delay');
+
+  await sleep(2100);
+  const success = await attempt(page, user.email, PASSWORD);
+  t.true(isRedirect(success.status), `status ${success.status}`);
+
+  // The success forgot the history: the next lockout is the short one again.
+  const again = await loginPage(server);
+  t.is((await attempt(again, user.email, 'wrong password')).status, 401);
+  t.is((await attempt(again, user.email, 'wrong password')).retryAfter, '2');
+});
+
+test.serial('an unknown email is locked out exactly like an existing account: same statuses, pages and Retry-After', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '300' });
+  const user = await createUser(server);
+  const nobody = unknownEmail();
+  async function run(email: string, lastPassword: string): Promise<Answer[]> {
+    const page = await loginPage(server);
+    return [
+      await attempt(page, email, 'wrong password'),
+      await attempt(page, email, 'wrong password'),
+      await attempt(page, email, lastPassword),
+    ];
+  }
+  const [existing, unknown] = await Promise.all([run(user.email, PASSWORD), run(nobody, PASSWORD)]);
+  t.deepEqual(existing.map((answer) => answer.status), [401, 429, 429]);
+  t.deepEqual(unknown.map((answer) => answer.status), [401, 429, 429]);
+  for (let i = 0; i < 3; i += 1) {
+    t.is(existing[i]!.retryAfter, unknown[i]!.retryAfter);
+    t.is(withoutIds(existing[i]!.body, user.email), withoutIds(unknown[i]!.body, nobody));
+  }
+  t.regex(existing[2]!.body, /try again in 5 minutes/);
+});
+
+test.serial('the token endpoint is limited per client (confidential and public); oauth4webapi sees a 429 error with Retry-After', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ TOKEN_LIMIT_PER_CLIENT: '2/60' });
+  const as = await discover(server);
+  const service = await registerConfidential(server, 'service');
+  const other = await registerConfidential(server, 'service');
+  const grant = () => oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, insecure);
+  for (let i = 0; i < 2; i += 1) await oauth.processClientCredentialsResponse(as, service.client, await grant());
+  const refused = await grant();
+  t.is(refused.status, 429);
+  t.is(refused.headers.get('retry-after') !== null && Number(refused.headers.get('retry-after')) > 0, true);
+  const error = await t.throwsAsync(oauth.processClientCredentialsResponse(as, service.client, refused), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_request');
+  t.regex(error?.error_description ?? '', /too many requests, try again in \d+ seconds/);
+  // Another client is not affected.
+  const fine = await oauth.clientCredentialsGrantRequest(as, other.client, oauth.ClientSecretBasic(other.secret), {}, insecure);
+  t.is(fine.status, 200);
+
+  // A public client (client_id in the body, no Authorization header) is counted too.
+  const { client: spa } = await registerSpa(server);
+  const codeExchange = () => oauth.refreshTokenGrantRequest(as, spa, oauth.None(), 'not-a-refresh-token', insecure);
+  t.is((await codeExchange()).status, 400);
+  t.is((await codeExchange()).status, 400);
+  const spaRefused = await codeExchange();
+  t.is(spaRefused.status, 429);
+  t.truthy(spaRefused.headers.get('retry-after'));
+});
+
+test.serial('the token endpoint is limited per IP, whatever client id is sent', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ TOKEN_LIMIT_PER_IP: '3/60' });
+  const as = await discover(server);
+  const statuses: number[] = [];
+  for (let i = 0; i < 4; i += 1) {
+    const client = { client_id: `unknown-${i}` };
+    statuses.push((await oauth.clientCredentialsGrantRequest(as, client, oauth.ClientSecretBasic('secret'), {}, insecure)).status);
+  }
+  t.deepEqual(statuses, [401, 401, 401, 429]);
+});
+
+test.serial('limits do not leak between runs sharing a store: each run counts under its own prefix', async (t) => {
+  t.timeout(120_000);
+  const environment = { LOGIN_LIMIT_PER_IP: '1/60' };
+  const first = await serverWith(environment);
+  const second = await serverWith(environment);
+  const firstPage = await loginPage(first);
+  t.is((await attempt(firstPage, unknownEmail(), 'wrong password')).status, 401);
+  t.is((await attempt(firstPage, unknownEmail(), 'wrong password')).status, 429);
+  t.is((await attempt(await loginPage(second), unknownEmail(), 'wrong password')).status, 401, 'the other run has its own counters');
+  const { redisUrl, storePrefix } = first.runtime.config;
+  if (!redisUrl) return;
+  const client = new Redis(redisUrl);
+  try {
+    t.true((await keysWithPrefix(client, `${storePrefix}limit:`)).length > 0, 'counters live under the run prefix');
+    await first.close();
+    servers.splice(servers.indexOf(first), 1);
+    t.deepEqual(await keysWithPrefix(client, storePrefix), [], 'and are removed with the run');
+  } finally {
+    client.disconnect();
+  }
+});
+
+test.serial('with the rate-limit Redis down, limits fail closed: the domain raises DependencyUnavailable', async (t) => {
+  t.timeout(120_000);
+  const redis = new ThrowawayRedisServer(await findFreePort());
+  await redis.start();
+  t.teardown(() => redis.stop());
+  const config = loadConfig({ NODE_ENV: 'test', REDIS_URL: redis.url, STORE_PREFIX: 'gatehouse-limits-down:' });
+  const limits = createLimits(config);
+  t.teardown(() => limits.close());
+  t.true((await limits.rates.consume('token-ip', '192.0.2.1')).allowed);
+  await redis.kill();
+  await t.throwsAsync(limits.rates.consume('token-ip', '192.0.2.1'), { instanceOf: DependencyUnavailable });
+  await t.throwsAsync(limits.login.beforeAttempt({ email: 'ada@example.com', ip: '192.0.2.1' }), { instanceOf: DependencyUnavailable });
+});
+
+test.serial('with the rate-limit Redis down, login and the token endpoint answer 503 instead of skipping the limits', async (t) => {
+  t.timeout(120_000);
+  const redis = new ThrowawayRedisServer(await findFreePort());
+  await redis.start();
+  t.teardown(() => redis.stop());
+  // The store stays up (in-process); only the limits' Redis goes away, so a 503 can only come from the limits.
+  const database = await createTestDatabase();
+  const config = loadConfig({
+    NODE_ENV: 'test', ISSUER: 'http://127.0.0.1:1', DATA_DIR: database.dataDir, KEYS_DIR: path.join(database.dataDir, 'keys'),
+    STORE_PREFIX: `gatehouse-test-down-${crypto.randomUUID().slice(0, 8)}:`, LOG_LEVEL: 'silent',
+    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
+  });
+  const httpServer = createServer();
+  await new Promise<void>((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+  const issuer = `http://127.0.0.1:${(httpServer.address() as AddressInfo).port}`;
+  const runtime = await openRuntime({ ...config, issuer }, createLogger(config));
+  const limits = createLimits({ ...config, redisUrl: redis.url });
+  httpServer.on('request', createApp({ ...runtime, limits }).callback());
+  const server: TestServer = { issuer, runtime, server: httpServer, close: async () => {} };
+  t.teardown(async () => {
+    httpServer.closeAllConnections();
+    await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    await limits.close();
+    await runtime.close();
+    await database.drop();
+  });
+
+  const user = await createUser(server);
+  const page = await loginPage(server);
+  t.is((await attempt(page, user.email, 'wrong password')).status, 401, 'limits work while Redis is up');
+  const as = await discover(server);
+  const service = await registerConfidential(server, 'service');
+  const grant = () => oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, insecure);
+  t.is((await grant()).status, 200);
+
+  await redis.kill();
+  t.is((await attempt(page, user.email, PASSWORD)).status, 503, 'the right password is not let through without limits');
+  const refused = await grant();
+  t.is(refused.status, 503);
+  t.is(((await refused.json()) as { error: string }).error, 'temporarily_unavailable');
+});
+
+test('limit settings are read as attempts/seconds and refused otherwise', (t) => {
+  const config = loadConfig({ LOGIN_LIMIT_PER_IP: '7/30', LOGIN_LOCKOUT_SECONDS: '10', LOGIN_LOCKOUT_MAX_SECONDS: '50' });
+  t.deepEqual(config.limits.loginPerIp, { points: 7, seconds: 30 });
+  t.deepEqual(config.limits.tokenPerClient, { points: 600, seconds: 60 });
+  t.throws(() => loadConfig({ TOKEN_LIMIT_PER_CLIENT: '600' }), { message: /TOKEN_LIMIT_PER_CLIENT: must be attempts\/seconds/ });
+  t.throws(() => loadConfig({ LOGIN_LIMIT_PER_IP: '0/60' }), { message: /LOGIN_LIMIT_PER_IP/ });
+  // 10, 20, 40, then capped at 50.
+  t.deepEqual([1, 2, 3, 4, 5].map((n) => lockSeconds(n, config.limits.lockout)), [10, 20, 40, 50, 50]);
+});
