@@ -10,7 +10,7 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { cleanEnvironment, runNode, type Finished } from './helpers/process.ts';
 import {
-  PASSWORD, POST_LOGOUT_REDIRECT_URI, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn,
+  PASSWORD, POST_LOGOUT_REDIRECT_URI, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa,
 } from './helpers/oauth.ts';
 import { UserAgent, formAction, formField } from './helpers/user-agent.ts';
 import { AuditTrail, type AuditEvent } from '../src/audit/audit.ts';
@@ -49,20 +49,12 @@ async function eventsFor(query: Parameters<AuditTrail['list']>[0]): Promise<Audi
   return server.runtime.auditTrail.list(query);
 }
 
+/** Signs in to a new SPA and remembers every credential it saw, for the no-secrets scan. */
 async function signedInSpa() {
-  const as = await discover(server);
-  const { client } = await registerSpa(server);
-  const user = await createUser(server);
-  const agent = new UserAgent();
-  const request = await authorizationRequest(as, client.client_id);
-  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
-  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
-  credentials.add(parameters.get('code')!);
-  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
-    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure),
-    { expectedNonce: request.nonce });
-  for (const token of [tokens.access_token, tokens.refresh_token, tokens.id_token]) if (token) credentials.add(token);
-  return { as, client, user, tokens, agent };
+  const signedIn = await signInToNewSpa(server);
+  credentials.add(signedIn.parameters.get('code')!);
+  for (const token of [signedIn.tokens.access_token, signedIn.tokens.refresh_token, signedIn.tokens.id_token]) if (token) credentials.add(token);
+  return signedIn;
 }
 
 /** Requests as a browser app would send them, with a recognisable User-Agent. */

@@ -4,7 +4,7 @@
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn } from './helpers/oauth.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
 
 let server: TestServer;
@@ -37,15 +37,7 @@ test('the token endpoint answers CORS requests from the SPA’s redirect URI ori
 });
 
 test('userinfo and revocation allow the SPA origin; introspection allows no browser origin', async (t) => {
-  const as = await discover(server);
-  const { client } = await registerSpa(server);
-  const user = await createUser(server);
-  const agent = new UserAgent();
-  const request = await authorizationRequest(as, client.client_id);
-  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
-  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(
-    as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure,
-  ), { expectedNonce: request.nonce });
+  const { as, client, tokens } = await signInToNewSpa(server);
 
   const userinfo = await fetch(as.userinfo_endpoint!, { headers: { origin: SPA_ORIGIN, authorization: `Bearer ${tokens.access_token}` } });
   t.is(userinfo.status, 200);

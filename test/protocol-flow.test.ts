@@ -7,7 +7,7 @@ import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import {
   POST_LOGOUT_REDIRECT_URI, PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure,
-  registerConfidential, registerSpa, signIn,
+  registerConfidential, registerSpa, signIn, signInToNewSpa,
 } from './helpers/oauth.ts';
 import { UserAgent, formAction, formField } from './helpers/user-agent.ts';
 
@@ -19,18 +19,7 @@ test.after.always(async () => {
   await server?.close();
 });
 
-async function signedInSpa() {
-  const as = await discover(server);
-  const { client } = await registerSpa(server);
-  const user = await createUser(server);
-  const agent = new UserAgent();
-  const request = await authorizationRequest(as, client.client_id, { scope: 'openid profile email' });
-  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
-  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
-  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
-  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce, requireIdToken: true });
-  return { as, client, user, agent, request, callback, tokens };
-}
+const signedInSpa = () => signInToNewSpa(server);
 
 test('discovery advertises only the code flow with S256 PKCE and the RFC 9207 iss parameter', async (t) => {
   const as = await discover(server);

@@ -90,3 +90,20 @@ export const PASSWORD = 'correct horse battery staple';
 export async function createUser(server: TestServer, email = `person-${crypto.randomUUID()}@example.com`) {
   return server.runtime.users.create({ email, password: PASSWORD, name: 'Ada Lovelace', emailVerified: true });
 }
+
+/**
+ * A new single-page app and a new person, signed in through the login and consent pages, with the
+ * tokens of the code exchange (ID token validated by oauth4webapi).
+ */
+export async function signInToNewSpa(server: TestServer) {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce, requireIdToken: true });
+  return { as, client, user, agent, request, callback, parameters, tokens };
+}
