@@ -1,10 +1,13 @@
 // The Store on Redis (ioredis): records are hashes {value, consumedAt?} with EXPIRE, indexes are sets.
 // It fails fast with DependencyUnavailable while Redis is unreachable and reconnects by itself.
 
-import { Redis, type RedisStatus } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { DependencyUnavailable } from '../errors.ts';
 import type { Store, StoredRecord } from './store.ts';
 import { wholeSecondsTtl } from './ttl.ts';
+import {
+  DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, isConnectionFailure, openFailFastRedis, waitForConnectionAttempt, withoutCommandArguments,
+} from './redis-connection.ts';
 
 export interface RedisStoreOptions {
   /** redis:// or rediss:// URL; credentials in it never appear in errors raised here. */
@@ -17,8 +20,6 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
 }
 
-const defaultCommandTimeoutMs = 2000;
-const maximumReconnectDelayMs = 2000;
 
 /*
  * HSETNX alone would create a TTL-less hash for a missing (expired) record, and a separate EXISTS
@@ -41,57 +42,17 @@ type RedisWithConsume = Redis & {
 
 type TransactionResults = [error: Error | null, result: unknown][] | null;
 
-/** Statuses in which a connection attempt is under way and will end soon in 'ready' or a failure. */
-const connectingStatuses: ReadonlySet<RedisStatus> = new Set<RedisStatus>(['wait', 'connecting', 'connect']);
-
-const connectionErrorCodes = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-]);
-
-// Messages ioredis uses for commands that never reached Redis or never got an answer, plus the
-// replies of a Redis that is up but cannot serve yet (loading its data, replica without master).
-const connectionErrorMessages = [
-  /^Connection is closed/,
-  /^Stream isn't writeable/,
-  /^Command timed out/,
-  /^Command aborted due to connection close/,
-  /^connect ETIMEDOUT/,
-  /^Socket timeout/,
-  /^LOADING /,
-  /^MASTERDOWN /,
-];
-
 export class RedisStore implements Store {
   readonly #client: RedisWithConsume;
   readonly #commandTimeoutMs: number;
-  #connectionAttempt: Promise<void> | undefined;
 
   constructor(options: RedisStoreOptions) {
-    this.#commandTimeoutMs = options.commandTimeoutMs ?? defaultCommandTimeoutMs;
-    const client = new Redis(options.url, {
-      keyPrefix: options.prefix,
-      // Without these a command issued during an outage waits for the connection instead of failing.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      commandTimeout: this.#commandTimeoutMs,
-      // Keep trying forever: the store must come back by itself when Redis does.
-      retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), maximumReconnectDelayMs),
-      // After a brief drop, commands whose replies were lost are resent. Every command used here is
-      // idempotent (DEL/HSET/EXPIRE, HSETNX, SADD), so a resend never applies an operation twice.
-      // Like any timeout, it means a command reported as failed may still have taken effect.
-      autoResendUnfulfilledCommands: true,
+    this.#commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    // Every command used here is idempotent (DEL/HSET/EXPIRE, HSETNX, SADD): resending one is safe.
+    const client = openFailFastRedis(options.url, {
+      keyPrefix: options.prefix, commandTimeoutMs: this.#commandTimeoutMs, onError: options.onError, resendAfterReconnect: true,
     });
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });
-    // An 'error' event without a listener would crash the process; reconnecting is already automatic.
-    client.on('error', (error: Error) => options.onError?.(withoutCommandArguments(error)));
     this.#client = client as RedisWithConsume;
   }
 
@@ -155,49 +116,18 @@ export class RedisStore implements Store {
     });
   }
 
-  async close(): Promise<void> {
-    const status = this.#client.status;
-    if (status === 'end') return;
-    if (status === 'ready') {
-      try {
-        await this.#client.quit();
-        return;
-      } catch {
-        // The connection broke while quitting; disconnecting below still stops the reconnect loop.
-      }
-    }
-    this.#client.disconnect();
+  close(): Promise<void> {
+    return closeRedis(this.#client);
   }
 
   /** Runs one operation, turning connection-level failures into DependencyUnavailable. */
   async #run<Result>(operation: () => Promise<Result>): Promise<Result> {
     try {
-      await this.#awaitConnectionAttempt();
+      await waitForConnectionAttempt(this.#client, this.#commandTimeoutMs);
       return await operation();
     } catch (error) {
       throw toStoreError(error);
     }
-  }
-
-  /**
-   * With the offline queue off, a command sent while a connection is still being set up (right
-   * after start, or during a reconnect) would fail although Redis is fine. Wait for that attempt
-   * to finish, bounded by the command timeout; while Redis is down the attempt fails within
-   * milliseconds and the command then fails fast.
-   */
-  #awaitConnectionAttempt(): Promise<void> {
-    if (!connectingStatuses.has(this.#client.status)) return Promise.resolve();
-    this.#connectionAttempt ??= new Promise<void>((resolve) => {
-      const finish = (): void => {
-        clearTimeout(timer);
-        for (const event of ['ready', 'close', 'end'] as const) this.#client.off(event, finish);
-        this.#connectionAttempt = undefined;
-        resolve();
-      };
-      const timer = setTimeout(finish, this.#commandTimeoutMs);
-      for (const event of ['ready', 'close', 'end'] as const) this.#client.once(event, finish);
-    });
-    return this.#connectionAttempt;
   }
 }
 
@@ -209,28 +139,9 @@ function throwFirstTransactionError(results: TransactionResults): void {
   }
 }
 
-function isConnectionFailure(error: Error): boolean {
-  if (error.name === 'MaxRetriesPerRequestError') return true;
-  const code = (error as Error & { code?: unknown }).code;
-  if (typeof code === 'string' && connectionErrorCodes.has(code)) return true;
-  return connectionErrorMessages.some((pattern) => pattern.test(error.message));
-}
-
 function toStoreError(error: unknown): Error {
   if (!(error instanceof Error)) return new Error(`Redis store failed: ${String(error)}`);
   const sanitized = withoutCommandArguments(error);
   if (isConnectionFailure(sanitized)) return new DependencyUnavailable('store', { cause: sanitized });
   return sanitized;
-}
-
-/**
- * ioredis attaches the failed command's arguments to its errors. Keys and values here are token
- * ids and token payloads, which must never reach a log line, so keep only the command's name.
- */
-function withoutCommandArguments(error: Error): Error {
-  const withCommand = error as Error & { command?: { name?: unknown; args?: unknown } };
-  if (withCommand.command !== undefined && typeof withCommand.command === 'object') {
-    withCommand.command = { name: withCommand.command.name };
-  }
-  return error;
 }

@@ -1,0 +1,113 @@
+// A Redis connection that fails fast during an outage and reconnects by itself, shared by the store and
+// the rate-limit counters; plus what every user of one needs: waiting out a connection attempt, telling
+// outages from other errors, and errors stripped of the command's arguments.
+import { Redis, type RedisStatus } from 'ioredis';
+
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
+const MAXIMUM_RECONNECT_DELAY_MS = 2000;
+
+export interface FailFastRedisOptions {
+  commandTimeoutMs: number;
+  keyPrefix?: string;
+  /** Told about connection errors the client reports in the background, without command arguments. */
+  onError?: ((error: Error) => void) | undefined;
+  /**
+   * Resend commands whose replies a brief drop lost: only for callers whose commands are all idempotent.
+   * Like any timeout, it means a command reported as failed may still have taken effect.
+   */
+  resendAfterReconnect: boolean;
+}
+
+export function openFailFastRedis(url: string, options: FailFastRedisOptions): Redis {
+  const client = new Redis(url, {
+    ...(options.keyPrefix ? { keyPrefix: options.keyPrefix } : {}),
+    // Without these a command issued during an outage waits for the connection instead of failing.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: options.commandTimeoutMs,
+    // Keep trying forever: whoever uses it must come back by itself when Redis does.
+    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), MAXIMUM_RECONNECT_DELAY_MS),
+    autoResendUnfulfilledCommands: options.resendAfterReconnect,
+  });
+  // An 'error' event without a listener would crash the process; reconnecting is already automatic.
+  client.on('error', (error: Error) => options.onError?.(withoutCommandArguments(error)));
+  return client;
+}
+
+/** Statuses in which a connection attempt is under way and will end soon in 'ready' or a failure. */
+const connectingStatuses: ReadonlySet<RedisStatus> = new Set<RedisStatus>(['wait', 'connecting', 'connect']);
+const connectionAttempts = new WeakMap<Redis, Promise<void>>();
+
+/**
+ * With the offline queue off, a command sent while a connection is still being set up (right after
+ * start, or during a reconnect) would fail although Redis is fine. Wait for that attempt to finish,
+ * bounded by the command timeout; while Redis is down the attempt fails within milliseconds.
+ */
+export function waitForConnectionAttempt(client: Redis, timeoutMs: number): Promise<void> {
+  if (!connectingStatuses.has(client.status)) return Promise.resolve();
+  let attempt = connectionAttempts.get(client);
+  if (!attempt) {
+    attempt = new Promise<void>((resolve) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        for (const event of ['ready', 'close', 'end'] as const) client.off(event, finish);
+        connectionAttempts.delete(client);
+        resolve();
+      };
+      const timer = setTimeout(finish, timeoutMs);
+      for (const event of ['ready', 'close', 'end'] as const) client.once(event, finish);
+    });
+    connectionAttempts.set(client, attempt);
+  }
+  return attempt;
+}
+
+const connectionErrorCodes = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+]);
+
+// Messages ioredis uses for commands that never reached Redis or never got an answer, plus the
+// replies of a Redis that is up but cannot serve yet (loading its data, replica without master).
+const connectionErrorMessages = [
+  /^Connection is closed/,
+  /^Stream isn't writeable/,
+  /^Command timed out/,
+  /^Command aborted due to connection close/,
+  /^connect ETIMEDOUT/,
+  /^Socket timeout/,
+  /^LOADING /,
+  /^MASTERDOWN /,
+];
+
+export function isConnectionFailure(error: Error): boolean {
+  if (error.name === 'MaxRetriesPerRequestError') return true;
+  const code = (error as Error & { code?: unknown }).code;
+  if (typeof code === 'string' && connectionErrorCodes.has(code)) return true;
+  return connectionErrorMessages.some((pattern) => pattern.test(error.message));
+}
+
+/**
+ * ioredis attaches the failed command's arguments to its errors. Keys and values are token ids, token
+ * payloads, hashed emails and IPs, which must never reach a log line, so keep only the command's name.
+ */
+export function withoutCommandArguments(error: Error): Error {
+  const withCommand = error as Error & { command?: { name?: unknown; args?: unknown } };
+  if (withCommand.command !== undefined && typeof withCommand.command === 'object') {
+    withCommand.command = { name: withCommand.command.name };
+  }
+  return error;
+}
+
+/** Quits politely when connected; otherwise (or if quitting breaks) disconnects, which also stops reconnecting. */
+export async function closeRedis(client: Redis): Promise<void> {
+  if (client.status === 'end') return;
+  if (client.status === 'ready') {
+    try {
+      await client.quit();
+      return;
+    } catch {
+      // Broke while quitting: disconnect below.
+    }
+  }
+  client.disconnect();
+}
