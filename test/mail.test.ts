@@ -35,11 +35,12 @@ function capturingLogger() {
   return { logger: pino({ level: 'debug' }, destination), lines };
 }
 
+/** The production timeout: a loaded CI machine can take seconds over one SMTP step; only the silent-server test shortens it. */
 function mailer(options: Partial<MailerOptions> & { mode: Mode }) {
   const { logger, lines } = capturingLogger();
   const instance = new NodemailerMailer({
     smtpUrl: undefined, from: { name: 'Gatehouse', address: 'no-reply@example.com' }, outboxDir: path.join(os.tmpdir(), 'unused-outbox'),
-    issuer: 'https://id.example.com', logger, cacheTemplates: false, timeoutMs: 2000, ...options,
+    issuer: 'https://id.example.com', logger, cacheTemplates: false, timeoutMs: 10_000, ...options,
   });
   return { mailer: instance, lines };
 }
