@@ -21,7 +21,7 @@ export function createApp(runtime: Runtime): Koa {
     postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
   }));
   app.use(errorPages(views, logger));
-  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes({ provider, users: runtime.users, views, loginGuard: runtime.limits.login, auditTrail: runtime.auditTrail })]) {
+  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(runtime)]) {
     app.use(router.routes());
     app.use(router.allowedMethods());
   }

@@ -9,7 +9,7 @@ import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
-import { KeyError, generateJwks } from './oidc/keys.ts';
+import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
 
@@ -25,6 +25,7 @@ Commands:
                                         register a client and print it as JSON
   keys generate                         print a new private JWK set (RS256 + ES256)
                                         for the JWKS setting
+  keys encryption                       print a new key for the ENCRYPTION_KEYS setting
   audit [--user E] [--action A] [--since T] [--limit N] [--json]
                                         show the audit trail, oldest first: events about
                                         the person with email E, action A (login.failed,
@@ -109,6 +110,11 @@ const commands: Record<string, Handler> = {
   async 'keys generate'(args) {
     parse(args, {});
     process.stdout.write(`${JSON.stringify(await generateJwks())}\n`);
+  },
+
+  async 'keys encryption'(args) {
+    parse(args, {});
+    process.stdout.write(`${generateEncryptionKey()}\n`);
   },
 };
 

@@ -29,6 +29,7 @@ test.before(async () => {
 });
 
 const LONG_SECRET = 'x'.repeat(32);
+const ENCRYPTION_KEY = Buffer.alloc(32, 7).toString('base64url');
 function productionEnvironment(): Record<string, string> {
   return {
     NODE_ENV: 'production',
@@ -38,6 +39,9 @@ function productionEnvironment(): Record<string, string> {
     COOKIE_SECRETS: `${LONG_SECRET},${'y'.repeat(40)}`,
     ISSUER: 'https://id.example.com',
     TRUST_PROXY: 'true',
+    ENCRYPTION_KEYS: ENCRYPTION_KEY,
+    SMTP_URL: 'smtps://smtp.example.com',
+    MAIL_FROM: 'Example <no-reply@example.com>',
   };
 }
 
@@ -151,6 +155,10 @@ const productionRefusals: Array<[what: string, change: Record<string, string | u
   ['an http:// ISSUER', { ISSUER: 'http://id.example.com' }, /^production needs an https:\/\/ ISSUER$/],
   ['no ISSUER (the default is http://localhost)', { ISSUER: undefined }, /^production needs an https:\/\/ ISSUER$/],
   ['TRUST_PROXY off (cookies would lose Secure)', { TRUST_PROXY: undefined }, /^production needs TRUST_PROXY=true/],
+  ['no ENCRYPTION_KEYS', { ENCRYPTION_KEYS: undefined }, /^production needs ENCRYPTION_KEYS/],
+  ['no SMTP_URL (links go out by email)', { SMTP_URL: undefined }, /^production needs SMTP_URL/],
+  ['a MAIL_FROM at localhost', { MAIL_FROM: 'x@LOCALHOST' }, /^production needs MAIL_FROM/],
+  ['no MAIL_FROM (the default is at localhost)', { MAIL_FROM: undefined }, /^production needs MAIL_FROM/],
 ];
 
 for (const [what, change, reason] of productionRefusals) {
@@ -238,8 +246,10 @@ test('loadSecrets generates keys into an empty keys directory once and reuses th
   }
   t.is(first.cookieSecrets.length, 1);
   t.true(first.cookieSecrets[0]!.length >= 32);
-  t.deepEqual((await readdir(keysDir)).sort(), ['cookie-secrets.json', 'jwks.json']);
-  for (const file of ['cookie-secrets.json', 'jwks.json']) {
+  t.is(first.encryptionKeys.length, 1);
+  t.is(first.encryptionKeys[0]!.length, 32);
+  t.deepEqual((await readdir(keysDir)).sort(), ['cookie-secrets.json', 'encryption-keys.json', 'jwks.json']);
+  for (const file of ['cookie-secrets.json', 'encryption-keys.json', 'jwks.json']) {
     t.is((await stat(path.join(keysDir, file))).mode & 0o777, 0o600, `${file} is readable by its owner only`);
   }
 
@@ -247,6 +257,7 @@ test('loadSecrets generates keys into an empty keys directory once and reuses th
   t.deepEqual(second.jwks.keys.map((key) => key.kid), first.jwks.keys.map((key) => key.kid), 'same kids');
   t.deepEqual(second.jwks, first.jwks);
   t.deepEqual(second.cookieSecrets, first.cookieSecrets);
+  t.deepEqual(second.encryptionKeys, first.encryptionKeys);
 });
 
 test('processes starting together on an empty keys directory all end up with the same keys', async (t) => {
@@ -255,16 +266,18 @@ test('processes starting together on an empty keys directory all end up with the
   for (const secrets of all.slice(1)) {
     t.deepEqual(secrets.jwks, all[0]!.jwks);
     t.deepEqual(secrets.cookieSecrets, all[0]!.cookieSecrets);
+    t.deepEqual(secrets.encryptionKeys, all[0]!.encryptionKeys);
   }
-  t.deepEqual((await readdir(keysDir)).sort(), ['cookie-secrets.json', 'jwks.json'], 'no temporary files left behind');
+  t.deepEqual((await readdir(keysDir)).sort(), ['cookie-secrets.json', 'encryption-keys.json', 'jwks.json'], 'no temporary files left behind');
 });
 
-test('configured JWKS and cookie secrets are used as given and nothing is written', async (t) => {
+test('configured JWKS, cookie secrets and encryption keys are used as given and nothing is written', async (t) => {
   const keysDir = path.join(await temporaryDirectory(), 'keys');
-  const secrets = await loadSecrets(configWithKeysDir(keysDir, { jwks: privateJwks, cookieSecrets: [LONG_SECRET] }));
+  const secrets = await loadSecrets(configWithKeysDir(keysDir, { jwks: privateJwks, cookieSecrets: [LONG_SECRET], encryptionKeys: [ENCRYPTION_KEY] }));
   t.false(secrets.development);
   t.deepEqual(secrets.jwks, JSON.parse(privateJwks));
   t.deepEqual(secrets.cookieSecrets, [LONG_SECRET]);
+  t.deepEqual(secrets.encryptionKeys, [new Uint8Array(Buffer.alloc(32, 7))]);
   await t.throwsAsync(stat(keysDir), { code: 'ENOENT' });
 });
 
@@ -284,13 +297,16 @@ test('a JWKS_FILE that cannot be read is refused naming JWKS_FILE', async (t) =>
   });
 });
 
-test('production refuses generated keys and generated cookie secrets', async (t) => {
+test('production refuses generated keys, cookie secrets and encryption keys', async (t) => {
   const keysDir = path.join(await temporaryDirectory(), 'keys');
-  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', cookieSecrets: [LONG_SECRET] })), {
+  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', cookieSecrets: [LONG_SECRET], encryptionKeys: [ENCRYPTION_KEY] })), {
     instanceOf: KeyError, message: /production refuses generated jwks/,
   });
-  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', jwks: privateJwks })), {
+  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', jwks: privateJwks, encryptionKeys: [ENCRYPTION_KEY] })), {
     instanceOf: KeyError, message: /production refuses generated cookie-secrets/,
+  });
+  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', jwks: privateJwks, cookieSecrets: [LONG_SECRET] })), {
+    instanceOf: KeyError, message: /production refuses generated encryption-keys/,
   });
   // Keys generated earlier in development are not picked up in production either.
   await loadSecrets(configWithKeysDir(keysDir));
@@ -318,4 +334,13 @@ test('a JWKS the engine could not sign with is refused with a reason, not a cras
   await t.throwsAsync(withJwks([{ ...rsa, n: 'broken' }]), { instanceOf: KeyError, message: /key 0 is not a usable RS256 key/ });
   await t.throwsAsync(withJwks([ec!]), { instanceOf: KeyError, message: /needs an RSA key/ });
   t.truthy(await withJwks([rsa!, ec!]));
+});
+
+test('an encryption key that is not 32 bytes of base64url is refused naming ENCRYPTION_KEYS', async (t) => {
+  const keysDir = path.join(await temporaryDirectory(), 'keys');
+  for (const key of ['short', Buffer.alloc(31).toString('base64url'), Buffer.alloc(33).toString('base64url'), `${ENCRYPTION_KEY.slice(0, -1)}+`]) {
+    await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { jwks: privateJwks, cookieSecrets: [LONG_SECRET], encryptionKeys: [key] })), {
+      instanceOf: KeyError, message: /^ENCRYPTION_KEYS: every key must be 32 random bytes/,
+    }, key);
+  }
 });

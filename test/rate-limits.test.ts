@@ -79,7 +79,7 @@ test.serial('login is limited per account and IP: a fourth try is refused with 4
   t.is(refused.status, 429);
   const retryAfter = Number(refused.retryAfter);
   t.true(retryAfter > 60 && retryAfter <= 120, `Retry-After ${refused.retryAfter}`);
-  t.regex(refused.body, /Too many sign-in attempts/);
+  t.regex(refused.body, /Too many attempts/);
   t.regex(refused.body, /try again in 2 minutes/);
   // Another account from the same address is not affected.
   t.is((await attempt(page, unknownEmail(), 'wrong password')).status, 401);

@@ -41,9 +41,31 @@ export interface Config {
     loginPerAccountAndIp: RateLimitSetting;
     tokenPerClient: RateLimitSetting;
     tokenPerIp: RateLimitSetting;
+    signupPerIp: RateLimitSetting;
+    resetPerIp: RateLimitSetting;
+    resetPerAccountAndIp: RateLimitSetting;
+    verificationResendPerIp: RateLimitSetting;
+    verificationResendPerAccount: RateLimitSetting;
+    secondFactorPerIp: RateLimitSetting;
+    secondFactorPerAccountAndIp: RateLimitSetting;
+    /** The current password asked again on account pages (change password or email, turn off the second factor). */
+    passwordCheckPerAccount: RateLimitSetting;
     /** After `threshold` failed logins for one email, it is locked for `baseSeconds`, doubling each time up to `maxSeconds`. */
     lockout: { threshold: number; baseSeconds: number; maxSeconds: number };
   };
+  /** Self-service accounts (src/accounts/): sign-up, emailed links, the second factor. */
+  accounts: {
+    signupEnabled: boolean;
+    /** Whether an account whose email is not verified yet may sign in (its claims say email_verified: false). */
+    unverifiedLoginAllowed: boolean;
+    /** How long an emailed verification link (sign-up, change of email) stays valid, in seconds. */
+    emailVerificationTtl: number;
+    passwordResetTtl: number;
+    /** People with any of these roles must use a second factor. */
+    secondFactorRequiredRoles: string[];
+  };
+  /** Keys (base64url, 32 bytes) that encrypt secrets at rest such as TOTP seeds, newest first; undefined in development means generate into keysDir. */
+  encryptionKeys: string[] | undefined;
   /** The password policy's settings (src/accounts/password-policy.ts). */
   passwordPolicy: { minimumLength: number };
   /** Outgoing email (src/mail/). Without smtpUrl, development writes each message to outboxDir and the log. */
@@ -111,11 +133,25 @@ const environmentSchema = z.object({
   LOGIN_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 10, seconds: 600 }),
   TOKEN_LIMIT_PER_CLIENT: rateLimit.default({ points: 600, seconds: 60 }),
   TOKEN_LIMIT_PER_IP: rateLimit.default({ points: 300, seconds: 60 }),
+  SIGNUP_LIMIT_PER_IP: rateLimit.default({ points: 10, seconds: 3600 }),
+  RESET_LIMIT_PER_IP: rateLimit.default({ points: 20, seconds: 3600 }),
+  RESET_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 5, seconds: 3600 }),
+  VERIFY_RESEND_LIMIT_PER_IP: rateLimit.default({ points: 20, seconds: 3600 }),
+  VERIFY_RESEND_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
+  SECOND_FACTOR_LIMIT_PER_IP: rateLimit.default({ points: 100, seconds: 600 }),
+  SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 10, seconds: 600 }),
+  PASSWORD_CHECK_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 10, seconds: 600 }),
   LOGIN_LOCKOUT_THRESHOLD: wholeNumber.pipe(z.number().min(1)).default(5),
   LOGIN_LOCKOUT_SECONDS: seconds.default(60),
   LOGIN_LOCKOUT_MAX_SECONDS: seconds.default(3600),
   // NIST SP 800-63B's floor is 8; a minimum above 64 would refuse what NIST says must be accepted.
   PASSWORD_MIN_LENGTH: wholeNumber.pipe(z.number().min(8, 'must be at least 8').max(64, 'must be at most 64')).default(8),
+  SIGNUP_ENABLED: booleanString.default(true),
+  UNVERIFIED_LOGIN_ALLOWED: booleanString.default(true),
+  EMAIL_VERIFICATION_TTL: seconds.default(24 * 3600),
+  PASSWORD_RESET_TTL: seconds.default(30 * 60),
+  SECOND_FACTOR_REQUIRED_ROLES: z.string().default('admin'),
+  ENCRYPTION_KEYS: z.string().optional(),
   SMTP_URL: smtpUrl.optional(),
   MAIL_FROM: mailbox.default({ name: 'Gatehouse', address: 'no-reply@localhost' }),
   OUTBOX_DIR: z.string().default('outbox'),
@@ -131,7 +167,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     throw new ConfigError(`${issue.path.join('.')}: ${issue.message}`);
   }
   const env = parsed.data;
-  const cookieSecrets = env.COOKIE_SECRETS?.split(',').map((secret) => secret.trim()).filter(Boolean);
+  const cookieSecrets = env.COOKIE_SECRETS ? commaList(env.COOKIE_SECRETS) : undefined;
   const config: Config = {
     mode: env.NODE_ENV,
     port: env.PORT,
@@ -161,12 +197,28 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       loginPerAccountAndIp: env.LOGIN_LIMIT_PER_ACCOUNT_IP,
       tokenPerClient: env.TOKEN_LIMIT_PER_CLIENT,
       tokenPerIp: env.TOKEN_LIMIT_PER_IP,
+      signupPerIp: env.SIGNUP_LIMIT_PER_IP,
+      resetPerIp: env.RESET_LIMIT_PER_IP,
+      resetPerAccountAndIp: env.RESET_LIMIT_PER_ACCOUNT_IP,
+      verificationResendPerIp: env.VERIFY_RESEND_LIMIT_PER_IP,
+      verificationResendPerAccount: env.VERIFY_RESEND_LIMIT_PER_ACCOUNT,
+      secondFactorPerIp: env.SECOND_FACTOR_LIMIT_PER_IP,
+      secondFactorPerAccountAndIp: env.SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP,
+      passwordCheckPerAccount: env.PASSWORD_CHECK_LIMIT_PER_ACCOUNT,
       lockout: {
         threshold: env.LOGIN_LOCKOUT_THRESHOLD,
         baseSeconds: env.LOGIN_LOCKOUT_SECONDS,
         maxSeconds: Math.max(env.LOGIN_LOCKOUT_MAX_SECONDS, env.LOGIN_LOCKOUT_SECONDS),
       },
     },
+    accounts: {
+      signupEnabled: env.SIGNUP_ENABLED,
+      unverifiedLoginAllowed: env.UNVERIFIED_LOGIN_ALLOWED,
+      emailVerificationTtl: env.EMAIL_VERIFICATION_TTL,
+      passwordResetTtl: env.PASSWORD_RESET_TTL,
+      secondFactorRequiredRoles: commaList(env.SECOND_FACTOR_REQUIRED_ROLES),
+    },
+    encryptionKeys: env.ENCRYPTION_KEYS ? commaList(env.ENCRYPTION_KEYS) : undefined,
     passwordPolicy: { minimumLength: env.PASSWORD_MIN_LENGTH },
     mail: { smtpUrl: env.SMTP_URL, from: env.MAIL_FROM, outboxDir: path.resolve(env.OUTBOX_DIR) },
   };
@@ -182,12 +234,19 @@ function refuseUnsafeProduction(config: Config): void {
   if (config.cookieSecrets.some((secret) => secret.length < 32)) {
     throw new ConfigError('COOKIE_SECRETS: every secret must be at least 32 characters');
   }
+  if (!config.encryptionKeys) throw new ConfigError('production needs ENCRYPTION_KEYS (comma-separated; each 32 random bytes, base64url, e.g. from `npx gatehouse keys encryption`)');
   if (!config.issuer.startsWith('https://')) throw new ConfigError('production needs an https:// ISSUER');
   // Node serves plain HTTP here, so TLS ends at a proxy; without trusting it, cookies lose their Secure flag.
   if (!config.trustProxy) throw new ConfigError('production needs TRUST_PROXY=true: TLS is terminated by a proxy in front of Gatehouse');
-  // Receiving servers refuse mail from a domain that is not real (SPF, DMARC). Without SMTP_URL, sending fails
-  // with a 503 naming the mail server; production will require SMTP_URL once the flows that send mail exist.
-  if (config.mail.smtpUrl && /@localhost$/i.test(config.mail.from.address)) {
+  // Sign-up, verification and reset links go out by email: without a mail server people would be stuck.
+  if (!config.mail.smtpUrl) throw new ConfigError('production needs SMTP_URL: verification and password-reset links are sent by email');
+  // Receiving servers refuse mail from a domain that is not real (SPF, DMARC).
+  if (/@localhost$/i.test(config.mail.from.address)) {
     throw new ConfigError('production needs MAIL_FROM: an address at your own domain, e.g. Gatehouse <no-reply@example.com>');
   }
+}
+
+/** "a, b,,c" → ['a', 'b', 'c']. */
+function commaList(value: string): string[] {
+  return value.split(',').map((item) => item.trim()).filter(Boolean);
 }

@@ -16,13 +16,16 @@ export function inWords(seconds: number): string {
   return `in ${plural(Math.ceil(seconds / 3600), 'hour')}`;
 }
 
-/** Sets 429 and Retry-After; the caller renders the page (it knows the page's layout and links). */
-export function refuseWithPage(ctx: Context, refusal: Refusal): { title: string; message: string } {
+/**
+ * Sets 429 and Retry-After; the caller renders the page (it knows the page's layout and links).
+ * `action` names what is paused, as a gerund: "signing in" (the default), "sending emails", ...
+ */
+export function refuseWithPage(ctx: Context, refusal: Refusal, action = 'signing in'): { title: string; message: string } {
   ctx.set('Retry-After', String(refusal.retryAfterSeconds));
   // The same words for a rate limit and a lockout, for an existing account and an unknown email.
   return {
-    title: 'Too many sign-in attempts',
-    message: `For your security, signing in is paused. Please try again ${inWords(refusal.retryAfterSeconds)}.`,
+    title: 'Too many attempts',
+    message: `For your security, ${action} is paused. Please try again ${inWords(refusal.retryAfterSeconds)}.`,
   };
 }
 

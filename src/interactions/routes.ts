@@ -1,33 +1,21 @@
 // The pages a person sees while signing in to a client: login, consent and cancel, all under
 // /interaction/:uid because the engine scopes its interaction cookie to that path.
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
-import type { UserService } from '../accounts/users.ts';
-import { csrfToken, csrfTokenMatches } from '../http/csrf.ts';
-import { contentSecurityPolicy } from '../http/security-headers.ts';
-import type { Views } from '../http/views.ts';
+import { Pages, formBody as form, requireCsrf, type Refusal } from '../http/pages.ts';
 import { describeScope } from '../oidc/scopes.ts';
 import { HttpError } from '../http/errors.ts';
-import { refuseWithPage } from '../http/rate-limits.ts';
-import type { LimitDecision, LoginGuard } from '../limits/index.ts';
-import type { AuditTrail } from '../audit/audit.ts';
+import type { Runtime } from '../runtime.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
-export interface InteractionDependencies {
-  provider: Provider;
-  users: UserService;
-  views: Views;
-  loginGuard: LoginGuard;
-  auditTrail: AuditTrail;
-}
-
-export function interactionRoutes({ provider, users, views, loginGuard, auditTrail }: InteractionDependencies): Router {
+export function interactionRoutes(runtime: Runtime): Router {
+  const { provider, users, views, auditTrail } = runtime;
+  const loginGuard = runtime.limits.login;
   const router = new Router({ prefix: '/interaction/:uid' });
-  const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', onError: () => { throw new HttpError(400, 'The form could not be read.'); } });
+  const pages = new Pages(views);
 
   async function details(ctx: Context) {
     const interaction = await provider.interactionDetails(ctx.req, ctx.res);
@@ -35,24 +23,13 @@ export function interactionRoutes({ provider, users, views, loginGuard, auditTra
     return interaction;
   }
 
+  /** Renders an interaction page; its forms may end at the client's redirect URI. */
   function render(ctx: Context, template: string, data: Record<string, unknown>, redirectUri: unknown, status = 200): void {
-    ctx.status = status;
-    ctx.type = 'html';
-    ctx.set('Cache-Control', 'no-store');
-    ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof redirectUri === 'string' ? [redirectUri] : []));
-    ctx.body = views.render(template, { ...data, uid: ctx.params.uid, csrf: csrfToken(ctx, `/interaction/${ctx.params.uid}`) });
+    pages.render(ctx, template, { ...data, uid: ctx.params.uid }, { status, csrfPath: `/interaction/${ctx.params.uid}`, formTarget: redirectUri });
   }
 
-  /** 429 with Retry-After and a page saying when to try again; identical for lockouts and rate limits. */
-  function tooManyAttempts(ctx: Context, refusal: Extract<LimitDecision, { allowed: false }>, redirectUri: unknown): void {
-    const { title, message } = refuseWithPage(ctx, refusal);
-    render(ctx, 'too-many-attempts', { title, message }, redirectUri, 429);
-  }
-
-  function requireCsrf(ctx: Context): void {
-    if (!csrfTokenMatches(ctx, (ctx.request.body as Record<string, unknown> | undefined)?.csrf)) {
-      throw new HttpError(403, 'This form has expired. Go back and try again.');
-    }
+  function tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown): void {
+    pages.tooManyAttempts(ctx, refusal, { csrfPath: `/interaction/${ctx.params.uid}`, formTarget: redirectUri });
   }
 
   async function finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void> {

@@ -11,6 +11,14 @@ export const RATE_LIMITS = {
   'login-account-ip': (limits) => limits.loginPerAccountAndIp,
   'token-client': (limits) => limits.tokenPerClient,
   'token-ip': (limits) => limits.tokenPerIp,
+  'signup-ip': (limits) => limits.signupPerIp,
+  'reset-ip': (limits) => limits.resetPerIp,
+  'reset-account-ip': (limits) => limits.resetPerAccountAndIp,
+  'verification-resend-ip': (limits) => limits.verificationResendPerIp,
+  'verification-resend-account': (limits) => limits.verificationResendPerAccount,
+  'second-factor-ip': (limits) => limits.secondFactorPerIp,
+  'second-factor-account-ip': (limits) => limits.secondFactorPerAccountAndIp,
+  'password-check-account': (limits) => limits.passwordCheckPerAccount,
 } satisfies Record<string, (limits: Config['limits']) => RateLimitSetting>;
 
 export type RateLimitName = keyof typeof RATE_LIMITS;

@@ -1,4 +1,4 @@
-// Signing keys and cookie secrets. Production takes them from configuration; development generates
+// Signing keys, cookie secrets and the keys that encrypt secrets at rest. Production takes them from configuration; development generates
 // them once into keys/ (git-ignored) so sessions and tokens survive a restart.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +13,8 @@ export interface PrivateJwks {
 export interface Secrets {
   jwks: PrivateJwks;
   cookieSecrets: string[];
+  /** 32-byte keys for encryption at rest (src/accounts/sealed.ts), newest first: the first seals, all open. */
+  encryptionKeys: Uint8Array[];
   /** True when either was generated or read from keys/ rather than configured. */
   development: boolean;
 }
@@ -26,7 +28,22 @@ export async function loadSecrets(config: Config): Promise<Secrets> {
   const jwks = configuredJwks ? await parseJwks(configuredJwks) : await developmentFile(config, 'jwks.json', generateJwks);
   const cookieSecrets = config.cookieSecrets
     ?? await developmentFile(config, 'cookie-secrets.json', async () => [randomBytes(32).toString('base64url')]);
-  return { jwks, cookieSecrets, development: !configuredJwks || !config.cookieSecrets };
+  const encryptionKeys = (config.encryptionKeys
+    ?? await developmentFile(config, 'encryption-keys.json', async () => [generateEncryptionKey()])).map(decodeEncryptionKey);
+  return { jwks, cookieSecrets, encryptionKeys, development: !configuredJwks || !config.cookieSecrets || !config.encryptionKeys };
+}
+
+/** A new key for ENCRYPTION_KEYS: 32 random bytes, base64url. */
+export function generateEncryptionKey(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+function decodeEncryptionKey(text: string): Uint8Array {
+  const key = Buffer.from(text, 'base64url');
+  if (key.length !== 32 || key.toString('base64url') !== text) {
+    throw new KeyError('ENCRYPTION_KEYS: every key must be 32 random bytes written in base64url (43 characters)');
+  }
+  return new Uint8Array(key);
 }
 
 /** RS256 first (the default ID token algorithm), ES256 offered. */
