@@ -7,6 +7,7 @@ import { errorPages } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { assetRoutes } from './http/assets.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { accountConsoleRoutes } from './account-console/index.ts';
 import { limitTokenEndpoint } from './http/rate-limits.ts';
 
 export function createApp(runtime: Runtime): Koa {
@@ -21,7 +22,7 @@ export function createApp(runtime: Runtime): Koa {
     postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
   }));
   app.use(errorPages(views, logger));
-  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(runtime)]) {
+  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(runtime), accountConsoleRoutes(runtime)]) {
     app.use(router.routes());
     app.use(router.allowedMethods());
   }

@@ -18,6 +18,7 @@ import { createMailer, type Mailer } from './mail/mailer.ts';
 import { createLimits, type Limits } from './limits/index.ts';
 import { AuditTrail } from './audit/audit.ts';
 import { auditProtocolEvents } from './audit/protocol-events.ts';
+import { AccountSessions } from './oidc/account-sessions.ts';
 
 export interface Runtime {
   config: Config;
@@ -35,6 +36,8 @@ export interface Runtime {
   limits: Limits;
   /** Email: `mailer.send({ to, template: 'verify-email', data: { name, link, expiresInMinutes } })`. */
   mailer: Mailer;
+  /** A person's sessions and grants: list, end one, end all (sign out everywhere, password reset). */
+  accountSessions: AccountSessions;
   close(): Promise<void>;
 }
 
@@ -59,9 +62,10 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     const provider = createProvider({ config, secrets, store, users, clients, views });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
+    const accountSessions = new AccountSessions(provider, store);
     const opened = database;
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer, accountSessions,
       async close() {
         // Audit rows still being written go in before the database closes.
         await auditTrail.flush();

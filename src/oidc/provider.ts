@@ -13,6 +13,7 @@ import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { renderEngineError } from './pages.ts';
 import { originOf } from '../urls.ts';
 import { contentSecurityPolicy } from '../http/security-headers.ts';
+import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from '../account-console/first-party-client.ts';
 
 export interface ProviderDependencies {
   config: Config;
@@ -31,6 +32,18 @@ const BROWSER_ENDPOINTS = new Set(['token', 'userinfo', 'revocation']);
 export function createProvider({ config, secrets, store, users, clients, views }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
+    // Built in, held in memory by the engine (never looked up in the database).
+    clients: [accountConsoleClient(config.issuer)],
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session!.grantIdFor(ctx.oidc.client!.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      // The account console is Gatehouse itself: signing in to it asks no consent.
+      if (ctx.oidc.client!.clientId !== ACCOUNT_CONSOLE_CLIENT_ID || !ctx.oidc.session!.accountId) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CONSOLE_CLIENT_ID, accountId: ctx.oidc.session!.accountId });
+      grant.addOIDCScope('openid');
+      await grant.save();
+      return grant;
+    },
     jwks: secrets.jwks as Configuration['jwks'],
     cookies: {
       keys: secrets.cookieSecrets,

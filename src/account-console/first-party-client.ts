@@ -1,0 +1,19 @@
+// The account console signs people in through the engine like any application, as a built-in public
+// client: one login page, one session, the same second factor. Its consent is implied.
+import type { ClientMetadata } from 'oidc-provider';
+
+export const ACCOUNT_CONSOLE_CLIENT_ID = 'gatehouse-account-console';
+export const ACCOUNT_CONSOLE_CALLBACK_PATH = '/account/callback';
+
+export function accountConsoleClient(issuer: string): ClientMetadata {
+  return {
+    client_id: ACCOUNT_CONSOLE_CLIENT_ID,
+    client_name: 'Your Gatehouse account',
+    application_type: 'web',
+    token_endpoint_auth_method: 'none',
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    redirect_uris: [`${issuer}${ACCOUNT_CONSOLE_CALLBACK_PATH}`],
+    post_logout_redirect_uris: [`${issuer}/account`],
+  };
+}

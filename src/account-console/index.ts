@@ -1,0 +1,128 @@
+// The account console under /account: a signed-in person sees their account and manages its password,
+// email, second factor and sessions. It reads the engine's own session cookie, so being signed in here
+// is being signed in for every application; a visitor without a session is sent through the login pages.
+import { createHash, randomBytes } from 'node:crypto';
+import Router from '@koa/router';
+import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
+import type { User } from '../accounts/users.ts';
+import { Pages } from '../http/pages.ts';
+import { HttpError } from '../http/errors.ts';
+import type { Runtime } from '../runtime.ts';
+import { ACCOUNT_CONSOLE_CALLBACK_PATH, ACCOUNT_CONSOLE_CLIENT_ID } from './first-party-client.ts';
+import { passwordRoutes } from './password.ts';
+import { emailRoutes } from './email.ts';
+import { twoFactorRoutes } from './two-factor.ts';
+import { sessionRoutes } from './sessions.ts';
+
+/** What the console knows about the visitor once signed in (ctx.state.account). */
+export interface SignedIn {
+  user: User;
+  /** The engine session: its uid names it on the sessions page; amr/acr say how the person signed in. */
+  session: { uid: string; accountId: string; loginTs?: number | undefined; amr?: string[] | undefined; acr?: string | undefined };
+}
+
+export interface AccountState {
+  account: SignedIn;
+}
+
+export type AccountRouter = Router<AccountState>;
+
+/** Renders account pages: CSRF scoped to /account, forms post only to this server. */
+export class AccountPages {
+  readonly #pages: Pages;
+
+  constructor(pages: Pages) {
+    this.#pages = pages;
+  }
+
+  render(ctx: Context, template: string, data: Record<string, unknown>, status = 200): void {
+    this.#pages.render(ctx, template, { ...data, account: ctx.state.account }, { status, csrfPath: '/account' });
+  }
+
+  tooManyAttempts(ctx: Context, refusal: Parameters<Pages['tooManyAttempts']>[1], action: string): void {
+    this.#pages.tooManyAttempts(ctx, refusal, { csrfPath: '/account', action });
+  }
+}
+
+const SIGN_IN_COOKIE = 'gatehouse.account-sign-in';
+
+export function accountConsoleRoutes(runtime: Runtime): Router {
+  const { provider, users, views, config } = runtime;
+  const router: AccountRouter = new Router<AccountState>({ prefix: '/account' });
+  const pages = new AccountPages(new Pages(views));
+
+  router.get('/callback', async (ctx) => {
+    const started = ctx.cookies.get(SIGN_IN_COOKIE, { signed: true });
+    ctx.cookies.set(SIGN_IN_COOKIE, null, { path: '/account' });
+    const { state, returnTo } = parseSignIn(started);
+    if (!state || ctx.query.state !== state) throw new HttpError(400, 'This sign-in did not start here. Open your account page again.');
+    if (typeof ctx.query.error === 'string') {
+      throw new HttpError(400, ctx.query.error === 'access_denied' ? 'You cancelled signing in.' : 'Signing in did not complete. Open your account page again.');
+    }
+    // The code is never exchanged: the session cookie the engine just set is the console's credential,
+    // and without the PKCE verifier (discarded) the code is useless to anyone who sees it.
+    ctx.status = 303;
+    ctx.redirect(returnTo);
+  });
+
+  router.use(requireSignedIn(provider, users, config.issuer));
+
+  router.get('/', (ctx) => {
+    pages.render(ctx, 'account/overview', { title: 'Your account' });
+  });
+
+  passwordRoutes(router, runtime, pages);
+  emailRoutes(router, runtime, pages);
+  twoFactorRoutes(router, runtime, pages);
+  sessionRoutes(router, runtime, pages);
+  return router;
+}
+
+/** Every /account page (but the callback): the signed-in person, or a redirect to sign in and come back. */
+function requireSignedIn(provider: Provider, users: Runtime['users'], issuer: string) {
+  return async function signedIn(ctx: Context, next: Next): Promise<void> {
+    const session = await provider.Session.get(ctx as never);
+    const user = session.accountId ? await users.findById(session.accountId) : null;
+    if (!user || user.disabled || !session.accountId) {
+      if (ctx.method !== 'GET') throw new HttpError(403, 'You are signed out. Open your account page and sign in again.');
+      startSignIn(ctx, issuer);
+      return;
+    }
+    ctx.state.account = {
+      user,
+      session: { uid: session.uid, accountId: session.accountId, loginTs: session.loginTs, amr: session.amr, acr: session.acr },
+    } satisfies SignedIn;
+    await next();
+  };
+}
+
+function startSignIn(ctx: Context, issuer: string): void {
+  const state = randomBytes(16).toString('base64url');
+  // PKCE is required of every client; the verifier is thrown away with the code (see the callback).
+  const challenge = createHash('sha256').update(randomBytes(32).toString('base64url')).digest('base64url');
+  const returnTo = ctx.path.startsWith('/account') ? ctx.path : '/account';
+  ctx.cookies.set(SIGN_IN_COOKIE, JSON.stringify({ state, returnTo }), { signed: true, httpOnly: true, sameSite: 'lax', path: '/account', overwrite: true });
+  const authorize = new URL('/auth', issuer);
+  authorize.search = new URLSearchParams({
+    client_id: ACCOUNT_CONSOLE_CLIENT_ID,
+    response_type: 'code',
+    scope: 'openid',
+    redirect_uri: `${issuer}${ACCOUNT_CONSOLE_CALLBACK_PATH}`,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    state,
+  }).toString();
+  ctx.set('Cache-Control', 'no-store');
+  ctx.redirect(authorize.href);
+}
+
+function parseSignIn(cookie: string | undefined): { state?: string; returnTo: string } {
+  try {
+    const parsed = JSON.parse(cookie ?? '{}') as { state?: unknown; returnTo?: unknown };
+    const returnTo = typeof parsed.returnTo === 'string' && /^\/account(\/[\w/-]*)?$/.test(parsed.returnTo) ? parsed.returnTo : '/account';
+    return { ...(typeof parsed.state === 'string' ? { state: parsed.state } : {}), returnTo };
+  } catch {
+    return { returnTo: '/account' };
+  }
+}

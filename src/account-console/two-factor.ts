@@ -1,0 +1,6 @@
+// Account console: two-factor (being built).
+import type { Runtime } from '../runtime.ts';
+import type { AccountPages, AccountRouter } from './index.ts';
+
+export function twoFactorRoutes(_router: AccountRouter, _runtime: Runtime, _pages: AccountPages): void {
+}

@@ -1,0 +1,65 @@
+// The account console (/account): reached through the login pages with the built-in client, no consent
+// asked, the engine's session is its credential, and signing in elsewhere signs in here.
+import test from 'ava';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { UserAgent, formField } from './helpers/user-agent.ts';
+import { PASSWORD, createUser, signInToNewSpa } from './helpers/oauth.ts';
+import { signInToAccount } from './helpers/account.ts';
+
+let server: TestServer;
+test.before(async () => { server = await startTestServer(); });
+test.after.always(async () => { await server?.close(); });
+
+test('a visitor without a session is sent to the login page and, once signed in, lands on the page asked for without a consent step', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const first = await agent.request(`${server.issuer}/account/sessions`);
+  t.is(first.status, 302);
+  const authorize = new URL(first.headers.get('location')!);
+  t.is(authorize.pathname, '/auth');
+  t.is(authorize.searchParams.get('client_id'), 'gatehouse-account-console');
+  t.is(authorize.searchParams.get('code_challenge_method'), 'S256');
+  t.is(first.headers.get('cache-control'), 'no-store');
+
+  const { response, url } = await signInToAccount(server, new UserAgent(), { email: user.email, password: PASSWORD });
+  t.is(response.status, 200);
+  t.is(url.pathname, '/account');
+
+  const other = new UserAgent();
+  const reached = await signInToAccount(server, other, { email: user.email, password: PASSWORD }, '/account/sessions');
+  t.is(reached.url.pathname, '/account/sessions');
+});
+
+test('the overview names the person and links every setting', async (t) => {
+  const user = await createUser(server);
+  const { html } = await signInToAccount(server, new UserAgent(), { email: user.email, password: PASSWORD });
+  t.true(html.includes(user.email));
+  for (const link of ['/account/email', '/account/password', '/account/two-factor', '/account/sessions']) t.true(html.includes(`href="${link}"`), link);
+  t.truthy(formField(html, 'csrf'));
+});
+
+test('signing in to an application signs in to the account console too (one session)', async (t) => {
+  const { agent, user } = await signInToNewSpa(server);
+  const { response, url } = await agent.follow(`${server.issuer}/account`);
+  t.is(url.pathname, '/account');
+  t.true((await response.text()).includes(user.email));
+});
+
+test('a callback that did not start here is refused with a page, not followed', async (t) => {
+  const agent = new UserAgent();
+  const response = await agent.request(`${server.issuer}/account/callback?code=x&state=forged`);
+  t.is(response.status, 400);
+  t.regex(await response.text(), /did not start here/);
+});
+
+test('a disabled account is sent back to sign in', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  await signInToAccount(server, agent, { email: user.email, password: PASSWORD });
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { disabled: true } });
+  const response = await agent.request(`${server.issuer}/account`);
+  t.is(response.status, 302);
+  t.is(new URL(response.headers.get('location')!).pathname, '/auth');
+  const post = await agent.request(`${server.issuer}/account/sign-out`, { method: 'POST' });
+  t.is(post.status, 403);
+});
