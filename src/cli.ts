@@ -23,6 +23,11 @@ Commands:
   clients create --name N --type spa|web|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                                         register a client and print it as JSON
+  clients update --client-id C [--name N] [--redirect-uri U]...
+                 [--post-logout-redirect-uri U]... [--scope S]
+                                        change a client (redirect URIs given replace
+                                        the old ones) and print it as JSON
+  clients delete --client-id C          remove a client; its tokens stop working
   keys generate                         print a new private JWK set (RS256 + ES256)
                                         for the JWKS setting
   keys encryption                       print a new key for the ENCRYPTION_KEYS setting
@@ -86,6 +91,38 @@ const commands: Record<string, Handler> = {
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
       }, { type: 'admin', id: administratorName() });
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
+    });
+  },
+
+  async 'clients update'(args, run) {
+    const { values } = parse(args, {
+      'client-id': { type: 'string' }, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
+      'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
+    });
+    if (!values['client-id']) throw new UsageError('clients update needs --client-id');
+    const changes = {
+      name: values.name as string | undefined, scope: values.scope as string | undefined,
+      redirectUris: values['redirect-uri'] as string[] | undefined,
+      postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
+    };
+    if (Object.values(changes).every((value) => value === undefined)) throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri or --scope');
+    await run(async ({ clients }) => {
+      const client = await clients.update(String(values['client-id']), changes, { type: 'admin', id: administratorName() });
+      if (!client) throw new ClientError(`no client ${String(values['client-id'])}`);
+      // The secret was printed once, at creation; it is not shown again.
+      const { client_secret: _secret, ...shown } = client;
+      process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+    });
+  },
+
+  async 'clients delete'(args, run) {
+    const { values } = parse(args, { 'client-id': { type: 'string' } });
+    if (!values['client-id']) throw new UsageError('clients delete needs --client-id');
+    await run(async ({ clients }) => {
+      if (!await clients.delete(String(values['client-id']), { type: 'admin', id: administratorName() })) {
+        throw new ClientError(`no client ${String(values['client-id'])}`);
+      }
+      process.stdout.write(`deleted ${String(values['client-id'])}\n`);
     });
   },
 

@@ -19,6 +19,13 @@ export interface NewClient {
   scope?: string;
 }
 
+export interface ClientChanges {
+  name?: string | undefined;
+  redirectUris?: string[] | undefined;
+  postLogoutRedirectUris?: string[] | undefined;
+  scope?: string | undefined;
+}
+
 /** oidc-provider client metadata, as stored. */
 export type ClientMetadata = Record<string, unknown> & { client_id: string };
 
@@ -53,6 +60,47 @@ export class ClientService {
       detail: { name: String(metadata.client_name), type: input.type, redirectUris: input.redirectUris ?? [] },
     });
     return metadata;
+  }
+
+  /**
+   * Changes a client's name, redirect URIs, post-logout redirect URIs or scope; what is not given stays.
+   * Its id, kind and secret never change. Undefined when there is no such client.
+   */
+  async update(clientId: string, changes: ClientChanges, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata | undefined> {
+    const current = await this.find(clientId);
+    if (!current) return undefined;
+    const name = changes.name?.trim();
+    if (changes.name !== undefined && !name) throw new ClientError('a client needs a name');
+    const isService = (current.grant_types as string[] | undefined)?.includes('client_credentials') ?? false;
+    if (isService && (changes.redirectUris?.length || changes.postLogoutRedirectUris?.length)) {
+      throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
+    }
+    if (!isService && changes.redirectUris && !changes.redirectUris.length) throw new ClientError('a client that signs people in needs at least one redirect URI');
+    const metadata: ClientMetadata = {
+      ...current,
+      ...(name ? { client_name: name } : {}),
+      ...(changes.redirectUris ? { redirect_uris: changes.redirectUris } : {}),
+      ...(changes.postLogoutRedirectUris ? { post_logout_redirect_uris: changes.postLogoutRedirectUris } : {}),
+      ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
+    };
+    await this.#validate(metadata);
+    await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: metadata as unknown as JsonObject } });
+    await this.#audit.record({
+      action: 'client.updated', outcome: 'success', actor, clientId,
+      detail: { changed: Object.keys(changes).filter((key) => changes[key as keyof ClientChanges] !== undefined) },
+    });
+    return metadata;
+  }
+
+  /**
+   * Removes a client. Its tokens stop working at once: the engine refuses every token whose client it
+   * can no longer find. False when there was no such client.
+   */
+  async delete(clientId: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
+    if (!CLIENT_ID_SYNTAX.test(clientId)) return false;
+    const { count } = await this.#prisma.client.deleteMany({ where: { id: clientId } });
+    if (count) await this.#audit.record({ action: 'client.deleted', outcome: 'success', actor, clientId });
+    return count > 0;
   }
 
   async find(clientId: string): Promise<ClientMetadata | undefined> {

@@ -1,0 +1,96 @@
+// Changing and removing clients: new redirect URIs take effect at once, a removed client's tokens stop
+// working, both are audited; and the CLI's `clients update` / `clients delete`.
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { REDIRECT_URI, authorizationRequest, discover, insecure, registerConfidential, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
+import { UserAgent } from './helpers/user-agent.ts';
+import { cleanEnvironment, runNode } from './helpers/process.ts';
+import { ClientError } from '../src/clients/clients.ts';
+
+let server: TestServer;
+test.before(async () => { server = await startTestServer(); });
+test.after.always(async () => { await server?.close(); });
+
+async function authorizationPageStatus(clientId: string, redirectUri: string): Promise<number> {
+  const { url } = await authorizationRequest(await discover(server), clientId, { redirect_uri: redirectUri });
+  const { response } = await new UserAgent().follow(url);
+  return response.status;
+}
+
+test('an updated client is read with its new redirect URIs and name at once, and the change is audited', async (t) => {
+  const { client } = await registerSpa(server);
+  const newRedirect = 'http://127.0.0.1:4999/new-callback';
+  t.is(await authorizationPageStatus(client.client_id, REDIRECT_URI), 200);
+  t.is(await authorizationPageStatus(client.client_id, newRedirect), 400);
+
+  const updated = await server.runtime.clients.update(client.client_id, { name: 'Renamed', redirectUris: [newRedirect] });
+  t.like(updated, { client_name: 'Renamed', redirect_uris: [newRedirect], token_endpoint_auth_method: 'none' });
+  t.is(await authorizationPageStatus(client.client_id, newRedirect), 200);
+  t.is(await authorizationPageStatus(client.client_id, REDIRECT_URI), 400, 'the old redirect URI is refused');
+
+  const [event] = await server.runtime.auditTrail.list({ action: 'client.updated', limit: 1 });
+  t.like(event, { action: 'client.updated', clientId: client.client_id, actorType: 'admin' });
+  t.deepEqual(event!.detail.changed, ['name', 'redirectUris']);
+});
+
+test('an update the engine would refuse, or one that does not fit the kind of client, changes nothing', async (t) => {
+  const { client } = await registerSpa(server);
+  await t.throwsAsync(server.runtime.clients.update(client.client_id, { redirectUris: ['javascript:alert(1)'] }));
+  await t.throwsAsync(server.runtime.clients.update(client.client_id, { redirectUris: [] }), { instanceOf: ClientError });
+  await t.throwsAsync(server.runtime.clients.update(client.client_id, { name: '  ' }), { instanceOf: ClientError });
+  const service = await registerConfidential(server, 'service');
+  await t.throwsAsync(server.runtime.clients.update(service.client.client_id, { redirectUris: [REDIRECT_URI] }), { instanceOf: ClientError });
+  t.like(await server.runtime.clients.find(client.client_id), { redirect_uris: [REDIRECT_URI] });
+  t.is(await server.runtime.clients.update('no-such-client', { name: 'X' }), undefined);
+});
+
+test('a deleted client is gone: its refresh token and access token stop working, and the removal is audited', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  const service = await registerConfidential(server, 'service');
+  const introspect = async (token: string) => oauth.processIntrospectionResponse(
+    as, service.client, await oauth.introspectionRequest(as, service.client, oauth.ClientSecretBasic(service.secret), token, insecure),
+  );
+  t.true((await introspect(tokens.access_token)).active);
+
+  t.true(await server.runtime.clients.delete(client.client_id));
+  t.false(await server.runtime.clients.delete(client.client_id), 'a second delete finds nothing');
+  t.is(await server.runtime.clients.find(client.client_id), undefined);
+
+  const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_client');
+  t.is((await oauth.userInfoRequest(as, client, tokens.access_token, insecure)).status, 401);
+  t.false((await introspect(tokens.access_token)).active, 'resource servers are told the token is no longer active');
+  t.is(await authorizationPageStatus(client.client_id, REDIRECT_URI), 400);
+
+  const [event] = await server.runtime.auditTrail.list({ action: 'client.deleted', limit: 1 });
+  t.like(event, { action: 'client.deleted', clientId: client.client_id, outcome: 'success' });
+});
+
+test('the CLI updates and deletes a client, and says so when there is none', async (t) => {
+  t.timeout(180_000);
+  const environment = cleanEnvironment({
+    DATA_DIR: server.runtime.config.dataDir, KEYS_DIR: server.runtime.config.keysDir,
+    DATABASE_URL: server.runtime.config.databaseUrl, LOG_LEVEL: 'warn',
+  });
+  const gatehouse = (args: string[]) => runNode(['bin/gatehouse.js', ...args], environment, 180_000);
+  const { client_id: clientId } = await server.runtime.clients.create({ name: 'Web app', type: 'web', redirectUris: [REDIRECT_URI] });
+
+  const updated = await gatehouse(['clients', 'update', '--client-id', clientId, '--name', 'Web app 2', '--redirect-uri', 'https://app.example.com/a', '--redirect-uri', 'https://app.example.com/b']);
+  t.is(updated.code, 0, updated.stderr);
+  const printed = JSON.parse(updated.stdout) as Record<string, unknown>;
+  t.like(printed, { client_id: clientId, client_name: 'Web app 2', redirect_uris: ['https://app.example.com/a', 'https://app.example.com/b'] });
+  t.false('client_secret' in printed, 'the secret is shown once, at creation');
+
+  const nothing = await gatehouse(['clients', 'update', '--client-id', clientId]);
+  t.is(nothing.code, 2);
+  t.regex(nothing.stderr, /needs something to change/);
+
+  const deleted = await gatehouse(['clients', 'delete', '--client-id', clientId]);
+  t.is(deleted.code, 0, deleted.stderr);
+  t.is(deleted.stdout, `deleted ${clientId}\n`);
+  const again = await gatehouse(['clients', 'delete', '--client-id', clientId]);
+  t.is(again.code, 1);
+  t.regex(again.stderr, /^gatehouse: no client /);
+});
