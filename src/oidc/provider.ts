@@ -92,8 +92,10 @@ export function createProvider({ config, secrets, store, users, clients, views }
         enabled: true,
         // A token's own client may introspect it. Service clients (resource servers) may introspect
         // access tokens they are handed, never refresh tokens, which only their client ever presents.
-        allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId
-          || (ACCESS_TOKEN_KINDS.has(token.kind) && client.clientAuthMethod !== 'none' && client.grantTypeAllowed('client_credentials')),
+        // A token whose client was deleted is inactive (the engine would fail reading the missing client).
+        allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId
+          || (ACCESS_TOKEN_KINDS.has(token.kind) && client.clientAuthMethod !== 'none' && client.grantTypeAllowed('client_credentials')
+            && await ctx.oidc.provider.Client.find(token.clientId!) !== undefined),
       },
       rpInitiatedLogout: {
         enabled: true,
