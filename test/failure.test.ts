@@ -34,6 +34,7 @@ interface Answer {
   type: string;
   body: string;
   location: string | null;
+  retryAfter: string | null;
 }
 
 /** Reads a response and checks what every answer during an outage must satisfy. */
@@ -41,7 +42,7 @@ async function answer(t: ExecutionContext, response: Response): Promise<Answer> 
   const body = await response.text();
   t.not(response.status, 500, `a 500: ${body.slice(0, 300)}`);
   t.notRegex(body, STACK_TRACE, 'the body carries a stack trace');
-  return { status: response.status, type: response.headers.get('content-type') ?? '', body, location: response.headers.get('location') };
+  return { status: response.status, type: response.headers.get('content-type') ?? '', body, location: response.headers.get('location'), retryAfter: response.headers.get('retry-after') };
 }
 
 function assertUnavailableJson(t: ExecutionContext, result: Answer, dependency: 'store' | 'database'): void {
@@ -49,6 +50,7 @@ function assertUnavailableJson(t: ExecutionContext, result: Answer, dependency: 
   t.regex(result.type, /application\/json/);
   const json = JSON.parse(result.body) as { error?: string; error_description?: string };
   t.is(json.error, 'temporarily_unavailable');
+  t.is(result.retryAfter, '5', 'Retry-After says when to try again');
   t.regex(json.error_description ?? '', new RegExp(`\\b${dependency}\\b`), 'error_description names the dependency');
 }
 
@@ -56,6 +58,7 @@ function assertUnavailablePage(t: ExecutionContext, result: Answer, dependency: 
   t.is(result.status, 503, result.body.slice(0, 300));
   t.regex(result.type, /text\/html/);
   t.regex(result.body, /temporarily unavailable/i);
+  t.is(result.retryAfter, '5', 'Retry-After says when to try again');
   t.regex(result.body, new RegExp(`\\b${dependency} is unavailable`, 'i'), 'the page says which dependency is down');
   t.is(result.location, null, 'no redirect');
 }

@@ -6,6 +6,9 @@ import type { Logger } from 'pino';
 import { DependencyUnavailable } from '../errors.ts';
 import { upperFirst, type Views } from './views.ts';
 
+/** How long a client should wait before retrying when a dependency is down. */
+export const RETRY_AFTER_OUTAGE_SECONDS = 5;
+
 /** An error whose message is written for the person who sees it. */
 export class HttpError extends Error {
   override name = 'HttpError';
@@ -53,7 +56,7 @@ export function errorPages(views: Views, logger: Logger) {
       if (answer.status >= 500) logger.error({ err: error, path: ctx.path, method: ctx.method }, 'request failed');
       ctx.status = answer.status;
       ctx.set('Cache-Control', 'no-store');
-      if (answer.status === 503) ctx.set('Retry-After', '5');
+      if (answer.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_OUTAGE_SECONDS));
       if (ctx.accepts('json', 'html') === 'html') {
         ctx.type = 'html';
         ctx.body = views.render('error', { title: answer.title, message: answer.message, code: answer.error });

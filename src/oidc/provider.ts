@@ -12,6 +12,7 @@ import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { renderEngineError } from './pages.ts';
 import { originOf } from '../urls.ts';
+import { RETRY_AFTER_OUTAGE_SECONDS } from '../http/errors.ts';
 import { contentSecurityPolicy } from '../http/security-headers.ts';
 import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from '../account-console/first-party-client.ts';
 
@@ -120,7 +121,14 @@ export function createProvider({ config, secrets, store, users, clients, views }
   };
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
+  provider.use(retryAfterOnOutage);
   return provider;
+}
+
+/** A 503 (a dependency is down) tells clients when to try again, as Gatehouse's own pages do. */
+async function retryAfterOnOutage(ctx: { status: number; set(name: string, value: string): void }, next: () => Promise<void>): Promise<void> {
+  await next();
+  if (ctx.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_OUTAGE_SECONDS));
 }
 
 /** The engine's policy, plus: a session whose account may no longer sign in (disabled, deleted) asks for login again. */
