@@ -51,6 +51,7 @@ test('a person signs in to a single-page app with code + PKCE and gets a valid I
   const claims = oauth.getValidatedIdTokenClaims(tokens)!;
   t.is(claims.sub, user.id);
   t.is(claims.aud, client.client_id);
+  t.like(claims, { email: user.email, email_verified: true, name: 'Ada Lovelace' }, 'the granted profile and email claims are in the ID token');
   const { protectedHeader, payload } = await jwtVerify(tokens.id_token!, createRemoteJWKSet(new URL(as.jwks_uri!)), {
     issuer: server.issuer, audience: client.client_id,
   });

@@ -1,15 +1,17 @@
 // oidc-provider configured the Gatehouse way: code flow with PKCE (S256) only, rotating refresh tokens,
 // exact redirect URIs, storage through the adapter, accounts from PostgreSQL and Gatehouse's own pages.
-import Provider, { interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import type { ClientService } from '../clients/clients.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
+import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { Store } from '../store/store.ts';
 import type { Views } from '../http/views.ts';
 import type { Secrets } from './keys.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
+import { ACR_SECOND_FACTOR, ACR_VALUES, REQUIRE_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision } from './assurance.ts';
 import { renderEngineError } from './pages.ts';
 import { originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../http/errors.ts';
@@ -23,6 +25,8 @@ export interface ProviderDependencies {
   users: UserService;
   clients: ClientService;
   views: Views;
+  /** Whether an account has, or must use, a second factor (for step-up). */
+  secondFactor: Pick<SecondFactorService, 'loginRequirement'>;
 }
 
 const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
@@ -30,7 +34,7 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
 /** Endpoints a single-page app calls from the browser; the engine asks clientBasedCORS about these. */
 const BROWSER_ENDPOINTS = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, views }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, store, users, clients, views, secondFactor }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -56,8 +60,21 @@ export function createProvider({ config, secrets, store, users, clients, views }
       if (!user || user.disabled) return undefined;
       return { accountId: user.id, claims: () => standardClaims(user) };
     }),
+    // The ID token carries the granted profile and email claims too (as Keycloak and Auth0 do), so an
+    // app knows who signed in without a userinfo call; userinfo still answers them.
+    conformIdTokenClaims: false,
     claims: Object.fromEntries(Object.entries(CLAIMS_BY_SCOPE).map(([scope, claims]) => [scope, [...claims]])),
     scopes: [...SCOPES],
+    // loa:1 password, loa:2 password and second factor (src/oidc/assurance.ts).
+    acrValues: [...ACR_VALUES],
+    extraClientMetadata: {
+      properties: [REQUIRE_SECOND_FACTOR],
+      validator: (_ctx, key, value) => {
+        if (key === REQUIRE_SECOND_FACTOR && value !== undefined && typeof value !== 'boolean') {
+          throw new errors.InvalidClientMetadata(`${REQUIRE_SECOND_FACTOR} must be true or false`);
+        }
+      },
+    },
     responseTypes: ['code'],
     pkce: { required: () => true },
     allowOmittingSingleRegisteredRedirectUri: false,
@@ -116,7 +133,7 @@ export function createProvider({ config, secrets, store, users, clients, views }
     clientBasedCORS: (ctx, origin, client) => BROWSER_ENDPOINTS.has((ctx as KoaContextWithOIDC).oidc.route)
       && isSinglePageApp(client)
       && (client.redirectUris ?? []).some((uri) => originOf(uri) === origin),
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithAccountCheck() },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithAccountCheck(secondFactor) },
     renderError: async (ctx, out) => renderEngineError(ctx, views, out),
   };
   const provider = new Provider(config.issuer, configuration);
@@ -131,13 +148,31 @@ async function retryAfterOnOutage(ctx: { status: number; set(name: string, value
   if (ctx.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_OUTAGE_SECONDS));
 }
 
-/** The engine's policy, plus: a session whose account may no longer sign in (disabled, deleted) asks for login again. */
-function interactionPolicyWithAccountCheck() {
+/**
+ * The engine's policy, plus: a session whose account may no longer sign in (disabled, deleted) asks for
+ * login again; and a session signed in without the second factor asks for it (step-up) when this
+ * sign-in needs one (src/oidc/assurance.ts), so single sign-on never skips a required second factor.
+ */
+function interactionPolicyWithAccountCheck(secondFactor: ProviderDependencies['secondFactor']) {
   const policy = interactionPolicy.base();
-  policy.get('login')!.checks.add(new interactionPolicy.Check(
+  const login = policy.get('login')!;
+  login.checks.add(new interactionPolicy.Check(
     'account_unavailable',
     'the signed-in account can no longer sign in',
     (ctx) => Boolean(ctx.oidc.session?.accountId && !ctx.oidc.account),
+  ));
+  login.checks.add(new interactionPolicy.Check(
+    SECOND_FACTOR_REQUIRED,
+    'this sign-in requires a second factor',
+    async (ctx) => {
+      const { session, client, params } = ctx.oidc;
+      if (!session?.accountId || session.acr === ACR_SECOND_FACTOR) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      const decision = await asProviderError(() => secondFactorDecision(
+        (accountId) => secondFactor.loginRequirement(accountId),
+        { accountId: session.accountId!, client, acrValues: params?.acr_values },
+      ));
+      return decision.required ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    },
   ));
   return policy;
 }
