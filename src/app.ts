@@ -7,7 +7,10 @@ import { errorPages } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { assetRoutes } from './http/assets.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { emailVerificationRoutes } from './interactions/email-verification.ts';
 import { accountConsoleRoutes } from './account-console/index.ts';
+import { passwordResetRoutes } from './interactions/password-reset.ts';
+import { emailChangeConfirmationRoutes } from './account-console/email.ts';
 import { limitTokenEndpoint } from './http/rate-limits.ts';
 
 export function createApp(runtime: Runtime): Koa {
@@ -22,7 +25,7 @@ export function createApp(runtime: Runtime): Koa {
     postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
   }));
   app.use(errorPages(views, logger));
-  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(runtime), accountConsoleRoutes(runtime)]) {
+  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(runtime), emailVerificationRoutes(runtime), accountConsoleRoutes(runtime), passwordResetRoutes(runtime), emailChangeConfirmationRoutes(runtime)]) {
     app.use(router.routes());
     app.use(router.allowedMethods());
   }

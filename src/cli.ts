@@ -18,11 +18,17 @@ const USAGE = `Usage: gatehouse <command> [options]
 Commands:
   migrate                               apply pending database migrations
   users create --email E (--password P | --password-stdin) [--name N] [--verified]
+               [--role R]...
                                         create a user (--password-stdin keeps the
-                                        password out of the process list and history)
+                                        password out of the process list and history);
+                                        a role in SECOND_FACTOR_REQUIRED_ROLES (admin by
+                                        default) makes two-factor authentication mandatory
   clients create --name N --type spa|web|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
-                                        register a client and print it as JSON
+                 [--require-second-factor]
+                                        register a client and print it as JSON;
+                                        --require-second-factor: signing in to it always
+                                        asks for a second factor (acr loa:2)
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                                         change a client (redirect URIs given replace
@@ -43,6 +49,9 @@ Configuration comes from the same environment variables as the server (DATABASE_
 
 class UsageError extends Error {}
 
+/** Role names as stored in users.roles and listed in SECOND_FACTOR_REQUIRED_ROLES. */
+const ROLE_NAME = /^[\w.:-]{1,64}$/;
+
 type Handler = (args: string[], run: (work: (runtime: Runtime) => Promise<void>) => Promise<void>) => Promise<void>;
 
 const commands: Record<string, Handler> = {
@@ -61,18 +70,20 @@ const commands: Record<string, Handler> = {
   async 'users create'(args, run) {
     const { values } = parse(args, {
       email: { type: 'string' }, password: { type: 'string' }, 'password-stdin': { type: 'boolean' },
-      name: { type: 'string' }, verified: { type: 'boolean' },
+      name: { type: 'string' }, verified: { type: 'boolean' }, role: { type: 'string', multiple: true },
     });
     if (!values.email) throw new UsageError('users create needs --email');
+    const roles = [...new Set((values.role ?? []) as string[])];
+    if (roles.some((role) => !ROLE_NAME.test(role))) throw new UsageError('--role takes a name of letters, digits and . _ : - (at most 64)');
     if (Boolean(values.password) === Boolean(values['password-stdin'])) {
       throw new UsageError('users create needs either --password or --password-stdin');
     }
     const password = values['password-stdin'] ? await readPasswordFromStdin() : String(values.password);
     await run(async ({ users }) => {
       const user = await users.create({
-        email: String(values.email), password, name: values.name as string | undefined, emailVerified: Boolean(values.verified),
+        email: String(values.email), password, name: values.name as string | undefined, emailVerified: Boolean(values.verified), roles,
       });
-      process.stdout.write(`${JSON.stringify(user, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ ...user, roles }, null, 2)}\n`);
     });
   },
 
@@ -80,6 +91,7 @@ const commands: Record<string, Handler> = {
     const { values } = parse(args, {
       name: { type: 'string' }, type: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
+      'require-second-factor': { type: 'boolean' },
     });
     const type = values.type as ClientType | undefined;
     if (!values.name || !type) throw new UsageError('clients create needs --name and --type');
@@ -89,6 +101,7 @@ const commands: Record<string, Handler> = {
         name: String(values.name), type, scope: values.scope as string | undefined,
         redirectUris: values['redirect-uri'] as string[] | undefined,
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
+        requireSecondFactor: Boolean(values['require-second-factor']),
       }, { type: 'admin', id: administratorName() });
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
     });

@@ -10,6 +10,9 @@ import { createStore } from './store/index.ts';
 import type { Store } from './store/store.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
 import { UserService } from './accounts/users.ts';
+import { AccountTokens } from './accounts/account-tokens.ts';
+import { SecondFactorService } from './accounts/second-factor.ts';
+import { Sealer } from './accounts/sealed.ts';
 import { ClientService } from './clients/clients.ts';
 import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
@@ -38,6 +41,10 @@ export interface Runtime {
   mailer: Mailer;
   /** A person's sessions and grants: list, end one, end all (sign out everywhere, password reset). */
   accountSessions: AccountSessions;
+  /** Single-use emailed links (verify email, reset password, change email): `issue`, `redeem`, `peek`. */
+  accountTokens: AccountTokens;
+  /** TOTP and recovery codes: enroll, confirm, verify at login, regenerate codes, disable. */
+  secondFactor: SecondFactorService;
   close(): Promise<void>;
 }
 
@@ -59,13 +66,19 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     const clients = new ClientService(database.prisma, async (metadata) => {
       await provider.Client.validate(metadata as EngineClientMetadata);
     }, auditTrail);
-    const provider = createProvider({ config, secrets, store, users, clients, views });
+    const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
+      issuerName: new URL(config.issuer).host,
+      requiredRoles: config.accounts.secondFactorRequiredRoles,
+      verifyPassword: (userId, password) => users.verifyPassword(userId, password),
+    });
+    const provider = createProvider({ config, secrets, store, users, clients, views, secondFactor });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
-    const accountSessions = new AccountSessions(provider, store);
+    const accountSessions = new AccountSessions(provider, store, auditTrail);
+    const accountTokens = new AccountTokens(database.prisma);
     const opened = database;
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer, accountSessions,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer, accountSessions, accountTokens, secondFactor,
       async close() {
         // Audit rows still being written go in before the database closes.
         await auditTrail.flush();

@@ -130,13 +130,16 @@ test.serial('users create --password-stdin reads the password from standard inpu
   t.regex(empty.stderr, /read no password/);
 });
 
-test('keys generate prints a private JWK set the server accepts as JWKS', async (t) => {
+test('keys generate and keys encryption print keys the server accepts as JWKS and ENCRYPTION_KEYS', async (t) => {
   const generated = await gatehouse(['keys', 'generate']);
   t.is(generated.code, 0, generated.stderr);
   const jwks = JSON.parse(generated.stdout) as { keys: Array<{ kty: string; alg: string; d?: string }> };
   t.deepEqual(jwks.keys.map((key) => key.alg), ['RS256', 'ES256']);
   t.true(jwks.keys.every((key) => typeof key.d === 'string'));
-  const secrets = await loadSecrets(loadConfig({ JWKS: generated.stdout.trim(), COOKIE_SECRETS: 'z'.repeat(32) }));
+  const encryptionKey = await gatehouse(['keys', 'encryption']);
+  t.is(encryptionKey.code, 0, encryptionKey.stderr);
+  t.regex(encryptionKey.stdout, /^[\w-]{43}\n$/, '32 bytes in base64url');
+  const secrets = await loadSecrets(loadConfig({ JWKS: generated.stdout.trim(), COOKIE_SECRETS: 'z'.repeat(32), ENCRYPTION_KEYS: encryptionKey.stdout.trim() }));
   t.false(secrets.development);
 });
 

@@ -20,12 +20,18 @@ const SAMPLES: { [Name in TemplateName]: TemplateData[Name] } = {
   'reset-password': { name: HOSTILE_NAME, link: 'https://id.example.com/reset?token=reset-secret-2&step=2', expiresInMinutes: 30 },
   'password-changed': { name: HOSTILE_NAME, changedAt: CHANGED_AT, link: 'https://id.example.com/reset?from=notice&x=1' },
   'email-changed': { name: HOSTILE_NAME, newEmail: 'ada.new@example.org', changedAt: CHANGED_AT, link: 'https://id.example.com/secure?token=revert-secret-3' },
+  'account-exists': { name: HOSTILE_NAME, link: 'https://id.example.com/account?from=notice' },
+  'confirm-email-change': { name: HOSTILE_NAME, link: 'https://id.example.com/email/confirm-change?token=change-secret-4&step=2', expiresInMinutes: 1440 },
+  'email-change-requested': { name: HOSTILE_NAME, newEmail: 'ada.new@example.org', requestedAt: CHANGED_AT, link: 'https://id.example.com/password/forgot?from=notice&x=1' },
 };
 const SUBJECTS: Record<TemplateName, string> = {
   'verify-email': 'Confirm your email address',
   'reset-password': 'Reset your password',
   'password-changed': 'Your password was changed',
   'email-changed': 'Your email address was changed',
+  'account-exists': 'You already have an account',
+  'confirm-email-change': 'Confirm your new email address',
+  'email-change-requested': 'A change of your email address was requested',
 };
 
 /** A pino logger whose every line (debug and up) is kept. */

@@ -1,7 +1,7 @@
 // People who sign in: creation, authentication with a generic failure, and the OIDC claims they release.
 import { z } from 'zod';
 import type { PasswordHasher } from './passwords.ts';
-import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions } from './password-policy.ts';
+import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions, type PasswordProblem } from './password-policy.ts';
 import type { Prisma } from '../db/index.ts';
 
 export interface User {
@@ -27,7 +27,8 @@ export { MINIMUM_PASSWORD_LENGTH, MAXIMUM_PASSWORD_LENGTH } from './password-pol
 
 const emailSchema = z.email().max(320);
 
-function isEmailAddress(email: string): boolean {
+/** Whether a (normalized) string is an email address Gatehouse accepts. */
+export function isEmailAddress(email: string): boolean {
   return emailSchema.safeParse(email).success;
 }
 
@@ -49,7 +50,8 @@ export class UserService {
     this.#passwordPolicy = options.passwordPolicy ?? {};
   }
 
-  async create(input: { email: string; password: string; name?: string; emailVerified?: boolean }): Promise<User> {
+  /** `roles`: role names (a role in SECOND_FACTOR_REQUIRED_ROLES makes the second factor mandatory). */
+  async create(input: { email: string; password: string; name?: string; emailVerified?: boolean; roles?: readonly string[] }): Promise<User> {
     const email = normalizeEmail(input.email);
     if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
     const problem = checkPassword(input.password, { email, name: input.name }, this.#passwordPolicy);
@@ -57,7 +59,7 @@ export class UserService {
     const passwordHash = await this.#passwords.hash(input.password);
     try {
       return await this.#prisma.user.create({
-        data: { email, passwordHash, name: input.name?.trim() || null, emailVerified: input.emailVerified ?? false },
+        data: { email, passwordHash, name: input.name?.trim() || null, emailVerified: input.emailVerified ?? false, roles: [...new Set(input.roles ?? [])] },
         select: publicFields,
       });
     } catch (error) {
@@ -88,6 +90,71 @@ export class UserService {
       await this.#prisma.user.update({ where: { id: user.id }, data: { passwordHash: await this.#passwords.hash(password) } });
     }
     return user;
+  }
+
+  /** The account registered with this address, whatever its state, or null. What cannot be an address is looked up nowhere. */
+  findByEmail(emailInput: string): Promise<User | null> {
+    const email = normalizeEmail(emailInput);
+    if (!isEmailAddress(email)) return Promise.resolve(null);
+    return this.#prisma.user.findUnique({ where: { email }, select: publicFields });
+  }
+
+  /**
+   * Marks the address verified, only if it is still the account's address (a link sent to an old address
+   * proves nothing about a new one). The account, or null when there is no such account or the address changed.
+   */
+  async markEmailVerified(userId: string, emailInput: string): Promise<User | null> {
+    if (!z.uuid().safeParse(userId).success) return null;
+    const [user] = await this.#prisma.user.updateManyAndReturn({
+      where: { id: userId, email: normalizeEmail(emailInput) },
+      data: { emailVerified: true },
+      select: publicFields,
+    });
+    return user ?? null;
+  }
+
+  /** What the policy says about a new password for this person (their email and name included), or undefined. */
+  passwordProblem(person: { email: string; name?: string | null }, password: string): PasswordProblem | undefined {
+    return checkPassword(password, { email: person.email, name: person.name }, this.#passwordPolicy);
+  }
+
+  /** Whether the password is the account's current one. An unknown account costs the same hash's time and is false. */
+  async verifyPassword(userId: string, password: string): Promise<boolean> {
+    const found = z.uuid().safeParse(userId).success
+      ? await this.#prisma.user.findUnique({ where: { id: userId }, select: { passwordHash: true } })
+      : null;
+    return this.#passwords.verify(found?.passwordHash, password.slice(0, MAXIMUM_PASSWORD_LENGTH * 4));
+  }
+
+  /**
+   * Replaces the password (policy applied, argon2id), or null when there is no such account. `confirmedEmail`:
+   * an address an emailed link just proved the person reads; if it is still the account's, it becomes verified.
+   */
+  async setPassword(userId: string, newPassword: string, options: { confirmedEmail?: string } = {}): Promise<User | null> {
+    const user = await this.findById(userId);
+    if (!user) return null;
+    const problem = this.passwordProblem(user, newPassword);
+    if (problem) throw new AccountError('weak_password', problem.message);
+    const passwordHash = await this.#passwords.hash(newPassword);
+    const confirmed = options.confirmedEmail !== undefined && normalizeEmail(options.confirmedEmail) === user.email;
+    return this.#prisma.user.update({
+      where: { id: userId },
+      data: { passwordHash, ...(confirmed ? { emailVerified: true } : {}) },
+      select: publicFields,
+    });
+  }
+
+  /** Gives the account a new address, verified (the caller has proved the person reads it); null when there is no such account. */
+  async changeEmail(userId: string, newEmailInput: string): Promise<User | null> {
+    const email = normalizeEmail(newEmailInput);
+    if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
+    if (!await this.findById(userId)) return null;
+    try {
+      return await this.#prisma.user.update({ where: { id: userId }, data: { email, emailVerified: true }, select: publicFields });
+    } catch (error) {
+      if (isUniqueViolation(error)) throw new AccountError('email_taken', 'an account with that email exists');
+      throw error;
+    }
   }
 }
 

@@ -7,12 +7,14 @@ import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 
 /** Every action Gatehouse audits. A name outside this list is a type error, so the trail stays searchable. */
 export const AUDIT_ACTIONS = [
+  'account.created',
   'login.succeeded', 'login.failed', 'login.locked_out',
   'second_factor.enrolled', 'second_factor.used', 'second_factor.failed', 'second_factor.removed',
-  'recovery_code.used',
+  'recovery_code.used', 'recovery_codes.regenerated',
   'password_reset.requested', 'password_reset.completed', 'password.changed',
-  'email.verified', 'email.changed',
+  'email.verified', 'email_change.requested', 'email.changed',
   'refresh_token.reused', 'authorization_code.reused', 'grant.revoked',
+  'session.ended', 'sessions.ended_all',
   'client.created', 'client.updated', 'client.deleted',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

@@ -17,6 +17,8 @@ export interface NewClient {
   postLogoutRedirectUris?: string[];
   /** Space-separated scopes the client may request; omitted means the standard OIDC scopes. */
   scope?: string;
+  /** Every sign-in to this client must include the second factor (metadata require_second_factor). */
+  requireSecondFactor?: boolean;
 }
 
 export interface ClientChanges {
@@ -119,11 +121,13 @@ function metadataFor(input: NewClient): ClientMetadata {
     client_id: randomBytes(16).toString('base64url'),
     client_name: name,
     ...(input.scope ? { scope: input.scope } : {}),
+    ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
   };
   if (input.type === 'service') {
     if (redirectUris.length || postLogoutRedirectUris.length) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
+    if (input.requireSecondFactor) throw new ClientError('a service client signs nobody in: it cannot require a second factor');
     return {
       ...common,
       client_secret: newSecret(),

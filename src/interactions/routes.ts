@@ -7,7 +7,9 @@ import type { InteractionResults } from 'oidc-provider';
 import { Pages, formBody as form, requireCsrf, type Refusal } from '../http/pages.ts';
 import { describeScope } from '../oidc/scopes.ts';
 import { HttpError } from '../http/errors.ts';
+import { secondFactorStep } from './second-factor.ts';
 import type { Runtime } from '../runtime.ts';
+import { signUpRoutes } from './sign-up.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
@@ -43,11 +45,17 @@ export function interactionRoutes(runtime: Runtime): Router {
     return client?.clientName ?? 'the application';
   }
 
+  // After the password: the authenticator or recovery code, or enrollment when it is required (second-factor.ts).
+  const secondFactorPages = secondFactorStep(runtime, { details, render, tooManyAttempts, finish, clientName });
+
   router.get('/', async (ctx) => {
-    const { prompt, params, session } = await details(ctx);
+    const interaction = await details(ctx);
+    const { prompt, params, session } = interaction;
     const name = await clientName(params.client_id);
     if (prompt.name === 'login') {
-      render(ctx, 'login', { clientName: name, email: params.login_hint }, params.redirect_uri);
+      // Signed in with a password already, and only the second factor is missing (step-up): ask just that.
+      if (await secondFactorPages.stepUpSignedInSession(ctx, interaction)) return;
+      render(ctx, 'login', { clientName: name, email: params.login_hint, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri);
       return;
     }
     if (prompt.name === 'consent') {
@@ -82,12 +90,20 @@ export function interactionRoutes(runtime: Runtime): Router {
         tooManyAttempts(ctx, after, params.redirect_uri);
         return;
       }
-      render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE }, params.redirect_uri, 401);
+      render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri, 401);
+      return;
+    }
+    // Email verification gate (UNVERIFIED_LOGIN_ALLOWED=false): the right password, but no session until the address is confirmed.
+    if (!user.emailVerified && !runtime.config.accounts.unverifiedLoginAllowed) {
+      await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { reason: 'email_not_verified' } });
+      render(ctx, 'verify-email-required', { email: user.email }, params.redirect_uri, 403);
       return;
     }
     await loginGuard.afterSuccess(attempt);
-    await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen, subjectEmail: user.email, subjectUserId: user.id });
-    await finish(ctx, { login: { accountId: user.id, amr: ['pwd'] } }, false);
+    // Finishes with amr pwd (acr loa:1), or goes on to the second factor when this sign-in needs it.
+    if (await secondFactorPages.afterPassword(ctx, user) === 'signed_in') {
+      await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { amr: ['pwd'] } });
+    }
   });
 
   router.post('/confirm', form, async (ctx) => {
@@ -114,6 +130,8 @@ export function interactionRoutes(runtime: Runtime): Router {
     await finish(ctx, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
   });
 
+  secondFactorPages.addRoutes(router);
+  signUpRoutes(router, runtime);
   return router;
 }
 

@@ -3,19 +3,28 @@
 import type { Config } from '../config/index.ts';
 import { createCounterBackend } from './backend.ts';
 import { LoginGuard } from './login-guard.ts';
+import { SecondFactorGuard } from './second-factor-guard.ts';
 import { RateLimits } from './rate-limits.ts';
 
 export { RATE_LIMITS, RateLimits, type LimitDecision, type RateLimitName } from './rate-limits.ts';
 export { LoginGuard, lockSeconds, type LoginAttempt } from './login-guard.ts';
+export { SecondFactorGuard, type SecondFactorAttempt } from './second-factor-guard.ts';
 
 export interface Limits {
   rates: RateLimits;
   login: LoginGuard;
+  /** Wrong authenticator or recovery codes: rate limits and a lockout of the account's second factor. */
+  secondFactor: SecondFactorGuard;
   close(): Promise<void>;
 }
 
 export function createLimits(config: Config, onError?: (error: Error) => void): Limits {
   const backend = createCounterBackend({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError });
   const rates = new RateLimits(backend, config.limits);
-  return { rates, login: new LoginGuard(backend, rates, config.limits.lockout), close: () => backend.close() };
+  return {
+    rates,
+    login: new LoginGuard(backend, rates, config.limits.lockout),
+    secondFactor: new SecondFactorGuard(backend, rates, config.limits.lockout),
+    close: () => backend.close(),
+  };
 }

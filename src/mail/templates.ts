@@ -30,6 +30,21 @@ const templates = {
     // Sent to the old address; link: where to start a password reset if the person did not make this change.
     data: z.object({ name: personName, newEmail: z.email(), changedAt: z.date(), link: webLink }),
   },
+  'account-exists': {
+    subject: 'You already have an account',
+    // Sent instead of a verification link when someone signs up with a registered address; link: where to sign in.
+    data: z.object({ name: personName, link: webLink }),
+  },
+  'confirm-email-change': {
+    subject: 'Confirm your new email address',
+    // Sent to the new address; link: where the change is confirmed (nothing changes until it is followed).
+    data: z.object({ name: personName, link: webLink, expiresInMinutes: minutes }),
+  },
+  'email-change-requested': {
+    subject: 'A change of your email address was requested',
+    // Sent to the current address; link: where to start a password reset if the person did not ask for this.
+    data: z.object({ name: personName, newEmail: z.email(), requestedAt: z.date(), link: webLink }),
+  },
 } as const;
 
 export type TemplateName = keyof typeof templates;

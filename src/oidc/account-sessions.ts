@@ -1,6 +1,8 @@
 // A person's signed-in sessions across browsers, and the grants behind them: listing them for the
 // sessions page, and ending one or all (which revokes their grants and every token issued under them).
-import type Provider from 'oidc-provider';
+import Bowser from 'bowser';
+import Provider, { errors, type AdapterPayload } from 'oidc-provider';
+import type { AuditTrail } from '../audit/audit.ts';
 import type { Store } from '../store/store.ts';
 
 export interface SessionSummary {
@@ -13,35 +15,272 @@ export interface SessionSummary {
   /** "Firefox on Linux", from the browser that signed in, when known. */
   device: string | undefined;
   ip: string | undefined;
-  /** Names of the applications signed in through this session. */
+  /** Ids of the applications signed in through this session. */
   clientIds: string[];
+  /** The same applications with the names people know them by (applications since deleted are left out). */
+  applications: Array<{ clientId: string; name: string }>;
 }
+
+/** Why sessions are ended or grants revoked; it goes into the audit trail. */
+export type EndReason =
+  | 'session_ended' // the person ended another session from the sessions page
+  | 'signed_out' // the person signed out of this browser
+  | 'signed_out_everywhere'
+  | 'password_reset'
+  | 'password_changed';
+
+/** Where the request asking for it came from, for the audit trail. */
+export interface RequestOrigin {
+  ip?: string | undefined;
+  userAgent?: string | undefined;
+}
+
+export interface EndOptions {
+  /** Default: 'session_ended'. */
+  reason?: EndReason;
+  request?: RequestOrigin;
+}
+
+export interface EndAllOptions {
+  /** A session uid to leave signed in (the one changing the password), with its grants. */
+  keep?: string | undefined;
+  /** Default: 'signed_out_everywhere'. */
+  reason?: EndReason;
+  request?: RequestOrigin;
+}
+
+/** The engine's models whose records carry a grantId (see lib/helpers/revoke.js). */
+const GRANT_BOUND_MODELS = ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode'] as const;
+
+/** An ended session's marker outlives any request still holding it in memory. */
+const ENDED_MARKER_MIN_SECONDS = 3600;
+const USER_AGENT_MAX = 512;
 
 export class AccountSessions {
   readonly #provider: Provider;
   readonly #store: Store;
+  readonly #auditTrail: AuditTrail;
 
-  constructor(provider: Provider, store: Store) {
+  constructor(provider: Provider, store: Store, auditTrail: AuditTrail) {
     this.#provider = provider;
     this.#store = store;
+    this.#auditTrail = auditTrail;
   }
 
   /** The account's live sessions, newest first. */
-  async list(_accountId: string): Promise<SessionSummary[]> {
-    void this.#provider; void this.#store;
-    throw new Error('not built yet');
+  async list(accountId: string): Promise<SessionSummary[]> {
+    const sessions = await this.#liveSessions(accountId);
+    const names = new Map<string, Promise<string | undefined>>();
+    const nameOf = (clientId: string) => {
+      if (!names.has(clientId)) names.set(clientId, this.#clientName(clientId));
+      return names.get(clientId)!;
+    };
+    const summaries = await Promise.all(sessions.map(async (session): Promise<SessionSummary> => {
+      const clientIds = Object.keys(session.authorizations ?? {});
+      const device = await readDevice(this.#store, session.uid);
+      const applications = (await Promise.all(clientIds.map(async (clientId) => ({ clientId, name: await nameOf(clientId) }))))
+        .filter((application): application is { clientId: string; name: string } => application.name !== undefined);
+      return {
+        uid: session.uid,
+        loginTs: session.loginTs,
+        amr: session.amr ?? [],
+        device: device?.userAgent ? describeDevice(device.userAgent) : undefined,
+        ip: device?.ip,
+        clientIds,
+        applications,
+      };
+    }));
+    return summaries.sort((a, b) => (b.loginTs ?? 0) - (a.loginTs ?? 0));
   }
 
   /** Ends one of the account's sessions and revokes the grants made through it; false when it is not theirs or gone. */
-  async end(_accountId: string, _sessionUid: string): Promise<boolean> {
-    throw new Error('not built yet');
+  async end(accountId: string, sessionUid: string, options: EndOptions = {}): Promise<boolean> {
+    const reason = options.reason ?? 'session_ended';
+    const session = await this.#provider.Session.findByUid(sessionUid);
+    if (!session || session.accountId !== accountId) return false;
+    await this.#destroy(session);
+    // As the engine's own logout does: an application given offline access keeps it when one browser
+    // signs out (it is not tied to that browser); "sign out everywhere" ends those too.
+    const grantIds = Object.values(session.authorizations ?? {})
+      .filter((authorization) => !authorization.persistsLogout)
+      .map((authorization) => authorization.grantId)
+      .filter((grantId): grantId is string => typeof grantId === 'string');
+    const revoked = await this.#revokeGrants(accountId, new Set(grantIds));
+    await Promise.all([
+      this.#audit({ action: 'session.ended', accountId, request: options.request, detail: { sessionUid, reason } }),
+      ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request: options.request, detail: { grantId: grant.id, reason } })),
+    ]);
+    return true;
   }
 
   /**
    * Ends every session of the account and revokes every grant of the account (refresh tokens of
    * applications that outlive any session included), except the session named in `keep` and its grants.
    */
-  async endAll(_accountId: string, _options: { keep?: string } = {}): Promise<{ sessions: number; grants: number }> {
-    throw new Error('not built yet');
+  async endAll(accountId: string, options: EndAllOptions = {}): Promise<{ sessions: number; grants: number }> {
+    const reason = options.reason ?? 'signed_out_everywhere';
+    const sessions = await this.#liveSessions(accountId);
+    const kept = sessions.find((session) => session.uid === options.keep);
+    const keptGrantIds = new Set(Object.values(kept?.authorizations ?? {}).map((authorization) => authorization.grantId));
+    const ending = sessions.filter((session) => session !== kept);
+    await Promise.all(ending.map((session) => this.#destroy(session)));
+    // Every grant the account holds, including those of sessions already gone (offline access).
+    const grantIds = new Set(await this.#store.indexMembers(accountGrantsKey(accountId)));
+    for (const session of ending) {
+      for (const { grantId } of Object.values(session.authorizations ?? {})) if (grantId) grantIds.add(grantId);
+    }
+    for (const grantId of keptGrantIds) if (grantId) grantIds.delete(grantId);
+    const revoked = await this.#revokeGrants(accountId, grantIds);
+    const { request } = options;
+    await Promise.all([
+      ...ending.map((session) => this.#audit({ action: 'session.ended', accountId, request, detail: { sessionUid: session.uid, reason } })),
+      ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request, detail: { grantId: grant.id, reason } })),
+      this.#audit({
+        action: 'sessions.ended_all', accountId, request,
+        detail: { reason, sessions: ending.length, grants: revoked.length, keptOne: kept !== undefined },
+      }),
+    ]);
+    return { sessions: ending.length, grants: revoked.length };
   }
+
+  /** The account's sessions that still exist; the index may name sessions long gone. */
+  async #liveSessions(accountId: string) {
+    const uids = await this.#store.indexMembers(accountSessionsKey(accountId));
+    const sessions = await Promise.all(uids.map((uid) => this.#provider.Session.findByUid(uid)));
+    return sessions.filter((session) => session !== undefined && session.accountId === accountId).map((session) => session!);
+  }
+
+  /**
+   * Destroys a session for good. The marker first, so a request of that browser still in flight cannot
+   * save it back; then the session, and once more in case its id was being rotated (a login) meanwhile.
+   */
+  async #destroy(session: InstanceType<Provider['Session']>): Promise<void> {
+    const ttl = Math.max((session.exp ?? 0) - epochSeconds(), ENDED_MARKER_MIN_SECONDS);
+    await this.#store.put(deviceKey(session.uid), JSON.stringify({ ended: true } satisfies DeviceRecord), ttl);
+    await session.destroy();
+    const rotated = await this.#provider.Session.findByUid(session.uid);
+    if (rotated) await rotated.destroy();
+  }
+
+  /**
+   * Revokes the account's grants among these ids and every token issued under them, the way the engine
+   * revokes a grant (lib/helpers/revoke.js). The grant goes first: a token whose grant is gone is
+   * refused everywhere (refresh, introspection, userinfo), even one issued while this runs.
+   */
+  async #revokeGrants(accountId: string, grantIds: Set<string>): Promise<Array<{ id: string; clientId: string | undefined }>> {
+    const revoked = await Promise.all([...grantIds].map(async (grantId) => {
+      const grant = await this.#provider.Grant.find(grantId, { ignoreExpiration: true });
+      if (!grant || grant.accountId !== accountId) return undefined;
+      await grant.destroy();
+      await Promise.all(GRANT_BOUND_MODELS.map((model) => this.#provider[model].revokeByGrantId(grantId)));
+      return { id: grantId, clientId: grant.clientId };
+    }));
+    return revoked.filter((grant) => grant !== undefined);
+  }
+
+  async #clientName(clientId: string): Promise<string | undefined> {
+    try {
+      const client = await this.#provider.Client.find(clientId);
+      return client ? (client.clientName ?? clientId) : undefined;
+    } catch (error) {
+      // A registration the engine no longer accepts: name it by its id rather than fail the page.
+      if (error instanceof errors.InvalidClientMetadata) return clientId;
+      throw error;
+    }
+  }
+
+  #audit(event: { action: 'session.ended' | 'sessions.ended_all' | 'grant.revoked'; accountId: string; clientId?: string | undefined; request?: RequestOrigin | undefined; detail: Record<string, string | number | boolean> }): Promise<void> {
+    return this.#auditTrail.record({
+      action: event.action, outcome: 'success', subjectUserId: event.accountId, clientId: event.clientId,
+      ip: event.request?.ip, userAgent: event.request?.userAgent, detail: event.detail,
+    });
+  }
+}
+
+/** "Chrome on Linux" from a User-Agent header; undefined when it names neither a browser nor a system. */
+export function describeDevice(userAgent: string): string | undefined {
+  if (!userAgent.trim()) return undefined;
+  const { browser, os } = Bowser.parse(userAgent);
+  if (browser.name && os.name) return `${browser.name} on ${os.name}`;
+  return browser.name || os.name || undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The store's side: the adapter calls these when the engine saves a Session or a Grant, to keep the
+// per-account indexes and to remember the device each session was signed in from.
+
+/** The uids of an account's sessions (stale members tolerated: sessions expire on their own). */
+function accountSessionsKey(accountId: string): string {
+  return `account:${accountId}:sessions`;
+}
+
+/** The ids of an account's grants, so signing out everywhere also reaches grants no session holds. */
+function accountGrantsKey(accountId: string): string {
+  return `account:${accountId}:grants`;
+}
+
+function deviceKey(sessionUid: string): string {
+  return `Session:device:${sessionUid}`;
+}
+
+/** What is known of the browser a session was signed in from; `ended` marks a session ended for good. */
+interface DeviceRecord {
+  ended?: true;
+  accountId?: string;
+  loginTs?: number | undefined;
+  userAgent?: string | undefined;
+  ip?: string | undefined;
+  firstSeen?: number;
+}
+
+async function readDevice(store: Store, sessionUid: string): Promise<DeviceRecord | undefined> {
+  const record = await store.get(deviceKey(sessionUid));
+  return record ? JSON.parse(record.value) as DeviceRecord : undefined;
+}
+
+export class AccountIndexes {
+  readonly #store: Store;
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  /**
+   * Before the engine writes a Session: false when that session was ended (it must stay ended).
+   * For a signed-in session, indexes it under its account and records its device at login. The
+   * adapter has no request, but the engine runs each request inside AsyncLocalStorage (Provider.ctx):
+   * when a login (a new account or a new loginTs) is being saved, that request is the browser signing
+   * in. Later saves keep the record and only stretch its life to the session's.
+   */
+  async sessionSaving(payload: AdapterPayload, ttl: number): Promise<boolean> {
+    const { uid, accountId, loginTs } = payload;
+    if (typeof uid !== 'string') return true;
+    const existing = await readDevice(this.#store, uid);
+    if (existing?.ended) return false;
+    if (typeof accountId !== 'string') return true;
+    let device = existing?.accountId === accountId && existing.loginTs === loginTs ? existing : undefined;
+    if (!device) {
+      const request = Provider.ctx;
+      device = {
+        accountId,
+        loginTs,
+        userAgent: request?.get('user-agent').slice(0, USER_AGENT_MAX) || undefined,
+        ip: request?.ip || undefined,
+        firstSeen: epochSeconds(),
+      };
+    }
+    await Promise.all([
+      this.#store.addToIndex(accountSessionsKey(accountId), uid, ttl),
+      this.#store.put(deviceKey(uid), JSON.stringify(device), ttl),
+    ]);
+    return true;
+  }
+
+  async grantSaved(grantId: string, payload: AdapterPayload, ttl: number): Promise<void> {
+    if (typeof payload.accountId === 'string') await this.#store.addToIndex(accountGrantsKey(payload.accountId), grantId, ttl);
+  }
+}
+
+function epochSeconds(): number {
+  return Math.floor(Date.now() / 1000);
 }

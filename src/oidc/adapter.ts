@@ -1,9 +1,11 @@
 // The oidc-provider storage adapter: clients come from PostgreSQL, every other model lives in the
-// store with its TTL, indexed by grant (for revocation), by session uid and by device user code.
+// store with its TTL, indexed by grant (for revocation), by session uid, by device user code, and by
+// account (sessions and grants, for the sessions page and "sign out everywhere").
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { ClientService } from '../clients/clients.ts';
 import type { Store } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
+import { AccountIndexes } from './account-sessions.ts';
 
 /** Models that carry a grantId and so must disappear when their grant is revoked. */
 const GRANT_BOUND_MODELS = new Set([
@@ -14,16 +16,19 @@ const GRANT_BOUND_MODELS = new Set([
 const FALLBACK_TTL_SECONDS = 14 * 24 * 3600;
 
 export function createAdapterFactory(store: Store, clients: ClientService): (model: string) => Adapter {
-  return (model) => (model === 'Client' ? new ClientAdapter(clients) : new StoreAdapter(model, store));
+  const accountIndexes = new AccountIndexes(store);
+  return (model) => (model === 'Client' ? new ClientAdapter(clients) : new StoreAdapter(model, store, accountIndexes));
 }
 
 class StoreAdapter implements Adapter {
   readonly #model: string;
   readonly #store: Store;
+  readonly #accountIndexes: AccountIndexes;
 
-  constructor(model: string, store: Store) {
+  constructor(model: string, store: Store, accountIndexes: AccountIndexes) {
     this.#model = model;
     this.#store = store;
+    this.#accountIndexes = accountIndexes;
   }
 
   #key(id: string): string {
@@ -34,8 +39,11 @@ class StoreAdapter implements Adapter {
     return asProviderError(async () => {
       const ttl = expiresIn > 0 ? expiresIn : FALLBACK_TTL_SECONDS;
       const key = this.#key(id);
+      // A session ended from the sessions page stays ended, even if a request of its browser saves it late.
+      if (this.#model === 'Session' && !(await this.#accountIndexes.sessionSaving(payload, ttl))) return;
       await this.#store.put(key, JSON.stringify(payload), ttl);
       const indexes: Promise<void>[] = [];
+      if (this.#model === 'Grant') indexes.push(this.#accountIndexes.grantSaved(id, payload, ttl));
       if (payload.grantId && GRANT_BOUND_MODELS.has(this.#model)) {
         indexes.push(this.#store.addToIndex(grantIndexKey(this.#model, payload.grantId), key, ttl));
       }

@@ -1,20 +1,11 @@
 // The example SPA in a real Chromium against a real Gatehouse: sign in through the login and consent pages,
 // call the example API, refresh (rotation), sign out through the logout page, and then the old access
 // tokens are refused. Also: no console errors, no failed requests, and the pages fit a phone's width.
-import { createServer } from 'node:net';
-import path from 'node:path';
-import type { ExecutionContext } from 'ava';
 import * as oauth from 'oauth4webapi';
 import type { Page } from 'playwright-core';
-import { startExample } from '../../examples/spa/server.ts';
-import { browserTest } from '../helpers/browser.ts';
+import { PHONE, browserTest, fitsPhone, startExampleApps, watchForProblems } from '../helpers/browser.ts';
 import { PASSWORD, createUser, discover, insecure } from '../helpers/oauth.ts';
 import { startTestServer } from '../helpers/server.ts';
-
-/** A phone's width (iPhone 12–15): the pages must fit it without scrolling sideways. */
-const PHONE = { width: 390, height: 844 };
-/** Set E2E_SCREENSHOTS to a directory to keep screenshots of Gatehouse's pages at phone width. */
-const SCREENSHOTS = process.env.E2E_SCREENSHOTS;
 
 interface TokenResponse {
   access_token: string;
@@ -27,19 +18,8 @@ browserTest('a person signs in to the example SPA, calls its API, refreshes and 
   t.teardown(() => server.close());
   const as = await discover(server);
 
-  // The SPA's redirect URI names its port, and the SPA's config names its client: pick the port first.
-  const port = await freePort();
-  const spaOrigin = `http://127.0.0.1:${port}`;
-  const spaClient = await server.runtime.clients.create({
-    name: 'Example SPA', type: 'spa', redirectUris: [`${spaOrigin}/callback`], postLogoutRedirectUris: [`${spaOrigin}/`],
-  });
-  const apiClient = await server.runtime.clients.create({ name: 'Example API', type: 'service' });
+  const { example, spaOrigin, spaClient } = await startExampleApps(t, server);
   const user = await createUser(server);
-  const example = await startExample({
-    issuer: server.issuer, clientId: spaClient.client_id, apiClientId: apiClient.client_id, apiClientSecret: String(apiClient.client_secret), port,
-  });
-  t.teardown(() => example.close());
-  t.is(example.origin, spaOrigin);
   const apiUrl = `${example.apiOrigin}/api/hello`;
 
   const context = await browser.newContext({ viewport: PHONE });
@@ -165,48 +145,8 @@ async function callApi(page: Page, apiUrl: string): Promise<{ authorization: str
   return { authorization: (await request.allHeaders()).authorization, body: JSON.parse(shown) };
 }
 
-/** Collects console errors (but the expected ones), uncaught exceptions, failed requests and error responses seen by the page. */
-function watchForProblems(page: Page) {
-  const consoleErrors: string[] = [];
-  const failedRequests: string[] = [];
-  page.on('console', (message) => {
-    if (message.type() !== 'error') return;
-    const error = `${message.text()} (${message.location().url})`;
-    consoleErrors.push(error);
-  });
-  page.on('pageerror', (error) => consoleErrors.push(`uncaught: ${error.message}`));
-  page.on('requestfailed', (request) => {
-    failedRequests.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText ?? 'failed'}`);
-  });
-  page.on('response', (response) => {
-    if (response.status() >= 400) failedRequests.push(`${response.request().method()} ${response.url()}: ${response.status()}`);
-  });
-  return { consoleErrors, failedRequests };
-}
-
-/** The page has no sideways scrolling at phone width; with E2E_SCREENSHOTS set, also keeps a screenshot. */
-async function fitsPhone(t: ExecutionContext, page: Page, name: string): Promise<void> {
-  const width = await page.evaluate(() => document.documentElement.scrollWidth);
-  t.true(width <= PHONE.width, `the ${name} is ${width}px wide, wider than a ${PHONE.width}px phone`);
-  if (SCREENSHOTS) {
-    const file = path.join(SCREENSHOTS, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.png`);
-    await page.screenshot({ path: file, fullPage: true });
-    t.log(`screenshot: ${file}`);
-  }
-}
-
 async function sessionStorageOf(page: Page): Promise<Record<string, string>> {
   return page.evaluate(() => ({ ...sessionStorage }));
-}
-
-/** A port free right now; the SPA listens on it moments later. */
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const address = probe.address();
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
 }
 
 function escapeRegExp(text: string): string {

@@ -9,11 +9,29 @@ interface Cookie {
 
 export class UserAgent {
   #cookies: Cookie[] = [];
+  readonly #defaultHeaders: Headers;
+
+  /** `headers` go with every request unless the request sets them (a browser's user-agent, say). */
+  constructor(options: { headers?: Record<string, string> } = {}) {
+    this.#defaultHeaders = new Headers(options.headers);
+  }
+
+  /** The value of a cookie in the jar (the first of that name). */
+  cookie(name: string): string | undefined {
+    return this.#cookies.find((cookie) => cookie.name === name)?.value;
+  }
+
+  /** Puts a cookie in the jar as if a server (or an attacker) had set it. */
+  plantCookie(name: string, value: string, path = '/'): void {
+    this.#cookies = this.#cookies.filter((cookie) => !(cookie.name === name && cookie.path === path));
+    this.#cookies.push({ name, value, path });
+  }
 
   /** One request, no redirects followed; cookies stored and sent by path. */
   async request(url: string | URL, init: RequestInit = {}): Promise<Response> {
     const target = new URL(url);
     const headers = new Headers(init.headers);
+    for (const [name, value] of this.#defaultHeaders) if (!headers.has(name)) headers.set(name, value);
     const cookie = this.#cookies
       .filter((candidate) => target.pathname.startsWith(candidate.path))
       .map(({ name, value }) => `${name}=${value}`)

@@ -1,0 +1,89 @@
+// Single-use secrets sent by email (verify an address, reset a password, confirm a new address): the raw
+// token travels only in the link; the account_tokens table keeps its SHA-256 hash, the address it was sent
+// to, its expiry and when it was used.
+//
+// API (the same calls for every purpose):
+//   issue(userId, purpose, email, ttlSeconds) → the raw token to put in the link. Earlier links of the same
+//       user and purpose stop working (only the newest link sent is ever valid).
+//   redeem(rawToken, purpose) → { ok: true, userId, email, expiresAt } exactly once, atomically (two
+//       concurrent redeems cannot both succeed), or { ok: false, reason: 'unknown' | 'used' | 'expired' }.
+//   peek(rawToken, purpose) → the same answer without using the token (to show a form before redeeming).
+//   revoke(userId, purpose) → no link of that user and purpose works any more (a pending change cancelled).
+//   The reason is for logs and tests; a page may say "this link is invalid or has expired" for all of them.
+//   The email in the answer is the address the link was sent to: check that it is still the account's own
+//   (or, for a change of email, still free) before acting on it.
+import { createHash, randomBytes } from 'node:crypto';
+import type { Prisma } from '../db/index.ts';
+
+export type AccountTokenPurpose = 'verify_email' | 'reset_password' | 'change_email';
+
+export type AccountTokenFailure = 'unknown' | 'used' | 'expired';
+
+export type AccountTokenCheck =
+  | { ok: true; userId: string; email: string; expiresAt: Date }
+  | { ok: false; reason: AccountTokenFailure };
+
+const TOKEN_BYTES = 32;
+// 32 bytes in base64url without padding: anything else was never issued and is not looked up.
+const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/;
+
+/** The stored form of a token. Unsalted is enough: the token is 256 random bits, not a guessable secret. */
+export function hashAccountToken(rawToken: string): string {
+  return createHash('sha256').update(rawToken).digest('hex');
+}
+
+export class AccountTokens {
+  readonly #prisma: Prisma;
+
+  constructor(prisma: Prisma) {
+    this.#prisma = prisma;
+  }
+
+  async issue(userId: string, purpose: AccountTokenPurpose, email: string, ttlSeconds: number): Promise<string> {
+    const rawToken = randomBytes(TOKEN_BYTES).toString('base64url');
+    const expiresAt = new Date(Date.now() + ttlSeconds * 1000);
+    // Earlier rows of this user and purpose go (used or not): the newest link is the only one that works,
+    // and the table holds at most one row per user and purpose.
+    await this.#prisma.$transaction([
+      this.#prisma.accountToken.deleteMany({ where: { userId, purpose } }),
+      this.#prisma.accountToken.create({ data: { userId, purpose, email, tokenHash: hashAccountToken(rawToken), expiresAt }, select: { id: true } }),
+    ]);
+    return rawToken;
+  }
+
+  async redeem(rawToken: string, purpose: AccountTokenPurpose): Promise<AccountTokenCheck> {
+    if (!TOKEN_SHAPE.test(rawToken)) return { ok: false, reason: 'unknown' };
+    const tokenHash = hashAccountToken(rawToken);
+    const now = new Date();
+    // One conditional UPDATE ... RETURNING: of two concurrent redeems, exactly one gets the row.
+    const [used] = await this.#prisma.accountToken.updateManyAndReturn({
+      where: { tokenHash, purpose, usedAt: null, expiresAt: { gt: now } },
+      data: { usedAt: now },
+      select: { userId: true, email: true, expiresAt: true },
+    });
+    if (used) return { ok: true, ...used };
+    return this.#failure(tokenHash, purpose);
+  }
+
+  async peek(rawToken: string, purpose: AccountTokenPurpose): Promise<AccountTokenCheck> {
+    if (!TOKEN_SHAPE.test(rawToken)) return { ok: false, reason: 'unknown' };
+    const row = await this.#prisma.accountToken.findUnique({
+      where: { tokenHash: hashAccountToken(rawToken) },
+      select: { userId: true, email: true, expiresAt: true, usedAt: true, purpose: true },
+    });
+    if (!row || row.purpose !== purpose) return { ok: false, reason: 'unknown' };
+    if (row.usedAt) return { ok: false, reason: 'used' };
+    if (row.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };
+    return { ok: true, userId: row.userId, email: row.email, expiresAt: row.expiresAt };
+  }
+
+  async revoke(userId: string, purpose: AccountTokenPurpose): Promise<void> {
+    await this.#prisma.accountToken.deleteMany({ where: { userId, purpose } });
+  }
+
+  async #failure(tokenHash: string, purpose: AccountTokenPurpose): Promise<AccountTokenCheck> {
+    const row = await this.#prisma.accountToken.findUnique({ where: { tokenHash }, select: { usedAt: true, purpose: true } });
+    if (!row || row.purpose !== purpose) return { ok: false, reason: 'unknown' };
+    return { ok: false, reason: row.usedAt ? 'used' : 'expired' };
+  }
+}

@@ -1,0 +1,62 @@
+// Proving that a person reads their email address: sends the single-use verification link and, when it
+// comes back, marks the account's address verified (the email_verified claim). Rate limits stay with the
+// HTTP layer; this module only issues, sends and redeems.
+import { createHash } from 'node:crypto';
+import type { Mailer } from '../mail/mailer.ts';
+import type { AccountTokenFailure, AccountTokens } from './account-tokens.ts';
+import { normalizeEmail, type User, type UserService } from './users.ts';
+
+export const VERIFY_EMAIL_PATH = '/verify-email';
+
+export interface EmailVerificationOptions {
+  users: UserService;
+  tokens: AccountTokens;
+  mailer: Mailer;
+  /** The server's public URL: links point at `${issuer}/verify-email`. */
+  issuer: string;
+  /** How long a link stays valid. */
+  ttlSeconds: number;
+}
+
+export type VerificationResult =
+  | { ok: true; user: User }
+  /** email_changed: the link was valid, but the account's address is no longer the one it was sent to. */
+  | { ok: false; reason: AccountTokenFailure | 'email_changed' };
+
+export class EmailVerification {
+  readonly #options: EmailVerificationOptions;
+
+  constructor(options: EmailVerificationOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * Issues a new link for the account's current address (earlier links stop working) and sends it.
+   * Throws DependencyUnavailable when the database or the mail server is down, MailRejected when the
+   * mail server refuses the address for good.
+   */
+  async sendLink(user: User): Promise<void> {
+    const { tokens, mailer, issuer, ttlSeconds } = this.#options;
+    const token = await tokens.issue(user.id, 'verify_email', user.email, ttlSeconds);
+    // The token is base64url: it needs no escaping in a query.
+    const link = `${issuer}${VERIFY_EMAIL_PATH}?token=${token}`;
+    await mailer.send({
+      to: user.email,
+      template: 'verify-email',
+      data: { name: user.name ?? undefined, link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
+    });
+  }
+
+  /** Uses the link's token (once) and verifies the address it was sent to, if that is still the account's. */
+  async verify(rawToken: string): Promise<VerificationResult> {
+    const redeemed = await this.#options.tokens.redeem(rawToken, 'verify_email');
+    if (!redeemed.ok) return redeemed;
+    const user = await this.#options.users.markEmailVerified(redeemed.userId, redeemed.email);
+    return user ? { ok: true, user } : { ok: false, reason: 'email_changed' };
+  }
+}
+
+/** The key an address is rate-limited by: a hash, whether or not an account has it (so a refusal reveals nothing). */
+export function addressKey(email: string): string {
+  return createHash('sha256').update(normalizeEmail(email)).digest('hex').slice(0, 32);
+}

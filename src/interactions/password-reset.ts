@@ -1,0 +1,187 @@
+// Password reset by email for people who cannot sign in: the request form, which answers the same way
+// whether or not an account has the address, and the emailed link's form, which sets the new password and
+// ends every session and grant of the account.
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { MINIMUM_PASSWORD_LENGTH, isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
+import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
+import { upperFirst } from '../http/views.ts';
+import { accountKey } from '../limits/login-guard.ts';
+import type { Runtime } from '../runtime.ts';
+
+export const FORGOT_PASSWORD_PATH = '/password/forgot';
+export const RESET_PASSWORD_PATH = '/password/reset';
+// The CSRF cookie of these pages is scoped here: the request form and the link's form share it.
+const CSRF_PATH = '/password';
+
+interface PasswordErrors {
+  password?: string;
+  confirm?: string;
+}
+
+export function passwordResetRoutes(runtime: Runtime): Router {
+  const { config, users, accountTokens, auditTrail, limits, logger } = runtime;
+  const router = new Router();
+  const pages = new Pages(runtime.views);
+  const ttlSeconds = config.accounts.passwordResetTtl;
+  const minimumLength = Math.max(MINIMUM_PASSWORD_LENGTH, config.passwordPolicy.minimumLength);
+  const render = (ctx: Context, template: string, data: Record<string, unknown>, status = 200) =>
+    pages.render(ctx, template, data, { status, csrfPath: CSRF_PATH });
+
+  router.get(FORGOT_PASSWORD_PATH, (ctx) => {
+    const email = typeof ctx.query.email === 'string' ? ctx.query.email.slice(0, 320) : '';
+    render(ctx, 'password-forgot', { email });
+  });
+
+  router.post(FORGOT_PASSWORD_PATH, formBody, async (ctx) => {
+    requireCsrf(ctx);
+    const typed = formField(ctx, 'email').slice(0, 320);
+    const email = normalizeEmail(typed);
+    if (!isEmailAddress(email)) {
+      render(ctx, 'password-forgot', { email: typed, error: 'Enter the email address of your account, like name@example.com.' }, 400);
+      return;
+    }
+    // Counted by address whether or not an account has it, so a refusal tells nothing either.
+    const refusal = await limits.rates.consumeAll([['reset-ip', ctx.ip], ['reset-account-ip', `${accountKey(email)}:${ctx.ip}`]]);
+    if (!refusal.allowed) {
+      pages.tooManyAttempts(ctx, refusal, { csrfPath: CSRF_PATH, action: 'sending password reset links' });
+      return;
+    }
+    // The page goes out first, identical for every address; looking the account up, issuing the link and
+    // talking to the mail server happen after it, so neither the answer nor its timing depends on them.
+    render(ctx, 'password-forgot-sent', { email, expiresIn: durationInWords(ttlSeconds) });
+    const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
+    afterResponse(ctx, logger, 'password reset request', () => sendResetLink(email, seen));
+  });
+
+  async function sendResetLink(email: string, seen: { ip: string; userAgent: string }): Promise<void> {
+    const user = await users.findByEmail(email);
+    if (!user || user.disabled) {
+      // A disabled account gets no link: a new password would not let it sign in.
+      await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: email, subjectUserId: user?.id, ...seen, detail: { reason: user ? 'account_disabled' : 'unknown_email' } });
+      return;
+    }
+    const token = await accountTokens.issue(user.id, 'reset_password', user.email, ttlSeconds);
+    const link = `${config.issuer}${RESET_PASSWORD_PATH}?token=${token}`;
+    try {
+      await runtime.mailer.send({ to: user.email, template: 'reset-password', data: { name: user.name ?? undefined, link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) } });
+    } catch (error) {
+      await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: user.email, subjectUserId: user.id, ...seen, detail: { reason: 'mail_not_sent' } });
+      throw error;
+    }
+    await auditTrail.record({ action: 'password_reset.requested', outcome: 'success', subjectEmail: user.email, subjectUserId: user.id, ...seen });
+  }
+
+  /** The account a reset link is for, if the link is still good and still goes to the account's address. */
+  async function accountOfLink(token: string): Promise<User | undefined> {
+    const link = await accountTokens.peek(token, 'reset_password');
+    if (!link.ok) return undefined;
+    const user = await users.findById(link.userId);
+    // A link sent to an address the account no longer has proves nothing about the person now reading it.
+    if (!user || user.disabled || user.email !== normalizeEmail(link.email)) return undefined;
+    return user;
+  }
+
+  function linkInvalid(ctx: Context): void {
+    render(ctx, 'link-invalid', {
+      title: 'This link no longer works',
+      message: `Password reset links work once, only the newest one sent works, and each expires after ${durationInWords(ttlSeconds)}. Ask for a new link.`,
+      next: { href: FORGOT_PASSWORD_PATH, label: 'Ask for a new link' },
+    }, 400);
+  }
+
+  // Only looks at the link (mail scanners open links before people do): it is used when the form is sent.
+  router.get(RESET_PASSWORD_PATH, async (ctx) => {
+    const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
+    const user = await accountOfLink(token);
+    if (!user) {
+      linkInvalid(ctx);
+      return;
+    }
+    render(ctx, 'password-reset', { token, email: user.email, minimumLength });
+  });
+
+  router.post(RESET_PASSWORD_PATH, formBody, async (ctx) => {
+    requireCsrf(ctx);
+    const token = formField(ctx, 'token');
+    const password = formField(ctx, 'password');
+    const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
+    const user = await accountOfLink(token);
+    if (!user) {
+      await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', ...seen, detail: { reason: 'link_invalid' } });
+      linkInvalid(ctx);
+      return;
+    }
+    // A refused password leaves the link usable: the person tries another one on the same page.
+    const errors = newPasswordErrors(users, user, password, formField(ctx, 'confirm'));
+    if (errors) {
+      render(ctx, 'password-reset', { token, email: user.email, minimumLength, errors }, 400);
+      return;
+    }
+    // Exactly one of two concurrent submissions gets here with the link.
+    const redeemed = await accountTokens.redeem(token, 'reset_password');
+    if (!redeemed.ok || redeemed.userId !== user.id) {
+      await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, ...seen, detail: { reason: 'link_invalid' } });
+      linkInvalid(ctx);
+      return;
+    }
+    // The link proved the person reads the address it went to: the address is verified too.
+    const updated = await users.setPassword(user.id, password, { confirmedEmail: redeemed.email });
+    if (!updated) {
+      linkInvalid(ctx);
+      return;
+    }
+    // The password is new before anything old is ended, so no session can start with the old one after.
+    await runtime.accountTokens.revoke(user.id, 'change_email');
+    const ended = await runtime.accountSessions.endAll(user.id, { reason: 'password_reset', request: seen });
+    await limits.login.forgive(updated.email);
+    await auditTrail.record({
+      action: 'password_reset.completed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen,
+      detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
+    });
+    render(ctx, 'password-reset-done', {});
+    afterResponse(ctx, logger, 'password changed notice', () => runtime.mailer.send({
+      to: updated.email, template: 'password-changed',
+      data: { name: updated.name ?? undefined, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+    }));
+  });
+
+  return router;
+}
+
+/** What is wrong with a new password typed twice, per field, or undefined. */
+export function newPasswordErrors(
+  users: Runtime['users'],
+  person: { email: string; name?: string | null },
+  password: string,
+  confirmation: string,
+): PasswordErrors | undefined {
+  if (!password) return { password: 'Enter a new password.' };
+  const problem = users.passwordProblem(person, password);
+  if (problem) return { password: `${upperFirst(problem.message)}.` };
+  if (confirmation !== password) return { confirm: 'The two passwords are not the same. Type the new password again in both fields.' };
+  return undefined;
+}
+
+/**
+ * Runs work the response must not wait for (or reveal by its timing), once the response is on its way.
+ * A failure is logged at error level with what failed and why, never the address, link or token.
+ */
+export function afterResponse(ctx: Context, logger: Runtime['logger'], what: string, work: () => Promise<unknown>): void {
+  const path = ctx.path;
+  // Koa writes the response in the promise callbacks that end this request; a macrotask runs after them
+  // (and, unlike the response's 'finish' event, also when the client has already gone away).
+  setImmediate(() => {
+    work().catch((error: unknown) => {
+      const name = error instanceof Error ? error.name : 'Error';
+      logger.error({ error: name, path }, `${what} failed after the response (${name})`);
+    });
+  });
+}
+
+/** "30 minutes", "1 hour", "24 hours": how long a link stays valid, rounded up to whole minutes. */
+export function durationInWords(seconds: number): string {
+  const minutes = Math.max(1, Math.ceil(seconds / 60));
+  const [count, unit] = minutes % 60 === 0 ? [minutes / 60, 'hour'] : [minutes, 'minute'];
+  return `${count} ${unit}${count === 1 ? '' : 's'}`;
+}

@@ -1,0 +1,292 @@
+// The second step of signing in, under /interaction/:uid/second-factor: after the password (or, for a
+// step-up, an earlier session's password) an authenticator code or a recovery code; and when the second
+// factor is required but not set up yet, enrollment inside the sign-in (as Keycloak's CONFIGURE_TOTP).
+//
+// "Password verified for account X" is kept server-side in the store, under the interaction's uid, for
+// the interaction's remaining lifetime — not in provider.interactionResult: a stored result is applied by
+// the engine's resume endpoint (/auth/:uid) to whoever opens it, which would sign in on the password
+// alone. Every route here also reads the interaction through its cookie, so the state is usable only by
+// the browser that gave the password.
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
+import type { CodeFailure, Enrollment } from '../accounts/second-factor.ts';
+import type { User } from '../accounts/users.ts';
+import { formBody as form, formField, requireCsrf, type Refusal } from '../http/pages.ts';
+import { HttpError } from '../http/errors.ts';
+import { enrollmentView } from '../http/two-factor-display.ts';
+import {
+  ACR_PASSWORD, ACR_SECOND_FACTOR, AMR_PASSWORD, AMR_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision,
+} from '../oidc/assurance.ts';
+import type { Runtime } from '../runtime.ts';
+
+type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/** What the interaction routes (routes.ts) lend this step: the same page rendering and finishing. */
+export interface InteractionPages {
+  details(ctx: Context): Promise<Interaction>;
+  render(ctx: Context, template: string, data: Record<string, unknown>, redirectUri: unknown, status?: number): void;
+  tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown): void;
+  finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void>;
+  clientName(clientId: unknown): Promise<string>;
+}
+
+/** The sign-in's state between the password and the second factor. */
+interface PendingStep {
+  accountId: string;
+  /** How the first factor was shown: the password in this sign-in, or an earlier session's (step-up). */
+  via: 'password' | 'session';
+  /** Enrollment started in this sign-in: the account's unconfirmed secret is the one shown here. */
+  enrolling?: boolean;
+  /** Enrollment confirmed and recovery codes shown: "Continue" finishes the sign-in. */
+  confirmed?: boolean;
+}
+
+const ERRORS: Record<'totp' | 'recovery', Record<CodeFailure, string>> = {
+  totp: {
+    wrong: 'That code is not right. Enter the 6-digit code your authenticator app shows now.',
+    used: 'That code was already used. Wait for the next code in your authenticator app and enter it.',
+    not_enabled: 'Two-factor authentication is not set up for this account.',
+  },
+  recovery: {
+    wrong: 'That recovery code is not right, or it was already used.',
+    used: 'That recovery code is not right, or it was already used.',
+    not_enabled: 'Two-factor authentication is not set up for this account.',
+  },
+};
+
+export interface SecondFactorStep {
+  /**
+   * After a right password: finishes the sign-in ('signed_in'), or goes on to the second factor when this
+   * sign-in needs it ('second_factor'; the step audits the login when it completes).
+   */
+  afterPassword(ctx: Context, user: Pick<User, 'id'>): Promise<'signed_in' | 'second_factor'>;
+  /**
+   * For the login page: when the session is signed in and only the second factor is missing (step-up),
+   * goes straight to it for the session's account and returns true; false means show the login page.
+   */
+  stepUpSignedInSession(ctx: Context, interaction: Interaction): Promise<boolean>;
+  /** Adds the second-factor routes to the interaction router. */
+  addRoutes(router: Router): void;
+}
+
+export function secondFactorStep(runtime: Runtime, pages: InteractionPages): SecondFactorStep {
+  const { provider, secondFactor, users, store, auditTrail } = runtime;
+  const guard = runtime.limits.secondFactor;
+
+  const pendingKey = (uid: string) => `second-factor-step:${uid}`;
+
+  async function savePending(interaction: Interaction, pending: PendingStep): Promise<void> {
+    const remaining = (interaction.exp ?? 0) - Math.floor(Date.now() / 1000);
+    if (remaining <= 0) throw new HttpError(400, 'This sign-in has expired. Go back to the application and sign in again.');
+    await store.put(pendingKey(interaction.uid), JSON.stringify(pending), remaining);
+  }
+
+  async function loadPending(uid: string): Promise<PendingStep | undefined> {
+    const record = await store.get(pendingKey(uid));
+    return record ? JSON.parse(record.value) as PendingStep : undefined;
+  }
+
+  function toStep(ctx: Context, uid: string, query = ''): void {
+    ctx.status = 303;
+    ctx.redirect(`/interaction/${uid}/second-factor${query}`);
+  }
+
+  function toLogin(ctx: Context, uid: string): void {
+    ctx.status = 303;
+    ctx.redirect(`/interaction/${uid}`);
+  }
+
+  function seen(ctx: Context, interaction: Interaction, user: User) {
+    return {
+      subjectUserId: user.id, subjectEmail: user.email, ip: ctx.ip, userAgent: ctx.get('user-agent'),
+      clientId: String(interaction.params.client_id),
+    };
+  }
+
+  /** The interaction, its pending step and its account; undefined after answering (sent back to the login page). */
+  async function current(ctx: Context): Promise<{ interaction: Interaction; pending: PendingStep; user: User } | undefined> {
+    const interaction = await pages.details(ctx);
+    if (ctx.method === 'POST') requireCsrf(ctx);
+    if (interaction.prompt.name !== 'login') throw new HttpError(400, 'You are already signed in. Go back to the application.');
+    const pending = await loadPending(interaction.uid);
+    const user = pending ? await users.findById(pending.accountId) : null;
+    if (!pending || !user || user.disabled) {
+      toLogin(ctx, interaction.uid);
+      return undefined;
+    }
+    return { interaction, pending, user };
+  }
+
+  /** The sign-in is complete once the second factor is: that is when it is audited as a login. */
+  async function complete(ctx: Context, interaction: Interaction, user: User): Promise<void> {
+    await store.delete([pendingKey(interaction.uid)]);
+    await pages.finish(ctx, { login: { accountId: user.id, amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR } }, false);
+    await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen(ctx, interaction, user), detail: { amr: AMR_SECOND_FACTOR } });
+  }
+
+  async function renderCodePage(ctx: Context, interaction: Interaction, user: User, method: 'totp' | 'recovery', error?: string, status = 200): Promise<void> {
+    pages.render(ctx, 'second-factor', {
+      clientName: await pages.clientName(interaction.params.client_id), email: user.email, method, error,
+    }, interaction.params.redirect_uri, status);
+  }
+
+  async function renderEnrollPage(ctx: Context, interaction: Interaction, user: User, enrollment: Enrollment, error?: string, status = 200): Promise<void> {
+    pages.render(ctx, 'second-factor-enroll', {
+      clientName: await pages.clientName(interaction.params.client_id), email: user.email, error, ...await enrollmentView(enrollment),
+    }, interaction.params.redirect_uri, status);
+  }
+
+  /** The enrollment this sign-in shows: the one it started (same QR code on reload), or a new one. */
+  async function enrollmentFor(interaction: Interaction, pending: PendingStep): Promise<Enrollment | undefined> {
+    const started = pending.enrolling ? await secondFactor.pendingEnrollment(pending.accountId) : undefined;
+    if (started) return started;
+    const enrollment = await secondFactor.startEnrollment(pending.accountId);
+    if (enrollment) await savePending(interaction, { ...pending, enrolling: true });
+    return enrollment;
+  }
+
+  /** A refused code: counted (lockout), audited, then the 429 page or the form again with the error. */
+  async function refuse(ctx: Context, interaction: Interaction, user: User, reason: CodeFailure, method: 'totp' | 'recovery', during: 'sign_in' | 'enrollment'): Promise<Refusal | undefined> {
+    const after = await guard.afterFailure({ accountId: user.id, ip: ctx.ip });
+    await auditTrail.record({
+      action: 'second_factor.failed', outcome: 'failure', ...seen(ctx, interaction, user),
+      detail: { method: method === 'recovery' ? 'recovery_code' : 'totp', reason, during, ...(!after.allowed && after.lockedNow ? { lockedSeconds: after.retryAfterSeconds } : {}) },
+    });
+    return after.allowed ? undefined : after;
+  }
+
+  return {
+    async afterPassword(ctx, { id: accountId }) {
+      const interaction = await pages.details(ctx);
+      const client = await provider.Client.find(String(interaction.params.client_id));
+      const decision = await secondFactorDecision(
+        (id) => secondFactor.loginRequirement(id),
+        { accountId, client, acrValues: interaction.params.acr_values },
+      );
+      if (!decision.required) {
+        await store.delete([pendingKey(interaction.uid)]);
+        await pages.finish(ctx, { login: { accountId, amr: AMR_PASSWORD, acr: ACR_PASSWORD } }, false);
+        return 'signed_in';
+      }
+      await savePending(interaction, { accountId, via: 'password' });
+      toStep(ctx, interaction.uid);
+      return 'second_factor';
+    },
+
+    async stepUpSignedInSession(ctx, interaction) {
+      const { prompt, session } = interaction;
+      // "Sign in as someone else" asks for an email and password instead.
+      if (ctx.query.account === 'other' || !session?.accountId) return false;
+      if (prompt.reasons.length !== 1 || prompt.reasons[0] !== SECOND_FACTOR_REQUIRED) return false;
+      const pending = await loadPending(interaction.uid);
+      if (pending?.accountId !== session.accountId) await savePending(interaction, { accountId: session.accountId, via: 'session' });
+      toStep(ctx, interaction.uid);
+      return true;
+    },
+
+    addRoutes(router) {
+      router.get('/second-factor', async (ctx) => {
+        const step = await current(ctx);
+        if (!step) return;
+        const { interaction, pending, user } = step;
+        if (pending.confirmed) {
+          pages.render(ctx, 'second-factor-recovery-codes', { clientName: await pages.clientName(interaction.params.client_id) }, interaction.params.redirect_uri);
+          return;
+        }
+        const { enabled } = await secondFactor.loginRequirement(user.id);
+        if (enabled) {
+          await renderCodePage(ctx, interaction, user, ctx.query.method === 'recovery' ? 'recovery' : 'totp');
+          return;
+        }
+        const enrollment = await enrollmentFor(interaction, pending);
+        if (!enrollment) throw new HttpError(409, 'Two-factor authentication was just changed for this account. Go back to the application and sign in again.');
+        await renderEnrollPage(ctx, interaction, user, enrollment);
+      });
+
+      router.post('/second-factor', form, async (ctx) => {
+        const step = await current(ctx);
+        if (!step) return;
+        const { interaction, pending, user } = step;
+        const method = formField(ctx, 'method') === 'recovery' ? 'recovery' : 'totp';
+        const attempt = { accountId: user.id, ip: ctx.ip };
+        const before = await guard.beforeAttempt(attempt);
+        if (!before.allowed) {
+          pages.tooManyAttempts(ctx, before, interaction.params.redirect_uri);
+          return;
+        }
+        const code = formField(ctx, 'code');
+        const result = method === 'recovery' ? await secondFactor.useRecoveryCode(user.id, code) : await secondFactor.verifyCode(user.id, code);
+        if (!result.ok && result.reason === 'not_enabled') {
+          // Turned off meanwhile (or never on): the step shows enrollment if it is required.
+          toStep(ctx, interaction.uid);
+          return;
+        }
+        if (!result.ok) {
+          const refusal = await refuse(ctx, interaction, user, result.reason, method, 'sign_in');
+          if (refusal) {
+            pages.tooManyAttempts(ctx, refusal, interaction.params.redirect_uri);
+            return;
+          }
+          await renderCodePage(ctx, interaction, user, method, ERRORS[method][result.reason], 401);
+          return;
+        }
+        await guard.afterSuccess(attempt);
+        await auditTrail.record(result.method === 'recovery_code'
+          ? { action: 'recovery_code.used', outcome: 'success', ...seen(ctx, interaction, user), detail: { remaining: result.recoveryCodesLeft, during: 'sign_in' } }
+          : { action: 'second_factor.used', outcome: 'success', ...seen(ctx, interaction, user), detail: { method: 'totp', via: pending.via } });
+        await complete(ctx, interaction, user);
+      });
+
+      router.post('/second-factor/enroll', form, async (ctx) => {
+        const step = await current(ctx);
+        if (!step) return;
+        const { interaction, pending, user } = step;
+        if (!pending.enrolling) {
+          toStep(ctx, interaction.uid);
+          return;
+        }
+        const attempt = { accountId: user.id, ip: ctx.ip };
+        const before = await guard.beforeAttempt(attempt);
+        if (!before.allowed) {
+          pages.tooManyAttempts(ctx, before, interaction.params.redirect_uri);
+          return;
+        }
+        const result = await secondFactor.confirmEnrollment(user.id, formField(ctx, 'code'));
+        if (!result.ok) {
+          const enrollment = result.reason === 'not_enabled' ? undefined : await secondFactor.pendingEnrollment(user.id);
+          if (!enrollment) {
+            // No enrollment to confirm any more (confirmed or restarted elsewhere): start the step again.
+            toStep(ctx, interaction.uid);
+            return;
+          }
+          const refusal = await refuse(ctx, interaction, user, result.reason, 'totp', 'enrollment');
+          if (refusal) {
+            pages.tooManyAttempts(ctx, refusal, interaction.params.redirect_uri);
+            return;
+          }
+          await renderEnrollPage(ctx, interaction, user, enrollment, ERRORS.totp[result.reason], 401);
+          return;
+        }
+        await guard.afterSuccess(attempt);
+        await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(ctx, interaction, user), detail: { method: 'totp', during: 'sign_in' } });
+        await savePending(interaction, { ...pending, confirmed: true });
+        pages.render(ctx, 'second-factor-recovery-codes', {
+          clientName: await pages.clientName(interaction.params.client_id), recoveryCodes: result.recoveryCodes,
+        }, interaction.params.redirect_uri);
+      });
+
+      router.post('/second-factor/continue', form, async (ctx) => {
+        const step = await current(ctx);
+        if (!step) return;
+        const { interaction, pending, user } = step;
+        if (!pending.confirmed) {
+          toStep(ctx, interaction.uid);
+          return;
+        }
+        await complete(ctx, interaction, user);
+      });
+    },
+  };
+}

@@ -1,0 +1,66 @@
+// A lockout with a growing delay, shared by password login and the second factor: after `threshold`
+// failures for one key, the key is locked for base × 2^(n−1) seconds (capped) on its nth lockout.
+// Each family keeps its counters under its own name, so a second-factor lock never locks the password.
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { Config } from '../config/index.ts';
+import type { CounterBackend } from './backend.ts';
+import { ALLOWED, wholeSeconds, type LimitDecision } from './rate-limits.ts';
+
+/** Failures and past lockouts are remembered this long (from the first one) before counting starts over. */
+const MEMORY_SECONDS = 24 * 3600;
+
+export type LockoutSetting = Config['limits']['lockout'];
+
+export class Lockout {
+  readonly #backend: CounterBackend;
+  readonly #setting: LockoutSetting;
+  readonly #failures: RateLimiterAbstract;
+  readonly #lockouts: RateLimiterAbstract;
+  readonly #locks: RateLimiterAbstract;
+
+  /** `name` prefixes the counters: `<name>-failures`, `<name>-lockouts`, `<name>-lock`. */
+  constructor(backend: CounterBackend, name: string, setting: LockoutSetting) {
+    this.#backend = backend;
+    this.#setting = setting;
+    this.#failures = backend.counter({ name: `${name}-failures`, points: setting.threshold, seconds: MEMORY_SECONDS });
+    this.#lockouts = backend.counter({ name: `${name}-lockouts`, points: 1_000_000, seconds: MEMORY_SECONDS });
+    // Only ever set with block(): a key present with more than one point means "locked until it expires".
+    this.#locks = backend.counter({ name: `${name}-lock`, points: 1, seconds: 1 });
+  }
+
+  /** ALLOWED, or a refusal while the key is locked. */
+  async check(key: string): Promise<LimitDecision> {
+    const lock = await this.#backend.run(() => this.#locks.get(key));
+    if (lock && lock.consumedPoints > 1 && lock.msBeforeNext > 0) {
+      return { allowed: false, reason: 'locked', retryAfterSeconds: wholeSeconds(lock.msBeforeNext), lockedNow: false };
+    }
+    return ALLOWED;
+  }
+
+  /** Counts a failure; at the threshold the key is locked (`lockedNow: true` is the moment to audit it). */
+  async failure(key: string): Promise<LimitDecision> {
+    const failures = await this.#backend.run(() => this.#failures.penalty(key));
+    if (failures.consumedPoints < this.#setting.threshold) return ALLOWED;
+    // Concurrent failures may both get here; the worst case is one extra doubling.
+    await this.#backend.run(() => this.#failures.delete(key));
+    const lockouts = await this.#backend.run(() => this.#lockouts.penalty(key));
+    const seconds = lockSeconds(lockouts.consumedPoints, this.#setting);
+    await this.#backend.run(() => this.#locks.block(key, seconds));
+    return { allowed: false, reason: 'locked', retryAfterSeconds: seconds, lockedNow: true };
+  }
+
+  /** After a success: the failures and the lockout history are forgiven (a current lock stays until it ends). */
+  async succeeded(key: string): Promise<void> {
+    await this.#backend.run(() => Promise.all([this.#failures.delete(key), this.#lockouts.delete(key)]));
+  }
+
+  /** Forgets everything about the key, the current lock included (the person proved who they are another way). */
+  async forgive(key: string): Promise<void> {
+    await this.#backend.run(() => Promise.all([this.#failures.delete(key), this.#lockouts.delete(key), this.#locks.delete(key)]));
+  }
+}
+
+/** The nth lockout lasts base × 2^(n−1) seconds, capped. */
+export function lockSeconds(lockoutNumber: number, { baseSeconds, maxSeconds }: LockoutSetting): number {
+  return Math.min(baseSeconds * 2 ** Math.min(Math.max(lockoutNumber - 1, 0), 30), maxSeconds);
+}

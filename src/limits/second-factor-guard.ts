@@ -1,0 +1,44 @@
+// Brute-force protection for second-factor codes (authenticator codes and recovery codes, at login and
+// on account pages): rate limits per IP and per account+IP, and a lockout of the account's second
+// factor after repeated wrong codes (growing delay, its own counters: the password still works).
+import type { Config } from '../config/index.ts';
+import type { CounterBackend } from './backend.ts';
+import { Lockout } from './lockout.ts';
+import type { LimitDecision, RateLimits } from './rate-limits.ts';
+
+export interface SecondFactorAttempt {
+  /** The account's id (the person is known by now: they passed the password or are signed in). */
+  accountId: string;
+  ip: string;
+}
+
+export class SecondFactorGuard {
+  readonly #rates: RateLimits;
+  readonly #lockout: Lockout;
+
+  constructor(backend: CounterBackend, rates: RateLimits, lockout: Config['limits']['lockout']) {
+    this.#rates = rates;
+    this.#lockout = new Lockout(backend, 'second-factor', lockout);
+  }
+
+  /** Before checking a code: counts the attempt and refuses it when over a limit or while the second factor is locked. */
+  async beforeAttempt(attempt: SecondFactorAttempt): Promise<LimitDecision> {
+    const rated = await this.#rates.consumeAll([
+      ['second-factor-ip', attempt.ip],
+      ['second-factor-account-ip', `${attempt.accountId}:${attempt.ip}`],
+    ]);
+    if (!rated.allowed) return rated;
+    return this.#lockout.check(attempt.accountId);
+  }
+
+  /** After a wrong code: counts it; `lockedNow: true` when this failure locked the second factor. */
+  afterFailure(attempt: SecondFactorAttempt): Promise<LimitDecision> {
+    return this.#lockout.failure(attempt.accountId);
+  }
+
+  /** After a right code: failures, lockout history and the account+IP attempts are forgiven. */
+  async afterSuccess(attempt: SecondFactorAttempt): Promise<void> {
+    await this.#lockout.succeeded(attempt.accountId);
+    await this.#rates.reset('second-factor-account-ip', `${attempt.accountId}:${attempt.ip}`);
+  }
+}

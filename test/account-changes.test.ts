@@ -1,0 +1,369 @@
+// Changing the password and the email address from the account console, through the real pages and a
+// real SMTP server: the current password is asked (and its guesses counted), a new password ends every other
+// session and grant (read by oauth4webapi), a new address is confirmed by a link sent to it before it is
+// used, the old address is told, and new ID tokens carry the new address. Nothing secret is logged.
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as oauth from 'oauth4webapi';
+import pino from 'pino';
+import { loadConfig } from '../src/config/index.ts';
+import { openRuntime } from '../src/runtime.ts';
+import { createApp } from '../src/app.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { createTestDatabase } from './helpers/database.ts';
+import { deleteKeysWithPrefix } from './helpers/redis.ts';
+import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
+import { UserAgent, formField } from './helpers/user-agent.ts';
+import { signInToAccount } from './helpers/account.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
+
+const NEW_PASSWORD = 'velvet harbour lantern quartz';
+
+let smtp: TestSmtpServer;
+let server: TestServer;
+/** Every log line of `server`, at debug level. */
+let logLines: string[];
+let strict: TestServer;
+
+test.before(async () => {
+  smtp = await startSmtpServer();
+  ({ server, lines: logLines } = await startServerWithLogs({ SMTP_URL: smtp.url }));
+  // Two password checks per account and window.
+  strict = await startTestServer({ SMTP_URL: smtp.url, PASSWORD_CHECK_LIMIT_PER_ACCOUNT: '2/600' });
+});
+test.after.always(async () => {
+  await Promise.allSettled([server?.close(), strict?.close()]);
+  await smtp?.close();
+});
+
+/** A whole Gatehouse like startTestServer's, whose log lines (debug and up) the test can read. */
+async function startServerWithLogs(environment: Record<string, string>): Promise<{ server: TestServer; lines: string[] }> {
+  const database = await createTestDatabase();
+  const keysDir = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-keys-'));
+  const http = createServer();
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const issuer = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  const config = loadConfig({
+    NODE_ENV: 'test', ISSUER: issuer, DATA_DIR: database.dataDir, KEYS_DIR: keysDir, LOG_LEVEL: 'debug',
+    STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`,
+    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
+    ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
+    ...environment,
+  });
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } }));
+  const runtime = await openRuntime(config, logger);
+  http.on('request', createApp(runtime).callback());
+  return {
+    lines,
+    server: {
+      issuer, runtime, server: http,
+      async close() {
+        http.closeAllConnections();
+        await new Promise<void>((resolve) => http.close(() => resolve()));
+        await runtime.close();
+        await database.drop();
+        if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
+        await rm(keysDir, { recursive: true, force: true });
+      },
+    },
+  };
+}
+
+const claimed = new WeakSet<ReceivedMail>();
+
+/** The next message to this address with this subject that no other check has taken. */
+async function mailTo(address: string, subject: string, timeoutMs = 10_000): Promise<ReceivedMail> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const mail = smtp.received.find((candidate) => !claimed.has(candidate) && candidate.envelope.to.includes(address) && candidate.email.subject === subject);
+    if (mail) {
+      claimed.add(mail);
+      return mail;
+    }
+    if (Date.now() > deadline) throw new Error(`no mail "${subject}" arrived for ${address}`);
+    await sleep(25);
+  }
+}
+
+/** The one link of a message's text part. */
+function linkIn(mail: ReceivedMail): string {
+  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
+  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
+  return links[0]!;
+}
+
+async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+function auditEvents(target: TestServer, email: string, action: string) {
+  return target.runtime.auditTrail.list({ userEmail: email, action, limit: 20 });
+}
+
+interface Page {
+  status: number;
+  html: string;
+  response: Response;
+}
+
+async function page(agent: UserAgent, url: string | URL): Promise<Page> {
+  const response = await agent.request(url);
+  return { status: response.status, html: await response.text(), response };
+}
+
+async function post(agent: UserAgent, url: string | URL, fields: Record<string, string>): Promise<Page> {
+  const response = await agent.request(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(fields).toString(),
+  });
+  return { status: response.status, html: await response.text(), response };
+}
+
+/** A person signed in to the account console on one of its pages, in a browser of their own. */
+async function signedIn(target: TestServer, pagePath: string, email?: string) {
+  const user = email ? (await target.runtime.users.findByEmail(email))! : await createUser(target);
+  const agent = new UserAgent();
+  const { html, url } = await signInToAccount(target, agent, { email: user.email, password: PASSWORD }, pagePath);
+  if (url.pathname !== pagePath) throw new Error(`expected ${pagePath}, reached ${url.pathname}`);
+  return { user, agent, html };
+}
+
+function changePassword(target: TestServer, agent: UserAgent, html: string, current: string, password: string, confirm = password) {
+  return post(agent, `${target.issuer}/account/password`, { csrf: formField(html, 'csrf'), current_password: current, password, confirm });
+}
+
+function changeEmail(target: TestServer, agent: UserAgent, html: string, email: string, current = PASSWORD) {
+  return post(agent, `${target.issuer}/account/email`, { csrf: formField(html, 'csrf'), email, current_password: current });
+}
+
+/** The new address's link, opened in a browser where nobody is signed in, and its button pressed. */
+async function confirmFromAnotherBrowser(link: string): Promise<{ shown: Page; confirmed: Page; agent: UserAgent }> {
+  const agent = new UserAgent();
+  const shown = await page(agent, link);
+  const confirmed = await post(agent, new URL('/email/confirm-change', link), { csrf: formField(shown.html, 'csrf'), token: formField(shown.html, 'token') });
+  return { shown, confirmed, agent };
+}
+
+test('changing the password asks the current one; then this browser stays signed in while every other session and grant ends, and a notice arrives', async (t) => {
+  const { as, client, user, agent: elsewhere, tokens } = await signInToNewSpa(server);
+  const { agent: here, html } = await signedIn(server, '/account/password', user.email);
+  t.regex(html, /autocomplete="current-password"/);
+  t.regex(html, /autocomplete="new-password"/);
+
+  const wrong = await changePassword(server, here, html, 'not my password', NEW_PASSWORD);
+  t.is(wrong.status, 400);
+  t.regex(wrong.html, /That is not your current password/);
+  t.regex(wrong.html, /aria-describedby="current-password-error" aria-invalid="true"/);
+  t.regex(wrong.html, /role="alert" id="current-password-error"/);
+  const [failed] = await auditEvents(server, user.email, 'password.changed');
+  t.is(failed!.outcome, 'failure');
+
+  const done = await changePassword(server, here, html, PASSWORD, NEW_PASSWORD);
+  t.is(done.status, 200);
+  t.regex(done.html, /Your password is changed/);
+
+  t.is((await here.request(`${server.issuer}/account`)).status, 200, 'this browser stays signed in');
+  const other = await elsewhere.request(`${server.issuer}/account`);
+  t.is(other.status, 302, 'the other browser is signed out');
+  t.is(new URL(other.headers.get('location')!).pathname, '/auth');
+  const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant', 'the application signed in elsewhere lost its refresh token');
+
+  t.falsy(await server.runtime.users.authenticate(user.email, PASSWORD));
+  t.truthy(await server.runtime.users.authenticate(user.email, NEW_PASSWORD));
+  const notice = await mailTo(user.email, 'Your password was changed');
+  t.is(linkIn(notice), `${server.issuer}/password/forgot`);
+  const [changed] = await auditEvents(server, user.email, 'password.changed');
+  t.is(changed!.outcome, 'success');
+  t.true(Number(changed!.detail.sessionsEnded) >= 1);
+});
+
+test('the new password must pass the policy, be typed twice alike and differ from the current one', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/password');
+  const weak = await changePassword(server, agent, html, PASSWORD, 'qwertyuiop');
+  t.is(weak.status, 400);
+  t.regex(weak.html, /aria-describedby="password-hint password-error" aria-invalid="true"/);
+  const mismatch = await changePassword(server, agent, html, PASSWORD, NEW_PASSWORD, 'something else entirely');
+  t.is(mismatch.status, 400);
+  t.regex(mismatch.html, /id="confirm-error"/);
+  const same = await changePassword(server, agent, html, PASSWORD, PASSWORD);
+  t.is(same.status, 400);
+  t.regex(same.html, /must differ from your current one/);
+  t.truthy(await server.runtime.users.authenticate(user.email, PASSWORD), 'nothing changed');
+});
+
+test('current-password checks are counted per account: past the limit a 429 with Retry-After, even with the right password, on both pages', async (t) => {
+  const { user, agent, html } = await signedIn(strict, '/account/password');
+  t.is((await changePassword(strict, agent, html, 'guess one', NEW_PASSWORD)).status, 400);
+  t.is((await changePassword(strict, agent, html, 'guess two', NEW_PASSWORD)).status, 400);
+  const refused = await changePassword(strict, agent, html, PASSWORD, NEW_PASSWORD);
+  t.is(refused.status, 429);
+  t.true(Number(refused.response.headers.get('retry-after')) > 0);
+  t.regex(refused.html, /changing your password is paused/);
+  const emailForm = await page(agent, `${strict.issuer}/account/email`);
+  t.is((await changeEmail(strict, agent, emailForm.html, `elsewhere-${crypto.randomUUID()}@example.org`)).status, 429);
+  t.truthy(await strict.runtime.users.authenticate(user.email, PASSWORD), 'nothing changed');
+});
+
+test('changing the email: a link goes to the new address and a notice to the current one; the link, opened in another browser, makes the new address the account\'s, verified, in new ID tokens and userinfo', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/email');
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { emailVerified: false } });
+  const newEmail = `moved-${crypto.randomUUID()}@example.org`;
+  t.regex(html, /autocomplete="email"/);
+
+  const sent = await changeEmail(server, agent, html, ` ${newEmail.toUpperCase()} `);
+  t.is(sent.status, 200);
+  t.true(sent.html.includes(newEmail), 'the page names the address the link went to');
+  const requested = await mailTo(user.email, 'A change of your email address was requested');
+  t.true(requested.email.text!.includes(newEmail));
+  t.is(linkIn(requested), `${server.issuer}/password/forgot`);
+  const link = linkIn(await mailTo(newEmail, 'Confirm your new email address'));
+  t.true(link.startsWith(`${server.issuer}/email/confirm-change?token=`));
+  t.is((await server.runtime.users.findById(user.id))!.email, user.email, 'nothing changes before the link is followed');
+
+  const { shown, confirmed, agent: newMailbox } = await confirmFromAnotherBrowser(link);
+  t.is(shown.status, 200);
+  t.true(shown.html.includes(newEmail));
+  t.is(confirmed.status, 200);
+  t.regex(confirmed.html, /Your email address is changed/);
+  const stored = (await server.runtime.users.findById(user.id))!;
+  t.is(stored.email, newEmail);
+  t.true(stored.emailVerified);
+
+  const changed = await mailTo(user.email, 'Your email address was changed');
+  t.true(changed.email.text!.includes(newEmail), 'the old address is told where the account went');
+  t.is((await page(newMailbox, link)).status, 400, 'the link works once');
+  const [event] = await auditEvents(server, newEmail, 'email.changed');
+  t.is(event!.outcome, 'success');
+  t.is(event!.detail.previousEmail, user.email);
+
+  // An application signing the person in now is told the new, verified address.
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const request = await authorizationRequest(as, client.client_id);
+  const callback = await signIn(new UserAgent(), request.url, { email: newEmail, password: PASSWORD });
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce, requireIdToken: true });
+  const claims = oauth.getValidatedIdTokenClaims(tokens)!;
+  t.is(claims.sub, user.id);
+  t.is(claims.email, newEmail);
+  t.is(claims.email_verified, true);
+  const userinfo = await oauth.processUserInfoResponse(as, client, claims.sub, await oauth.userInfoRequest(as, client, tokens.access_token, insecure));
+  t.is(userinfo.email, newEmail);
+  t.is(userinfo.email_verified, true);
+  t.falsy(await server.runtime.users.authenticate(user.email, PASSWORD), 'the old address no longer signs in');
+});
+
+test('an address another account has gets the same page as a free one, and no mail; the current address still hears of it', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/email');
+  const owner = await createUser(server);
+  const free = `free-${crypto.randomUUID()}@example.org`;
+  const taken = await changeEmail(server, agent, html, owner.email);
+  const open = await changeEmail(server, agent, html, free);
+  t.is(taken.status, 200);
+  t.is(open.status, 200);
+  const normalized = (body: string, address: string) => body.replace(/name="csrf" value="[^"]*"/g, '').replaceAll(address, 'NEW');
+  t.is(normalized(taken.html, owner.email), normalized(open.html, free));
+
+  await mailTo(free, 'Confirm your new email address');
+  await mailTo(user.email, 'A change of your email address was requested');
+  await mailTo(user.email, 'A change of your email address was requested');
+  await eventually(async () => (await auditEvents(server, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
+  t.deepEqual(smtp.received.filter((mail) => mail.envelope.to.includes(owner.email)), [], 'the other account\'s owner gets nothing');
+  const events = await auditEvents(server, user.email, 'email_change.requested');
+  t.deepEqual(events.map((event) => event.detail.reason ?? 'sent').sort(), ['email_taken', 'sent']);
+});
+
+test('an address taken between the request and the confirmation: a 409 page, and the address stays', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/email');
+  const wanted = `wanted-${crypto.randomUUID()}@example.org`;
+  t.is((await changeEmail(server, agent, html, wanted)).status, 200);
+  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  await createUser(server, wanted);
+  const { confirmed } = await confirmFromAnotherBrowser(link);
+  t.is(confirmed.status, 409);
+  t.regex(confirmed.html, /not available/);
+  t.is((await server.runtime.users.findById(user.id))!.email, user.email);
+  const [event] = await auditEvents(server, user.email, 'email.changed');
+  t.is(event!.outcome, 'failure');
+  t.is(event!.detail.reason, 'email_taken');
+});
+
+test('the email form refuses what is not an address, the current address and a wrong password with a 400 on the form', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/email');
+  const notAnAddress = await changeEmail(server, agent, html, 'not an address');
+  t.is(notAnAddress.status, 400);
+  t.regex(notAnAddress.html, /aria-describedby="email-error" aria-invalid="true"/);
+  t.is((await changeEmail(server, agent, html, user.email.toUpperCase())).status, 400);
+  const wrong = await changeEmail(server, agent, html, `x-${crypto.randomUUID()}@example.org`, 'wrong password');
+  t.is(wrong.status, 400);
+  t.regex(wrong.html, /That is not your current password/);
+  t.regex(wrong.html, /aria-invalid="true"/);
+});
+
+test('a password change cancels an email change asked for before it (it may have been the intruder\'s)', async (t) => {
+  const { agent, html } = await signedIn(server, '/account/email');
+  const intruder = `intruder-${crypto.randomUUID()}@example.org`;
+  await changeEmail(server, agent, html, intruder);
+  const link = linkIn(await mailTo(intruder, 'Confirm your new email address'));
+  const passwordPage = await page(agent, `${server.issuer}/account/password`);
+  t.is((await changePassword(server, agent, passwordPage.html, PASSWORD, NEW_PASSWORD)).status, 200);
+  const shown = await page(new UserAgent(), link);
+  t.is(shown.status, 400);
+  t.regex(shown.html, /This link no longer works/);
+});
+
+test('forms without their CSRF token are refused with 403', async (t) => {
+  const { user, agent } = await signedIn(server, '/account/email');
+  t.is((await post(agent, `${server.issuer}/account/password`, { current_password: PASSWORD, password: NEW_PASSWORD, confirm: NEW_PASSWORD })).status, 403);
+  t.is((await post(agent, `${server.issuer}/account/email`, { email: `csrf-${crypto.randomUUID()}@example.org`, current_password: PASSWORD })).status, 403);
+  const html = (await page(agent, `${server.issuer}/account/email`)).html;
+  const wanted = `csrf-${crypto.randomUUID()}@example.org`;
+  await changeEmail(server, agent, html, wanted);
+  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const newMailbox = new UserAgent();
+  const shown = await page(newMailbox, link);
+  t.is((await post(newMailbox, `${server.issuer}/email/confirm-change`, { token: formField(shown.html, 'token') })).status, 403);
+  t.is((await server.runtime.users.findById(user.id))!.email, user.email);
+  t.truthy(await server.runtime.users.authenticate(user.email, PASSWORD));
+});
+
+test('no password, token or link reaches an audit row or a log line', async (t) => {
+  const { agent, html } = await signedIn(server, '/account/email');
+  const wanted = `quiet-${crypto.randomUUID()}@example.org`;
+  const wrongGuess = 'my wrong guess 4711';
+  await changeEmail(server, agent, html, wanted, wrongGuess);
+  await changeEmail(server, agent, html, wanted);
+  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const { confirmed } = await confirmFromAnotherBrowser(link);
+  t.is(confirmed.status, 200);
+  const passwordPage = await page(agent, `${server.issuer}/account/password`);
+  const chosen = 'saffron glacier teapot orbit';
+  t.is((await changePassword(server, agent, passwordPage.html, PASSWORD, chosen)).status, 200);
+  await mailTo(wanted, 'Your password was changed');
+  await server.runtime.auditTrail.flush();
+
+  const rows = JSON.stringify(await server.runtime.database.prisma.auditEvent.findMany());
+  t.true(rows.includes('email.changed') && rows.includes('password.changed'), 'the audit trail was read');
+  t.true(logLines.some((line) => line.includes('email.changed')), 'the log was read');
+  const token = new URL(link).searchParams.get('token')!;
+  for (const secret of [token, link, wrongGuess, chosen, PASSWORD]) {
+    t.false(rows.includes(secret), 'audit rows hold no secret');
+    t.false(logLines.some((line) => line.includes(secret)), 'log lines hold no secret');
+  }
+});

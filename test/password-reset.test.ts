@@ -1,0 +1,418 @@
+// Password reset by email, through the real pages and a real SMTP server: the request answers the same for
+// every address, the emailed link is single use, expires and is replaced by a newer one, a refused password
+// leaves it usable, and the new password ends every session and grant (read by oauth4webapi), forgives the
+// login lockout, and is announced by email. Nothing secret reaches the audit trail or the logs.
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as oauth from 'oauth4webapi';
+import pino from 'pino';
+import { loadConfig } from '../src/config/index.ts';
+import { openRuntime } from '../src/runtime.ts';
+import { createApp } from '../src/app.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { createTestDatabase } from './helpers/database.ts';
+import { deleteKeysWithPrefix } from './helpers/redis.ts';
+import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
+import { UserAgent, formField } from './helpers/user-agent.ts';
+import { PASSWORD, authorizationRequest, createUser, discover, insecure, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
+
+const NEW_PASSWORD = 'velvet harbour lantern quartz';
+
+let smtp: TestSmtpServer;
+let server: TestServer;
+/** Every log line of `server`, at debug level. */
+let logLines: string[];
+let short: TestServer;
+const extraServers: TestServer[] = [];
+
+test.before(async () => {
+  smtp = await startSmtpServer();
+  ({ server, lines: logLines } = await startServerWithLogs({ SMTP_URL: smtp.url, RESET_LIMIT_PER_IP: '1000/3600', LOGIN_LOCKOUT_THRESHOLD: '3' }));
+  // Links that expire after a second, and two reset requests per address and IP.
+  short = await startTestServer({ SMTP_URL: smtp.url, PASSWORD_RESET_TTL: '1', RESET_LIMIT_PER_ACCOUNT_IP: '2/600' });
+});
+test.after.always(async () => {
+  await Promise.allSettled([server?.close(), short?.close(), ...extraServers.map((extra) => extra.close())]);
+  await smtp?.close();
+});
+
+/** A whole Gatehouse like startTestServer's, whose log lines (debug and up) the test can read. */
+async function startServerWithLogs(environment: Record<string, string>): Promise<{ server: TestServer; lines: string[] }> {
+  const database = await createTestDatabase();
+  const keysDir = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-keys-'));
+  const http = createServer();
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const issuer = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  const config = loadConfig({
+    NODE_ENV: 'test', ISSUER: issuer, DATA_DIR: database.dataDir, KEYS_DIR: keysDir, LOG_LEVEL: 'debug',
+    STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`,
+    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
+    ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
+    ...environment,
+  });
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } }));
+  const runtime = await openRuntime(config, logger);
+  http.on('request', createApp(runtime).callback());
+  return {
+    lines,
+    server: {
+      issuer, runtime, server: http,
+      async close() {
+        http.closeAllConnections();
+        await new Promise<void>((resolve) => http.close(() => resolve()));
+        await runtime.close();
+        await database.drop();
+        if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
+        await rm(keysDir, { recursive: true, force: true });
+      },
+    },
+  };
+}
+
+const claimed = new WeakSet<ReceivedMail>();
+
+/** The next message to this address (with this subject) that no other check has taken. */
+async function mailTo(address: string, subject?: string, timeoutMs = 10_000): Promise<ReceivedMail> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const mail = smtp.received.find((candidate) => !claimed.has(candidate)
+      && candidate.envelope.to.includes(address) && (subject === undefined || candidate.email.subject === subject));
+    if (mail) {
+      claimed.add(mail);
+      return mail;
+    }
+    if (Date.now() > deadline) throw new Error(`no mail "${subject ?? ''}" arrived for ${address}`);
+    await sleep(25);
+  }
+}
+
+function receivedBy(address: string): ReceivedMail[] {
+  return smtp.received.filter((mail) => mail.envelope.to.includes(address));
+}
+
+/** The one link of a message's text part. */
+function linkIn(mail: ReceivedMail): string {
+  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
+  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
+  return links[0]!;
+}
+
+async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+function auditEvents(target: TestServer, email: string, action: string) {
+  return target.runtime.auditTrail.list({ userEmail: email, action, limit: 20 });
+}
+
+interface Page {
+  status: number;
+  html: string;
+  response: Response;
+}
+
+async function page(agent: UserAgent, url: string | URL): Promise<Page> {
+  const response = await agent.request(url);
+  return { status: response.status, html: await response.text(), response };
+}
+
+async function post(agent: UserAgent, url: string | URL, fields: Record<string, string>): Promise<Page> {
+  const response = await agent.request(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(fields).toString(),
+  });
+  return { status: response.status, html: await response.text(), response };
+}
+
+/** Opens the request form and asks for a link, as a person would. */
+async function requestReset(target: TestServer, agent: UserAgent, email: string): Promise<Page> {
+  const form = await page(agent, `${target.issuer}/password/forgot`);
+  if (form.status !== 200) throw new Error(`forgot page answered ${form.status}`);
+  return post(agent, `${target.issuer}/password/forgot`, { csrf: formField(form.html, 'csrf'), email });
+}
+
+/** Sends the link's form with a new password (typed twice unless told otherwise). */
+function submitNewPassword(target: TestServer, agent: UserAgent, formHtml: string, password: string, confirm = password): Promise<Page> {
+  return post(agent, `${target.issuer}/password/reset`, {
+    csrf: formField(formHtml, 'csrf'), token: formField(formHtml, 'token'), password, confirm,
+  });
+}
+
+/** One login form sent through a new authorization request: its answer (303 onwards when signed in). */
+async function login(target: TestServer, agent: UserAgent, email: string, password: string): Promise<Page> {
+  const as = await discover(target);
+  const { client } = await registerSpa(target);
+  const request = await authorizationRequest(as, client.client_id);
+  const { response, url } = await agent.follow(request.url);
+  const html = await response.text();
+  if (!html.includes('name="password"')) throw new Error(`expected the login page, got ${url.pathname}`);
+  return post(agent, new URL(`${url.pathname}/login`, url), { csrf: formField(html, 'csrf'), email, password });
+}
+
+/** A page without what differs between two requests: the CSRF token and the address typed. */
+function normalized(html: string, email: string): string {
+  return html.replace(/name="csrf" value="[^"]*"/g, 'name="csrf" value="CSRF"').replaceAll(email, 'EMAIL');
+}
+
+test('the request form answers the same for an existing, an unknown and a disabled address, and only the existing one gets a link', async (t) => {
+  const existing = await createUser(server);
+  const disabled = await createUser(server);
+  await server.runtime.database.prisma.user.update({ where: { id: disabled.id }, data: { disabled: true } });
+  const unknown = `nobody-${crypto.randomUUID()}@example.com`;
+
+  const form = await page(new UserAgent(), `${server.issuer}/password/forgot`);
+  t.is(form.status, 200);
+  t.regex(form.html, /<h1 id="page-title">Reset your password<\/h1>/);
+  t.regex(form.html, /<label for="email">/);
+  t.regex(form.html, /autocomplete="username"/);
+
+  const answers = [];
+  for (const email of [existing.email, unknown, disabled.email]) {
+    const answer = await requestReset(server, new UserAgent(), email);
+    answers.push({ email, status: answer.status, type: answer.response.headers.get('content-type'), cache: answer.response.headers.get('cache-control'), html: answer.html });
+  }
+  for (const answer of answers) {
+    t.is(answer.status, 200);
+    t.is(answer.type, answers[0]!.type);
+    t.is(answer.cache, 'no-store');
+    t.is(normalized(answer.html, answer.email), normalized(answers[0]!.html, answers[0]!.email), 'the same page whatever the address');
+  }
+  t.regex(answers[0]!.html, /Check your email/);
+
+  const mail = await mailTo(existing.email, 'Reset your password');
+  t.true(linkIn(mail).startsWith(`${server.issuer}/password/reset?token=`));
+  t.regex(mail.email.text!, /expires in 30 minutes/);
+  // The unknown and disabled requests are finished once they are audited; they sent nothing.
+  await eventually(async () => (await auditEvents(server, unknown, 'password_reset.requested')).length === 1, 'the unknown address to be audited');
+  await eventually(async () => (await auditEvents(server, disabled.email, 'password_reset.requested')).length === 1, 'the disabled account to be audited');
+  t.deepEqual(receivedBy(unknown), []);
+  t.deepEqual(receivedBy(disabled.email), []);
+  const [unknownEvent] = await auditEvents(server, unknown, 'password_reset.requested');
+  t.is(unknownEvent!.outcome, 'failure');
+  t.is(unknownEvent!.detail.reason, 'unknown_email');
+  const [disabledEvent] = await auditEvents(server, disabled.email, 'password_reset.requested');
+  t.is(disabledEvent!.detail.reason, 'account_disabled');
+  await eventually(async () => (await auditEvents(server, existing.email, 'password_reset.requested')).some((event) => event.outcome === 'success'), 'the request to be audited');
+});
+
+test('what is not an email address is refused on the form with a 400, described for assistive technology', async (t) => {
+  const answer = await requestReset(server, new UserAgent(), 'not an address');
+  t.is(answer.status, 400);
+  t.regex(answer.html, /aria-invalid="true"/);
+  t.regex(answer.html, /aria-describedby="email-error"/);
+  t.regex(answer.html, /role="alert" id="email-error"/);
+});
+
+test('after a reset the old password fails and the new one works, earlier refresh tokens are invalid_grant, the old browser must sign in again, the address is verified, and a notice arrives', async (t) => {
+  const { as, client, user, agent: oldBrowser, tokens } = await signInToNewSpa(server);
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { emailVerified: false } });
+  t.truthy(tokens.refresh_token);
+
+  const resetBrowser = new UserAgent();
+  t.is((await requestReset(server, resetBrowser, user.email.toUpperCase())).status, 200, 'the address is matched whatever its case');
+  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const form = await page(resetBrowser, link);
+  t.is(form.status, 200);
+  t.true(form.html.includes(user.email));
+  t.regex(form.html, /autocomplete="new-password"/);
+  const done = await submitNewPassword(server, resetBrowser, form.html, NEW_PASSWORD);
+  t.is(done.status, 200);
+  t.regex(done.html, /Your password is changed/);
+  t.regex(done.html, /href="\/account"/);
+
+  const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant', 'the refresh token of a sign-in before the reset is dead');
+
+  // The browser that was signed in is no longer: an application sends it to the login page again.
+  const request = await authorizationRequest(as, client.client_id);
+  const reached = await oldBrowser.follow(request.url);
+  t.true(reached.url.pathname.startsWith('/interaction/'));
+  t.regex(await reached.response.text(), /name="password"/);
+
+  t.is((await login(server, new UserAgent(), user.email, PASSWORD)).status, 401, 'the old password fails');
+  t.is((await login(server, new UserAgent(), user.email, NEW_PASSWORD)).status, 303, 'the new password signs in');
+
+  const stored = await server.runtime.users.findById(user.id);
+  t.true(stored!.emailVerified, 'the link proved the person reads the address');
+
+  const notice = await mailTo(user.email, 'Your password was changed');
+  t.is(linkIn(notice), `${server.issuer}/password/forgot`);
+  const [completed] = await auditEvents(server, user.email, 'password_reset.completed');
+  t.is(completed!.outcome, 'success');
+  t.is(completed!.subjectUserId, user.id);
+  t.true(Number(completed!.detail.grantsRevoked) >= 1);
+});
+
+test('the link can be opened many times (mail scanners open it first); a refused password keeps it usable; it works once', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  await requestReset(server, agent, user.email);
+  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  t.is((await page(new UserAgent(), link)).status, 200, 'a scanner opening the link');
+  const form = await page(agent, link);
+  t.is(form.status, 200);
+
+  const weak = await submitNewPassword(server, agent, form.html, '12345678');
+  t.is(weak.status, 400);
+  t.regex(weak.html, /role="alert" id="password-error"/);
+  t.regex(weak.html, /aria-describedby="password-hint password-error" aria-invalid="true"/);
+  t.regex(weak.html, /common or breached/);
+  const personal = await submitNewPassword(server, agent, form.html, `${user.email.split('@')[0]} forever`);
+  t.is(personal.status, 400);
+  const mismatch = await submitNewPassword(server, agent, form.html, NEW_PASSWORD, `${NEW_PASSWORD}!`);
+  t.is(mismatch.status, 400);
+  t.regex(mismatch.html, /id="confirm-error"/);
+  t.truthy(await server.runtime.users.authenticate(user.email, PASSWORD), 'nothing changed yet');
+  t.is((await page(agent, link)).status, 200, 'the link still works');
+
+  t.is((await submitNewPassword(server, agent, weak.html, NEW_PASSWORD)).status, 200);
+  const reopened = await page(agent, link);
+  t.is(reopened.status, 400);
+  t.regex(reopened.html, /This link no longer works/);
+  t.regex(reopened.html, /href="\/password\/forgot"/);
+  const again = await submitNewPassword(server, agent, form.html, 'another fine passphrase');
+  t.is(again.status, 400);
+  t.truthy(await server.runtime.users.authenticate(user.email, NEW_PASSWORD));
+});
+
+test('two submissions of the same link at once: exactly one sets its password', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  await requestReset(server, agent, user.email);
+  const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+  const [first, second] = await Promise.all([
+    submitNewPassword(server, agent, form.html, 'first parallel passphrase'),
+    submitNewPassword(server, agent, form.html, 'second parallel passphrase'),
+  ]);
+  t.deepEqual([first.status, second.status].sort(), [200, 400]);
+  const winner = first.status === 200 ? 'first parallel passphrase' : 'second parallel passphrase';
+  const loser = first.status === 200 ? 'second parallel passphrase' : 'first parallel passphrase';
+  t.truthy(await server.runtime.users.authenticate(user.email, winner));
+  t.falsy(await server.runtime.users.authenticate(user.email, loser));
+});
+
+test('a new request makes the earlier link stop working', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  await requestReset(server, agent, user.email);
+  const older = linkIn(await mailTo(user.email, 'Reset your password'));
+  await requestReset(server, agent, user.email);
+  const newer = linkIn(await mailTo(user.email, 'Reset your password'));
+  t.not(older, newer);
+  t.is((await page(agent, older)).status, 400);
+  t.is((await page(agent, newer)).status, 200);
+});
+
+test('a link whose token was never issued, or is missing, shows a clear 400 page', async (t) => {
+  const agent = new UserAgent();
+  for (const query of ['', '?token=', `?token=${'A'.repeat(43)}`, '?token=%00%ff', '?token=a&token=b']) {
+    const answer = await page(agent, `${server.issuer}/password/reset${query}`);
+    t.is(answer.status, 400, query);
+    t.regex(answer.html, /This link no longer works/);
+  }
+});
+
+test('a completed reset forgives the login lockout of the account', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  for (let attempt = 0; attempt < 3; attempt += 1) await login(server, agent, user.email, 'wrong password');
+  t.is((await login(server, agent, user.email, PASSWORD)).status, 429, 'locked out');
+  await requestReset(server, agent, user.email);
+  const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+  t.is((await submitNewPassword(server, agent, form.html, NEW_PASSWORD)).status, 200);
+  t.is((await login(server, new UserAgent(), user.email, NEW_PASSWORD)).status, 303, 'the person who proved they own the address may sign in at once');
+});
+
+test('a link expires (PASSWORD_RESET_TTL)', async (t) => {
+  const user = await createUser(short);
+  const agent = new UserAgent();
+  await requestReset(short, agent, user.email);
+  const mail = await mailTo(user.email, 'Reset your password');
+  const link = linkIn(mail);
+  t.true(link.startsWith(`${short.issuer}/`));
+  t.regex(mail.email.text!, /expires in 1 minute/);
+  // The form is built from the link rather than opened: on a slow machine a second may already be gone.
+  const forgotForm = await page(agent, `${short.issuer}/password/forgot`);
+  await sleep(2100);
+  const expired = await page(agent, link);
+  t.is(expired.status, 400);
+  t.regex(expired.html, /This link no longer works/);
+  const late = await post(agent, `${short.issuer}/password/reset`, {
+    csrf: formField(forgotForm.html, 'csrf'), token: new URL(link).searchParams.get('token')!, password: NEW_PASSWORD, confirm: NEW_PASSWORD,
+  });
+  t.is(late.status, 400);
+  const check = await short.runtime.accountTokens.peek(new URL(link).searchParams.get('token')!, 'reset_password');
+  t.deepEqual(check, { ok: false, reason: 'expired' }, 'refused for its age, not for anything else');
+  t.truthy(await short.runtime.users.authenticate(user.email, PASSWORD), 'the password did not change');
+});
+
+test('requests are limited per address and IP: the third is a 429 with Retry-After, for known and unknown addresses alike', async (t) => {
+  const user = await createUser(short);
+  const unknown = `nobody-${crypto.randomUUID()}@example.com`;
+  for (const email of [user.email, unknown]) {
+    const agent = new UserAgent();
+    t.is((await requestReset(short, agent, email)).status, 200);
+    t.is((await requestReset(short, agent, email)).status, 200);
+    const refused = await requestReset(short, agent, email);
+    t.is(refused.status, 429, email);
+    t.true(Number(refused.response.headers.get('retry-after')) > 0);
+    t.regex(refused.html, /Too many attempts/);
+  }
+  await mailTo(user.email, 'Reset your password');
+  await mailTo(user.email, 'Reset your password');
+});
+
+test('a form without its CSRF token is refused with 403 and changes nothing', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  await page(agent, `${server.issuer}/password/forgot`);
+  t.is((await post(agent, `${server.issuer}/password/forgot`, { email: user.email })).status, 403);
+  await requestReset(server, agent, user.email);
+  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const form = await page(agent, link);
+  const forged = await post(agent, `${server.issuer}/password/reset`, { token: formField(form.html, 'token'), password: NEW_PASSWORD, confirm: NEW_PASSWORD });
+  t.is(forged.status, 403);
+  const otherBrowser = await post(new UserAgent(), `${server.issuer}/password/reset`, {
+    csrf: formField(form.html, 'csrf'), token: formField(form.html, 'token'), password: NEW_PASSWORD, confirm: NEW_PASSWORD,
+  });
+  t.is(otherBrowser.status, 403, 'a token without its cookie');
+  t.is((await page(agent, link)).status, 200, 'the link is still good');
+  t.truthy(await server.runtime.users.authenticate(user.email, PASSWORD));
+});
+
+test('no token, link or password reaches an audit row or a log line', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  await requestReset(server, agent, user.email);
+  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const form = await page(agent, link);
+  const token = formField(form.html, 'token');
+  const weak = 'password123';
+  const chosen = 'tangerine obsidian meadow';
+  await submitNewPassword(server, agent, form.html, weak);
+  t.is((await submitNewPassword(server, agent, form.html, chosen)).status, 200);
+  await mailTo(user.email, 'Your password was changed');
+  await server.runtime.auditTrail.flush();
+
+  const rows = JSON.stringify(await server.runtime.database.prisma.auditEvent.findMany());
+  t.true(rows.includes('password_reset.completed'), 'the audit trail was read');
+  t.true(logLines.some((line) => line.includes('password_reset.completed')), 'the log was read');
+  for (const secret of [token, link, weak, chosen, PASSWORD]) {
+    t.false(rows.includes(secret), `audit rows hold no ${secret === token ? 'token' : 'secret'}`);
+    t.false(logLines.some((line) => line.includes(secret)), `log lines hold no ${secret === token ? 'token' : 'secret'}`);
+  }
+});

@@ -1,0 +1,713 @@
+// The second factor end to end: enrollment on the account page (QR code, setup key, recovery codes),
+// login asking for a code (codes computed here with otplib), single use and clock drift, recovery codes,
+// sealed secrets, turning it off, requirement by acr_values, client setting and role (enrollment inside
+// the sign-in), step-up of a password-only session, lockout, audit and CSRF; ID tokens read with
+// oauth4webapi and jose.
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import test from 'ava';
+import { compactDecrypt, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import * as oauth from 'oauth4webapi';
+import { generate } from 'otplib';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import {
+  PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, type AuthorizationRequest,
+} from './helpers/oauth.ts';
+import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
+import { signInToAccount } from './helpers/account.ts';
+import { runNode } from './helpers/process.ts';
+import { cleanEnvironment } from './helpers/process.ts';
+import { Sealer } from '../src/accounts/sealed.ts';
+import { ACR_PASSWORD, ACR_SECOND_FACTOR } from '../src/oidc/assurance.ts';
+import { hashRecoveryCode, normalizeRecoveryCode } from '../src/accounts/second-factor.ts';
+
+let server: TestServer;
+test.before(async () => {
+  // One IP (127.0.0.1) signs in many times across this file: the per-IP limits must not be what stops a test.
+  server = await startTestServer({
+    LOGIN_LIMIT_PER_IP: '10000/600', SECOND_FACTOR_LIMIT_PER_IP: '10000/600', SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP: '50/600',
+  });
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+const PERIOD = 30;
+
+/**
+ * Codes are computed for a step relative to now. So that the server's "now" is in the same step as the
+ * test's, a timed sequence starts with enough of the current step left (this waits, it asserts nothing).
+ */
+async function awayFromStepBoundary(secondsNeeded = 12): Promise<number> {
+  const left = PERIOD - ((Date.now() / 1000) % PERIOD);
+  if (left < secondsNeeded) await sleep(left * 1000 + 200);
+  return Math.floor(Date.now() / 1000 / PERIOD);
+}
+
+/** The code of a time step (the current one plus `offset`). */
+function codeAt(secret: string, step: number): Promise<string> {
+  return generate({ secret, epoch: step * PERIOD + 1 });
+}
+
+function currentStep(): number {
+  return Math.floor(Date.now() / 1000 / PERIOD);
+}
+
+function setupKey(html: string): string {
+  const match = /<code class="secret" id="setup-key">([A-Z2-7 ]+)<\/code>/.exec(html);
+  if (!match) throw new Error(`no setup key in page: ${html.slice(0, 500)}`);
+  return match[1]!.replaceAll(' ', '');
+}
+
+function recoveryCodesIn(html: string): string[] {
+  return [...html.matchAll(/<li><code>([a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4})<\/code><\/li>/g)].map((match) => match[1]!);
+}
+
+async function post(agent: UserAgent, url: URL | string, fields: Record<string, string>) {
+  const reached = await agent.submit(url, fields);
+  return { ...reached, html: isRedirect(reached.response.status) ? '' : await reached.response.text() };
+}
+
+/** Turns the second factor on through the account page, confirming with the code of now + `stepOffset`; the secret and recovery codes. */
+async function enrollOnAccountPage(agent: UserAgent, email: string, stepOffset = 0): Promise<{ secret: string; recoveryCodes: string[] }> {
+  // Signed in already (one session for every application), or through the login page.
+  const opened = await reach(agent, `${server.issuer}/account/two-factor`);
+  const overview = opened.url.pathname === '/account/two-factor'
+    ? opened.html
+    : (await signInToAccount(server, agent, { email, password: PASSWORD }, '/account/two-factor')).html;
+  const setup = await post(agent, `${server.issuer}/account/two-factor/start`, { csrf: formField(overview, 'csrf') });
+  if (setup.response.status !== 200) throw new Error(`setup page: ${setup.response.status}`);
+  const secret = setupKey(setup.html);
+  const step = await awayFromStepBoundary(5);
+  const confirmed = await post(agent, `${server.issuer}/account/two-factor/confirm`, {
+    csrf: formField(setup.html, 'csrf'), code: await codeAt(secret, step + stepOffset),
+  });
+  if (confirmed.response.status !== 200) throw new Error(`confirm: ${confirmed.response.status} ${confirmed.html.slice(0, 500)}`);
+  return { secret, recoveryCodes: recoveryCodesIn(confirmed.html) };
+}
+
+/** A person with the second factor on (enrolled on the account page with the previous step's code, so the current one is free). */
+async function enrolledUser(options: { roles?: string[] } = {}) {
+  const user = await server.runtime.users.create({ email: `mfa-${crypto.randomUUID()}@example.com`, password: PASSWORD, name: 'Grace Hopper', emailVerified: true, ...options });
+  const enrolled = await enrollOnAccountPage(new UserAgent(), user.email, -1);
+  return { user, ...enrolled };
+}
+
+interface Reached {
+  response: Response;
+  url: URL;
+  html: string;
+}
+
+async function reach(agent: UserAgent, url: URL | string, init?: RequestInit): Promise<Reached> {
+  const reached = await agent.follow(url, init);
+  return { ...reached, html: isRedirect(reached.response.status) ? '' : await reached.response.text() };
+}
+
+/** Starts a sign-in and gives the password; returns the page reached (the second-factor step, or the callback). */
+async function passwordStep(agent: UserAgent, request: AuthorizationRequest, email: string): Promise<Reached> {
+  const login = await reach(agent, request.url);
+  if (!login.html.includes('name="password"')) throw new Error(`expected the login page, got ${login.url.pathname} ${login.response.status}`);
+  return reachAfter(agent, await agent.submit(new URL(`${login.url.pathname}/login`, login.url), {
+    csrf: formField(login.html, 'csrf'), email, password: PASSWORD,
+  }));
+}
+
+async function reachAfter(agent: UserAgent, reached: { response: Response; url: URL }): Promise<Reached> {
+  let current: Reached = { ...reached, html: isRedirect(reached.response.status) ? '' : await reached.response.text() };
+  // A new client asks for consent once the person is known.
+  if (current.url.pathname.startsWith('/interaction/') && current.html.includes('/confirm"')) {
+    current = await post(agent, new URL(`${current.url.pathname}/confirm`, current.url), { csrf: formField(current.html, 'csrf') });
+  }
+  return current;
+}
+
+/** Submits the code page's form. */
+async function submitCode(agent: UserAgent, page: Reached, code: string, method: 'totp' | 'recovery' = 'totp'): Promise<Reached> {
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+  return reachAfter(agent, await agent.submit(new URL(`/interaction/${uid}/second-factor`, page.url), { csrf: formField(page.html, 'csrf'), method, code }));
+}
+
+/** The code exchange (oauth4webapi validates the ID token) and the ID token's claims (jose). */
+async function idTokenClaims(client: oauth.Client, request: AuthorizationRequest, callback: URL) {
+  const as = await discover(server);
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce, requireIdToken: true });
+  const { payload } = await jwtVerify(tokens.id_token!, createRemoteJWKSet(new URL(as.jwks_uri!)), { issuer: server.issuer, audience: client.client_id });
+  return payload;
+}
+
+async function newSpa(options: { requireSecondFactor?: boolean } = {}) {
+  const as = await discover(server);
+  if (options.requireSecondFactor) {
+    const metadata = await server.runtime.clients.create({ name: 'Strict SPA', type: 'spa', redirectUris: [REDIRECT_URI], requireSecondFactor: true });
+    return { as, client: { client_id: metadata.client_id, token_endpoint_auth_method: 'none' } as oauth.Client, metadata };
+  }
+  return { as, ...await registerSpa(server) };
+}
+
+async function auditOf(userId: string, action: string) {
+  await server.runtime.auditTrail.flush();
+  const events = await server.runtime.auditTrail.list({ action, limit: 1000 });
+  return events.filter((event) => event.subjectUserId === userId);
+}
+
+function isCallback(reached: Reached): boolean {
+  return reached.url.origin + reached.url.pathname === REDIRECT_URI;
+}
+
+/** Signs in to the account console with the password and a code; the account page reached. */
+async function signInToConsole(agent: UserAgent, email: string, code: string, path = '/account'): Promise<Reached> {
+  const codePage = await signInToAccount(server, agent, { email, password: PASSWORD }, path);
+  if (!codePage.url.pathname.endsWith('/second-factor')) throw new Error(`expected the code page, got ${codePage.url.pathname}`);
+  return submitCode(agent, { ...codePage }, code);
+}
+
+/** A 6-digit code that is none of the codes within reach (±2 steps) of now. */
+async function wrongCode(secret: string): Promise<string> {
+  const step = currentStep();
+  const near = new Set(await Promise.all([-2, -1, 0, 1, 2].map((offset) => codeAt(secret, step + offset))));
+  for (const candidate of ['000000', '111111', '222222', '333333', '444444', '555555']) if (!near.has(candidate)) return candidate;
+  throw new Error('unreachable');
+}
+
+// --- discovery -----------------------------------------------------------------------------------
+
+test('discovery advertises the two levels of assurance', async (t) => {
+  const as = await discover(server);
+  t.deepEqual(as.acr_values_supported, [ACR_PASSWORD, ACR_SECOND_FACTOR]);
+});
+
+test('a password-only sign-in says so: amr pwd, acr loa:1', async (t) => {
+  const user = await createUser(server);
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const reached = await passwordStep(agent, request, user.email);
+  t.true(isCallback(reached));
+  const claims = await idTokenClaims(client, request, reached.url);
+  t.deepEqual(claims.amr, ['pwd']);
+  t.is(claims.acr, ACR_PASSWORD);
+});
+
+// --- enrollment on the account page and login -----------------------------------------------------
+
+test('set up on the account page, then login asks for a code: a wrong one is 401, the right one gives amr pwd+otp and acr loa:2', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const consoleAgent = new UserAgent();
+  const { html: status } = await signInToAccount(server, consoleAgent, { email: user.email, password: PASSWORD }, '/account/two-factor');
+  t.regex(status, /Two-factor authentication is <strong>off<\/strong>/);
+
+  const setup = await post(consoleAgent, `${server.issuer}/account/two-factor/start`, { csrf: formField(status, 'csrf') });
+  t.is(setup.response.status, 200);
+  t.regex(setup.html, /<img class="qr" src="data:image\/png;base64,[A-Za-z0-9+/=]+"/);
+  t.regex(setup.html, /alt="QR code[^"]*type the setup key shown below/);
+  t.regex(setup.html, /<code class="secret" id="setup-key">([A-Z2-7]{4} )+[A-Z2-7]{1,4}<\/code>/, 'the secret in groups of four');
+  t.regex(setup.html, /inputmode="numeric" autocomplete="one-time-code"/);
+  const secret = setupKey(setup.html);
+  t.is(secret.length, 32, '160-bit secret');
+
+  const wrongConfirm = await post(consoleAgent, `${server.issuer}/account/two-factor/confirm`, { csrf: formField(setup.html, 'csrf'), code: await wrongCode(secret) });
+  t.is(wrongConfirm.response.status, 401);
+  t.regex(wrongConfirm.html, /role="alert" id="code-error"/);
+  t.is(setupKey(wrongConfirm.html), secret, 'the same secret is shown again');
+  t.false((await server.runtime.secondFactor.status(user.id)).enabled);
+
+  const step = await awayFromStepBoundary();
+  const confirmed = await post(consoleAgent, `${server.issuer}/account/two-factor/confirm`, { csrf: formField(setup.html, 'csrf'), code: await codeAt(secret, step - 1) });
+  t.is(confirmed.response.status, 200);
+  const recoveryCodes = recoveryCodesIn(confirmed.html);
+  t.is(recoveryCodes.length, 10);
+  t.is(new Set(recoveryCodes).size, 10);
+  t.regex(confirmed.html, /shown only this once/);
+
+  const after = await reach(consoleAgent, `${server.issuer}/account/two-factor`);
+  t.regex(after.html, /Two-factor authentication is <strong>on<\/strong>/);
+  t.regex(after.html, /Recovery codes left: <strong>10<\/strong>/);
+  t.false(after.html.includes(recoveryCodes[0]!), 'recovery codes are never shown again');
+
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const page = await passwordStep(agent, request, user.email);
+  t.is(page.response.status, 200);
+  t.regex(page.url.pathname, /^\/interaction\/[\w-]+\/second-factor$/);
+  t.regex(page.html, /<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code"/);
+  t.regex(page.html, /<label for="code">/);
+  t.regex(page.html, /href="\/interaction\/[\w-]+\/second-factor\?method=recovery"/);
+  t.false(page.html.includes(user.id), 'no account id in the page');
+
+  const right = await codeAt(secret, step);
+  const wrong = await submitCode(agent, page, right === '123456' ? '654321' : '123456');
+  t.is(wrong.response.status, 401);
+  t.regex(wrong.html, /<p class="alert" role="alert" id="code-error">/);
+  t.regex(wrong.html, /aria-describedby="code-hint code-error" aria-invalid="true"/);
+
+  const done = await submitCode(agent, wrong, right);
+  t.true(isCallback(done), `ended at ${done.url}`);
+  const claims = await idTokenClaims(client, request, done.url);
+  t.is(claims.sub, user.id);
+  t.deepEqual(claims.amr, ['pwd', 'otp']);
+  t.is(claims.acr, ACR_SECOND_FACTOR);
+  t.is(typeof claims.auth_time, 'number');
+
+  t.is((await auditOf(user.id, 'second_factor.enrolled')).length, 1);
+  const failed = await auditOf(user.id, 'second_factor.failed');
+  t.is(failed.length, 2, 'the wrong confirmation and the wrong login code');
+  const used = await auditOf(user.id, 'second_factor.used');
+  t.is(used.length, 1);
+  t.is(used[0]!.outcome, 'success');
+  t.is(used[0]!.clientId, client.client_id);
+  for (const event of [...failed, ...used]) t.false(JSON.stringify(event).includes(right), 'no code in the audit trail');
+});
+
+test('an accepted code is not accepted again, in another sign-in', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const step = await awayFromStepBoundary();
+  const { as, client } = await newSpa();
+  const code = await codeAt(secret, step);
+
+  const first = new UserAgent();
+  const firstRequest = await authorizationRequest(as, client.client_id);
+  const accepted = await submitCode(first, await passwordStep(first, firstRequest, user.email), code);
+  t.true(isCallback(accepted));
+
+  const second = new UserAgent();
+  const replayed = await submitCode(second, await passwordStep(second, await authorizationRequest(as, client.client_id), user.email), code);
+  t.is(replayed.response.status, 401);
+  t.regex(replayed.html, /already used/);
+  const failed = await auditOf(user.id, 'second_factor.failed');
+  t.is(failed.at(-1)!.detail.reason, 'used');
+});
+
+test('two sign-ins submitting the same code at once: exactly one gets in', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const step = await awayFromStepBoundary();
+  const { as, client } = await newSpa();
+  const code = await codeAt(secret, step);
+  const agents = [new UserAgent(), new UserAgent(), new UserAgent()];
+  const pages = await Promise.all(agents.map(async (agent) => passwordStep(agent, await authorizationRequest(as, client.client_id), user.email)));
+  const results = await Promise.all(agents.map((agent, index) => submitCode(agent, pages[index]!, code)));
+  t.is(results.filter(isCallback).length, 1);
+  t.is(results.filter((result) => result.response.status === 401).length, 2);
+});
+
+test('one time step of clock drift either way is accepted, two steps are not', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const tryStep = async (offset: number): Promise<Reached> => {
+    // Each probe on its own: no earlier accepted code stands in the way.
+    await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { totpLastStep: null } });
+    const agent = new UserAgent();
+    const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+    return submitCode(agent, page, await codeAt(secret, currentStep() + offset));
+  };
+  await awayFromStepBoundary(20);
+  t.true(isCallback(await tryStep(-1)), 'the previous step');
+  t.true(isCallback(await tryStep(+1)), 'the next step');
+  t.is((await tryStep(-2)).response.status, 401, 'two steps back');
+  t.is((await tryStep(+2)).response.status, 401, 'two steps ahead');
+});
+
+test('a recovery code signs in once (case, dashes and spaces do not matter), not twice', async (t) => {
+  t.timeout(120_000);
+  const { user, recoveryCodes } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const recoveryCode = recoveryCodes[3]!;
+
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const codePage = await passwordStep(agent, request, user.email);
+  const recoveryPage = await reach(agent, new URL(`${codePage.url.pathname}?method=recovery`, codePage.url));
+  t.regex(recoveryPage.html, /<label for="code">Recovery code<\/label>/);
+  t.regex(recoveryPage.html, /name="method" value="recovery"/);
+  const done = await submitCode(agent, recoveryPage, ` ${recoveryCode.toUpperCase().replaceAll('-', ' ')} `, 'recovery');
+  t.true(isCallback(done), `ended at ${done.url} ${done.html.slice(0, 300)}`);
+  const claims = await idTokenClaims(client, request, done.url);
+  t.deepEqual(claims.amr, ['pwd', 'otp']);
+  t.is(claims.acr, ACR_SECOND_FACTOR);
+
+  const again = new UserAgent();
+  const page = await passwordStep(again, await authorizationRequest(as, client.client_id), user.email);
+  const refused = await submitCode(again, page, recoveryCode, 'recovery');
+  t.is(refused.response.status, 401);
+  t.regex(refused.html, /not right, or it was already used/);
+  t.is((await server.runtime.secondFactor.status(user.id)).recoveryCodesLeft, 9);
+  const used = await auditOf(user.id, 'recovery_code.used');
+  t.is(used.length, 1);
+  t.is(used[0]!.detail.remaining, 9);
+  t.false(JSON.stringify(used).includes(recoveryCode.slice(0, 4) + '-'), 'no recovery code in the audit trail');
+});
+
+test('recovery codes are stored as SHA-256 hashes; new ones, asked with a code, replace the old', async (t) => {
+  t.timeout(120_000);
+  const { user, secret, recoveryCodes } = await enrolledUser();
+  const rows = await server.runtime.database.prisma.recoveryCode.findMany({ where: { userId: user.id } });
+  t.is(rows.length, 10);
+  t.deepEqual(new Set(rows.map((row) => row.codeHash)), new Set(recoveryCodes.map((code) => hashRecoveryCode(normalizeRecoveryCode(code)!))));
+  for (const row of rows) t.regex(row.codeHash, /^[0-9a-f]{64}$/);
+
+  const step = await awayFromStepBoundary();
+  const agent = new UserAgent();
+  const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
+  t.is(status.url.pathname, '/account/two-factor');
+  const wrong = await post(agent, `${server.issuer}/account/two-factor/recovery-codes`, { csrf: formField(status.html, 'csrf'), code: await wrongCode(secret) });
+  t.is(wrong.response.status, 401);
+  t.regex(wrong.html, /id="regenerate-error"/);
+  const renewed = await post(agent, `${server.issuer}/account/two-factor/recovery-codes`, { csrf: formField(status.html, 'csrf'), code: await codeAt(secret, step + 1) });
+  t.is(renewed.response.status, 200);
+  const fresh = recoveryCodesIn(renewed.html);
+  t.is(fresh.length, 10);
+  t.false(fresh.some((code) => recoveryCodes.includes(code)));
+  t.false((await server.runtime.secondFactor.useRecoveryCode(user.id, recoveryCodes[0]!)).ok, 'an old code no longer works');
+  t.true((await server.runtime.secondFactor.useRecoveryCode(user.id, fresh[0]!)).ok, 'a new one does');
+  t.is((await auditOf(user.id, 'recovery_codes.regenerated')).length, 1);
+});
+
+test('the secret is sealed at rest: not the base32 secret, a JWE that opens with the configured key', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const row = await server.runtime.database.prisma.user.findUniqueOrThrow({ where: { id: user.id }, select: { totpSecret: true } });
+  const stored = row.totpSecret!;
+  t.false(stored.includes(secret));
+  t.is(stored.split('.').length, 5, 'compact JWE');
+  const header = decodeProtectedHeader(stored);
+  t.like(header, { alg: 'dir', enc: 'A256GCM' });
+  t.truthy(header.kid);
+  const [key] = server.runtime.secrets.encryptionKeys;
+  const { plaintext } = await compactDecrypt(stored, key!);
+  t.is(new TextDecoder().decode(plaintext), secret);
+  await t.throwsAsync(compactDecrypt(stored, new Uint8Array(32)));
+});
+
+test('sealing: the first key seals, every key opens (rotation); a value does not open in another context or without its key', async (t) => {
+  const oldKey = crypto.getRandomValues(new Uint8Array(32));
+  const newKey = crypto.getRandomValues(new Uint8Array(32));
+  const sealedBefore = await new Sealer([oldKey]).seal('JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP', 'totp:a');
+  const rotated = new Sealer([newKey, oldKey]);
+  t.is(await rotated.open(sealedBefore, 'totp:a'), 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP');
+  const sealedAfter = await rotated.seal('secret', 'totp:a');
+  t.not(decodeProtectedHeader(sealedAfter).kid, decodeProtectedHeader(sealedBefore).kid);
+  t.is(await new Sealer([newKey]).open(sealedAfter, 'totp:a'), 'secret');
+  await t.throwsAsync(new Sealer([newKey]).open(sealedBefore, 'totp:a'), { name: 'SealedValueError' });
+  await t.throwsAsync(rotated.open(sealedBefore, 'totp:b'), { name: 'SealedValueError' });
+  const [protectedHeader, encryptedKey, iv, ciphertext, tag] = sealedAfter.split('.');
+  const tampered = [protectedHeader, encryptedKey, iv, ciphertext!.slice(0, -2) + (ciphertext!.endsWith('AA') ? 'BA' : 'AA'), tag].join('.');
+  await t.throwsAsync(rotated.open(tampered, 'totp:a'), { name: 'SealedValueError' });
+});
+
+// --- turning it off ------------------------------------------------------------------------------
+
+test('turning it off asks for the password and a code; a wrong password spends no code; then login asks only the password', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const step = await awayFromStepBoundary();
+  const agent = new UserAgent();
+  const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
+  t.regex(status.html, /action="\/account\/two-factor\/disable"/);
+  const csrf = formField(status.html, 'csrf');
+  const disable = (fields: Record<string, string>) => post(agent, `${server.issuer}/account/two-factor/disable`, { csrf, ...fields });
+  const nextCode = await codeAt(secret, step + 1);
+
+  const wrongPassword = await disable({ password: 'not my password at all', code: nextCode });
+  t.is(wrongPassword.response.status, 400);
+  t.regex(wrongPassword.html, /id="password-error"/);
+  const wrongCodeAnswer = await disable({ password: PASSWORD, code: await wrongCode(secret) });
+  t.is(wrongCodeAnswer.response.status, 401);
+  t.regex(wrongCodeAnswer.html, /id="disable-error"/);
+  const noCode = await disable({ password: PASSWORD, code: '' });
+  t.is(noCode.response.status, 401);
+  t.true((await server.runtime.secondFactor.status(user.id)).enabled);
+
+  const off = await disable({ password: PASSWORD, code: nextCode });
+  t.is(off.url.pathname, '/account/two-factor');
+  t.regex(off.html, /Two-factor authentication is off\./);
+  const row = await server.runtime.database.prisma.user.findUniqueOrThrow({ where: { id: user.id }, select: { totpSecret: true, totpEnabledAt: true, totpLastStep: true } });
+  t.deepEqual(row, { totpSecret: null, totpEnabledAt: null, totpLastStep: null });
+  t.is(await server.runtime.database.prisma.recoveryCode.count({ where: { userId: user.id } }), 0);
+  const removed = await auditOf(user.id, 'second_factor.removed');
+  t.is(removed.length, 1);
+
+  const { as, client } = await newSpa();
+  const request = await authorizationRequest(as, client.client_id);
+  const reached = await passwordStep(new UserAgent(), request, user.email);
+  t.true(isCallback(reached));
+  t.deepEqual((await idTokenClaims(client, request, reached.url)).amr, ['pwd']);
+});
+
+// --- required: acr_values, client setting, role (enrollment inside the sign-in) -------------------
+
+/** On the enrollment step of a sign-in: confirms with a code, checks the recovery codes page, continues. */
+async function enrollDuringSignIn(t: import('ava').ExecutionContext, agent: UserAgent, page: Reached): Promise<{ secret: string; done: Reached; recoveryCodes: string[] }> {
+  const secret = setupKey(page.html);
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+  const step = await awayFromStepBoundary();
+  const confirmed = await post(agent, new URL(`/interaction/${uid}/second-factor/enroll`, page.url), { csrf: formField(page.html, 'csrf'), code: await codeAt(secret, step) });
+  t.is(confirmed.response.status, 200);
+  const recoveryCodes = recoveryCodesIn(confirmed.html);
+  t.is(recoveryCodes.length, 10);
+  t.regex(confirmed.html, /action="\/interaction\/[\w-]+\/second-factor\/continue"/);
+  const done = await reachAfter(agent, await agent.submit(new URL(`/interaction/${uid}/second-factor/continue`, page.url), { csrf: formField(confirmed.html, 'csrf') }));
+  return { secret, done, recoveryCodes };
+}
+
+test('acr_values=loa:2 from a password-only person: set up inside the sign-in (QR, key, code), recovery codes once, then amr pwd+otp, acr loa:2', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id, { acr_values: ACR_SECOND_FACTOR });
+  const page = await passwordStep(agent, request, user.email);
+  t.is(page.response.status, 200);
+  t.regex(page.url.pathname, /\/second-factor$/);
+  t.regex(page.html, /<h1 id="page-title">Set up two-factor authentication<\/h1>/);
+  t.regex(page.html, /<img class="qr" src="data:image\/png;base64,/);
+  const secret = setupKey(page.html);
+  t.is(setupKey((await reach(agent, page.url)).html), secret, 'a reload shows the same secret');
+  t.false((await server.runtime.secondFactor.status(user.id)).enabled, 'not on until confirmed');
+
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+  const wrong = await post(agent, new URL(`/interaction/${uid}/second-factor/enroll`, page.url), { csrf: formField(page.html, 'csrf'), code: await wrongCode(secret) });
+  t.is(wrong.response.status, 401);
+  t.is(setupKey(wrong.html), secret);
+  const skipped = await reach(agent, new URL(`/interaction/${uid}/second-factor/continue`, page.url), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf: formField(page.html, 'csrf') }).toString(),
+  });
+  t.false(isCallback(skipped), '"continue" before confirming does not finish the sign-in');
+
+  const { done } = await enrollDuringSignIn(t, agent, page);
+  t.true(isCallback(done), `ended at ${done.url}`);
+  const claims = await idTokenClaims(client, request, done.url);
+  t.deepEqual(claims.amr, ['pwd', 'otp']);
+  t.is(claims.acr, ACR_SECOND_FACTOR);
+  t.true((await server.runtime.secondFactor.status(user.id)).enabled);
+  const enrolled = await auditOf(user.id, 'second_factor.enrolled');
+  t.is(enrolled.length, 1);
+  t.is(enrolled[0]!.detail.during, 'sign_in');
+});
+
+test('acr_values that also accept loa:1 do not force the second factor', async (t) => {
+  const user = await createUser(server);
+  const { as, client } = await newSpa();
+  const request = await authorizationRequest(as, client.client_id, { acr_values: `${ACR_SECOND_FACTOR} ${ACR_PASSWORD}` });
+  const reached = await passwordStep(new UserAgent(), request, user.email);
+  t.true(isCallback(reached));
+  t.is((await idTokenClaims(client, request, reached.url)).acr, ACR_PASSWORD);
+});
+
+test('a client with require_second_factor makes a password-only person set it up; an enrolled person is asked the code', async (t) => {
+  t.timeout(120_000);
+  const { as, client, metadata } = await newSpa({ requireSecondFactor: true });
+  t.is(metadata!.require_second_factor, true);
+  const newcomer = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const page = await passwordStep(agent, request, newcomer.email);
+  t.regex(page.html, /Set up two-factor authentication/);
+  const { done } = await enrollDuringSignIn(t, agent, page);
+  t.true(isCallback(done));
+  t.is((await idTokenClaims(client, request, done.url)).acr, ACR_SECOND_FACTOR);
+
+  const { user, secret } = await enrolledUser();
+  const step = await awayFromStepBoundary();
+  const other = new UserAgent();
+  const codePage = await passwordStep(other, await authorizationRequest(as, client.client_id), user.email);
+  t.regex(codePage.html, /autocomplete="one-time-code"/);
+  t.true(isCallback(await submitCode(other, codePage, await codeAt(secret, step))));
+});
+
+test('client metadata require_second_factor must be a boolean', async (t) => {
+  const { metadata } = await registerSpa(server);
+  const refused = await t.throwsAsync(server.runtime.provider.Client.validate({ ...metadata, require_second_factor: 'yes' } as never), { message: 'invalid_client_metadata' });
+  t.regex(String((refused as { error_description?: string } | undefined)?.error_description), /require_second_factor/);
+  await t.notThrowsAsync(server.runtime.provider.Client.validate({ ...metadata, require_second_factor: false } as never));
+  await t.throwsAsync(server.runtime.clients.create({ name: 'Service', type: 'service', requireSecondFactor: true }), { name: 'ClientError' });
+});
+
+test('a person with a role in SECOND_FACTOR_REQUIRED_ROLES (admin) sets it up when signing in to any client', async (t) => {
+  t.timeout(120_000);
+  const admin = await server.runtime.users.create({ email: `admin-${crypto.randomUUID()}@example.com`, password: PASSWORD, emailVerified: true, roles: ['admin'] });
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const page = await passwordStep(agent, request, admin.email);
+  t.regex(page.html, /Set up two-factor authentication/);
+  const { done } = await enrollDuringSignIn(t, agent, page);
+  t.true(isCallback(done));
+  t.deepEqual((await idTokenClaims(client, request, done.url)).amr, ['pwd', 'otp']);
+
+  const other = await server.runtime.users.create({ email: `ops-${crypto.randomUUID()}@example.com`, password: PASSWORD, emailVerified: true, roles: ['ops'] });
+  t.true(isCallback(await passwordStep(new UserAgent(), await authorizationRequest(as, client.client_id), other.email)), 'a role not listed asks nothing more');
+});
+
+// --- step-up of a session signed in with the password only ---------------------------------------
+
+test('step-up: a session signed in with the password goes straight to the second factor when a client requires it, then single sign-on carries loa:2', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const relaxed = await newSpa();
+  const agent = new UserAgent();
+  const first = await passwordStep(agent, await authorizationRequest(relaxed.as, relaxed.client.client_id), user.email);
+  t.true(isCallback(first));
+
+  const strict = await newSpa({ requireSecondFactor: true });
+  const request = await authorizationRequest(strict.as, strict.client.client_id);
+  const stepUp = await reach(agent, request.url);
+  t.regex(stepUp.url.pathname, /^\/interaction\/[\w-]+\/second-factor$/, 'no password page');
+  t.false(stepUp.html.includes('name="password"'));
+  t.regex(stepUp.html, /Set up two-factor authentication/);
+  const { done } = await enrollDuringSignIn(t, agent, stepUp);
+  t.true(isCallback(done));
+  const claims = await idTokenClaims(strict.client, request, done.url);
+  t.is(claims.sub, user.id);
+  t.is(claims.acr, ACR_SECOND_FACTOR);
+
+  const again = await authorizationRequest(relaxed.as, relaxed.client.client_id);
+  const sso = await reach(agent, again.url);
+  t.true(isCallback(sso), 'no prompt');
+  t.is((await idTokenClaims(relaxed.client, again, sso.url)).acr, ACR_SECOND_FACTOR);
+});
+
+test('step-up: after turning it on in the account console, the next sign-in to an application asks the code (not the password)', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  t.true(isCallback(await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email)));
+  const { secret } = await enrollOnAccountPage(agent, user.email, -1);
+  const step = await awayFromStepBoundary();
+  const request = await authorizationRequest(as, client.client_id);
+  const page = await reach(agent, request.url);
+  t.regex(page.url.pathname, /\/second-factor$/);
+  t.regex(page.html, /autocomplete="one-time-code"/);
+  t.regex(page.html, /href="\/interaction\/[\w-]+\?account=other"/, 'a way to sign in as someone else');
+  const done = await submitCode(agent, page, await codeAt(secret, step));
+  t.true(isCallback(done));
+  t.deepEqual((await idTokenClaims(client, request, done.url)).amr, ['pwd', 'otp']);
+});
+
+// --- lockout, limits, CSRF, state ----------------------------------------------------------------
+
+test('repeated wrong codes lock the second factor with 429 and Retry-After, even for the right code; the lock is audited', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  let page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+  const threshold = server.runtime.config.limits.lockout.threshold;
+  for (let attempt = 1; attempt < threshold; attempt += 1) {
+    page = await submitCode(agent, page, await wrongCode(secret));
+    t.is(page.response.status, 401, `attempt ${attempt}`);
+  }
+  const locked = await submitCode(agent, page, await wrongCode(secret));
+  t.is(locked.response.status, 429);
+  t.true(Number(locked.response.headers.get('retry-after')) > 0);
+  t.regex(locked.html, /paused/);
+
+  const step = await awayFromStepBoundary();
+  const fresh = new UserAgent();
+  const codePage = await passwordStep(fresh, await authorizationRequest(as, client.client_id), user.email);
+  t.is(codePage.response.status, 200, 'the password still works: only the second factor is locked');
+  const refused = await submitCode(fresh, codePage, await codeAt(secret, step));
+  t.is(refused.response.status, 429);
+  t.truthy(refused.response.headers.get('retry-after'));
+
+  const failures = await auditOf(user.id, 'second_factor.failed');
+  t.true(failures.length >= threshold);
+  t.true(failures.some((event) => typeof event.detail.lockedSeconds === 'number'));
+});
+
+test('every second-factor form needs its CSRF token', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+  const step = await awayFromStepBoundary();
+  const forged = await agent.request(new URL(`${page.url.pathname}`, page.url), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ code: await codeAt(secret, step) }).toString(),
+  });
+  t.is(forged.status, 403);
+
+  const consoleAgent = new UserAgent();
+  await signInToConsole(consoleAgent, user.email, await codeAt(secret, step), '/account/two-factor');
+  for (const action of ['start', 'confirm', 'recovery-codes', 'disable']) {
+    const response = await consoleAgent.request(`${server.issuer}/account/two-factor/${action}`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ password: PASSWORD, code: '123456', csrf: 'forged' }).toString(),
+    });
+    t.is(response.status, 403, action);
+  }
+  t.true((await server.runtime.secondFactor.status(user.id)).enabled);
+});
+
+test('after the password, the pending sign-in lives on the server: the page carries no account and the resume URL does not skip the code', async (t) => {
+  t.timeout(120_000);
+  const { user } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+  const hidden = [...page.html.matchAll(/<input type="hidden" name="(\w+)"/g)].map((match) => match[1]);
+  t.deepEqual([...new Set(hidden)].sort(), ['csrf', 'method']);
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+  const resumed = await reach(agent, `${server.issuer}/auth/${uid}`);
+  t.false(isCallback(resumed) && resumed.url.searchParams.has('code'), 'no authorization code without the second factor');
+
+  // Another browser cannot use this sign-in's state.
+  const stranger = await reach(new UserAgent(), page.url);
+  t.not(stranger.response.status, 200);
+});
+
+test('without a password first, the second-factor step sends back to the login page', async (t) => {
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const login = await reach(agent, (await authorizationRequest(as, client.client_id)).url);
+  const step = await agent.request(new URL(`${login.url.pathname}/second-factor`, login.url));
+  t.is(step.status, 303);
+  t.is(new URL(step.headers.get('location')!, login.url).pathname, login.url.pathname);
+});
+
+// --- the command line ----------------------------------------------------------------------------
+
+test('gatehouse clients create --require-second-factor and users create --role R set what login enforces', async (t) => {
+  t.timeout(300_000);
+  const { config } = server.runtime;
+  const environment = cleanEnvironment({
+    DATA_DIR: config.dataDir, KEYS_DIR: config.keysDir, DATABASE_URL: config.databaseUrl, LOG_LEVEL: 'warn', NODE_ENV: 'test',
+  });
+  const gatehouse = (args: string[]) => runNode([path.join('bin', 'gatehouse.js'), ...args], environment, 180_000);
+  const created = await gatehouse(['clients', 'create', '--name', 'Admin console', '--type', 'spa', '--redirect-uri', REDIRECT_URI, '--require-second-factor']);
+  t.is(created.code, 0, created.stderr);
+  t.is((JSON.parse(created.stdout) as Record<string, unknown>).require_second_factor, true);
+
+  const email = `cli-admin-${crypto.randomUUID()}@example.com`;
+  const user = await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--verified', '--role', 'admin', '--role', 'ops']);
+  t.is(user.code, 0, user.stderr);
+  t.deepEqual((JSON.parse(user.stdout) as { roles: string[] }).roles, ['admin', 'ops']);
+  const stored = await server.runtime.database.prisma.user.findUniqueOrThrow({ where: { email }, select: { roles: true } });
+  t.deepEqual(stored.roles, ['admin', 'ops']);
+  t.deepEqual(await server.runtime.secondFactor.loginRequirement((await server.runtime.users.findByEmail(email))!.id), { enabled: false, requiredByRole: true });
+
+  const badRole = await gatehouse(['users', 'create', '--email', `x-${email}`, '--password', PASSWORD, '--role', 'not a role!']);
+  t.is(badRole.code, 2);
+  t.regex(badRole.stderr, /--role/);
+});
+
+test('turning it off counts password attempts per account (password-check-account): past the limit, 429 with Retry-After', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const step = await awayFromStepBoundary();
+  const agent = new UserAgent();
+  const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
+  const { points } = server.runtime.config.limits.passwordCheckPerAccount;
+  const disable = () => post(agent, `${server.issuer}/account/two-factor/disable`, { csrf: formField(status.html, 'csrf'), password: 'a wrong password', code: '123456' });
+  for (let attempt = 1; attempt <= points; attempt += 1) t.is((await disable()).response.status, 400, `attempt ${attempt}`);
+  const refused = await disable();
+  t.is(refused.response.status, 429);
+  t.true(Number(refused.response.headers.get('retry-after')) > 0);
+  t.true((await server.runtime.secondFactor.status(user.id)).enabled);
+});

@@ -1,0 +1,530 @@
+// Sign-up from the login page and email verification, through the real pages, a real SMTP server and
+// oauth4webapi: email_verified false then true, single-use hashed links that expire, newer links replacing
+// older ones, resend limits, no enumeration of registered addresses, the unverified-login gate, the
+// sign-up switch, form errors, CSRF, and the audit trail.
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as oauth from 'oauth4webapi';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, type AuthorizationRequest } from './helpers/oauth.ts';
+import { UserAgent, formAction, formField, isRedirect } from './helpers/user-agent.ts';
+
+interface Gatehouse {
+  server: TestServer;
+  smtp: TestSmtpServer;
+}
+
+const started: Gatehouse[] = [];
+test.after.always(async () => {
+  await Promise.allSettled(started.map(async ({ server, smtp }) => { await server.close(); await smtp.close(); }));
+});
+
+const gatehouses = new Map<string, Promise<Gatehouse>>();
+/** One Gatehouse (with its own SMTP server) per configuration, shared by the tests that use it. */
+function gatehouse(environment: Record<string, string> = {}): Promise<Gatehouse> {
+  const key = JSON.stringify(environment);
+  if (!gatehouses.has(key)) {
+    gatehouses.set(key, (async () => {
+      const smtp = await startSmtpServer();
+      // Tests share a server and one IP: only the test of a limit sets it low.
+      const server = await startTestServer({ SMTP_URL: smtp.url, SIGNUP_LIMIT_PER_IP: '1000/3600', VERIFY_RESEND_LIMIT_PER_IP: '1000/3600', ...environment });
+      const started_ = { server, smtp };
+      started.push(started_);
+      return started_;
+    })());
+  }
+  return gatehouses.get(key)!;
+}
+
+const VERIFY_FIRST = { UNVERIFIED_LOGIN_ALLOWED: 'false' };
+const newEmail = () => `new-${crypto.randomUUID()}@example.com`;
+
+/** A sign-in started by a new single-page app, standing on the login page. */
+async function loginPage(server: TestServer) {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const request = await authorizationRequest(as, client.client_id);
+  const agent = new UserAgent();
+  const { response, url } = await agent.follow(request.url);
+  if (!url.pathname.startsWith('/interaction/')) throw new Error(`expected the login page, got ${url}`);
+  return { as, client, request, agent, interaction: url, html: await response.text() };
+}
+
+type Page = Awaited<ReturnType<typeof loginPage>>;
+
+/** Opens the sign-up form of a sign-in and submits it; no redirect followed. */
+async function submitSignUp(page: Page, fields: { name?: string; email: string; password?: string }, options: { csrf?: boolean } = {}) {
+  const form = await page.agent.request(new URL(`${page.interaction.pathname}/sign-up`, page.interaction));
+  const html = await form.text();
+  if (form.status !== 200) throw new Error(`sign-up form answered ${form.status}`);
+  const body = new URLSearchParams({ name: fields.name ?? 'Grace Hopper', email: fields.email, password: fields.password ?? PASSWORD });
+  if (options.csrf !== false) body.set('csrf', formField(html, 'csrf'));
+  const response = await page.agent.request(new URL(`${page.interaction.pathname}/sign-up`, page.interaction), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: body.toString(),
+  });
+  return { response, status: response.status, html: await response.text() };
+}
+
+/** Follows a redirect out of the interaction, through consent, to the client's callback. */
+async function toCallback(agent: UserAgent, location: URL): Promise<URL> {
+  let { response, url } = await agent.follow(location);
+  for (let step = 0; step < 3 && !isRedirect(response.status); step += 1) {
+    const html = await response.text();
+    if (!html.includes('/confirm"')) throw new Error(`stopped on ${url.pathname} with ${response.status}`);
+    ({ response, url } = await agent.submit(new URL(`${url.pathname}/confirm`, url), { csrf: formField(html, 'csrf') }));
+  }
+  if (!url.href.startsWith(REDIRECT_URI)) throw new Error(`did not reach the callback: ${url}`);
+  return url;
+}
+
+async function exchange(page: { as: oauth.AuthorizationServer; client: oauth.Client; request: AuthorizationRequest }, callback: URL) {
+  const parameters = oauth.validateAuthResponse(page.as, page.client, callback, page.request.state);
+  const response = await oauth.authorizationCodeGrantRequest(page.as, page.client, oauth.None(), parameters, REDIRECT_URI, page.request.codeVerifier, insecure);
+  return oauth.processAuthorizationCodeResponse(page.as, page.client, response, { expectedNonce: page.request.nonce, requireIdToken: true });
+}
+
+async function userinfo(page: { as: oauth.AuthorizationServer; client: oauth.Client }, accessToken: string, sub: string) {
+  const response = await oauth.userInfoRequest(page.as, page.client, accessToken, insecure);
+  return oauth.processUserInfoResponse(page.as, page.client, sub, response);
+}
+
+/**
+ * A person signs in afresh to a new client: the ID token's claims and userinfo's. (The engine conforms ID
+ * token claims: with an access token issued, scope claims such as email_verified are released by userinfo.)
+ */
+async function signInAfresh(server: TestServer, email: string) {
+  const page = await loginPage(server);
+  const callback = await signIn(page.agent, page.request.url, { email, password: PASSWORD });
+  const tokens = await exchange(page, callback);
+  const claims = oauth.getValidatedIdTokenClaims(tokens)!;
+  return { claims, info: await userinfo(page, tokens.access_token, claims.sub) };
+}
+
+/** The messages to an address (in arrival order), waiting until there are at least `count`. */
+async function mailsTo(smtp: TestSmtpServer, address: string, count = 1): Promise<ReceivedMail[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const found = smtp.received.filter((mail) => mail.envelope.to.includes(address));
+    if (found.length >= count) return found;
+    if (Date.now() > deadline) throw new Error(`${count} message(s) to ${address} did not arrive (${found.length} did)`);
+    await sleep(25);
+  }
+}
+
+function receivedBy(smtp: TestSmtpServer, address: string): ReceivedMail[] {
+  return smtp.received.filter((mail) => mail.envelope.to.includes(address));
+}
+
+/** The verification link in a message: the only link of its text part. */
+function verificationLink(mail: ReceivedMail): URL {
+  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
+  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
+  return new URL(links[0]!);
+}
+
+async function visit(url: URL | string, agent = new UserAgent()) {
+  const response = await agent.request(url);
+  return { status: response.status, html: await response.text() };
+}
+
+/** A page without what differs between two sign-ups: interaction ids, CSRF tokens, and the email echoed back. */
+function withoutIds(html: string, email: string): string {
+  return html
+    .replace(/\/interaction\/[\w-]+/g, '/interaction/UID')
+    .replace(/name="csrf" value="[^"]*"/g, 'name="csrf" value="CSRF"')
+    .replaceAll(email, 'EMAIL');
+}
+
+async function audit(server: TestServer, query: { action?: string; userEmail?: string }) {
+  await server.runtime.auditTrail.flush();
+  return server.runtime.auditTrail.list({ ...query, limit: 50 });
+}
+
+test('sign-up signs the person in at once with email_verified false; after the emailed link a fresh sign-in says true', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const page = await loginPage(server);
+  t.regex(page.html, new RegExp(`<a href="${page.interaction.pathname}/sign-up">Create an account</a>`), 'the login page links to sign-up');
+  const email = newEmail();
+  const signUp = await submitSignUp(page, { name: 'Grace Hopper', email: email.toUpperCase() });
+  t.is(signUp.status, 303, signUp.html.slice(0, 300));
+  const callback = await toCallback(page.agent, new URL(signUp.response.headers.get('location')!, server.issuer));
+  const tokens = await exchange(page, callback);
+  const claims = oauth.getValidatedIdTokenClaims(tokens)!;
+  t.deepEqual(claims.amr, ['pwd']);
+  const info = await userinfo(page, tokens.access_token, claims.sub);
+  t.is(info.email, email, 'the address is stored normalized');
+  t.is(info.email_verified, false);
+  t.is(info.name, 'Grace Hopper');
+  t.is((await server.runtime.users.findById(claims.sub))!.emailVerified, false);
+
+  const [mail] = await mailsTo(smtp, email);
+  t.is(mail!.email.subject, 'Confirm your email address');
+  const link = verificationLink(mail!);
+  t.is(`${link.origin}${link.pathname}`, `${server.issuer}/verify-email`);
+  t.regex(link.searchParams.get('token') ?? '', /^[A-Za-z0-9_-]{43}$/);
+  t.true(mail!.email.html!.includes(link.href.replaceAll('&', '&amp;')), 'the HTML part carries the same link');
+
+  const verified = await visit(link);
+  t.is(verified.status, 200);
+  t.regex(verified.html, /<h1 id="page-title">Your email is verified<\/h1>/);
+
+  const fresh = await signInAfresh(server, email);
+  t.is(fresh.claims.sub, claims.sub);
+  t.is(fresh.info.email_verified, true, 'a fresh sign-in says verified');
+  t.is((await userinfo(page, tokens.access_token, claims.sub)).email_verified, true, 'userinfo reads the account as it is now, for the first token too');
+
+  const created = await audit(server, { action: 'account.created', userEmail: email });
+  t.is(created.length, 1);
+  t.is(created[0]!.outcome, 'success');
+  t.is(created[0]!.subjectUserId, claims.sub);
+  const events = await audit(server, { action: 'email.verified', userEmail: email });
+  t.is(events.length, 1);
+  t.like(events[0]!, { outcome: 'success', subjectUserId: claims.sub, subjectEmail: email });
+  const token = link.searchParams.get('token')!;
+  const everything = JSON.stringify(await audit(server, { userEmail: email }));
+  t.false(everything.includes(token), 'no audit row holds the token');
+  t.false(everything.includes(PASSWORD), 'no audit row holds the password');
+});
+
+test('a link works once: following it again is refused and verifies nothing twice', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const email = newEmail();
+  const signUp = await submitSignUp(await loginPage(server), { email });
+  t.is(signUp.status, 303);
+  const link = verificationLink((await mailsTo(smtp, email))[0]!);
+  t.is((await fetch(link, { method: 'HEAD' })).status, 200, 'a link checker sending HEAD does not use the link');
+  t.is((await visit(link)).status, 200);
+  const again = await visit(link);
+  t.is(again.status, 410);
+  t.regex(again.html, /This link is invalid or has expired/);
+  t.regex(again.html, /action="\/verify-email\/resend"/, 'the page offers a new link');
+  t.is((await audit(server, { action: 'email.verified', userEmail: email })).length, 1);
+});
+
+test('two browsers following the same link at once: exactly one verifies it', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  const link = verificationLink((await mailsTo(smtp, email))[0]!);
+  const statuses = (await Promise.all(Array.from({ length: 5 }, () => visit(link)))).map((answer) => answer.status).sort();
+  t.deepEqual(statuses, [200, 410, 410, 410, 410]);
+  t.is((await audit(server, { action: 'email.verified', userEmail: email })).length, 1);
+});
+
+test('links are stored hashed: the token from the message is nowhere in account_tokens, only its SHA-256', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  const token = verificationLink((await mailsTo(smtp, email))[0]!).searchParams.get('token')!;
+  const rows = await server.runtime.database.prisma.$queryRaw<Array<Record<string, unknown>>>`
+    select t.* from account_tokens t join users u on u.id = t.user_id where u.email = ${email}`;
+  t.is(rows.length, 1);
+  t.false(JSON.stringify(rows).includes(token));
+  t.is(rows[0]!.token_hash, createHash('sha256').update(token).digest('hex'));
+  t.is(rows[0]!.purpose, 'verify_email');
+  t.is(rows[0]!.used_at, null);
+});
+
+test('unknown, malformed and missing tokens get a 400 page, never a 500', async (t) => {
+  const { server } = await gatehouse();
+  for (const query of ['', '?token=', `?token=${'A'.repeat(43)}`, '?token=%00%00', '?token=a&token=b', `?token=${'x'.repeat(5000)}`]) {
+    const answer = await visit(`${server.issuer}/verify-email${query}`);
+    t.is(answer.status, 400, query);
+    t.regex(answer.html, /This link is invalid or has expired/);
+  }
+});
+
+test('a newer link replaces the older: asking for a new one makes the first refused', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  const first = verificationLink((await mailsTo(smtp, email))[0]!);
+  // Asked from the standalone page, as someone holding an old link would.
+  const agent = new UserAgent();
+  const form = await visit(`${server.issuer}/verify-email`, agent);
+  const resent = await agent.request(`${server.issuer}/verify-email/resend`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf: formField(form.html, 'csrf'), email }).toString(),
+  });
+  t.is(resent.status, 200);
+  t.regex(await resent.text(), /a new link is on its way/);
+  const second = verificationLink((await mailsTo(smtp, email, 2))[1]!);
+  t.not(second.href, first.href);
+  t.is((await visit(first)).status, 400, 'the older link no longer works');
+  t.is((await visit(second)).status, 200);
+  t.is((await signInAfresh(server, email)).info.email_verified, true);
+});
+
+test('the token service: peek does not use a token, redeem uses it once, a token of another purpose is unknown', async (t) => {
+  const { server } = await gatehouse();
+  const tokens = server.runtime.accountTokens;
+  const user = await createUser(server);
+  const raw = await tokens.issue(user.id, 'reset_password', user.email, 600);
+  t.like(await tokens.peek(raw, 'reset_password'), { ok: true, userId: user.id, email: user.email });
+  t.like(await tokens.peek(raw, 'reset_password'), { ok: true }, 'peeking twice still leaves it valid');
+  t.deepEqual(await tokens.redeem(raw, 'verify_email'), { ok: false, reason: 'unknown' }, 'a reset link cannot verify an address');
+  t.like(await tokens.redeem(raw, 'reset_password'), { ok: true, userId: user.id, email: user.email });
+  t.deepEqual(await tokens.redeem(raw, 'reset_password'), { ok: false, reason: 'used' });
+  t.deepEqual(await tokens.peek(raw, 'reset_password'), { ok: false, reason: 'used' });
+  t.deepEqual(await tokens.redeem('not a token', 'reset_password'), { ok: false, reason: 'unknown' });
+  // A new link of one purpose leaves the other purposes' links alone.
+  const verify = await tokens.issue(user.id, 'verify_email', user.email, 600);
+  const reset = await tokens.issue(user.id, 'reset_password', user.email, 600);
+  await tokens.issue(user.id, 'verify_email', user.email, 600);
+  t.deepEqual(await tokens.peek(verify, 'verify_email'), { ok: false, reason: 'unknown' });
+  t.like(await tokens.peek(reset, 'reset_password'), { ok: true });
+  await tokens.revoke(user.id, 'reset_password');
+  t.deepEqual(await tokens.redeem(reset, 'reset_password'), { ok: false, reason: 'unknown' }, 'a revoked link no longer works');
+});
+
+test('a link sent to an old address does not verify the new one', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  const link = verificationLink((await mailsTo(smtp, email))[0]!);
+  const user = (await server.runtime.users.findByEmail(email))!;
+  const changed = newEmail();
+  await server.runtime.database.prisma.$executeRaw`update users set email = ${changed}, email_verified = false where id = ${user.id}::uuid`;
+  const answer = await visit(link);
+  t.is(answer.status, 410);
+  t.false((await server.runtime.users.findById(user.id))!.emailVerified);
+  t.is((await audit(server, { action: 'email.verified', userEmail: changed })).length, 0);
+});
+
+test('an expired link is refused', async (t) => {
+  const { server, smtp } = await gatehouse({ EMAIL_VERIFICATION_TTL: '1' });
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  const mail = (await mailsTo(smtp, email))[0]!;
+  t.regex(mail.email.text!, /expires in 1 minute/, 'the message rounds up to a whole minute');
+  const link = verificationLink(mail);
+  await sleep(2100);
+  t.deepEqual(await server.runtime.accountTokens.peek(link.searchParams.get('token')!, 'verify_email'), { ok: false, reason: 'expired' });
+  const answer = await visit(link);
+  t.is(answer.status, 410);
+  t.regex(answer.html, /This link is invalid or has expired/);
+  t.false((await server.runtime.users.findByEmail(email))!.emailVerified);
+});
+
+test('a registered address gets the same page and status as a new one, no account and no sign-in; its owner is told by email', async (t) => {
+  const { server, smtp } = await gatehouse(VERIFY_FIRST);
+  const owner = await createUser(server);
+  const fresh = newEmail();
+  const [existing, created] = await Promise.all([
+    submitSignUp(await loginPage(server), { name: 'Mallory', email: owner.email, password: 'another good passphrase here' }),
+    submitSignUp(await loginPage(server), { name: 'Mallory', email: fresh, password: 'another good passphrase here' }),
+  ]);
+  t.is(existing.status, 200);
+  t.is(created.status, 200);
+  t.is(withoutIds(existing.html, owner.email), withoutIds(created.html, fresh));
+  t.regex(created.html, /<h1 id="page-title">Check your email<\/h1>/);
+  t.regex(created.html, /expires in 24 hours/);
+
+  const [notice] = await mailsTo(smtp, owner.email);
+  t.is(notice!.email.subject, 'You already have an account');
+  t.regex(notice!.email.text!, /Hello Ada Lovelace,/, 'the owner is greeted by their own name');
+  t.regex(notice!.email.text!, new RegExp(`${server.issuer}/account`));
+  t.false(notice!.email.text!.includes('verify-email'), 'no verification link for a registered address');
+  t.is((await mailsTo(smtp, fresh))[0]!.email.subject, 'Confirm your email address');
+
+  const account = (await server.runtime.users.findByEmail(owner.email))!;
+  t.is(account.name, 'Ada Lovelace', 'the existing account is untouched');
+  t.is((await signInAfresh(server, owner.email)).claims.sub, owner.id, 'its password still works');
+  const attempts = await audit(server, { action: 'account.created', userEmail: owner.email });
+  t.is(attempts.length, 1);
+  t.like(attempts[0]!, { outcome: 'failure', subjectUserId: owner.id, detail: { reason: 'email_taken' } });
+});
+
+test('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=false, until the emailed link is followed', async (t) => {
+  const { server, smtp } = await gatehouse(VERIFY_FIRST);
+  const email = newEmail();
+  const signUp = await submitSignUp(await loginPage(server), { email });
+  t.is(signUp.status, 200, 'no sign-in after sign-up');
+  t.regex(signUp.html, /Check your email/);
+  const [firstMail] = await mailsTo(smtp, email);
+
+  const page = await loginPage(server);
+  const refused = await page.agent.request(new URL(`${page.interaction.pathname}/login`, page.interaction), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf: formField(page.html, 'csrf'), email, password: PASSWORD }).toString(),
+  });
+  t.is(refused.status, 403);
+  const gate = await refused.text();
+  t.regex(gate, /<h1 id="page-title">Verify your email to continue<\/h1>/);
+  const failures = await audit(server, { action: 'login.failed', userEmail: email });
+  t.is(failures.length, 1);
+  t.deepEqual(failures[0]!.detail, { reason: 'email_not_verified' });
+
+  // A new link from the refusal page (its form posts under the interaction, where its CSRF cookie is).
+  const resend = await page.agent.submit(new URL(formAction(gate, /verify-email\/resend$/), server.issuer), {
+    csrf: formField(gate, 'csrf'), email: formField(gate, 'email'),
+  });
+  t.is(resend.response.status, 200);
+  t.regex(await resend.response.text(), /a new link is on its way/);
+  const [, secondMail] = await mailsTo(smtp, email, 2);
+  t.is((await visit(verificationLink(firstMail!))).status, 400, 'the first link was replaced');
+  t.is((await visit(verificationLink(secondMail!))).status, 200);
+
+  t.is((await signInAfresh(server, email)).info.email_verified, true);
+});
+
+test('asking for a new link: the same answer for unknown, verified and unverified addresses; only the unverified one gets mail', async (t) => {
+  const { server, smtp } = await gatehouse(VERIFY_FIRST);
+  const verifiedUser = await createUser(server);
+  const unknown = newEmail();
+  const unverified = newEmail();
+  await submitSignUp(await loginPage(server), { email: unverified });
+  await mailsTo(smtp, unverified);
+
+  async function ask(email: string) {
+    const agent = new UserAgent();
+    const form = await visit(`${server.issuer}/verify-email`, agent);
+    const response = await agent.request(`${server.issuer}/verify-email/resend`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf: formField(form.html, 'csrf'), email }).toString(),
+    });
+    return { status: response.status, html: withoutIds(await response.text(), email) };
+  }
+  const answers = [await ask(unknown), await ask(verifiedUser.email), await ask(unverified)];
+  t.deepEqual(answers.map((answer) => answer.status), [200, 200, 200]);
+  t.is(answers[0]!.html, answers[1]!.html);
+  t.is(answers[1]!.html, answers[2]!.html);
+  await mailsTo(smtp, unverified, 2);
+  t.is(receivedBy(smtp, unknown).length, 0);
+  t.is(receivedBy(smtp, verifiedUser.email).length, 0);
+
+  const malformed = await ask('not an address');
+  t.is(malformed.status, 400);
+  t.regex(malformed.html, /aria-invalid="true"/);
+});
+
+test('asking for a new link is limited per address and per IP: 429 with Retry-After, the same for any address', async (t) => {
+  const { server, smtp } = await gatehouse({ VERIFY_RESEND_LIMIT_PER_ACCOUNT: '2/600', VERIFY_RESEND_LIMIT_PER_IP: '6/600' });
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  await mailsTo(smtp, email);
+  const agent = new UserAgent();
+  const form = await visit(`${server.issuer}/verify-email`, agent);
+  const ask = async (address: string) => {
+    const response = await agent.request(`${server.issuer}/verify-email/resend`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf: formField(form.html, 'csrf'), email: address }).toString(),
+    });
+    return { status: response.status, retryAfter: response.headers.get('retry-after'), html: await response.text() };
+  };
+  t.is((await ask(email)).status, 200);
+  t.is((await ask(email)).status, 200);
+  const refused = await ask(email.toUpperCase());
+  t.is(refused.status, 429, 'the third request for the same address, however written');
+  const retryAfter = Number(refused.retryAfter);
+  t.true(retryAfter > 500 && retryAfter <= 600, `Retry-After ${refused.retryAfter}`);
+  t.regex(refused.html, /sending verification emails is paused/);
+  await mailsTo(smtp, email, 3);
+
+  const unknown = newEmail();
+  t.is((await ask(unknown)).status, 200);
+  t.is((await ask(unknown)).status, 200);
+  const ipRefused = await ask(unknown);
+  t.is(ipRefused.status, 429, 'an unknown address is limited the same way');
+  t.truthy(ipRefused.retryAfter);
+  t.is((await ask(newEmail())).status, 429, 'and the IP is now over its limit for any address');
+  await sleep(200);
+  t.is(receivedBy(smtp, email).length, 3, 'refused requests send nothing');
+});
+
+test('sign-up is limited per IP: 429 with Retry-After and no account', async (t) => {
+  const { server } = await gatehouse({ SIGNUP_LIMIT_PER_IP: '2/600' });
+  t.is((await submitSignUp(await loginPage(server), { email: 'not an address' })).status, 400, 'every submission counts');
+  t.is((await submitSignUp(await loginPage(server), { email: newEmail() })).status, 303);
+  const email = newEmail();
+  const refused = await submitSignUp(await loginPage(server), { email });
+  t.is(refused.status, 429);
+  t.truthy(Number(refused.response.headers.get('retry-after')) > 0);
+  t.regex(refused.html, /creating accounts is paused/);
+  t.is(await server.runtime.users.findByEmail(email), null);
+});
+
+test('with SIGNUP_ENABLED=false there is no link and the sign-up pages are 404', async (t) => {
+  const { server } = await gatehouse({ SIGNUP_ENABLED: 'false' });
+  const page = await loginPage(server);
+  t.false(page.html.includes('/sign-up'));
+  t.false(page.html.includes('Create an account'));
+  const form = await page.agent.request(new URL(`${page.interaction.pathname}/sign-up`, page.interaction));
+  t.is(form.status, 404);
+  const email = newEmail();
+  const post = await page.agent.request(new URL(`${page.interaction.pathname}/sign-up`, page.interaction), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf: formField(page.html, 'csrf'), email, password: PASSWORD }).toString(),
+  });
+  t.is(post.status, 404);
+  t.is(await server.runtime.users.findByEmail(email), null);
+  // A failed login renders the page again: still no link.
+  const failed = await page.agent.request(new URL(`${page.interaction.pathname}/login`, page.interaction), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf: formField(page.html, 'csrf'), email, password: 'wrong password' }).toString(),
+  });
+  t.is(failed.status, 401);
+  t.false((await failed.text()).includes('/sign-up'));
+});
+
+test('the sign-up form: accessible fields, and weak passwords, invalid addresses and bad names explained on it with nothing created', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const page = await loginPage(server);
+  const form = await page.agent.request(new URL(`${page.interaction.pathname}/sign-up`, page.interaction));
+  const html = await form.text();
+  t.is(form.status, 200);
+  t.is(form.headers.get('cache-control'), 'no-store');
+  t.regex(html, /<h1 id="page-title">Create an account<\/h1>/);
+  for (const [id, autocomplete] of [['name', 'name'], ['email', 'email'], ['password', 'new-password']]) {
+    t.regex(html, new RegExp(`<label for="${id}">`));
+    t.regex(html, new RegExp(`id="${id}"[^>]*autocomplete="${autocomplete}"`));
+  }
+  t.regex(html, /At least 8 characters/, 'the policy is stated before it is applied');
+
+  const cases = [
+    { fields: { email: newEmail(), password: 'short' }, field: 'password', message: /between 8 and 256 characters/ },
+    { fields: { email: newEmail(), password: 'password123' }, field: 'password', message: /list of common or breached passwords/ },
+    { fields: { name: 'Grace Hopper', email: newEmail(), password: 'hopper rules the navy' }, field: 'password', message: /must not contain your email address or your name/ },
+    { fields: { email: 'grace@', password: PASSWORD }, field: 'email', message: /Enter an email address/ },
+    { fields: { name: 'x'.repeat(201), email: newEmail(), password: PASSWORD }, field: 'name', message: /at most 200 characters/ },
+    { fields: { name: 'Grace\r\nBcc: someone', email: newEmail(), password: PASSWORD }, field: 'name', message: /line breaks/ },
+  ];
+  for (const { fields, field, message } of cases) {
+    const answer = await submitSignUp(page, fields);
+    t.is(answer.status, 400, field);
+    t.regex(answer.html, new RegExp(`<p class="alert" role="alert" id="${field}-error">`));
+    t.regex(answer.html, message);
+    t.regex(answer.html, new RegExp(`id="${field}"[^>]*aria-describedby="[^"]*${field}-error"[^>]*aria-invalid="true"`, 's'));
+    t.false(answer.html.includes(fields.password), 'the password is never sent back');
+    if (field !== 'email') t.is(await server.runtime.users.findByEmail(fields.email), null);
+  }
+  await sleep(200);
+  t.is(smtp.received.filter((mail) => cases.some(({ fields }) => mail.envelope.to.includes(fields.email))).length, 0);
+});
+
+test('sign-up forms without their CSRF token are refused with 403 and create nothing', async (t) => {
+  const { server } = await gatehouse();
+  const page = await loginPage(server);
+  const email = newEmail();
+  const answer = await submitSignUp(page, { email }, { csrf: false });
+  t.is(answer.status, 403);
+  t.is(await server.runtime.users.findByEmail(email), null);
+
+  const resend = await new UserAgent().request(`${server.issuer}/verify-email/resend`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ email }).toString(),
+  });
+  t.is(resend.status, 403);
+  const interactionResend = await page.agent.request(new URL(`${page.interaction.pathname}/verify-email/resend`, page.interaction), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ email }).toString(),
+  });
+  t.is(interactionResend.status, 403);
+});
+
+test('sign-up is only for a sign-in that asks for a login', async (t) => {
+  const { server } = await gatehouse();
+  const gone = await visit(`${server.issuer}/interaction/not-a-sign-in/sign-up`);
+  t.is(gone.status, 400);
+  t.regex(gone.html, /sign in again/);
+});
