@@ -2,16 +2,14 @@
 // in both, hostile data escaped, proper headers), mail-server outages, the development outbox, the logs, config.
 import test from 'ava';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { Writable } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
 import { ConfigError, loadConfig, type Mode } from '../src/config/index.ts';
 import { DependencyUnavailable } from '../src/errors.ts';
 import { MailRejected, NodemailerMailer, type MailerOptions } from '../src/mail/mailer.ts';
 import { TEMPLATE_NAMES, type TemplateData, type TemplateName } from '../src/mail/templates.ts';
 import { parseMail, startSilentServer, startSmtpServer, unusedSmtpUrl, type ReceivedMail } from './helpers/smtp.ts';
-import { startTestServer } from './helpers/server.ts';
+import { capturingLogger, startTestServer } from './helpers/server.ts';
 
 const HOSTILE_NAME = `<script>alert("owned")</script> & 'Ada'`;
 const CHANGED_AT = new Date('2026-11-22T03:04:05Z');
@@ -34,12 +32,6 @@ const SUBJECTS: Record<TemplateName, string> = {
   'email-change-requested': 'A change of your email address was requested',
 };
 
-/** A pino logger whose every line (debug and up) is kept. */
-function capturingLogger() {
-  const lines: string[] = [];
-  const destination = new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } });
-  return { logger: pino({ level: 'debug' }, destination), lines };
-}
 
 /** The production timeout: a loaded CI machine can take seconds over one SMTP step; only the silent-server test shortens it. */
 function mailer(options: Partial<MailerOptions> & { mode: Mode }) {

@@ -3,22 +3,9 @@
 // leaves it usable, and the new password ends every session and grant (read by oauth4webapi), forgives the
 // login lockout, and is announced by email. Nothing secret reaches the audit trail or the logs.
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
-import pino from 'pino';
-import { loadConfig } from '../src/config/index.ts';
-import { openRuntime } from '../src/runtime.ts';
-import { createApp } from '../src/app.ts';
-import { startTestServer, type TestServer } from './helpers/server.ts';
-import { createTestDatabase } from './helpers/database.ts';
-import { deleteKeysWithPrefix } from './helpers/redis.ts';
+import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
 import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
 import { PASSWORD, authorizationRequest, createUser, discover, insecure, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
@@ -43,38 +30,9 @@ test.after.always(async () => {
   await smtp?.close();
 });
 
-/** A whole Gatehouse like startTestServer's, whose log lines (debug and up) the test can read. */
 async function startServerWithLogs(environment: Record<string, string>): Promise<{ server: TestServer; lines: string[] }> {
-  const database = await createTestDatabase();
-  const keysDir = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-keys-'));
-  const http = createServer();
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  const issuer = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
-  const config = loadConfig({
-    NODE_ENV: 'test', ISSUER: issuer, DATA_DIR: database.dataDir, KEYS_DIR: keysDir, LOG_LEVEL: 'debug',
-    STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`,
-    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
-    ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
-    ...environment,
-  });
-  const lines: string[] = [];
-  const logger = pino({ level: 'debug' }, new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } }));
-  const runtime = await openRuntime(config, logger);
-  http.on('request', createApp(runtime).callback());
-  return {
-    lines,
-    server: {
-      issuer, runtime, server: http,
-      async close() {
-        http.closeAllConnections();
-        await new Promise<void>((resolve) => http.close(() => resolve()));
-        await runtime.close();
-        await database.drop();
-        if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
-        await rm(keysDir, { recursive: true, force: true });
-      },
-    },
-  };
+  const { logger, lines } = capturingLogger();
+  return { server: await startTestServer(environment, { logger }), lines };
 }
 
 const claimed = new WeakSet<ReceivedMail>();

@@ -6,6 +6,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
+import pino, { type Logger } from 'pino';
 import { loadConfig } from '../../src/config/index.ts';
 import { createLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime } from '../../src/runtime.ts';
@@ -20,7 +22,15 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(environment: Record<string, string> = {}): Promise<TestServer> {
+/** A pino logger whose every line (debug and up) is kept, for tests that check what is logged. */
+export function capturingLogger(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const destination = new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } });
+  return { logger: pino({ level: 'debug' }, destination), lines };
+}
+
+/** `options.logger`: log there (e.g. a capturingLogger) instead of by LOG_LEVEL. */
+export async function startTestServer(environment: Record<string, string> = {}, options: { logger?: Logger } = {}): Promise<TestServer> {
   const database = await createTestDatabase();
   const keysDir = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-keys-'));
   const server = createServer();
@@ -39,7 +49,7 @@ export async function startTestServer(environment: Record<string, string> = {}):
     ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
     ...environment,
   });
-  const runtime = await openRuntime(config, createLogger(config));
+  const runtime = await openRuntime(config, options.logger ?? createLogger(config));
   server.on('request', createApp(runtime).callback());
   return {
     issuer,
