@@ -143,6 +143,21 @@ function registerContract(harness: StoreHarness): void {
     t.deepEqual((await store.indexMembers('Index:grant')).sort(), ['AccessToken:1', 'RefreshToken:1']);
   });
 
+  test(title('members removed from an index are gone, and an index left empty disappears'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.addToIndex('Index:sessions', 'uid-1', 60);
+    await store.addToIndex('Index:sessions', 'uid-2', 60);
+    await store.addToIndex('Index:sessions', 'uid-3', 60);
+    await store.removeFromIndex('Index:sessions', ['uid-1', 'uid-3', 'uid-missing']);
+    await store.removeFromIndex('Index:sessions', []);
+    await store.removeFromIndex('Index:never-made', ['uid-1']);
+    t.deepEqual(await store.indexMembers('Index:sessions'), ['uid-2']);
+    await store.removeFromIndex('Index:sessions', ['uid-2']);
+    t.deepEqual(await store.indexMembers('Index:sessions'), []);
+    await store.addToIndex('Index:sessions', 'uid-4', 60);
+    t.deepEqual(await store.indexMembers('Index:sessions'), ['uid-4'], 'a new member starts a new index');
+  });
+
   test(title('an index expires after its TTL'), async (t) => {
     const store = openStore(t, harness, newPrefix());
     await store.addToIndex('Index:short', 'Record:1', 1);

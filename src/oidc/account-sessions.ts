@@ -131,6 +131,8 @@ export class AccountSessions {
     }
     for (const grantId of keptGrantIds) if (grantId) grantIds.delete(grantId);
     const revoked = await this.#revokeGrants(accountId, grantIds);
+    // Revoked now or gone before: none of them is the account's any more.
+    await this.#store.removeFromIndex(accountGrantsKey(accountId), [...grantIds]);
     const { request } = options;
     await Promise.all([
       ...ending.map((session) => this.#audit({ action: 'session.ended', accountId, request, detail: { sessionUid: session.uid, reason } })),
@@ -143,10 +145,15 @@ export class AccountSessions {
     return { sessions: ending.length, grants: revoked.length };
   }
 
-  /** The account's sessions that still exist; the index may name sessions long gone. */
+  /**
+   * The account's sessions that still exist. The index may name sessions long gone (expired, ended):
+   * those are dropped from it here, or an account signing in every day would grow it without end.
+   */
   async #liveSessions(accountId: string) {
     const uids = await this.#store.indexMembers(accountSessionsKey(accountId));
     const sessions = await Promise.all(uids.map((uid) => this.#provider.Session.findByUid(uid)));
+    const gone = uids.filter((_uid, index) => sessions[index] === undefined);
+    await this.#store.removeFromIndex(accountSessionsKey(accountId), gone);
     return sessions.filter((session) => session !== undefined && session.accountId === accountId).map((session) => session!);
   }
 

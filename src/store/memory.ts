@@ -100,6 +100,15 @@ export class MemoryStore implements Store {
     return [...entry.members];
   }
 
+  async removeFromIndex(indexKey: string, members: readonly string[]): Promise<void> {
+    const prefixedKey = this.#prefix + indexKey;
+    const entry = this.#liveEntry(prefixedKey);
+    if (entry === undefined) return;
+    if (entry.kind !== 'index') throw new Error(wrongTypeMessage);
+    for (const member of members) entry.members.delete(member);
+    if (entry.members.size === 0) this.#entries.delete(prefixedKey);
+  }
+
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {

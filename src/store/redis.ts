@@ -110,6 +110,12 @@ export class RedisStore implements Store {
     return this.#run(() => this.#client.smembers(indexKey));
   }
 
+  async removeFromIndex(indexKey: string, members: readonly string[]): Promise<void> {
+    if (!members.length) return;
+    // Redis deletes a set whose last member goes.
+    await this.#run(() => this.#client.srem(indexKey, ...members));
+  }
+
   ping(): Promise<void> {
     return this.#run(async () => {
       await this.#client.ping();

@@ -21,6 +21,8 @@ export interface Store {
   /** Adds a member to an index; the index lives at least ttlSeconds from now (never shortened). */
   addToIndex(indexKey: string, member: string, ttlSeconds: number): Promise<void>;
   indexMembers(indexKey: string): Promise<string[]>;
+  /** Removes members (that point at records gone by now) from an index; an index left empty disappears. */
+  removeFromIndex(indexKey: string, members: readonly string[]): Promise<void>;
   /** Throws DependencyUnavailable when the backing service cannot be reached. */
   ping(): Promise<void>;
   close(): Promise<void>;
