@@ -44,6 +44,12 @@ export interface Config {
     signupPerIp: RateLimitSetting;
     resetPerIp: RateLimitSetting;
     resetPerAccountAndIp: RateLimitSetting;
+    /** Reset emails to one address, from anywhere (so many IPs cannot flood one inbox). */
+    resetPerAccount: RateLimitSetting;
+    /** Follow-ups of emailed links (confirm an address, set a new password, confirm a new address) per IP. */
+    emailedLinkPerIp: RateLimitSetting;
+    /** Changes of email address one account may ask for (each sends mail to an address it names). */
+    emailChangePerAccount: RateLimitSetting;
     verificationResendPerIp: RateLimitSetting;
     verificationResendPerAccount: RateLimitSetting;
     secondFactorPerIp: RateLimitSetting;
@@ -136,6 +142,9 @@ const environmentSchema = z.object({
   SIGNUP_LIMIT_PER_IP: rateLimit.default({ points: 10, seconds: 3600 }),
   RESET_LIMIT_PER_IP: rateLimit.default({ points: 20, seconds: 3600 }),
   RESET_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 5, seconds: 3600 }),
+  RESET_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 10, seconds: 3600 }),
+  EMAILED_LINK_LIMIT_PER_IP: rateLimit.default({ points: 60, seconds: 600 }),
+  EMAIL_CHANGE_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
   VERIFY_RESEND_LIMIT_PER_IP: rateLimit.default({ points: 20, seconds: 3600 }),
   VERIFY_RESEND_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
   SECOND_FACTOR_LIMIT_PER_IP: rateLimit.default({ points: 100, seconds: 600 }),
@@ -200,6 +209,9 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       signupPerIp: env.SIGNUP_LIMIT_PER_IP,
       resetPerIp: env.RESET_LIMIT_PER_IP,
       resetPerAccountAndIp: env.RESET_LIMIT_PER_ACCOUNT_IP,
+      resetPerAccount: env.RESET_LIMIT_PER_ACCOUNT,
+      emailedLinkPerIp: env.EMAILED_LINK_LIMIT_PER_IP,
+      emailChangePerAccount: env.EMAIL_CHANGE_LIMIT_PER_ACCOUNT,
       verificationResendPerIp: env.VERIFY_RESEND_LIMIT_PER_IP,
       verificationResendPerAccount: env.VERIFY_RESEND_LIMIT_PER_ACCOUNT,
       secondFactorPerIp: env.SECOND_FACTOR_LIMIT_PER_IP,
