@@ -12,6 +12,7 @@ import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts
 import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
+import { FORGOT_PASSWORD_PATH } from './http/password-forms.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
 
@@ -23,6 +24,12 @@ Commands:
                                         password out of the process list and history);
                                         a role in SECOND_FACTOR_REQUIRED_ROLES (admin by
                                         default) makes two-factor authentication mandatory
+  users reset-second-factor --email E   turn off the two-factor authentication of the
+                                        person with email E (lost phone and recovery
+                                        codes): their authenticator and recovery codes
+                                        are forgotten, they are told by email, and they
+                                        sign in with their password alone until they set
+                                        it up again
   clients create --name N --type spa|web|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor]
@@ -48,6 +55,9 @@ Configuration comes from the same environment variables as the server (DATABASE_
 `;
 
 class UsageError extends Error {}
+
+/** The command named something that does not exist (exit status 1). */
+class NotFound extends Error {}
 
 /** Role names as stored in users.roles and listed in SECOND_FACTOR_REQUIRED_ROLES. */
 const ROLE_NAME = /^[\w.:-]{1,64}$/;
@@ -84,6 +94,44 @@ const commands: Record<string, Handler> = {
         email: String(values.email), password, name: values.name as string | undefined, emailVerified: Boolean(values.verified), roles,
       });
       process.stdout.write(`${JSON.stringify({ ...user, roles }, null, 2)}\n`);
+    });
+  },
+
+  async 'users reset-second-factor'(args, run) {
+    const { values } = parse(args, { email: { type: 'string' } });
+    if (!values.email || !String(values.email).trim()) throw new UsageError('users reset-second-factor needs --email');
+    const email = String(values.email);
+    await run(async ({ users, secondFactor, auditTrail, mailer, config }) => {
+      const user = await users.findByEmail(email);
+      if (!user) throw new NotFound(`no account has the email ${email}`);
+      const { enabled, recoveryCodesLeft } = await secondFactor.status(user.id);
+      // Also forgets a setup that was started and never confirmed.
+      const removed = await secondFactor.removeForAccountRecovery(user.id);
+      if (!removed) {
+        process.stdout.write(`${user.email} has no two-factor authentication: nothing was changed\n`);
+        return;
+      }
+      await auditTrail.record({
+        action: 'second_factor.removed', outcome: 'success', actor: { type: 'admin', id: administratorName() },
+        subjectUserId: user.id, subjectEmail: user.email, detail: { method: 'totp', reason: 'admin_reset', wasEnabled: enabled },
+      });
+      if (!enabled) {
+        process.stdout.write(`${user.email} had not finished setting up two-factor authentication: the unfinished setup was removed\n`);
+        return;
+      }
+      const { requiredByRole } = await secondFactor.loginRequirement(user.id);
+      process.stdout.write(`turned off two-factor authentication for ${user.email}: its authenticator and ${recoveryCodesLeft} unused recovery code${recoveryCodesLeft === 1 ? '' : 's'} were removed; `
+        + `${requiredByRole ? 'their role requires it, so their next sign-in asks them to set it up again' : 'they sign in with their password alone until they set it up again'}\n`);
+      try {
+        await mailer.send({
+          to: user.email, template: 'second-factor-changed',
+          data: { name: user.name ?? undefined, change: 'disabled', byAdministrator: true, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+        });
+        process.stdout.write(`told ${user.email} by email\n`);
+      } catch (error) {
+        // The reset stands; the person is told another way.
+        process.stderr.write(`gatehouse: the notice to ${user.email} was not sent (${error instanceof DependencyUnavailable ? error.describe() : (error as Error).message}); tell them yourself\n`);
+      }
     });
   },
 
@@ -227,7 +275,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
+    if (error instanceof NotFound || error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
       process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
       return 1;
     }

@@ -69,7 +69,6 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
-      verifyPassword: (userId, password) => users.verifyPassword(userId, password),
     });
     const provider = createProvider({ config, secrets, store, users, clients, views, secondFactor });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));

@@ -1,7 +1,9 @@
 // Changing the password and the email address from the account console, through the real pages and a
-// real SMTP server: the current password is asked (and its guesses counted), a new password ends every other
-// session and grant (read by oauth4webapi), a new address is confirmed by a link sent to it before it is
-// used, the old address is told, and new ID tokens carry the new address. Nothing secret is logged.
+// real SMTP server: the current password is asked (its guesses counted, never forgiven, and toward the
+// sign-in lockout), a new password ends every other session, grant and pending emailed link (sessions and
+// grants read by oauth4webapi), a new address is confirmed by a link sent to it before it is used (requests
+// limited per account and per new address, link uses per IP), the old address is told, and new ID tokens
+// carry the new address. Nothing secret is logged.
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
@@ -18,15 +20,22 @@ let server: TestServer;
 /** Every log line of `server`, at debug level. */
 let logLines: string[];
 let strict: TestServer;
+let limited: TestServer;
 
 test.before(async () => {
   smtp = await startSmtpServer();
-  ({ server, lines: logLines } = await startServerWithLogs({ SMTP_URL: smtp.url }));
+  ({ server, lines: logLines } = await startServerWithLogs({ SMTP_URL: smtp.url, EMAILED_LINK_LIMIT_PER_IP: '1000/600' }));
   // Two password checks per account and window.
   strict = await startTestServer({ SMTP_URL: smtp.url, PASSWORD_CHECK_LIMIT_PER_ACCOUNT: '2/600' });
+  // A lockout after three failures, two email-change requests per account and per new address, and three
+  // uses of emailed links per IP (only one test opens links here).
+  limited = await startTestServer({
+    SMTP_URL: smtp.url, LOGIN_LOCKOUT_THRESHOLD: '3', EMAIL_CHANGE_LIMIT_PER_ACCOUNT: '2/600',
+    VERIFY_RESEND_LIMIT_PER_ACCOUNT: '2/600', EMAILED_LINK_LIMIT_PER_IP: '3/600',
+  });
 });
 test.after.always(async () => {
-  await Promise.allSettled([server?.close(), strict?.close()]);
+  await Promise.allSettled([server?.close(), strict?.close(), limited?.close()]);
   await smtp?.close();
 });
 
@@ -126,8 +135,9 @@ test('changing the password asks the current one; then this browser stays signed
   t.regex(wrong.html, /That is not your current password/);
   t.regex(wrong.html, /aria-describedby="current-password-error" aria-invalid="true"/);
   t.regex(wrong.html, /role="alert" id="current-password-error"/);
-  const [failed] = await auditEvents(server, user.email, 'password.changed');
+  const [failed] = await auditEvents(server, user.email, 'reauthentication.failed');
   t.is(failed!.outcome, 'failure');
+  t.is(failed!.detail.purpose, 'change_password');
 
   const done = await changePassword(server, here, html, PASSWORD, NEW_PASSWORD);
   t.is(done.status, 200);
@@ -175,6 +185,93 @@ test('current-password checks are counted per account: past the limit a 429 with
   const emailForm = await page(agent, `${strict.issuer}/account/email`);
   t.is((await changeEmail(strict, agent, emailForm.html, `elsewhere-${crypto.randomUUID()}@example.org`)).status, 429);
   t.truthy(await strict.runtime.users.authenticate(user.email, PASSWORD), 'nothing changed');
+});
+
+test('the right current password does not forgive earlier guesses: they stay counted', async (t) => {
+  const { agent, html } = await signedIn(strict, '/account/password');
+  const mismatch = await changePassword(strict, agent, html, PASSWORD, NEW_PASSWORD, 'typed differently');
+  t.is(mismatch.status, 400, 'the right password, but the new one typed differently');
+  t.regex(mismatch.html, /id="confirm-error"/);
+  t.is((await changePassword(strict, agent, html, 'a guess', NEW_PASSWORD)).status, 400);
+  t.is((await changePassword(strict, agent, html, PASSWORD, NEW_PASSWORD)).status, 429, 'three checks, whatever their outcome');
+});
+
+test('wrong current passwords count toward the sign-in lockout: the right password is then refused on the login page too, and each is audited', async (t) => {
+  const { user, agent, html } = await signedIn(limited, '/account/password');
+  t.is((await changePassword(limited, agent, html, 'guess one', NEW_PASSWORD)).status, 400);
+  t.is((await changePassword(limited, agent, html, 'guess two', NEW_PASSWORD)).status, 400);
+  const locked = await changePassword(limited, agent, html, 'guess three', NEW_PASSWORD);
+  t.is(locked.status, 429, 'the third failure locks the account');
+  t.true(Number(locked.response.headers.get('retry-after')) > 0);
+
+  // Signing in again, in another browser, with the right password: the lockout holds there too.
+  const browser = new UserAgent();
+  const login = await browser.follow(`${limited.issuer}/account`);
+  const loginPage = await login.response.text();
+  t.regex(loginPage, /name="password"/);
+  const refused = await post(browser, new URL(`${login.url.pathname}/login`, login.url), { csrf: formField(loginPage, 'csrf'), email: user.email, password: PASSWORD });
+  t.is(refused.status, 429);
+  t.regex(refused.html, /Too many attempts/);
+
+  const failures = await auditEvents(limited, user.email, 'reauthentication.failed');
+  t.is(failures.length, 3);
+  t.true(failures.every((event) => event.outcome === 'failure' && event.detail.purpose === 'change_password'));
+  t.is((await auditEvents(limited, user.email, 'login.locked_out')).length, 1);
+});
+
+test('email-change requests are limited per account (EMAIL_CHANGE_LIMIT_PER_ACCOUNT), successful ones included', async (t) => {
+  const { user, agent, html } = await signedIn(limited, '/account/email');
+  const first = `first-${crypto.randomUUID()}@example.org`;
+  const second = `second-${crypto.randomUUID()}@example.org`;
+  const third = `third-${crypto.randomUUID()}@example.org`;
+  t.is((await changeEmail(limited, agent, html, first)).status, 200);
+  t.is((await changeEmail(limited, agent, html, second)).status, 200);
+  const refused = await changeEmail(limited, agent, html, third);
+  t.is(refused.status, 429);
+  t.true(Number(refused.response.headers.get('retry-after')) > 0);
+  t.regex(refused.html, /changing your email address is paused/);
+  await mailTo(first, 'Confirm your new email address');
+  await mailTo(second, 'Confirm your new email address');
+  await mailTo(user.email, 'A change of your email address was requested');
+  await mailTo(user.email, 'A change of your email address was requested');
+  await eventually(async () => (await auditEvents(limited, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
+  t.deepEqual(smtp.received.filter((mail) => mail.envelope.to.includes(third)), [], 'the refused request mailed nobody');
+  t.is(smtp.received.filter((mail) => mail.envelope.to.includes(user.email)).length, 2);
+});
+
+test('one new address cannot be flooded from many accounts: email-change links to it are limited per address (VERIFY_RESEND_LIMIT_PER_ACCOUNT)', async (t) => {
+  const target = `target-${crypto.randomUUID()}@example.org`;
+  const statuses = [];
+  for (let account = 0; account < 3; account += 1) {
+    const { agent, html } = await signedIn(limited, '/account/email');
+    const answer = await changeEmail(limited, agent, html, account === 1 ? target.toUpperCase() : target);
+    statuses.push(answer.status);
+    if (answer.status === 429) t.regex(answer.html, /changing your email address is paused/);
+  }
+  t.deepEqual(statuses, [200, 200, 429], 'the third account is refused though it asked nothing before');
+  await mailTo(target, 'Confirm your new email address');
+  await mailTo(target, 'Confirm your new email address');
+  t.is(smtp.received.filter((mail) => mail.envelope.to.includes(target)).length, 2);
+});
+
+test('uses of email-change links are limited per IP (EMAILED_LINK_LIMIT_PER_IP): opening and confirming both count', async (t) => {
+  const { user, agent, html } = await signedIn(limited, '/account/email');
+  const wanted = `linked-${crypto.randomUUID()}@example.org`;
+  t.is((await changeEmail(limited, agent, html, wanted)).status, 200);
+  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const newMailbox = new UserAgent();
+  const shown = await page(newMailbox, link);
+  t.is(shown.status, 200);
+  const forged = await post(newMailbox, `${limited.issuer}/email/confirm-change`, { csrf: formField(shown.html, 'csrf'), token: 'not-a-token' });
+  t.is(forged.status, 400, 'a made-up token, counted');
+  t.is((await page(newMailbox, link)).status, 200);
+  const opened = await page(newMailbox, link);
+  t.is(opened.status, 429, 'the fourth use from this IP');
+  t.true(Number(opened.response.headers.get('retry-after')) > 0);
+  t.regex(opened.html, /using emailed links is paused/);
+  const confirmed = await post(newMailbox, `${limited.issuer}/email/confirm-change`, { csrf: formField(shown.html, 'csrf'), token: formField(shown.html, 'token') });
+  t.is(confirmed.status, 429);
+  t.is((await limited.runtime.users.findById(user.id))!.email, user.email, 'the address did not change');
 });
 
 test('changing the email: a link goes to the new address and a notice to the current one; the link, opened in another browser, makes the new address the account\'s, verified, in new ID tokens and userinfo', async (t) => {
@@ -272,6 +369,8 @@ test('the email form refuses what is not an address, the current address and a w
   t.is(wrong.status, 400);
   t.regex(wrong.html, /That is not your current password/);
   t.regex(wrong.html, /aria-invalid="true"/);
+  const [failed] = await auditEvents(server, user.email, 'reauthentication.failed');
+  t.is(failed!.detail.purpose, 'change_email');
 });
 
 test('a password change cancels an email change asked for before it (it may have been the intruder\'s)', async (t) => {
@@ -284,6 +383,20 @@ test('a password change cancels an email change asked for before it (it may have
   const shown = await page(new UserAgent(), link);
   t.is(shown.status, 400);
   t.regex(shown.html, /This link no longer works/);
+});
+
+test('a password change makes a reset link asked for before it stop working (it may have been the intruder\'s)', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/password');
+  const intruder = new UserAgent();
+  const forgot = await page(intruder, `${server.issuer}/password/forgot`);
+  t.is((await post(intruder, `${server.issuer}/password/forgot`, { csrf: formField(forgot.html, 'csrf'), email: user.email })).status, 200);
+  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  t.is((await page(intruder, link)).status, 200, 'the link works before the change');
+  t.is((await changePassword(server, agent, html, PASSWORD, NEW_PASSWORD)).status, 200);
+  const after = await page(intruder, link);
+  t.is(after.status, 400);
+  t.regex(after.html, /This link no longer works/);
+  t.deepEqual(await server.runtime.accountTokens.peek(new URL(link).searchParams.get('token')!, 'reset_password'), { ok: false, reason: 'unknown' });
 });
 
 test('forms without their CSRF token are refused with 403', async (t) => {

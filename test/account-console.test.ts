@@ -63,3 +63,25 @@ test('a disabled account is sent back to sign in', async (t) => {
   const post = await agent.request(`${server.issuer}/account/sign-out`, { method: 'POST' });
   t.is(post.status, 403);
 });
+
+test('a password-only session for an account that now must use a second factor is sent through the step-up first', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const { url } = await signInToAccount(server, agent, { email: user.email, password: PASSWORD });
+  t.is(url.pathname, '/account');
+  // Granting a role that requires the second factor (SECOND_FACTOR_REQUIRED_ROLES defaults to admin).
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { roles: ['admin'] } });
+  const response = await agent.request(`${server.issuer}/account`);
+  t.is(response.status, 302);
+  t.is(new URL(response.headers.get('location')!).pathname, '/auth');
+  // Setting a second factor up needs the password of this sign-in, not just the session: the login page first.
+  const stepUp = await agent.follow(new URL(response.headers.get('location')!));
+  const loginPage = await stepUp.response.text();
+  t.regex(stepUp.url.pathname, /^\/interaction\/[\w-]+$/);
+  t.is(formField(loginPage, 'email'), user.email);
+  const enrol = await agent.submit(new URL(`${stepUp.url.pathname}/login`, stepUp.url), { csrf: formField(loginPage, 'csrf'), email: user.email, password: PASSWORD });
+  t.regex(enrol.url.pathname, /^\/interaction\/[\w-]+\/second-factor$/);
+  t.regex(await enrol.response.text(), /Set up two-factor authentication/);
+  const post = await agent.request(`${server.issuer}/account/sign-out`, { method: 'POST' });
+  t.is(post.status, 403, 'and no change is accepted meanwhile');
+});

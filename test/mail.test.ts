@@ -21,6 +21,7 @@ const SAMPLES: { [Name in TemplateName]: TemplateData[Name] } = {
   'account-exists': { name: HOSTILE_NAME, link: 'https://id.example.com/account?from=notice' },
   'confirm-email-change': { name: HOSTILE_NAME, link: 'https://id.example.com/email/confirm-change?token=change-secret-4&step=2', expiresInMinutes: 1440 },
   'email-change-requested': { name: HOSTILE_NAME, newEmail: 'ada.new@example.org', requestedAt: CHANGED_AT, link: 'https://id.example.com/password/forgot?from=notice&x=1' },
+  'second-factor-changed': { name: HOSTILE_NAME, change: 'disabled', changedAt: CHANGED_AT, link: 'https://id.example.com/password/forgot?from=2fa&x=1' },
 };
 const SUBJECTS: Record<TemplateName, string> = {
   'verify-email': 'Confirm your email address',
@@ -30,6 +31,7 @@ const SUBJECTS: Record<TemplateName, string> = {
   'account-exists': 'You already have an account',
   'confirm-email-change': 'Confirm your new email address',
   'email-change-requested': 'A change of your email address was requested',
+  'second-factor-changed': 'Your two-factor authentication was changed',
 };
 
 

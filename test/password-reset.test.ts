@@ -1,10 +1,14 @@
 // Password reset by email, through the real pages and a real SMTP server: the request answers the same for
-// every address, the emailed link is single use, expires and is replaced by a newer one, a refused password
-// leaves it usable, and the new password ends every session and grant (read by oauth4webapi), forgives the
-// login lockout, and is announced by email. Nothing secret reaches the audit trail or the logs.
+// every address and is limited per address whatever the IP, the emailed link is single use, expires, is
+// replaced by a newer one and its uses are limited per IP, a refused password leaves it usable, and the new
+// password ends every session and grant (read by oauth4webapi), forgives the login lockout, turns off a
+// second factor set up before the address was proved, and is announced by email. Nothing secret reaches
+// the audit trail or the logs.
 import test from 'ava';
+import { request as httpRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
+import { generate } from 'otplib';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
 import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
@@ -17,16 +21,22 @@ let server: TestServer;
 /** Every log line of `server`, at debug level. */
 let logLines: string[];
 let short: TestServer;
+let limited: TestServer;
 const extraServers: TestServer[] = [];
 
 test.before(async () => {
   smtp = await startSmtpServer();
-  ({ server, lines: logLines } = await startServerWithLogs({ SMTP_URL: smtp.url, RESET_LIMIT_PER_IP: '1000/3600', LOGIN_LOCKOUT_THRESHOLD: '3' }));
+  ({ server, lines: logLines } = await startServerWithLogs({
+    SMTP_URL: smtp.url, RESET_LIMIT_PER_IP: '1000/3600', EMAILED_LINK_LIMIT_PER_IP: '1000/600', LOGIN_LOCKOUT_THRESHOLD: '3',
+  }));
   // Links that expire after a second, and two reset requests per address and IP.
   short = await startTestServer({ SMTP_URL: smtp.url, PASSWORD_RESET_TTL: '1', RESET_LIMIT_PER_ACCOUNT_IP: '2/600' });
+  // Two reset requests per address from anywhere (below the five per address and IP), and three uses of
+  // emailed links per IP: only one test opens links here.
+  limited = await startTestServer({ SMTP_URL: smtp.url, RESET_LIMIT_PER_ACCOUNT: '2/600', EMAILED_LINK_LIMIT_PER_IP: '3/600' });
 });
 test.after.always(async () => {
-  await Promise.allSettled([server?.close(), short?.close(), ...extraServers.map((extra) => extra.close())]);
+  await Promise.allSettled([server?.close(), short?.close(), limited?.close(), ...extraServers.map((extra) => extra.close())]);
   await smtp?.close();
 });
 
@@ -373,4 +383,122 @@ test('no token, link or password reaches an audit row or a log line', async (t) 
     t.false(rows.includes(secret), `audit rows hold no ${secret === token ? 'token' : 'secret'}`);
     t.false(logLines.some((line) => line.includes(secret)), `log lines hold no ${secret === token ? 'token' : 'secret'}`);
   }
+});
+
+/**
+ * One HTTP exchange sent from another loopback address (127.0.0.0/8 is all loopback on Linux): the server
+ * sees another client IP, the way requests from many machines look, without trusting X-Forwarded-For.
+ */
+function exchangeFrom(localAddress: string, url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Page & { cookies: string[] }> {
+  return new Promise((resolve, reject) => {
+    const outgoing = httpRequest(url, { method: init.method ?? 'GET', headers: { accept: 'text/html', ...init.headers }, localAddress }, (incoming) => {
+      const chunks: Buffer[] = [];
+      incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+      incoming.on('end', () => {
+        const html = Buffer.concat(chunks).toString('utf8');
+        const headers = new Headers();
+        for (const [name, value] of Object.entries(incoming.headers)) if (typeof value === 'string') headers.set(name, value);
+        const cookies = (incoming.headers['set-cookie'] ?? []).map((line) => line.split(';')[0]!);
+        resolve({ status: incoming.statusCode!, html, response: new Response(html, { status: incoming.statusCode!, headers }), cookies });
+      });
+      incoming.on('error', reject);
+    });
+    outgoing.on('error', reject);
+    outgoing.end(init.body);
+  });
+}
+
+/** Asks for a reset link from a browser at another IP address. */
+async function requestResetFrom(target: TestServer, localAddress: string, email: string): Promise<Page> {
+  const form = await exchangeFrom(localAddress, `${target.issuer}/password/forgot`);
+  if (form.status !== 200) throw new Error(`forgot page answered ${form.status}`);
+  return exchangeFrom(localAddress, `${target.issuer}/password/forgot`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: form.cookies.join('; ') },
+    body: new URLSearchParams({ csrf: formField(form.html, 'csrf'), email }).toString(),
+  });
+}
+
+test('reset links are limited per address whatever the IP (RESET_LIMIT_PER_ACCOUNT), for known and unknown addresses alike', async (t) => {
+  const user = await createUser(limited);
+  const unknown = `nobody-${crypto.randomUUID()}@example.com`;
+  for (const [index, email] of [user.email, unknown].entries()) {
+    // Each request from its own IP: no per-IP limit is near, only the address's.
+    t.is((await requestResetFrom(limited, `127.0.0.${10 + index * 3}`, email)).status, 200);
+    t.is((await requestResetFrom(limited, `127.0.0.${11 + index * 3}`, email)).status, 200);
+    const refused = await requestResetFrom(limited, `127.0.0.${12 + index * 3}`, email);
+    t.is(refused.status, 429, email);
+    t.true(Number(refused.response.headers.get('retry-after')) > 0);
+    t.regex(refused.html, /sending password reset links is paused/);
+  }
+  const other = await createUser(limited);
+  t.is((await requestResetFrom(limited, '127.0.0.12', other.email)).status, 200, 'the refused IP may still ask for another address');
+  await mailTo(other.email, 'Reset your password');
+  await mailTo(user.email, 'Reset your password');
+  await mailTo(user.email, 'Reset your password');
+  await eventually(async () => (await auditEvents(limited, user.email, 'password_reset.requested')).length === 2, 'both requests to be audited');
+  t.is(receivedBy(user.email).length, 2, 'the refused request sent nothing');
+  const ips = (await auditEvents(limited, user.email, 'password_reset.requested')).map((event) => event.ip).sort();
+  t.deepEqual(ips, ['127.0.0.10', '127.0.0.11'], 'the server saw each request come from its own IP');
+});
+
+test('uses of emailed reset links are limited per IP (EMAILED_LINK_LIMIT_PER_IP): opening and sending the form both count', async (t) => {
+  const user = await createUser(limited);
+  const agent = new UserAgent();
+  await requestReset(limited, agent, user.email);
+  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const form = await page(agent, link);
+  t.is(form.status, 200);
+  t.is((await submitNewPassword(limited, agent, form.html, '12345678')).status, 400, 'a refused password, counted');
+  t.is((await submitNewPassword(limited, agent, form.html, NEW_PASSWORD, 'not the same')).status, 400, 'a mismatch, counted');
+  const opened = await page(agent, link);
+  t.is(opened.status, 429, 'the fourth use from this IP');
+  t.true(Number(opened.response.headers.get('retry-after')) > 0);
+  t.regex(opened.html, /using emailed links is paused/);
+  const sent = await submitNewPassword(limited, agent, form.html, NEW_PASSWORD);
+  t.is(sent.status, 429);
+  t.truthy(await limited.runtime.users.authenticate(user.email, PASSWORD), 'the password did not change');
+  t.is((await limited.runtime.accountTokens.peek(formField(form.html, 'token'), 'reset_password')).ok, true, 'the link was not spent');
+});
+
+/** Turns on the second factor of an account, as the account page would; its recovery codes are stored. */
+async function enrollSecondFactor(target: TestServer, userId: string): Promise<void> {
+  const enrollment = await target.runtime.secondFactor.startEnrollment(userId);
+  const confirmed = await target.runtime.secondFactor.confirmEnrollment(userId, await generate({ secret: enrollment!.secret }));
+  if (!confirmed.ok) throw new Error(`enrollment refused: ${confirmed.reason}`);
+}
+
+/** Sets a new password through the emailed link, in a browser of its own. */
+async function resetThroughLink(target: TestServer, email: string): Promise<Page> {
+  const agent = new UserAgent();
+  await requestReset(target, agent, email);
+  const form = await page(agent, linkIn(await mailTo(email, 'Reset your password')));
+  return submitNewPassword(target, agent, form.html, NEW_PASSWORD);
+}
+
+test('a reset of an account whose address was not verified turns off its second factor (someone else may have set it up); a verified account keeps it', async (t) => {
+  const unverified = await createUser(server);
+  await server.runtime.database.prisma.user.update({ where: { id: unverified.id }, data: { emailVerified: false } });
+  await enrollSecondFactor(server, unverified.id);
+  const verified = await createUser(server);
+  await enrollSecondFactor(server, verified.id);
+  t.true((await server.runtime.secondFactor.status(unverified.id)).enabled);
+
+  const done = await resetThroughLink(server, unverified.email);
+  t.is(done.status, 200);
+  t.regex(done.html, /Two-factor authentication was also turned off/);
+  t.deepEqual(await server.runtime.secondFactor.status(unverified.id), { enabled: false, enabledAt: null, recoveryCodesLeft: 0 });
+  const stored = await server.runtime.database.prisma.user.findUniqueOrThrow({ where: { id: unverified.id }, select: { totpSecret: true, totpLastStep: true } });
+  t.deepEqual(stored, { totpSecret: null, totpLastStep: null }, 'the secret is forgotten');
+  t.is(await server.runtime.database.prisma.recoveryCode.count({ where: { userId: unverified.id } }), 0, 'the recovery codes are forgotten');
+  const [removed] = await auditEvents(server, unverified.email, 'second_factor.removed');
+  t.is(removed!.outcome, 'success');
+  t.is(removed!.subjectUserId, unverified.id);
+  t.deepEqual(removed!.detail, { reason: 'password_reset_unverified_email' });
+
+  const kept = await resetThroughLink(server, verified.email);
+  t.is(kept.status, 200);
+  t.notRegex(kept.html, /Two-factor authentication was also turned off/);
+  t.true((await server.runtime.secondFactor.status(verified.id)).enabled, 'a second factor set up once the address was proved stays');
+  t.deepEqual(await auditEvents(server, verified.email, 'second_factor.removed'), []);
 });

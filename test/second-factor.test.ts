@@ -1,15 +1,17 @@
 // The second factor end to end: enrollment on the account page (QR code, setup key, recovery codes),
 // login asking for a code (codes computed here with otplib), single use and clock drift, recovery codes,
 // sealed secrets, turning it off, requirement by acr_values, client setting and role (enrollment inside
-// the sign-in), step-up of a password-only session, lockout, audit and CSRF; ID tokens read with
-// oauth4webapi and jose.
+// the sign-in), step-up of a password-only session, lockout, audit and CSRF, the password asked before
+// turning it on, notices by email (a real SMTP server), secrets that no longer open, and the
+// administrator's reset; ID tokens read with oauth4webapi and jose.
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { compactDecrypt, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { generate } from 'otplib';
-import { startTestServer, type TestServer } from './helpers/server.ts';
+import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
+import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
 import {
   PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, type AuthorizationRequest,
 } from './helpers/oauth.ts';
@@ -22,15 +24,49 @@ import { ACR_PASSWORD, ACR_SECOND_FACTOR } from '../src/oidc/assurance.ts';
 import { hashRecoveryCode, normalizeRecoveryCode } from '../src/accounts/second-factor.ts';
 
 let server: TestServer;
+let smtp: TestSmtpServer;
+/** Every log line of `server`, at debug level. */
+let logLines: string[];
 test.before(async () => {
+  smtp = await startSmtpServer();
+  const { logger, lines } = capturingLogger();
+  logLines = lines;
   // One IP (127.0.0.1) signs in many times across this file: the per-IP limits must not be what stops a test.
   server = await startTestServer({
     LOGIN_LIMIT_PER_IP: '10000/600', SECOND_FACTOR_LIMIT_PER_IP: '10000/600', SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP: '50/600',
-  });
+    SMTP_URL: smtp.url,
+  }, { logger });
 });
 test.after.always(async () => {
   await server?.close();
+  await smtp?.close();
 });
+
+const NOTICE_SUBJECT = 'Your two-factor authentication was changed';
+const claimed = new WeakSet<ReceivedMail>();
+
+/** The next message to this address with this subject that no other check has taken. */
+async function mailTo(address: string, subject = NOTICE_SUBJECT, timeoutMs = 10_000): Promise<ReceivedMail> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const mail = smtp.received.find((candidate) => !claimed.has(candidate) && candidate.envelope.to.includes(address) && candidate.email.subject === subject);
+    if (mail) {
+      claimed.add(mail);
+      return mail;
+    }
+    if (Date.now() > deadline) throw new Error(`no mail "${subject}" arrived for ${address}`);
+    await sleep(25);
+  }
+}
+
+/** The notice's text part; its one link leads to the password reset ("not you?"). */
+async function noticeTo(t: import('ava').ExecutionContext, address: string): Promise<string> {
+  const mail = await mailTo(address);
+  const text = mail.email.text ?? '';
+  t.deepEqual([...text.matchAll(/https?:\/\/\S+/g)].map((match) => match[0]), [`${server.issuer}/password/forgot`]);
+  t.true((mail.email.html ?? '').includes(`href="${server.issuer}/password/forgot"`));
+  return text;
+}
 
 const PERIOD = 30;
 
@@ -75,7 +111,7 @@ async function enrollOnAccountPage(agent: UserAgent, email: string, stepOffset =
   const overview = opened.url.pathname === '/account/two-factor'
     ? opened.html
     : (await signInToAccount(server, agent, { email, password: PASSWORD }, '/account/two-factor')).html;
-  const setup = await post(agent, `${server.issuer}/account/two-factor/start`, { csrf: formField(overview, 'csrf') });
+  const setup = await post(agent, `${server.issuer}/account/two-factor/start`, { csrf: formField(overview, 'csrf'), password: PASSWORD });
   if (setup.response.status !== 200) throw new Error(`setup page: ${setup.response.status}`);
   const secret = setupKey(setup.html);
   const step = await awayFromStepBoundary(5);
@@ -164,6 +200,13 @@ async function signInToConsole(agent: UserAgent, email: string, code: string, pa
   return submitCode(agent, { ...codePage }, code);
 }
 
+/** Opens an account page; when the console asks its session for the second factor first (step-up), gives `code()`. */
+async function openAccountPage(agent: UserAgent, path: string, code: () => Promise<string>): Promise<Reached> {
+  const opened = await reach(agent, `${server.issuer}${path}`);
+  if (!opened.url.pathname.endsWith('/second-factor')) return opened;
+  return submitCode(agent, opened, await code());
+}
+
 /** A 6-digit code that is none of the codes within reach (±2 steps) of now. */
 async function wrongCode(secret: string): Promise<string> {
   const step = currentStep();
@@ -199,8 +242,23 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
   const consoleAgent = new UserAgent();
   const { html: status } = await signInToAccount(server, consoleAgent, { email: user.email, password: PASSWORD }, '/account/two-factor');
   t.regex(status, /Two-factor authentication is <strong>off<\/strong>/);
+  t.regex(status, /<label for="start-password">Your password<\/label>/);
 
-  const setup = await post(consoleAgent, `${server.issuer}/account/two-factor/start`, { csrf: formField(status, 'csrf') });
+  // Turning it on asks the password (a borrowed, signed-in browser must not enroll its own authenticator).
+  const start = (password: string) => post(consoleAgent, `${server.issuer}/account/two-factor/start`, { csrf: formField(status, 'csrf'), password });
+  for (const [password, error] of [['', /Enter your password\./], ['not my password at all', /That is not your password\./]] as const) {
+    const refused = await start(password);
+    t.is(refused.response.status, 400, `password "${password}"`);
+    t.regex(refused.html, error);
+    t.regex(refused.html, /role="alert" id="start-error"/);
+    t.regex(refused.html, /aria-describedby="start-detail start-error" aria-invalid="true"/);
+    t.false(refused.html.includes('id="setup-key"'), 'no secret without the password');
+  }
+  t.is((await server.runtime.database.prisma.user.findUniqueOrThrow({ where: { id: user.id }, select: { totpSecret: true } })).totpSecret, null, 'nothing was started');
+  const reauthentications = await auditOf(user.id, 'reauthentication.failed');
+  t.deepEqual(reauthentications.map((event) => event.detail.purpose), ['enable_second_factor', 'enable_second_factor']);
+
+  const setup = await start(PASSWORD);
   t.is(setup.response.status, 200);
   t.regex(setup.html, /<img class="qr" src="data:image\/png;base64,[A-Za-z0-9+/=]+"/);
   t.regex(setup.html, /alt="QR code[^"]*type the setup key shown below/);
@@ -223,7 +281,13 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
   t.is(new Set(recoveryCodes).size, 10);
   t.regex(confirmed.html, /shown only this once/);
 
-  const after = await reach(consoleAgent, `${server.issuer}/account/two-factor`);
+  const notice = await noticeTo(t, user.email);
+  t.regex(notice, /^Hello Ada Lovelace,\n\nTwo-factor authentication was turned on for your account at 127\.0\.0\.1:\d+ on \d{4}-\d\d-\d\d \d\d:\d\d UTC\./);
+  t.regex(notice, /may have set up their own authenticator app/);
+  t.false(notice.includes(secret) || notice.includes(recoveryCodes[0]!), 'neither the secret nor a code is mailed');
+
+  // The console's session was signed in with the password alone: it may be asked the code now.
+  const after = await openAccountPage(consoleAgent, '/account/two-factor', () => codeAt(secret, step));
   t.regex(after.html, /Two-factor authentication is <strong>on<\/strong>/);
   t.regex(after.html, /Recovery codes left: <strong>10<\/strong>/);
   t.false(after.html.includes(recoveryCodes[0]!), 'recovery codes are never shown again');
@@ -239,7 +303,7 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
   t.regex(page.html, /href="\/interaction\/[\w-]+\/second-factor\?method=recovery"/);
   t.false(page.html.includes(user.id), 'no account id in the page');
 
-  const right = await codeAt(secret, step);
+  const right = await codeAt(secret, step + 1);
   const wrong = await submitCode(agent, page, right === '123456' ? '654321' : '123456');
   t.is(wrong.response.status, 401);
   t.regex(wrong.html, /<p class="alert" role="alert" id="code-error">/);
@@ -256,7 +320,7 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
   t.is((await auditOf(user.id, 'second_factor.enrolled')).length, 1);
   const failed = await auditOf(user.id, 'second_factor.failed');
   t.is(failed.length, 2, 'the wrong confirmation and the wrong login code');
-  const used = await auditOf(user.id, 'second_factor.used');
+  const used = (await auditOf(user.id, 'second_factor.used')).filter((event) => event.clientId === client.client_id);
   t.is(used.length, 1);
   t.is(used[0]!.outcome, 'success');
   t.is(used[0]!.clientId, client.client_id);
@@ -367,6 +431,11 @@ test('recovery codes are stored as SHA-256 hashes; new ones, asked with a code, 
   t.false((await server.runtime.secondFactor.useRecoveryCode(user.id, recoveryCodes[0]!)).ok, 'an old code no longer works');
   t.true((await server.runtime.secondFactor.useRecoveryCode(user.id, fresh[0]!)).ok, 'a new one does');
   t.is((await auditOf(user.id, 'recovery_codes.regenerated')).length, 1);
+  await mailTo(user.email); // enrollment's notice
+  const notice = await noticeTo(t, user.email);
+  t.regex(notice, /New recovery codes were made for your account at .+ The old recovery codes no longer work\./);
+  t.regex(notice, /make new recovery codes on your account page/);
+  t.false(fresh.some((code) => notice.includes(code)), 'no recovery code is mailed');
 });
 
 test('the secret is sealed at rest: not the base32 secret, a JWE that opens with the configured key', async (t) => {
@@ -432,6 +501,11 @@ test('turning it off asks for the password and a code; a wrong password spends n
   t.is(await server.runtime.database.prisma.recoveryCode.count({ where: { userId: user.id } }), 0);
   const removed = await auditOf(user.id, 'second_factor.removed');
   t.is(removed.length, 1);
+  t.deepEqual((await auditOf(user.id, 'reauthentication.failed')).map((event) => event.detail.purpose), ['disable_second_factor']);
+  await mailTo(user.email); // enrollment's notice
+  const notice = await noticeTo(t, user.email);
+  t.regex(notice, /Two-factor authentication was turned off for your account at [^ ]+ on [\d-]+ [\d:]+ UTC\. Signing in now asks only for the password\./);
+  t.regex(notice, /turn two-factor authentication back on/);
 
   const { as, client } = await newSpa();
   const request = await authorizationRequest(as, client.client_id);
@@ -547,7 +621,7 @@ test('a person with a role in SECOND_FACTOR_REQUIRED_ROLES (admin) sets it up wh
 
 // --- step-up of a session signed in with the password only ---------------------------------------
 
-test('step-up: a session signed in with the password goes straight to the second factor when a client requires it, then single sign-on carries loa:2', async (t) => {
+test('step-up that must set up the second factor asks the password of the signed-in account first, then single sign-on carries loa:2', async (t) => {
   t.timeout(120_000);
   const user = await createUser(server);
   const relaxed = await newSpa();
@@ -557,9 +631,21 @@ test('step-up: a session signed in with the password goes straight to the second
 
   const strict = await newSpa({ requireSecondFactor: true });
   const request = await authorizationRequest(strict.as, strict.client.client_id);
-  const stepUp = await reach(agent, request.url);
-  t.regex(stepUp.url.pathname, /^\/interaction\/[\w-]+\/second-factor$/, 'no password page');
-  t.false(stepUp.html.includes('name="password"'));
+  // A signed-in browser (perhaps borrowed) cannot enroll an authenticator on the session alone.
+  const login = await reach(agent, request.url);
+  t.regex(login.url.pathname, /^\/interaction\/[\w-]+$/);
+  t.regex(login.html, /name="password"/);
+  t.regex(login.html, new RegExp(`id="email" name="email" type="email"[^>]*value="${user.email.replaceAll('.', '\\.')}"`), 'the signed-in account is filled in');
+  const uid = /\/interaction\/([\w-]+)/.exec(login.url.pathname)![1]!;
+  const enrollDirectly = await agent.request(new URL(`/interaction/${uid}/second-factor`, login.url));
+  t.is(enrollDirectly.status, 303, 'the step is not reachable without the password');
+  t.is(new URL(enrollDirectly.headers.get('location')!, login.url).pathname, `/interaction/${uid}`);
+  t.is((await server.runtime.database.prisma.user.findUniqueOrThrow({ where: { id: user.id }, select: { totpSecret: true } })).totpSecret, null, 'no secret was made');
+
+  const stepUp = await reachAfter(agent, await agent.submit(new URL(`${login.url.pathname}/login`, login.url), {
+    csrf: formField(login.html, 'csrf'), email: user.email, password: PASSWORD,
+  }));
+  t.regex(stepUp.url.pathname, /^\/interaction\/[\w-]+\/second-factor$/);
   t.regex(stepUp.html, /Set up two-factor authentication/);
   const { done } = await enrollDuringSignIn(t, agent, stepUp);
   t.true(isCallback(done));
@@ -571,15 +657,26 @@ test('step-up: a session signed in with the password goes straight to the second
   const sso = await reach(agent, again.url);
   t.true(isCallback(sso), 'no prompt');
   t.is((await idTokenClaims(relaxed.client, again, sso.url)).acr, ACR_SECOND_FACTOR);
+  t.regex(await noticeTo(t, user.email), /Two-factor authentication was turned on/, 'enrolling inside a sign-in is mailed too');
 });
 
-test('step-up: after turning it on in the account console, the next sign-in to an application asks the code (not the password)', async (t) => {
+test('step-up: once it is on, a browser signed in with the password alone is asked the code (not the password); the browser that turned it on counts as signed in with both', async (t) => {
   t.timeout(120_000);
   const user = await createUser(server);
   const { as, client } = await newSpa();
   const agent = new UserAgent();
   t.true(isCallback(await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email)));
-  const { secret } = await enrollOnAccountPage(agent, user.email, -1);
+  const enroller = new UserAgent();
+  const { secret } = await enrollOnAccountPage(enroller, user.email, -1);
+  const enrollerRequest = await authorizationRequest(as, client.client_id);
+  const consent = await reach(enroller, enrollerRequest.url);
+  t.true(consent.html.includes('/confirm"'), 'password and code were given in that browser: only consent is asked');
+  const enrollerSignIn = await post(enroller, new URL(`${consent.url.pathname}/confirm`, consent.url), { csrf: formField(consent.html, 'csrf') });
+  t.true(isCallback(enrollerSignIn));
+  const enrollerClaims = await idTokenClaims(client, enrollerRequest, enrollerSignIn.url);
+  t.deepEqual(enrollerClaims.amr, ['pwd', 'otp']);
+  t.is(enrollerClaims.acr, 'urn:gatehouse:loa:2');
+
   const step = await awayFromStepBoundary();
   const request = await authorizationRequest(as, client.client_id);
   const page = await reach(agent, request.url);
@@ -697,17 +794,170 @@ test('gatehouse clients create --require-second-factor and users create --role R
   t.regex(badRole.stderr, /--role/);
 });
 
-test('turning it off counts password attempts per account (password-check-account): past the limit, 429 with Retry-After', async (t) => {
+test('the password asked to turn it on or off is counted per account and never forgiven: past the limit, 429 with Retry-After even for the right one', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
   const step = await awayFromStepBoundary();
   const agent = new UserAgent();
   const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
+  const csrf = formField(status.html, 'csrf');
   const { points } = server.runtime.config.limits.passwordCheckPerAccount;
-  const disable = () => post(agent, `${server.issuer}/account/two-factor/disable`, { csrf: formField(status.html, 'csrf'), password: 'a wrong password', code: '123456' });
-  for (let attempt = 1; attempt <= points; attempt += 1) t.is((await disable()).response.status, 400, `attempt ${attempt}`);
-  const refused = await disable();
+  const { threshold } = server.runtime.config.limits.lockout;
+  // Fewer wrong passwords in a row than the sign-in lockout takes: only password-check-account can refuse.
+  const wrongInARow = Math.min(threshold - 1, points - 2);
+  let checks = 1; // turning it on in enrolledUser()
+  for (let attempt = 1; attempt <= wrongInARow; attempt += 1, checks += 1) {
+    t.is((await post(agent, `${server.issuer}/account/two-factor/disable`, { csrf, password: 'a wrong password', code: '123456' })).response.status, 400, `wrong password ${attempt}`);
+  }
+  const off = await post(agent, `${server.issuer}/account/two-factor/disable`, { csrf, password: PASSWORD, code: await codeAt(secret, step + 1) });
+  checks += 1;
+  t.regex(off.html, /Two-factor authentication is off\./);
+  // Turning it on again: each right password is counted too, and the earlier checks were not forgotten.
+  const start = () => post(agent, `${server.issuer}/account/two-factor/start`, { csrf, password: PASSWORD });
+  for (; checks < points; checks += 1) t.is((await start()).response.status, 200, `check ${checks + 1} of ${points}`);
+  const refused = await start();
   t.is(refused.response.status, 429);
   t.true(Number(refused.response.headers.get('retry-after')) > 0);
+  t.false(refused.html.includes('id="setup-key"'));
+});
+
+test('step-up: after "sign out everywhere", sign-ins started before it can no longer skip the password', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  t.true(isCallback(await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email)));
+  const { secret } = await enrollOnAccountPage(new UserAgent(), user.email, -1);
+  // Two sign-ins started by the browser signed in with the password: one has reached the code page, the other only its start.
+  const codePage = await reach(agent, (await authorizationRequest(as, client.client_id)).url);
+  t.regex(codePage.url.pathname, /^\/interaction\/[\w-]+\/second-factor$/, 'the session stood for the password');
+  const started = await agent.request((await authorizationRequest(as, client.client_id)).url);
+  const startedAt = new URL(started.headers.get('location')!, server.issuer);
+  t.regex(startedAt.pathname, /^\/interaction\/[\w-]+$/);
+
+  const ended = await server.runtime.accountSessions.endAll(user.id);
+  t.true(ended.sessions >= 1);
+
+  const step = await awayFromStepBoundary();
+  const submitted = await submitCode(agent, codePage, await codeAt(secret, step));
+  t.false(isCallback(submitted), 'the code alone does not sign in');
+  t.false(submitted.html.includes('autocomplete="one-time-code"'));
+  const opened = await reach(agent, startedAt);
+  t.false(opened.url.pathname.endsWith('/second-factor'), 'the other sign-in is not sent to the code either');
+  t.false(opened.html.includes('autocomplete="one-time-code"'));
+  t.is((await auditOf(user.id, 'second_factor.used')).length, 0);
+  const fresh = await reach(agent, (await authorizationRequest(as, client.client_id)).url);
+  t.regex(fresh.html, /name="password"/, 'a new sign-in asks the password');
+});
+
+test('a setup started with the password cannot be confirmed, nor its secret seen, from another signed-in browser', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const owner = new UserAgent();
+  const ownerStatus = await signInToAccount(server, owner, { email: user.email, password: PASSWORD }, '/account/two-factor');
+  const setup = await post(owner, `${server.issuer}/account/two-factor/start`, { csrf: formField(ownerStatus.html, 'csrf'), password: PASSWORD });
+  const secret = setupKey(setup.html);
+
+  const other = new UserAgent();
+  const otherStatus = await signInToAccount(server, other, { email: user.email, password: PASSWORD }, '/account/two-factor');
+  const step = await awayFromStepBoundary();
+  for (const code of [await wrongCode(secret), await codeAt(secret, step)]) {
+    const attempt = await post(other, `${server.issuer}/account/two-factor/confirm`, { csrf: formField(otherStatus.html, 'csrf'), code });
+    t.is(attempt.url.pathname, '/account/two-factor');
+    t.regex(attempt.html, /Two-factor authentication is <strong>off<\/strong>/);
+    t.false(attempt.html.includes('id="setup-key"'), 'the pending secret is not shown');
+  }
+  t.false((await server.runtime.secondFactor.status(user.id)).enabled);
+
+  const confirmed = await post(owner, `${server.issuer}/account/two-factor/confirm`, { csrf: formField(setup.html, 'csrf'), code: await codeAt(secret, step) });
+  t.is(confirmed.response.status, 200, 'the browser that gave the password confirms it');
   t.true((await server.runtime.secondFactor.status(user.id)).enabled);
+});
+
+test('cancelling the sign-in on the second-factor step forgets its pending state', async (t) => {
+  t.timeout(120_000);
+  const { user } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+  t.truthy(await server.runtime.store.get(`second-factor-step:${uid}`), 'the password step left its state');
+  const cancelled = await agent.submit(new URL(`/interaction/${uid}/abort`, page.url), { csrf: formField(page.html, 'csrf') });
+  t.true(isCallback({ ...cancelled, html: '' }));
+  t.is(cancelled.url.searchParams.get('error'), 'access_denied');
+  t.is(await server.runtime.store.get(`second-factor-step:${uid}`), undefined);
+});
+
+test('a secret whose key is no longer in ENCRYPTION_KEYS: a 503 page saying so (sign-in and account page), an error logged with the cause, never the secret', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const step = await awayFromStepBoundary();
+  const consoleAgent = new UserAgent();
+  const status = await signInToConsole(consoleAgent, user.email, await codeAt(secret, step), '/account/two-factor');
+  // The same secret sealed under a key this server does not have (as after dropping the old key of a rotation).
+  const resealed = await new Sealer([crypto.getRandomValues(new Uint8Array(32))]).seal(secret, `totp:${user.id}`);
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { totpSecret: resealed } });
+
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+  t.is(page.response.status, 200);
+  const refused = await submitCode(agent, page, await codeAt(secret, step + 1));
+  t.is(refused.response.status, 503);
+  t.regex(refused.html, /<h1 id="page-title">Two-factor authentication is unavailable<\/h1>/);
+  t.regex(refused.html, /Two-factor authentication cannot be checked right now; the administrator has been told\./);
+  for (const action of ['recovery-codes', 'disable']) {
+    const answer = await post(consoleAgent, `${server.issuer}/account/two-factor/${action}`, { csrf: formField(status.html, 'csrf'), password: PASSWORD, code: await codeAt(secret, step + 1) });
+    t.is(answer.response.status, 503, action);
+    t.regex(answer.html, /the administrator has been told/, action);
+  }
+  t.true((await server.runtime.secondFactor.status(user.id)).enabled, 'nothing changed');
+
+  const errors = logLines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.level === 50 && line.accountId === user.id);
+  t.is(errors.length, 3);
+  for (const line of errors) {
+    t.regex(String(line.msg), /sealed TOTP secret does not open with ENCRYPTION_KEYS/);
+    t.regex(String(line.cause), /no configured encryption key opens this value/);
+  }
+  t.false(logLines.some((line) => line.includes(secret)), 'the secret is never logged');
+});
+
+test('gatehouse users reset-second-factor --email E turns it off, audits it as the administrator and tells the person; an unknown email exits 1', async (t) => {
+  t.timeout(300_000);
+  const { user } = await enrolledUser();
+  await mailTo(user.email); // enrollment's notice
+  const { config } = server.runtime;
+  const environment = cleanEnvironment({
+    DATA_DIR: config.dataDir, KEYS_DIR: config.keysDir, DATABASE_URL: config.databaseUrl, LOG_LEVEL: 'warn', NODE_ENV: 'test',
+    ISSUER: server.issuer, SMTP_URL: smtp.url,
+  });
+  const gatehouse = (args: string[]) => runNode([path.join('bin', 'gatehouse.js'), ...args], environment, 180_000);
+
+  const reset = await gatehouse(['users', 'reset-second-factor', '--email', user.email.toUpperCase()]);
+  t.is(reset.code, 0, reset.stderr);
+  t.regex(reset.stdout, new RegExp(`^turned off two-factor authentication for ${user.email.replaceAll('.', '\\.')}: its authenticator and 10 unused recovery codes were removed; they sign in with their password alone`));
+  const row = await server.runtime.database.prisma.user.findUniqueOrThrow({ where: { id: user.id }, select: { totpSecret: true, totpEnabledAt: true, totpLastStep: true } });
+  t.deepEqual(row, { totpSecret: null, totpEnabledAt: null, totpLastStep: null });
+  t.is(await server.runtime.database.prisma.recoveryCode.count({ where: { userId: user.id } }), 0);
+  const removed = await auditOf(user.id, 'second_factor.removed');
+  t.is(removed.length, 1);
+  t.is(removed[0]!.actorType, 'admin');
+  t.regex(removed[0]!.actorId ?? '', /^cli(:.+)?$/);
+  t.is(removed[0]!.detail.reason, 'admin_reset');
+  t.regex(await noticeTo(t, user.email), /Two-factor authentication was turned off for your account at .+ by an administrator\./);
+
+  const { as, client } = await newSpa();
+  t.true(isCallback(await passwordStep(new UserAgent(), await authorizationRequest(as, client.client_id), user.email)), 'the password alone signs in');
+
+  const again = await gatehouse(['users', 'reset-second-factor', '--email', user.email]);
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stdout, /has no two-factor authentication: nothing was changed/);
+  t.is((await auditOf(user.id, 'second_factor.removed')).length, 1);
+
+  const unknown = await gatehouse(['users', 'reset-second-factor', '--email', `nobody-${crypto.randomUUID()}@example.com`]);
+  t.is(unknown.code, 1);
+  t.regex(unknown.stderr, /^gatehouse: no account has the email nobody-/);
+  const missing = await gatehouse(['users', 'reset-second-factor']);
+  t.is(missing.code, 2);
+  t.regex(missing.stderr, /reset-second-factor needs --email/);
 });

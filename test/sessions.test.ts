@@ -415,3 +415,23 @@ test('an ended session stays ended even if a request of its browser saves it aft
   t.false(await isSignedIn(chrome, spa.client.client_id));
   t.deepEqual(await server.runtime.accountSessions.list(person.id), []);
 });
+
+test('a session caught between its old and new id (a login rotating it) is neither dropped from the index nor spared by sign out everywhere', async (t) => {
+  const person = await createUser(server);
+  const spa = await newSpa();
+  const chrome = browser(CHROME_ON_LINUX);
+  await signInToApp(chrome, person, spa);
+  const [listed] = await server.runtime.accountSessions.list(person.id);
+  const { provider, store, accountSessions } = server.runtime;
+  // The engine rotating the id: the old record is gone, the new one not written yet.
+  const rotating = (await provider.Session.findByUid(listed!.uid))!;
+  await rotating.destroy();
+  t.deepEqual(await accountSessions.list(person.id), []);
+  t.true((await store.indexMembers(`account:${person.id}:sessions`)).includes(listed!.uid), 'still indexed: it is about to be saved again');
+
+  await accountSessions.endAll(person.id);
+  rotating.resetIdentifier();
+  await rotating.save(600);
+  t.is(await provider.Session.findByUid(listed!.uid), undefined, 'the rotated session was not saved back');
+  t.false(await isSignedIn(chrome, spa.client.client_id));
+});

@@ -1,12 +1,13 @@
 // Sign-up from the login page and email verification, through the real pages, a real SMTP server and
-// oauth4webapi: email_verified false then true, single-use hashed links that expire, newer links replacing
-// older ones, resend limits, no enumeration of registered addresses, the unverified-login gate, the
-// sign-up switch, form errors, CSRF, and the audit trail.
-import test from 'ava';
+// oauth4webapi: email_verified false then true, links that only a button press uses (single use, hashed,
+// expiring, newer ones replacing older ones), limits, no enumeration of registered addresses (with the
+// default settings too), the unverified-login gate, the sign-up switch, form errors, CSRF, what is logged
+// when mail is refused, and the audit trail.
+import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
-import { startTestServer, type TestServer } from './helpers/server.ts';
+import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
 import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, type AuthorizationRequest } from './helpers/oauth.ts';
 import { UserAgent, formAction, formField, isRedirect } from './helpers/user-agent.ts';
@@ -29,7 +30,9 @@ function gatehouse(environment: Record<string, string> = {}): Promise<Gatehouse>
     gatehouses.set(key, (async () => {
       const smtp = await startSmtpServer();
       // Tests share a server and one IP: only the test of a limit sets it low.
-      const server = await startTestServer({ SMTP_URL: smtp.url, SIGNUP_LIMIT_PER_IP: '1000/3600', VERIFY_RESEND_LIMIT_PER_IP: '1000/3600', ...environment });
+      const server = await startTestServer({
+        SMTP_URL: smtp.url, SIGNUP_LIMIT_PER_IP: '1000/3600', VERIFY_RESEND_LIMIT_PER_IP: '1000/3600', EMAILED_LINK_LIMIT_PER_IP: '1000/3600', ...environment,
+      });
       const started_ = { server, smtp };
       started.push(started_);
       return started_;
@@ -126,7 +129,22 @@ function verificationLink(mail: ReceivedMail): URL {
 
 async function visit(url: URL | string, agent = new UserAgent()) {
   const response = await agent.request(url);
-  return { status: response.status, html: await response.text() };
+  return { status: response.status, html: await response.text(), retryAfter: response.headers.get('retry-after') };
+}
+
+/** Presses the "Confirm my email address" button of a link's page: its form posts the CSRF token and the link's. */
+async function pressConfirm(server: TestServer, agent: UserAgent, html: string, token = formField(html, 'token')) {
+  const response = await agent.request(`${server.issuer}/verify-email`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf: formField(html, 'csrf'), token }).toString(),
+  });
+  return { status: response.status, html: await response.text(), retryAfter: response.headers.get('retry-after') };
+}
+
+/** Follows an emailed link as a person does: opens it, then presses its button (when the page has one). */
+async function confirmLink(server: TestServer, link: URL | string, agent = new UserAgent()) {
+  const opened = await visit(link, agent);
+  return opened.status === 200 ? pressConfirm(server, agent, opened.html) : opened;
 }
 
 /** A page without what differs between two sign-ups: interaction ids, CSRF tokens, and the email echoed back. */
@@ -134,7 +152,8 @@ function withoutIds(html: string, email: string): string {
   return html
     .replace(/\/interaction\/[\w-]+/g, '/interaction/UID')
     .replace(/name="csrf" value="[^"]*"/g, 'name="csrf" value="CSRF"')
-    .replaceAll(email, 'EMAIL');
+    .replaceAll(email, 'EMAIL')
+    .replaceAll(encodeURIComponent(email), 'EMAIL');
 }
 
 async function audit(server: TestServer, query: { action?: string; userEmail?: string }) {
@@ -142,74 +161,122 @@ async function audit(server: TestServer, query: { action?: string; userEmail?: s
   return server.runtime.auditTrail.list({ ...query, limit: 50 });
 }
 
-test('sign-up signs the person in at once with email_verified false; after the emailed link a fresh sign-in says true', async (t) => {
+test('sign-up answers "Check your email" and signs no one in; "Continue to sign in" then gives email_verified false; after the confirmed link a fresh sign-in says true', async (t) => {
   const { server, smtp } = await gatehouse();
   const page = await loginPage(server);
   t.regex(page.html, new RegExp(`<a href="${page.interaction.pathname}/sign-up">Create an account</a>`), 'the login page links to sign-up');
   const email = newEmail();
   const signUp = await submitSignUp(page, { name: 'Grace Hopper', email: email.toUpperCase() });
-  t.is(signUp.status, 303, signUp.html.slice(0, 300));
-  const callback = await toCallback(page.agent, new URL(signUp.response.headers.get('location')!, server.issuer));
+  t.is(signUp.status, 200, signUp.html.slice(0, 300));
+  t.is(signUp.response.headers.get('location'), null, 'no redirect: the sign-in is not finished');
+  t.regex(signUp.html, /<h1 id="page-title">Check your email<\/h1>/);
+  const user = (await server.runtime.users.findByEmail(email))!;
+  t.is(user.email, email, 'the address is stored normalized');
+  t.false(user.emailVerified);
+
+  // "Continue to sign in": the same sign-in's login page with the address filled in; the password is asked.
+  const continueHref = /<a href="([^"]+)">Continue to sign in<\/a>/.exec(signUp.html)?.[1]?.replaceAll('&amp;', '&');
+  t.is(continueHref, `${page.interaction.pathname}?email=${encodeURIComponent(email)}`);
+  const login = await visit(new URL(continueHref!, server.issuer), page.agent);
+  t.is(login.status, 200);
+  t.regex(login.html, /<h1 id="page-title">Sign in<\/h1>/, 'not signed in by signing up');
+  t.is(formField(login.html, 'email'), email);
+  const signedIn = await page.agent.submit(new URL(`${page.interaction.pathname}/login`, server.issuer), {
+    csrf: formField(login.html, 'csrf'), email: formField(login.html, 'email'), password: PASSWORD,
+  });
+  const callback = signedIn.url.href.startsWith(REDIRECT_URI) ? signedIn.url : await toCallback(page.agent, signedIn.url);
   const tokens = await exchange(page, callback);
   const claims = oauth.getValidatedIdTokenClaims(tokens)!;
+  t.is(claims.sub, user.id);
   t.deepEqual(claims.amr, ['pwd']);
   const info = await userinfo(page, tokens.access_token, claims.sub);
-  t.is(info.email, email, 'the address is stored normalized');
-  t.is(info.email_verified, false);
-  t.is(info.name, 'Grace Hopper');
-  t.is((await server.runtime.users.findById(claims.sub))!.emailVerified, false);
+  t.like(info, { email, email_verified: false, name: 'Grace Hopper' });
 
   const [mail] = await mailsTo(smtp, email);
   t.is(mail!.email.subject, 'Confirm your email address');
+  t.regex(mail!.email.text!, /If you did not create an account, ignore this message/);
   const link = verificationLink(mail!);
   t.is(`${link.origin}${link.pathname}`, `${server.issuer}/verify-email`);
   t.regex(link.searchParams.get('token') ?? '', /^[A-Za-z0-9_-]{43}$/);
   t.true(mail!.email.html!.includes(link.href.replaceAll('&', '&amp;')), 'the HTML part carries the same link');
 
-  const verified = await visit(link);
+  // Opening the link shows a button; only pressing it confirms the address.
+  const agent = new UserAgent();
+  const opened = await visit(link, agent);
+  t.is(opened.status, 200);
+  t.regex(opened.html, /<h1 id="page-title">Confirm your email address<\/h1>/);
+  t.regex(opened.html, /<form method="post" action="\/verify-email">/);
+  t.regex(opened.html, /<button type="submit">Confirm my email address<\/button>/);
+  t.false((await server.runtime.users.findById(user.id))!.emailVerified, 'opening the link verifies nothing');
+  const verified = await pressConfirm(server, agent, opened.html);
   t.is(verified.status, 200);
   t.regex(verified.html, /<h1 id="page-title">Your email is verified<\/h1>/);
 
   const fresh = await signInAfresh(server, email);
-  t.is(fresh.claims.sub, claims.sub);
+  t.is(fresh.claims.sub, user.id);
   t.is(fresh.info.email_verified, true, 'a fresh sign-in says verified');
   t.is((await userinfo(page, tokens.access_token, claims.sub)).email_verified, true, 'userinfo reads the account as it is now, for the first token too');
 
   const created = await audit(server, { action: 'account.created', userEmail: email });
   t.is(created.length, 1);
-  t.is(created[0]!.outcome, 'success');
-  t.is(created[0]!.subjectUserId, claims.sub);
+  t.like(created[0]!, { outcome: 'success', subjectUserId: user.id });
+  t.is((await audit(server, { action: 'login.succeeded', userEmail: email })).length, 2, 'two sign-ins, both with the password; none by signing up');
   const events = await audit(server, { action: 'email.verified', userEmail: email });
   t.is(events.length, 1);
-  t.like(events[0]!, { outcome: 'success', subjectUserId: claims.sub, subjectEmail: email });
+  t.like(events[0]!, { outcome: 'success', subjectUserId: user.id, subjectEmail: email });
   const token = link.searchParams.get('token')!;
   const everything = JSON.stringify(await audit(server, { userEmail: email }));
   t.false(everything.includes(token), 'no audit row holds the token');
   t.false(everything.includes(PASSWORD), 'no audit row holds the password');
 });
 
-test('a link works once: following it again is refused and verifies nothing twice', async (t) => {
+test('opening a link (GET or HEAD, as mail scanners do) never uses it; the button works once, then the link is refused', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
-  const signUp = await submitSignUp(await loginPage(server), { email });
-  t.is(signUp.status, 303);
+  t.is((await submitSignUp(await loginPage(server), { email })).status, 200);
   const link = verificationLink((await mailsTo(smtp, email))[0]!);
-  t.is((await fetch(link, { method: 'HEAD' })).status, 200, 'a link checker sending HEAD does not use the link');
-  t.is((await visit(link)).status, 200);
+  t.is((await fetch(link, { method: 'HEAD' })).status, 200, 'a link checker sending HEAD gets an answer');
+  const scanned = await Promise.all([visit(link), visit(link), visit(link)]);
+  t.deepEqual(scanned.map((answer) => answer.status), [200, 200, 200]);
+  t.false((await server.runtime.users.findByEmail(email))!.emailVerified, 'a scanner opening the link verifies nothing');
+  t.is((await audit(server, { action: 'email.verified', userEmail: email })).length, 0);
+
+  // The person presses the button on a page a scanner also opened: it still works, once.
+  const agent = new UserAgent();
+  const opened = await visit(link, agent);
+  t.is((await pressConfirm(server, agent, opened.html)).status, 200);
+  t.true((await server.runtime.users.findByEmail(email))!.emailVerified);
+  const pressedAgain = await pressConfirm(server, agent, opened.html);
+  t.is(pressedAgain.status, 400);
+  t.regex(pressedAgain.html, /This link is invalid or has expired/);
   const again = await visit(link);
-  t.is(again.status, 410);
+  t.is(again.status, 400, 'the same status as any other invalid link');
   t.regex(again.html, /This link is invalid or has expired/);
   t.regex(again.html, /action="\/verify-email\/resend"/, 'the page offers a new link');
   t.is((await audit(server, { action: 'email.verified', userEmail: email })).length, 1);
 });
 
-test('two browsers following the same link at once: exactly one verifies it', async (t) => {
+test('the button needs its CSRF token: without it, 403 and nothing verified', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
   const link = verificationLink((await mailsTo(smtp, email))[0]!);
-  const statuses = (await Promise.all(Array.from({ length: 5 }, () => visit(link)))).map((answer) => answer.status).sort();
-  t.deepEqual(statuses, [200, 410, 410, 410, 410]);
+  const forged = await fetch(`${server.issuer}/verify-email`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token: link.searchParams.get('token')! }).toString(),
+  });
+  t.is(forged.status, 403);
+  t.false((await server.runtime.users.findByEmail(email))!.emailVerified);
+  t.is((await confirmLink(server, link)).status, 200, 'the link still works from its page');
+});
+
+test('two browsers pressing the button of the same link at once: exactly one verifies it', async (t) => {
+  const { server, smtp } = await gatehouse();
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  const link = verificationLink((await mailsTo(smtp, email))[0]!);
+  const statuses = (await Promise.all(Array.from({ length: 5 }, () => confirmLink(server, link)))).map((answer) => answer.status).sort();
+  t.deepEqual(statuses, [200, 400, 400, 400, 400]);
   t.is((await audit(server, { action: 'email.verified', userEmail: email })).length, 1);
 });
 
@@ -227,12 +294,19 @@ test('links are stored hashed: the token from the message is nowhere in account_
   t.is(rows[0]!.used_at, null);
 });
 
-test('unknown, malformed and missing tokens get a 400 page, never a 500', async (t) => {
+test('unknown, malformed and missing tokens get a 400 page, never a 500, opened or pressed', async (t) => {
   const { server } = await gatehouse();
   for (const query of ['', '?token=', `?token=${'A'.repeat(43)}`, '?token=%00%00', '?token=a&token=b', `?token=${'x'.repeat(5000)}`]) {
     const answer = await visit(`${server.issuer}/verify-email${query}`);
     t.is(answer.status, 400, query);
     t.regex(answer.html, /This link is invalid or has expired/);
+  }
+  const agent = new UserAgent();
+  const page = await visit(`${server.issuer}/verify-email`, agent);
+  for (const token of ['', 'A'.repeat(43), '\u0000', 'x'.repeat(5000)]) {
+    const pressed = await pressConfirm(server, agent, page.html, token);
+    t.is(pressed.status, 400, JSON.stringify(token.slice(0, 10)));
+    t.regex(pressed.html, /This link is invalid or has expired/);
   }
 });
 
@@ -253,7 +327,7 @@ test('a newer link replaces the older: asking for a new one makes the first refu
   const second = verificationLink((await mailsTo(smtp, email, 2))[1]!);
   t.not(second.href, first.href);
   t.is((await visit(first)).status, 400, 'the older link no longer works');
-  t.is((await visit(second)).status, 200);
+  t.is((await confirmLink(server, second)).status, 200);
   t.is((await signInAfresh(server, email)).info.email_verified, true);
 });
 
@@ -284,11 +358,14 @@ test('a link sent to an old address does not verify the new one', async (t) => {
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
   const link = verificationLink((await mailsTo(smtp, email))[0]!);
+  const agent = new UserAgent();
+  const opened = await visit(link, agent);
+  t.is(opened.status, 200);
   const user = (await server.runtime.users.findByEmail(email))!;
   const changed = newEmail();
   await server.runtime.database.prisma.$executeRaw`update users set email = ${changed}, email_verified = false where id = ${user.id}::uuid`;
-  const answer = await visit(link);
-  t.is(answer.status, 410);
+  t.is((await visit(link)).status, 400, 'opened after the change');
+  t.is((await pressConfirm(server, agent, opened.html)).status, 400, 'pressed on a page opened before the change');
   t.false((await server.runtime.users.findById(user.id))!.emailVerified);
   t.is((await audit(server, { action: 'email.verified', userEmail: changed })).length, 0);
 });
@@ -300,16 +377,41 @@ test('an expired link is refused', async (t) => {
   const mail = (await mailsTo(smtp, email))[0]!;
   t.regex(mail.email.text!, /expires in 1 minute/, 'the message rounds up to a whole minute');
   const link = verificationLink(mail);
+  const agent = new UserAgent();
+  const opened = await visit(link, agent);
+  t.is(opened.status, 200);
   await sleep(2100);
   t.deepEqual(await server.runtime.accountTokens.peek(link.searchParams.get('token')!, 'verify_email'), { ok: false, reason: 'expired' });
   const answer = await visit(link);
-  t.is(answer.status, 410);
+  t.is(answer.status, 400);
   t.regex(answer.html, /This link is invalid or has expired/);
+  t.is((await pressConfirm(server, agent, opened.html)).status, 400);
   t.false((await server.runtime.users.findByEmail(email))!.emailVerified);
 });
 
-test('a registered address gets the same page and status as a new one, no account and no sign-in; its owner is told by email', async (t) => {
-  const { server, smtp } = await gatehouse(VERIFY_FIRST);
+test('following up emailed links is limited per IP: opening and pressing both count, 429 with Retry-After', async (t) => {
+  const { server, smtp } = await gatehouse({ EMAILED_LINK_LIMIT_PER_IP: '3/600' });
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  const link = verificationLink((await mailsTo(smtp, email))[0]!);
+  const agent = new UserAgent();
+  const opened = await visit(link, agent);
+  t.is(opened.status, 200);
+  t.is((await visit(`${server.issuer}/verify-email?token=${'A'.repeat(43)}`)).status, 400, 'an unknown token counts too');
+  t.is((await visit(link)).status, 200);
+  const refused = await visit(link);
+  t.is(refused.status, 429);
+  const retryAfter = Number(refused.retryAfter);
+  t.true(retryAfter > 500 && retryAfter <= 600, `Retry-After ${refused.retryAfter}`);
+  t.regex(refused.html, /confirming email addresses is paused/);
+  const pressed = await pressConfirm(server, agent, opened.html);
+  t.is(pressed.status, 429);
+  t.false((await server.runtime.users.findByEmail(email))!.emailVerified, 'a refused press verifies nothing');
+});
+
+/** Sign-up with an address that has an account and with a new one: the same answer, whatever the settings. */
+async function sameAnswerForRegisteredAddresses(t: ExecutionContext, environment: Record<string, string>, offersSignIn: boolean) {
+  const { server, smtp } = await gatehouse(environment);
   const owner = await createUser(server);
   const fresh = newEmail();
   const [existing, created] = await Promise.all([
@@ -318,9 +420,12 @@ test('a registered address gets the same page and status as a new one, no accoun
   ]);
   t.is(existing.status, 200);
   t.is(created.status, 200);
-  t.is(withoutIds(existing.html, owner.email), withoutIds(created.html, fresh));
+  t.is(existing.response.headers.get('location'), null);
+  t.is(created.response.headers.get('location'), null, 'no sign-in for a new address either');
+  t.is(withoutIds(existing.html, owner.email), withoutIds(created.html, fresh), 'the same page but for the typed address');
   t.regex(created.html, /<h1 id="page-title">Check your email<\/h1>/);
   t.regex(created.html, /expires in 24 hours/);
+  t.is(/>Continue to sign in</.test(created.html), offersSignIn);
 
   const [notice] = await mailsTo(smtp, owner.email);
   t.is(notice!.email.subject, 'You already have an account');
@@ -328,6 +433,9 @@ test('a registered address gets the same page and status as a new one, no accoun
   t.regex(notice!.email.text!, new RegExp(`${server.issuer}/account`));
   t.false(notice!.email.text!.includes('verify-email'), 'no verification link for a registered address');
   t.is((await mailsTo(smtp, fresh))[0]!.email.subject, 'Confirm your email address');
+  await sleep(200);
+  t.is(receivedBy(smtp, owner.email).length, 1, 'one message each');
+  t.is(receivedBy(smtp, fresh).length, 1);
 
   const account = (await server.runtime.users.findByEmail(owner.email))!;
   t.is(account.name, 'Ada Lovelace', 'the existing account is untouched');
@@ -335,6 +443,14 @@ test('a registered address gets the same page and status as a new one, no accoun
   const attempts = await audit(server, { action: 'account.created', userEmail: owner.email });
   t.is(attempts.length, 1);
   t.like(attempts[0]!, { outcome: 'failure', subjectUserId: owner.id, detail: { reason: 'email_taken' } });
+}
+
+test('a registered address gets the same page and status as a new one, with the default settings: no sign-in, its owner told by email', async (t) => {
+  await sameAnswerForRegisteredAddresses(t, {}, true);
+});
+
+test('a registered address gets the same page and status as a new one when UNVERIFIED_LOGIN_ALLOWED=false', async (t) => {
+  await sameAnswerForRegisteredAddresses(t, VERIFY_FIRST, false);
 });
 
 test('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=false, until the emailed link is followed', async (t) => {
@@ -343,6 +459,7 @@ test('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=false, un
   const signUp = await submitSignUp(await loginPage(server), { email });
   t.is(signUp.status, 200, 'no sign-in after sign-up');
   t.regex(signUp.html, /Check your email/);
+  t.false(signUp.html.includes('Continue to sign in'), 'no offer to sign in before the address is confirmed');
   const [firstMail] = await mailsTo(smtp, email);
 
   const page = await loginPage(server);
@@ -365,7 +482,7 @@ test('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=false, un
   t.regex(await resend.response.text(), /a new link is on its way/);
   const [, secondMail] = await mailsTo(smtp, email, 2);
   t.is((await visit(verificationLink(firstMail!))).status, 400, 'the first link was replaced');
-  t.is((await visit(verificationLink(secondMail!))).status, 200);
+  t.is((await confirmLink(server, verificationLink(secondMail!))).status, 200);
 
   t.is((await signInAfresh(server, email)).info.email_verified, true);
 });
@@ -437,7 +554,7 @@ test('asking for a new link is limited per address and per IP: 429 with Retry-Af
 test('sign-up is limited per IP: 429 with Retry-After and no account', async (t) => {
   const { server } = await gatehouse({ SIGNUP_LIMIT_PER_IP: '2/600' });
   t.is((await submitSignUp(await loginPage(server), { email: 'not an address' })).status, 400, 'every submission counts');
-  t.is((await submitSignUp(await loginPage(server), { email: newEmail() })).status, 303);
+  t.is((await submitSignUp(await loginPage(server), { email: newEmail() })).status, 200);
   const email = newEmail();
   const refused = await submitSignUp(await loginPage(server), { email });
   t.is(refused.status, 429);
@@ -527,4 +644,36 @@ test('sign-up is only for a sign-in that asks for a login', async (t) => {
   const gone = await visit(`${server.issuer}/interaction/not-a-sign-in/sign-up`);
   t.is(gone.status, 400);
   t.regex(gone.html, /sign in again/);
+});
+
+test('a message the mail server refuses is logged by what failed and the error name only: never the address, link or token', async (t) => {
+  const smtp = await startSmtpServer({ refuseRecipient: (address) => address.startsWith('refused-') });
+  const { logger, lines } = capturingLogger();
+  const server = await startTestServer({ SMTP_URL: smtp.url }, { logger });
+  started.push({ server, smtp });
+  const newcomer = `refused-${crypto.randomUUID()}@example.com`;
+  const owner = await createUser(server, `refused-${crypto.randomUUID()}@example.com`);
+
+  // A new account (its verification link), a registered address (the notice to its owner), a new link.
+  t.is((await submitSignUp(await loginPage(server), { email: newcomer })).status, 200);
+  t.is((await submitSignUp(await loginPage(server), { email: owner.email })).status, 200);
+  const agent = new UserAgent();
+  const form = await visit(`${server.issuer}/verify-email`, agent);
+  const resent = await agent.submit(`${server.issuer}/verify-email/resend`, { csrf: formField(form.html, 'csrf'), email: newcomer });
+  t.is(resent.response.status, 200, 'the person sees the usual answer');
+
+  const expected = [
+    'sign-up verification email failed after the response (MailRejected)',
+    'sign-up notice to an existing account failed after the response (MailRejected)',
+    'new verification link failed after the response (MailRejected)',
+  ];
+  const deadline = Date.now() + 10_000;
+  while (!expected.every((message) => lines.some((line) => line.includes(message))) && Date.now() < deadline) await sleep(25);
+  for (const message of expected) t.true(lines.some((line) => line.includes(message)), message);
+  // The audit trail's own lines name the account on purpose; every other line must not.
+  const logged = lines.filter((line) => (JSON.parse(line) as { component?: string }).component !== 'audit').join('\n');
+  t.false(logged.includes('@example.com'), 'no address (nor the mail server\'s reply quoting it)');
+  t.false(logged.includes('token'), 'no link or token');
+  t.false(logged.includes('mailbox unavailable'), 'not the mail server\'s reply');
+  t.is(smtp.received.length, 0);
 });

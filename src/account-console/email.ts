@@ -4,10 +4,14 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { AccountError, isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
+import { afterResponse } from '../http/after-response.ts';
 import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
-import { FORGOT_PASSWORD_PATH, afterResponse, durationInWords } from '../interactions/password-reset.ts';
+import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
+import { inWords } from '../http/rate-limits.ts';
+import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter } from './index.ts';
+import { checkCurrentPassword } from './reauthentication.ts';
 
 /**
  * Outside /account: the link is often opened in another browser (the new mailbox's), where nobody is
@@ -21,6 +25,7 @@ const TITLE = 'Change your email address';
 export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: AccountPages): void {
   const { config, users, auditTrail, limits, logger, accountTokens } = runtime;
   const ttlSeconds = config.accounts.emailVerificationTtl;
+  const action = 'changing your email address';
 
   router.get('/email', (ctx) => {
     pages.render(ctx, 'account/email', { title: TITLE });
@@ -36,20 +41,22 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
     const refuse = (errors: Record<string, string>) => pages.render(ctx, 'account/email', { title: TITLE, email: typed, errors }, 400);
     if (!isEmailAddress(newEmail)) return refuse({ email: 'Enter the new email address, like name@example.com.' });
     if (newEmail === user.email) return refuse({ email: 'That is already your email address. Enter the new one.' });
-    // The same per-account count as the password page: a session left open cannot be used to guess it.
-    const decision = await limits.rates.consume('password-check-account', user.id);
-    if (!decision.allowed) {
-      pages.tooManyAttempts(ctx, decision, 'changing your email address');
-      return;
-    }
-    if (!current || !await users.verifyPassword(user.id, current)) {
-      await auditTrail.record({ action: 'email_change.requested', outcome: 'failure', ...seen, detail: { reason: 'wrong_current_password' } });
-      return refuse({ current: current ? 'That is not your current password.' : 'Enter your current password.' });
-    }
-    await limits.rates.reset('password-check-account', user.id);
+    // An empty field is a slip, not a guess: it is not counted.
+    if (!current) return refuse({ current: 'Enter your current password.' });
+    const check = await checkCurrentPassword(runtime, ctx, user, current, 'change_email');
+    if (!check.ok && check.refusal) return pages.tooManyAttempts(ctx, check.refusal, action);
+    if (!check.ok) return refuse({ current: 'That is not your current password.' });
+    // Each request mails two addresses: bounded per account, and per new address whoever asks (one mailbox
+    // cannot be flooded from many accounts; the count is shared with the verification links it receives).
+    // Counted whether or not the address is taken, so a refusal says nothing about other accounts.
+    const decision = await limits.rates.consumeAll([
+      ['email-change-account', user.id],
+      ['verification-resend-account', `${accountKey(newEmail)}`],
+    ]);
+    if (!decision.allowed) return pages.tooManyAttempts(ctx, decision, action);
     // The page is the same whether or not another account has the address (that is not this person's to
     // learn), and it goes out before the lookup and the mail so its timing says nothing either.
-    pages.render(ctx, 'account/email', { title: TITLE, sent: newEmail, expiresIn: durationInWords(ttlSeconds) });
+    pages.render(ctx, 'account/email', { title: TITLE, sent: newEmail, expiresIn: inWords(ttlSeconds) });
     afterResponse(ctx, logger, 'email change request', async () => {
       const taken = (await users.findByEmail(newEmail)) !== null;
       if (!taken) {
@@ -71,7 +78,7 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
 
 /** The page the new address's link opens (GET: shows a button; mail scanners open links too) and its form. */
 export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
-  const { config, users, auditTrail, logger, accountTokens } = runtime;
+  const { config, users, auditTrail, limits, logger, accountTokens } = runtime;
   const router = new Router();
   const pages = new Pages(runtime.views);
   const render = (ctx: Context, template: string, data: Record<string, unknown>, status = 200) =>
@@ -80,9 +87,17 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
   function linkInvalid(ctx: Context): void {
     render(ctx, 'link-invalid', {
       title: 'This link no longer works',
-      message: `Email change links work once, only the newest one sent works, and each expires after ${durationInWords(config.accounts.emailVerificationTtl)}. Your email address was not changed. To try again, ask for a new link from your account.`,
+      message: `Email change links work once, only the newest one sent works, and each one sent expires ${inWords(config.accounts.emailVerificationTtl)}. Your email address was not changed. To try again, ask for a new link from your account.`,
       next: { href: '/account/email', label: 'Change your email address' },
     }, 400);
+  }
+
+  /** Counts a use of an emailed link per IP (tokens cannot be guessed, but nobody may keep trying); false once refused. */
+  async function linkUseAllowed(ctx: Context): Promise<boolean> {
+    const decision = await limits.rates.consume('emailed-link-ip', ctx.ip);
+    if (decision.allowed) return true;
+    pages.tooManyAttempts(ctx, decision, { csrfPath: CONFIRM_CSRF_PATH, action: 'using emailed links' });
+    return false;
   }
 
   /** The account and new address of a link still good, for an account that may still use it. */
@@ -94,6 +109,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
   }
 
   router.get(CONFIRM_EMAIL_CHANGE_PATH, async (ctx) => {
+    if (!await linkUseAllowed(ctx)) return;
     const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
     const change = await changeOfLink(token);
     if (!change) {
@@ -105,6 +121,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
 
   router.post(CONFIRM_EMAIL_CHANGE_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
+    if (!await linkUseAllowed(ctx)) return;
     const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
     const change = await changeOfLink(formField(ctx, 'token'));
     const redeemed = change ? await accountTokens.redeem(formField(ctx, 'token'), 'change_email') : undefined;

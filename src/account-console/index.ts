@@ -4,12 +4,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
-import type Provider from 'oidc-provider';
 import type { User } from '../accounts/users.ts';
 import { Pages } from '../http/pages.ts';
 import { HttpError } from '../http/errors.ts';
 import type { Runtime } from '../runtime.ts';
-import { ACCOUNT_CONSOLE_CALLBACK_PATH, ACCOUNT_CONSOLE_CLIENT_ID } from './first-party-client.ts';
+import { ACCOUNT_CONSOLE_CALLBACK_PATH, ACCOUNT_CONSOLE_CLIENT_ID } from '../oidc/account-console-client.ts';
+import { ACR_SECOND_FACTOR, secondFactorDecision } from '../oidc/assurance.ts';
 import { passwordRoutes } from './password.ts';
 import { emailRoutes } from './email.ts';
 import { twoFactorRoutes } from './two-factor.ts';
@@ -48,7 +48,7 @@ export class AccountPages {
 const SIGN_IN_COOKIE = 'gatehouse.account-sign-in';
 
 export function accountConsoleRoutes(runtime: Runtime): Router {
-  const { provider, users, views, config } = runtime;
+  const { views } = runtime;
   const router: AccountRouter = new Router<AccountState>({ prefix: '/account' });
   const pages = new AccountPages(new Pages(views));
 
@@ -66,7 +66,7 @@ export function accountConsoleRoutes(runtime: Runtime): Router {
     ctx.redirect(returnTo);
   });
 
-  router.use(requireSignedIn(provider, users, config.issuer));
+  router.use(requireSignedIn(runtime));
 
   router.get('/', (ctx) => {
     pages.render(ctx, 'account/overview', { title: 'Your account' });
@@ -79,14 +79,21 @@ export function accountConsoleRoutes(runtime: Runtime): Router {
   return router;
 }
 
-/** Every /account page (but the callback): the signed-in person, or a redirect to sign in and come back. */
-function requireSignedIn(provider: Provider, users: Runtime['users'], issuer: string) {
+/**
+ * Every /account page (but the callback): the signed-in person, or a redirect to sign in and come back.
+ * A session signed in with the password alone, for an account that must use its second factor (it has
+ * one on, or its role requires one), signs in again through the step-up, as an application would.
+ */
+function requireSignedIn({ provider, users, secondFactor, config }: Runtime) {
   return async function signedIn(ctx: Context, next: Next): Promise<void> {
     const session = await provider.Session.get(ctx as never);
     const user = session.accountId ? await users.findById(session.accountId) : null;
-    if (!user || user.disabled || !session.accountId) {
+    const needsSecondFactor = user && session.acr !== ACR_SECOND_FACTOR && (await secondFactorDecision(
+      (accountId) => secondFactor.loginRequirement(accountId), { accountId: user.id, client: undefined, acrValues: undefined },
+    )).required;
+    if (!user || user.disabled || !session.accountId || needsSecondFactor) {
       if (ctx.method !== 'GET') throw new HttpError(403, 'You are signed out. Open your account page and sign in again.');
-      startSignIn(ctx, issuer);
+      startSignIn(ctx, config.issuer);
       return;
     }
     ctx.state.account = {

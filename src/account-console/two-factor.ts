@@ -1,15 +1,21 @@
-// Account console: two-factor authentication. Shows whether it is on, sets it up (QR code, setup key,
-// confirmation by a code, recovery codes shown once), makes new recovery codes (asks a code), and turns
-// it off (asks the password and a code). Codes are counted by the second-factor limits and lockout.
-import type { Context } from 'koa';
-import type { CodeFailure } from '../accounts/second-factor.ts';
+// Account console: two-factor authentication. Shows whether it is on, sets it up (password, QR code, a code,
+// recovery codes shown once), makes new recovery codes (a code), turns it off (password and a code); codes
+// go through the second-factor lockout, passwords through checkCurrentPassword; each change is mailed.
+import type { Context, Next } from 'koa';
+import { SecondFactorUnreadable, type CodeFailure } from '../accounts/second-factor.ts';
 import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
+import { UNREADABLE_SECRET_PAGE, logUnreadableSecret, sendSecondFactorNotice } from '../interactions/second-factor.ts';
+import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../oidc/assurance.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
+import { checkCurrentPassword } from './reauthentication.ts';
 
 const TITLE = 'Two-factor authentication';
+const SETUP_TITLE = 'Set up two-factor authentication';
 const PAUSED = 'checking two-factor codes';
+/** How long after the password a setup may be confirmed from this session. */
+const SETUP_WINDOW_SECONDS = 15 * 60;
 
 const CODE_ERRORS: Record<CodeFailure, string> = {
   wrong: 'That code is not right. Enter the 6-digit code your authenticator app shows now, or an unused recovery code.',
@@ -25,8 +31,26 @@ const NOTICES = new Map([
 type AccountContext = Context & { state: AccountState };
 
 export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: AccountPages): void {
-  const { secondFactor, auditTrail, limits } = runtime;
+  const { secondFactor, auditTrail, limits, store, provider } = runtime;
+
+  /**
+   * The password (to start) and a code (to confirm) were both just given in this browser: its session
+   * now counts as signed in with the second factor, as a sign-in with both would, and no step-up follows.
+   */
+  async function upgradeThisSession(ctx: Context, accountId: string): Promise<void> {
+    const session = await provider.Session.get(ctx as never);
+    if (session.accountId !== accountId) return;
+    session.amr = AMR_SECOND_FACTOR;
+    session.acr = ACR_SECOND_FACTOR;
+    await session.persist();
+  }
   const guard = limits.secondFactor;
+
+  /**
+   * A setup may be confirmed only from the session that gave the password to start it: the account's
+   * unconfirmed secret (shown again after a wrong code) is no use to a borrowed browser that did not.
+   */
+  const setupKey = (ctx: AccountContext) => `account-two-factor-setup:${ctx.state.account.session.uid}`;
 
   function seen(ctx: AccountContext) {
     const { user } = ctx.state.account;
@@ -47,8 +71,13 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     }, status);
   }
 
-  /** A wrong code: counted (lockout) and audited; true when the 429 page was sent. */
-  async function refused(ctx: AccountContext, reason: CodeFailure, during: string): Promise<boolean> {
+  function toStatus(ctx: AccountContext, query = ''): void {
+    ctx.status = 303;
+    ctx.redirect(`/account/two-factor${query}`);
+  }
+
+  /** A wrong code: counted (lockout) and audited; true when it sent the 429 page (the account is paused). */
+  async function sentTooManyAttemptsAfterWrongCode(ctx: AccountContext, reason: CodeFailure, during: string): Promise<boolean> {
     const { user } = ctx.state.account;
     const after = await guard.afterFailure({ accountId: user.id, ip: ctx.ip });
     await auditTrail.record({
@@ -60,12 +89,23 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     return true;
   }
 
-  /** Counts a code attempt; false when the 429 page was sent. */
-  async function mayTryCode(ctx: AccountContext): Promise<boolean> {
+  /** Counts a code attempt; true when it sent the 429 page instead (no code may be tried now). */
+  async function sentTooManyAttemptsBeforeCode(ctx: AccountContext): Promise<boolean> {
     const before = await guard.beforeAttempt({ accountId: ctx.state.account.user.id, ip: ctx.ip });
-    if (before.allowed) return true;
+    if (before.allowed) return false;
     pages.tooManyAttempts(ctx, before, PAUSED);
-    return false;
+    return true;
+  }
+
+  /** A second factor that cannot be checked (its secret does not open): a 503 page, the cause logged. */
+  async function unreadableSecretPage(ctx: Context, next: Next): Promise<void> {
+    try {
+      await next();
+    } catch (error) {
+      if (!(error instanceof SecondFactorUnreadable)) throw error;
+      logUnreadableSecret(runtime.logger, error, ctx.path);
+      pages.render(ctx, 'error', { ...UNREADABLE_SECRET_PAGE }, 503);
+    }
   }
 
   router.get('/two-factor', async (ctx) => {
@@ -73,82 +113,109 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     await renderStatus(ctx, { notice });
   });
 
+  // Turning it on asks the password: a borrowed, signed-in browser must not enroll its own authenticator
+  // and lock the owner out of the account.
   router.post('/two-factor/start', formBody, async (ctx) => {
     requireCsrf(ctx);
-    const enrollment = await secondFactor.startEnrollment(ctx.state.account.user.id);
-    if (!enrollment) {
+    const { user } = ctx.state.account;
+    if ((await secondFactor.status(user.id)).enabled) {
       // Already on: the status page says so and offers what can be done.
-      ctx.status = 303;
-      ctx.redirect('/account/two-factor');
+      toStatus(ctx);
       return;
     }
-    pages.render(ctx, 'account/two-factor-setup', { title: 'Set up two-factor authentication', ...await enrollmentView(enrollment) });
+    const password = formField(ctx, 'password');
+    const check = await checkCurrentPassword(runtime, ctx, user, password, 'enable_second_factor');
+    if (!check.ok) {
+      if (check.refusal) {
+        pages.tooManyAttempts(ctx, check.refusal, 'setting up two-factor authentication');
+        return;
+      }
+      await renderStatus(ctx, { errors: { start: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
+      return;
+    }
+    const enrollment = await secondFactor.startEnrollment(user.id);
+    if (!enrollment) {
+      toStatus(ctx);
+      return;
+    }
+    await store.put(setupKey(ctx), user.id, SETUP_WINDOW_SECONDS);
+    pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, ...await enrollmentView(enrollment) });
   });
 
-  router.post('/two-factor/confirm', formBody, async (ctx) => {
+  router.post('/two-factor/confirm', unreadableSecretPage, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
-    if (!await mayTryCode(ctx)) return;
+    const started = await store.get(setupKey(ctx));
+    if (started?.value !== user.id) {
+      // Not started here with the password (or too long ago): the status page offers to start.
+      toStatus(ctx);
+      return;
+    }
+    if (await sentTooManyAttemptsBeforeCode(ctx)) return;
     const result = await secondFactor.confirmEnrollment(user.id, formField(ctx, 'code'));
     if (!result.ok) {
       const enrollment = result.reason === 'not_enabled' ? undefined : await secondFactor.pendingEnrollment(user.id);
       if (!enrollment) {
         // Nothing to confirm (already on, or never started): back to the status page.
-        ctx.status = 303;
-        ctx.redirect('/account/two-factor');
+        toStatus(ctx);
         return;
       }
-      if (await refused(ctx, result.reason, 'enrollment')) return;
-      pages.render(ctx, 'account/two-factor-setup', {
-        title: 'Set up two-factor authentication', error: CODE_ERRORS[result.reason], ...await enrollmentView(enrollment),
-      }, 401);
+      if (await sentTooManyAttemptsAfterWrongCode(ctx, result.reason, 'enrollment')) return;
+      pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, error: CODE_ERRORS[result.reason], ...await enrollmentView(enrollment) }, 401);
       return;
     }
+    await store.delete([setupKey(ctx)]);
     await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
+    await upgradeThisSession(ctx, user.id);
     await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(ctx), detail: { method: 'totp', during: 'account' } });
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'Two-factor authentication is on', recoveryCodes: result.recoveryCodes, enrolled: true });
+    sendSecondFactorNotice(ctx, runtime, user, 'enabled');
   });
 
-  router.post('/two-factor/recovery-codes', formBody, async (ctx) => {
+  router.post('/two-factor/recovery-codes', unreadableSecretPage, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
-    if (!await mayTryCode(ctx)) return;
+    if (await sentTooManyAttemptsBeforeCode(ctx)) return;
     const result = await secondFactor.regenerateRecoveryCodes(user.id, formField(ctx, 'code'));
     if (!result.ok) {
-      if (result.reason !== 'not_enabled' && await refused(ctx, result.reason, 'recovery_codes')) return;
+      if (result.reason !== 'not_enabled' && await sentTooManyAttemptsAfterWrongCode(ctx, result.reason, 'recovery_codes')) return;
       await renderStatus(ctx, { errors: { regenerate: CODE_ERRORS[result.reason] } }, result.reason === 'not_enabled' ? 400 : 401);
       return;
     }
     await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
     await auditTrail.record({ action: 'recovery_codes.regenerated', outcome: 'success', ...seen(ctx) });
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'New recovery codes', recoveryCodes: result.recoveryCodes, enrolled: false });
+    sendSecondFactorNotice(ctx, runtime, user, 'recovery_codes_renewed');
   });
 
-  router.post('/two-factor/disable', formBody, async (ctx) => {
+  router.post('/two-factor/disable', unreadableSecretPage, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
-    // The password is counted per account (as on the password page), the code by the second-factor limits.
-    const passwordCheck = await limits.rates.consume('password-check-account', user.id);
-    if (!passwordCheck.allowed) {
-      pages.tooManyAttempts(ctx, passwordCheck, 'turning off two-factor authentication');
+    if (!(await secondFactor.status(user.id)).enabled) {
+      await renderStatus(ctx, { errors: { disable: CODE_ERRORS.not_enabled } }, 400);
       return;
     }
-    if (!await mayTryCode(ctx)) return;
-    const result = await secondFactor.disable(user.id, formField(ctx, 'password'), formField(ctx, 'code'));
-    if (!result.ok) {
-      if (result.reason === 'wrong_password') {
-        const password = formField(ctx, 'password');
-        await renderStatus(ctx, { errors: { password: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
+    // The password first (counted per account, never forgiven), so a wrong one spends no code.
+    const password = formField(ctx, 'password');
+    const check = await checkCurrentPassword(runtime, ctx, user, password, 'disable_second_factor');
+    if (!check.ok) {
+      if (check.refusal) {
+        pages.tooManyAttempts(ctx, check.refusal, 'turning off two-factor authentication');
         return;
       }
-      if (result.reason !== 'not_enabled' && await refused(ctx, result.reason, 'disable')) return;
+      await renderStatus(ctx, { errors: { password: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
+      return;
+    }
+    if (await sentTooManyAttemptsBeforeCode(ctx)) return;
+    const result = await secondFactor.disable(user.id, formField(ctx, 'code'));
+    if (!result.ok) {
+      if (result.reason !== 'not_enabled' && await sentTooManyAttemptsAfterWrongCode(ctx, result.reason, 'disable')) return;
       await renderStatus(ctx, { errors: { disable: CODE_ERRORS[result.reason] } }, result.reason === 'not_enabled' ? 400 : 401);
       return;
     }
-    await limits.rates.reset('password-check-account', user.id);
     await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
     await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', ...seen(ctx), detail: { method: 'totp' } });
-    ctx.status = 303;
-    ctx.redirect('/account/two-factor?notice=off');
+    toStatus(ctx, '?notice=off');
+    sendSecondFactorNotice(ctx, runtime, user, 'disabled');
   });
 }

@@ -1,7 +1,6 @@
 // Proving that a person reads their email address: sends the single-use verification link and, when it
-// comes back, marks the account's address verified (the email_verified claim). Rate limits stay with the
-// HTTP layer; this module only issues, sends and redeems.
-import { createHash } from 'node:crypto';
+// comes back and is confirmed, marks the account's address verified (the email_verified claim). Rate limits
+// stay with the HTTP layer; this module only issues, sends, checks and redeems.
 import type { Mailer } from '../mail/mailer.ts';
 import type { AccountTokenFailure, AccountTokens } from './account-tokens.ts';
 import { normalizeEmail, type User, type UserService } from './users.ts';
@@ -47,6 +46,17 @@ export class EmailVerification {
     });
   }
 
+  /**
+   * Whether the link would verify an address, without using it: opening a link only shows a button (mail
+   * scanners and link previews open links too); pressing the button calls verify().
+   */
+  async check(rawToken: string): Promise<VerificationResult> {
+    const link = await this.#options.tokens.peek(rawToken, 'verify_email');
+    if (!link.ok) return link;
+    const user = await this.#options.users.findById(link.userId);
+    return user && user.email === normalizeEmail(link.email) ? { ok: true, user } : { ok: false, reason: 'email_changed' };
+  }
+
   /** Uses the link's token (once) and verifies the address it was sent to, if that is still the account's. */
   async verify(rawToken: string): Promise<VerificationResult> {
     const redeemed = await this.#options.tokens.redeem(rawToken, 'verify_email');
@@ -54,9 +64,4 @@ export class EmailVerification {
     const user = await this.#options.users.markEmailVerified(redeemed.userId, redeemed.email);
     return user ? { ok: true, user } : { ok: false, reason: 'email_changed' };
   }
-}
-
-/** The key an address is rate-limited by: a hash, whether or not an account has it (so a refusal reveals nothing). */
-export function addressKey(email: string): string {
-  return createHash('sha256').update(normalizeEmail(email)).digest('hex').slice(0, 32);
 }

@@ -15,6 +15,11 @@ export interface PasswordPolicyOptions {
   minimumLength: number;
 }
 
+/** The shortest password the policy accepts: the configured minimum, never below the floor. Pages show it. */
+export function minimumPasswordLength(options: Partial<PasswordPolicyOptions> = {}): number {
+  return Math.max(MINIMUM_PASSWORD_LENGTH, options.minimumLength ?? MINIMUM_PASSWORD_LENGTH);
+}
+
 /** What is known about the person choosing the password; the reset and change flows pass the same. */
 export interface PasswordContext {
   email?: string;
@@ -43,7 +48,7 @@ export function checkPassword(
   context: PasswordContext = {},
   options: Partial<PasswordPolicyOptions> = {},
 ): PasswordProblem | undefined {
-  const minimum = Math.max(MINIMUM_PASSWORD_LENGTH, options.minimumLength ?? MINIMUM_PASSWORD_LENGTH);
+  const minimum = minimumPasswordLength(options);
   const length = passwordLength(password);
   if (length < minimum || length > MAXIMUM_PASSWORD_LENGTH) {
     return { reason: 'length', message: `the password must have between ${minimum} and ${MAXIMUM_PASSWORD_LENGTH} characters` };

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { generateSecret, generateURI, verify } from 'otplib';
 import { z } from 'zod';
 import type { Prisma } from '../db/index.ts';
-import type { Sealer } from './sealed.ts';
+import { SealedValueError, type Sealer } from './sealed.ts';
 
 export const TOTP_PERIOD_SECONDS = 30;
 export const TOTP_DIGITS = 6;
@@ -49,15 +49,28 @@ export type NewRecoveryCodes =
   | { ok: true; recoveryCodes: string[] }
   | { ok: false; reason: CodeFailure };
 
-export type Disabling = { ok: true } | { ok: false; reason: CodeFailure | 'wrong_password' };
+export type Disabling = { ok: true } | { ok: false; reason: CodeFailure };
+
+/**
+ * The account's sealed secret does not open with any configured key (its key was removed from
+ * ENCRYPTION_KEYS, or the value was damaged): its codes cannot be checked until an operator acts. The
+ * message names the account and the cause, never the secret.
+ */
+export class SecondFactorUnreadable extends Error {
+  override name = 'SecondFactorUnreadable';
+  readonly accountId: string;
+
+  constructor(accountId: string, cause: SealedValueError) {
+    super(`the two-factor secret of account ${accountId} cannot be opened: ${cause.message}`, { cause });
+    this.accountId = accountId;
+  }
+}
 
 export interface SecondFactorOptions {
   /** Shown by authenticator apps next to the account (the issuer's host name). */
   issuerName: string;
   /** Roles that must use a second factor. */
   requiredRoles: readonly string[];
-  /** Whether a password is the account's current one (UserService.verifyPassword). */
-  verifyPassword: (userId: string, password: string) => Promise<boolean>;
 }
 
 export class SecondFactorService {
@@ -111,7 +124,7 @@ export class SecondFactorService {
     if (!isUuid(userId)) return undefined;
     const user = await this.#prisma.user.findUnique({ where: { id: userId }, select: { email: true, totpSecret: true, totpEnabledAt: true } });
     if (!user?.totpSecret || user.totpEnabledAt) return undefined;
-    const secret = await this.#sealer.open(user.totpSecret, sealContext(userId));
+    const secret = await this.#openSecret(user.totpSecret, userId);
     return { secret, uri: this.#uri(user.email, secret) };
   }
 
@@ -193,12 +206,11 @@ export class SecondFactorService {
   }
 
   /**
-   * Turns the second factor off: asks the password and a code (authenticator or recovery), then forgets
-   * the secret and every recovery code. The password is checked first, so a wrong one spends no code.
+   * Turns the second factor off: asks a code (authenticator or recovery), then forgets the secret and every
+   * recovery code. The caller asks the current password first (src/account-console/reauthentication.ts).
    */
-  async disable(userId: string, password: string, code: string): Promise<Disabling> {
+  async disable(userId: string, code: string): Promise<Disabling> {
     if (!(await this.status(userId)).enabled) return { ok: false, reason: 'not_enabled' };
-    if (!password || !await this.#options.verifyPassword(userId, password)) return { ok: false, reason: 'wrong_password' };
     const checked = await this.verifyAny(userId, code);
     if (!checked.ok) return checked;
     await this.#prisma.$transaction([
@@ -208,11 +220,25 @@ export class SecondFactorService {
     return { ok: true };
   }
 
+  /**
+   * Forgets the secret (enrolled or pending) and every recovery code, asking nothing: for a recovery that
+   * proved the person owns the address, when someone else may have enrolled before it was verified.
+   * Whether there was anything to forget.
+   */
+  async removeForAccountRecovery(userId: string): Promise<boolean> {
+    if (!isUuid(userId)) return false;
+    const [codes, user] = await this.#prisma.$transaction([
+      this.#prisma.recoveryCode.deleteMany({ where: { userId } }),
+      this.#prisma.user.updateMany({ where: { id: userId, totpSecret: { not: null } }, data: { totpSecret: null, totpEnabledAt: null, totpLastStep: null } }),
+    ]);
+    return codes.count > 0 || user.count > 0;
+  }
+
   /** The time step a code matches (±1 step, after the last accepted one), or why it does not. */
   async #matchStep(sealedSecret: string, userId: string, input: string, lastStep: number | null): Promise<{ ok: true; step: number } | { ok: false; reason: CodeFailure }> {
     const token = input.replace(/[\s-]/g, '');
     if (!new RegExp(`^\\d{${TOTP_DIGITS}}$`).test(token)) return { ok: false, reason: 'wrong' };
-    const secret = await this.#sealer.open(sealedSecret, sealContext(userId));
+    const secret = await this.#openSecret(sealedSecret, userId);
     const epoch = Math.floor(Date.now() / 1000);
     const options = { secret, token, epoch, epochTolerance: DRIFT_SECONDS, period: TOTP_PERIOD_SECONDS, digits: TOTP_DIGITS, algorithm: 'sha1' } as const;
     const newestStep = Math.floor((epoch + DRIFT_SECONDS) / TOTP_PERIOD_SECONDS);
@@ -226,6 +252,15 @@ export class SecondFactorService {
     // Told apart only to say "already used, wait for the next code"; guessing gains nothing from it.
     const any = await verify(options);
     return { ok: false, reason: any.valid ? 'used' : 'wrong' };
+  }
+
+  async #openSecret(sealedSecret: string, userId: string): Promise<string> {
+    try {
+      return await this.#sealer.open(sealedSecret, sealContext(userId));
+    } catch (error) {
+      if (error instanceof SealedValueError) throw new SecondFactorUnreadable(userId, error);
+      throw error;
+    }
   }
 
   #recoveryCodesLeft(userId: string): Promise<number> {

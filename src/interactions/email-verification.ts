@@ -1,17 +1,17 @@
-// The emailed verification link (GET /verify-email?token=…) and asking for a new one (POST /verify-email/resend).
-// The same request for a new link is also answered under /interaction/:uid (see sign-up.ts), where the
-// sign-in pages' CSRF cookie is scoped.
+// The emailed verification link: GET /verify-email?token=… only checks it and shows a "Confirm" button, whose
+// POST /verify-email uses it; and asking for a new link (POST /verify-email/resend). The same request for a
+// new link is also answered under /interaction/:uid (see sign-up.ts), where the sign-in pages' CSRF cookie is.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { z } from 'zod';
-import { EmailVerification, VERIFY_EMAIL_PATH, addressKey } from '../accounts/email-verification.ts';
-import { normalizeEmail } from '../accounts/users.ts';
+import { EmailVerification, VERIFY_EMAIL_PATH } from '../accounts/email-verification.ts';
+import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
+import { afterResponse } from '../http/after-response.ts';
 import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
 import type { LimitDecision } from '../limits/index.ts';
+import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
 
 const RESEND_PATH = `${VERIFY_EMAIL_PATH}/resend`;
-const emailAddress = z.email().max(320);
 export const INVALID_EMAIL_MESSAGE = 'Enter an email address, like name@example.com.';
 
 export function createEmailVerification(runtime: Runtime): EmailVerification {
@@ -26,31 +26,28 @@ export type NewLinkAnswer = LimitDecision | { allowed: true; invalidEmail: true 
 /**
  * Someone asks for a new verification link for an address. Limited per IP and per address (hashed, existing
  * or not, so a refusal says nothing about accounts). Only an existing, enabled, unverified account gets a
- * message, sent after the answer: the answer and its timing are the same whoever owns the address.
+ * message, looked up and sent after the answer: the answer and its timing are the same whoever owns the address.
  */
 export async function requestNewVerificationLink(
-  runtime: Runtime, verification: EmailVerification, emailInput: string, ip: string,
+  ctx: Context, runtime: Runtime, verification: EmailVerification, emailInput: string,
 ): Promise<NewLinkAnswer> {
   const email = normalizeEmail(emailInput);
-  if (!emailAddress.safeParse(email).success) return { allowed: true, invalidEmail: true };
+  const key = isEmailAddress(email) ? accountKey(email) : undefined;
+  if (!key) return { allowed: true, invalidEmail: true };
   const decision = await runtime.limits.rates.consumeAll([
-    ['verification-resend-ip', ip],
-    ['verification-resend-account', addressKey(email)],
+    ['verification-resend-ip', ctx.ip],
+    ['verification-resend-account', key],
   ]);
   if (!decision.allowed) return decision;
-  const user = await runtime.users.findByEmail(email);
-  if (user && !user.emailVerified && !user.disabled) {
-    // Not awaited: a message takes the mail server's time, which would tell who has an account. A failure
-    // is logged (never the address or the link); the person can ask again.
-    void verification.sendLink(user).catch((error: unknown) => {
-      runtime.logger.warn({ err: error }, 'a new verification link could not be sent');
-    });
-  }
+  afterResponse(ctx, runtime.logger, 'new verification link', async () => {
+    const user = await runtime.users.findByEmail(email);
+    if (user && !user.emailVerified && !user.disabled) await verification.sendLink(user);
+  });
   return decision;
 }
 
 export function emailVerificationRoutes(runtime: Runtime): Router {
-  const { auditTrail, provider, users } = runtime;
+  const { auditTrail, provider, users, limits } = runtime;
   const router = new Router();
   const pages = new Pages(runtime.views);
   const verification = createEmailVerification(runtime);
@@ -66,8 +63,26 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
     return user?.email;
   }
 
+  /**
+   * One page and one status for every reason (unknown, used, expired, replaced, sent to an old address):
+   * which one it was is of no use to the person and of some to a prober.
+   */
+  async function linkInvalid(ctx: Context): Promise<void> {
+    render(ctx, 'email-verified', { verified: false, email: await signedInEmail(ctx) }, 400);
+  }
+
+  /** Following up emailed links is limited per IP: tokens cannot be guessed, but nobody gets to try many. */
+  async function withinLimit(ctx: Context): Promise<boolean> {
+    const decision = await limits.rates.consume('emailed-link-ip', ctx.ip);
+    if (decision.allowed) return true;
+    pages.tooManyAttempts(ctx, decision, { csrfPath: VERIFY_EMAIL_PATH, action: 'confirming email addresses' });
+    return false;
+  }
+
+  // Opening the link never uses it: mail scanners and link previews open links before (or instead of) the
+  // person, and would otherwise confirm an address for whoever signed up with it. The button below does.
   router.get(VERIFY_EMAIL_PATH, async (ctx) => {
-    // The router answers HEAD with this handler too; link checkers send HEAD, and must not use up the link.
+    // The router answers HEAD with this handler too; link checkers send HEAD, and get nothing looked up.
     if (ctx.method === 'HEAD') {
       ctx.status = 200;
       ctx.type = 'html';
@@ -75,23 +90,29 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
       return;
     }
     const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
-    const result = await verification.verify(token);
-    if (result.ok) {
-      await auditTrail.record({
-        action: 'email.verified', outcome: 'success', subjectUserId: result.user.id, subjectEmail: result.user.email,
-        ip: ctx.ip, userAgent: ctx.get('user-agent'),
-      });
-      render(ctx, 'email-verified', { verified: true, email: result.user.email });
-      return;
-    }
-    // One message for every reason: which one it was is of no use to the person and of some to a prober.
-    render(ctx, 'email-verified', { verified: false, email: await signedInEmail(ctx) }, result.reason === 'unknown' ? 400 : 410);
+    if (!token) return linkInvalid(ctx);
+    if (!await withinLimit(ctx)) return;
+    const result = await verification.check(token);
+    if (!result.ok) return linkInvalid(ctx);
+    render(ctx, 'confirm-email', { token, email: result.user.email });
+  });
+
+  router.post(VERIFY_EMAIL_PATH, formBody, async (ctx) => {
+    requireCsrf(ctx);
+    if (!await withinLimit(ctx)) return;
+    const result = await verification.verify(formField(ctx, 'token'));
+    if (!result.ok) return linkInvalid(ctx);
+    await auditTrail.record({
+      action: 'email.verified', outcome: 'success', subjectUserId: result.user.id, subjectEmail: result.user.email,
+      ip: ctx.ip, userAgent: ctx.get('user-agent'),
+    });
+    render(ctx, 'email-verified', { verified: true, email: result.user.email });
   });
 
   router.post(RESEND_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
     const email = formField(ctx, 'email');
-    const answer = await requestNewVerificationLink(runtime, verification, email, ctx.ip);
+    const answer = await requestNewVerificationLink(ctx, runtime, verification, email);
     if (!answer.allowed) {
       pages.tooManyAttempts(ctx, answer, { csrfPath: VERIFY_EMAIL_PATH, action: 'sending verification emails' });
       return;

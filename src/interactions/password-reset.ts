@@ -3,28 +3,25 @@
 // ends every session and grant of the account.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { MINIMUM_PASSWORD_LENGTH, isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
+import { minimumPasswordLength } from '../accounts/password-policy.ts';
+import { isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
+import { afterResponse } from '../http/after-response.ts';
 import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
-import { upperFirst } from '../http/views.ts';
+import { FORGOT_PASSWORD_PATH, newPasswordErrors } from '../http/password-forms.ts';
+import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
 
-export const FORGOT_PASSWORD_PATH = '/password/forgot';
 export const RESET_PASSWORD_PATH = '/password/reset';
 // The CSRF cookie of these pages is scoped here: the request form and the link's form share it.
 const CSRF_PATH = '/password';
-
-interface PasswordErrors {
-  password?: string;
-  confirm?: string;
-}
 
 export function passwordResetRoutes(runtime: Runtime): Router {
   const { config, users, accountTokens, auditTrail, limits, logger } = runtime;
   const router = new Router();
   const pages = new Pages(runtime.views);
   const ttlSeconds = config.accounts.passwordResetTtl;
-  const minimumLength = Math.max(MINIMUM_PASSWORD_LENGTH, config.passwordPolicy.minimumLength);
+  const minimumLength = minimumPasswordLength(config.passwordPolicy);
   const render = (ctx: Context, template: string, data: Record<string, unknown>, status = 200) =>
     pages.render(ctx, template, data, { status, csrfPath: CSRF_PATH });
 
@@ -41,15 +38,17 @@ export function passwordResetRoutes(runtime: Runtime): Router {
       render(ctx, 'password-forgot', { email: typed, error: 'Enter the email address of your account, like name@example.com.' }, 400);
       return;
     }
-    // Counted by address whether or not an account has it, so a refusal tells nothing either.
-    const refusal = await limits.rates.consumeAll([['reset-ip', ctx.ip], ['reset-account-ip', `${accountKey(email)}:${ctx.ip}`]]);
+    // Counted by address whether or not an account has it, so a refusal tells nothing either. The address's
+    // own limit holds from any number of IPs: one mailbox cannot be flooded with links.
+    const key = accountKey(email);
+    const refusal = await limits.rates.consumeAll([['reset-ip', ctx.ip], ['reset-account-ip', `${key}:${ctx.ip}`], ['reset-account', `${key}`]]);
     if (!refusal.allowed) {
       pages.tooManyAttempts(ctx, refusal, { csrfPath: CSRF_PATH, action: 'sending password reset links' });
       return;
     }
     // The page goes out first, identical for every address; looking the account up, issuing the link and
     // talking to the mail server happen after it, so neither the answer nor its timing depends on them.
-    render(ctx, 'password-forgot-sent', { email, expiresIn: durationInWords(ttlSeconds) });
+    render(ctx, 'password-forgot-sent', { email, expiresIn: inWords(ttlSeconds) });
     const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
     afterResponse(ctx, logger, 'password reset request', () => sendResetLink(email, seen));
   });
@@ -85,13 +84,22 @@ export function passwordResetRoutes(runtime: Runtime): Router {
   function linkInvalid(ctx: Context): void {
     render(ctx, 'link-invalid', {
       title: 'This link no longer works',
-      message: `Password reset links work once, only the newest one sent works, and each expires after ${durationInWords(ttlSeconds)}. Ask for a new link.`,
+      message: `Password reset links work once, only the newest one sent works, and each one sent expires ${inWords(ttlSeconds)}. Ask for a new link.`,
       next: { href: FORGOT_PASSWORD_PATH, label: 'Ask for a new link' },
     }, 400);
   }
 
+  /** Counts a use of an emailed link per IP (tokens cannot be guessed, but nobody may keep trying); false once refused. */
+  async function linkUseAllowed(ctx: Context): Promise<boolean> {
+    const decision = await limits.rates.consume('emailed-link-ip', ctx.ip);
+    if (decision.allowed) return true;
+    pages.tooManyAttempts(ctx, decision, { csrfPath: CSRF_PATH, action: 'using emailed links' });
+    return false;
+  }
+
   // Only looks at the link (mail scanners open links before people do): it is used when the form is sent.
   router.get(RESET_PASSWORD_PATH, async (ctx) => {
+    if (!await linkUseAllowed(ctx)) return;
     const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
     const user = await accountOfLink(token);
     if (!user) {
@@ -103,6 +111,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
 
   router.post(RESET_PASSWORD_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
+    if (!await linkUseAllowed(ctx)) return;
     const token = formField(ctx, 'token');
     const password = formField(ctx, 'password');
     const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
@@ -133,13 +142,19 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     }
     // The password is new before anything old is ended, so no session can start with the old one after.
     await runtime.accountTokens.revoke(user.id, 'change_email');
+    // Before this link nobody had proved they read the address: whoever signed up with it may have enrolled
+    // a second factor of their own, which would keep the owner out (or a way in for that someone).
+    const secondFactorRemoved = !user.emailVerified && await runtime.secondFactor.removeForAccountRecovery(user.id);
+    if (secondFactorRemoved) {
+      await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen, detail: { reason: 'password_reset_unverified_email' } });
+    }
     const ended = await runtime.accountSessions.endAll(user.id, { reason: 'password_reset', request: seen });
     await limits.login.forgive(updated.email);
     await auditTrail.record({
       action: 'password_reset.completed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen,
       detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
     });
-    render(ctx, 'password-reset-done', {});
+    render(ctx, 'password-reset-done', { secondFactorRemoved });
     afterResponse(ctx, logger, 'password changed notice', () => runtime.mailer.send({
       to: updated.email, template: 'password-changed',
       data: { name: updated.name ?? undefined, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
@@ -147,41 +162,4 @@ export function passwordResetRoutes(runtime: Runtime): Router {
   });
 
   return router;
-}
-
-/** What is wrong with a new password typed twice, per field, or undefined. */
-export function newPasswordErrors(
-  users: Runtime['users'],
-  person: { email: string; name?: string | null },
-  password: string,
-  confirmation: string,
-): PasswordErrors | undefined {
-  if (!password) return { password: 'Enter a new password.' };
-  const problem = users.passwordProblem(person, password);
-  if (problem) return { password: `${upperFirst(problem.message)}.` };
-  if (confirmation !== password) return { confirm: 'The two passwords are not the same. Type the new password again in both fields.' };
-  return undefined;
-}
-
-/**
- * Runs work the response must not wait for (or reveal by its timing), once the response is on its way.
- * A failure is logged at error level with what failed and why, never the address, link or token.
- */
-export function afterResponse(ctx: Context, logger: Runtime['logger'], what: string, work: () => Promise<unknown>): void {
-  const path = ctx.path;
-  // Koa writes the response in the promise callbacks that end this request; a macrotask runs after them
-  // (and, unlike the response's 'finish' event, also when the client has already gone away).
-  setImmediate(() => {
-    work().catch((error: unknown) => {
-      const name = error instanceof Error ? error.name : 'Error';
-      logger.error({ error: name, path }, `${what} failed after the response (${name})`);
-    });
-  });
-}
-
-/** "30 minutes", "1 hour", "24 hours": how long a link stays valid, rounded up to whole minutes. */
-export function durationInWords(seconds: number): string {
-  const minutes = Math.max(1, Math.ceil(seconds / 60));
-  const [count, unit] = minutes % 60 === 0 ? [minutes / 60, 'hour'] : [minutes, 'minute'];
-  return `${count} ${unit}${count === 1 ? '' : 's'}`;
 }

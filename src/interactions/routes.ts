@@ -7,7 +7,7 @@ import type { InteractionResults } from 'oidc-provider';
 import { Pages, formBody as form, requireCsrf, type Refusal } from '../http/pages.ts';
 import { describeScope } from '../oidc/scopes.ts';
 import { HttpError } from '../http/errors.ts';
-import { secondFactorStep } from './second-factor.ts';
+import { secondFactorStep, type InteractionPages } from './second-factor.ts';
 import type { Runtime } from '../runtime.ts';
 import { signUpRoutes } from './sign-up.ts';
 
@@ -30,8 +30,8 @@ export function interactionRoutes(runtime: Runtime): Router {
     pages.render(ctx, template, { ...data, uid: ctx.params.uid }, { status, csrfPath: `/interaction/${ctx.params.uid}`, formTarget: redirectUri });
   }
 
-  function tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown): void {
-    pages.tooManyAttempts(ctx, refusal, { csrfPath: `/interaction/${ctx.params.uid}`, formTarget: redirectUri });
+  function tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown, action?: string): void {
+    pages.tooManyAttempts(ctx, refusal, { csrfPath: `/interaction/${ctx.params.uid}`, formTarget: redirectUri, action });
   }
 
   async function finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void> {
@@ -46,7 +46,8 @@ export function interactionRoutes(runtime: Runtime): Router {
   }
 
   // After the password: the authenticator or recovery code, or enrollment when it is required (second-factor.ts).
-  const secondFactorPages = secondFactorStep(runtime, { details, render, tooManyAttempts, finish, clientName });
+  const interactionPages: InteractionPages = { details, render, tooManyAttempts, finish, clientName };
+  const secondFactorPages = secondFactorStep(runtime, interactionPages);
 
   router.get('/', async (ctx) => {
     const interaction = await details(ctx);
@@ -54,8 +55,12 @@ export function interactionRoutes(runtime: Runtime): Router {
     const name = await clientName(params.client_id);
     if (prompt.name === 'login') {
       // Signed in with a password already, and only the second factor is missing (step-up): ask just that.
-      if (await secondFactorPages.stepUpSignedInSession(ctx, interaction)) return;
-      render(ctx, 'login', { clientName: name, email: params.login_hint, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri);
+      const stepUp = await secondFactorPages.stepUpSignedInSession(ctx, interaction);
+      if (stepUp.redirected) return;
+      // ?email= comes from sign-up's "Continue to sign in"; it only fills in the field. A step-up that must
+      // set up a second factor asks the signed-in account's password first.
+      const email = typeof ctx.query.email === 'string' ? ctx.query.email.slice(0, 320) : stepUp.email ?? params.login_hint;
+      render(ctx, 'login', { clientName: name, email, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri);
       return;
     }
     if (prompt.name === 'consent') {
@@ -125,13 +130,14 @@ export function interactionRoutes(runtime: Runtime): Router {
   });
 
   router.post('/abort', form, async (ctx) => {
-    await details(ctx);
+    const { uid } = await details(ctx);
     requireCsrf(ctx);
+    await secondFactorPages.forgetPending(uid);
     await finish(ctx, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
   });
 
   secondFactorPages.addRoutes(router);
-  signUpRoutes(router, runtime);
+  signUpRoutes(router, runtime, interactionPages);
   return router;
 }
 

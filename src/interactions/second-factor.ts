@@ -1,6 +1,7 @@
 // The second step of signing in, under /interaction/:uid/second-factor: after the password (or, for a
 // step-up, an earlier session's password) an authenticator code or a recovery code; and when the second
-// factor is required but not set up yet, enrollment inside the sign-in (as Keycloak's CONFIGURE_TOTP).
+// factor is required but not set up yet, enrollment inside the sign-in (as Keycloak's CONFIGURE_TOTP),
+// which always asks the password of this sign-in first.
 //
 // "Password verified for account X" is kept server-side in the store, under the interaction's uid, for
 // the interaction's remaining lifetime — not in provider.interactionResult: a stored result is applied by
@@ -8,12 +9,14 @@
 // alone. Every route here also reads the interaction through its cookie, so the state is usable only by
 // the browser that gave the password.
 import type Router from '@koa/router';
-import type { Context } from 'koa';
+import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
-import type { CodeFailure, Enrollment } from '../accounts/second-factor.ts';
+import { SecondFactorUnreadable, type CodeFailure, type Enrollment } from '../accounts/second-factor.ts';
 import type { User } from '../accounts/users.ts';
+import { afterResponse } from '../http/after-response.ts';
 import { formBody as form, formField, requireCsrf, type Refusal } from '../http/pages.ts';
+import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
 import { HttpError } from '../http/errors.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
 import {
@@ -23,11 +26,12 @@ import type { Runtime } from '../runtime.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
-/** What the interaction routes (routes.ts) lend this step: the same page rendering and finishing. */
+/** What the interaction routes (routes.ts) lend this step and sign-up: the same page rendering and finishing. */
 export interface InteractionPages {
   details(ctx: Context): Promise<Interaction>;
   render(ctx: Context, template: string, data: Record<string, unknown>, redirectUri: unknown, status?: number): void;
-  tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown): void;
+  /** `action` names what is paused, as a gerund ("signing in" by default). */
+  tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown, action?: string): void;
   finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void>;
   clientName(clientId: unknown): Promise<string>;
 }
@@ -56,6 +60,13 @@ const ERRORS: Record<'totp' | 'recovery', Record<CodeFailure, string>> = {
   },
 };
 
+/**
+ * What the login page does after asking the step: `redirected` (sent to the second factor, nothing more
+ * to do), or show the login page, with `email` filled in when the signed-in account must give its
+ * password again before setting up a second factor.
+ */
+export type StepUp = { redirected: true } | { redirected: false; email?: string };
+
 export interface SecondFactorStep {
   /**
    * After a right password: finishes the sign-in ('signed_in'), or goes on to the second factor when this
@@ -63,12 +74,44 @@ export interface SecondFactorStep {
    */
   afterPassword(ctx: Context, user: Pick<User, 'id'>): Promise<'signed_in' | 'second_factor'>;
   /**
-   * For the login page: when the session is signed in and only the second factor is missing (step-up),
-   * goes straight to it for the session's account and returns true; false means show the login page.
+   * For the login page: when the session is still signed in and only the second factor is missing
+   * (step-up), and that account has one set up, goes straight to the code for the session's account.
    */
-  stepUpSignedInSession(ctx: Context, interaction: Interaction): Promise<boolean>;
+  stepUpSignedInSession(ctx: Context, interaction: Interaction): Promise<StepUp>;
+  /** Forgets the sign-in's state between the password and the second factor (the sign-in was cancelled). */
+  forgetPending(uid: string): Promise<void>;
   /** Adds the second-factor routes to the interaction router. */
   addRoutes(router: Router): void;
+}
+
+/** The page for a second factor whose secret no configured key opens: not the person's doing, and someone knows. */
+export const UNREADABLE_SECRET_PAGE = {
+  title: 'Two-factor authentication is unavailable',
+  message: 'Two-factor authentication cannot be checked right now; the administrator has been told. Please try again later.',
+} as const;
+
+/**
+ * Logs, at error level, why an account's second factor cannot be checked (which account, which cause;
+ * the secret never appears): an operator must restore the key to ENCRYPTION_KEYS or reset the person's
+ * second factor (`gatehouse users reset-second-factor`).
+ */
+export function logUnreadableSecret(logger: Runtime['logger'], error: SecondFactorUnreadable, path: string): void {
+  logger.error({ accountId: error.accountId, cause: (error.cause as Error).message, path },
+    'two-factor authentication cannot be checked: the account\'s sealed TOTP secret does not open with ENCRYPTION_KEYS');
+}
+
+/** A change to a person's second factor, told to their address (views/mail/*\/second-factor-changed.eta). */
+export type SecondFactorChange = 'enabled' | 'disabled' | 'recovery_codes_renewed';
+
+/**
+ * Mails the account's address that its second factor changed, after the response (neither its delay nor a
+ * mail server outage reaches the page). "Not you?" leads to a password reset: the change needed the password.
+ */
+export function sendSecondFactorNotice(ctx: Context, runtime: Runtime, user: Pick<User, 'email' | 'name'>, change: SecondFactorChange): void {
+  afterResponse(ctx, runtime.logger, 'two-factor change notice', () => runtime.mailer.send({
+    to: user.email, template: 'second-factor-changed',
+    data: { name: user.name ?? undefined, change, changedAt: new Date(), link: `${runtime.config.issuer}${FORGOT_PASSWORD_PATH}` },
+  }));
 }
 
 export function secondFactorStep(runtime: Runtime, pages: InteractionPages): SecondFactorStep {
@@ -76,6 +119,34 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
   const guard = runtime.limits.secondFactor;
 
   const pendingKey = (uid: string) => `second-factor-step:${uid}`;
+
+  async function forgetPending(uid: string): Promise<void> {
+    await store.delete([pendingKey(uid)]);
+  }
+
+  /**
+   * The interaction keeps a copy of the session taken when the sign-in started. It stands for the first
+   * factor only while that session is still signed in as the same account: not once it was ended ("sign
+   * out everywhere", a password reset, the sessions page) or signed out. (oidc-provider's
+   * interactionDetails refuses a vanished session too; this step does not rely on it.)
+   */
+  async function sessionStillSignedIn(interaction: Interaction, accountId: string): Promise<boolean> {
+    const uid = interaction.session?.uid;
+    if (!uid) return false;
+    const session = await provider.Session.findByUid(uid);
+    return session !== undefined && session.accountId === accountId;
+  }
+
+  /** A second factor that cannot be checked (its secret does not open): a 503 page, the cause logged. */
+  async function unreadableSecretPage(ctx: Context, next: Next): Promise<void> {
+    try {
+      await next();
+    } catch (error) {
+      if (!(error instanceof SecondFactorUnreadable)) throw error;
+      logUnreadableSecret(runtime.logger, error, ctx.path);
+      pages.render(ctx, 'error', { ...UNREADABLE_SECRET_PAGE }, undefined, 503);
+    }
+  }
 
   async function savePending(interaction: Interaction, pending: PendingStep): Promise<void> {
     const remaining = (interaction.exp ?? 0) - Math.floor(Date.now() / 1000);
@@ -112,7 +183,9 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
     if (interaction.prompt.name !== 'login') throw new HttpError(400, 'You are already signed in. Go back to the application.');
     const pending = await loadPending(interaction.uid);
     const user = pending ? await users.findById(pending.accountId) : null;
-    if (!pending || !user || user.disabled) {
+    const firstFactorStands = pending?.via === 'password' || (pending !== undefined && await sessionStillSignedIn(interaction, pending.accountId));
+    if (!pending || !user || user.disabled || !firstFactorStands) {
+      if (pending) await forgetPending(interaction.uid);
       toLogin(ctx, interaction.uid);
       return undefined;
     }
@@ -121,7 +194,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
 
   /** The sign-in is complete once the second factor is: that is when it is audited as a login. */
   async function complete(ctx: Context, interaction: Interaction, user: User): Promise<void> {
-    await store.delete([pendingKey(interaction.uid)]);
+    await forgetPending(interaction.uid);
     await pages.finish(ctx, { login: { accountId: user.id, amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR } }, false);
     await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen(ctx, interaction, user), detail: { amr: AMR_SECOND_FACTOR } });
   }
@@ -166,7 +239,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         { accountId, client, acrValues: interaction.params.acr_values },
       );
       if (!decision.required) {
-        await store.delete([pendingKey(interaction.uid)]);
+        await forgetPending(interaction.uid);
         await pages.finish(ctx, { login: { accountId, amr: AMR_PASSWORD, acr: ACR_PASSWORD } }, false);
         return 'signed_in';
       }
@@ -178,16 +251,30 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
     async stepUpSignedInSession(ctx, interaction) {
       const { prompt, session } = interaction;
       // "Sign in as someone else" asks for an email and password instead.
-      if (ctx.query.account === 'other' || !session?.accountId) return false;
-      if (prompt.reasons.length !== 1 || prompt.reasons[0] !== SECOND_FACTOR_REQUIRED) return false;
+      if (ctx.query.account === 'other' || !session?.accountId) return { redirected: false };
+      if (prompt.reasons.length !== 1 || prompt.reasons[0] !== SECOND_FACTOR_REQUIRED) return { redirected: false };
       const pending = await loadPending(interaction.uid);
+      if (!await sessionStillSignedIn(interaction, session.accountId)) {
+        if (pending?.via === 'session') await forgetPending(interaction.uid);
+        return { redirected: false };
+      }
+      // Setting up a second factor asks the password of this sign-in: a borrowed, signed-in browser must not
+      // enroll its own authenticator and lock the owner out. A code of one already set up needs no password.
+      const { enabled } = await secondFactor.loginRequirement(session.accountId);
+      const passwordGiven = pending?.via === 'password' && pending.accountId === session.accountId;
+      if (!enabled && !passwordGiven) {
+        const account = await users.findById(session.accountId);
+        return { redirected: false, ...(account ? { email: account.email } : {}) };
+      }
       if (pending?.accountId !== session.accountId) await savePending(interaction, { accountId: session.accountId, via: 'session' });
       toStep(ctx, interaction.uid);
-      return true;
+      return { redirected: true };
     },
 
+    forgetPending,
+
     addRoutes(router) {
-      router.get('/second-factor', async (ctx) => {
+      router.get('/second-factor', unreadableSecretPage, async (ctx) => {
         const step = await current(ctx);
         if (!step) return;
         const { interaction, pending, user } = step;
@@ -200,12 +287,18 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
           await renderCodePage(ctx, interaction, user, ctx.query.method === 'recovery' ? 'recovery' : 'totp');
           return;
         }
+        if (pending.via !== 'password') {
+          // Turned off since the step-up began: setting it up asks the password (the login page).
+          await forgetPending(interaction.uid);
+          toLogin(ctx, interaction.uid);
+          return;
+        }
         const enrollment = await enrollmentFor(interaction, pending);
         if (!enrollment) throw new HttpError(409, 'Two-factor authentication was just changed for this account. Go back to the application and sign in again.');
         await renderEnrollPage(ctx, interaction, user, enrollment);
       });
 
-      router.post('/second-factor', form, async (ctx) => {
+      router.post('/second-factor', unreadableSecretPage, form, async (ctx) => {
         const step = await current(ctx);
         if (!step) return;
         const { interaction, pending, user } = step;
@@ -239,11 +332,11 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         await complete(ctx, interaction, user);
       });
 
-      router.post('/second-factor/enroll', form, async (ctx) => {
+      router.post('/second-factor/enroll', unreadableSecretPage, form, async (ctx) => {
         const step = await current(ctx);
         if (!step) return;
         const { interaction, pending, user } = step;
-        if (!pending.enrolling) {
+        if (!pending.enrolling || pending.via !== 'password') {
           toStep(ctx, interaction.uid);
           return;
         }
@@ -275,6 +368,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         pages.render(ctx, 'second-factor-recovery-codes', {
           clientName: await pages.clientName(interaction.params.client_id), recoveryCodes: result.recoveryCodes,
         }, interaction.params.redirect_uri);
+        sendSecondFactorNotice(ctx, runtime, user, 'enabled');
       });
 
       router.post('/second-factor/continue', form, async (ctx) => {

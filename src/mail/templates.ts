@@ -45,6 +45,15 @@ const templates = {
     // Sent to the current address; link: where to start a password reset if the person did not ask for this.
     data: z.object({ name: personName, newEmail: z.email(), requestedAt: z.date(), link: webLink }),
   },
+  'second-factor-changed': {
+    subject: 'Your two-factor authentication was changed',
+    // Turned on, turned off (byAdministrator: by `gatehouse users reset-second-factor`), or new recovery
+    // codes; link: where to start a password reset if the person did not make this change.
+    data: z.object({
+      name: personName, change: z.enum(['enabled', 'disabled', 'recovery_codes_renewed']), changedAt: z.date(), link: webLink,
+      byAdministrator: z.boolean().optional(),
+    }),
+  },
 } as const;
 
 export type TemplateName = keyof typeof templates;

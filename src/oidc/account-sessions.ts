@@ -124,6 +124,11 @@ export class AccountSessions {
     const keptGrantIds = new Set(Object.values(kept?.authorizations ?? {}).map((authorization) => authorization.grantId));
     const ending = sessions.filter((session) => session !== kept);
     await Promise.all(ending.map((session) => this.#destroy(session)));
+    // A session being saved under a new id right now (a login rotates it) is briefly not found: every
+    // other uid the account's index names is marked ended too, so no such session can come back.
+    const found = new Set(sessions.map((session) => session.uid));
+    const unseen = (await this.#store.indexMembers(accountSessionsKey(accountId))).filter((uid) => uid !== options.keep && !found.has(uid));
+    await Promise.all(unseen.map((uid) => this.#markEnded(uid, ENDED_MARKER_MIN_SECONDS)));
     // Every grant the account holds, including those of sessions already gone (offline access).
     const grantIds = new Set(await this.#store.indexMembers(accountGrantsKey(accountId)));
     for (const session of ending) {
@@ -147,14 +152,24 @@ export class AccountSessions {
 
   /**
    * The account's sessions that still exist. The index may name sessions long gone (expired, ended):
-   * those are dropped from it here, or an account signing in every day would grow it without end.
+   * those are dropped from it here, or an account signing in every day would grow it without end. A
+   * session not found whose device record lives on is being saved under a new id (a login): it stays.
    */
   async #liveSessions(accountId: string) {
     const uids = await this.#store.indexMembers(accountSessionsKey(accountId));
     const sessions = await Promise.all(uids.map((uid) => this.#provider.Session.findByUid(uid)));
-    const gone = uids.filter((_uid, index) => sessions[index] === undefined);
+    const gone = (await Promise.all(uids.map(async (uid, index) => {
+      if (sessions[index] !== undefined) return undefined;
+      const device = await readDevice(this.#store, uid);
+      return !device || device.ended ? uid : undefined;
+    }))).filter((uid) => uid !== undefined);
     await this.#store.removeFromIndex(accountSessionsKey(accountId), gone);
     return sessions.filter((session) => session !== undefined && session.accountId === accountId).map((session) => session!);
+  }
+
+  /** Marks a session uid ended for good: the adapter refuses to save it again. */
+  async #markEnded(sessionUid: string, ttlSeconds: number): Promise<void> {
+    await this.#store.put(deviceKey(sessionUid), JSON.stringify({ ended: true } satisfies DeviceRecord), ttlSeconds);
   }
 
   /**
@@ -162,8 +177,7 @@ export class AccountSessions {
    * save it back; then the session, and once more in case its id was being rotated (a login) meanwhile.
    */
   async #destroy(session: InstanceType<Provider['Session']>): Promise<void> {
-    const ttl = Math.max((session.exp ?? 0) - epochSeconds(), ENDED_MARKER_MIN_SECONDS);
-    await this.#store.put(deviceKey(session.uid), JSON.stringify({ ended: true } satisfies DeviceRecord), ttl);
+    await this.#markEnded(session.uid, Math.max((session.exp ?? 0) - epochSeconds(), ENDED_MARKER_MIN_SECONDS));
     await session.destroy();
     const rotated = await this.#provider.Session.findByUid(session.uid);
     if (rotated) await rotated.destroy();
@@ -259,7 +273,7 @@ export class AccountIndexes {
    * when a login (a new account or a new loginTs) is being saved, that request is the browser signing
    * in. Later saves keep the record and only stretch its life to the session's.
    */
-  async sessionSaving(payload: AdapterPayload, ttl: number): Promise<boolean> {
+  async mayStoreSession(payload: AdapterPayload, ttl: number): Promise<boolean> {
     const { uid, accountId, loginTs } = payload;
     if (typeof uid !== 'string') return true;
     const existing = await readDevice(this.#store, uid);

@@ -40,7 +40,7 @@ class StoreAdapter implements Adapter {
       const ttl = expiresIn > 0 ? expiresIn : FALLBACK_TTL_SECONDS;
       const key = this.#key(id);
       // A session ended from the sessions page stays ended, even if a request of its browser saves it late.
-      if (this.#model === 'Session' && !(await this.#accountIndexes.sessionSaving(payload, ttl))) return;
+      if (this.#model === 'Session' && !(await this.#accountIndexes.mayStoreSession(payload, ttl))) return;
       await this.#store.put(key, JSON.stringify(payload), ttl);
       const indexes: Promise<void>[] = [];
       if (this.#model === 'Grant') indexes.push(this.#accountIndexes.grantSaved(id, payload, ttl));

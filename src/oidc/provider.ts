@@ -16,7 +16,7 @@ import { renderEngineError } from './pages.ts';
 import { originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../http/errors.ts';
 import { contentSecurityPolicy } from '../http/security-headers.ts';
-import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from '../account-console/first-party-client.ts';
+import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from './account-console-client.ts';
 
 export interface ProviderDependencies {
   config: Config;
@@ -41,8 +41,9 @@ export function createProvider({ config, secrets, store, users, clients, views, 
     clients: [accountConsoleClient(config.issuer)],
     loadExistingGrant: async (ctx) => {
       const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session!.grantIdFor(ctx.oidc.client!.clientId);
-      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
-      // The account console is Gatehouse itself: signing in to it asks no consent.
+      const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
+      if (existing) return existing;
+      // The account console is Gatehouse itself: signing in to it asks no consent (also after its grant was revoked).
       if (ctx.oidc.client!.clientId !== ACCOUNT_CONSOLE_CLIENT_ID || !ctx.oidc.session!.accountId) return undefined;
       const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CONSOLE_CLIENT_ID, accountId: ctx.oidc.session!.accountId });
       grant.addOIDCScope('openid');
@@ -133,7 +134,7 @@ export function createProvider({ config, secrets, store, users, clients, views, 
     clientBasedCORS: (ctx, origin, client) => BROWSER_ENDPOINTS.has((ctx as KoaContextWithOIDC).oidc.route)
       && isSinglePageApp(client)
       && (client.redirectUris ?? []).some((uri) => originOf(uri) === origin),
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithAccountCheck(secondFactor) },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(secondFactor) },
     renderError: async (ctx, out) => renderEngineError(ctx, views, out),
   };
   const provider = new Provider(config.issuer, configuration);
@@ -149,11 +150,12 @@ async function retryAfterOnOutage(ctx: { status: number; set(name: string, value
 }
 
 /**
- * The engine's policy, plus: a session whose account may no longer sign in (disabled, deleted) asks for
- * login again; and a session signed in without the second factor asks for it (step-up) when this
- * sign-in needs one (src/oidc/assurance.ts), so single sign-on never skips a required second factor.
+ * When a sign-in prompts: the engine's policy, plus two login checks. A session whose account may no longer
+ * sign in (disabled, deleted) asks for login again; and a session signed in without the second factor asks
+ * for it (step-up) when this sign-in needs one (src/oidc/assurance.ts), so single sign-on never skips a
+ * required second factor.
  */
-function interactionPolicyWithAccountCheck(secondFactor: ProviderDependencies['secondFactor']) {
+function signInPolicy(secondFactor: ProviderDependencies['secondFactor']) {
   const policy = interactionPolicy.base();
   const login = policy.get('login')!;
   login.checks.add(new interactionPolicy.Check(

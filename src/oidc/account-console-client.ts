@@ -1,5 +1,5 @@
-// The account console signs people in through the engine like any application, as a built-in public
-// client: one login page, one session, the same second factor. Its consent is implied.
+// The account console (src/account-console/) signs people in through the engine like any application,
+// as a built-in public client: one login page, one session, the same second factor. Consent is implied.
 import type { ClientMetadata } from 'oidc-provider';
 
 export const ACCOUNT_CONSOLE_CLIENT_ID = 'gatehouse-account-console';
