@@ -14,6 +14,7 @@ import { AccountTokens } from './accounts/account-tokens.ts';
 import { SecondFactorService } from './accounts/second-factor.ts';
 import { Sealer } from './accounts/sealed.ts';
 import { ClientService } from './clients/clients.ts';
+import { ClientCache } from './clients/client-cache.ts';
 import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
 import { createViews, type Views } from './http/views.ts';
@@ -62,10 +63,18 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     const mailer = createMailer(config, logger);
     const auditTrail = new AuditTrail(database.prisma, logger);
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
+    // Every instance sharing the store hears of client changes (the CLI's too, when the store is Redis).
+    const clientCache = new ClientCache(store, {
+      maxAgeMs: config.clientCacheTtl * 1000,
+      onAnnounceFailure: (error, clientId) => logger.warn(
+        { err: error, clientId, clientCacheTtl: config.clientCacheTtl },
+        'client changed, but other instances could not be told: they use the change when their cached copy expires',
+      ),
+    });
     // Client registrations are checked by the engine that will read them, built just below.
     const clients = new ClientService(database.prisma, async (metadata) => {
       await provider.Client.validate(metadata as EngineClientMetadata);
-    }, auditTrail);
+    }, auditTrail, clientCache);
     const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,

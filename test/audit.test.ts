@@ -10,7 +10,7 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { cleanEnvironment, runNode, type Finished } from './helpers/process.ts';
 import {
-  PASSWORD, POST_LOGOUT_REDIRECT_URI, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa,
+  PASSWORD, POST_LOGOUT_REDIRECT_URI, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signInToNewSpa,
 } from './helpers/oauth.ts';
 import { UserAgent, formAction, formField } from './helpers/user-agent.ts';
 import { AuditTrail, type AuditEvent } from '../src/audit/audit.ts';

@@ -93,6 +93,14 @@ test('an empty variable counts as unset', (t) => {
   t.like(config, { port: 3000, issuer: 'http://localhost:3000', databaseUrl: undefined, redisUrl: undefined, cookieSecrets: undefined, logLevel: 'info' });
 });
 
+test('CLIENT_CACHE_TTL is 30 s by default, 0 turns the client cache off, and more than 300 s is refused', (t) => {
+  t.is(loadConfig({}).clientCacheTtl, 30);
+  t.is(loadConfig({ CLIENT_CACHE_TTL: '0' }).clientCacheTtl, 0);
+  t.is(loadConfig({ CLIENT_CACHE_TTL: '300' }).clientCacheTtl, 300);
+  t.throws(() => loadConfig({ CLIENT_CACHE_TTL: '301' }), { instanceOf: ConfigError, message: /^CLIENT_CACHE_TTL: must be at most 300/ });
+  t.throws(() => loadConfig({ CLIENT_CACHE_TTL: '-1' }), { instanceOf: ConfigError, message: /^CLIENT_CACHE_TTL:/ });
+});
+
 test('other settings are honoured', (t) => {
   const config = loadConfig({
     HOST: '127.0.0.1', DATABASE_URL: 'postgres://u@h/db', REDIS_URL: 'redis://h:1', STORE_PREFIX: 'app-1:', DATA_DIR: '/var/lib/gh',

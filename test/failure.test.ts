@@ -358,7 +358,10 @@ test.serial(`${databaseKind} down: submitting the sign-in form answers a 503 pag
 
 test.serial(`${databaseKind} down: a client lookup answers 503 naming the database — a page at the authorization endpoint, JSON at the token endpoint`, async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  const { as, spa, service } = onDatabase;
+  const { as } = onDatabase;
+  // Clients not read yet: one read recently is served from memory (test/client-cache.test.ts).
+  const { client: spa } = await registerSpa(onDatabase.server);
+  const service = await registerConfidential(onDatabase.server, 'service');
   await proxy.cut();
   try {
     const request = await authorizationRequest(as, spa.client_id);
@@ -389,8 +392,10 @@ test.serial(`${databaseKind} down: /readyz is 503 with checks.database "down", /
 
 test.serial(`${databaseKind} hung (frozen, connections open): requests answer 503 naming the database instead of waiting forever, and recover on thaw`, async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  const { as, service, server } = onDatabase;
+  const { as, server } = onDatabase;
   await proxy.restore().catch(() => {});
+  // A client not read yet, so that the token request must query the database (see above).
+  const service = await registerConfidential(server, 'service');
   // Ready first: the pool then holds an open connection, so the token request's query is sent on it
   // and meets the query timeout (a new connection would meet the connection timeout instead).
   await waitUntilReady(t, server.issuer);

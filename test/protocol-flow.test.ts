@@ -71,7 +71,7 @@ test('userinfo releases the claims of the granted scopes', async (t) => {
 });
 
 test('consent is remembered: a second sign-in for the same scopes skips the consent page', async (t) => {
-  const { as, client, user, agent } = await signedInSpa();
+  const { as, client, agent } = await signedInSpa();
   const again = await authorizationRequest(as, client.client_id, { scope: 'openid profile email' });
   const { response, url } = await agent.follow(again.url);
   t.is(response.status, 303);

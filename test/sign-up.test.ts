@@ -371,7 +371,8 @@ test('a link sent to an old address does not verify the new one', async (t) => {
 });
 
 test('an expired link is refused', async (t) => {
-  const { server, smtp } = await gatehouse({ EMAIL_VERIFICATION_TTL: '1' });
+  // Long enough for the message to arrive and be opened on a busy machine, short enough to wait out.
+  const { server, smtp } = await gatehouse({ EMAIL_VERIFICATION_TTL: '5' });
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
   const mail = (await mailsTo(smtp, email))[0]!;
@@ -380,7 +381,7 @@ test('an expired link is refused', async (t) => {
   const agent = new UserAgent();
   const opened = await visit(link, agent);
   t.is(opened.status, 200);
-  await sleep(2100);
+  await sleep(Math.max(0, new Date(mail.email.date ?? Date.now()).getTime() + 5000 - Date.now()) + 1100);
   t.deepEqual(await server.runtime.accountTokens.peek(link.searchParams.get('token')!, 'verify_email'), { ok: false, reason: 'expired' });
   const answer = await visit(link);
   t.is(answer.status, 400);
@@ -561,6 +562,21 @@ test('sign-up is limited per IP: 429 with Retry-After and no account', async (t)
   t.truthy(Number(refused.response.headers.get('retry-after')) > 0);
   t.regex(refused.html, /creating accounts is paused/);
   t.is(await server.runtime.users.findByEmail(email), null);
+});
+
+test('sign-up is limited per address too (each one mails it): 429 for a new and a registered address alike', async (t) => {
+  const { server, smtp } = await gatehouse({ SIGNUP_LIMIT_PER_ACCOUNT: '2/600' });
+  const registered = await createUser(server);
+  for (const email of [newEmail(), registered.email]) {
+    const before = smtp.received.length;
+    t.is((await submitSignUp(await loginPage(server), { email })).status, 200);
+    t.is((await submitSignUp(await loginPage(server), { email: email.toUpperCase() })).status, 200);
+    const refused = await submitSignUp(await loginPage(server), { email });
+    t.is(refused.status, 429, email);
+    t.truthy(Number(refused.response.headers.get('retry-after')) > 0);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    t.true(smtp.received.length - before <= 2, 'no more than two messages went to the address');
+  }
 });
 
 test('with SIGNUP_ENABLED=false there is no link and the sign-up pages are 404', async (t) => {

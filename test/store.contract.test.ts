@@ -8,6 +8,7 @@ import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
 import { DependencyUnavailable } from '../src/errors.ts';
 import { createStore, MemoryStore, RedisStore, type Store } from '../src/store/index.ts';
+import type { Subscription } from '../src/store/store.ts';
 import {
   deleteKeysWithPrefix,
   eventually,
@@ -36,6 +37,22 @@ function openStore(t: ExecutionContext, harness: StoreHarness, prefix: string): 
   const store = harness.open(prefix);
   t.teardown(() => store.close());
   return store;
+}
+
+/** A subscription that records what it is told, and closes when the test ends. */
+function listen(t: ExecutionContext, store: Store, channel: string): { subscription: Subscription; messages: string[]; changes: boolean[] } {
+  const messages: string[] = [];
+  const changes: boolean[] = [];
+  const subscription = store.subscribe(channel, { message: (message) => messages.push(message), listeningChanged: (listening) => changes.push(listening) });
+  t.teardown(() => subscription.close());
+  return { subscription, messages, changes };
+}
+
+/** Polls until the check holds (Redis confirms subscriptions and delivers messages asynchronously). */
+function until(check: () => boolean, what: string): Promise<void> {
+  return eventually(async () => {
+    if (!check()) throw new Error(`still waiting: ${what}`);
+  }, 10_000);
 }
 
 // Waiting past a 1 s TTL is the only way to watch Redis expire a key; these waits overlap because
@@ -221,6 +238,74 @@ function registerContract(harness: StoreHarness): void {
     const store = openStore(t, harness, newPrefix());
     await t.notThrowsAsync(store.ping());
   });
+
+  test(title('a published message reaches every subscriber of its channel, in order, and only them'), async (t) => {
+    const prefix = newPrefix();
+    const store = openStore(t, harness, prefix);
+    const [publisher] = harness.openRacers(prefix, store, 1);
+    t.teardown(() => publisher!.close());
+    const first = listen(t, store, 'News');
+    const second = listen(t, store, 'News');
+    const elsewhere = listen(t, store, 'Other');
+    await until(() => first.subscription.listening && second.subscription.listening && elsewhere.subscription.listening, 'listening');
+    await publisher!.publish('News', 'client-1');
+    await publisher!.publish('News', 'client-2 ✓');
+    await until(() => first.messages.length === 2 && second.messages.length === 2, 'two messages each');
+    t.deepEqual(first.messages, ['client-1', 'client-2 ✓']);
+    t.deepEqual(second.messages, ['client-1', 'client-2 ✓']);
+    // Messages on one connection arrive in order: once this one is in, one for News would have been too.
+    await publisher!.publish('Other', 'last');
+    await until(() => elsewhere.messages.length === 1, 'the message on Other');
+    t.deepEqual(elsewhere.messages, ['last']);
+    t.false(first.changes.includes(false), 'it listened all along');
+  });
+
+  test(title('publishing without subscribers is fine, and a publisher hears itself'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await t.notThrowsAsync(store.publish('Nobody', 'message'));
+    const own = listen(t, store, 'Own');
+    await until(() => own.subscription.listening, 'listening');
+    await store.publish('Own', 'mine');
+    await until(() => own.messages.length === 1, 'its own message');
+    t.deepEqual(own.messages, ['mine']);
+  });
+
+  test(title('stores with different prefixes do not hear each other'), async (t) => {
+    const prefix = newPrefix();
+    const store = openStore(t, harness, prefix);
+    const stranger = openStore(t, harness, newPrefix());
+    const heard = listen(t, store, 'News');
+    const strangerHeard = listen(t, stranger, 'News');
+    await until(() => heard.subscription.listening && strangerHeard.subscription.listening, 'listening');
+    await stranger.publish('News', 'from-the-stranger');
+    await store.publish('News', 'from-the-same-prefix');
+    await until(() => heard.messages.length >= 1 && strangerHeard.messages.length >= 1, 'one message each');
+    t.deepEqual(heard.messages, ['from-the-same-prefix'], 'a message under another prefix would have come first');
+    t.deepEqual(strangerHeard.messages, ['from-the-stranger']);
+  });
+
+  test(title('a closed subscription stops listening, says so, and hears nothing more'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    const closed = listen(t, store, 'News');
+    const control = listen(t, store, 'News');
+    await until(() => closed.subscription.listening && control.subscription.listening, 'listening');
+    await closed.subscription.close();
+    t.false(closed.subscription.listening);
+    t.is(closed.changes.at(-1), false);
+    await store.publish('News', 'after-close');
+    await until(() => control.messages.length === 1, 'the control subscription hears it');
+    t.deepEqual(closed.messages, []);
+    t.true(control.subscription.listening, 'other subscriptions of the channel go on');
+  });
+
+  test(title('closing the store ends its subscriptions'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    const ended = listen(t, store, 'News');
+    await until(() => ended.subscription.listening, 'listening');
+    await store.close();
+    t.false(ended.subscription.listening);
+    t.is(ended.changes.at(-1), false);
+  });
 }
 
 registerContract({
@@ -369,6 +454,53 @@ function registerRedisTests(redisUrl: string): void {
     await eventually(() => store.ping(), 10_000);
     await store.put('Record:1', '"after"', 60);
     t.deepEqual(await store.get('Record:1'), { value: '"after"' });
+  });
+
+  test('[redis] a subscription stops listening while Redis is down, and listens again by itself when it is back', async (t) => {
+    t.timeout(30_000);
+    const server = await startThrowawayServer();
+    const prefix = newPrefix();
+    const store = new RedisStore({ url: server.url, prefix });
+    t.teardown(() => store.close());
+    const heard = listen(t, store, 'News');
+    await until(() => heard.subscription.listening, 'listening');
+    t.deepEqual(heard.changes, [true]);
+
+    await server.kill();
+    await until(() => !heard.subscription.listening, 'no longer listening');
+    t.deepEqual(heard.changes, [true, false]);
+    await t.throwsAsync(store.publish('News', 'during'), { instanceOf: DependencyUnavailable });
+
+    await server.start();
+    await until(() => heard.subscription.listening, 'listening again');
+    t.deepEqual(heard.changes, [true, false, true]);
+    // Subscribed again on the new connection: a message from another connection arrives.
+    const publisher = new RedisStore({ url: server.url, prefix });
+    t.teardown(() => publisher.close());
+    await eventually(() => publisher.ping(), 10_000);
+    await publisher.publish('News', 'after');
+    await until(() => heard.messages.length === 1, 'the message after the outage');
+    t.deepEqual(heard.messages, ['after']);
+  });
+
+  test('[redis] a hung Redis makes a subscription stop listening (its heartbeat goes unanswered), until it answers again', async (t) => {
+    t.timeout(30_000);
+    const server = await startThrowawayServer();
+    const prefix = newPrefix();
+    const store = new RedisStore({ url: server.url, prefix, commandTimeoutMs: 300, subscriberHeartbeatIntervalMs: 100 });
+    t.teardown(() => store.close());
+    const heard = listen(t, store, 'News');
+    await until(() => heard.subscription.listening, 'listening');
+    server.freeze();
+    try {
+      await until(() => !heard.subscription.listening, 'no longer listening');
+    } finally {
+      server.thaw();
+    }
+    await until(() => heard.subscription.listening, 'listening again');
+    await store.publish('News', 'after');
+    await until(() => heard.messages.length === 1, 'the message after the thaw');
+    t.deepEqual(heard.messages, ['after']);
   });
 
   test('[redis] a hung Redis makes operations fail with DependencyUnavailable, not hang', async (t) => {

@@ -1,9 +1,10 @@
 // Registered OAuth clients: the three kinds Gatehouse offers and the metadata each gets,
-// kept in PostgreSQL and read by the oidc-provider adapter.
+// kept in PostgreSQL (with recent reads in memory, see client-cache.ts) and read by the oidc-provider adapter.
 import { randomBytes } from 'node:crypto';
 import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
+import type { ClientCache } from './client-cache.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
 
@@ -45,11 +46,14 @@ export class ClientService {
   readonly #prisma: Prisma;
   readonly #validate: ClientMetadataValidator;
   readonly #audit: AuditTrail;
+  readonly #cache: ClientCache;
 
-  constructor(prisma: Prisma, validate: ClientMetadataValidator, audit: AuditTrail) {
+  /** Every create, update and delete goes through `cache.changed`, which tells the other instances. */
+  constructor(prisma: Prisma, validate: ClientMetadataValidator, audit: AuditTrail, cache: ClientCache) {
     this.#prisma = prisma;
     this.#validate = validate;
     this.#audit = audit;
+    this.#cache = cache;
   }
 
   /** Registers a client; `actor` says who asked (an administrator by default) for the audit trail. */
@@ -57,6 +61,8 @@ export class ClientService {
     const metadata = metadataFor(input);
     await this.#validate(metadata);
     await this.#prisma.client.create({ data: { id: metadata.client_id, metadata: metadata as unknown as JsonObject } });
+    // No instance may go on taking the new id for an unknown one.
+    await this.#cache.changed(metadata.client_id);
     await this.#audit.record({
       action: 'client.created', outcome: 'success', actor, clientId: metadata.client_id,
       detail: { name: String(metadata.client_name), type: input.type, redirectUris: input.redirectUris ?? [] },
@@ -69,7 +75,8 @@ export class ClientService {
    * Its id, kind and secret never change. Undefined when there is no such client.
    */
   async update(clientId: string, changes: ClientChanges, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata | undefined> {
-    const current = await this.find(clientId);
+    // From the database itself: the change is made to what is stored, never to a copy in memory.
+    const current = CLIENT_ID_SYNTAX.test(clientId) ? await this.#load(clientId) : undefined;
     if (!current) return undefined;
     const name = changes.name?.trim();
     if (changes.name !== undefined && !name) throw new ClientError('a client needs a name');
@@ -87,6 +94,7 @@ export class ClientService {
     };
     await this.#validate(metadata);
     await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: metadata as unknown as JsonObject } });
+    await this.#cache.changed(clientId);
     await this.#audit.record({
       action: 'client.updated', outcome: 'success', actor, clientId,
       detail: { changed: Object.keys(changes).filter((key) => changes[key as keyof ClientChanges] !== undefined) },
@@ -95,18 +103,31 @@ export class ClientService {
   }
 
   /**
-   * Removes a client. Its tokens stop working at once: the engine refuses every token whose client it
-   * can no longer find. False when there was no such client.
+   * Removes a client. Its tokens stop working at once on this instance, and on the others sharing the
+   * store as soon as they hear of it: the engine refuses every token whose client it can no longer find.
+   * False when there was no such client.
    */
   async delete(clientId: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
     if (!CLIENT_ID_SYNTAX.test(clientId)) return false;
     const { count } = await this.#prisma.client.deleteMany({ where: { id: clientId } });
-    if (count) await this.#audit.record({ action: 'client.deleted', outcome: 'success', actor, clientId });
-    return count > 0;
+    if (!count) return false;
+    await this.#cache.changed(clientId);
+    await this.#audit.record({ action: 'client.deleted', outcome: 'success', actor, clientId });
+    return true;
   }
 
+  /** Whether find() answers from memory now: the cache is on and listening for changes announced by other instances. */
+  get cacheActive(): boolean {
+    return this.#cache.active;
+  }
+
+  /** The client as the engine reads it: from memory when read recently (client-cache.ts), else from the database. */
   async find(clientId: string): Promise<ClientMetadata | undefined> {
     if (!CLIENT_ID_SYNTAX.test(clientId)) return undefined;
+    return this.#cache.read(clientId, () => this.#load(clientId));
+  }
+
+  async #load(clientId: string): Promise<ClientMetadata | undefined> {
     const row = await this.#prisma.client.findUnique({ where: { id: clientId } });
     return row ? (row.metadata as ClientMetadata) : undefined;
   }

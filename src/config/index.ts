@@ -16,6 +16,8 @@ export interface Config {
   redisUrl: string | undefined;
   /** Prefix for every key this instance writes to the store (lets runs share one Redis). */
   storePrefix: string;
+  /** Seconds a client read from the database may be served from memory (src/clients/client-cache.ts); 0 turns that off. */
+  clientCacheTtl: number;
   dataDir: string;
   keysDir: string;
   /** A private JWK set (JSON) or a file holding one; undefined in development means generate into keysDir. */
@@ -42,6 +44,8 @@ export interface Config {
     tokenPerClient: RateLimitSetting;
     tokenPerIp: RateLimitSetting;
     signupPerIp: RateLimitSetting;
+    /** Sign-ups with one address, from anywhere (each one mails it). */
+    signupPerAccount: RateLimitSetting;
     resetPerIp: RateLimitSetting;
     resetPerAccountAndIp: RateLimitSetting;
     /** Reset emails to one address, from anywhere (so many IPs cannot flood one inbox). */
@@ -119,6 +123,8 @@ const environmentSchema = z.object({
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL').optional(),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
   STORE_PREFIX: z.string().regex(/^[\w:.-]*$/).default('gatehouse:'),
+  // The longest a change missed by an instance (or made by the CLI on the embedded store) goes unseen.
+  CLIENT_CACHE_TTL: wholeNumber.pipe(z.number().max(300, 'must be at most 300')).default(30),
   DATA_DIR: z.string().default('data'),
   KEYS_DIR: z.string().default('keys'),
   JWKS: z.string().optional(),
@@ -140,6 +146,7 @@ const environmentSchema = z.object({
   TOKEN_LIMIT_PER_CLIENT: rateLimit.default({ points: 600, seconds: 60 }),
   TOKEN_LIMIT_PER_IP: rateLimit.default({ points: 300, seconds: 60 }),
   SIGNUP_LIMIT_PER_IP: rateLimit.default({ points: 10, seconds: 3600 }),
+  SIGNUP_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
   RESET_LIMIT_PER_IP: rateLimit.default({ points: 20, seconds: 3600 }),
   RESET_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 5, seconds: 3600 }),
   RESET_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 10, seconds: 3600 }),
@@ -185,6 +192,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     databaseUrl: env.DATABASE_URL,
     redisUrl: env.REDIS_URL,
     storePrefix: env.STORE_PREFIX,
+    clientCacheTtl: env.CLIENT_CACHE_TTL,
     dataDir: path.resolve(env.DATA_DIR),
     keysDir: path.resolve(env.KEYS_DIR),
     jwks: env.JWKS,
@@ -207,6 +215,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       tokenPerClient: env.TOKEN_LIMIT_PER_CLIENT,
       tokenPerIp: env.TOKEN_LIMIT_PER_IP,
       signupPerIp: env.SIGNUP_LIMIT_PER_IP,
+      signupPerAccount: env.SIGNUP_LIMIT_PER_ACCOUNT,
       resetPerIp: env.RESET_LIMIT_PER_IP,
       resetPerAccountAndIp: env.RESET_LIMIT_PER_ACCOUNT_IP,
       resetPerAccount: env.RESET_LIMIT_PER_ACCOUNT,

@@ -2,7 +2,6 @@
 // /interaction/:uid because the engine scopes its interaction cookie to that path.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
 import { Pages, formBody as form, requireCsrf, type Refusal } from '../http/pages.ts';
 import { describeScope } from '../oidc/scopes.ts';

@@ -6,6 +6,7 @@ import type { Context } from 'koa';
 import { minimumPasswordLength } from '../accounts/password-policy.ts';
 import { AccountError, normalizeEmail, type User } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
+import { accountKey } from '../limits/login-guard.ts';
 import { HttpError } from '../http/errors.ts';
 import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { inWords } from '../http/rate-limits.ts';
@@ -56,7 +57,13 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
     requireSignUpEnabled();
     const { params } = await loginStep(ctx);
     requireCsrf(ctx);
-    const limit = await runtime.limits.rates.consume('signup-ip', ctx.ip);
+    // Per IP, and per address: every sign-up mails the address (a link, or a notice to its owner), so many
+    // IPs must not be able to flood one inbox. Counted alike for new and registered addresses.
+    const addressKey = accountKey(formField(ctx, 'email'));
+    const limit = await runtime.limits.rates.consumeAll([
+      ['signup-ip', ctx.ip],
+      ...(addressKey ? [['signup-account', addressKey] as const] : []),
+    ]);
     if (!limit.allowed) {
       pages.tooManyAttempts(ctx, limit, params.redirect_uri, 'creating accounts');
       return;

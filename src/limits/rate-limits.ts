@@ -12,6 +12,7 @@ export const RATE_LIMITS = {
   'token-client': (limits) => limits.tokenPerClient,
   'token-ip': (limits) => limits.tokenPerIp,
   'signup-ip': (limits) => limits.signupPerIp,
+  'signup-account': (limits) => limits.signupPerAccount,
   'reset-ip': (limits) => limits.resetPerIp,
   'reset-account-ip': (limits) => limits.resetPerAccountAndIp,
   'reset-account': (limits) => limits.resetPerAccount,

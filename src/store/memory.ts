@@ -1,7 +1,8 @@
 // The in-process Store used when no REDIS_URL is configured: one keyspace in a Map with the same
-// semantics as RedisStore (TTLs, consume-once, never-shortened indexes, WRONGTYPE on mixed use).
+// semantics as RedisStore (TTLs, consume-once, never-shortened indexes, WRONGTYPE on mixed use), and
+// publish/subscribe within this store only: another process (the CLI) has a store of its own.
 
-import type { Store, StoredRecord } from './store.ts';
+import type { Store, StoredRecord, Subscription, SubscriptionHandlers } from './store.ts';
 import { wholeSecondsTtl } from './ttl.ts';
 
 export interface MemoryStoreOptions {
@@ -33,6 +34,8 @@ const wrongTypeMessage = 'WRONGTYPE Operation against a key holding the wrong ki
 export class MemoryStore implements Store {
   readonly #prefix: string;
   readonly #entries = new Map<string, Entry>();
+  /** Subscribers by prefixed channel. */
+  readonly #channels = new Map<string, Set<MemorySubscription>>();
   #sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(options: MemoryStoreOptions) {
@@ -109,12 +112,33 @@ export class MemoryStore implements Store {
     if (entry.members.size === 0) this.#entries.delete(prefixedKey);
   }
 
+  async publish(channel: string, message: string): Promise<void> {
+    // A copy: a subscriber may subscribe or close while being told.
+    for (const subscription of [...this.#channels.get(this.#prefix + channel) ?? []]) subscription.deliver(message);
+  }
+
+  subscribe(channel: string, handlers: SubscriptionHandlers): Subscription {
+    const prefixedChannel = this.#prefix + channel;
+    const subscribers = this.#channels.get(prefixedChannel) ?? new Set<MemorySubscription>();
+    this.#channels.set(prefixedChannel, subscribers);
+    // In one process nothing can be missed: listening from the start until closed.
+    const subscription = new MemorySubscription(handlers, () => {
+      subscribers.delete(subscription);
+      if (subscribers.size === 0 && this.#channels.get(prefixedChannel) === subscribers) this.#channels.delete(prefixedChannel);
+    });
+    subscribers.add(subscription);
+    return subscription;
+  }
+
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {
     clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
     this.#entries.clear();
+    for (const subscribers of [...this.#channels.values()]) {
+      for (const subscription of [...subscribers]) await subscription.close();
+    }
   }
 
   /** The entry under a prefixed key, or undefined if absent or expired (an expired one is freed). */
@@ -133,5 +157,31 @@ export class MemoryStore implements Store {
     for (const [prefixedKey, entry] of this.#entries) {
       if (entry.expiresAtMs <= nowMs) this.#entries.delete(prefixedKey);
     }
+  }
+}
+
+class MemorySubscription implements Subscription {
+  readonly #handlers: SubscriptionHandlers;
+  readonly #remove: () => void;
+  #listening = true;
+
+  constructor(handlers: SubscriptionHandlers, remove: () => void) {
+    this.#handlers = handlers;
+    this.#remove = remove;
+  }
+
+  get listening(): boolean {
+    return this.#listening;
+  }
+
+  deliver(message: string): void {
+    if (this.#listening) this.#handlers.message(message);
+  }
+
+  async close(): Promise<void> {
+    if (!this.#listening) return;
+    this.#listening = false;
+    this.#remove();
+    this.#handlers.listeningChanged?.(false);
   }
 }

@@ -28,6 +28,8 @@ export function openFailFastRedis(url: string, options: FailFastRedisOptions): R
     // Keep trying forever: whoever uses it must come back by itself when Redis does.
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), MAXIMUM_RECONNECT_DELAY_MS),
     autoResendUnfulfilledCommands: options.resendAfterReconnect,
+    // A subscriber subscribes again itself on 'ready', so that it knows when it listens again.
+    autoResubscribe: false,
   });
   // An 'error' event without a listener would crash the process; reconnecting is already automatic.
   client.on('error', (error: Error) => options.onError?.(withoutCommandArguments(error)));

@@ -1,10 +1,12 @@
-// The Store on Redis (ioredis): records are hashes {value, consumedAt?} with EXPIRE, indexes are sets.
-// It fails fast with DependencyUnavailable while Redis is unreachable and reconnects by itself.
+// The Store on Redis (ioredis): records are hashes {value, consumedAt?} with EXPIRE, indexes are sets,
+// messages go through Redis channels named with the prefix. It fails fast with DependencyUnavailable
+// while Redis is unreachable and reconnects by itself.
 
 import type { Redis } from 'ioredis';
 import { DependencyUnavailable } from '../errors.ts';
-import type { Store, StoredRecord } from './store.ts';
+import type { Store, StoredRecord, Subscription, SubscriptionHandlers } from './store.ts';
 import { wholeSecondsTtl } from './ttl.ts';
+import { RedisSubscriber } from './redis-subscriber.ts';
 import {
   DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, isConnectionFailure, openFailFastRedis, waitForConnectionAttempt, withoutCommandArguments,
 } from './redis-connection.ts';
@@ -18,6 +20,8 @@ export interface RedisStoreOptions {
   onError?: (error: Error) => void;
   /** A command without a reply after this long fails as DependencyUnavailable. Default 2000 ms. */
   commandTimeoutMs?: number;
+  /** How often the subscriber connection (opened by the first subscribe) checks that Redis answers. Default 5000 ms. */
+  subscriberHeartbeatIntervalMs?: number;
 }
 
 
@@ -45,10 +49,18 @@ type TransactionResults = [error: Error | null, result: unknown][] | null;
 export class RedisStore implements Store {
   readonly #client: RedisWithConsume;
   readonly #commandTimeoutMs: number;
+  /** ioredis prefixes keys but not channel names: publish and subscribe add it themselves. */
+  readonly #prefix: string;
+  readonly #subscriber: RedisSubscriber;
 
   constructor(options: RedisStoreOptions) {
     this.#commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-    // Every command used here is idempotent (DEL/HSET/EXPIRE, HSETNX, SADD): resending one is safe.
+    this.#prefix = options.prefix;
+    // Connects only when something subscribes.
+    this.#subscriber = new RedisSubscriber({
+      url: options.url, commandTimeoutMs: this.#commandTimeoutMs, heartbeatIntervalMs: options.subscriberHeartbeatIntervalMs, onError: options.onError,
+    });
+    // Every command used here is idempotent (DEL/HSET/EXPIRE, HSETNX, SADD), or harmless twice (PUBLISH): resending one is safe.
     const client = openFailFastRedis(options.url, {
       keyPrefix: options.prefix, commandTimeoutMs: this.#commandTimeoutMs, onError: options.onError, resendAfterReconnect: true,
     });
@@ -116,14 +128,22 @@ export class RedisStore implements Store {
     await this.#run(() => this.#client.srem(indexKey, ...members));
   }
 
+  async publish(channel: string, message: string): Promise<void> {
+    await this.#run(() => this.#client.publish(this.#prefix + channel, message));
+  }
+
+  subscribe(channel: string, handlers: SubscriptionHandlers): Subscription {
+    return this.#subscriber.subscribe(this.#prefix + channel, handlers);
+  }
+
   ping(): Promise<void> {
     return this.#run(async () => {
       await this.#client.ping();
     });
   }
 
-  close(): Promise<void> {
-    return closeRedis(this.#client);
+  async close(): Promise<void> {
+    await Promise.all([this.#subscriber.close(), closeRedis(this.#client)]);
   }
 
   /** Runs one operation, turning connection-level failures into DependencyUnavailable. */

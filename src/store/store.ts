@@ -1,5 +1,6 @@
 // The key/value port for short-lived protocol state: records with a TTL, an atomic "consume",
-// and indexes (sets of keys) that expire no earlier than what they point at.
+// indexes (sets of keys) that expire no earlier than what they point at, and messages to every
+// instance sharing the store (publish/subscribe), for news such as "this client changed".
 
 export interface StoredRecord {
   /** The JSON text given to put(). */
@@ -23,7 +24,33 @@ export interface Store {
   indexMembers(indexKey: string): Promise<string[]>;
   /** Removes members (that point at records gone by now) from an index; an index left empty disappears. */
   removeFromIndex(indexKey: string, members: readonly string[]): Promise<void>;
+  /**
+   * Sends a message to every subscriber of the channel on this store's backend under the same prefix,
+   * this instance included, if listening at that moment. A message may come twice (resent after a
+   * reconnect): receiving one must be harmless to repeat.
+   * Throws DependencyUnavailable when the backing service cannot be reached.
+   */
+  publish(channel: string, message: string): Promise<void>;
+  /**
+   * Listens on a channel until the subscription is closed (or the store is). Messages can be lost while
+   * the subscription is not `listening` (not yet confirmed, or its connection is down): whoever relies on
+   * them must not trust what they stand for meanwhile, and is told through `listeningChanged`.
+   */
+  subscribe(channel: string, handlers: SubscriptionHandlers): Subscription;
   /** Throws DependencyUnavailable when the backing service cannot be reached. */
   ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface SubscriptionHandlers {
+  /** Called for each message, in order; must not throw. */
+  message(message: string): void;
+  /** Called whenever `listening` changes; after it turns true again, messages sent in between are lost. */
+  listeningChanged?(listening: boolean): void;
+}
+
+export interface Subscription {
+  /** Whether messages published now will be delivered: the subscription is confirmed and its connection up. */
+  readonly listening: boolean;
   close(): Promise<void>;
 }
