@@ -442,6 +442,19 @@ test('reset links are limited per address whatever the IP (RESET_LIMIT_PER_ACCOU
   t.deepEqual(ips, ['127.0.0.10', '127.0.0.11'], 'the server saw each request come from its own IP');
 });
 
+test('reset requests are limited per IP whatever the address (RESET_LIMIT_PER_IP); another IP is not affected', async (t) => {
+  const perIp = await startTestServer({ SMTP_URL: smtp.url, RESET_LIMIT_PER_IP: '3/600' });
+  extraServers.push(perIp);
+  const nobody = () => `nobody-${crypto.randomUUID()}@example.com`;
+  for (let i = 0; i < 3; i += 1) t.is((await requestResetFrom(perIp, '127.0.0.20', nobody())).status, 200);
+  const refused = await requestResetFrom(perIp, '127.0.0.20', nobody());
+  t.is(refused.status, 429, 'a fourth address from the same IP');
+  const retryAfter = Number(refused.response.headers.get('retry-after'));
+  t.true(retryAfter > 500 && retryAfter <= 600, `Retry-After ${retryAfter}`);
+  t.regex(refused.html, /sending password reset links is paused/);
+  t.is((await requestResetFrom(perIp, '127.0.0.21', nobody())).status, 200, 'another IP may still ask');
+});
+
 test('uses of emailed reset links are limited per IP (EMAILED_LINK_LIMIT_PER_IP): opening and sending the form both count', async (t) => {
   const user = await createUser(limited);
   const agent = new UserAgent();

@@ -127,6 +127,42 @@ test.serial('repeated failures lock the account for a growing delay; the right p
   t.is((await attempt(again, user.email, 'wrong password')).retryAfter, '2');
 });
 
+test.serial('a burst of guesses sent at once tries no more passwords than the lockout threshold, and locks once', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '3', LOGIN_LOCKOUT_SECONDS: '300', LOGIN_LIMIT_PER_ACCOUNT_IP: '1000/600' });
+  const user = await createUser(server);
+  const page = await loginPage(server);
+  const csrf = formField(await (await page.agent.request(page.interaction)).text(), 'csrf');
+  // All at once: without counting each guess before its password is checked, every one of them would
+  // pass the "locked?" check before the slowest failure set the lock.
+  const answers = await Promise.all(Array.from({ length: 12 }, async () => {
+    const response = await page.agent.request(new URL(`${page.interaction.pathname}/login`, page.interaction), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf, email: user.email, password: 'wrong password' }).toString(),
+    });
+    await response.arrayBuffer();
+    return response.status;
+  }));
+  t.deepEqual([...new Set(answers)].sort(), [401, 429]);
+  const events = await server.runtime.auditTrail.list({ userEmail: user.email, limit: 50 });
+  const checked = events.filter((event) => event.action === 'login.failed' && event.detail.reason !== 'locked');
+  t.is(checked.length, 3, 'three passwords were checked, the threshold');
+  t.is(events.filter((event) => event.action === 'login.failed' && event.detail.reason === 'locked').length, 12 - 3);
+  const lockouts = events.filter((event) => event.action === 'login.locked_out');
+  t.is(lockouts.length, 1, 'one burst is one lockout');
+  t.is(lockouts[0]!.detail.seconds, 300, 'and its delay was not doubled');
+  t.is((await attempt(page, user.email, PASSWORD)).status, 429, 'the right password is refused while locked');
+});
+
+test.serial('an account that only ever gets its right password is never locked, also when its sign-in stops at email verification', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2', UNVERIFIED_LOGIN_ALLOWED: 'false' });
+  const user = await server.runtime.users.create({ email: unknownEmail(), password: PASSWORD, name: 'Ada Lovelace', emailVerified: false });
+  const page = await loginPage(server);
+  for (let i = 0; i < 4; i += 1) t.is((await attempt(page, user.email, PASSWORD)).status, 403, `attempt ${i + 1}`);
+});
+
 test.serial('an unknown email is locked out exactly like an existing account: same statuses, pages and Retry-After', async (t) => {
   t.timeout(120_000);
   const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '300' });

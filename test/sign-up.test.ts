@@ -45,11 +45,10 @@ const VERIFY_FIRST = { UNVERIFIED_LOGIN_ALLOWED: 'false' };
 const newEmail = () => `new-${crypto.randomUUID()}@example.com`;
 
 /** A sign-in started by a new single-page app, standing on the login page. */
-async function loginPage(server: TestServer) {
+async function loginPage(server: TestServer, agent = new UserAgent()) {
   const as = await discover(server);
   const { client } = await registerSpa(server);
   const request = await authorizationRequest(as, client.client_id);
-  const agent = new UserAgent();
   const { response, url } = await agent.follow(request.url);
   if (!url.pathname.startsWith('/interaction/')) throw new Error(`expected the login page, got ${url}`);
   return { as, client, request, agent, interaction: url, html: await response.text() };
@@ -577,6 +576,45 @@ test('sign-up is limited per address too (each one mails it): 429 for a new and 
     await new Promise((resolve) => setTimeout(resolve, 300));
     t.true(smtp.received.length - before <= 2, 'no more than two messages went to the address');
   }
+});
+
+/** A browser at another IP address, as a server trusting its proxy (TRUST_PROXY=true) sees it. */
+const browserAt = (ip: string) => new UserAgent({ headers: { 'x-forwarded-for': ip } });
+
+test('sign-up is limited per address and IP: the same address from another IP is still answered', async (t) => {
+  const { server, smtp } = await gatehouse({ TRUST_PROXY: 'true', SIGNUP_LIMIT_PER_ACCOUNT_IP: '2/600', SIGNUP_LIMIT_PER_ACCOUNT: '100/600' });
+  const email = newEmail();
+  t.is((await submitSignUp(await loginPage(server, browserAt('192.0.2.1')), { email })).status, 200);
+  t.is((await submitSignUp(await loginPage(server, browserAt('192.0.2.1')), { email })).status, 200);
+  const refused = await submitSignUp(await loginPage(server, browserAt('192.0.2.1')), { email: email.toUpperCase() });
+  t.is(refused.status, 429, 'a third time from the same IP');
+  t.truthy(Number(refused.response.headers.get('retry-after')) > 0);
+  t.is((await submitSignUp(await loginPage(server, browserAt('192.0.2.1')), { email: newEmail() })).status, 200, 'another address from that IP');
+  t.is((await submitSignUp(await loginPage(server, browserAt('192.0.2.2')), { email })).status, 200, 'the address from another IP');
+  await mailsTo(smtp, email, 3);
+});
+
+test('asking for a new link is limited per address and IP: the same address from another IP is still answered', async (t) => {
+  const { server, smtp } = await gatehouse({ TRUST_PROXY: 'true', VERIFY_RESEND_LIMIT_PER_ACCOUNT_IP: '1/600', VERIFY_RESEND_LIMIT_PER_ACCOUNT: '100/600' });
+  const email = newEmail();
+  await submitSignUp(await loginPage(server), { email });
+  await mailsTo(smtp, email);
+  const ask = async (agent: UserAgent, address: string) => {
+    const form = await visit(`${server.issuer}/verify-email`, agent);
+    const response = await agent.request(`${server.issuer}/verify-email/resend`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf: formField(form.html, 'csrf'), email: address }).toString(),
+    });
+    await response.arrayBuffer();
+    return { status: response.status, retryAfter: response.headers.get('retry-after') };
+  };
+  const first = browserAt('192.0.2.1');
+  t.is((await ask(first, email)).status, 200);
+  const refused = await ask(first, email);
+  t.is(refused.status, 429, 'a second time from the same IP');
+  t.truthy(Number(refused.retryAfter) > 0);
+  t.is((await ask(browserAt('192.0.2.2'), email)).status, 200, 'the address from another IP');
+  await mailsTo(smtp, email, 3);
 });
 
 test('with SIGNUP_ENABLED=false there is no link and the sign-up pages are 404', async (t) => {

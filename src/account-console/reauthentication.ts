@@ -24,13 +24,16 @@ export async function checkCurrentPassword(
   if (!perAccount.allowed) return { ok: false, refusal: perAccount };
   // The same counters as the login form: a locked account refuses the right password here too.
   const attempt = { email: user.email, ip: ctx.ip };
+  const seen = { subjectUserId: user.id, subjectEmail: user.email, ip: ctx.ip, userAgent: ctx.get('user-agent') };
   const before = await limits.login.beforeAttempt(attempt);
-  if (!before.allowed) return { ok: false, refusal: before };
+  if (!before.allowed) {
+    if (before.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: before.retryAfterSeconds, during: purpose } });
+    return { ok: false, refusal: before };
+  }
   if (password && await users.verifyPassword(user.id, password)) {
     await limits.login.afterSuccess(attempt);
     return { ok: true };
   }
-  const seen = { subjectUserId: user.id, subjectEmail: user.email, ip: ctx.ip, userAgent: ctx.get('user-agent') };
   const after = await limits.login.afterFailure(attempt);
   await auditTrail.record({ action: 'reauthentication.failed', outcome: 'failure', ...seen, detail: { purpose } });
   if (!after.allowed && after.lockedNow) {

@@ -9,7 +9,7 @@ import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 export const AUDIT_ACTIONS = [
   'account.created',
   'login.succeeded', 'login.failed', 'login.locked_out', 'reauthentication.failed',
-  'second_factor.enrolled', 'second_factor.used', 'second_factor.failed', 'second_factor.removed',
+  'second_factor.enrolled', 'second_factor.used', 'second_factor.failed', 'second_factor.locked_out', 'second_factor.removed',
   'recovery_code.used', 'recovery_codes.regenerated',
   'password_reset.requested', 'password_reset.completed', 'password.changed',
   'email.verified', 'email_change.requested', 'email.changed',

@@ -46,6 +46,8 @@ export interface Config {
     signupPerIp: RateLimitSetting;
     /** Sign-ups with one address, from anywhere (each one mails it). */
     signupPerAccount: RateLimitSetting;
+    /** Sign-ups with one address from one IP. */
+    signupPerAccountAndIp: RateLimitSetting;
     resetPerIp: RateLimitSetting;
     resetPerAccountAndIp: RateLimitSetting;
     /** Reset emails to one address, from anywhere (so many IPs cannot flood one inbox). */
@@ -56,6 +58,7 @@ export interface Config {
     emailChangePerAccount: RateLimitSetting;
     verificationResendPerIp: RateLimitSetting;
     verificationResendPerAccount: RateLimitSetting;
+    verificationResendPerAccountAndIp: RateLimitSetting;
     secondFactorPerIp: RateLimitSetting;
     secondFactorPerAccountAndIp: RateLimitSetting;
     /** The current password asked again on account pages (change password or email, turn off the second factor). */
@@ -147,6 +150,7 @@ const environmentSchema = z.object({
   TOKEN_LIMIT_PER_IP: rateLimit.default({ points: 300, seconds: 60 }),
   SIGNUP_LIMIT_PER_IP: rateLimit.default({ points: 10, seconds: 3600 }),
   SIGNUP_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
+  SIGNUP_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 3, seconds: 3600 }),
   RESET_LIMIT_PER_IP: rateLimit.default({ points: 20, seconds: 3600 }),
   RESET_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 5, seconds: 3600 }),
   RESET_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 10, seconds: 3600 }),
@@ -154,6 +158,7 @@ const environmentSchema = z.object({
   EMAIL_CHANGE_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
   VERIFY_RESEND_LIMIT_PER_IP: rateLimit.default({ points: 20, seconds: 3600 }),
   VERIFY_RESEND_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
+  VERIFY_RESEND_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 3, seconds: 3600 }),
   SECOND_FACTOR_LIMIT_PER_IP: rateLimit.default({ points: 100, seconds: 600 }),
   SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 10, seconds: 600 }),
   PASSWORD_CHECK_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 10, seconds: 600 }),
@@ -216,6 +221,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       tokenPerIp: env.TOKEN_LIMIT_PER_IP,
       signupPerIp: env.SIGNUP_LIMIT_PER_IP,
       signupPerAccount: env.SIGNUP_LIMIT_PER_ACCOUNT,
+      signupPerAccountAndIp: env.SIGNUP_LIMIT_PER_ACCOUNT_IP,
       resetPerIp: env.RESET_LIMIT_PER_IP,
       resetPerAccountAndIp: env.RESET_LIMIT_PER_ACCOUNT_IP,
       resetPerAccount: env.RESET_LIMIT_PER_ACCOUNT,
@@ -223,6 +229,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       emailChangePerAccount: env.EMAIL_CHANGE_LIMIT_PER_ACCOUNT,
       verificationResendPerIp: env.VERIFY_RESEND_LIMIT_PER_IP,
       verificationResendPerAccount: env.VERIFY_RESEND_LIMIT_PER_ACCOUNT,
+      verificationResendPerAccountAndIp: env.VERIFY_RESEND_LIMIT_PER_ACCOUNT_IP,
       secondFactorPerIp: env.SECOND_FACTOR_LIMIT_PER_IP,
       secondFactorPerAccountAndIp: env.SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP,
       passwordCheckPerAccount: env.PASSWORD_CHECK_LIMIT_PER_ACCOUNT,

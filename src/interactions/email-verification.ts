@@ -36,6 +36,7 @@ export async function requestNewVerificationLink(
   if (!key) return { allowed: true, invalidEmail: true };
   const decision = await runtime.limits.rates.consumeAll([
     ['verification-resend-ip', ctx.ip],
+    ['verification-resend-account-ip', `${key}:${ctx.ip}`],
     ['verification-resend-account', key],
   ]);
   if (!decision.allowed) return decision;

@@ -82,6 +82,9 @@ export function interactionRoutes(runtime: Runtime): Router {
     // Counted before the password is checked: a locked account refuses even the right password.
     const before = await loginGuard.beforeAttempt(attempt);
     if (!before.allowed) {
+      // Attempts at a locked account are a trace of the attack; those over an IP's rate are not audited one by one.
+      if (before.reason === 'locked') await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, detail: { reason: 'locked' } });
+      if (before.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: before.retryAfterSeconds } });
       tooManyAttempts(ctx, before, params.redirect_uri);
       return;
     }
@@ -97,13 +100,14 @@ export function interactionRoutes(runtime: Runtime): Router {
       render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri, 401);
       return;
     }
+    // The right password, even where the sign-in stops below: the attempt was no guess.
+    await loginGuard.afterSuccess(attempt);
     // Email verification gate (UNVERIFIED_LOGIN_ALLOWED=false): the right password, but no session until the address is confirmed.
     if (!user.emailVerified && !runtime.config.accounts.unverifiedLoginAllowed) {
       await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { reason: 'email_not_verified' } });
       render(ctx, 'verify-email-required', { email: user.email }, params.redirect_uri, 403);
       return;
     }
-    await loginGuard.afterSuccess(attempt);
     // Finishes with amr pwd (acr loa:1), or goes on to the second factor when this sign-in needs it.
     if (await secondFactorPages.afterPassword(ctx, user) === 'signed_in') {
       await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { amr: ['pwd'] } });

@@ -227,7 +227,13 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
       action: 'second_factor.failed', outcome: 'failure', ...seen(ctx, interaction, user),
       detail: { method: method === 'recovery' ? 'recovery_code' : 'totp', reason, during, ...(!after.allowed && after.lockedNow ? { lockedSeconds: after.retryAfterSeconds } : {}) },
     });
+    if (!after.allowed) await auditLockout(ctx, interaction, user, after);
     return after.allowed ? undefined : after;
+  }
+
+  /** The moment the second factor is locked is an event of its own, as the password's lockout is. */
+  async function auditLockout(ctx: Context, interaction: Interaction, user: User, refusal: Refusal): Promise<void> {
+    if (refusal.lockedNow) await auditTrail.record({ action: 'second_factor.locked_out', outcome: 'failure', ...seen(ctx, interaction, user), detail: { seconds: refusal.retryAfterSeconds } });
   }
 
   return {
@@ -306,6 +312,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         const attempt = { accountId: user.id, ip: ctx.ip };
         const before = await guard.beforeAttempt(attempt);
         if (!before.allowed) {
+          await auditLockout(ctx, interaction, user, before);
           pages.tooManyAttempts(ctx, before, interaction.params.redirect_uri);
           return;
         }
@@ -343,6 +350,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         const attempt = { accountId: user.id, ip: ctx.ip };
         const before = await guard.beforeAttempt(attempt);
         if (!before.allowed) {
+          await auditLockout(ctx, interaction, user, before);
           pages.tooManyAttempts(ctx, before, interaction.params.redirect_uri);
           return;
         }

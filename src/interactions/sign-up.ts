@@ -62,7 +62,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
     const addressKey = accountKey(formField(ctx, 'email'));
     const limit = await runtime.limits.rates.consumeAll([
       ['signup-ip', ctx.ip],
-      ...(addressKey ? [['signup-account', addressKey] as const] : []),
+      ...(addressKey ? [['signup-account-ip', `${addressKey}:${ctx.ip}`] as const, ['signup-account', addressKey] as const] : []),
     ]);
     if (!limit.allowed) {
       pages.tooManyAttempts(ctx, limit, params.redirect_uri, 'creating accounts');

@@ -28,25 +28,29 @@ export class Lockout {
     this.#locks = backend.counter({ name: `${name}-lock`, points: 1, seconds: 1 });
   }
 
-  /** ALLOWED, or a refusal while the key is locked. */
-  async check(key: string): Promise<LimitDecision> {
-    const lock = await this.#backend.run(() => this.#locks.get(key));
-    if (lock && lock.consumedPoints > 1 && lock.msBeforeNext > 0) {
-      return { allowed: false, reason: 'locked', retryAfterSeconds: wholeSeconds(lock.msBeforeNext), lockedNow: false };
-    }
-    return ALLOWED;
+  /**
+   * Before checking a credential: ALLOWED, or a refusal while the key is locked. The attempt is counted
+   * as a failure now, before the check, so that attempts sent all at once cannot all pass a lock that
+   * only the slowest of them would set: at most `threshold` credentials are tried per lockout.
+   */
+  async begin(key: string): Promise<LimitDecision> {
+    const locked = await this.#currentLock(key);
+    if (locked) return locked;
+    const failures = await this.#backend.run(() => this.#failures.penalty(key));
+    if (failures.consumedPoints <= this.#setting.threshold) return ALLOWED;
+    // Over the threshold with no lock yet: the attempt that reached it is still being checked (or ended
+    // in an error). Locked here, once.
+    return this.#lock(key);
   }
 
-  /** Counts a failure; at the threshold the key is locked (`lockedNow: true` is the moment to audit it). */
+  /**
+   * After a wrong credential (already counted by begin): at the threshold the key is locked
+   * (`lockedNow: true` is the moment to audit it).
+   */
   async failure(key: string): Promise<LimitDecision> {
-    const failures = await this.#backend.run(() => this.#failures.penalty(key));
-    if (failures.consumedPoints < this.#setting.threshold) return ALLOWED;
-    // Concurrent failures may both get here; the worst case is one extra doubling.
-    await this.#backend.run(() => this.#failures.delete(key));
-    const lockouts = await this.#backend.run(() => this.#lockouts.penalty(key));
-    const seconds = lockSeconds(lockouts.consumedPoints, this.#setting);
-    await this.#backend.run(() => this.#locks.block(key, seconds));
-    return { allowed: false, reason: 'locked', retryAfterSeconds: seconds, lockedNow: true };
+    const failures = await this.#backend.run(() => this.#failures.get(key));
+    if (!failures || failures.consumedPoints < this.#setting.threshold) return ALLOWED;
+    return this.#lock(key);
   }
 
   /** After a success: the failures and the lockout history are forgiven (a current lock stays until it ends). */
@@ -57,6 +61,28 @@ export class Lockout {
   /** Forgets everything about the key, the current lock included (the person proved who they are another way). */
   async forgive(key: string): Promise<void> {
     await this.#backend.run(() => Promise.all([this.#failures.delete(key), this.#lockouts.delete(key), this.#locks.delete(key)]));
+  }
+
+  /**
+   * Locks the key for its next lockout's length. Concurrent callers all get here; only the one that
+   * clears the failures counts a lockout (so one burst doubles the delay once), the others are told
+   * of the lock it sets.
+   */
+  async #lock(key: string): Promise<LimitDecision> {
+    const cleared = await this.#backend.run(() => this.#failures.delete(key));
+    if (!cleared) return await this.#currentLock(key) ?? { allowed: false, reason: 'locked', retryAfterSeconds: this.#setting.baseSeconds, lockedNow: false };
+    const lockouts = await this.#backend.run(() => this.#lockouts.penalty(key));
+    const seconds = lockSeconds(lockouts.consumedPoints, this.#setting);
+    await this.#backend.run(() => this.#locks.block(key, seconds));
+    return { allowed: false, reason: 'locked', retryAfterSeconds: seconds, lockedNow: true };
+  }
+
+  async #currentLock(key: string): Promise<LimitDecision | undefined> {
+    const lock = await this.#backend.run(() => this.#locks.get(key));
+    if (lock && lock.consumedPoints > 1 && lock.msBeforeNext > 0) {
+      return { allowed: false, reason: 'locked', retryAfterSeconds: wholeSeconds(lock.msBeforeNext), lockedNow: false };
+    }
+    return undefined;
   }
 }
 

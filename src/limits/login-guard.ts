@@ -25,7 +25,10 @@ export class LoginGuard {
     this.#lockout = new Lockout(backend, 'login', lockout);
   }
 
-  /** Before checking a password: counts the attempt and refuses it when over a limit or while the account is locked. */
+  /**
+   * Before checking a password: counts the attempt and refuses it when over a limit or while the account
+   * is locked. An allowed attempt counts as a failure until afterSuccess() says otherwise.
+   */
   async beforeAttempt(attempt: LoginAttempt): Promise<LimitDecision> {
     const account = accountKey(attempt.email);
     const rated = await this.#rates.consumeAll([
@@ -33,12 +36,12 @@ export class LoginGuard {
       ...(account ? [['login-account-ip', `${account}:${attempt.ip}`] as const] : []),
     ]);
     if (!rated.allowed || !account) return rated;
-    return this.#lockout.check(account);
+    return this.#lockout.begin(account);
   }
 
   /**
-   * After a wrong password (or an unknown email): counts the failure, and locks the account once
-   * the threshold is reached. `lockedNow: true` is the moment to record "account locked".
+   * After a wrong password (or an unknown email): locks the account once the threshold is reached.
+   * `lockedNow: true` is the moment to record "account locked".
    */
   async afterFailure(attempt: LoginAttempt): Promise<LimitDecision> {
     const account = accountKey(attempt.email);
@@ -46,7 +49,7 @@ export class LoginGuard {
     return this.#lockout.failure(account);
   }
 
-  /** After a successful login: the account's failures, lockout history and account+IP attempts are forgiven. */
+  /** After the right password: the account's failures, lockout history and account+IP attempts are forgiven. */
   async afterSuccess(attempt: LoginAttempt): Promise<void> {
     const account = accountKey(attempt.email);
     if (!account) return;

@@ -21,17 +21,20 @@ export class SecondFactorGuard {
     this.#lockout = new Lockout(backend, 'second-factor', lockout);
   }
 
-  /** Before checking a code: counts the attempt and refuses it when over a limit or while the second factor is locked. */
+  /**
+   * Before checking a code: counts the attempt and refuses it when over a limit or while the second
+   * factor is locked. An allowed attempt counts as a wrong code until afterSuccess() says otherwise.
+   */
   async beforeAttempt(attempt: SecondFactorAttempt): Promise<LimitDecision> {
     const rated = await this.#rates.consumeAll([
       ['second-factor-ip', attempt.ip],
       ['second-factor-account-ip', `${attempt.accountId}:${attempt.ip}`],
     ]);
     if (!rated.allowed) return rated;
-    return this.#lockout.check(attempt.accountId);
+    return this.#lockout.begin(attempt.accountId);
   }
 
-  /** After a wrong code: counts it; `lockedNow: true` when this failure locked the second factor. */
+  /** After a wrong code: `lockedNow: true` when this failure locked the second factor. */
   afterFailure(attempt: SecondFactorAttempt): Promise<LimitDecision> {
     return this.#lockout.failure(attempt.accountId);
   }
