@@ -19,9 +19,9 @@ import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
 import { signInToAccount } from './helpers/account.ts';
 import { runNode } from './helpers/process.ts';
 import { cleanEnvironment } from './helpers/process.ts';
-import { Sealer } from '../src/accounts/sealed.ts';
+import { Sealer, keyIdOf } from '../src/accounts/sealed.ts';
 import { ACR_PASSWORD, ACR_SECOND_FACTOR } from '../src/oidc/assurance.ts';
-import { hashRecoveryCode, normalizeRecoveryCode } from '../src/accounts/second-factor.ts';
+import { SecondFactorService, hashRecoveryCode, normalizeRecoveryCode } from '../src/accounts/second-factor.ts';
 
 let server: TestServer;
 let smtp: TestSmtpServer;
@@ -360,6 +360,23 @@ test('two sign-ins submitting the same code at once: exactly one gets in', async
   t.is(results.filter((result) => result.response.status === 401).length, 2);
 });
 
+test('two sign-ins submitting the same recovery code at once: exactly one gets in, and the code is spent once', async (t) => {
+  t.timeout(120_000);
+  const { user, recoveryCodes } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const recoveryCode = recoveryCodes[0]!;
+  const agents = [new UserAgent(), new UserAgent()];
+  const pages = await Promise.all(agents.map(async (agent) => {
+    const codePage = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+    return reach(agent, new URL(`${codePage.url.pathname}?method=recovery`, codePage.url));
+  }));
+  const results = await Promise.all(agents.map((agent, index) => submitCode(agent, pages[index]!, recoveryCode, 'recovery')));
+  t.is(results.filter(isCallback).length, 1);
+  t.is(results.filter((result) => result.response.status === 401).length, 1);
+  t.is((await server.runtime.secondFactor.status(user.id)).recoveryCodesLeft, 9);
+  t.is((await auditOf(user.id, 'recovery_code.used')).length, 1);
+});
+
 test('one time step of clock drift either way is accepted, two steps are not', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
@@ -438,6 +455,38 @@ test('recovery codes are stored as SHA-256 hashes; new ones, asked with a code, 
   t.false(fresh.some((code) => notice.includes(code)), 'no recovery code is mailed');
 });
 
+test('a code spent in the account console (new recovery codes, turning it off) is audited as at sign-in: recovery_code.used or second_factor.used', async (t) => {
+  t.timeout(120_000);
+  const { user, secret, recoveryCodes } = await enrolledUser();
+  const step = await awayFromStepBoundary();
+  const agent = new UserAgent();
+  const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
+  const csrf = formField(status.html, 'csrf');
+  const spentHere = async (action: string, during: string) => (await auditOf(user.id, action)).filter((event) => event.detail.during === during);
+
+  const byRecoveryCode = await post(agent, `${server.issuer}/account/two-factor/recovery-codes`, { csrf, code: recoveryCodes[0]! });
+  t.is(byRecoveryCode.response.status, 200);
+  const [recoveryUsed, ...moreRecoveryUsed] = await spentHere('recovery_code.used', 'recovery_codes');
+  t.deepEqual(moreRecoveryUsed, []);
+  t.like(recoveryUsed!, { outcome: 'success', subjectUserId: user.id, subjectEmail: user.email, ip: '127.0.0.1', detail: { remaining: 9, during: 'recovery_codes' } });
+
+  const byAuthenticator = await post(agent, `${server.issuer}/account/two-factor/recovery-codes`, { csrf, code: await codeAt(secret, step + 1) });
+  t.is(byAuthenticator.response.status, 200);
+  const [totpUsed, ...moreTotpUsed] = await spentHere('second_factor.used', 'recovery_codes');
+  t.deepEqual(moreTotpUsed, []);
+  t.like(totpUsed!, { outcome: 'success', subjectUserId: user.id, detail: { method: 'totp', during: 'recovery_codes' } });
+  t.deepEqual(await spentHere('recovery_code.used', 'recovery_codes'), [recoveryUsed], 'an authenticator code is not recorded as a recovery code');
+
+  const newest = recoveryCodesIn(byAuthenticator.html);
+  const off = await post(agent, `${server.issuer}/account/two-factor/disable`, { csrf, password: PASSWORD, code: newest[0]! });
+  t.regex(off.html, /Two-factor authentication is off\./);
+  const [disableUsed, ...moreDisableUsed] = await spentHere('recovery_code.used', 'disable');
+  t.deepEqual(moreDisableUsed, []);
+  t.like(disableUsed!, { outcome: 'success', subjectUserId: user.id, detail: { remaining: 9, during: 'disable' } });
+  const trail = JSON.stringify(await auditOf(user.id, '*'));
+  for (const code of [recoveryCodes[0]!, newest[0]!]) t.false(trail.includes(code) || trail.includes(normalizeRecoveryCode(code)!), 'no recovery code in the audit trail');
+});
+
 test('the secret is sealed at rest: not the base32 secret, a JWE that opens with the configured key', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
@@ -468,6 +517,38 @@ test('sealing: the first key seals, every key opens (rotation); a value does not
   const [protectedHeader, encryptedKey, iv, ciphertext, tag] = sealedAfter.split('.');
   const tampered = [protectedHeader, encryptedKey, iv, ciphertext!.slice(0, -2) + (ciphertext!.endsWith('AA') ? 'BA' : 'AA'), tag].join('.');
   await t.throwsAsync(rotated.open(tampered, 'totp:a'), { name: 'SealedValueError' });
+});
+
+test('a secret sealed with an older key is re-sealed with the newest at the next accepted code, so the old key can be retired', async (t) => {
+  t.timeout(120_000);
+  const { prisma } = server.runtime.database;
+  const keyA = crypto.getRandomValues(new Uint8Array(32));
+  const keyB = crypto.getRandomValues(new Uint8Array(32));
+  const options = { issuerName: 'gatehouse.test', requiredRoles: [] };
+  const stored = async () => (await prisma.user.findUniqueOrThrow({ where: { id: user.id }, select: { totpSecret: true } })).totpSecret!;
+  const user = await createUser(server);
+
+  // ENCRYPTION_KEYS=A: enrolled.
+  const withA = new SecondFactorService(prisma, new Sealer([keyA]), options);
+  const { secret } = (await withA.startEnrollment(user.id))!;
+  const step = await awayFromStepBoundary();
+  t.true((await withA.confirmEnrollment(user.id, await codeAt(secret, step - 1))).ok);
+  const sealedWithA = await stored();
+  t.is(decodeProtectedHeader(sealedWithA).kid, keyIdOf(keyA));
+
+  // Restarted with ENCRYPTION_KEYS=B,A: B seals, A still opens. A refused code changes nothing.
+  const rotated = new SecondFactorService(prisma, new Sealer([keyB, keyA]), options);
+  t.false((await rotated.verifyCode(user.id, await wrongCode(secret))).ok);
+  t.is(await stored(), sealedWithA);
+  t.true((await rotated.verifyCode(user.id, await codeAt(secret, step))).ok, 'signing in with a code');
+  const resealed = await stored();
+  t.is(decodeProtectedHeader(resealed).kid, keyIdOf(keyB));
+  t.is(await new Sealer([keyB]).open(resealed, `totp:${user.id}`), secret, 'the stored secret opens with B alone');
+
+  // ENCRYPTION_KEYS=B (A retired): codes still check, and a secret sealed with the newest key is left as it is.
+  const retired = new SecondFactorService(prisma, new Sealer([keyB]), options);
+  t.true((await retired.verifyCode(user.id, await codeAt(secret, step + 1))).ok);
+  t.is(await stored(), resealed);
 });
 
 // --- turning it off ------------------------------------------------------------------------------
@@ -501,6 +582,9 @@ test('turning it off asks for the password and a code; a wrong password spends n
   t.is(await server.runtime.database.prisma.recoveryCode.count({ where: { userId: user.id } }), 0);
   const removed = await auditOf(user.id, 'second_factor.removed');
   t.is(removed.length, 1);
+  const spent = (await auditOf(user.id, 'second_factor.used')).filter((event) => event.detail.during === 'disable');
+  t.is(spent.length, 1, 'the code that turned it off is audited');
+  t.like(spent[0]!, { outcome: 'success', detail: { method: 'totp' } });
   t.deepEqual((await auditOf(user.id, 'reauthentication.failed')).map((event) => event.detail.purpose), ['disable_second_factor']);
   await mailTo(user.email); // enrollment's notice
   const notice = await noticeTo(t, user.email);
@@ -686,6 +770,47 @@ test('step-up: once it is on, a browser signed in with the password alone is ask
   const done = await submitCode(agent, page, await codeAt(secret, step));
   t.true(isCallback(done));
   t.deepEqual((await idTokenClaims(client, request, done.url)).amr, ['pwd', 'otp']);
+});
+
+test('turning it on in the account console gives this browser a new session identifier: the old cookie signs nobody in, this browser carries on at loa:2', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  await signInToAccount(server, agent, { email: user.email, password: PASSWORD }, '/account/two-factor');
+  const before = agent.cookie('_session')!;
+  const beforeSignature = agent.cookie('_session.sig')!;
+  const { provider } = server.runtime;
+  const { uid } = (await provider.Session.find(before))!;
+
+  await enrollOnAccountPage(agent, user.email);
+  const after = agent.cookie('_session');
+  t.truthy(after);
+  t.not(after, before);
+  t.is(await provider.Session.find(before), undefined, 'the old identifier names no session');
+  const session = await provider.Session.find(after!);
+  t.like(session, { uid, accountId: user.id, acr: ACR_SECOND_FACTOR, amr: ['pwd', 'otp'] });
+  t.deepEqual((await server.runtime.accountSessions.list(user.id)).map((listed) => listed.uid), [uid], 'still one session, the same one for the person');
+
+  // Someone who copied the cookie before (both halves, validly signed) is not signed in with it, at any level.
+  const thief = new UserAgent();
+  thief.plantCookie('_session', before);
+  thief.plantCookie('_session.sig', beforeSignature);
+  const refused = await thief.request(`${server.issuer}/account/two-factor`);
+  t.is(refused.status, 302);
+  t.is(new URL(refused.headers.get('location')!).pathname, '/auth');
+  const { as, client } = await newSpa();
+  const stolen = await reach(thief, (await authorizationRequest(as, client.client_id, { acr_values: ACR_SECOND_FACTOR })).url);
+  t.false(isCallback(stolen));
+  t.regex(stolen.html, /name="password"/);
+
+  // This browser: the account page without a step-up, and single sign-on at loa:2 without a code.
+  const page = await reach(agent, `${server.issuer}/account/two-factor`);
+  t.is(page.url.pathname, '/account/two-factor');
+  t.regex(page.html, /Two-factor authentication is <strong>on<\/strong>/);
+  const request = await authorizationRequest(as, client.client_id, { acr_values: ACR_SECOND_FACTOR });
+  const signedIn = await reachAfter(agent, await agent.follow(request.url));
+  t.true(isCallback(signedIn), `ended at ${signedIn.url}`);
+  t.is((await idTokenClaims(client, request, signedIn.url)).acr, ACR_SECOND_FACTOR);
 });
 
 // --- lockout, limits, CSRF, state ----------------------------------------------------------------

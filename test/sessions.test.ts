@@ -42,6 +42,21 @@ async function newSpa() {
   return { client, auth: oauth.None() };
 }
 
+async function newWebApp() {
+  const { client, secret } = await registerConfidential(server, 'web');
+  return { client, auth: oauth.ClientSecretBasic(secret) };
+}
+
+/** Signs the browser out through the engine's own logout (RP-initiated, confirmed on its page). */
+async function engineLogout(agent: UserAgent, idToken: string): Promise<void> {
+  const as = await discover(server);
+  const logout = new URL(as.end_session_endpoint!);
+  logout.searchParams.set('id_token_hint', idToken);
+  const page = await (await agent.follow(logout)).response.text();
+  const { response } = await agent.submit(formAction(page, /session\/end\/confirm/), { xsrf: formField(page, 'xsrf'), logout: 'yes' });
+  if (response.status !== 200) throw new Error(`logout ended with ${response.status}`);
+}
+
 async function refresh(app: { client: oauth.Client; auth: oauth.ClientAuth }, refreshToken: string) {
   const as = await discover(server);
   return oauth.processRefreshTokenResponse(as, app.client,
@@ -121,12 +136,16 @@ test('the sessions page lists each browser with its device, IP, sign-in time and
   t.deepEqual(await server.runtime.accountSessions.list(stranger.id), [], 'nobody sees another person\'s sessions');
 });
 
-test('ending another session revokes its tokens and asks that browser to sign in again; this browser keeps working', async (t) => {
+test('ending another session revokes its tokens, offline access included, and asks that browser to sign in again; this browser keeps working', async (t) => {
   const person = await createUser(server);
   const spa = await newSpa();
+  const web = await newWebApp();
   const chrome = browser(CHROME_ON_LINUX);
   const firefox = browser(FIREFOX_ON_WINDOWS);
-  const chromeTokens = await signInToApp(chrome, person, spa);
+  // Perhaps an intruder's browser: it asked for offline access, a refresh token meant to outlive the session.
+  const chromeTokens = await signInToApp(chrome, person, web, { scope: 'openid offline_access', prompt: 'consent' });
+  t.truthy(chromeTokens.refresh_token);
+  t.regex(chromeTokens.scope ?? '', /offline_access/);
   const firefoxTokens = await signInToApp(firefox, person, spa);
   t.true(await introspectionActive(chromeTokens.access_token));
 
@@ -139,12 +158,12 @@ test('ending another session revokes its tokens and asks that browser to sign in
   t.false(after.includes('Chrome on Linux'));
   t.deepEqual(endableUids(after), []);
 
-  t.is(await refreshError(t, spa, chromeTokens.refresh_token!), 'invalid_grant');
+  t.is(await refreshError(t, web, chromeTokens.refresh_token!), 'invalid_grant', 'offline access ended with the session');
   t.false(await introspectionActive(chromeTokens.access_token));
   const { provider } = server.runtime;
   t.is(await provider.RefreshToken.find(chromeTokens.refresh_token!), undefined, 'the refresh token is deleted, not just orphaned');
   t.is(await provider.AccessToken.find(chromeTokens.access_token), undefined);
-  t.false(await isSignedIn(chrome, spa.client.client_id), 'the ended browser is asked to log in again');
+  t.false(await isSignedIn(chrome, web.client.client_id), 'the ended browser is asked to log in again');
 
   const refreshed = await refresh(spa, firefoxTokens.refresh_token!);
   t.truthy(refreshed.access_token, 'this browser\'s refresh token still works');
@@ -155,7 +174,7 @@ test('ending another session revokes its tokens and asks that browser to sign in
   t.like(sessionEvents[0]!, { outcome: 'success', subjectUserId: person.id, userAgent: FIREFOX_ON_WINDOWS, detail: { sessionUid: chromeUid, reason: 'session_ended' } });
   const grantEvents = await auditEvents(person, 'grant.revoked');
   t.is(grantEvents.length, 1);
-  t.like(grantEvents[0]!, { clientId: spa.client.client_id, detail: { reason: 'session_ended' } });
+  t.like(grantEvents[0]!, { clientId: web.client.client_id, detail: { reason: 'session_ended' } });
 
   const again = await firefox.submit(`${server.issuer}/account/sessions/${chromeUid}/end`, { csrf: formField(after, 'csrf') });
   t.is(again.response.status, 404, 'an ended session cannot be ended twice');
@@ -166,8 +185,7 @@ test('ending another session revokes its tokens and asks that browser to sign in
 test('sign out everywhere ends every session, this one included, and revokes every grant, offline access too', async (t) => {
   const person = await createUser(server);
   const spa = await newSpa();
-  const webClient = await registerConfidential(server, 'web');
-  const web = { client: webClient.client, auth: oauth.ClientSecretBasic(webClient.secret) };
+  const web = await newWebApp();
   const chrome = browser(CHROME_ON_LINUX);
   const firefox = browser(FIREFOX_ON_WINDOWS);
   const laptop = browser(CHROME_ON_LINUX);
@@ -176,12 +194,13 @@ test('sign out everywhere ends every session, this one included, and revokes eve
   const offline = await signInToApp(laptop, person, web, { scope: 'openid offline_access', prompt: 'consent' });
   t.truthy(offline.refresh_token);
 
-  // The laptop's session ends; the web application was given offline access, which outlives it.
-  const laptopUid = (await server.runtime.accountSessions.list(person.id)).find((session) => session.clientIds.includes(web.client.client_id))!.uid;
-  t.true(await server.runtime.accountSessions.end(person.id, laptopUid));
+  // The laptop signs out through the engine's logout, which leaves offline access alone: no session holds
+  // the web application's grant any more, and signing out everywhere must still reach it.
+  await engineLogout(laptop, offline.id_token!);
   t.false(await isSignedIn(laptop, web.client.client_id));
+  t.is((await server.runtime.accountSessions.list(person.id)).length, 2);
   const stillOffline = await refresh(web, offline.refresh_token!);
-  t.truthy(stillOffline.refresh_token, 'offline access survives one browser signing out');
+  t.truthy(stillOffline.refresh_token, 'offline access survives the engine\'s logout of one browser');
 
   const html = await sessionsPage(firefox);
   const { response } = await firefox.submit(`${server.issuer}/account/sessions/end-all`, { csrf: formField(html, 'csrf') });

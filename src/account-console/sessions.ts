@@ -6,6 +6,7 @@ import { formBody, requireCsrf } from '../http/pages.ts';
 import type { SessionSummary } from '../oidc/account-sessions.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
+import { setSessionCookie } from './session-cookie.ts';
 
 /** Session uids are the engine's nanoids; anything else cannot be one of the person's sessions. */
 const SESSION_UID = /^[\w-]{1,64}$/;
@@ -68,7 +69,7 @@ export function sessionRoutes(router: AccountRouter, runtime: Runtime, pages: Ac
 
   function signedOut(ctx: Context, scope: 'here' | 'everywhere'): void {
     // The engine's session cookie (and its signature): the session behind it is gone already.
-    ctx.cookies.set(provider.cookieName('session'), null, { path: '/', signed: true, httpOnly: true, sameSite: 'lax' });
+    setSessionCookie(ctx, provider, null);
     pages.render(ctx, 'account/signed-out', { title: 'Signed out', scope });
   }
 }

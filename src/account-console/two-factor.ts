@@ -2,7 +2,7 @@
 // recovery codes shown once), makes new recovery codes (a code), turns it off (password and a code); codes
 // go through the second-factor lockout, passwords through checkCurrentPassword; each change is mailed.
 import type { Context, Next } from 'koa';
-import { SecondFactorUnreadable, type CodeFailure } from '../accounts/second-factor.ts';
+import { SecondFactorUnreadable, type CodeFailure, type CodeProof } from '../accounts/second-factor.ts';
 import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
 import { UNREADABLE_SECRET_PAGE, logUnreadableSecret, sendSecondFactorNotice } from '../interactions/second-factor.ts';
@@ -10,6 +10,7 @@ import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../oidc/assurance.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
 import { checkCurrentPassword } from './reauthentication.ts';
+import { setSessionCookie } from './session-cookie.ts';
 
 const TITLE = 'Two-factor authentication';
 const SETUP_TITLE = 'Set up two-factor authentication';
@@ -36,13 +37,18 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
   /**
    * The password (to start) and a code (to confirm) were both just given in this browser: its session
    * now counts as signed in with the second factor, as a sign-in with both would, and no step-up follows.
+   * Raised assurance gets a new identifier, as a login does (lib/actions/authorization/resume.js): a
+   * copy of the old cookie, taken before, must not carry loa:2. The uid, which names it, stays.
    */
   async function upgradeThisSession(ctx: Context, accountId: string): Promise<void> {
     const session = await provider.Session.get(ctx as never);
     if (session.accountId !== accountId) return;
     session.amr = AMR_SECOND_FACTOR;
     session.acr = ACR_SECOND_FACTOR;
+    session.resetIdentifier();
+    // Saved under the new id (the old one is destroyed by the save) before the browser is given it.
     await session.persist();
+    setSessionCookie(ctx, provider, session);
   }
   const guard = limits.secondFactor;
 
@@ -55,6 +61,13 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
   function seen(ctx: AccountContext) {
     const { user } = ctx.state.account;
     return { subjectUserId: user.id, subjectEmail: user.email, ip: ctx.ip, userAgent: ctx.get('user-agent') };
+  }
+
+  /** A code spent on a change here is audited as one spent at sign-in is (src/interactions/second-factor.ts). */
+  function auditCodeUsed(ctx: AccountContext, proof: CodeProof, during: 'recovery_codes' | 'disable'): Promise<void> {
+    return auditTrail.record(proof.method === 'recovery_code'
+      ? { action: 'recovery_code.used', outcome: 'success', ...seen(ctx), detail: { remaining: proof.recoveryCodesLeft, during } }
+      : { action: 'second_factor.used', outcome: 'success', ...seen(ctx), detail: { method: 'totp', during } });
   }
 
   async function renderStatus(ctx: AccountContext, extra: Record<string, unknown> = {}, status = 200): Promise<void> {
@@ -183,6 +196,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       return;
     }
     await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
+    await auditCodeUsed(ctx, result.proof, 'recovery_codes');
     await auditTrail.record({ action: 'recovery_codes.regenerated', outcome: 'success', ...seen(ctx) });
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'New recovery codes', recoveryCodes: result.recoveryCodes, enrolled: false });
     sendSecondFactorNotice(ctx, runtime, user, 'recovery_codes_renewed');
@@ -214,6 +228,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       return;
     }
     await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
+    await auditCodeUsed(ctx, result.proof, 'disable');
     await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', ...seen(ctx), detail: { method: 'totp' } });
     toStatus(ctx, '?notice=off');
     sendSecondFactorNotice(ctx, runtime, user, 'disabled');

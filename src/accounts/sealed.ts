@@ -1,6 +1,6 @@
-// Encryption at rest for secrets Gatehouse must read back (TOTP seeds): a compact JWE ('dir', A256GCM)
-// under the newest ENCRYPTION_KEYS key. Each sealed value names its key by a kid derived from the key,
-// so after a rotation older values still open while new ones are sealed with the new key.
+// Encryption at rest for secrets Gatehouse must read back (TOTP seeds): a compact JWE ('dir', A256GCM) under
+// the newest ENCRYPTION_KEYS key. Each value names its key by a kid derived from the key, so after a rotation
+// older values still open, and are re-sealed with the newest key when used, until the old key can go.
 import { createHash } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, errors } from 'jose';
 
@@ -43,6 +43,19 @@ export class Sealer {
 
   /** Decrypts what seal() produced for the same context; throws SealedValueError otherwise. */
   async open(sealed: string, context: string): Promise<string> {
+    return (await this.#open(sealed, context)).plaintext;
+  }
+
+  /**
+   * Like open(), and when the value was sealed with an older key, the same plaintext sealed anew with
+   * the newest one (to store in its place): values re-sealed as they are used let the old key retire.
+   */
+  async openAndReseal(sealed: string, context: string): Promise<{ plaintext: string; resealed: string | undefined }> {
+    const { plaintext, keyId } = await this.#open(sealed, context);
+    return { plaintext, resealed: keyId === this.#sealingKeyId ? undefined : await this.seal(plaintext, context) };
+  }
+
+  async #open(sealed: string, context: string): Promise<{ plaintext: string; keyId: string }> {
     try {
       const { plaintext, protectedHeader } = await compactDecrypt(sealed, (header) => {
         const key = typeof header.kid === 'string' ? this.#keysById.get(header.kid) : undefined;
@@ -50,7 +63,7 @@ export class Sealer {
         return key;
       }, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] });
       if (protectedHeader.ctx !== context) throw new SealedValueError('this sealed value belongs to something else');
-      return DECODER.decode(plaintext);
+      return { plaintext: DECODER.decode(plaintext), keyId: String(protectedHeader.kid) };
     } catch (error) {
       if (error instanceof SealedValueError) throw error;
       if (error instanceof errors.JOSEError) throw new SealedValueError(`the sealed value does not open (${error.code})`);

@@ -41,15 +41,26 @@ export type SecondFactorMethod = 'totp' | 'recovery_code';
  */
 export type CodeFailure = 'wrong' | 'used' | 'not_enabled';
 
+/** Which code an accepted check took (for the audit trail), and the recovery codes still unused after it. */
+export interface CodeProof {
+  method: SecondFactorMethod;
+  recoveryCodesLeft: number;
+}
+
 export type CodeCheck =
-  | { ok: true; method: SecondFactorMethod; recoveryCodesLeft: number }
+  | ({ ok: true } & CodeProof)
   | { ok: false; reason: CodeFailure };
 
 export type NewRecoveryCodes =
   | { ok: true; recoveryCodes: string[] }
   | { ok: false; reason: CodeFailure };
 
-export type Disabling = { ok: true } | { ok: false; reason: CodeFailure };
+/** New recovery codes, and the code that was given for them. */
+export type RegeneratedRecoveryCodes =
+  | { ok: true; recoveryCodes: string[]; proof: CodeProof }
+  | { ok: false; reason: CodeFailure };
+
+export type Disabling = { ok: true; proof: CodeProof } | { ok: false; reason: CodeFailure };
 
 /**
  * The account's sealed secret does not open with any configured key (its key was removed from
@@ -124,7 +135,7 @@ export class SecondFactorService {
     if (!isUuid(userId)) return undefined;
     const user = await this.#prisma.user.findUnique({ where: { id: userId }, select: { email: true, totpSecret: true, totpEnabledAt: true } });
     if (!user?.totpSecret || user.totpEnabledAt) return undefined;
-    const secret = await this.#openSecret(user.totpSecret, userId);
+    const { plaintext: secret } = await this.#openSecret(user.totpSecret, userId);
     return { secret, uri: this.#uri(user.email, secret) };
   }
 
@@ -143,7 +154,7 @@ export class SecondFactorService {
       // Only the secret that was checked, and only if nobody confirmed it meanwhile.
       const { count } = await transaction.user.updateMany({
         where: { id: userId, totpSecret: user.totpSecret, totpEnabledAt: null },
-        data: { totpEnabledAt: new Date(), totpLastStep: matched.step },
+        data: { totpEnabledAt: new Date(), totpLastStep: matched.step, ...resealedSecret(matched) },
       });
       if (count !== 1) return false;
       await transaction.recoveryCode.deleteMany({ where: { userId } });
@@ -161,12 +172,13 @@ export class SecondFactorService {
     const matched = await this.#matchStep(user.totpSecret, userId, code, user.totpLastStep);
     if (!matched.ok) return matched;
     // Conditional on the step: of two requests with one code (or two codes of one window), one wins.
+    // Conditional on the secret too, so a re-sealed copy never replaces a secret changed meanwhile.
     const { count } = await this.#prisma.user.updateMany({
       where: {
         id: userId, totpSecret: user.totpSecret, totpEnabledAt: { not: null },
         OR: [{ totpLastStep: null }, { totpLastStep: { lt: matched.step } }],
       },
-      data: { totpLastStep: matched.step },
+      data: { totpLastStep: matched.step, ...resealedSecret(matched) },
     });
     if (count !== 1) return { ok: false, reason: 'used' };
     return { ok: true, method: 'totp', recoveryCodesLeft: await this.#recoveryCodesLeft(userId) };
@@ -192,9 +204,10 @@ export class SecondFactorService {
   }
 
   /** Replaces every recovery code with ten new ones; asks a code (authenticator or recovery) first. */
-  async regenerateRecoveryCodes(userId: string, code: string): Promise<NewRecoveryCodes> {
+  async regenerateRecoveryCodes(userId: string, code: string): Promise<RegeneratedRecoveryCodes> {
     const checked = await this.verifyAny(userId, code);
     if (!checked.ok) return checked;
+    const proof = { method: checked.method, recoveryCodesLeft: checked.recoveryCodesLeft };
     const recoveryCodes = newRecoveryCodes();
     const replaced = await this.#inTransaction(async (transaction) => {
       if (!await transaction.user.count({ where: { id: userId, totpEnabledAt: { not: null } } })) return false;
@@ -202,7 +215,7 @@ export class SecondFactorService {
       await transaction.recoveryCode.createMany({ data: recoveryCodeRows(userId, recoveryCodes) });
       return true;
     });
-    return replaced ? { ok: true, recoveryCodes } : { ok: false, reason: 'not_enabled' };
+    return replaced ? { ok: true, recoveryCodes, proof } : { ok: false, reason: 'not_enabled' };
   }
 
   /**
@@ -217,7 +230,7 @@ export class SecondFactorService {
       this.#prisma.recoveryCode.deleteMany({ where: { userId } }),
       this.#prisma.user.update({ where: { id: userId }, data: { totpSecret: null, totpEnabledAt: null, totpLastStep: null }, select: { id: true } }),
     ]);
-    return { ok: true };
+    return { ok: true, proof: { method: checked.method, recoveryCodesLeft: checked.recoveryCodesLeft } };
   }
 
   /**
@@ -234,11 +247,14 @@ export class SecondFactorService {
     return codes.count > 0 || user.count > 0;
   }
 
-  /** The time step a code matches (±1 step, after the last accepted one), or why it does not. */
-  async #matchStep(sealedSecret: string, userId: string, input: string, lastStep: number | null): Promise<{ ok: true; step: number } | { ok: false; reason: CodeFailure }> {
+  /**
+   * The time step a code matches (±1 step, after the last accepted one), or why it does not. A match
+   * carries the secret re-sealed with the newest key when an older one sealed it, for the caller to store.
+   */
+  async #matchStep(sealedSecret: string, userId: string, input: string, lastStep: number | null): Promise<StepMatch | { ok: false; reason: CodeFailure }> {
     const token = input.replace(/[\s-]/g, '');
     if (!new RegExp(`^\\d{${TOTP_DIGITS}}$`).test(token)) return { ok: false, reason: 'wrong' };
-    const secret = await this.#openSecret(sealedSecret, userId);
+    const { plaintext: secret, resealed } = await this.#openSecret(sealedSecret, userId);
     const epoch = Math.floor(Date.now() / 1000);
     const options = { secret, token, epoch, epochTolerance: DRIFT_SECONDS, period: TOTP_PERIOD_SECONDS, digits: TOTP_DIGITS, algorithm: 'sha1' } as const;
     const newestStep = Math.floor((epoch + DRIFT_SECONDS) / TOTP_PERIOD_SECONDS);
@@ -246,7 +262,7 @@ export class SecondFactorService {
     if (lastStep === null || lastStep < newestStep) {
       const fresh = await verify({ ...options, ...(lastStep === null ? {} : { afterTimeStep: lastStep }) });
       // The TOTP strategy's answer carries the matched step (the HOTP one, in the same union, does not).
-      if (fresh.valid && 'timeStep' in fresh) return { ok: true, step: fresh.timeStep };
+      if (fresh.valid && 'timeStep' in fresh) return { ok: true, step: fresh.timeStep, resealed };
     }
     if (lastStep === null) return { ok: false, reason: 'wrong' };
     // Told apart only to say "already used, wait for the next code"; guessing gains nothing from it.
@@ -254,9 +270,9 @@ export class SecondFactorService {
     return { ok: false, reason: any.valid ? 'used' : 'wrong' };
   }
 
-  async #openSecret(sealedSecret: string, userId: string): Promise<string> {
+  async #openSecret(sealedSecret: string, userId: string): Promise<{ plaintext: string; resealed: string | undefined }> {
     try {
-      return await this.#sealer.open(sealedSecret, sealContext(userId));
+      return await this.#sealer.openAndReseal(sealedSecret, sealContext(userId));
     } catch (error) {
       if (error instanceof SealedValueError) throw new SecondFactorUnreadable(userId, error);
       throw error;
@@ -289,6 +305,18 @@ export class SecondFactorService {
 }
 
 type TransactionClient = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
+
+interface StepMatch {
+  ok: true;
+  step: number;
+  /** The secret sealed with the newest key, when an older key sealed the stored one. */
+  resealed: string | undefined;
+}
+
+/** The column update that stores a re-sealed secret (nothing when it was sealed with the newest key already). */
+function resealedSecret(matched: StepMatch): { totpSecret?: string } {
+  return matched.resealed ? { totpSecret: matched.resealed } : {};
+}
 
 const ROLLBACK = new Error('rolled back on purpose');
 

@@ -99,10 +99,10 @@ export class AccountSessions {
     const session = await this.#provider.Session.findByUid(sessionUid);
     if (!session || session.accountId !== accountId) return false;
     await this.#destroy(session);
-    // As the engine's own logout does: an application given offline access keeps it when one browser
-    // signs out (it is not tied to that browser); "sign out everywhere" ends those too.
+    // Every grant made in it, offline access included (unlike the engine's own logout, which keeps those):
+    // a session ended from the sessions page may be an intruder's, and a refresh token it obtained must
+    // not outlive it, as the page promises.
     const grantIds = Object.values(session.authorizations ?? {})
-      .filter((authorization) => !authorization.persistsLogout)
       .map((authorization) => authorization.grantId)
       .filter((grantId): grantId is string => typeof grantId === 'string');
     const revoked = await this.#revokeGrants(accountId, new Set(grantIds));
