@@ -11,7 +11,7 @@ import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { authorizationRequest, createUser, discover, insecure, PASSWORD, registerConfidential, registerSpa } from './helpers/oauth.ts';
 import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
-import { ThrowawayRedisServer, findFreePort, keysWithPrefix } from './helpers/redis.ts';
+import { ThrowawayRedisServer, deleteKeysWithPrefix, findFreePort, keysWithPrefix } from './helpers/redis.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { createLogger } from '../src/logger.ts';
@@ -302,6 +302,33 @@ test.serial('with the rate-limit Redis down, login and the token endpoint answer
   const refused = await grant();
   t.is(refused.status, 503);
   t.is(((await refused.json()) as { error: string }).error, 'temporarily_unavailable');
+});
+
+test('second-factor codes are limited per account and IP and per IP (the guard every code form asks), on this run\'s store', async (t) => {
+  const config = loadConfig({
+    NODE_ENV: 'test', STORE_PREFIX: `gatehouse-test-${crypto.randomUUID()}:`, LOGIN_LOCKOUT_THRESHOLD: '100',
+    SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP: '2/600', SECOND_FACTOR_LIMIT_PER_IP: '3/600',
+    ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
+  });
+  const limits = createLimits(config);
+  t.teardown(async () => {
+    await limits.close();
+    if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
+  });
+  const guard = limits.secondFactor;
+  const account = crypto.randomUUID();
+  t.true((await guard.beforeAttempt({ accountId: account, ip: '192.0.2.1' })).allowed);
+  t.true((await guard.beforeAttempt({ accountId: account, ip: '192.0.2.1' })).allowed);
+  const perAccountAndIp = await guard.beforeAttempt({ accountId: account, ip: '192.0.2.1' });
+  t.like(perAccountAndIp, { allowed: false, reason: 'rate_limited', lockedNow: false });
+  t.true(!perAccountAndIp.allowed && perAccountAndIp.retryAfterSeconds > 500 && perAccountAndIp.retryAfterSeconds <= 600);
+  t.true((await guard.beforeAttempt({ accountId: account, ip: '192.0.2.2' })).allowed, 'the account from another IP');
+  // 192.0.2.1 has made three attempts by now (the refused one counted against its IP too).
+  t.like(await guard.beforeAttempt({ accountId: crypto.randomUUID(), ip: '192.0.2.1' }), { allowed: false, reason: 'rate_limited' });
+  // A right code forgives the account+IP attempts: a third from 192.0.2.2 is let through after it.
+  t.true((await guard.beforeAttempt({ accountId: account, ip: '192.0.2.2' })).allowed);
+  await guard.afterSuccess({ accountId: account, ip: '192.0.2.2' });
+  t.true((await guard.beforeAttempt({ accountId: account, ip: '192.0.2.2' })).allowed);
 });
 
 test('limit settings are read as attempts/seconds and refused otherwise', (t) => {

@@ -842,6 +842,7 @@ test('repeated wrong codes lock the second factor with 429 and Retry-After, even
   const failures = await auditOf(user.id, 'second_factor.failed');
   t.true(failures.length >= threshold);
   t.true(failures.some((event) => typeof event.detail.lockedSeconds === 'number'));
+  t.is((await auditOf(user.id, 'second_factor.locked_out')).length, 1, 'the lock itself is one event');
 });
 
 test('every second-factor form needs its CSRF token', async (t) => {

@@ -580,9 +580,14 @@ test('sign-up is limited per address too (each one mails it): 429 for a new and 
 
 /** A browser at another IP address, as a server trusting its proxy (TRUST_PROXY=true) sees it. */
 const browserAt = (ip: string) => new UserAgent({ headers: { 'x-forwarded-for': ip } });
+/** Per address and IP limits low, per address limits out of the way: one server for both tests below. */
+const PER_ADDRESS_AND_IP = {
+  TRUST_PROXY: 'true', SIGNUP_LIMIT_PER_ACCOUNT_IP: '2/600', SIGNUP_LIMIT_PER_ACCOUNT: '100/600',
+  VERIFY_RESEND_LIMIT_PER_ACCOUNT_IP: '1/600', VERIFY_RESEND_LIMIT_PER_ACCOUNT: '100/600',
+};
 
 test('sign-up is limited per address and IP: the same address from another IP is still answered', async (t) => {
-  const { server, smtp } = await gatehouse({ TRUST_PROXY: 'true', SIGNUP_LIMIT_PER_ACCOUNT_IP: '2/600', SIGNUP_LIMIT_PER_ACCOUNT: '100/600' });
+  const { server, smtp } = await gatehouse(PER_ADDRESS_AND_IP);
   const email = newEmail();
   t.is((await submitSignUp(await loginPage(server, browserAt('192.0.2.1')), { email })).status, 200);
   t.is((await submitSignUp(await loginPage(server, browserAt('192.0.2.1')), { email })).status, 200);
@@ -595,7 +600,7 @@ test('sign-up is limited per address and IP: the same address from another IP is
 });
 
 test('asking for a new link is limited per address and IP: the same address from another IP is still answered', async (t) => {
-  const { server, smtp } = await gatehouse({ TRUST_PROXY: 'true', VERIFY_RESEND_LIMIT_PER_ACCOUNT_IP: '1/600', VERIFY_RESEND_LIMIT_PER_ACCOUNT: '100/600' });
+  const { server, smtp } = await gatehouse(PER_ADDRESS_AND_IP);
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
   await mailsTo(smtp, email);

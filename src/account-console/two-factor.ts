@@ -3,7 +3,7 @@
 // go through the second-factor lockout, passwords through checkCurrentPassword; each change is mailed.
 import type { Context, Next } from 'koa';
 import { SecondFactorUnreadable, type CodeFailure, type CodeProof } from '../accounts/second-factor.ts';
-import { formBody, formField, requireCsrf } from '../http/pages.ts';
+import { formBody, formField, requireCsrf, type Refusal } from '../http/pages.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
 import { UNREADABLE_SECRET_PAGE, logUnreadableSecret, sendSecondFactorNotice } from '../interactions/second-factor.ts';
 import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../oidc/assurance.ts';
@@ -98,14 +98,21 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       detail: { reason, during, ...(!after.allowed && after.lockedNow ? { lockedSeconds: after.retryAfterSeconds } : {}) },
     });
     if (after.allowed) return false;
+    await auditLockout(ctx, after);
     pages.tooManyAttempts(ctx, after, PAUSED);
     return true;
+  }
+
+  /** The moment the second factor is locked is an event of its own, as at sign-in. */
+  async function auditLockout(ctx: AccountContext, refusal: Refusal): Promise<void> {
+    if (refusal.lockedNow) await auditTrail.record({ action: 'second_factor.locked_out', outcome: 'failure', ...seen(ctx), detail: { seconds: refusal.retryAfterSeconds } });
   }
 
   /** Counts a code attempt; true when it sent the 429 page instead (no code may be tried now). */
   async function sentTooManyAttemptsBeforeCode(ctx: AccountContext): Promise<boolean> {
     const before = await guard.beforeAttempt({ accountId: ctx.state.account.user.id, ip: ctx.ip });
     if (before.allowed) return false;
+    await auditLockout(ctx, before);
     pages.tooManyAttempts(ctx, before, PAUSED);
     return true;
   }

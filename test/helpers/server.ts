@@ -49,7 +49,15 @@ export async function startTestServer(environment: Record<string, string> = {}, 
     ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
     ...environment,
   });
-  const runtime = await openRuntime(config, options.logger ?? createLogger(config));
+  let runtime: Runtime;
+  try {
+    runtime = await openRuntime(config, options.logger ?? createLogger(config));
+  } catch (error) {
+    // Nothing may stay open (a listening socket would keep the test process from ever exiting).
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await Promise.allSettled([database.drop(), rm(keysDir, { recursive: true, force: true })]);
+    throw error;
+  }
   server.on('request', createApp(runtime).callback());
   return {
     issuer,
