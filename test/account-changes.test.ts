@@ -438,3 +438,90 @@ test('no password, token or link reaches an audit row or a log line', async (t) 
     t.false(logLines.some((line) => line.includes(secret)), 'log lines hold no secret');
   }
 });
+
+/** Opens the password-reset request form and asks for a link, as a person who cannot sign in would. */
+async function requestReset(target: TestServer, agent: UserAgent, email: string): Promise<Page> {
+  const form = await page(agent, `${target.issuer}/password/forgot`);
+  if (form.status !== 200) throw new Error(`forgot page answered ${form.status}`);
+  return post(agent, `${target.issuer}/password/forgot`, { csrf: formField(form.html, 'csrf'), email });
+}
+
+/** Sends a reset link's form with a new password. */
+function submitNewPassword(target: TestServer, agent: UserAgent, formHtml: string, password: string): Promise<Page> {
+  return post(agent, `${target.issuer}/password/reset`, { csrf: formField(formHtml, 'csrf'), token: formField(formHtml, 'token'), password, confirm: password });
+}
+
+test('a reset link sent to the address the account had before an email change is refused, and the password stays', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/email');
+  const resetBrowser = new UserAgent();
+  t.is((await requestReset(server, resetBrowser, user.email)).status, 200);
+  const resetLink = linkIn(await mailTo(user.email, 'Reset your password'));
+  const form = await page(resetBrowser, resetLink);
+  t.is(form.status, 200, 'the link works while the address is the account\'s');
+
+  const moved = `moved-after-reset-${crypto.randomUUID()}@example.org`;
+  t.is((await changeEmail(server, agent, html, moved)).status, 200);
+  const { confirmed } = await confirmFromAnotherBrowser(linkIn(await mailTo(moved, 'Confirm your new email address')));
+  t.is(confirmed.status, 200);
+  t.is((await server.runtime.users.findById(user.id))!.email, moved);
+  t.like(await server.runtime.accountTokens.peek(new URL(resetLink).searchParams.get('token')!, 'reset_password'), { ok: true, userId: user.id, email: user.email },
+    'the link itself is still good: only its address no longer matches');
+
+  const opened = await page(resetBrowser, resetLink);
+  t.is(opened.status, 400);
+  t.regex(opened.html, /This link no longer works/);
+  const submitted = await submitNewPassword(server, resetBrowser, form.html, NEW_PASSWORD);
+  t.is(submitted.status, 400);
+  t.regex(submitted.html, /This link no longer works/);
+  t.truthy(await server.runtime.users.authenticate(moved, PASSWORD), 'the password did not change');
+  t.falsy(await server.runtime.users.authenticate(moved, NEW_PASSWORD));
+});
+
+test('completing a password reset cancels a pending email change: the link sent to the new address stops working and the address stays', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/email');
+  const intruder = `intruder-reset-${crypto.randomUUID()}@example.org`;
+  t.is((await changeEmail(server, agent, html, intruder)).status, 200);
+  const changeLink = linkIn(await mailTo(intruder, 'Confirm your new email address'));
+  const newMailbox = new UserAgent();
+  const shown = await page(newMailbox, changeLink);
+  t.is(shown.status, 200, 'the change link works before the reset');
+
+  const resetBrowser = new UserAgent();
+  t.is((await requestReset(server, resetBrowser, user.email)).status, 200);
+  const form = await page(resetBrowser, linkIn(await mailTo(user.email, 'Reset your password')));
+  t.is(form.status, 200);
+  const done = await submitNewPassword(server, resetBrowser, form.html, NEW_PASSWORD);
+  t.is(done.status, 200);
+  t.regex(done.html, /Your password is changed/);
+
+  const opened = await page(newMailbox, changeLink);
+  t.is(opened.status, 400);
+  t.regex(opened.html, /This link no longer works/);
+  const confirmed = await post(newMailbox, `${server.issuer}/email/confirm-change`, { csrf: formField(shown.html, 'csrf'), token: formField(shown.html, 'token') });
+  t.is(confirmed.status, 400);
+  t.regex(confirmed.html, /This link no longer works/);
+  t.is((await server.runtime.users.findById(user.id))!.email, user.email, 'the address did not change');
+  t.truthy(await server.runtime.users.authenticate(user.email, NEW_PASSWORD));
+});
+
+test('an email-change link of an account disabled after asking for it is refused, opened or confirmed, and the address stays', async (t) => {
+  const { user, agent, html } = await signedIn(server, '/account/email');
+  const wanted = `disabled-${crypto.randomUUID()}@example.org`;
+  t.is((await changeEmail(server, agent, html, wanted)).status, 200);
+  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const newMailbox = new UserAgent();
+  const shown = await page(newMailbox, link);
+  t.is(shown.status, 200, 'the link works while the account is enabled');
+
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { disabled: true } });
+  const opened = await page(newMailbox, link);
+  t.is(opened.status, 400);
+  t.regex(opened.html, /This link no longer works/);
+  const confirmed = await post(newMailbox, `${server.issuer}/email/confirm-change`, { csrf: formField(shown.html, 'csrf'), token: formField(shown.html, 'token') });
+  t.is(confirmed.status, 400);
+  t.regex(confirmed.html, /This link no longer works/);
+  const stored = (await server.runtime.users.findById(user.id))!;
+  t.is(stored.email, user.email, 'the address did not change');
+  t.true(stored.disabled);
+  t.is(await server.runtime.users.findByEmail(wanted), null);
+});
