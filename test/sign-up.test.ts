@@ -352,6 +352,16 @@ test('the token service: peek does not use a token, redeem uses it once, a token
   t.deepEqual(await tokens.redeem(reset, 'reset_password'), { ok: false, reason: 'unknown' }, 'a revoked link no longer works');
 });
 
+test('links issued at the same moment: exactly one of them works, and the table holds one row', async (t) => {
+  const { server } = await gatehouse();
+  const tokens = server.runtime.accountTokens;
+  const user = await createUser(server);
+  const issued = await Promise.all(Array.from({ length: 8 }, () => tokens.issue(user.id, 'verify_email', user.email, 600)));
+  const valid = (await Promise.all(issued.map((raw) => tokens.peek(raw, 'verify_email')))).filter((check) => check.ok);
+  t.is(valid.length, 1);
+  t.is(await server.runtime.database.prisma.accountToken.count({ where: { userId: user.id, purpose: 'verify_email' } }), 1);
+});
+
 test('a link sent to an old address does not verify the new one', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();

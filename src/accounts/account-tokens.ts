@@ -42,12 +42,15 @@ export class AccountTokens {
   async issue(userId: string, purpose: AccountTokenPurpose, email: string, ttlSeconds: number): Promise<string> {
     const rawToken = randomBytes(TOKEN_BYTES).toString('base64url');
     const expiresAt = new Date(Date.now() + ttlSeconds * 1000);
-    // Earlier rows of this user and purpose go (used or not): the newest link is the only one that works,
-    // and the table holds at most one row per user and purpose.
-    await this.#prisma.$transaction([
-      this.#prisma.accountToken.deleteMany({ where: { userId, purpose } }),
-      this.#prisma.accountToken.create({ data: { userId, purpose, email, tokenHash: hashAccountToken(rawToken), expiresAt }, select: { id: true } }),
-    ]);
+    // The row of this user and purpose is replaced (used or not): the newest link is the only one that
+    // works. One statement on a unique (user, purpose): two links issued at once cannot both stay.
+    const link = { email, tokenHash: hashAccountToken(rawToken), expiresAt };
+    await this.#prisma.accountToken.upsert({
+      where: { userId_purpose: { userId, purpose } },
+      create: { userId, purpose, ...link },
+      update: { ...link, usedAt: null, createdAt: new Date() },
+      select: { id: true },
+    });
     return rawToken;
   }
 
