@@ -27,9 +27,11 @@ Commands:
   users reset-second-factor --email E   turn off the two-factor authentication of the
                                         person with email E (lost phone and recovery
                                         codes): their authenticator and recovery codes
-                                        are forgotten, they are told by email, and they
-                                        sign in with their password alone until they set
-                                        it up again
+                                        are forgotten, they are told by email, every
+                                        session of theirs is ended and every grant revoked
+                                        (as "sign out everywhere" does), and they sign in
+                                        with their password alone until they set it up
+                                        again
   clients create --name N --type spa|web|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor]
@@ -48,8 +50,10 @@ Commands:
                                         show the audit trail, oldest first: events about
                                         the person with email E, action A (login.failed,
                                         or a prefix: 'login.*'), since T (an ISO date or
-                                        30m, 24h, 7d, 2w ago); the last N (default 100);
-                                        --json prints one JSON object a line
+                                        date-time, in UTC unless it has an offset such as
+                                        2026-11-22T10:00+01:00; or 30m, 24h, 7d, 2w ago);
+                                        the last N (default 100); --json prints one JSON
+                                        object a line
 
 Configuration comes from the same environment variables as the server (DATABASE_URL, ...).
 `;
@@ -58,6 +62,9 @@ class UsageError extends Error {}
 
 /** The command named something that does not exist (exit status 1). */
 class NotFound extends Error {}
+
+/** The command did only part of its work (exit status 1); the message says which part is missing. */
+class PartlyDone extends Error {}
 
 /** Role names as stored in users.roles and listed in SECOND_FACTOR_REQUIRED_ROLES. */
 const ROLE_NAME = /^[\w.:-]{1,64}$/;
@@ -101,7 +108,7 @@ const commands: Record<string, Handler> = {
     const { values } = parse(args, { email: { type: 'string' } });
     if (!values.email || !String(values.email).trim()) throw new UsageError('users reset-second-factor needs --email');
     const email = String(values.email);
-    await run(async ({ users, secondFactor, auditTrail, mailer, config }) => {
+    await run(async ({ users, secondFactor, auditTrail, mailer, config, accountSessions }) => {
       const user = await users.findByEmail(email);
       if (!user) throw new NotFound(`no account has the email ${email}`);
       const { enabled, recoveryCodesLeft } = await secondFactor.status(user.id);
@@ -122,6 +129,21 @@ const commands: Record<string, Handler> = {
       const { requiredByRole } = await secondFactor.loginRequirement(user.id);
       process.stdout.write(`turned off two-factor authentication for ${user.email}: its authenticator and ${recoveryCodesLeft} unused recovery code${recoveryCodesLeft === 1 ? '' : 's'} were removed; `
         + `${requiredByRole ? 'their role requires it, so their next sign-in asks them to set it up again' : 'they sign in with their password alone until they set it up again'}\n`);
+      // A session signed in with the factor keeps loa:2 (and single sign-on to clients that require it)
+      // without it: every session ends and every grant goes, as "sign out everywhere" does.
+      let sessionsNotEnded: string | undefined;
+      if (!config.redisUrl) {
+        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
+          + `out of this command's reach, so those of ${user.email} were not ended; restarting the server ends them\n`);
+      } else {
+        try {
+          const ended = await accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+          process.stdout.write(`signed ${user.email} out everywhere: ${plural(ended.sessions, 'session')} ended, ${plural(ended.grants, 'grant')} revoked\n`);
+        } catch (error) {
+          if (!(error instanceof DependencyUnavailable)) throw error;
+          sessionsNotEnded = error.describe();
+        }
+      }
       try {
         await mailer.send({
           to: user.email, template: 'second-factor-changed',
@@ -131,6 +153,10 @@ const commands: Record<string, Handler> = {
       } catch (error) {
         // The reset stands; the person is told another way.
         process.stderr.write(`gatehouse: the notice to ${user.email} was not sent (${error instanceof DependencyUnavailable ? error.describe() : (error as Error).message}); tell them yourself\n`);
+      }
+      if (sessionsNotEnded) {
+        throw new PartlyDone(`two-factor authentication is off, but the sessions of ${user.email} were not ended (${sessionsNotEnded}): `
+          + 'they stay signed in until they sign out or the sessions expire');
       }
     });
   },
@@ -192,7 +218,7 @@ const commands: Record<string, Handler> = {
       user: { type: 'string' }, action: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
     });
     const since = values.since === undefined ? undefined : parseSince(String(values.since));
-    if (values.since !== undefined && !since) throw new UsageError('--since takes an ISO date (2026-11-22, 2026-11-22T10:00Z) or an age (30m, 24h, 7d, 2w)');
+    if (values.since !== undefined && !since) throw new UsageError('--since takes a real ISO date or date-time, UTC unless it has an offset (2026-11-22, 2026-11-22T10:00, 2026-11-22T10:00+01:00), or an age (30m, 24h, 7d, 2w)');
     const limit = values.limit === undefined ? 100 : Number(values.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new UsageError('--limit takes a whole number from 1 to 100000');
     if (values.user !== undefined && !String(values.user).trim()) throw new UsageError('--user takes an email');
@@ -225,6 +251,10 @@ function administratorName(): string {
   }
 }
 
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false });
@@ -244,8 +274,9 @@ async function readPasswordFromStdin(): Promise<string> {
 
 async function withRuntime(work: (runtime: Runtime) => Promise<void>): Promise<void> {
   const config = loadConfig();
-  // Logs (audit lines included) go to stderr: stdout carries the command's JSON.
-  const runtime = await openRuntime(config, createLogger({ logLevel: 'warn' }, 2));
+  // Logs go to stderr (stdout carries the command's JSON), at LOG_LEVEL as the server's do: at the
+  // default (info) that is each audit event's JSON line, which the trail promises besides its row.
+  const runtime = await openRuntime(config, createLogger(config, 2));
   try {
     await work(runtime);
   } finally {
@@ -275,7 +306,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof NotFound || error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
+    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
       process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
       return 1;
     }

@@ -10,7 +10,7 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { cleanEnvironment, runNode, type Finished } from './helpers/process.ts';
 import {
-  PASSWORD, POST_LOGOUT_REDIRECT_URI, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signInToNewSpa,
+  PASSWORD, POST_LOGOUT_REDIRECT_URI, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa,
 } from './helpers/oauth.ts';
 import { UserAgent, formAction, formField } from './helpers/user-agent.ts';
 import { AuditTrail, type AuditEvent } from '../src/audit/audit.ts';
@@ -116,8 +116,13 @@ test.serial('a client revoking its refresh token revokes the grant, audited with
   t.is((await eventsFor({ userEmail: user.email, action: 'refresh_token.reused', limit: 10 })).length, 0, 'no reuse here');
 });
 
-test.serial('signing out revokes the grant of a single-page app, audited with the person as actor', async (t) => {
-  const { as, user, tokens, agent } = await signedInSpa();
+test.serial('signing out revokes the grants of the apps of the session, each audited with the person as actor and its own app as client', async (t) => {
+  const { as, client, user, tokens, agent } = await signedInSpa();
+  // A second app signed in through the same session (single sign-on): the logout that the first asks for ends its grant too.
+  const { client: other } = await registerSpa(server);
+  const otherRequest = await authorizationRequest(as, other.client_id);
+  const otherCallback = await signIn(agent, otherRequest.url, { email: user.email, password: PASSWORD });
+  t.truthy(oauth.validateAuthResponse(as, other, otherCallback, otherRequest.state).get('code'));
   const logout = new URL(as.end_session_endpoint!);
   logout.searchParams.set('id_token_hint', tokens.id_token!);
   logout.searchParams.set('post_logout_redirect_uri', POST_LOGOUT_REDIRECT_URI);
@@ -126,9 +131,12 @@ test.serial('signing out revokes the grant of a single-page app, audited with th
   const { response: after } = await agent.submit(formAction(page, /session\/end\/confirm/), { xsrf: formField(page, 'xsrf'), logout: 'yes' });
   t.is(after.status, 303);
   const revoked = await eventsFor({ userEmail: user.email, action: 'grant.revoked', limit: 10 });
-  t.is(revoked.length, 1);
-  t.like(revoked[0]!, { actorType: 'user', actorId: user.id, subjectUserId: user.id, clientId: null });
-  t.is(revoked[0]!.detail.reason, 'logout');
+  t.is(revoked.length, 2);
+  t.deepEqual(revoked.map((event) => event.clientId).sort(), [client.client_id, other.client_id].sort());
+  for (const event of revoked) {
+    t.like(event, { actorType: 'user', actorId: user.id, subjectUserId: user.id });
+    t.is(event.detail.reason, 'logout');
+  }
 });
 
 test.serial('sign-ins are audited: success with the account, failure with the address typed, and the lockout', async (t) => {
@@ -227,6 +235,18 @@ test('--since accepts ISO dates and ages, and nothing else', (t) => {
   for (const bad of ['yesterday', 'March 7', '7', '-1d', '2026-13-45', '']) t.is(parseSince(bad, now), undefined, bad);
 });
 
+test('--since refuses days and times that do not exist, reads a date-time without a zone as UTC and honours an offset', (t) => {
+  const now = new Date('2026-11-22T12:00:00Z');
+  for (const impossible of ['2026-02-31', '2026-02-29', '2026-04-31', '2026-00-10', '2026-11-00', '2026-11-20T24:00', '2026-11-20T12:60', '2026-11-20T12:00:60', '2026-11-20T12:00+24:00']) {
+    t.is(parseSince(impossible, now), undefined, impossible);
+  }
+  t.deepEqual(parseSince('2028-02-29', now), new Date('2028-02-29T00:00:00Z'), 'a leap day');
+  t.deepEqual(parseSince('2026-11-20T08:15', now), new Date('2026-11-20T08:15:00Z'));
+  t.deepEqual(parseSince('2026-11-20 08:15:30.25', now), new Date('2026-11-20T08:15:30.250Z'));
+  t.deepEqual(parseSince('2026-11-20T09:15+01:00', now), new Date('2026-11-20T08:15:00Z'));
+  t.deepEqual(parseSince('2026-11-20T03:45-0430', now), new Date('2026-11-20T08:15:00Z'));
+});
+
 // --- the `gatehouse audit` command, on a database of its own ----------------------------------------
 
 test.serial('gatehouse audit filters by person, action and time, as a table or JSON lines', async (t) => {
@@ -281,6 +301,12 @@ test.serial('gatehouse audit filters by person, action and time, as a table or J
     t.is((await json(['--action', 'client.*'])).length, 1);
     t.is((await json(['--since', new Date(Date.now() + 3_600_000).toISOString()])).length, 0);
     t.is((await json(['--limit', '2'])).map((event) => event.action).join(), 'login.failed,client.created', 'the newest two');
+    // A date-time without a zone is UTC, whatever the zone of the machine (New York is UTC-5: read as
+    // local time, an hour ago would be four hours ahead, and match nothing).
+    const anHourAgo = new Date(Date.now() - 3_600_000).toISOString().slice(0, 16);
+    const inNewYork = await runNode(['bin/gatehouse.js', 'audit', '--json', '--since', anHourAgo], { ...environment, TZ: 'America/New_York' }, COMMAND_TIMEOUT_MS);
+    t.is(inNewYork.code, 0, inNewYork.stderr);
+    t.is(inNewYork.stdout.trim().split('\n').length, 4, `since ${anHourAgo} (UTC): all but the old event`);
 
     const table = await gatehouse(['audit', '--user', email]);
     t.is(table.code, 0, table.stderr);
@@ -291,7 +317,7 @@ test.serial('gatehouse audit filters by person, action and time, as a table or J
     const none = await gatehouse(['audit', '--action', 'email.changed']);
     t.is(none.stdout, 'no audit events match\n');
 
-    for (const args of [['--since', 'yesterday'], ['--limit', '0'], ['--action', 'DROP TABLE'], ['--frobnicate'], ['--user']]) {
+    for (const args of [['--since', 'yesterday'], ['--since', '2026-02-31'], ['--since', '2026-11-22T25:00'], ['--limit', '0'], ['--action', 'DROP TABLE'], ['--frobnicate'], ['--user']]) {
       const refused = await gatehouse(['audit', ...args]);
       t.is(refused.code, 2, `${args.join(' ')}: ${refused.stderr}`);
       t.is(refused.stdout, '');

@@ -188,6 +188,22 @@ test.serial('clients create --type web and --type service print a client_secret'
   t.not(serviceClient.client_secret, webClient.client_secret);
 });
 
+test.serial('at the default LOG_LEVEL, clients create writes its audit event to stderr as a JSON line, without the secret', async (t) => {
+  t.timeout(COMMAND_TIMEOUT_MS);
+  const { LOG_LEVEL: _level, ...defaults } = environment;
+  const result = await gatehouse(['clients', 'create', '--name', 'Logged web app', '--type', 'web', '--redirect-uri', 'https://app.example.com/callback'], defaults);
+  t.is(result.code, 0, result.stderr);
+  const client = JSON.parse(result.stdout) as { client_id: string; client_secret: string };
+  // Nothing but JSON log lines on stderr; the audit event is one of them.
+  const lines = result.stderr.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { component?: string; audit?: Record<string, unknown> });
+  const audited = lines.filter((line) => line.component === 'audit');
+  t.is(audited.length, 1, result.stderr);
+  t.like(audited[0]!.audit!, { action: 'client.created', outcome: 'success', actorType: 'admin', clientId: client.client_id });
+  t.regex(String(audited[0]!.audit!.actorId), /^cli/);
+  t.true(client.client_secret.length >= 32);
+  t.false(result.stderr.includes(client.client_secret), 'the secret printed on stdout is not logged');
+});
+
 const refusedClients: Array<[what: string, args: string[], message: RegExp]> = [
   ['a service client with a redirect URI', ['--type', 'service', '--redirect-uri', 'https://app.example.com/callback'], /redirect URI/],
   ['an spa without a redirect URI', ['--type', 'spa'], /needs at least one redirect URI/],

@@ -1048,14 +1048,26 @@ test('a secret whose key is no longer in ENCRYPTION_KEYS: a 503 page saying so (
   t.false(logLines.some((line) => line.includes(secret)), 'the secret is never logged');
 });
 
-test('gatehouse users reset-second-factor --email E turns it off, audits it as the administrator and tells the person; an unknown email exits 1', async (t) => {
+test('gatehouse users reset-second-factor --email E turns it off, audits it as the administrator, tells the person and signs them out everywhere; an unknown email exits 1', async (t) => {
   t.timeout(300_000);
-  const { user } = await enrolledUser();
+  const { user, secret } = await enrolledUser();
   await mailTo(user.email); // enrollment's notice
+  // Signed in with both factors (loa:2) to a client that requires them, holding a refresh token.
+  const strict = await newSpa({ requireSecondFactor: true });
+  const browser = new UserAgent();
+  const request = await authorizationRequest(strict.as, strict.client.client_id);
+  const codePage = await passwordStep(browser, request, user.email);
+  const signedIn = await submitCode(browser, codePage, await codeAt(secret, await awayFromStepBoundary()));
+  t.true(isCallback(signedIn), `ended at ${signedIn.url}`);
+  const tokens = await oauth.processAuthorizationCodeResponse(strict.as, strict.client, await oauth.authorizationCodeGrantRequest(strict.as, strict.client, oauth.None(),
+    oauth.validateAuthResponse(strict.as, strict.client, signedIn.url, request.state), REDIRECT_URI, request.codeVerifier, insecure), { expectedNonce: request.nonce, requireIdToken: true });
+  t.is(oauth.getValidatedIdTokenClaims(tokens)?.acr, ACR_SECOND_FACTOR);
+  t.truthy(tokens.refresh_token);
   const { config } = server.runtime;
+  // The server's store: its Redis and key prefix (the in-process store of this test process is out of the CLI's reach).
   const environment = cleanEnvironment({
     DATA_DIR: config.dataDir, KEYS_DIR: config.keysDir, DATABASE_URL: config.databaseUrl, LOG_LEVEL: 'warn', NODE_ENV: 'test',
-    ISSUER: server.issuer, SMTP_URL: smtp.url,
+    ISSUER: server.issuer, SMTP_URL: smtp.url, REDIS_URL: config.redisUrl, STORE_PREFIX: config.storePrefix,
   });
   const gatehouse = (args: string[]) => runNode([path.join('bin', 'gatehouse.js'), ...args], environment, 180_000);
 
@@ -1071,6 +1083,20 @@ test('gatehouse users reset-second-factor --email E turns it off, audits it as t
   t.regex(removed[0]!.actorId ?? '', /^cli(:.+)?$/);
   t.is(removed[0]!.detail.reason, 'admin_reset');
   t.regex(await noticeTo(t, user.email), /Two-factor authentication was turned off for your account at .+ by an administrator\./);
+  if (config.redisUrl) {
+    // No session keeps loa:2 without the factor: the refresh token is refused and the browser is asked to sign in again.
+    t.regex(reset.stdout, /\nsigned .+ out everywhere: \d+ sessions? ended, \d+ grants? revoked\n/);
+    const refused = await t.throwsAsync(oauth.processRefreshTokenResponse(strict.as, strict.client,
+      await oauth.refreshTokenGrantRequest(strict.as, strict.client, oauth.None(), tokens.refresh_token!, insecure)), { instanceOf: oauth.ResponseBodyError });
+    t.is(refused?.error, 'invalid_grant');
+    const again = await reach(browser, (await authorizationRequest(strict.as, strict.client.client_id)).url);
+    t.regex(again.html, /name="password"/, 'no single sign-on from the old session');
+    const endedAll = await auditOf(user.id, 'sessions.ended_all');
+    t.is(endedAll.length, 1);
+    t.is(endedAll[0]!.detail.reason, 'signed_out_everywhere');
+  } else {
+    t.regex(reset.stderr, /^gatehouse: the store is in-process \(no REDIS_URL\).+were not ended; restarting the server ends them\n$/);
+  }
 
   const { as, client } = await newSpa();
   t.true(isCallback(await passwordStep(new UserAgent(), await authorizationRequest(as, client.client_id), user.email)), 'the password alone signs in');

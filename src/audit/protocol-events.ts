@@ -12,7 +12,8 @@ export function auditProtocolEvents(provider: Provider, auditTrail: AuditTrail):
     const reason = revocationReason(ctx);
     const { entities } = ctx.oidc;
     const token = entities.RefreshToken ?? entities.AuthorizationCode ?? entities.AccessToken;
-    const clientId = reason === 'logout' ? undefined : ctx.oidc.client?.clientId;
+    // At logout the request's client (if any) only asked for it: each grant belongs to its own client.
+    const clientId = reason === 'logout' ? clientOfGrant(ctx, grantId) : ctx.oidc.client?.clientId;
     const subjectUserId = token?.accountId ?? ctx.oidc.session?.accountId;
     const request = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
     // The handler is synchronous for the engine; record() never rejects and the runtime flushes it on close.
@@ -32,6 +33,15 @@ export function auditProtocolEvents(provider: Provider, auditTrail: AuditTrail):
       action: 'grant.revoked', outcome: 'success', actor, subjectUserId, clientId, ...request, detail: { grantId, reason },
     });
   });
+}
+
+/**
+ * The client a grant of the session was made for. The engine revokes a session's grants at logout one
+ * by one from `session.authorizations` (client id → grantId), and the Grant itself is gone by then.
+ */
+function clientOfGrant(ctx: KoaContextWithOIDC, grantId: string): string | undefined {
+  const authorizations = ctx.oidc.session?.authorizations ?? {};
+  return Object.keys(authorizations).find((clientId) => authorizations[clientId]?.grantId === grantId);
 }
 
 function revocationReason(ctx: KoaContextWithOIDC): RevocationReason {
