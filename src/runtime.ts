@@ -19,6 +19,7 @@ import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
 import { createViews, type Views } from './http/views.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
+import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
 import { createLimits, type Limits } from './limits/index.ts';
 import { AuditTrail } from './audit/audit.ts';
 import { auditProtocolEvents } from './audit/protocol-events.ts';
@@ -38,8 +39,10 @@ export interface Runtime {
   provider: Provider;
   /** Rate limits and login lockout (their counters live in the store's Redis, or in this process). */
   limits: Limits;
-  /** Email: `mailer.send({ to, template: 'verify-email', data: { name, link, expiresInMinutes } })`. */
+  /** Email for callers that must know it went out now: `mailer.send({ to, template: 'verify-email', data: { name, link, expiresInMinutes } })`. */
   mailer: Mailer;
+  /** Email sent after the response (links, notices): `mailQueue.deliver(message)` sends it now or, while SMTP is down, later. */
+  mailQueue: MailQueue;
   /** A person's sessions and grants: list, end one, end all (sign out everywhere, password reset). */
   accountSessions: AccountSessions;
   /** Single-use emailed links (verify email, reset password, change email): `issue`, `redeem`, `peek`. */
@@ -49,7 +52,12 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export async function openRuntime(config: Config, logger: Logger): Promise<Runtime> {
+export interface RuntimeOptions {
+  /** Retry timings of queued mail; tests shorten them, production keeps the defaults. */
+  mailQueue?: Partial<MailQueueTimings>;
+}
+
+export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
   // Keys first: a refused key (KeyError) stops the start before any database is opened or migrated.
   const secrets = await loadSecrets(config);
   const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error') });
@@ -61,6 +69,7 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
     const views = createViews({ cache: config.mode === 'production' });
     const mailer = createMailer(config, logger);
+    const mailQueue = new MailQueue({ store, mailer, logger, timings: options.mailQueue });
     const auditTrail = new AuditTrail(database.prisma, logger);
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
     // Every instance sharing the store hears of client changes (the CLI's too, when the store is Redis).
@@ -85,9 +94,12 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     const accountSessions = new AccountSessions(provider, store, auditTrail);
     const accountTokens = new AccountTokens(database.prisma);
     const opened = database;
+    mailQueue.start();
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer, accountSessions, accountTokens, secondFactor,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer, mailQueue, accountSessions, accountTokens, secondFactor,
       async close() {
+        // A message being sent is taken off the queue (or rescheduled) before the store closes.
+        await mailQueue.close();
         // Audit rows still being written go in before the database closes.
         await auditTrail.flush();
         await Promise.allSettled([store.close(), limits.close(), opened.close(), mailer.close()]);

@@ -57,22 +57,27 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
     // The page is the same whether or not another account has the address (that is not this person's to
     // learn), and it goes out before the lookup and the mail so its timing says nothing either.
     pages.render(ctx, 'account/email', { title: TITLE, sent: newEmail, expiresIn: inWords(ttlSeconds) });
-    afterResponse(ctx, logger, 'email change request', async () => {
-      const taken = (await users.findByEmail(newEmail)) !== null;
-      if (!taken) {
-        const token = await accountTokens.issue(user.id, 'change_email', newEmail, ttlSeconds);
-        await runtime.mailer.send({
-          to: newEmail, template: 'confirm-email-change',
-          data: { name: user.name ?? undefined, link: `${config.issuer}${CONFIRM_EMAIL_CHANGE_PATH}?token=${token}`, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
-        });
-      }
-      await auditTrail.record({ action: 'email_change.requested', outcome: taken ? 'failure' : 'success', ...seen, detail: { newEmail, ...(taken ? { reason: 'email_taken' } : {}) } });
-      // The current address hears of it either way: if this was not its owner, they should act now.
-      await runtime.mailer.send({
-        to: user.email, template: 'email-change-requested',
-        data: { name: user.name ?? undefined, newEmail, requestedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+    // Three independent pieces of work, each failing (and logged) on its own: a link that cannot be sent must
+    // not cost the audit record, nor the notice to the current address. They share one lookup.
+    let lookup: Promise<boolean> | undefined;
+    const addressTaken = () => (lookup ??= users.findByEmail(newEmail).then((owner) => owner !== null));
+    afterResponse(ctx, logger, 'email change link', async () => {
+      if (await addressTaken()) return;
+      const token = await accountTokens.issue(user.id, 'change_email', newEmail, ttlSeconds);
+      await runtime.mailQueue.deliver({
+        to: newEmail, template: 'confirm-email-change',
+        data: { name: user.name ?? undefined, link: `${config.issuer}${CONFIRM_EMAIL_CHANGE_PATH}?token=${token}`, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
       });
     });
+    afterResponse(ctx, logger, 'email change audit record', async () => {
+      const taken = await addressTaken();
+      await auditTrail.record({ action: 'email_change.requested', outcome: taken ? 'failure' : 'success', ...seen, detail: { newEmail, ...(taken ? { reason: 'email_taken' } : {}) } });
+    });
+    // The current address hears of it either way: if this was not its owner, they should act now.
+    afterResponse(ctx, logger, 'email change notice', () => runtime.mailQueue.deliver({
+      to: user.email, template: 'email-change-requested',
+      data: { name: user.name ?? undefined, newEmail, requestedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+    }));
   });
 }
 
@@ -150,7 +155,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     }
     await auditTrail.record({ action: 'email.changed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen, detail: { previousEmail: user.email } });
     render(ctx, 'email-change-done', { newEmail: updated.email });
-    afterResponse(ctx, logger, 'email changed notice', () => runtime.mailer.send({
+    afterResponse(ctx, logger, 'email changed notice', () => runtime.mailQueue.deliver({
       to: user.email, template: 'email-changed',
       data: { name: updated.name ?? undefined, newEmail: updated.email, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
     }));

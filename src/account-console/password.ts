@@ -47,7 +47,7 @@ export function passwordRoutes(router: AccountRouter, runtime: Runtime, pages: A
       detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
     });
     pages.render(ctx, 'account/password', { title: TITLE, done: true });
-    afterResponse(ctx, logger, 'password changed notice', () => runtime.mailer.send({
+    afterResponse(ctx, logger, 'password changed notice', () => runtime.mailQueue.deliver({
       to: updated.email, template: 'password-changed',
       data: { name: updated.name ?? undefined, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
     }));

@@ -1,7 +1,7 @@
 // Proving that a person reads their email address: sends the single-use verification link and, when it
 // comes back and is confirmed, marks the account's address verified (the email_verified claim). Rate limits
 // stay with the HTTP layer; this module only issues, sends, checks and redeems.
-import type { Mailer } from '../mail/mailer.ts';
+import type { MailQueue } from '../mail/queue.ts';
 import type { AccountTokenFailure, AccountTokens } from './account-tokens.ts';
 import { normalizeEmail, type User, type UserService } from './users.ts';
 
@@ -10,7 +10,8 @@ export const VERIFY_EMAIL_PATH = '/verify-email';
 export interface EmailVerificationOptions {
   users: UserService;
   tokens: AccountTokens;
-  mailer: Mailer;
+  /** Links are sent after the page's answer: a mail server outage queues them. */
+  mail: Pick<MailQueue, 'deliver'>;
   /** The server's public URL: links point at `${issuer}/verify-email`. */
   issuer: string;
   /** How long a link stays valid. */
@@ -30,16 +31,16 @@ export class EmailVerification {
   }
 
   /**
-   * Issues a new link for the account's current address (earlier links stop working) and sends it.
-   * Throws DependencyUnavailable when the database or the mail server is down, MailRejected when the
-   * mail server refuses the address for good.
+   * Issues a new link for the account's current address (earlier links stop working) and sends it, now or
+   * once the mail server is back. Throws DependencyUnavailable when the database is down (or the mail server
+   * and the store both are), MailRejected when the mail server refuses the address for good.
    */
   async sendLink(user: User): Promise<void> {
-    const { tokens, mailer, issuer, ttlSeconds } = this.#options;
+    const { tokens, mail, issuer, ttlSeconds } = this.#options;
     const token = await tokens.issue(user.id, 'verify_email', user.email, ttlSeconds);
     // The token is base64url: it needs no escaping in a query.
     const link = `${issuer}${VERIFY_EMAIL_PATH}?token=${token}`;
-    await mailer.send({
+    await mail.deliver({
       to: user.email,
       template: 'verify-email',
       data: { name: user.name ?? undefined, link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },

@@ -16,7 +16,7 @@ export const INVALID_EMAIL_MESSAGE = 'Enter an email address, like name@example.
 
 export function createEmailVerification(runtime: Runtime): EmailVerification {
   return new EmailVerification({
-    users: runtime.users, tokens: runtime.accountTokens, mailer: runtime.mailer,
+    users: runtime.users, tokens: runtime.accountTokens, mail: runtime.mailQueue,
     issuer: runtime.config.issuer, ttlSeconds: runtime.config.accounts.emailVerificationTtl,
   });
 }

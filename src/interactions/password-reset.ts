@@ -62,13 +62,15 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     }
     const token = await accountTokens.issue(user.id, 'reset_password', user.email, ttlSeconds);
     const link = `${config.issuer}${RESET_PASSWORD_PATH}?token=${token}`;
+    let delivered;
     try {
-      await runtime.mailer.send({ to: user.email, template: 'reset-password', data: { name: user.name ?? undefined, link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) } });
+      // While the mail server is down the link is queued and sent once it is back (the page said "check your email").
+      delivered = await runtime.mailQueue.deliver({ to: user.email, template: 'reset-password', data: { name: user.name ?? undefined, link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) } });
     } catch (error) {
       await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: user.email, subjectUserId: user.id, ...seen, detail: { reason: 'mail_not_sent' } });
       throw error;
     }
-    await auditTrail.record({ action: 'password_reset.requested', outcome: 'success', subjectEmail: user.email, subjectUserId: user.id, ...seen });
+    await auditTrail.record({ action: 'password_reset.requested', outcome: 'success', subjectEmail: user.email, subjectUserId: user.id, ...seen, ...(delivered === 'queued' ? { detail: { mail: 'queued' } } : {}) });
   }
 
   /** The account a reset link is for, if the link is still good and still goes to the account's address. */
@@ -155,7 +157,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
       detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
     });
     render(ctx, 'password-reset-done', { secondFactorRemoved });
-    afterResponse(ctx, logger, 'password changed notice', () => runtime.mailer.send({
+    afterResponse(ctx, logger, 'password changed notice', () => runtime.mailQueue.deliver({
       to: updated.email, template: 'password-changed',
       data: { name: updated.name ?? undefined, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
     }));

@@ -108,7 +108,7 @@ export type SecondFactorChange = 'enabled' | 'disabled' | 'recovery_codes_renewe
  * mail server outage reaches the page). "Not you?" leads to a password reset: the change needed the password.
  */
 export function sendSecondFactorNotice(ctx: Context, runtime: Runtime, user: Pick<User, 'email' | 'name'>, change: SecondFactorChange): void {
-  afterResponse(ctx, runtime.logger, 'two-factor change notice', () => runtime.mailer.send({
+  afterResponse(ctx, runtime.logger, 'two-factor change notice', () => runtime.mailQueue.deliver({
     to: user.email, template: 'second-factor-changed',
     data: { name: user.name ?? undefined, change, changedAt: new Date(), link: `${runtime.config.issuer}${FORGOT_PASSWORD_PATH}` },
   }));

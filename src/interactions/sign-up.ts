@@ -23,7 +23,7 @@ type FieldErrors = Partial<Record<'name' | 'email' | 'password', string>>;
 
 /** Adds the sign-up and new-link routes to the interaction router (prefix /interaction/:uid), with its pages. */
 export function signUpRoutes(router: Router, runtime: Runtime, pages: InteractionPages): void {
-  const { users, config, auditTrail, mailer, logger } = runtime;
+  const { users, config, auditTrail, mailQueue, logger } = runtime;
   const verification = createEmailVerification(runtime);
   const minimumLength = minimumPasswordLength(config.passwordPolicy);
 
@@ -108,7 +108,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
       const owner = await users.findByEmail(address);
       if (!owner) return;
       await auditTrail.record({ action: 'account.created', outcome: 'failure', ...seen, subjectUserId: owner.id, subjectEmail: owner.email, detail: { reason: 'email_taken' } });
-      await mailer.send({ to: owner.email, template: 'account-exists', data: { name: owner.name ?? undefined, link: `${config.issuer}/account` } });
+      await mailQueue.deliver({ to: owner.email, template: 'account-exists', data: { name: owner.name ?? undefined, link: `${config.issuer}/account` } });
     });
   });
 

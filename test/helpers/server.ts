@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { loadConfig } from '../../src/config/index.ts';
 import { createLogger } from '../../src/logger.ts';
-import { openRuntime, type Runtime } from '../../src/runtime.ts';
+import { openRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime.ts';
 import { createApp } from '../../src/app.ts';
 import { createTestDatabase } from './database.ts';
 import { deleteKeysWithPrefix } from './redis.ts';
@@ -29,8 +29,10 @@ export function capturingLogger(): { logger: Logger; lines: string[] } {
   return { logger: pino({ level: 'debug' }, destination), lines };
 }
 
-/** `options.logger`: log there (e.g. a capturingLogger) instead of by LOG_LEVEL. */
-export async function startTestServer(environment: Record<string, string> = {}, options: { logger?: Logger } = {}): Promise<TestServer> {
+/** `options.logger`: log there (e.g. a capturingLogger) instead of by LOG_LEVEL; `options.runtime`: e.g. short mail retry timings. */
+export async function startTestServer(
+  environment: Record<string, string> = {}, options: { logger?: Logger; runtime?: RuntimeOptions } = {},
+): Promise<TestServer> {
   const database = await createTestDatabase();
   const keysDir = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-keys-'));
   const server = createServer();
@@ -51,7 +53,7 @@ export async function startTestServer(environment: Record<string, string> = {}, 
   });
   let runtime: Runtime;
   try {
-    runtime = await openRuntime(config, options.logger ?? createLogger(config));
+    runtime = await openRuntime(config, options.logger ?? createLogger(config), options.runtime);
   } catch (error) {
     // Nothing may stay open (a listening socket would keep the test process from ever exiting).
     await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,5 +1,7 @@
 // A real SMTP server on loopback (smtp-server) that keeps every message it receives, parsed with postal-mime,
 // plus two ways for a mail server to be down: a port nobody listens on, and one that accepts but never speaks.
+// It can refuse recipients for good (550) or for now (451), refuse the sender (550), and listen on a given port
+// (to stop it and start it again where Gatehouse expects it).
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -21,7 +23,18 @@ export interface TestSmtpServer {
   close(): Promise<void>;
 }
 
-export async function startSmtpServer(options: { refuseRecipient?: (address: string) => boolean } = {}): Promise<TestSmtpServer> {
+export interface SmtpServerOptions {
+  /** Answer 550 to RCPT TO for these addresses. */
+  refuseRecipient?: (address: string) => boolean;
+  /** Answer 451 (try again later) to RCPT TO for these addresses, while it returns true. */
+  deferRecipient?: (address: string) => boolean;
+  /** Answer 550 to MAIL FROM for these senders: a 5xx that is not about the recipient. */
+  refuseSender?: (address: string) => boolean;
+  /** Listen here instead of on a port the system picks. */
+  port?: number;
+}
+
+export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<TestSmtpServer> {
   const received: ReceivedMail[] = [];
   let taken = 0;
   const waiting: Array<() => void> = [];
@@ -29,9 +42,15 @@ export async function startSmtpServer(options: { refuseRecipient?: (address: str
     // Plain SMTP on loopback: no STARTTLS (its certificate would be self-signed) and no login.
     disabledCommands: ['STARTTLS', 'AUTH'],
     logger: false,
+    onMailFrom(address, _session, callback) {
+      if (options.refuseSender?.(address.address)) callback(Object.assign(new Error('5.7.1 sender refused'), { responseCode: 550 }));
+      else callback();
+    },
     onRcptTo(address, _session, callback) {
       if (options.refuseRecipient?.(address.address)) {
         callback(Object.assign(new Error('5.1.1 mailbox unavailable'), { responseCode: 550 }));
+      } else if (options.deferRecipient?.(address.address)) {
+        callback(Object.assign(new Error('4.7.1 greylisted, try again later'), { responseCode: 451 }));
       } else {
         callback();
       }
@@ -53,7 +72,7 @@ export async function startSmtpServer(options: { refuseRecipient?: (address: str
       });
     },
   });
-  server.listen(0, '127.0.0.1');
+  server.listen(options.port ?? 0, '127.0.0.1');
   await once(server.server, 'listening');
   const { port } = server.server.address() as AddressInfo;
   return {
