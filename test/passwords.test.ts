@@ -89,9 +89,14 @@ test('a password that contains the email\'s local part, a piece of it, or a word
   t.is(reasonOf('augusta in the garden', context), 'personal', 'a word of the name');
   t.is(checkPassword('my LOVELACE password', context)!.message, 'the password must not contain your email address or your name');
   t.is(reasonOf('grace.hopper+work!', { email: 'grace.hopper+work@example.com' }), 'personal');
-  // Three characters or fewer are syllables of too many good passphrases to refuse.
+  // Three characters or fewer are syllables of too many good passphrases to refuse wherever they appear,
+  // but not with only digits and symbols, a common password or one run around them.
   t.is(checkPassword('bobsleigh champion', { email: 'bob@example.com' }), undefined);
   t.is(checkPassword('adamant shoreline', context), undefined);
+  for (const password of ['bob12345678', 'BOB2026!!', '!!bob!!2026', 'bobpassword', 'bobaaaaaaaa']) {
+    t.is(reasonOf(password, { email: 'bob@example.com' }), 'personal', password);
+  }
+  t.is(reasonOf('1815ada1815', context), 'personal', 'a short word of the name alike');
 });
 
 test('no composition rules: a long lower-case passphrase without digits or symbols is accepted', (t) => {

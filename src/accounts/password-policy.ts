@@ -63,10 +63,22 @@ export function checkPassword(
   if (isRepetitionOrSequence(folded)) {
     return { reason: 'pattern', message: 'the password must not be one run of repeated or consecutive characters, like aaaaaaaa or 12345678' };
   }
-  if (personalWords(context).some((word) => folded.includes(word))) {
+  if (personalWords(context).some((word) => containsPersonalWord(folded, word))) {
     return { reason: 'personal', message: 'the password must not contain your email address or your name' };
   }
   return undefined;
+}
+
+/**
+ * A word of 4 or more characters may not appear at all. A shorter one (ada, bob, tom) is a syllable of
+ * countless good passphrases, so it is refused only where it is all the password says: with nothing around
+ * it but digits and symbols (bob12345678, bob2026!), or with the rest a common password or one run.
+ */
+function containsPersonalWord(folded: string, word: string): boolean {
+  if (!folded.includes(word)) return false;
+  if ([...word].length >= 4) return true;
+  const rest = folded.replaceAll(word, '');
+  return !/\p{L}/u.test(rest) || commonPasswords().has(rest) || isRepetitionOrSequence(rest);
 }
 
 /**
@@ -82,8 +94,8 @@ function isRepetitionOrSequence(folded: string): boolean {
 
 /**
  * Words an attacker who knows the account would try: the email's local part and its pieces (ada.lovelace →
- * lovelace), and the words of the name. Only those of 4 or more characters: shorter ones (ada, bob, tom)
- * are syllables of countless good passphrases, and a password that merely contains one is no easier to guess.
+ * lovelace), and the words of the name, of 2 characters or more (containsPersonalWord treats the short ones
+ * gently).
  */
 function personalWords(context: PasswordContext): string[] {
   const words: string[] = [];
@@ -92,7 +104,7 @@ function personalWords(context: PasswordContext): string[] {
     words.push(localPart, ...localPart.split(/[.\-_+]+/));
   }
   if (context.name) words.push(...fold(context.name).split(/[\s.,\-_'’]+/));
-  return words.filter((word) => [...word].length >= 4);
+  return words.filter((word) => [...word].length >= 2);
 }
 
 /** Case-insensitive comparison: the list is lower case, and "Password1" is as common as "password1". */
