@@ -1,6 +1,7 @@
 // The password policy (NIST SP 800-63B, OWASP ASVS) as a pure function and through UserService.create,
 // Unicode normalization shared by the policy and the hasher, and the argon2id upgrade at the next sign-in.
 import { readFileSync } from 'node:fs';
+import argon2 from 'argon2';
 import test from 'ava';
 import { ConfigError, loadConfig } from '../src/config/index.ts';
 import { openDatabase, type Database } from '../src/db/index.ts';
@@ -193,4 +194,11 @@ test.serial('a hash made with weaker argon2id settings is redone with the config
   t.like(await after.authenticate(email, PASSWORD), { email }, 'the password still works');
   t.is(await storedHash(email), upgradedHash, 'an up-to-date hash is left alone');
   t.is(await after.authenticate(email, 'wrong password entirely'), undefined);
+});
+
+test('an argon2i hash with today\'s settings is still redone as argon2id', async (t) => {
+  const hasher = new PasswordHasher(STRONGER);
+  const argon2i = await argon2.hash(PASSWORD, { type: argon2.argon2i, memoryCost: 24576, timeCost: 3, parallelism: 2 });
+  t.true(hasher.needsRehash(argon2i));
+  t.false(hasher.needsRehash(await hasher.hash(PASSWORD)));
 });

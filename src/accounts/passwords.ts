@@ -30,7 +30,8 @@ export class PasswordHasher {
     return storedHash !== undefined && matches;
   }
 
+  /** Made with other settings, or another argon2 variant (argon2.needsRehash compares only the settings). */
   needsRehash(storedHash: string): boolean {
-    return argon2.needsRehash(storedHash, this.#options);
+    return !storedHash.startsWith('$argon2id$') || argon2.needsRehash(storedHash, this.#options);
   }
 }
