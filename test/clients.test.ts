@@ -18,6 +18,12 @@ async function authorizationPageStatus(clientId: string, redirectUri: string): P
   return response.status;
 }
 
+test('client ids are 128 random bits in hex: none begins with "-", which a command line would take for an option', async (t) => {
+  const ids = await Promise.all(Array.from({ length: 20 }, async () => (await registerSpa(server)).client.client_id));
+  for (const id of ids) t.regex(id, /^[0-9a-f]{32}$/);
+  t.is(new Set(ids).size, ids.length);
+});
+
 test('an updated client is read with its new redirect URIs and name at once, and the change is audited', async (t) => {
   const { client } = await registerSpa(server);
   const newRedirect = 'http://127.0.0.1:4999/new-callback';

@@ -139,7 +139,8 @@ function metadataFor(input: NewClient): ClientMetadata {
   const redirectUris = input.redirectUris ?? [];
   const postLogoutRedirectUris = input.postLogoutRedirectUris ?? [];
   const common = {
-    client_id: randomBytes(16).toString('base64url'),
+    // Hex, 128 bits: base64url could begin with '-', which a command line takes for an option (--client-id -x…).
+    client_id: randomBytes(16).toString('hex'),
     client_name: name,
     ...(input.scope ? { scope: input.scope } : {}),
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
