@@ -23,20 +23,30 @@ test.after.always(async () => {
 });
 
 const gatehouses = new Map<string, Promise<Gatehouse>>();
+/**
+ * Servers start one after another: each opens an embedded database of its own in this worker, and a dozen
+ * opening at once kept the event loop so busy that connections to them timed out.
+ */
+let previousStart: Promise<unknown> = Promise.resolve();
 /** One Gatehouse (with its own SMTP server) per configuration, shared by the tests that use it. */
 function gatehouse(environment: Record<string, string> = {}): Promise<Gatehouse> {
   const key = JSON.stringify(environment);
   if (!gatehouses.has(key)) {
-    gatehouses.set(key, (async () => {
+    const starting = previousStart.catch(() => {}).then(async () => {
       const smtp = await startSmtpServer();
       // Tests share a server and one IP: only the test of a limit sets it low.
       const server = await startTestServer({
         SMTP_URL: smtp.url, SIGNUP_LIMIT_PER_IP: '1000/3600', VERIFY_RESEND_LIMIT_PER_IP: '1000/3600', EMAILED_LINK_LIMIT_PER_IP: '1000/3600', ...environment,
+      }).catch(async (error: unknown) => {
+        await smtp.close();
+        throw error;
       });
       const started_ = { server, smtp };
       started.push(started_);
       return started_;
-    })());
+    });
+    previousStart = starting;
+    gatehouses.set(key, starting);
   }
   return gatehouses.get(key)!;
 }
