@@ -2,7 +2,8 @@
 // oauth4webapi: email_verified false then true, links that only a button press uses (single use, hashed,
 // expiring, newer ones replacing older ones), limits, no enumeration of registered addresses (with the
 // default settings too), the unverified-login gate, the sign-up switch, form errors, CSRF, what is logged
-// when mail is refused, and the audit trail.
+// when mail is refused, and the audit trail. The tests run one at a time: they share a dozen servers, each
+// with its embedded database in this worker, and all at once they starved one another on a 2-core machine.
 import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -170,7 +171,7 @@ async function audit(server: TestServer, query: { action?: string; userEmail?: s
   return server.runtime.auditTrail.list({ ...query, limit: 50 });
 }
 
-test('sign-up answers "Check your email" and signs no one in; "Continue to sign in" then gives email_verified false; after the confirmed link a fresh sign-in says true', async (t) => {
+test.serial('sign-up answers "Check your email" and signs no one in; "Continue to sign in" then gives email_verified false; after the confirmed link a fresh sign-in says true', async (t) => {
   const { server, smtp } = await gatehouse();
   const page = await loginPage(server);
   t.regex(page.html, new RegExp(`<a href="${page.interaction.pathname}/sign-up">Create an account</a>`), 'the login page links to sign-up');
@@ -239,7 +240,7 @@ test('sign-up answers "Check your email" and signs no one in; "Continue to sign 
   t.false(everything.includes(PASSWORD), 'no audit row holds the password');
 });
 
-test('opening a link (GET or HEAD, as mail scanners do) never uses it; the button works once, then the link is refused', async (t) => {
+test.serial('opening a link (GET or HEAD, as mail scanners do) never uses it; the button works once, then the link is refused', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
   t.is((await submitSignUp(await loginPage(server), { email })).status, 200);
@@ -265,7 +266,7 @@ test('opening a link (GET or HEAD, as mail scanners do) never uses it; the butto
   t.is((await audit(server, { action: 'email.verified', userEmail: email })).length, 1);
 });
 
-test('the button needs its CSRF token: without it, 403 and nothing verified', async (t) => {
+test.serial('the button needs its CSRF token: without it, 403 and nothing verified', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -279,7 +280,7 @@ test('the button needs its CSRF token: without it, 403 and nothing verified', as
   t.is((await confirmLink(server, link)).status, 200, 'the link still works from its page');
 });
 
-test('two browsers pressing the button of the same link at once: exactly one verifies it', async (t) => {
+test.serial('two browsers pressing the button of the same link at once: exactly one verifies it', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -289,7 +290,7 @@ test('two browsers pressing the button of the same link at once: exactly one ver
   t.is((await audit(server, { action: 'email.verified', userEmail: email })).length, 1);
 });
 
-test('links are stored hashed: the token from the message is nowhere in account_tokens, only its SHA-256', async (t) => {
+test.serial('links are stored hashed: the token from the message is nowhere in account_tokens, only its SHA-256', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -303,7 +304,7 @@ test('links are stored hashed: the token from the message is nowhere in account_
   t.is(rows[0]!.used_at, null);
 });
 
-test('unknown, malformed and missing tokens get a 400 page, never a 500, opened or pressed', async (t) => {
+test.serial('unknown, malformed and missing tokens get a 400 page, never a 500, opened or pressed', async (t) => {
   const { server } = await gatehouse();
   for (const query of ['', '?token=', `?token=${'A'.repeat(43)}`, '?token=%00%00', '?token=a&token=b', `?token=${'x'.repeat(5000)}`]) {
     const answer = await visit(`${server.issuer}/verify-email${query}`);
@@ -319,7 +320,7 @@ test('unknown, malformed and missing tokens get a 400 page, never a 500, opened 
   }
 });
 
-test('a newer link replaces the older: asking for a new one makes the first refused', async (t) => {
+test.serial('a newer link replaces the older: asking for a new one makes the first refused', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -340,7 +341,7 @@ test('a newer link replaces the older: asking for a new one makes the first refu
   t.is((await signInAfresh(server, email)).info.email_verified, true);
 });
 
-test('the token service: peek does not use a token, redeem uses it once, a token of another purpose is unknown', async (t) => {
+test.serial('the token service: peek does not use a token, redeem uses it once, a token of another purpose is unknown', async (t) => {
   const { server } = await gatehouse();
   const tokens = server.runtime.accountTokens;
   const user = await createUser(server);
@@ -362,7 +363,7 @@ test('the token service: peek does not use a token, redeem uses it once, a token
   t.deepEqual(await tokens.redeem(reset, 'reset_password'), { ok: false, reason: 'unknown' }, 'a revoked link no longer works');
 });
 
-test('links issued at the same moment: exactly one of them works, and the table holds one row', async (t) => {
+test.serial('links issued at the same moment: exactly one of them works, and the table holds one row', async (t) => {
   const { server } = await gatehouse();
   const tokens = server.runtime.accountTokens;
   const user = await createUser(server);
@@ -372,7 +373,7 @@ test('links issued at the same moment: exactly one of them works, and the table 
   t.is(await server.runtime.database.prisma.accountToken.count({ where: { userId: user.id, purpose: 'verify_email' } }), 1);
 });
 
-test('a link sent to an old address does not verify the new one', async (t) => {
+test.serial('a link sent to an old address does not verify the new one', async (t) => {
   const { server, smtp } = await gatehouse();
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -389,7 +390,7 @@ test('a link sent to an old address does not verify the new one', async (t) => {
   t.is((await audit(server, { action: 'email.verified', userEmail: changed })).length, 0);
 });
 
-test('an expired link is refused', async (t) => {
+test.serial('an expired link is refused', async (t) => {
   // Long enough for the message to arrive and be opened on a busy machine, short enough to wait out.
   const { server, smtp } = await gatehouse({ EMAIL_VERIFICATION_TTL: '5' });
   const email = newEmail();
@@ -409,7 +410,7 @@ test('an expired link is refused', async (t) => {
   t.false((await server.runtime.users.findByEmail(email))!.emailVerified);
 });
 
-test('following up emailed links is limited per IP: opening and pressing both count, 429 with Retry-After', async (t) => {
+test.serial('following up emailed links is limited per IP: opening and pressing both count, 429 with Retry-After', async (t) => {
   const { server, smtp } = await gatehouse({ EMAILED_LINK_LIMIT_PER_IP: '3/600' });
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -465,15 +466,15 @@ async function sameAnswerForRegisteredAddresses(t: ExecutionContext, environment
   t.like(attempts[0]!, { outcome: 'failure', subjectUserId: owner.id, detail: { reason: 'email_taken' } });
 }
 
-test('a registered address gets the same page and status as a new one, with the default settings: no sign-in, its owner told by email', async (t) => {
+test.serial('a registered address gets the same page and status as a new one, with the default settings: no sign-in, its owner told by email', async (t) => {
   await sameAnswerForRegisteredAddresses(t, {}, true);
 });
 
-test('a registered address gets the same page and status as a new one when UNVERIFIED_LOGIN_ALLOWED=false', async (t) => {
+test.serial('a registered address gets the same page and status as a new one when UNVERIFIED_LOGIN_ALLOWED=false', async (t) => {
   await sameAnswerForRegisteredAddresses(t, VERIFY_FIRST, false);
 });
 
-test('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=false, until the emailed link is followed', async (t) => {
+test.serial('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=false, until the emailed link is followed', async (t) => {
   const { server, smtp } = await gatehouse(VERIFY_FIRST);
   const email = newEmail();
   const signUp = await submitSignUp(await loginPage(server), { email });
@@ -507,7 +508,7 @@ test('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=false, un
   t.is((await signInAfresh(server, email)).info.email_verified, true);
 });
 
-test('asking for a new link: the same answer for unknown, verified and unverified addresses; only the unverified one gets mail', async (t) => {
+test.serial('asking for a new link: the same answer for unknown, verified and unverified addresses; only the unverified one gets mail', async (t) => {
   const { server, smtp } = await gatehouse(VERIFY_FIRST);
   const verifiedUser = await createUser(server);
   const unknown = newEmail();
@@ -537,7 +538,7 @@ test('asking for a new link: the same answer for unknown, verified and unverifie
   t.regex(malformed.html, /aria-invalid="true"/);
 });
 
-test('asking for a new link is limited per address and per IP: 429 with Retry-After, the same for any address', async (t) => {
+test.serial('asking for a new link is limited per address and per IP: 429 with Retry-After, the same for any address', async (t) => {
   const { server, smtp } = await gatehouse({ VERIFY_RESEND_LIMIT_PER_ACCOUNT: '2/600', VERIFY_RESEND_LIMIT_PER_IP: '6/600' });
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -571,7 +572,7 @@ test('asking for a new link is limited per address and per IP: 429 with Retry-Af
   t.is(receivedBy(smtp, email).length, 3, 'refused requests send nothing');
 });
 
-test('sign-up is limited per IP: 429 with Retry-After and no account', async (t) => {
+test.serial('sign-up is limited per IP: 429 with Retry-After and no account', async (t) => {
   const { server } = await gatehouse({ SIGNUP_LIMIT_PER_IP: '2/600' });
   t.is((await submitSignUp(await loginPage(server), { email: 'not an address' })).status, 400, 'every submission counts');
   t.is((await submitSignUp(await loginPage(server), { email: newEmail() })).status, 200);
@@ -583,7 +584,7 @@ test('sign-up is limited per IP: 429 with Retry-After and no account', async (t)
   t.is(await server.runtime.users.findByEmail(email), null);
 });
 
-test('sign-up is limited per address too (each one mails it): 429 for a new and a registered address alike', async (t) => {
+test.serial('sign-up is limited per address too (each one mails it): 429 for a new and a registered address alike', async (t) => {
   const { server, smtp } = await gatehouse({ SIGNUP_LIMIT_PER_ACCOUNT: '2/600' });
   const registered = await createUser(server);
   for (const email of [newEmail(), registered.email]) {
@@ -606,7 +607,7 @@ const PER_ADDRESS_AND_IP = {
   VERIFY_RESEND_LIMIT_PER_ACCOUNT_IP: '1/600', VERIFY_RESEND_LIMIT_PER_ACCOUNT: '100/600',
 };
 
-test('sign-up is limited per address and IP: the same address from another IP is still answered', async (t) => {
+test.serial('sign-up is limited per address and IP: the same address from another IP is still answered', async (t) => {
   const { server, smtp } = await gatehouse(PER_ADDRESS_AND_IP);
   const email = newEmail();
   t.is((await submitSignUp(await loginPage(server, browserAt('192.0.2.1')), { email })).status, 200);
@@ -619,7 +620,7 @@ test('sign-up is limited per address and IP: the same address from another IP is
   await mailsTo(smtp, email, 3);
 });
 
-test('asking for a new link is limited per address and IP: the same address from another IP is still answered', async (t) => {
+test.serial('asking for a new link is limited per address and IP: the same address from another IP is still answered', async (t) => {
   const { server, smtp } = await gatehouse(PER_ADDRESS_AND_IP);
   const email = newEmail();
   await submitSignUp(await loginPage(server), { email });
@@ -642,7 +643,7 @@ test('asking for a new link is limited per address and IP: the same address from
   await mailsTo(smtp, email, 3);
 });
 
-test('with SIGNUP_ENABLED=false there is no link and the sign-up pages are 404', async (t) => {
+test.serial('with SIGNUP_ENABLED=false there is no link and the sign-up pages are 404', async (t) => {
   const { server } = await gatehouse({ SIGNUP_ENABLED: 'false' });
   const page = await loginPage(server);
   t.false(page.html.includes('/sign-up'));
@@ -665,7 +666,7 @@ test('with SIGNUP_ENABLED=false there is no link and the sign-up pages are 404',
   t.false((await failed.text()).includes('/sign-up'));
 });
 
-test('the sign-up form: accessible fields, and weak passwords, invalid addresses and bad names explained on it with nothing created', async (t) => {
+test.serial('the sign-up form: accessible fields, and weak passwords, invalid addresses and bad names explained on it with nothing created', async (t) => {
   const { server, smtp } = await gatehouse();
   const page = await loginPage(server);
   const form = await page.agent.request(new URL(`${page.interaction.pathname}/sign-up`, page.interaction));
@@ -700,7 +701,7 @@ test('the sign-up form: accessible fields, and weak passwords, invalid addresses
   t.is(smtp.received.filter((mail) => cases.some(({ fields }) => mail.envelope.to.includes(fields.email))).length, 0);
 });
 
-test('sign-up forms without their CSRF token are refused with 403 and create nothing', async (t) => {
+test.serial('sign-up forms without their CSRF token are refused with 403 and create nothing', async (t) => {
   const { server } = await gatehouse();
   const page = await loginPage(server);
   const email = newEmail();
@@ -718,14 +719,14 @@ test('sign-up forms without their CSRF token are refused with 403 and create not
   t.is(interactionResend.status, 403);
 });
 
-test('sign-up is only for a sign-in that asks for a login', async (t) => {
+test.serial('sign-up is only for a sign-in that asks for a login', async (t) => {
   const { server } = await gatehouse();
   const gone = await visit(`${server.issuer}/interaction/not-a-sign-in/sign-up`);
   t.is(gone.status, 400);
   t.regex(gone.html, /sign in again/);
 });
 
-test('a message the mail server refuses is logged by what failed and the error name only: never the address, link or token', async (t) => {
+test.serial('a message the mail server refuses is logged by what failed and the error name only: never the address, link or token', async (t) => {
   const smtp = await startSmtpServer({ refuseRecipient: (address) => address.startsWith('refused-') });
   const { logger, lines } = capturingLogger();
   const server = await startTestServer({ SMTP_URL: smtp.url }, { logger });

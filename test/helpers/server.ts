@@ -36,6 +36,9 @@ export async function startTestServer(
   const database = await createTestDatabase();
   const keysDir = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-keys-'));
   const server = createServer();
+  // Longer than any client's idle timeout: on a loaded machine a client reusing a kept-alive connection
+  // could otherwise meet the server closing it at that moment ("fetch failed").
+  server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   const issuer = `http://127.0.0.1:${port}`;
@@ -53,7 +56,11 @@ export async function startTestServer(
   });
   let runtime: Runtime;
   try {
-    runtime = await openRuntime(config, options.logger ?? createLogger(config), options.runtime);
+    // A message the mail server could not take at once (a busy test machine) is retried within moments,
+    // not after the 30 s a real outage waits; the queue's own tests set their timings.
+    runtime = await openRuntime(config, options.logger ?? createLogger(config), {
+      ...options.runtime, mailQueue: { firstRetryDelayMs: 500, pollIntervalMs: 250, ...options.runtime?.mailQueue },
+    });
   } catch (error) {
     // Nothing may stay open (a listening socket would keep the test process from ever exiting).
     await new Promise<void>((resolve) => server.close(() => resolve()));
