@@ -1,10 +1,13 @@
 // A lockout with a growing delay, shared by password login and the second factor: after `threshold`
 // failures for one key, the key is locked for base × 2^(n−1) seconds (capped) on its nth lockout.
 // Each family keeps its counters under its own name, so a second-factor lock never locks the password.
-import type { RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config/index.ts';
 import type { CounterBackend } from './backend.ts';
 import { ALLOWED, wholeSeconds, type LimitDecision } from './rate-limits.ts';
+
+/** What #lock consumes of the one-point lock counter. */
+const LOCKED_POINTS = 2;
 
 /** Failures and past lockouts are remembered this long (from the first one) before counting starts over. */
 const MEMORY_SECONDS = 24 * 3600;
@@ -24,7 +27,7 @@ export class Lockout {
     this.#setting = setting;
     this.#failures = backend.counter({ name: `${name}-failures`, points: setting.threshold, seconds: MEMORY_SECONDS });
     this.#lockouts = backend.counter({ name: `${name}-lockouts`, points: 1_000_000, seconds: MEMORY_SECONDS });
-    // Only ever set with block(): a key present with more than one point means "locked until it expires".
+    // Only ever set by #lock (LOCKED_POINTS or more): a key over its one point means "locked until it expires".
     this.#locks = backend.counter({ name: `${name}-lock`, points: 1, seconds: 1 });
   }
 
@@ -37,10 +40,17 @@ export class Lockout {
     const locked = await this.#currentLock(key);
     if (locked) return locked;
     const failures = await this.#backend.run(() => this.#failures.penalty(key));
-    if (failures.consumedPoints <= this.#setting.threshold) return ALLOWED;
     // Over the threshold with no lock yet: the attempt that reached it is still being checked (or ended
-    // in an error). Locked here, once.
-    return this.#lock(key);
+    // in an error). Locked here.
+    if (failures.consumedPoints > this.#setting.threshold) return this.#lock(key);
+    // Locked since the first look: #lock sets the lock before it clears the count, so an attempt counted
+    // after the clearing always sees the lock here. Not a failure, then.
+    const lockedMeanwhile = await this.#currentLock(key);
+    if (lockedMeanwhile) {
+      await this.#backend.run(() => this.#failures.reward(key, 1));
+      return lockedMeanwhile;
+    }
+    return ALLOWED;
   }
 
   /**
@@ -64,16 +74,27 @@ export class Lockout {
   }
 
   /**
-   * Locks the key for its next lockout's length. Concurrent callers all get here; only the one that
-   * clears the failures counts a lockout (so one burst doubles the delay once), the others are told
-   * of the lock it sets.
+   * Locks the key for its next lockout's length, then clears its failures (in that order: see begin).
+   * Concurrent callers may all get here: the lock is taken with one atomic increment, and only the caller
+   * that created it clears the count, counts a lockout (one burst doubles the delay once) and is told
+   * `lockedNow`.
    */
   async #lock(key: string): Promise<LimitDecision> {
-    const cleared = await this.#backend.run(() => this.#failures.delete(key));
-    if (!cleared) return await this.#currentLock(key) ?? { allowed: false, reason: 'locked', retryAfterSeconds: this.#setting.baseSeconds, lockedNow: false };
-    const lockouts = await this.#backend.run(() => this.#lockouts.penalty(key));
-    const seconds = lockSeconds(lockouts.consumedPoints, this.#setting);
-    await this.#backend.run(() => this.#locks.block(key, seconds));
+    const existing = await this.#currentLock(key);
+    if (existing) return existing;
+    const lockouts = await this.#backend.run(() => this.#lockouts.get(key));
+    const seconds = lockSeconds((lockouts?.consumedPoints ?? 0) + 1, this.#setting);
+    // Two points on a one-point counter: always over it (that is what "locked" reads as), and exactly one
+    // caller sees the count at two, the one that created the key with this lockout's length.
+    const lock = await this.#backend.run(() => this.#locks.consume(key, LOCKED_POINTS, { customDuration: seconds }).catch((refusal: unknown) => {
+      if (refusal instanceof RateLimiterRes) return refusal;
+      throw refusal;
+    }));
+    if (lock.consumedPoints !== LOCKED_POINTS) {
+      return { allowed: false, reason: 'locked', retryAfterSeconds: wholeSeconds(lock.msBeforeNext), lockedNow: false };
+    }
+    await this.#backend.run(() => this.#failures.delete(key));
+    await this.#backend.run(() => this.#lockouts.penalty(key));
     return { allowed: false, reason: 'locked', retryAfterSeconds: seconds, lockedNow: true };
   }
 
