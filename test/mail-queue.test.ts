@@ -207,6 +207,24 @@ test('a message still not sent when too old is dropped, logged at error level wi
   assertNothingSecretLogged(t, lines, 'late@example.com');
 });
 
+test('a message found too old by a later pass is dropped with the reason its last attempt failed', async (t) => {
+  const smtpPort = await downSmtp();
+  const { logger, lines } = capturingLogger();
+  // No pass runs on its own (a minute between passes): the one below comes after the message's last chance.
+  const { queue } = queueFor(smtpPort.url, logger, { firstRetryDelayMs: 50, maxRetryDelayMs: 50, pollIntervalMs: 60_000, maxAgeMs: 300 });
+
+  t.is(await queue.deliver(notice('later@example.com')), 'queued');
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  t.false(lines.some((line) => line.includes('queued mail dropped')));
+  await queue.retryDue();
+  const dropped = JSON.parse(lines.find((line) => line.includes('queued mail dropped'))!) as { level: number; attempts: number; reason?: string };
+  t.is(dropped.level, 50);
+  t.is(dropped.attempts, 1);
+  t.is(dropped.reason, 'ESOCKET', 'the first attempt\'s failure, kept with the message');
+  t.is(await queue.queuedCount(), 0);
+  assertNothingSecretLogged(t, lines, 'later@example.com');
+});
+
 test('changing the email: when the link to the new address is refused, the audit record and the notice to the current address still happen', async (t) => {
   const smtp = await startSmtpServer({ refuseRecipient: (address) => address.startsWith('refused-') });
   cleanups.push(() => smtp.close());

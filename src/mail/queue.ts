@@ -49,6 +49,8 @@ interface QueuedMail {
   nextAttemptAt: number;
   /** After this (epoch ms) the message is dropped instead of sent. */
   expiresAt: number;
+  /** Why the last attempt failed (failureReason), so that a drop found by a later pass can still say why. */
+  lastFailure?: string;
 }
 
 type Outcome = 'sent' | 'queued' | 'dropped' | 'refused' | 'skipped';
@@ -222,10 +224,10 @@ export class MailQueue {
       }
       const attempts = entry.attempts + 1;
       const delayMs = Math.min(this.#timings.firstRetryDelayMs * 2 ** (attempts - 1), this.#timings.maxRetryDelayMs);
-      const next: QueuedMail = { ...entry, attempts, nextAttemptAt: Date.now() + delayMs };
+      const next: QueuedMail = { ...entry, attempts, nextAttemptAt: Date.now() + delayMs, lastFailure: failureReason(error) };
       if (next.nextAttemptAt >= entry.expiresAt) {
         await this.#forgetOrSay(id, template);
-        this.#dropped(next, error);
+        this.#dropped(next);
         return { result: 'dropped', error };
       }
       try {
@@ -235,7 +237,7 @@ export class MailQueue {
         this.#logger.warn({ template, attempts }, 'mail not sent, and its retry could not be scheduled: it is tried again later');
         return { result: 'queued' };
       }
-      this.#logger.warn({ template, attempts, retryInSeconds: Math.ceil(delayMs / 1000), reason: failureReason(error) }, 'mail not sent (the mail server is unavailable): queued for a retry');
+      this.#logger.warn({ template, attempts, retryInSeconds: Math.ceil(delayMs / 1000), reason: next.lastFailure }, 'mail not sent (the mail server is unavailable): queued for a retry');
       return { result: 'queued' };
     }
     await this.#forgetOrSay(id, template);
@@ -267,13 +269,13 @@ export class MailQueue {
   }
 
   /** The one way a message is lost: said at error level, with why, for an operator to act on. */
-  #dropped(entry: QueuedMail, error?: unknown): void {
+  #dropped(entry: QueuedMail): void {
     const untilLinkExpired = entry.expiresAt < entry.queuedAt + this.#timings.maxAgeMs;
     const minutes = Math.round(this.#timings.maxAgeMs / 60_000);
     const kept = untilLinkExpired ? 'while the link in it was valid' : `within ${minutes % 60 ? `${minutes} minutes` : `${minutes / 60} hours`}`;
     this.#logger.error({
       template: entry.message.template, attempts: entry.attempts, queuedForMinutes: Math.round((Date.now() - entry.queuedAt) / 60_000),
-      ...(error === undefined ? {} : { reason: failureReason(error) }),
+      ...(entry.lastFailure === undefined ? {} : { reason: entry.lastFailure }),
     }, `queued mail dropped: the mail server could not take it ${kept}`);
   }
 
