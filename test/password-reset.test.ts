@@ -12,7 +12,7 @@ import { generate } from 'otplib';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
 import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
-import { PASSWORD, authorizationRequest, createUser, discover, insecure, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
 
 const NEW_PASSWORD = 'velvet harbour lantern quartz';
 
@@ -223,6 +223,79 @@ test('after a reset the old password fails and the new one works, earlier refres
   t.is(completed!.outcome, 'success');
   t.is(completed!.subjectUserId, user.id);
   t.true(Number(completed!.detail.grantsRevoked) >= 1);
+});
+
+/** A sign-in to a new SPA left at its login page for "Forgot your password?", as a person would, in `agent`. */
+async function forgotFromSignIn(agent: UserAgent) {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const request = await authorizationRequest(as, client.client_id);
+  const { url: loginUrl, response } = await agent.follow(request.url);
+  const loginHtml = await response.text();
+  const forgotHref = /href="([^"]*\/password\/forgot)"/.exec(loginHtml)?.[1];
+  if (!forgotHref) throw new Error('no "Forgot your password?" link on the login page');
+  const { url: forgotUrl, response: forgot } = await agent.follow(new URL(forgotHref, loginUrl));
+  return { as, client, request, loginUrl, forgotUrl, forgotHtml: await forgot.text() };
+}
+
+const CONTINUE_LINK = /<a href="([^"]+)">Continue to sign in to Test SPA<\/a>/;
+
+test('a reset begun at a sign-in and finished in the same browser leads back to it: the new password ends at the application with a code', async (t) => {
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const { as, client, request, loginUrl, forgotUrl, forgotHtml } = await forgotFromSignIn(agent);
+  t.is(forgotUrl.pathname, '/password/forgot', 'the link on the login page leads to the usual request form');
+  await post(agent, forgotUrl, { csrf: formField(forgotHtml, 'csrf'), email: user.email });
+  const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+  const done = await submitNewPassword(server, agent, form.html, NEW_PASSWORD);
+  t.is(done.status, 200);
+  const href = CONTINUE_LINK.exec(done.html)?.[1]?.replaceAll('&amp;', '&');
+  t.truthy(href, 'the page offers to continue the sign-in');
+  const continueUrl = new URL(href!, server.issuer);
+  t.is(continueUrl.pathname, loginUrl.pathname, 'the very sign-in that was left, on this server');
+  t.is(continueUrl.searchParams.get('email'), user.email, 'with the address filled in');
+  t.is(agent.cookie('gatehouse.sign-in'), undefined, 'offered once');
+
+  const callback = await signIn(agent, continueUrl, { email: user.email, password: NEW_PASSWORD });
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce, requireIdToken: true });
+  t.is(oauth.getValidatedIdTokenClaims(tokens)!.sub, user.id);
+});
+
+test('no way back to a sign-in from another browser, from a forged cookie, or once that sign-in has finished', async (t) => {
+  const user = await createUser(server);
+  const reset = async (agent: UserAgent, forgot: { url: URL; html: string }) => {
+    await post(agent, forgot.url, { csrf: formField(forgot.html, 'csrf'), email: user.email });
+    const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+    const done = await submitNewPassword(server, agent, form.html, NEW_PASSWORD);
+    t.is(done.status, 200);
+    return done.html;
+  };
+
+  // The link followed in another browser than the sign-in's.
+  const signInBrowser = new UserAgent();
+  const left = await forgotFromSignIn(signInBrowser);
+  const mailReader = new UserAgent();
+  const elsewhere = await page(mailReader, `${server.issuer}/password/forgot`);
+  const otherHtml = await reset(mailReader, { url: new URL(`${server.issuer}/password/forgot`), html: elsewhere.html });
+  t.notRegex(otherHtml, CONTINUE_LINK);
+  t.regex(otherHtml, /href="\/account"/);
+
+  // A cookie naming that sign-in without the server's signature is ignored.
+  const forger = new UserAgent();
+  forger.plantCookie('gatehouse.sign-in', left.loginUrl.pathname.split('/')[2]!);
+  const forgedForm = await page(forger, `${server.issuer}/password/forgot`);
+  t.notRegex(await reset(forger, { url: new URL(`${server.issuer}/password/forgot`), html: forgedForm.html }), CONTINUE_LINK);
+
+  // The sign-in finished before the link was used: nothing to go back to.
+  const finisher = new UserAgent();
+  const finished = await forgotFromSignIn(finisher);
+  const loginPage = await page(finisher, finished.loginUrl);
+  const signedIn = await post(finisher, new URL(`${finished.loginUrl.pathname}/login`, finished.loginUrl), { csrf: formField(loginPage.html, 'csrf'), email: user.email, password: NEW_PASSWORD });
+  t.is(signedIn.status, 303);
+  const forgotAgain = await page(finisher, finished.forgotUrl);
+  t.notRegex(await reset(finisher, { url: finished.forgotUrl, html: forgotAgain.html }), CONTINUE_LINK);
 });
 
 test('the link can be opened many times (mail scanners open it first); a refused password keeps it usable; it works once', async (t) => {

@@ -508,6 +508,30 @@ test.serial('unverified accounts cannot sign in when UNVERIFIED_LOGIN_ALLOWED=fa
   t.is((await signInAfresh(server, email)).info.email_verified, true);
 });
 
+test.serial('the link followed in the browser that signed up leads back to that sign-in, which ends at the application; in another browser it does not', async (t) => {
+  const { server, smtp } = await gatehouse(VERIFY_FIRST);
+  const email = newEmail();
+  const page = await loginPage(server);
+  t.is((await submitSignUp(page, { email })).status, 200);
+  const [mail] = await mailsTo(smtp, email);
+  t.notRegex((await confirmLink(server, verificationLink(mail!), new UserAgent())).html, /Continue to sign in/, 'another browser is not offered the way back');
+
+  // A second address signed up from the same sign-in, confirmed in its browser.
+  const second = newEmail();
+  t.is((await submitSignUp(page, { email: second })).status, 200);
+  const [secondMail] = await mailsTo(smtp, second);
+  const confirmed = await confirmLink(server, verificationLink(secondMail!), page.agent);
+  t.is(confirmed.status, 200);
+  const href = /<a href="([^"]+)">Continue to sign in to Test SPA<\/a>/.exec(confirmed.html)?.[1]?.replaceAll('&amp;', '&');
+  t.truthy(href, 'the page offers to continue the sign-in');
+  const continueUrl = new URL(href!, server.issuer);
+  t.is(continueUrl.pathname, page.interaction.pathname);
+  t.is(continueUrl.searchParams.get('email'), second);
+  const callback = await signIn(page.agent, continueUrl, { email: second, password: PASSWORD });
+  const tokens = await exchange(page, callback);
+  t.is(oauth.getValidatedIdTokenClaims(tokens)!.email, second);
+});
+
 test.serial('asking for a new link: the same answer for unknown, verified and unverified addresses; only the unverified one gets mail', async (t) => {
   const { server, smtp } = await gatehouse(VERIFY_FIRST);
   const verifiedUser = await createUser(server);

@@ -10,6 +10,7 @@ import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
 import type { LimitDecision } from '../limits/index.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
+import { takeSignInToContinue } from './return-to-sign-in.ts';
 
 const RESEND_PATH = `${VERIFY_EMAIL_PATH}/resend`;
 export const INVALID_EMAIL_MESSAGE = 'Enter an email address, like name@example.com.';
@@ -107,7 +108,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
       action: 'email.verified', outcome: 'success', subjectUserId: result.user.id, subjectEmail: result.user.email,
       ip: ctx.ip, userAgent: ctx.get('user-agent'),
     });
-    render(ctx, 'email-verified', { verified: true, email: result.user.email });
+    render(ctx, 'email-verified', { verified: true, email: result.user.email, continueTo: await takeSignInToContinue(ctx, provider, result.user.email) });
   });
 
   router.post(RESEND_PATH, formBody, async (ctx) => {

@@ -11,6 +11,7 @@ import { FORGOT_PASSWORD_PATH, newPasswordErrors } from '../http/password-forms.
 import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
+import { takeSignInToContinue } from './return-to-sign-in.ts';
 
 export const RESET_PASSWORD_PATH = '/password/reset';
 // The CSRF cookie of these pages is scoped here: the request form and the link's form share it.
@@ -156,7 +157,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
       action: 'password_reset.completed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen,
       detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
     });
-    render(ctx, 'password-reset-done', { secondFactorRemoved });
+    render(ctx, 'password-reset-done', { secondFactorRemoved, continueTo: await takeSignInToContinue(ctx, runtime.provider, updated.email) });
     afterResponse(ctx, logger, 'password changed notice', () => runtime.mailQueue.deliver({
       to: updated.email, template: 'password-changed',
       data: { name: updated.name ?? undefined, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },

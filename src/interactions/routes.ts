@@ -6,8 +6,10 @@ import type { InteractionResults } from 'oidc-provider';
 import { Pages, formBody as form, requireCsrf, type Refusal } from '../http/pages.ts';
 import { describeScope } from '../oidc/scopes.ts';
 import { HttpError } from '../http/errors.ts';
+import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
 import { secondFactorStep, type InteractionPages } from './second-factor.ts';
 import type { Runtime } from '../runtime.ts';
+import { rememberSignIn } from './return-to-sign-in.ts';
 import { signUpRoutes } from './sign-up.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
@@ -71,7 +73,8 @@ export function interactionRoutes(runtime: Runtime): Router {
   });
 
   router.post('/login', form, async (ctx) => {
-    const { prompt, params } = await details(ctx);
+    const interaction = await details(ctx);
+    const { prompt, params } = interaction;
     requireCsrf(ctx);
     if (prompt.name !== 'login') throw new HttpError(400, 'You are already signed in. Go back to the application.');
     const body = ctx.request.body as Record<string, unknown>;
@@ -105,6 +108,7 @@ export function interactionRoutes(runtime: Runtime): Router {
     // Email verification gate (UNVERIFIED_LOGIN_ALLOWED=false): the right password, but no session until the address is confirmed.
     if (!user.emailVerified && !runtime.config.accounts.unverifiedLoginAllowed) {
       await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { reason: 'email_not_verified' } });
+      rememberSignIn(ctx, interaction);
       render(ctx, 'verify-email-required', { email: user.email }, params.redirect_uri, 403);
       return;
     }
@@ -112,6 +116,15 @@ export function interactionRoutes(runtime: Runtime): Router {
     if (await secondFactorPages.afterPassword(ctx, user) === 'signed_in') {
       await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { amr: ['pwd'] } });
     }
+  });
+
+  // "Forgot your password?": the reset pages are not under the interaction, so this browser remembers the
+  // sign-in it leaves, to continue it once the emailed link is used here.
+  router.get('/password/forgot', async (ctx) => {
+    const interaction = await details(ctx);
+    if (interaction.prompt.name === 'login') rememberSignIn(ctx, interaction);
+    ctx.status = 303;
+    ctx.redirect(FORGOT_PASSWORD_PATH);
   });
 
   router.post('/confirm', form, async (ctx) => {

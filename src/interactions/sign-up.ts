@@ -13,6 +13,7 @@ import { inWords } from '../http/rate-limits.ts';
 import { upperFirst } from '../http/views.ts';
 import type { Runtime } from '../runtime.ts';
 import { INVALID_EMAIL_MESSAGE, createEmailVerification, requestNewVerificationLink } from './email-verification.ts';
+import { rememberSignIn } from './return-to-sign-in.ts';
 import type { InteractionPages } from './second-factor.ts';
 
 const NAME_MAX_LENGTH = 200;
@@ -55,7 +56,8 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
 
   router.post('/sign-up', formBody, async (ctx) => {
     requireSignUpEnabled();
-    const { params } = await loginStep(ctx);
+    const interaction = await loginStep(ctx);
+    const { params } = interaction;
     requireCsrf(ctx);
     // Per IP, and per address: every sign-up mails the address (a link, or a notice to its owner), so many
     // IPs must not be able to flood one inbox. Counted alike for new and registered addresses.
@@ -92,6 +94,8 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
     // password next (when unverified accounts may), as anyone with an account would.
     const address = normalizeEmail(email);
     const continueHref = config.accounts.unverifiedLoginAllowed ? `/interaction/${ctx.params.uid}?${new URLSearchParams({ email: address })}` : undefined;
+    // The link is followed later, maybe in this browser: its page then leads back to this sign-in.
+    rememberSignIn(ctx, interaction);
     render(ctx, 'check-email', { email: address, expiresIn: inWords(config.accounts.emailVerificationTtl), continueHref }, params.redirect_uri);
 
     // Looking up the owner, the audit record and the mail server's time come after the answer, for both.
@@ -114,7 +118,8 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
 
   // From the "check your email" page and from the page that refuses an unverified sign-in.
   router.post('/verify-email/resend', formBody, async (ctx) => {
-    const { params } = await pages.details(ctx);
+    const interaction = await pages.details(ctx);
+    const { params } = interaction;
     requireCsrf(ctx);
     const email = formField(ctx, 'email');
     const answer = await requestNewVerificationLink(ctx, runtime, verification, email);
@@ -126,6 +131,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
       render(ctx, 'check-email', { email, resendError: INVALID_EMAIL_MESSAGE }, params.redirect_uri, 400);
       return;
     }
+    if (interaction.prompt.name === 'login') rememberSignIn(ctx, interaction);
     render(ctx, 'check-email', { email: normalizeEmail(email), resent: true }, params.redirect_uri);
   });
 }
