@@ -276,7 +276,7 @@ async function withRuntime(work: (runtime: Runtime) => Promise<void>): Promise<v
   const config = loadConfig();
   // Logs go to stderr (stdout carries the command's JSON), at LOG_LEVEL as the server's do: at the
   // default (info) that is each audit event's JSON line, which the trail promises besides its row.
-  const runtime = await openRuntime(config, createLogger(config, 2));
+  const runtime = await openRuntime(config, createLogger(config, 2), { oneShot: true });
   try {
     await work(runtime);
   } finally {

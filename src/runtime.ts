@@ -55,6 +55,12 @@ export interface Runtime {
 export interface RuntimeOptions {
   /** Retry timings of queued mail; tests shorten them, production keeps the defaults. */
   mailQueue?: Partial<MailQueueTimings>;
+  /**
+   * For a command that does one thing and exits (the CLI): clients are not cached (so nothing listens for
+   * changes to them; changes it makes are still announced), and the mail queue makes no passes of its own
+   * (what it queues is sent by the servers sharing the store).
+   */
+  oneShot?: boolean;
 }
 
 export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
@@ -74,7 +80,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
     // Every instance sharing the store hears of client changes (the CLI's too, when the store is Redis).
     const clientCache = new ClientCache(store, {
-      maxAgeMs: config.clientCacheTtl * 1000,
+      maxAgeMs: options.oneShot ? 0 : config.clientCacheTtl * 1000,
       onAnnounceFailure: (error, clientId) => logger.warn(
         { err: error, clientId, clientCacheTtl: config.clientCacheTtl },
         'client changed, but other instances could not be told: they use the change when their cached copy expires',
@@ -94,7 +100,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const accountSessions = new AccountSessions(provider, store, auditTrail);
     const accountTokens = new AccountTokens(database.prisma);
     const opened = database;
-    mailQueue.start();
+    if (!options.oneShot) mailQueue.start();
     return {
       config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer, mailQueue, accountSessions, accountTokens, secondFactor,
       async close() {

@@ -139,7 +139,7 @@ test.serial('signing out revokes the grants of the apps of the session, each aud
   }
 });
 
-test.serial('sign-ins are audited: success with the account, failure with the address typed, and the lockout', async (t) => {
+test.serial('sign-ins are audited: success with the account, failure with the address typed (and its account) and why, and the lockout', async (t) => {
   const lockout = await startTestServer({ LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '60' });
   t.teardown(() => lockout.close());
   const as = await discover(lockout);
@@ -161,6 +161,13 @@ test.serial('sign-ins are audited: success with the account, failure with the ad
   t.deepEqual([...actions].sort(), ['login.failed:failure', 'login.failed:failure', 'login.locked_out:failure', 'login.succeeded:success'].sort());
   const success = events.find((event) => event.action === 'login.succeeded')!;
   t.is(success.subjectUserId, user.id);
+  const failures = events.filter((event) => event.action === 'login.failed');
+  t.deepEqual(failures.map((event) => [event.subjectUserId, event.detail.reason]), [[user.id, 'wrong_password'], [user.id, 'wrong_password']], 'failures name the account when the address has one');
+  await attempt(`nobody-${crypto.randomUUID()}@example.com`, PASSWORD);
+  await lockout.runtime.auditTrail.flush();
+  const [unknown] = await lockout.runtime.auditTrail.list({ action: 'login.failed', limit: 1 });
+  t.is(unknown!.subjectUserId, null);
+  t.is(unknown!.detail.reason, 'unknown_email');
   t.is(success.clientId, client.client_id);
   t.truthy(success.ip);
   for (const event of events) t.false(JSON.stringify(event).includes(PASSWORD), 'no password in the trail');

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import * as oauth from 'oauth4webapi';
+import { Redis } from 'ioredis';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { ThrowawayRedisServer, eventually, findFreePort } from './helpers/redis.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
@@ -179,6 +180,28 @@ test.serial('a client deleted with the CLI (another process) stops working on a 
   });
   t.is(answer.status, 401);
   t.like(await answer.json(), { error: 'invalid_client' });
+});
+
+test.serial('a one-shot runtime (the CLI) listens for no client changes, yet announces the changes it makes', async (t) => {
+  await cacheActive(serverB);
+  const subscriber = new Redis(redis.url);
+  t.teardown(() => subscriber.quit());
+  const channel = `${shared.STORE_PREFIX}${CLIENT_CHANGES_CHANNEL}`;
+  const listeners = async () => Number((await subscriber.pubsub('NUMSUB', channel))[1]);
+  t.is(await listeners(), 2, 'servers A and B listen');
+
+  const oneShot = await startTestServer({ ...shared, DATABASE_URL: serverA.runtime.config.databaseUrl! }, { runtime: { oneShot: true } });
+  t.teardown(() => oneShot.close());
+  const service = await registerConfidential(oneShot, 'service');
+  await expectStatus(t, await clientCredentials(serverB, service), 200);
+  t.is(await listeners(), 2, 'the one-shot runtime opened no subscription');
+  await oneShot.runtime.clients.delete(String(service.client.client_id));
+  const answer = await soon(async () => {
+    const response = await clientCredentials(serverB, service);
+    if (response.status === 200) throw new Error('B still issues tokens to the deleted client');
+    return response;
+  });
+  t.is(answer.status, 401, 'its change was announced');
 });
 
 test.serial('while its subscription to changes is down (Redis stopped), a server reads clients from the database again', async (t) => {

@@ -225,6 +225,18 @@ test('a message found too old by a later pass is dropped with the reason its las
   assertNothingSecretLogged(t, lines, 'later@example.com');
 });
 
+test('a one-shot runtime (the CLI) makes no passes over the queue: what it queued waits for the servers', async (t) => {
+  const smtpPort = await downSmtp();
+  const { logger, lines } = capturingLogger();
+  const oneShot = await startTestServer({ SMTP_URL: smtpPort.url }, { logger, runtime: { oneShot: true, mailQueue: FAST } });
+  cleanups.push(() => oneShot.close());
+  t.is(await oneShot.runtime.mailQueue.deliver(notice('waiting@example.com')), 'queued');
+  // Passes are due every 50 ms here: a server would have tried again many times by now.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  t.is(lines.filter((line) => line.includes('queued for a retry')).length, 1, 'the first attempt only');
+  t.is(await oneShot.runtime.mailQueue.queuedCount(), 1, 'kept for the servers to send');
+});
+
 test('changing the email: when the link to the new address is refused, the audit record and the notice to the current address still happen', async (t) => {
   const smtp = await startSmtpServer({ refuseRecipient: (address) => address.startsWith('refused-') });
   cleanups.push(() => smtp.close());

@@ -317,7 +317,7 @@ test('the link can be opened many times (mail scanners open it first); a refused
   const mismatch = await submitNewPassword(server, agent, form.html, NEW_PASSWORD, `${NEW_PASSWORD}!`);
   t.is(mismatch.status, 400);
   t.regex(mismatch.html, /id="confirm-error"/);
-  t.truthy(await server.runtime.users.authenticate(user.email, PASSWORD), 'nothing changed yet');
+  t.true((await server.runtime.users.checkCredentials(user.email, PASSWORD)).ok, 'nothing changed yet');
   t.is((await page(agent, link)).status, 200, 'the link still works');
 
   t.is((await submitNewPassword(server, agent, weak.html, NEW_PASSWORD)).status, 200);
@@ -327,7 +327,7 @@ test('the link can be opened many times (mail scanners open it first); a refused
   t.regex(reopened.html, /href="\/password\/forgot"/);
   const again = await submitNewPassword(server, agent, form.html, 'another fine passphrase');
   t.is(again.status, 400);
-  t.truthy(await server.runtime.users.authenticate(user.email, NEW_PASSWORD));
+  t.true((await server.runtime.users.checkCredentials(user.email, NEW_PASSWORD)).ok);
 });
 
 test('two submissions of the same link at once: exactly one sets its password', async (t) => {
@@ -342,8 +342,8 @@ test('two submissions of the same link at once: exactly one sets its password', 
   t.deepEqual([first.status, second.status].sort(), [200, 400]);
   const winner = first.status === 200 ? 'first parallel passphrase' : 'second parallel passphrase';
   const loser = first.status === 200 ? 'second parallel passphrase' : 'first parallel passphrase';
-  t.truthy(await server.runtime.users.authenticate(user.email, winner));
-  t.falsy(await server.runtime.users.authenticate(user.email, loser));
+  t.true((await server.runtime.users.checkCredentials(user.email, winner)).ok);
+  t.false((await server.runtime.users.checkCredentials(user.email, loser)).ok);
 });
 
 test('a new request makes the earlier link stop working', async (t) => {
@@ -398,7 +398,7 @@ test('a link expires (PASSWORD_RESET_TTL)', async (t) => {
   t.is(late.status, 400);
   const check = await short.runtime.accountTokens.peek(new URL(link).searchParams.get('token')!, 'reset_password');
   t.deepEqual(check, { ok: false, reason: 'expired' }, 'refused for its age, not for anything else');
-  t.truthy(await short.runtime.users.authenticate(user.email, PASSWORD), 'the password did not change');
+  t.true((await short.runtime.users.checkCredentials(user.email, PASSWORD)).ok, 'the password did not change');
 });
 
 test('requests are limited per address and IP: the third is a 429 with Retry-After, for known and unknown addresses alike', async (t) => {
@@ -432,7 +432,7 @@ test('a form without its CSRF token is refused with 403 and changes nothing', as
   });
   t.is(otherBrowser.status, 403, 'a token without its cookie');
   t.is((await page(agent, link)).status, 200, 'the link is still good');
-  t.truthy(await server.runtime.users.authenticate(user.email, PASSWORD));
+  t.true((await server.runtime.users.checkCredentials(user.email, PASSWORD)).ok);
 });
 
 test('no token, link or password reaches an audit row or a log line', async (t) => {
@@ -543,7 +543,7 @@ test('uses of emailed reset links are limited per IP (EMAILED_LINK_LIMIT_PER_IP)
   t.regex(opened.html, /using emailed links is paused/);
   const sent = await submitNewPassword(limited, agent, form.html, NEW_PASSWORD);
   t.is(sent.status, 429);
-  t.truthy(await limited.runtime.users.authenticate(user.email, PASSWORD), 'the password did not change');
+  t.true((await limited.runtime.users.checkCredentials(user.email, PASSWORD)).ok, 'the password did not change');
   t.is((await limited.runtime.accountTokens.peek(formField(form.html, 'token'), 'reset_password')).ok, true, 'the link was not spent');
 });
 

@@ -4,6 +4,10 @@ import type { PasswordHasher } from './passwords.ts';
 import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions, type PasswordProblem } from './password-policy.ts';
 import type { Prisma } from '../db/index.ts';
 
+export type CredentialCheck =
+  | { ok: true; user: User }
+  | { ok: false; reason: 'unknown_email' | 'wrong_password' | 'account_disabled'; accountId?: string };
+
 export interface User {
   id: string;
   email: string;
@@ -74,22 +78,25 @@ export class UserService {
   }
 
   /**
-   * The user whose email and password match and who may sign in, or undefined. Unknown email, wrong
-   * password and disabled account are indistinguishable to the caller and take comparable time.
+   * Whether the email and password match an account that may sign in. Unknown email, wrong password and
+   * disabled account take comparable time; the reason (and the account, when there is one) are for the
+   * audit trail, never for the person at the form, who is told the same thing in each case.
    */
-  async authenticate(emailInput: string, password: string): Promise<User | undefined> {
+  async checkCredentials(emailInput: string, password: string): Promise<CredentialCheck> {
     const email = normalizeEmail(emailInput);
     // What cannot be an address is looked up nowhere (a NUL byte would even make PostgreSQL fail).
     const found = isEmailAddress(email)
       ? await this.#prisma.user.findUnique({ where: { email }, select: { ...publicFields, passwordHash: true } })
       : null;
     const passwordMatches = await this.#passwords.verify(found?.passwordHash, password.slice(0, MAXIMUM_PASSWORD_LENGTH * 4));
-    if (!found || !passwordMatches || found.disabled) return undefined;
+    if (!found) return { ok: false, reason: 'unknown_email' };
+    if (!passwordMatches) return { ok: false, reason: 'wrong_password', accountId: found.id };
+    if (found.disabled) return { ok: false, reason: 'account_disabled', accountId: found.id };
     const { passwordHash, ...user } = found;
     if (this.#passwords.needsRehash(passwordHash)) {
       await this.#prisma.user.update({ where: { id: user.id }, data: { passwordHash: await this.#passwords.hash(password) } });
     }
-    return user;
+    return { ok: true, user };
   }
 
   /** The account registered with this address, whatever its state, or null. What cannot be an address is looked up nowhere. */

@@ -91,10 +91,13 @@ export function interactionRoutes(runtime: Runtime): Router {
       tooManyAttempts(ctx, before, params.redirect_uri);
       return;
     }
-    const user = email && password ? await users.authenticate(email, password) : undefined;
-    if (!user) {
+    const check = email && password ? await users.checkCredentials(email, password) : undefined;
+    if (!check?.ok) {
       const after = await loginGuard.afterFailure(attempt);
-      await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen });
+      // By account too, when the address has one: `audit --user` finds the attempts after an email change.
+      await auditTrail.record({
+        action: 'login.failed', outcome: 'failure', ...seen, subjectUserId: check?.accountId, detail: { reason: check?.reason ?? 'missing_credentials' },
+      });
       if (!after.allowed && after.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: after.retryAfterSeconds } });
       if (!after.allowed) {
         tooManyAttempts(ctx, after, params.redirect_uri);
@@ -103,6 +106,7 @@ export function interactionRoutes(runtime: Runtime): Router {
       render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri, 401);
       return;
     }
+    const { user } = check;
     // The right password, even where the sign-in stops below: the attempt was no guess.
     await loginGuard.afterSuccess(attempt);
     // Email verification gate (UNVERIFIED_LOGIN_ALLOWED=false): the right password, but no session until the address is confirmed.
