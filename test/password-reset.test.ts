@@ -288,6 +288,12 @@ test('no way back to a sign-in from another browser, from a forged cookie, or on
   const forgedForm = await page(forger, `${server.issuer}/password/forgot`);
   t.notRegex(await reset(forger, { url: new URL(`${server.issuer}/password/forgot`), html: forgedForm.html }), CONTINUE_LINK);
 
+  // A sign-in this browser has no cookie for (expired, or another's): the link still leads to the request form.
+  const stranger = await new UserAgent().follow(new URL(`${left.loginUrl.pathname}/password/forgot`, left.loginUrl));
+  t.is(stranger.url.pathname, '/password/forgot');
+  t.is(stranger.response.status, 200);
+  t.regex(await stranger.response.text(), /Reset your password/);
+
   // The sign-in finished before the link was used: nothing to go back to.
   const finisher = new UserAgent();
   const finished = await forgotFromSignIn(finisher);

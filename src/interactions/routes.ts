@@ -125,8 +125,9 @@ export function interactionRoutes(runtime: Runtime): Router {
   // "Forgot your password?": the reset pages are not under the interaction, so this browser remembers the
   // sign-in it leaves, to continue it once the emailed link is used here.
   router.get('/password/forgot', async (ctx) => {
-    const interaction = await details(ctx);
-    if (interaction.prompt.name === 'login') rememberSignIn(ctx, interaction);
+    // A sign-in that expired (or cannot be read now) leaves nothing to come back to; the request form still helps.
+    const interaction = await details(ctx).catch(() => undefined);
+    if (interaction?.prompt.name === 'login') rememberSignIn(ctx, interaction);
     ctx.status = 303;
     ctx.redirect(FORGOT_PASSWORD_PATH);
   });
