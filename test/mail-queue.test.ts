@@ -6,7 +6,6 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { DependencyUnavailable } from '../src/errors.ts';
 import { MailRejected, NodemailerMailer } from '../src/mail/mailer.ts';
@@ -17,8 +16,9 @@ import { signInToAccount } from './helpers/account.ts';
 import { createUser, PASSWORD } from './helpers/oauth.ts';
 import { deleteKeysWithPrefix, findFreePort } from './helpers/redis.ts';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
-import { startSmtpServer, type ReceivedMail, type SmtpServerOptions, type TestSmtpServer } from './helpers/smtp.ts';
-import { UserAgent, formField } from './helpers/user-agent.ts';
+import { linkIn, startSmtpServer, type SmtpServerOptions, type TestSmtpServer } from './helpers/smtp.ts';
+import { UserAgent, formField, post } from './helpers/user-agent.ts';
+import { until } from './helpers/wait.ts';
 
 /** Retries within a fraction of a second, so that the tests see several without waiting long. */
 const FAST: Partial<MailQueueTimings> = { firstRetryDelayMs: 100, maxRetryDelayMs: 400, pollIntervalMs: 50 };
@@ -29,14 +29,6 @@ const cleanups: Array<() => Promise<unknown>> = [];
 test.after.always(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
 });
-
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 /** A port where the mail server will be, with nothing listening yet: the mail server is down. */
 async function downSmtp(): Promise<{ port: number; url: string; start(options?: SmtpServerOptions): Promise<TestSmtpServer> }> {
@@ -76,19 +68,6 @@ function notice(to: string) {
     to, template: 'email-change-requested' as const,
     data: { name: 'Ada', newEmail: 'ada.new@example.org', requestedAt: new Date('2026-11-22T03:04:05Z'), link: 'https://id.example.com/password/forgot' },
   };
-}
-
-function linkIn(mail: ReceivedMail): string {
-  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
-  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
-  return links[0]!;
-}
-
-async function post(agent: UserAgent, url: string, fields: Record<string, string>): Promise<{ status: number; html: string }> {
-  const response = await agent.request(url, {
-    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString(),
-  });
-  return { status: response.status, html: await response.text() };
 }
 
 /** What no log line may hold: the address, the link or its token. */

@@ -10,8 +10,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
 import { generate } from 'otplib';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
-import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
-import { UserAgent, formField } from './helpers/user-agent.ts';
+import { linkIn, startSmtpServer, type TestSmtpServer } from './helpers/smtp.ts';
+import { UserAgent, formField, page, post, type Page } from './helpers/user-agent.ts';
+import { until } from './helpers/wait.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
 
 const NEW_PASSWORD = 'velvet harbour lantern quartz';
@@ -26,9 +27,11 @@ const extraServers: TestServer[] = [];
 
 test.before(async () => {
   smtp = await startSmtpServer();
-  ({ server, lines: logLines } = await startServerWithLogs({
+  const capture = capturingLogger();
+  logLines = capture.lines;
+  server = await startTestServer({
     SMTP_URL: smtp.url, RESET_LIMIT_PER_IP: '1000/3600', EMAILED_LINK_LIMIT_PER_IP: '1000/600', LOGIN_LOCKOUT_THRESHOLD: '3',
-  }));
+  }, { logger: capture.logger });
   // Links that expire after a second, and two reset requests per address and IP.
   short = await startTestServer({ SMTP_URL: smtp.url, PASSWORD_RESET_TTL: '1', RESET_LIMIT_PER_ACCOUNT_IP: '2/600' });
   // Two reset requests per address from anywhere (below the five per address and IP), and three uses of
@@ -40,69 +43,8 @@ test.after.always(async () => {
   await smtp?.close();
 });
 
-async function startServerWithLogs(environment: Record<string, string>): Promise<{ server: TestServer; lines: string[] }> {
-  const { logger, lines } = capturingLogger();
-  return { server: await startTestServer(environment, { logger }), lines };
-}
-
-const claimed = new WeakSet<ReceivedMail>();
-
-/** The next message to this address (with this subject) that no other check has taken. */
-async function mailTo(address: string, subject?: string, timeoutMs = 10_000): Promise<ReceivedMail> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const mail = smtp.received.find((candidate) => !claimed.has(candidate)
-      && candidate.envelope.to.includes(address) && (subject === undefined || candidate.email.subject === subject));
-    if (mail) {
-      claimed.add(mail);
-      return mail;
-    }
-    if (Date.now() > deadline) throw new Error(`no mail "${subject ?? ''}" arrived for ${address}`);
-    await sleep(25);
-  }
-}
-
-function receivedBy(address: string): ReceivedMail[] {
-  return smtp.received.filter((mail) => mail.envelope.to.includes(address));
-}
-
-/** The one link of a message's text part. */
-function linkIn(mail: ReceivedMail): string {
-  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
-  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
-  return links[0]!;
-}
-
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
 function auditEvents(target: TestServer, email: string, action: string) {
   return target.runtime.auditTrail.list({ userEmail: email, action, limit: 20 });
-}
-
-interface Page {
-  status: number;
-  html: string;
-  response: Response;
-}
-
-async function page(agent: UserAgent, url: string | URL): Promise<Page> {
-  const response = await agent.request(url);
-  return { status: response.status, html: await response.text(), response };
-}
-
-async function post(agent: UserAgent, url: string | URL, fields: Record<string, string>): Promise<Page> {
-  const response = await agent.request(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(fields).toString(),
-  });
-  return { status: response.status, html: await response.text(), response };
 }
 
 /** Opens the request form and asks for a link, as a person would. */
@@ -160,20 +102,20 @@ test('the request form answers the same for an existing, an unknown and a disabl
   }
   t.regex(answers[0]!.html, /Check your email/);
 
-  const mail = await mailTo(existing.email, 'Reset your password');
+  const mail = await smtp.mailTo(existing.email, 'Reset your password');
   t.true(linkIn(mail).startsWith(`${server.issuer}/password/reset?token=`));
   t.regex(mail.email.text!, /expires in 30 minutes/);
   // The unknown and disabled requests are finished once they are audited; they sent nothing.
-  await eventually(async () => (await auditEvents(server, unknown, 'password_reset.requested')).length === 1, 'the unknown address to be audited');
-  await eventually(async () => (await auditEvents(server, disabled.email, 'password_reset.requested')).length === 1, 'the disabled account to be audited');
-  t.deepEqual(receivedBy(unknown), []);
-  t.deepEqual(receivedBy(disabled.email), []);
+  await until(async () => (await auditEvents(server, unknown, 'password_reset.requested')).length === 1, 'the unknown address to be audited');
+  await until(async () => (await auditEvents(server, disabled.email, 'password_reset.requested')).length === 1, 'the disabled account to be audited');
+  t.deepEqual(smtp.receivedBy(unknown), []);
+  t.deepEqual(smtp.receivedBy(disabled.email), []);
   const [unknownEvent] = await auditEvents(server, unknown, 'password_reset.requested');
   t.is(unknownEvent!.outcome, 'failure');
   t.is(unknownEvent!.detail.reason, 'unknown_email');
   const [disabledEvent] = await auditEvents(server, disabled.email, 'password_reset.requested');
   t.is(disabledEvent!.detail.reason, 'account_disabled');
-  await eventually(async () => (await auditEvents(server, existing.email, 'password_reset.requested')).some((event) => event.outcome === 'success'), 'the request to be audited');
+  await until(async () => (await auditEvents(server, existing.email, 'password_reset.requested')).some((event) => event.outcome === 'success'), 'the request to be audited');
 });
 
 test('what is not an email address is refused on the form with a 400, described for assistive technology', async (t) => {
@@ -191,7 +133,7 @@ test('after a reset the old password fails and the new one works, earlier refres
 
   const resetBrowser = new UserAgent();
   t.is((await requestReset(server, resetBrowser, user.email.toUpperCase())).status, 200, 'the address is matched whatever its case');
-  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const link = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   const form = await page(resetBrowser, link);
   t.is(form.status, 200);
   t.true(form.html.includes(user.email));
@@ -217,7 +159,7 @@ test('after a reset the old password fails and the new one works, earlier refres
   const stored = await server.runtime.users.findById(user.id);
   t.true(stored!.emailVerified, 'the link proved the person reads the address');
 
-  const notice = await mailTo(user.email, 'Your password was changed');
+  const notice = await smtp.mailTo(user.email, 'Your password was changed');
   t.is(linkIn(notice), `${server.issuer}/password/forgot`);
   const [completed] = await auditEvents(server, user.email, 'password_reset.completed');
   t.is(completed!.outcome, 'success');
@@ -246,7 +188,7 @@ test('a reset begun at a sign-in and finished in the same browser leads back to 
   const { as, client, request, loginUrl, forgotUrl, forgotHtml } = await forgotFromSignIn(agent);
   t.is(forgotUrl.pathname, '/password/forgot', 'the link on the login page leads to the usual request form');
   await post(agent, forgotUrl, { csrf: formField(forgotHtml, 'csrf'), email: user.email });
-  const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+  const form = await page(agent, linkIn(await smtp.mailTo(user.email, 'Reset your password')));
   const done = await submitNewPassword(server, agent, form.html, NEW_PASSWORD);
   t.is(done.status, 200);
   const href = CONTINUE_LINK.exec(done.html)?.[1]?.replaceAll('&amp;', '&');
@@ -267,7 +209,7 @@ test('no way back to a sign-in from another browser, from a forged cookie, or on
   const user = await createUser(server);
   const reset = async (agent: UserAgent, forgot: { url: URL; html: string }) => {
     await post(agent, forgot.url, { csrf: formField(forgot.html, 'csrf'), email: user.email });
-    const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+    const form = await page(agent, linkIn(await smtp.mailTo(user.email, 'Reset your password')));
     const done = await submitNewPassword(server, agent, form.html, NEW_PASSWORD);
     t.is(done.status, 200);
     return done.html;
@@ -308,7 +250,7 @@ test('the link can be opened many times (mail scanners open it first); a refused
   const user = await createUser(server);
   const agent = new UserAgent();
   await requestReset(server, agent, user.email);
-  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const link = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   t.is((await page(new UserAgent(), link)).status, 200, 'a scanner opening the link');
   const form = await page(agent, link);
   t.is(form.status, 200);
@@ -340,7 +282,7 @@ test('two submissions of the same link at once: exactly one sets its password', 
   const user = await createUser(server);
   const agent = new UserAgent();
   await requestReset(server, agent, user.email);
-  const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+  const form = await page(agent, linkIn(await smtp.mailTo(user.email, 'Reset your password')));
   const [first, second] = await Promise.all([
     submitNewPassword(server, agent, form.html, 'first parallel passphrase'),
     submitNewPassword(server, agent, form.html, 'second parallel passphrase'),
@@ -356,9 +298,9 @@ test('a new request makes the earlier link stop working', async (t) => {
   const user = await createUser(server);
   const agent = new UserAgent();
   await requestReset(server, agent, user.email);
-  const older = linkIn(await mailTo(user.email, 'Reset your password'));
+  const older = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   await requestReset(server, agent, user.email);
-  const newer = linkIn(await mailTo(user.email, 'Reset your password'));
+  const newer = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   t.not(older, newer);
   t.is((await page(agent, older)).status, 400);
   t.is((await page(agent, newer)).status, 200);
@@ -379,7 +321,7 @@ test('a completed reset forgives the login lockout of the account', async (t) =>
   for (let attempt = 0; attempt < 3; attempt += 1) await login(server, agent, user.email, 'wrong password');
   t.is((await login(server, agent, user.email, PASSWORD)).status, 429, 'locked out');
   await requestReset(server, agent, user.email);
-  const form = await page(agent, linkIn(await mailTo(user.email, 'Reset your password')));
+  const form = await page(agent, linkIn(await smtp.mailTo(user.email, 'Reset your password')));
   t.is((await submitNewPassword(server, agent, form.html, NEW_PASSWORD)).status, 200);
   t.is((await login(server, new UserAgent(), user.email, NEW_PASSWORD)).status, 303, 'the person who proved they own the address may sign in at once');
 });
@@ -388,7 +330,7 @@ test('a link expires (PASSWORD_RESET_TTL)', async (t) => {
   const user = await createUser(short);
   const agent = new UserAgent();
   await requestReset(short, agent, user.email);
-  const mail = await mailTo(user.email, 'Reset your password');
+  const mail = await smtp.mailTo(user.email, 'Reset your password');
   const link = linkIn(mail);
   t.true(link.startsWith(`${short.issuer}/`));
   t.regex(mail.email.text!, /expires in 1 minute/);
@@ -419,8 +361,8 @@ test('requests are limited per address and IP: the third is a 429 with Retry-Aft
     t.true(Number(refused.response.headers.get('retry-after')) > 0);
     t.regex(refused.html, /Too many attempts/);
   }
-  await mailTo(user.email, 'Reset your password');
-  await mailTo(user.email, 'Reset your password');
+  await smtp.mailTo(user.email, 'Reset your password');
+  await smtp.mailTo(user.email, 'Reset your password');
 });
 
 test('a form without its CSRF token is refused with 403 and changes nothing', async (t) => {
@@ -429,7 +371,7 @@ test('a form without its CSRF token is refused with 403 and changes nothing', as
   await page(agent, `${server.issuer}/password/forgot`);
   t.is((await post(agent, `${server.issuer}/password/forgot`, { email: user.email })).status, 403);
   await requestReset(server, agent, user.email);
-  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const link = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   const form = await page(agent, link);
   const forged = await post(agent, `${server.issuer}/password/reset`, { token: formField(form.html, 'token'), password: NEW_PASSWORD, confirm: NEW_PASSWORD });
   t.is(forged.status, 403);
@@ -445,14 +387,14 @@ test('no token, link or password reaches an audit row or a log line', async (t) 
   const user = await createUser(server);
   const agent = new UserAgent();
   await requestReset(server, agent, user.email);
-  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const link = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   const form = await page(agent, link);
   const token = formField(form.html, 'token');
   const weak = 'password123';
   const chosen = 'tangerine obsidian meadow';
   await submitNewPassword(server, agent, form.html, weak);
   t.is((await submitNewPassword(server, agent, form.html, chosen)).status, 200);
-  await mailTo(user.email, 'Your password was changed');
+  await smtp.mailTo(user.email, 'Your password was changed');
   await server.runtime.auditTrail.flush();
 
   const rows = JSON.stringify(await server.runtime.database.prisma.auditEvent.findMany());
@@ -512,11 +454,11 @@ test('reset links are limited per address whatever the IP (RESET_LIMIT_PER_ACCOU
   }
   const other = await createUser(limited);
   t.is((await requestResetFrom(limited, '127.0.0.12', other.email)).status, 200, 'the refused IP may still ask for another address');
-  await mailTo(other.email, 'Reset your password');
-  await mailTo(user.email, 'Reset your password');
-  await mailTo(user.email, 'Reset your password');
-  await eventually(async () => (await auditEvents(limited, user.email, 'password_reset.requested')).length === 2, 'both requests to be audited');
-  t.is(receivedBy(user.email).length, 2, 'the refused request sent nothing');
+  await smtp.mailTo(other.email, 'Reset your password');
+  await smtp.mailTo(user.email, 'Reset your password');
+  await smtp.mailTo(user.email, 'Reset your password');
+  await until(async () => (await auditEvents(limited, user.email, 'password_reset.requested')).length === 2, 'both requests to be audited');
+  t.is(smtp.receivedBy(user.email).length, 2, 'the refused request sent nothing');
   const ips = (await auditEvents(limited, user.email, 'password_reset.requested')).map((event) => event.ip).sort();
   t.deepEqual(ips, ['127.0.0.10', '127.0.0.11'], 'the server saw each request come from its own IP');
 });
@@ -538,7 +480,7 @@ test('uses of emailed reset links are limited per IP (EMAILED_LINK_LIMIT_PER_IP)
   const user = await createUser(limited);
   const agent = new UserAgent();
   await requestReset(limited, agent, user.email);
-  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const link = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   const form = await page(agent, link);
   t.is(form.status, 200);
   t.is((await submitNewPassword(limited, agent, form.html, '12345678')).status, 400, 'a refused password, counted');
@@ -564,7 +506,7 @@ async function enrollSecondFactor(target: TestServer, userId: string): Promise<v
 async function resetThroughLink(target: TestServer, email: string): Promise<Page> {
   const agent = new UserAgent();
   await requestReset(target, agent, email);
-  const form = await page(agent, linkIn(await mailTo(email, 'Reset your password')));
+  const form = await page(agent, linkIn(await smtp.mailTo(email, 'Reset your password')));
   return submitNewPassword(target, agent, form.html, NEW_PASSWORD);
 }
 

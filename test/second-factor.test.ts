@@ -11,7 +11,7 @@ import { compactDecrypt, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } 
 import * as oauth from 'oauth4webapi';
 import { generate } from 'otplib';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
-import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
+import { startSmtpServer, type TestSmtpServer } from './helpers/smtp.ts';
 import {
   PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, type AuthorizationRequest,
 } from './helpers/oauth.ts';
@@ -43,25 +43,9 @@ test.after.always(async () => {
 });
 
 const NOTICE_SUBJECT = 'Your two-factor authentication was changed';
-const claimed = new WeakSet<ReceivedMail>();
-
-/** The next message to this address with this subject that no other check has taken. */
-async function mailTo(address: string, subject = NOTICE_SUBJECT, timeoutMs = 10_000): Promise<ReceivedMail> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const mail = smtp.received.find((candidate) => !claimed.has(candidate) && candidate.envelope.to.includes(address) && candidate.email.subject === subject);
-    if (mail) {
-      claimed.add(mail);
-      return mail;
-    }
-    if (Date.now() > deadline) throw new Error(`no mail "${subject}" arrived for ${address}`);
-    await sleep(25);
-  }
-}
-
 /** The notice's text part; its one link leads to the password reset ("not you?"). */
 async function noticeTo(t: import('ava').ExecutionContext, address: string): Promise<string> {
-  const mail = await mailTo(address);
+  const mail = await smtp.mailTo(address, NOTICE_SUBJECT);
   const text = mail.email.text ?? '';
   t.deepEqual([...text.matchAll(/https?:\/\/\S+/g)].map((match) => match[0]), [`${server.issuer}/password/forgot`]);
   t.true((mail.email.html ?? '').includes(`href="${server.issuer}/password/forgot"`));
@@ -448,7 +432,7 @@ test('recovery codes are stored as SHA-256 hashes; new ones, asked with a code, 
   t.false((await server.runtime.secondFactor.useRecoveryCode(user.id, recoveryCodes[0]!)).ok, 'an old code no longer works');
   t.true((await server.runtime.secondFactor.useRecoveryCode(user.id, fresh[0]!)).ok, 'a new one does');
   t.is((await auditOf(user.id, 'recovery_codes.regenerated')).length, 1);
-  await mailTo(user.email); // enrollment's notice
+  await smtp.mailTo(user.email, NOTICE_SUBJECT); // enrollment's notice
   const notice = await noticeTo(t, user.email);
   t.regex(notice, /New recovery codes were made for your account at .+ The old recovery codes no longer work\./);
   t.regex(notice, /make new recovery codes on your account page/);
@@ -586,7 +570,7 @@ test('turning it off asks for the password and a code; a wrong password spends n
   t.is(spent.length, 1, 'the code that turned it off is audited');
   t.like(spent[0]!, { outcome: 'success', detail: { method: 'totp' } });
   t.deepEqual((await auditOf(user.id, 'reauthentication.failed')).map((event) => event.detail.purpose), ['disable_second_factor']);
-  await mailTo(user.email); // enrollment's notice
+  await smtp.mailTo(user.email, NOTICE_SUBJECT); // enrollment's notice
   const notice = await noticeTo(t, user.email);
   t.regex(notice, /Two-factor authentication was turned off for your account at [^ ]+ on [\d-]+ [\d:]+ UTC\. Signing in now asks only for the password\./);
   t.regex(notice, /turn two-factor authentication back on/);
@@ -1051,7 +1035,7 @@ test('a secret whose key is no longer in ENCRYPTION_KEYS: a 503 page saying so (
 test('gatehouse users reset-second-factor --email E turns it off, audits it as the administrator, tells the person and signs them out everywhere; an unknown email exits 1', async (t) => {
   t.timeout(300_000);
   const { user, secret } = await enrolledUser();
-  await mailTo(user.email); // enrollment's notice
+  await smtp.mailTo(user.email, NOTICE_SUBJECT); // enrollment's notice
   // Signed in with both factors (loa:2) to a client that requires them, holding a refresh token.
   const strict = await newSpa({ requireSecondFactor: true });
   const browser = new UserAgent();

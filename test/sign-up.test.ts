@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
-import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
+import { linkIn, startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, type AuthorizationRequest } from './helpers/oauth.ts';
 import { UserAgent, formAction, formField, isRedirect } from './helpers/user-agent.ts';
 
@@ -119,22 +119,16 @@ async function signInAfresh(server: TestServer, email: string) {
 async function mailsTo(smtp: TestSmtpServer, address: string, count = 1): Promise<ReceivedMail[]> {
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const found = smtp.received.filter((mail) => mail.envelope.to.includes(address));
+    const found = smtp.receivedBy(address);
     if (found.length >= count) return found;
     if (Date.now() > deadline) throw new Error(`${count} message(s) to ${address} did not arrive (${found.length} did)`);
     await sleep(25);
   }
 }
 
-function receivedBy(smtp: TestSmtpServer, address: string): ReceivedMail[] {
-  return smtp.received.filter((mail) => mail.envelope.to.includes(address));
-}
-
 /** The verification link in a message: the only link of its text part. */
 function verificationLink(mail: ReceivedMail): URL {
-  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
-  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
-  return new URL(links[0]!);
+  return new URL(linkIn(mail));
 }
 
 async function visit(url: URL | string, agent = new UserAgent()) {
@@ -455,8 +449,8 @@ async function sameAnswerForRegisteredAddresses(t: ExecutionContext, environment
   t.false(notice!.email.text!.includes('verify-email'), 'no verification link for a registered address');
   t.is((await mailsTo(smtp, fresh))[0]!.email.subject, 'Confirm your email address');
   await sleep(200);
-  t.is(receivedBy(smtp, owner.email).length, 1, 'one message each');
-  t.is(receivedBy(smtp, fresh).length, 1);
+  t.is(smtp.receivedBy(owner.email).length, 1, 'one message each');
+  t.is(smtp.receivedBy(fresh).length, 1);
 
   const account = (await server.runtime.users.findByEmail(owner.email))!;
   t.is(account.name, 'Ada Lovelace', 'the existing account is untouched');
@@ -554,8 +548,8 @@ test.serial('asking for a new link: the same answer for unknown, verified and un
   t.is(answers[0]!.html, answers[1]!.html);
   t.is(answers[1]!.html, answers[2]!.html);
   await mailsTo(smtp, unverified, 2);
-  t.is(receivedBy(smtp, unknown).length, 0);
-  t.is(receivedBy(smtp, verifiedUser.email).length, 0);
+  t.is(smtp.receivedBy(unknown).length, 0);
+  t.is(smtp.receivedBy(verifiedUser.email).length, 0);
 
   const malformed = await ask('not an address');
   t.is(malformed.status, 400);
@@ -593,7 +587,7 @@ test.serial('asking for a new link is limited per address and per IP: 429 with R
   t.truthy(ipRefused.retryAfter);
   t.is((await ask(newEmail())).status, 429, 'and the IP is now over its limit for any address');
   await sleep(200);
-  t.is(receivedBy(smtp, email).length, 3, 'refused requests send nothing');
+  t.is(smtp.receivedBy(email).length, 3, 'refused requests send nothing');
 });
 
 test.serial('sign-up is limited per IP: 429 with Retry-After and no account', async (t) => {

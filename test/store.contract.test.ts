@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { DependencyUnavailable } from '../src/errors.ts';
 import { createStore, MemoryStore, RedisStore, type Store } from '../src/store/index.ts';
 import type { Subscription } from '../src/store/store.ts';
+import { until } from './helpers/wait.ts';
 import {
   deleteKeysWithPrefix,
   eventually,
@@ -46,13 +47,6 @@ function listen(t: ExecutionContext, store: Store, channel: string): { subscript
   const subscription = store.subscribe(channel, { message: (message) => messages.push(message), listeningChanged: (listening) => changes.push(listening) });
   t.teardown(() => subscription.close());
   return { subscription, messages, changes };
-}
-
-/** Polls until the check holds (Redis confirms subscriptions and delivers messages asynchronously). */
-function until(check: () => boolean, what: string): Promise<void> {
-  return eventually(async () => {
-    if (!check()) throw new Error(`still waiting: ${what}`);
-  }, 10_000);
 }
 
 // Waiting past a 1 s TTL is the only way to watch Redis expire a key; these waits overlap because

@@ -1,11 +1,11 @@
 // Account console: two-factor authentication. Shows whether it is on, sets it up (password, QR code, a code,
 // recovery codes shown once), makes new recovery codes (a code), turns it off (password and a code); codes
 // go through the second-factor lockout, passwords through checkCurrentPassword; each change is mailed.
-import type { Context, Next } from 'koa';
-import { SecondFactorUnreadable, type CodeFailure, type CodeProof } from '../accounts/second-factor.ts';
+import type { Context } from 'koa';
+import type { CodeFailure, CodeProof } from '../accounts/second-factor.ts';
 import { formBody, formField, requireCsrf, type Refusal } from '../http/pages.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
-import { UNREADABLE_SECRET_PAGE, logUnreadableSecret, sendSecondFactorNotice } from '../interactions/second-factor.ts';
+import { sendSecondFactorNotice, unreadableSecretPage } from '../interactions/second-factor.ts';
 import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../oidc/assurance.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
@@ -117,16 +117,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     return true;
   }
 
-  /** A second factor that cannot be checked (its secret does not open): a 503 page, the cause logged. */
-  async function unreadableSecretPage(ctx: Context, next: Next): Promise<void> {
-    try {
-      await next();
-    } catch (error) {
-      if (!(error instanceof SecondFactorUnreadable)) throw error;
-      logUnreadableSecret(runtime.logger, error, ctx.path);
-      pages.render(ctx, 'error', { ...UNREADABLE_SECRET_PAGE }, 503);
-    }
-  }
+  const unreadableSecret = unreadableSecretPage(runtime.logger, (ctx, page) => pages.render(ctx, 'error', { ...page }, 503));
 
   router.get('/two-factor', async (ctx) => {
     const notice = typeof ctx.query.notice === 'string' ? NOTICES.get(ctx.query.notice) : undefined;
@@ -162,7 +153,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, ...await enrollmentView(enrollment) });
   });
 
-  router.post('/two-factor/confirm', unreadableSecretPage, formBody, async (ctx) => {
+  router.post('/two-factor/confirm', unreadableSecret, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
     const started = await store.get(setupKey(ctx));
@@ -192,7 +183,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     sendSecondFactorNotice(ctx, runtime, user, 'enabled');
   });
 
-  router.post('/two-factor/recovery-codes', unreadableSecretPage, formBody, async (ctx) => {
+  router.post('/two-factor/recovery-codes', unreadableSecret, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
     if (await sentTooManyAttemptsBeforeCode(ctx)) return;
@@ -209,7 +200,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     sendSecondFactorNotice(ctx, runtime, user, 'recovery_codes_renewed');
   });
 
-  router.post('/two-factor/disable', unreadableSecretPage, formBody, async (ctx) => {
+  router.post('/two-factor/disable', unreadableSecret, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
     if (!(await secondFactor.status(user.id)).enabled) {

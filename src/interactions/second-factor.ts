@@ -84,20 +84,31 @@ export interface SecondFactorStep {
   addRoutes(router: Router): void;
 }
 
-/** The page for a second factor whose secret no configured key opens: not the person's doing, and someone knows. */
-export const UNREADABLE_SECRET_PAGE = {
+/** A second factor that cannot be checked: not the person's doing, and someone knows. */
+const UNREADABLE_SECRET_PAGE = {
   title: 'Two-factor authentication is unavailable',
   message: 'Two-factor authentication cannot be checked right now; the administrator has been told. Please try again later.',
 } as const;
 
 /**
- * Logs, at error level, why an account's second factor cannot be checked (which account, which cause;
- * the secret never appears): an operator must restore the key to ENCRYPTION_KEYS or reset the person's
- * second factor (`gatehouse users reset-second-factor`).
+ * Middleware for routes that check a second factor whose sealed secret no configured key opens: the person
+ * gets a 503 page from `showPage`, the operator an error line naming the account and the cause (never the
+ * secret), to restore the key to ENCRYPTION_KEYS or reset the person's second factor
+ * (`gatehouse users reset-second-factor`).
  */
-export function logUnreadableSecret(logger: Runtime['logger'], error: SecondFactorUnreadable, path: string): void {
-  logger.error({ accountId: error.accountId, cause: (error.cause as Error).message, path },
-    'two-factor authentication cannot be checked: the account\'s sealed TOTP secret does not open with ENCRYPTION_KEYS');
+export function unreadableSecretPage(
+  logger: Runtime['logger'], showPage: (ctx: Context, page: typeof UNREADABLE_SECRET_PAGE) => void,
+): (ctx: Context, next: Next) => Promise<void> {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (error) {
+      if (!(error instanceof SecondFactorUnreadable)) throw error;
+      logger.error({ accountId: error.accountId, cause: (error.cause as Error).message, path: ctx.path },
+        'two-factor authentication cannot be checked: the account\'s sealed TOTP secret does not open with ENCRYPTION_KEYS');
+      showPage(ctx, UNREADABLE_SECRET_PAGE);
+    }
+  };
 }
 
 /** A change to a person's second factor, told to their address (views/mail/*\/second-factor-changed.eta). */
@@ -137,16 +148,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
     return session !== undefined && session.accountId === accountId;
   }
 
-  /** A second factor that cannot be checked (its secret does not open): a 503 page, the cause logged. */
-  async function unreadableSecretPage(ctx: Context, next: Next): Promise<void> {
-    try {
-      await next();
-    } catch (error) {
-      if (!(error instanceof SecondFactorUnreadable)) throw error;
-      logUnreadableSecret(runtime.logger, error, ctx.path);
-      pages.render(ctx, 'error', { ...UNREADABLE_SECRET_PAGE }, undefined, 503);
-    }
-  }
+  const unreadableSecret = unreadableSecretPage(runtime.logger, (ctx, page) => pages.render(ctx, 'error', { ...page }, undefined, 503));
 
   async function savePending(interaction: Interaction, pending: PendingStep): Promise<void> {
     const remaining = (interaction.exp ?? 0) - Math.floor(Date.now() / 1000);
@@ -280,7 +282,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
     forgetPending,
 
     addRoutes(router) {
-      router.get('/second-factor', unreadableSecretPage, async (ctx) => {
+      router.get('/second-factor', unreadableSecret, async (ctx) => {
         const step = await current(ctx);
         if (!step) return;
         const { interaction, pending, user } = step;
@@ -304,7 +306,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         await renderEnrollPage(ctx, interaction, user, enrollment);
       });
 
-      router.post('/second-factor', unreadableSecretPage, form, async (ctx) => {
+      router.post('/second-factor', unreadableSecret, form, async (ctx) => {
         const step = await current(ctx);
         if (!step) return;
         const { interaction, pending, user } = step;
@@ -339,7 +341,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         await complete(ctx, interaction, user);
       });
 
-      router.post('/second-factor/enroll', unreadableSecretPage, form, async (ctx) => {
+      router.post('/second-factor/enroll', unreadableSecret, form, async (ctx) => {
         const step = await current(ctx);
         if (!step) return;
         const { interaction, pending, user } = step;

@@ -20,6 +20,13 @@ export interface TestSmtpServer {
   received: ReceivedMail[];
   /** The next message to arrive (or one that already did and was not yet taken); fails after timeoutMs. */
   nextMail(timeoutMs?: number): Promise<ReceivedMail>;
+  /**
+   * The first message to this address (with this subject) not yet taken, arrived or still to come: checks that
+   * run at once each take their own message.
+   */
+  mailTo(address: string, subject?: string, timeoutMs?: number): Promise<ReceivedMail>;
+  /** Every message to this address, taken or not. */
+  receivedBy(address: string): ReceivedMail[];
   close(): Promise<void>;
 }
 
@@ -36,7 +43,7 @@ export interface SmtpServerOptions {
 
 export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<TestSmtpServer> {
   const received: ReceivedMail[] = [];
-  let taken = 0;
+  const taken = new WeakSet<ReceivedMail>();
   const waiting: Array<() => void> = [];
   const server = new SMTPServer({
     // Plain SMTP on loopback: no STARTTLS (its certificate would be self-signed) and no login.
@@ -72,26 +79,46 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
       });
     },
   });
+
+  /** The first message not taken yet that matches, waiting for one to arrive until the time is up. */
+  async function take(matches: (mail: ReceivedMail) => boolean, what: string, timeoutMs: number): Promise<ReceivedMail> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const mail = received.find((candidate) => !taken.has(candidate) && matches(candidate));
+      if (mail) {
+        taken.add(mail);
+        return mail;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no ${what} arrived within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        waiting.push(() => { clearTimeout(timer); resolve(); });
+      });
+    }
+  }
+
   server.listen(options.port ?? 0, '127.0.0.1');
   await once(server.server, 'listening');
   const { port } = server.server.address() as AddressInfo;
   return {
     url: `smtp://127.0.0.1:${port}`,
     received,
-    async nextMail(timeoutMs = 5000) {
-      const deadline = Date.now() + timeoutMs;
-      while (taken >= received.length) {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`no mail arrived within ${timeoutMs} ms`);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, left);
-          waiting.push(() => { clearTimeout(timer); resolve(); });
-        });
-      }
-      return received[taken++]!;
-    },
+    nextMail: (timeoutMs = 5000) => take(() => true, 'mail', timeoutMs),
+    mailTo: (address, subject, timeoutMs = 10_000) => take(
+      (mail) => mail.envelope.to.includes(address) && (subject === undefined || mail.email.subject === subject),
+      `mail ${subject ? `"${subject}" ` : ''}for ${address}`, timeoutMs,
+    ),
+    receivedBy: (address) => received.filter((mail) => mail.envelope.to.includes(address)),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** The one link of a message's text part. */
+export function linkIn(mail: ReceivedMail): string {
+  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
+  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
+  return links[0]!;
 }
 
 export function parseMail(raw: string | Buffer): Promise<Email> {

@@ -79,6 +79,28 @@ export class UserAgent {
   }
 }
 
+/** A response read whole: what a test looks at on a page it opened or a form it sent, redirects not followed. */
+export interface Page {
+  status: number;
+  html: string;
+  response: Response;
+}
+
+export async function page(agent: UserAgent, url: string | URL): Promise<Page> {
+  const response = await agent.request(url);
+  return { status: response.status, html: await response.text(), response };
+}
+
+/** Sends a form (urlencoded) without following where it leads. */
+export async function post(agent: UserAgent, url: string | URL, fields: Record<string, string>): Promise<Page> {
+  const response = await agent.request(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(fields).toString(),
+  });
+  return { status: response.status, html: await response.text(), response };
+}
+
 export function isRedirect(status: number): boolean {
   return status >= 300 && status < 400;
 }
