@@ -5,11 +5,12 @@
 // limited per account and per new address, link uses per IP), the old address is told, and new ID tokens
 // carry the new address. Nothing secret is logged.
 import test from 'ava';
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
+import { generate } from 'otplib';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
-import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from './helpers/smtp.ts';
-import { UserAgent, formField } from './helpers/user-agent.ts';
+import { linkIn, startSmtpServer, type TestSmtpServer } from './helpers/smtp.ts';
+import { UserAgent, formField, page, post, type Page } from './helpers/user-agent.ts';
+import { until } from './helpers/wait.ts';
 import { signInToAccount } from './helpers/account.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
 
@@ -24,7 +25,9 @@ let limited: TestServer;
 
 test.before(async () => {
   smtp = await startSmtpServer();
-  ({ server, lines: logLines } = await startServerWithLogs({ SMTP_URL: smtp.url, EMAILED_LINK_LIMIT_PER_IP: '1000/600' }));
+  const capture = capturingLogger();
+  logLines = capture.lines;
+  server = await startTestServer({ SMTP_URL: smtp.url, EMAILED_LINK_LIMIT_PER_IP: '1000/600' }, { logger: capture.logger });
   // Two password checks per account and window.
   strict = await startTestServer({ SMTP_URL: smtp.url, PASSWORD_CHECK_LIMIT_PER_ACCOUNT: '2/600' });
   // A lockout after three failures, two email-change requests per account and per new address, and three
@@ -39,64 +42,8 @@ test.after.always(async () => {
   await smtp?.close();
 });
 
-async function startServerWithLogs(environment: Record<string, string>): Promise<{ server: TestServer; lines: string[] }> {
-  const { logger, lines } = capturingLogger();
-  return { server: await startTestServer(environment, { logger }), lines };
-}
-
-const claimed = new WeakSet<ReceivedMail>();
-
-/** The next message to this address with this subject that no other check has taken. */
-async function mailTo(address: string, subject: string, timeoutMs = 10_000): Promise<ReceivedMail> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const mail = smtp.received.find((candidate) => !claimed.has(candidate) && candidate.envelope.to.includes(address) && candidate.email.subject === subject);
-    if (mail) {
-      claimed.add(mail);
-      return mail;
-    }
-    if (Date.now() > deadline) throw new Error(`no mail "${subject}" arrived for ${address}`);
-    await sleep(25);
-  }
-}
-
-/** The one link of a message's text part. */
-function linkIn(mail: ReceivedMail): string {
-  const links = [...(mail.email.text ?? '').matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
-  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
-  return links[0]!;
-}
-
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
 function auditEvents(target: TestServer, email: string, action: string) {
   return target.runtime.auditTrail.list({ userEmail: email, action, limit: 20 });
-}
-
-interface Page {
-  status: number;
-  html: string;
-  response: Response;
-}
-
-async function page(agent: UserAgent, url: string | URL): Promise<Page> {
-  const response = await agent.request(url);
-  return { status: response.status, html: await response.text(), response };
-}
-
-async function post(agent: UserAgent, url: string | URL, fields: Record<string, string>): Promise<Page> {
-  const response = await agent.request(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(fields).toString(),
-  });
-  return { status: response.status, html: await response.text(), response };
 }
 
 /** A person signed in to the account console on one of its pages, in a browser of their own. */
@@ -153,7 +100,7 @@ test('changing the password asks the current one; then this browser stays signed
 
   t.false((await server.runtime.users.checkCredentials(user.email, PASSWORD)).ok);
   t.true((await server.runtime.users.checkCredentials(user.email, NEW_PASSWORD)).ok);
-  const notice = await mailTo(user.email, 'Your password was changed');
+  const notice = await smtp.mailTo(user.email, 'Your password was changed');
   t.is(linkIn(notice), `${server.issuer}/password/forgot`);
   const [changed] = await auditEvents(server, user.email, 'password.changed');
   t.is(changed!.outcome, 'success');
@@ -230,13 +177,13 @@ test('email-change requests are limited per account (EMAIL_CHANGE_LIMIT_PER_ACCO
   t.is(refused.status, 429);
   t.true(Number(refused.response.headers.get('retry-after')) > 0);
   t.regex(refused.html, /changing your email address is paused/);
-  await mailTo(first, 'Confirm your new email address');
-  await mailTo(second, 'Confirm your new email address');
-  await mailTo(user.email, 'A change of your email address was requested');
-  await mailTo(user.email, 'A change of your email address was requested');
-  await eventually(async () => (await auditEvents(limited, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
-  t.deepEqual(smtp.received.filter((mail) => mail.envelope.to.includes(third)), [], 'the refused request mailed nobody');
-  t.is(smtp.received.filter((mail) => mail.envelope.to.includes(user.email)).length, 2);
+  await smtp.mailTo(first, 'Confirm your new email address');
+  await smtp.mailTo(second, 'Confirm your new email address');
+  await smtp.mailTo(user.email, 'A change of your email address was requested');
+  await smtp.mailTo(user.email, 'A change of your email address was requested');
+  await until(async () => (await auditEvents(limited, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
+  t.deepEqual(smtp.receivedBy(third), [], 'the refused request mailed nobody');
+  t.is(smtp.receivedBy(user.email).length, 2);
 });
 
 test('one new address cannot be flooded from many accounts: email-change links to it are limited per address (VERIFY_RESEND_LIMIT_PER_ACCOUNT)', async (t) => {
@@ -249,16 +196,16 @@ test('one new address cannot be flooded from many accounts: email-change links t
     if (answer.status === 429) t.regex(answer.html, /changing your email address is paused/);
   }
   t.deepEqual(statuses, [200, 200, 429], 'the third account is refused though it asked nothing before');
-  await mailTo(target, 'Confirm your new email address');
-  await mailTo(target, 'Confirm your new email address');
-  t.is(smtp.received.filter((mail) => mail.envelope.to.includes(target)).length, 2);
+  await smtp.mailTo(target, 'Confirm your new email address');
+  await smtp.mailTo(target, 'Confirm your new email address');
+  t.is(smtp.receivedBy(target).length, 2);
 });
 
 test('uses of email-change links are limited per IP (EMAILED_LINK_LIMIT_PER_IP): opening and confirming both count', async (t) => {
   const { user, agent, html } = await signedIn(limited, '/account/email');
   const wanted = `linked-${crypto.randomUUID()}@example.org`;
   t.is((await changeEmail(limited, agent, html, wanted)).status, 200);
-  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const link = linkIn(await smtp.mailTo(wanted, 'Confirm your new email address'));
   const newMailbox = new UserAgent();
   const shown = await page(newMailbox, link);
   t.is(shown.status, 200);
@@ -283,10 +230,10 @@ test('changing the email: a link goes to the new address and a notice to the cur
   const sent = await changeEmail(server, agent, html, ` ${newEmail.toUpperCase()} `);
   t.is(sent.status, 200);
   t.true(sent.html.includes(newEmail), 'the page names the address the link went to');
-  const requested = await mailTo(user.email, 'A change of your email address was requested');
+  const requested = await smtp.mailTo(user.email, 'A change of your email address was requested');
   t.true(requested.email.text!.includes(newEmail));
   t.is(linkIn(requested), `${server.issuer}/password/forgot`);
-  const link = linkIn(await mailTo(newEmail, 'Confirm your new email address'));
+  const link = linkIn(await smtp.mailTo(newEmail, 'Confirm your new email address'));
   t.true(link.startsWith(`${server.issuer}/email/confirm-change?token=`));
   t.is((await server.runtime.users.findById(user.id))!.email, user.email, 'nothing changes before the link is followed');
 
@@ -299,7 +246,7 @@ test('changing the email: a link goes to the new address and a notice to the cur
   t.is(stored.email, newEmail);
   t.true(stored.emailVerified);
 
-  const changed = await mailTo(user.email, 'Your email address was changed');
+  const changed = await smtp.mailTo(user.email, 'Your email address was changed');
   t.true(changed.email.text!.includes(newEmail), 'the old address is told where the account went');
   t.is((await page(newMailbox, link)).status, 400, 'the link works once');
   const [event] = await auditEvents(server, newEmail, 'email.changed');
@@ -335,11 +282,11 @@ test('an address another account has gets the same page as a free one, and no ma
   const normalized = (body: string, address: string) => body.replace(/name="csrf" value="[^"]*"/g, '').replaceAll(address, 'NEW');
   t.is(normalized(taken.html, owner.email), normalized(open.html, free));
 
-  await mailTo(free, 'Confirm your new email address');
-  await mailTo(user.email, 'A change of your email address was requested');
-  await mailTo(user.email, 'A change of your email address was requested');
-  await eventually(async () => (await auditEvents(server, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
-  t.deepEqual(smtp.received.filter((mail) => mail.envelope.to.includes(owner.email)), [], 'the other account\'s owner gets nothing');
+  await smtp.mailTo(free, 'Confirm your new email address');
+  await smtp.mailTo(user.email, 'A change of your email address was requested');
+  await smtp.mailTo(user.email, 'A change of your email address was requested');
+  await until(async () => (await auditEvents(server, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
+  t.deepEqual(smtp.receivedBy(owner.email), [], 'the other account\'s owner gets nothing');
   const events = await auditEvents(server, user.email, 'email_change.requested');
   t.deepEqual(events.map((event) => event.detail.reason ?? 'sent').sort(), ['email_taken', 'sent']);
 });
@@ -348,7 +295,7 @@ test('an address taken between the request and the confirmation: a 409 page, and
   const { user, agent, html } = await signedIn(server, '/account/email');
   const wanted = `wanted-${crypto.randomUUID()}@example.org`;
   t.is((await changeEmail(server, agent, html, wanted)).status, 200);
-  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const link = linkIn(await smtp.mailTo(wanted, 'Confirm your new email address'));
   await createUser(server, wanted);
   const { confirmed } = await confirmFromAnotherBrowser(link);
   t.is(confirmed.status, 409);
@@ -377,7 +324,7 @@ test('a password change cancels an email change asked for before it (it may have
   const { agent, html } = await signedIn(server, '/account/email');
   const intruder = `intruder-${crypto.randomUUID()}@example.org`;
   await changeEmail(server, agent, html, intruder);
-  const link = linkIn(await mailTo(intruder, 'Confirm your new email address'));
+  const link = linkIn(await smtp.mailTo(intruder, 'Confirm your new email address'));
   const passwordPage = await page(agent, `${server.issuer}/account/password`);
   t.is((await changePassword(server, agent, passwordPage.html, PASSWORD, NEW_PASSWORD)).status, 200);
   const shown = await page(new UserAgent(), link);
@@ -390,7 +337,7 @@ test('a password change makes a reset link asked for before it stop working (it 
   const intruder = new UserAgent();
   const forgot = await page(intruder, `${server.issuer}/password/forgot`);
   t.is((await post(intruder, `${server.issuer}/password/forgot`, { csrf: formField(forgot.html, 'csrf'), email: user.email })).status, 200);
-  const link = linkIn(await mailTo(user.email, 'Reset your password'));
+  const link = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   t.is((await page(intruder, link)).status, 200, 'the link works before the change');
   t.is((await changePassword(server, agent, html, PASSWORD, NEW_PASSWORD)).status, 200);
   const after = await page(intruder, link);
@@ -406,7 +353,7 @@ test('forms without their CSRF token are refused with 403', async (t) => {
   const html = (await page(agent, `${server.issuer}/account/email`)).html;
   const wanted = `csrf-${crypto.randomUUID()}@example.org`;
   await changeEmail(server, agent, html, wanted);
-  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const link = linkIn(await smtp.mailTo(wanted, 'Confirm your new email address'));
   const newMailbox = new UserAgent();
   const shown = await page(newMailbox, link);
   t.is((await post(newMailbox, `${server.issuer}/email/confirm-change`, { token: formField(shown.html, 'token') })).status, 403);
@@ -420,13 +367,13 @@ test('no password, token or link reaches an audit row or a log line', async (t) 
   const wrongGuess = 'my wrong guess 4711';
   await changeEmail(server, agent, html, wanted, wrongGuess);
   await changeEmail(server, agent, html, wanted);
-  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const link = linkIn(await smtp.mailTo(wanted, 'Confirm your new email address'));
   const { confirmed } = await confirmFromAnotherBrowser(link);
   t.is(confirmed.status, 200);
   const passwordPage = await page(agent, `${server.issuer}/account/password`);
   const chosen = 'saffron glacier teapot orbit';
   t.is((await changePassword(server, agent, passwordPage.html, PASSWORD, chosen)).status, 200);
-  await mailTo(wanted, 'Your password was changed');
+  await smtp.mailTo(wanted, 'Your password was changed');
   await server.runtime.auditTrail.flush();
 
   const rows = JSON.stringify(await server.runtime.database.prisma.auditEvent.findMany());
@@ -455,13 +402,13 @@ test('a reset link sent to the address the account had before an email change is
   const { user, agent, html } = await signedIn(server, '/account/email');
   const resetBrowser = new UserAgent();
   t.is((await requestReset(server, resetBrowser, user.email)).status, 200);
-  const resetLink = linkIn(await mailTo(user.email, 'Reset your password'));
+  const resetLink = linkIn(await smtp.mailTo(user.email, 'Reset your password'));
   const form = await page(resetBrowser, resetLink);
   t.is(form.status, 200, 'the link works while the address is the account\'s');
 
   const moved = `moved-after-reset-${crypto.randomUUID()}@example.org`;
   t.is((await changeEmail(server, agent, html, moved)).status, 200);
-  const { confirmed } = await confirmFromAnotherBrowser(linkIn(await mailTo(moved, 'Confirm your new email address')));
+  const { confirmed } = await confirmFromAnotherBrowser(linkIn(await smtp.mailTo(moved, 'Confirm your new email address')));
   t.is(confirmed.status, 200);
   t.is((await server.runtime.users.findById(user.id))!.email, moved);
   t.like(await server.runtime.accountTokens.peek(new URL(resetLink).searchParams.get('token')!, 'reset_password'), { ok: true, userId: user.id, email: user.email },
@@ -481,14 +428,14 @@ test('completing a password reset cancels a pending email change: the link sent 
   const { user, agent, html } = await signedIn(server, '/account/email');
   const intruder = `intruder-reset-${crypto.randomUUID()}@example.org`;
   t.is((await changeEmail(server, agent, html, intruder)).status, 200);
-  const changeLink = linkIn(await mailTo(intruder, 'Confirm your new email address'));
+  const changeLink = linkIn(await smtp.mailTo(intruder, 'Confirm your new email address'));
   const newMailbox = new UserAgent();
   const shown = await page(newMailbox, changeLink);
   t.is(shown.status, 200, 'the change link works before the reset');
 
   const resetBrowser = new UserAgent();
   t.is((await requestReset(server, resetBrowser, user.email)).status, 200);
-  const form = await page(resetBrowser, linkIn(await mailTo(user.email, 'Reset your password')));
+  const form = await page(resetBrowser, linkIn(await smtp.mailTo(user.email, 'Reset your password')));
   t.is(form.status, 200);
   const done = await submitNewPassword(server, resetBrowser, form.html, NEW_PASSWORD);
   t.is(done.status, 200);
@@ -508,7 +455,7 @@ test('an email-change link of an account disabled after asking for it is refused
   const { user, agent, html } = await signedIn(server, '/account/email');
   const wanted = `disabled-${crypto.randomUUID()}@example.org`;
   t.is((await changeEmail(server, agent, html, wanted)).status, 200);
-  const link = linkIn(await mailTo(wanted, 'Confirm your new email address'));
+  const link = linkIn(await smtp.mailTo(wanted, 'Confirm your new email address'));
   const newMailbox = new UserAgent();
   const shown = await page(newMailbox, link);
   t.is(shown.status, 200, 'the link works while the account is enabled');
@@ -524,4 +471,132 @@ test('an email-change link of an account disabled after asking for it is refused
   t.is(stored.email, user.email, 'the address did not change');
   t.true(stored.disabled);
   t.is(await server.runtime.users.findByEmail(wanted), null);
+});
+
+/** Turns on the second factor of an account, as the account page would. */
+async function enrollSecondFactor(target: TestServer, userId: string): Promise<void> {
+  const enrollment = await target.runtime.secondFactor.startEnrollment(userId);
+  const confirmed = await target.runtime.secondFactor.confirmEnrollment(userId, await generate({ secret: enrollment!.secret }));
+  if (!confirmed.ok) throw new Error(`enrollment refused: ${confirmed.reason}`);
+}
+
+/** Changes the email from a signed-in browser and confirms it from the new mailbox; the notice the previous address gets. */
+async function moveEmail(target: TestServer, agent: UserAgent, from: string, to: string) {
+  const form = await page(agent, `${target.issuer}/account/email`);
+  if ((await changeEmail(target, agent, form.html, to)).status !== 200) throw new Error('the change was refused');
+  const { confirmed } = await confirmFromAnotherBrowser(linkIn(await smtp.mailTo(to, 'Confirm your new email address')));
+  if (confirmed.status !== 200) throw new Error(`the confirmation answered ${confirmed.status}`);
+  return smtp.mailTo(from, 'Your email address was changed');
+}
+
+/** The previous address's undo link, opened in a browser of its own and its button pressed. */
+async function undoFromPreviousAddress(link: string): Promise<{ shown: Page; undone: Page; agent: UserAgent }> {
+  const agent = new UserAgent();
+  const shown = await page(agent, link);
+  if (shown.status !== 200) return { shown, undone: shown, agent };
+  const undone = await post(agent, new URL('/email/restore', link), { csrf: formField(shown.html, 'csrf'), token: formField(shown.html, 'token') });
+  return { shown, undone, agent };
+}
+
+test('an account taken over by a change of email is taken back from the previous address: it returns, everyone is signed out, grants end, a second factor set up since is removed, and a new password follows', async (t) => {
+  const { as, client, user, tokens } = await signInToNewSpa(server);
+  const { agent: intruder } = await signedIn(server, '/account/email', user.email);
+  const intruderAddress = `intruder-${crypto.randomUUID()}@example.org`;
+  const laterAddress = `later-${crypto.randomUUID()}@example.org`;
+
+  const notice = await moveEmail(server, intruder, user.email, intruderAddress);
+  const undoLink = linkIn(notice);
+  t.true(undoLink.startsWith(`${server.issuer}/email/restore?token=`), 'the previous address gets a way back');
+  t.regex(notice.email.text!, /Undo the change/);
+  t.regex(notice.email.text!, /expires in 7 days/);
+  t.true((notice.email.html ?? '').includes(`href="${undoLink.replaceAll('&', '&amp;')}"`));
+  // A second change does not hand the way back to the intruder's address, nor take the owner's away.
+  const secondNotice = await moveEmail(server, intruder, intruderAddress, laterAddress);
+  t.is(linkIn(secondNotice), `${server.issuer}/password/forgot`);
+  await enrollSecondFactor(server, user.id);
+  const stillPending = await server.runtime.accountTokens.peek(new URL(undoLink).searchParams.get('token')!, 'restore_email');
+  t.true(stillPending.ok, 'the owner\'s link still works');
+
+  const opened = await page(new UserAgent(), undoLink);
+  t.is(opened.status, 200);
+  t.true(opened.html.includes(user.email), 'the page names the address it puts back');
+  t.is((await server.runtime.users.findById(user.id))!.email, laterAddress, 'opening the link changes nothing');
+  const { undone } = await undoFromPreviousAddress(undoLink);
+  t.is(undone.status, 200);
+  t.regex(undone.html, /Your email address is back/);
+  t.regex(undone.html, /Two-factor authentication set up after the change was turned off/);
+
+  const stored = (await server.runtime.users.findById(user.id))!;
+  t.is(stored.email, user.email);
+  t.true(stored.emailVerified);
+  t.false((await server.runtime.secondFactor.status(user.id)).enabled);
+  t.false((await server.runtime.users.checkCredentials(laterAddress, PASSWORD)).ok, 'the intruder\'s address no longer signs in');
+  const intruderSession = await intruder.request(`${server.issuer}/account`);
+  t.is(intruderSession.status, 302, 'the intruder is signed out');
+  const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant', 'applications lose their grants');
+  t.is((await undoFromPreviousAddress(undoLink)).shown.status, 400, 'the link works once');
+
+  // The password the intruder knew is replaced next, from the page's link.
+  const resetHref = /href="(\/password\/reset\?token=[^"]+)"/.exec(undone.html)?.[1];
+  t.truthy(resetHref);
+  const owner = new UserAgent();
+  const resetForm = await page(owner, new URL(resetHref!.replaceAll('&amp;', '&'), server.issuer));
+  t.is(resetForm.status, 200);
+  t.is((await submitNewPassword(server, owner, resetForm.html, NEW_PASSWORD)).status, 200);
+  t.true((await server.runtime.users.checkCredentials(user.email, NEW_PASSWORD)).ok);
+
+  const [restored] = await auditEvents(server, user.email, 'email.restored');
+  t.is(restored!.outcome, 'success');
+  t.is(restored!.detail.replacedEmail, laterAddress);
+  t.true(Number(restored!.detail.sessionsEnded) >= 2, 'the owner\'s and the intruder\'s sessions');
+  const [removed] = await auditEvents(server, user.email, 'second_factor.removed');
+  t.is(removed!.detail.reason, 'email_restored');
+});
+
+test('undoing a change of email keeps a second factor the owner enabled before it', async (t) => {
+  const { user, agent } = await signedIn(server, '/account/email');
+  await enrollSecondFactor(server, user.id);
+  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { totpEnabledAt: new Date(Date.now() - 60_000) } });
+  const direct = await server.runtime.accountTokens.issue(user.id, 'restore_email', user.email, 600);
+  const moved = `moved-${crypto.randomUUID()}@example.org`;
+  await server.runtime.users.changeEmail(user.id, moved);
+  const { undone } = await undoFromPreviousAddress(`${server.issuer}/email/restore?token=${direct}`);
+  t.is(undone.status, 200);
+  t.notRegex(undone.html, /Two-factor authentication set up after the change/);
+  t.true((await server.runtime.secondFactor.status(user.id)).enabled);
+  t.is((await server.runtime.users.findById(user.id))!.email, user.email);
+  t.is((await agent.request(`${server.issuer}/account`)).status, 302, 'signed out all the same');
+});
+
+test('an undo link whose address another account took since: a 409 page, and the account keeps its address', async (t) => {
+  const { user, agent } = await signedIn(server, '/account/email');
+  const moved = `moved-${crypto.randomUUID()}@example.org`;
+  const undoLink = linkIn(await moveEmail(server, agent, user.email, moved));
+  await createUser(server, user.email);
+  const { undone } = await undoFromPreviousAddress(undoLink);
+  t.is(undone.status, 409);
+  t.regex(undone.html, /Another account uses/);
+  t.is((await server.runtime.users.findById(user.id))!.email, moved);
+  const [refused] = await auditEvents(server, moved, 'email.restored');
+  t.is(refused!.outcome, 'failure');
+  t.is(refused!.detail.reason, 'email_taken');
+});
+
+test('a made-up, malformed or missing undo token gets the invalid-link page, opened or sent', async (t) => {
+  for (const token of ['', 'short', 'A'.repeat(43)]) {
+    const shown = await page(new UserAgent(), `${server.issuer}/email/restore?token=${token}`);
+    t.is(shown.status, 400);
+    t.regex(shown.html, /This link no longer works/);
+  }
+  // Sent from a real undo page (for its CSRF token) with a token nobody issued.
+  const user = await createUser(server);
+  const issued = await server.runtime.accountTokens.issue(user.id, 'restore_email', user.email, 600);
+  const agent = new UserAgent();
+  const form = await page(agent, `${server.issuer}/email/restore?token=${issued}`);
+  const sent = await post(agent, `${server.issuer}/email/restore`, { csrf: formField(form.html, 'csrf'), token: 'A'.repeat(43) });
+  t.is(sent.status, 400);
+  t.regex(sent.html, /This link no longer works/);
+  t.true((await server.runtime.accountTokens.peek(issued, 'restore_email')).ok, 'the real link is untouched');
 });

@@ -17,7 +17,7 @@ const SAMPLES: { [Name in TemplateName]: TemplateData[Name] } = {
   'verify-email': { name: HOSTILE_NAME, link: 'https://id.example.com/verify?token=verify-secret-1&step=2', expiresInMinutes: 1440 },
   'reset-password': { name: HOSTILE_NAME, link: 'https://id.example.com/reset?token=reset-secret-2&step=2', expiresInMinutes: 30 },
   'password-changed': { name: HOSTILE_NAME, changedAt: CHANGED_AT, link: 'https://id.example.com/reset?from=notice&x=1' },
-  'email-changed': { name: HOSTILE_NAME, newEmail: 'ada.new@example.org', changedAt: CHANGED_AT, link: 'https://id.example.com/secure?token=revert-secret-3' },
+  'email-changed': { name: HOSTILE_NAME, newEmail: 'ada.new@example.org', changedAt: CHANGED_AT, link: 'https://id.example.com/email/restore?token=revert-secret-3', undo: { expiresIn: 'in 7 days' } },
   'account-exists': { name: HOSTILE_NAME, link: 'https://id.example.com/account?from=notice' },
   'confirm-email-change': { name: HOSTILE_NAME, link: 'https://id.example.com/email/confirm-change?token=change-secret-4&step=2', expiresInMinutes: 1440 },
   'email-change-requested': { name: HOSTILE_NAME, newEmail: 'ada.new@example.org', requestedAt: CHANGED_AT, link: 'https://id.example.com/password/forgot?from=notice&x=1' },

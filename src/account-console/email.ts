@@ -1,12 +1,13 @@
 // Account console: changing the email address. The current password is asked, a link goes to the new
 // address (nothing changes until it is followed) and the current address is told; following the link makes
-// the new address the account's, verified, and tells the old one.
+// the new address the account's, verified, and tells the old one with a link that undoes the change: if
+// whoever changed it was not the owner (they had the password and a session), that is the owner's way back.
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { AccountError, isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
-import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
+import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH } from '../http/password-forms.ts';
 import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
@@ -18,6 +19,8 @@ import { checkCurrentPassword } from './reauthentication.ts';
  * signed in, and it must work there; the token in it is the credential.
  */
 export const CONFIRM_EMAIL_CHANGE_PATH = '/email/confirm-change';
+/** The link in the notice to the previous address: puts that address back. */
+export const RESTORE_EMAIL_PATH = '/email/restore';
 const CONFIRM_CSRF_PATH = '/email';
 
 const TITLE = 'Change your email address';
@@ -81,9 +84,13 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
   });
 }
 
-/** The page the new address's link opens (GET: shows a button; mail scanners open links too) and its form. */
+/**
+ * The pages the emailed links open (GET: shows a button; mail scanners open links too) and their forms: the
+ * new address's link confirms the change, the previous address's link undoes it.
+ */
 export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
   const { config, users, auditTrail, limits, logger, accountTokens } = runtime;
+  const undoTtlSeconds = config.accounts.emailChangeUndoTtl;
   const router = new Router();
   const pages = new Pages(runtime.views);
   const render = (ctx: Context, template: string, data: Record<string, unknown>, status = 200) =>
@@ -155,10 +162,97 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     }
     await auditTrail.record({ action: 'email.changed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen, detail: { previousEmail: user.email } });
     render(ctx, 'email-change-done', { newEmail: updated.email });
-    afterResponse(ctx, logger, 'email changed notice', () => runtime.mailQueue.deliver({
-      to: user.email, template: 'email-changed',
-      data: { name: updated.name ?? undefined, newEmail: updated.email, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
-    }));
+    afterResponse(ctx, logger, 'email changed notice', async () => {
+      // Only the first address of a run of changes gets a way back: a link already out stays the one that
+      // works (the change it undoes left the address the owner surely had), and no later address replaces it.
+      const undoToken = await accountTokens.issueUnlessPending(user.id, 'restore_email', user.email, undoTtlSeconds);
+      await runtime.mailQueue.deliver({
+        to: user.email, template: 'email-changed',
+        data: {
+          name: updated.name ?? undefined, newEmail: updated.email, changedAt: new Date(),
+          ...(undoToken
+            ? { link: `${config.issuer}${RESTORE_EMAIL_PATH}?token=${undoToken}`, undo: { expiresIn: inWords(undoTtlSeconds) } }
+            : { link: `${config.issuer}${FORGOT_PASSWORD_PATH}` }),
+        },
+      });
+    });
+  });
+
+  function restoreLinkInvalid(ctx: Context): void {
+    render(ctx, 'link-invalid', {
+      title: 'This link no longer works',
+      message: `A link to undo a change of email address works once, and each one sent expires ${inWords(undoTtlSeconds)}. If someone else has your account, ask the administrator for help.`,
+      next: { href: FORGOT_PASSWORD_PATH, label: 'Reset your password' },
+    }, 400);
+  }
+
+  /** The account and previous address of an undo link still good, for an account that may still use it. */
+  async function restoreOfLink(token: string): Promise<{ user: User; previousEmail: string } | undefined> {
+    const link = await accountTokens.peek(token, 'restore_email');
+    if (!link.ok) return undefined;
+    const user = await users.findById(link.userId);
+    return user && !user.disabled ? { user, previousEmail: normalizeEmail(link.email) } : undefined;
+  }
+
+  router.get(RESTORE_EMAIL_PATH, async (ctx) => {
+    if (!await linkUseAllowed(ctx)) return;
+    const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
+    const restore = await restoreOfLink(token);
+    if (!restore) {
+      restoreLinkInvalid(ctx);
+      return;
+    }
+    render(ctx, 'email-restore-confirm', { token, previousEmail: restore.previousEmail });
+  });
+
+  router.post(RESTORE_EMAIL_PATH, formBody, async (ctx) => {
+    requireCsrf(ctx);
+    if (!await linkUseAllowed(ctx)) return;
+    const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
+    const token = formField(ctx, 'token');
+    const restore = await restoreOfLink(token);
+    const redeemed = restore ? await accountTokens.redeem(token, 'restore_email') : undefined;
+    if (!restore || !redeemed?.ok) {
+      await auditTrail.record({ action: 'email.restored', outcome: 'failure', subjectUserId: restore?.user.id, ...seen, detail: { reason: 'link_invalid' } });
+      restoreLinkInvalid(ctx);
+      return;
+    }
+    const { user, previousEmail } = restore;
+    let restored: User | null;
+    try {
+      restored = await users.changeEmail(user.id, previousEmail);
+    } catch (error) {
+      if (!(error instanceof AccountError && error.code === 'email_taken')) throw error;
+      await auditTrail.record({ action: 'email.restored', outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, ...seen, detail: { previousEmail, reason: 'email_taken' } });
+      render(ctx, 'link-invalid', {
+        title: 'Your address could not be put back',
+        message: `Another account uses ${previousEmail} now. Ask the administrator for help getting your account back.`,
+      }, 409);
+      return;
+    }
+    if (!restored) {
+      restoreLinkInvalid(ctx);
+      return;
+    }
+    // Whoever made the change knew the password and may have left ways back in: links they asked for, a
+    // second factor of their own (one the owner enabled before the change stays), sessions and grants.
+    await accountTokens.revoke(user.id, 'change_email');
+    await accountTokens.revoke(user.id, 'reset_password');
+    const secondFactorRemoved = await runtime.secondFactor.removeIfEnrolledSince(user.id, redeemed.issuedAt);
+    if (secondFactorRemoved) {
+      await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', subjectUserId: user.id, subjectEmail: restored.email, ...seen, detail: { reason: 'email_restored' } });
+    }
+    const ended = await runtime.accountSessions.endAll(user.id, { reason: 'email_restored', request: seen });
+    await auditTrail.record({
+      action: 'email.restored', outcome: 'success', subjectUserId: user.id, subjectEmail: restored.email, ...seen,
+      detail: { replacedEmail: user.email, sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
+    });
+    // The password is still the one whoever made the change knew: the next step is a new one.
+    const resetToken = await accountTokens.issue(user.id, 'reset_password', restored.email, config.accounts.passwordResetTtl);
+    render(ctx, 'email-restore-done', {
+      previousEmail: restored.email, secondFactorRemoved,
+      resetLink: `${RESET_PASSWORD_PATH}?token=${resetToken}`, resetExpiresIn: inWords(config.accounts.passwordResetTtl),
+    });
   });
 
   return router;

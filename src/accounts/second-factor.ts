@@ -248,6 +248,18 @@ export class SecondFactorService {
   }
 
   /**
+   * Forgets the second factor (as removeForAccountRecovery) when it was set up, or is being set up, at or
+   * after `since`: for an account taken over then, whose taker may have enrolled one to keep the owner out.
+   * One enabled before stays. Whether there was anything to forget.
+   */
+  async removeIfEnrolledSince(userId: string, since: Date): Promise<boolean> {
+    if (!isUuid(userId)) return false;
+    const user = await this.#prisma.user.findUnique({ where: { id: userId }, select: { totpSecret: true, totpEnabledAt: true } });
+    if (!user?.totpSecret || (user.totpEnabledAt && user.totpEnabledAt < since)) return false;
+    return this.removeForAccountRecovery(userId);
+  }
+
+  /**
    * The time step a code matches (±1 step, after the last accepted one), or why it does not. A match
    * carries the secret re-sealed with the newest key when an older one sealed it, for the caller to store.
    */

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { PasswordHasher } from './passwords.ts';
 import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions, type PasswordProblem } from './password-policy.ts';
-import type { Prisma } from '../db/index.ts';
+import { isUniqueViolation, type Prisma } from '../db/index.ts';
 
 export type CredentialCheck =
   | { ok: true; user: User }
@@ -173,8 +173,4 @@ export function standardClaims(user: User): { sub: string; [claim: string]: unkn
     email_verified: user.emailVerified,
     ...(user.name ? { name: user.name } : {}),
   };
-}
-
-function isUniqueViolation(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && 'code' in error && error.code === 'P2002';
 }

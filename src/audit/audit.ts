@@ -12,7 +12,7 @@ export const AUDIT_ACTIONS = [
   'second_factor.enrolled', 'second_factor.used', 'second_factor.failed', 'second_factor.locked_out', 'second_factor.removed',
   'recovery_code.used', 'recovery_codes.regenerated',
   'password_reset.requested', 'password_reset.completed', 'password.changed',
-  'email.verified', 'email_change.requested', 'email.changed',
+  'email.verified', 'email_change.requested', 'email.changed', 'email.restored',
   'refresh_token.reused', 'authorization_code.reused', 'grant.revoked',
   'session.ended', 'sessions.ended_all',
   'client.created', 'client.updated', 'client.deleted',

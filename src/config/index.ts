@@ -74,6 +74,8 @@ export interface Config {
     /** How long an emailed verification link (sign-up, change of email) stays valid, in seconds. */
     emailVerificationTtl: number;
     passwordResetTtl: number;
+    /** How long the link in the notice to the previous address can undo a change of email, in seconds. */
+    emailChangeUndoTtl: number;
     /** People with any of these roles must use a second factor. */
     secondFactorRequiredRoles: string[];
   };
@@ -171,6 +173,7 @@ const environmentSchema = z.object({
   UNVERIFIED_LOGIN_ALLOWED: booleanString.default(true),
   EMAIL_VERIFICATION_TTL: seconds.default(24 * 3600),
   PASSWORD_RESET_TTL: seconds.default(30 * 60),
+  EMAIL_CHANGE_UNDO_TTL: seconds.default(7 * 24 * 3600),
   SECOND_FACTOR_REQUIRED_ROLES: z.string().default('admin'),
   ENCRYPTION_KEYS: z.string().optional(),
   SMTP_URL: smtpUrl.optional(),
@@ -244,6 +247,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       unverifiedLoginAllowed: env.UNVERIFIED_LOGIN_ALLOWED,
       emailVerificationTtl: env.EMAIL_VERIFICATION_TTL,
       passwordResetTtl: env.PASSWORD_RESET_TTL,
+      emailChangeUndoTtl: env.EMAIL_CHANGE_UNDO_TTL,
       secondFactorRequiredRoles: commaList(env.SECOND_FACTOR_REQUIRED_ROLES),
     },
     encryptionKeys: env.ENCRYPTION_KEYS ? commaList(env.ENCRYPTION_KEYS) : undefined,

@@ -35,6 +35,11 @@ export interface Database {
 /** The Prisma client every module receives: the generated client with connection errors mapped. */
 export type Prisma = Database['prisma'];
 
+/** Whether a Prisma error is a unique constraint refusing a row (P2002). */
+export function isUniqueViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && 'code' in error && error.code === 'P2002';
+}
+
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   const embedded = options.databaseUrl ? undefined : await openEmbeddedPostgres(options.dataDir);
   const connectionString = options.databaseUrl ?? embedded!.connectionString;

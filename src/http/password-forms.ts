@@ -1,10 +1,12 @@
 // What the pages that set a new password share (the emailed reset link's form and the account's password
-// page, both around views/new-password-fields.eta): the errors of those fields, and the path of the page
-// where a forgotten password is reset, which pages and notices link to.
+// page, both around views/new-password-fields.eta): the errors of those fields, and the paths of the pages
+// where a forgotten password is asked for and set, which pages and notices link to.
 import type { UserService } from '../accounts/users.ts';
 import { upperFirst } from './views.ts';
 
 export const FORGOT_PASSWORD_PATH = '/password/forgot';
+/** Where an emailed reset link (`?token=`) leads. */
+export const RESET_PASSWORD_PATH = '/password/reset';
 
 /** An error message per field of views/new-password-fields.eta. */
 export interface NewPasswordErrors {

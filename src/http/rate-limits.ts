@@ -13,7 +13,8 @@ export function inWords(seconds: number): string {
   const plural = (count: number, unit: string) => `${count} ${unit}${count === 1 ? '' : 's'}`;
   if (seconds < 60) return `in ${plural(Math.max(1, Math.ceil(seconds)), 'second')}`;
   if (seconds < 3600) return `in ${plural(Math.ceil(seconds / 60), 'minute')}`;
-  return `in ${plural(Math.ceil(seconds / 3600), 'hour')}`;
+  if (seconds < 2 * 86_400) return `in ${plural(Math.ceil(seconds / 3600), 'hour')}`;
+  return `in ${plural(Math.ceil(seconds / 86_400), 'day')}`;
 }
 
 /**

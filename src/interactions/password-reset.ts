@@ -7,13 +7,12 @@ import { minimumPasswordLength } from '../accounts/password-policy.ts';
 import { isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
-import { FORGOT_PASSWORD_PATH, newPasswordErrors } from '../http/password-forms.ts';
+import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH, newPasswordErrors } from '../http/password-forms.ts';
 import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
 import { takeSignInToContinue } from './return-to-sign-in.ts';
 
-export const RESET_PASSWORD_PATH = '/password/reset';
 // The CSRF cookie of these pages is scoped here: the request form and the link's form share it.
 const CSRF_PATH = '/password';
 

@@ -27,8 +27,12 @@ const templates = {
   },
   'email-changed': {
     subject: 'Your email address was changed',
-    // Sent to the old address; link: where to start a password reset if the person did not make this change.
-    data: z.object({ name: personName, newEmail: z.email(), changedAt: z.date(), link: webLink }),
+    // Sent to the old address. With `undo`, link undoes the change (puts this address back, signs everyone
+    // out); without (a change already undoable from an earlier address), it starts a password reset.
+    data: z.object({
+      name: personName, newEmail: z.email(), changedAt: z.date(), link: webLink,
+      undo: z.object({ expiresIn: z.string().min(1) }).optional(),
+    }),
   },
   'account-exists': {
     subject: 'You already have an account',

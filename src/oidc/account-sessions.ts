@@ -27,7 +27,8 @@ export type EndReason =
   | 'signed_out' // the person signed out of this browser
   | 'signed_out_everywhere'
   | 'password_reset'
-  | 'password_changed';
+  | 'password_changed'
+  | 'email_restored'; // the previous address undid a change of email
 
 /** Where the request asking for it came from, for the audit trail. */
 export interface RequestOrigin {
