@@ -165,7 +165,11 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     afterResponse(ctx, logger, 'email changed notice', async () => {
       // Only the first address of a run of changes gets a way back: a link already out stays the one that
       // works (the change it undoes left the address the owner surely had), and no later address replaces it.
-      const undoToken = await accountTokens.issueUnlessPending(user.id, 'restore_email', user.email, undoTtlSeconds);
+      // The notice matters more than its link: without a link (the database failing now) it still goes.
+      const undoToken = await accountTokens.issueUnlessPending(user.id, 'restore_email', user.email, undoTtlSeconds).catch((error: unknown) => {
+        logger.error({ err: error, accountId: user.id }, 'email change undo link not issued; the notice goes without it');
+        return undefined;
+      });
       await runtime.mailQueue.deliver({
         to: user.email, template: 'email-changed',
         data: {
