@@ -1,7 +1,6 @@
 // Single-use secrets sent by email (verify an address, reset a password, confirm a new address, put back the
-// previous one): the raw
-// token travels only in the link; the account_tokens table keeps its SHA-256 hash, the address it was sent
-// to, its expiry and when it was used.
+// previous one): the raw token travels only in the link; the account_tokens table keeps its SHA-256 hash,
+// the address it was sent to, when it was issued, its expiry and when it was used.
 //
 // API (the same calls for every purpose):
 //   issue(userId, purpose, email, ttlSeconds) → the raw token to put in the link. Earlier links of the same
