@@ -1,7 +1,10 @@
 // Mail that must not be lost while the mail server is out (src/mail/queue.ts), against a real SMTP server on
 // loopback that is stopped and started again on the same port: a reset asked for meanwhile arrives and works,
 // 4xx replies are retried, 5xx ones are not, old messages are dropped loudly, instances sharing Redis send
-// each queued message exactly once, and a refused link does not cost a change of email its audit or notice. Nothing here waits a fixed time: every check polls for its outcome.
+// each queued message exactly once, and a refused link does not cost a change of email its audit or notice.
+// Nothing here waits a fixed time: every check polls for its outcome. The tests that start a whole server run
+// one at a time, before the rest (ava runs serial tests first): starting an embedded database holds this
+// process's event loop for seconds, which would eat into the others' deadlines.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -79,7 +82,7 @@ function assertNothingSecretLogged(t: { false(value: boolean, message?: string):
   t.false(/token|https?:\/\//i.test(logged), 'no link or token');
 }
 
-test('a reset asked for while the mail server is down gets the usual page; once it is back the link arrives and works', async (t) => {
+test.serial('a reset asked for while the mail server is down gets the usual page; once it is back the link arrives and works', async (t) => {
   const smtpPort = await downSmtp();
   const { logger, lines } = capturingLogger();
   const server = await startTestServer({ SMTP_URL: smtpPort.url }, { logger, runtime: { mailQueue: FAST } });
@@ -207,7 +210,7 @@ test('a message found too old by a later pass is dropped with the reason its las
   assertNothingSecretLogged(t, lines, 'later@example.com');
 });
 
-test('a one-shot runtime (the CLI) makes no passes over the queue: what it queued waits for the servers', async (t) => {
+test.serial('a one-shot runtime (the CLI) makes no passes over the queue: what it queued waits for the servers', async (t) => {
   const smtpPort = await downSmtp();
   const { logger, lines } = capturingLogger();
   const oneShot = await startTestServer({ SMTP_URL: smtpPort.url }, { logger, runtime: { oneShot: true, mailQueue: FAST } });
@@ -219,7 +222,7 @@ test('a one-shot runtime (the CLI) makes no passes over the queue: what it queue
   t.is(await oneShot.runtime.mailQueue.queuedCount(), 1, 'kept for the servers to send');
 });
 
-test('changing the email: when the link to the new address is refused, the audit record and the notice to the current address still happen', async (t) => {
+test.serial('changing the email: when the link to the new address is refused, the audit record and the notice to the current address still happen', async (t) => {
   const smtp = await startSmtpServer({ refuseRecipient: (address) => address.startsWith('refused-') });
   cleanups.push(() => smtp.close());
   const { logger, lines } = capturingLogger();
@@ -240,7 +243,7 @@ test('changing the email: when the link to the new address is refused, the audit
   t.is(smtp.received.length, 1, 'nothing reached the refused address');
 });
 
-(redisUrl ? test : test.skip)('two runtimes sharing one Redis prefix send each queued message exactly once', async (t) => {
+(redisUrl ? test.serial : test.skip)('two runtimes sharing one Redis prefix send each queued message exactly once', async (t) => {
   const smtpPort = await downSmtp();
   const shared = { SMTP_URL: smtpPort.url, STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:` };
   const first = await startTestServer(shared, { runtime: { mailQueue: FAST } });
