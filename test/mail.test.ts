@@ -203,7 +203,8 @@ test('production without SMTP_URL: sending fails as an outage, and writes nothin
   t.deepEqual(lines, []);
 });
 
-test('the runtime builds its mailer from SMTP_URL and MAIL_FROM', async (t) => {
+// Serial (ava runs these first): an embedded database starting holds the event loop, which the timeout tests would feel.
+test.serial('the runtime builds its mailer from SMTP_URL and MAIL_FROM', async (t) => {
   t.timeout(60_000); // a whole server: database, migrations, keys
   const smtp = await startSmtpServer();
   const server = await startTestServer({ SMTP_URL: smtp.url, MAIL_FROM: '"Example, Inc. sign-in" <accounts@example.net>' });

@@ -105,7 +105,7 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
     url: `smtp://127.0.0.1:${port}`,
     received,
     nextMail: (timeoutMs = 5000) => take(() => true, 'mail', timeoutMs),
-    mailTo: (address, subject, timeoutMs = 10_000) => take(
+    mailTo: (address, subject, timeoutMs = 20_000) => take(
       (mail) => mail.envelope.to.includes(address) && (subject === undefined || mail.email.subject === subject),
       `mail ${subject ? `"${subject}" ` : ''}for ${address}`, timeoutMs,
     ),
