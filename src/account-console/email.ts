@@ -6,7 +6,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { AccountError, isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
-import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
+import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH } from '../http/password-forms.ts';
 import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
@@ -122,7 +122,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
 
   router.get(CONFIRM_EMAIL_CHANGE_PATH, async (ctx) => {
     if (!await linkUseAllowed(ctx)) return;
-    const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
+    const token = queryField(ctx, 'token');
     const change = await changeOfLink(token);
     if (!change) {
       linkInvalid(ctx);
@@ -200,7 +200,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
 
   router.get(RESTORE_EMAIL_PATH, async (ctx) => {
     if (!await linkUseAllowed(ctx)) return;
-    const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
+    const token = queryField(ctx, 'token');
     const restore = await restoreOfLink(token);
     if (!restore) {
       restoreLinkInvalid(ctx);

@@ -61,3 +61,9 @@ export function formField(ctx: Context, name: string): string {
   const value = (ctx.request.body as Record<string, unknown> | undefined)?.[name];
   return typeof value === 'string' ? value : '';
 }
+
+/** A query parameter given once, or '' (absent, or repeated into an array). */
+export function queryField(ctx: Context, name: string): string {
+  const value = ctx.query[name];
+  return typeof value === 'string' ? value : '';
+}

@@ -6,7 +6,7 @@ import type { Context } from 'koa';
 import { EmailVerification, VERIFY_EMAIL_PATH } from '../accounts/email-verification.ts';
 import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
-import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
+import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import type { LimitDecision } from '../limits/index.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
@@ -91,7 +91,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
       ctx.set('Cache-Control', 'no-store');
       return;
     }
-    const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
+    const token = queryField(ctx, 'token');
     if (!token) return linkInvalid(ctx);
     if (!await withinLimit(ctx)) return;
     const result = await verification.check(token);

@@ -6,7 +6,7 @@ import type { Context } from 'koa';
 import { minimumPasswordLength } from '../accounts/password-policy.ts';
 import { isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
-import { Pages, formBody, formField, requireCsrf } from '../http/pages.ts';
+import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH, newPasswordErrors } from '../http/password-forms.ts';
 import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
@@ -102,7 +102,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
   // Only looks at the link (mail scanners open links before people do): it is used when the form is sent.
   router.get(RESET_PASSWORD_PATH, async (ctx) => {
     if (!await linkUseAllowed(ctx)) return;
-    const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
+    const token = queryField(ctx, 'token');
     const user = await accountOfLink(token);
     if (!user) {
       linkInvalid(ctx);
