@@ -3,6 +3,7 @@
 import Koa from 'koa';
 import type { Runtime } from './runtime.ts';
 import { securityHeaders } from './http/security-headers.ts';
+import { canonicalOrigin } from './http/canonical-origin.ts';
 import { errorPages } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { assetRoutes } from './http/assets.ts';
@@ -11,14 +12,18 @@ import { emailVerificationRoutes } from './interactions/email-verification.ts';
 import { accountConsoleRoutes } from './account-console/index.ts';
 import { passwordResetRoutes } from './interactions/password-reset.ts';
 import { emailChangeConfirmationRoutes } from './account-console/email.ts';
-import { limitTokenEndpoint } from './http/rate-limits.ts';
+import { tokenEndpointLimits } from './http/rate-limits.ts';
+import { checkTokenRequests } from './oidc/token-requests.ts';
+import { serviceScopesOnly } from './oidc/service-scopes.ts';
+import { corsPreflights } from './http/cors-preflight.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
   // Same keys as the engine's cookies, so cookies signed by one verify in the other.
-  const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy });
+  const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy, maxIpsCount: config.trustedProxyHops });
   app.silent = true;
 
+  app.use(canonicalOrigin({ issuer: config.issuer, trustProxy: config.trustProxy }));
   app.use(securityHeaders({
     https: config.issuer.startsWith('https://'),
     // The authorization endpoint (and its resumption after login) may answer with response_mode=form_post.
@@ -30,7 +35,8 @@ export function createApp(runtime: Runtime): Koa {
     app.use(router.allowedMethods());
   }
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
-  limitTokenEndpoint(provider, runtime.limits.rates);
+  checkTokenRequests(provider, [tokenEndpointLimits(runtime.limits.rates), serviceScopesOnly]);
+  app.use(corsPreflights({ provider, clients: runtime.clients }));
   const handleProtocol = provider.callback();
   app.use(async (ctx) => {
     ctx.respond = false;

@@ -8,6 +8,7 @@ import { openRuntime, type Runtime } from './runtime.ts';
 import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
+import { disableAccount, enableAccount } from './accounts/flows/account-status.ts';
 import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
 import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
@@ -32,6 +33,10 @@ Commands:
                                         (as "sign out everywhere" does), and they sign in
                                         with their password alone until they set it up
                                         again
+  users disable --email E               disable the account with email E: it can no longer
+                                        sign in, every session of theirs is ended and every
+                                        grant revoked, and their tokens stop working at once
+  users enable --email E                let a disabled account sign in again
   clients create --name N --type spa|web|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor]
@@ -104,6 +109,29 @@ const commands: Record<string, Handler> = {
     });
   },
 
+  async 'users disable'(args, run) {
+    const email = requiredEmail(args, 'users disable');
+    await run(async (runtime) => {
+      const result = await disableAccount(runtime, email, { type: 'admin', id: administratorName() });
+      if (!result.ok) throw new NotFound(`no account has the email ${email}`);
+      process.stdout.write(`${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; `
+        + `${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked\n`);
+      if (!runtime.config.redisUrl) {
+        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
+          + 'out of this command\'s reach: they and the account\'s tokens are refused while it is disabled, and end when the server restarts\n');
+      }
+    });
+  },
+
+  async 'users enable'(args, run) {
+    const email = requiredEmail(args, 'users enable');
+    await run(async (runtime) => {
+      const result = await enableAccount(runtime, email, { type: 'admin', id: administratorName() });
+      if (!result.ok) throw new NotFound(`no account has the email ${email}`);
+      process.stdout.write(`${result.changed ? 'enabled' : 'already enabled:'} ${result.user.email}\n`);
+    });
+  },
+
   async 'users reset-second-factor'(args, run) {
     const { values } = parse(args, { email: { type: 'string' } });
     if (!values.email || !String(values.email).trim()) throw new UsageError('users reset-second-factor needs --email');
@@ -147,7 +175,7 @@ const commands: Record<string, Handler> = {
       try {
         await mailer.send({
           to: user.email, template: 'second-factor-changed',
-          data: { name: user.name ?? undefined, change: 'disabled', byAdministrator: true, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+          data: { change: 'disabled', byAdministrator: true, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
         });
         process.stdout.write(`told ${user.email} by email\n`);
       } catch (error) {
@@ -241,6 +269,14 @@ const commands: Record<string, Handler> = {
     process.stdout.write(`${generateEncryptionKey()}\n`);
   },
 };
+
+/** The --email of a command that takes only that. */
+function requiredEmail(args: string[], command: string): string {
+  const { values } = parse(args, { email: { type: 'string' } });
+  const email = String(values.email ?? '').trim();
+  if (!email) throw new UsageError(`${command} needs --email`);
+  return email;
+}
 
 /** Who is at the terminal, for the audit trail: cli:<login>, or just cli where the system has no name for them. */
 function administratorName(): string {

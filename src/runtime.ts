@@ -39,7 +39,7 @@ export interface Runtime {
   provider: Provider;
   /** Rate limits and login lockout (their counters live in the store's Redis, or in this process). */
   limits: Limits;
-  /** Email for callers that must know it went out now: `mailer.send({ to, template: 'verify-email', data: { name, link, expiresInMinutes } })`. */
+  /** Email for callers that must know it went out now: `mailer.send({ to, template: 'verify-email', data: { link, expiresInMinutes } })`. */
   mailer: Mailer;
   /** Email sent after the response (links, notices): `mailQueue.deliver(message)` sends it now or, while SMTP is down, later. */
   mailQueue: MailQueue;
@@ -97,7 +97,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const provider = createProvider({ config, secrets, store, users, clients, views, secondFactor });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
-    const accountSessions = new AccountSessions(provider, store, auditTrail);
+    const accountSessions = new AccountSessions(provider, store, auditTrail, users);
     const accountTokens = new AccountTokens(database.prisma);
     const opened = database;
     if (!options.oneShot) mailQueue.start();

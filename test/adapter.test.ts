@@ -1,6 +1,7 @@
 // The oidc-provider adapter over both stores: what the engine relies on — find after upsert, the
 // consumed mark, findByUid and findByUserCode, revokeByGrantId per model, atomic consume with a
-// protocol error for the loser, and 503-shaped errors when the store is down.
+// protocol error for the loser, a pushed authorization request taken by its first find, and 503-shaped
+// errors when the store is down.
 import { randomUUID } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { errors } from 'oidc-provider';
@@ -49,6 +50,17 @@ for (const { name, redisUrl } of backends) {
     await adapter.upsert('code1', { jti: 'code1', kind: 'AuthorizationCode', grantId: 'g1' }, 60);
     const results = await Promise.allSettled(Array.from({ length: 20 }, () => adapter.consume('code1')));
     t.is(results.filter((result) => result.status === 'fulfilled').length, 1);
+  });
+
+  test(title('a pushed authorization request is found once: of concurrent finds exactly one gets it, and consuming it then is no error'), async (t) => {
+    const adapter = adapters(t, redisUrl)('PushedAuthorizationRequest');
+    const payload = { jti: 'par1', kind: 'PushedAuthorizationRequest', request: 'header.payload.', trusted: [] };
+    await adapter.upsert('par1', payload, 60);
+    const found = await Promise.all(Array.from({ length: 20 }, () => adapter.find('par1')));
+    t.deepEqual(found.filter((record) => record !== undefined), [payload]);
+    await t.notThrowsAsync(adapter.consume('par1'), 'the engine consumes it when answering the request that took it');
+    t.is(await adapter.find('par1'), undefined);
+    t.is(await adapter.find('unknown'), undefined);
   });
 
   test(title('findByUid finds a session and findByUserCode a device code'), async (t) => {

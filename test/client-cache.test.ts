@@ -1,7 +1,8 @@
 // Clients kept in memory, with two Gatehouse servers sharing one database and one Redis: a server
 // serves a client it read recently without its database, hears of a change or removal made on the
 // other server (or by the CLI) within moments, and stops trusting its memory while Redis is away.
-// Then the cache on its own: bounded, expiring, and never keeping what a change made stale.
+// The same for the origins single-page apps may call from (CORS preflights). Then the cache on its own:
+// bounded, expiring, and never keeping what a change made stale.
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
@@ -182,6 +183,30 @@ test.serial('a client deleted with the CLI (another process) stops working on a 
   t.like(await answer.json(), { error: 'invalid_client' });
 });
 
+test.serial('a single-page app registered, then deleted, on one server opens, then closes, CORS preflights from its origin on the other within moments', async (t) => {
+  await cacheActive(serverB);
+  const origin = `https://spa-${randomBytes(6).toString('hex')}.example`;
+  const allowedOrigin = async (server: TestServer) => {
+    const response = await fetch(`${server.issuer}/token`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST' } });
+    await response.arrayBuffer();
+    return response.headers.get('access-control-allow-origin');
+  };
+  // B now keeps in memory the origins it allows, without this one.
+  t.is(await allowedOrigin(serverB), null);
+  const metadata = await serverA.runtime.clients.create({ name: 'Preflight SPA', type: 'spa', redirectUris: [`${origin}/callback`] });
+  t.is(await soon(async () => {
+    const allowed = await allowedOrigin(serverB);
+    if (allowed !== origin) throw new Error('B does not allow the new SPA’s origin yet');
+    return allowed;
+  }), origin);
+  t.true(await serverA.runtime.clients.delete(metadata.client_id));
+  t.is(await soon(async () => {
+    const allowed = await allowedOrigin(serverB);
+    if (allowed !== null) throw new Error('B still allows the deleted SPA’s origin');
+    return allowed;
+  }), null);
+});
+
 test.serial('a one-shot runtime (the CLI) listens for no client changes, yet announces the changes it makes', async (t) => {
   await cacheActive(serverB);
   const subscriber = new Redis(redis.url);
@@ -302,6 +327,31 @@ test('a caller changing the client it got does not change what the next one gets
   const first = await read('client');
   (first!.redirect_uris as string[]).push('https://attacker.example/callback');
   t.deepEqual((await read('client'))!.redirect_uris, ['https://app.example.com/callback']);
+});
+
+test('the origins of single-page apps are kept until any client changes; a read that began before a change does not keep what it found', async (t) => {
+  const { cache } = cacheOver(t);
+  let stored = ['https://a.example'];
+  let loads = 0;
+  const read = async () => [...await cache.readSinglePageAppOrigins(async () => {
+    loads++;
+    return new Set(stored);
+  })];
+  t.deepEqual(await read(), ['https://a.example']);
+  stored = ['https://b.example'];
+  t.deepEqual(await read(), ['https://a.example'], 'from memory');
+  t.is(loads, 1);
+  await cache.changed('any-client');
+  t.deepEqual(await read(), ['https://b.example'], 'any client’s change forgets them');
+
+  await cache.changed('any-client');
+  let finishLoad!: (origins: ReadonlySet<string>) => void;
+  const early = cache.readSinglePageAppOrigins(() => new Promise((resolve) => { finishLoad = resolve; }));
+  stored = ['https://c.example'];
+  await cache.changed('another-client');
+  finishLoad(new Set(['https://b.example']));
+  t.deepEqual([...await early], ['https://b.example'], 'the early read gets what it found');
+  t.deepEqual(await read(), ['https://c.example'], 'but the next read loads again');
 });
 
 test('with a max age of 0 every read goes to the database, and changes are still announced to others', async (t) => {

@@ -1,11 +1,11 @@
 // HTTP-level guarantees around the protocol: CORS only for a single-page app's own origins and only
 // on the endpoints a browser app calls, security headers and cookie flags on pages, pushed
 // authorization requests and DPoP (both kept on, so both tested), and the health endpoints.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
-import { UserAgent, formField } from './helpers/user-agent.ts';
+import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
 
 let server: TestServer;
 test.before(async () => {
@@ -55,6 +55,61 @@ test('userinfo and revocation allow the SPA origin; introspection allows no brow
   const revocation = await fetch(as.revocation_endpoint!, form(tokens.refresh_token!));
   t.is(revocation.status, 200);
   t.is(revocation.headers.get('access-control-allow-origin'), SPA_ORIGIN);
+});
+
+/** A browser's preflight before a cross-origin POST with a JSON Accept and a DPoP proof. */
+async function preflight(path: string, origin: string, method = 'POST') {
+  const response = await fetch(`${server.issuer}${path}`, {
+    method: 'OPTIONS',
+    headers: { origin, 'access-control-request-method': method, 'access-control-request-headers': 'content-type,dpop' },
+  });
+  await response.arrayBuffer();
+  return response;
+}
+
+function accessControlHeaders(response: Response): string[] {
+  return [...response.headers.keys()].filter((name) => name.startsWith('access-control-'));
+}
+
+test('CORS preflights succeed only from a registered SPA’s origin: not before it is registered, nor after it is deleted', async (t) => {
+  // An origin of this test's own: other tests register SPAs at REDIRECT_URI's origin.
+  const origin = `https://spa-${crypto.randomUUID()}.example`;
+  const refused = await preflight('/token', origin);
+  t.is(refused.headers.get('access-control-allow-origin'), null, 'an origin no client has is refused');
+  t.deepEqual(accessControlHeaders(refused), []);
+  t.is(refused.status, 403);
+
+  const metadata = await server.runtime.clients.create({ name: 'Preflight SPA', type: 'spa', redirectUris: [`${origin}/callback`] });
+  for (const path of ['/token', '/me', '/token/revocation']) {
+    const allowed = await preflight(path, origin);
+    t.is(allowed.status, 204, path);
+    t.is(allowed.headers.get('access-control-allow-origin'), origin, path);
+    t.regex(allowed.headers.get('access-control-allow-methods') ?? '', /POST/, path);
+    t.is(allowed.headers.get('access-control-allow-headers'), 'content-type,dpop', path);
+  }
+  const foreign = await preflight('/token', 'https://evil.example');
+  t.deepEqual(accessControlHeaders(foreign), [], 'the SPA’s registration opens nothing to other origins');
+  for (const path of ['/token/introspection', '/request']) {
+    t.deepEqual(accessControlHeaders(await preflight(path, origin)), [], `${path} is for no browser app`);
+  }
+
+  t.true(await server.runtime.clients.delete(metadata.client_id));
+  const deleted = await preflight('/token', origin);
+  t.is(deleted.headers.get('access-control-allow-origin'), null, 'the deleted SPA’s origin is refused at once');
+  t.is(deleted.status, 403);
+});
+
+test('discovery and the JWKS answer CORS preflights from every origin; real requests are untouched by the preflight check', async (t) => {
+  for (const path of ['/.well-known/openid-configuration', '/jwks']) {
+    const response = await preflight(path, 'https://anyone.example', 'GET');
+    t.is(response.status, 204, path);
+    t.is(response.headers.get('access-control-allow-origin'), 'https://anyone.example', path);
+  }
+  const jwks = await fetch(`${server.issuer}/jwks`, { headers: { origin: 'https://anyone.example' } });
+  t.is(jwks.headers.get('access-control-allow-origin'), 'https://anyone.example');
+  // Not a preflight (no Access-Control-Request-Method): the engine's own answer, no CORS headers.
+  const plain = await fetch(`${server.issuer}/token`, { method: 'OPTIONS', headers: { origin: 'https://evil.example' } });
+  t.is(plain.headers.get('access-control-allow-origin'), null);
 });
 
 test('pages carry CSP and the other security headers; cookies are HttpOnly and SameSite', async (t) => {
@@ -115,6 +170,53 @@ test('pushed authorization requests (PAR) work with PKCE', async (t) => {
   const withoutPkce = await oauth.pushedAuthorizationRequest(as, client, oauth.None(), { redirect_uri: REDIRECT_URI, response_type: 'code', scope: 'openid' }, insecure);
   const error = await t.throwsAsync(oauth.processPushedAuthorizationResponse(as, client, withoutPkce), { instanceOf: oauth.ResponseBodyError });
   t.is(error?.error, 'invalid_request');
+});
+
+async function pushAuthorizationRequest(as: oauth.AuthorizationServer, client: oauth.Client) {
+  const request = await authorizationRequest(as, client.client_id);
+  const pushed = await oauth.processPushedAuthorizationResponse(as, client, await oauth.pushedAuthorizationRequest(
+    as, client, oauth.None(), request.url.searchParams, insecure,
+  ));
+  const url = new URL(as.authorization_endpoint!);
+  url.searchParams.set('client_id', String(client.client_id));
+  url.searchParams.set('request_uri', pushed.request_uri);
+  return { request, url };
+}
+
+async function expectRequestUriRefused(t: ExecutionContext, url: URL, agent = new UserAgent()): Promise<void> {
+  const { response } = await agent.follow(url);
+  const page = await response.text();
+  t.is(response.status, 400);
+  t.true(page.includes('invalid_request_uri'), page.slice(0, 500));
+}
+
+test('a PAR request_uri serves one authorization request: used again it is refused, while the first sign-in completes', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const { request, url } = await pushAuthorizationRequest(as, client);
+  const agent = new UserAgent();
+  const first = await agent.follow(url);
+  await first.response.arrayBuffer();
+  t.true(first.url.pathname.startsWith('/interaction/'), 'the first use starts a sign-in');
+
+  await expectRequestUriRefused(t, url);
+  await expectRequestUriRefused(t, url, agent);
+
+  // The first sign-in goes on from its login page (it resumes at /auth/:uid after login and consent).
+  const callback = await signIn(agent, first.url, { email: user.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(
+    as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure,
+  ), { expectedNonce: request.nonce });
+  t.truthy(tokens.access_token);
+  await expectRequestUriRefused(t, url, agent);
+
+  // Signed in already: the next request_uri is answered at once (no sign-in pages), and once only.
+  const next = await pushAuthorizationRequest(as, client);
+  const { response, url: nextCallback } = await agent.follow(next.url);
+  t.true(isRedirect(response.status));
+  t.truthy(oauth.validateAuthResponse(as, client, nextCallback, next.request.state).get('code'));
+  await expectRequestUriRefused(t, next.url, agent);
 });
 
 test('DPoP binds tokens to the client’s key: without a proof the access token is refused', async (t) => {

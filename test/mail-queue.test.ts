@@ -69,7 +69,7 @@ function queueFor(smtpUrl: string, logger: Logger, timings: Partial<MailQueueTim
 function notice(to: string) {
   return {
     to, template: 'email-change-requested' as const,
-    data: { name: 'Ada', newEmail: 'ada.new@example.org', requestedAt: new Date('2026-11-22T03:04:05Z'), link: 'https://id.example.com/password/forgot' },
+    data: { newEmail: 'ada.new@example.org', requestedAt: new Date('2026-11-22T03:04:05Z'), link: 'https://id.example.com/password/forgot' },
   };
 }
 

@@ -198,9 +198,40 @@ test('a confidential web client gets a refresh token for offline_access (with pr
   t.not(refreshed.refresh_token, offline.refresh_token);
 });
 
-test('the consent page names the client and words each requested scope', async (t) => {
+test('a single-page app never gets offline access: offline_access asked with prompt=consent is not offered, not granted, and its refresh token ends at sign-out', async (t) => {
   const as = await discover(server);
   const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid email offline_access', prompt: 'consent' });
+  const { response, url } = await agent.follow(request.url);
+  const { response: consent, url: consentUrl } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(await response.text(), 'csrf'), email: user.email, password: PASSWORD });
+  const consentPage = await consent.text();
+  t.regex(consentPage, /See your email address/);
+  t.notRegex(consentPage, /Keep access while you are away/, 'not offered');
+  const { url: callback } = await agent.submit(new URL(`${consentUrl.pathname}/confirm`, consentUrl), { csrf: formField(consentPage, 'csrf') });
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(
+    as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure,
+  ), { expectedNonce: request.nonce });
+  t.truthy(tokens.refresh_token, 'an SPA still gets its session-bound refresh token');
+  t.notRegex(tokens.scope ?? '', /offline_access/, 'not granted');
+
+  // Signing out of Gatehouse ends it, as the README promises.
+  const logout = new URL(as.end_session_endpoint!);
+  logout.searchParams.set('id_token_hint', tokens.id_token!);
+  logout.searchParams.set('post_logout_redirect_uri', POST_LOGOUT_REDIRECT_URI);
+  const page = await (await agent.follow(logout)).response.text();
+  await agent.submit(formAction(page, /session\/end\/confirm/), { xsrf: formField(page, 'xsrf'), logout: 'yes' });
+  const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
+  t.is(error?.error, 'invalid_grant');
+});
+
+test('the consent page names the client and words each requested scope', async (t) => {
+  const as = await discover(server);
+  const web = await registerConfidential(server, 'web');
+  const client = web.client;
   const user = await createUser(server);
   const agent = new UserAgent();
   const request = await authorizationRequest(as, client.client_id, { scope: 'openid email offline_access', prompt: 'consent' });
@@ -208,7 +239,7 @@ test('the consent page names the client and words each requested scope', async (
   const login = await response.text();
   const { response: consent } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(login, 'csrf'), email: user.email, password: PASSWORD });
   const page = await consent.text();
-  t.regex(page, /Allow Test SPA access\?/);
+  t.regex(page, /Allow Test web access\?/);
   t.regex(page, /Know who you are/);
   t.regex(page, /See your email address/);
   t.regex(page, /Keep access while you are away/);

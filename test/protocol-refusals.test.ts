@@ -9,6 +9,8 @@ import {
   PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn,
 } from './helpers/oauth.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
+import { cleanEnvironment, runNode } from './helpers/process.ts';
+import path from 'node:path';
 
 let server: TestServer;
 test.before(async () => {
@@ -129,6 +131,22 @@ test('an expired code is refused with invalid_grant', async (t) => {
   t.is(error?.error, 'invalid_grant');
 });
 
+test('client_credentials refuses the scopes about a person (openid, profile, email, offline_access): a service acts for no one', async (t) => {
+  const as = await discover(server);
+  const service = await registerConfidential(server, 'service');
+  for (const scope of ['openid', 'openid email offline_access', 'profile', 'offline_access']) {
+    const response = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), { scope }, insecure);
+    const error = await t.throwsAsync(oauth.processClientCredentialsResponse(as, service.client, response), { instanceOf: oauth.ResponseBodyError }, scope);
+    t.is(error?.error, 'invalid_scope', scope);
+    t.regex(error?.error_description ?? '', /acts for no person/);
+  }
+  const plain = await oauth.processClientCredentialsResponse(as, service.client,
+    await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, insecure));
+  t.truthy(plain.access_token, 'without such scopes it gets its token');
+  t.is(plain.scope, undefined);
+  await t.throwsAsync(server.runtime.clients.create({ name: 'Reporting', type: 'service', scope: 'openid email' }), { message: /acts for no person.*openid, email/ });
+});
+
 test('a wrong client secret is refused with invalid_client', async (t) => {
   const as = await discover(server);
   const service = await registerConfidential(server, 'service');
@@ -162,6 +180,65 @@ test('a disabled user cannot sign in, and loses an existing session and refresh 
   });
   t.is(login.response.status, 401);
   t.regex(await login.response.text(), /Incorrect email or password/);
+});
+
+test('gatehouse users disable: the account\'s access tokens are inactive at introspection at once, its sessions end, it is audited; users enable lets it sign in again', async (t) => {
+  t.timeout(300_000);
+  const { as, client, user, agent } = await spaWithUser();
+  const request = await authorizationRequest(as, client.client_id);
+  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(
+    as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure,
+  ), { expectedNonce: request.nonce });
+  const service = await registerConfidential(server, 'service');
+  const introspect = async () => oauth.processIntrospectionResponse(as, service.client,
+    await oauth.introspectionRequest(as, service.client, oauth.ClientSecretBasic(service.secret), tokens.access_token, insecure));
+  t.true((await introspect()).active);
+
+  const { config } = server.runtime;
+  // The server's database and store: its Redis and key prefix (this process's in-process store is out of the CLI's reach).
+  const environment = cleanEnvironment({
+    DATA_DIR: config.dataDir, KEYS_DIR: config.keysDir, DATABASE_URL: config.databaseUrl, LOG_LEVEL: 'warn', NODE_ENV: 'test',
+    ISSUER: server.issuer, REDIS_URL: config.redisUrl, STORE_PREFIX: config.storePrefix,
+  });
+  const gatehouse = (args: string[]) => runNode([path.join('bin', 'gatehouse.js'), ...args], environment, 180_000);
+  const disabled = await gatehouse(['users', 'disable', '--email', user.email.toUpperCase()]);
+  t.is(disabled.code, 0, disabled.stderr);
+  t.regex(disabled.stdout, new RegExp(`^disabled ${user.email.replaceAll('.', '\\.')}; \\d+ sessions? ended, \\d+ grants? revoked\n$`));
+
+  t.false((await introspect()).active, 'the access token is inactive at once');
+  const userinfo = await oauth.userInfoRequest(as, client, tokens.access_token, insecure);
+  t.is(userinfo.status, 401);
+  const refused = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client,
+    await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure)), { instanceOf: oauth.ResponseBodyError });
+  t.is(refused?.error, 'invalid_grant');
+  if (config.redisUrl) {
+    t.regex(disabled.stdout, /; 1 session ended, 1 grant revoked\n$/);
+    t.deepEqual(await server.runtime.accountSessions.list(user.id), [], 'no session is left');
+  } else {
+    t.regex(disabled.stderr, /the store is in-process \(no REDIS_URL\)/);
+  }
+  await server.runtime.auditTrail.flush();
+  const [event] = (await server.runtime.auditTrail.list({ action: 'account.disabled', limit: 1000 })).filter((candidate) => candidate.subjectUserId === user.id);
+  t.is(event?.actorType, 'admin');
+  t.regex(event?.actorId ?? '', /^cli(:.+)?$/);
+  t.is(event?.detail.alreadyDisabled, false);
+
+  const loginAgain = async () => signIn(new UserAgent(), (await authorizationRequest(as, client.client_id)).url, { email: user.email, password: PASSWORD });
+  const browser = new UserAgent();
+  const { response, url } = await browser.follow((await authorizationRequest(as, client.client_id)).url);
+  const attempt = await browser.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(await response.text(), 'csrf'), email: user.email, password: PASSWORD });
+  t.is(attempt.response.status, 401, 'a disabled account does not sign in');
+  const enabled = await gatehouse(['users', 'enable', '--email', user.email]);
+  t.is(enabled.code, 0, enabled.stderr);
+  t.is(enabled.stdout, `enabled ${user.email}\n`);
+  t.true((await loginAgain()).href.startsWith(REDIRECT_URI), 'enabled, it signs in again');
+  // Revoked in the server's own store only when the CLI shares it (Redis); the CLI says so otherwise.
+  if (config.redisUrl) t.false((await introspect()).active, 'what was revoked stays revoked');
+
+  const unknown = await gatehouse(['users', 'disable', '--email', `nobody-${crypto.randomUUID()}@example.com`]);
+  t.is(unknown.code, 1);
+  t.regex(unknown.stderr, /^gatehouse: no account has the email /);
 });
 
 test('wrong password and unknown email get the same answer', async (t) => {

@@ -1,7 +1,9 @@
 // Brute force and rate limits through the real login page and token endpoint: per account+IP and per
-// IP on login, lockout with a growing delay that reveals nothing about which emails exist, per client
-// and per IP on the token endpoint (read by oauth4webapi), store prefixes, and failing closed.
-import test from 'ava';
+// IP on login, lockout with a growing delay that reveals nothing about which emails exist, a browser that
+// proved it is the owner's (trusted device) getting past a lockout someone else set, per client and per IP
+// on the token endpoint (read by oauth4webapi), store prefixes, and failing closed.
+import test, { type ExecutionContext } from 'ava';
+import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -10,7 +12,8 @@ import { Redis } from 'ioredis';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { authorizationRequest, createUser, discover, insecure, PASSWORD, registerConfidential, registerSpa } from './helpers/oauth.ts';
-import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
+import { UserAgent, formField, isRedirect, page as openPage, post } from './helpers/user-agent.ts';
+import { linkIn, startSmtpServer } from './helpers/smtp.ts';
 import { ThrowawayRedisServer, deleteKeysWithPrefix, findFreePort, keysWithPrefix } from './helpers/redis.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { loadConfig } from '../src/config/index.ts';
@@ -18,6 +21,7 @@ import { createLogger } from '../src/logger.ts';
 import { openRuntime } from '../src/runtime.ts';
 import { createApp } from '../src/app.ts';
 import { createLimits, lockSeconds } from '../src/limits/index.ts';
+import { TRUSTED_DEVICE_SECONDS, accountKey } from '../src/limits/login-guard.ts';
 import { DependencyUnavailable } from '../src/errors.ts';
 
 const servers: TestServer[] = [];
@@ -31,12 +35,11 @@ async function serverWith(environment: Record<string, string>): Promise<TestServ
   return server;
 }
 
-/** A login page for one sign-in: the agent and the interaction URL. */
-async function loginPage(server: TestServer): Promise<{ agent: UserAgent; interaction: URL }> {
+/** A login page for one sign-in (in a new browser unless given one): the agent and the interaction URL. */
+async function loginPage(server: TestServer, agent = new UserAgent()): Promise<{ agent: UserAgent; interaction: URL }> {
   const as = await discover(server);
   const { client } = await registerSpa(server);
   const request = await authorizationRequest(as, client.client_id);
-  const agent = new UserAgent();
   const { url } = await agent.follow(request.url);
   if (!url.pathname.startsWith('/interaction/')) throw new Error(`expected a login page, got ${url}`);
   return { agent, interaction: url };
@@ -46,6 +49,7 @@ interface Answer {
   status: number;
   retryAfter: string | null;
   body: string;
+  setCookies: string[];
 }
 
 /** Opens the login form afresh (as a person would after a refusal) and submits it. */
@@ -56,7 +60,7 @@ async function attempt(page: { agent: UserAgent; interaction: URL }, email: stri
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({ csrf: formField(form, 'csrf'), email, password }).toString(),
   });
-  return { status: response.status, retryAfter: response.headers.get('retry-after'), body: await response.text() };
+  return { status: response.status, retryAfter: response.headers.get('retry-after'), body: await response.text(), setCookies: response.headers.getSetCookie() };
 }
 
 /** A page without what differs between two sign-ins: interaction ids, CSRF tokens, and the email echoed back. */
@@ -184,6 +188,155 @@ test.serial('an unknown email is locked out exactly like an existing account: sa
     t.is(withoutIds(existing[i]!.body, user.email), withoutIds(unknown[i]!.body, nobody));
   }
   t.regex(existing[2]!.body, /try again in 5 minutes/);
+});
+
+const DEVICE_COOKIE = 'gatehouse.device';
+
+/** A new sign-in in a browser that kept only `from`'s trusted-device cookie (its session has ended since). */
+async function loginPageWithDeviceOf(server: TestServer, from: UserAgent): Promise<{ agent: UserAgent; interaction: URL }> {
+  const agent = new UserAgent();
+  for (const name of [DEVICE_COOKIE, `${DEVICE_COOKIE}.sig`]) {
+    const value = from.cookie(name);
+    if (value === undefined) throw new Error(`no ${name} cookie to copy`);
+    agent.plantCookie(name, value, '/interaction');
+  }
+  return loginPage(server, agent);
+}
+
+/** Someone else's wrong passwords (no device cookie), until the account is locked. */
+async function lockAccount(t: ExecutionContext, server: TestServer, email: string, threshold: number): Promise<void> {
+  const attacker = await loginPage(server);
+  for (let i = 1; i < threshold; i += 1) t.is((await attempt(attacker, email, 'wrong password')).status, 401);
+  t.is((await attempt(attacker, email, 'wrong password')).status, 429, 'the account is locked');
+  t.is((await attempt(attacker, email, PASSWORD)).status, 429, 'for every browser without proof, right password included');
+}
+
+test.serial('a browser that signed in before keeps signing in with the right password while someone else\'s guesses lock the account', async (t) => {
+  t.timeout(120_000);
+  // Behind a TLS-terminating proxy, so the owner's browser is on HTTPS.
+  const server = await serverWith({ TRUST_PROXY: 'true', LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '300', LOGIN_LIMIT_PER_ACCOUNT_IP: '1000/600' });
+  const user = await createUser(server);
+  const owner = await loginPage(server, new UserAgent({ headers: { 'x-forwarded-proto': 'https' } }));
+  const signedIn = await attempt(owner, user.email, PASSWORD);
+  t.true(isRedirect(signedIn.status));
+  t.regex(owner.agent.cookie(DEVICE_COOKIE) ?? '', new RegExp(`\\.${accountKey(user.email)}\\.\\d+$`), 'a device id and a hash of the address, never the address');
+  const deviceCookie = signedIn.setCookies.find((line) => line.startsWith(`${DEVICE_COOKIE}=`)) ?? '';
+  for (const attribute of [/;\s*httponly/i, /;\s*samesite=lax/i, /;\s*secure/i, /;\s*path=\/interaction(;|$)/i]) t.regex(deviceCookie, attribute);
+  const expires = Date.parse(/;\s*expires=([^;]+)/i.exec(deviceCookie)?.[1] ?? '');
+  t.true(Math.abs(expires - Date.now() - TRUSTED_DEVICE_SECONDS * 1000) < 60_000, `the cookie lasts TRUSTED_DEVICE_SECONDS: ${deviceCookie}`);
+
+  await lockAccount(t, server, user.email, 2);
+  const device = await loginPageWithDeviceOf(server, owner.agent);
+  t.is((await attempt(device, user.email, 'wrong password')).status, 401, 'a typo on the trusted device is counted on the device only');
+  t.true(isRedirect((await attempt(device, user.email, PASSWORD)).status), 'the owner signs in while the account is locked');
+  t.is((await attempt(await loginPage(server), user.email, PASSWORD)).status, 429, 'and the account stays locked for everyone else');
+
+  const failures = await server.runtime.auditTrail.list({ userEmail: user.email, action: 'login.failed', limit: 20 });
+  t.is(failures.filter((event) => event.detail.device === 'trusted').length, 1, 'the trail tells the trusted device\'s attempt apart');
+  t.is(failures.filter((event) => event.detail.device === undefined).length, 4, 'two wrong passwords and two refusals elsewhere');
+});
+
+test.serial('a browser that reset the password through the emailed link signs in while someone else keeps the account locked', async (t) => {
+  t.timeout(120_000);
+  const smtp = await startSmtpServer();
+  t.teardown(() => smtp.close());
+  const server = await serverWith({ SMTP_URL: smtp.url, LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '300', LOGIN_LIMIT_PER_ACCOUNT_IP: '1000/600' });
+  const user = await createUser(server);
+  const newPassword = 'velvet harbour lantern quartz';
+  await lockAccount(t, server, user.email, 2);
+
+  // The owner, in a browser that never signed in, asks for a link and uses it there.
+  const owner = new UserAgent();
+  const forgot = await openPage(owner, `${server.issuer}/password/forgot`);
+  t.is((await post(owner, `${server.issuer}/password/forgot`, { csrf: formField(forgot.html, 'csrf'), email: user.email })).status, 200);
+  const form = await openPage(owner, linkIn(await smtp.mailTo(user.email, 'Reset your password')));
+  const reset = await post(owner, `${server.issuer}/password/reset`, {
+    csrf: formField(form.html, 'csrf'), token: formField(form.html, 'token'), password: newPassword, confirm: newPassword,
+  });
+  t.is(reset.status, 200);
+  t.truthy(owner.cookie(DEVICE_COOKIE), 'the browser that used the link is trusted');
+
+  // The reset forgave the lock; the attacker's guesses set it again.
+  const attacker = await loginPage(server);
+  t.is((await attempt(attacker, user.email, 'wrong password')).status, 401);
+  t.is((await attempt(attacker, user.email, 'wrong password')).status, 429);
+  t.is((await attempt(attacker, user.email, newPassword)).status, 429);
+  t.true(isRedirect((await attempt(await loginPage(server, owner), user.email, newPassword)).status), 'the owner signs in with the new password');
+});
+
+test.serial('a trusted device\'s own wrong passwords lock the device and end its trust: then the account\'s lock holds it too', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '300', LOGIN_LIMIT_PER_ACCOUNT_IP: '1000/600' });
+  const user = await createUser(server);
+  const owner = await loginPage(server);
+  t.true(isRedirect((await attempt(owner, user.email, PASSWORD)).status));
+  await lockAccount(t, server, user.email, 2);
+
+  // Someone with the browser (or a copy of its cookie) guesses: the device's own threshold, then its lock.
+  const device = await loginPageWithDeviceOf(server, owner.agent);
+  t.is((await attempt(device, user.email, 'wrong password')).status, 401, 'not refused by the account\'s lock');
+  const deviceLock = await attempt(device, user.email, 'wrong password');
+  t.is(deviceLock.status, 429);
+  t.is(deviceLock.retryAfter, '300');
+  t.is(device.agent.cookie(DEVICE_COOKIE), undefined, 'the browser is told to forget the device');
+  t.is((await attempt(device, user.email, PASSWORD)).status, 429, 'now the account\'s lock refuses it, right password included');
+  // A copy of the cookie kept from before is forgotten on the server too.
+  t.is((await attempt(await loginPageWithDeviceOf(server, owner.agent), user.email, PASSWORD)).status, 429);
+
+  const lockouts = await server.runtime.auditTrail.list({ userEmail: user.email, action: 'login.locked_out', limit: 20 });
+  t.deepEqual(lockouts.map((event) => event.detail.device ?? 'none').sort(), ['none', 'trusted'], 'one account lock, one device lock');
+});
+
+test.serial('a device forgotten at its lock stays forgotten after the lock: guesses with a copy of its cookie lock the account', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '2', LOGIN_LOCKOUT_MAX_SECONDS: '60', LOGIN_LIMIT_PER_ACCOUNT_IP: '1000/600' });
+  const user = await createUser(server);
+  const owner = await loginPage(server);
+  t.true(isRedirect((await attempt(owner, user.email, PASSWORD)).status));
+  const stolen = await loginPageWithDeviceOf(server, owner.agent);
+  t.is((await attempt(stolen, user.email, 'wrong password')).status, 401);
+  t.is((await attempt(stolen, user.email, 'wrong password')).retryAfter, '2', 'the device\'s lock');
+
+  await sleep(2100);
+  const copy = await loginPageWithDeviceOf(server, owner.agent);
+  t.is((await attempt(copy, user.email, 'wrong password')).status, 401);
+  t.is((await attempt(copy, user.email, 'wrong password')).retryAfter, '2', 'a first lock, the account\'s (a device\'s second would last 4)');
+  t.is((await attempt(await loginPage(server), user.email, PASSWORD)).status, 429, 'the account is locked for everyone without a trusted device');
+  const lockouts = await server.runtime.auditTrail.list({ userEmail: user.email, action: 'login.locked_out', limit: 20 });
+  t.deepEqual(lockouts.map((event) => event.detail.device ?? 'none').sort(), ['none', 'trusted']);
+});
+
+test.serial('a device cookie for another email, tampered with, unsigned or older than its lifetime gets no exemption from the lock', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_LOCKOUT_SECONDS: '300', LOGIN_LIMIT_PER_ACCOUNT_IP: '1000/600' });
+  const user = await createUser(server);
+  const other = await createUser(server);
+  const owner = await loginPage(server);
+  t.true(isRedirect((await attempt(owner, user.email, PASSWORD)).status));
+  const otherBrowser = await loginPage(server);
+  t.true(isRedirect((await attempt(otherBrowser, other.email, PASSWORD)).status));
+  await lockAccount(t, server, user.email, 2);
+
+  const genuine = owner.agent.cookie(DEVICE_COOKIE)!;
+  const [device, account] = genuine.split('.') as [string, string, string];
+  const sign = (value: string) => createHmac('sha1', server.runtime.secrets.cookieSecrets[0]!).update(`${DEVICE_COOKIE}=${value}`)
+    .digest('base64').replace(/[/+=]/g, (character) => ({ '/': '_', '+': '-', '=': '' })[character]!);
+  const withCookie = (value: string, signature: string | undefined) => {
+    const agent = new UserAgent();
+    agent.plantCookie(DEVICE_COOKIE, value, '/interaction');
+    if (signature !== undefined) agent.plantCookie(`${DEVICE_COOKIE}.sig`, signature, '/interaction');
+    return loginPage(server, agent);
+  };
+  const tooOld = `${device}.${account}.${Math.floor(Date.now() / 1000) - TRUSTED_DEVICE_SECONDS - 60}`;
+  const refusals = {
+    'another email\'s cookie': await loginPageWithDeviceOf(server, otherBrowser.agent),
+    'another device id under the genuine signature': await withCookie(`${device.slice(0, -1)}${device.endsWith('A') ? 'B' : 'A'}.${genuine.split('.').slice(1).join('.')}`, owner.agent.cookie(`${DEVICE_COOKIE}.sig`)),
+    'no signature': await withCookie(genuine, undefined),
+    'signed, but older than its lifetime': await withCookie(tooOld, sign(tooOld)),
+  };
+  for (const [what, page] of Object.entries(refusals)) t.is((await attempt(page, user.email, PASSWORD)).status, 429, what);
+  // The same signing, on a cookie in its lifetime, is accepted: the refusals above were for what they say.
+  t.true(isRedirect((await attempt(await withCookie(genuine, sign(genuine)), user.email, PASSWORD)).status), 'the genuine cookie is let through');
 });
 
 test.serial('the token endpoint is limited per client (confidential and public); oauth4webapi sees a 429 error with Retry-After', async (t) => {

@@ -11,7 +11,7 @@ import { compactDecrypt, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } 
 import * as oauth from 'oauth4webapi';
 import { generate } from 'otplib';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
-import { startSmtpServer, type TestSmtpServer } from './helpers/smtp.ts';
+import { linkIn, startSmtpServer, type TestSmtpServer } from './helpers/smtp.ts';
 import {
   PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, type AuthorizationRequest,
 } from './helpers/oauth.ts';
@@ -125,11 +125,11 @@ async function reach(agent: UserAgent, url: URL | string, init?: RequestInit): P
 }
 
 /** Starts a sign-in and gives the password; returns the page reached (the second-factor step, or the callback). */
-async function passwordStep(agent: UserAgent, request: AuthorizationRequest, email: string): Promise<Reached> {
+async function passwordStep(agent: UserAgent, request: AuthorizationRequest, email: string, password = PASSWORD): Promise<Reached> {
   const login = await reach(agent, request.url);
   if (!login.html.includes('name="password"')) throw new Error(`expected the login page, got ${login.url.pathname} ${login.response.status}`);
   return reachAfter(agent, await agent.submit(new URL(`${login.url.pathname}/login`, login.url), {
-    csrf: formField(login.html, 'csrf'), email, password: PASSWORD,
+    csrf: formField(login.html, 'csrf'), email, password,
   }));
 }
 
@@ -266,7 +266,7 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
   t.regex(confirmed.html, /shown only this once/);
 
   const notice = await noticeTo(t, user.email);
-  t.regex(notice, /^Hello Ada Lovelace,\n\nTwo-factor authentication was turned on for your account at 127\.0\.0\.1:\d+ on \d{4}-\d\d-\d\d \d\d:\d\d UTC\./);
+  t.regex(notice, /^Hello,\n\nTwo-factor authentication was turned on for your account at 127\.0\.0\.1:\d+ on \d{4}-\d\d-\d\d \d\d:\d\d UTC\./);
   t.regex(notice, /may have set up their own authenticator app/);
   t.false(notice.includes(secret) || notice.includes(recoveryCodes[0]!), 'neither the secret nor a code is mailed');
 
@@ -958,6 +958,101 @@ test('step-up: after "sign out everywhere", sign-ins started before it can no lo
   t.is((await auditOf(user.id, 'second_factor.used')).length, 0);
   const fresh = await reach(agent, (await authorizationRequest(as, client.client_id)).url);
   t.regex(fresh.html, /name="password"/, 'a new sign-in asks the password');
+});
+
+// --- a sign-in paused after the password is bound to the account's credentials ---------------------------
+
+const NEW_PASSWORD = 'velvet harbour lantern quartz';
+
+/** The owner sets a new password through the emailed link, in a browser of their own. */
+async function resetPasswordByEmail(email: string): Promise<void> {
+  const agent = new UserAgent();
+  const forgot = await reach(agent, `${server.issuer}/password/forgot`);
+  await post(agent, `${server.issuer}/password/forgot`, { csrf: formField(forgot.html, 'csrf'), email });
+  const form = await reach(agent, linkIn(await smtp.mailTo(email, 'Reset your password')));
+  const done = await post(agent, `${server.issuer}/password/reset`, {
+    csrf: formField(form.html, 'csrf'), token: formField(form.html, 'token'), password: NEW_PASSWORD, confirm: NEW_PASSWORD,
+  });
+  if (done.response.status !== 200) throw new Error(`reset answered ${done.response.status}`);
+}
+
+async function staleSignInsAudited(userId: string, during: string) {
+  return (await auditOf(userId, 'login.failed')).filter((event) => event.detail.reason === 'credentials_changed' && event.detail.during === during);
+}
+
+test('a sign-in paused at enrollment ends when the owner resets the password: the old password\'s code enrolls nothing and "continue" signs nobody in', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const { as, client } = await newSpa();
+  const attacker = new UserAgent();
+  const page = await passwordStep(attacker, await authorizationRequest(as, client.client_id, { acr_values: ACR_SECOND_FACTOR }), user.email);
+  t.regex(page.html, /Set up two-factor authentication/);
+  const secret = setupKey(page.html);
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+
+  await resetPasswordByEmail(user.email);
+
+  const step = await awayFromStepBoundary();
+  const enrolled = await post(attacker, new URL(`/interaction/${uid}/second-factor/enroll`, page.url), { csrf: formField(page.html, 'csrf'), code: await codeAt(secret, step) });
+  t.deepEqual(recoveryCodesIn(enrolled.html), [], 'no recovery codes');
+  t.regex(enrolled.html, /name="password"/, 'back to the password');
+  t.false((await server.runtime.secondFactor.status(user.id)).enabled, 'the attacker\'s authenticator is not the account\'s second factor');
+  const continued = await post(attacker, new URL(`/interaction/${uid}/second-factor/continue`, page.url), { csrf: formField(page.html, 'csrf') });
+  t.false(isCallback(continued));
+  t.is((await staleSignInsAudited(user.id, 'enrollment')).length, 1, 'the refusal is audited');
+  t.is((await auditOf(user.id, 'second_factor.enrolled')).length, 0);
+});
+
+test('a sign-in paused at enrollment cannot finish once enrolled if the password changes before "continue"', async (t) => {
+  t.timeout(120_000);
+  const user = await createUser(server);
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const page = await passwordStep(agent, await authorizationRequest(as, client.client_id, { acr_values: ACR_SECOND_FACTOR }), user.email);
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+  const step = await awayFromStepBoundary();
+  const confirmed = await post(agent, new URL(`/interaction/${uid}/second-factor/enroll`, page.url), { csrf: formField(page.html, 'csrf'), code: await codeAt(setupKey(page.html), step) });
+  t.is(recoveryCodesIn(confirmed.html).length, 10, 'enrolling does not make its own sign-in stale');
+
+  await server.runtime.users.setPassword(user.id, NEW_PASSWORD);
+  const continued = await post(agent, new URL(`/interaction/${uid}/second-factor/continue`, page.url), { csrf: formField(confirmed.html, 'csrf') });
+  t.false(isCallback(continued));
+  t.regex(continued.html, /name="password"/);
+  t.is((await staleSignInsAudited(user.id, 'recovery_codes')).length, 1);
+});
+
+test('a sign-in waiting for the code ends when the owner changes the password on the account page, or signs out everywhere: a right code no longer signs in', async (t) => {
+  t.timeout(180_000);
+  const { user, secret, recoveryCodes } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const attacker = new UserAgent();
+  const codePage = await passwordStep(attacker, await authorizationRequest(as, client.client_id), user.email);
+  t.regex(codePage.url.pathname, /\/second-factor$/);
+
+  const owner = new UserAgent();
+  const step = await awayFromStepBoundary(20);
+  const account = await signInToConsole(owner, user.email, await codeAt(secret, step), '/account/password');
+  t.is(account.url.pathname, '/account/password');
+  const changed = await post(owner, `${server.issuer}/account/password`, {
+    csrf: formField(account.html, 'csrf'), current_password: PASSWORD, password: NEW_PASSWORD, confirm: NEW_PASSWORD,
+  });
+  t.regex(changed.html, /changed/i);
+
+  // The next step's code: one the account has not used yet, within the accepted drift.
+  const submitted = await submitCode(attacker, codePage, await codeAt(secret, step + 1));
+  t.false(isCallback(submitted), 'the code alone does not sign in');
+  t.regex(submitted.html, /name="password"/);
+  t.is((await auditOf(user.id, 'second_factor.used')).filter((event) => event.detail.via === 'password').length, 1, 'only the owner\'s code was taken');
+  t.is((await staleSignInsAudited(user.id, 'second_factor')).length, 1);
+
+  // Paused with the new password, then the owner signs out everywhere (the sessions page, or an administrator).
+  const paused = await passwordStep(attacker, await authorizationRequest(as, client.client_id), user.email, NEW_PASSWORD);
+  t.regex(paused.url.pathname, /\/second-factor$/);
+  await server.runtime.accountSessions.endAll(user.id);
+  const other = await submitCode(attacker, paused, recoveryCodes[0]!, 'recovery');
+  t.false(isCallback(other));
+  t.is((await server.runtime.secondFactor.status(user.id)).recoveryCodesLeft, 10, 'the recovery code was not spent');
+  t.is((await staleSignInsAudited(user.id, 'second_factor')).length, 2);
 });
 
 test('a setup started with the password cannot be confirmed, nor its secret seen, from another signed-in browser', async (t) => {

@@ -69,17 +69,19 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
       const token = await accountTokens.issue(user.id, 'change_email', newEmail, ttlSeconds);
       await runtime.mailQueue.deliver({
         to: newEmail, template: 'confirm-email-change',
-        data: { name: user.name ?? undefined, link: `${config.issuer}${CONFIRM_EMAIL_CHANGE_PATH}?token=${token}`, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
+        data: { link: `${config.issuer}${CONFIRM_EMAIL_CHANGE_PATH}?token=${token}`, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
       });
     });
     afterResponse(ctx, logger, 'email change audit record', async () => {
       const taken = await addressTaken();
       await auditTrail.record({ action: 'email_change.requested', outcome: taken ? 'failure' : 'success', ...seen, detail: { newEmail, ...(taken ? { reason: 'email_taken' } : {}) } });
     });
-    // The current address hears of it either way: if this was not its owner, they should act now.
+    // The current address hears of it either way: if this was not its owner, they should act now. An address
+    // never confirmed may be a stranger's (a typo at sign-up, or one someone signed up with to reach its owner):
+    // it is not told the new address, which is also text someone typed for it to read.
     afterResponse(ctx, logger, 'email change notice', () => runtime.mailQueue.deliver({
       to: user.email, template: 'email-change-requested',
-      data: { name: user.name ?? undefined, newEmail, requestedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+      data: { ...(user.emailVerified ? { newEmail } : {}), requestedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
     }));
   });
 }
@@ -173,7 +175,8 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
       await runtime.mailQueue.deliver({
         to: user.email, template: 'email-changed',
         data: {
-          name: updated.name ?? undefined, newEmail: updated.email, changedAt: new Date(),
+          // As in the notice of the request: an address never confirmed is not told where the account went.
+          ...(user.emailVerified ? { newEmail: updated.email } : {}), changedAt: new Date(),
           ...(undoToken
             ? { link: `${config.issuer}${RESTORE_EMAIL_PATH}?token=${undoToken}`, undo: { expiresIn: inWords(undoTtlSeconds) } }
             : { link: `${config.issuer}${FORGOT_PASSWORD_PATH}` }),

@@ -49,7 +49,7 @@ export function passwordRoutes(router: AccountRouter, runtime: Runtime, pages: A
     pages.render(ctx, 'account/password', { title: TITLE, done: true });
     afterResponse(ctx, logger, 'password changed notice', () => runtime.mailQueue.deliver({
       to: updated.email, template: 'password-changed',
-      data: { name: updated.name ?? undefined, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+      data: { changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
     }));
   });
 }

@@ -43,7 +43,7 @@ export class EmailVerification {
     await mail.deliver({
       to: user.email,
       template: 'verify-email',
-      data: { name: user.name ?? undefined, link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
+      data: { link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
     });
   }
 

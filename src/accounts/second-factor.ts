@@ -6,6 +6,8 @@ import { generateSecret, generateURI, verify } from 'otplib';
 import { z } from 'zod';
 import type { Prisma } from '../db/index.ts';
 import { SealedValueError, type Sealer } from './sealed.ts';
+// A change of the second factor is a change of credentials: sign-ins paused between their steps go stale.
+import { NEW_SECURITY_VERSION } from './users.ts';
 
 export const TOTP_PERIOD_SECONDS = 30;
 export const TOTP_DIGITS = 6;
@@ -51,8 +53,9 @@ export type CodeCheck =
   | ({ ok: true } & CodeProof)
   | { ok: false; reason: CodeFailure };
 
+/** `securityVersion`: the account's, after the change (a sign-in that enrolled goes on with it). */
 export type NewRecoveryCodes =
-  | { ok: true; recoveryCodes: string[] }
+  | { ok: true; recoveryCodes: string[]; securityVersion: number }
   | { ok: false; reason: CodeFailure };
 
 /** New recovery codes, and the code that was given for them. */
@@ -82,6 +85,13 @@ export interface SecondFactorOptions {
   issuerName: string;
   /** Roles that must use a second factor. */
   requiredRoles: readonly string[];
+}
+
+/** What the account holds once its second factor is forgotten. */
+const NO_SECOND_FACTOR = { totpSecret: null, totpEnabledAt: null, totpLastStep: null } as const;
+
+function versionCondition(securityVersion: number | undefined): { securityVersion?: number } {
+  return securityVersion === undefined ? {} : { securityVersion };
 }
 
 export class SecondFactorService {
@@ -141,27 +151,38 @@ export class SecondFactorService {
 
   /**
    * Confirms enrollment with a code from the app: from now on login asks for one. Returns the ten
-   * recovery codes, in clear this once (only their hashes are kept).
+   * recovery codes, in clear this once (only their hashes are kept). `whileSecurityVersion`: only if the
+   * account's credentials have not changed since (a sign-in enrolling, bound to the version it began with);
+   * otherwise `not_enabled`, and nothing changes.
    */
-  async confirmEnrollment(userId: string, code: string): Promise<NewRecoveryCodes> {
+  async confirmEnrollment(userId: string, code: string, options: { whileSecurityVersion?: number } = {}): Promise<NewRecoveryCodes> {
     if (!isUuid(userId)) return { ok: false, reason: 'not_enabled' };
     const user = await this.#prisma.user.findUnique({ where: { id: userId }, select: { totpSecret: true, totpEnabledAt: true, totpLastStep: true } });
     if (!user?.totpSecret || user.totpEnabledAt) return { ok: false, reason: 'not_enabled' };
     const matched = await this.#matchStep(user.totpSecret, userId, code, user.totpLastStep);
     if (!matched.ok) return matched;
     const recoveryCodes = newRecoveryCodes();
+    let securityVersion: number | undefined;
     const confirmed = await this.#inTransaction(async (transaction) => {
-      // Only the secret that was checked, and only if nobody confirmed it meanwhile.
-      const { count } = await transaction.user.updateMany({
-        where: { id: userId, totpSecret: user.totpSecret, totpEnabledAt: null },
-        data: { totpEnabledAt: new Date(), totpLastStep: matched.step, ...resealedSecret(matched) },
+      // Only the secret that was checked, only if nobody confirmed it meanwhile, and only while the
+      // credentials are those the caller's sign-in began with.
+      const [updated] = await transaction.user.updateManyAndReturn({
+        where: { id: userId, totpSecret: user.totpSecret, totpEnabledAt: null, ...versionCondition(options.whileSecurityVersion) },
+        data: { totpEnabledAt: new Date(), totpLastStep: matched.step, ...resealedSecret(matched), ...NEW_SECURITY_VERSION },
+        select: { securityVersion: true },
       });
-      if (count !== 1) return false;
+      if (!updated) return false;
+      securityVersion = updated.securityVersion;
       await transaction.recoveryCode.deleteMany({ where: { userId } });
       await transaction.recoveryCode.createMany({ data: recoveryCodeRows(userId, recoveryCodes) });
       return true;
     });
-    return confirmed ? { ok: true, recoveryCodes } : { ok: false, reason: 'used' };
+    if (confirmed) return { ok: true, recoveryCodes, securityVersion: securityVersion! };
+    // Refused for a change of credentials, not for the code: nothing to confirm any more.
+    if (options.whileSecurityVersion !== undefined && !await this.#prisma.user.count({ where: { id: userId, securityVersion: options.whileSecurityVersion } })) {
+      return { ok: false, reason: 'not_enabled' };
+    }
+    return { ok: false, reason: 'used' };
   }
 
   /** Checks an authenticator code for an account with the second factor on; each code is accepted once. */
@@ -210,7 +231,8 @@ export class SecondFactorService {
     const proof = { method: checked.method, recoveryCodesLeft: checked.recoveryCodesLeft };
     const recoveryCodes = newRecoveryCodes();
     const replaced = await this.#inTransaction(async (transaction) => {
-      if (!await transaction.user.count({ where: { id: userId, totpEnabledAt: { not: null } } })) return false;
+      const { count } = await transaction.user.updateMany({ where: { id: userId, totpEnabledAt: { not: null } }, data: NEW_SECURITY_VERSION });
+      if (count !== 1) return false;
       await transaction.recoveryCode.deleteMany({ where: { userId } });
       await transaction.recoveryCode.createMany({ data: recoveryCodeRows(userId, recoveryCodes) });
       return true;
@@ -228,7 +250,7 @@ export class SecondFactorService {
     if (!checked.ok) return checked;
     await this.#prisma.$transaction([
       this.#prisma.recoveryCode.deleteMany({ where: { userId } }),
-      this.#prisma.user.update({ where: { id: userId }, data: { totpSecret: null, totpEnabledAt: null, totpLastStep: null }, select: { id: true } }),
+      this.#prisma.user.update({ where: { id: userId }, data: { ...NO_SECOND_FACTOR, ...NEW_SECURITY_VERSION }, select: { id: true } }),
     ]);
     return { ok: true, proof: { method: checked.method, recoveryCodesLeft: checked.recoveryCodesLeft } };
   }
@@ -242,7 +264,7 @@ export class SecondFactorService {
     if (!isUuid(userId)) return false;
     const [codes, user] = await this.#prisma.$transaction([
       this.#prisma.recoveryCode.deleteMany({ where: { userId } }),
-      this.#prisma.user.updateMany({ where: { id: userId, totpSecret: { not: null } }, data: { totpSecret: null, totpEnabledAt: null, totpLastStep: null } }),
+      this.#prisma.user.updateMany({ where: { id: userId, totpSecret: { not: null } }, data: { ...NO_SECOND_FACTOR, ...NEW_SECURITY_VERSION } }),
     ]);
     return codes.count > 0 || user.count > 0;
   }

@@ -14,6 +14,8 @@ export interface User {
   emailVerified: boolean;
   name: string | null;
   disabled: boolean;
+  /** Changes whenever the account's credentials do (see schema.prisma): what a paused sign-in is bound to. */
+  securityVersion: number;
 }
 
 export class AccountError extends Error {
@@ -41,7 +43,10 @@ export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
 
-const publicFields = { id: true, email: true, emailVerified: true, name: true, disabled: true } as const;
+const publicFields = { id: true, email: true, emailVerified: true, name: true, disabled: true, securityVersion: true } as const;
+
+/** The update that makes every sign-in paused between its steps stale (see schema.prisma). */
+export const NEW_SECURITY_VERSION = { securityVersion: { increment: 1 } } as const;
 
 export class UserService {
   readonly #prisma: Prisma;
@@ -146,7 +151,7 @@ export class UserService {
     const confirmed = options.confirmedEmail !== undefined && normalizeEmail(options.confirmedEmail) === user.email;
     return this.#prisma.user.update({
       where: { id: userId },
-      data: { passwordHash, ...(confirmed ? { emailVerified: true } : {}) },
+      data: { passwordHash, ...NEW_SECURITY_VERSION, ...(confirmed ? { emailVerified: true } : {}) },
       select: publicFields,
     });
   }
@@ -157,11 +162,38 @@ export class UserService {
     if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
     if (!await this.findById(userId)) return null;
     try {
-      return await this.#prisma.user.update({ where: { id: userId }, data: { email, emailVerified: true }, select: publicFields });
+      return await this.#prisma.user.update({ where: { id: userId }, data: { email, emailVerified: true, ...NEW_SECURITY_VERSION }, select: publicFields });
     } catch (error) {
       if (isUniqueViolation(error)) throw new AccountError('email_taken', 'an account with that email exists');
       throw error;
     }
+  }
+
+  /**
+   * Makes every sign-in of the account that is paused between its steps stale (signing out everywhere does
+   * this; a change of credentials does it by itself). False when there is no such account.
+   */
+  async endPausedSignIns(userId: string): Promise<boolean> {
+    if (!z.uuid().safeParse(userId).success) return false;
+    const { count } = await this.#prisma.user.updateMany({ where: { id: userId }, data: NEW_SECURITY_VERSION });
+    return count === 1;
+  }
+
+  /**
+   * Disables or enables the account; the account as it is now, or null when there is none. `changed` is false
+   * when it already was that way. Disabling also makes its paused sign-ins stale; its sessions and grants are
+   * the caller's to end (src/accounts/flows/account-status.ts).
+   */
+  async setDisabled(userId: string, disabled: boolean): Promise<{ user: User; changed: boolean } | null> {
+    if (!z.uuid().safeParse(userId).success) return null;
+    const [user] = await this.#prisma.user.updateManyAndReturn({
+      where: { id: userId, disabled: !disabled },
+      data: { disabled, ...NEW_SECURITY_VERSION },
+      select: publicFields,
+    });
+    if (user) return { user, changed: true };
+    const unchanged = await this.findById(userId);
+    return unchanged ? { user: unchanged, changed: false } : null;
   }
 }
 

@@ -1,7 +1,9 @@
 // Recently read clients kept in memory: the engine looks a client up on nearly every protocol request,
 // and each lookup was a database query. Every change is forgotten here at once and announced through the
 // store to every instance sharing it; an entry lives a few seconds at most (an announcement can be lost),
-// and nothing is served from memory while this instance is not listening for announcements.
+// and nothing is served from memory while this instance is not listening for announcements. What is drawn
+// from all clients at once (the origins single-page apps call from) is kept the same way, and forgotten at
+// any client's change.
 import type { Store, Subscription } from '../store/store.ts';
 import type { ClientMetadata } from './clients.ts';
 
@@ -35,6 +37,8 @@ export class ClientCache {
   readonly #unknownIds: LeastRecentlyUsed<Entry>;
   readonly #onAnnounceFailure: ClientCacheOptions['onAnnounceFailure'];
   readonly #subscription: Subscription | undefined;
+  /** The origins single-page apps may call from, drawn from every client; undefined until read. */
+  #singlePageAppOrigins: { origins: ReadonlySet<string>; expiresAtMs: number } | undefined;
   /** Moves on with every forgetting: a read that began before one must not keep what it found. */
   #generation = 0;
 
@@ -79,6 +83,21 @@ export class ClientCache {
   }
 
   /**
+   * The origins of every single-page app's redirect URIs, from memory if fresh, else from `load`
+   * (remembered if no client changed meanwhile). Any client's change forgets them.
+   */
+  async readSinglePageAppOrigins(load: () => Promise<ReadonlySet<string>>): Promise<ReadonlySet<string>> {
+    if (!this.active) return load();
+    const nowMs = Date.now();
+    if (this.#singlePageAppOrigins && this.#singlePageAppOrigins.expiresAtMs > nowMs) return this.#singlePageAppOrigins.origins;
+    this.#singlePageAppOrigins = undefined;
+    const generation = this.#generation;
+    const origins = await load();
+    if (generation === this.#generation && this.active) this.#singlePageAppOrigins = { origins, expiresAtMs: nowMs + this.#maxAgeMs };
+    return origins;
+  }
+
+  /**
    * A client was created, changed or deleted (and the change committed): forgotten here at once, and
    * announced to every instance sharing the store. Never throws: the change is made; if it cannot be
    * announced, the others see it when their entries expire.
@@ -101,12 +120,14 @@ export class ClientCache {
     this.#generation++;
     this.#clients.delete(clientId);
     this.#unknownIds.delete(clientId);
+    this.#singlePageAppOrigins = undefined;
   }
 
   #forgetAll(): void {
     this.#generation++;
     this.#clients.clear();
     this.#unknownIds.clear();
+    this.#singlePageAppOrigins = undefined;
   }
 }
 

@@ -5,6 +5,8 @@ import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import type { ClientCache } from './client-cache.ts';
+import { originOf } from '../urls.ts';
+import { scopesAboutPeople } from '../oidc/scopes.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
 
@@ -84,6 +86,7 @@ export class ClientService {
     if (isService && (changes.redirectUris?.length || changes.postLogoutRedirectUris?.length)) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
+    if (isService) refusePeopleScopes(changes.scope);
     if (!isService && changes.redirectUris && !changes.redirectUris.length) throw new ClientError('a client that signs people in needs at least one redirect URI');
     const metadata: ClientMetadata = {
       ...current,
@@ -127,10 +130,44 @@ export class ClientService {
     return this.#cache.read(clientId, () => this.#load(clientId));
   }
 
+  /**
+   * Whether a browser app at this origin may call the endpoints single-page apps use (token, userinfo,
+   * revocation): it is the origin of a redirect URI of a registered single-page app. From memory like
+   * find() (client-cache.ts), so that answering a CORS preflight costs no query.
+   */
+  async isSinglePageAppOrigin(origin: string): Promise<boolean> {
+    const origins = await this.#cache.readSinglePageAppOrigins(() => this.#loadSinglePageAppOrigins());
+    return origins.has(origin);
+  }
+
+  async #loadSinglePageAppOrigins(): Promise<ReadonlySet<string>> {
+    const rows = await this.#prisma.client.findMany({
+      where: { metadata: { path: ['token_endpoint_auth_method'], equals: 'none' } },
+      select: { metadata: true },
+    });
+    const origins = new Set<string>();
+    for (const { metadata } of rows) {
+      const client = metadata as ClientMetadata;
+      // The engine reads a missing application_type as web.
+      if ((client.application_type ?? 'web') !== 'web' || !Array.isArray(client.redirect_uris)) continue;
+      for (const uri of client.redirect_uris) {
+        const origin = typeof uri === 'string' ? originOf(uri) : undefined;
+        if (origin) origins.add(origin);
+      }
+    }
+    return origins;
+  }
+
   async #load(clientId: string): Promise<ClientMetadata | undefined> {
     const row = await this.#prisma.client.findUnique({ where: { id: clientId } });
     return row ? (row.metadata as ClientMetadata) : undefined;
   }
+}
+
+/** A service client acts for no person: it may not be allowed the scopes about one (see src/oidc/service-scopes.ts). */
+function refusePeopleScopes(scope: string | undefined): void {
+  const refused = scopesAboutPeople(scope);
+  if (refused.length) throw new ClientError(`a service client acts for no person: it cannot have the scope ${refused.join(', ')}`);
 }
 
 function metadataFor(input: NewClient): ClientMetadata {
@@ -146,6 +183,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
   };
   if (input.type === 'service') {
+    refusePeopleScopes(input.scope);
     if (redirectUris.length || postLogoutRedirectUris.length) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }

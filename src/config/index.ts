@@ -25,8 +25,13 @@ export interface Config {
   jwksFile: string | undefined;
   /** Secrets that sign cookies, newest first; undefined in development means generate into keysDir. */
   cookieSecrets: string[] | undefined;
-  /** Trust X-Forwarded-* from a TLS-terminating proxy. */
+  /** Trust X-Forwarded-For and X-Forwarded-Proto from a TLS-terminating proxy. */
   trustProxy: boolean;
+  /**
+   * How many proxies in front of Gatehouse append to X-Forwarded-For: the client's address is the entry that
+   * many places from the right (what a client writes further left is not believed).
+   */
+  trustedProxyHops: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   ttl: {
     accessToken: number;
@@ -82,7 +87,7 @@ export interface Config {
   /** Keys (base64url, 32 bytes) that encrypt secrets at rest such as TOTP seeds, newest first; undefined in development means generate into keysDir. */
   encryptionKeys: string[] | undefined;
   /** The password policy's settings (src/accounts/password-policy.ts). */
-  passwordPolicy: { minimumLength: number };
+  passwordPolicy: { minimumLength: number; issuerHost: string };
   /** Outgoing email (src/mail/). Without smtpUrl, development writes each message to outboxDir and the log. */
   mail: { smtpUrl: string | undefined; from: { name: string | undefined; address: string }; outboxDir: string };
 }
@@ -136,6 +141,7 @@ const environmentSchema = z.object({
   JWKS_FILE: z.string().optional(),
   COOKIE_SECRETS: z.string().optional(),
   TRUST_PROXY: booleanString.default(false),
+  TRUSTED_PROXY_HOPS: wholeNumber.pipe(z.number().min(1, 'must be at least 1').max(10, 'must be at most 10')).default(1),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   ACCESS_TOKEN_TTL: seconds.default(600),
   AUTHORIZATION_CODE_TTL: seconds.default(60),
@@ -192,11 +198,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   }
   const env = parsed.data;
   const cookieSecrets = env.COOKIE_SECRETS ? commaList(env.COOKIE_SECRETS) : undefined;
+  const issuer = (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/$/, '');
   const config: Config = {
     mode: env.NODE_ENV,
     port: env.PORT,
     host: env.HOST,
-    issuer: (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/$/, ''),
+    issuer,
     databaseUrl: env.DATABASE_URL,
     redisUrl: env.REDIS_URL,
     storePrefix: env.STORE_PREFIX,
@@ -207,6 +214,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     jwksFile: env.JWKS_FILE,
     cookieSecrets: cookieSecrets?.length ? cookieSecrets : undefined,
     trustProxy: env.TRUST_PROXY,
+    trustedProxyHops: env.TRUSTED_PROXY_HOPS,
     logLevel: env.LOG_LEVEL,
     ttl: {
       accessToken: env.ACCESS_TOKEN_TTL,
@@ -251,7 +259,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       secondFactorRequiredRoles: commaList(env.SECOND_FACTOR_REQUIRED_ROLES),
     },
     encryptionKeys: env.ENCRYPTION_KEYS ? commaList(env.ENCRYPTION_KEYS) : undefined,
-    passwordPolicy: { minimumLength: env.PASSWORD_MIN_LENGTH },
+    passwordPolicy: { minimumLength: env.PASSWORD_MIN_LENGTH, issuerHost: new URL(issuer).hostname },
     mail: { smtpUrl: env.SMTP_URL, from: env.MAIL_FROM, outboxDir: path.resolve(env.OUTBOX_DIR) },
   };
   if (config.mode === 'production') refuseUnsafeProduction(config);

@@ -6,6 +6,9 @@ export interface Pingable {
   ping(): Promise<void>;
 }
 
+/** Asked by orchestrators of the port itself (plain HTTP, any Host): see canonical-origin.ts. */
+export const HEALTH_PATHS: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
+
 export function healthRoutes(dependencies: { database: Pingable; store: Pingable }): Router {
   const router = new Router();
   router.get('/healthz', (ctx) => {

@@ -1,7 +1,8 @@
 // Maps limit decisions to HTTP: a 429 page for people (saying when to try again, in words) and, at
 // the token endpoint, an RFC 6749 JSON error with Retry-After. The counting itself is in src/limits/.
 import type { Context } from 'koa';
-import Provider, { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { TokenRequestCheck } from '../oidc/token-requests.ts';
 import type { RateLimits, LimitDecision } from '../limits/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
 import { TemporarilyUnavailable } from '../oidc/errors.ts';
@@ -41,30 +42,16 @@ export class TooManyRequests extends errors.OIDCProviderError {
   }
 }
 
-const installed = new WeakSet<Provider>();
-
 /**
- * Limits the token endpoint per IP and per client. The engine reads the body and authenticates the
- * client itself (no body parser may run before it), so the check runs where the engine looks the
- * client up: for every client authentication method, public clients included, and before any code
- * or refresh token is consumed. A client id that does not exist is counted per IP only.
+ * Limits the token endpoint per IP and per client (src/oidc/token-requests.ts says where this runs): for every
+ * client authentication method, public clients included. A client id that does not exist is counted per IP only.
  */
-export function limitTokenEndpoint(provider: Provider, rates: RateLimits): void {
-  if (installed.has(provider)) return;
-  installed.add(provider);
-  const Client = provider.Client;
-  const find = Client.find.bind(Client);
-  const checked = new WeakSet<object>();
-  Client.find = async (id: string) => {
-    const ctx = (Provider as unknown as { ctx?: KoaContextWithOIDC }).ctx;
-    const isTokenRequest = ctx?.oidc?.route === 'token' && !checked.has(ctx);
-    if (ctx && isTokenRequest) await enforce(ctx, rates, 'token-ip', ctx.ip);
-    const client = await find(id);
-    if (ctx && isTokenRequest) {
-      checked.add(ctx);
+export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {
+  return {
+    beforeClientLookup: (ctx) => enforce(ctx, rates, 'token-ip', ctx.ip),
+    afterClientLookup: async (ctx, client) => {
       if (client) await enforce(ctx, rates, 'token-client', client.clientId);
-    }
-    return client;
+    },
   };
 }
 

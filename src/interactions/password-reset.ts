@@ -12,6 +12,7 @@ import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
 import { takeSignInToContinue } from './return-to-sign-in.ts';
+import { trustThisDevice } from './trusted-device.ts';
 
 // The CSRF cookie of these pages is scoped here: the request form and the link's form share it.
 const CSRF_PATH = '/password';
@@ -65,7 +66,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     let delivered;
     try {
       // While the mail server is down the link is queued and sent once it is back (the page said "check your email").
-      delivered = await runtime.mailQueue.deliver({ to: user.email, template: 'reset-password', data: { name: user.name ?? undefined, link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) } });
+      delivered = await runtime.mailQueue.deliver({ to: user.email, template: 'reset-password', data: { link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) } });
     } catch (error) {
       await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: user.email, subjectUserId: user.id, ...seen, detail: { reason: 'mail_not_sent' } });
       throw error;
@@ -152,6 +153,9 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     }
     const ended = await runtime.accountSessions.endAll(user.id, { reason: 'password_reset', request: seen });
     await limits.login.forgive(updated.email);
+    // Reading the address's mail is the proof the lockout cannot check: this browser gets past a lock that
+    // someone else's guesses set again (trusted-device.ts).
+    trustThisDevice(ctx, updated.email);
     await auditTrail.record({
       action: 'password_reset.completed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen,
       detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
@@ -159,7 +163,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     render(ctx, 'password-reset-done', { secondFactorRemoved, continueTo: await takeSignInToContinue(ctx, runtime.provider, updated.email) });
     afterResponse(ctx, logger, 'password changed notice', () => runtime.mailQueue.deliver({
       to: updated.email, template: 'password-changed',
-      data: { name: updated.name ?? undefined, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
+      data: { changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
     }));
   });
 

@@ -5,11 +5,13 @@ import type { Context } from 'koa';
 import type { InteractionResults } from 'oidc-provider';
 import { Pages, formBody as form, requireCsrf, type Refusal } from '../http/pages.ts';
 import { describeScope } from '../oidc/scopes.ts';
+import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from '../oidc/client-kinds.ts';
 import { HttpError } from '../http/errors.ts';
 import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
 import { secondFactorStep, type InteractionPages } from './second-factor.ts';
 import type { Runtime } from '../runtime.ts';
 import { rememberSignIn } from './return-to-sign-in.ts';
+import { forgetThisDevice, trustThisDevice, trustedDeviceFor } from './trusted-device.ts';
 import { signUpRoutes } from './sign-up.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
@@ -41,6 +43,12 @@ export function interactionRoutes(runtime: Runtime): Router {
     ctx.redirect(returnTo);
   }
 
+  /** Scopes this client may ask for but is never granted (offline access for browser apps: client-kinds.ts). */
+  async function withheldScopes(clientId: unknown): Promise<ReadonlySet<string>> {
+    const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
+    return client && isSinglePageApp(client) ? WITHHELD_FROM_SINGLE_PAGE_APPS : new Set();
+  }
+
   async function clientName(clientId: unknown): Promise<string> {
     const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
     return client?.clientName ?? 'the application';
@@ -66,7 +74,7 @@ export function interactionRoutes(runtime: Runtime): Router {
     }
     if (prompt.name === 'consent') {
       const account = session?.accountId ? await users.findById(session.accountId) : null;
-      render(ctx, 'consent', { clientName: name, email: account?.email, scopes: requestedScopes(prompt.details).map(describeScope) }, params.redirect_uri);
+      render(ctx, 'consent', { clientName: name, email: account?.email, scopes: requestedScopes(prompt.details, await withheldScopes(params.client_id)).map(describeScope) }, params.redirect_uri);
       return;
     }
     throw new HttpError(400, 'This sign-in step is not supported.');
@@ -80,14 +88,19 @@ export function interactionRoutes(runtime: Runtime): Router {
     const body = ctx.request.body as Record<string, unknown>;
     const email = typeof body.email === 'string' ? body.email : '';
     const password = typeof body.password === 'string' ? body.password : '';
-    const attempt = { email, ip: ctx.ip };
+    // A browser that proved before that it is this account holder's has a lockout of its own (trusted-device.ts).
+    const attempt = { email, ip: ctx.ip, device: trustedDeviceFor(ctx, email) };
     const seen = { subjectEmail: email, ip: ctx.ip, userAgent: ctx.get('user-agent'), clientId: String(params.client_id) };
-    // Counted before the password is checked: a locked account refuses even the right password.
+    // Counted before the password is checked: a locked account refuses even the right password, except from a
+    // trusted device, which only its own lock refuses.
     const before = await loginGuard.beforeAttempt(attempt);
+    const onDevice = before.trustedDevice ? { device: 'trusted' } : {};
     if (!before.allowed) {
       // Attempts at a locked account are a trace of the attack; those over an IP's rate are not audited one by one.
-      if (before.reason === 'locked') await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, detail: { reason: 'locked' } });
-      if (before.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: before.retryAfterSeconds } });
+      if (before.reason === 'locked') await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, detail: { reason: 'locked', ...onDevice } });
+      if (before.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: before.retryAfterSeconds, ...onDevice } });
+      // A trusted device's lock ends its trust: from now on this browser is under the account's lockout.
+      if (before.trustedDevice) forgetThisDevice(ctx);
       tooManyAttempts(ctx, before, params.redirect_uri);
       return;
     }
@@ -96,10 +109,11 @@ export function interactionRoutes(runtime: Runtime): Router {
       const after = await loginGuard.afterFailure(attempt);
       // By account too, when the address has one: `audit --user` finds the attempts after an email change.
       await auditTrail.record({
-        action: 'login.failed', outcome: 'failure', ...seen, subjectUserId: check?.accountId, detail: { reason: check?.reason ?? 'missing_credentials' },
+        action: 'login.failed', outcome: 'failure', ...seen, subjectUserId: check?.accountId, detail: { reason: check?.reason ?? 'missing_credentials', ...onDevice },
       });
-      if (!after.allowed && after.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: after.retryAfterSeconds } });
+      if (!after.allowed && after.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: after.retryAfterSeconds, ...onDevice } });
       if (!after.allowed) {
+        if (after.trustedDevice) forgetThisDevice(ctx);
         tooManyAttempts(ctx, after, params.redirect_uri);
         return;
       }
@@ -109,9 +123,11 @@ export function interactionRoutes(runtime: Runtime): Router {
     const { user } = check;
     // The right password, even where the sign-in stops below: the attempt was no guess.
     await loginGuard.afterSuccess(attempt);
+    // The right password proves this browser is the account holder's: trusted from now on (a new device).
+    trustThisDevice(ctx, email);
     // Email verification gate (UNVERIFIED_LOGIN_ALLOWED=false): the right password, but no session until the address is confirmed.
     if (!user.emailVerified && !runtime.config.accounts.unverifiedLoginAllowed) {
-      await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { reason: 'email_not_verified' } });
+      await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { reason: 'email_not_verified', ...onDevice } });
       rememberSignIn(ctx, interaction);
       render(ctx, 'verify-email-required', { email: user.email }, params.redirect_uri, 403);
       return;
@@ -141,7 +157,12 @@ export function interactionRoutes(runtime: Runtime): Router {
       : new provider.Grant({ accountId: session.accountId, clientId: String(params.client_id) });
     if (!grant) throw new HttpError(400, 'This sign-in has expired. Go back to the application and sign in again.');
     const missing = prompt.details as ConsentDetails;
-    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    const withheld = await withheldScopes(params.client_id);
+    const consented = (missing.missingOIDCScope ?? []).filter((scope) => !withheld.has(scope));
+    const refused = (missing.missingOIDCScope ?? []).filter((scope) => withheld.has(scope));
+    if (consented.length) grant.addOIDCScope(consented.join(' '));
+    // Refused, not left out: the engine then counts it as answered and grants the rest without asking again.
+    if (refused.length) grant.rejectOIDCScope(refused.join(' '));
     if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
     for (const [resource, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
       grant.addResourceScope(resource, scopes.join(' '));
@@ -168,7 +189,8 @@ interface ConsentDetails {
   missingResourceScopes?: Record<string, string[]>;
 }
 
-function requestedScopes(details: unknown): string[] {
+/** What the consent page asks for: what the client asked and may be granted. */
+function requestedScopes(details: unknown, withheld: ReadonlySet<string>): string[] {
   const { missingOIDCScope = [], missingResourceScopes = {} } = details as ConsentDetails;
-  return [...new Set([...missingOIDCScope, ...Object.values(missingResourceScopes).flat()])];
+  return [...new Set([...missingOIDCScope, ...Object.values(missingResourceScopes).flat()])].filter((scope) => !withheld.has(scope));
 }

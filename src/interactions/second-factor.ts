@@ -39,6 +39,11 @@ export interface InteractionPages {
 /** The sign-in's state between the password and the second factor. */
 interface PendingStep {
   accountId: string;
+  /**
+   * The account's security version when the first factor was shown: a change of password, email or second
+   * factor, or a sign-out everywhere, since then ends this sign-in (checked at every step and at the end).
+   */
+  securityVersion: number;
   /** How the first factor was shown: the password in this sign-in, or an earlier session's (step-up). */
   via: 'password' | 'session';
   /** Enrollment started in this sign-in: the account's unconfirmed secret is the one shown here. */
@@ -72,7 +77,7 @@ export interface SecondFactorStep {
    * After a right password: finishes the sign-in ('signed_in'), or goes on to the second factor when this
    * sign-in needs it ('second_factor'; the step audits the login when it completes).
    */
-  afterPassword(ctx: Context, user: Pick<User, 'id'>): Promise<'signed_in' | 'second_factor'>;
+  afterPassword(ctx: Context, user: Pick<User, 'id' | 'securityVersion'>): Promise<'signed_in' | 'second_factor'>;
   /**
    * For the login page: when the session is still signed in and only the second factor is missing
    * (step-up), and that account has one set up, goes straight to the code for the session's account.
@@ -118,10 +123,10 @@ export type SecondFactorChange = 'enabled' | 'disabled' | 'recovery_codes_renewe
  * Mails the account's address that its second factor changed, after the response (neither its delay nor a
  * mail server outage reaches the page). "Not you?" leads to a password reset: the change needed the password.
  */
-export function sendSecondFactorNotice(ctx: Context, runtime: Runtime, user: Pick<User, 'email' | 'name'>, change: SecondFactorChange): void {
+export function sendSecondFactorNotice(ctx: Context, runtime: Runtime, user: Pick<User, 'email'>, change: SecondFactorChange): void {
   afterResponse(ctx, runtime.logger, 'two-factor change notice', () => runtime.mailQueue.deliver({
     to: user.email, template: 'second-factor-changed',
-    data: { name: user.name ?? undefined, change, changedAt: new Date(), link: `${runtime.config.issuer}${FORGOT_PASSWORD_PATH}` },
+    data: { change, changedAt: new Date(), link: `${runtime.config.issuer}${FORGOT_PASSWORD_PATH}` },
   }));
 }
 
@@ -186,7 +191,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
     const pending = await loadPending(interaction.uid);
     const user = pending ? await users.findById(pending.accountId) : null;
     const firstFactorStands = pending?.via === 'password' || (pending !== undefined && await sessionStillSignedIn(interaction, pending.accountId));
-    if (!pending || !user || user.disabled || !firstFactorStands) {
+    if (!pending || !user || user.disabled || !firstFactorStands || !await stillCurrent(ctx, interaction, pending, user)) {
       if (pending) await forgetPending(interaction.uid);
       toLogin(ctx, interaction.uid);
       return undefined;
@@ -194,8 +199,30 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
     return { interaction, pending, user };
   }
 
-  /** The sign-in is complete once the second factor is: that is when it is audited as a login. */
-  async function complete(ctx: Context, interaction: Interaction, user: User): Promise<void> {
+  /**
+   * Whether the account's credentials are still those this sign-in began with; a stale step is audited (the
+   * password it was given was the old one, or someone signed the account out everywhere meanwhile).
+   */
+  async function stillCurrent(ctx: Context, interaction: Interaction, pending: PendingStep, user: User): Promise<boolean> {
+    if (user.securityVersion === pending.securityVersion) return true;
+    await auditTrail.record({
+      action: 'login.failed', outcome: 'failure', ...seen(ctx, interaction, user),
+      detail: { reason: 'credentials_changed', during: pending.confirmed ? 'recovery_codes' : pending.enrolling ? 'enrollment' : 'second_factor' },
+    });
+    return false;
+  }
+
+  /**
+   * The sign-in is complete once the second factor is: that is when it is audited as a login. The account is
+   * read once more first: a reset that landed while the code was being checked ends this sign-in too.
+   */
+  async function complete(ctx: Context, interaction: Interaction, pending: PendingStep, user: User): Promise<void> {
+    const now = await users.findById(user.id);
+    if (!now || now.disabled || !await stillCurrent(ctx, interaction, pending, now)) {
+      await forgetPending(interaction.uid);
+      toLogin(ctx, interaction.uid);
+      return;
+    }
     await forgetPending(interaction.uid);
     await pages.finish(ctx, { login: { accountId: user.id, amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR } }, false);
     await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen(ctx, interaction, user), detail: { amr: AMR_SECOND_FACTOR } });
@@ -239,7 +266,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
   }
 
   return {
-    async afterPassword(ctx, { id: accountId }) {
+    async afterPassword(ctx, { id: accountId, securityVersion }) {
       const interaction = await pages.details(ctx);
       const client = await provider.Client.find(String(interaction.params.client_id));
       const decision = await secondFactorDecision(
@@ -251,7 +278,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         await pages.finish(ctx, { login: { accountId, amr: AMR_PASSWORD, acr: ACR_PASSWORD } }, false);
         return 'signed_in';
       }
-      await savePending(interaction, { accountId, via: 'password' });
+      await savePending(interaction, { accountId, securityVersion, via: 'password' });
       toStep(ctx, interaction.uid);
       return 'second_factor';
     },
@@ -270,11 +297,10 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
       // enroll its own authenticator and lock the owner out. A code of one already set up needs no password.
       const { enabled } = await secondFactor.loginRequirement(session.accountId);
       const passwordGiven = pending?.via === 'password' && pending.accountId === session.accountId;
-      if (!enabled && !passwordGiven) {
-        const account = await users.findById(session.accountId);
-        return { redirected: false, ...(account ? { email: account.email } : {}) };
-      }
-      if (pending?.accountId !== session.accountId) await savePending(interaction, { accountId: session.accountId, via: 'session' });
+      const account = await users.findById(session.accountId);
+      if (!account) return { redirected: false };
+      if (!enabled && !passwordGiven) return { redirected: false, email: account.email };
+      if (pending?.accountId !== session.accountId) await savePending(interaction, { accountId: session.accountId, securityVersion: account.securityVersion, via: 'session' });
       toStep(ctx, interaction.uid);
       return { redirected: true };
     },
@@ -338,7 +364,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         await auditTrail.record(result.method === 'recovery_code'
           ? { action: 'recovery_code.used', outcome: 'success', ...seen(ctx, interaction, user), detail: { remaining: result.recoveryCodesLeft, during: 'sign_in' } }
           : { action: 'second_factor.used', outcome: 'success', ...seen(ctx, interaction, user), detail: { method: 'totp', via: pending.via } });
-        await complete(ctx, interaction, user);
+        await complete(ctx, interaction, pending, user);
       });
 
       router.post('/second-factor/enroll', unreadableSecret, form, async (ctx) => {
@@ -356,7 +382,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
           pages.tooManyAttempts(ctx, before, interaction.params.redirect_uri);
           return;
         }
-        const result = await secondFactor.confirmEnrollment(user.id, formField(ctx, 'code'));
+        const result = await secondFactor.confirmEnrollment(user.id, formField(ctx, 'code'), { whileSecurityVersion: pending.securityVersion });
         if (!result.ok) {
           const enrollment = result.reason === 'not_enabled' ? undefined : await secondFactor.pendingEnrollment(user.id);
           if (!enrollment) {
@@ -374,7 +400,8 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         }
         await guard.afterSuccess(attempt);
         await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(ctx, interaction, user), detail: { method: 'totp', during: 'sign_in' } });
-        await savePending(interaction, { ...pending, confirmed: true });
+        // Enrolling changed the account's security version: this sign-in goes on with the new one.
+        await savePending(interaction, { ...pending, confirmed: true, securityVersion: result.securityVersion });
         pages.render(ctx, 'second-factor-recovery-codes', {
           clientName: await pages.clientName(interaction.params.client_id), recoveryCodes: result.recoveryCodes,
         }, interaction.params.redirect_uri);
@@ -389,7 +416,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
           toStep(ctx, interaction.uid);
           return;
         }
-        await complete(ctx, interaction, user);
+        await complete(ctx, interaction, pending, user);
       });
     },
   };

@@ -112,7 +112,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
       const owner = await users.findByEmail(address);
       if (!owner) return;
       await auditTrail.record({ action: 'account.created', outcome: 'failure', ...seen, subjectUserId: owner.id, subjectEmail: owner.email, detail: { reason: 'email_taken' } });
-      await mailQueue.deliver({ to: owner.email, template: 'account-exists', data: { name: owner.name ?? undefined, link: `${config.issuer}/account` } });
+      await mailQueue.deliver({ to: owner.email, template: 'account-exists', data: { link: `${config.issuer}/account` } });
     });
   });
 

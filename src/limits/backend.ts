@@ -21,11 +21,18 @@ export interface CounterBackend {
   close(): Promise<void>;
 }
 
+/** RateLimiterMemory expires a key with a timer, and a Node timer waits at most 2^31−1 ms (about 24.8 days). */
+const LONGEST_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
 export function createCounterBackend(options: { redisUrl: string | undefined; prefix: string; onError?: (error: Error) => void }): CounterBackend {
   const keyPrefix = (name: string) => `${options.prefix}limit:${name}`;
   if (!options.redisUrl) {
     return {
-      counter: ({ name, points, seconds }) => new RateLimiterMemory({ keyPrefix: keyPrefix(name), points, duration: seconds }),
+      // A longer timer would fire at once and drop the key: such keys (forgotten trusted devices) are kept for
+      // the life of the process instead, where keeping one too long only leaves a device untrusted longer.
+      counter: ({ name, points, seconds }) => new RateLimiterMemory({
+        keyPrefix: keyPrefix(name), points, duration: seconds > LONGEST_TIMER_SECONDS ? 0 : seconds,
+      }),
       run: (operation) => operation(),
       async close() {},
     };

@@ -7,7 +7,7 @@ import { SecondFactorGuard } from './second-factor-guard.ts';
 import { RateLimits } from './rate-limits.ts';
 
 export { RATE_LIMITS, RateLimits, type LimitDecision, type RateLimitName } from './rate-limits.ts';
-export { LoginGuard, lockSeconds, type LoginAttempt } from './login-guard.ts';
+export { LoginGuard, TRUSTED_DEVICE_SECONDS, lockSeconds, type LoginAttempt, type LoginDecision } from './login-guard.ts';
 export { SecondFactorGuard, type SecondFactorAttempt } from './second-factor-guard.ts';
 
 export interface Limits {

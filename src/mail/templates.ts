@@ -1,5 +1,9 @@
 // The messages Gatehouse sends: each template's subject, the data it needs (checked), and the rendering of
 // its text and HTML parts from views/mail/text and views/mail/html.
+// No message carries the account's name: whoever signs up with an address they do not own chooses it, and
+// mail to that address would speak in their words (a forged "your account was locked, sign in at …" under our
+// sender). Greetings say "Hello,"; unknown keys are stripped on parsing, so a name passed anyway is dropped.
+// The one typed text a message may show is a new email address, and only to an address that was confirmed.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Eta } from 'eta';
@@ -7,54 +11,54 @@ import { z } from 'zod';
 
 // Links in a message must be absolute web URLs: a mail client has no base URL, and nothing else belongs in a button.
 const webLink = z.url({ protocol: /^https?$/, error: 'must be an absolute http:// or https:// URL' });
-// A greeting name is optional: a message must read well without one.
-const personName = z.string().trim().max(200).optional();
 const minutes = z.number().int().positive();
 
 const templates = {
   'verify-email': {
     subject: 'Confirm your email address',
-    data: z.object({ name: personName, link: webLink, expiresInMinutes: minutes }),
+    data: z.object({ link: webLink, expiresInMinutes: minutes }),
   },
   'reset-password': {
     subject: 'Reset your password',
-    data: z.object({ name: personName, link: webLink, expiresInMinutes: minutes }),
+    data: z.object({ link: webLink, expiresInMinutes: minutes }),
   },
   'password-changed': {
     subject: 'Your password was changed',
     // link: where to start a password reset if the person did not make this change.
-    data: z.object({ name: personName, changedAt: z.date(), link: webLink }),
+    data: z.object({ changedAt: z.date(), link: webLink }),
   },
   'email-changed': {
     subject: 'Your email address was changed',
     // Sent to the old address. With `undo`, link undoes the change (puts this address back, signs everyone
     // out); without (a change already undoable from an earlier address), it starts a password reset.
+    // newEmail: left out when the old address was never confirmed (it may be a stranger's).
     data: z.object({
-      name: personName, newEmail: z.email(), changedAt: z.date(), link: webLink,
+      newEmail: z.email().optional(), changedAt: z.date(), link: webLink,
       undo: z.object({ expiresIn: z.string().min(1) }).optional(),
     }),
   },
   'account-exists': {
     subject: 'You already have an account',
     // Sent instead of a verification link when someone signs up with a registered address; link: where to sign in.
-    data: z.object({ name: personName, link: webLink }),
+    data: z.object({ link: webLink }),
   },
   'confirm-email-change': {
     subject: 'Confirm your new email address',
     // Sent to the new address; link: where the change is confirmed (nothing changes until it is followed).
-    data: z.object({ name: personName, link: webLink, expiresInMinutes: minutes }),
+    data: z.object({ link: webLink, expiresInMinutes: minutes }),
   },
   'email-change-requested': {
     subject: 'A change of your email address was requested',
     // Sent to the current address; link: where to start a password reset if the person did not ask for this.
-    data: z.object({ name: personName, newEmail: z.email(), requestedAt: z.date(), link: webLink }),
+    // newEmail: left out when the current address was never confirmed (it may be a stranger's).
+    data: z.object({ newEmail: z.email().optional(), requestedAt: z.date(), link: webLink }),
   },
   'second-factor-changed': {
     subject: 'Your two-factor authentication was changed',
     // Turned on, turned off (byAdministrator: by `gatehouse users reset-second-factor`), or new recovery
     // codes; link: where to start a password reset if the person did not make this change.
     data: z.object({
-      name: personName, change: z.enum(['enabled', 'disabled', 'recovery_codes_renewed']), changedAt: z.date(), link: webLink,
+      change: z.enum(['enabled', 'disabled', 'recovery_codes_renewed']), changedAt: z.date(), link: webLink,
       byAdministrator: z.boolean().optional(),
     }),
   },

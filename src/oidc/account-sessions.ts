@@ -3,6 +3,7 @@
 import Bowser from 'bowser';
 import Provider, { errors, type AdapterPayload } from 'oidc-provider';
 import type { AuditTrail } from '../audit/audit.ts';
+import type { UserService } from '../accounts/users.ts';
 import type { Store } from '../store/store.ts';
 
 export interface SessionSummary {
@@ -28,7 +29,8 @@ export type EndReason =
   | 'signed_out_everywhere'
   | 'password_reset'
   | 'password_changed'
-  | 'email_restored'; // the previous address undid a change of email
+  | 'email_restored' // the previous address undid a change of email
+  | 'account_disabled';
 
 /** Where the request asking for it came from, for the audit trail. */
 export interface RequestOrigin {
@@ -61,11 +63,13 @@ export class AccountSessions {
   readonly #provider: Provider;
   readonly #store: Store;
   readonly #auditTrail: AuditTrail;
+  readonly #users: Pick<UserService, 'endPausedSignIns'>;
 
-  constructor(provider: Provider, store: Store, auditTrail: AuditTrail) {
+  constructor(provider: Provider, store: Store, auditTrail: AuditTrail, users: Pick<UserService, 'endPausedSignIns'>) {
     this.#provider = provider;
     this.#store = store;
     this.#auditTrail = auditTrail;
+    this.#users = users;
   }
 
   /** The account's live sessions, newest first. */
@@ -117,9 +121,11 @@ export class AccountSessions {
   /**
    * Ends every session of the account and revokes every grant of the account (refresh tokens of
    * applications that outlive any session included), except the session named in `keep` and its grants.
+   * Sign-ins paused between the password and the second factor end too, in every browser.
    */
   async endAll(accountId: string, options: EndAllOptions = {}): Promise<{ sessions: number; grants: number }> {
     const reason = options.reason ?? 'signed_out_everywhere';
+    await this.#users.endPausedSignIns(accountId);
     const sessions = await this.#liveSessions(accountId);
     const kept = sessions.find((session) => session.uid === options.keep);
     const keptGrantIds = new Set(Object.values(kept?.authorizations ?? {}).map((authorization) => authorization.grantId));

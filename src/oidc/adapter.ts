@@ -15,6 +15,16 @@ const GRANT_BOUND_MODELS = new Set([
 /** Longest a record without its own expiry is kept; the engine gives every stored model one in practice. */
 const FALLBACK_TTL_SECONDS = 14 * 24 * 3600;
 
+/**
+ * A pushed authorization request (PAR) serves one authorization request only (RFC 9126 §4). The engine
+ * marks it consumed only when an authorization response is sent, so until a sign-in completes its
+ * request_uri could start any number of new ones. It finds the record at /auth (refusing a missing one
+ * as invalid_request_uri), and once more, by the id kept in the interaction, when that sign-in resumes
+ * at /auth/:uid (skipping a missing one): so the first find takes the record, atomically, and every
+ * later find gets nothing.
+ */
+const TAKEN_ON_FIRST_FIND = new Set(['PushedAuthorizationRequest']);
+
 export function createAdapterFactory(store: Store, clients: ClientService): (model: string) => Adapter {
   const accountIndexes = new AccountIndexes(store);
   return (model) => (model === 'Client' ? new ClientAdapter(clients) : new StoreAdapter(model, store, accountIndexes));
@@ -54,6 +64,7 @@ class StoreAdapter implements Adapter {
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {
+    if (TAKEN_ON_FIRST_FIND.has(this.#model)) return asProviderError(() => this.#take(this.#key(id)));
     return asProviderError(() => this.#read(this.#key(id)));
   }
 
@@ -70,6 +81,8 @@ class StoreAdapter implements Adapter {
    * or refresh token would both win. The store consumes atomically; the loser fails here.
    */
   consume(id: string): Promise<void> {
+    // Already consumed by the find that took it: the engine consumes it when answering that same request.
+    if (TAKEN_ON_FIRST_FIND.has(this.#model)) return Promise.resolve();
     return asProviderError(async () => {
       const won = await this.#store.consume(this.#key(id), Math.floor(Date.now() / 1000));
       if (!won) throw new errors.InvalidGrant(`${this.#model} was already used or has expired`);
@@ -93,6 +106,13 @@ class StoreAdapter implements Adapter {
     if (!record) return undefined;
     const payload = JSON.parse(record.value) as AdapterPayload;
     return record.consumedAt === undefined ? payload : { ...payload, consumed: record.consumedAt };
+  }
+
+  /** The record for the first caller only: the store's consume decides between concurrent ones. */
+  async #take(key: string): Promise<AdapterPayload | undefined> {
+    if (!(await this.#store.consume(key, Math.floor(Date.now() / 1000)))) return undefined;
+    const record = await this.#store.get(key);
+    return record ? JSON.parse(record.value) as AdapterPayload : undefined;
   }
 
   async #findThrough(pointerKey: string): Promise<AdapterPayload | undefined> {

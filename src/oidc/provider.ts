@@ -17,6 +17,7 @@ import { originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../http/errors.ts';
 import { contentSecurityPolicy } from '../http/security-headers.ts';
 import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from './account-console-client.ts';
+import { isSinglePageApp } from './client-kinds.ts';
 
 export interface ProviderDependencies {
   config: Config;
@@ -31,8 +32,11 @@ export interface ProviderDependencies {
 
 const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
 
-/** Endpoints a single-page app calls from the browser; the engine asks clientBasedCORS about these. */
-const BROWSER_ENDPOINTS = new Set(['token', 'userinfo', 'revocation']);
+/**
+ * Endpoints (engine route names) a single-page app calls from the browser; the engine asks clientBasedCORS
+ * about these, and src/http/cors-preflight.ts answers their preflights.
+ */
+export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
 export function createProvider({ config, secrets, store, users, clients, views, secondFactor }: ProviderDependencies): Provider {
   const configuration: Configuration = {
@@ -84,6 +88,9 @@ export function createProvider({ config, secrets, store, users, clients, views, 
     // Single-page apps stay signed in through refresh tokens; others ask for them with offline_access.
     issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
       && (code.scopes.has('offline_access') || isSinglePageApp(client)),
+    // A browser app's tokens end with the session, whatever it was granted (a grant from before offline access
+    // was withheld from browser apps, say); and signing out revokes its grant.
+    expiresWithSession: async (ctx, code) => isSinglePageApp(ctx.oidc.client!) || !code.scopes.has('offline_access'),
     ttl: {
       AccessToken: config.ttl.accessToken,
       ClientCredentials: config.ttl.accessToken,
@@ -112,9 +119,10 @@ export function createProvider({ config, secrets, store, users, clients, views, 
         // A token's own client may introspect it. Service clients (resource servers) may introspect
         // access tokens they are handed, never refresh tokens, which only their client ever presents.
         // A token whose client was deleted is inactive (the engine would fail reading the missing client).
-        allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId
+        // A disabled (or deleted) account's tokens are inactive at once, whatever the store still holds.
+        allowedPolicy: async (ctx, client, token) => await accountMayUseTokens(users, 'accountId' in token ? token.accountId : undefined) && (token.clientId === client.clientId
           || (ACCESS_TOKEN_KINDS.has(token.kind) && client.clientAuthMethod !== 'none' && client.grantTypeAllowed('client_credentials')
-            && await ctx.oidc.provider.Client.find(token.clientId!) !== undefined),
+            && await ctx.oidc.provider.Client.find(token.clientId!) !== undefined)),
       },
       rpInitiatedLogout: {
         enabled: true,
@@ -138,9 +146,33 @@ export function createProvider({ config, secrets, store, users, clients, views, 
     renderError: async (ctx, out) => renderEngineError(ctx, views, out),
   };
   const provider = new Provider(config.issuer, configuration);
+  // The same client address as the host app sees (src/app.ts): the engine's own ctx.ip feeds session records.
   provider.proxy = config.trustProxy;
+  provider.maxIpsCount = config.trustedProxyHops;
   provider.use(retryAfterOnOutage);
+  provider.use(cachePublicDocuments);
   return provider;
+}
+
+/** How long a cache (or a client) may keep discovery and the JWKS: short enough to follow a key rotation's stages. */
+export const PUBLIC_DOCUMENT_MAX_AGE_SECONDS = 300;
+
+/**
+ * Discovery and the JWKS are the same for everyone (every URL in them comes from ISSUER), so shared caches may
+ * keep them, for a deliberate while; the engine sets nothing.
+ */
+async function cachePublicDocuments(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  await next();
+  if (ctx.status === 200 && (ctx.oidc?.route === 'discovery' || ctx.oidc?.route === 'jwks')) {
+    ctx.set('Cache-Control', `public, max-age=${PUBLIC_DOCUMENT_MAX_AGE_SECONDS}`);
+  }
+}
+
+/** Whether the person a token was issued for (if any) may still sign in: tokens of a disabled account are inactive. */
+async function accountMayUseTokens(users: UserService, accountId: string | undefined): Promise<boolean> {
+  if (!accountId) return true;
+  const user = await asProviderError(() => users.findById(accountId));
+  return user !== null && !user.disabled;
 }
 
 /** A 503 (a dependency is down) tells clients when to try again, as Gatehouse's own pages do. */
@@ -177,9 +209,4 @@ function signInPolicy(secondFactor: ProviderDependencies['secondFactor']) {
     },
   ));
   return policy;
-}
-
-/** A public browser client: no secret, signs people in with redirects. */
-function isSinglePageApp(client: { clientAuthMethod?: string; applicationType?: string }): boolean {
-  return client.clientAuthMethod === 'none' && client.applicationType === 'web';
 }

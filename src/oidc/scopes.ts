@@ -9,6 +9,14 @@ export const CLAIMS_BY_SCOPE = {
 
 export const SCOPES = ['openid', 'offline_access', 'profile', 'email'] as const;
 
+/** Every scope above is about the person signing in: a service client (client_credentials) gets none of them. */
+const SCOPES_ABOUT_PEOPLE: ReadonlySet<string> = new Set(SCOPES);
+
+/** The scopes about a person among these (space-separated), in the order given. */
+export function scopesAboutPeople(scope: string | undefined): string[] {
+  return (scope ?? '').split(' ').filter((name) => SCOPES_ABOUT_PEOPLE.has(name));
+}
+
 const SCOPE_DESCRIPTIONS: Record<string, string> = {
   openid: 'Know who you are',
   profile: 'See your name',

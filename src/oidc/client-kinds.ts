@@ -1,0 +1,14 @@
+// What kind of application a registered client is, as the engine sees it, and what follows from it: a
+// browser app (single-page app) holds no secret and never gets access that outlives the person's session.
+
+/** A public browser client: no secret, signs people in with redirects. */
+export function isSinglePageApp(client: { clientAuthMethod?: string; applicationType?: string }): boolean {
+  return client.clientAuthMethod === 'none' && client.applicationType === 'web';
+}
+
+/**
+ * Scopes a browser app may ask for but is never granted: its refresh tokens end with the session (a token
+ * kept in a browser must not outlive signing out), so offline access is refused at consent rather than
+ * promised and not kept.
+ */
+export const WITHHELD_FROM_SINGLE_PAGE_APPS: ReadonlySet<string> = new Set(['offline_access']);
