@@ -17,6 +17,7 @@ import { ClientService } from './clients/clients.ts';
 import { ClientCache } from './clients/client-cache.ts';
 import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
+import { refusePeopleScopesForServices } from './oidc/service-scopes.ts';
 import { createViews, type Views } from './http/views.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
@@ -76,8 +77,8 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const views = createViews({ cache: config.mode === 'production' });
     const mailer = createMailer(config, logger);
     const mailQueue = new MailQueue({ store, mailer, logger, timings: options.mailQueue });
-    const auditTrail = new AuditTrail(database.prisma, logger);
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
+    const auditTrail = new AuditTrail(database.prisma, logger, { accountIdOf: async (email) => (await users.findByEmail(email))?.id });
     // Every instance sharing the store hears of client changes (the CLI's too, when the store is Redis).
     const clientCache = new ClientCache(store, {
       maxAgeMs: options.oneShot ? 0 : config.clientCacheTtl * 1000,
@@ -89,6 +90,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     // Client registrations are checked by the engine that will read them, built just below.
     const clients = new ClientService(database.prisma, async (metadata) => {
       await provider.Client.validate(metadata as EngineClientMetadata);
+      refusePeopleScopesForServices(metadata);
     }, auditTrail, clientCache);
     const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
       issuerName: new URL(config.issuer).host,

@@ -80,14 +80,20 @@ const SECRET_KEY = /pass|secret|token|code|otp|totp|cookie|authorization|credent
 const uuidSchema = z.uuid();
 const emailSchema = z.email().max(FIELD_MAX);
 
+/** The id of the account registered with an address, if any. */
+export type AccountLookup = (email: string) => Promise<string | undefined>;
+
 export class AuditTrail {
   readonly #prisma: Prisma;
   readonly #logger: Logger;
   readonly #pending = new Set<Promise<void>>();
+  readonly #accountIdOf: AccountLookup;
 
-  constructor(prisma: Prisma, logger: Logger) {
+  /** `accountIdOf`: the account an address names today (the accounts' own lookup), for queries by person. */
+  constructor(prisma: Prisma, logger: Logger, options: { accountIdOf?: AccountLookup } = {}) {
     this.#prisma = prisma;
     this.#logger = logger.child({ component: 'audit' });
+    this.#accountIdOf = options.accountIdOf ?? (async () => undefined);
   }
 
   /**
@@ -123,9 +129,8 @@ export class AuditTrail {
     if (query.userEmail !== undefined) {
       const email = query.userEmail.trim().toLowerCase();
       // The account as it is named today, so its events before an email change are found too.
-      // (A read of the users table, the one place the audit module looks outside its own.)
-      const user = await this.#prisma.user.findUnique({ where: { email }, select: { id: true } });
-      where.push({ OR: [{ subjectEmail: email }, ...(user ? [{ subjectUserId: user.id }] : [])] });
+      const accountId = await this.#accountIdOf(email);
+      where.push({ OR: [{ subjectEmail: email }, ...(accountId ? [{ subjectUserId: accountId }] : [])] });
     }
     const rows = await this.#prisma.auditEvent.findMany({
       where: { AND: where },

@@ -6,7 +6,6 @@ import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import type { ClientCache } from './client-cache.ts';
 import { originOf } from '../urls.ts';
-import { scopesAboutPeople } from '../oidc/scopes.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
 
@@ -86,7 +85,6 @@ export class ClientService {
     if (isService && (changes.redirectUris?.length || changes.postLogoutRedirectUris?.length)) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
-    if (isService) refusePeopleScopes(changes.scope);
     if (!isService && changes.redirectUris && !changes.redirectUris.length) throw new ClientError('a client that signs people in needs at least one redirect URI');
     const metadata: ClientMetadata = {
       ...current,
@@ -164,12 +162,6 @@ export class ClientService {
   }
 }
 
-/** A service client acts for no person: it may not be allowed the scopes about one (see src/oidc/service-scopes.ts). */
-function refusePeopleScopes(scope: string | undefined): void {
-  const refused = scopesAboutPeople(scope);
-  if (refused.length) throw new ClientError(`a service client acts for no person: it cannot have the scope ${refused.join(', ')}`);
-}
-
 function metadataFor(input: NewClient): ClientMetadata {
   const name = input.name.trim();
   if (!name) throw new ClientError('a client needs a name');
@@ -183,7 +175,6 @@ function metadataFor(input: NewClient): ClientMetadata {
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
   };
   if (input.type === 'service') {
-    refusePeopleScopes(input.scope);
     if (redirectUris.length || postLogoutRedirectUris.length) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }

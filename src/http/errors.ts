@@ -1,9 +1,9 @@
 // Error mapping for Gatehouse's own routes: a page for people, JSON for programs, the right status,
 // and never a stack trace. Dependency outages become 503s that say which dependency is down.
 import type { Context, Next } from 'koa';
-import { errors } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { DependencyUnavailable } from '../errors.ts';
+import { isSessionNotFound, shownProtocolError } from '../oidc/errors.ts';
 import { upperFirst, type Views } from './views.ts';
 
 /** How long a client should wait before retrying when a dependency is down. */
@@ -34,12 +34,13 @@ function answerFor(error: unknown): Answer {
   if (error instanceof DependencyUnavailable) {
     return { status: 503, error: 'temporarily_unavailable', title: 'Gatehouse is temporarily unavailable', message: `${upperFirst(error.message)}. Please try again in a moment.` };
   }
-  if (error instanceof errors.SessionNotFound) {
+  if (isSessionNotFound(error)) {
     return { status: 400, error: 'session_not_found', title: 'This sign-in has expired', message: 'Go back to the application and sign in again.' };
   }
-  if (error instanceof errors.OIDCProviderError && error.expose) {
-    const title = error.status === 503 ? 'Gatehouse is temporarily unavailable' : 'Something is not right';
-    return { status: error.status, error: error.error, title, message: error.error_description ?? error.error };
+  const shown = shownProtocolError(error);
+  if (shown) {
+    const title = shown.status === 503 ? 'Gatehouse is temporarily unavailable' : 'Something is not right';
+    return { status: shown.status, error: shown.error, title, message: shown.description };
   }
   if (isHttpClientError(error)) {
     return { status: error.status, error: 'invalid_request', title: 'Something is not right', message: 'The request could not be read.' };

@@ -1,11 +1,11 @@
 // Maps limit decisions to HTTP: a 429 page for people (saying when to try again, in words) and, at
 // the token endpoint, an RFC 6749 JSON error with Retry-After. The counting itself is in src/limits/.
 import type { Context } from 'koa';
-import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { TokenRequestCheck } from '../oidc/token-requests.ts';
 import type { RateLimits, LimitDecision } from '../limits/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
-import { TemporarilyUnavailable } from '../oidc/errors.ts';
+import { TemporarilyUnavailable, TooManyRequests } from '../oidc/errors.ts';
 
 type Refusal = Extract<LimitDecision, { allowed: false }>;
 
@@ -29,17 +29,6 @@ export function refuseWithPage(ctx: Context, refusal: Refusal, action = 'signing
     title: 'Too many attempts',
     message: `For your security, ${action} is paused. Please try again ${inWords(refusal.retryAfterSeconds)}.`,
   };
-}
-
-/** RFC 6749 has no "too many requests" code: invalid_request with HTTP 429 and Retry-After is the least misleading. */
-export class TooManyRequests extends errors.OIDCProviderError {
-  error_description: string;
-
-  constructor(retryAfterSeconds: number) {
-    super(429, 'invalid_request');
-    this.expose = true;
-    this.error_description = `too many requests, try again in ${retryAfterSeconds} seconds`;
-  }
 }
 
 /**

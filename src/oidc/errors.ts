@@ -1,5 +1,6 @@
 // Maps Gatehouse's domain errors into oidc-provider's error type, so the engine answers them in the
-// protocol's own format (JSON, a page, or a redirect back to the client) instead of a bare 500.
+// protocol's own format (JSON, a page, or a redirect back to the client) instead of a bare 500; and tells
+// the rest of Gatehouse what an engine error is, so that only this folder depends on the engine's classes.
 import { errors } from 'oidc-provider';
 import { DependencyUnavailable } from '../errors.ts';
 
@@ -13,6 +14,28 @@ export class TemporarilyUnavailable extends errors.OIDCProviderError {
     this.expose = true;
     this.error_description = cause.message;
   }
+}
+
+/** RFC 6749 has no "too many requests" code: invalid_request with HTTP 429 and Retry-After is the least misleading. */
+export class TooManyRequests extends errors.OIDCProviderError {
+  error_description: string;
+
+  constructor(retryAfterSeconds: number) {
+    super(429, 'invalid_request');
+    this.expose = true;
+    this.error_description = `too many requests, try again in ${retryAfterSeconds} seconds`;
+  }
+}
+
+/** The engine could not find the sign-in a request belongs to (its cookie expired, or another browser's). */
+export function isSessionNotFound(error: unknown): boolean {
+  return error instanceof errors.SessionNotFound;
+}
+
+/** An engine error written to be shown (the engine hides the others): its status, code and description. */
+export function shownProtocolError(error: unknown): { status: number; error: string; description: string } | undefined {
+  if (!(error instanceof errors.OIDCProviderError) || !error.expose) return undefined;
+  return { status: error.status, error: error.error, description: error.error_description ?? error.error };
 }
 
 /** Runs an engine callback, turning a dependency outage into a 503 the engine knows how to answer. */

@@ -1,12 +1,12 @@
 // Disabling and enabling an account, an administrator's act (the CLI now, the admin API next): a disabled
 // account signs in nowhere, and every session, grant and token it holds stops working at once.
 import type { AuditActor, AuditTrail } from '../../audit/audit.ts';
-import type { AccountSessions } from '../../oidc/account-sessions.ts';
 import type { User, UserService } from '../users.ts';
 
 export interface AccountStatusDependencies {
   users: Pick<UserService, 'findByEmail' | 'setDisabled'>;
-  accountSessions: Pick<AccountSessions, 'endAll'>;
+  /** The engine's side (src/oidc/account-sessions.ts): every session and grant of the account ended. */
+  accountSessions: { endAll(accountId: string, options: { reason: 'account_disabled' }): Promise<{ sessions: number; grants: number }> };
   auditTrail: Pick<AuditTrail, 'record'>;
 }
 
