@@ -12,9 +12,6 @@ import { emailVerificationRoutes } from './interactions/email-verification.ts';
 import { accountConsoleRoutes } from './account-console/index.ts';
 import { passwordResetRoutes } from './interactions/password-reset.ts';
 import { emailChangeConfirmationRoutes } from './account-console/email.ts';
-import { tokenEndpointLimits } from './http/rate-limits.ts';
-import { checkTokenRequests } from './oidc/token-requests.ts';
-import { serviceScopesOnly } from './oidc/service-scopes.ts';
 import { corsPreflights } from './http/cors-preflight.ts';
 
 export function createApp(runtime: Runtime): Koa {
@@ -35,7 +32,6 @@ export function createApp(runtime: Runtime): Koa {
     app.use(router.allowedMethods());
   }
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
-  checkTokenRequests(provider, [tokenEndpointLimits(runtime.limits.rates), serviceScopesOnly]);
   app.use(corsPreflights({ provider, clients: runtime.clients }));
   const handleProtocol = provider.callback();
   app.use(async (ctx) => {

@@ -13,7 +13,6 @@ import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts
 import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
-import { FORGOT_PASSWORD_PATH } from './http/password-forms.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
 
@@ -136,54 +135,38 @@ const commands: Record<string, Handler> = {
     const { values } = parse(args, { email: { type: 'string' } });
     if (!values.email || !String(values.email).trim()) throw new UsageError('users reset-second-factor needs --email');
     const email = String(values.email);
-    await run(async ({ users, secondFactor, auditTrail, mailer, config, accountSessions }) => {
-      const user = await users.findByEmail(email);
-      if (!user) throw new NotFound(`no account has the email ${email}`);
-      const { enabled, recoveryCodesLeft } = await secondFactor.status(user.id);
-      // Also forgets a setup that was started and never confirmed.
-      const removed = await secondFactor.removeForAccountRecovery(user.id);
-      if (!removed) {
+    await run(async ({ flows, config }) => {
+      // A command on an in-process store sees none of a running server's sessions: they are left to the restart.
+      const result = await flows.secondFactorReset.reset({ email, actor: { type: 'admin', id: administratorName() }, endSessions: Boolean(config.redisUrl) });
+      if (!result.ok) throw new NotFound(`no account has the email ${email}`);
+      const { user } = result;
+      if (result.removed === 'nothing') {
         process.stdout.write(`${user.email} has no two-factor authentication: nothing was changed\n`);
         return;
       }
-      await auditTrail.record({
-        action: 'second_factor.removed', outcome: 'success', actor: { type: 'admin', id: administratorName() },
-        subjectUserId: user.id, subjectEmail: user.email, detail: { method: 'totp', reason: 'admin_reset', wasEnabled: enabled },
-      });
-      if (!enabled) {
+      if (result.removed === 'unfinished_setup') {
         process.stdout.write(`${user.email} had not finished setting up two-factor authentication: the unfinished setup was removed\n`);
         return;
       }
-      const { requiredByRole } = await secondFactor.loginRequirement(user.id);
-      process.stdout.write(`turned off two-factor authentication for ${user.email}: its authenticator and ${recoveryCodesLeft} unused recovery code${recoveryCodesLeft === 1 ? '' : 's'} were removed; `
-        + `${requiredByRole ? 'their role requires it, so their next sign-in asks them to set it up again' : 'they sign in with their password alone until they set it up again'}\n`);
-      // A session signed in with the factor keeps loa:2 (and single sign-on to clients that require it)
-      // without it: every session ends and every grant goes, as "sign out everywhere" does.
-      let sessionsNotEnded: string | undefined;
-      if (!config.redisUrl) {
+      const codes = result.unusedRecoveryCodesRemoved;
+      process.stdout.write(`turned off two-factor authentication for ${user.email}: its authenticator and ${codes} unused recovery code${codes === 1 ? '' : 's'} were removed; `
+        + `${result.requiredByRole ? 'their role requires it, so their next sign-in asks them to set it up again' : 'they sign in with their password alone until they set it up again'}\n`);
+      const { sessions } = result;
+      if (sessions.ended) {
+        process.stdout.write(`signed ${user.email} out everywhere: ${plural(sessions.sessions, 'session')} ended, ${plural(sessions.grants, 'grant')} revoked\n`);
+      } else if (sessions.reason === 'out_of_reach') {
         process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
           + `out of this command's reach, so those of ${user.email} were not ended; restarting the server ends them\n`);
-      } else {
-        try {
-          const ended = await accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
-          process.stdout.write(`signed ${user.email} out everywhere: ${plural(ended.sessions, 'session')} ended, ${plural(ended.grants, 'grant')} revoked\n`);
-        } catch (error) {
-          if (!(error instanceof DependencyUnavailable)) throw error;
-          sessionsNotEnded = error.describe();
-        }
       }
       try {
-        await mailer.send({
-          to: user.email, template: 'second-factor-changed',
-          data: { change: 'disabled', byAdministrator: true, changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
-        });
+        await result.notice();
         process.stdout.write(`told ${user.email} by email\n`);
       } catch (error) {
         // The reset stands; the person is told another way.
         process.stderr.write(`gatehouse: the notice to ${user.email} was not sent (${error instanceof DependencyUnavailable ? error.describe() : (error as Error).message}); tell them yourself\n`);
       }
-      if (sessionsNotEnded) {
-        throw new PartlyDone(`two-factor authentication is off, but the sessions of ${user.email} were not ended (${sessionsNotEnded}): `
+      if (!sessions.ended && sessions.reason === 'store_unavailable') {
+        throw new PartlyDone(`two-factor authentication is off, but the sessions of ${user.email} were not ended (${sessions.error.describe()}): `
           + 'they stay signed in until they sign out or the sessions expire');
       }
     });

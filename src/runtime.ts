@@ -17,7 +17,9 @@ import { ClientService } from './clients/clients.ts';
 import { ClientCache } from './clients/client-cache.ts';
 import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
-import { refusePeopleScopesForServices } from './oidc/service-scopes.ts';
+import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
+import { Engine } from './oidc/engine-internals.ts';
+import { tokenEndpointLimits } from './http/rate-limits.ts';
 import { createViews, type Views } from './http/views.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
@@ -25,6 +27,14 @@ import { createLimits, type Limits } from './limits/index.ts';
 import { AuditTrail } from './audit/audit.ts';
 import { auditProtocolEvents } from './audit/protocol-events.ts';
 import { AccountSessions } from './oidc/account-sessions.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH } from './http/password-forms.ts';
+import { inWords } from './http/rate-limits.ts';
+import type { AccountLinks } from './accounts/flows/dependencies.ts';
+import { createPasswordResetFlow, type PasswordResetFlow } from './accounts/flows/password-reset.ts';
+import { createPasswordChangeFlow, type PasswordChangeFlow } from './accounts/flows/password-change.ts';
+import { RESTORE_EMAIL_PATH, createEmailChangeFlow, type EmailChangeFlow } from './accounts/flows/email-change.ts';
+import { createSecondFactorResetFlow, type SecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
 
 export interface Runtime {
   config: Config;
@@ -38,6 +48,8 @@ export interface Runtime {
   /** Security events: `auditTrail.record({ action: 'login.failed', outcome: 'failure', subjectEmail, ip, userAgent, clientId })`. */
   auditTrail: AuditTrail;
   provider: Provider;
+  /** What Gatehouse does with the engine beyond configuring it: sessions, interactions, grants (src/oidc/engine-internals.ts). */
+  engine: Engine;
   /** Rate limits and login lockout (their counters live in the store's Redis, or in this process). */
   limits: Limits;
   /** Email for callers that must know it went out now: `mailer.send({ to, template: 'verify-email', data: { link, expiresInMinutes } })`. */
@@ -50,7 +62,18 @@ export interface Runtime {
   accountTokens: AccountTokens;
   /** TOTP and recovery codes: enroll, confirm, verify at login, regenerate codes, disable. */
   secondFactor: SecondFactorService;
+  /** The account workflows (src/accounts/flows/), the same for every door: web pages, the CLI, the admin API. */
+  flows: AccountFlows;
   close(): Promise<void>;
+}
+
+export interface AccountFlows {
+  passwordReset: PasswordResetFlow;
+  passwordChange: PasswordChangeFlow;
+  /** Confirming a change of email address, and undoing one. */
+  emailChange: EmailChangeFlow;
+  /** An administrator's reset of a person's second factor. */
+  secondFactorReset: SecondFactorResetFlow;
 }
 
 export interface RuntimeOptions {
@@ -62,13 +85,17 @@ export interface RuntimeOptions {
    * (what it queues is sent by the servers sharing the store).
    */
   oneShot?: boolean;
+  /** Limits of the caller's making (a test whose limits' Redis goes down); closed with the runtime. */
+  limits?: Limits;
+  /** Where the flows read the time (tests pass a fixed one). Default: the system clock. */
+  clock?: Clock;
 }
 
 export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
   // Keys first: a refused key (KeyError) stops the start before any database is opened or migrated.
   const secrets = await loadSecrets(config);
   const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error') });
-  const limits = createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'));
+  const limits = options.limits ?? createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'));
   let database: Database | undefined;
   try {
     database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
@@ -99,12 +126,16 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const provider = createProvider({ config, secrets, store, users, clients, views, secondFactor });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
-    const accountSessions = new AccountSessions(provider, store, auditTrail, users);
+    const engine = new Engine(provider);
+    // Token requests are limited per IP and per client, and services get no scopes about people.
+    engine.checkTokenRequests([tokenEndpointLimits(limits.rates), serviceScopesOnly]);
+    const accountSessions = new AccountSessions(engine, store, auditTrail, users);
     const accountTokens = new AccountTokens(database.prisma);
+    const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, clock: options.clock ?? systemClock });
     const opened = database;
     if (!options.oneShot) mailQueue.start();
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, limits, mailer, mailQueue, accountSessions, accountTokens, secondFactor,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, accountSessions, accountTokens, secondFactor, flows,
       async close() {
         // A message being sent is taken off the queue (or rescheduled) before the store closes.
         await mailQueue.close();
@@ -117,6 +148,32 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     await Promise.allSettled([store.close(), limits.close(), database?.close()]);
     throw error;
   }
+}
+
+/** Each flow built once, with only what it uses. */
+function createAccountFlows(services: {
+  config: Config; logger: Logger; users: UserService; accountTokens: AccountTokens; secondFactor: SecondFactorService;
+  accountSessions: AccountSessions; auditTrail: AuditTrail; mailer: Mailer; mailQueue: MailQueue; limits: Limits; clock: Clock;
+}): AccountFlows {
+  const { config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, clock } = services;
+  const links: AccountLinks = {
+    forgotPassword: `${config.issuer}${FORGOT_PASSWORD_PATH}`,
+    // Tokens are base64url: they need no escaping in a query.
+    resetPassword: (token) => `${config.issuer}${RESET_PASSWORD_PATH}?token=${token}`,
+    restoreEmail: (token) => `${config.issuer}${RESTORE_EMAIL_PATH}?token=${token}`,
+  };
+  return {
+    passwordReset: createPasswordResetFlow({
+      users, accountTokens, secondFactor, accountSessions, loginLockout: limits.login, auditTrail, mail: mailQueue, links, clock,
+      linkTtlSeconds: config.accounts.passwordResetTtl,
+    }),
+    passwordChange: createPasswordChangeFlow({ users, accountTokens, accountSessions, auditTrail, mail: mailQueue, links, clock }),
+    emailChange: createEmailChangeFlow({
+      users, accountTokens, secondFactor, accountSessions, auditTrail, mail: mailQueue, links, clock, logger,
+      undoTtlSeconds: config.accounts.emailChangeUndoTtl, resetTtlSeconds: config.accounts.passwordResetTtl, inWords,
+    }),
+    secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
+  };
 }
 
 /** A reconnecting client repeats the same error many times a second: log a message once until another comes. */

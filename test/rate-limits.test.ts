@@ -430,14 +430,14 @@ test.serial('with the rate-limit Redis down, login and the token endpoint answer
   const httpServer = createServer();
   await new Promise<void>((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
   const issuer = `http://127.0.0.1:${(httpServer.address() as AddressInfo).port}`;
-  const runtime = await openRuntime({ ...config, issuer }, createLogger(config));
   const limits = createLimits({ ...config, redisUrl: redis.url });
-  httpServer.on('request', createApp({ ...runtime, limits }).callback());
+  const runtime = await openRuntime({ ...config, issuer }, createLogger(config), { limits });
+  httpServer.on('request', createApp(runtime).callback());
   const server: TestServer = { issuer, runtime, server: httpServer, close: async () => {} };
   t.teardown(async () => {
     httpServer.closeAllConnections();
     await new Promise<void>((resolve) => httpServer.close(() => resolve()));
-    await limits.close();
+    // The runtime closes the limits it was given.
     await runtime.close();
     await database.drop();
   });

@@ -4,7 +4,8 @@
 // whoever changed it was not the owner (they had the password and a session), that is the owner's way back.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { AccountError, isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
+import { CONFIRM_EMAIL_CHANGE_PATH, RESTORE_EMAIL_PATH } from '../accounts/flows/email-change.ts';
+import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH } from '../http/password-forms.ts';
@@ -14,13 +15,6 @@ import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter } from './index.ts';
 import { checkCurrentPassword } from './reauthentication.ts';
 
-/**
- * Outside /account: the link is often opened in another browser (the new mailbox's), where nobody is
- * signed in, and it must work there; the token in it is the credential.
- */
-export const CONFIRM_EMAIL_CHANGE_PATH = '/email/confirm-change';
-/** The link in the notice to the previous address: puts that address back. */
-export const RESTORE_EMAIL_PATH = '/email/restore';
 const CONFIRM_CSRF_PATH = '/email';
 
 const TITLE = 'Change your email address';
@@ -88,10 +82,11 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
 
 /**
  * The pages the emailed links open (GET: shows a button; mail scanners open links too) and their forms: the
- * new address's link confirms the change, the previous address's link undoes it.
+ * new address's link confirms the change, the previous address's link undoes it (src/accounts/flows/email-change.ts).
  */
 export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
-  const { config, users, auditTrail, limits, logger, accountTokens } = runtime;
+  const { config, limits, logger } = runtime;
+  const { emailChange } = runtime.flows;
   const undoTtlSeconds = config.accounts.emailChangeUndoTtl;
   const router = new Router();
   const pages = new Pages(runtime.views);
@@ -114,19 +109,11 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     return false;
   }
 
-  /** The account and new address of a link still good, for an account that may still use it. */
-  async function changeOfLink(token: string): Promise<{ user: User; newEmail: string } | undefined> {
-    const link = await accountTokens.peek(token, 'change_email');
-    if (!link.ok) return undefined;
-    const user = await users.findById(link.userId);
-    return user && !user.disabled ? { user, newEmail: normalizeEmail(link.email) } : undefined;
-  }
-
   router.get(CONFIRM_EMAIL_CHANGE_PATH, async (ctx) => {
     if (!await linkUseAllowed(ctx)) return;
     const token = queryField(ctx, 'token');
-    const change = await changeOfLink(token);
-    if (!change) {
+    const change = await emailChange.checkConfirmLink(token);
+    if (!change.ok) {
       linkInvalid(ctx);
       return;
     }
@@ -136,53 +123,21 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
   router.post(CONFIRM_EMAIL_CHANGE_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
     if (!await linkUseAllowed(ctx)) return;
-    const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
-    const change = await changeOfLink(formField(ctx, 'token'));
-    const redeemed = change ? await accountTokens.redeem(formField(ctx, 'token'), 'change_email') : undefined;
-    if (!change || !redeemed?.ok) {
-      await auditTrail.record({ action: 'email.changed', outcome: 'failure', subjectUserId: change?.user.id, ...seen, detail: { reason: 'link_invalid' } });
-      linkInvalid(ctx);
-      return;
-    }
-    const { user, newEmail } = change;
-    let updated: User | null;
-    try {
-      updated = await users.changeEmail(user.id, newEmail);
-    } catch (error) {
-      if (!(error instanceof AccountError && error.code === 'email_taken')) throw error;
-      await auditTrail.record({ action: 'email.changed', outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, ...seen, detail: { newEmail, reason: 'email_taken' } });
+    const confirmed = await emailChange.confirm(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });
+    if (!confirmed.ok && confirmed.reason === 'email_taken') {
       render(ctx, 'link-invalid', {
         title: 'This address is not available',
-        message: `Another account started using ${newEmail} after you asked for the change, so your email address is still ${user.email}. Choose another address.`,
+        message: `Another account started using ${confirmed.newEmail} after you asked for the change, so your email address is still ${confirmed.user.email}. Choose another address.`,
         next: { href: '/account/email', label: 'Change your email address' },
       }, 409);
       return;
     }
-    if (!updated) {
+    if (!confirmed.ok) {
       linkInvalid(ctx);
       return;
     }
-    await auditTrail.record({ action: 'email.changed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen, detail: { previousEmail: user.email } });
-    render(ctx, 'email-change-done', { newEmail: updated.email });
-    afterResponse(ctx, logger, 'email changed notice', async () => {
-      // Only the first address of a run of changes gets a way back: a link already out stays the one that
-      // works (the change it undoes left the address the owner surely had), and no later address replaces it.
-      // The notice matters more than its link: without a link (the database failing now) it still goes.
-      const undoToken = await accountTokens.issueUnlessPending(user.id, 'restore_email', user.email, undoTtlSeconds).catch((error: unknown) => {
-        logger.error({ err: error, accountId: user.id }, 'email change undo link not issued; the notice goes without it');
-        return undefined;
-      });
-      await runtime.mailQueue.deliver({
-        to: user.email, template: 'email-changed',
-        data: {
-          // As in the notice of the request: an address never confirmed is not told where the account went.
-          ...(user.emailVerified ? { newEmail: updated.email } : {}), changedAt: new Date(),
-          ...(undoToken
-            ? { link: `${config.issuer}${RESTORE_EMAIL_PATH}?token=${undoToken}`, undo: { expiresIn: inWords(undoTtlSeconds) } }
-            : { link: `${config.issuer}${FORGOT_PASSWORD_PATH}` }),
-        },
-      });
-    });
+    render(ctx, 'email-change-done', { newEmail: confirmed.user.email });
+    afterResponse(ctx, logger, 'email changed notice', confirmed.notice);
   });
 
   function restoreLinkInvalid(ctx: Context): void {
@@ -193,19 +148,11 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     }, 400);
   }
 
-  /** The account and previous address of an undo link still good, for an account that may still use it. */
-  async function restoreOfLink(token: string): Promise<{ user: User; previousEmail: string } | undefined> {
-    const link = await accountTokens.peek(token, 'restore_email');
-    if (!link.ok) return undefined;
-    const user = await users.findById(link.userId);
-    return user && !user.disabled ? { user, previousEmail: normalizeEmail(link.email) } : undefined;
-  }
-
   router.get(RESTORE_EMAIL_PATH, async (ctx) => {
     if (!await linkUseAllowed(ctx)) return;
     const token = queryField(ctx, 'token');
-    const restore = await restoreOfLink(token);
-    if (!restore) {
+    const restore = await emailChange.checkRestoreLink(token);
+    if (!restore.ok) {
       restoreLinkInvalid(ctx);
       return;
     }
@@ -215,50 +162,22 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
   router.post(RESTORE_EMAIL_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
     if (!await linkUseAllowed(ctx)) return;
-    const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
-    const token = formField(ctx, 'token');
-    const restore = await restoreOfLink(token);
-    const redeemed = restore ? await accountTokens.redeem(token, 'restore_email') : undefined;
-    if (!restore || !redeemed?.ok) {
-      await auditTrail.record({ action: 'email.restored', outcome: 'failure', subjectUserId: restore?.user.id, ...seen, detail: { reason: 'link_invalid' } });
-      restoreLinkInvalid(ctx);
-      return;
-    }
-    const { user, previousEmail } = restore;
-    let restored: User | null;
-    try {
-      restored = await users.changeEmail(user.id, previousEmail);
-    } catch (error) {
-      if (!(error instanceof AccountError && error.code === 'email_taken')) throw error;
-      await auditTrail.record({ action: 'email.restored', outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, ...seen, detail: { previousEmail, reason: 'email_taken' } });
+    const restored = await emailChange.restore(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });
+    if (!restored.ok && restored.reason === 'email_taken') {
       render(ctx, 'link-invalid', {
         title: 'Your address could not be put back',
-        message: `Another account uses ${previousEmail} now. Ask the administrator for help getting your account back.`,
+        message: `Another account uses ${restored.previousEmail} now. Ask the administrator for help getting your account back.`,
       }, 409);
       return;
     }
-    if (!restored) {
+    if (!restored.ok) {
       restoreLinkInvalid(ctx);
       return;
     }
-    // Whoever made the change knew the password and may have left ways back in: links they asked for, a
-    // second factor of their own (one the owner enabled before the change stays), sessions and grants.
-    await accountTokens.revoke(user.id, 'change_email');
-    await accountTokens.revoke(user.id, 'reset_password');
-    const secondFactorRemoved = await runtime.secondFactor.removeIfEnrolledSince(user.id, redeemed.issuedAt);
-    if (secondFactorRemoved) {
-      await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', subjectUserId: user.id, subjectEmail: restored.email, ...seen, detail: { reason: 'email_restored' } });
-    }
-    const ended = await runtime.accountSessions.endAll(user.id, { reason: 'email_restored', request: seen });
-    await auditTrail.record({
-      action: 'email.restored', outcome: 'success', subjectUserId: user.id, subjectEmail: restored.email, ...seen,
-      detail: { replacedEmail: user.email, sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
-    });
-    // The password is still the one whoever made the change knew: the next step is a new one.
-    const resetToken = await accountTokens.issue(user.id, 'reset_password', restored.email, config.accounts.passwordResetTtl);
+    // The password is still the one whoever made the change knew: the page leads on to a new one.
     render(ctx, 'email-restore-done', {
-      previousEmail: restored.email, secondFactorRemoved,
-      resetLink: `${RESET_PASSWORD_PATH}?token=${resetToken}`, resetExpiresIn: inWords(config.accounts.passwordResetTtl),
+      previousEmail: restored.user.email, secondFactorRemoved: restored.secondFactorRemoved,
+      resetLink: `${RESET_PASSWORD_PATH}?token=${restored.resetToken}`, resetExpiresIn: inWords(config.accounts.passwordResetTtl),
     });
   });
 

@@ -84,9 +84,9 @@ export function accountConsoleRoutes(runtime: Runtime): Router {
  * A session signed in with the password alone, for an account that must use its second factor (it has
  * one on, or its role requires one), signs in again through the step-up, as an application would.
  */
-function requireSignedIn({ provider, users, secondFactor, config }: Runtime) {
+function requireSignedIn({ engine, users, secondFactor, config }: Runtime) {
   return async function signedIn(ctx: Context, next: Next): Promise<void> {
-    const session = await provider.Session.get(ctx as never);
+    const session = await engine.browserSession(ctx);
     const user = session.accountId ? await users.findById(session.accountId) : null;
     const needsSecondFactor = user && session.acr !== ACR_SECOND_FACTOR && (await secondFactorDecision(
       (accountId) => secondFactor.loginRequirement(accountId), { accountId: user.id, client: undefined, acrValues: undefined },

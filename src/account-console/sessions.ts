@@ -6,7 +6,6 @@ import { formBody, requireCsrf } from '../http/pages.ts';
 import type { SessionSummary } from '../oidc/account-sessions.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
-import { setSessionCookie } from './session-cookie.ts';
 
 /** Session uids are the engine's nanoids; anything else cannot be one of the person's sessions. */
 const SESSION_UID = /^[\w-]{1,64}$/;
@@ -19,7 +18,7 @@ const NOTICES = new Map([
 const signedAt = new Intl.DateTimeFormat('en-GB', { dateStyle: 'long', timeStyle: 'short', timeZone: 'UTC' });
 
 export function sessionRoutes(router: AccountRouter, runtime: Runtime, pages: AccountPages): void {
-  const { accountSessions, provider } = runtime;
+  const { accountSessions, engine } = runtime;
 
   router.get('/sessions', async (ctx) => {
     const { user, session: current } = ctx.state.account;
@@ -69,7 +68,7 @@ export function sessionRoutes(router: AccountRouter, runtime: Runtime, pages: Ac
 
   function signedOut(ctx: Context, scope: 'here' | 'everywhere'): void {
     // The engine's session cookie (and its signature): the session behind it is gone already.
-    setSessionCookie(ctx, provider, null);
+    engine.clearSessionCookie(ctx);
     pages.render(ctx, 'account/signed-out', { title: 'Signed out', scope });
   }
 }

@@ -10,7 +10,6 @@ import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../oidc/assurance.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
 import { checkCurrentPassword } from './reauthentication.ts';
-import { setSessionCookie } from './session-cookie.ts';
 
 const TITLE = 'Two-factor authentication';
 const SETUP_TITLE = 'Set up two-factor authentication';
@@ -32,24 +31,7 @@ const NOTICES = new Map([
 type AccountContext = Context & { state: AccountState };
 
 export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: AccountPages): void {
-  const { secondFactor, auditTrail, limits, store, provider } = runtime;
-
-  /**
-   * The password (to start) and a code (to confirm) were both just given in this browser: its session
-   * now counts as signed in with the second factor, as a sign-in with both would, and no step-up follows.
-   * Raised assurance gets a new identifier, as a login does (lib/actions/authorization/resume.js): a
-   * copy of the old cookie, taken before, must not carry loa:2. The uid, which names it, stays.
-   */
-  async function upgradeThisSession(ctx: Context, accountId: string): Promise<void> {
-    const session = await provider.Session.get(ctx as never);
-    if (session.accountId !== accountId) return;
-    session.amr = AMR_SECOND_FACTOR;
-    session.acr = ACR_SECOND_FACTOR;
-    session.resetIdentifier();
-    // Saved under the new id (the old one is destroyed by the save) before the browser is given it.
-    await session.persist();
-    setSessionCookie(ctx, provider, session);
-  }
+  const { secondFactor, auditTrail, limits, store, engine } = runtime;
   const guard = limits.secondFactor;
 
   /**
@@ -177,7 +159,10 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     }
     await store.delete([setupKey(ctx)]);
     await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
-    await upgradeThisSession(ctx, user.id);
+    // The password (to start) and a code (to confirm) were both just given in this browser: its session now
+    // counts as signed in with the second factor, as a sign-in with both would, and no step-up follows (with
+    // a new session id, so a copy of the old cookie taken before does not carry loa:2).
+    await engine.raiseAssurance(ctx, user.id, { amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR });
     await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(ctx), detail: { method: 'totp', during: 'account' } });
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'Two-factor authentication is on', recoveryCodes: result.recoveryCodes, enrolled: true });
     sendSecondFactorNotice(ctx, runtime, user, 'enabled');

@@ -2,7 +2,7 @@
 // the token endpoint, an RFC 6749 JSON error with Retry-After. The counting itself is in src/limits/.
 import type { Context } from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import type { TokenRequestCheck } from '../oidc/token-requests.ts';
+import type { TokenRequestCheck } from '../oidc/engine-internals.ts';
 import type { RateLimits, LimitDecision } from '../limits/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
 import { TemporarilyUnavailable, TooManyRequests } from '../oidc/errors.ts';
@@ -32,7 +32,7 @@ export function refuseWithPage(ctx: Context, refusal: Refusal, action = 'signing
 }
 
 /**
- * Limits the token endpoint per IP and per client (src/oidc/token-requests.ts says where this runs): for every
+ * Limits the token endpoint per IP and per client (Engine.checkTokenRequests says where this runs): for every
  * client authentication method, public clients included. A client id that does not exist is counted per IP only.
  */
 export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {

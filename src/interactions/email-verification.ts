@@ -49,7 +49,7 @@ export async function requestNewVerificationLink(
 }
 
 export function emailVerificationRoutes(runtime: Runtime): Router {
-  const { auditTrail, provider, users, limits } = runtime;
+  const { auditTrail, engine, users, limits } = runtime;
   const router = new Router();
   const pages = new Pages(runtime.views);
   const verification = createEmailVerification(runtime);
@@ -60,7 +60,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
 
   /** The signed-in person's address, to fill in the form for a new link. */
   async function signedInEmail(ctx: Context): Promise<string | undefined> {
-    const session = await provider.Session.get(ctx as never);
+    const session = await engine.browserSession(ctx);
     const user = session.accountId ? await users.findById(session.accountId) : null;
     return user?.email;
   }
@@ -108,7 +108,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
       action: 'email.verified', outcome: 'success', subjectUserId: result.user.id, subjectEmail: result.user.email,
       ip: ctx.ip, userAgent: ctx.get('user-agent'),
     });
-    render(ctx, 'email-verified', { verified: true, email: result.user.email, continueTo: await takeSignInToContinue(ctx, provider, result.user.email) });
+    render(ctx, 'email-verified', { verified: true, email: result.user.email, continueTo: await takeSignInToContinue(ctx, engine, result.user.email) });
   });
 
   router.post(RESEND_PATH, formBody, async (ctx) => {

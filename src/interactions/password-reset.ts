@@ -1,10 +1,10 @@
 // Password reset by email for people who cannot sign in: the request form, which answers the same way
 // whether or not an account has the address, and the emailed link's form, which sets the new password and
-// ends every session and grant of the account.
+// ends every session and grant of the account (the work is src/accounts/flows/password-reset.ts's).
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { minimumPasswordLength } from '../accounts/password-policy.ts';
-import { isEmailAddress, normalizeEmail, type User } from '../accounts/users.ts';
+import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH, newPasswordErrors } from '../http/password-forms.ts';
@@ -18,7 +18,8 @@ import { trustThisDevice } from './trusted-device.ts';
 const CSRF_PATH = '/password';
 
 export function passwordResetRoutes(runtime: Runtime): Router {
-  const { config, users, accountTokens, auditTrail, limits, logger } = runtime;
+  const { config, users, limits, logger } = runtime;
+  const { passwordReset } = runtime.flows;
   const router = new Router();
   const pages = new Pages(runtime.views);
   const ttlSeconds = config.accounts.passwordResetTtl;
@@ -51,38 +52,8 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     // talking to the mail server happen after it, so neither the answer nor its timing depends on them.
     render(ctx, 'password-forgot-sent', { email, expiresIn: inWords(ttlSeconds) });
     const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
-    afterResponse(ctx, logger, 'password reset request', () => sendResetLink(email, seen));
+    afterResponse(ctx, logger, 'password reset request', () => passwordReset.requestLink(email, seen));
   });
-
-  async function sendResetLink(email: string, seen: { ip: string; userAgent: string }): Promise<void> {
-    const user = await users.findByEmail(email);
-    if (!user || user.disabled) {
-      // A disabled account gets no link: a new password would not let it sign in.
-      await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: email, subjectUserId: user?.id, ...seen, detail: { reason: user ? 'account_disabled' : 'unknown_email' } });
-      return;
-    }
-    const token = await accountTokens.issue(user.id, 'reset_password', user.email, ttlSeconds);
-    const link = `${config.issuer}${RESET_PASSWORD_PATH}?token=${token}`;
-    let delivered;
-    try {
-      // While the mail server is down the link is queued and sent once it is back (the page said "check your email").
-      delivered = await runtime.mailQueue.deliver({ to: user.email, template: 'reset-password', data: { link, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) } });
-    } catch (error) {
-      await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: user.email, subjectUserId: user.id, ...seen, detail: { reason: 'mail_not_sent' } });
-      throw error;
-    }
-    await auditTrail.record({ action: 'password_reset.requested', outcome: 'success', subjectEmail: user.email, subjectUserId: user.id, ...seen, ...(delivered === 'queued' ? { detail: { mail: 'queued' } } : {}) });
-  }
-
-  /** The account a reset link is for, if the link is still good and still goes to the account's address. */
-  async function accountOfLink(token: string): Promise<User | undefined> {
-    const link = await accountTokens.peek(token, 'reset_password');
-    if (!link.ok) return undefined;
-    const user = await users.findById(link.userId);
-    // A link sent to an address the account no longer has proves nothing about the person now reading it.
-    if (!user || user.disabled || user.email !== normalizeEmail(link.email)) return undefined;
-    return user;
-  }
 
   function linkInvalid(ctx: Context): void {
     render(ctx, 'link-invalid', {
@@ -104,12 +75,12 @@ export function passwordResetRoutes(runtime: Runtime): Router {
   router.get(RESET_PASSWORD_PATH, async (ctx) => {
     if (!await linkUseAllowed(ctx)) return;
     const token = queryField(ctx, 'token');
-    const user = await accountOfLink(token);
-    if (!user) {
+    const link = await passwordReset.checkLink(token);
+    if (!link.ok) {
       linkInvalid(ctx);
       return;
     }
-    render(ctx, 'password-reset', { token, email: user.email, minimumLength });
+    render(ctx, 'password-reset', { token, email: link.user.email, minimumLength });
   });
 
   router.post(RESET_PASSWORD_PATH, formBody, async (ctx) => {
@@ -117,54 +88,27 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     if (!await linkUseAllowed(ctx)) return;
     const token = formField(ctx, 'token');
     const password = formField(ctx, 'password');
+    const confirmation = formField(ctx, 'confirm');
     const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
-    const user = await accountOfLink(token);
-    if (!user) {
-      await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', ...seen, detail: { reason: 'link_invalid' } });
+    const reset = await passwordReset.complete({
+      token, password, newPasswordErrors: (account) => newPasswordErrors(users, account, password, confirmation),
+    }, seen);
+    if (!reset.ok && reset.reason === 'link_invalid') {
       linkInvalid(ctx);
       return;
     }
     // A refused password leaves the link usable: the person tries another one on the same page.
-    const errors = newPasswordErrors(users, user, password, formField(ctx, 'confirm'));
-    if (errors) {
-      render(ctx, 'password-reset', { token, email: user.email, minimumLength, errors }, 400);
+    if (!reset.ok) {
+      render(ctx, 'password-reset', { token, email: reset.user.email, minimumLength, errors: reset.errors }, 400);
       return;
     }
-    // Exactly one of two concurrent submissions gets here with the link.
-    const redeemed = await accountTokens.redeem(token, 'reset_password');
-    if (!redeemed.ok || redeemed.userId !== user.id) {
-      await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, ...seen, detail: { reason: 'link_invalid' } });
-      linkInvalid(ctx);
-      return;
-    }
-    // The link proved the person reads the address it went to: the address is verified too.
-    const updated = await users.setPassword(user.id, password, { confirmedEmail: redeemed.email });
-    if (!updated) {
-      linkInvalid(ctx);
-      return;
-    }
-    // The password is new before anything old is ended, so no session can start with the old one after.
-    await runtime.accountTokens.revoke(user.id, 'change_email');
-    // Before this link nobody had proved they read the address: whoever signed up with it may have enrolled
-    // a second factor of their own, which would keep the owner out (or a way in for that someone).
-    const secondFactorRemoved = !user.emailVerified && await runtime.secondFactor.removeForAccountRecovery(user.id);
-    if (secondFactorRemoved) {
-      await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen, detail: { reason: 'password_reset_unverified_email' } });
-    }
-    const ended = await runtime.accountSessions.endAll(user.id, { reason: 'password_reset', request: seen });
-    await limits.login.forgive(updated.email);
     // Reading the address's mail is the proof the lockout cannot check: this browser gets past a lock that
     // someone else's guesses set again (trusted-device.ts).
-    trustThisDevice(ctx, updated.email);
-    await auditTrail.record({
-      action: 'password_reset.completed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...seen,
-      detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
+    trustThisDevice(ctx, reset.user.email);
+    render(ctx, 'password-reset-done', {
+      secondFactorRemoved: reset.secondFactorRemoved, continueTo: await takeSignInToContinue(ctx, runtime.engine, reset.user.email),
     });
-    render(ctx, 'password-reset-done', { secondFactorRemoved, continueTo: await takeSignInToContinue(ctx, runtime.provider, updated.email) });
-    afterResponse(ctx, logger, 'password changed notice', () => runtime.mailQueue.deliver({
-      to: updated.email, template: 'password-changed',
-      data: { changedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
-    }));
+    afterResponse(ctx, logger, 'password changed notice', reset.notice);
   });
 
   return router;

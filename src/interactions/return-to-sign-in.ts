@@ -4,7 +4,7 @@
 // nothing of it: the browser remembers which sign-in it left, in a signed cookie, and only ever gets a link
 // to that sign-in's own page on this server, which works only with the engine's cookie for it.
 import type { Context } from 'koa';
-import type Provider from 'oidc-provider';
+import type { Engine } from '../oidc/engine-internals.ts';
 
 const COOKIE = 'gatehouse.sign-in';
 /** The engine's interaction uids (nanoid); anything else in the cookie is ignored. */
@@ -28,15 +28,14 @@ export interface SignInToContinue {
  * The sign-in this browser left, if it still waits for a login; the cookie is cleared either way, as the
  * link is offered once. `email` fills in the login form.
  */
-export async function takeSignInToContinue(ctx: Context, provider: Provider, email?: string): Promise<SignInToContinue | undefined> {
+export async function takeSignInToContinue(ctx: Context, engine: Pick<Engine, 'findInteraction' | 'findClient'>, email?: string): Promise<SignInToContinue | undefined> {
   const uid = ctx.cookies.get(COOKIE, { signed: true });
   if (uid === undefined) return undefined;
   ctx.cookies.set(COOKIE, null, { signed: true, path: '/', overwrite: true });
   if (!UID.test(uid)) return undefined;
-  const interaction = await provider.Interaction.find(uid);
+  const interaction = await engine.findInteraction(uid);
   if (!interaction || interaction.prompt.name !== 'login' || interaction.result || interaction.exp * 1000 <= Date.now()) return undefined;
-  const clientId = interaction.params.client_id;
-  const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
+  const client = await engine.findClient(interaction.params.client_id);
   if (!client) return undefined;
   const query = email ? `?${new URLSearchParams({ email })}` : '';
   return { href: `/interaction/${uid}${query}`, clientName: client.clientName ?? 'the application' };

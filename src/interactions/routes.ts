@@ -17,13 +17,13 @@ import { signUpRoutes } from './sign-up.ts';
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
 export function interactionRoutes(runtime: Runtime): Router {
-  const { provider, users, views, auditTrail } = runtime;
+  const { engine, users, views, auditTrail } = runtime;
   const loginGuard = runtime.limits.login;
   const router = new Router({ prefix: '/interaction/:uid' });
   const pages = new Pages(views);
 
   async function details(ctx: Context) {
-    const interaction = await provider.interactionDetails(ctx.req, ctx.res);
+    const interaction = await engine.interactionDetails(ctx);
     if (interaction.uid !== ctx.params.uid) throw new HttpError(400, 'This sign-in page does not match your sign-in. Go back to the application and try again.');
     return interaction;
   }
@@ -38,19 +38,19 @@ export function interactionRoutes(runtime: Runtime): Router {
   }
 
   async function finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void> {
-    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
+    const returnTo = await engine.finishInteraction(ctx, result, { mergeWithLastSubmission });
     ctx.status = 303;
     ctx.redirect(returnTo);
   }
 
   /** Scopes this client may ask for but is never granted (offline access for browser apps: client-kinds.ts). */
   async function withheldScopes(clientId: unknown): Promise<ReadonlySet<string>> {
-    const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
+    const client = await engine.findClient(clientId);
     return client && isSinglePageApp(client) ? WITHHELD_FROM_SINGLE_PAGE_APPS : new Set();
   }
 
   async function clientName(clientId: unknown): Promise<string> {
-    const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
+    const client = await engine.findClient(clientId);
     return client?.clientName ?? 'the application';
   }
 
@@ -153,8 +153,8 @@ export function interactionRoutes(runtime: Runtime): Router {
     requireCsrf(ctx);
     if (prompt.name !== 'consent' || !session) throw new HttpError(400, 'There is nothing to confirm. Go back to the application.');
     const grant = grantId
-      ? await provider.Grant.find(grantId)
-      : new provider.Grant({ accountId: session.accountId, clientId: String(params.client_id) });
+      ? await engine.findGrant(grantId)
+      : engine.newGrant({ accountId: session.accountId!, clientId: String(params.client_id) });
     if (!grant) throw new HttpError(400, 'This sign-in has expired. Go back to the application and sign in again.');
     const missing = prompt.details as ConsentDetails;
     const withheld = await withheldScopes(params.client_id);

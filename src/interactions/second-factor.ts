@@ -10,7 +10,7 @@
 // the browser that gave the password.
 import type Router from '@koa/router';
 import type { Context, Next } from 'koa';
-import type Provider from 'oidc-provider';
+import type { Interaction } from '../oidc/engine-internals.ts';
 import type { InteractionResults } from 'oidc-provider';
 import { SecondFactorUnreadable, type CodeFailure, type Enrollment } from '../accounts/second-factor.ts';
 import type { User } from '../accounts/users.ts';
@@ -24,7 +24,6 @@ import {
 } from '../oidc/assurance.ts';
 import type { Runtime } from '../runtime.ts';
 
-type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
 /** What the interaction routes (routes.ts) lend this step and sign-up: the same page rendering and finishing. */
 export interface InteractionPages {
@@ -131,7 +130,7 @@ export function sendSecondFactorNotice(ctx: Context, runtime: Runtime, user: Pic
 }
 
 export function secondFactorStep(runtime: Runtime, pages: InteractionPages): SecondFactorStep {
-  const { provider, secondFactor, users, store, auditTrail } = runtime;
+  const { engine, secondFactor, users, store, auditTrail } = runtime;
   const guard = runtime.limits.secondFactor;
 
   const pendingKey = (uid: string) => `second-factor-step:${uid}`;
@@ -149,7 +148,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
   async function sessionStillSignedIn(interaction: Interaction, accountId: string): Promise<boolean> {
     const uid = interaction.session?.uid;
     if (!uid) return false;
-    const session = await provider.Session.findByUid(uid);
+    const session = await engine.sessionByUid(uid);
     return session !== undefined && session.accountId === accountId;
   }
 
@@ -268,7 +267,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
   return {
     async afterPassword(ctx, { id: accountId, securityVersion }) {
       const interaction = await pages.details(ctx);
-      const client = await provider.Client.find(String(interaction.params.client_id));
+      const client = await engine.findClient(interaction.params.client_id);
       const decision = await secondFactorDecision(
         (id) => secondFactor.loginRequirement(id),
         { accountId, client, acrValues: interaction.params.acr_values },

@@ -1,9 +1,10 @@
 // A person's signed-in sessions across browsers, and the grants behind them: listing them for the
 // sessions page, and ending one or all (which revokes their grants and every token issued under them).
 import Bowser from 'bowser';
-import Provider, { errors, type AdapterPayload } from 'oidc-provider';
+import { errors, type AdapterPayload } from 'oidc-provider';
 import type { AuditTrail } from '../audit/audit.ts';
 import type { UserService } from '../accounts/users.ts';
+import { requestBeingServed, type Engine, type EngineSession } from './engine-internals.ts';
 import type { Store } from '../store/store.ts';
 
 export interface SessionSummary {
@@ -52,21 +53,18 @@ export interface EndAllOptions {
   request?: RequestOrigin;
 }
 
-/** The engine's models whose records carry a grantId (see lib/helpers/revoke.js). */
-const GRANT_BOUND_MODELS = ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode'] as const;
-
 /** An ended session's marker outlives any request still holding it in memory. */
 const ENDED_MARKER_MIN_SECONDS = 3600;
 const USER_AGENT_MAX = 512;
 
 export class AccountSessions {
-  readonly #provider: Provider;
+  readonly #engine: Engine;
   readonly #store: Store;
   readonly #auditTrail: AuditTrail;
   readonly #users: Pick<UserService, 'endPausedSignIns'>;
 
-  constructor(provider: Provider, store: Store, auditTrail: AuditTrail, users: Pick<UserService, 'endPausedSignIns'>) {
-    this.#provider = provider;
+  constructor(engine: Engine, store: Store, auditTrail: AuditTrail, users: Pick<UserService, 'endPausedSignIns'>) {
+    this.#engine = engine;
     this.#store = store;
     this.#auditTrail = auditTrail;
     this.#users = users;
@@ -101,7 +99,7 @@ export class AccountSessions {
   /** Ends one of the account's sessions and revokes the grants made through it; false when it is not theirs or gone. */
   async end(accountId: string, sessionUid: string, options: EndOptions = {}): Promise<boolean> {
     const reason = options.reason ?? 'session_ended';
-    const session = await this.#provider.Session.findByUid(sessionUid);
+    const session = await this.#engine.sessionByUid(sessionUid);
     if (!session || session.accountId !== accountId) return false;
     await this.#destroy(session);
     // Every grant made in it, offline access included (unlike the engine's own logout, which keeps those):
@@ -164,7 +162,7 @@ export class AccountSessions {
    */
   async #liveSessions(accountId: string) {
     const uids = await this.#store.indexMembers(accountSessionsKey(accountId));
-    const sessions = await Promise.all(uids.map((uid) => this.#provider.Session.findByUid(uid)));
+    const sessions = await Promise.all(uids.map((uid) => this.#engine.sessionByUid(uid)));
     const gone = (await Promise.all(uids.map(async (uid, index) => {
       if (sessions[index] !== undefined) return undefined;
       const device = await readDevice(this.#store, uid);
@@ -183,32 +181,20 @@ export class AccountSessions {
    * Destroys a session for good. The marker first, so a request of that browser still in flight cannot
    * save it back; then the session, and once more in case its id was being rotated (a login) meanwhile.
    */
-  async #destroy(session: InstanceType<Provider['Session']>): Promise<void> {
+  async #destroy(session: EngineSession): Promise<void> {
     await this.#markEnded(session.uid, Math.max((session.exp ?? 0) - epochSeconds(), ENDED_MARKER_MIN_SECONDS));
-    await session.destroy();
-    const rotated = await this.#provider.Session.findByUid(session.uid);
-    if (rotated) await rotated.destroy();
+    await this.#engine.destroySession(session);
   }
 
-  /**
-   * Revokes the account's grants among these ids and every token issued under them, the way the engine
-   * revokes a grant (lib/helpers/revoke.js). The grant goes first: a token whose grant is gone is
-   * refused everywhere (refresh, introspection, userinfo), even one issued while this runs.
-   */
+  /** Revokes the account's grants among these ids and every token issued under them (engine-internals.ts). */
   async #revokeGrants(accountId: string, grantIds: Set<string>): Promise<Array<{ id: string; clientId: string | undefined }>> {
-    const revoked = await Promise.all([...grantIds].map(async (grantId) => {
-      const grant = await this.#provider.Grant.find(grantId, { ignoreExpiration: true });
-      if (!grant || grant.accountId !== accountId) return undefined;
-      await grant.destroy();
-      await Promise.all(GRANT_BOUND_MODELS.map((model) => this.#provider[model].revokeByGrantId(grantId)));
-      return { id: grantId, clientId: grant.clientId };
-    }));
+    const revoked = await Promise.all([...grantIds].map((grantId) => this.#engine.revokeGrant(grantId, accountId)));
     return revoked.filter((grant) => grant !== undefined);
   }
 
   async #clientName(clientId: string): Promise<string | undefined> {
     try {
-      const client = await this.#provider.Client.find(clientId);
+      const client = await this.#engine.findClient(clientId);
       return client ? (client.clientName ?? clientId) : undefined;
     } catch (error) {
       // A registration the engine no longer accepts: name it by its id rather than fail the page.
@@ -276,7 +262,7 @@ export class AccountIndexes {
   /**
    * Before the engine writes a Session: false when that session was ended (it must stay ended).
    * For a signed-in session, indexes it under its account and records its device at login. The
-   * adapter has no request, but the engine runs each request inside AsyncLocalStorage (Provider.ctx):
+   * adapter has no request, but the engine runs each request inside AsyncLocalStorage (requestBeingServed):
    * when a login (a new account or a new loginTs) is being saved, that request is the browser signing
    * in. Later saves keep the record and only stretch its life to the session's.
    */
@@ -288,7 +274,7 @@ export class AccountIndexes {
     if (typeof accountId !== 'string') return true;
     let device = existing?.accountId === accountId && existing.loginTs === loginTs ? existing : undefined;
     if (!device) {
-      const request = Provider.ctx;
+      const request = requestBeingServed();
       device = {
         accountId,
         loginTs,

@@ -6,11 +6,10 @@ import type { ClientService } from '../clients/clients.ts';
 import type { Store } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
 import { AccountIndexes } from './account-sessions.ts';
+import { GRANT_BOUND_MODELS } from './engine-internals.ts';
 
 /** Models that carry a grantId and so must disappear when their grant is revoked. */
-const GRANT_BOUND_MODELS = new Set([
-  'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode',
-]);
+const GRANT_BOUND: ReadonlySet<string> = new Set(GRANT_BOUND_MODELS);
 
 /** Longest a record without its own expiry is kept; the engine gives every stored model one in practice. */
 const FALLBACK_TTL_SECONDS = 14 * 24 * 3600;
@@ -54,7 +53,7 @@ class StoreAdapter implements Adapter {
       await this.#store.put(key, JSON.stringify(payload), ttl);
       const indexes: Promise<void>[] = [];
       if (this.#model === 'Grant') indexes.push(this.#accountIndexes.grantSaved(id, payload, ttl));
-      if (payload.grantId && GRANT_BOUND_MODELS.has(this.#model)) {
+      if (payload.grantId && GRANT_BOUND.has(this.#model)) {
         indexes.push(this.#store.addToIndex(grantIndexKey(this.#model, payload.grantId), key, ttl));
       }
       if (payload.uid) indexes.push(this.#store.put(`${this.#model}:uid:${payload.uid}`, JSON.stringify(id), ttl));

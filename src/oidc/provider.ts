@@ -18,6 +18,7 @@ import { RETRY_AFTER_OUTAGE_SECONDS } from '../http/errors.ts';
 import { contentSecurityPolicy } from '../http/security-headers.ts';
 import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from './account-console-client.ts';
 import { isSinglePageApp } from './client-kinds.ts';
+import { newGrant } from './engine-internals.ts';
 
 export interface ProviderDependencies {
   config: Config;
@@ -49,7 +50,7 @@ export function createProvider({ config, secrets, store, users, clients, views, 
       if (existing) return existing;
       // The account console is Gatehouse itself: signing in to it asks no consent (also after its grant was revoked).
       if (ctx.oidc.client!.clientId !== ACCOUNT_CONSOLE_CLIENT_ID || !ctx.oidc.session!.accountId) return undefined;
-      const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CONSOLE_CLIENT_ID, accountId: ctx.oidc.session!.accountId });
+      const grant = newGrant(ctx.oidc.provider, { clientId: ACCOUNT_CONSOLE_CLIENT_ID, accountId: ctx.oidc.session!.accountId });
       grant.addOIDCScope('openid');
       await grant.save();
       return grant;

@@ -3,7 +3,7 @@
 // registered with them. Services get API scopes only.
 import { errors } from 'oidc-provider';
 import { scopesAboutPeople } from './scopes.ts';
-import type { TokenRequestCheck } from './token-requests.ts';
+import type { TokenRequestCheck } from './engine-internals.ts';
 
 /** Registration's rule (runtime.ts adds it to the engine's own check of client metadata). */
 export function refusePeopleScopesForServices(metadata: Record<string, unknown>): void {

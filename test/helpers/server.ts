@@ -1,6 +1,5 @@
 // Starts a whole Gatehouse on a free port with its own database and store prefix, the way main.ts
 // does, and tears it all down. Uses DATABASE_URL and REDIS_URL when the environment has them.
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,11 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
-import { loadConfig } from '../../src/config/index.ts';
 import { createLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime.ts';
 import { createApp } from '../../src/app.ts';
 import { createTestDatabase } from './database.ts';
+import { testConfig } from './runtime.ts';
 import { deleteKeysWithPrefix } from './redis.ts';
 
 export interface TestServer {
@@ -42,18 +41,7 @@ export async function startTestServer(
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   const issuer = `http://127.0.0.1:${port}`;
-  const config = loadConfig({
-    NODE_ENV: 'test',
-    PORT: String(port),
-    ISSUER: issuer,
-    DATA_DIR: database.dataDir,
-    KEYS_DIR: keysDir,
-    STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`,
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
-    ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
-    ...environment,
-  });
+  const config = testConfig(database, keysDir, { PORT: String(port), ISSUER: issuer, ...environment });
   let runtime: Runtime;
   try {
     // A message the mail server could not take at once (a busy test machine) is retried within moments,

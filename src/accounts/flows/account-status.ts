@@ -2,11 +2,11 @@
 // account signs in nowhere, and every session, grant and token it holds stops working at once.
 import type { AuditActor, AuditTrail } from '../../audit/audit.ts';
 import type { User, UserService } from '../users.ts';
+import type { SessionEnder } from './dependencies.ts';
 
 export interface AccountStatusDependencies {
   users: Pick<UserService, 'findByEmail' | 'setDisabled'>;
-  /** The engine's side (src/oidc/account-sessions.ts): every session and grant of the account ended. */
-  accountSessions: { endAll(accountId: string, options: { reason: 'account_disabled' }): Promise<{ sessions: number; grants: number }> };
+  accountSessions: SessionEnder;
   auditTrail: Pick<AuditTrail, 'record'>;
 }
 

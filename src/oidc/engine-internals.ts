@@ -1,0 +1,169 @@
+// The one file that reaches into oidc-provider beyond its configuration: the request it is serving (its
+// AsyncLocalStorage), its sessions and their cookie, interactions, grants and their revocation, and the one
+// engine method Gatehouse wraps (the client lookup, to check token requests). An engine upgrade is checked here.
+import Provider, { type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Context } from 'koa';
+
+/** Models whose records carry a grantId, so revoking the grant revokes them (lib/helpers/revoke.js). */
+export const GRANT_BOUND_MODELS = ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode'] as const;
+
+export type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
+export type EngineSession = NonNullable<Awaited<ReturnType<Provider['Session']['findByUid']>>>;
+export type EngineGrant = InstanceType<Provider['Grant']>;
+export type EngineClient = NonNullable<Awaited<ReturnType<Provider['Client']['find']>>>;
+
+/** What a browser's engine session says about who is signed in there (nothing when nobody is). */
+export interface BrowserSession {
+  uid: string;
+  accountId: string | undefined;
+  loginTs: number | undefined;
+  amr: string[] | undefined;
+  acr: string | undefined;
+}
+
+/** A check of token requests: before the client is looked up (the request alone) and once it is known. */
+export interface TokenRequestCheck {
+  /** Throws the engine's errors to refuse. */
+  beforeClientLookup?(ctx: KoaContextWithOIDC): Promise<void>;
+  /** `client`: the client the request names (undefined: there is no such client). */
+  afterClientLookup?(ctx: KoaContextWithOIDC, client: EngineClient | undefined): Promise<void>;
+}
+
+/** The request the engine is serving right now, for code it calls without one (the storage adapter). */
+export function requestBeingServed(): KoaContextWithOIDC | undefined {
+  return (Provider as unknown as { ctx?: KoaContextWithOIDC }).ctx;
+}
+
+/** A grant, not saved yet; for the provider's own configuration, which has the provider but no Engine. */
+export function newGrant(provider: Provider, owner: { accountId: string; clientId: string }): EngineGrant {
+  return new provider.Grant(owner);
+}
+
+export class Engine {
+  readonly #provider: Provider;
+
+  constructor(provider: Provider) {
+    this.#provider = provider;
+  }
+
+  // --- interactions (the sign-in pages) -------------------------------------------------------------
+
+  /** The sign-in this browser is in (by the engine's interaction cookie); throws SessionNotFound without one. */
+  interactionDetails(ctx: Context): Promise<Interaction> {
+    return this.#provider.interactionDetails(ctx.req, ctx.res);
+  }
+
+  /** Stores the outcome of a sign-in step; the URL to send the browser to, where the engine resumes. */
+  finishInteraction(ctx: Context, result: InteractionResults, options: { mergeWithLastSubmission: boolean }): Promise<string> {
+    return this.#provider.interactionResult(ctx.req, ctx.res, result, options);
+  }
+
+  /** A sign-in by its uid, without its browser (to offer going back to it); undefined when gone. */
+  async findInteraction(uid: string): Promise<Pick<Interaction, 'uid' | 'prompt' | 'params' | 'result' | 'exp'> | undefined> {
+    return this.#provider.Interaction.find(uid);
+  }
+
+  findClient(clientId: unknown): Promise<EngineClient | undefined> {
+    return typeof clientId === 'string' ? this.#provider.Client.find(clientId) : Promise.resolve(undefined);
+  }
+
+  // --- sessions -----------------------------------------------------------------------------------------
+
+  /** Who is signed in in this browser, by the engine's session cookie. */
+  async browserSession(ctx: Context): Promise<BrowserSession> {
+    const session = await this.#provider.Session.get(ctx as never);
+    return { uid: session.uid, accountId: session.accountId, loginTs: session.loginTs, amr: session.amr, acr: session.acr };
+  }
+
+  /** A session by the uid that names it for the person (the engine rotates its id at login, never its uid). */
+  sessionByUid(uid: string): Promise<EngineSession | undefined> {
+    return this.#provider.Session.findByUid(uid);
+  }
+
+  /** Destroys a session, and once more under its new id if a login was rotating that id meanwhile. */
+  async destroySession(session: EngineSession): Promise<void> {
+    await session.destroy();
+    const rotated = await this.#provider.Session.findByUid(session.uid);
+    if (rotated) await rotated.destroy();
+  }
+
+  /**
+   * This browser's session, signed in as `accountId`, now counts as signed in with `assurance` (the person
+   * just gave what it asks). Raised assurance gets a new session id, as a login does
+   * (lib/actions/authorization/resume.js): a copy of the old cookie, taken before, must not carry it.
+   * False when the browser is not signed in as that account.
+   */
+  async raiseAssurance(ctx: Context, accountId: string, assurance: { amr: string[]; acr: string }): Promise<boolean> {
+    const session = await this.#provider.Session.get(ctx as never);
+    if (session.accountId !== accountId) return false;
+    session.amr = assurance.amr;
+    session.acr = assurance.acr;
+    session.resetIdentifier();
+    // Saved under the new id (the old one is destroyed by the save) before the browser is given it.
+    await session.persist();
+    this.#setSessionCookie(ctx, session);
+    return true;
+  }
+
+  /** Forgets this browser's session cookie (its session was ended already). */
+  clearSessionCookie(ctx: Context): void {
+    this.#setSessionCookie(ctx, null);
+  }
+
+  /**
+   * Sets the cookie as the engine does (its cookies.long options, signed with the same keys; see
+   * lib/shared/session.js): a session that is not transient gets an expiry, so the browser keeps it as long
+   * as the session lives; null clears it. The cookie holds the session's id, its jti.
+   */
+  #setSessionCookie(ctx: Context, session: { jti: string; exp?: number | undefined; transient?: boolean | undefined } | null): void {
+    const expires = session && !session.transient && session.exp ? new Date(session.exp * 1000) : undefined;
+    ctx.cookies.set(this.#provider.cookieName('session'), session?.jti ?? null, { path: '/', signed: true, httpOnly: true, sameSite: 'lax', ...(expires ? { expires } : {}) });
+  }
+
+  // --- grants -------------------------------------------------------------------------------------------
+
+  findGrant(grantId: string, options: { ignoreExpiration?: boolean } = {}): Promise<EngineGrant | undefined> {
+    return this.#provider.Grant.find(grantId, options);
+  }
+
+  /** A grant of a person to a client, not saved yet (the caller adds what was consented to, then saves). */
+  newGrant(owner: { accountId: string; clientId: string }): EngineGrant {
+    return newGrant(this.#provider, owner);
+  }
+
+  /**
+   * Revokes a grant and every token issued under it, the way the engine does (lib/helpers/revoke.js): the
+   * grant first, so a token whose grant is gone is refused everywhere, even one issued while this runs.
+   * `accountId`: only if the grant is that account's. The grant revoked, or undefined.
+   */
+  async revokeGrant(grantId: string, accountId?: string): Promise<{ id: string; clientId: string | undefined } | undefined> {
+    const grant = await this.#provider.Grant.find(grantId, { ignoreExpiration: true });
+    if (!grant || (accountId !== undefined && grant.accountId !== accountId)) return undefined;
+    await grant.destroy();
+    await Promise.all(GRANT_BOUND_MODELS.map((model) => this.#provider[model].revokeByGrantId(grantId)));
+    return { id: grantId, clientId: grant.clientId };
+  }
+
+  // --- the token endpoint ------------------------------------------------------------------------------
+
+  /**
+   * The engine reads a token request's body and authenticates its client itself, and no middleware sees the
+   * parameters before its grant runs; the one moment both are known is when it looks the client up. The
+   * checks run there, once per request, before any code or refresh token is consumed.
+   */
+  checkTokenRequests(checks: readonly TokenRequestCheck[]): void {
+    const Client = this.#provider.Client;
+    const find = Client.find.bind(Client);
+    const checked = new WeakSet<object>();
+    Client.find = async (id: string) => {
+      // The request being served; its first lookup is the client's own.
+      const ctx = requestBeingServed();
+      if (!ctx || ctx.oidc?.route !== 'token' || checked.has(ctx)) return find(id);
+      checked.add(ctx);
+      for (const check of checks) await check.beforeClientLookup?.(ctx);
+      const client = await find(id);
+      for (const check of checks) await check.afterClientLookup?.(ctx, client);
+      return client;
+    };
+  }
+}
