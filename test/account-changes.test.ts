@@ -129,6 +129,7 @@ test('current-password checks are counted per account: past the limit a 429 with
   t.is(refused.status, 429);
   t.true(Number(refused.response.headers.get('retry-after')) > 0);
   t.regex(refused.html, /changing your password is paused/);
+  t.regex(refused.html, /<a href="\/account">Back to your account<\/a>/, 'a way back');
   const emailForm = await page(agent, `${strict.issuer}/account/email`);
   t.is((await changeEmail(strict, agent, emailForm.html, `elsewhere-${crypto.randomUUID()}@example.org`)).status, 429);
   t.true((await strict.runtime.users.checkCredentials(user.email, PASSWORD)).ok, 'nothing changed');

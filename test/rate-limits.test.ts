@@ -85,6 +85,7 @@ test.serial('login is limited per account and IP: a fourth try is refused with 4
   t.true(retryAfter > 60 && retryAfter <= 120, `Retry-After ${refused.retryAfter}`);
   t.regex(refused.body, /Too many attempts/);
   t.regex(refused.body, /try again in 2 minutes/);
+  t.true(refused.body.includes(`<a href="${page.interaction.pathname}">Back to sign in</a>`), 'a way back to the sign-in');
   // Another account from the same address is not affected.
   t.is((await attempt(page, unknownEmail(), 'wrong password')).status, 401);
 });

@@ -7,6 +7,7 @@ import type { Context } from 'koa';
 import { CONFIRM_EMAIL_CHANGE_PATH, RESTORE_EMAIL_PATH } from '../accounts/flows/email-change.ts';
 import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
+import { TooManyAttempts } from '../http/errors.ts';
 import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH } from '../http/password-forms.ts';
 import { inWords } from '../http/rate-limits.ts';
@@ -41,7 +42,7 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
     // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
     const check = await checkCurrentPassword(runtime, ctx, user, current, 'change_email');
-    if (!check.ok && check.refusal) return pages.tooManyAttempts(ctx, check.refusal, action);
+    if (!check.ok && check.refusal) throw new TooManyAttempts(check.refusal, { action });
     if (!check.ok) return refuse({ current: 'That is not your current password.' });
     // Each request mails two addresses: bounded per account, and per new address whoever asks (one mailbox
     // cannot be flooded from many accounts; the count is shared with the verification links it receives).
@@ -50,7 +51,7 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
       ['email-change-account', user.id],
       ['verification-resend-account', `${accountKey(newEmail)}`],
     ]);
-    if (!decision.allowed) return pages.tooManyAttempts(ctx, decision, action);
+    if (!decision.allowed) throw new TooManyAttempts(decision, { action });
     // The page is the same whether or not another account has the address (that is not this person's to
     // learn), and it goes out before the lookup and the mail so its timing says nothing either.
     pages.render(ctx, 'account/email', { title: TITLE, sent: newEmail, expiresIn: inWords(ttlSeconds) });
@@ -101,16 +102,14 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     }, 400);
   }
 
-  /** Counts a use of an emailed link per IP (tokens cannot be guessed, but nobody may keep trying); false once refused. */
-  async function linkUseAllowed(ctx: Context): Promise<boolean> {
+  /** Counts a use of an emailed link per IP (tokens cannot be guessed, but nobody may keep trying); throws once refused. */
+  async function countLinkUse(ctx: Context): Promise<void> {
     const decision = await limits.rates.consume('emailed-link-ip', ctx.ip);
-    if (decision.allowed) return true;
-    pages.tooManyAttempts(ctx, decision, { csrfPath: CONFIRM_CSRF_PATH, action: 'using emailed links' });
-    return false;
+    if (!decision.allowed) throw new TooManyAttempts(decision, { action: 'using emailed links' });
   }
 
   router.get(CONFIRM_EMAIL_CHANGE_PATH, async (ctx) => {
-    if (!await linkUseAllowed(ctx)) return;
+    await countLinkUse(ctx);
     const token = queryField(ctx, 'token');
     const change = await emailChange.checkConfirmLink(token);
     if (!change.ok) {
@@ -122,7 +121,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
 
   router.post(CONFIRM_EMAIL_CHANGE_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
-    if (!await linkUseAllowed(ctx)) return;
+    await countLinkUse(ctx);
     const confirmed = await emailChange.confirm(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });
     if (!confirmed.ok && confirmed.reason === 'email_taken') {
       render(ctx, 'link-invalid', {
@@ -149,7 +148,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
   }
 
   router.get(RESTORE_EMAIL_PATH, async (ctx) => {
-    if (!await linkUseAllowed(ctx)) return;
+    await countLinkUse(ctx);
     const token = queryField(ctx, 'token');
     const restore = await emailChange.checkRestoreLink(token);
     if (!restore.ok) {
@@ -161,7 +160,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
 
   router.post(RESTORE_EMAIL_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
-    if (!await linkUseAllowed(ctx)) return;
+    await countLinkUse(ctx);
     const restored = await emailChange.restore(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });
     if (!restored.ok && restored.reason === 'email_taken') {
       render(ctx, 'link-invalid', {

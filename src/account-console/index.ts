@@ -39,10 +39,6 @@ export class AccountPages {
   render(ctx: Context, template: string, data: Record<string, unknown>, status = 200): void {
     this.#pages.render(ctx, template, { ...data, account: ctx.state.account }, { status, csrfPath: '/account' });
   }
-
-  tooManyAttempts(ctx: Context, refusal: Parameters<Pages['tooManyAttempts']>[1], action: string): void {
-    this.#pages.tooManyAttempts(ctx, refusal, { csrfPath: '/account', action });
-  }
 }
 
 const SIGN_IN_COOKIE = 'gatehouse.account-sign-in';

@@ -4,7 +4,7 @@
 // is src/accounts/flows/password-change.ts's.
 import { minimumPasswordLength, normalizePassword } from '../accounts/password-policy.ts';
 import { afterResponse } from '../http/after-response.ts';
-import { HttpError } from '../http/errors.ts';
+import { HttpError, TooManyAttempts } from '../http/errors.ts';
 import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { newPasswordErrors } from '../http/password-forms.ts';
 import type { Runtime } from '../runtime.ts';
@@ -31,7 +31,7 @@ export function passwordRoutes(router: AccountRouter, runtime: Runtime, pages: A
     // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
     const check = await checkCurrentPassword(runtime, ctx, user, current, 'change_password');
-    if (!check.ok && check.refusal) return pages.tooManyAttempts(ctx, check.refusal, 'changing your password');
+    if (!check.ok && check.refusal) throw new TooManyAttempts(check.refusal, { action: 'changing your password' });
     if (!check.ok) return refuse({ current: 'That is not your current password.' });
     const errors = newPasswordErrors(users, user, password, formField(ctx, 'confirm'))
       ?? (normalizePassword(password) === normalizePassword(current) ? { password: 'The new password must differ from your current one.' } : undefined);

@@ -3,6 +3,7 @@
 // go through the second-factor lockout, passwords through checkCurrentPassword; each change is mailed.
 import type { Context } from 'koa';
 import type { CodeFailure, CodeProof } from '../accounts/second-factor.ts';
+import { TooManyAttempts } from '../http/errors.ts';
 import { formBody, formField, requireCsrf, type Refusal } from '../http/pages.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
 import { sendSecondFactorNotice, unreadableSecretPage } from '../interactions/second-factor.ts';
@@ -71,18 +72,17 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     ctx.redirect(`/account/two-factor${query}`);
   }
 
-  /** A wrong code: counted (lockout) and audited; true when it sent the 429 page (the account is paused). */
-  async function sentTooManyAttemptsAfterWrongCode(ctx: AccountContext, reason: CodeFailure, during: string): Promise<boolean> {
+  /** A wrong code: counted (lockout) and audited; throws TooManyAttempts once the account is paused. */
+  async function countWrongCode(ctx: AccountContext, reason: CodeFailure, during: string): Promise<void> {
     const { user } = ctx.state.account;
     const after = await guard.afterFailure({ accountId: user.id, ip: ctx.ip });
     await auditTrail.record({
       action: 'second_factor.failed', outcome: 'failure', ...seen(ctx),
       detail: { reason, during, ...(!after.allowed && after.lockedNow ? { lockedSeconds: after.retryAfterSeconds } : {}) },
     });
-    if (after.allowed) return false;
+    if (after.allowed) return;
     await auditLockout(ctx, after);
-    pages.tooManyAttempts(ctx, after, PAUSED);
-    return true;
+    throw new TooManyAttempts(after, { action: PAUSED });
   }
 
   /** The moment the second factor is locked is an event of its own, as at sign-in. */
@@ -90,13 +90,12 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     if (refusal.lockedNow) await auditTrail.record({ action: 'second_factor.locked_out', outcome: 'failure', ...seen(ctx), detail: { seconds: refusal.retryAfterSeconds } });
   }
 
-  /** Counts a code attempt; true when it sent the 429 page instead (no code may be tried now). */
-  async function sentTooManyAttemptsBeforeCode(ctx: AccountContext): Promise<boolean> {
+  /** Counts a code attempt; throws TooManyAttempts instead when no code may be tried now. */
+  async function countCodeAttempt(ctx: AccountContext): Promise<void> {
     const before = await guard.beforeAttempt({ accountId: ctx.state.account.user.id, ip: ctx.ip });
-    if (before.allowed) return false;
+    if (before.allowed) return;
     await auditLockout(ctx, before);
-    pages.tooManyAttempts(ctx, before, PAUSED);
-    return true;
+    throw new TooManyAttempts(before, { action: PAUSED });
   }
 
   const unreadableSecret = unreadableSecretPage(runtime.logger, (ctx, page) => pages.render(ctx, 'error', { ...page }, 503));
@@ -120,8 +119,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     const check = await checkCurrentPassword(runtime, ctx, user, password, 'enable_second_factor');
     if (!check.ok) {
       if (check.refusal) {
-        pages.tooManyAttempts(ctx, check.refusal, 'setting up two-factor authentication');
-        return;
+        throw new TooManyAttempts(check.refusal, { action: 'setting up two-factor authentication' });
       }
       await renderStatus(ctx, { errors: { start: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
       return;
@@ -144,7 +142,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       toStatus(ctx);
       return;
     }
-    if (await sentTooManyAttemptsBeforeCode(ctx)) return;
+    await countCodeAttempt(ctx);
     const result = await secondFactor.confirmEnrollment(user.id, formField(ctx, 'code'));
     if (!result.ok) {
       const enrollment = result.reason === 'not_enabled' ? undefined : await secondFactor.pendingEnrollment(user.id);
@@ -153,7 +151,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
         toStatus(ctx);
         return;
       }
-      if (await sentTooManyAttemptsAfterWrongCode(ctx, result.reason, 'enrollment')) return;
+      await countWrongCode(ctx, result.reason, 'enrollment');
       pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, error: CODE_ERRORS[result.reason], ...await enrollmentView(enrollment) }, 401);
       return;
     }
@@ -171,10 +169,10 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
   router.post('/two-factor/recovery-codes', unreadableSecret, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
-    if (await sentTooManyAttemptsBeforeCode(ctx)) return;
+    await countCodeAttempt(ctx);
     const result = await secondFactor.regenerateRecoveryCodes(user.id, formField(ctx, 'code'));
     if (!result.ok) {
-      if (result.reason !== 'not_enabled' && await sentTooManyAttemptsAfterWrongCode(ctx, result.reason, 'recovery_codes')) return;
+      if (result.reason !== 'not_enabled') await countWrongCode(ctx, result.reason, 'recovery_codes');
       await renderStatus(ctx, { errors: { regenerate: CODE_ERRORS[result.reason] } }, result.reason === 'not_enabled' ? 400 : 401);
       return;
     }
@@ -197,16 +195,15 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     const check = await checkCurrentPassword(runtime, ctx, user, password, 'disable_second_factor');
     if (!check.ok) {
       if (check.refusal) {
-        pages.tooManyAttempts(ctx, check.refusal, 'turning off two-factor authentication');
-        return;
+        throw new TooManyAttempts(check.refusal, { action: 'turning off two-factor authentication' });
       }
       await renderStatus(ctx, { errors: { password: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
       return;
     }
-    if (await sentTooManyAttemptsBeforeCode(ctx)) return;
+    await countCodeAttempt(ctx);
     const result = await secondFactor.disable(user.id, formField(ctx, 'code'));
     if (!result.ok) {
-      if (result.reason !== 'not_enabled' && await sentTooManyAttemptsAfterWrongCode(ctx, result.reason, 'disable')) return;
+      if (result.reason !== 'not_enabled') await countWrongCode(ctx, result.reason, 'disable');
       await renderStatus(ctx, { errors: { disable: CODE_ERRORS[result.reason] } }, result.reason === 'not_enabled' ? 400 : 401);
       return;
     }

@@ -3,7 +3,9 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { DependencyUnavailable } from '../errors.ts';
+import type { LimitDecision } from '../limits/index.ts';
 import { isSessionNotFound, shownProtocolError } from '../oidc/errors.ts';
+import { inWords } from './rate-limits.ts';
 import { upperFirst, type Views } from './views.ts';
 
 /** How long a client should wait before retrying when a dependency is down. */
@@ -20,14 +22,39 @@ export class HttpError extends Error {
   }
 }
 
+/**
+ * A rate limit or a lockout refused the request: 429 with Retry-After and a page saying when to try again,
+ * the same words for both (and for an existing account and an unknown email). The page has no form, so it
+ * needs no CSRF token and no form-action beyond the default CSP. src/limits/ decides; handlers throw this.
+ */
+export class TooManyAttempts extends Error {
+  override name = 'TooManyAttempts';
+  readonly retryAfterSeconds: number;
+  /** What is paused, as a gerund: "signing in" (the default), "sending password reset links", ... */
+  readonly action: string;
+
+  constructor(refusal: Extract<LimitDecision, { allowed: false }>, options: { action?: string | undefined } = {}) {
+    const action = options.action ?? 'signing in';
+    super(`For your security, ${action} is paused. Please try again ${inWords(refusal.retryAfterSeconds)}.`);
+    this.retryAfterSeconds = refusal.retryAfterSeconds;
+    this.action = action;
+  }
+}
+
 interface Answer {
   status: number;
   error: string;
   title: string;
   message: string;
+  /** The page that shows it ('error' unless said). */
+  template?: string;
+  retryAfterSeconds?: number;
 }
 
 function answerFor(error: unknown): Answer {
+  if (error instanceof TooManyAttempts) {
+    return { status: 429, error: 'invalid_request', title: 'Too many attempts', message: error.message, template: 'too-many-attempts', retryAfterSeconds: error.retryAfterSeconds };
+  }
   if (error instanceof HttpError) {
     return { status: error.status, error: error.status === 403 ? 'forbidden' : 'invalid_request', title: 'Something is not right', message: error.message };
   }
@@ -57,15 +84,23 @@ export function errorPages(views: Views, logger: Logger) {
       if (answer.status >= 500) logger.error({ err: error, path: ctx.path, method: ctx.method }, 'request failed');
       ctx.status = answer.status;
       ctx.set('Cache-Control', 'no-store');
-      if (answer.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_OUTAGE_SECONDS));
+      if (answer.retryAfterSeconds !== undefined) ctx.set('Retry-After', String(answer.retryAfterSeconds));
+      else if (answer.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_OUTAGE_SECONDS));
       if (ctx.accepts('json', 'html') === 'html') {
         ctx.type = 'html';
-        ctx.body = views.render('error', { title: answer.title, message: answer.message, code: answer.error });
+        ctx.body = views.render(answer.template ?? 'error', { title: answer.title, message: answer.message, code: answer.error, ...wayBack(ctx.path) });
       } else {
         ctx.body = { error: answer.error, error_description: answer.message };
       }
     }
   };
+}
+
+/** Where a page about a refusal leads back to: the sign-in it interrupted, or the account console. */
+function wayBack(path: string): { uid?: string; account?: true } {
+  const uid = /^\/interaction\/([\w-]+)/.exec(path)?.[1];
+  if (uid) return { uid };
+  return path === '/account' || path.startsWith('/account/') ? { account: true } : {};
 }
 
 function isHttpClientError(error: unknown): error is { status: number } {

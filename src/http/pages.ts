@@ -1,12 +1,11 @@
 // What every server-rendered page with a form shares: the form body parser, rendering with no-store,
-// a CSP naming where forms may lead, the CSRF token, and the 429 page. Interaction, reset and account
-// pages all go through here.
+// a CSP naming where forms may lead, and the CSRF token. Interaction, reset and account pages all go
+// through here; the 429 page is thrown (TooManyAttempts in errors.ts).
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type { LimitDecision } from '../limits/index.ts';
 import { csrfToken, csrfTokenMatches } from './csrf.ts';
 import { HttpError } from './errors.ts';
-import { refuseWithPage } from './rate-limits.ts';
 import { contentSecurityPolicy } from './security-headers.ts';
 import type { Views } from './views.ts';
 
@@ -40,12 +39,6 @@ export class Pages {
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof options.formTarget === 'string' ? [options.formTarget] : []));
     ctx.body = this.#views.render(template, { ...data, csrf: csrfToken(ctx, options.csrfPath) });
-  }
-
-  /** 429 with Retry-After and a page saying when to try again; identical for lockouts and rate limits. */
-  tooManyAttempts(ctx: Context, refusal: Refusal, options: RenderOptions & { action?: string }): void {
-    const { title, message } = refuseWithPage(ctx, refusal, options.action);
-    this.render(ctx, 'too-many-attempts', { title, message }, { ...options, status: 429 });
   }
 }
 

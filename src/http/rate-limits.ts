@@ -1,13 +1,10 @@
-// Maps limit decisions to HTTP: a 429 page for people (saying when to try again, in words) and, at
-// the token endpoint, an RFC 6749 JSON error with Retry-After. The counting itself is in src/limits/.
-import type { Context } from 'koa';
+// Maps limit decisions to HTTP: the words for when to try again (the 429 page is errors.ts's TooManyAttempts)
+// and, at the token endpoint, an RFC 6749 JSON error with Retry-After. The counting itself is in src/limits/.
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { TokenRequestCheck } from '../oidc/engine-internals.ts';
 import type { RateLimits, LimitDecision } from '../limits/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
 import { TemporarilyUnavailable, TooManyRequests } from '../oidc/errors.ts';
-
-type Refusal = Extract<LimitDecision, { allowed: false }>;
 
 /** "in 45 seconds", "in 2 minutes", "in 1 hour": rounded up, so the person never comes back too early. */
 export function inWords(seconds: number): string {
@@ -16,19 +13,6 @@ export function inWords(seconds: number): string {
   if (seconds < 3600) return `in ${plural(Math.ceil(seconds / 60), 'minute')}`;
   if (seconds < 2 * 86_400) return `in ${plural(Math.ceil(seconds / 3600), 'hour')}`;
   return `in ${plural(Math.ceil(seconds / 86_400), 'day')}`;
-}
-
-/**
- * Sets 429 and Retry-After; the caller renders the page (it knows the page's layout and links).
- * `action` names what is paused, as a gerund: "signing in" (the default), "sending emails", ...
- */
-export function refuseWithPage(ctx: Context, refusal: Refusal, action = 'signing in'): { title: string; message: string } {
-  ctx.set('Retry-After', String(refusal.retryAfterSeconds));
-  // The same words for a rate limit and a lockout, for an existing account and an unknown email.
-  return {
-    title: 'Too many attempts',
-    message: `For your security, ${action} is paused. Please try again ${inWords(refusal.retryAfterSeconds)}.`,
-  };
 }
 
 /**

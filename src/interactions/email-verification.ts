@@ -6,6 +6,7 @@ import type { Context } from 'koa';
 import { EmailVerification, VERIFY_EMAIL_PATH } from '../accounts/email-verification.ts';
 import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
+import { TooManyAttempts } from '../http/errors.ts';
 import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import type { LimitDecision } from '../limits/index.ts';
 import { accountKey } from '../limits/login-guard.ts';
@@ -74,11 +75,9 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
   }
 
   /** Following up emailed links is limited per IP: tokens cannot be guessed, but nobody gets to try many. */
-  async function withinLimit(ctx: Context): Promise<boolean> {
+  async function countLinkUse(ctx: Context): Promise<void> {
     const decision = await limits.rates.consume('emailed-link-ip', ctx.ip);
-    if (decision.allowed) return true;
-    pages.tooManyAttempts(ctx, decision, { csrfPath: VERIFY_EMAIL_PATH, action: 'confirming email addresses' });
-    return false;
+    if (!decision.allowed) throw new TooManyAttempts(decision, { action: 'confirming email addresses' });
   }
 
   // Opening the link never uses it: mail scanners and link previews open links before (or instead of) the
@@ -93,7 +92,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
     }
     const token = queryField(ctx, 'token');
     if (!token) return linkInvalid(ctx);
-    if (!await withinLimit(ctx)) return;
+    await countLinkUse(ctx);
     const result = await verification.check(token);
     if (!result.ok) return linkInvalid(ctx);
     render(ctx, 'confirm-email', { token, email: result.user.email });
@@ -101,7 +100,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
 
   router.post(VERIFY_EMAIL_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
-    if (!await withinLimit(ctx)) return;
+    await countLinkUse(ctx);
     const result = await verification.verify(formField(ctx, 'token'));
     if (!result.ok) return linkInvalid(ctx);
     await auditTrail.record({
@@ -116,8 +115,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
     const email = formField(ctx, 'email');
     const answer = await requestNewVerificationLink(ctx, runtime, verification, email);
     if (!answer.allowed) {
-      pages.tooManyAttempts(ctx, answer, { csrfPath: VERIFY_EMAIL_PATH, action: 'sending verification emails' });
-      return;
+      throw new TooManyAttempts(answer, { action: 'sending verification emails' });
     }
     if ('invalidEmail' in answer) {
       render(ctx, 'check-email', { email, resendError: INVALID_EMAIL_MESSAGE }, 400);

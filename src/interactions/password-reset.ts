@@ -6,6 +6,7 @@ import type { Context } from 'koa';
 import { minimumPasswordLength } from '../accounts/password-policy.ts';
 import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
+import { TooManyAttempts } from '../http/errors.ts';
 import { Pages, formBody, formField, queryField, requireCsrf } from '../http/pages.ts';
 import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH, newPasswordErrors } from '../http/password-forms.ts';
 import { inWords } from '../http/rate-limits.ts';
@@ -45,8 +46,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     const key = accountKey(email);
     const refusal = await limits.rates.consumeAll([['reset-ip', ctx.ip], ['reset-account-ip', `${key}:${ctx.ip}`], ['reset-account', `${key}`]]);
     if (!refusal.allowed) {
-      pages.tooManyAttempts(ctx, refusal, { csrfPath: CSRF_PATH, action: 'sending password reset links' });
-      return;
+      throw new TooManyAttempts(refusal, { action: 'sending password reset links' });
     }
     // The page goes out first, identical for every address; looking the account up, issuing the link and
     // talking to the mail server happen after it, so neither the answer nor its timing depends on them.
@@ -63,17 +63,15 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     }, 400);
   }
 
-  /** Counts a use of an emailed link per IP (tokens cannot be guessed, but nobody may keep trying); false once refused. */
-  async function linkUseAllowed(ctx: Context): Promise<boolean> {
+  /** Counts a use of an emailed link per IP (tokens cannot be guessed, but nobody may keep trying); throws once refused. */
+  async function countLinkUse(ctx: Context): Promise<void> {
     const decision = await limits.rates.consume('emailed-link-ip', ctx.ip);
-    if (decision.allowed) return true;
-    pages.tooManyAttempts(ctx, decision, { csrfPath: CSRF_PATH, action: 'using emailed links' });
-    return false;
+    if (!decision.allowed) throw new TooManyAttempts(decision, { action: 'using emailed links' });
   }
 
   // Only looks at the link (mail scanners open links before people do): it is used when the form is sent.
   router.get(RESET_PASSWORD_PATH, async (ctx) => {
-    if (!await linkUseAllowed(ctx)) return;
+    await countLinkUse(ctx);
     const token = queryField(ctx, 'token');
     const link = await passwordReset.checkLink(token);
     if (!link.ok) {
@@ -85,7 +83,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
 
   router.post(RESET_PASSWORD_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
-    if (!await linkUseAllowed(ctx)) return;
+    await countLinkUse(ctx);
     const token = formField(ctx, 'token');
     const password = formField(ctx, 'password');
     const confirmation = formField(ctx, 'confirm');

@@ -3,10 +3,10 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { InteractionResults } from 'oidc-provider';
-import { Pages, formBody as form, requireCsrf, type Refusal } from '../http/pages.ts';
+import { Pages, formBody as form, requireCsrf } from '../http/pages.ts';
 import { describeScope } from '../oidc/scopes.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from '../oidc/client-kinds.ts';
-import { HttpError } from '../http/errors.ts';
+import { HttpError, TooManyAttempts } from '../http/errors.ts';
 import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
 import { secondFactorStep, type InteractionPages } from './second-factor.ts';
 import type { Runtime } from '../runtime.ts';
@@ -33,10 +33,6 @@ export function interactionRoutes(runtime: Runtime): Router {
     pages.render(ctx, template, { ...data, uid: ctx.params.uid }, { status, csrfPath: `/interaction/${ctx.params.uid}`, formTarget: redirectUri });
   }
 
-  function tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown, action?: string): void {
-    pages.tooManyAttempts(ctx, refusal, { csrfPath: `/interaction/${ctx.params.uid}`, formTarget: redirectUri, action });
-  }
-
   async function finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void> {
     const returnTo = await engine.finishInteraction(ctx, result, { mergeWithLastSubmission });
     ctx.status = 303;
@@ -55,7 +51,7 @@ export function interactionRoutes(runtime: Runtime): Router {
   }
 
   // After the password: the authenticator or recovery code, or enrollment when it is required (second-factor.ts).
-  const interactionPages: InteractionPages = { details, render, tooManyAttempts, finish, clientName };
+  const interactionPages: InteractionPages = { details, render, finish, clientName };
   const secondFactorPages = secondFactorStep(runtime, interactionPages);
 
   router.get('/', async (ctx) => {
@@ -101,8 +97,7 @@ export function interactionRoutes(runtime: Runtime): Router {
       if (before.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: before.retryAfterSeconds, ...onDevice } });
       // A trusted device's lock ends its trust: from now on this browser is under the account's lockout.
       if (before.trustedDevice) forgetThisDevice(ctx);
-      tooManyAttempts(ctx, before, params.redirect_uri);
-      return;
+      throw new TooManyAttempts(before);
     }
     const check = email && password ? await users.checkCredentials(email, password) : undefined;
     if (!check?.ok) {
@@ -114,8 +109,7 @@ export function interactionRoutes(runtime: Runtime): Router {
       if (!after.allowed && after.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: after.retryAfterSeconds, ...onDevice } });
       if (!after.allowed) {
         if (after.trustedDevice) forgetThisDevice(ctx);
-        tooManyAttempts(ctx, after, params.redirect_uri);
-        return;
+        throw new TooManyAttempts(after);
       }
       render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri, 401);
       return;

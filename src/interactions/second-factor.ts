@@ -17,7 +17,7 @@ import type { User } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { formBody as form, formField, requireCsrf, type Refusal } from '../http/pages.ts';
 import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
-import { HttpError } from '../http/errors.ts';
+import { HttpError, TooManyAttempts } from '../http/errors.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
 import {
   ACR_PASSWORD, ACR_SECOND_FACTOR, AMR_PASSWORD, AMR_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision,
@@ -29,8 +29,6 @@ import type { Runtime } from '../runtime.ts';
 export interface InteractionPages {
   details(ctx: Context): Promise<Interaction>;
   render(ctx: Context, template: string, data: Record<string, unknown>, redirectUri: unknown, status?: number): void;
-  /** `action` names what is paused, as a gerund ("signing in" by default). */
-  tooManyAttempts(ctx: Context, refusal: Refusal, redirectUri: unknown, action?: string): void;
   finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void>;
   clientName(clientId: unknown): Promise<string>;
 }
@@ -340,8 +338,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         const before = await guard.beforeAttempt(attempt);
         if (!before.allowed) {
           await auditLockout(ctx, interaction, user, before);
-          pages.tooManyAttempts(ctx, before, interaction.params.redirect_uri);
-          return;
+          throw new TooManyAttempts(before);
         }
         const code = formField(ctx, 'code');
         const result = method === 'recovery' ? await secondFactor.useRecoveryCode(user.id, code) : await secondFactor.verifyCode(user.id, code);
@@ -353,8 +350,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         if (!result.ok) {
           const refusal = await refuse(ctx, interaction, user, result.reason, method, 'sign_in');
           if (refusal) {
-            pages.tooManyAttempts(ctx, refusal, interaction.params.redirect_uri);
-            return;
+            throw new TooManyAttempts(refusal);
           }
           await renderCodePage(ctx, interaction, user, method, ERRORS[method][result.reason], 401);
           return;
@@ -378,8 +374,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
         const before = await guard.beforeAttempt(attempt);
         if (!before.allowed) {
           await auditLockout(ctx, interaction, user, before);
-          pages.tooManyAttempts(ctx, before, interaction.params.redirect_uri);
-          return;
+          throw new TooManyAttempts(before);
         }
         const result = await secondFactor.confirmEnrollment(user.id, formField(ctx, 'code'), { whileSecurityVersion: pending.securityVersion });
         if (!result.ok) {
@@ -391,8 +386,7 @@ export function secondFactorStep(runtime: Runtime, pages: InteractionPages): Sec
           }
           const refusal = await refuse(ctx, interaction, user, result.reason, 'totp', 'enrollment');
           if (refusal) {
-            pages.tooManyAttempts(ctx, refusal, interaction.params.redirect_uri);
-            return;
+            throw new TooManyAttempts(refusal);
           }
           await renderEnrollPage(ctx, interaction, user, enrollment, ERRORS.totp[result.reason], 401);
           return;

@@ -7,7 +7,7 @@ import { minimumPasswordLength } from '../accounts/password-policy.ts';
 import { AccountError, normalizeEmail, type User } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { accountKey } from '../limits/login-guard.ts';
-import { HttpError } from '../http/errors.ts';
+import { HttpError, TooManyAttempts } from '../http/errors.ts';
 import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { inWords } from '../http/rate-limits.ts';
 import { upperFirst } from '../http/views.ts';
@@ -67,8 +67,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
       ...(addressKey ? [['signup-account-ip', `${addressKey}:${ctx.ip}`] as const, ['signup-account', addressKey] as const] : []),
     ]);
     if (!limit.allowed) {
-      pages.tooManyAttempts(ctx, limit, params.redirect_uri, 'creating accounts');
-      return;
+      throw new TooManyAttempts(limit, { action: 'creating accounts' });
     }
     const name = formField(ctx, 'name').trim();
     const email = formField(ctx, 'email').trim();
@@ -124,8 +123,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
     const email = formField(ctx, 'email');
     const answer = await requestNewVerificationLink(ctx, runtime, verification, email);
     if (!answer.allowed) {
-      pages.tooManyAttempts(ctx, answer, params.redirect_uri, 'sending verification emails');
-      return;
+      throw new TooManyAttempts(answer, { action: 'sending verification emails' });
     }
     if ('invalidEmail' in answer) {
       render(ctx, 'check-email', { email, resendError: INVALID_EMAIL_MESSAGE }, params.redirect_uri, 400);
