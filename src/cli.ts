@@ -8,7 +8,6 @@ import { openRuntime, type Runtime } from './runtime.ts';
 import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
-import { disableAccount, enableAccount } from './accounts/flows/account-status.ts';
 import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
 import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
@@ -111,7 +110,7 @@ const commands: Record<string, Handler> = {
   async 'users disable'(args, run) {
     const email = requiredEmail(args, 'users disable');
     await run(async (runtime) => {
-      const result = await disableAccount(runtime, email, { type: 'admin', id: administratorName() });
+      const result = await runtime.flows.accountStatus.disable(email, { type: 'admin', id: administratorName() });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       process.stdout.write(`${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; `
         + `${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked\n`);
@@ -125,7 +124,7 @@ const commands: Record<string, Handler> = {
   async 'users enable'(args, run) {
     const email = requiredEmail(args, 'users enable');
     await run(async (runtime) => {
-      const result = await enableAccount(runtime, email, { type: 'admin', id: administratorName() });
+      const result = await runtime.flows.accountStatus.enable(email, { type: 'admin', id: administratorName() });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       process.stdout.write(`${result.changed ? 'enabled' : 'already enabled:'} ${result.user.email}\n`);
     });

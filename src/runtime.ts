@@ -19,7 +19,6 @@ import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { Engine } from './oidc/engine-internals.ts';
-import { tokenEndpointLimits } from './http/rate-limits.ts';
 import { createViews, type Views } from './http/views.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
@@ -29,12 +28,13 @@ import { auditProtocolEvents } from './audit/protocol-events.ts';
 import { AccountSessions } from './oidc/account-sessions.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH } from './http/password-forms.ts';
-import { inWords } from './http/rate-limits.ts';
+import { inWords, tokenEndpointLimits } from './http/rate-limits.ts';
 import type { AccountLinks } from './accounts/flows/dependencies.ts';
 import { createPasswordResetFlow, type PasswordResetFlow } from './accounts/flows/password-reset.ts';
 import { createPasswordChangeFlow, type PasswordChangeFlow } from './accounts/flows/password-change.ts';
 import { RESTORE_EMAIL_PATH, createEmailChangeFlow, type EmailChangeFlow } from './accounts/flows/email-change.ts';
 import { createSecondFactorResetFlow, type SecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
+import { createAccountStatusFlow, type AccountStatusFlow } from './accounts/flows/account-status.ts';
 
 export interface Runtime {
   config: Config;
@@ -74,6 +74,8 @@ export interface AccountFlows {
   emailChange: EmailChangeFlow;
   /** An administrator's reset of a person's second factor. */
   secondFactorReset: SecondFactorResetFlow;
+  /** An administrator disabling or enabling an account. */
+  accountStatus: AccountStatusFlow;
 }
 
 export interface RuntimeOptions {
@@ -173,6 +175,7 @@ function createAccountFlows(services: {
       undoTtlSeconds: config.accounts.emailChangeUndoTtl, resetTtlSeconds: config.accounts.passwordResetTtl, inWords,
     }),
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
+    accountStatus: createAccountStatusFlow({ users, accountSessions, auditTrail }),
   };
 }
 
