@@ -35,6 +35,7 @@ import { createPasswordChangeFlow, type PasswordChangeFlow } from './accounts/fl
 import { RESTORE_EMAIL_PATH, createEmailChangeFlow, type EmailChangeFlow } from './accounts/flows/email-change.ts';
 import { createSecondFactorResetFlow, type SecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
 import { createAccountStatusFlow, type AccountStatusFlow } from './accounts/flows/account-status.ts';
+import { createSecondFactorSettingsFlow, type SecondFactorSettingsFlow } from './accounts/flows/second-factor-settings.ts';
 
 export interface Runtime {
   config: Config;
@@ -76,6 +77,8 @@ export interface AccountFlows {
   secondFactorReset: SecondFactorResetFlow;
   /** An administrator disabling or enabling an account. */
   accountStatus: AccountStatusFlow;
+  /** A person's own second factor: confirming a setup, renewing recovery codes, turning it off. */
+  secondFactorSettings: SecondFactorSettingsFlow;
 }
 
 export interface RuntimeOptions {
@@ -176,6 +179,7 @@ function createAccountFlows(services: {
     }),
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
     accountStatus: createAccountStatusFlow({ users, accountSessions, auditTrail }),
+    secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
   };
 }
 

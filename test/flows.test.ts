@@ -396,3 +396,65 @@ test('disabling an account: it no longer signs in, every session and grant ends,
   t.is((await audit('account.enabled', about(user))).length, 2);
   t.deepEqual(await accountStatus.disable(`nobody-${randomUUID()}@example.com`, actor), { ok: false, reason: 'unknown_account' });
 });
+
+test('a person\'s own second factor: a setup is confirmed by a right code (a wrong one is counted and shown again), recovery codes are renewed and the old ones stop working, then it is turned off; each change mailed and audited', async (t) => {
+  const { runtime } = opened;
+  const { secondFactorSettings } = runtime.flows;
+  const user = await newUser();
+  const request = { ip: '198.51.100.8', userAgent: 'flows-test' };
+  const enrollment = (await runtime.secondFactor.startEnrollment(user.id))!;
+
+  const wrong = await secondFactorSettings.confirmSetup(user, '000000' === await generate({ secret: enrollment.secret }) ? '111111' : '000000', request);
+  t.like(wrong, { ok: false, reason: 'wrong', enrollment: { secret: enrollment.secret } });
+  t.like((await audit('second_factor.failed', about(user)))[0], { ip: request.ip, detail: { reason: 'wrong', during: 'enrollment' } });
+
+  const confirmed = await secondFactorSettings.confirmSetup(user, await generate({ secret: enrollment.secret }), request);
+  if (!confirmed.ok) return t.fail(JSON.stringify(confirmed));
+  t.is(confirmed.recoveryCodes.length, 10);
+  t.true((await runtime.secondFactor.status(user.id)).enabled);
+  t.like((await audit('second_factor.enrolled', about(user)))[0], { detail: { method: 'totp', during: 'account' } });
+  t.like(await secondFactorSettings.confirmSetup(user, await generate({ secret: enrollment.secret }), request), { ok: false, reason: 'nothing_to_confirm' });
+
+  const [first, second] = confirmed.recoveryCodes;
+  const renewed = await secondFactorSettings.renewRecoveryCodes(user, first!, request);
+  if (!renewed.ok) return t.fail(JSON.stringify(renewed));
+  t.notDeepEqual(renewed.recoveryCodes, confirmed.recoveryCodes);
+  t.like(await secondFactorSettings.renewRecoveryCodes(user, second!, request), { ok: false, reason: 'wrong' }, 'the old codes stop working');
+  t.like((await audit('recovery_code.used', about(user)))[0], { detail: { during: 'recovery_codes', remaining: 9 } });
+  t.is((await audit('recovery_codes.regenerated', about(user))).length, 1);
+
+  const off = await secondFactorSettings.turnOff(user, renewed.recoveryCodes[0]!, request);
+  if (!off.ok) return t.fail(JSON.stringify(off));
+  t.false((await runtime.secondFactor.status(user.id)).enabled);
+  t.like((await audit('second_factor.removed', about(user)))[0], { detail: { method: 'totp' } });
+  t.like(await secondFactorSettings.turnOff(user, renewed.recoveryCodes[1]!, request), { ok: false, reason: 'not_enabled' });
+
+  await confirmed.notice();
+  await renewed.notice();
+  await off.notice();
+  const notices = await opened.mailTo(user.email);
+  t.is(notices.length, 3);
+  for (const notice of notices) {
+    t.is(notice.subject, 'Your two-factor authentication was changed');
+    t.true(notice.text.includes(NOW_IN_MAIL), notice.text);
+  }
+});
+
+test('a person\'s own second factor: wrong codes lock it (audited once), and then even a right code is refused until the lock ends', async (t) => {
+  const { runtime } = opened;
+  const { secondFactorSettings } = runtime.flows;
+  const user = await newUser();
+  const request = { ip: '198.51.100.9', userAgent: 'flows-test' };
+  const enrollment = (await runtime.secondFactor.startEnrollment(user.id))!;
+  const confirmed = await secondFactorSettings.confirmSetup(user, await generate({ secret: enrollment.secret }), request);
+  if (!confirmed.ok) return t.fail(JSON.stringify(confirmed));
+  const answers = [];
+  // LOGIN_LOCKOUT_THRESHOLD=3 in this file: the third wrong code locks.
+  for (const code of ['aaaa-bbbb-cccc-dddd', 'aaaa-bbbb-cccc-eeee', 'aaaa-bbbb-cccc-ffff']) answers.push(await secondFactorSettings.turnOff(user, code, request));
+  t.like(answers[0], { ok: false, reason: 'wrong' });
+  t.like(answers[1], { ok: false, reason: 'wrong' });
+  t.like(answers[2], { ok: false, reason: 'too_many_attempts', refusal: { reason: 'locked', lockedNow: true } });
+  t.like(await secondFactorSettings.turnOff(user, confirmed.recoveryCodes[0]!, request), { ok: false, reason: 'too_many_attempts', refusal: { lockedNow: false } });
+  t.true((await runtime.secondFactor.status(user.id)).enabled, 'still on');
+  t.is((await audit('second_factor.locked_out', about(user))).length, 1);
+});

@@ -1,12 +1,14 @@
 // Account console: two-factor authentication. Shows whether it is on, sets it up (password, QR code, a code,
-// recovery codes shown once), makes new recovery codes (a code), turns it off (password and a code); codes
-// go through the second-factor lockout, passwords through checkCurrentPassword; each change is mailed.
+// recovery codes shown once), makes new recovery codes (a code), turns it off (password and a code). Passwords
+// go through checkCurrentPassword; codes, their lockout, the audit trail and the notices are the flow's.
 import type { Context } from 'koa';
-import type { CodeFailure, CodeProof } from '../accounts/second-factor.ts';
+import type { CodeFailure } from '../accounts/second-factor.ts';
+import type { CodeRequest } from '../accounts/flows/second-factor-settings.ts';
+import { afterResponse } from '../http/after-response.ts';
 import { TooManyAttempts } from '../http/errors.ts';
-import { formBody, formField, requireCsrf, type Refusal } from '../http/pages.ts';
+import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { enrollmentView } from '../http/two-factor-display.ts';
-import { sendSecondFactorNotice, unreadableSecretPage } from '../interactions/second-factor.ts';
+import { unreadableSecretPage } from '../interactions/second-factor.ts';
 import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../oidc/assurance.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
@@ -32,26 +34,14 @@ const NOTICES = new Map([
 type AccountContext = Context & { state: AccountState };
 
 export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: AccountPages): void {
-  const { secondFactor, auditTrail, limits, store, engine } = runtime;
-  const guard = limits.secondFactor;
+  const { secondFactor, store, engine } = runtime;
+  const { secondFactorSettings } = runtime.flows;
 
   /**
    * A setup may be confirmed only from the session that gave the password to start it: the account's
    * unconfirmed secret (shown again after a wrong code) is no use to a borrowed browser that did not.
    */
   const setupKey = (ctx: AccountContext) => `account-two-factor-setup:${ctx.state.account.session.uid}`;
-
-  function seen(ctx: AccountContext) {
-    const { user } = ctx.state.account;
-    return { subjectUserId: user.id, subjectEmail: user.email, ip: ctx.ip, userAgent: ctx.get('user-agent') };
-  }
-
-  /** A code spent on a change here is audited as one spent at sign-in is (src/interactions/second-factor.ts). */
-  function auditCodeUsed(ctx: AccountContext, proof: CodeProof, during: 'recovery_codes' | 'disable'): Promise<void> {
-    return auditTrail.record(proof.method === 'recovery_code'
-      ? { action: 'recovery_code.used', outcome: 'success', ...seen(ctx), detail: { remaining: proof.recoveryCodesLeft, during } }
-      : { action: 'second_factor.used', outcome: 'success', ...seen(ctx), detail: { method: 'totp', during } });
-  }
 
   async function renderStatus(ctx: AccountContext, extra: Record<string, unknown> = {}, status = 200): Promise<void> {
     const { user } = ctx.state.account;
@@ -72,30 +62,9 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     ctx.redirect(`/account/two-factor${query}`);
   }
 
-  /** A wrong code: counted (lockout) and audited; throws TooManyAttempts once the account is paused. */
-  async function countWrongCode(ctx: AccountContext, reason: CodeFailure, during: string): Promise<void> {
-    const { user } = ctx.state.account;
-    const after = await guard.afterFailure({ accountId: user.id, ip: ctx.ip });
-    await auditTrail.record({
-      action: 'second_factor.failed', outcome: 'failure', ...seen(ctx),
-      detail: { reason, during, ...(!after.allowed && after.lockedNow ? { lockedSeconds: after.retryAfterSeconds } : {}) },
-    });
-    if (after.allowed) return;
-    await auditLockout(ctx, after);
-    throw new TooManyAttempts(after, { action: PAUSED });
-  }
-
-  /** The moment the second factor is locked is an event of its own, as at sign-in. */
-  async function auditLockout(ctx: AccountContext, refusal: Refusal): Promise<void> {
-    if (refusal.lockedNow) await auditTrail.record({ action: 'second_factor.locked_out', outcome: 'failure', ...seen(ctx), detail: { seconds: refusal.retryAfterSeconds } });
-  }
-
-  /** Counts a code attempt; throws TooManyAttempts instead when no code may be tried now. */
-  async function countCodeAttempt(ctx: AccountContext): Promise<void> {
-    const before = await guard.beforeAttempt({ accountId: ctx.state.account.user.id, ip: ctx.ip });
-    if (before.allowed) return;
-    await auditLockout(ctx, before);
-    throw new TooManyAttempts(before, { action: PAUSED });
+  /** Where a code was typed from, for the lockout and the audit trail. */
+  function codeRequest(ctx: Context): CodeRequest {
+    return { ip: ctx.ip, userAgent: ctx.get('user-agent') };
   }
 
   const unreadableSecret = unreadableSecretPage(runtime.logger, (ctx, page) => pages.render(ctx, 'error', { ...page }, 503));
@@ -142,45 +111,37 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       toStatus(ctx);
       return;
     }
-    await countCodeAttempt(ctx);
-    const result = await secondFactor.confirmEnrollment(user.id, formField(ctx, 'code'));
+    const result = await secondFactorSettings.confirmSetup(user, formField(ctx, 'code'), codeRequest(ctx));
     if (!result.ok) {
-      const enrollment = result.reason === 'not_enabled' ? undefined : await secondFactor.pendingEnrollment(user.id);
-      if (!enrollment) {
-        // Nothing to confirm (already on, or never started): back to the status page.
+      if (result.reason === 'too_many_attempts') throw new TooManyAttempts(result.refusal, { action: PAUSED });
+      if (result.reason === 'nothing_to_confirm') {
+        // Already on, or never started: back to the status page.
         toStatus(ctx);
         return;
       }
-      await countWrongCode(ctx, result.reason, 'enrollment');
-      pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, error: CODE_ERRORS[result.reason], ...await enrollmentView(enrollment) }, 401);
+      pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, error: CODE_ERRORS[result.reason], ...await enrollmentView(result.enrollment) }, 401);
       return;
     }
     await store.delete([setupKey(ctx)]);
-    await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
     // The password (to start) and a code (to confirm) were both just given in this browser: its session now
     // counts as signed in with the second factor, as a sign-in with both would, and no step-up follows (with
     // a new session id, so a copy of the old cookie taken before does not carry loa:2).
     await engine.raiseAssurance(ctx, user.id, { amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR });
-    await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(ctx), detail: { method: 'totp', during: 'account' } });
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'Two-factor authentication is on', recoveryCodes: result.recoveryCodes, enrolled: true });
-    sendSecondFactorNotice(ctx, runtime, user, 'enabled');
+    afterResponse(ctx, runtime.logger, 'two-factor change notice', result.notice);
   });
 
   router.post('/two-factor/recovery-codes', unreadableSecret, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
-    await countCodeAttempt(ctx);
-    const result = await secondFactor.regenerateRecoveryCodes(user.id, formField(ctx, 'code'));
+    const result = await secondFactorSettings.renewRecoveryCodes(user, formField(ctx, 'code'), codeRequest(ctx));
     if (!result.ok) {
-      if (result.reason !== 'not_enabled') await countWrongCode(ctx, result.reason, 'recovery_codes');
+      if (result.reason === 'too_many_attempts') throw new TooManyAttempts(result.refusal, { action: PAUSED });
       await renderStatus(ctx, { errors: { regenerate: CODE_ERRORS[result.reason] } }, result.reason === 'not_enabled' ? 400 : 401);
       return;
     }
-    await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
-    await auditCodeUsed(ctx, result.proof, 'recovery_codes');
-    await auditTrail.record({ action: 'recovery_codes.regenerated', outcome: 'success', ...seen(ctx) });
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'New recovery codes', recoveryCodes: result.recoveryCodes, enrolled: false });
-    sendSecondFactorNotice(ctx, runtime, user, 'recovery_codes_renewed');
+    afterResponse(ctx, runtime.logger, 'two-factor change notice', result.notice);
   });
 
   router.post('/two-factor/disable', unreadableSecret, formBody, async (ctx) => {
@@ -200,17 +161,13 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       await renderStatus(ctx, { errors: { password: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
       return;
     }
-    await countCodeAttempt(ctx);
-    const result = await secondFactor.disable(user.id, formField(ctx, 'code'));
+    const result = await secondFactorSettings.turnOff(user, formField(ctx, 'code'), codeRequest(ctx));
     if (!result.ok) {
-      if (result.reason !== 'not_enabled') await countWrongCode(ctx, result.reason, 'disable');
+      if (result.reason === 'too_many_attempts') throw new TooManyAttempts(result.refusal, { action: PAUSED });
       await renderStatus(ctx, { errors: { disable: CODE_ERRORS[result.reason] } }, result.reason === 'not_enabled' ? 400 : 401);
       return;
     }
-    await guard.afterSuccess({ accountId: user.id, ip: ctx.ip });
-    await auditCodeUsed(ctx, result.proof, 'disable');
-    await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', ...seen(ctx), detail: { method: 'totp' } });
     toStatus(ctx, '?notice=off');
-    sendSecondFactorNotice(ctx, runtime, user, 'disabled');
+    afterResponse(ctx, runtime.logger, 'two-factor change notice', result.notice);
   });
 }

@@ -28,6 +28,20 @@ export interface AccountLinks {
   restoreEmail(token: string): string;
 }
 
+/** A limit's answer (src/limits/): go on, or wait; `lockedNow` marks the attempt that set a lock. */
+export type AttemptDecision =
+  | { allowed: true }
+  | { allowed: false; reason: 'rate_limited' | 'locked'; retryAfterSeconds: number; lockedNow: boolean };
+
+/** The second factor's lockout (src/limits/second-factor-guard.ts), counted per account and IP. */
+export interface CodeAttempts {
+  /** Before a code is checked: counted, or refused while over a limit or locked. */
+  beforeAttempt(attempt: { accountId: string; ip: string }): Promise<AttemptDecision>;
+  /** After a wrong code: locks once the threshold is reached. */
+  afterFailure(attempt: { accountId: string; ip: string }): Promise<AttemptDecision>;
+  afterSuccess(attempt: { accountId: string; ip: string }): Promise<void>;
+}
+
 /**
  * Mail a flow has decided to send, handed back for its door to send after its answer: a page must neither
  * wait for the mail server nor show by its timing what was sent. The door sends it, or says it could not.

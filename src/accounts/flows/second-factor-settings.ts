@@ -1,0 +1,142 @@
+// A signed-in person's own second factor: confirming a setup with a code, renewing the recovery codes, turning
+// it off. Every code goes through the second-factor lockout, every outcome is audited, every change mailed.
+// (The password asked before a setup or before turning it off is the re-authentication's, asked by the door.)
+import type { AuditTrail } from '../../audit/audit.ts';
+import type { Clock } from '../../clock.ts';
+import type { MailQueue } from '../../mail/queue.ts';
+import type { CodeFailure, CodeProof, Enrollment, SecondFactorService } from '../second-factor.ts';
+import type { User } from '../users.ts';
+import type { AccountLinks, AttemptDecision, CodeAttempts, Notice } from './dependencies.ts';
+
+export interface SecondFactorSettingsDependencies {
+  secondFactor: Pick<SecondFactorService, 'confirmEnrollment' | 'pendingEnrollment' | 'regenerateRecoveryCodes' | 'disable'>;
+  codeAttempts: CodeAttempts;
+  auditTrail: Pick<AuditTrail, 'record'>;
+  /** Notices wait in the queue while the mail server is down. */
+  mail: Pick<MailQueue, 'deliver'>;
+  links: Pick<AccountLinks, 'forgotPassword'>;
+  clock: Clock;
+}
+
+/** Where a code was typed from: the lockout counts per account and IP. */
+export interface CodeRequest {
+  ip: string;
+  userAgent?: string | undefined;
+}
+
+/** No code may be tried now (too many, or the second factor is locked): the door says when to try again. */
+export type TooManyCodes = { ok: false; reason: 'too_many_attempts'; refusal: Extract<AttemptDecision, { allowed: false }> };
+
+export type SetupConfirmation =
+  /** `recoveryCodes`: in clear this once. `notice`: the "turned on" mail, for the door to send after its answer. */
+  | { ok: true; recoveryCodes: string[]; notice: Notice }
+  /** The code was refused; the setup stands, shown again with its QR code. */
+  | { ok: false; reason: Exclude<CodeFailure, 'not_enabled'>; enrollment: Enrollment }
+  /** Nothing to confirm: already on, or never started. */
+  | { ok: false; reason: 'nothing_to_confirm' }
+  | TooManyCodes;
+
+export type RecoveryCodesRenewal =
+  | { ok: true; recoveryCodes: string[]; notice: Notice }
+  | { ok: false; reason: CodeFailure }
+  | TooManyCodes;
+
+export type SecondFactorRemoval =
+  | { ok: true; notice: Notice }
+  | { ok: false; reason: CodeFailure }
+  | TooManyCodes;
+
+export interface SecondFactorSettingsFlow {
+  confirmSetup(user: User, code: string, request: CodeRequest): Promise<SetupConfirmation>;
+  /** New recovery codes for a code (authenticator or recovery); the old ones stop working. */
+  renewRecoveryCodes(user: User, code: string, request: CodeRequest): Promise<RecoveryCodesRenewal>;
+  /** Turns it off for a code; the door asked the password first (a wrong one spends no code). */
+  turnOff(user: User, code: string, request: CodeRequest): Promise<SecondFactorRemoval>;
+}
+
+export function createSecondFactorSettingsFlow(dependencies: SecondFactorSettingsDependencies): SecondFactorSettingsFlow {
+  const { secondFactor, codeAttempts, auditTrail, mail, links, clock } = dependencies;
+
+  const seen = (user: User, request: CodeRequest) => ({ subjectUserId: user.id, subjectEmail: user.email, ip: request.ip, userAgent: request.userAgent });
+  const attempt = (user: User, request: CodeRequest) => ({ accountId: user.id, ip: request.ip });
+
+  /** The moment the second factor is locked is an event of its own, as at sign-in. */
+  async function auditLockout(user: User, request: CodeRequest, refusal: TooManyCodes['refusal']): Promise<TooManyCodes> {
+    if (refusal.lockedNow) await auditTrail.record({ action: 'second_factor.locked_out', outcome: 'failure', ...seen(user, request), detail: { seconds: refusal.retryAfterSeconds } });
+    return { ok: false, reason: 'too_many_attempts', refusal };
+  }
+
+  /** Counts a code attempt before it is checked; the refusal when no code may be tried now. */
+  async function mayTryCode(user: User, request: CodeRequest): Promise<TooManyCodes | undefined> {
+    const before = await codeAttempts.beforeAttempt(attempt(user, request));
+    return before.allowed ? undefined : auditLockout(user, request, before);
+  }
+
+  /** A wrong code: counted toward the lockout and audited; the refusal once the second factor is locked. */
+  async function wrongCode(user: User, request: CodeRequest, reason: CodeFailure, during: string): Promise<TooManyCodes | undefined> {
+    const after = await codeAttempts.afterFailure(attempt(user, request));
+    await auditTrail.record({
+      action: 'second_factor.failed', outcome: 'failure', ...seen(user, request),
+      detail: { reason, during, ...(!after.allowed && after.lockedNow ? { lockedSeconds: after.retryAfterSeconds } : {}) },
+    });
+    return after.allowed ? undefined : auditLockout(user, request, after);
+  }
+
+  /** A code spent on a change is audited as one spent at sign-in is. */
+  function codeUsed(user: User, request: CodeRequest, proof: CodeProof, during: 'recovery_codes' | 'disable'): Promise<void> {
+    return auditTrail.record(proof.method === 'recovery_code'
+      ? { action: 'recovery_code.used', outcome: 'success', ...seen(user, request), detail: { remaining: proof.recoveryCodesLeft, during } }
+      : { action: 'second_factor.used', outcome: 'success', ...seen(user, request), detail: { method: 'totp', during } });
+  }
+
+  /** "Not you?" leads to a password reset: every change here needed the password or a code. */
+  function changeNotice(user: User, change: 'enabled' | 'disabled' | 'recovery_codes_renewed'): Notice {
+    const changedAt = clock.now();
+    return () => mail.deliver({ to: user.email, template: 'second-factor-changed', data: { change, changedAt, link: links.forgotPassword } });
+  }
+
+  return {
+    async confirmSetup(user, code, request) {
+      const refused = await mayTryCode(user, request);
+      if (refused) return refused;
+      const result = await secondFactor.confirmEnrollment(user.id, code);
+      if (!result.ok) {
+        if (result.reason === 'not_enabled') return { ok: false, reason: 'nothing_to_confirm' };
+        const enrollment = await secondFactor.pendingEnrollment(user.id);
+        if (!enrollment) return { ok: false, reason: 'nothing_to_confirm' };
+        return await wrongCode(user, request, result.reason, 'enrollment') ?? { ok: false, reason: result.reason, enrollment };
+      }
+      await codeAttempts.afterSuccess(attempt(user, request));
+      await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(user, request), detail: { method: 'totp', during: 'account' } });
+      return { ok: true, recoveryCodes: result.recoveryCodes, notice: changeNotice(user, 'enabled') };
+    },
+
+    async renewRecoveryCodes(user, code, request) {
+      const refused = await mayTryCode(user, request);
+      if (refused) return refused;
+      const result = await secondFactor.regenerateRecoveryCodes(user.id, code);
+      if (!result.ok) {
+        if (result.reason === 'not_enabled') return { ok: false, reason: result.reason };
+        return await wrongCode(user, request, result.reason, 'recovery_codes') ?? { ok: false, reason: result.reason };
+      }
+      await codeAttempts.afterSuccess(attempt(user, request));
+      await codeUsed(user, request, result.proof, 'recovery_codes');
+      await auditTrail.record({ action: 'recovery_codes.regenerated', outcome: 'success', ...seen(user, request) });
+      return { ok: true, recoveryCodes: result.recoveryCodes, notice: changeNotice(user, 'recovery_codes_renewed') };
+    },
+
+    async turnOff(user, code, request) {
+      const refused = await mayTryCode(user, request);
+      if (refused) return refused;
+      const result = await secondFactor.disable(user.id, code);
+      if (!result.ok) {
+        if (result.reason === 'not_enabled') return { ok: false, reason: result.reason };
+        return await wrongCode(user, request, result.reason, 'disable') ?? { ok: false, reason: result.reason };
+      }
+      await codeAttempts.afterSuccess(attempt(user, request));
+      await codeUsed(user, request, result.proof, 'disable');
+      await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', ...seen(user, request), detail: { method: 'totp' } });
+      return { ok: true, notice: changeNotice(user, 'disabled') };
+    },
+  };
+}
