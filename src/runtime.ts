@@ -36,6 +36,8 @@ import { RESTORE_EMAIL_PATH, createEmailChangeFlow, type EmailChangeFlow } from 
 import { createSecondFactorResetFlow, type SecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
 import { createAccountStatusFlow, type AccountStatusFlow } from './accounts/flows/account-status.ts';
 import { createSecondFactorSettingsFlow, type SecondFactorSettingsFlow } from './accounts/flows/second-factor-settings.ts';
+import { VERIFY_EMAIL_PATH, createEmailVerificationFlow, type EmailVerificationFlow } from './accounts/flows/email-verification.ts';
+import { createSignUpFlow, type SignUpFlow } from './accounts/flows/sign-up.ts';
 
 export interface Runtime {
   config: Config;
@@ -79,6 +81,10 @@ export interface AccountFlows {
   accountStatus: AccountStatusFlow;
   /** A person's own second factor: confirming a setup, renewing recovery codes, turning it off. */
   secondFactorSettings: SecondFactorSettingsFlow;
+  /** Creating an account, or telling a registered address's owner that someone tried. */
+  signUp: SignUpFlow;
+  /** Mailing, checking and using the links that verify an address. */
+  emailVerification: EmailVerificationFlow;
 }
 
 export interface RuntimeOptions {
@@ -167,6 +173,10 @@ function createAccountFlows(services: {
     resetPassword: (token) => `${config.issuer}${RESET_PASSWORD_PATH}?token=${token}`,
     restoreEmail: (token) => `${config.issuer}${RESTORE_EMAIL_PATH}?token=${token}`,
   };
+  const emailVerification = createEmailVerificationFlow({
+    users, accountTokens, auditTrail, mail: mailQueue, linkTtlSeconds: config.accounts.emailVerificationTtl,
+    verifyEmailLink: (token) => `${config.issuer}${VERIFY_EMAIL_PATH}?token=${token}`,
+  });
   return {
     passwordReset: createPasswordResetFlow({
       users, accountTokens, secondFactor, accountSessions, loginLockout: limits.login, auditTrail, mail: mailQueue, links, clock,
@@ -180,6 +190,8 @@ function createAccountFlows(services: {
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
     accountStatus: createAccountStatusFlow({ users, accountSessions, auditTrail }),
     secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
+    signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, accountLink: `${config.issuer}/account` }),
+    emailVerification,
   };
 }
 

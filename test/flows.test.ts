@@ -7,7 +7,7 @@ import { generate } from 'otplib';
 import type { AuditEvent } from '../src/audit/audit.ts';
 import type { Clock } from '../src/clock.ts';
 import type { User } from '../src/accounts/users.ts';
-import { openTestRuntime, type TestRuntime } from './helpers/runtime.ts';
+import { about, auditEvents, linkIn, openTestRuntime, tokenOf, type TestRuntime } from './helpers/runtime.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const NEW_PASSWORD = 'velvet harbour lantern quartz';
@@ -61,20 +61,7 @@ async function withSecondFactor(user: User): Promise<void> {
   if (!confirmed.ok) throw new Error(`enrollment not confirmed: ${confirmed.reason}`);
 }
 
-async function audit(action: string, filter: (event: AuditEvent) => boolean): Promise<AuditEvent[]> {
-  return (await opened.runtime.auditTrail.list({ action, limit: 1000 })).filter(filter);
-}
-
-const about = (user: Pick<User, 'id'>) => (event: AuditEvent) => event.subjectUserId === user.id;
-
-/** The one link a mail holds. */
-function linkIn(text: string): string {
-  const links = [...text.matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
-  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
-  return links[0]!;
-}
-
-const tokenOf = (link: string) => new URL(link).searchParams.get('token') ?? '';
+const audit = (action: string, filter: (event: AuditEvent) => boolean) => auditEvents(opened.runtime, action, filter);
 
 const noErrors = () => undefined;
 

@@ -3,7 +3,7 @@
 // new link is also answered under /interaction/:uid (see sign-up.ts), where the sign-in pages' CSRF cookie is.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { EmailVerification, VERIFY_EMAIL_PATH } from '../accounts/email-verification.ts';
+import { VERIFY_EMAIL_PATH } from '../accounts/flows/email-verification.ts';
 import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { TooManyAttempts } from '../http/errors.ts';
@@ -16,13 +16,6 @@ import { takeSignInToContinue } from './return-to-sign-in.ts';
 const RESEND_PATH = `${VERIFY_EMAIL_PATH}/resend`;
 export const INVALID_EMAIL_MESSAGE = 'Enter an email address, like name@example.com.';
 
-export function createEmailVerification(runtime: Runtime): EmailVerification {
-  return new EmailVerification({
-    users: runtime.users, tokens: runtime.accountTokens, mail: runtime.mailQueue,
-    issuer: runtime.config.issuer, ttlSeconds: runtime.config.accounts.emailVerificationTtl,
-  });
-}
-
 export type NewLinkAnswer = LimitDecision | { allowed: true; invalidEmail: true };
 
 /**
@@ -30,9 +23,7 @@ export type NewLinkAnswer = LimitDecision | { allowed: true; invalidEmail: true 
  * or not, so a refusal says nothing about accounts). Only an existing, enabled, unverified account gets a
  * message, looked up and sent after the answer: the answer and its timing are the same whoever owns the address.
  */
-export async function requestNewVerificationLink(
-  ctx: Context, runtime: Runtime, verification: EmailVerification, emailInput: string,
-): Promise<NewLinkAnswer> {
+export async function requestNewVerificationLink(ctx: Context, runtime: Runtime, emailInput: string): Promise<NewLinkAnswer> {
   const email = normalizeEmail(emailInput);
   const key = isEmailAddress(email) ? accountKey(email) : undefined;
   if (!key) return { allowed: true, invalidEmail: true };
@@ -42,18 +33,15 @@ export async function requestNewVerificationLink(
     ['verification-resend-account', key],
   ]);
   if (!decision.allowed) return decision;
-  afterResponse(ctx, runtime.logger, 'new verification link', async () => {
-    const user = await runtime.users.findByEmail(email);
-    if (user && !user.emailVerified && !user.disabled) await verification.sendLink(user);
-  });
+  afterResponse(ctx, runtime.logger, 'new verification link', () => runtime.flows.emailVerification.sendNewLink(email));
   return decision;
 }
 
 export function emailVerificationRoutes(runtime: Runtime): Router {
-  const { auditTrail, engine, users, limits } = runtime;
+  const { engine, users, limits } = runtime;
+  const verification = runtime.flows.emailVerification;
   const router = new Router();
   const pages = new Pages(runtime.views);
-  const verification = createEmailVerification(runtime);
 
   function render(ctx: Context, template: string, data: Record<string, unknown>, status = 200): void {
     pages.render(ctx, template, { resendAction: RESEND_PATH, ...data }, { status, csrfPath: VERIFY_EMAIL_PATH });
@@ -101,19 +89,15 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
   router.post(VERIFY_EMAIL_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
     await countLinkUse(ctx);
-    const result = await verification.verify(formField(ctx, 'token'));
+    const result = await verification.verify(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });
     if (!result.ok) return linkInvalid(ctx);
-    await auditTrail.record({
-      action: 'email.verified', outcome: 'success', subjectUserId: result.user.id, subjectEmail: result.user.email,
-      ip: ctx.ip, userAgent: ctx.get('user-agent'),
-    });
     render(ctx, 'email-verified', { verified: true, email: result.user.email, continueTo: await takeSignInToContinue(ctx, engine, result.user.email) });
   });
 
   router.post(RESEND_PATH, formBody, async (ctx) => {
     requireCsrf(ctx);
     const email = formField(ctx, 'email');
-    const answer = await requestNewVerificationLink(ctx, runtime, verification, email);
+    const answer = await requestNewVerificationLink(ctx, runtime, email);
     if (!answer.allowed) {
       throw new TooManyAttempts(answer, { action: 'sending verification emails' });
     }

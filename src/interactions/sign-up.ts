@@ -4,7 +4,8 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { minimumPasswordLength } from '../accounts/password-policy.ts';
-import { AccountError, normalizeEmail, type User } from '../accounts/users.ts';
+import { NAME_MAX_LENGTH, type SignUp } from '../accounts/flows/sign-up.ts';
+import { normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import { HttpError, TooManyAttempts } from '../http/errors.ts';
@@ -12,20 +13,28 @@ import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { inWords } from '../http/rate-limits.ts';
 import { upperFirst } from '../http/views.ts';
 import type { Runtime } from '../runtime.ts';
-import { INVALID_EMAIL_MESSAGE, createEmailVerification, requestNewVerificationLink } from './email-verification.ts';
+import { INVALID_EMAIL_MESSAGE, requestNewVerificationLink } from './email-verification.ts';
 import { rememberSignIn } from './return-to-sign-in.ts';
 import type { InteractionPages } from './second-factor.ts';
 
-const NAME_MAX_LENGTH = 200;
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
-
 type FieldErrors = Partial<Record<'name' | 'email' | 'password', string>>;
+
+/** What the form says beside the field a refused sign-up names. */
+function fieldErrors(refusal: Extract<SignUp, { ok: false }>): FieldErrors {
+  switch (refusal.reason) {
+    case 'invalid_name':
+      return { name: refusal.problem === 'too_long' ? `Your name can have at most ${NAME_MAX_LENGTH} characters.` : 'Your name cannot contain line breaks or control characters.' };
+    case 'invalid_email':
+      return { email: INVALID_EMAIL_MESSAGE };
+    case 'weak_password':
+      return { password: `${upperFirst(refusal.problem)}.` };
+  }
+}
 
 /** Adds the sign-up and new-link routes to the interaction router (prefix /interaction/:uid), with its pages. */
 export function signUpRoutes(router: Router, runtime: Runtime, pages: InteractionPages): void {
-  const { users, config, auditTrail, mailQueue, logger } = runtime;
-  const verification = createEmailVerification(runtime);
+  const { config, logger } = runtime;
+  const { signUp } = runtime.flows;
   const minimumLength = minimumPasswordLength(config.passwordPolicy);
 
   async function loginStep(ctx: Context) {
@@ -72,47 +81,22 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
     const name = formField(ctx, 'name').trim();
     const email = formField(ctx, 'email').trim();
     const password = formField(ctx, 'password');
-    const refuse = async (errors: FieldErrors) => {
-      renderForm(ctx, { clientName: await pages.clientName(params.client_id), name, email, errors }, params.redirect_uri, 400);
-    };
-    if (name.length > NAME_MAX_LENGTH) return refuse({ name: `Your name can have at most ${NAME_MAX_LENGTH} characters.` });
-    if (CONTROL_CHARACTERS.test(name)) return refuse({ name: 'Your name cannot contain line breaks or control characters.' });
-
-    let created: User | undefined;
-    try {
-      // The password is hashed before the address is found taken, so both outcomes take the same time.
-      created = await users.create({ email, password, ...(name ? { name } : {}) });
-    } catch (error) {
-      if (!(error instanceof AccountError)) throw error;
-      if (error.code === 'invalid_email') return refuse({ email: INVALID_EMAIL_MESSAGE });
-      if (error.code === 'weak_password') return refuse({ password: `${upperFirst(error.message)}.` });
-      // email_taken: answered below exactly as a new account is.
+    // Looking up the owner, the audit record and the mail server's time come after the answer (the notice), for both.
+    const result = await signUp.signUp({ name, email, password }, { ip: ctx.ip, userAgent: ctx.get('user-agent'), clientId: String(params.client_id) });
+    if (!result.ok) {
+      renderForm(ctx, { clientName: await pages.clientName(params.client_id), name, email, errors: fieldErrors(result) }, params.redirect_uri, 400);
+      return;
     }
 
     // The same page for a new and a registered address, and no sign-in: the person signs in with their
     // password next (when unverified accounts may), as anyone with an account would.
-    const address = normalizeEmail(email);
+    const address = result.email;
     const continueHref = config.accounts.unverifiedLoginAllowed ? `/interaction/${ctx.params.uid}?${new URLSearchParams({ email: address })}` : undefined;
     // The link is followed later, maybe in this browser: its page then leads back to this sign-in.
     rememberSignIn(ctx, interaction);
     render(ctx, 'check-email', { email: address, expiresIn: inWords(config.accounts.emailVerificationTtl), continueHref }, params.redirect_uri);
 
-    // Looking up the owner, the audit record and the mail server's time come after the answer, for both.
-    const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent'), clientId: String(params.client_id) };
-    if (created) {
-      const user = created;
-      afterResponse(ctx, logger, 'sign-up verification email', async () => {
-        await auditTrail.record({ action: 'account.created', outcome: 'success', ...seen, subjectUserId: user.id, subjectEmail: user.email, detail: { via: 'sign-up' } });
-        await verification.sendLink(user);
-      });
-      return;
-    }
-    afterResponse(ctx, logger, 'sign-up notice to an existing account', async () => {
-      const owner = await users.findByEmail(address);
-      if (!owner) return;
-      await auditTrail.record({ action: 'account.created', outcome: 'failure', ...seen, subjectUserId: owner.id, subjectEmail: owner.email, detail: { reason: 'email_taken' } });
-      await mailQueue.deliver({ to: owner.email, template: 'account-exists', data: { link: `${config.issuer}/account` } });
-    });
+    afterResponse(ctx, logger, result.created ? 'sign-up verification email' : 'sign-up notice to an existing account', result.notice);
   });
 
   // From the "check your email" page and from the page that refuses an unverified sign-in.
@@ -121,7 +105,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
     const { params } = interaction;
     requireCsrf(ctx);
     const email = formField(ctx, 'email');
-    const answer = await requestNewVerificationLink(ctx, runtime, verification, email);
+    const answer = await requestNewVerificationLink(ctx, runtime, email);
     if (!answer.allowed) {
       throw new TooManyAttempts(answer, { action: 'sending verification emails' });
     }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { loadConfig } from '../../src/config/index.ts';
 import { createLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime.ts';
+import type { AuditEvent } from '../../src/audit/audit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { deleteKeysWithPrefix } from './redis.ts';
 import { parseMail } from './smtp.ts';
@@ -74,3 +75,21 @@ export async function openTestRuntime(environment: Record<string, string> = {}, 
     },
   };
 }
+
+/** The audit events of one action that a test's filter keeps, newest first. */
+export async function auditEvents(runtime: Runtime, action: string, filter: (event: AuditEvent) => boolean): Promise<AuditEvent[]> {
+  return (await runtime.auditTrail.list({ action, limit: 1000 })).filter(filter);
+}
+
+/** Keeps the events about this account. */
+export const about = (user: { id: string }) => (event: AuditEvent) => event.subjectUserId === user.id;
+
+/** The one link a mail's text holds. */
+export function linkIn(text: string): string {
+  const links = [...text.matchAll(/https?:\/\/\S+/g)].map((match) => match[0]);
+  if (links.length !== 1) throw new Error(`expected one link, got ${links.length}`);
+  return links[0]!;
+}
+
+/** The token an emailed link carries. */
+export const tokenOf = (link: string) => new URL(link).searchParams.get('token') ?? '';
