@@ -15,3 +15,6 @@ export class DependencyUnavailable extends Error {
     return this.cause instanceof Error ? `${this.message} (${this.cause.message.split('\n')[0]})` : this.message;
   }
 }
+
+/** How long a client should wait before retrying while a dependency is down (Retry-After of every 503). */
+export const RETRY_AFTER_OUTAGE_SECONDS = 5;

@@ -20,6 +20,7 @@ import { createProvider } from './oidc/provider.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { Engine } from './oidc/engine-internals.ts';
 import { createViews, type Views } from './http/views.ts';
+import { enginePages } from './http/engine-pages.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
 import { createLimits, type Limits } from './limits/index.ts';
@@ -38,6 +39,9 @@ import { createAccountStatusFlow, type AccountStatusFlow } from './accounts/flow
 import { createSecondFactorSettingsFlow, type SecondFactorSettingsFlow } from './accounts/flows/second-factor-settings.ts';
 import { VERIFY_EMAIL_PATH, createEmailVerificationFlow, type EmailVerificationFlow } from './accounts/flows/email-verification.ts';
 import { createSignUpFlow, type SignUpFlow } from './accounts/flows/sign-up.ts';
+import { createSignInFlow, type SignInFlow } from './accounts/flows/sign-in.ts';
+import { createReauthenticationFlow, type ReauthenticationFlow } from './accounts/flows/reauthentication.ts';
+import { secondFactorDecision } from './oidc/assurance.ts';
 
 export interface Runtime {
   config: Config;
@@ -71,6 +75,10 @@ export interface Runtime {
 }
 
 export interface AccountFlows {
+  /** The password, then the second factor (or its enrollment) when the sign-in needs it. */
+  signIn: SignInFlow;
+  /** The current password asked again before a sensitive change. */
+  reauthentication: ReauthenticationFlow;
   passwordReset: PasswordResetFlow;
   passwordChange: PasswordChangeFlow;
   /** Confirming a change of email address, and undoing one. */
@@ -134,7 +142,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
-    const provider = createProvider({ config, secrets, store, users, clients, views, secondFactor });
+    const provider = createProvider({ config, secrets, store, users, clients, pages: enginePages(views), secondFactor });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
     const engine = new Engine(provider);
@@ -142,7 +150,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     engine.checkTokenRequests([tokenEndpointLimits(limits.rates), serviceScopesOnly]);
     const accountSessions = new AccountSessions(engine, store, auditTrail, users);
     const accountTokens = new AccountTokens(database.prisma);
-    const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, clock: options.clock ?? systemClock });
+    const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock: options.clock ?? systemClock });
     const opened = database;
     if (!options.oneShot) mailQueue.start();
     return {
@@ -164,9 +172,9 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
 /** Each flow built once, with only what it uses. */
 function createAccountFlows(services: {
   config: Config; logger: Logger; users: UserService; accountTokens: AccountTokens; secondFactor: SecondFactorService;
-  accountSessions: AccountSessions; auditTrail: AuditTrail; mailer: Mailer; mailQueue: MailQueue; limits: Limits; clock: Clock;
+  accountSessions: AccountSessions; auditTrail: AuditTrail; mailer: Mailer; mailQueue: MailQueue; limits: Limits; engine: Engine; store: Store; clock: Clock;
 }): AccountFlows {
-  const { config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, clock } = services;
+  const { config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock } = services;
   const links: AccountLinks = {
     forgotPassword: `${config.issuer}${FORGOT_PASSWORD_PATH}`,
     // Tokens are base64url: they need no escaping in a query.
@@ -178,6 +186,18 @@ function createAccountFlows(services: {
     verifyEmailLink: (token) => `${config.issuer}${VERIFY_EMAIL_PATH}?token=${token}`,
   });
   return {
+    signIn: createSignInFlow({
+      users, passwordAttempts: limits.login, secondFactor, codeAttempts: limits.secondFactor, store, auditTrail, mail: mailQueue, links, clock,
+      unverifiedLoginAllowed: config.accounts.unverifiedLoginAllowed,
+      async needsSecondFactor(accountId, clientId, acrValues) {
+        const client = await engine.findClient(clientId);
+        return (await secondFactorDecision((id) => secondFactor.loginRequirement(id), { accountId, client, acrValues })).required;
+      },
+      sessionAccount: async (sessionUid) => (await engine.sessionByUid(sessionUid))?.accountId,
+    }),
+    reauthentication: createReauthenticationFlow({
+      users, passwordAttempts: limits.login, auditTrail, checksPerAccount: (accountId) => limits.rates.consume('password-check-account', accountId),
+    }),
     passwordReset: createPasswordResetFlow({
       users, accountTokens, secondFactor, accountSessions, loginLockout: limits.login, auditTrail, mail: mailQueue, links, clock,
       linkTtlSeconds: config.accounts.passwordResetTtl,

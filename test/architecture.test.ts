@@ -14,11 +14,10 @@ const DOMAIN_FOLDERS = ['accounts', 'clients', 'mail', 'store', 'db', 'audit', '
 /** Each table's Prisma delegate, and the folder that owns the table. */
 const TABLE_OWNERS: Record<string, string> = { user: 'accounts', recoveryCode: 'accounts', accountToken: 'accounts', client: 'clients', auditEvent: 'audit' };
 /**
- * Folder cycles that are there today, to be taken apart by the web-tree restructuring (issue 10): the engine
- * side renders pages with the web side's kit, and route modules receive the whole Runtime. None may be added;
- * one that is gone must leave this list.
+ * Folder cycles that are there today, to be taken apart by the web-tree restructuring (issue 10): route
+ * modules receive the whole Runtime. None may be added; one that is gone must leave this list.
  */
-const KNOWN_CYCLES = [['http', 'oidc'], ['(composition)', 'account-console', 'interactions']];
+const KNOWN_CYCLES = [['(composition)', 'account-console', 'interactions']];
 
 interface SourceFile {
   /** Relative to src/, with forward slashes. */

@@ -7,7 +7,7 @@ import { generate } from 'otplib';
 import type { AuditEvent } from '../src/audit/audit.ts';
 import type { Clock } from '../src/clock.ts';
 import type { User } from '../src/accounts/users.ts';
-import { about, auditEvents, linkIn, openTestRuntime, tokenOf, type TestRuntime } from './helpers/runtime.ts';
+import { about, auditEvents, linkIn, openTestRuntime, signedIn, tokenOf, withSecondFactor, type TestRuntime } from './helpers/runtime.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const NEW_PASSWORD = 'velvet harbour lantern quartz';
@@ -35,30 +35,9 @@ function newUser(options: { emailVerified?: boolean; roles?: string[] } = {}): P
   return opened.runtime.users.create({ email: `flow-${randomUUID()}@example.com`, password: PASSWORD, emailVerified: options.emailVerified ?? true, roles: options.roles });
 }
 
-/** A signed-in session of the account in the engine's store, with a grant made through it. */
-async function signedIn(accountId: string): Promise<{ sessionUid: string; grantId: string }> {
-  const { provider } = opened.runtime;
-  const grant = new provider.Grant({ accountId, clientId: CLIENT_ID });
-  grant.addOIDCScope('openid email');
-  const grantId = await grant.save();
-  const session = new provider.Session();
-  Object.assign(session, { accountId, loginTs: Math.floor(Date.now() / 1000), amr: ['pwd'], authorizations: { [CLIENT_ID]: { grantId, sid: randomUUID() } } });
-  await session.save(3600);
-  return { sessionUid: session.uid, grantId };
-}
-
 async function stillSignedIn({ sessionUid, grantId }: { sessionUid: string; grantId: string }): Promise<{ session: boolean; grant: boolean }> {
   const { provider } = opened.runtime;
   return { session: (await provider.Session.findByUid(sessionUid)) !== undefined, grant: (await provider.Grant.find(grantId)) !== undefined };
-}
-
-/** The second factor turned on, as the account page does: ten recovery codes. */
-async function withSecondFactor(user: User): Promise<void> {
-  const { secondFactor } = opened.runtime;
-  const enrollment = await secondFactor.startEnrollment(user.id);
-  if (!enrollment) throw new Error('enrollment not started');
-  const confirmed = await secondFactor.confirmEnrollment(user.id, await generate({ secret: enrollment.secret }));
-  if (!confirmed.ok) throw new Error(`enrollment not confirmed: ${confirmed.reason}`);
 }
 
 const audit = (action: string, filter: (event: AuditEvent) => boolean) => auditEvents(opened.runtime, action, filter);
@@ -99,7 +78,7 @@ test('password reset: the link sets the password, verifies the address, ends eve
   const { runtime } = opened;
   const { passwordReset } = runtime.flows;
   const user = await newUser({ emailVerified: false });
-  const signedInBefore = await signedIn(user.id);
+  const signedInBefore = await signedIn(opened.runtime, CLIENT_ID, user.id);
   const changeToken = await runtime.accountTokens.issue(user.id, 'change_email', `new-${randomUUID()}@example.com`, 600);
   // Locked out by guesses from elsewhere.
   for (let guess = 0; guess < 3; guess += 1) {
@@ -160,8 +139,8 @@ test('password reset of an address never verified removes a second factor (someo
   const { runtime } = opened;
   const unverified = await newUser({ emailVerified: false });
   const verified = await newUser({ emailVerified: true });
-  await withSecondFactor(unverified);
-  await withSecondFactor(verified);
+  await withSecondFactor(opened.runtime, unverified);
+  await withSecondFactor(opened.runtime, verified);
   const resetOf = async (user: User) => runtime.flows.passwordReset.complete({
     token: await runtime.accountTokens.issue(user.id, 'reset_password', user.email, 600), password: NEW_PASSWORD, newPasswordErrors: noErrors,
   }, request());
@@ -177,8 +156,8 @@ test('password reset of an address never verified removes a second factor (someo
 test('password change: the new password works, the changing session stays, every other one and its grant ends, older links stop working, and the notice says when', async (t) => {
   const { runtime } = opened;
   const user = await newUser();
-  const here = await signedIn(user.id);
-  const elsewhere = await signedIn(user.id);
+  const here = await signedIn(opened.runtime, CLIENT_ID, user.id);
+  const elsewhere = await signedIn(opened.runtime, CLIENT_ID, user.id);
   const resetToken = await runtime.accountTokens.issue(user.id, 'reset_password', user.email, 600);
   const changeToken = await runtime.accountTokens.issue(user.id, 'change_email', `new-${randomUUID()}@example.com`, 600);
   const seen = request();
@@ -273,8 +252,8 @@ test('email restore: the previous address comes back, everyone is signed out, li
   await confirmed.notice();
   const undoToken = tokenOf(linkIn((await opened.mailTo(owner.email))[0]!.text));
   // What whoever made the change may have left: a session with a grant, a second factor, links.
-  const intruderSession = await signedIn(owner.id);
-  await withSecondFactor(owner);
+  const intruderSession = await signedIn(opened.runtime, CLIENT_ID, owner.id);
+  await withSecondFactor(opened.runtime, owner);
   const intrudersReset = await runtime.accountTokens.issue(owner.id, 'reset_password', takenBy, 600);
   const intrudersChange = await runtime.accountTokens.issue(owner.id, 'change_email', `next-${randomUUID()}@example.com`, 600);
 
@@ -299,7 +278,7 @@ test('email restore: a second factor enabled before the change stays; an address
   const { runtime } = opened;
   const { emailChange } = runtime.flows;
   const owner = await newUser();
-  await withSecondFactor(owner);
+  await withSecondFactor(opened.runtime, owner);
   const movedTo = `moved-${randomUUID()}@example.com`;
   await runtime.users.changeEmail(owner.id, movedTo);
   const undoToken = await runtime.accountTokens.issue(owner.id, 'restore_email', owner.email, 600);
@@ -318,8 +297,8 @@ test('email restore: a second factor enabled before the change stays; an address
 test('administrator\'s second-factor reset: the factor and its codes go, audited as the administrator, sessions end, and the notice says so', async (t) => {
   const { runtime } = opened;
   const user = await newUser({ roles: ['admin'] });
-  await withSecondFactor(user);
-  const session = await signedIn(user.id);
+  await withSecondFactor(opened.runtime, user);
+  const session = await signedIn(opened.runtime, CLIENT_ID, user.id);
   const actor = { type: 'admin' as const, id: 'cli:flows-test' };
   const reset = await runtime.flows.secondFactorReset.reset({ email: user.email.toUpperCase(), actor, endSessions: true });
   if (!reset.ok || reset.removed !== 'second_factor') return t.fail(JSON.stringify(reset));
@@ -356,8 +335,8 @@ test('administrator\'s second-factor reset: an unknown address, none to remove, 
   t.like(row, { actorType: 'admin', detail: { wasEnabled: false } });
 
   const outOfReach = await newUser();
-  await withSecondFactor(outOfReach);
-  const session = await signedIn(outOfReach.id);
+  await withSecondFactor(opened.runtime, outOfReach);
+  const session = await signedIn(opened.runtime, CLIENT_ID, outOfReach.id);
   const reset = await secondFactorReset.reset({ email: outOfReach.email, actor, endSessions: false });
   t.like(reset, { ok: true, removed: 'second_factor', requiredByRole: false, sessions: { ended: false, reason: 'out_of_reach' } });
   t.deepEqual(await stillSignedIn(session), { session: true, grant: true });
@@ -365,7 +344,7 @@ test('administrator\'s second-factor reset: an unknown address, none to remove, 
 
 test('disabling an account: it no longer signs in, every session and grant ends, audited as the administrator; again is no error; enabling lets it sign in', async (t) => {
   const user = await newUser();
-  const signedInNow = await signedIn(user.id);
+  const signedInNow = await signedIn(opened.runtime, CLIENT_ID, user.id);
   const { accountStatus } = opened.runtime.flows;
   const actor = { type: 'admin' as const, id: 'cli:flows-test' };
 

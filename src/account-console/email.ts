@@ -14,7 +14,6 @@ import { inWords } from '../http/rate-limits.ts';
 import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter } from './index.ts';
-import { checkCurrentPassword } from './reauthentication.ts';
 
 const CONFIRM_CSRF_PATH = '/email';
 
@@ -41,7 +40,7 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
     if (newEmail === user.email) return refuse({ email: 'That is already your email address. Enter the new one.' });
     // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
-    const check = await checkCurrentPassword(runtime, ctx, user, current, 'change_email');
+    const check = await runtime.flows.reauthentication.checkPassword(user, current, 'change_email', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
     if (!check.ok && check.refusal) throw new TooManyAttempts(check.refusal, { action });
     if (!check.ok) return refuse({ current: 'That is not your current password.' });
     // Each request mails two addresses: bounded per account, and per new address whoever asks (one mailbox

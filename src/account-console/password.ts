@@ -9,7 +9,6 @@ import { formBody, formField, requireCsrf } from '../http/pages.ts';
 import { newPasswordErrors } from '../http/password-forms.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter } from './index.ts';
-import { checkCurrentPassword } from './reauthentication.ts';
 
 const TITLE = 'Change your password';
 
@@ -30,7 +29,7 @@ export function passwordRoutes(router: AccountRouter, runtime: Runtime, pages: A
     const refuse = (errors: object) => pages.render(ctx, 'account/password', { title: TITLE, minimumLength, errors }, 400);
     // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
-    const check = await checkCurrentPassword(runtime, ctx, user, current, 'change_password');
+    const check = await runtime.flows.reauthentication.checkPassword(user, current, 'change_password', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
     if (!check.ok && check.refusal) throw new TooManyAttempts(check.refusal, { action: 'changing your password' });
     if (!check.ok) return refuse({ current: 'That is not your current password.' });
     const errors = newPasswordErrors(users, user, password, formField(ctx, 'confirm'))

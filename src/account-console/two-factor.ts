@@ -1,6 +1,6 @@
 // Account console: two-factor authentication. Shows whether it is on, sets it up (password, QR code, a code,
 // recovery codes shown once), makes new recovery codes (a code), turns it off (password and a code). Passwords
-// go through checkCurrentPassword; codes, their lockout, the audit trail and the notices are the flow's.
+// are checked by the re-authentication flow; codes, their lockout, the audit trail and the notices are the flow's.
 import type { Context } from 'koa';
 import type { CodeFailure } from '../accounts/second-factor.ts';
 import type { CodeRequest } from '../accounts/flows/second-factor-settings.ts';
@@ -12,7 +12,6 @@ import { unreadableSecretPage } from '../interactions/second-factor.ts';
 import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../oidc/assurance.ts';
 import type { Runtime } from '../runtime.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
-import { checkCurrentPassword } from './reauthentication.ts';
 
 const TITLE = 'Two-factor authentication';
 const SETUP_TITLE = 'Set up two-factor authentication';
@@ -85,7 +84,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       return;
     }
     const password = formField(ctx, 'password');
-    const check = await checkCurrentPassword(runtime, ctx, user, password, 'enable_second_factor');
+    const check = await runtime.flows.reauthentication.checkPassword(user, password, 'enable_second_factor', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
     if (!check.ok) {
       if (check.refusal) {
         throw new TooManyAttempts(check.refusal, { action: 'setting up two-factor authentication' });
@@ -153,7 +152,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     }
     // The password first (counted per account, never forgiven), so a wrong one spends no code.
     const password = formField(ctx, 'password');
-    const check = await checkCurrentPassword(runtime, ctx, user, password, 'disable_second_factor');
+    const check = await runtime.flows.reauthentication.checkPassword(user, password, 'disable_second_factor', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
     if (!check.ok) {
       if (check.refusal) {
         throw new TooManyAttempts(check.refusal, { action: 'turning off two-factor authentication' });

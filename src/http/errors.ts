@@ -2,14 +2,12 @@
 // and never a stack trace. Dependency outages become 503s that say which dependency is down.
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { DependencyUnavailable } from '../errors.ts';
+import { DependencyUnavailable, RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
+import { SignInExpired } from '../accounts/flows/sign-in.ts';
 import type { LimitDecision } from '../limits/index.ts';
 import { isSessionNotFound, shownProtocolError } from '../oidc/errors.ts';
 import { inWords } from './rate-limits.ts';
 import { upperFirst, type Views } from './views.ts';
-
-/** How long a client should wait before retrying when a dependency is down. */
-export const RETRY_AFTER_OUTAGE_SECONDS = 5;
 
 /** An error whose message is written for the person who sees it. */
 export class HttpError extends Error {
@@ -61,7 +59,7 @@ function answerFor(error: unknown): Answer {
   if (error instanceof DependencyUnavailable) {
     return { status: 503, error: 'temporarily_unavailable', title: 'Gatehouse is temporarily unavailable', message: `${upperFirst(error.message)}. Please try again in a moment.` };
   }
-  if (isSessionNotFound(error)) {
+  if (isSessionNotFound(error) || error instanceof SignInExpired) {
     return { status: 400, error: 'session_not_found', title: 'This sign-in has expired', message: 'Go back to the application and sign in again.' };
   }
   const shown = shownProtocolError(error);

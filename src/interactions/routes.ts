@@ -8,7 +8,9 @@ import { describeScope } from '../oidc/scopes.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from '../oidc/client-kinds.ts';
 import { HttpError, TooManyAttempts } from '../http/errors.ts';
 import { FORGOT_PASSWORD_PATH } from '../http/password-forms.ts';
-import { secondFactorStep, type InteractionPages } from './second-factor.ts';
+import { finishSignIn, secondFactorRoutes, signInRequest, type InteractionPages } from './second-factor.ts';
+import { SECOND_FACTOR_REQUIRED } from '../oidc/assurance.ts';
+import type { StepUp } from '../accounts/flows/sign-in.ts';
 import type { Runtime } from '../runtime.ts';
 import { rememberSignIn } from './return-to-sign-in.ts';
 import { forgetThisDevice, trustThisDevice, trustedDeviceFor } from './trusted-device.ts';
@@ -17,8 +19,8 @@ import { signUpRoutes } from './sign-up.ts';
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
 export function interactionRoutes(runtime: Runtime): Router {
-  const { engine, users, views, auditTrail } = runtime;
-  const loginGuard = runtime.limits.login;
+  const { engine, users, views } = runtime;
+  const { signIn } = runtime.flows;
   const router = new Router({ prefix: '/interaction/:uid' });
   const pages = new Pages(views);
 
@@ -50,9 +52,7 @@ export function interactionRoutes(runtime: Runtime): Router {
     return client?.clientName ?? 'the application';
   }
 
-  // After the password: the authenticator or recovery code, or enrollment when it is required (second-factor.ts).
   const interactionPages: InteractionPages = { details, render, finish, clientName };
-  const secondFactorPages = secondFactorStep(runtime, interactionPages);
 
   router.get('/', async (ctx) => {
     const interaction = await details(ctx);
@@ -60,8 +60,14 @@ export function interactionRoutes(runtime: Runtime): Router {
     const name = await clientName(params.client_id);
     if (prompt.name === 'login') {
       // Signed in with a password already, and only the second factor is missing (step-up): ask just that.
-      const stepUp = await secondFactorPages.stepUpSignedInSession(ctx, interaction);
-      if (stepUp.redirected) return;
+      // ("Sign in as someone else" asks for an email and password instead.)
+      const stepUp: StepUp = ctx.query.account !== 'other' && prompt.reasons.length === 1 && prompt.reasons[0] === SECOND_FACTOR_REQUIRED
+        ? await signIn.stepUp(signInRequest(ctx, interaction)) : { next: 'password' };
+      if (stepUp.next === 'second_factor') {
+        ctx.status = 303;
+        ctx.redirect(`/interaction/${interaction.uid}/second-factor`);
+        return;
+      }
       // ?email= comes from sign-up's "Continue to sign in"; it only fills in the field. A step-up that must
       // set up a second factor asks the signed-in account's password first.
       const email = typeof ctx.query.email === 'string' ? ctx.query.email.slice(0, 320) : stepUp.email ?? params.login_hint;
@@ -85,50 +91,29 @@ export function interactionRoutes(runtime: Runtime): Router {
     const email = typeof body.email === 'string' ? body.email : '';
     const password = typeof body.password === 'string' ? body.password : '';
     // A browser that proved before that it is this account holder's has a lockout of its own (trusted-device.ts).
-    const attempt = { email, ip: ctx.ip, device: trustedDeviceFor(ctx, email) };
-    const seen = { subjectEmail: email, ip: ctx.ip, userAgent: ctx.get('user-agent'), clientId: String(params.client_id) };
-    // Counted before the password is checked: a locked account refuses even the right password, except from a
-    // trusted device, which only its own lock refuses.
-    const before = await loginGuard.beforeAttempt(attempt);
-    const onDevice = before.trustedDevice ? { device: 'trusted' } : {};
-    if (!before.allowed) {
-      // Attempts at a locked account are a trace of the attack; those over an IP's rate are not audited one by one.
-      if (before.reason === 'locked') await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, detail: { reason: 'locked', ...onDevice } });
-      if (before.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: before.retryAfterSeconds, ...onDevice } });
-      // A trusted device's lock ends its trust: from now on this browser is under the account's lockout.
-      if (before.trustedDevice) forgetThisDevice(ctx);
-      throw new TooManyAttempts(before);
-    }
-    const check = email && password ? await users.checkCredentials(email, password) : undefined;
-    if (!check?.ok) {
-      const after = await loginGuard.afterFailure(attempt);
-      // By account too, when the address has one: `audit --user` finds the attempts after an email change.
-      await auditTrail.record({
-        action: 'login.failed', outcome: 'failure', ...seen, subjectUserId: check?.accountId, detail: { reason: check?.reason ?? 'missing_credentials', ...onDevice },
-      });
-      if (!after.allowed && after.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: after.retryAfterSeconds, ...onDevice } });
-      if (!after.allowed) {
-        if (after.trustedDevice) forgetThisDevice(ctx);
-        throw new TooManyAttempts(after);
-      }
-      render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri, 401);
-      return;
-    }
-    const { user } = check;
-    // The right password, even where the sign-in stops below: the attempt was no guess.
-    await loginGuard.afterSuccess(attempt);
+    const credentials = { email, password, device: trustedDeviceFor(ctx, email) };
+    const result = await signIn.withPassword(signInRequest(ctx, interaction), credentials, finishSignIn(ctx, interactionPages));
     // The right password proves this browser is the account holder's: trusted from now on (a new device).
-    trustThisDevice(ctx, email);
-    // Email verification gate (UNVERIFIED_LOGIN_ALLOWED=false): the right password, but no session until the address is confirmed.
-    if (!user.emailVerified && !runtime.config.accounts.unverifiedLoginAllowed) {
-      await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { reason: 'email_not_verified', ...onDevice } });
-      rememberSignIn(ctx, interaction);
-      render(ctx, 'verify-email-required', { email: user.email }, params.redirect_uri, 403);
+    if (result.ok || result.reason === 'email_not_verified') trustThisDevice(ctx, email);
+    if (result.ok) {
+      if (result.next === 'second_factor') {
+        ctx.status = 303;
+        ctx.redirect(`/interaction/${interaction.uid}/second-factor`);
+      }
       return;
     }
-    // Finishes with amr pwd (acr loa:1), or goes on to the second factor when this sign-in needs it.
-    if (await secondFactorPages.afterPassword(ctx, user) === 'signed_in') {
-      await auditTrail.record({ action: 'login.succeeded', outcome: 'success', ...seen, subjectEmail: user.email, subjectUserId: user.id, detail: { amr: ['pwd'] } });
+    switch (result.reason) {
+      case 'too_many_attempts':
+        // A trusted device's lock ends its trust: from now on this browser is under the account's lockout.
+        if (result.untrustDevice) forgetThisDevice(ctx);
+        throw new TooManyAttempts(result.refusal);
+      case 'email_not_verified':
+        // No session until the address is confirmed (UNVERIFIED_LOGIN_ALLOWED=false); the link leads back here.
+        rememberSignIn(ctx, interaction);
+        render(ctx, 'verify-email-required', { email: result.email }, params.redirect_uri, 403);
+        return;
+      case 'wrong_credentials':
+        render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: runtime.config.accounts.signupEnabled }, params.redirect_uri, 401);
     }
   });
 
@@ -168,11 +153,12 @@ export function interactionRoutes(runtime: Runtime): Router {
   router.post('/abort', form, async (ctx) => {
     const { uid } = await details(ctx);
     requireCsrf(ctx);
-    await secondFactorPages.forgetPending(uid);
+    await signIn.cancel(uid);
     await finish(ctx, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
   });
 
-  secondFactorPages.addRoutes(router);
+  // After the password: the authenticator or recovery code, or enrollment when it is required.
+  secondFactorRoutes(router, runtime, interactionPages);
   signUpRoutes(router, runtime, interactionPages);
   return router;
 }

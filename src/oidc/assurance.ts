@@ -2,6 +2,7 @@
 // (the account has one, its role requires one, the client requires one, or the request asks for loa:2).
 // The interaction policy (step-up) and the login pages decide with the same function, so they agree.
 import type { LoginRequirement } from '../accounts/second-factor.ts';
+import { SIGN_IN_METHODS } from '../accounts/flows/sign-in.ts';
 
 /** Password only. */
 export const ACR_PASSWORD = 'urn:gatehouse:loa:1';
@@ -10,8 +11,8 @@ export const ACR_SECOND_FACTOR = 'urn:gatehouse:loa:2';
 export const ACR_VALUES = [ACR_PASSWORD, ACR_SECOND_FACTOR] as const;
 
 /** RFC 8176 method references: a password, then a one-time password (authenticator or recovery code). */
-export const AMR_PASSWORD = ['pwd'];
-export const AMR_SECOND_FACTOR = ['pwd', 'otp'];
+export const AMR_PASSWORD = [...SIGN_IN_METHODS.password];
+export const AMR_SECOND_FACTOR = [...SIGN_IN_METHODS.second_factor];
 
 /** The login prompt's reason (interaction policy) when the session lacks a second factor this sign-in needs. */
 export const SECOND_FACTOR_REQUIRED = 'second_factor_required';

@@ -6,16 +6,13 @@ import type { ClientService } from '../clients/clients.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { Store } from '../store/store.ts';
-import type { Views } from '../http/views.ts';
 import type { Secrets } from './keys.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { ACR_SECOND_FACTOR, ACR_VALUES, REQUIRE_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision } from './assurance.ts';
-import { renderEngineError } from './pages.ts';
 import { originOf } from '../urls.ts';
-import { RETRY_AFTER_OUTAGE_SECONDS } from '../http/errors.ts';
-import { contentSecurityPolicy } from '../http/security-headers.ts';
+import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from './account-console-client.ts';
 import { isSinglePageApp } from './client-kinds.ts';
 import { newGrant } from './engine-internals.ts';
@@ -26,9 +23,20 @@ export interface ProviderDependencies {
   store: Store;
   users: UserService;
   clients: ClientService;
-  views: Views;
+  pages: EnginePages;
   /** Whether an account has, or must use, a second factor (for step-up). */
   secondFactor: Pick<SecondFactorService, 'loginRequirement'>;
+}
+
+/** A page the engine answers with: it writes the response (type, body, headers) on the engine's context. */
+type EnginePage<Data> = (ctx: KoaContextWithOIDC, data: Data) => void;
+
+/** The pages the engine shows, in Gatehouse's layout (the web side makes them: src/http/engine-pages.ts). */
+export interface EnginePages {
+  /** "Sign out of <client>?": `engineForm` is the engine's form to submit; `returnTo`, where it ends. */
+  logout: EnginePage<{ engineForm: string; clientName: string | undefined; returnTo: string | undefined }>;
+  loggedOut: EnginePage<{ clientName: string | undefined }>;
+  error: EnginePage<{ error: string; error_description?: string | undefined }>;
 }
 
 const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
@@ -39,7 +47,7 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, views, secondFactor }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, store, users, clients, pages, secondFactor }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -128,23 +136,17 @@ export function createProvider({ config, secrets, store, users, clients, views, 
       rpInitiatedLogout: {
         enabled: true,
         logoutSource: async (ctx, engineForm) => {
-          // The confirmation form ends in a redirect to the client's (already checked) post-logout URI.
           const returnTo = ctx.oidc.params?.post_logout_redirect_uri;
-          ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof returnTo === 'string' ? [returnTo] : []));
-          ctx.type = 'html';
-          ctx.body = views.render('logout', { engineForm, clientName: ctx.oidc.client?.clientName });
+          pages.logout(ctx, { engineForm, clientName: ctx.oidc.client?.clientName, returnTo: typeof returnTo === 'string' ? returnTo : undefined });
         },
-        postLogoutSuccessSource: async (ctx) => {
-          ctx.type = 'html';
-          ctx.body = views.render('logged-out', { clientName: ctx.oidc.client?.clientName });
-        },
+        postLogoutSuccessSource: async (ctx) => pages.loggedOut(ctx, { clientName: ctx.oidc.client?.clientName }),
       },
     },
     clientBasedCORS: (ctx, origin, client) => BROWSER_ENDPOINTS.has((ctx as KoaContextWithOIDC).oidc.route)
       && isSinglePageApp(client)
       && (client.redirectUris ?? []).some((uri) => originOf(uri) === origin),
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(secondFactor) },
-    renderError: async (ctx, out) => renderEngineError(ctx, views, out),
+    renderError: async (ctx, out) => pages.error(ctx, out),
   };
   const provider = new Provider(config.issuer, configuration);
   // The same client address as the host app sees (src/app.ts): the engine's own ctx.ip feeds session records.

@@ -11,6 +11,9 @@ import type { AuditEvent } from '../../src/audit/audit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { deleteKeysWithPrefix } from './redis.ts';
 import { parseMail } from './smtp.ts';
+import { randomUUID } from 'node:crypto';
+import { generate } from 'otplib';
+import type { User } from '../../src/accounts/users.ts';
 
 /** A message the runtime wrote to its outbox (no SMTP_URL): it is there once the call sending it returned. */
 export interface OutboxMail {
@@ -93,3 +96,26 @@ export function linkIn(text: string): string {
 
 /** The token an emailed link carries. */
 export const tokenOf = (link: string) => new URL(link).searchParams.get('token') ?? '';
+
+/** A signed-in session of the account in the engine's store, with a grant made through it. */
+export async function signedIn(runtime: Runtime, clientId: string, accountId: string): Promise<{ sessionUid: string; grantId: string }> {
+  const { provider } = runtime;
+  const grant = new provider.Grant({ accountId, clientId });
+  grant.addOIDCScope('openid email');
+  const grantId = await grant.save();
+  const session = new provider.Session();
+  Object.assign(session, { accountId, loginTs: Math.floor(Date.now() / 1000), amr: ['pwd'], authorizations: { [clientId]: { grantId, sid: randomUUID() } } });
+  await session.save(3600);
+  return { sessionUid: session.uid, grantId };
+}
+
+/** The second factor turned on, as the account page does: its secret, and ten recovery codes. */
+export async function withSecondFactor(runtime: Runtime, user: Pick<User, 'id'>): Promise<{ secret: string; recoveryCodes: string[] }> {
+  const { secondFactor } = runtime;
+  const enrollment = await secondFactor.startEnrollment(user.id);
+  if (!enrollment) throw new Error('enrollment not started');
+  const confirmed = await secondFactor.confirmEnrollment(user.id, await generate({ secret: enrollment.secret }));
+  if (!confirmed.ok) throw new Error(`enrollment not confirmed: ${confirmed.reason}`);
+  return { secret: enrollment.secret, recoveryCodes: confirmed.recoveryCodes };
+}
+

@@ -54,8 +54,20 @@ export interface SecondFactorSettingsFlow {
   turnOff(user: User, code: string, request: CodeRequest): Promise<SecondFactorRemoval>;
 }
 
+/**
+ * The mail telling the account's address that its second factor changed. "Not you?" leads to a password
+ * reset: every change needed the password or a code.
+ */
+export function secondFactorNotice(
+  { mail, links, clock }: Pick<SecondFactorSettingsDependencies, 'mail' | 'links' | 'clock'>,
+  user: Pick<User, 'email'>, change: 'enabled' | 'disabled' | 'recovery_codes_renewed',
+): Notice {
+  const changedAt = clock.now();
+  return () => mail.deliver({ to: user.email, template: 'second-factor-changed', data: { change, changedAt, link: links.forgotPassword } });
+}
+
 export function createSecondFactorSettingsFlow(dependencies: SecondFactorSettingsDependencies): SecondFactorSettingsFlow {
-  const { secondFactor, codeAttempts, auditTrail, mail, links, clock } = dependencies;
+  const { secondFactor, codeAttempts, auditTrail } = dependencies;
 
   const seen = (user: User, request: CodeRequest) => ({ subjectUserId: user.id, subjectEmail: user.email, ip: request.ip, userAgent: request.userAgent });
   const attempt = (user: User, request: CodeRequest) => ({ accountId: user.id, ip: request.ip });
@@ -89,12 +101,6 @@ export function createSecondFactorSettingsFlow(dependencies: SecondFactorSetting
       : { action: 'second_factor.used', outcome: 'success', ...seen(user, request), detail: { method: 'totp', during } });
   }
 
-  /** "Not you?" leads to a password reset: every change here needed the password or a code. */
-  function changeNotice(user: User, change: 'enabled' | 'disabled' | 'recovery_codes_renewed'): Notice {
-    const changedAt = clock.now();
-    return () => mail.deliver({ to: user.email, template: 'second-factor-changed', data: { change, changedAt, link: links.forgotPassword } });
-  }
-
   return {
     async confirmSetup(user, code, request) {
       const refused = await mayTryCode(user, request);
@@ -108,7 +114,7 @@ export function createSecondFactorSettingsFlow(dependencies: SecondFactorSetting
       }
       await codeAttempts.afterSuccess(attempt(user, request));
       await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(user, request), detail: { method: 'totp', during: 'account' } });
-      return { ok: true, recoveryCodes: result.recoveryCodes, notice: changeNotice(user, 'enabled') };
+      return { ok: true, recoveryCodes: result.recoveryCodes, notice: secondFactorNotice(dependencies, user, 'enabled') };
     },
 
     async renewRecoveryCodes(user, code, request) {
@@ -122,7 +128,7 @@ export function createSecondFactorSettingsFlow(dependencies: SecondFactorSetting
       await codeAttempts.afterSuccess(attempt(user, request));
       await codeUsed(user, request, result.proof, 'recovery_codes');
       await auditTrail.record({ action: 'recovery_codes.regenerated', outcome: 'success', ...seen(user, request) });
-      return { ok: true, recoveryCodes: result.recoveryCodes, notice: changeNotice(user, 'recovery_codes_renewed') };
+      return { ok: true, recoveryCodes: result.recoveryCodes, notice: secondFactorNotice(dependencies, user, 'recovery_codes_renewed') };
     },
 
     async turnOff(user, code, request) {
@@ -136,7 +142,7 @@ export function createSecondFactorSettingsFlow(dependencies: SecondFactorSetting
       await codeAttempts.afterSuccess(attempt(user, request));
       await codeUsed(user, request, result.proof, 'disable');
       await auditTrail.record({ action: 'second_factor.removed', outcome: 'success', ...seen(user, request), detail: { method: 'totp' } });
-      return { ok: true, notice: changeNotice(user, 'disabled') };
+      return { ok: true, notice: secondFactorNotice(dependencies, user, 'disabled') };
     },
   };
 }
