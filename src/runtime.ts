@@ -23,24 +23,25 @@ import { createViews, type Views } from './http/views.ts';
 import { enginePages } from './http/engine-pages.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
+import { AfterResponseWork } from './http/after-response.ts';
 import { createLimits, type Limits } from './limits/index.ts';
 import { AuditTrail } from './audit/audit.ts';
 import { auditProtocolEvents } from './audit/protocol-events.ts';
 import { AccountSessions } from './oidc/account-sessions.ts';
 import { systemClock, type Clock } from './clock.ts';
-import { FORGOT_PASSWORD_PATH, RESET_PASSWORD_PATH } from './http/password-forms.ts';
+import { accountLinks } from './web/paths.ts';
 import { inWords, tokenEndpointLimits } from './http/rate-limits.ts';
-import type { AccountLinks } from './accounts/flows/dependencies.ts';
-import { createPasswordResetFlow, type PasswordResetFlow } from './accounts/flows/password-reset.ts';
-import { createPasswordChangeFlow, type PasswordChangeFlow } from './accounts/flows/password-change.ts';
-import { RESTORE_EMAIL_PATH, createEmailChangeFlow, type EmailChangeFlow } from './accounts/flows/email-change.ts';
-import { createSecondFactorResetFlow, type SecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
-import { createAccountStatusFlow, type AccountStatusFlow } from './accounts/flows/account-status.ts';
-import { createSecondFactorSettingsFlow, type SecondFactorSettingsFlow } from './accounts/flows/second-factor-settings.ts';
-import { VERIFY_EMAIL_PATH, createEmailVerificationFlow, type EmailVerificationFlow } from './accounts/flows/email-verification.ts';
-import { createSignUpFlow, type SignUpFlow } from './accounts/flows/sign-up.ts';
-import { createSignInFlow, type SignInFlow } from './accounts/flows/sign-in.ts';
-import { createReauthenticationFlow, type ReauthenticationFlow } from './accounts/flows/reauthentication.ts';
+import type { AccountFlows } from './accounts/flows/index.ts';
+import { createPasswordResetFlow } from './accounts/flows/password-reset.ts';
+import { createPasswordChangeFlow } from './accounts/flows/password-change.ts';
+import { createEmailChangeFlow } from './accounts/flows/email-change.ts';
+import { createSecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
+import { createAccountStatusFlow } from './accounts/flows/account-status.ts';
+import { createSecondFactorSettingsFlow } from './accounts/flows/second-factor-settings.ts';
+import { createEmailVerificationFlow } from './accounts/flows/email-verification.ts';
+import { createSignUpFlow } from './accounts/flows/sign-up.ts';
+import { createSignInFlow } from './accounts/flows/sign-in.ts';
+import { createReauthenticationFlow } from './accounts/flows/reauthentication.ts';
 import { secondFactorDecision } from './oidc/assurance.ts';
 
 export interface Runtime {
@@ -63,6 +64,8 @@ export interface Runtime {
   mailer: Mailer;
   /** Email sent after the response (links, notices): `mailQueue.deliver(message)` sends it now or, while SMTP is down, later. */
   mailQueue: MailQueue;
+  /** Work started after a response (mail, audit records): `afterResponse(ctx, runtime.afterResponseWork, what, work)`; `settled()` awaits it. */
+  afterResponseWork: AfterResponseWork;
   /** A person's sessions and grants: list, end one, end all (sign out everywhere, password reset). */
   accountSessions: AccountSessions;
   /** Single-use emailed links (verify email, reset password, change email): `issue`, `redeem`, `peek`. */
@@ -74,26 +77,6 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export interface AccountFlows {
-  /** The password, then the second factor (or its enrollment) when the sign-in needs it. */
-  signIn: SignInFlow;
-  /** The current password asked again before a sensitive change. */
-  reauthentication: ReauthenticationFlow;
-  passwordReset: PasswordResetFlow;
-  passwordChange: PasswordChangeFlow;
-  /** Confirming a change of email address, and undoing one. */
-  emailChange: EmailChangeFlow;
-  /** An administrator's reset of a person's second factor. */
-  secondFactorReset: SecondFactorResetFlow;
-  /** An administrator disabling or enabling an account. */
-  accountStatus: AccountStatusFlow;
-  /** A person's own second factor: confirming a setup, renewing recovery codes, turning it off. */
-  secondFactorSettings: SecondFactorSettingsFlow;
-  /** Creating an account, or telling a registered address's owner that someone tried. */
-  signUp: SignUpFlow;
-  /** Mailing, checking and using the links that verify an address. */
-  emailVerification: EmailVerificationFlow;
-}
 
 export interface RuntimeOptions {
   /** Retry timings of queued mail; tests shorten them, production keeps the defaults. */
@@ -123,6 +106,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const views = createViews({ cache: config.mode === 'production' });
     const mailer = createMailer(config, logger);
     const mailQueue = new MailQueue({ store, mailer, logger, timings: options.mailQueue });
+    const afterResponseWork = new AfterResponseWork(logger);
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
     const auditTrail = new AuditTrail(database.prisma, logger, { accountIdOf: async (email) => (await users.findByEmail(email))?.id });
     // Every instance sharing the store hears of client changes (the CLI's too, when the store is Redis).
@@ -154,8 +138,10 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const opened = database;
     if (!options.oneShot) mailQueue.start();
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, accountSessions, accountTokens, secondFactor, flows,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, afterResponseWork, accountSessions, accountTokens, secondFactor, flows,
       async close() {
+        // Mail and audit records started after the last responses are handed over before anything closes.
+        await afterResponseWork.settled();
         // A message being sent is taken off the queue (or rescheduled) before the store closes.
         await mailQueue.close();
         // Audit rows still being written go in before the database closes.
@@ -175,15 +161,9 @@ function createAccountFlows(services: {
   accountSessions: AccountSessions; auditTrail: AuditTrail; mailer: Mailer; mailQueue: MailQueue; limits: Limits; engine: Engine; store: Store; clock: Clock;
 }): AccountFlows {
   const { config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock } = services;
-  const links: AccountLinks = {
-    forgotPassword: `${config.issuer}${FORGOT_PASSWORD_PATH}`,
-    // Tokens are base64url: they need no escaping in a query.
-    resetPassword: (token) => `${config.issuer}${RESET_PASSWORD_PATH}?token=${token}`,
-    restoreEmail: (token) => `${config.issuer}${RESTORE_EMAIL_PATH}?token=${token}`,
-  };
+  const links = accountLinks(config.issuer);
   const emailVerification = createEmailVerificationFlow({
-    users, accountTokens, auditTrail, mail: mailQueue, linkTtlSeconds: config.accounts.emailVerificationTtl,
-    verifyEmailLink: (token) => `${config.issuer}${VERIFY_EMAIL_PATH}?token=${token}`,
+    users, accountTokens, auditTrail, mail: mailQueue, links, linkTtlSeconds: config.accounts.emailVerificationTtl,
   });
   return {
     signIn: createSignInFlow({
@@ -205,12 +185,12 @@ function createAccountFlows(services: {
     passwordChange: createPasswordChangeFlow({ users, accountTokens, accountSessions, auditTrail, mail: mailQueue, links, clock }),
     emailChange: createEmailChangeFlow({
       users, accountTokens, secondFactor, accountSessions, auditTrail, mail: mailQueue, links, clock, logger,
-      undoTtlSeconds: config.accounts.emailChangeUndoTtl, resetTtlSeconds: config.accounts.passwordResetTtl, inWords,
+      confirmTtlSeconds: config.accounts.emailVerificationTtl, undoTtlSeconds: config.accounts.emailChangeUndoTtl, resetTtlSeconds: config.accounts.passwordResetTtl, inWords,
     }),
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
     accountStatus: createAccountStatusFlow({ users, accountSessions, auditTrail }),
     secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
-    signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, accountLink: `${config.issuer}/account` }),
+    signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, links }),
     emailVerification,
   };
 }

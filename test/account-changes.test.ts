@@ -183,6 +183,7 @@ test('email-change requests are limited per account (EMAIL_CHANGE_LIMIT_PER_ACCO
   await smtp.mailTo(user.email, 'A change of your email address was requested');
   await smtp.mailTo(user.email, 'A change of your email address was requested');
   await until(async () => (await auditEvents(limited, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
+  await limited.settled();
   t.deepEqual(smtp.receivedBy(third), [], 'the refused request mailed nobody');
   t.is(smtp.receivedBy(user.email).length, 2);
 });
@@ -199,6 +200,7 @@ test('one new address cannot be flooded from many accounts: email-change links t
   t.deepEqual(statuses, [200, 200, 429], 'the third account is refused though it asked nothing before');
   await smtp.mailTo(target, 'Confirm your new email address');
   await smtp.mailTo(target, 'Confirm your new email address');
+  await limited.settled();
   t.is(smtp.receivedBy(target).length, 2);
 });
 
@@ -288,6 +290,7 @@ test('an address another account has gets the same page as a free one, and no ma
   await smtp.mailTo(user.email, 'A change of your email address was requested');
   await smtp.mailTo(user.email, 'A change of your email address was requested');
   await until(async () => (await auditEvents(server, user.email, 'email_change.requested')).length === 2, 'both requests to be audited');
+  await server.settled();
   t.deepEqual(smtp.receivedBy(owner.email), [], 'the other account\'s owner gets nothing');
   const events = await auditEvents(server, user.email, 'email_change.requested');
   t.deepEqual(events.map((event) => event.detail.reason ?? 'sent').sort(), ['email_taken', 'sent']);

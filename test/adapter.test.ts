@@ -96,6 +96,7 @@ for (const { name, redisUrl } of backends) {
   test(title('records expire with the TTL the engine gives'), async (t) => {
     const adapter = adapters(t, redisUrl)('Interaction');
     await adapter.upsert('i1', { jti: 'i1', kind: 'Interaction' }, 1);
+    // A real wait past the 1 s TTL: the expiry is Redis's own (or the in-process store's, on Date.now()).
     await new Promise((resolve) => setTimeout(resolve, 1200));
     t.is(await adapter.find('i1'), undefined);
   });

@@ -256,13 +256,17 @@ test.serial('the CLI works while the server runs on the embedded defaults, and a
     return exited ? (await serverProcess.finished).stdout + (await serverProcess.finished).stderr : '(still running)';
   };
 
-  // Wait for the server to answer (the first start runs initdb and migrates).
-  const deadline = Date.now() + COMMAND_TIMEOUT_MS;
-  let healthy = false;
-  while (!healthy && Date.now() < deadline && serverProcess.child.exitCode === null) {
-    healthy = await fetch(`${issuer}/healthz`).then((response) => response.ok, () => false);
-    if (!healthy) await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+  // Wait for the server to say it listens (the first start runs initdb and migrates), then to answer.
+  const listening = await new Promise<boolean>((resolve) => {
+    let output = '';
+    const timer = setTimeout(() => resolve(false), COMMAND_TIMEOUT_MS);
+    serverProcess.child.stdout!.on('data', (chunk: string) => {
+      output += chunk;
+      if (output.includes('Gatehouse is listening on')) { clearTimeout(timer); resolve(true); }
+    });
+    serverProcess.child.once('exit', () => { clearTimeout(timer); resolve(false); });
+  });
+  const healthy = listening && await fetch(`${issuer}/healthz`).then((response) => response.ok, () => false);
   if (!healthy) t.fail(`the server did not come up: ${await serverLog()}`);
 
   // The CLI joins the database the server hosts.

@@ -13,6 +13,7 @@ import {
   PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn,
 } from './helpers/oauth.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
+import { until } from './helpers/wait.ts';
 import { openEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
 
 /** Only keeps a hanging request from stalling the suite; no timing is asserted. */
@@ -82,13 +83,9 @@ async function probe(issuer: string, path: '/readyz' | '/healthz'): Promise<{ st
 
 /** Polls /readyz until it says ready (the dependency is back and in use) or the time is up. */
 async function waitUntilReady(t: ExecutionContext, issuer: string): Promise<void> {
-  const deadline = Date.now() + RECOVERY_TIMEOUT_MS;
   let last: Awaited<ReturnType<typeof probe>> | undefined;
-  while (Date.now() < deadline) {
-    last = await probe(issuer, '/readyz');
-    if (last.status === 200) break;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  // Not ready in time is the assertion below, which says what /readyz last answered.
+  await until(async () => (last = await probe(issuer, '/readyz')).status === 200, 'readiness', RECOVERY_TIMEOUT_MS).catch(() => {});
   t.is(last?.status, 200, `still not ready: ${JSON.stringify(last?.json)}`);
   t.deepEqual(last?.json.checks, { database: 'up', store: 'up' });
 }

@@ -186,6 +186,37 @@ test('password change of an account that is gone: unknown_account, and nothing i
   t.deepEqual(await audit('password.changed', about(account)), []);
 });
 
+test('email change request: nothing happens until the door runs its work; then a link to a free address that confirms it, an audit record, and a notice to the current address', async (t) => {
+  const { runtime } = opened;
+  const user = await newUser();
+  const newEmail = `asked-${randomUUID()}@example.com`;
+  const seen = request();
+  const work = runtime.flows.emailChange.request(user, newEmail, seen);
+  t.deepEqual(await opened.mailTo(newEmail), [], 'the door sends after its answer');
+  await work.link();
+  await work.audit();
+  await work.notice();
+  const [link, ...more] = await opened.mailTo(newEmail);
+  t.is(more.length, 0);
+  t.true(linkIn(link!.text).startsWith(`${runtime.config.issuer}/email/confirm-change?token=`));
+  t.like(await runtime.flows.emailChange.checkConfirmLink(tokenOf(linkIn(link!.text))), { ok: true, newEmail, user: { id: user.id } });
+  t.like((await audit('email_change.requested', about(user)))[0], { outcome: 'success', ip: seen.ip, detail: { newEmail } });
+  const [notice] = await opened.mailTo(user.email);
+  t.true(notice!.text.includes(NOW_IN_MAIL), notice!.text);
+  t.true(notice!.text.includes(newEmail), 'a verified address is told the new one');
+});
+
+test('email change request to an address another account has: no link, a refusal in the audit trail, and the current address still hears of it', async (t) => {
+  const { runtime } = opened;
+  const user = await newUser();
+  const other = await newUser();
+  const work = runtime.flows.emailChange.request(user, other.email, request());
+  await Promise.all([work.link(), work.audit(), work.notice()]);
+  t.deepEqual(await opened.mailTo(other.email), []);
+  t.like((await audit('email_change.requested', about(user)))[0], { outcome: 'failure', detail: { newEmail: other.email, reason: 'email_taken' } });
+  t.is((await opened.mailTo(user.email)).length, 1);
+});
+
 test('email change confirmation: the new address becomes the account\'s, verified; the previous one is told, with a link that undoes it', async (t) => {
   const { runtime } = opened;
   const { emailChange } = runtime.flows;

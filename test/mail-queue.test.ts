@@ -2,14 +2,15 @@
 // loopback that is stopped and started again on the same port: a reset asked for meanwhile arrives and works,
 // 4xx replies are retried, 5xx ones are not, old messages are dropped loudly, instances sharing Redis send
 // each queued message exactly once, and a refused link does not cost a change of email its audit or notice.
-// Nothing here waits a fixed time: every check polls for its outcome. The tests that start a whole server run
-// one at a time, before the rest (ava runs serial tests first): starting an embedded database holds this
-// process's event loop for seconds, which would eat into the others' deadlines.
+// Nothing here waits a fixed time: every check waits for its outcome (or moves the queue's clock). The tests
+// that start a whole server run one at a time, before the rest (ava runs serial tests first): starting an
+// embedded database holds this process's event loop for seconds, which would eat into the others' deadlines.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import type { Clock } from '../src/clock.ts';
 import { DependencyUnavailable } from '../src/errors.ts';
 import { MailRejected, NodemailerMailer } from '../src/mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from '../src/mail/queue.ts';
@@ -47,15 +48,18 @@ async function downSmtp(): Promise<{ port: number; url: string; start(options?: 
   };
 }
 
-/** A queue on this run's backend (Redis when REDIS_URL is set) with its own prefix, and a mailer for smtpUrl. */
-function queueFor(smtpUrl: string, logger: Logger, timings: Partial<MailQueueTimings> = FAST): { queue: MailQueue; store: Store } {
+/**
+ * A queue on this run's backend (Redis when REDIS_URL is set) with its own prefix, and a mailer for smtpUrl;
+ * `clock`: where it reads the time (the system clock unless a test moves one by hand).
+ */
+function queueFor(smtpUrl: string, logger: Logger, timings: Partial<MailQueueTimings> = FAST, clock?: Clock): { queue: MailQueue; store: Store } {
   const prefix = `gatehouse-test-${randomBytes(6).toString('hex')}:`;
   const store = createStore({ redisUrl, prefix });
   const mailer = new NodemailerMailer({
     mode: 'production', smtpUrl, from: { name: 'Gatehouse', address: 'no-reply@id.example.net' },
     outboxDir: path.join(os.tmpdir(), 'unused-outbox'), issuer: 'https://id.example.com', logger, cacheTemplates: false,
   });
-  const queue = new MailQueue({ store, mailer, logger, timings });
+  const queue = new MailQueue({ store, mailer, logger, timings, ...(clock ? { clock } : {}) });
   queue.start();
   cleanups.push(async () => {
     await queue.close();
@@ -192,14 +196,18 @@ test('a message still not sent when too old is dropped, logged at error level wi
 test('a message found too old by a later pass is dropped with the reason its last attempt failed', async (t) => {
   const smtpPort = await downSmtp();
   const { logger, lines } = capturingLogger();
-  // No pass runs on its own (a minute between passes): the one below comes after the message's last chance.
-  // Its two seconds leave the first attempt time to fail and be queued even on a loaded machine.
+  // No pass runs on its own (a minute between passes): the one below comes after the message's last chance,
+  // reached by moving the queue's clock, not by waiting. Until then the message has two seconds: time for the
+  // first attempt to fail and be queued even on a loaded machine.
   const maxAgeMs = 2000;
-  const { queue } = queueFor(smtpPort.url, logger, { firstRetryDelayMs: 50, maxRetryDelayMs: 50, pollIntervalMs: 60_000, maxAgeMs });
+  let movedMs = 0;
+  const clock: Clock = { now: () => new Date(Date.now() + movedMs) };
+  const { queue } = queueFor(smtpPort.url, logger, { firstRetryDelayMs: 50, maxRetryDelayMs: 50, pollIntervalMs: 60_000, maxAgeMs }, clock);
 
   t.is(await queue.deliver(notice('later@example.com')), 'queued');
   // Counted from after the message was queued: surely past its last chance.
-  await new Promise((resolve) => setTimeout(resolve, maxAgeMs + 100));
+  movedMs = maxAgeMs + 100;
+  // Nothing happened by itself meanwhile: only the pass below can find the message too old.
   t.false(lines.some((line) => line.includes('queued mail dropped')));
   await queue.retryDue();
   const dropped = JSON.parse(lines.find((line) => line.includes('queued mail dropped'))!) as { level: number; attempts: number; reason?: string };
@@ -216,8 +224,12 @@ test.serial('a one-shot runtime (the CLI) makes no passes over the queue: what i
   const oneShot = await startTestServer({ SMTP_URL: smtpPort.url }, { logger, runtime: { oneShot: true, mailQueue: FAST } });
   cleanups.push(() => oneShot.close());
   t.is(await oneShot.runtime.mailQueue.deliver(notice('waiting@example.com')), 'queued');
-  // Passes are due every 50 ms here: a server would have tried again many times by now.
-  await new Promise((resolve) => setTimeout(resolve, 1000));
+  // A queue that makes passes, with the same timings and the same unreachable server, queues a message after
+  // it: once that one has been tried again twice, a one-shot runtime that made passes would have too.
+  const passing = capturingLogger();
+  const { queue } = queueFor(smtpPort.url, passing.logger);
+  t.is(await queue.deliver(notice('passing@example.com')), 'queued');
+  await until(() => passing.lines.filter((line) => line.includes('queued for a retry')).length >= 3, 'two passes to retry the other queue\'s message');
   t.is(lines.filter((line) => line.includes('queued for a retry')).length, 1, 'the first attempt only');
   t.is(await oneShot.runtime.mailQueue.queuedCount(), 1, 'kept for the servers to send');
 });

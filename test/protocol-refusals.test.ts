@@ -125,7 +125,9 @@ test('of concurrent exchanges of one code exactly one wins', async (t) => {
 
 test('an expired code is refused with invalid_grant', async (t) => {
   const { as, client, parameters, request } = await codeFor();
-  await sleep(3000);
+  // A real wait: the engine (oidc-provider) dates codes by the system clock, in whole seconds, and takes no
+  // clock of ours. Issued by now, the code ends at the latest when this second plus its 2 s TTL begins.
+  await sleep((Math.floor(Date.now() / 1000) + 2) * 1000 - Date.now() + 20);
   const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
   const error = await t.throwsAsync(oauth.processAuthorizationCodeResponse(as, client, response), { instanceOf: oauth.ResponseBodyError });
   t.is(error?.error, 'invalid_grant');

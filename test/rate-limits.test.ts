@@ -113,6 +113,9 @@ test.serial('repeated failures lock the account for a growing delay; the right p
   t.is(firstLock.retryAfter, '2');
   t.is((await attempt(page, user.email, PASSWORD)).status, 429, 'the right password is refused while locked');
 
+  // Real waits, each just past a lock's end: locks are rate-limiter-flexible keys that expire by Redis's TTL
+  // (or this process's timers), which take no Clock. Two seconds, not one, leave the checks made while a
+  // lock holds (a page and a post) their time on a loaded machine.
   await sleep(2100);
   t.is((await attempt(page, user.email, 'wrong password')).status, 401);
   const secondLock = await attempt(page, user.email, 'wrong password');
@@ -298,6 +301,8 @@ test.serial('a device forgotten at its lock stays forgotten after the lock: gues
   t.is((await attempt(stolen, user.email, 'wrong password')).status, 401);
   t.is((await attempt(stolen, user.email, 'wrong password')).retryAfter, '2', 'the device\'s lock');
 
+  // A real wait, just past the device's lock: it is a rate-limiter-flexible key that expires by Redis's TTL (or
+  // this process's timer), which takes no Clock.
   await sleep(2100);
   const copy = await loginPageWithDeviceOf(server, owner.agent);
   t.is((await attempt(copy, user.email, 'wrong password')).status, 401);
@@ -434,7 +439,10 @@ test.serial('with the rate-limit Redis down, login and the token endpoint answer
   const limits = createLimits({ ...config, redisUrl: redis.url });
   const runtime = await openRuntime({ ...config, issuer }, createLogger(config), { limits });
   httpServer.on('request', createApp(runtime).callback());
-  const server: TestServer = { issuer, runtime, server: httpServer, close: async () => {} };
+  const server: TestServer = {
+    issuer, runtime, server: httpServer, close: async () => {},
+    settled: async () => { await runtime.afterResponseWork.settled(); await runtime.mailQueue.idle(); },
+  };
   t.teardown(async () => {
     httpServer.closeAllConnections();
     await new Promise<void>((resolve) => httpServer.close(() => resolve()));

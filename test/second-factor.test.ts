@@ -5,7 +5,6 @@
 // turning it on, notices by email (a real SMTP server), secrets that no longer open, and the
 // administrator's reset; ID tokens read with oauth4webapi and jose.
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { compactDecrypt, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import * as oauth from 'oauth4webapi';
@@ -55,16 +54,13 @@ async function noticeTo(t: import('ava').ExecutionContext, address: string): Pro
 const PERIOD = 30;
 
 /**
- * Codes are computed for a step relative to now. So that the server's "now" is in the same step as the
- * test's, a timed sequence starts with enough of the current step left (this waits, it asserts nothing).
+ * Nothing here waits for the clock. The server accepts the codes of its current step and of one step either
+ * way, each only for a step after the last one it accepted. So the tests use the codes of the step that is
+ * current when they start (`currentStep()`) and of the next one, in that order: both stay accepted across the
+ * next step boundary, wherever it falls. They never use the previous step's code, which a boundary passing
+ * between computing and checking it would turn away; a person is enrolled "as if with the previous step's
+ * code" instead (see enrollOnAccountPage).
  */
-async function awayFromStepBoundary(secondsNeeded = 12): Promise<number> {
-  const left = PERIOD - ((Date.now() / 1000) % PERIOD);
-  if (left < secondsNeeded) await sleep(left * 1000 + 200);
-  return Math.floor(Date.now() / 1000 / PERIOD);
-}
-
-/** The code of a time step (the current one plus `offset`). */
 function codeAt(secret: string, step: number): Promise<string> {
   return generate({ secret, epoch: step * PERIOD + 1 });
 }
@@ -88,8 +84,12 @@ async function post(agent: UserAgent, url: URL | string, fields: Record<string, 
   return { ...reached, html: isRedirect(reached.response.status) ? '' : await reached.response.text() };
 }
 
-/** Turns the second factor on through the account page, confirming with the code of now + `stepOffset`; the secret and recovery codes. */
-async function enrollOnAccountPage(agent: UserAgent, email: string, stepOffset = 0): Promise<{ secret: string; recoveryCodes: string[] }> {
+/**
+ * Turns the second factor on through the account page, confirming with the current step's code; the secret and
+ * recovery codes. With `leaveCurrentStepFree`, the step the account last used is then set one back, as if the
+ * previous step's code had confirmed it: the codes of the current step and the next stay free for the test.
+ */
+async function enrollOnAccountPage(agent: UserAgent, email: string, leaveCurrentStepFree = false): Promise<{ secret: string; recoveryCodes: string[] }> {
   // Signed in already (one session for every application), or through the login page.
   const opened = await reach(agent, `${server.issuer}/account/two-factor`);
   const overview = opened.url.pathname === '/account/two-factor'
@@ -98,18 +98,25 @@ async function enrollOnAccountPage(agent: UserAgent, email: string, stepOffset =
   const setup = await post(agent, `${server.issuer}/account/two-factor/start`, { csrf: formField(overview, 'csrf'), password: PASSWORD });
   if (setup.response.status !== 200) throw new Error(`setup page: ${setup.response.status}`);
   const secret = setupKey(setup.html);
-  const step = await awayFromStepBoundary(5);
+  const step = currentStep();
   const confirmed = await post(agent, `${server.issuer}/account/two-factor/confirm`, {
-    csrf: formField(setup.html, 'csrf'), code: await codeAt(secret, step + stepOffset),
+    csrf: formField(setup.html, 'csrf'), code: await codeAt(secret, step),
   });
   if (confirmed.response.status !== 200) throw new Error(`confirm: ${confirmed.response.status} ${confirmed.html.slice(0, 500)}`);
+  if (leaveCurrentStepFree) await usedStepBefore(email, step);
   return { secret, recoveryCodes: recoveryCodesIn(confirmed.html) };
 }
 
-/** A person with the second factor on (enrolled on the account page with the previous step's code, so the current one is free). */
+/** Records the step before `step` as the account's last accepted one: the codes from `step` on are free again. */
+async function usedStepBefore(email: string, step: number): Promise<void> {
+  const { count } = await server.runtime.database.prisma.user.updateMany({ where: { email, totpLastStep: step }, data: { totpLastStep: step - 1 } });
+  if (count !== 1) throw new Error(`the account did not last use step ${step}`);
+}
+
+/** A person with the second factor on, the current step's code and the next one's free (see enrollOnAccountPage). */
 async function enrolledUser(options: { roles?: string[] } = {}) {
   const user = await server.runtime.users.create({ email: `mfa-${crypto.randomUUID()}@example.com`, password: PASSWORD, name: 'Grace Hopper', emailVerified: true, ...options });
-  const enrolled = await enrollOnAccountPage(new UserAgent(), user.email, -1);
+  const enrolled = await enrollOnAccountPage(new UserAgent(), user.email, true);
   return { user, ...enrolled };
 }
 
@@ -257,8 +264,8 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
   t.is(setupKey(wrongConfirm.html), secret, 'the same secret is shown again');
   t.false((await server.runtime.secondFactor.status(user.id)).enabled);
 
-  const step = await awayFromStepBoundary();
-  const confirmed = await post(consoleAgent, `${server.issuer}/account/two-factor/confirm`, { csrf: formField(setup.html, 'csrf'), code: await codeAt(secret, step - 1) });
+  const step = currentStep();
+  const confirmed = await post(consoleAgent, `${server.issuer}/account/two-factor/confirm`, { csrf: formField(setup.html, 'csrf'), code: await codeAt(secret, step) });
   t.is(confirmed.response.status, 200);
   const recoveryCodes = recoveryCodesIn(confirmed.html);
   t.is(recoveryCodes.length, 10);
@@ -271,7 +278,7 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
   t.false(notice.includes(secret) || notice.includes(recoveryCodes[0]!), 'neither the secret nor a code is mailed');
 
   // The console's session was signed in with the password alone: it may be asked the code now.
-  const after = await openAccountPage(consoleAgent, '/account/two-factor', () => codeAt(secret, step));
+  const after = await openAccountPage(consoleAgent, '/account/two-factor', () => codeAt(secret, step + 1));
   t.regex(after.html, /Two-factor authentication is <strong>on<\/strong>/);
   t.regex(after.html, /Recovery codes left: <strong>10<\/strong>/);
   t.false(after.html.includes(recoveryCodes[0]!), 'recovery codes are never shown again');
@@ -314,7 +321,7 @@ test('set up on the account page, then login asks for a code: a wrong one is 401
 test('an accepted code is not accepted again, in another sign-in', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const { as, client } = await newSpa();
   const code = await codeAt(secret, step);
 
@@ -334,7 +341,7 @@ test('an accepted code is not accepted again, in another sign-in', async (t) => 
 test('two sign-ins submitting the same code at once: exactly one gets in', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const { as, client } = await newSpa();
   const code = await codeAt(secret, step);
   const agents = [new UserAgent(), new UserAgent(), new UserAgent()];
@@ -366,13 +373,18 @@ test('one time step of clock drift either way is accepted, two steps are not', a
   const { user, secret } = await enrolledUser();
   const { as, client } = await newSpa();
   const tryStep = async (offset: number): Promise<Reached> => {
-    // Each probe on its own: no earlier accepted code stands in the way.
-    await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { totpLastStep: null } });
-    const agent = new UserAgent();
-    const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
-    return submitCode(agent, page, await codeAt(secret, currentStep() + offset));
+    for (;;) {
+      // Each probe on its own: no earlier accepted code stands in the way.
+      await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { totpLastStep: null } });
+      const agent = new UserAgent();
+      const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
+      const step = currentStep();
+      const answer = await submitCode(agent, page, await codeAt(secret, step + offset));
+      // The same step before and after: the server checked the code in the step it was offset from. A step
+      // boundary in between leaves the probe saying nothing, and it is made again (the next step has just begun).
+      if (currentStep() === step) return answer;
+    }
   };
-  await awayFromStepBoundary(20);
   t.true(isCallback(await tryStep(-1)), 'the previous step');
   t.true(isCallback(await tryStep(+1)), 'the next step');
   t.is((await tryStep(-2)).response.status, 401, 'two steps back');
@@ -417,7 +429,7 @@ test('recovery codes are stored as SHA-256 hashes; new ones, asked with a code, 
   t.deepEqual(new Set(rows.map((row) => row.codeHash)), new Set(recoveryCodes.map((code) => hashRecoveryCode(normalizeRecoveryCode(code)!))));
   for (const row of rows) t.regex(row.codeHash, /^[0-9a-f]{64}$/);
 
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const agent = new UserAgent();
   const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
   t.is(status.url.pathname, '/account/two-factor');
@@ -442,7 +454,7 @@ test('recovery codes are stored as SHA-256 hashes; new ones, asked with a code, 
 test('a code spent in the account console (new recovery codes, turning it off) is audited as at sign-in: recovery_code.used or second_factor.used', async (t) => {
   t.timeout(120_000);
   const { user, secret, recoveryCodes } = await enrolledUser();
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const agent = new UserAgent();
   const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
   const csrf = formField(status.html, 'csrf');
@@ -515,8 +527,9 @@ test('a secret sealed with an older key is re-sealed with the newest at the next
   // ENCRYPTION_KEYS=A: enrolled.
   const withA = new SecondFactorService(prisma, new Sealer([keyA]), options);
   const { secret } = (await withA.startEnrollment(user.id))!;
-  const step = await awayFromStepBoundary();
-  t.true((await withA.confirmEnrollment(user.id, await codeAt(secret, step - 1))).ok);
+  const step = currentStep();
+  t.true((await withA.confirmEnrollment(user.id, await codeAt(secret, step))).ok);
+  await usedStepBefore(user.email, step);
   const sealedWithA = await stored();
   t.is(decodeProtectedHeader(sealedWithA).kid, keyIdOf(keyA));
 
@@ -540,7 +553,7 @@ test('a secret sealed with an older key is re-sealed with the newest at the next
 test('turning it off asks for the password and a code; a wrong password spends no code; then login asks only the password', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const agent = new UserAgent();
   const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
   t.regex(status.html, /action="\/account\/two-factor\/disable"/);
@@ -588,7 +601,7 @@ test('turning it off asks for the password and a code; a wrong password spends n
 async function enrollDuringSignIn(t: import('ava').ExecutionContext, agent: UserAgent, page: Reached): Promise<{ secret: string; done: Reached; recoveryCodes: string[] }> {
   const secret = setupKey(page.html);
   const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const confirmed = await post(agent, new URL(`/interaction/${uid}/second-factor/enroll`, page.url), { csrf: formField(page.html, 'csrf'), code: await codeAt(secret, step) });
   t.is(confirmed.response.status, 200);
   const recoveryCodes = recoveryCodesIn(confirmed.html);
@@ -656,7 +669,7 @@ test('a client with require_second_factor makes a password-only person set it up
   t.is((await idTokenClaims(client, request, done.url)).acr, ACR_SECOND_FACTOR);
 
   const { user, secret } = await enrolledUser();
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const other = new UserAgent();
   const codePage = await passwordStep(other, await authorizationRequest(as, client.client_id), user.email);
   t.regex(codePage.html, /autocomplete="one-time-code"/);
@@ -735,7 +748,7 @@ test('step-up: once it is on, a browser signed in with the password alone is ask
   const agent = new UserAgent();
   t.true(isCallback(await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email)));
   const enroller = new UserAgent();
-  const { secret } = await enrollOnAccountPage(enroller, user.email, -1);
+  const { secret } = await enrollOnAccountPage(enroller, user.email, true);
   const enrollerRequest = await authorizationRequest(as, client.client_id);
   const consent = await reach(enroller, enrollerRequest.url);
   t.true(consent.html.includes('/confirm"'), 'password and code were given in that browser: only consent is asked');
@@ -745,7 +758,7 @@ test('step-up: once it is on, a browser signed in with the password alone is ask
   t.deepEqual(enrollerClaims.amr, ['pwd', 'otp']);
   t.is(enrollerClaims.acr, 'urn:gatehouse:loa:2');
 
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const request = await authorizationRequest(as, client.client_id);
   const page = await reach(agent, request.url);
   t.regex(page.url.pathname, /\/second-factor$/);
@@ -815,7 +828,7 @@ test('repeated wrong codes lock the second factor with 429 and Retry-After, even
   t.true(Number(locked.response.headers.get('retry-after')) > 0);
   t.regex(locked.html, /paused/);
 
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const fresh = new UserAgent();
   const codePage = await passwordStep(fresh, await authorizationRequest(as, client.client_id), user.email);
   t.is(codePage.response.status, 200, 'the password still works: only the second factor is locked');
@@ -835,7 +848,7 @@ test('every second-factor form needs its CSRF token', async (t) => {
   const { as, client } = await newSpa();
   const agent = new UserAgent();
   const page = await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email);
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const forged = await agent.request(new URL(`${page.url.pathname}`, page.url), {
     method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ code: await codeAt(secret, step) }).toString(),
   });
@@ -907,7 +920,7 @@ test('gatehouse clients create --require-second-factor and users create --role R
 test('the password asked to turn it on or off is counted per account and never forgiven: past the limit, 429 with Retry-After even for the right one', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const agent = new UserAgent();
   const status = await signInToConsole(agent, user.email, await codeAt(secret, step), '/account/two-factor');
   const csrf = formField(status.html, 'csrf');
@@ -937,7 +950,7 @@ test('step-up: after "sign out everywhere", sign-ins started before it can no lo
   const { as, client } = await newSpa();
   const agent = new UserAgent();
   t.true(isCallback(await passwordStep(agent, await authorizationRequest(as, client.client_id), user.email)));
-  const { secret } = await enrollOnAccountPage(new UserAgent(), user.email, -1);
+  const { secret } = await enrollOnAccountPage(new UserAgent(), user.email, true);
   // Two sign-ins started by the browser signed in with the password: one has reached the code page, the other only its start.
   const codePage = await reach(agent, (await authorizationRequest(as, client.client_id)).url);
   t.regex(codePage.url.pathname, /^\/interaction\/[\w-]+\/second-factor$/, 'the session stood for the password');
@@ -948,7 +961,7 @@ test('step-up: after "sign out everywhere", sign-ins started before it can no lo
   const ended = await server.runtime.accountSessions.endAll(user.id);
   t.true(ended.sessions >= 1);
 
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const submitted = await submitCode(agent, codePage, await codeAt(secret, step));
   t.false(isCallback(submitted), 'the code alone does not sign in');
   t.false(submitted.html.includes('autocomplete="one-time-code"'));
@@ -992,7 +1005,7 @@ test('a sign-in paused at enrollment ends when the owner resets the password: th
 
   await resetPasswordByEmail(user.email);
 
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const enrolled = await post(attacker, new URL(`/interaction/${uid}/second-factor/enroll`, page.url), { csrf: formField(page.html, 'csrf'), code: await codeAt(secret, step) });
   t.deepEqual(recoveryCodesIn(enrolled.html), [], 'no recovery codes');
   t.regex(enrolled.html, /name="password"/, 'back to the password');
@@ -1010,7 +1023,7 @@ test('a sign-in paused at enrollment cannot finish once enrolled if the password
   const agent = new UserAgent();
   const page = await passwordStep(agent, await authorizationRequest(as, client.client_id, { acr_values: ACR_SECOND_FACTOR }), user.email);
   const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const confirmed = await post(agent, new URL(`/interaction/${uid}/second-factor/enroll`, page.url), { csrf: formField(page.html, 'csrf'), code: await codeAt(setupKey(page.html), step) });
   t.is(recoveryCodesIn(confirmed.html).length, 10, 'enrolling does not make its own sign-in stale');
 
@@ -1030,7 +1043,7 @@ test('a sign-in waiting for the code ends when the owner changes the password on
   t.regex(codePage.url.pathname, /\/second-factor$/);
 
   const owner = new UserAgent();
-  const step = await awayFromStepBoundary(20);
+  const step = currentStep();
   const account = await signInToConsole(owner, user.email, await codeAt(secret, step), '/account/password');
   t.is(account.url.pathname, '/account/password');
   const changed = await post(owner, `${server.issuer}/account/password`, {
@@ -1065,7 +1078,7 @@ test('a setup started with the password cannot be confirmed, nor its secret seen
 
   const other = new UserAgent();
   const otherStatus = await signInToAccount(server, other, { email: user.email, password: PASSWORD }, '/account/two-factor');
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   for (const code of [await wrongCode(secret), await codeAt(secret, step)]) {
     const attempt = await post(other, `${server.issuer}/account/two-factor/confirm`, { csrf: formField(otherStatus.html, 'csrf'), code });
     t.is(attempt.url.pathname, '/account/two-factor');
@@ -1096,7 +1109,7 @@ test('cancelling the sign-in on the second-factor step forgets its pending state
 test('a secret whose key is no longer in ENCRYPTION_KEYS: a 503 page saying so (sign-in and account page), an error logged with the cause, never the secret', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();
-  const step = await awayFromStepBoundary();
+  const step = currentStep();
   const consoleAgent = new UserAgent();
   const status = await signInToConsole(consoleAgent, user.email, await codeAt(secret, step), '/account/two-factor');
   // The same secret sealed under a key this server does not have (as after dropping the old key of a rotation).
@@ -1136,7 +1149,7 @@ test('gatehouse users reset-second-factor --email E turns it off, audits it as t
   const browser = new UserAgent();
   const request = await authorizationRequest(strict.as, strict.client.client_id);
   const codePage = await passwordStep(browser, request, user.email);
-  const signedIn = await submitCode(browser, codePage, await codeAt(secret, await awayFromStepBoundary()));
+  const signedIn = await submitCode(browser, codePage, await codeAt(secret, currentStep()));
   t.true(isCallback(signedIn), `ended at ${signedIn.url}`);
   const tokens = await oauth.processAuthorizationCodeResponse(strict.as, strict.client, await oauth.authorizationCodeGrantRequest(strict.as, strict.client, oauth.None(),
     oauth.validateAuthResponse(strict.as, strict.client, signedIn.url, request.state), REDIRECT_URI, request.codeVerifier, insecure), { expectedNonce: request.nonce, requireIdToken: true });

@@ -49,8 +49,9 @@ function listen(t: ExecutionContext, store: Store, channel: string): { subscript
   return { subscription, messages, changes };
 }
 
-// Waiting past a 1 s TTL is the only way to watch Redis expire a key; these waits overlap because
-// ava runs a file's tests concurrently.
+// Waiting past a 1 s TTL is the only way to watch Redis expire a key (nor does the in-process store take a
+// clock: it reads Date.now(), as Redis reads its own); these waits overlap because ava runs a file's tests
+// concurrently.
 const pastOneSecondTtl = (): Promise<void> => sleep(1200);
 
 function registerContract(harness: StoreHarness): void {
@@ -424,8 +425,9 @@ function registerRedisTests(redisUrl: string): void {
     t.timeout(30_000);
     const server = await startThrowawayServer();
     // A command timeout longer than this test's own timeout: only noticing the lost connection can fail
-    // the in-flight command below.
-    const store = new RedisStore({ url: server.url, prefix: newPrefix(), commandTimeoutMs: 60_000 });
+    // the in-flight command below. Each failed attempt to reconnect is reported as an error.
+    let connectionErrors = 0;
+    const store = new RedisStore({ url: server.url, prefix: newPrefix(), commandTimeoutMs: 60_000, onError: () => { connectionErrors += 1; } });
     t.teardown(() => store.close());
     await store.put('Record:1', '"before"', 60);
 
@@ -440,8 +442,9 @@ function registerRedisTests(redisUrl: string): void {
     t.is(pingError?.dependency, 'store');
     t.true(pingError?.cause instanceof Error, 'the connection error is kept as the cause');
 
-    // Long enough for several reconnect attempts to fail, so recovery is not just the first retry.
-    await sleep(2500);
+    // Several reconnect attempts fail first, so recovery is not just the first retry.
+    const failedSoFar = connectionErrors;
+    await until(() => connectionErrors >= failedSoFar + 3, 'three more attempts to reconnect to fail', 10_000);
     await t.throwsAsync(store.get('Record:1'), { instanceOf: DependencyUnavailable });
 
     await server.start();

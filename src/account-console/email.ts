@@ -4,7 +4,7 @@
 // whoever changed it was not the owner (they had the password and a session), that is the owner's way back.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { CONFIRM_EMAIL_CHANGE_PATH, RESTORE_EMAIL_PATH } from '../accounts/flows/email-change.ts';
+import { PATHS } from '../web/paths.ts';
 import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { TooManyAttempts } from '../http/errors.ts';
@@ -20,7 +20,7 @@ const CONFIRM_CSRF_PATH = '/email';
 const TITLE = 'Change your email address';
 
 export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: AccountPages): void {
-  const { config, users, auditTrail, limits, logger, accountTokens } = runtime;
+  const { config, limits } = runtime;
   const ttlSeconds = config.accounts.emailVerificationTtl;
   const action = 'changing your email address';
 
@@ -34,7 +34,6 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
     const typed = formField(ctx, 'email').slice(0, 320);
     const newEmail = normalizeEmail(typed);
     const current = formField(ctx, 'current_password');
-    const seen = { subjectUserId: user.id, subjectEmail: user.email, ip: ctx.ip, userAgent: ctx.get('user-agent') };
     const refuse = (errors: Record<string, string>) => pages.render(ctx, 'account/email', { title: TITLE, email: typed, errors }, 400);
     if (!isEmailAddress(newEmail)) return refuse({ email: 'Enter the new email address, like name@example.com.' });
     if (newEmail === user.email) return refuse({ email: 'That is already your email address. Enter the new one.' });
@@ -52,31 +51,12 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
     ]);
     if (!decision.allowed) throw new TooManyAttempts(decision, { action });
     // The page is the same whether or not another account has the address (that is not this person's to
-    // learn), and it goes out before the lookup and the mail so its timing says nothing either.
+    // learn), and it goes out before the lookup and the mail (the flow's) so its timing says nothing either.
     pages.render(ctx, 'account/email', { title: TITLE, sent: newEmail, expiresIn: inWords(ttlSeconds) });
-    // Three independent pieces of work, each failing (and logged) on its own: a link that cannot be sent must
-    // not cost the audit record, nor the notice to the current address. They share one lookup.
-    let lookup: Promise<boolean> | undefined;
-    const addressTaken = () => (lookup ??= users.findByEmail(newEmail).then((owner) => owner !== null));
-    afterResponse(ctx, logger, 'email change link', async () => {
-      if (await addressTaken()) return;
-      const token = await accountTokens.issue(user.id, 'change_email', newEmail, ttlSeconds);
-      await runtime.mailQueue.deliver({
-        to: newEmail, template: 'confirm-email-change',
-        data: { link: `${config.issuer}${CONFIRM_EMAIL_CHANGE_PATH}?token=${token}`, expiresInMinutes: Math.max(1, Math.ceil(ttlSeconds / 60)) },
-      });
-    });
-    afterResponse(ctx, logger, 'email change audit record', async () => {
-      const taken = await addressTaken();
-      await auditTrail.record({ action: 'email_change.requested', outcome: taken ? 'failure' : 'success', ...seen, detail: { newEmail, ...(taken ? { reason: 'email_taken' } : {}) } });
-    });
-    // The current address hears of it either way: if this was not its owner, they should act now. An address
-    // never confirmed may be a stranger's (a typo at sign-up, or one someone signed up with to reach its owner):
-    // it is not told the new address, which is also text someone typed for it to read.
-    afterResponse(ctx, logger, 'email change notice', () => runtime.mailQueue.deliver({
-      to: user.email, template: 'email-change-requested',
-      data: { ...(user.emailVerified ? { newEmail } : {}), requestedAt: new Date(), link: `${config.issuer}${FORGOT_PASSWORD_PATH}` },
-    }));
+    const work = runtime.flows.emailChange.request(user, newEmail, { ip: ctx.ip, userAgent: ctx.get('user-agent') });
+    afterResponse(ctx, runtime.afterResponseWork, 'email change link', work.link);
+    afterResponse(ctx, runtime.afterResponseWork, 'email change audit record', work.audit);
+    afterResponse(ctx, runtime.afterResponseWork, 'email change notice', work.notice);
   });
 }
 
@@ -85,7 +65,7 @@ export function emailRoutes(router: AccountRouter, runtime: Runtime, pages: Acco
  * new address's link confirms the change, the previous address's link undoes it (src/accounts/flows/email-change.ts).
  */
 export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
-  const { config, limits, logger } = runtime;
+  const { config, limits } = runtime;
   const { emailChange } = runtime.flows;
   const undoTtlSeconds = config.accounts.emailChangeUndoTtl;
   const router = new Router();
@@ -107,7 +87,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     if (!decision.allowed) throw new TooManyAttempts(decision, { action: 'using emailed links' });
   }
 
-  router.get(CONFIRM_EMAIL_CHANGE_PATH, async (ctx) => {
+  router.get(PATHS.confirmEmailChange, async (ctx) => {
     await countLinkUse(ctx);
     const token = queryField(ctx, 'token');
     const change = await emailChange.checkConfirmLink(token);
@@ -118,7 +98,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     render(ctx, 'email-change-confirm', { token, newEmail: change.newEmail });
   });
 
-  router.post(CONFIRM_EMAIL_CHANGE_PATH, formBody, async (ctx) => {
+  router.post(PATHS.confirmEmailChange, formBody, async (ctx) => {
     requireCsrf(ctx);
     await countLinkUse(ctx);
     const confirmed = await emailChange.confirm(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });
@@ -135,7 +115,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
       return;
     }
     render(ctx, 'email-change-done', { newEmail: confirmed.user.email });
-    afterResponse(ctx, logger, 'email changed notice', confirmed.notice);
+    afterResponse(ctx, runtime.afterResponseWork, 'email changed notice', confirmed.notice);
   });
 
   function restoreLinkInvalid(ctx: Context): void {
@@ -146,7 +126,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     }, 400);
   }
 
-  router.get(RESTORE_EMAIL_PATH, async (ctx) => {
+  router.get(PATHS.restoreEmail, async (ctx) => {
     await countLinkUse(ctx);
     const token = queryField(ctx, 'token');
     const restore = await emailChange.checkRestoreLink(token);
@@ -157,7 +137,7 @@ export function emailChangeConfirmationRoutes(runtime: Runtime): Router {
     render(ctx, 'email-restore-confirm', { token, previousEmail: restore.previousEmail });
   });
 
-  router.post(RESTORE_EMAIL_PATH, formBody, async (ctx) => {
+  router.post(PATHS.restoreEmail, formBody, async (ctx) => {
     requireCsrf(ctx);
     await countLinkUse(ctx);
     const restored = await emailChange.restore(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });

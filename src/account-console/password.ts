@@ -13,7 +13,7 @@ import type { AccountPages, AccountRouter } from './index.ts';
 const TITLE = 'Change your password';
 
 export function passwordRoutes(router: AccountRouter, runtime: Runtime, pages: AccountPages): void {
-  const { config, users, logger } = runtime;
+  const { config, users } = runtime;
   const { passwordChange } = runtime.flows;
   const minimumLength = minimumPasswordLength(config.passwordPolicy);
 
@@ -41,6 +41,6 @@ export function passwordRoutes(router: AccountRouter, runtime: Runtime, pages: A
     );
     if (!changed.ok) throw new HttpError(403, 'You are signed out. Open your account page and sign in again.');
     pages.render(ctx, 'account/password', { title: TITLE, done: true });
-    afterResponse(ctx, logger, 'password changed notice', changed.notice);
+    afterResponse(ctx, runtime.afterResponseWork, 'password changed notice', changed.notice);
   });
 }

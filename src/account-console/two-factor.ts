@@ -127,7 +127,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
     // a new session id, so a copy of the old cookie taken before does not carry loa:2).
     await engine.raiseAssurance(ctx, user.id, { amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR });
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'Two-factor authentication is on', recoveryCodes: result.recoveryCodes, enrolled: true });
-    afterResponse(ctx, runtime.logger, 'two-factor change notice', result.notice);
+    afterResponse(ctx, runtime.afterResponseWork, 'two-factor change notice', result.notice);
   });
 
   router.post('/two-factor/recovery-codes', unreadableSecret, formBody, async (ctx) => {
@@ -140,7 +140,7 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       return;
     }
     pages.render(ctx, 'account/two-factor-recovery-codes', { title: 'New recovery codes', recoveryCodes: result.recoveryCodes, enrolled: false });
-    afterResponse(ctx, runtime.logger, 'two-factor change notice', result.notice);
+    afterResponse(ctx, runtime.afterResponseWork, 'two-factor change notice', result.notice);
   });
 
   router.post('/two-factor/disable', unreadableSecret, formBody, async (ctx) => {
@@ -167,6 +167,6 @@ export function twoFactorRoutes(router: AccountRouter, runtime: Runtime, pages: 
       return;
     }
     toStatus(ctx, '?notice=off');
-    afterResponse(ctx, runtime.logger, 'two-factor change notice', result.notice);
+    afterResponse(ctx, runtime.afterResponseWork, 'two-factor change notice', result.notice);
   });
 }

@@ -3,7 +3,7 @@
 // new link is also answered under /interaction/:uid (see sign-up.ts), where the sign-in pages' CSRF cookie is.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { VERIFY_EMAIL_PATH } from '../accounts/flows/email-verification.ts';
+import { PATHS } from '../web/paths.ts';
 import { isEmailAddress, normalizeEmail } from '../accounts/users.ts';
 import { afterResponse } from '../http/after-response.ts';
 import { TooManyAttempts } from '../http/errors.ts';
@@ -13,7 +13,6 @@ import { accountKey } from '../limits/login-guard.ts';
 import type { Runtime } from '../runtime.ts';
 import { takeSignInToContinue } from './return-to-sign-in.ts';
 
-const RESEND_PATH = `${VERIFY_EMAIL_PATH}/resend`;
 export const INVALID_EMAIL_MESSAGE = 'Enter an email address, like name@example.com.';
 
 export type NewLinkAnswer = LimitDecision | { allowed: true; invalidEmail: true };
@@ -33,7 +32,7 @@ export async function requestNewVerificationLink(ctx: Context, runtime: Runtime,
     ['verification-resend-account', key],
   ]);
   if (!decision.allowed) return decision;
-  afterResponse(ctx, runtime.logger, 'new verification link', () => runtime.flows.emailVerification.sendNewLink(email));
+  afterResponse(ctx, runtime.afterResponseWork, 'new verification link', () => runtime.flows.emailVerification.sendNewLink(email));
   return decision;
 }
 
@@ -44,7 +43,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
   const pages = new Pages(runtime.views);
 
   function render(ctx: Context, template: string, data: Record<string, unknown>, status = 200): void {
-    pages.render(ctx, template, { resendAction: RESEND_PATH, ...data }, { status, csrfPath: VERIFY_EMAIL_PATH });
+    pages.render(ctx, template, { resendAction: PATHS.resendVerification, ...data }, { status, csrfPath: PATHS.verifyEmail });
   }
 
   /** The signed-in person's address, to fill in the form for a new link. */
@@ -70,7 +69,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
 
   // Opening the link never uses it: mail scanners and link previews open links before (or instead of) the
   // person, and would otherwise confirm an address for whoever signed up with it. The button below does.
-  router.get(VERIFY_EMAIL_PATH, async (ctx) => {
+  router.get(PATHS.verifyEmail, async (ctx) => {
     // The router answers HEAD with this handler too; link checkers send HEAD, and get nothing looked up.
     if (ctx.method === 'HEAD') {
       ctx.status = 200;
@@ -86,7 +85,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
     render(ctx, 'confirm-email', { token, email: result.user.email });
   });
 
-  router.post(VERIFY_EMAIL_PATH, formBody, async (ctx) => {
+  router.post(PATHS.verifyEmail, formBody, async (ctx) => {
     requireCsrf(ctx);
     await countLinkUse(ctx);
     const result = await verification.verify(formField(ctx, 'token'), { ip: ctx.ip, userAgent: ctx.get('user-agent') });
@@ -94,7 +93,7 @@ export function emailVerificationRoutes(runtime: Runtime): Router {
     render(ctx, 'email-verified', { verified: true, email: result.user.email, continueTo: await takeSignInToContinue(ctx, engine, result.user.email) });
   });
 
-  router.post(RESEND_PATH, formBody, async (ctx) => {
+  router.post(PATHS.resendVerification, formBody, async (ctx) => {
     requireCsrf(ctx);
     const email = formField(ctx, 'email');
     const answer = await requestNewVerificationLink(ctx, runtime, email);

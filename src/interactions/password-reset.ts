@@ -19,7 +19,7 @@ import { trustThisDevice } from './trusted-device.ts';
 const CSRF_PATH = '/password';
 
 export function passwordResetRoutes(runtime: Runtime): Router {
-  const { config, users, limits, logger } = runtime;
+  const { config, users, limits } = runtime;
   const { passwordReset } = runtime.flows;
   const router = new Router();
   const pages = new Pages(runtime.views);
@@ -52,7 +52,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     // talking to the mail server happen after it, so neither the answer nor its timing depends on them.
     render(ctx, 'password-forgot-sent', { email, expiresIn: inWords(ttlSeconds) });
     const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
-    afterResponse(ctx, logger, 'password reset request', () => passwordReset.requestLink(email, seen));
+    afterResponse(ctx, runtime.afterResponseWork, 'password reset request', () => passwordReset.requestLink(email, seen));
   });
 
   function linkInvalid(ctx: Context): void {
@@ -106,7 +106,7 @@ export function passwordResetRoutes(runtime: Runtime): Router {
     render(ctx, 'password-reset-done', {
       secondFactorRemoved: reset.secondFactorRemoved, continueTo: await takeSignInToContinue(ctx, runtime.engine, reset.user.email),
     });
-    afterResponse(ctx, logger, 'password changed notice', reset.notice);
+    afterResponse(ctx, runtime.afterResponseWork, 'password changed notice', reset.notice);
   });
 
   return router;

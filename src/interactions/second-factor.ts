@@ -164,7 +164,7 @@ export function secondFactorRoutes(router: Router, runtime: Runtime, pages: Inte
       pages.render(ctx, 'second-factor-recovery-codes', {
         clientName: await pages.clientName(interaction.params.client_id), recoveryCodes: result.recoveryCodes,
       }, interaction.params.redirect_uri);
-      afterResponse(ctx, runtime.logger, 'two-factor change notice', result.notice);
+      afterResponse(ctx, runtime.afterResponseWork, 'two-factor change notice', result.notice);
       return;
     }
     switch (result.reason) {

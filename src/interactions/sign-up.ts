@@ -33,7 +33,7 @@ function fieldErrors(refusal: Extract<SignUp, { ok: false }>): FieldErrors {
 
 /** Adds the sign-up and new-link routes to the interaction router (prefix /interaction/:uid), with its pages. */
 export function signUpRoutes(router: Router, runtime: Runtime, pages: InteractionPages): void {
-  const { config, logger } = runtime;
+  const { config } = runtime;
   const { signUp } = runtime.flows;
   const minimumLength = minimumPasswordLength(config.passwordPolicy);
 
@@ -96,7 +96,7 @@ export function signUpRoutes(router: Router, runtime: Runtime, pages: Interactio
     rememberSignIn(ctx, interaction);
     render(ctx, 'check-email', { email: address, expiresIn: inWords(config.accounts.emailVerificationTtl), continueHref }, params.redirect_uri);
 
-    afterResponse(ctx, logger, result.created ? 'sign-up verification email' : 'sign-up notice to an existing account', result.notice);
+    afterResponse(ctx, runtime.afterResponseWork, result.created ? 'sign-up verification email' : 'sign-up notice to an existing account', result.notice);
   });
 
   // From the "check your email" page and from the page that refuses an unverified sign-in.

@@ -3,6 +3,7 @@
 // Instances sharing the store share the queue; each attempt is claimed by exactly one of them.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock.ts';
 import { DependencyUnavailable } from '../errors.ts';
 import type { Store } from '../store/store.ts';
 import type { MailMessage, Mailer } from './mailer.ts';
@@ -36,6 +37,11 @@ export interface MailQueueOptions {
   mailer: Mailer;
   logger: Logger;
   timings?: Partial<MailQueueTimings>;
+  /**
+   * When messages are due and too old (default: the system clock). A test moves one by hand to see a message
+   * age; the passes themselves still come every pollIntervalMs of real time.
+   */
+  clock?: Clock;
 }
 
 /** sent: the mail server took it; queued: it is down now, and the message goes out when it is back. */
@@ -63,6 +69,7 @@ export class MailQueue {
   readonly #mailer: Mailer;
   readonly #logger: Logger;
   readonly #timings: MailQueueTimings;
+  readonly #clock: Clock;
   /** Attempts under way (first tries and passes), which close() waits for before the store closes. */
   readonly #inFlight = new Set<Promise<unknown>>();
   #pass: Promise<void> | undefined;
@@ -76,6 +83,7 @@ export class MailQueue {
     this.#mailer = options.mailer;
     this.#logger = options.logger;
     this.#timings = { ...DEFAULT_MAIL_QUEUE_TIMINGS, ...options.timings };
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Starts looking for due messages every pollIntervalMs; the timer never keeps the process alive. */
@@ -105,7 +113,7 @@ export class MailQueue {
       await this.#mailer.send(message);
       return 'sent';
     }
-    const now = Date.now();
+    const now = this.#now();
     const entry: QueuedMail = { message, queuedAt: now, attempts: 0, nextAttemptAt: now, expiresAt: expiryOf(message, now, this.#timings.maxAgeMs) };
     // Kept before the attempt, so that not even a crash during it loses the message.
     let id: string | undefined;
@@ -155,16 +163,25 @@ export class MailQueue {
     return records.filter((record) => record && record.consumedAt === undefined).length;
   }
 
-  /** Stops the timer and waits for attempts under way (each bounded by the mailer's timeouts). */
+  /**
+   * Resolves once no attempt is under way: first attempts and passes (each bounded by the mailer's timeouts),
+   * those started meanwhile included. A message the mail server took has reached it by then; tests await this
+   * rather than sleep before checking what arrived.
+   */
+  async idle(): Promise<void> {
+    while (this.#inFlight.size) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  /** Stops the timer and waits for attempts under way. */
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    while (this.#inFlight.size) await Promise.allSettled([...this.#inFlight]);
+    await this.idle();
   }
 
   async #due(): Promise<Array<{ id: string; entry: QueuedMail }>> {
-    const now = Date.now();
+    const now = this.#now();
     const ids = await this.#store.indexMembers(INDEX_KEY);
     const due: Array<{ id: string; entry: QueuedMail }> = [];
     const gone: string[] = [];
@@ -190,8 +207,8 @@ export class MailQueue {
    * written before the claim, so whatever happens to this instance during the attempt, the message stays.
    */
   async #retry(id: string, entry: QueuedMail): Promise<Outcome> {
-    const claimedAt = Math.floor(Date.now() / 1000);
-    if (entry.expiresAt <= Date.now()) {
+    const claimedAt = Math.floor(this.#now() / 1000);
+    if (entry.expiresAt <= this.#now()) {
       if (!await this.#store.consume(recordKey(id), claimedAt)) return 'skipped';
       await this.#forget(id);
       this.#dropped(entry);
@@ -205,7 +222,7 @@ export class MailQueue {
     await this.#forget(id);
     const outcome = await this.#attempt(successor, entry);
     if (outcome.result === 'sent') {
-      this.#logger.info({ template: entry.message.template, attempts: entry.attempts + 1, queuedForSeconds: Math.round((Date.now() - entry.queuedAt) / 1000) }, 'queued mail sent');
+      this.#logger.info({ template: entry.message.template, attempts: entry.attempts + 1, queuedForSeconds: Math.round((this.#now() - entry.queuedAt) / 1000) }, 'queued mail sent');
     }
     return outcome.result;
   }
@@ -224,7 +241,7 @@ export class MailQueue {
       }
       const attempts = entry.attempts + 1;
       const delayMs = Math.min(this.#timings.firstRetryDelayMs * 2 ** (attempts - 1), this.#timings.maxRetryDelayMs);
-      const next: QueuedMail = { ...entry, attempts, nextAttemptAt: Date.now() + delayMs, lastFailure: failureReason(error) };
+      const next: QueuedMail = { ...entry, attempts, nextAttemptAt: this.#now() + delayMs, lastFailure: failureReason(error) };
       if (next.nextAttemptAt >= entry.expiresAt) {
         await this.#forgetOrSay(id, template);
         this.#dropped(next);
@@ -247,7 +264,7 @@ export class MailQueue {
   /** Writes the message under a new key, hidden from every pass (this one's too) until the claim lease ends. */
   async #hold(entry: QueuedMail): Promise<string> {
     const id = randomUUID();
-    const held = { ...entry, nextAttemptAt: Date.now() + this.#timings.claimLeaseMs };
+    const held = { ...entry, nextAttemptAt: this.#now() + this.#timings.claimLeaseMs };
     const ttlSeconds = this.#ttlSeconds(held);
     // Record first: a pass drops index members whose record is missing.
     await this.#store.put(recordKey(id), serialize(held), ttlSeconds);
@@ -274,14 +291,18 @@ export class MailQueue {
     const minutes = Math.round(this.#timings.maxAgeMs / 60_000);
     const kept = untilLinkExpired ? 'while the link in it was valid' : `within ${minutes % 60 ? `${minutes} minutes` : `${minutes / 60} hours`}`;
     this.#logger.error({
-      template: entry.message.template, attempts: entry.attempts, queuedForMinutes: Math.round((Date.now() - entry.queuedAt) / 60_000),
+      template: entry.message.template, attempts: entry.attempts, queuedForMinutes: Math.round((this.#now() - entry.queuedAt) / 60_000),
       ...(entry.lastFailure === undefined ? {} : { reason: entry.lastFailure }),
     }, `queued mail dropped: the mail server could not take it ${kept}`);
   }
 
   /** Long enough to outlive the message's last chance and a claim on it, so that a pass sees it expire. */
   #ttlSeconds(entry: QueuedMail): number {
-    return Math.max(1, Math.ceil((entry.expiresAt + this.#timings.claimLeaseMs + this.#timings.pollIntervalMs - Date.now()) / 1000));
+    return Math.max(1, Math.ceil((entry.expiresAt + this.#timings.claimLeaseMs + this.#timings.pollIntervalMs - this.#now()) / 1000));
+  }
+
+  #now(): number {
+    return this.#clock.now().getTime();
   }
 
   #track<Result>(work: Promise<Result>): Promise<Result> {

@@ -18,6 +18,12 @@ export interface TestServer {
   issuer: string;
   runtime: Runtime;
   server: Server;
+  /**
+   * Resolves once the work started after the responses so far has ended, and with it the mail it sent: a
+   * message that was going to reach the mail server has reached it. Await it, never a sleep, before checking
+   * that something was not mailed (or logged).
+   */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -60,6 +66,10 @@ export async function startTestServer(
     issuer,
     runtime,
     server,
+    async settled() {
+      await runtime.afterResponseWork.settled();
+      await runtime.mailQueue.idle();
+    },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -27,6 +27,8 @@ export interface TestSmtpServer {
   mailTo(address: string, subject?: string, timeoutMs?: number): Promise<ReceivedMail>;
   /** Every message to this address, taken or not. */
   receivedBy(address: string): ReceivedMail[];
+  /** Waits until `check` holds, looking again as each message arrives (not by polling); fails after timeoutMs. */
+  until(check: () => boolean, what: string, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -69,6 +71,8 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
       stream.on('end', async () => {
         const raw = Buffer.concat(chunks).toString('utf8');
         const mailFrom = session.envelope.mailFrom;
+        // Kept before callback() answers 250 to the data: a sender whose send resolved finds its message here
+        // (so awaiting the server's after-response work, then reading `received`, misses nothing).
         received.push({
           envelope: { from: mailFrom ? mailFrom.address : '', to: session.envelope.rcptTo.map((recipient) => recipient.address) },
           raw,
@@ -80,22 +84,26 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
     },
   });
 
-  /** The first message not taken yet that matches, waiting for one to arrive until the time is up. */
-  async function take(matches: (mail: ReceivedMail) => boolean, what: string, timeoutMs: number): Promise<ReceivedMail> {
+  /** Waits until the check holds, checking again as each message arrives, until the time is up. */
+  async function until(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const mail = received.find((candidate) => !taken.has(candidate) && matches(candidate));
-      if (mail) {
-        taken.add(mail);
-        return mail;
-      }
+    while (!check()) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no ${what} arrived within ${timeoutMs} ms`);
+      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         waiting.push(() => { clearTimeout(timer); resolve(); });
       });
     }
+  }
+
+  /** The first message not taken yet that matches, waiting for one to arrive until the time is up. */
+  async function take(matches: (mail: ReceivedMail) => boolean, what: string, timeoutMs: number): Promise<ReceivedMail> {
+    const untaken = () => received.find((candidate) => !taken.has(candidate) && matches(candidate));
+    await until(() => untaken() !== undefined, `${what} to arrive`, timeoutMs);
+    const mail = untaken()!;
+    taken.add(mail);
+    return mail;
   }
 
   server.listen(options.port ?? 0, '127.0.0.1');
@@ -110,6 +118,7 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
       `mail ${subject ? `"${subject}" ` : ''}for ${address}`, timeoutMs,
     ),
     receivedBy: (address) => received.filter((mail) => mail.envelope.to.includes(address)),
+    until: (check, what, timeoutMs = 20_000) => until(check, what, timeoutMs),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

@@ -18,10 +18,16 @@ export interface SessionEnder {
   endAll(accountId: string, options: { keep?: string | undefined; reason: SessionEndReason; request?: RequestOrigin }): Promise<{ sessions: number; grants: number }>;
 }
 
-/** The absolute links the flows put in mail; the paths are the web side's. */
+/** The absolute links the flows put in mail; the paths are the web side's route table (src/web/paths.ts). */
 export interface AccountLinks {
   /** Where a forgotten password is asked for: the way out that every security notice offers. */
   forgotPassword: string;
+  /** The account console. */
+  account: string;
+  /** The emailed link that confirms an address (at sign-up, or a new one asked for). */
+  verifyEmail(token: string): string;
+  /** The link, sent to a new address, that confirms a change of email address to it. */
+  confirmEmailChange(token: string): string;
   /** The emailed link that sets a new password. */
   resetPassword(token: string): string;
   /** The link, sent to the previous address, that undoes a change of email address. */

@@ -10,18 +10,8 @@ import type { SecondFactorService } from '../second-factor.ts';
 import { AccountError, normalizeEmail, type User, type UserService } from '../users.ts';
 import type { AccountLinks, Notice, RequestOrigin, SessionEnder } from './dependencies.ts';
 
-// The links' paths are here, as VERIFY_EMAIL_PATH is beside its flow, until the web side has one route table
-// (src/account-console/email.ts serves them).
-/**
- * Outside /account: the link is often opened in another browser (the new mailbox's), where nobody is
- * signed in, and it must work there; the token in it is the credential.
- */
-export const CONFIRM_EMAIL_CHANGE_PATH = '/email/confirm-change';
-/** The link in the notice to the previous address: puts that address back. */
-export const RESTORE_EMAIL_PATH = '/email/restore';
-
 export interface EmailChangeDependencies {
-  users: Pick<UserService, 'findById' | 'changeEmail'>;
+  users: Pick<UserService, 'findById' | 'findByEmail' | 'changeEmail'>;
   accountTokens: Pick<AccountTokens, 'peek' | 'redeem' | 'issue' | 'issueUnlessPending' | 'revoke'>;
   secondFactor: Pick<SecondFactorService, 'removeIfEnrolledSince'>;
   accountSessions: SessionEnder;
@@ -32,12 +22,28 @@ export interface EmailChangeDependencies {
   clock: Clock;
   /** A notice that goes without its undo link says why in the log. */
   logger: Pick<Logger, 'error'>;
+  /** How long the new address's confirmation link works (EMAIL_VERIFICATION_TTL). */
+  confirmTtlSeconds: number;
   /** How long the previous address's undo link works (EMAIL_CHANGE_UNDO_TTL). */
   undoTtlSeconds: number;
   /** How long a reset link works (PASSWORD_RESET_TTL): an undone change is followed by a new password. */
   resetTtlSeconds: number;
   /** "in 7 days": how the undo link's lifetime reads in the notice. */
   inWords(seconds: number): string;
+}
+
+/**
+ * A change asked for: the work to do after the door's answer, each piece on its own (a link that cannot be
+ * sent must not cost the audit record, nor the notice to the current address). The answer is the same whether
+ * or not another account has the address, and goes before the lookup, so its timing says nothing either.
+ */
+export interface EmailChangeRequest {
+  /** Mails the confirmation link to the new address, unless another account has it. */
+  link: Notice;
+  /** The audit record: requested, or refused as email_taken. */
+  audit: Notice;
+  /** Tells the current address: if this was not its owner, they should act now. */
+  notice: Notice;
 }
 
 export type EmailChangeLinkCheck = { ok: true; user: User; newEmail: string } | { ok: false; reason: 'link_invalid' };
@@ -58,6 +64,8 @@ export type EmailRestoration =
   | { ok: false; reason: 'email_taken'; previousEmail: string };
 
 export interface EmailChangeFlow {
+  /** A signed-in person asks to move the account to `newEmail` (normalized, checked; the door asked the password). */
+  request(user: User, newEmail: string, request: RequestOrigin): EmailChangeRequest;
   /** The account and new address of a confirmation link, without using it (mail scanners open links too). */
   checkConfirmLink(token: string): Promise<EmailChangeLinkCheck>;
   /** Uses the new address's link: the address becomes the account's, verified. */
@@ -69,7 +77,7 @@ export interface EmailChangeFlow {
 }
 
 export function createEmailChangeFlow(dependencies: EmailChangeDependencies): EmailChangeFlow {
-  const { users, accountTokens, secondFactor, accountSessions, auditTrail, mail, links, clock, logger, undoTtlSeconds, resetTtlSeconds, inWords } = dependencies;
+  const { users, accountTokens, secondFactor, accountSessions, auditTrail, mail, links, clock, logger, confirmTtlSeconds, undoTtlSeconds, resetTtlSeconds, inWords } = dependencies;
 
   /** The account and new address of a link still good, for an account that may still use it. */
   async function changeOfLink(token: string): Promise<{ user: User; newEmail: string } | undefined> {
@@ -121,6 +129,36 @@ export function createEmailChangeFlow(dependencies: EmailChangeDependencies): Em
   }
 
   return {
+    request(user, newEmail, request) {
+      const requestedAt = clock.now();
+      let lookup: Promise<boolean> | undefined;
+      const addressTaken = () => (lookup ??= users.findByEmail(newEmail).then((owner) => owner !== null));
+      return {
+        async link() {
+          if (await addressTaken()) return;
+          const token = await accountTokens.issue(user.id, 'change_email', newEmail, confirmTtlSeconds);
+          await mail.deliver({
+            to: newEmail, template: 'confirm-email-change',
+            data: { link: links.confirmEmailChange(token), expiresInMinutes: Math.max(1, Math.ceil(confirmTtlSeconds / 60)) },
+          });
+        },
+        async audit() {
+          const taken = await addressTaken();
+          await auditTrail.record({
+            action: 'email_change.requested', outcome: taken ? 'failure' : 'success',
+            subjectUserId: user.id, subjectEmail: user.email, ip: request.ip, userAgent: request.userAgent,
+            detail: { newEmail, ...(taken ? { reason: 'email_taken' } : {}) },
+          });
+        },
+        // An address never confirmed may be a stranger's (a typo at sign-up, or one someone signed up with to
+        // reach its owner): it is not told the new address, which is also text someone typed for it to read.
+        notice: () => mail.deliver({
+          to: user.email, template: 'email-change-requested',
+          data: { ...(user.emailVerified ? { newEmail } : {}), requestedAt, link: links.forgotPassword },
+        }),
+      };
+    },
+
     async checkConfirmLink(token) {
       const change = await changeOfLink(token);
       return change ? { ok: true, ...change } : { ok: false, reason: 'link_invalid' };

@@ -5,10 +5,7 @@ import type { AuditTrail } from '../../audit/audit.ts';
 import type { MailQueue } from '../../mail/queue.ts';
 import type { AccountTokenFailure, AccountTokens } from '../account-tokens.ts';
 import { normalizeEmail, type User, type UserService } from '../users.ts';
-import type { RequestOrigin } from './dependencies.ts';
-
-// The link's path is here, beside its flow, until the web side has one route table.
-export const VERIFY_EMAIL_PATH = '/verify-email';
+import type { AccountLinks, RequestOrigin } from './dependencies.ts';
 
 export interface EmailVerificationDependencies {
   users: Pick<UserService, 'findById' | 'findByEmail' | 'markEmailVerified'>;
@@ -16,8 +13,7 @@ export interface EmailVerificationDependencies {
   auditTrail: Pick<AuditTrail, 'record'>;
   /** Links are sent after the page's answer: a mail server outage queues them. */
   mail: Pick<MailQueue, 'deliver'>;
-  /** The absolute link that verifies an address (the path is the web side's). */
-  verifyEmailLink(token: string): string;
+  links: Pick<AccountLinks, 'verifyEmail'>;
   /** How long a link stays valid (EMAIL_VERIFICATION_TTL). */
   linkTtlSeconds: number;
 }
@@ -54,14 +50,14 @@ export interface EmailVerificationFlow {
 }
 
 export function createEmailVerificationFlow(dependencies: EmailVerificationDependencies): EmailVerificationFlow {
-  const { users, accountTokens, auditTrail, mail, verifyEmailLink, linkTtlSeconds } = dependencies;
+  const { users, accountTokens, auditTrail, mail, links, linkTtlSeconds } = dependencies;
 
   async function sendLink(user: User): Promise<void> {
     const token = await accountTokens.issue(user.id, 'verify_email', user.email, linkTtlSeconds);
     await mail.deliver({
       to: user.email,
       template: 'verify-email',
-      data: { link: verifyEmailLink(token), expiresInMinutes: Math.max(1, Math.ceil(linkTtlSeconds / 60)) },
+      data: { link: links.verifyEmail(token), expiresInMinutes: Math.max(1, Math.ceil(linkTtlSeconds / 60)) },
     });
   }
 

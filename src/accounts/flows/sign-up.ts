@@ -4,7 +4,7 @@
 import type { AuditTrail } from '../../audit/audit.ts';
 import type { MailQueue } from '../../mail/queue.ts';
 import { AccountError, normalizeEmail, type User, type UserService } from '../users.ts';
-import type { Notice, RequestOrigin } from './dependencies.ts';
+import type { AccountLinks, Notice, RequestOrigin } from './dependencies.ts';
 import type { EmailVerificationFlow } from './email-verification.ts';
 
 export const NAME_MAX_LENGTH = 200;
@@ -17,8 +17,8 @@ export interface SignUpDependencies {
   auditTrail: Pick<AuditTrail, 'record'>;
   /** The notice to a registered address waits in the queue while the mail server is down. */
   mail: Pick<MailQueue, 'deliver'>;
-  /** The absolute link, in the "you already have an account" notice, where its owner signs in. */
-  accountLink: string;
+  /** `account`, in the "you already have an account" notice: where its owner signs in. */
+  links: Pick<AccountLinks, 'account'>;
 }
 
 export interface SignUpRequest {
@@ -46,7 +46,7 @@ export interface SignUpFlow {
   signUp(request: SignUpRequest, origin: SignUpOrigin): Promise<SignUp>;
 }
 
-export function createSignUpFlow({ users, emailVerification, auditTrail, mail, accountLink }: SignUpDependencies): SignUpFlow {
+export function createSignUpFlow({ users, emailVerification, auditTrail, mail, links }: SignUpDependencies): SignUpFlow {
   /** After the answer: the new account's audit record and verification link. */
   function welcome(user: User, origin: SignUpOrigin): Notice {
     return async () => {
@@ -61,7 +61,7 @@ export function createSignUpFlow({ users, emailVerification, auditTrail, mail, a
       const owner = await users.findByEmail(address);
       if (!owner) return;
       await auditTrail.record({ action: 'account.created', outcome: 'failure', ...origin, subjectUserId: owner.id, subjectEmail: owner.email, detail: { reason: 'email_taken' } });
-      await mail.deliver({ to: owner.email, template: 'account-exists', data: { link: accountLink } });
+      await mail.deliver({ to: owner.email, template: 'account-exists', data: { link: links.account } });
     };
   }
 
