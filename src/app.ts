@@ -1,18 +1,19 @@
-// Composes the HTTP application: security headers, error mapping, health, assets, the interaction
-// pages, and oidc-provider behind them for every protocol endpoint.
+// Composes the HTTP application from the web tree (src/web/): its middleware, then health, assets, the
+// interaction pages, the emailed links' pages and the account console, and oidc-provider behind them for
+// every protocol endpoint. Each area is handed the runtime's services it declares it uses.
 import Koa from 'koa';
 import type { Runtime } from './runtime.ts';
-import { securityHeaders } from './http/security-headers.ts';
-import { canonicalOrigin } from './http/canonical-origin.ts';
-import { errorPages } from './http/errors.ts';
-import { healthRoutes } from './http/health.ts';
-import { assetRoutes } from './http/assets.ts';
-import { interactionRoutes } from './interactions/routes.ts';
-import { emailVerificationRoutes } from './interactions/email-verification.ts';
-import { accountConsoleRoutes } from './account-console/index.ts';
-import { passwordResetRoutes } from './interactions/password-reset.ts';
-import { emailChangeConfirmationRoutes } from './account-console/email.ts';
-import { corsPreflights } from './http/cors-preflight.ts';
+import { canonicalOrigin } from './web/middleware/canonical-origin.ts';
+import { corsPreflights } from './web/middleware/cors-preflight.ts';
+import { errorPages } from './web/middleware/error-pages.ts';
+import { securityHeaders } from './web/middleware/security-headers.ts';
+import { healthRoutes } from './web/health.ts';
+import { assetRoutes } from './web/assets.ts';
+import { interactionRoutes } from './web/interaction/index.ts';
+import { passwordResetRoutes } from './web/emailed-links/password-reset.ts';
+import { emailVerificationRoutes } from './web/emailed-links/verify-email.ts';
+import { emailChangeLinkRoutes } from './web/emailed-links/email-change.ts';
+import { accountConsoleRoutes } from './web/account/index.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
@@ -27,7 +28,16 @@ export function createApp(runtime: Runtime): Koa {
     postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
   }));
   app.use(errorPages(views, logger));
-  for (const router of [healthRoutes({ database: runtime.database, store: runtime.store }), assetRoutes(), interactionRoutes(runtime), emailVerificationRoutes(runtime), accountConsoleRoutes(runtime), passwordResetRoutes(runtime), emailChangeConfirmationRoutes(runtime)]) {
+  const routers = [
+    healthRoutes({ database: runtime.database, store: runtime.store }),
+    assetRoutes(),
+    interactionRoutes(runtime),
+    passwordResetRoutes(runtime),
+    emailVerificationRoutes(runtime),
+    emailChangeLinkRoutes(runtime),
+    accountConsoleRoutes(runtime),
+  ];
+  for (const router of routers) {
     app.use(router.routes());
     app.use(router.allowedMethods());
   }

@@ -19,18 +19,19 @@ import { loadSecrets, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { Engine } from './oidc/engine-internals.ts';
-import { createViews, type Views } from './http/views.ts';
-import { enginePages } from './http/engine-pages.ts';
+import { createViews, type Views } from './web/kit/views.ts';
+import { enginePages } from './web/kit/engine-pages.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
-import { AfterResponseWork } from './http/after-response.ts';
+import { AfterResponseWork } from './web/kit/after-response.ts';
 import { createLimits, type Limits } from './limits/index.ts';
 import { AuditTrail } from './audit/audit.ts';
 import { auditProtocolEvents } from './audit/protocol-events.ts';
 import { AccountSessions } from './oidc/account-sessions.ts';
 import { systemClock, type Clock } from './clock.ts';
-import { accountLinks } from './web/paths.ts';
-import { inWords, tokenEndpointLimits } from './http/rate-limits.ts';
+import { accountLinks, pathTo } from './web/paths.ts';
+import { inWords } from './web/kit/in-words.ts';
+import { tokenEndpointLimits } from './oidc/token-limits.ts';
 import type { AccountFlows } from './accounts/flows/index.ts';
 import { createPasswordResetFlow } from './accounts/flows/password-reset.ts';
 import { createPasswordChangeFlow } from './accounts/flows/password-change.ts';
@@ -126,7 +127,9 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
-    const provider = createProvider({ config, secrets, store, users, clients, pages: enginePages(views), secondFactor });
+    const provider = createProvider({
+      config, secrets, store, users, clients, secondFactor, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
+    });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
     const engine = new Engine(provider);

@@ -242,7 +242,7 @@ export class SecondFactorService {
 
   /**
    * Turns the second factor off: asks a code (authenticator or recovery), then forgets the secret and every
-   * recovery code. The caller asks the current password first (src/account-console/reauthentication.ts).
+   * recovery code. The caller asks the current password first (src/accounts/flows/reauthentication.ts).
    */
   async disable(userId: string, code: string): Promise<Disabling> {
     if (!(await this.status(userId)).enabled) return { ok: false, reason: 'not_enabled' };

@@ -1,9 +1,9 @@
-// The account console (src/account-console/) signs people in through the engine like any application,
+// The account console (src/web/account/) signs people in through the engine like any application,
 // as a built-in public client: one login page, one session, the same second factor. Consent is implied.
 import type { ClientMetadata } from 'oidc-provider';
 
 export const ACCOUNT_CONSOLE_CLIENT_ID = 'gatehouse-account-console';
-export const ACCOUNT_CONSOLE_CALLBACK_PATH = '/account/callback';
+export const ACCOUNT_CONSOLE_CALLBACK_PATH = '/account/callback' as const;
 
 export function accountConsoleClient(issuer: string): ClientMetadata {
   return {

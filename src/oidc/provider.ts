@@ -24,6 +24,8 @@ export interface ProviderDependencies {
   users: UserService;
   clients: ClientService;
   pages: EnginePages;
+  /** Where the engine sends a browser to sign in (the interaction pages, src/web/interaction/). */
+  interactionPath(uid: string): string;
   /** Whether an account has, or must use, a second factor (for step-up). */
   secondFactor: Pick<SecondFactorService, 'loginRequirement'>;
 }
@@ -31,7 +33,7 @@ export interface ProviderDependencies {
 /** A page the engine answers with: it writes the response (type, body, headers) on the engine's context. */
 type EnginePage<Data> = (ctx: KoaContextWithOIDC, data: Data) => void;
 
-/** The pages the engine shows, in Gatehouse's layout (the web side makes them: src/http/engine-pages.ts). */
+/** The pages the engine shows, in Gatehouse's layout (the web side makes them: src/web/kit/engine-pages.ts). */
 export interface EnginePages {
   /** "Sign out of <client>?": `engineForm` is the engine's form to submit; `returnTo`, where it ends. */
   logout: EnginePage<{ engineForm: string; clientName: string | undefined; returnTo: string | undefined }>;
@@ -43,11 +45,11 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
 
 /**
  * Endpoints (engine route names) a single-page app calls from the browser; the engine asks clientBasedCORS
- * about these, and src/http/cors-preflight.ts answers their preflights.
+ * about these, and src/web/middleware/cors-preflight.ts answers their preflights.
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, pages, secondFactor }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, store, users, clients, pages, interactionPath, secondFactor }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -145,7 +147,7 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
     clientBasedCORS: (ctx, origin, client) => BROWSER_ENDPOINTS.has((ctx as KoaContextWithOIDC).oidc.route)
       && isSinglePageApp(client)
       && (client.redirectUris ?? []).some((uri) => originOf(uri) === origin),
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(secondFactor) },
+    interactions: { url: (_ctx, interaction) => interactionPath(interaction.uid), policy: signInPolicy(secondFactor) },
     renderError: async (ctx, out) => pages.error(ctx, out),
   };
   const provider = new Provider(config.issuer, configuration);

@@ -1,6 +1,7 @@
 // The route table: every path Gatehouse serves itself, defined once. Routers register these patterns, pages
 // and templates link with pathTo(), and the links in mail are built from them here.
 import type { AccountLinks } from '../accounts/flows/dependencies.ts';
+import { ACCOUNT_CONSOLE_CALLBACK_PATH } from '../oidc/account-console-client.ts';
 
 export const PATHS = {
   // Health, for load balancers and orchestrators.
@@ -32,7 +33,8 @@ export const PATHS = {
 
   // The account console.
   account: '/account',
-  accountCallback: '/account/callback',
+  /** The console's own sign-in comes back here (its client's redirect URI, registered by the engine's side). */
+  accountCallback: ACCOUNT_CONSOLE_CALLBACK_PATH,
   accountEmail: '/account/email',
   accountPassword: '/account/password',
   accountTwoFactor: '/account/two-factor',

@@ -1,0 +1,38 @@
+// The pages the engine shows, in Gatehouse's layout: the logout confirmation, "signed out", and its errors,
+// which say what went wrong in words, never a stack trace. Handed to the engine as its EnginePages.
+import type { EnginePages } from '../../oidc/provider.ts';
+import { contentSecurityPolicy } from './content-security-policy.ts';
+import { upperFirst, type Views } from './views.ts';
+
+const TITLES: Record<string, string> = {
+  invalid_request: 'This sign-in request is not valid',
+  invalid_client: 'Unknown application',
+  invalid_redirect_uri: 'This application is not allowed to sign in here',
+  temporarily_unavailable: 'Gatehouse is temporarily unavailable',
+  session_not_found: 'This sign-in has expired',
+};
+
+export function enginePages(views: Views): EnginePages {
+  return {
+    logout(ctx, { engineForm, clientName, returnTo }) {
+      // The confirmation form ends in a redirect to the client's (already checked) post-logout URI.
+      ctx.set('Content-Security-Policy', contentSecurityPolicy(returnTo ? [returnTo] : []));
+      ctx.type = 'html';
+      ctx.body = views.render('logout', { engineForm, clientName });
+    },
+    loggedOut(ctx, { clientName }) {
+      ctx.type = 'html';
+      ctx.body = views.render('logged-out', { clientName });
+    },
+    error(ctx, out) {
+      ctx.type = 'html';
+      ctx.body = views.render('error', {
+        title: TITLES[out.error] ?? 'Something went wrong',
+        message: out.error === 'server_error'
+          ? 'Something went wrong on our side. Please try again.'
+          : upperFirst(out.error_description ?? 'The request could not be completed.'),
+        code: out.error,
+      });
+    },
+  };
+}

@@ -1,0 +1,23 @@
+// Security headers on every response. Pages get a strict CSP; form-action must also name where a form's
+// redirect chain ends (the client's redirect URI), because browsers enforce it on redirects too.
+// script-src is present so the engine can add the hash of the one inline script it writes (form_post).
+import type { Context, Next } from 'koa';
+import { contentSecurityPolicy } from '../kit/content-security-policy.ts';
+
+export interface SecurityHeaderOptions {
+  https: boolean;
+  /** Paths whose pages post to a client the engine has already checked (the authorization endpoint's form_post page). */
+  postsToClient: (path: string) => boolean;
+}
+
+export function securityHeaders(options: SecurityHeaderOptions) {
+  return async function setSecurityHeaders(ctx: Context, next: Next): Promise<void> {
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('Referrer-Policy', 'no-referrer');
+    ctx.set('X-Frame-Options', 'DENY');
+    ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
+    ctx.set('Content-Security-Policy', contentSecurityPolicy(options.postsToClient(ctx.path) ? 'any' : []));
+    if (options.https) ctx.set('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
+    await next();
+  };
+}
