@@ -192,7 +192,7 @@ function createAccountFlows(services: {
     }),
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
     accountStatus: createAccountStatusFlow({ users, accountSessions, auditTrail }),
-    secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
+    secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, store, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
     signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, links }),
     emailVerification,
   };

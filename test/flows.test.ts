@@ -394,12 +394,14 @@ test('disabling an account: it no longer signs in, every session and grant ends,
   t.deepEqual(await accountStatus.disable(`nobody-${randomUUID()}@example.com`, actor), { ok: false, reason: 'unknown_account' });
 });
 
-test('a person\'s own second factor: a setup is confirmed by a right code (a wrong one is counted and shown again), recovery codes are renewed and the old ones stop working, then it is turned off; each change mailed and audited', async (t) => {
+test('a person\'s own second factor: a setup is confirmed from the session that started it by a right code (a wrong one is counted and shown again), recovery codes are renewed and the old ones stop working, then it is turned off; each change mailed and audited', async (t) => {
   const { runtime } = opened;
   const { secondFactorSettings } = runtime.flows;
   const user = await newUser();
-  const request = { ip: '198.51.100.8', userAgent: 'flows-test' };
-  const enrollment = (await runtime.secondFactor.startEnrollment(user.id))!;
+  const sessionUid = randomUUID();
+  const request = { ip: '198.51.100.8', userAgent: 'flows-test', sessionUid };
+  const enrollment = (await secondFactorSettings.startSetup(user, sessionUid))!;
+  t.like(await secondFactorSettings.confirmSetup(user, await generate({ secret: enrollment.secret }), { ...request, sessionUid: randomUUID() }), { ok: false, reason: 'nothing_to_confirm' }, 'only from the session that started it');
 
   const wrong = await secondFactorSettings.confirmSetup(user, '000000' === await generate({ secret: enrollment.secret }) ? '111111' : '000000', request);
   t.like(wrong, { ok: false, reason: 'wrong', enrollment: { secret: enrollment.secret } });
@@ -441,8 +443,8 @@ test('a person\'s own second factor: wrong codes lock it (audited once), and the
   const { runtime } = opened;
   const { secondFactorSettings } = runtime.flows;
   const user = await newUser();
-  const request = { ip: '198.51.100.9', userAgent: 'flows-test' };
-  const enrollment = (await runtime.secondFactor.startEnrollment(user.id))!;
+  const request = { ip: '198.51.100.9', userAgent: 'flows-test', sessionUid: randomUUID() };
+  const enrollment = (await secondFactorSettings.startSetup(user, request.sessionUid))!;
   const confirmed = await secondFactorSettings.confirmSetup(user, await generate({ secret: enrollment.secret }), request);
   if (!confirmed.ok) return t.fail(JSON.stringify(confirmed));
   const answers = [];

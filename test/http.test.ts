@@ -6,6 +6,7 @@ import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
 import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
+import { PATHS, pathTo, type PathName } from '../src/web/paths.ts';
 
 let server: TestServer;
 test.before(async () => {
@@ -282,4 +283,17 @@ test('every other page keeps form-action and no inline script', async (t) => {
   const csp = response.headers.get('content-security-policy') ?? '';
   t.regex(csp, /form-action 'self'/);
   t.regex(csp, /script-src 'self'(;|$)/);
+});
+
+test('every path of the route table (src/web/paths.ts) is served by Gatehouse: none is left for the engine to refuse as unknown', async (t) => {
+  const statuses = async (path: string) => Promise.all(['GET', 'POST'].map(async (method) => {
+    const response = await fetch(`${server.issuer}${path}`, { method, redirect: 'manual', headers: { accept: 'text/html' } });
+    await response.body?.cancel();
+    return response.status;
+  }));
+  t.deepEqual(await statuses('/account-not-a-page'), [404, 404], 'a path no router serves is a 404 either way');
+  for (const name of Object.keys(PATHS) as PathName[]) {
+    const answers = await statuses(pathTo(name, { uid: 'not-a-sign-in', name: 'gatehouse.css' }));
+    t.true(answers.some((status) => status !== 404), `${name} (${PATHS[name]}): ${answers.join(', ')}`);
+  }
 });

@@ -1,15 +1,20 @@
 // A signed-in person's own second factor: confirming a setup with a code, renewing the recovery codes, turning
 // it off. Every code goes through the second-factor lockout, every outcome is audited, every change mailed.
 // (The password asked before a setup or before turning it off is the re-authentication's, asked by the door.)
+// A setup is confirmed only from the session that started it: the account's unconfirmed secret (shown again
+// after a wrong code) is no use to a borrowed browser that did not give the password.
 import type { AuditTrail } from '../../audit/audit.ts';
 import type { Clock } from '../../clock.ts';
 import type { MailQueue } from '../../mail/queue.ts';
+import type { Store } from '../../store/store.ts';
 import type { CodeFailure, CodeProof, Enrollment, SecondFactorService } from '../second-factor.ts';
 import type { User } from '../users.ts';
 import type { AccountLinks, AttemptDecision, CodeAttempts, Notice } from './dependencies.ts';
 
 export interface SecondFactorSettingsDependencies {
-  secondFactor: Pick<SecondFactorService, 'confirmEnrollment' | 'pendingEnrollment' | 'regenerateRecoveryCodes' | 'disable'>;
+  secondFactor: Pick<SecondFactorService, 'startEnrollment' | 'confirmEnrollment' | 'pendingEnrollment' | 'regenerateRecoveryCodes' | 'disable'>;
+  /** Which session started a setup, for as long as it may be confirmed. */
+  store: Pick<Store, 'get' | 'put' | 'delete'>;
   codeAttempts: CodeAttempts;
   auditTrail: Pick<AuditTrail, 'record'>;
   /** Notices wait in the queue while the mail server is down. */
@@ -24,6 +29,9 @@ export interface CodeRequest {
   userAgent?: string | undefined;
 }
 
+/** How long after the password a setup may be confirmed from the session that started it. */
+export const SETUP_WINDOW_SECONDS = 15 * 60;
+
 /** No code may be tried now (too many, or the second factor is locked): the door says when to try again. */
 export type TooManyCodes = { ok: false; reason: 'too_many_attempts'; refusal: Extract<AttemptDecision, { allowed: false }> };
 
@@ -32,7 +40,7 @@ export type SetupConfirmation =
   | { ok: true; recoveryCodes: string[]; notice: Notice }
   /** The code was refused; the setup stands, shown again with its QR code. */
   | { ok: false; reason: Exclude<CodeFailure, 'not_enabled'>; enrollment: Enrollment }
-  /** Nothing to confirm: already on, or never started. */
+  /** Nothing to confirm: already on, or never started (or not by this session, or too long ago). */
   | { ok: false; reason: 'nothing_to_confirm' }
   | TooManyCodes;
 
@@ -47,7 +55,13 @@ export type SecondFactorRemoval =
   | TooManyCodes;
 
 export interface SecondFactorSettingsFlow {
-  confirmSetup(user: User, code: string, request: CodeRequest): Promise<SetupConfirmation>;
+  /**
+   * Starts a setup from a session (the door asked the password): the secret to show, or undefined when there
+   * is nothing to start (it is on already).
+   */
+  startSetup(user: User, sessionUid: string): Promise<Enrollment | undefined>;
+  /** Confirms the setup this session started with a code from the new authenticator. */
+  confirmSetup(user: User, code: string, request: CodeRequest & { sessionUid: string }): Promise<SetupConfirmation>;
   /** New recovery codes for a code (authenticator or recovery); the old ones stop working. */
   renewRecoveryCodes(user: User, code: string, request: CodeRequest): Promise<RecoveryCodesRenewal>;
   /** Turns it off for a code; the door asked the password first (a wrong one spends no code). */
@@ -67,7 +81,9 @@ export function secondFactorNotice(
 }
 
 export function createSecondFactorSettingsFlow(dependencies: SecondFactorSettingsDependencies): SecondFactorSettingsFlow {
-  const { secondFactor, codeAttempts, auditTrail } = dependencies;
+  const { secondFactor, codeAttempts, auditTrail, store } = dependencies;
+
+  const setupKey = (sessionUid: string) => `account-two-factor-setup:${sessionUid}`;
 
   const seen = (user: User, request: CodeRequest) => ({ subjectUserId: user.id, subjectEmail: user.email, ip: request.ip, userAgent: request.userAgent });
   const attempt = (user: User, request: CodeRequest) => ({ accountId: user.id, ip: request.ip });
@@ -102,7 +118,15 @@ export function createSecondFactorSettingsFlow(dependencies: SecondFactorSetting
   }
 
   return {
+    async startSetup(user, sessionUid) {
+      const enrollment = await secondFactor.startEnrollment(user.id);
+      if (enrollment) await store.put(setupKey(sessionUid), user.id, SETUP_WINDOW_SECONDS);
+      return enrollment;
+    },
+
     async confirmSetup(user, code, request) {
+      const started = await store.get(setupKey(request.sessionUid));
+      if (started?.value !== user.id) return { ok: false, reason: 'nothing_to_confirm' };
       const refused = await mayTryCode(user, request);
       if (refused) return refused;
       const result = await secondFactor.confirmEnrollment(user.id, code);
@@ -113,6 +137,7 @@ export function createSecondFactorSettingsFlow(dependencies: SecondFactorSetting
         return await wrongCode(user, request, result.reason, 'enrollment') ?? { ok: false, reason: result.reason, enrollment };
       }
       await codeAttempts.afterSuccess(attempt(user, request));
+      await store.delete([setupKey(request.sessionUid)]);
       await auditTrail.record({ action: 'second_factor.enrolled', outcome: 'success', ...seen(user, request), detail: { method: 'totp', during: 'account' } });
       return { ok: true, recoveryCodes: result.recoveryCodes, notice: secondFactorNotice(dependencies, user, 'enabled') };
     },

@@ -7,7 +7,7 @@ import type { CodeRequest } from '../../accounts/flows/second-factor-settings.ts
 import { TooManyAttempts } from '../kit/errors.ts';
 import { formBody, formField, requireCsrf } from '../kit/pages.ts';
 import { enrollmentView } from '../kit/two-factor-display.ts';
-import { unreadableSecretPage } from '../interaction/second-factor.ts';
+import { unreadableSecretPage } from '../kit/unreadable-secret.ts';
 import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../../oidc/assurance.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import { PATHS, within } from '../paths.ts';
@@ -16,8 +16,6 @@ import type { AccountPages, AccountRouter, AccountState } from './index.ts';
 const TITLE = 'Two-factor authentication';
 const SETUP_TITLE = 'Set up two-factor authentication';
 const PAUSED = 'checking two-factor codes';
-/** How long after the password a setup may be confirmed from this session. */
-const SETUP_WINDOW_SECONDS = 15 * 60;
 
 const CODE_ERRORS: Record<CodeFailure, string> = {
   wrong: 'That code is not right. Enter the 6-digit code your authenticator app shows now, or an unused recovery code.',
@@ -32,15 +30,9 @@ const NOTICES = new Map([
 
 type AccountContext = Context & { state: AccountState };
 
-export function twoFactorRoutes(router: AccountRouter, deps: Pick<WebDependencies, 'logger' | 'engine' | 'flows' | 'afterResponseWork' | 'secondFactor' | 'store'>, pages: AccountPages): void {
-  const { secondFactor, store, engine } = deps;
+export function twoFactorRoutes(router: AccountRouter, deps: Pick<WebDependencies, 'logger' | 'engine' | 'flows' | 'afterResponseWork' | 'secondFactor'>, pages: AccountPages): void {
+  const { secondFactor, engine } = deps;
   const { secondFactorSettings } = deps.flows;
-
-  /**
-   * A setup may be confirmed only from the session that gave the password to start it: the account's
-   * unconfirmed secret (shown again after a wrong code) is no use to a borrowed browser that did not.
-   */
-  const setupKey = (ctx: AccountContext) => `account-two-factor-setup:${ctx.state.account.session.uid}`;
 
   async function renderStatus(ctx: AccountContext, extra: Record<string, unknown> = {}, status = 200): Promise<void> {
     const { user } = ctx.state.account;
@@ -92,36 +84,28 @@ export function twoFactorRoutes(router: AccountRouter, deps: Pick<WebDependencie
       await renderStatus(ctx, { errors: { start: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
       return;
     }
-    const enrollment = await secondFactor.startEnrollment(user.id);
+    const enrollment = await secondFactorSettings.startSetup(user, ctx.state.account.session.uid);
     if (!enrollment) {
       toStatus(ctx);
       return;
     }
-    await store.put(setupKey(ctx), user.id, SETUP_WINDOW_SECONDS);
     pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, ...await enrollmentView(enrollment) });
   });
 
   router.post(within('account', 'accountTwoFactorConfirm'), unreadableSecret, formBody, async (ctx) => {
     requireCsrf(ctx);
     const { user } = ctx.state.account;
-    const started = await store.get(setupKey(ctx));
-    if (started?.value !== user.id) {
-      // Not started here with the password (or too long ago): the status page offers to start.
-      toStatus(ctx);
-      return;
-    }
-    const result = await secondFactorSettings.confirmSetup(user, formField(ctx, 'code'), codeRequest(ctx));
+    const result = await secondFactorSettings.confirmSetup(user, formField(ctx, 'code'), { ...codeRequest(ctx), sessionUid: ctx.state.account.session.uid });
     if (!result.ok) {
       if (result.reason === 'too_many_attempts') throw new TooManyAttempts(result.refusal, { action: PAUSED });
       if (result.reason === 'nothing_to_confirm') {
-        // Already on, or never started: back to the status page.
+        // Already on, or not started here with the password (or too long ago): the status page offers to start.
         toStatus(ctx);
         return;
       }
       pages.render(ctx, 'account/two-factor-setup', { title: SETUP_TITLE, error: CODE_ERRORS[result.reason], ...await enrollmentView(result.enrollment) }, 401);
       return;
     }
-    await store.delete([setupKey(ctx)]);
     // The password (to start) and a code (to confirm) were both just given in this browser: its session now
     // counts as signed in with the second factor, as a sign-in with both would, and no step-up follows (with
     // a new session id, so a copy of the old cookie taken before does not carry loa:2).

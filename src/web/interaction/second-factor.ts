@@ -3,18 +3,18 @@
 // sign-in.ts) decides and audits; these pages read the form and show its answer. Every route reads the
 // interaction through its cookie, so a pending step is usable only by the browser that gave the password.
 import type Router from '@koa/router';
-import type { Context, Next } from 'koa';
+import type { Context } from 'koa';
 import type { Interaction } from '../../oidc/engine-internals.ts';
 import type { InteractionResults } from 'oidc-provider';
-import { SecondFactorUnreadable, type CodeFailure, type Enrollment } from '../../accounts/second-factor.ts';
+import type { CodeFailure, Enrollment } from '../../accounts/second-factor.ts';
 import type { FinishSignIn, PendingSignIn, SignInRequest } from '../../accounts/flows/sign-in.ts';
 import type { User } from '../../accounts/users.ts';
 import { formBody as form, formField, requireCsrf } from '../kit/pages.ts';
 import { HttpError, TooManyAttempts } from '../kit/errors.ts';
 import { enrollmentView } from '../kit/two-factor-display.ts';
 import { ACR_PASSWORD, ACR_SECOND_FACTOR, AMR_PASSWORD, AMR_SECOND_FACTOR } from '../../oidc/assurance.ts';
-import type { Logger } from 'pino';
 import type { WebDependencies } from '../dependencies.ts';
+import { unreadableSecretPage } from '../kit/unreadable-secret.ts';
 import { pathTo, within } from '../paths.ts';
 
 /** What the interaction pages (index.ts) lend this step and sign-up: the same page rendering and finishing. */
@@ -51,33 +51,6 @@ export function finishSignIn(ctx: Context, pages: InteractionPages): FinishSignI
   return (accountId, strength) => pages.finish(ctx, {
     login: strength === 'password' ? { accountId, amr: AMR_PASSWORD, acr: ACR_PASSWORD } : { accountId, amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR },
   }, false);
-}
-
-/** A second factor that cannot be checked: not the person's doing, and someone knows. */
-const UNREADABLE_SECRET_PAGE = {
-  title: 'Two-factor authentication is unavailable',
-  message: 'Two-factor authentication cannot be checked right now; the administrator has been told. Please try again later.',
-} as const;
-
-/**
- * Middleware for routes that check a second factor whose sealed secret no configured key opens: the person
- * gets a 503 page from `showPage`, the operator an error line naming the account and the cause (never the
- * secret), to restore the key to ENCRYPTION_KEYS or reset the person's second factor
- * (`gatehouse users reset-second-factor`).
- */
-export function unreadableSecretPage(
-  logger: Pick<Logger, 'error'>, showPage: (ctx: Context, page: typeof UNREADABLE_SECRET_PAGE) => void,
-): (ctx: Context, next: Next) => Promise<void> {
-  return async (ctx, next) => {
-    try {
-      await next();
-    } catch (error) {
-      if (!(error instanceof SecondFactorUnreadable)) throw error;
-      logger.error({ accountId: error.accountId, cause: (error.cause as Error).message, path: ctx.path },
-        'two-factor authentication cannot be checked: the account\'s sealed TOTP secret does not open with ENCRYPTION_KEYS');
-      showPage(ctx, UNREADABLE_SECRET_PAGE);
-    }
-  };
 }
 
 /** The second factor's routes, under the interaction router (/interaction/:uid/second-factor). */

@@ -1,6 +1,6 @@
 // What every server-rendered page with a form shares: the form body parser, rendering with no-store,
 // a CSP naming where forms may lead, and the CSRF token. Interaction, reset and account pages all go
-// through here; the 429 page is thrown (TooManyAttempts in errors.ts).
+// through here; the 429 page is thrown (TooManyAttempts in kit/errors.ts).
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type { LimitDecision } from '../../limits/index.ts';

@@ -1,6 +1,5 @@
 // What the pages that set a new password share (the emailed reset link's form and the account's password
-// page, both around views/new-password-fields.eta): the errors of those fields, and the paths of the pages
-// where a forgotten password is asked for and set, which pages and notices link to.
+// page, both around views/new-password-fields.eta): the errors of those fields.
 import type { UserService } from '../../accounts/users.ts';
 import { upperFirst } from './views.ts';
 

@@ -3,11 +3,12 @@
 // the cookie; what a trusted device may do is the LoginGuard's decision (src/limits/login-guard.ts).
 import { randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
+import { PATHS } from '../paths.ts';
 import { TRUSTED_DEVICE_SECONDS, accountKey } from '../../limits/login-guard.ts';
 
 const COOKIE = 'gatehouse.device';
 // Only the login form reads it, so no other request carries it.
-const COOKIE_PATH = '/interaction';
+const COOKIE_PATH = PATHS.interaction.slice(0, PATHS.interaction.indexOf('/:uid'));
 /** `<device id>.<account key>.<issued at, seconds>`: a random id, the hash of the email (never the address), and its age. */
 const VALUE = /^([A-Za-z0-9_-]{22})\.([0-9a-f]{32})\.(\d{1,12})$/;
 
