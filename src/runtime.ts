@@ -65,7 +65,7 @@ export interface Runtime {
   mailer: Mailer;
   /** Email sent after the response (links, notices): `mailQueue.deliver(message)` sends it now or, while SMTP is down, later. */
   mailQueue: MailQueue;
-  /** Work started after a response (mail, audit records): `afterResponse(ctx, runtime.afterResponseWork, what, work)`; `settled()` awaits it. */
+  /** Work started after a response (mail, audit records): `afterResponseWork.run(ctx, what, work)`; `settled()` awaits it. */
   afterResponseWork: AfterResponseWork;
   /** A person's sessions and grants: list, end one, end all (sign out everywhere, password reset). */
   accountSessions: AccountSessions;

@@ -5,25 +5,16 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Interaction } from '../../oidc/engine-internals.ts';
-import type { InteractionResults } from 'oidc-provider';
 import type { CodeFailure, Enrollment } from '../../accounts/second-factor.ts';
-import type { FinishSignIn, PendingSignIn, SignInRequest } from '../../accounts/flows/sign-in.ts';
+import type { PendingSignIn } from '../../accounts/flows/sign-in.ts';
 import type { User } from '../../accounts/users.ts';
 import { formBody as form, formField, requireCsrf } from '../kit/pages.ts';
 import { HttpError, TooManyAttempts } from '../kit/errors.ts';
 import { enrollmentView } from '../kit/two-factor-display.ts';
-import { ACR_PASSWORD, ACR_SECOND_FACTOR, AMR_PASSWORD, AMR_SECOND_FACTOR } from '../../oidc/assurance.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import { unreadableSecretPage } from '../kit/unreadable-secret.ts';
 import { pathTo, within } from '../paths.ts';
-
-/** What the interaction pages (index.ts) lend this step and sign-up: the same page rendering and finishing. */
-export interface InteractionPages {
-  details(ctx: Context): Promise<Interaction>;
-  render(ctx: Context, template: string, data: Record<string, unknown>, redirectUri: unknown, status?: number): void;
-  finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void>;
-  clientName(clientId: unknown): Promise<string>;
-}
+import { finishSignIn, signInRequest, type InteractionPages } from './interaction-pages.ts';
 
 const ERRORS: Record<'totp' | 'recovery', Record<Exclude<CodeFailure, 'not_enabled'>, string>> = {
   totp: {
@@ -35,23 +26,6 @@ const ERRORS: Record<'totp' | 'recovery', Record<Exclude<CodeFailure, 'not_enabl
     used: 'That recovery code is not right, or it was already used.',
   },
 };
-
-/** The flow's view of the sign-in this request serves. */
-export function signInRequest(ctx: Context, interaction: Interaction): SignInRequest {
-  const { session } = interaction;
-  return {
-    id: interaction.uid, expiresAt: interaction.exp ?? 0, clientId: String(interaction.params.client_id), acrValues: interaction.params.acr_values,
-    session: session?.uid && session.accountId ? { uid: session.uid, accountId: session.accountId } : undefined,
-    ip: ctx.ip, userAgent: ctx.get('user-agent'),
-  };
-}
-
-/** Ends the sign-in in the engine, as the flow says, and sends the browser on. */
-export function finishSignIn(ctx: Context, pages: InteractionPages): FinishSignIn {
-  return (accountId, strength) => pages.finish(ctx, {
-    login: strength === 'password' ? { accountId, amr: AMR_PASSWORD, acr: ACR_PASSWORD } : { accountId, amr: AMR_SECOND_FACTOR, acr: ACR_SECOND_FACTOR },
-  }, false);
-}
 
 /** The second factor's routes, under the interaction router (/interaction/:uid/second-factor). */
 export function secondFactorRoutes(router: Router, deps: Pick<WebDependencies, 'logger' | 'flows' | 'afterResponseWork'>, pages: InteractionPages): void {

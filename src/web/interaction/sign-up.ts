@@ -14,7 +14,7 @@ import type { WebDependencies } from '../dependencies.ts';
 import { pathTo, within } from '../paths.ts';
 import { INVALID_EMAIL_MESSAGE, requestNewVerificationLink } from '../emailed-links/verify-email.ts';
 import { rememberSignIn } from '../kit/return-to-sign-in.ts';
-import type { InteractionPages } from './second-factor.ts';
+import type { InteractionPages } from './interaction-pages.ts';
 
 type FieldErrors = Partial<Record<'name' | 'email' | 'password', string>>;
 
