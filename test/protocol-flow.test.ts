@@ -4,6 +4,7 @@
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { InMemoryWebStorage, OidcClient, WebStorageStateStore } from 'oidc-client-ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import {
   POST_LOGOUT_REDIRECT_URI, PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure,
@@ -135,6 +136,34 @@ test('revocation (RFC 7009) ends a refresh token and introspection (RFC 7662) re
 
   await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, oauth.None(), tokens.access_token, insecure));
   t.false((await introspect(tokens.access_token)).active);
+});
+
+test('revocation answers 200 with no body and no content type: oidc-client-ts, unconfigured, revokes an access or a refresh token, and either ends the grant', async (t) => {
+  const first = await signedInSpa();
+  const raw = await fetch(first.as.revocation_endpoint!, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ client_id: first.client.client_id, token: 'not-a-token-of-ours' }),
+  });
+  t.is(raw.status, 200, 'an unknown token is answered as revoked (RFC 7009 2.2)');
+  t.is(raw.headers.get('content-type'), null);
+  t.is(await raw.text(), '');
+
+  // The SPA library as an app configures it (its state store in memory, as there is no window here).
+  const library = (clientId: string) => new OidcClient({
+    authority: server.issuer, client_id: clientId, redirect_uri: REDIRECT_URI,
+    stateStore: new WebStorageStateStore({ store: new InMemoryWebStorage() }),
+  });
+  const active = async ({ as, client }: typeof first, token: string) => (await oauth.processIntrospectionResponse(
+    as, client, await oauth.introspectionRequest(as, client, oauth.None(), token, insecure),
+  )).active;
+  // Either token revokes the whole grant (README, "Revocation"): the other one stops working too.
+  await library(first.client.client_id).revokeToken(first.tokens.access_token, 'access_token');
+  t.false(await active(first, first.tokens.access_token));
+  t.false(await active(first, first.tokens.refresh_token!));
+  const second = await signedInSpa();
+  await library(second.client.client_id).revokeToken(second.tokens.refresh_token!, 'refresh_token');
+  t.false(await active(second, second.tokens.refresh_token!));
+  t.false(await active(second, second.tokens.access_token));
 });
 
 test('introspection is refused to a client that neither owns the token nor is a service', async (t) => {

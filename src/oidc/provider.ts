@@ -156,6 +156,7 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
   provider.maxIpsCount = config.trustedProxyHops;
   provider.use(retryAfterOnOutage);
   provider.use(cachePublicDocuments);
+  provider.use(emptyRevocationAnswer);
   return provider;
 }
 
@@ -170,6 +171,18 @@ async function cachePublicDocuments(ctx: KoaContextWithOIDC, next: () => Promise
   await next();
   if (ctx.status === 200 && (ctx.oidc?.route === 'discovery' || ctx.oidc?.route === 'jwks')) {
     ctx.set('Cache-Control', `public, max-age=${PUBLIC_DOCUMENT_MAX_AGE_SECONDS}`);
+  }
+}
+
+/**
+ * RFC 7009 asks only for a 200; the engine's empty string goes out as text/plain, which SPA libraries refuse
+ * (oidc-client-ts: "Invalid response Content-Type"). An empty body has no content type.
+ */
+async function emptyRevocationAnswer(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  await next();
+  if (ctx.oidc?.route === 'revocation' && ctx.status === 200) {
+    ctx.body = null;
+    ctx.status = 200;
   }
 }
 
