@@ -1,5 +1,5 @@
-// Composes the HTTP application from the web tree (src/web/): its middleware, then health, assets, the
-// interaction pages, the emailed links' pages and the account console, and oidc-provider behind them for
+// Composes the HTTP application from the web tree (src/web/): its middleware, then health, assets, the home
+// page, the interaction pages, the emailed links' pages and the account console, and oidc-provider behind them for
 // every protocol endpoint. Each area is handed the runtime's services it declares it uses.
 import Koa from 'koa';
 import type { Runtime } from './runtime.ts';
@@ -8,6 +8,7 @@ import { corsPreflights } from './web/middleware/cors-preflight.ts';
 import { errorPages } from './web/middleware/error-pages.ts';
 import { securityHeaders } from './web/middleware/security-headers.ts';
 import { healthRoutes } from './web/health.ts';
+import { homeRoutes } from './web/home.ts';
 import { assetRoutes } from './web/assets.ts';
 import { interactionRoutes } from './web/interaction/index.ts';
 import { passwordResetRoutes } from './web/emailed-links/password-reset.ts';
@@ -31,6 +32,7 @@ export function createApp(runtime: Runtime): Koa {
   const routers = [
     healthRoutes({ database: runtime.database, store: runtime.store }),
     assetRoutes(),
+    homeRoutes(runtime),
     interactionRoutes(runtime),
     passwordResetRoutes(runtime),
     emailVerificationRoutes(runtime),

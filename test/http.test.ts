@@ -297,3 +297,18 @@ test('every path of the route table (src/web/paths.ts) is served by Gatehouse: n
     t.true(answers.some((status) => status !== 404), `${name} (${PATHS[name]}): ${answers.join(', ')}`);
   }
 });
+
+test('the issuer\'s own address answers a small page saying what this is, with the way to the account and to discovery', async (t) => {
+  const response = await fetch(`${server.issuer}/`, { headers: { accept: 'text/html' } });
+  t.is(response.status, 200);
+  t.regex(response.headers.get('content-type') ?? '', /^text\/html/);
+  t.is(response.headers.get('set-cookie'), null, 'no cookie for a page without a form');
+  t.truthy(response.headers.get('content-security-policy'));
+  const html = await response.text();
+  t.regex(html, /<h1[^>]*>Gatehouse<\/h1>/);
+  t.regex(html, new RegExp(`sign-in service of ${new URL(server.issuer).host.replace(/\./g, '\\.')}`));
+  t.true(html.includes('href="/account"'));
+  t.true(html.includes('href="/.well-known/openid-configuration"'));
+  const discovery = await fetch(`${server.issuer}/.well-known/openid-configuration`);
+  t.is(discovery.status, 200, 'the link leads somewhere');
+});

@@ -4,6 +4,8 @@ import type { AccountLinks } from '../accounts/flows/dependencies.ts';
 import { ACCOUNT_CONSOLE_CALLBACK_PATH } from '../oidc/account-console-client.ts';
 
 export const PATHS = {
+  /** What this is, for a person who types the issuer's address in. */
+  home: '/',
   // Health, for load balancers and orchestrators.
   live: '/healthz',
   ready: '/readyz',
