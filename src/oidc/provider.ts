@@ -37,7 +37,10 @@ type EnginePage<Data> = (ctx: KoaContextWithOIDC, data: Data) => void;
 export interface EnginePages {
   /** "Sign out of <client>?": `engineForm` is the engine's form to submit; `returnTo`, where it ends. */
   logout: EnginePage<{ engineForm: string; clientName: string | undefined; returnTo: string | undefined }>;
-  loggedOut: EnginePage<{ clientName: string | undefined }>;
+  /** `onlyFromClient`: the person signed out of that client alone, and is still signed in to Gatehouse. */
+  loggedOut: EnginePage<{ clientName: string | undefined; onlyFromClient: boolean }>;
+  /** The engine's own page posts a form whose redirect chain ends at `returnTo`: let the browser follow it. */
+  formLeadsTo: EnginePage<{ returnTo: string }>;
   error: EnginePage<{ error: string; error_description?: string | undefined }>;
 }
 
@@ -141,7 +144,8 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
           const returnTo = ctx.oidc.params?.post_logout_redirect_uri;
           pages.logout(ctx, { engineForm, clientName: ctx.oidc.client?.clientName, returnTo: typeof returnTo === 'string' ? returnTo : undefined });
         },
-        postLogoutSuccessSource: async (ctx) => pages.loggedOut(ctx, { clientName: ctx.oidc.client?.clientName }),
+        // The engine names the client here only when the person signed out of it alone ("only this app").
+        postLogoutSuccessSource: async (ctx) => pages.loggedOut(ctx, { clientName: ctx.oidc.client?.clientName, onlyFromClient: ctx.oidc.client !== undefined }),
       },
     },
     clientBasedCORS: (ctx, origin, client) => BROWSER_ENDPOINTS.has((ctx as KoaContextWithOIDC).oidc.route)
@@ -157,6 +161,7 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
   provider.use(retryAfterOnOutage);
   provider.use(cachePublicDocuments);
   provider.use(emptyRevocationAnswer);
+  provider.use(logoutReturnsToClient(pages));
   return provider;
 }
 
@@ -172,6 +177,20 @@ async function cachePublicDocuments(ctx: KoaContextWithOIDC, next: () => Promise
   if (ctx.status === 200 && (ctx.oidc?.route === 'discovery' || ctx.oidc?.route === 'jwks')) {
     ctx.set('Cache-Control', `public, max-age=${PUBLIC_DOCUMENT_MAX_AGE_SECONDS}`);
   }
+}
+
+/**
+ * RP-initiated logout of a browser whose session is already gone (expired, signed out elsewhere) answers with
+ * the engine's self-submitting form, whose confirmation redirects to the client's post_logout_redirect_uri: the
+ * page's form-action must name that origin, or the browser stops on a blank page. The engine answers 200 only
+ * once the URI matched one the client registered.
+ */
+function logoutReturnsToClient(pages: EnginePages) {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    await next();
+    const returnTo = ctx.oidc?.params?.post_logout_redirect_uri;
+    if (ctx.oidc?.route === 'end_session' && ctx.status === 200 && typeof returnTo === 'string') pages.formLeadsTo(ctx, { returnTo });
+  };
 }
 
 /**

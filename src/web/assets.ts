@@ -1,9 +1,10 @@
-// Serves the pages' stylesheet from views/assets: a fixed list, so no path ever reaches the disk.
+// Serves the pages' stylesheet from views/assets (a fixed list, so no path ever reaches the disk), and an
+// empty favicon.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import Router from '@koa/router';
 import { VIEWS_DIR } from './kit/views.ts';
-import { pathTo } from './paths.ts';
+import { PATHS, pathTo } from './paths.ts';
 
 const ASSETS = { 'gatehouse.css': 'text/css; charset=utf-8' } as const;
 
@@ -17,5 +18,9 @@ export function assetRoutes(): Router {
       ctx.body = content;
     });
   }
+  router.get(PATHS.favicon, (ctx) => {
+    ctx.status = 204;
+    ctx.set('Cache-Control', 'public, max-age=86400');
+  });
   return router;
 }

@@ -10,6 +10,8 @@ export const PATHS = {
   live: '/healthz',
   ready: '/readyz',
   asset: '/assets/:name',
+  /** Asked by browsers of every page without an icon (the engine's own): nothing, rather than a 404. */
+  favicon: '/favicon.ico',
 
   // The sign-in's pages, under the engine's interaction path (its interaction cookie is scoped to it).
   interaction: '/interaction/:uid',

@@ -20,9 +20,16 @@ export function enginePages(views: Views): EnginePages {
       ctx.type = 'html';
       ctx.body = views.render('logout', { engineForm, clientName });
     },
-    loggedOut(ctx, { clientName }) {
+    loggedOut(ctx, { clientName, onlyFromClient }) {
       ctx.type = 'html';
-      ctx.body = views.render('logged-out', { clientName });
+      ctx.body = views.render('logged-out', { clientName, onlyFromClient });
+    },
+    formLeadsTo(ctx, { returnTo }) {
+      // The engine's page may carry the hash of its one inline script in script-src: that stays.
+      const current = String(ctx.response.get('Content-Security-Policy') ?? '');
+      const scriptSrc = current.split(';').map((directive) => directive.trim()).find((directive) => directive.startsWith('script-src '));
+      const policy = contentSecurityPolicy([returnTo]).split('; ').map((directive) => (directive.startsWith('script-src ') && scriptSrc ? scriptSrc : directive));
+      ctx.set('Content-Security-Policy', policy.join('; '));
     },
     error(ctx, out) {
       ctx.type = 'html';
