@@ -8,10 +8,11 @@ import { openRuntime, type Runtime } from './runtime.ts';
 import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
-import { CLIENT_TYPES, ClientError, type ClientType } from './clients/clients.ts';
+import { CLIENT_TYPES, ClientError, clientTypeOf, withoutSecret, type ClientMetadata, type ClientType } from './clients/clients.ts';
 import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
+import { textTable } from './text-table.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
 
@@ -45,6 +46,10 @@ Commands:
                  [--post-logout-redirect-uri U]... [--scope S]
                                         change a client (redirect URIs given replace
                                         the old ones) and print it as JSON
+  clients show ID                       print a client's registration as JSON (never its
+                                        secret, shown once at creation)
+  clients list [--json]                 list the clients: id, type, name, redirect URIs;
+                                        --json prints each registration, one a line
   clients delete --client-id C          remove a client; its tokens stop working
   keys generate                         print a new private JWK set (RS256 + ES256)
                                         for the JWKS setting
@@ -207,8 +212,25 @@ const commands: Record<string, Handler> = {
       const client = await clients.update(String(values['client-id']), changes, { type: 'admin', id: administratorName() });
       if (!client) throw new ClientError(`no client ${String(values['client-id'])}`);
       // The secret was printed once, at creation; it is not shown again.
-      const { client_secret: _secret, ...shown } = client;
-      process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify(withoutSecret(client), null, 2)}\n`);
+    });
+  },
+
+  async 'clients show'(args, run) {
+    const [clientId, ...rest] = args;
+    if (!clientId || clientId.startsWith('-') || rest.length) throw new UsageError('clients show takes one client id: clients show ID');
+    await run(async ({ clients }) => {
+      const client = await clients.find(clientId);
+      if (!client) throw new ClientError(`no client ${clientId}`);
+      process.stdout.write(`${JSON.stringify(withoutSecret(client), null, 2)}\n`);
+    });
+  },
+
+  async 'clients list'(args, run) {
+    const { values } = parse(args, { json: { type: 'boolean' } });
+    await run(async ({ clients }) => {
+      const all = (await clients.list()).map(withoutSecret);
+      process.stdout.write(values.json ? all.map((client) => `${JSON.stringify(client)}\n`).join('') : formatClients(all));
     });
   },
 
@@ -271,6 +293,14 @@ function administratorName(): string {
 
 function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/** The clients as a table: id, type, name and redirect URIs. */
+function formatClients(clients: ClientMetadata[]): string {
+  if (!clients.length) return 'no clients are registered\n';
+  return textTable(['CLIENT ID', 'TYPE', 'NAME', 'REDIRECT URIS'], clients.map((client) => [
+    client.client_id, clientTypeOf(client), String(client.client_name ?? ''), (Array.isArray(client.redirect_uris) ? client.redirect_uris : []).join(' '),
+  ]));
 }
 
 function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {

@@ -1,5 +1,5 @@
 // Changing and removing clients: new redirect URIs take effect at once, a removed client's tokens stop
-// working, both are audited; and the CLI's `clients update` / `clients delete`.
+// working, both are audited; and the CLI's `clients update`, `delete`, `show` and `list`.
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
@@ -100,3 +100,45 @@ test('the CLI updates and deletes a client, and says so when there is none', asy
   t.is(again.code, 1);
   t.regex(again.stderr, /^gatehouse: no client /);
 });
+
+test('the CLI shows a client and lists them all, as a table or JSON lines, never with a secret', async (t) => {
+  t.timeout(180_000);
+  const environment = cleanEnvironment({
+    DATA_DIR: server.runtime.config.dataDir, KEYS_DIR: server.runtime.config.keysDir,
+    DATABASE_URL: server.runtime.config.databaseUrl, LOG_LEVEL: 'warn',
+  });
+  const gatehouse = (args: string[]) => runNode(['bin/gatehouse.js', ...args], environment, 180_000);
+  const web = await server.runtime.clients.create({ name: 'Listed web app', type: 'web', redirectUris: ['https://app.example.com/listed'] });
+  const api = await server.runtime.clients.create({ name: 'Listed\u001b[31m API', type: 'service' });
+
+  const [shown, table, lines, unknown, bare] = await Promise.all([
+    gatehouse(['clients', 'show', web.client_id]),
+    gatehouse(['clients', 'list']),
+    gatehouse(['clients', 'list', '--json']),
+    gatehouse(['clients', 'show', 'no-such-client']),
+    gatehouse(['clients', 'show']),
+  ]);
+  t.is(shown.code, 0, shown.stderr);
+  const printed = JSON.parse(shown.stdout) as Record<string, unknown>;
+  t.like(printed, { client_id: web.client_id, client_name: 'Listed web app', redirect_uris: ['https://app.example.com/listed'] });
+  t.false('client_secret' in printed);
+
+  t.is(table.code, 0, table.stderr);
+  const [heading, ...rows] = table.stdout.trimEnd().split('\n');
+  t.regex(heading!, /^CLIENT ID\s+TYPE\s+NAME\s+REDIRECT URIS$/);
+  t.true(rows.some((row) => new RegExp(`^${web.client_id}\\s+web\\s+Listed web app\\s+https://app\\.example\\.com/listed$`).test(row)), table.stdout);
+  t.true(rows.some((row) => row.startsWith(api.client_id) && /\sservice\s/.test(row) && row.includes('Listed?[31m API')), 'a control character in a name is not sent to the terminal');
+  t.false(table.stdout.includes(String(web.client_secret)));
+
+  t.is(lines.code, 0, lines.stderr);
+  const listed = lines.stdout.trimEnd().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+  t.true(listed.some((client) => client.client_id === web.client_id && client.client_name === 'Listed web app'));
+  t.true(listed.some((client) => client.client_id === api.client_id));
+  t.true(listed.every((client) => !('client_secret' in client)));
+
+  t.is(unknown.code, 1);
+  t.regex(unknown.stderr, /^gatehouse: no client no-such-client\n/);
+  t.is(bare.code, 2);
+  t.regex(bare.stderr, /clients show takes one client id/);
+});
+

@@ -1,5 +1,6 @@
 // Reading the audit trail at a terminal: `--since` values (ISO dates or 24h/7d) and the table
 // and JSON-lines forms `gatehouse audit` prints.
+import { textTable } from '../text-table.ts';
 import type { AuditEvent } from './audit.ts';
 
 const UNIT_MILLISECONDS = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
@@ -61,13 +62,5 @@ const COLUMNS: Array<[heading: string, value: (event: AuditEvent) => string]> = 
 /** A plain-text table, oldest first, for a person to read. */
 export function formatTable(events: AuditEvent[]): string {
   if (!events.length) return 'no audit events match\n';
-  const rows = [COLUMNS.map(([heading]) => heading), ...events.map((event) => COLUMNS.map(([, value]) => printable(value(event))))];
-  const widths = COLUMNS.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd()).join('\n') + '\n';
-}
-
-/** Whatever was typed at a login form reaches a terminal here: no escape sequences. */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  return textTable(COLUMNS.map(([heading]) => heading), events.map((event) => COLUMNS.map(([, value]) => value(event))));
 }

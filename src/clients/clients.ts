@@ -117,6 +117,12 @@ export class ClientService {
     return true;
   }
 
+  /** Every registered client, oldest first, as stored (the secret included: print them without it). */
+  async list(): Promise<ClientMetadata[]> {
+    const rows = await this.#prisma.client.findMany({ orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+    return rows.map((row) => row.metadata as ClientMetadata);
+  }
+
   /** Whether find() answers from memory now: the cache is on and listening for changes announced by other instances. */
   get cacheActive(): boolean {
     return this.#cache.active;
@@ -160,6 +166,17 @@ export class ClientService {
     const row = await this.#prisma.client.findUnique({ where: { id: clientId } });
     return row ? (row.metadata as ClientMetadata) : undefined;
   }
+}
+
+/** Which of the kinds a registered client is, read from its metadata. */
+export function clientTypeOf(metadata: ClientMetadata): ClientType {
+  if (Array.isArray(metadata.grant_types) && metadata.grant_types.includes('client_credentials')) return 'service';
+  return metadata.token_endpoint_auth_method === 'none' ? 'spa' : 'web';
+}
+
+/** A client's metadata as an administrator may see it again: without its secret, shown once at creation. */
+export function withoutSecret({ client_secret: _secret, ...shown }: ClientMetadata): ClientMetadata {
+  return shown;
 }
 
 function metadataFor(input: NewClient): ClientMetadata {
