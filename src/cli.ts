@@ -36,10 +36,13 @@ Commands:
                                         sign in, every session of theirs is ended and every
                                         grant revoked, and their tokens stop working at once
   users enable --email E                let a disabled account sign in again
-  clients create --name N --type spa|web|service [--redirect-uri U]...
+  clients create --name N --type spa|web|native|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor]
-                                        register a client and print it as JSON;
+                                        register a client and print it as JSON (native:
+                                        an installed app, redirects to com.example.app:/…,
+                                        a claimed https URI, or http://127.0.0.1/… on any
+                                        port);
                                         --require-second-factor: signing in to it always
                                         asks for a second factor (acr loa:2)
   clients update --client-id C [--name N] [--redirect-uri U]...

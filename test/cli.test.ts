@@ -59,7 +59,7 @@ test('--help exits 0 and prints the usage to stdout', async (t) => {
     const result = await gatehouse([flag]);
     t.is(result.code, 0, flag);
     t.regex(result.stdout, /^Usage: gatehouse <command>/);
-    for (const command of ['migrate', 'users create', 'clients create', '--type spa|web|service']) t.true(result.stdout.includes(command), command);
+    for (const command of ['migrate', 'users create', 'clients create', '--type spa|web|native|service']) t.true(result.stdout.includes(command), command);
     t.is(result.stderr, '');
   }
 });
@@ -71,7 +71,7 @@ const usageErrors: Array<[what: string, args: string[], message: RegExp | undefi
   ['users create without --email', ['users', 'create', '--password', PASSWORD], /^gatehouse: users create needs --email\n/],
   ['users create without --password', ['users', 'create', '--email', 'a@example.com'], /^gatehouse: users create needs either --password or --password-stdin\n/],
   ['an unknown option', ['users', 'create', '--email', 'a@example.com', '--password', PASSWORD, '--admin'], /^gatehouse: .*--admin/],
-  ['clients create with a bad --type', ['clients', 'create', '--name', 'X', '--type', 'mobile'], /^gatehouse: --type must be one of spa, web, service\n/],
+  ['clients create with a bad --type', ['clients', 'create', '--name', 'X', '--type', 'mobile'], /^gatehouse: --type must be one of spa, web, native, service\n/],
   ['clients create without --type', ['clients', 'create', '--name', 'X'], /^gatehouse: clients create needs --name and --type\n/],
   ['migrate with an argument', ['migrate', '--force'], /^gatehouse: /],
 ];

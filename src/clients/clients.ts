@@ -9,8 +9,8 @@ import { originOf } from '../urls.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
 
-export type ClientType = 'spa' | 'web' | 'service';
-export const CLIENT_TYPES: readonly ClientType[] = ['spa', 'web', 'service'];
+export type ClientType = 'spa' | 'web' | 'native' | 'service';
+export const CLIENT_TYPES: readonly ClientType[] = ['spa', 'web', 'native', 'service'];
 
 export interface NewClient {
   name: string;
@@ -81,11 +81,13 @@ export class ClientService {
     if (!current) return undefined;
     const name = changes.name?.trim();
     if (changes.name !== undefined && !name) throw new ClientError('a client needs a name');
-    const isService = (current.grant_types as string[] | undefined)?.includes('client_credentials') ?? false;
+    const type = clientTypeOf(current);
+    const isService = type === 'service';
     if (isService && (changes.redirectUris?.length || changes.postLogoutRedirectUris?.length)) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
     if (!isService && changes.redirectUris && !changes.redirectUris.length) throw new ClientError('a client that signs people in needs at least one redirect URI');
+    if (type === 'native') checkNativeRedirects([...changes.redirectUris ?? [], ...changes.postLogoutRedirectUris ?? []]);
     const metadata: ClientMetadata = {
       ...current,
       ...(name ? { client_name: name } : {}),
@@ -171,6 +173,7 @@ export class ClientService {
 /** Which of the kinds a registered client is, read from its metadata. */
 export function clientTypeOf(metadata: ClientMetadata): ClientType {
   if (Array.isArray(metadata.grant_types) && metadata.grant_types.includes('client_credentials')) return 'service';
+  if (metadata.application_type === 'native') return 'native';
   return metadata.token_endpoint_auth_method === 'none' ? 'spa' : 'web';
 }
 
@@ -206,17 +209,46 @@ function metadataFor(input: NewClient): ClientMetadata {
     };
   }
   if (!redirectUris.length) throw new ClientError(`a ${input.type} client needs at least one redirect URI`);
+  if (input.type === 'native') checkNativeRedirects([...redirectUris, ...postLogoutRedirectUris]);
   const browserFlow = {
     ...common,
-    application_type: 'web',
+    application_type: input.type === 'native' ? 'native' : 'web',
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     redirect_uris: redirectUris,
     post_logout_redirect_uris: postLogoutRedirectUris,
   };
-  return input.type === 'spa'
+  // A browser or a device holds no secret: PKCE (required of every client) protects its code instead.
+  return input.type === 'spa' || input.type === 'native'
     ? { ...browserFlow, token_endpoint_auth_method: 'none' }
     : { ...browserFlow, token_endpoint_auth_method: 'client_secret_basic', client_secret: newSecret() };
+}
+
+/**
+ * What RFC 8252 allows a native app to receive redirects at, checked before the engine's own rules: a
+ * private-use scheme named after a domain the app's publisher owns, reversed (com.example.app:/callback,
+ * §7.1); a claimed https URI (§7.2); or the loopback interface by IP literal, any port (§7.3) — never
+ * `localhost`, which a machine may resolve elsewhere (§8.3).
+ */
+export function nativeRedirectProblem(uri: string): string | undefined {
+  const parsed = URL.parse(uri);
+  if (!parsed) return 'not a URI';
+  if (parsed.hash) return 'a redirect URI cannot have a fragment';
+  if (parsed.protocol === 'https:') return parsed.hostname === 'localhost' ? 'use the loopback IP, http://127.0.0.1 or http://[::1], not localhost' : undefined;
+  if (parsed.protocol === 'http:') {
+    return parsed.hostname === '127.0.0.1' || parsed.hostname === '[::1]'
+      ? undefined
+      : 'a native app receives http redirects on the loopback IP only: http://127.0.0.1/… or http://[::1]/… (any port), never localhost';
+  }
+  const scheme = parsed.protocol.slice(0, -1);
+  return scheme.includes('.') ? undefined : 'a private-use scheme is a reversed domain name the app\'s publisher owns, like com.example.app:/callback';
+}
+
+function checkNativeRedirects(uris: readonly string[]): void {
+  for (const uri of uris) {
+    const problem = nativeRedirectProblem(uri);
+    if (problem) throw new ClientError(`${uri}: ${problem}`);
+  }
 }
 
 function newSecret(): string {
