@@ -38,15 +38,18 @@ Commands:
   users enable --email E                let a disabled account sign in again
   clients create --name N --type spa|web|native|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
-                 [--require-second-factor]
+                 [--require-second-factor] [--first-party]
                                         register a client and print it as JSON (native:
                                         an installed app, redirects to com.example.app:/…,
                                         a claimed https URI, or http://127.0.0.1/… on any
                                         port);
                                         --require-second-factor: signing in to it always
-                                        asks for a second factor (acr loa:2)
+                                        asks for a second factor (acr loa:2);
+                                        --first-party: one of your own applications,
+                                        allowed what it asks with no consent page
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
+                 [--first-party | --not-first-party]
                                         change a client (redirect URIs given replace
                                         the old ones) and print it as JSON
   clients show ID                       print a client's registration as JSON (never its
@@ -183,7 +186,7 @@ const commands: Record<string, Handler> = {
     const { values } = parse(args, {
       name: { type: 'string' }, type: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
-      'require-second-factor': { type: 'boolean' },
+      'require-second-factor': { type: 'boolean' }, 'first-party': { type: 'boolean' },
     });
     const type = values.type as ClientType | undefined;
     if (!values.name || !type) throw new UsageError('clients create needs --name and --type');
@@ -193,7 +196,7 @@ const commands: Record<string, Handler> = {
         name: String(values.name), type, scope: values.scope as string | undefined,
         redirectUris: values['redirect-uri'] as string[] | undefined,
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
-        requireSecondFactor: Boolean(values['require-second-factor']),
+        requireSecondFactor: Boolean(values['require-second-factor']), firstParty: Boolean(values['first-party']),
       }, { type: 'admin', id: administratorName() });
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
     });
@@ -203,14 +206,17 @@ const commands: Record<string, Handler> = {
     const { values } = parse(args, {
       'client-id': { type: 'string' }, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
+      'first-party': { type: 'boolean' }, 'not-first-party': { type: 'boolean' },
     });
     if (!values['client-id']) throw new UsageError('clients update needs --client-id');
+    if (values['first-party'] && values['not-first-party']) throw new UsageError('clients update takes --first-party or --not-first-party, not both');
     const changes = {
       name: values.name as string | undefined, scope: values.scope as string | undefined,
       redirectUris: values['redirect-uri'] as string[] | undefined,
       postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
+      firstParty: values['first-party'] ? true : values['not-first-party'] ? false : undefined,
     };
-    if (Object.values(changes).every((value) => value === undefined)) throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri or --scope');
+    if (Object.values(changes).every((value) => value === undefined)) throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri, --scope or --first-party');
     await run(async ({ clients }) => {
       const client = await clients.update(String(values['client-id']), changes, { type: 'admin', id: administratorName() });
       if (!client) throw new ClientError(`no client ${String(values['client-id'])}`);

@@ -12,6 +12,7 @@ import { PasswordHasher } from './accounts/passwords.ts';
 import { UserService } from './accounts/users.ts';
 import { AccountTokens } from './accounts/account-tokens.ts';
 import { SecondFactorService } from './accounts/second-factor.ts';
+import { ConsentService } from './accounts/consents.ts';
 import { Sealer } from './accounts/sealed.ts';
 import { ClientService } from './clients/clients.ts';
 import { ClientCache } from './clients/client-cache.ts';
@@ -43,6 +44,7 @@ import { createEmailVerificationFlow } from './accounts/flows/email-verification
 import { createSignUpFlow } from './accounts/flows/sign-up.ts';
 import { createSignInFlow } from './accounts/flows/sign-in.ts';
 import { createReauthenticationFlow } from './accounts/flows/reauthentication.ts';
+import { createApplicationAccessFlow } from './accounts/flows/application-access.ts';
 import { secondFactorDecision } from './oidc/assurance.ts';
 
 export interface Runtime {
@@ -71,6 +73,8 @@ export interface Runtime {
   accountSessions: AccountSessions;
   /** Single-use emailed links (verify email, reset password, change email): `issue`, `redeem`, `peek`. */
   accountTokens: AccountTokens;
+  /** What people allowed each application, remembered across sign-outs until withdrawn. */
+  consents: ConsentService;
   /** TOTP and recovery codes: enroll, confirm, verify at login, regenerate codes, disable. */
   secondFactor: SecondFactorService;
   /** The account workflows (src/accounts/flows/), the same for every door: web pages, the CLI, the admin API. */
@@ -123,12 +127,13 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       await provider.Client.validate(metadata as EngineClientMetadata);
       refusePeopleScopesForServices(metadata);
     }, auditTrail, clientCache);
+    const consents = new ConsentService(database.prisma);
     const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
     const provider = createProvider({
-      config, secrets, store, users, clients, secondFactor, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
+      config, secrets, store, users, clients, secondFactor, consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
     });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
@@ -137,11 +142,11 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     engine.checkTokenRequests([tokenEndpointLimits(limits.rates), serviceScopesOnly]);
     const accountSessions = new AccountSessions(engine, store, auditTrail, users);
     const accountTokens = new AccountTokens(database.prisma);
-    const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock: options.clock ?? systemClock });
+    const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock: options.clock ?? systemClock });
     const opened = database;
     if (!options.oneShot) mailQueue.start();
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, afterResponseWork, accountSessions, accountTokens, secondFactor, flows,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();
@@ -160,10 +165,10 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
 
 /** Each flow built once, with only what it uses. */
 function createAccountFlows(services: {
-  config: Config; logger: Logger; users: UserService; accountTokens: AccountTokens; secondFactor: SecondFactorService;
+  config: Config; logger: Logger; users: UserService; accountTokens: AccountTokens; secondFactor: SecondFactorService; consents: ConsentService;
   accountSessions: AccountSessions; auditTrail: AuditTrail; mailer: Mailer; mailQueue: MailQueue; limits: Limits; engine: Engine; store: Store; clock: Clock;
 }): AccountFlows {
-  const { config, logger, users, accountTokens, secondFactor, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock } = services;
+  const { config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock } = services;
   const links = accountLinks(config.issuer);
   const emailVerification = createEmailVerificationFlow({
     users, accountTokens, auditTrail, mail: mailQueue, links, linkTtlSeconds: config.accounts.emailVerificationTtl,
@@ -195,6 +200,13 @@ function createAccountFlows(services: {
     secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, store, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
     signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, links }),
     emailVerification,
+    applicationAccess: createApplicationAccessFlow({
+      consents, auditTrail, grants: accountSessions,
+      applicationName: async (clientId) => {
+        const client = await engine.findClient(clientId);
+        return client ? (client.clientName ?? clientId) : undefined;
+      },
+    }),
   };
 }
 

@@ -293,7 +293,7 @@ test('every path of the route table (src/web/paths.ts) is served by Gatehouse: n
   }));
   t.deepEqual(await statuses('/account-not-a-page'), [404, 404], 'a path no router serves is a 404 either way');
   for (const name of Object.keys(PATHS) as PathName[]) {
-    const answers = await statuses(pathTo(name, { uid: 'not-a-sign-in', name: 'gatehouse.css' }));
+    const answers = await statuses(pathTo(name, { uid: 'not-a-sign-in', name: 'gatehouse.css', clientId: 'not-a-client' }));
     t.true(answers.some((status) => status !== 404), `${name} (${PATHS[name]}): ${answers.join(', ')}`);
   }
 });

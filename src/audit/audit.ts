@@ -13,7 +13,7 @@ export const AUDIT_ACTIONS = [
   'recovery_code.used', 'recovery_codes.regenerated',
   'password_reset.requested', 'password_reset.completed', 'password.changed',
   'email.verified', 'email_change.requested', 'email.changed', 'email.restored',
-  'refresh_token.reused', 'authorization_code.reused', 'grant.revoked',
+  'refresh_token.reused', 'authorization_code.reused', 'grant.revoked', 'consent.withdrawn',
   'session.ended', 'sessions.ended_all',
   'client.created', 'client.updated', 'client.deleted',
 ] as const;

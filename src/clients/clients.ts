@@ -21,6 +21,8 @@ export interface NewClient {
   scope?: string;
   /** Every sign-in to this client must include the second factor (metadata require_second_factor). */
   requireSecondFactor?: boolean;
+  /** One of the organisation's own applications: allowed what it asks, with no consent page (metadata first_party). */
+  firstParty?: boolean;
 }
 
 export interface ClientChanges {
@@ -28,6 +30,7 @@ export interface ClientChanges {
   redirectUris?: string[] | undefined;
   postLogoutRedirectUris?: string[] | undefined;
   scope?: string | undefined;
+  firstParty?: boolean | undefined;
 }
 
 /** oidc-provider client metadata, as stored. */
@@ -83,6 +86,7 @@ export class ClientService {
     if (changes.name !== undefined && !name) throw new ClientError('a client needs a name');
     const type = clientTypeOf(current);
     const isService = type === 'service';
+    if (isService && changes.firstParty) throw new ClientError('a service client signs nobody in: there is no consent to skip');
     if (isService && (changes.redirectUris?.length || changes.postLogoutRedirectUris?.length)) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
@@ -94,6 +98,7 @@ export class ClientService {
       ...(changes.redirectUris ? { redirect_uris: changes.redirectUris } : {}),
       ...(changes.postLogoutRedirectUris ? { post_logout_redirect_uris: changes.postLogoutRedirectUris } : {}),
       ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
+      ...(changes.firstParty !== undefined ? { first_party: changes.firstParty } : {}),
     };
     await this.#validate(metadata);
     await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: metadata as unknown as JsonObject } });
@@ -193,12 +198,14 @@ function metadataFor(input: NewClient): ClientMetadata {
     client_name: name,
     ...(input.scope ? { scope: input.scope } : {}),
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
+    ...(input.firstParty ? { first_party: true } : {}),
   };
   if (input.type === 'service') {
     if (redirectUris.length || postLogoutRedirectUris.length) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
     if (input.requireSecondFactor) throw new ClientError('a service client signs nobody in: it cannot require a second factor');
+    if (input.firstParty) throw new ClientError('a service client signs nobody in: there is no consent to skip');
     return {
       ...common,
       client_secret: newSecret(),

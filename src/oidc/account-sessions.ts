@@ -31,7 +31,8 @@ export type EndReason =
   | 'password_reset'
   | 'password_changed'
   | 'email_restored' // the previous address undid a change of email
-  | 'account_disabled';
+  | 'account_disabled'
+  | 'access_withdrawn'; // the person removed an application's access
 
 /** Where the request asking for it came from, for the audit trail. */
 export interface RequestOrigin {
@@ -153,6 +154,21 @@ export class AccountSessions {
       }),
     ]);
     return { sessions: ending.length, grants: revoked.length };
+  }
+
+  /**
+   * Revokes every grant the account holds for one application, and the tokens issued under them: its access
+   * ends in every session and offline, while the sessions stay signed in (to Gatehouse and other apps).
+   */
+  async revokeApplication(accountId: string, clientId: string, options: EndOptions = {}): Promise<number> {
+    const grantIds = await this.#store.indexMembers(accountGrantsKey(accountId));
+    const grants = await Promise.all(grantIds.map((grantId) => this.#engine.findGrant(grantId)));
+    const ofClient = new Set(grantIds.filter((_, index) => grants[index]?.clientId === clientId && grants[index]?.accountId === accountId));
+    const revoked = await this.#revokeGrants(accountId, ofClient);
+    await this.#store.removeFromIndex(accountGrantsKey(accountId), [...ofClient]);
+    const reason = options.reason ?? 'access_withdrawn';
+    await Promise.all(revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId, request: options.request, detail: { grantId: grant.id, reason } })));
+    return revoked.length;
   }
 
   /**

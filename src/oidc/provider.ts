@@ -5,16 +5,18 @@ import type { Config } from '../config/index.ts';
 import type { ClientService } from '../clients/clients.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
+import type { ConsentService } from '../accounts/consents.ts';
 import type { Store } from '../store/store.ts';
 import type { Secrets } from './keys.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { ACR_SECOND_FACTOR, ACR_VALUES, REQUIRE_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision } from './assurance.ts';
+import { FIRST_PARTY } from './client-kinds.ts';
 import { originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
-import { ACCOUNT_CONSOLE_CLIENT_ID, accountConsoleClient } from './account-console-client.ts';
-import { isSinglePageApp } from './client-kinds.ts';
+import { accountConsoleClient } from './account-console-client.ts';
+import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
 import { newGrant } from './engine-internals.ts';
 
 export interface ProviderDependencies {
@@ -26,6 +28,8 @@ export interface ProviderDependencies {
   pages: EnginePages;
   /** Where the engine sends a browser to sign in (the interaction pages, src/web/interaction/). */
   interactionPath(uid: string): string;
+  /** What people allowed each application, remembered across sign-outs. */
+  consents: Pick<ConsentService, 'of'>;
   /** Whether an account has, or must use, a second factor (for step-up). */
   secondFactor: Pick<SecondFactorService, 'loginRequirement'>;
 }
@@ -52,7 +56,7 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, pages, interactionPath, secondFactor }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, store, users, clients, pages, interactionPath, secondFactor, consents }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -61,12 +65,8 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
       const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session!.grantIdFor(ctx.oidc.client!.clientId);
       const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
       if (existing) return existing;
-      // The account console is Gatehouse itself: signing in to it asks no consent (also after its grant was revoked).
-      if (ctx.oidc.client!.clientId !== ACCOUNT_CONSOLE_CLIENT_ID || !ctx.oidc.session!.accountId) return undefined;
-      const grant = newGrant(ctx.oidc.provider, { clientId: ACCOUNT_CONSOLE_CLIENT_ID, accountId: ctx.oidc.session!.accountId });
-      grant.addOIDCScope('openid');
-      await grant.save();
-      return grant;
+      // None in this session yet, or revoked since: what the person allowed before, or a first-party app's.
+      return asProviderError(() => rememberedGrant(ctx, consents));
     },
     jwks: secrets.jwks as Configuration['jwks'],
     cookies: {
@@ -87,10 +87,10 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
     // loa:1 password, loa:2 password and second factor (src/oidc/assurance.ts).
     acrValues: [...ACR_VALUES],
     extraClientMetadata: {
-      properties: [REQUIRE_SECOND_FACTOR],
+      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY],
       validator: (_ctx, key, value) => {
-        if (key === REQUIRE_SECOND_FACTOR && value !== undefined && typeof value !== 'boolean') {
-          throw new errors.InvalidClientMetadata(`${REQUIRE_SECOND_FACTOR} must be true or false`);
+        if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY) && value !== undefined && typeof value !== 'boolean') {
+          throw new errors.InvalidClientMetadata(`${key} must be true or false`);
         }
       },
     },
@@ -177,6 +177,32 @@ async function cachePublicDocuments(ctx: KoaContextWithOIDC, next: () => Promise
   if (ctx.status === 200 && (ctx.oidc?.route === 'discovery' || ctx.oidc?.route === 'jwks')) {
     ctx.set('Cache-Control', `public, max-age=${PUBLIC_DOCUMENT_MAX_AGE_SECONDS}`);
   }
+}
+
+/**
+ * A sign-in to an application with no grant in this session yet (the first in this browser, or after signing
+ * out) starts from what the person allowed it before, so the consent page asks only what is new; an
+ * organisation's own (first-party) applications are allowed what they ask. Saved, as the engine expects of a
+ * grant it loads.
+ */
+async function rememberedGrant(ctx: KoaContextWithOIDC, consents: ProviderDependencies['consents']) {
+  const client = ctx.oidc.client!;
+  const accountId = ctx.oidc.session!.accountId!;
+  const firstParty = (client as unknown as Record<string, unknown>)[FIRST_PARTY] === true;
+  const allowed = firstParty
+    ? { scopes: [...ctx.oidc.requestParamOIDCScopes], claims: [...ctx.oidc.requestParamClaims] }
+    : await consents.of(accountId, client.clientId);
+  if (!allowed) return undefined;
+  const grant = newGrant(ctx.oidc.provider, { accountId, clientId: client.clientId });
+  // A browser app is never granted offline access (client-kinds.ts), first-party or not: refused, so answered.
+  const withheld = isSinglePageApp(client) ? WITHHELD_FROM_SINGLE_PAGE_APPS : new Set<string>();
+  const scopes = allowed.scopes.filter((scope) => !withheld.has(scope));
+  const refused = allowed.scopes.filter((scope) => withheld.has(scope));
+  if (scopes.length) grant.addOIDCScope(scopes.join(' '));
+  if (refused.length) grant.rejectOIDCScope(refused.join(' '));
+  if (allowed.claims.length) grant.addOIDCClaims(allowed.claims);
+  await grant.save();
+  return grant;
 }
 
 /**

@@ -3,6 +3,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { AccountFlows } from '../accounts/flows/index.ts';
+import type { ConsentService } from '../accounts/consents.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { UserService } from '../accounts/users.ts';
 import type { Limits } from '../limits/index.ts';
@@ -25,6 +26,8 @@ export interface WebDependencies {
   limits: Limits;
   users: UserService;
   secondFactor: SecondFactorService;
+  /** What people allowed each application (the consent page adds to it). */
+  consents: ConsentService;
   accountSessions: AccountSessions;
   store: Store;
 }

@@ -46,6 +46,8 @@ export const PATHS = {
   accountTwoFactorConfirm: '/account/two-factor/confirm',
   accountRecoveryCodes: '/account/two-factor/recovery-codes',
   accountTwoFactorDisable: '/account/two-factor/disable',
+  accountApplications: '/account/applications',
+  accountApplicationRemove: '/account/applications/:clientId/remove',
   accountSessions: '/account/sessions',
   accountSessionsEndAll: '/account/sessions/end-all',
   accountSessionEnd: '/account/sessions/:uid/end',

@@ -1,6 +1,7 @@
 // The account workflows, one interface for every door (the web pages, the CLI, the admin API); the composition
 // root (src/runtime.ts) builds each once with what it uses.
 import type { AccountStatusFlow } from './account-status.ts';
+import type { ApplicationAccessFlow } from './application-access.ts';
 import type { EmailChangeFlow } from './email-change.ts';
 import type { EmailVerificationFlow } from './email-verification.ts';
 import type { PasswordChangeFlow } from './password-change.ts';
@@ -30,4 +31,6 @@ export interface AccountFlows {
   signUp: SignUpFlow;
   /** Mailing, checking and using the links that verify an address. */
   emailVerification: EmailVerificationFlow;
+  /** The applications a person allowed, and withdrawing one's access. */
+  applicationAccess: ApplicationAccessFlow;
 }

@@ -15,6 +15,7 @@ import { passwordRoutes } from './password.ts';
 import { emailRoutes } from './email.ts';
 import { twoFactorRoutes } from './two-factor.ts';
 import { sessionRoutes } from './sessions.ts';
+import { applicationRoutes } from './applications.ts';
 
 /** What the console knows about the visitor once signed in (ctx.state.account). */
 export interface SignedIn {
@@ -73,6 +74,7 @@ export function accountConsoleRoutes(deps: WebDependencies): Router {
   emailRoutes(router, deps, pages);
   twoFactorRoutes(router, deps, pages);
   sessionRoutes(router, deps, pages);
+  applicationRoutes(router, deps, pages);
   return router;
 }
 

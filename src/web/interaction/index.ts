@@ -19,8 +19,8 @@ import { signUpRoutes } from './sign-up.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
-export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger' | 'views' | 'engine' | 'flows' | 'afterResponseWork' | 'limits' | 'users'>): Router {
-  const { engine, users, views } = deps;
+export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger' | 'views' | 'engine' | 'flows' | 'afterResponseWork' | 'limits' | 'users' | 'consents'>): Router {
+  const { engine, users, views, consents } = deps;
   const { signIn } = deps.flows;
   const router = new Router({ prefix: PATHS.interaction });
   const pages = new Pages(views);
@@ -148,6 +148,8 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
       grant.addResourceScope(resource, scopes.join(' '));
     }
     const savedGrantId = await grant.save();
+    // Remembered past signing out: the next sign-in to this app asks only what it newly asks (until withdrawn).
+    await consents.remember(session.accountId!, String(params.client_id), { scopes: consented, claims: missing.missingOIDCClaims ?? [] });
     await finish(ctx, { consent: grantId ? {} : { grantId: savedGrantId } }, true);
   });
 
