@@ -8,7 +8,7 @@ import { openRuntime, type Runtime } from './runtime.ts';
 import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
-import { CLIENT_TYPES, ClientError, clientTypeOf, withoutSecret, type ClientMetadata, type ClientType } from './clients/clients.ts';
+import { CLIENT_TYPES, ClientError, SECRET_AUTH_METHODS, clientTypeOf, withoutSecret, type ClientMetadata, type ClientType, type SecretAuthMethod } from './clients/clients.ts';
 import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
@@ -39,6 +39,7 @@ Commands:
   clients create --name N --type spa|web|native|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor] [--first-party]
+                 [--token-endpoint-auth-method client_secret_basic|client_secret_post]
                                         register a client and print it as JSON (native:
                                         an installed app, redirects to com.example.app:/…,
                                         a claimed https URI, or http://127.0.0.1/… on any
@@ -46,7 +47,10 @@ Commands:
                                         --require-second-factor: signing in to it always
                                         asks for a second factor (acr loa:2);
                                         --first-party: one of your own applications,
-                                        allowed what it asks with no consent page
+                                        allowed what it asks with no consent page;
+                                        a web client presents its secret in the
+                                        Authorization header (client_secret_basic, the
+                                        default) or in the form (client_secret_post)
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--first-party | --not-first-party]
@@ -186,8 +190,10 @@ const commands: Record<string, Handler> = {
     const { values } = parse(args, {
       name: { type: 'string' }, type: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
-      'require-second-factor': { type: 'boolean' }, 'first-party': { type: 'boolean' },
+      'require-second-factor': { type: 'boolean' }, 'first-party': { type: 'boolean' }, 'token-endpoint-auth-method': { type: 'string' },
     });
+    const authMethod = values['token-endpoint-auth-method'] as SecretAuthMethod | undefined;
+    if (authMethod !== undefined && !SECRET_AUTH_METHODS.includes(authMethod)) throw new UsageError(`--token-endpoint-auth-method must be one of ${SECRET_AUTH_METHODS.join(', ')}`);
     const type = values.type as ClientType | undefined;
     if (!values.name || !type) throw new UsageError('clients create needs --name and --type');
     if (!CLIENT_TYPES.includes(type)) throw new UsageError(`--type must be one of ${CLIENT_TYPES.join(', ')}`);
@@ -196,7 +202,7 @@ const commands: Record<string, Handler> = {
         name: String(values.name), type, scope: values.scope as string | undefined,
         redirectUris: values['redirect-uri'] as string[] | undefined,
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
-        requireSecondFactor: Boolean(values['require-second-factor']), firstParty: Boolean(values['first-party']),
+        requireSecondFactor: Boolean(values['require-second-factor']), firstParty: Boolean(values['first-party']), tokenEndpointAuthMethod: authMethod,
       }, { type: 'admin', id: administratorName() });
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
     });

@@ -23,7 +23,12 @@ export interface NewClient {
   requireSecondFactor?: boolean;
   /** One of the organisation's own applications: allowed what it asks, with no consent page (metadata first_party). */
   firstParty?: boolean;
+  /** How a web app presents its secret at the token endpoint (RFC 6749 2.3.1): in the Authorization header (default), or in the form. */
+  tokenEndpointAuthMethod?: SecretAuthMethod;
 }
+
+export type SecretAuthMethod = 'client_secret_basic' | 'client_secret_post';
+export const SECRET_AUTH_METHODS: readonly SecretAuthMethod[] = ['client_secret_basic', 'client_secret_post'];
 
 export interface ClientChanges {
   name?: string | undefined;
@@ -217,6 +222,7 @@ function metadataFor(input: NewClient): ClientMetadata {
   }
   if (!redirectUris.length) throw new ClientError(`a ${input.type} client needs at least one redirect URI`);
   if (input.type === 'native') checkNativeRedirects([...redirectUris, ...postLogoutRedirectUris]);
+  if (input.tokenEndpointAuthMethod && input.type !== 'web') throw new ClientError(`a ${input.type} client has no secret to present: only a web client takes a token endpoint auth method`);
   const browserFlow = {
     ...common,
     application_type: input.type === 'native' ? 'native' : 'web',
@@ -228,7 +234,7 @@ function metadataFor(input: NewClient): ClientMetadata {
   // A browser or a device holds no secret: PKCE (required of every client) protects its code instead.
   return input.type === 'spa' || input.type === 'native'
     ? { ...browserFlow, token_endpoint_auth_method: 'none' }
-    : { ...browserFlow, token_endpoint_auth_method: 'client_secret_basic', client_secret: newSecret() };
+    : { ...browserFlow, token_endpoint_auth_method: input.tokenEndpointAuthMethod ?? 'client_secret_basic', client_secret: newSecret() };
 }
 
 /**

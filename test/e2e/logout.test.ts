@@ -20,8 +20,8 @@ browserTest('logout comes back to the app with its state, with or without a Gate
   });
   const endSession = new URL('/session/end', server.issuer);
 
-  /** Signs in through the SPA: the password when Gatehouse asks it, and consent (each sign-out ends the grant). */
-  async function signInThroughSpa(p: Page): Promise<void> {
+  /** Signs in through the SPA: the password when Gatehouse asks it, and consent the first time (it is remembered). */
+  async function signInThroughSpa(p: Page, consent: boolean): Promise<void> {
     await p.goto(spaOrigin);
     await p.getByRole('button', { name: 'Sign in' }).click();
     await p.waitForURL((url) => url.origin === server.issuer);
@@ -30,12 +30,12 @@ browserTest('logout comes back to the app with its state, with or without a Gate
       await p.getByLabel('Password').fill(PASSWORD);
       await p.getByRole('button', { name: 'Sign in', exact: true }).click();
     }
-    await p.getByRole('button', { name: 'Allow' }).click();
+    if (consent) await p.getByRole('button', { name: 'Allow' }).click();
     await p.getByRole('heading', { name: 'Signed in', exact: true }).waitFor();
   }
 
   // With the session: the confirmation page, "Sign out", and back at the app, which checks its state.
-  await signInThroughSpa(page);
+  await signInThroughSpa(page, true);
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByRole('heading', { name: 'Sign out of Example SPA?' }).waitFor();
   await page.getByRole('button', { name: 'Sign out', exact: true }).click();
@@ -43,7 +43,7 @@ browserTest('logout comes back to the app with its state, with or without a Gate
   await page.getByRole('status').filter({ hasText: 'You are signed out.' }).waitFor();
 
   // The session already gone (signed out everywhere from another device): no question to ask, straight back.
-  await signInThroughSpa(page);
+  await signInThroughSpa(page, false);
   await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL((url) => url.origin === spaOrigin);
@@ -57,7 +57,7 @@ browserTest('logout comes back to the app with its state, with or without a Gate
   t.is(new URL(page.url()).searchParams.get('state'), 'came-back');
 
   // "Only sign out of Example SPA": this app's sign-in ends, Gatehouse's session stays, and the page says so.
-  await signInThroughSpa(page);
+  await signInThroughSpa(page, false);
   endSession.search = new URLSearchParams({ client_id: spaClient.client_id }).toString();
   await page.goto(endSession.href);
   await page.getByRole('button', { name: 'Only sign out of Example SPA' }).click();
