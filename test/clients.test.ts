@@ -12,6 +12,15 @@ let server: TestServer;
 test.before(async () => { server = await startTestServer(); });
 test.after.always(async () => { await server?.close(); });
 
+/** The CLI on the test server's database, as an administrator runs it beside a running server. */
+function gatehouse(args: string[]) {
+  const environment = cleanEnvironment({
+    DATA_DIR: server.runtime.config.dataDir, KEYS_DIR: server.runtime.config.keysDir,
+    DATABASE_URL: server.runtime.config.databaseUrl, LOG_LEVEL: 'warn',
+  });
+  return runNode(['bin/gatehouse.js', ...args], environment, 180_000);
+}
+
 async function authorizationPageStatus(clientId: string, redirectUri: string): Promise<number> {
   const { url } = await authorizationRequest(await discover(server), clientId, { redirect_uri: redirectUri });
   const { response } = await new UserAgent().follow(url);
@@ -76,11 +85,6 @@ test('a deleted client is gone: its refresh token and access token stop working,
 
 test('the CLI updates and deletes a client, and says so when there is none', async (t) => {
   t.timeout(180_000);
-  const environment = cleanEnvironment({
-    DATA_DIR: server.runtime.config.dataDir, KEYS_DIR: server.runtime.config.keysDir,
-    DATABASE_URL: server.runtime.config.databaseUrl, LOG_LEVEL: 'warn',
-  });
-  const gatehouse = (args: string[]) => runNode(['bin/gatehouse.js', ...args], environment, 180_000);
   const { client_id: clientId } = await server.runtime.clients.create({ name: 'Web app', type: 'web', redirectUris: [REDIRECT_URI] });
 
   const updated = await gatehouse(['clients', 'update', '--client-id', clientId, '--name', 'Web app 2', '--redirect-uri', 'https://app.example.com/a', '--redirect-uri', 'https://app.example.com/b']);
@@ -103,11 +107,6 @@ test('the CLI updates and deletes a client, and says so when there is none', asy
 
 test('the CLI shows a client and lists them all, as a table or JSON lines, never with a secret', async (t) => {
   t.timeout(180_000);
-  const environment = cleanEnvironment({
-    DATA_DIR: server.runtime.config.dataDir, KEYS_DIR: server.runtime.config.keysDir,
-    DATABASE_URL: server.runtime.config.databaseUrl, LOG_LEVEL: 'warn',
-  });
-  const gatehouse = (args: string[]) => runNode(['bin/gatehouse.js', ...args], environment, 180_000);
   const web = await server.runtime.clients.create({ name: 'Listed web app', type: 'web', redirectUris: ['https://app.example.com/listed'] });
   const api = await server.runtime.clients.create({ name: 'Listed\u001b[31m API', type: 'service' });
 
