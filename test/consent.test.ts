@@ -17,9 +17,12 @@ test.after.always(async () => {
 });
 
 /** Goes through the sign-in as a person would, saying which pages were shown (and what consent listed). */
-async function authorize(agent: UserAgent, client: oauth.Client, user: { email: string }, scope: string) {
+async function authorize(
+  agent: UserAgent, client: oauth.Client, user: { email: string }, scope: string,
+  options: { prompt?: string; authentication?: oauth.ClientAuth } = {},
+) {
   const as = await discover(server);
-  const request = await authorizationRequest(as, client.client_id, { scope });
+  const request = await authorizationRequest(as, client.client_id, { scope, prompt: options.prompt });
   const shown: string[] = [];
   let consentAsked: string[] = [];
   let { response, url } = await agent.follow(request.url);
@@ -38,7 +41,7 @@ async function authorize(agent: UserAgent, client: oauth.Client, user: { email: 
   }
   const parameters = oauth.validateAuthResponse(as, client, url, request.state);
   const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(
-    as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure,
+    as, client, options.authentication ?? oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure,
   ), { expectedNonce: request.nonce, requireIdToken: true });
   return { shown, consentAsked, tokens };
 }
@@ -111,6 +114,43 @@ test('removing an app\'s access on /account forgets the consent and ends its tok
     method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf: formField(html, 'csrf') }).toString(),
   });
   t.is(unknown.status, 404);
+});
+
+test('offline access is consented to each time it is asked (prompt=consent): never remembered, and the page always says what it grants', async (t) => {
+  const registered = await server.runtime.clients.create({ name: 'Offline web app', type: 'web', redirectUris: [REDIRECT_URI] });
+  const client: oauth.Client = { client_id: registered.client_id };
+  const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
+  const user = await createUser(server);
+  const offline = { prompt: 'consent', authentication };
+  const first = await authorize(new UserAgent(), client, user, 'openid email offline_access', offline);
+  t.deepEqual(first.shown, ['login', 'consent']);
+  t.true(first.consentAsked.includes('Keep access while you are away'), first.consentAsked.join(' | '));
+  t.truthy(first.tokens.refresh_token);
+  await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+
+  const again = await authorize(new UserAgent(), client, user, 'openid email offline_access', offline);
+  t.deepEqual(again.shown, ['login', 'consent'], 'asked again');
+  t.is(again.consentAsked.length, first.consentAsked.length, 'the whole of it, not an empty list');
+  t.truthy(again.tokens.refresh_token);
+  await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+
+  const online = await authorize(new UserAgent(), client, user, 'openid email', { authentication });
+  t.deepEqual(online.shown, ['login'], 'the rest is remembered');
+  t.is(online.tokens.refresh_token, undefined);
+  const [remembered] = await server.runtime.consents.list(user.id);
+  t.false(remembered!.scopes.includes('offline_access'));
+});
+
+test('a first-party app asking for more in the same session gets it without a page', async (t) => {
+  const metadata = await server.runtime.clients.create({ name: 'Our growing app', type: 'spa', redirectUris: [REDIRECT_URI], firstParty: true });
+  const client: oauth.Client = { client_id: metadata.client_id, token_endpoint_auth_method: 'none' };
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  t.deepEqual((await authorize(agent, client, user, 'openid')).shown, ['login']);
+  const more = await authorize(agent, client, user, 'openid email profile');
+  t.deepEqual(more.shown, []);
+  t.is(more.tokens.scope, 'openid email profile');
+  t.deepEqual(await server.runtime.consents.list(user.id), [], 'nothing to remember for a first-party app');
 });
 
 test('a first-party app is allowed what it asks with no consent page, but a browser app never gets offline access', async (t) => {

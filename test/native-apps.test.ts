@@ -60,6 +60,10 @@ test('a native app registered with http://127.0.0.1/callback signs in on any por
 test('a native app with a private-use URI scheme (reverse domain name) gets its code there, and openid-client exchanges it', async (t) => {
   const registered = await server.runtime.clients.create({ name: 'Mobile app', type: 'native', redirectUris: ['com.example.mobile:/oauth/callback'] });
   const config = await configurationFor(registered.client_id);
+  // The login page's forms end, through redirects, at the app's scheme: a browser must be allowed to follow them.
+  const probe = client.buildAuthorizationUrl(config, { redirect_uri: 'com.example.mobile:/oauth/callback', scope: 'openid', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+  const { response: login } = await new UserAgent().follow(probe);
+  t.regex(login.headers.get('content-security-policy') ?? '', /form-action 'self' com\.example\.mobile:(;|$)/);
   const { user, callback, checks } = await signInThroughApp(config, 'com.example.mobile:/oauth/callback');
   t.is(callback.protocol, 'com.example.mobile:');
   const tokens = await client.authorizationCodeGrant(config, callback, checks);

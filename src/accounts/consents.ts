@@ -3,6 +3,9 @@
 // withdrew the app's access.
 import type { Prisma } from '../db/index.ts';
 
+/** The scope for refresh tokens that outlive the session: consented to each time it is asked for. */
+export const OFFLINE_ACCESS = 'offline_access';
+
 export interface Consent {
   clientId: string;
   /** OpenID scopes consented to. */
@@ -25,18 +28,22 @@ export class ConsentService {
     return row ? { clientId: row.clientId, scopes: row.scopes, claims: row.claims, grantedAt: row.grantedAt } : undefined;
   }
 
-  /** Every application the person allowed, the most recent first. */
+  /** Every application the person allowed, the most recently allowed first. */
   async list(userId: string): Promise<Consent[]> {
-    const rows = await this.#prisma.consent.findMany({ where: { userId }, orderBy: { updatedAt: 'desc' } });
+    const rows = await this.#prisma.consent.findMany({ where: { userId }, orderBy: { grantedAt: 'desc' } });
     return rows.map((row) => ({ clientId: row.clientId, scopes: row.scopes, claims: row.claims, grantedAt: row.grantedAt }));
   }
 
-  /** Adds to what the person allowed the application (a consent page answered). */
+  /**
+   * Adds to what the person allowed the application (a consent page answered). Offline access is never
+   * remembered: OpenID Connect asks it be consented to each time it is asked for (prompt=consent).
+   */
   async remember(userId: string, clientId: string, granted: { scopes: readonly string[]; claims: readonly string[] }): Promise<void> {
+    const scopes = granted.scopes.filter((scope) => scope !== OFFLINE_ACCESS);
     // One statement, so two consent pages answered at once both add their part.
     await this.#prisma.$executeRaw`
       INSERT INTO consents (user_id, client_id, scopes, claims, updated_at)
-      VALUES (${userId}::uuid, ${clientId}, ${[...new Set(granted.scopes)]}::text[], ${[...new Set(granted.claims)]}::text[], now())
+      VALUES (${userId}::uuid, ${clientId}, ${[...new Set(scopes)]}::text[], ${[...new Set(granted.claims)]}::text[], now())
       ON CONFLICT (user_id, client_id) DO UPDATE SET
         scopes = ARRAY(SELECT DISTINCT unnest(consents.scopes || EXCLUDED.scopes) ORDER BY 1),
         claims = ARRAY(SELECT DISTINCT unnest(consents.claims || EXCLUDED.claims) ORDER BY 1),

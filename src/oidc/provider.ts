@@ -5,7 +5,7 @@ import type { Config } from '../config/index.ts';
 import type { ClientService } from '../clients/clients.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
-import type { ConsentService } from '../accounts/consents.ts';
+import { OFFLINE_ACCESS, type ConsentService } from '../accounts/consents.ts';
 import type { Store } from '../store/store.ts';
 import type { Secrets } from './keys.ts';
 import { createAdapterFactory } from './adapter.ts';
@@ -17,7 +17,7 @@ import { originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { newGrant } from './engine-internals.ts';
+import { newGrant, type EngineGrant } from './engine-internals.ts';
 
 export interface ProviderDependencies {
   config: Config;
@@ -64,9 +64,7 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
     loadExistingGrant: async (ctx) => {
       const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session!.grantIdFor(ctx.oidc.client!.clientId);
       const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
-      if (existing) return existing;
-      // None in this session yet, or revoked since: what the person allowed before, or a first-party app's.
-      return asProviderError(() => rememberedGrant(ctx, consents));
+      return asProviderError(() => grantToStartFrom(ctx, existing, consents));
     },
     jwks: secrets.jwks as Configuration['jwks'],
     cookies: {
@@ -179,28 +177,47 @@ async function cachePublicDocuments(ctx: KoaContextWithOIDC, next: () => Promise
   }
 }
 
-/**
- * A sign-in to an application with no grant in this session yet (the first in this browser, or after signing
- * out) starts from what the person allowed it before, so the consent page asks only what is new; an
- * organisation's own (first-party) applications are allowed what they ask. Saved, as the engine expects of a
- * grant it loads.
- */
-async function rememberedGrant(ctx: KoaContextWithOIDC, consents: ProviderDependencies['consents']) {
-  const client = ctx.oidc.client!;
-  const accountId = ctx.oidc.session!.accountId!;
-  const firstParty = (client as unknown as Record<string, unknown>)[FIRST_PARTY] === true;
-  const allowed = firstParty
-    ? { scopes: [...ctx.oidc.requestParamOIDCScopes], claims: [...ctx.oidc.requestParamClaims] }
-    : await consents.of(accountId, client.clientId);
-  if (!allowed) return undefined;
-  const grant = newGrant(ctx.oidc.provider, { accountId, clientId: client.clientId });
-  // A browser app is never granted offline access (client-kinds.ts), first-party or not: refused, so answered.
-  const withheld = isSinglePageApp(client) ? WITHHELD_FROM_SINGLE_PAGE_APPS : new Set<string>();
+/** What the grant of a sign-in may hold without a consent page: scopes and claims. */
+interface Allowance {
+  scopes: readonly string[];
+  claims: readonly string[];
+}
+
+/** An organisation's own (first-party) application is allowed what it asks. */
+function firstPartyAllowance(ctx: KoaContextWithOIDC): Allowance | undefined {
+  if ((ctx.oidc.client as unknown as Record<string, unknown>)[FIRST_PARTY] !== true) return undefined;
+  return { scopes: [...ctx.oidc.requestParamOIDCScopes], claims: [...ctx.oidc.requestParamClaims] };
+}
+
+/** Adds an allowance to a grant; a browser app is never granted offline access (client-kinds.ts): refused, so answered. */
+function allow(ctx: KoaContextWithOIDC, grant: EngineGrant, allowed: Allowance): void {
+  const withheld = isSinglePageApp(ctx.oidc.client!) ? WITHHELD_FROM_SINGLE_PAGE_APPS : new Set<string>();
   const scopes = allowed.scopes.filter((scope) => !withheld.has(scope));
   const refused = allowed.scopes.filter((scope) => withheld.has(scope));
   if (scopes.length) grant.addOIDCScope(scopes.join(' '));
   if (refused.length) grant.rejectOIDCScope(refused.join(' '));
-  if (allowed.claims.length) grant.addOIDCClaims(allowed.claims);
+  if (allowed.claims.length) grant.addOIDCClaims([...allowed.claims]);
+}
+
+/**
+ * The grant a sign-in starts from. The session's own, if it has one (a first-party app's grows to what it now
+ * asks). Else (the first sign-in in this browser, or after signing out) what the person allowed the app before,
+ * so the consent page asks only what is new — never offline access, which is consented to each time it is
+ * asked (prompt=consent) — or, for a first-party app, what it asks. Saved, as the engine expects of a grant it loads.
+ */
+async function grantToStartFrom(ctx: KoaContextWithOIDC, existing: EngineGrant | undefined, consents: ProviderDependencies['consents']): Promise<EngineGrant | undefined> {
+  const client = ctx.oidc.client!;
+  const firstParty = firstPartyAllowance(ctx);
+  if (existing) {
+    if (!firstParty) return existing;
+    allow(ctx, existing, firstParty);
+    await existing.save();
+    return existing;
+  }
+  const remembered = firstParty ?? await consents.of(ctx.oidc.session!.accountId!, client.clientId);
+  if (!remembered) return undefined;
+  const grant = newGrant(ctx.oidc.provider, { accountId: ctx.oidc.session!.accountId!, clientId: client.clientId });
+  allow(ctx, grant, firstParty ?? { scopes: remembered.scopes.filter((scope) => scope !== OFFLINE_ACCESS), claims: remembered.claims });
   await grant.save();
   return grant;
 }

@@ -55,6 +55,8 @@ browserTest('logout comes back to the app with its state, with or without a Gate
   await page.goto(endSession.href);
   await page.waitForURL((url) => url.origin === spaOrigin);
   t.is(new URL(page.url()).searchParams.get('state'), 'came-back');
+  // The app loads its configuration on arrival: let it, before going elsewhere (or that request is aborted).
+  await page.getByRole('button', { name: 'Sign in' }).waitFor();
 
   // "Only sign out of Example SPA": this app's sign-in ends, Gatehouse's session stays, and the page says so.
   await signInThroughSpa(page, false);

@@ -4,7 +4,8 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { InteractionResults } from 'oidc-provider';
 import { Pages, formBody as form, requireCsrf } from '../kit/pages.ts';
-import { describeScope } from '../../oidc/scopes.ts';
+import { describeScope, scopesAboutPeople } from '../../oidc/scopes.ts';
+import type { Interaction } from '../../oidc/engine-internals.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from '../../oidc/client-kinds.ts';
 import { HttpError, TooManyAttempts } from '../kit/errors.ts';
 import { PATHS, pathTo, within } from '../paths.ts';
@@ -77,7 +78,7 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
     }
     if (prompt.name === 'consent') {
       const account = session?.accountId ? await users.findById(session.accountId) : null;
-      render(ctx, 'consent', { clientName: name, email: account?.email, scopes: requestedScopes(prompt.details, await withheldScopes(params.client_id)).map(describeScope) }, params.redirect_uri);
+      render(ctx, 'consent', { clientName: name, email: account?.email, scopes: requestedScopes(prompt, params, await withheldScopes(params.client_id)).map(describeScope) }, params.redirect_uri);
       return;
     }
     throw new HttpError(400, 'This sign-in step is not supported.');
@@ -138,8 +139,9 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
     if (!grant) throw new HttpError(400, 'This sign-in has expired. Go back to the application and sign in again.');
     const missing = prompt.details as ConsentDetails;
     const withheld = await withheldScopes(params.client_id);
-    const consented = (missing.missingOIDCScope ?? []).filter((scope) => !withheld.has(scope));
-    const refused = (missing.missingOIDCScope ?? []).filter((scope) => withheld.has(scope));
+    const asked = askedOIDCScopes(prompt, params);
+    const consented = asked.filter((scope) => !withheld.has(scope));
+    const refused = asked.filter((scope) => withheld.has(scope));
     if (consented.length) grant.addOIDCScope(consented.join(' '));
     // Refused, not left out: the engine then counts it as answered and grants the rest without asking again.
     if (refused.length) grant.rejectOIDCScope(refused.join(' '));
@@ -172,8 +174,17 @@ interface ConsentDetails {
   missingResourceScopes?: Record<string, string[]>;
 }
 
+/**
+ * The OpenID scopes the consent page asks about: those not consented to yet, or, when the app asked for the
+ * question itself (prompt=consent, as offline access needs), everything it asks — never an empty question.
+ */
+function askedOIDCScopes(prompt: Interaction['prompt'], params: Interaction['params']): string[] {
+  if (prompt.reasons.includes('consent_prompt')) return scopesAboutPeople(typeof params.scope === 'string' ? params.scope : undefined);
+  return (prompt.details as ConsentDetails).missingOIDCScope ?? [];
+}
+
 /** What the consent page asks for: what the client asked and may be granted. */
-function requestedScopes(details: unknown, withheld: ReadonlySet<string>): string[] {
-  const { missingOIDCScope = [], missingResourceScopes = {} } = details as ConsentDetails;
-  return [...new Set([...missingOIDCScope, ...Object.values(missingResourceScopes).flat()])].filter((scope) => !withheld.has(scope));
+function requestedScopes(prompt: Interaction['prompt'], params: Interaction['params'], withheld: ReadonlySet<string>): string[] {
+  const { missingResourceScopes = {} } = prompt.details as ConsentDetails;
+  return [...new Set([...askedOIDCScopes(prompt, params), ...Object.values(missingResourceScopes).flat()])].filter((scope) => !withheld.has(scope));
 }

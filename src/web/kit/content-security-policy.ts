@@ -3,11 +3,25 @@
 // a page whose forms lead to a client's redirect URI widens form-action to that origin.
 import { originOf } from '../../urls.ts';
 
-/** formTargets: origins forms may lead to besides this server's, or 'any' where the target is only known to the engine. */
+/**
+ * The CSP source that allows a URI: its origin, or for a native app's private-use scheme (com.example.app:/cb),
+ * which has none, the scheme itself.
+ */
+function sourceOf(uri: string): string | undefined {
+  const origin = originOf(uri);
+  if (origin) return origin;
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(uri)?.[1]?.toLowerCase();
+  return scheme && scheme.includes('.') ? `${scheme}:` : undefined;
+}
+
+/**
+ * formTargets: URIs forms may lead to besides this server (checked already: a client's registered redirect URI),
+ * or 'any' where the target is only known to the engine.
+ */
 export function contentSecurityPolicy(formTargets: readonly string[] | 'any' = []): string {
   const formAction = formTargets === 'any'
     ? []
-    : [`form-action ${["'self'", ...new Set(formTargets.map(originOf).filter((origin) => origin !== undefined))].join(' ')}`];
+    : [`form-action ${["'self'", ...new Set(formTargets.map(sourceOf).filter((source) => source !== undefined))].join(' ')}`];
   return [
     "default-src 'none'",
     "script-src 'self'",
