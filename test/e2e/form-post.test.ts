@@ -1,9 +1,7 @@
 // response_mode=form_post in a real Chromium: after the login and consent pages, the engine's self-submitting
 // page posts the code to the app's redirect URI on another origin. Its script and its form are allowed by the
 // page's Content-Security-Policy (any refusal is a console error, and fails the test).
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { browserTest, watchForProblems } from '../helpers/browser.ts';
+import { browserTest, startLoopbackApp, watchForProblems } from '../helpers/browser.ts';
 import { PASSWORD, authorizationRequest, createUser, discover } from '../helpers/oauth.ts';
 import { startTestServer } from '../helpers/server.ts';
 
@@ -11,7 +9,8 @@ browserTest('response_mode=form_post: the engine\'s page posts the code to the a
   const server = await startTestServer();
   t.teardown(() => server.close());
   const received: URLSearchParams[] = [];
-  const app = createServer((request, response) => {
+  const { origin, app } = await startLoopbackApp(t);
+  app.on('request', (request, response) => {
     let body = '';
     request.on('data', (chunk: Buffer) => { body += chunk.toString(); });
     request.on('end', () => {
@@ -19,9 +18,6 @@ browserTest('response_mode=form_post: the engine\'s page posts the code to the a
       response.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>received</title><p>Received.</p>');
     });
   });
-  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => app.close(() => resolve())));
-  const origin = `http://127.0.0.1:${(app.address() as AddressInfo).port}`;
   const registered = await server.runtime.clients.create({ name: 'Form post app', type: 'web', redirectUris: [`${origin}/callback`] });
   const request = await authorizationRequest(await discover(server), registered.client_id, { response_mode: 'form_post', redirect_uri: `${origin}/callback` });
   const user = await createUser(server);

@@ -2,12 +2,10 @@
 // settings: signinRedirect through the login and consent pages, signinSilent with the refresh token,
 // revokeTokens, and signoutRedirect with revokeTokensOnSignout — each step checked from the server's side too.
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as oauth from 'oauth4webapi';
-import { browserTest, watchForProblems } from '../helpers/browser.ts';
+import { browserTest, startLoopbackApp, watchForProblems } from '../helpers/browser.ts';
 import { PASSWORD, createUser, discover, insecure } from '../helpers/oauth.ts';
 import { startTestServer } from '../helpers/server.ts';
 
@@ -30,10 +28,7 @@ window.manager = new oidc.UserManager(${JSON.stringify(settings)});
 browserTest('oidc-client-ts signs in, renews with its refresh token, revokes its tokens and signs out, unconfigured', { timeoutMs: 180_000 }, async (t, browser) => {
   const server = await startTestServer();
   t.teardown(() => server.close());
-  const app = createServer();
-  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => app.close(() => resolve())));
-  const origin = `http://127.0.0.1:${(app.address() as AddressInfo).port}`;
+  const { origin, app } = await startLoopbackApp(t);
   const registered = await server.runtime.clients.create({ name: 'Library SPA', type: 'spa', redirectUris: [`${origin}/callback`], postLogoutRedirectUris: [`${origin}/`] });
   const page = appPage({
     authority: server.issuer, client_id: registered.client_id, redirect_uri: `${origin}/callback`, post_logout_redirect_uri: `${origin}/`,

@@ -2,11 +2,9 @@
 // the browser to sign in, the second (on the redirect URI's page) exchanges the code and refreshes. Only the
 // issuer, the client id and the app's origin are put in for the README's placeholders.
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { browserTest, watchForProblems } from '../helpers/browser.ts';
+import { browserTest, startLoopbackApp, watchForProblems } from '../helpers/browser.ts';
 import { PASSWORD, createUser } from '../helpers/oauth.ts';
 import { PROJECT_ROOT } from '../helpers/process.ts';
 import { startTestServer } from '../helpers/server.ts';
@@ -25,10 +23,7 @@ browserTest('the README\'s SPA snippets run as written against a Gatehouse on ht
   t.truthy(signIn && callback, 'two oauth4webapi snippets');
   const server = await startTestServer();
   t.teardown(() => server.close());
-  const app = createServer();
-  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => app.close(() => resolve())));
-  const origin = `http://127.0.0.1:${(app.address() as AddressInfo).port}`;
+  const { origin, app } = await startLoopbackApp(t);
   const registered = await server.runtime.clients.create({ name: 'README SPA', type: 'spa', redirectUris: [`${origin}/callback`] });
   const fill = (code: string) => code.replaceAll('http://localhost:3000', server.issuer).replaceAll('YOUR_CLIENT_ID', registered.client_id).replaceAll('http://localhost:5173', origin);
   const page = (code: string) => `<!doctype html><html><head><title>running</title>

@@ -1,6 +1,8 @@
 // Headless Chromium for browser tests: Debian's /usr/bin/chromium driven by playwright-core, a fresh
 // profile for every browser. Without Chromium a test fails in CI (CI set) and is skipped, saying why, elsewhere.
 // Also what browser tests share: the example apps, watching a page for problems, the phone-width check.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -118,3 +120,13 @@ export async function fitsPhone(t: ExecutionContext, page: Page, name: string): 
   }
 }
 
+/**
+ * An app of the test's own on a free loopback port, closed after the test: its origin (for the client's
+ * redirect URIs), and its server, to which the test adds its request handler once it knows what to serve.
+ */
+export async function startLoopbackApp(t: ExecutionContext): Promise<{ origin: string; app: Server }> {
+  const app = createServer();
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => app.close(() => resolve())));
+  return { origin: `http://127.0.0.1:${(app.address() as AddressInfo).port}`, app };
+}
