@@ -4,7 +4,7 @@
 import type { Prisma } from '../db/index.ts';
 
 /** The scope for refresh tokens that outlive the session: consented to each time it is asked for. */
-export const OFFLINE_ACCESS = 'offline_access';
+const OFFLINE_ACCESS = 'offline_access';
 
 export interface Consent {
   clientId: string;

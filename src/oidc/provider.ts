@@ -5,7 +5,7 @@ import type { Config } from '../config/index.ts';
 import type { ClientService } from '../clients/clients.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
-import { OFFLINE_ACCESS, type ConsentService } from '../accounts/consents.ts';
+import type { ConsentService } from '../accounts/consents.ts';
 import type { Store } from '../store/store.ts';
 import type { Secrets } from './keys.ts';
 import { createAdapterFactory } from './adapter.ts';
@@ -214,10 +214,11 @@ async function grantToStartFrom(ctx: KoaContextWithOIDC, existing: EngineGrant |
     await existing.save();
     return existing;
   }
-  const remembered = firstParty ?? await consents.of(ctx.oidc.session!.accountId!, client.clientId);
-  if (!remembered) return undefined;
+  // Remembered consent never holds offline access (ConsentService.remember).
+  const allowed = firstParty ?? await consents.of(ctx.oidc.session!.accountId!, client.clientId);
+  if (!allowed) return undefined;
   const grant = newGrant(ctx.oidc.provider, { accountId: ctx.oidc.session!.accountId!, clientId: client.clientId });
-  allow(ctx, grant, firstParty ?? { scopes: remembered.scopes.filter((scope) => scope !== OFFLINE_ACCESS), claims: remembered.claims });
+  allow(ctx, grant, allowed);
   await grant.save();
   return grant;
 }
