@@ -40,6 +40,7 @@ Commands:
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor] [--first-party]
                  [--token-endpoint-auth-method client_secret_basic|client_secret_post]
+                 [--backchannel-logout-uri U] [--frontchannel-logout-uri U]
                                         register a client and print it as JSON (native:
                                         an installed app, redirects to com.example.app:/…,
                                         a claimed https URI, or http://127.0.0.1/… on any
@@ -50,12 +51,18 @@ Commands:
                                         allowed what it asks with no consent page;
                                         a web client presents its secret in the
                                         Authorization header (client_secret_basic, the
-                                        default) or in the form (client_secret_post)
+                                        default) or in the form (client_secret_post);
+                                        --backchannel-logout-uri (web): Gatehouse POSTs
+                                        a signed logout token there when a session ends;
+                                        --frontchannel-logout-uri (web, spa): the browser
+                                        signing out loads it in a hidden frame
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--first-party | --not-first-party]
+                 [--backchannel-logout-uri U] [--frontchannel-logout-uri U]
                                         change a client (redirect URIs given replace
-                                        the old ones) and print it as JSON
+                                        the old ones; an empty logout URI removes it)
+                                        and print it as JSON
   clients show ID                       print a client's registration as JSON (never its
                                         secret, shown once at creation)
   clients list [--json]                 list the clients: id, type, name, redirect URIs;
@@ -191,6 +198,7 @@ const commands: Record<string, Handler> = {
       name: { type: 'string' }, type: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'require-second-factor': { type: 'boolean' }, 'first-party': { type: 'boolean' }, 'token-endpoint-auth-method': { type: 'string' },
+      'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' },
     });
     const authMethod = values['token-endpoint-auth-method'] as SecretAuthMethod | undefined;
     if (authMethod !== undefined && !SECRET_AUTH_METHODS.includes(authMethod)) throw new UsageError(`--token-endpoint-auth-method must be one of ${SECRET_AUTH_METHODS.join(', ')}`);
@@ -203,6 +211,8 @@ const commands: Record<string, Handler> = {
         redirectUris: values['redirect-uri'] as string[] | undefined,
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
         requireSecondFactor: Boolean(values['require-second-factor']), firstParty: Boolean(values['first-party']), tokenEndpointAuthMethod: authMethod,
+        backchannelLogoutUri: values['backchannel-logout-uri'] as string | undefined || undefined,
+        frontchannelLogoutUri: values['frontchannel-logout-uri'] as string | undefined || undefined,
       }, { type: 'admin', id: administratorName() });
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
     });
@@ -213,6 +223,7 @@ const commands: Record<string, Handler> = {
       'client-id': { type: 'string' }, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'first-party': { type: 'boolean' }, 'not-first-party': { type: 'boolean' },
+      'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' },
     });
     if (!values['client-id']) throw new UsageError('clients update needs --client-id');
     if (values['first-party'] && values['not-first-party']) throw new UsageError('clients update takes --first-party or --not-first-party, not both');
@@ -221,8 +232,12 @@ const commands: Record<string, Handler> = {
       redirectUris: values['redirect-uri'] as string[] | undefined,
       postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
       firstParty: values['first-party'] ? true : values['not-first-party'] ? false : undefined,
+      backchannelLogoutUri: logoutUriChange(values['backchannel-logout-uri']),
+      frontchannelLogoutUri: logoutUriChange(values['frontchannel-logout-uri']),
     };
-    if (Object.values(changes).every((value) => value === undefined)) throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri, --scope or --first-party');
+    if (Object.values(changes).every((value) => value === undefined)) {
+      throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri, --scope, --first-party or a logout URI');
+    }
     await run(async ({ clients }) => {
       const client = await clients.update(String(values['client-id']), changes, { type: 'admin', id: administratorName() });
       if (!client) throw new ClientError(`no client ${String(values['client-id'])}`);
@@ -387,3 +402,9 @@ function isInvalidClientMetadata(error: unknown): boolean {
 }
 
 process.exitCode = await main(process.argv.slice(2));
+
+/** A logout URI option of clients update: a new URI, or empty to remove it; undefined when not given. */
+function logoutUriChange(value: unknown): string | null | undefined {
+  if (typeof value !== 'string') return undefined;
+  return value.trim() || null;
+}

@@ -24,6 +24,8 @@ import { createViews, type Views } from './web/kit/views.ts';
 import { enginePages } from './web/kit/engine-pages.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from './mail/queue.ts';
+import type { QueueTimings } from './store/durable-queue.ts';
+import { LogoutNotices } from './oidc/logout-notices.ts';
 import { AfterResponseWork } from './web/kit/after-response.ts';
 import { createLimits, type Limits } from './limits/index.ts';
 import { AuditTrail } from './audit/audit.ts';
@@ -67,6 +69,8 @@ export interface Runtime {
   mailer: Mailer;
   /** Email sent after the response (links, notices): `mailQueue.deliver(message)` sends it now or, while SMTP is down, later. */
   mailQueue: MailQueue;
+  /** Applications told that a session ended (back-channel, queued; front-channel URLs): `idle()` awaits deliveries under way. */
+  logoutNotices: LogoutNotices;
   /** Work started after a response (mail, audit records): `afterResponseWork.run(ctx, what, work)`; `settled()` awaits it. */
   afterResponseWork: AfterResponseWork;
   /** A person's sessions and grants: list, end one, end all (sign out everywhere, password reset). */
@@ -86,10 +90,12 @@ export interface Runtime {
 export interface RuntimeOptions {
   /** Retry timings of queued mail; tests shorten them, production keeps the defaults. */
   mailQueue?: Partial<MailQueueTimings>;
+  /** Retry timings of queued back-channel logout notices; tests shorten them. */
+  logoutNotices?: Partial<QueueTimings>;
   /**
    * For a command that does one thing and exits (the CLI): clients are not cached (so nothing listens for
-   * changes to them; changes it makes are still announced), and the mail queue makes no passes of its own
-   * (what it queues is sent by the servers sharing the store).
+   * changes to them; changes it makes are still announced), and the mail and logout-notice queues make no
+   * passes of their own (what they could not deliver at once is retried by the servers sharing the store).
    */
   oneShot?: boolean;
   /** Limits of the caller's making (a test whose limits' Redis goes down); closed with the runtime. */
@@ -134,24 +140,30 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     });
     const provider = createProvider({
       config, secrets, store, users, clients, secondFactor, consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
+      // Made just below, with the engine it needs; called only once requests come.
+      logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
     });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
     const engine = new Engine(provider);
+    const logoutNotices = new LogoutNotices({ issuer: config.issuer, engine, store, auditTrail, logger, timings: options.logoutNotices, clock: options.clock });
     // Token requests are limited per IP and per client, and services get no scopes about people.
     engine.checkTokenRequests([tokenEndpointLimits(limits.rates), serviceScopesOnly]);
-    const accountSessions = new AccountSessions(engine, store, auditTrail, users);
+    const accountSessions = new AccountSessions(engine, store, auditTrail, users, logoutNotices);
     const accountTokens = new AccountTokens(database.prisma);
     const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock: options.clock ?? systemClock });
     const opened = database;
-    if (!options.oneShot) mailQueue.start();
+    if (!options.oneShot) {
+      mailQueue.start();
+      logoutNotices.start();
+    }
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();
         // A message being sent is taken off the queue (or rescheduled) before the store closes.
-        await mailQueue.close();
+        await Promise.all([mailQueue.close(), logoutNotices.close()]);
         // Audit rows still being written go in before the database closes.
         await auditTrail.flush();
         await Promise.allSettled([store.close(), limits.close(), opened.close(), mailer.close()]);

@@ -9,3 +9,20 @@ export function originOf(uri: string): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * Why a URI cannot be an application's logout URI (back-channel or front-channel), or undefined: it must be an
+ * absolute https URL without a fragment, or http on the loopback interface (an application in development).
+ */
+export function logoutUriProblem(uri: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return 'must be an absolute URL';
+  }
+  if (url.hash) return 'must not have a fragment';
+  if (url.protocol === 'https:') return undefined;
+  const loopback = url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]';
+  return url.protocol === 'http:' && loopback ? undefined : 'must use https (http only on the loopback interface, in development)';
+}

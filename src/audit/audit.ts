@@ -14,7 +14,7 @@ export const AUDIT_ACTIONS = [
   'password_reset.requested', 'password_reset.completed', 'password.changed',
   'email.verified', 'email_change.requested', 'email.changed', 'email.restored',
   'refresh_token.reused', 'authorization_code.reused', 'grant.revoked', 'consent.withdrawn',
-  'session.ended', 'sessions.ended_all',
+  'session.ended', 'sessions.ended_all', 'logout.delivered', 'logout.failed',
   'client.created', 'client.updated', 'client.deleted',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

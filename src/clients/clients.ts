@@ -25,6 +25,10 @@ export interface NewClient {
   firstParty?: boolean;
   /** How a web app presents its secret at the token endpoint (RFC 6749 2.3.1): in the Authorization header (default), or in the form. */
   tokenEndpointAuthMethod?: SecretAuthMethod;
+  /** Where Gatehouse's server POSTs a logout token when a session ends (Back-Channel Logout 1.0): web clients. */
+  backchannelLogoutUri?: string | undefined;
+  /** What the browser loads in a hidden frame when it signs out (Front-Channel Logout 1.0): web and spa clients. */
+  frontchannelLogoutUri?: string | undefined;
 }
 
 export type SecretAuthMethod = 'client_secret_basic' | 'client_secret_post';
@@ -36,6 +40,10 @@ export interface ClientChanges {
   postLogoutRedirectUris?: string[] | undefined;
   scope?: string | undefined;
   firstParty?: boolean | undefined;
+  /** A new back-channel logout URI; null removes it. */
+  backchannelLogoutUri?: string | null | undefined;
+  /** A new front-channel logout URI; null removes it. */
+  frontchannelLogoutUri?: string | null | undefined;
 }
 
 /** oidc-provider client metadata, as stored. */
@@ -98,7 +106,8 @@ export class ClientService {
     if (!isService && changes.redirectUris && !changes.redirectUris.length) throw new ClientError('a client that signs people in needs at least one redirect URI');
     if (type === 'native') checkNativeRedirects([...changes.redirectUris ?? [], ...changes.postLogoutRedirectUris ?? []]);
     const metadata: ClientMetadata = {
-      ...current,
+      ...withoutLogoutUris(current, { back: changes.backchannelLogoutUri !== undefined, front: changes.frontchannelLogoutUri !== undefined }),
+      ...logoutMetadata(type, { back: changes.backchannelLogoutUri ?? undefined, front: changes.frontchannelLogoutUri ?? undefined }),
       ...(name ? { client_name: name } : {}),
       ...(changes.redirectUris ? { redirect_uris: changes.redirectUris } : {}),
       ...(changes.postLogoutRedirectUris ? { post_logout_redirect_uris: changes.postLogoutRedirectUris } : {}),
@@ -192,6 +201,35 @@ export function withoutSecret({ client_secret: _secret, ...shown }: ClientMetada
   return shown;
 }
 
+/**
+ * The metadata of an application's logout URIs, once its type allows them: Gatehouse's server calls the
+ * back-channel URI, so only a web app (with a server) takes one; the browser loads the front-channel URI, so a
+ * web app or a single-page app. Each asks for the session id (sid), which every logout names. The URIs
+ * themselves are checked with the rest (src/oidc/provider.ts: https, or http on loopback).
+ */
+function logoutMetadata(type: ClientType, uris: { back?: string | undefined; front?: string | undefined }): Record<string, unknown> {
+  if (uris.back && type !== 'web') throw new ClientError(`a ${type} client has no server for Gatehouse to call: only a web client takes a back-channel logout URI`);
+  if (uris.front && type !== 'web' && type !== 'spa') throw new ClientError(`a ${type} client is not signed out in a browser frame: only web and spa clients take a front-channel logout URI`);
+  return {
+    ...(uris.back ? { backchannel_logout_uri: uris.back, backchannel_logout_session_required: true } : {}),
+    ...(uris.front ? { frontchannel_logout_uri: uris.front, frontchannel_logout_session_required: true } : {}),
+  };
+}
+
+/** The metadata without the logout URIs about to be replaced (or removed). */
+function withoutLogoutUris(metadata: ClientMetadata, replaced: { back: boolean; front: boolean }): ClientMetadata {
+  const kept = { ...metadata };
+  if (replaced.back) {
+    delete kept.backchannel_logout_uri;
+    delete kept.backchannel_logout_session_required;
+  }
+  if (replaced.front) {
+    delete kept.frontchannel_logout_uri;
+    delete kept.frontchannel_logout_session_required;
+  }
+  return kept;
+}
+
 function metadataFor(input: NewClient): ClientMetadata {
   const name = input.name.trim();
   if (!name) throw new ClientError('a client needs a name');
@@ -204,6 +242,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     ...(input.scope ? { scope: input.scope } : {}),
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
     ...(input.firstParty ? { first_party: true } : {}),
+    ...logoutMetadata(input.type, { back: input.backchannelLogoutUri, front: input.frontchannelLogoutUri }),
   };
   if (input.type === 'service') {
     if (redirectUris.length || postLogoutRedirectUris.length) {

@@ -4,7 +4,8 @@ import Bowser from 'bowser';
 import { errors, type AdapterPayload } from 'oidc-provider';
 import type { AuditTrail } from '../audit/audit.ts';
 import type { UserService } from '../accounts/users.ts';
-import { requestBeingServed, type Engine, type EngineSession } from './engine-internals.ts';
+import { applicationsOf, requestBeingServed, type Engine, type EngineSession } from './engine-internals.ts';
+import type { LogoutNotices } from './logout-notices.ts';
 import type { Store } from '../store/store.ts';
 
 export interface SessionSummary {
@@ -27,6 +28,7 @@ export interface SessionSummary {
 export type EndReason =
   | 'session_ended' // the person ended another session from the sessions page
   | 'signed_out' // the person signed out of this browser
+  | 'signed_out_of_application' // the person signed out of one application only, and stays signed in
   | 'signed_out_everywhere'
   | 'password_reset'
   | 'password_changed'
@@ -54,6 +56,11 @@ export interface EndAllOptions {
   request?: RequestOrigin;
 }
 
+/** A session ended: `frontChannel`, the URLs its browser loads to sign its applications out (front-channel logout). */
+export interface EndedSession {
+  frontChannel: string[];
+}
+
 /** An ended session's marker outlives any request still holding it in memory. */
 const ENDED_MARKER_MIN_SECONDS = 3600;
 const USER_AGENT_MAX = 512;
@@ -63,12 +70,15 @@ export class AccountSessions {
   readonly #store: Store;
   readonly #auditTrail: AuditTrail;
   readonly #users: Pick<UserService, 'endPausedSignIns'>;
+  readonly #logoutNotices: Pick<LogoutNotices, 'sessionEnded'>;
 
-  constructor(engine: Engine, store: Store, auditTrail: AuditTrail, users: Pick<UserService, 'endPausedSignIns'>) {
+  /** Every session ended here is told to its applications (logoutNotices). */
+  constructor(engine: Engine, store: Store, auditTrail: AuditTrail, users: Pick<UserService, 'endPausedSignIns'>, logoutNotices: Pick<LogoutNotices, 'sessionEnded'>) {
     this.#engine = engine;
     this.#store = store;
     this.#auditTrail = auditTrail;
     this.#users = users;
+    this.#logoutNotices = logoutNotices;
   }
 
   /** The account's live sessions, newest first. */
@@ -97,12 +107,16 @@ export class AccountSessions {
     return summaries.sort((a, b) => (b.loginTs ?? 0) - (a.loginTs ?? 0));
   }
 
-  /** Ends one of the account's sessions and revokes the grants made through it; false when it is not theirs or gone. */
-  async end(accountId: string, sessionUid: string, options: EndOptions = {}): Promise<boolean> {
+  /**
+   * Ends one of the account's sessions and revokes the grants made through it, and tells its applications;
+   * undefined when it is not theirs or gone.
+   */
+  async end(accountId: string, sessionUid: string, options: EndOptions = {}): Promise<EndedSession | undefined> {
     const reason = options.reason ?? 'session_ended';
     const session = await this.#engine.sessionByUid(sessionUid);
-    if (!session || session.accountId !== accountId) return false;
+    if (!session || session.accountId !== accountId) return undefined;
     await this.#destroy(session);
+    const frontChannel = await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason });
     // Every grant made in it, offline access included (unlike the engine's own logout, which keeps those):
     // a session ended from the sessions page may be an intruder's, and a refresh token it obtained must
     // not outlive it, as the page promises.
@@ -114,15 +128,16 @@ export class AccountSessions {
       this.#audit({ action: 'session.ended', accountId, request: options.request, detail: { sessionUid, reason } }),
       ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request: options.request, detail: { grantId: grant.id, reason } })),
     ]);
-    return true;
+    return { frontChannel };
   }
 
   /**
    * Ends every session of the account and revokes every grant of the account (refresh tokens of
    * applications that outlive any session included), except the session named in `keep` and its grants.
-   * Sign-ins paused between the password and the second factor end too, in every browser.
+   * Sign-ins paused between the password and the second factor end too, in every browser. Each ended session's
+   * applications are told; `frontChannel` has the URLs for each ended session's browser, by session uid.
    */
-  async endAll(accountId: string, options: EndAllOptions = {}): Promise<{ sessions: number; grants: number }> {
+  async endAll(accountId: string, options: EndAllOptions = {}): Promise<{ sessions: number; grants: number; frontChannel: Map<string, string[]> }> {
     const reason = options.reason ?? 'signed_out_everywhere';
     await this.#users.endPausedSignIns(accountId);
     const sessions = await this.#liveSessions(accountId);
@@ -130,6 +145,10 @@ export class AccountSessions {
     const keptGrantIds = new Set(Object.values(kept?.authorizations ?? {}).map((authorization) => authorization.grantId));
     const ending = sessions.filter((session) => session !== kept);
     await Promise.all(ending.map((session) => this.#destroy(session)));
+    const frontChannel = new Map(await Promise.all(ending.map(async (session) => [
+      session.uid,
+      await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason }),
+    ] as const)));
     // A session being saved under a new id right now (a login rotates it) is briefly not found: every
     // other uid the account's index names is marked ended too, so no such session can come back.
     const found = new Set(sessions.map((session) => session.uid));
@@ -153,7 +172,7 @@ export class AccountSessions {
         detail: { reason, sessions: ending.length, grants: revoked.length, keptOne: kept !== undefined },
       }),
     ]);
-    return { sessions: ending.length, grants: revoked.length };
+    return { sessions: ending.length, grants: revoked.length, frontChannel };
   }
 
   /**
@@ -161,12 +180,18 @@ export class AccountSessions {
    * ends in every session and offline, while the sessions stay signed in (to Gatehouse and other apps).
    */
   async revokeApplication(accountId: string, clientId: string, options: EndOptions = {}): Promise<number> {
+    const reason = options.reason ?? 'access_withdrawn';
     const grantIds = await this.#store.indexMembers(accountGrantsKey(accountId));
     const grants = await Promise.all(grantIds.map((grantId) => this.#engine.findGrant(grantId)));
     const ofClient = new Set(grantIds.filter((_, index) => grants[index]?.clientId === clientId && grants[index]?.accountId === accountId));
     const revoked = await this.#revokeGrants(accountId, ofClient);
     await this.#store.removeFromIndex(accountGrantsKey(accountId), [...ofClient]);
-    const reason = options.reason ?? 'access_withdrawn';
+    // The application's own sessions end too (as Keycloak does when consent is revoked): it is told of each
+    // session it was signed in through, by back-channel.
+    const sessions = await this.#liveSessions(accountId);
+    await Promise.all(sessions.map((session) => this.#logoutNotices.sessionEnded({
+      accountId, applications: applicationsOf(session).filter((application) => application.clientId === clientId), reason,
+    })));
     await Promise.all(revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId, request: options.request, detail: { grantId: grant.id, reason } })));
     return revoked.length;
   }

@@ -1,6 +1,8 @@
 // The one file that reaches into oidc-provider beyond its configuration: the request it is serving (its
-// AsyncLocalStorage), its sessions and their cookie, interactions, grants and their revocation, and the one
-// engine method Gatehouse wraps (the client lookup, to check token requests). An engine upgrade is checked here.
+// AsyncLocalStorage), its sessions and their cookie, interactions, grants and their revocation, logout tokens,
+// and the engine methods Gatehouse wraps or replaces (the client lookup, to check token requests; back-channel
+// logout and the ID token's sid). An engine upgrade is checked here.
+import { randomUUID } from 'node:crypto';
 import Provider, { type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Context } from 'koa';
 
@@ -34,6 +36,41 @@ export function requestBeingServed(): KoaContextWithOIDC | undefined {
   return (Provider as unknown as { ctx?: KoaContextWithOIDC }).ctx;
 }
 
+/** An application signed in through a session, and the session id it knows that session by (the ID token's sid). */
+export interface SessionApplication {
+  clientId: string;
+  sid: string | undefined;
+}
+
+/** The applications signed in through a session (every one the engine keeps an authorization for). */
+export function applicationsOf(session: Pick<EngineSession, 'authorizations'>): SessionApplication[] {
+  return Object.entries(session.authorizations ?? {}).map(([clientId, authorization]) => ({ clientId, sid: authorization.sid }));
+}
+
+/**
+ * The session a logout confirmation (POST end_session_confirm) is about to end, read before the engine ends it:
+ * who was signed in, the applications, and the one application the person chose to sign out of alone (the
+ * engine keeps it in the session's state), which the engine forgets as it ends it.
+ */
+export async function sessionBeingEnded(provider: Provider, ctx: Context): Promise<{ accountId: string | undefined; applications: SessionApplication[]; onlyFrom: string | undefined }> {
+  const session = await provider.Session.get(ctx as never);
+  const onlyFrom = (session.state as { clientId?: unknown } | undefined)?.clientId;
+  return { accountId: session.accountId, applications: applicationsOf(session), onlyFrom: typeof onlyFrom === 'string' ? onlyFrom : undefined };
+}
+
+/**
+ * Gatehouse tells applications of a logout itself (src/oidc/logout-notices.ts): queued and retried, from every
+ * way a session ends, never awaited by the person's logout. The engine's own back-channel call (an awaited POST,
+ * lib/actions/end_session.js) does nothing; its feature stays on for discovery and the client metadata. And
+ * every ID token names its session (sid), as Keycloak's and Auth0's do, so an application told of a logout by
+ * back-channel or front-channel can tell which of its sessions ended: the engine adds it only for some clients.
+ */
+export function takeOverLogoutNotices(provider: Provider): void {
+  const prototype = provider.Client.prototype as unknown as { backchannelLogout(): Promise<void>; includeSid(): boolean };
+  prototype.backchannelLogout = async () => {};
+  prototype.includeSid = () => true;
+}
+
 /** A grant, not saved yet; for the provider's own configuration, which has the provider but no Engine. */
 export function newGrant(provider: Provider, owner: { accountId: string; clientId: string }): EngineGrant {
   return new provider.Grant(owner);
@@ -65,6 +102,20 @@ export class Engine {
 
   findClient(clientId: unknown): Promise<EngineClient | undefined> {
     return typeof clientId === 'string' ? this.#provider.Client.find(clientId) : Promise.resolve(undefined);
+  }
+
+  /**
+   * A back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.4) for a client: signed as its ID
+   * tokens are, typ logout+jwt, with the logout event, sub, sid, a new jti, two minutes' expiry and no nonce.
+   */
+  async logoutToken(client: EngineClient, accountId: string, sid: string | undefined): Promise<string> {
+    const token = new this.#provider.IdToken({ sub: accountId }, { client, ctx: undefined as never });
+    // Only sub from the account's claims: a logout token carries no profile.
+    (token as unknown as { mask: Record<string, null> }).mask = { sub: null };
+    token.set('events', { 'http://schemas.openid.net/event/backchannel-logout': {} });
+    token.set('jti', randomUUID());
+    if (sid) token.set('sid', sid);
+    return token.issue({ use: 'logout' } as never);
   }
 
   // --- sessions -----------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { ACR_SECOND_FACTOR, ACR_VALUES, REQUIRE_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision } from './assurance.ts';
 import { FIRST_PARTY } from './client-kinds.ts';
-import { originOf } from '../urls.ts';
+import { logoutUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { newGrant, type EngineGrant } from './engine-internals.ts';
+import { newGrant, sessionBeingEnded, takeOverLogoutNotices, type EngineGrant } from './engine-internals.ts';
+import { FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, FRONTCHANNEL_LOGOUT_URI, type LogoutNotices } from './logout-notices.ts';
 
 export interface ProviderDependencies {
   config: Config;
@@ -32,6 +33,8 @@ export interface ProviderDependencies {
   consents: Pick<ConsentService, 'of'>;
   /** Whether an account has, or must use, a second factor (for step-up). */
   secondFactor: Pick<SecondFactorService, 'loginRequirement'>;
+  /** Tells the applications of a session that it ended (back-channel and front-channel logout). */
+  logoutNotices: Pick<LogoutNotices, 'sessionEnded'>;
 }
 
 /** A page the engine answers with: it writes the response (type, body, headers) on the engine's context. */
@@ -43,6 +46,11 @@ export interface EnginePages {
   logout: EnginePage<{ engineForm: string; clientName: string | undefined; returnTo: string | undefined }>;
   /** `onlyFromClient`: the person signed out of that client alone, and is still signed in to Gatehouse. */
   loggedOut: EnginePage<{ clientName: string | undefined; onlyFromClient: boolean }>;
+  /**
+   * Signing out: the browser loads each application's front-channel logout URL (`frontChannel`) in a hidden
+   * frame, then goes on to `continueTo` (where the engine was sending it).
+   */
+  signingOut: EnginePage<{ frontChannel: readonly string[]; continueTo: string }>;
   /** The engine's own page posts a form whose redirect chain ends at `returnTo`: let the browser follow it. */
   formLeadsTo: EnginePage<{ returnTo: string }>;
   error: EnginePage<{ error: string; error_description?: string | undefined }>;
@@ -56,7 +64,7 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, pages, interactionPath, secondFactor, consents }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, store, users, clients, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -85,10 +93,23 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
     // loa:1 password, loa:2 password and second factor (src/oidc/assurance.ts).
     acrValues: [...ACR_VALUES],
     extraClientMetadata: {
-      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY],
-      validator: (_ctx, key, value) => {
-        if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY) && value !== undefined && typeof value !== 'boolean') {
+      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED],
+      validator: (_ctx, key, value, metadata) => {
+        if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY || key === FRONTCHANNEL_LOGOUT_SESSION_REQUIRED) && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata(`${key} must be true or false`);
+        }
+        if (key === FRONTCHANNEL_LOGOUT_URI && value !== undefined) {
+          const problem = typeof value === 'string' ? logoutUriProblem(value) : 'must be a URL';
+          if (problem) throw new errors.InvalidClientMetadata(`${key} ${problem}`);
+          // Front-Channel Logout 1.0 §2: the application's own site, that of one of its redirect URIs.
+          const origins = (metadata.redirect_uris as string[] | undefined ?? []).map(originOf);
+          if (!origins.includes(originOf(value as string))) throw new errors.InvalidClientMetadata(`${key} must be on the origin of one of the redirect URIs`);
+        }
+        // The engine's own back-channel URI is checked with its front-channel sibling (the validator is called
+        // for extra properties only, each time, present or not).
+        if (key === FRONTCHANNEL_LOGOUT_URI && typeof metadata.backchannel_logout_uri === 'string') {
+          const problem = logoutUriProblem(metadata.backchannel_logout_uri);
+          if (problem) throw new errors.InvalidClientMetadata(`backchannel_logout_uri ${problem}`);
         }
       },
     },
@@ -118,8 +139,15 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
       // The grant must outlive every refresh token issued under it, or refresh fails early.
       Grant: Math.max(config.ttl.refreshToken, config.ttl.session),
     },
+    discovery: {
+      // Front-channel logout is Gatehouse's (logout-notices.ts); the engine advertises back-channel's.
+      frontchannel_logout_supported: true,
+      frontchannel_logout_session_supported: true,
+    },
     features: {
       devInteractions: { enabled: false },
+      // Delivered by Gatehouse, queued (takeOverLogoutNotices): the engine's feature gives the metadata and discovery.
+      backchannelLogout: { enabled: true },
       clientCredentials: { enabled: true },
       revocation: {
         enabled: true,
@@ -160,7 +188,32 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
   provider.use(cachePublicDocuments);
   provider.use(emptyRevocationAnswer);
   provider.use(logoutReturnsToClient(pages));
+  provider.use(logoutReachesApplications(provider, logoutNotices, pages));
+  takeOverLogoutNotices(provider);
   return provider;
+}
+
+/**
+ * A person signing out through an application (RP-initiated logout) signs out of every application of the
+ * session, or of the one they chose: those applications are told (back-channel, queued), and the browser loads
+ * their front-channel logout URLs on a page of its own before going where the engine sends it. The session is
+ * read before the engine's confirmation ends it: that is the one moment it still names them.
+ */
+function logoutReachesApplications(provider: Provider, notices: ProviderDependencies['logoutNotices'], pages: EnginePages) {
+  const confirmPath = provider.pathFor('end_session_confirm');
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    if (ctx.method !== 'POST' || ctx.path !== confirmPath) return next();
+    const ending = await asProviderError(() => sessionBeingEnded(provider, ctx));
+    await next();
+    const continueTo = ctx.response.get('Location');
+    if (ctx.status !== 303 || !continueTo || !ending.accountId) return;
+    // The engine's confirmation ends every application's session with "logout", else only the one chosen.
+    const everywhere = Boolean(ctx.oidc.params?.logout);
+    const applications = everywhere ? ending.applications : ending.applications.filter((application) => application.clientId === ending.onlyFrom);
+    const reason = everywhere ? 'signed_out' : 'signed_out_of_application';
+    const frontChannel = await asProviderError(() => notices.sessionEnded({ accountId: ending.accountId!, applications, reason }));
+    if (frontChannel.length) pages.signingOut(ctx, { frontChannel, continueTo });
+  };
 }
 
 /** How long a cache (or a client) may keep discovery and the JWKS: short enough to follow a key rotation's stages. */

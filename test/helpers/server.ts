@@ -69,6 +69,7 @@ export async function startTestServer(
     async settled() {
       await runtime.afterResponseWork.settled();
       await runtime.mailQueue.idle();
+      await runtime.logoutNotices.idle();
     },
     async close() {
       server.closeAllConnections();

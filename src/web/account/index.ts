@@ -38,8 +38,9 @@ export class AccountPages {
     this.#pages = pages;
   }
 
-  render(ctx: Context, template: string, data: Record<string, unknown>, status = 200): void {
-    this.#pages.render(ctx, template, { ...data, account: ctx.state.account }, { status, csrfPath: PATHS.account });
+  /** `frames`: applications' front-channel logout URLs the page loads (the signed-out page). */
+  render(ctx: Context, template: string, data: Record<string, unknown>, status = 200, frames: readonly string[] = []): void {
+    this.#pages.render(ctx, template, { ...data, account: ctx.state.account }, { status, csrfPath: PATHS.account, frames });
   }
 }
 

@@ -34,9 +34,9 @@ export function sessionRoutes(router: AccountRouter, deps: Pick<WebDependencies,
 
   router.post(within('account', 'accountSessionsEndAll'), formBody, async (ctx) => {
     requireCsrf(ctx);
-    const { user } = ctx.state.account;
-    await accountSessions.endAll(user.id, { reason: 'signed_out_everywhere', request: origin(ctx) });
-    signedOut(ctx, 'everywhere');
+    const { user, session } = ctx.state.account;
+    const ended = await accountSessions.endAll(user.id, { reason: 'signed_out_everywhere', request: origin(ctx) });
+    signedOut(ctx, 'everywhere', ended.frontChannel.get(session.uid) ?? []);
   });
 
   router.post(within('account', 'accountSessionEnd'), formBody, async (ctx) => {
@@ -63,14 +63,15 @@ export function sessionRoutes(router: AccountRouter, deps: Pick<WebDependencies,
   /** Ends this browser's session and its grants, forgets its cookie, and says so. */
   async function endCurrent(ctx: Context): Promise<void> {
     const { user, session } = (ctx.state as AccountState).account;
-    await accountSessions.end(user.id, session.uid, { reason: 'signed_out', request: origin(ctx) });
-    signedOut(ctx, 'here');
+    const ended = await accountSessions.end(user.id, session.uid, { reason: 'signed_out', request: origin(ctx) });
+    signedOut(ctx, 'here', ended?.frontChannel ?? []);
   }
 
-  function signedOut(ctx: Context, scope: 'here' | 'everywhere'): void {
+  /** Says so, and signs this browser out of its applications that asked for it (front-channel logout). */
+  function signedOut(ctx: Context, scope: 'here' | 'everywhere', frontChannel: readonly string[]): void {
     // The engine's session cookie (and its signature): the session behind it is gone already.
     engine.clearSessionCookie(ctx);
-    pages.render(ctx, 'account/signed-out', { title: 'Signed out', scope });
+    pages.render(ctx, 'account/signed-out', { title: 'Signed out', scope, frontChannel }, 200, frontChannel);
   }
 }
 

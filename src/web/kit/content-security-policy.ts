@@ -16,19 +16,26 @@ function sourceOf(uri: string): string | undefined {
 
 /**
  * formTargets: URIs forms may lead to besides this server (checked already: a client's registered redirect URI),
- * or 'any' where the target is only known to the engine.
+ * or 'any' where the target is only known to the engine. frames: URIs the page loads in frames (applications'
+ * front-channel logout URIs, registered by an administrator).
  */
-export function contentSecurityPolicy(formTargets: readonly string[] | 'any' = []): string {
+export function contentSecurityPolicy(formTargets: readonly string[] | 'any' = [], frames: readonly string[] = []): string {
   const formAction = formTargets === 'any'
     ? []
-    : [`form-action ${["'self'", ...new Set(formTargets.map(sourceOf).filter((source) => source !== undefined))].join(' ')}`];
+    : [`form-action ${["'self'", ...sourcesOf(formTargets)].join(' ')}`];
+  const frameSources = sourcesOf(frames);
   return [
     "default-src 'none'",
     "script-src 'self'",
     "style-src 'self'",
     "img-src 'self' data:",
+    ...(frameSources.length ? [`frame-src ${frameSources.join(' ')}`] : []),
     ...formAction,
     "frame-ancestors 'none'",
     "base-uri 'none'",
   ].join('; ');
+}
+
+function sourcesOf(uris: readonly string[]): string[] {
+  return [...new Set(uris.map(sourceOf).filter((source) => source !== undefined))];
 }

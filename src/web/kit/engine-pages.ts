@@ -24,6 +24,14 @@ export function enginePages(views: Views): EnginePages {
       ctx.type = 'html';
       ctx.body = views.render('logged-out', { clientName, onlyFromClient });
     },
+    signingOut(ctx, { frontChannel, continueTo }) {
+      // Instead of the engine's redirect: the page goes on to it once the frames have loaded.
+      ctx.remove('Location');
+      ctx.status = 200;
+      ctx.set('Content-Security-Policy', contentSecurityPolicy([], frontChannel));
+      ctx.type = 'html';
+      ctx.body = views.render('signing-out', { frontChannel, continueTo });
+    },
     formLeadsTo(ctx, { returnTo }) {
       // The engine's page may carry the hash of its one inline script in script-src: that stays.
       const current = String(ctx.response.get('Content-Security-Policy') ?? '');

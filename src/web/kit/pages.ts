@@ -17,6 +17,8 @@ export interface RenderOptions {
   csrfPath: string;
   /** A URL the page's forms may end up redirecting to (the client's redirect URI), for CSP form-action. */
   formTarget?: unknown;
+  /** URLs the page loads in frames (applications' front-channel logout URLs), for CSP frame-src. */
+  frames?: readonly string[] | undefined;
 }
 
 /** Parses urlencoded forms only (16 kB); anything unreadable is a 400 page. */
@@ -37,7 +39,7 @@ export class Pages {
     ctx.status = options.status ?? 200;
     ctx.type = 'html';
     ctx.set('Cache-Control', 'no-store');
-    ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof options.formTarget === 'string' ? [options.formTarget] : []));
+    ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof options.formTarget === 'string' ? [options.formTarget] : [], options.frames));
     ctx.body = this.#views.render(template, { ...data, csrf: csrfToken(ctx, options.csrfPath) });
   }
 }
