@@ -188,6 +188,25 @@ test.serial('clients create --type web and --type service print a client_secret'
   t.not(serviceClient.client_secret, webClient.client_secret);
 });
 
+test.serial('clients create and update take a back-channel and a front-channel logout URI; an empty one removes it', async (t) => {
+  t.timeout(2 * COMMAND_TIMEOUT_MS);
+  const created = await gatehouse([
+    'clients', 'create', '--name', 'Web app with logout', '--type', 'web', '--redirect-uri', 'https://app.example.com/callback',
+    '--backchannel-logout-uri', 'https://app.example.com/backchannel-logout', '--frontchannel-logout-uri', 'https://app.example.com/frontchannel-logout',
+  ]);
+  t.is(created.code, 0, created.stderr);
+  const client = JSON.parse(created.stdout) as Record<string, unknown>;
+  t.like(client, {
+    backchannel_logout_uri: 'https://app.example.com/backchannel-logout', backchannel_logout_session_required: true,
+    frontchannel_logout_uri: 'https://app.example.com/frontchannel-logout', frontchannel_logout_session_required: true,
+  });
+  const updated = await gatehouse(['clients', 'update', '--client-id', String(client.client_id), '--backchannel-logout-uri', '']);
+  t.is(updated.code, 0, updated.stderr);
+  const after = JSON.parse(updated.stdout) as Record<string, unknown>;
+  t.false('backchannel_logout_uri' in after);
+  t.is(after.frontchannel_logout_uri, 'https://app.example.com/frontchannel-logout');
+});
+
 test.serial('at the default LOG_LEVEL, clients create writes its audit event to stderr as a JSON line, without the secret', async (t) => {
   t.timeout(COMMAND_TIMEOUT_MS);
   const { LOG_LEVEL: _level, ...defaults } = environment;
@@ -210,6 +229,8 @@ const refusedClients: Array<[what: string, args: string[], message: RegExp]> = [
   ['an spa with a javascript: redirect URI', ['--type', 'spa', '--redirect-uri', 'javascript:alert(1)'], /redirect_uris/],
   ['an spa with a redirect URI that has a fragment', ['--type', 'spa', '--redirect-uri', 'http://localhost:5173/callback#token'], /fragment/],
   ['an spa with a redirect URI that is not a URI', ['--type', 'spa', '--redirect-uri', 'not a uri'], /redirect_uris/],
+  ['an spa with a back-channel logout URI', ['--type', 'spa', '--redirect-uri', 'https://app.example.com/cb', '--backchannel-logout-uri', 'https://app.example.com/logout'], /only a web client takes a back-channel logout URI/],
+  ['a web client with a back-channel logout URI on plain http', ['--type', 'web', '--redirect-uri', 'https://app.example.com/cb', '--backchannel-logout-uri', 'http://app.example.com/logout'], /backchannel_logout_uri must use https/],
   ['a web client with an invalid post-logout redirect URI', ['--type', 'web', '--redirect-uri', 'https://app.example.com/cb', '--post-logout-redirect-uri', 'javascript:alert(1)'], /post_logout_redirect_uris/],
 ];
 
