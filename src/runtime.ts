@@ -69,7 +69,7 @@ export interface Runtime {
   mailer: Mailer;
   /** Email sent after the response (links, notices): `mailQueue.deliver(message)` sends it now or, while SMTP is down, later. */
   mailQueue: MailQueue;
-  /** Applications told that a session ended (back-channel, queued; front-channel URLs): `idle()` awaits deliveries under way. */
+  /** Applications told that a session ended (back-channel, queued; front-channel URLs): `deliveries.idle()` awaits those under way. */
   logoutNotices: LogoutNotices;
   /** Work started after a response (mail, audit records): `afterResponseWork.run(ctx, what, work)`; `settled()` awaits it. */
   afterResponseWork: AfterResponseWork;
@@ -155,7 +155,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const opened = database;
     if (!options.oneShot) {
       mailQueue.start();
-      logoutNotices.start();
+      logoutNotices.deliveries.start();
     }
     return {
       config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
@@ -163,7 +163,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();
         // A message being sent is taken off the queue (or rescheduled) before the store closes.
-        await Promise.all([mailQueue.close(), logoutNotices.close()]);
+        await Promise.all([mailQueue.close(), logoutNotices.deliveries.close()]);
         // Audit rows still being written go in before the database closes.
         await auditTrail.flush();
         await Promise.allSettled([store.close(), limits.close(), opened.close(), mailer.close()]);

@@ -203,7 +203,7 @@ test('an app that is down is told again until it takes the logout token, and the
   const jtis = await Promise.all(endpoint.deliveries.map(async (delivery) => (await verifyLogoutToken(config, delivery.logoutToken)).jti));
   t.is(new Set(jtis).size, 3);
   // Taken: no pass tries it again.
-  for (let pass = 0; pass < 3; pass++) await server.runtime.logoutNotices.retryDue();
+  for (let pass = 0; pass < 3; pass++) await server.runtime.logoutNotices.deliveries.retryDue();
   t.is(endpoint.deliveries.length, 3);
   t.like((await auditEvents(server.runtime, 'logout.delivered', about(user)))[0], { clientId: registered.client_id, detail: { attempts: 3 } });
   t.deepEqual(await auditEvents(server.runtime, 'logout.failed', about(user)), []);
@@ -215,7 +215,7 @@ test('an app that refuses the logout token (a 4xx) is not asked again, and the f
   const { user, agent, tokens } = await signInThroughApp(config);
   await signOutThroughApp(agent, config, tokens.id_token!);
   await server.settled();
-  for (let pass = 0; pass < 3; pass++) await server.runtime.logoutNotices.retryDue();
+  for (let pass = 0; pass < 3; pass++) await server.runtime.logoutNotices.deliveries.retryDue();
   t.is(endpoint.deliveries.length, 1);
   const failed = await auditEvents(server.runtime, 'logout.failed', about(user));
   t.is(failed.length, 1);

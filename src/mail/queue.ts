@@ -30,24 +30,19 @@ export interface MailQueueOptions {
 
 type QueuedMail = MailMessage<TemplateName>;
 
-export class MailQueue {
+/** The durable queue (src/store/durable-queue.ts) of mail: deliver(message), and the queue's passes, idle() and close(). */
+export class MailQueue extends DurableQueue<QueuedMail> {
   readonly #mailer: Mailer;
-  readonly #queue: DurableQueue<QueuedMail>;
 
   constructor(options: MailQueueOptions) {
-    this.#mailer = options.mailer;
-    this.#queue = new DurableQueue({
+    super({
       store: options.store,
       logger: options.logger,
       kind: mailKind(options.mailer),
       timings: { ...DEFAULT_MAIL_QUEUE_TIMINGS, ...options.timings },
       clock: options.clock,
     });
-  }
-
-  /** Starts looking for due messages every pollIntervalMs; the timer never keeps the process alive. */
-  start(): void {
-    this.#queue.start();
+    this.#mailer = options.mailer;
   }
 
   /**
@@ -55,33 +50,13 @@ export class MailQueue {
    * Throws when the mail server refuses it for good (MailRejected, any 5xx reply): retrying cannot help. Also
    * throws the mail server's error when the store is down too, as nothing could keep the message.
    */
-  async deliver<Name extends TemplateName>(message: MailMessage<Name>): Promise<Delivered> {
+  override async deliver<Name extends TemplateName>(message: MailMessage<Name>): Promise<Delivered> {
     // Nothing to wait for without a mail server (production refuses to start so), nor after close.
-    if (this.#mailer.delivery === 'none' || this.#queue.closed) {
+    if (this.#mailer.delivery === 'none' || this.closed) {
       await this.#mailer.send(message);
       return 'sent';
     }
-    return this.#queue.deliver(message as QueuedMail);
-  }
-
-  /** One pass over the queue (the timer makes them); a call while a pass runs joins that pass. */
-  retryDue(): Promise<void> {
-    return this.#queue.retryDue();
-  }
-
-  /** How many messages wait to be sent (those being sent right now included). */
-  queuedCount(): Promise<number> {
-    return this.#queue.queuedCount();
-  }
-
-  /** Resolves once no attempt is under way; tests await this rather than sleep before checking what arrived. */
-  idle(): Promise<void> {
-    return this.#queue.idle();
-  }
-
-  /** Stops the timer and waits for attempts under way. */
-  close(): Promise<void> {
-    return this.#queue.close();
+    return super.deliver(message as QueuedMail);
   }
 }
 

@@ -71,12 +71,13 @@ class NoLongerListening extends Error {
 export class LogoutNotices {
   readonly #issuer: string;
   readonly #engine: LogoutNoticesOptions['engine'];
-  readonly #queue: DurableQueue<LogoutNotice>;
+  /** The back-channel deliveries, kept in the store until the applications take them: its passes, idle() and close(). */
+  readonly deliveries: DurableQueue<LogoutNotice>;
 
   constructor(options: LogoutNoticesOptions) {
     this.#issuer = options.issuer;
     this.#engine = options.engine;
-    this.#queue = new DurableQueue({
+    this.deliveries = new DurableQueue({
       store: options.store,
       logger: options.logger,
       kind: this.#kind(options.auditTrail),
@@ -95,33 +96,11 @@ export class LogoutNotices {
     for (const { clientId, sid } of applications) {
       const client = await this.#client(clientId);
       if (!client) continue;
-      if (client.backchannelLogoutUri) await this.#queue.submit({ clientId, accountId, sid, reason });
+      if (client.backchannelLogoutUri) await this.deliveries.submit({ clientId, accountId, sid, reason });
       const url = frontChannelLogoutUrl(client, this.#issuer, sid);
       if (url) frontChannel.push(url);
     }
     return frontChannel;
-  }
-
-  /** Starts looking for notices due a retry; the timer never keeps the process alive. */
-  start(): void {
-    this.#queue.start();
-  }
-
-  retryDue(): Promise<void> {
-    return this.#queue.retryDue();
-  }
-
-  queuedCount(): Promise<number> {
-    return this.#queue.queuedCount();
-  }
-
-  /** Resolves once no delivery is under way (tests await it rather than sleep). */
-  idle(): Promise<void> {
-    return this.#queue.idle();
-  }
-
-  close(): Promise<void> {
-    return this.#queue.close();
   }
 
   async #client(clientId: string): Promise<EngineClient | undefined> {

@@ -69,7 +69,7 @@ export async function startTestServer(
     async settled() {
       await runtime.afterResponseWork.settled();
       await runtime.mailQueue.idle();
-      await runtime.logoutNotices.idle();
+      await runtime.logoutNotices.deliveries.idle();
     },
     async close() {
       server.closeAllConnections();
