@@ -116,7 +116,6 @@ export class AccountSessions {
     const session = await this.#engine.sessionByUid(sessionUid);
     if (!session || session.accountId !== accountId) return undefined;
     await this.#destroy(session);
-    const frontChannel = await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason });
     // Every grant made in it, offline access included (unlike the engine's own logout, which keeps those):
     // a session ended from the sessions page may be an intruder's, and a refresh token it obtained must
     // not outlive it, as the page promises.
@@ -124,6 +123,8 @@ export class AccountSessions {
       .map((authorization) => authorization.grantId)
       .filter((grantId): grantId is string => typeof grantId === 'string');
     const revoked = await this.#revokeGrants(accountId, new Set(grantIds));
+    // Told once nothing of the session works any more.
+    const frontChannel = await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason });
     await Promise.all([
       this.#audit({ action: 'session.ended', accountId, request: options.request, detail: { sessionUid, reason } }),
       ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request: options.request, detail: { grantId: grant.id, reason } })),
@@ -145,10 +146,6 @@ export class AccountSessions {
     const keptGrantIds = new Set(Object.values(kept?.authorizations ?? {}).map((authorization) => authorization.grantId));
     const ending = sessions.filter((session) => session !== kept);
     await Promise.all(ending.map((session) => this.#destroy(session)));
-    const frontChannel = new Map(await Promise.all(ending.map(async (session) => [
-      session.uid,
-      await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason }),
-    ] as const)));
     // A session being saved under a new id right now (a login rotates it) is briefly not found: every
     // other uid the account's index names is marked ended too, so no such session can come back.
     const found = new Set(sessions.map((session) => session.uid));
@@ -163,6 +160,11 @@ export class AccountSessions {
     const revoked = await this.#revokeGrants(accountId, grantIds);
     // Revoked now or gone before: none of them is the account's any more.
     await this.#store.removeFromIndex(accountGrantsKey(accountId), [...grantIds]);
+    // Told once nothing of the sessions works any more.
+    const frontChannel = new Map(await Promise.all(ending.map(async (session) => [
+      session.uid,
+      await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason }),
+    ] as const)));
     const { request } = options;
     await Promise.all([
       ...ending.map((session) => this.#audit({ action: 'session.ended', accountId, request, detail: { sessionUid: session.uid, reason } })),
