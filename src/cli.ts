@@ -13,6 +13,8 @@ import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
 import { textTable } from './text-table.ts';
+import { ACCESS_TOKEN_FORMATS, ApiError, SIGNING_ALGORITHMS, type AccessTokenFormat, type ApiChanges, type SigningAlgorithm } from './apis/apis.ts';
+import { scopesAboutPeople } from './oidc/scopes.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
 
@@ -40,7 +42,7 @@ Commands:
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor] [--first-party]
                  [--token-endpoint-auth-method client_secret_basic|client_secret_post]
-                 [--backchannel-logout-uri U] [--frontchannel-logout-uri U]
+                 [--backchannel-logout-uri U] [--frontchannel-logout-uri U] [--default-api URL]
                                         register a client and print it as JSON (native:
                                         an installed app, redirects to com.example.app:/…,
                                         a claimed https URI, or http://127.0.0.1/… on any
@@ -55,11 +57,14 @@ Commands:
                                         --backchannel-logout-uri (web): Gatehouse POSTs
                                         a signed logout token there when a session ends;
                                         --frontchannel-logout-uri (web, spa): the browser
-                                        signing out loads it in a hidden frame
+                                        signing out loads it in a hidden frame;
+                                        --scope also names the API scopes it may ask for
+                                        (orders:read), --default-api the API its tokens
+                                        are for when a request names none
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--first-party | --not-first-party]
-                 [--backchannel-logout-uri U] [--frontchannel-logout-uri U]
+                 [--backchannel-logout-uri U] [--frontchannel-logout-uri U] [--default-api URL]
                                         change a client (redirect URIs given replace
                                         the old ones; an empty logout URI removes it)
                                         and print it as JSON
@@ -68,7 +73,20 @@ Commands:
   clients list [--json]                 list the clients: id, type, name, redirect URIs;
                                         --json prints each registration, one a line
   clients delete --client-id C          remove a client; its tokens stop working
-  keys generate                         print a new private JWK set (RS256 + ES256)
+  apis create --identifier URL --name N --scope "S1 S2" [--scope-description S=TEXT]...
+              [--format jwt|opaque] [--ttl SECONDS] [--alg ES256|RS256|EdDSA]
+                                        register an API (a resource server) and print it
+                                        as JSON: its identifier is the tokens' audience
+                                        (https, or http on loopback); jwt tokens (RFC
+                                        9068, the default) are checked with the JWKS,
+                                        opaque ones by introspection
+  apis update --identifier URL [--name N] [--scope "S1 S2"] [--scope-description S=TEXT]...
+              [--format jwt|opaque] [--ttl SECONDS] [--alg ES256|RS256|EdDSA]
+                                        change an API (scopes given replace the old ones)
+  apis show URL                         print an API as JSON
+  apis list [--json]                    list the APIs: identifier, format, name, scopes
+  apis delete --identifier URL          remove an API: no token is issued for it again
+  keys generate                         print a new private JWK set (RS256, ES256, EdDSA)
                                         for the JWKS setting
   keys encryption                       print a new key for the ENCRYPTION_KEYS setting
   audit [--user E] [--action A] [--since T] [--limit N] [--json]
@@ -198,7 +216,7 @@ const commands: Record<string, Handler> = {
       name: { type: 'string' }, type: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'require-second-factor': { type: 'boolean' }, 'first-party': { type: 'boolean' }, 'token-endpoint-auth-method': { type: 'string' },
-      'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' },
+      'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' }, 'default-api': { type: 'string' },
     });
     const authMethod = values['token-endpoint-auth-method'] as SecretAuthMethod | undefined;
     if (authMethod !== undefined && !SECRET_AUTH_METHODS.includes(authMethod)) throw new UsageError(`--token-endpoint-auth-method must be one of ${SECRET_AUTH_METHODS.join(', ')}`);
@@ -207,7 +225,7 @@ const commands: Record<string, Handler> = {
     if (!CLIENT_TYPES.includes(type)) throw new UsageError(`--type must be one of ${CLIENT_TYPES.join(', ')}`);
     await run(async ({ clients }) => {
       const client = await clients.create({
-        name: String(values.name), type, scope: values.scope as string | undefined,
+        name: String(values.name), type, ...scopeOption(values.scope), defaultApi: values['default-api'] as string | undefined || undefined,
         redirectUris: values['redirect-uri'] as string[] | undefined,
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
         requireSecondFactor: Boolean(values['require-second-factor']), firstParty: Boolean(values['first-party']), tokenEndpointAuthMethod: authMethod,
@@ -223,17 +241,17 @@ const commands: Record<string, Handler> = {
       'client-id': { type: 'string' }, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'first-party': { type: 'boolean' }, 'not-first-party': { type: 'boolean' },
-      'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' },
+      'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' }, 'default-api': { type: 'string' },
     });
     if (!values['client-id']) throw new UsageError('clients update needs --client-id');
     if (values['first-party'] && values['not-first-party']) throw new UsageError('clients update takes --first-party or --not-first-party, not both');
     const changes = {
-      name: values.name as string | undefined, scope: values.scope as string | undefined,
+      name: values.name as string | undefined, ...scopeOption(values.scope), defaultApi: optionalChange(values['default-api']),
       redirectUris: values['redirect-uri'] as string[] | undefined,
       postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
       firstParty: values['first-party'] ? true : values['not-first-party'] ? false : undefined,
-      backchannelLogoutUri: logoutUriChange(values['backchannel-logout-uri']),
-      frontchannelLogoutUri: logoutUriChange(values['frontchannel-logout-uri']),
+      backchannelLogoutUri: optionalChange(values['backchannel-logout-uri']),
+      frontchannelLogoutUri: optionalChange(values['frontchannel-logout-uri']),
     };
     if (Object.values(changes).every((value) => value === undefined)) {
       throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri, --scope, --first-party or a logout URI');
@@ -272,6 +290,61 @@ const commands: Record<string, Handler> = {
         throw new ClientError(`no client ${String(values['client-id'])}`);
       }
       process.stdout.write(`deleted ${String(values['client-id'])}\n`);
+    });
+  },
+
+  async 'apis create'(args, run) {
+    const { values } = parse(args, API_OPTIONS);
+    if (!values.identifier || !values.name || values.scope === undefined) throw new UsageError('apis create needs --identifier, --name and --scope');
+    const settings = apiSettings(values);
+    await run(async ({ apis }) => {
+      const api = await apis.create({ identifier: String(values.identifier), name: String(values.name), scopes: settings.scopes ?? [], ...settings }, { type: 'admin', id: administratorName() });
+      process.stdout.write(`${JSON.stringify(api, null, 2)}\n`);
+    });
+  },
+
+  async 'apis update'(args, run) {
+    const { values } = parse(args, API_OPTIONS);
+    if (!values.identifier) throw new UsageError('apis update needs --identifier');
+    const changes = { ...apiSettings(values), ...(values.name === undefined ? {} : { name: String(values.name) }) };
+    if (!Object.keys(changes).length) throw new UsageError('apis update needs something to change: --name, --scope, --format, --ttl or --alg');
+    await run(async ({ apis }) => {
+      const api = await apis.update(String(values.identifier), changes, { type: 'admin', id: administratorName() });
+      if (!api) throw new ApiError(`no API ${String(values.identifier)}`);
+      process.stdout.write(`${JSON.stringify(api, null, 2)}\n`);
+    });
+  },
+
+  async 'apis show'(args, run) {
+    const [identifier, ...rest] = args;
+    if (!identifier || identifier.startsWith('-') || rest.length) throw new UsageError('apis show takes one API identifier: apis show URL');
+    await run(async ({ apis }) => {
+      const api = await apis.find(identifier);
+      if (!api) throw new ApiError(`no API ${identifier}`);
+      process.stdout.write(`${JSON.stringify(api, null, 2)}\n`);
+    });
+  },
+
+  async 'apis list'(args, run) {
+    const { values } = parse(args, { json: { type: 'boolean' } });
+    await run(async ({ apis }) => {
+      const all = await apis.list();
+      if (values.json) process.stdout.write(all.map((api) => `${JSON.stringify(api)}\n`).join(''));
+      else if (!all.length) process.stdout.write('no APIs are registered\n');
+      else {
+        process.stdout.write(textTable(['IDENTIFIER', 'FORMAT', 'NAME', 'SCOPES'], all.map((api) => [
+          api.identifier, api.accessTokenFormat, api.name, api.scopes.map((scope) => scope.name).join(' '),
+        ])));
+      }
+    });
+  },
+
+  async 'apis delete'(args, run) {
+    const { values } = parse(args, { identifier: { type: 'string' } });
+    if (!values.identifier) throw new UsageError('apis delete needs --identifier');
+    await run(async ({ apis }) => {
+      if (!await apis.delete(String(values.identifier), { type: 'admin', id: administratorName() })) throw new ApiError(`no API ${String(values.identifier)}`);
+      process.stdout.write(`deleted ${String(values.identifier)}\n`);
     });
   },
 
@@ -384,7 +457,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
+    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
       process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
       return 1;
     }
@@ -401,10 +474,52 @@ function isInvalidClientMetadata(error: unknown): boolean {
     || (error as { error?: unknown } | null)?.error === 'invalid_redirect_uri';
 }
 
-process.exitCode = await main(process.argv.slice(2));
-
-/** A logout URI option of clients update: a new URI, or empty to remove it; undefined when not given. */
-function logoutUriChange(value: unknown): string | null | undefined {
+/** An option of clients update that can be removed: a new value, or empty to remove it; undefined when not given. */
+function optionalChange(value: unknown): string | null | undefined {
   if (typeof value !== 'string') return undefined;
   return value.trim() || null;
 }
+
+/**
+ * A client's --scope: the scopes about the person stay its `scope`, the others are API scopes it may ask for.
+ * Nothing given, nothing changes.
+ */
+function scopeOption(value: unknown): { scope?: string; apiScopes?: string[] } {
+  if (typeof value !== 'string') return {};
+  const names = value.split(/\s+/).filter(Boolean);
+  const aboutPeople = new Set(scopesAboutPeople(names.join(' ')));
+  return { scope: [...aboutPeople].join(' '), apiScopes: names.filter((name) => !aboutPeople.has(name)) };
+}
+
+const API_OPTIONS = {
+  identifier: { type: 'string' }, name: { type: 'string' }, scope: { type: 'string' }, 'scope-description': { type: 'string', multiple: true },
+  format: { type: 'string' }, ttl: { type: 'string' }, alg: { type: 'string' },
+} as const;
+
+/** An API's settings from the options given (nothing given, nothing changes). */
+function apiSettings(values: Record<string, unknown>): ApiChanges {
+  const format = values.format as AccessTokenFormat | undefined;
+  if (format !== undefined && !ACCESS_TOKEN_FORMATS.includes(format)) throw new UsageError(`--format must be one of ${ACCESS_TOKEN_FORMATS.join(', ')}`);
+  const alg = values.alg as SigningAlgorithm | undefined;
+  if (alg !== undefined && !SIGNING_ALGORITHMS.includes(alg)) throw new UsageError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
+  const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
+  if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--ttl takes a whole number of seconds');
+  const descriptions = new Map<string, string>();
+  for (const entry of (values['scope-description'] as string[] | undefined) ?? []) {
+    const [name, ...text] = entry.split('=');
+    if (!name || !text.length) throw new UsageError('--scope-description takes SCOPE=TEXT');
+    descriptions.set(name, text.join('='));
+  }
+  const names = typeof values.scope === 'string' ? values.scope.split(/\s+/).filter(Boolean) : undefined;
+  const undescribed = [...descriptions.keys()].filter((name) => !names?.includes(name));
+  if (undescribed.length) throw new UsageError(`--scope-description names a scope not in --scope: ${undescribed.join(', ')}`);
+  return {
+    ...(names ? { scopes: names.map((name) => ({ name, description: descriptions.get(name) })) } : {}),
+    ...(format ? { accessTokenFormat: format } : {}),
+    ...(alg ? { signingAlg: alg } : {}),
+    ...(ttl !== undefined ? { accessTokenTtl: ttl } : {}),
+  };
+}
+
+process.exitCode = await main(process.argv.slice(2));
+

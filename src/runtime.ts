@@ -14,11 +14,13 @@ import { AccountTokens } from './accounts/account-tokens.ts';
 import { SecondFactorService } from './accounts/second-factor.ts';
 import { ConsentService } from './accounts/consents.ts';
 import { Sealer } from './accounts/sealed.ts';
-import { ClientService } from './clients/clients.ts';
+import { ClientError, ClientService } from './clients/clients.ts';
+import { ApiService } from './apis/apis.ts';
 import { ClientCache } from './clients/client-cache.ts';
-import { loadSecrets, type Secrets } from './oidc/keys.ts';
+import { loadSecrets, signingAlgorithmsOf, type Secrets } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
+import { apiScopesOf } from './oidc/resource-servers.ts';
 import { Engine } from './oidc/engine-internals.ts';
 import { createViews, type Views } from './web/kit/views.ts';
 import { enginePages } from './web/kit/engine-pages.ts';
@@ -58,6 +60,8 @@ export interface Runtime {
   views: Views;
   users: UserService;
   clients: ClientService;
+  /** APIs (resource servers) that accept Gatehouse's access tokens, by resource indicator. */
+  apis: ApiService;
   /** Security events: `auditTrail.record({ action: 'login.failed', outcome: 'failure', subjectEmail, ip, userAgent, clientId })`. */
   auditTrail: AuditTrail;
   provider: Provider;
@@ -132,14 +136,19 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const clients = new ClientService(database.prisma, async (metadata) => {
       await provider.Client.validate(metadata as EngineClientMetadata);
       refusePeopleScopesForServices(metadata);
+      const problem = await apis.clientSettingsProblem({
+        apiScopes: [...apiScopesOf(metadata)], defaultApi: typeof metadata.default_resource === 'string' ? metadata.default_resource : undefined,
+      });
+      if (problem) throw new ClientError(problem);
     }, auditTrail, clientCache);
+    const apis = new ApiService(database.prisma, auditTrail, { defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(secrets.jwks) });
     const consents = new ConsentService(database.prisma);
     const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
     const provider = createProvider({
-      config, secrets, store, users, clients, secondFactor, consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
+      config, secrets, store, users, clients, apis, secondFactor, consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
     });
@@ -158,7 +167,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       logoutNotices.deliveries.start();
     }
     return {
-      config, logger, database, store, secrets, views, users, clients, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, database, store, secrets, views, users, clients, apis, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();

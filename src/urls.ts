@@ -11,10 +11,10 @@ export function originOf(uri: string): string | undefined {
 }
 
 /**
- * Why a URI cannot be an application's logout URI (back-channel or front-channel), or undefined: it must be an
- * absolute https URL without a fragment, or http on the loopback interface (an application in development).
+ * Why a URI cannot name an application's endpoint (a logout URI) or an API (a resource indicator), or undefined:
+ * it must be an absolute https URL without a fragment, or http on the loopback interface (in development).
  */
-export function logoutUriProblem(uri: string): string | undefined {
+export function secureUriProblem(uri: string): string | undefined {
   let url: URL;
   try {
     url = new URL(uri);

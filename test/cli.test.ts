@@ -207,6 +207,45 @@ test.serial('clients create and update take a back-channel and a front-channel l
   t.is(after.frontchannel_logout_uri, 'https://app.example.com/frontchannel-logout');
 });
 
+test.serial('apis create, list, show, update and delete; clients create --scope names the API scopes a client may ask for', async (t) => {
+  t.timeout(7 * COMMAND_TIMEOUT_MS);
+  const identifier = `https://api-${crypto.randomUUID()}.example.com/orders`;
+  const created = await gatehouse([
+    'apis', 'create', '--identifier', identifier, '--name', 'Orders API', '--scope', 'orders:read orders:write',
+    '--scope-description', 'orders:read=See your orders', '--ttl', '600', '--alg', 'RS256',
+  ]);
+  t.is(created.code, 0, created.stderr);
+  t.like(JSON.parse(created.stdout), {
+    identifier, name: 'Orders API', accessTokenFormat: 'jwt', accessTokenTtl: 600, signingAlg: 'RS256',
+    scopes: [{ name: 'orders:read', description: 'See your orders' }, { name: 'orders:write' }],
+  });
+
+  const client = await gatehouse(['clients', 'create', '--name', 'Orders service', '--type', 'service', '--scope', 'orders:read', '--default-api', identifier]);
+  t.is(client.code, 0, client.stderr);
+  t.like(JSON.parse(client.stdout), { api_scopes: 'orders:read', default_resource: identifier });
+  const unknownScope = await gatehouse(['clients', 'create', '--name', 'Typo', '--type', 'service', '--scope', 'ordres:read']);
+  t.is(unknownScope.code, 1);
+  t.is(unknownScope.stderr, 'gatehouse: no registered API defines the scope "ordres:read"\n');
+
+  const listed = await gatehouse(['apis', 'list']);
+  t.is(listed.code, 0, listed.stderr);
+  t.regex(listed.stdout, new RegExp(`${identifier.replace(/[.]/g, '\\.')}\\s+jwt\\s+Orders API\\s+orders:read orders:write`));
+
+  const updated = await gatehouse(['apis', 'update', '--identifier', identifier, '--format', 'opaque']);
+  t.is(updated.code, 0, updated.stderr);
+  t.is(JSON.parse(updated.stdout).accessTokenFormat, 'opaque');
+
+  const refused = await gatehouse(['apis', 'create', '--identifier', 'http://api.example.com/orders', '--name', 'Plain', '--scope', 'x:read']);
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /^gatehouse: an API identifier must use https/);
+
+  const deleted = await gatehouse(['apis', 'delete', '--identifier', identifier]);
+  t.is(deleted.code, 0, deleted.stderr);
+  const gone = await gatehouse(['apis', 'show', identifier]);
+  t.is(gone.code, 1);
+  t.is(gone.stderr, `gatehouse: no API ${identifier}\n`);
+});
+
 test.serial('at the default LOG_LEVEL, clients create writes its audit event to stderr as a JSON line, without the secret', async (t) => {
   t.timeout(COMMAND_TIMEOUT_MS);
   const { LOG_LEVEL: _level, ...defaults } = environment;

@@ -247,7 +247,7 @@ test('loadSecrets generates keys into an empty keys directory once and reuses th
   const keysDir = path.join(await temporaryDirectory(), 'keys');
   const first = await loadSecrets(configWithKeysDir(keysDir));
   t.true(first.development);
-  t.deepEqual(first.jwks.keys.map((key) => key.alg), ['RS256', 'ES256']);
+  t.deepEqual(first.jwks.keys.map((key) => key.alg), ['RS256', 'ES256', 'EdDSA']);
   for (const key of first.jwks.keys) {
     t.truthy(key.d, 'generated keys are private');
     t.truthy(key.kid);
@@ -336,7 +336,7 @@ test('a JWKS the engine could not sign with is refused with a reason, not a cras
   const keysDir = path.join(await temporaryDirectory(), 'keys');
   const withJwks = (keys: object[]) => loadSecrets(configWithKeysDir(keysDir, { jwks: JSON.stringify({ keys }), cookieSecrets: [LONG_SECRET] }));
   const [rsa, ec] = JSON.parse(privateJwks).keys as Array<Record<string, unknown>>;
-  await t.throwsAsync(withJwks([{ kty: 'oct', k: 'AAAA', d: 'x' }]), { instanceOf: KeyError, message: /only RSA keys for RS256 and P-256 EC keys/ });
+  await t.throwsAsync(withJwks([{ kty: 'oct', k: 'AAAA', d: 'x' }]), { instanceOf: KeyError, message: /only RSA keys for RS256, P-256 EC keys for ES256 and Ed25519 keys for EdDSA/ });
   await t.throwsAsync(withJwks([rsa!, { ...ec, crv: 'P-384' }]), { instanceOf: KeyError, message: /key 1: only RSA/ });
   await t.throwsAsync(withJwks([{ ...rsa, alg: 'PS256' }]), { instanceOf: KeyError, message: /key 0: only RSA/ });
   await t.throwsAsync(withJwks([{ ...rsa, n: 'broken' }]), { instanceOf: KeyError, message: /key 0 is not a usable RS256 key/ });

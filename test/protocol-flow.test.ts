@@ -35,10 +35,10 @@ test('discovery advertises only the code flow with S256 PKCE and the RFC 9207 is
   t.truthy(as.introspection_endpoint);
 });
 
-test('JWKS publishes public RS256 and ES256 keys only', async (t) => {
+test('JWKS publishes public RS256, ES256 and EdDSA keys only', async (t) => {
   const as = await discover(server);
   const jwks = await (await fetch(as.jwks_uri!)).json() as { keys: Array<Record<string, unknown>> };
-  t.deepEqual(jwks.keys.map((key) => key.alg).sort(), ['ES256', 'RS256']);
+  t.deepEqual(jwks.keys.map((key) => key.alg).sort(), ['ES256', 'EdDSA', 'RS256']);
   for (const key of jwks.keys) {
     for (const privatePart of ['d', 'p', 'q', 'dp', 'dq', 'qi']) t.false(privatePart in key, `JWKS leaks ${privatePart}`);
   }

@@ -16,6 +16,7 @@ export const AUDIT_ACTIONS = [
   'refresh_token.reused', 'authorization_code.reused', 'grant.revoked', 'consent.withdrawn',
   'session.ended', 'sessions.ended_all', 'logout.delivered', 'logout.failed',
   'client.created', 'client.updated', 'client.deleted',
+  'api.created', 'api.updated', 'api.deleted',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

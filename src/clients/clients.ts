@@ -17,8 +17,12 @@ export interface NewClient {
   type: ClientType;
   redirectUris?: string[];
   postLogoutRedirectUris?: string[];
-  /** Space-separated scopes the client may request; omitted means the standard OIDC scopes. */
+  /** Space-separated scopes about the person the client may request; omitted means the standard OIDC scopes. */
   scope?: string;
+  /** Scopes of APIs the client may ask for, at any API defining them (metadata api_scopes). */
+  apiScopes?: string[] | undefined;
+  /** The API (its identifier) the client's tokens are for when a request names none (metadata default_resource). */
+  defaultApi?: string | undefined;
   /** Every sign-in to this client must include the second factor (metadata require_second_factor). */
   requireSecondFactor?: boolean;
   /** One of the organisation's own applications: allowed what it asks, with no consent page (metadata first_party). */
@@ -39,6 +43,10 @@ export interface ClientChanges {
   redirectUris?: string[] | undefined;
   postLogoutRedirectUris?: string[] | undefined;
   scope?: string | undefined;
+  /** Replaces the API scopes the client may ask for (empty: none). */
+  apiScopes?: string[] | undefined;
+  /** A new default API; null removes it. */
+  defaultApi?: string | null | undefined;
   firstParty?: boolean | undefined;
   /** A new back-channel logout URI; null removes it. */
   backchannelLogoutUri?: string | null | undefined;
@@ -114,6 +122,14 @@ export class ClientService {
       ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
       ...(changes.firstParty !== undefined ? { first_party: changes.firstParty } : {}),
     };
+    if (changes.apiScopes !== undefined) {
+      delete metadata.api_scopes;
+      Object.assign(metadata, apiMetadata({ apiScopes: changes.apiScopes }));
+    }
+    if (changes.defaultApi !== undefined) {
+      delete metadata.default_resource;
+      Object.assign(metadata, apiMetadata({ defaultApi: changes.defaultApi ?? undefined }));
+    }
     await this.#validate(metadata);
     await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: metadata as unknown as JsonObject } });
     await this.#cache.changed(clientId);
@@ -216,6 +232,15 @@ function logoutMetadata(type: ClientType, uris: { back?: string | undefined; fro
   };
 }
 
+/** What a client may ask of APIs, as metadata (checked against the registered APIs when validated: runtime.ts). */
+function apiMetadata(input: { apiScopes?: string[] | undefined; defaultApi?: string | undefined }): Record<string, unknown> {
+  const scopes = [...new Set(input.apiScopes ?? [])];
+  return {
+    ...(scopes.length ? { api_scopes: scopes.join(' ') } : {}),
+    ...(input.defaultApi ? { default_resource: input.defaultApi } : {}),
+  };
+}
+
 /** The metadata without the logout URIs about to be replaced (or removed). */
 function withoutLogoutUris(metadata: ClientMetadata, replaced: { back: boolean; front: boolean }): ClientMetadata {
   const kept = { ...metadata };
@@ -243,6 +268,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
     ...(input.firstParty ? { first_party: true } : {}),
     ...logoutMetadata(input.type, { back: input.backchannelLogoutUri, front: input.frontchannelLogoutUri }),
+    ...apiMetadata(input),
   };
   if (input.type === 'service') {
     if (redirectUris.length || postLogoutRedirectUris.length) {

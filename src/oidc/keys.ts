@@ -46,13 +46,22 @@ function decodeEncryptionKey(text: string): Uint8Array {
   return new Uint8Array(key);
 }
 
-/** RS256 first (the default ID token algorithm), ES256 offered. */
+/** RS256 first (the default ID token algorithm), ES256 offered; EdDSA (Ed25519) for APIs that choose it. */
 export async function generateJwks(): Promise<PrivateJwks> {
-  const keys = await Promise.all((['RS256', 'ES256'] as const).map(async (alg) => {
-    const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : {}) });
+  const keys = await Promise.all((['RS256', 'ES256', 'EdDSA'] as const).map(async (alg) => {
+    const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
     return { ...(await exportJWK(privateKey)), alg, use: 'sig', kid: randomUUID() };
   }));
   return { keys };
+}
+
+/** The algorithms these keys sign with (an API's tokens may use only these). */
+export function signingAlgorithmsOf(jwks: PrivateJwks): Set<string> {
+  return new Set(jwks.keys.map((key) => algorithmOf(key)).filter((algorithm) => algorithm !== undefined));
+}
+
+function algorithmOf(key: JWK): string | undefined {
+  return ALGORITHM_BY_KEY_TYPE[key.kty === 'EC' || key.kty === 'OKP' ? `${key.kty}:${key.crv}` : String(key.kty)];
 }
 
 /** A missing or unreadable file is a setting to fix, said in one line, not a crash. */
@@ -64,8 +73,8 @@ async function readJwksFile(file: string): Promise<string> {
   }
 }
 
-/** The algorithm each kind of key signs with here: the ID token algorithms Gatehouse offers. */
-const ALGORITHM_BY_KEY_TYPE: Record<string, string> = { RSA: 'RS256', 'EC:P-256': 'ES256' };
+/** The algorithm each kind of key signs with here: the ID token algorithms Gatehouse offers, and EdDSA for APIs. */
+const ALGORITHM_BY_KEY_TYPE: Record<string, string> = { RSA: 'RS256', 'EC:P-256': 'ES256', 'OKP:Ed25519': 'EdDSA' };
 
 async function parseJwks(text: string): Promise<PrivateJwks> {
   let parsed: unknown;
@@ -80,9 +89,9 @@ async function parseJwks(text: string): Promise<PrivateJwks> {
     if (typeof key !== 'object' || !key || !('d' in key)) {
       throw new KeyError('JWKS must hold private keys (each with "d"); the server publishes their public halves');
     }
-    const algorithm = ALGORITHM_BY_KEY_TYPE[key.kty === 'EC' ? `EC:${key.crv}` : String(key.kty)];
+    const algorithm = algorithmOf(key);
     if (!algorithm || (key.alg !== undefined && key.alg !== algorithm)) {
-      throw new KeyError(`JWKS key ${index}: only RSA keys for RS256 and P-256 EC keys for ES256 are supported`);
+      throw new KeyError(`JWKS key ${index}: only RSA keys for RS256, P-256 EC keys for ES256 and Ed25519 keys for EdDSA are supported`);
     }
     try {
       await importJWK(key, algorithm);

@@ -13,11 +13,13 @@ import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { ACR_SECOND_FACTOR, ACR_VALUES, REQUIRE_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision } from './assurance.ts';
 import { FIRST_PARTY } from './client-kinds.ts';
-import { logoutUriProblem, originOf } from '../urls.ts';
+import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
 import { newGrant, sessionBeingEnded, takeOverLogoutNotices, type EngineGrant } from './engine-internals.ts';
+import { API_SCOPES, DEFAULT_RESOURCE, resourceIndicators } from './resource-servers.ts';
+import type { ApiService } from '../apis/apis.ts';
 import { FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, FRONTCHANNEL_LOGOUT_URI, type LogoutNotices } from './logout-notices.ts';
 
 export interface ProviderDependencies {
@@ -26,6 +28,8 @@ export interface ProviderDependencies {
   store: Store;
   users: UserService;
   clients: ClientService;
+  /** APIs (resource servers): what a `resource` names, and the format of its access tokens. */
+  apis: Pick<ApiService, 'find'>;
   pages: EnginePages;
   /** Where the engine sends a browser to sign in (the interaction pages, src/web/interaction/). */
   interactionPath(uid: string): string;
@@ -64,7 +68,7 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, store, users, clients, apis, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -93,13 +97,19 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
     // loa:1 password, loa:2 password and second factor (src/oidc/assurance.ts).
     acrValues: [...ACR_VALUES],
     extraClientMetadata: {
-      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED],
+      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, API_SCOPES, DEFAULT_RESOURCE],
       validator: (_ctx, key, value, metadata) => {
         if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY || key === FRONTCHANNEL_LOGOUT_SESSION_REQUIRED) && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata(`${key} must be true or false`);
         }
+        if (key === API_SCOPES && value !== undefined && (typeof value !== 'string' || !/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/.test(value))) {
+          throw new errors.InvalidClientMetadata(`${key} must be scope names separated by spaces`);
+        }
+        if (key === DEFAULT_RESOURCE && value !== undefined && (typeof value !== 'string' || secureUriProblem(value))) {
+          throw new errors.InvalidClientMetadata(`${key} must be an API's identifier`);
+        }
         if (key === FRONTCHANNEL_LOGOUT_URI && value !== undefined) {
-          const problem = typeof value === 'string' ? logoutUriProblem(value) : 'must be a URL';
+          const problem = typeof value === 'string' ? secureUriProblem(value) : 'must be a URL';
           if (problem) throw new errors.InvalidClientMetadata(`${key} ${problem}`);
           // Front-Channel Logout 1.0 §2: the application's own site, that of one of its redirect URIs.
           const origins = (metadata.redirect_uris as string[] | undefined ?? []).map(originOf);
@@ -108,7 +118,7 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
         // The engine's own back-channel URI is checked with its front-channel sibling (the validator is called
         // for extra properties only, each time, present or not).
         if (key === FRONTCHANNEL_LOGOUT_URI && typeof metadata.backchannel_logout_uri === 'string') {
-          const problem = logoutUriProblem(metadata.backchannel_logout_uri);
+          const problem = secureUriProblem(metadata.backchannel_logout_uri);
           if (problem) throw new errors.InvalidClientMetadata(`backchannel_logout_uri ${problem}`);
         }
       },
@@ -148,6 +158,8 @@ export function createProvider({ config, secrets, store, users, clients, pages, 
       devInteractions: { enabled: false },
       // Delivered by Gatehouse, queued (takeOverLogoutNotices): the engine's feature gives the metadata and discovery.
       backchannelLogout: { enabled: true },
+      // APIs are records (src/apis/): a `resource` names one, and its tokens are for it alone.
+      resourceIndicators: resourceIndicators(apis),
       clientCredentials: { enabled: true },
       revocation: {
         enabled: true,

@@ -3,6 +3,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { AccountFlows } from '../accounts/flows/index.ts';
+import type { ApiService } from '../apis/apis.ts';
 import type { ConsentService } from '../accounts/consents.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { UserService } from '../accounts/users.ts';
@@ -28,6 +29,8 @@ export interface WebDependencies {
   secondFactor: SecondFactorService;
   /** What people allowed each application (the consent page adds to it). */
   consents: ConsentService;
+  /** APIs, whose scopes the consent page puts in their own words. */
+  apis: Pick<ApiService, 'find'>;
   accountSessions: AccountSessions;
   store: Store;
 }

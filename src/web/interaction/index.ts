@@ -5,6 +5,7 @@ import type { Context } from 'koa';
 import type { InteractionResults } from 'oidc-provider';
 import { Pages, formBody as form, requireCsrf } from '../kit/pages.ts';
 import { describeScope, scopesAboutPeople } from '../../oidc/scopes.ts';
+import { describeApiScope } from '../../apis/apis.ts';
 import type { Interaction } from '../../oidc/engine-internals.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from '../../oidc/client-kinds.ts';
 import { HttpError, TooManyAttempts } from '../kit/errors.ts';
@@ -20,7 +21,7 @@ import { signUpRoutes } from './sign-up.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
-export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger' | 'views' | 'engine' | 'flows' | 'afterResponseWork' | 'limits' | 'users' | 'consents'>): Router {
+export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger' | 'views' | 'engine' | 'flows' | 'afterResponseWork' | 'limits' | 'users' | 'consents' | 'apis'>): Router {
   const { engine, users, views, consents } = deps;
   const { signIn } = deps.flows;
   const router = new Router({ prefix: PATHS.interaction });
@@ -78,7 +79,8 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
     }
     if (prompt.name === 'consent') {
       const account = session?.accountId ? await users.findById(session.accountId) : null;
-      render(ctx, 'consent', { clientName: name, email: account?.email, scopes: requestedScopes(prompt, params, await withheldScopes(params.client_id)).map(describeScope) }, params.redirect_uri);
+      const scopes = await consentWords(prompt, params, await withheldScopes(params.client_id), deps.apis);
+      render(ctx, 'consent', { clientName: name, email: account?.email, scopes }, params.redirect_uri);
       return;
     }
     throw new HttpError(400, 'This sign-in step is not supported.');
@@ -183,8 +185,13 @@ function askedOIDCScopes(prompt: Interaction['prompt'], params: Interaction['par
   return (prompt.details as ConsentDetails).missingOIDCScope ?? [];
 }
 
-/** What the consent page asks for: what the client asked and may be granted. */
-function requestedScopes(prompt: Interaction['prompt'], params: Interaction['params'], withheld: ReadonlySet<string>): string[] {
+/** What the consent page asks for, in words: what the client asked and may be granted, about the person and of APIs. */
+async function consentWords(prompt: Interaction['prompt'], params: Interaction['params'], withheld: ReadonlySet<string>, apis: WebDependencies['apis']): Promise<string[]> {
   const { missingResourceScopes = {} } = prompt.details as ConsentDetails;
-  return [...new Set([...askedOIDCScopes(prompt, params), ...Object.values(missingResourceScopes).flat()])].filter((scope) => !withheld.has(scope));
+  const aboutPerson = askedOIDCScopes(prompt, params).filter((scope) => !withheld.has(scope)).map(describeScope);
+  const ofApis = await Promise.all(Object.entries(missingResourceScopes).map(async ([identifier, scopes]) => {
+    const api = await apis.find(identifier);
+    return scopes.map((scope) => (api ? describeApiScope(api, scope) : describeScope(scope)));
+  }));
+  return [...new Set([...aboutPerson, ...ofApis.flat()])];
 }

@@ -1,0 +1,206 @@
+// APIs (resource servers) that accept Gatehouse's access tokens: each is named by its resource indicator
+// (RFC 8707), which becomes the tokens' audience, and says which scopes it defines, in which format its tokens
+// come (a JWT it checks with the JWKS, or an opaque token it introspects), how long they last and how they
+// are signed. Kept in PostgreSQL; read by the engine at every token request that names one.
+import type { Prisma } from '../db/index.ts';
+import type { AuditActor, AuditTrail } from '../audit/audit.ts';
+import { secureUriProblem } from '../urls.ts';
+
+export type AccessTokenFormat = 'jwt' | 'opaque';
+export const ACCESS_TOKEN_FORMATS: readonly AccessTokenFormat[] = ['jwt', 'opaque'];
+
+export type SigningAlgorithm = 'ES256' | 'RS256' | 'EdDSA';
+export const SIGNING_ALGORITHMS: readonly SigningAlgorithm[] = ['ES256', 'RS256', 'EdDSA'];
+
+/** A scope the API defines, and how the consent page words it ("Read your orders"). */
+export interface ApiScope {
+  name: string;
+  description?: string | undefined;
+}
+
+export interface Api {
+  identifier: string;
+  name: string;
+  scopes: ApiScope[];
+  accessTokenFormat: AccessTokenFormat;
+  /** Seconds an access token for it lasts. */
+  accessTokenTtl: number;
+  signingAlg: SigningAlgorithm;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface NewApi {
+  identifier: string;
+  name: string;
+  scopes: ApiScope[];
+  /** Default 'jwt'. */
+  accessTokenFormat?: AccessTokenFormat | undefined;
+  /** Default: the access-token lifetime of the configuration. */
+  accessTokenTtl?: number | undefined;
+  /** Default 'ES256'. */
+  signingAlg?: SigningAlgorithm | undefined;
+}
+
+/** What may change: what is given replaces what was (scopes as a whole); the identifier never changes. */
+export type ApiChanges = Partial<Omit<NewApi, 'identifier'>>;
+
+export class ApiError extends Error {
+  override name = 'ApiError';
+}
+
+/**
+ * Scope names that already mean something here: the OpenID scopes about the person, and `roles`. An API's own
+ * scopes are named apart from them (Auth0 and Logto suggest `read:orders` or `orders:read`).
+ */
+const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'profile', 'email', 'offline_access', 'roles', 'address', 'phone']);
+/** RFC 6749 §3.3: a scope token is printable ASCII without space, `"` or `\`. */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
+const MIN_TTL_SECONDS = 60;
+const MAX_TTL_SECONDS = 24 * 3600;
+
+export interface ApiServiceOptions {
+  /** Lifetime of an API's tokens unless it says otherwise (ACCESS_TOKEN_TTL). */
+  defaultTtlSeconds: number;
+  /** The algorithms Gatehouse's signing keys can sign with: an API may use only these. */
+  signingAlgorithms: ReadonlySet<string>;
+}
+
+export class ApiService {
+  readonly #prisma: Prisma;
+  readonly #audit: AuditTrail;
+  readonly #options: ApiServiceOptions;
+
+  constructor(prisma: Prisma, audit: AuditTrail, options: ApiServiceOptions) {
+    this.#prisma = prisma;
+    this.#audit = audit;
+    this.#options = options;
+  }
+
+  /** Registers an API; `actor` says who asked (an administrator by default), for the audit trail. */
+  async create(input: NewApi, actor: AuditActor = { type: 'admin' }): Promise<Api> {
+    const identifier = checkIdentifier(input.identifier);
+    const fields = this.#checked({ ...input, accessTokenFormat: input.accessTokenFormat ?? 'jwt', signingAlg: input.signingAlg ?? 'ES256' });
+    if (!fields.name) throw new ApiError('an API needs a name');
+    if (await this.find(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
+    const scopes = fields.scopes ?? [];
+    const row = await this.#prisma.api.create({
+      data: {
+        ...fields, identifier, name: fields.name, scopes: scopes as unknown as object[],
+        accessTokenTtl: fields.accessTokenTtl ?? this.#options.defaultTtlSeconds,
+      },
+    });
+    await this.#audit.record({ action: 'api.created', outcome: 'success', actor, detail: { identifier, scopes: scopes.map((scope) => scope.name).join(' ') } });
+    return toApi(row);
+  }
+
+  /** Changes an API; undefined when no API has that identifier. */
+  async update(identifier: string, changes: ApiChanges, actor: AuditActor = { type: 'admin' }): Promise<Api | undefined> {
+    if (!await this.find(identifier)) return undefined;
+    const fields = this.#checked(changes);
+    const row = await this.#prisma.api.update({
+      where: { identifier },
+      data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
+    });
+    await this.#audit.record({
+      action: 'api.updated', outcome: 'success', actor,
+      detail: { identifier, changed: Object.keys(changes).filter((key) => changes[key as keyof ApiChanges] !== undefined).join(' ') },
+    });
+    return toApi(row);
+  }
+
+  /** Removes an API: tokens for it are no longer issued (those issued stay valid until they expire). */
+  async delete(identifier: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
+    const { count } = await this.#prisma.api.deleteMany({ where: { identifier } });
+    if (!count) return false;
+    await this.#audit.record({ action: 'api.deleted', outcome: 'success', actor, detail: { identifier } });
+    return true;
+  }
+
+  async find(identifier: string): Promise<Api | undefined> {
+    const row = await this.#prisma.api.findUnique({ where: { identifier } });
+    return row ? toApi(row) : undefined;
+  }
+
+  /**
+   * Why these client settings cannot be, or undefined: each API scope must be defined by a registered API, and a
+   * default API must be registered and have a scope the client may ask for.
+   */
+  async clientSettingsProblem(settings: { apiScopes: readonly string[]; defaultApi: string | undefined }): Promise<string | undefined> {
+    const all = await this.list();
+    const defined = new Set(all.flatMap((api) => api.scopes.map((scope) => scope.name)));
+    const unknown = settings.apiScopes.filter((scope) => !defined.has(scope));
+    if (unknown.length) return `no registered API defines the scope ${unknown.map((scope) => `"${scope}"`).join(', ')}`;
+    if (settings.defaultApi === undefined) return undefined;
+    const api = all.find((candidate) => candidate.identifier === settings.defaultApi);
+    if (!api) return `no API is registered as ${settings.defaultApi}`;
+    if (!api.scopes.some((scope) => settings.apiScopes.includes(scope.name))) return `the default API ${api.identifier} has none of the client's API scopes`;
+    return undefined;
+  }
+
+  /** Every API, by identifier. */
+  async list(): Promise<Api[]> {
+    return (await this.#prisma.api.findMany({ orderBy: { identifier: 'asc' } })).map(toApi);
+  }
+
+  /** The fields given, checked; what is not given stays undefined. */
+  #checked(fields: ApiChanges): ApiChanges {
+    const name = fields.name?.trim();
+    if (fields.name !== undefined && !name) throw new ApiError('an API needs a name');
+    if (fields.accessTokenFormat !== undefined && !ACCESS_TOKEN_FORMATS.includes(fields.accessTokenFormat)) {
+      throw new ApiError(`the access-token format is one of ${ACCESS_TOKEN_FORMATS.join(', ')}`);
+    }
+    if (fields.signingAlg !== undefined) {
+      if (!SIGNING_ALGORITHMS.includes(fields.signingAlg)) throw new ApiError(`the signing algorithm is one of ${SIGNING_ALGORITHMS.join(', ')}`);
+      if (!this.#options.signingAlgorithms.has(fields.signingAlg)) throw new ApiError(`no signing key can sign ${fields.signingAlg}: add one to JWKS first`);
+    }
+    const ttl = fields.accessTokenTtl;
+    if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < MIN_TTL_SECONDS || ttl > MAX_TTL_SECONDS)) {
+      throw new ApiError(`an access token lasts from ${MIN_TTL_SECONDS} to ${MAX_TTL_SECONDS} seconds`);
+    }
+    return {
+      ...(name ? { name } : {}),
+      ...(fields.scopes ? { scopes: checkScopes(fields.scopes) } : {}),
+      ...(fields.accessTokenFormat ? { accessTokenFormat: fields.accessTokenFormat } : {}),
+      ...(ttl !== undefined ? { accessTokenTtl: ttl } : {}),
+      ...(fields.signingAlg ? { signingAlg: fields.signingAlg } : {}),
+    };
+  }
+}
+
+/** How the consent page words one of an API's scopes: the API's description, else the scope and the API by name. */
+export function describeApiScope(api: Pick<Api, 'name' | 'scopes'>, scope: string): string {
+  return api.scopes.find((candidate) => candidate.name === scope)?.description ?? `Use “${scope}” at ${api.name}`;
+}
+
+/** A resource indicator must be an absolute https URI without a fragment (RFC 8707 §2), or http on loopback. */
+function checkIdentifier(identifier: string): string {
+  const problem = secureUriProblem(identifier);
+  if (problem) throw new ApiError(`an API identifier ${problem}`);
+  return identifier;
+}
+
+function checkScopes(scopes: readonly ApiScope[]): ApiScope[] {
+  const seen = new Set<string>();
+  return scopes.map(({ name, description }) => {
+    if (!SCOPE_TOKEN.test(name)) throw new ApiError(`"${name}" cannot be a scope: letters, digits and punctuation, no spaces or quotes`);
+    if (RESERVED_SCOPES.has(name)) throw new ApiError(`"${name}" is a scope about the person already: name the API's scopes apart (orders:read)`);
+    if (seen.has(name)) throw new ApiError(`the scope "${name}" is given twice`);
+    seen.add(name);
+    const text = description?.trim();
+    return text ? { name, description: text } : { name };
+  });
+}
+
+function toApi(row: { identifier: string; name: string; scopes: unknown; accessTokenFormat: string; accessTokenTtl: number; signingAlg: string; createdAt: Date; updatedAt: Date }): Api {
+  return {
+    identifier: row.identifier,
+    name: row.name,
+    scopes: Array.isArray(row.scopes) ? row.scopes as ApiScope[] : [],
+    accessTokenFormat: row.accessTokenFormat as AccessTokenFormat,
+    accessTokenTtl: row.accessTokenTtl,
+    signingAlg: row.signingAlg as SigningAlgorithm,
+    createdAt: row.createdAt,
+    updatedAt: row.updatedAt,
+  };
+}

@@ -1,0 +1,86 @@
+// What the engine asks about APIs (RFC 8707 resource indicators): which registered API a `resource` names, which
+// of its scopes the client may ask for, and the audience, format, lifetime and signature of its access tokens.
+// A request for an unknown API, or for scopes the client may not have, is refused in the protocol's words.
+import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Api, ApiService } from '../apis/apis.ts';
+import { asProviderError } from './errors.ts';
+import { SCOPES } from './scopes.ts';
+
+/** Client metadata (extraClientMetadata): the API scopes a client may ask for, space-separated, at any API defining them. */
+export const API_SCOPES = 'api_scopes';
+/** Client metadata: the API a client's tokens are for when its request names none (Auth0's default audience). */
+export const DEFAULT_RESOURCE = 'default_resource';
+
+type ResourceIndicators = NonNullable<NonNullable<Configuration['features']>['resourceIndicators']>;
+type EngineClient = Parameters<NonNullable<ResourceIndicators['getResourceServerInfo']>>[2];
+
+const OPENID_SCOPES: ReadonlySet<string> = new Set(SCOPES);
+
+/** The API scopes a client may ask for (its api_scopes metadata). */
+export function apiScopesOf(client: object): Set<string> {
+  const value = (client as Record<string, unknown>)[API_SCOPES];
+  return new Set(typeof value === 'string' ? value.split(' ').filter(Boolean) : []);
+}
+
+export function resourceIndicators(apis: Pick<ApiService, 'find'>): ResourceIndicators {
+  return {
+    enabled: true,
+    // At the authorization endpoint and client_credentials (no `oneOf`): the client's default API, if any. At
+    // the token endpoint, with several granted: the client's default among them, else refused as ambiguous.
+    defaultResource: async (ctx, client, oneOf) => {
+      const preferred = (client as unknown as Record<string, unknown>)[DEFAULT_RESOURCE];
+      if (oneOf) return typeof preferred === 'string' && oneOf.includes(preferred) ? preferred : oneOf;
+      if (typeof preferred === 'string') return preferred;
+      // No API named: a scope beyond the person's would be dropped without a word; say which, and what to do.
+      const [first] = requestedApiScopes(ctx);
+      if (first) throw new errors.InvalidScope(`the scope "${first}" is an API's: name the API with the resource parameter`, first);
+      return undefined;
+    },
+    // An ID token request without `resource` at the token endpoint gets a token for userinfo, as without APIs.
+    useGrantedResource: async () => false,
+    getResourceServerInfo: (ctx, indicator, client) => asProviderError(async () => {
+      const api = await apis.find(indicator);
+      if (!api) throw new errors.InvalidTarget(`no API is registered as ${indicator}`);
+      const allowed = allowedScopes(api, client);
+      if (!allowed.length) throw new errors.InvalidTarget(`this client may not use the API ${indicator}: none of its scopes is allowed to the client`);
+      await refuseScopesNotAllowed(ctx, apis, client);
+      return {
+        scope: allowed.join(' '),
+        audience: api.identifier,
+        accessTokenTTL: api.accessTokenTtl,
+        accessTokenFormat: api.accessTokenFormat,
+        ...(api.accessTokenFormat === 'jwt' ? { jwt: { sign: { alg: api.signingAlg } } } : {}),
+      };
+    }),
+  };
+}
+
+/** The API's scopes this client may be granted, in the API's order. */
+function allowedScopes(api: Api, client: EngineClient): string[] {
+  const mayAsk = apiScopesOf(client);
+  return api.scopes.map((scope) => scope.name).filter((name) => mayAsk.has(name));
+}
+
+/**
+ * A requested scope that is not about the person must be one the client may have at one of the APIs the request
+ * names; otherwise the engine would drop it without a word. Said by name: which scope, and why.
+ */
+async function refuseScopesNotAllowed(ctx: KoaContextWithOIDC, apis: Pick<ApiService, 'find'>, client: EngineClient): Promise<void> {
+  const requested = requestedApiScopes(ctx);
+  if (!requested.length) return;
+  const named = ctx.oidc.params?.resource;
+  const indicators = (Array.isArray(named) ? named : [named]).filter((value): value is string => typeof value === 'string');
+  const found = (await Promise.all(indicators.map((indicator) => apis.find(indicator)))).filter((api) => api !== undefined);
+  const defined = new Set(found.flatMap((api) => api.scopes.map((scope) => scope.name)));
+  const allowed = new Set(found.flatMap((api) => allowedScopes(api, client)));
+  for (const scope of requested) {
+    if (!defined.has(scope)) throw new errors.InvalidScope(`the scope "${scope}" is not one of ${indicators.join(', ')}`, scope);
+    if (!allowed.has(scope)) throw new errors.InvalidScope(`this client may not ask for the scope "${scope}"`, scope);
+  }
+}
+
+/** The requested scopes that are not about the person (the request's `scope`, as the engine parsed it). */
+function requestedApiScopes(ctx: KoaContextWithOIDC): string[] {
+  const scope = ctx.oidc.params?.scope;
+  return typeof scope === 'string' ? scope.split(' ').filter((name) => name && !OPENID_SCOPES.has(name)) : [];
+}

@@ -1,0 +1,72 @@
+// The API records (src/apis/): what an administrator may register, change and remove, each change audited, and
+// what a client may be allowed of them. The protocol side is test/resource-indicators.test.ts.
+import test from 'ava';
+import { ApiError } from '../src/apis/apis.ts';
+import { auditEvents, openTestRuntime, type TestRuntime } from './helpers/runtime.ts';
+
+let test_: TestRuntime;
+test.before(async () => {
+  test_ = await openTestRuntime();
+});
+test.after.always(async () => {
+  await test_?.close();
+});
+
+const identifierFor = (name: string) => `https://${name}-${crypto.randomUUID()}.example.com/api`;
+
+test('an API is registered with defaults (JWT, ES256, the configured lifetime), changed and removed, each audited with its actor', async (t) => {
+  const { apis, config } = test_.runtime;
+  const identifier = identifierFor('orders');
+  const actor = { type: 'admin' as const, id: 'cli:ada' };
+  const created = await apis.create({ identifier, name: ' Orders ', scopes: [{ name: 'orders:read', description: ' See your orders ' }] }, actor);
+  t.like(created, { identifier, name: 'Orders', accessTokenFormat: 'jwt', signingAlg: 'ES256', accessTokenTtl: config.ttl.accessToken });
+  t.deepEqual(created.scopes, [{ name: 'orders:read', description: 'See your orders' }]);
+
+  const updated = await apis.update(identifier, { scopes: [{ name: 'orders:write' }], accessTokenTtl: 120 }, actor);
+  t.like(updated, { name: 'Orders', accessTokenTtl: 120, scopes: [{ name: 'orders:write' }] });
+  t.is(await apis.update(identifierFor('missing'), { name: 'x' }), undefined);
+
+  t.true(await apis.delete(identifier, actor));
+  t.false(await apis.delete(identifier, actor));
+  t.is(await apis.find(identifier), undefined);
+
+  const audited = async (action: string) => auditEvents(test_.runtime, action, (event) => (event.detail as { identifier?: string }).identifier === identifier);
+  for (const action of ['api.created', 'api.updated', 'api.deleted']) {
+    const [event] = await audited(action);
+    t.like(event, { outcome: 'success', actorType: 'admin', actorId: 'cli:ada' }, action);
+  }
+});
+
+test('what cannot be an API is refused, saying why', async (t) => {
+  const { apis } = test_.runtime;
+  const scopes = [{ name: 'orders:read' }];
+  const refusals: Array<[input: Parameters<typeof apis.create>[0], message: RegExp]> = [
+    [{ identifier: 'http://api.example.com/orders', name: 'A', scopes }, /an API identifier must use https/],
+    [{ identifier: 'https://api.example.com/orders#x', name: 'A', scopes }, /must not have a fragment/],
+    [{ identifier: 'orders', name: 'A', scopes }, /must be an absolute URL/],
+    [{ identifier: identifierFor('a'), name: ' ', scopes }, /needs a name/],
+    [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'openid' }] }, /"openid" is a scope about the person already/],
+    [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'orders read' }] }, /cannot be a scope/],
+    [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'x' }, { name: 'x' }] }, /given twice/],
+    [{ identifier: identifierFor('a'), name: 'A', scopes, accessTokenTtl: 10 }, /from 60 to 86400 seconds/],
+  ];
+  for (const [input, message] of refusals) await t.throwsAsync(apis.create(input), { instanceOf: ApiError, message }, input.identifier);
+
+  const taken = identifierFor('taken');
+  await apis.create({ identifier: taken, name: 'Taken', scopes });
+  await t.throwsAsync(apis.create({ identifier: taken, name: 'Again', scopes }), { instanceOf: ApiError, message: /registered as .* already/ });
+  // Loopback http stays possible, for an API in development.
+  t.truthy(await apis.create({ identifier: `http://127.0.0.1:${4000 + Math.floor(Math.random() * 1000)}/${crypto.randomUUID()}`, name: 'Local', scopes }));
+});
+
+test('a client may only be allowed scopes a registered API defines, and a default API that is registered and has one of them', async (t) => {
+  const { apis, clients } = test_.runtime;
+  const identifier = identifierFor('billing');
+  await apis.create({ identifier, name: 'Billing', scopes: [{ name: 'billing:read' }] });
+  await t.throwsAsync(clients.create({ name: 'S', type: 'service', apiScopes: ['billing:raed'] }), { message: 'no registered API defines the scope "billing:raed"' });
+  await t.throwsAsync(clients.create({ name: 'S', type: 'service', apiScopes: ['billing:read'], defaultApi: identifierFor('nowhere') }), { message: /no API is registered as/ });
+  const created = await clients.create({ name: 'S', type: 'service', apiScopes: ['billing:read'], defaultApi: identifier });
+  t.like(created, { api_scopes: 'billing:read', default_resource: identifier });
+  const cleared = await clients.update(created.client_id, { apiScopes: [], defaultApi: null });
+  t.false('api_scopes' in cleared! || 'default_resource' in cleared!);
+});

@@ -1,0 +1,169 @@
+// APIs as resource servers see them (RFC 8707 resource indicators, RFC 9068 JWT access tokens): a token asked for
+// one API is for that API alone and carries only its scopes; it verifies with jose against the JWKS and through
+// Auth0's express-oauth2-jwt-bearer unchanged, and an API it was not issued for refuses it. Unknown APIs and
+// scopes a client may not have are refused in the protocol's words, naming what is wrong. Clients go through
+// oauth4webapi, people through the real sign-in and consent pages.
+import type { AddressInfo } from 'node:net';
+import test from 'ava';
+import express from 'express';
+import { auth, requiredScopes } from 'express-oauth2-jwt-bearer';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import * as oauth from 'oauth4webapi';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, signIn } from './helpers/oauth.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { UserAgent, formField } from './helpers/user-agent.ts';
+
+let server: TestServer;
+let as: oauth.AuthorizationServer;
+test.before(async () => {
+  server = await startTestServer();
+  as = await discover(server);
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+let apiCount = 0;
+/** A new API on a loopback identifier of its own, with orders scopes. */
+async function registerApi(overrides: Partial<Parameters<typeof server.runtime.apis.create>[0]> = {}) {
+  apiCount += 1;
+  return server.runtime.apis.create({
+    identifier: `http://127.0.0.1:${9000 + apiCount}/api`, name: `Orders API ${apiCount}`,
+    scopes: [{ name: 'orders:read', description: 'See your orders' }, { name: 'orders:write', description: 'Place orders for you' }],
+    ...overrides,
+  });
+}
+
+async function registerService(scope: string, extra: { defaultApi?: string } = {}) {
+  const names = scope.split(' ');
+  const metadata = await server.runtime.clients.create({ name: 'Service', type: 'service', apiScopes: names, ...extra });
+  const client: oauth.Client = { client_id: metadata.client_id };
+  return { client, authentication: oauth.ClientSecretBasic(String(metadata.client_secret)) };
+}
+
+async function clientCredentials(service: Awaited<ReturnType<typeof registerService>>, parameters: Record<string, string>) {
+  const response = await oauth.clientCredentialsGrantRequest(as, service.client, service.authentication, new URLSearchParams(parameters), insecure);
+  return oauth.processClientCredentialsResponse(as, service.client, response);
+}
+
+const jwks = () => createRemoteJWKSet(new URL(as.jwks_uri!));
+
+test('client_credentials for an API gets a JWT access token for that API alone (RFC 9068): typ at+jwt, aud, scope, client_id', async (t) => {
+  const api = await registerApi();
+  const service = await registerService('orders:read orders:write');
+  const tokens = await clientCredentials(service, { resource: api.identifier, scope: 'orders:read' });
+  t.is(tokens.token_type.toLowerCase(), 'bearer');
+  const { payload, protectedHeader } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier, typ: 'at+jwt' });
+  t.is(protectedHeader.alg, 'ES256');
+  t.like(payload, { client_id: service.client.client_id, sub: service.client.client_id, scope: 'orders:read' });
+  for (const claim of ['exp', 'iat', 'jti'] as const) t.truthy(payload[claim], claim);
+  t.true(payload.exp! - payload.iat! === api.accessTokenTtl);
+
+  // Another API refuses it: its audience is not theirs.
+  const other = await registerApi();
+  await t.throwsAsync(jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: other.identifier }), { code: 'ERR_JWT_CLAIM_VALIDATION_FAILED' });
+});
+
+test('an API protected by express-oauth2-jwt-bearer, unchanged, accepts its own tokens and refuses another API\'s', async (t) => {
+  const api = await registerApi();
+  const other = await registerApi();
+  const service = await registerService('orders:read');
+  const app = express();
+  app.get('/orders', auth({ issuerBaseURL: as.issuer, audience: api.identifier, tokenSigningAlg: 'ES256' }), requiredScopes('orders:read'), (_request, response) => {
+    response.json({ orders: [] });
+  });
+  const listener = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => listener.once('listening', resolve));
+  t.teardown(() => new Promise<void>((resolve) => listener.close(() => resolve())));
+  const url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}/orders`;
+
+  const own = await clientCredentials(service, { resource: api.identifier, scope: 'orders:read' });
+  const ok = await fetch(url, { headers: { authorization: `Bearer ${own.access_token}` } });
+  t.is(ok.status, 200);
+  t.deepEqual(await ok.json(), { orders: [] });
+
+  const theirs = await clientCredentials(await registerService('orders:read'), { resource: other.identifier, scope: 'orders:read' });
+  const refused = await fetch(url, { headers: { authorization: `Bearer ${theirs.access_token}` } });
+  t.is(refused.status, 401);
+  t.regex(refused.headers.get('www-authenticate') ?? '', /invalid_token/);
+});
+
+test('the signing algorithm is the API\'s choice: RS256 and EdDSA tokens verify with the JWKS', async (t) => {
+  for (const signingAlg of ['RS256', 'EdDSA'] as const) {
+    const api = await registerApi({ signingAlg });
+    const service = await registerService('orders:read');
+    const tokens = await clientCredentials(service, { resource: api.identifier, scope: 'orders:read' });
+    t.is(decodeProtectedHeader(tokens.access_token).alg, signingAlg);
+    const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
+    t.is(payload.scope, 'orders:read', signingAlg);
+  }
+});
+
+test('an opaque-format API gets opaque tokens; a client with a default API gets tokens for it without naming it', async (t) => {
+  const opaque = await registerApi({ accessTokenFormat: 'opaque' });
+  const service = await registerService('orders:read');
+  const tokens = await clientCredentials(service, { resource: opaque.identifier, scope: 'orders:read' });
+  t.false(tokens.access_token.includes('.'), 'not a JWT');
+
+  const api = await registerApi();
+  const withDefault = await registerService('orders:read', { defaultApi: api.identifier });
+  const defaulted = await clientCredentials(withDefault, { scope: 'orders:read' });
+  const { payload } = await jwtVerify(defaulted.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
+  t.is(payload.scope, 'orders:read');
+});
+
+test('refused in the protocol\'s words, saying what is wrong: an unknown API, a scope the client may not have, a scope the API does not define, an API scope without the API', async (t) => {
+  const api = await registerApi();
+  const service = await registerService('orders:read');
+  const refusal = async (parameters: Record<string, string>) => {
+    const error = await t.throwsAsync(clientCredentials(service, parameters), { instanceOf: oauth.ResponseBodyError });
+    return { error: error.error, description: error.error_description };
+  };
+  t.like(await refusal({ resource: 'https://unknown.example/api', scope: 'orders:read' }), { error: 'invalid_target', description: 'no API is registered as https://unknown.example/api' });
+  t.like(await refusal({ resource: api.identifier, scope: 'orders:write' }), { error: 'invalid_scope', description: 'this client may not ask for the scope "orders:write"' });
+  t.like(await refusal({ resource: api.identifier, scope: 'invoices:read' }), { error: 'invalid_scope', description: `the scope "invoices:read" is not one of ${api.identifier}` });
+  t.like(await refusal({ scope: 'orders:read' }), { error: 'invalid_scope', description: 'the scope "orders:read" is an API\'s: name the API with the resource parameter' });
+
+  const unrelated = await registerApi({ scopes: [{ name: 'billing:read' }] });
+  t.like(await refusal({ resource: unrelated.identifier }), { error: 'invalid_target', description: `this client may not use the API ${unrelated.identifier}: none of its scopes is allowed to the client` });
+});
+
+test('a person signs in to a web app asking for an API: the consent page says what in the API\'s words, the code exchange with the resource gets a JWT for it, and without one a token for userinfo', async (t) => {
+  const api = await registerApi();
+  const registered = await server.runtime.clients.create({ name: 'Orders app', type: 'web', redirectUris: [REDIRECT_URI], apiScopes: ['orders:read'] });
+  const client: oauth.Client = { client_id: registered.client_id };
+  const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+
+  // The sign-in, then the consent page, as the person sees it: the API's scope in its own words.
+  let { response, url } = await agent.follow(request.url);
+  const login = await response.text();
+  ({ response, url } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(login, 'csrf'), email: user.email, password: PASSWORD }));
+  const consent = await response.text();
+  t.regex(consent, /See your orders/);
+  t.false(consent.includes('orders:write'), 'only what the app asked');
+  ({ response, url } = await agent.submit(new URL(`${url.pathname}/confirm`, url), { csrf: formField(consent, 'csrf') }));
+  const callback = url;
+
+  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  const exchange = await oauth.authorizationCodeGrantRequest(as, client, authentication, parameters, REDIRECT_URI, request.codeVerifier, {
+    ...insecure, additionalParameters: { resource: api.identifier },
+  });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, exchange, { expectedNonce: request.nonce, requireIdToken: true });
+  const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier, typ: 'at+jwt' });
+  t.like(payload, { sub: user.id, client_id: client.client_id, scope: 'orders:read' });
+
+  // The refresh token (web apps get none without offline_access): a second sign-in's code without the resource
+  // gets an opaque token for userinfo, as before APIs.
+  const again = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const secondCallback = await signIn(agent, again.url, { email: user.email, password: PASSWORD });
+  const secondParameters = oauth.validateAuthResponse(as, client, secondCallback, again.state);
+  const forUserinfo = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, authentication, secondParameters, REDIRECT_URI, again.codeVerifier, insecure),
+    { expectedNonce: again.nonce, requireIdToken: true });
+  t.false(forUserinfo.access_token.includes('.'));
+  const info = await oauth.processUserInfoResponse(as, client, user.id, await oauth.userInfoRequest(as, client, forUserinfo.access_token, insecure));
+  t.is(info.sub, user.id);
+});
