@@ -13,6 +13,7 @@ import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
 import { textTable } from './text-table.ts';
+import { RoleError } from './apis/roles.ts';
 import { ACCESS_TOKEN_FORMATS, ApiError, SIGNING_ALGORITHMS, type AccessTokenFormat, type ApiChanges, type SigningAlgorithm } from './apis/apis.ts';
 import { scopesAboutPeople } from './oidc/scopes.ts';
 
@@ -73,6 +74,14 @@ Commands:
   clients list [--json]                 list the clients: id, type, name, redirect URIs;
                                         --json prints each registration, one a line
   clients delete --client-id C          remove a client; its tokens stop working
+  roles create NAME [--description D]  create a role people can be given
+  roles list [--json]                   list the roles and what each permits at APIs
+  roles delete NAME                     remove a role (never admin)
+  roles grant ROLE --api URL --scope "S1 S2"
+                                        let the role's people be granted these scopes
+                                        of the API (roles revoke takes them back)
+  users roles add|remove --email E --role R
+                                        give a person a role, or take it away
   apis create --identifier URL --name N --scope "S1 S2" [--scope-description S=TEXT]...
               [--format jwt|opaque] [--ttl SECONDS] [--alg ES256|RS256|EdDSA]
                                         register an API (a resource server) and print it
@@ -139,12 +148,22 @@ const commands: Record<string, Handler> = {
       throw new UsageError('users create needs either --password or --password-stdin');
     }
     const password = values['password-stdin'] ? await readPasswordFromStdin() : String(values.password);
-    await run(async ({ users }) => {
+    await run(async ({ users, roles: registeredRoles }) => {
+      const unknown = (await Promise.all(roles.map(async (role) => (await registeredRoles.exists(role) ? undefined : role)))).filter(Boolean);
+      if (unknown.length) throw new NotFound(`no role ${unknown.join(', ')}: create it first (roles create NAME)`);
       const user = await users.create({
         email: String(values.email), password, name: values.name as string | undefined, emailVerified: Boolean(values.verified), roles,
       });
       process.stdout.write(`${JSON.stringify({ ...user, roles }, null, 2)}\n`);
     });
+  },
+
+  async 'users roles add'(args, run) {
+    await assignRole(args, run, 'add');
+  },
+
+  async 'users roles remove'(args, run) {
+    await assignRole(args, run, 'remove');
   },
 
   async 'users disable'(args, run) {
@@ -348,6 +367,43 @@ const commands: Record<string, Handler> = {
     });
   },
 
+  async 'roles create'(args, run) {
+    const { values, positionals } = parseWithName(args, 'roles create NAME [--description D]', { description: { type: 'string' } });
+    await run(async ({ roles }) => {
+      const role = await roles.create(positionals, values.description as string | undefined, { type: 'admin', id: administratorName() });
+      process.stdout.write(`${JSON.stringify(role, null, 2)}\n`);
+    });
+  },
+
+  async 'roles list'(args, run) {
+    const { values } = parse(args, { json: { type: 'boolean' } });
+    await run(async ({ roles }) => {
+      const all = await roles.list();
+      if (values.json) process.stdout.write(all.map((role) => `${JSON.stringify(role)}\n`).join(''));
+      else {
+        process.stdout.write(textTable(['ROLE', 'PERMITS', 'DESCRIPTION'], all.map((role) => [
+          role.name, role.permissions.map((permission) => `${permission.api}: ${permission.scopes.join(' ')}`).join('; '), role.description ?? '',
+        ])));
+      }
+    });
+  },
+
+  async 'roles delete'(args, run) {
+    const { positionals } = parseWithName(args, 'roles delete NAME', {});
+    await run(async ({ roles }) => {
+      if (!await roles.delete(positionals, { type: 'admin', id: administratorName() })) throw new NotFound(`no role ${positionals}`);
+      process.stdout.write(`deleted ${positionals}\n`);
+    });
+  },
+
+  async 'roles grant'(args, run) {
+    await changePermission(args, run, 'grant');
+  },
+
+  async 'roles revoke'(args, run) {
+    await changePermission(args, run, 'revoke');
+  },
+
   async audit(args, run) {
     const { values } = parse(args, {
       user: { type: 'string' }, action: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
@@ -445,8 +501,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const twoWords = `${argv[0]} ${argv[1] ?? ''}`;
-  const [name, rest] = commands[twoWords] ? [twoWords, argv.slice(2)] : [argv[0]!, argv.slice(1)];
+  // The longest command the words name: `users roles add`, `users create`, `audit`.
+  const words = [3, 2, 1].find((count) => argv.length >= count && commands[argv.slice(0, count).join(' ')]) ?? 1;
+  const [name, rest] = [argv.slice(0, words).join(' '), argv.slice(words)];
   const handler = commands[name];
   try {
     if (!handler) throw new UsageError(`unknown command: ${argv.slice(0, 2).join(' ')}`);
@@ -457,7 +514,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
+    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof RoleError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
       process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
       return 1;
     }
@@ -489,6 +546,35 @@ function scopeOption(value: unknown): { scope?: string; apiScopes?: string[] } {
   const names = value.split(/\s+/).filter(Boolean);
   const aboutPeople = new Set(scopesAboutPeople(names.join(' ')));
   return { scope: [...aboutPeople].join(' '), apiScopes: names.filter((name) => !aboutPeople.has(name)) };
+}
+
+/** Options after one name (roles create NAME ...): the name, and the options parsed. */
+function parseWithName(args: string[], usage: string, options: NonNullable<ParseArgsConfig['options']>) {
+  const [name, ...rest] = args;
+  if (!name || name.startsWith('-')) throw new UsageError(`usage: ${usage}`);
+  return { positionals: name, values: parse(rest, options).values };
+}
+
+/** roles grant|revoke ROLE --api URL --scope "S1 S2" */
+async function changePermission(args: string[], run: Parameters<Handler>[1], change: 'grant' | 'revoke'): Promise<void> {
+  const { positionals: role, values } = parseWithName(args, `roles ${change} ROLE --api URL --scope "S1 S2"`, { api: { type: 'string' }, scope: { type: 'string' } });
+  const scopes = typeof values.scope === 'string' ? values.scope.split(/\s+/).filter(Boolean) : [];
+  if (!values.api || !scopes.length) throw new UsageError(`roles ${change} needs --api and --scope`);
+  await run(async ({ roles }) => {
+    const changed = await roles[change](role, String(values.api), scopes, { type: 'admin', id: administratorName() });
+    process.stdout.write(`${JSON.stringify(changed, null, 2)}\n`);
+  });
+}
+
+/** users roles add|remove --email E --role R */
+async function assignRole(args: string[], run: Parameters<Handler>[1], change: 'add' | 'remove'): Promise<void> {
+  const { values } = parse(args, { email: { type: 'string' }, role: { type: 'string' } });
+  if (!values.email || !values.role) throw new UsageError(`users roles ${change} needs --email and --role`);
+  await run(async ({ flows }) => {
+    const result = await flows.roleAssignment[change](String(values.email), String(values.role), { type: 'admin', id: administratorName() });
+    if (!result.ok) throw new NotFound(result.reason === 'unknown_role' ? `no role ${String(values.role)}` : `no account has the email ${String(values.email)}`);
+    process.stdout.write(`${JSON.stringify({ email: result.user.email, roles: result.user.roles, changed: result.changed }, null, 2)}\n`);
+  });
 }
 
 const API_OPTIONS = {

@@ -43,6 +43,8 @@ import { createPasswordChangeFlow } from './accounts/flows/password-change.ts';
 import { createEmailChangeFlow } from './accounts/flows/email-change.ts';
 import { createSecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
 import { createAccountStatusFlow } from './accounts/flows/account-status.ts';
+import { createRoleAssignmentFlow } from './accounts/flows/role-assignment.ts';
+import { RoleService } from './apis/roles.ts';
 import { createSecondFactorSettingsFlow } from './accounts/flows/second-factor-settings.ts';
 import { createEmailVerificationFlow } from './accounts/flows/email-verification.ts';
 import { createSignUpFlow } from './accounts/flows/sign-up.ts';
@@ -62,6 +64,8 @@ export interface Runtime {
   clients: ClientService;
   /** APIs (resource servers) that accept Gatehouse's access tokens, by resource indicator. */
   apis: ApiService;
+  /** Roles, and the API scopes each permits the people given it. */
+  roles: RoleService;
   /** Security events: `auditTrail.record({ action: 'login.failed', outcome: 'failure', subjectEmail, ip, userAgent, clientId })`. */
   auditTrail: AuditTrail;
   provider: Provider;
@@ -142,13 +146,15 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       if (problem) throw new ClientError(problem);
     }, auditTrail, clientCache);
     const apis = new ApiService(database.prisma, auditTrail, { defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(secrets.jwks) });
+    const roles = new RoleService(database.prisma, auditTrail);
     const consents = new ConsentService(database.prisma);
     const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
     const provider = createProvider({
-      config, secrets, store, users, clients, apis, secondFactor, consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
+      config, secrets, store, users, clients, apis, secondFactor,
+      permittedApiScopes: async (accountId, api) => roles.permittedScopes((await users.findById(accountId))?.roles ?? [], api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
     });
@@ -160,14 +166,14 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     engine.checkTokenRequests([tokenEndpointLimits(limits.rates), serviceScopesOnly]);
     const accountSessions = new AccountSessions(engine, store, auditTrail, users, logoutNotices);
     const accountTokens = new AccountTokens(database.prisma);
-    const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock: options.clock ?? systemClock });
+    const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, roles, clock: options.clock ?? systemClock });
     const opened = database;
     if (!options.oneShot) {
       mailQueue.start();
       logoutNotices.deliveries.start();
     }
     return {
-      config, logger, database, store, secrets, views, users, clients, apis, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, database, store, secrets, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();
@@ -188,8 +194,9 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
 function createAccountFlows(services: {
   config: Config; logger: Logger; users: UserService; accountTokens: AccountTokens; secondFactor: SecondFactorService; consents: ConsentService;
   accountSessions: AccountSessions; auditTrail: AuditTrail; mailer: Mailer; mailQueue: MailQueue; limits: Limits; engine: Engine; store: Store; clock: Clock;
+  roles: RoleService;
 }): AccountFlows {
-  const { config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock } = services;
+  const { config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, clock, roles } = services;
   const links = accountLinks(config.issuer);
   const emailVerification = createEmailVerificationFlow({
     users, accountTokens, auditTrail, mail: mailQueue, links, linkTtlSeconds: config.accounts.emailVerificationTtl,
@@ -218,6 +225,7 @@ function createAccountFlows(services: {
     }),
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
     accountStatus: createAccountStatusFlow({ users, accountSessions, auditTrail }),
+    roleAssignment: createRoleAssignmentFlow({ users, roles, auditTrail }),
     secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, store, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
     signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, links }),
     emailVerification,

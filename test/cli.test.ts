@@ -134,7 +134,7 @@ test('keys generate and keys encryption print keys the server accepts as JWKS an
   const generated = await gatehouse(['keys', 'generate']);
   t.is(generated.code, 0, generated.stderr);
   const jwks = JSON.parse(generated.stdout) as { keys: Array<{ kty: string; alg: string; d?: string }> };
-  t.deepEqual(jwks.keys.map((key) => key.alg), ['RS256', 'ES256']);
+  t.deepEqual(jwks.keys.map((key) => key.alg), ['RS256', 'ES256', 'EdDSA']);
   t.true(jwks.keys.every((key) => typeof key.d === 'string'));
   const encryptionKey = await gatehouse(['keys', 'encryption']);
   t.is(encryptionKey.code, 0, encryptionKey.stderr);
@@ -207,8 +207,8 @@ test.serial('clients create and update take a back-channel and a front-channel l
   t.is(after.frontchannel_logout_uri, 'https://app.example.com/frontchannel-logout');
 });
 
-test.serial('apis create, list, show, update and delete; clients create --scope names the API scopes a client may ask for', async (t) => {
-  t.timeout(7 * COMMAND_TIMEOUT_MS);
+test.serial('apis create, list, update and delete; roles create and grant; users roles; clients create --scope names the API scopes a client may ask for', async (t) => {
+  t.timeout(12 * COMMAND_TIMEOUT_MS);
   const identifier = `https://api-${crypto.randomUUID()}.example.com/orders`;
   const created = await gatehouse([
     'apis', 'create', '--identifier', identifier, '--name', 'Orders API', '--scope', 'orders:read orders:write',
@@ -230,6 +230,22 @@ test.serial('apis create, list, show, update and delete; clients create --scope 
   const listed = await gatehouse(['apis', 'list']);
   t.is(listed.code, 0, listed.stderr);
   t.regex(listed.stdout, new RegExp(`${identifier.replace(/[.]/g, '\\.')}\\s+jwt\\s+Orders API\\s+orders:read orders:write`));
+
+  // A role that permits orders:read, a person given it at creation, then taken away.
+  const role = `orders-reader-${crypto.randomUUID().slice(0, 8)}`;
+  t.is((await gatehouse(['roles', 'create', role, '--description', 'Reads orders'])).code, 0);
+  const granted = await gatehouse(['roles', 'grant', role, '--api', identifier, '--scope', 'orders:read']);
+  t.is(granted.code, 0, granted.stderr);
+  t.deepEqual(JSON.parse(granted.stdout), { name: role, description: 'Reads orders', permissions: [{ api: identifier, scopes: ['orders:read'] }] });
+  const email = uniqueEmail();
+  const person = await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--role', role]);
+  t.is(person.code, 0, person.stderr);
+  const removed = await gatehouse(['users', 'roles', 'remove', '--email', email, '--role', role]);
+  t.is(removed.code, 0, removed.stderr);
+  t.deepEqual(JSON.parse(removed.stdout), { email, roles: [], changed: true });
+  const unknownRole = await gatehouse(['users', 'roles', 'add', '--email', email, '--role', 'no-such-role']);
+  t.is(unknownRole.code, 1);
+  t.is(unknownRole.stderr, 'gatehouse: no role no-such-role\n');
 
   const updated = await gatehouse(['apis', 'update', '--identifier', identifier, '--format', 'opaque']);
   t.is(updated.code, 0, updated.stderr);

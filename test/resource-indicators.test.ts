@@ -134,6 +134,11 @@ test('a person signs in to a web app asking for an API: the consent page says wh
   const client: oauth.Client = { client_id: registered.client_id };
   const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
   const user = await createUser(server);
+  // People are granted an API's scopes as far as their roles permit (the next test).
+  const role = `customer-${apiCount}`;
+  await server.runtime.roles.create(role, undefined);
+  await server.runtime.roles.grant(role, api.identifier, ['orders:read', 'orders:write']);
+  await server.runtime.flows.roleAssignment.add(user.email, role, { type: 'admin', id: 'test' });
   const agent = new UserAgent();
   const request = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
 
@@ -166,4 +171,62 @@ test('a person signs in to a web app asking for an API: the consent page says wh
   t.false(forUserinfo.access_token.includes('.'));
   const info = await oauth.processUserInfoResponse(as, client, user.id, await oauth.userInfoRequest(as, client, forUserinfo.access_token, insecure));
   t.is(info.sub, user.id);
+});
+
+test('a person is granted an API\'s scopes only as far as their roles permit; with the roles scope, the roles are in the ID token, userinfo and the JWT access token', async (t) => {
+  const api = await registerApi();
+  const role = `orders-reader-${apiCount}`;
+  await server.runtime.roles.create(role, 'Reads orders');
+  await server.runtime.roles.grant(role, api.identifier, ['orders:read']);
+  const registered = await server.runtime.clients.create({
+    name: 'Orders app', type: 'web', redirectUris: [REDIRECT_URI], scope: 'openid roles', apiScopes: ['orders:read', 'orders:write'],
+  });
+  const client: oauth.Client = { client_id: registered.client_id };
+  const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
+
+  // With the role: orders:read, and the role named everywhere the roles scope reaches.
+  const reader = await createUser(server);
+  t.like(await server.runtime.flows.roleAssignment.add(reader.email, role, { type: 'admin', id: 'test' }), { ok: true, changed: true });
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid roles orders:read', resource: api.identifier });
+  const callback = await signIn(new UserAgent(), request.url, { email: reader.email, password: PASSWORD });
+  const exchange = (resource?: string) => oauth.authorizationCodeGrantRequest(as, client, authentication, oauth.validateAuthResponse(as, client, callback, request.state),
+    REDIRECT_URI, request.codeVerifier, { ...insecure, ...(resource ? { additionalParameters: { resource } } : {}) });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await exchange(api.identifier), { expectedNonce: request.nonce, requireIdToken: true });
+  const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
+  t.is(payload.scope, 'orders:read');
+  t.deepEqual(payload.roles, [role]);
+  t.deepEqual(oauth.getValidatedIdTokenClaims(tokens)!.roles, [role]);
+
+  // Without it: asking for the scope is refused, saying why.
+  const other = await createUser(server);
+  const refused = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const back = await signIn(new UserAgent(), refused.url, { email: other.email, password: PASSWORD });
+  t.is(back.searchParams.get('error'), 'invalid_scope');
+  t.is(back.searchParams.get('error_description'), 'the person signing in has no role that permits the scope "orders:read"');
+
+  // The role taken away: the next sign-in cannot have the scope either.
+  t.like(await server.runtime.flows.roleAssignment.remove(reader.email, role, { type: 'admin', id: 'test' }), { ok: true, changed: true });
+  const again = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const backAgain = await signIn(new UserAgent(), again.url, { email: reader.email, password: PASSWORD });
+  t.is(backAgain.searchParams.get('error'), 'invalid_scope');
+});
+
+test('userinfo names the person\'s roles when the roles scope is granted, and not otherwise', async (t) => {
+  const role = `support-${crypto.randomUUID().slice(0, 8)}`;
+  await server.runtime.roles.create(role, undefined);
+  const registered = await server.runtime.clients.create({ name: 'Support app', type: 'web', redirectUris: [REDIRECT_URI], scope: 'openid roles email' });
+  const client: oauth.Client = { client_id: registered.client_id };
+  const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
+  const user = await createUser(server);
+  await server.runtime.flows.roleAssignment.add(user.email, role, { type: 'admin', id: 'test' });
+  for (const scope of ['openid roles', 'openid email']) {
+    const request = await authorizationRequest(as, client.client_id, { scope });
+    const callback = await signIn(new UserAgent(), request.url, { email: user.email, password: PASSWORD });
+    const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+      await oauth.authorizationCodeGrantRequest(as, client, authentication, oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure),
+      { expectedNonce: request.nonce, requireIdToken: true });
+    const info = await oauth.processUserInfoResponse(as, client, user.id, await oauth.userInfoRequest(as, client, tokens.access_token, insecure));
+    if (scope.includes('roles')) t.deepEqual(info.roles, [role]);
+    else t.false('roles' in info, scope);
+  }
 });

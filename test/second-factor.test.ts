@@ -903,6 +903,7 @@ test('gatehouse clients create --require-second-factor and users create --role R
   t.is((JSON.parse(created.stdout) as Record<string, unknown>).require_second_factor, true);
 
   const email = `cli-admin-${crypto.randomUUID()}@example.com`;
+  if (!await server.runtime.roles.exists('ops')) await server.runtime.roles.create('ops', 'Operations');
   const user = await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--verified', '--role', 'admin', '--role', 'ops']);
   t.is(user.code, 0, user.stderr);
   t.deepEqual((JSON.parse(user.stdout) as { roles: string[] }).roles, ['admin', 'ops']);

@@ -16,6 +16,8 @@ export interface User {
   disabled: boolean;
   /** Changes whenever the account's credentials do (see schema.prisma): what a paused sign-in is bound to. */
   securityVersion: number;
+  /** Role names (src/apis/roles.ts): what the person may be granted at APIs; admin asks for a second factor. */
+  roles: string[];
 }
 
 export class AccountError extends Error {
@@ -43,7 +45,7 @@ export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
 
-const publicFields = { id: true, email: true, emailVerified: true, name: true, disabled: true, securityVersion: true } as const;
+const publicFields = { id: true, email: true, emailVerified: true, name: true, disabled: true, securityVersion: true, roles: true } as const;
 
 /** The update that makes every sign-in paused between its steps stale (see schema.prisma). */
 export const NEW_SECURITY_VERSION = { securityVersion: { increment: 1 } } as const;
@@ -184,6 +186,18 @@ export class UserService {
    * when it already was that way. Disabling also makes its paused sign-ins stale; its sessions and grants are
    * the caller's to end (src/accounts/flows/account-status.ts).
    */
+  /** Gives the account a role, or takes it away; changed: false when it had it already (or did not). */
+  async setRole(userId: string, role: string, held: boolean): Promise<{ user: User; changed: boolean } | null> {
+    const user = await this.findById(userId);
+    if (!user) return null;
+    if (user.roles.includes(role) === held) return { user, changed: false };
+    // One statement, so that two changes at once cannot lose each other's role.
+    const [updated] = held
+      ? await this.#prisma.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_append(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid AND NOT (${role} = ANY(roles)) RETURNING id`
+      : await this.#prisma.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_remove(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid RETURNING id`;
+    return { user: (await this.findById(userId))!, changed: updated !== undefined };
+  }
+
   async setDisabled(userId: string, disabled: boolean): Promise<{ user: User; changed: boolean } | null> {
     if (!z.uuid().safeParse(userId).success) return null;
     const [user] = await this.#prisma.user.updateManyAndReturn({
@@ -197,12 +211,13 @@ export class UserService {
   }
 }
 
-/** The standard claims a user releases, before oidc-provider filters them by granted scope. */
+/** The standard claims a user releases, before oidc-provider filters them by granted scope (roles: the `roles` scope). */
 export function standardClaims(user: User): { sub: string; [claim: string]: unknown } {
   return {
     sub: user.id,
     email: user.email,
     email_verified: user.emailVerified,
     ...(user.name ? { name: user.name } : {}),
+    roles: [...user.roles],
   };
 }

@@ -17,6 +17,7 @@ export const AUDIT_ACTIONS = [
   'session.ended', 'sessions.ended_all', 'logout.delivered', 'logout.failed',
   'client.created', 'client.updated', 'client.deleted',
   'api.created', 'api.updated', 'api.deleted',
+  'role.created', 'role.deleted', 'role.granted', 'role.revoked', 'account.role_added', 'account.role_removed',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

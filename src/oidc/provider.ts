@@ -30,6 +30,8 @@ export interface ProviderDependencies {
   clients: ClientService;
   /** APIs (resource servers): what a `resource` names, and the format of its access tokens. */
   apis: Pick<ApiService, 'find'>;
+  /** The scopes of an API (by identifier) that a person's roles permit them to be granted. */
+  permittedApiScopes(accountId: string, api: string): Promise<ReadonlySet<string>>;
   pages: EnginePages;
   /** Where the engine sends a browser to sign in (the interaction pages, src/web/interaction/). */
   interactionPath(uid: string): string;
@@ -68,7 +70,7 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, apis, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -88,6 +90,16 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
       const user = await users.findById(sub);
       if (!user || user.disabled) return undefined;
       return { accountId: user.id, claims: () => standardClaims(user) };
+    }),
+    // A person's roles ride on their access tokens for APIs too (JWT claims, or introspection's answer for
+    // opaque ones) when the grant holds the `roles` scope, as on ID tokens and userinfo.
+    extraTokenClaims: (ctx, token) => asProviderError(async () => {
+      const accountId = 'accountId' in token ? token.accountId : undefined;
+      if (!accountId || !('resourceServer' in token) || !token.resourceServer) return undefined;
+      const grant = ctx.oidc.entities.Grant ?? ('grantId' in token && token.grantId ? await ctx.oidc.provider.Grant.find(token.grantId) : undefined);
+      if (!grant?.getOIDCScope().split(' ').includes('roles')) return undefined;
+      const user = await users.findById(accountId);
+      return user ? { roles: user.roles } : undefined;
     }),
     // The ID token carries the granted profile and email claims too (as Keycloak and Auth0 do), so an
     // app knows who signed in without a userinfo call; userinfo still answers them.
@@ -159,7 +171,7 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
       // Delivered by Gatehouse, queued (takeOverLogoutNotices): the engine's feature gives the metadata and discovery.
       backchannelLogout: { enabled: true },
       // APIs are records (src/apis/): a `resource` names one, and its tokens are for it alone.
-      resourceIndicators: resourceIndicators(apis),
+      resourceIndicators: resourceIndicators(apis, permittedApiScopes),
       clientCredentials: { enabled: true },
       revocation: {
         enabled: true,

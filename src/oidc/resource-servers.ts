@@ -22,7 +22,10 @@ export function apiScopesOf(client: object): Set<string> {
   return new Set(typeof value === 'string' ? value.split(' ').filter(Boolean) : []);
 }
 
-export function resourceIndicators(apis: Pick<ApiService, 'find'>): ResourceIndicators {
+/** The scopes of an API that a person's roles permit them to be granted. */
+export type PermittedApiScopes = (accountId: string, api: string) => Promise<ReadonlySet<string>>;
+
+export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiScopes: PermittedApiScopes): ResourceIndicators {
   return {
     enabled: true,
     // At the authorization endpoint and client_credentials (no `oneOf`): the client's default API, if any. At
@@ -41,11 +44,14 @@ export function resourceIndicators(apis: Pick<ApiService, 'find'>): ResourceIndi
     getResourceServerInfo: (ctx, indicator, client) => asProviderError(async () => {
       const api = await apis.find(indicator);
       if (!api) throw new errors.InvalidTarget(`no API is registered as ${indicator}`);
-      const allowed = allowedScopes(api, client);
-      if (!allowed.length) throw new errors.InvalidTarget(`this client may not use the API ${indicator}: none of its scopes is allowed to the client`);
-      await refuseScopesNotAllowed(ctx, apis, client);
+      const clientMay = allowedScopes(api, client);
+      if (!clientMay.length) throw new errors.InvalidTarget(`this client may not use the API ${indicator}: none of its scopes is allowed to the client`);
+      // A person is granted only what their roles permit (a service client acts for nobody).
+      const accountId = personOf(ctx);
+      const permitted = accountId ? await permittedApiScopes(accountId, api.identifier) : undefined;
+      await refuseScopesNotAllowed(ctx, apis, client, accountId ? permittedApiScopes.bind(null, accountId) : undefined);
       return {
-        scope: allowed.join(' '),
+        scope: clientMay.filter((scope) => !permitted || permitted.has(scope)).join(' '),
         audience: api.identifier,
         accessTokenTTL: api.accessTokenTtl,
         accessTokenFormat: api.accessTokenFormat,
@@ -65,7 +71,9 @@ function allowedScopes(api: Api, client: EngineClient): string[] {
  * A requested scope that is not about the person must be one the client may have at one of the APIs the request
  * names; otherwise the engine would drop it without a word. Said by name: which scope, and why.
  */
-async function refuseScopesNotAllowed(ctx: KoaContextWithOIDC, apis: Pick<ApiService, 'find'>, client: EngineClient): Promise<void> {
+async function refuseScopesNotAllowed(
+  ctx: KoaContextWithOIDC, apis: Pick<ApiService, 'find'>, client: EngineClient, permittedFor: ((api: string) => Promise<ReadonlySet<string>>) | undefined,
+): Promise<void> {
   const requested = requestedApiScopes(ctx);
   if (!requested.length) return;
   const named = ctx.oidc.params?.resource;
@@ -73,9 +81,11 @@ async function refuseScopesNotAllowed(ctx: KoaContextWithOIDC, apis: Pick<ApiSer
   const found = (await Promise.all(indicators.map((indicator) => apis.find(indicator)))).filter((api) => api !== undefined);
   const defined = new Set(found.flatMap((api) => api.scopes.map((scope) => scope.name)));
   const allowed = new Set(found.flatMap((api) => allowedScopes(api, client)));
+  const permitted = permittedFor ? new Set((await Promise.all(found.map((api) => permittedFor(api.identifier)))).flatMap((scopes) => [...scopes])) : undefined;
   for (const scope of requested) {
     if (!defined.has(scope)) throw new errors.InvalidScope(`the scope "${scope}" is not one of ${indicators.join(', ')}`, scope);
     if (!allowed.has(scope)) throw new errors.InvalidScope(`this client may not ask for the scope "${scope}"`, scope);
+    if (permitted && !permitted.has(scope)) throw new errors.InvalidScope(`the person signing in has no role that permits the scope "${scope}"`, scope);
   }
 }
 
@@ -83,4 +93,12 @@ async function refuseScopesNotAllowed(ctx: KoaContextWithOIDC, apis: Pick<ApiSer
 function requestedApiScopes(ctx: KoaContextWithOIDC): string[] {
   const scope = ctx.oidc.params?.scope;
   return typeof scope === 'string' ? scope.split(' ').filter((name) => name && !OPENID_SCOPES.has(name)) : [];
+}
+
+/**
+ * The person a request is about: the grant's at the token endpoint, the signed-in session's at the authorization
+ * endpoint (once signed in: before, nobody is known yet and the consent step comes after). None for a service.
+ */
+function personOf(ctx: KoaContextWithOIDC): string | undefined {
+  return ctx.oidc.entities?.Grant?.accountId ?? (ctx.oidc.route === 'token' ? undefined : ctx.oidc.session?.accountId);
 }

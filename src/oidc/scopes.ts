@@ -5,9 +5,11 @@ export const CLAIMS_BY_SCOPE = {
   openid: ['sub', 'acr', 'amr', 'auth_time', 'sid'],
   profile: ['name'],
   email: ['email', 'email_verified'],
+  // The person's role names (src/apis/roles.ts); JWT access tokens carry them too when this scope is granted.
+  roles: ['roles'],
 } as const;
 
-export const SCOPES = ['openid', 'offline_access', 'profile', 'email'] as const;
+export const SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles'] as const;
 
 /** Every scope above is about the person signing in: a service client (client_credentials) gets none of them. */
 const SCOPES_ABOUT_PEOPLE: ReadonlySet<string> = new Set(SCOPES);
@@ -22,6 +24,7 @@ const SCOPE_DESCRIPTIONS: Record<string, string> = {
   profile: 'See your name',
   email: 'See your email address and whether it is verified',
   offline_access: 'Keep access while you are away',
+  roles: 'See your roles',
 };
 
 export function describeScope(scope: string): string {

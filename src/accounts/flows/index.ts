@@ -7,6 +7,7 @@ import type { EmailVerificationFlow } from './email-verification.ts';
 import type { PasswordChangeFlow } from './password-change.ts';
 import type { PasswordResetFlow } from './password-reset.ts';
 import type { ReauthenticationFlow } from './reauthentication.ts';
+import type { RoleAssignmentFlow } from './role-assignment.ts';
 import type { SecondFactorResetFlow } from './second-factor-reset.ts';
 import type { SecondFactorSettingsFlow } from './second-factor-settings.ts';
 import type { SignInFlow } from './sign-in.ts';
@@ -25,6 +26,8 @@ export interface AccountFlows {
   secondFactorReset: SecondFactorResetFlow;
   /** An administrator disabling or enabling an account. */
   accountStatus: AccountStatusFlow;
+  /** An administrator giving a person a role, or taking it away. */
+  roleAssignment: RoleAssignmentFlow;
   /** A person's own second factor: confirming a setup, renewing recovery codes, turning it off. */
   secondFactorSettings: SecondFactorSettingsFlow;
   /** Creating an account, or telling a registered address's owner that someone tried. */

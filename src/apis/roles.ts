@@ -1,0 +1,106 @@
+// Roles, and what each permits at APIs: a person is granted an API's scope only if one of their roles permits it
+// (their role names are on their account, src/accounts/users.ts). The `admin` role exists from the start.
+import type { Prisma } from '../db/index.ts';
+import type { AuditActor, AuditTrail } from '../audit/audit.ts';
+
+export interface Role {
+  name: string;
+  description: string | undefined;
+  /** What the role permits: scopes, by API identifier. */
+  permissions: Array<{ api: string; scopes: string[] }>;
+}
+
+export class RoleError extends Error {
+  override name = 'RoleError';
+}
+
+/** Role names as stored in users.roles and listed in SECOND_FACTOR_REQUIRED_ROLES. */
+export const ROLE_NAME = /^[\w.:-]{1,64}$/;
+/** The administrators' role: it cannot be deleted (the second-factor rule and the admin API rely on it). */
+export const ADMIN_ROLE = 'admin';
+
+export class RoleService {
+  readonly #prisma: Prisma;
+  readonly #audit: AuditTrail;
+
+  constructor(prisma: Prisma, audit: AuditTrail) {
+    this.#prisma = prisma;
+    this.#audit = audit;
+  }
+
+  async create(name: string, description: string | undefined, actor: AuditActor = { type: 'admin' }): Promise<Role> {
+    if (!ROLE_NAME.test(name)) throw new RoleError('a role name has letters, digits and . _ : - (at most 64)');
+    if (await this.exists(name)) throw new RoleError(`the role ${name} exists already`);
+    await this.#prisma.role.create({ data: { name, description: description?.trim() || null } });
+    await this.#audit.record({ action: 'role.created', outcome: 'success', actor, detail: { role: name } });
+    return (await this.find(name))!;
+  }
+
+  /** Removes a role and what it permits; the `admin` role stays. False when there was no such role. */
+  async delete(name: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
+    if (name === ADMIN_ROLE) throw new RoleError('the admin role cannot be deleted');
+    const { count } = await this.#prisma.role.deleteMany({ where: { name } });
+    if (!count) return false;
+    await this.#audit.record({ action: 'role.deleted', outcome: 'success', actor, detail: { role: name } });
+    return true;
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return ROLE_NAME.test(name) && await this.#prisma.role.count({ where: { name } }) > 0;
+  }
+
+  async find(name: string): Promise<Role | undefined> {
+    if (!ROLE_NAME.test(name)) return undefined;
+    const row = await this.#prisma.role.findUnique({ where: { name }, include: { permissions: { include: { api: true } } } });
+    return row ? toRole(row) : undefined;
+  }
+
+  async list(): Promise<Role[]> {
+    const rows = await this.#prisma.role.findMany({ orderBy: { name: 'asc' }, include: { permissions: { include: { api: true } } } });
+    return rows.map(toRole);
+  }
+
+  /** Lets the role's people be granted these scopes of the API (each must be one the API defines). */
+  async grant(name: string, apiIdentifier: string, scopes: readonly string[], actor: AuditActor = { type: 'admin' }): Promise<Role> {
+    const { apiId } = await this.#checked(name, apiIdentifier, scopes);
+    await this.#prisma.rolePermission.createMany({ data: scopes.map((scope) => ({ roleName: name, apiId, scope })), skipDuplicates: true });
+    await this.#audit.record({ action: 'role.granted', outcome: 'success', actor, detail: { role: name, api: apiIdentifier, scopes: scopes.join(' ') } });
+    return (await this.find(name))!;
+  }
+
+  /** Takes these scopes of the API back from the role. */
+  async revoke(name: string, apiIdentifier: string, scopes: readonly string[], actor: AuditActor = { type: 'admin' }): Promise<Role> {
+    const { apiId } = await this.#checked(name, apiIdentifier, scopes);
+    await this.#prisma.rolePermission.deleteMany({ where: { roleName: name, apiId, scope: { in: [...scopes] } } });
+    await this.#audit.record({ action: 'role.revoked', outcome: 'success', actor, detail: { role: name, api: apiIdentifier, scopes: scopes.join(' ') } });
+    return (await this.find(name))!;
+  }
+
+  /** The API's scopes that any of these roles permits. */
+  async permittedScopes(roleNames: readonly string[], apiIdentifier: string): Promise<Set<string>> {
+    if (!roleNames.length) return new Set();
+    const rows = await this.#prisma.rolePermission.findMany({ where: { roleName: { in: [...roleNames] }, api: { identifier: apiIdentifier } }, select: { scope: true } });
+    return new Set(rows.map((row) => row.scope));
+  }
+
+  async #checked(name: string, apiIdentifier: string, scopes: readonly string[]): Promise<{ apiId: string }> {
+    if (!await this.exists(name)) throw new RoleError(`no role ${name}`);
+    const api = await this.#prisma.api.findUnique({ where: { identifier: apiIdentifier } });
+    if (!api) throw new RoleError(`no API ${apiIdentifier}`);
+    const defined = new Set((Array.isArray(api.scopes) ? api.scopes as Array<{ name: string }> : []).map((scope) => scope.name));
+    const unknown = scopes.filter((scope) => !defined.has(scope));
+    if (!scopes.length) throw new RoleError('name at least one scope');
+    if (unknown.length) throw new RoleError(`${apiIdentifier} defines no scope ${unknown.map((scope) => `"${scope}"`).join(', ')}`);
+    return { apiId: api.id };
+  }
+}
+
+function toRole(row: { name: string; description: string | null; permissions: Array<{ scope: string; api: { identifier: string } }> }): Role {
+  const byApi = new Map<string, string[]>();
+  for (const permission of row.permissions) byApi.set(permission.api.identifier, [...byApi.get(permission.api.identifier) ?? [], permission.scope]);
+  return {
+    name: row.name,
+    description: row.description ?? undefined,
+    permissions: [...byApi].sort(([a], [b]) => a.localeCompare(b)).map(([api, scopes]) => ({ api, scopes: scopes.sort() })),
+  };
+}
