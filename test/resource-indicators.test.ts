@@ -160,6 +160,16 @@ test('a person signs in to a web app asking for an API: the consent page says wh
   const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier, typ: 'at+jwt' });
   t.like(payload, { sub: user.id, client_id: client.client_id, scope: 'orders:read' });
 
+  // Consent to the API's scope is remembered past signing out: the next sign-in asks only the password.
+  await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+  const remembered = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const fresh = new UserAgent();
+  ({ response, url } = await fresh.follow(remembered.url));
+  const secondLogin = await response.text();
+  ({ response, url } = await fresh.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(secondLogin, 'csrf'), email: user.email, password: PASSWORD }));
+  t.is(`${url.origin}${url.pathname}`, REDIRECT_URI, 'no consent page');
+  t.truthy(url.searchParams.get('code'));
+
   // The refresh token (web apps get none without offline_access): a second sign-in's code without the resource
   // gets an opaque token for userinfo, as before APIs.
   const again = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
@@ -229,4 +239,29 @@ test('userinfo names the person\'s roles when the roles scope is granted, and no
     if (scope.includes('roles')) t.deepEqual(info.roles, [role]);
     else t.false('roles' in info, scope);
   }
+});
+
+test('a first-party app asking for an API skips the consent page and still gets only what the person\'s roles permit', async (t) => {
+  const api = await registerApi();
+  const role = `staff-${apiCount}`;
+  await server.runtime.roles.create(role, undefined);
+  await server.runtime.roles.grant(role, api.identifier, ['orders:read']);
+  const registered = await server.runtime.clients.create({
+    name: 'Back office', type: 'web', redirectUris: [REDIRECT_URI], apiScopes: ['orders:read', 'orders:write'], firstParty: true,
+  });
+  const client: oauth.Client = { client_id: registered.client_id };
+  const user = await createUser(server);
+  await server.runtime.flows.roleAssignment.add(user.email, role, { type: 'admin', id: 'test' });
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const agent = new UserAgent();
+  let { response, url } = await agent.follow(request.url);
+  const login = await response.text();
+  ({ response, url } = await agent.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(login, 'csrf'), email: user.email, password: PASSWORD }));
+  t.is(`${url.origin}${url.pathname}`, REDIRECT_URI, 'no consent page');
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, oauth.ClientSecretBasic(String(registered.client_secret)), oauth.validateAuthResponse(as, client, url, request.state),
+      REDIRECT_URI, request.codeVerifier, { ...insecure, additionalParameters: { resource: api.identifier } }),
+    { expectedNonce: request.nonce, requireIdToken: true });
+  const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
+  t.is(payload.scope, 'orders:read');
 });

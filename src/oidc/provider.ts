@@ -254,16 +254,22 @@ async function cachePublicDocuments(ctx: KoaContextWithOIDC, next: () => Promise
   }
 }
 
-/** What the grant of a sign-in may hold without a consent page: scopes and claims. */
+/** What the grant of a sign-in may hold without a consent page: scopes and claims, and API scopes by API. */
 interface Allowance {
   scopes: readonly string[];
   claims: readonly string[];
+  resources: Readonly<Record<string, readonly string[]>>;
 }
 
 /** An organisation's own (first-party) application is allowed what it asks. */
 function firstPartyAllowance(ctx: KoaContextWithOIDC): Allowance | undefined {
   if ((ctx.oidc.client as unknown as Record<string, unknown>)[FIRST_PARTY] !== true) return undefined;
-  return { scopes: [...ctx.oidc.requestParamOIDCScopes], claims: [...ctx.oidc.requestParamClaims] };
+  // Of each API the request names, the scopes asked that it may have (its resource server's, src/oidc/resource-servers.ts).
+  const asked = ctx.oidc.requestParamScopes;
+  const resources = Object.fromEntries(Object.entries(ctx.oidc.resourceServers ?? {}).map(([identifier, server]) => [
+    identifier, (server.scope ?? '').split(' ').filter((scope) => scope && asked.has(scope)),
+  ]));
+  return { scopes: [...ctx.oidc.requestParamOIDCScopes], claims: [...ctx.oidc.requestParamClaims], resources };
 }
 
 /** Adds an allowance to a grant; a browser app is never granted offline access (client-kinds.ts): refused, so answered. */
@@ -274,6 +280,9 @@ function allow(ctx: KoaContextWithOIDC, grant: EngineGrant, allowed: Allowance):
   if (scopes.length) grant.addOIDCScope(scopes.join(' '));
   if (refused.length) grant.rejectOIDCScope(refused.join(' '));
   if (allowed.claims.length) grant.addOIDCClaims([...allowed.claims]);
+  for (const [identifier, resourceScopes] of Object.entries(allowed.resources)) {
+    if (resourceScopes.length) grant.addResourceScope(identifier, resourceScopes.join(' '));
+  }
 }
 
 /**

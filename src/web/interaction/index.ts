@@ -153,7 +153,9 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
     }
     const savedGrantId = await grant.save();
     // Remembered past signing out: the next sign-in to this app asks only what it newly asks (until withdrawn).
-    await consents.remember(session.accountId!, String(params.client_id), { scopes: consented, claims: missing.missingOIDCClaims ?? [] });
+    await consents.remember(session.accountId!, String(params.client_id), {
+      scopes: consented, claims: missing.missingOIDCClaims ?? [], resources: missing.missingResourceScopes ?? {},
+    });
     await finish(ctx, { consent: grantId ? {} : { grantId: savedGrantId } }, true);
   });
 
