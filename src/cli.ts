@@ -44,6 +44,7 @@ Commands:
                  [--require-second-factor] [--first-party]
                  [--token-endpoint-auth-method client_secret_basic|client_secret_post]
                  [--backchannel-logout-uri U] [--frontchannel-logout-uri U] [--default-api URL]
+                 [--resource-server URL]
                                         register a client and print it as JSON (native:
                                         an installed app, redirects to com.example.app:/…,
                                         a claimed https URI, or http://127.0.0.1/… on any
@@ -61,11 +62,14 @@ Commands:
                                         signing out loads it in a hidden frame;
                                         --scope also names the API scopes it may ask for
                                         (orders:read), --default-api the API its tokens
-                                        are for when a request names none
+                                        are for when a request names none;
+                                        --resource-server (service): the API this client
+                                        is, which may introspect that API's tokens
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--first-party | --not-first-party]
                  [--backchannel-logout-uri U] [--frontchannel-logout-uri U] [--default-api URL]
+                 [--resource-server URL]
                                         change a client (redirect URIs given replace
                                         the old ones; an empty logout URI removes it)
                                         and print it as JSON
@@ -236,6 +240,7 @@ const commands: Record<string, Handler> = {
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'require-second-factor': { type: 'boolean' }, 'first-party': { type: 'boolean' }, 'token-endpoint-auth-method': { type: 'string' },
       'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' }, 'default-api': { type: 'string' },
+      'resource-server': { type: 'string' },
     });
     const authMethod = values['token-endpoint-auth-method'] as SecretAuthMethod | undefined;
     if (authMethod !== undefined && !SECRET_AUTH_METHODS.includes(authMethod)) throw new UsageError(`--token-endpoint-auth-method must be one of ${SECRET_AUTH_METHODS.join(', ')}`);
@@ -245,6 +250,7 @@ const commands: Record<string, Handler> = {
     await run(async ({ clients }) => {
       const client = await clients.create({
         name: String(values.name), type, ...scopeOption(values.scope), defaultApi: values['default-api'] as string | undefined || undefined,
+        resourceServer: values['resource-server'] as string | undefined || undefined,
         redirectUris: values['redirect-uri'] as string[] | undefined,
         postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
         requireSecondFactor: Boolean(values['require-second-factor']), firstParty: Boolean(values['first-party']), tokenEndpointAuthMethod: authMethod,
@@ -261,11 +267,13 @@ const commands: Record<string, Handler> = {
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'first-party': { type: 'boolean' }, 'not-first-party': { type: 'boolean' },
       'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' }, 'default-api': { type: 'string' },
+      'resource-server': { type: 'string' },
     });
     if (!values['client-id']) throw new UsageError('clients update needs --client-id');
     if (values['first-party'] && values['not-first-party']) throw new UsageError('clients update takes --first-party or --not-first-party, not both');
     const changes = {
       name: values.name as string | undefined, ...scopeOption(values.scope), defaultApi: optionalChange(values['default-api']),
+      resourceServer: optionalChange(values['resource-server']),
       redirectUris: values['redirect-uri'] as string[] | undefined,
       postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
       firstParty: values['first-party'] ? true : values['not-first-party'] ? false : undefined,

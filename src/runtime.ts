@@ -142,6 +142,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       refusePeopleScopesForServices(metadata);
       const problem = await apis.clientSettingsProblem({
         apiScopes: [...apiScopesOf(metadata)], defaultApi: typeof metadata.default_resource === 'string' ? metadata.default_resource : undefined,
+        resourceServer: typeof metadata.resource_server === 'string' ? metadata.resource_server : undefined,
       });
       if (problem) throw new ClientError(problem);
     }, auditTrail, clientCache);

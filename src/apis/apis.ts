@@ -123,11 +123,12 @@ export class ApiService {
   }
 
   /**
-   * Why these client settings cannot be, or undefined: each API scope must be defined by a registered API, and a
-   * default API must be registered and have a scope the client may ask for.
+   * Why these client settings cannot be, or undefined: each API scope must be defined by a registered API, a
+   * default API must be registered and have a scope the client may ask for, and a resource server's API must exist.
    */
-  async clientSettingsProblem(settings: { apiScopes: readonly string[]; defaultApi: string | undefined }): Promise<string | undefined> {
+  async clientSettingsProblem(settings: { apiScopes: readonly string[]; defaultApi: string | undefined; resourceServer: string | undefined }): Promise<string | undefined> {
     const all = await this.list();
+    if (settings.resourceServer !== undefined && !all.some((api) => api.identifier === settings.resourceServer)) return `no API is registered as ${settings.resourceServer}`;
     const defined = new Set(all.flatMap((api) => api.scopes.map((scope) => scope.name)));
     const unknown = settings.apiScopes.filter((scope) => !defined.has(scope));
     if (unknown.length) return `no registered API defines the scope ${unknown.map((scope) => `"${scope}"`).join(', ')}`;

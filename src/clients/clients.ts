@@ -23,6 +23,8 @@ export interface NewClient {
   apiScopes?: string[] | undefined;
   /** The API (its identifier) the client's tokens are for when a request names none (metadata default_resource). */
   defaultApi?: string | undefined;
+  /** A service client that is an API's resource server: it may introspect that API's tokens (metadata resource_server). */
+  resourceServer?: string | undefined;
   /** Every sign-in to this client must include the second factor (metadata require_second_factor). */
   requireSecondFactor?: boolean;
   /** One of the organisation's own applications: allowed what it asks, with no consent page (metadata first_party). */
@@ -47,6 +49,8 @@ export interface ClientChanges {
   apiScopes?: string[] | undefined;
   /** A new default API; null removes it. */
   defaultApi?: string | null | undefined;
+  /** The API whose resource server the client is; null removes it. */
+  resourceServer?: string | null | undefined;
   firstParty?: boolean | undefined;
   /** A new back-channel logout URI; null removes it. */
   backchannelLogoutUri?: string | null | undefined;
@@ -129,6 +133,11 @@ export class ClientService {
     if (changes.defaultApi !== undefined) {
       delete metadata.default_resource;
       Object.assign(metadata, apiMetadata({ defaultApi: changes.defaultApi ?? undefined }));
+    }
+    if (changes.resourceServer !== undefined) {
+      if (changes.resourceServer && !isService) throw new ClientError('only a service client can be an API\'s resource server');
+      delete metadata.resource_server;
+      Object.assign(metadata, apiMetadata({ resourceServer: changes.resourceServer ?? undefined }));
     }
     await this.#validate(metadata);
     await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: metadata as unknown as JsonObject } });
@@ -233,11 +242,12 @@ function logoutMetadata(type: ClientType, uris: { back?: string | undefined; fro
 }
 
 /** What a client may ask of APIs, as metadata (checked against the registered APIs when validated: runtime.ts). */
-function apiMetadata(input: { apiScopes?: string[] | undefined; defaultApi?: string | undefined }): Record<string, unknown> {
+function apiMetadata(input: { apiScopes?: string[] | undefined; defaultApi?: string | undefined; resourceServer?: string | undefined }): Record<string, unknown> {
   const scopes = [...new Set(input.apiScopes ?? [])];
   return {
     ...(scopes.length ? { api_scopes: scopes.join(' ') } : {}),
     ...(input.defaultApi ? { default_resource: input.defaultApi } : {}),
+    ...(input.resourceServer ? { resource_server: input.resourceServer } : {}),
   };
 }
 
@@ -270,6 +280,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     ...logoutMetadata(input.type, { back: input.backchannelLogoutUri, front: input.frontchannelLogoutUri }),
     ...apiMetadata(input),
   };
+  if (input.resourceServer && input.type !== 'service') throw new ClientError('only a service client can be an API\'s resource server');
   if (input.type === 'service') {
     if (redirectUris.length || postLogoutRedirectUris.length) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');

@@ -24,20 +24,26 @@ const FALLBACK_TTL_SECONDS = 14 * 24 * 3600;
  */
 const TAKEN_ON_FIRST_FIND = new Set(['PushedAuthorizationRequest']);
 
-export function createAdapterFactory(store: Store, clients: ClientService): (model: string) => Adapter {
+/**
+ * `grantRevoked`: told whenever the engine (or Gatehouse through it) revokes a grant's tokens, so that what it
+ * does not store — JWT access tokens — is revoked with them (src/oidc/jwt-access-tokens.ts).
+ */
+export function createAdapterFactory(store: Store, clients: ClientService, grantRevoked: (grantId: string) => Promise<void>): (model: string) => Adapter {
   const accountIndexes = new AccountIndexes(store);
-  return (model) => (model === 'Client' ? new ClientAdapter(clients) : new StoreAdapter(model, store, accountIndexes));
+  return (model) => (model === 'Client' ? new ClientAdapter(clients) : new StoreAdapter(model, store, accountIndexes, model === 'AccessToken' ? grantRevoked : undefined));
 }
 
 class StoreAdapter implements Adapter {
   readonly #model: string;
   readonly #store: Store;
   readonly #accountIndexes: AccountIndexes;
+  readonly #grantRevoked: ((grantId: string) => Promise<void>) | undefined;
 
-  constructor(model: string, store: Store, accountIndexes: AccountIndexes) {
+  constructor(model: string, store: Store, accountIndexes: AccountIndexes, grantRevoked?: (grantId: string) => Promise<void>) {
     this.#model = model;
     this.#store = store;
     this.#accountIndexes = accountIndexes;
+    this.#grantRevoked = grantRevoked;
   }
 
   #key(id: string): string {
@@ -95,6 +101,8 @@ class StoreAdapter implements Adapter {
   revokeByGrantId(grantId: string): Promise<void> {
     return asProviderError(async () => {
       const indexKey = grantIndexKey(this.#model, grantId);
+      // The JWTs first: they can only be revoked by a marker, and must not outlive the stored tokens.
+      await this.#grantRevoked?.(grantId);
       const keys = await this.#store.indexMembers(indexKey);
       await this.#store.delete([...keys, indexKey]);
     });

@@ -71,6 +71,15 @@ export function takeOverLogoutNotices(provider: Provider): void {
   prototype.includeSid = () => true;
 }
 
+/** Engine.revokeGrant, for the provider's own configuration, which has the provider but no Engine. */
+export async function revokeGrant(provider: Provider, grantId: string, accountId?: string): Promise<{ id: string; clientId: string | undefined } | undefined> {
+  const grant = await provider.Grant.find(grantId, { ignoreExpiration: true });
+  if (!grant || (accountId !== undefined && grant.accountId !== accountId)) return undefined;
+  await grant.destroy();
+  await Promise.all(GRANT_BOUND_MODELS.map((model) => provider[model].revokeByGrantId(grantId)));
+  return { id: grantId, clientId: grant.clientId };
+}
+
 /** A grant, not saved yet; for the provider's own configuration, which has the provider but no Engine. */
 export function newGrant(provider: Provider, owner: { accountId: string; clientId: string }): EngineGrant {
   return new provider.Grant(owner);
@@ -187,12 +196,8 @@ export class Engine {
    * grant first, so a token whose grant is gone is refused everywhere, even one issued while this runs.
    * `accountId`: only if the grant is that account's. The grant revoked, or undefined.
    */
-  async revokeGrant(grantId: string, accountId?: string): Promise<{ id: string; clientId: string | undefined } | undefined> {
-    const grant = await this.#provider.Grant.find(grantId, { ignoreExpiration: true });
-    if (!grant || (accountId !== undefined && grant.accountId !== accountId)) return undefined;
-    await grant.destroy();
-    await Promise.all(GRANT_BOUND_MODELS.map((model) => this.#provider[model].revokeByGrantId(grantId)));
-    return { id: grantId, clientId: grant.clientId };
+  revokeGrant(grantId: string, accountId?: string): Promise<{ id: string; clientId: string | undefined } | undefined> {
+    return revokeGrant(this.#provider, grantId, accountId);
   }
 
   // --- the token endpoint ------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { newGrant, sessionBeingEnded, takeOverLogoutNotices, type EngineGrant } from './engine-internals.ts';
-import { API_SCOPES, DEFAULT_RESOURCE, resourceIndicators } from './resource-servers.ts';
+import { newGrant, revokeGrant, sessionBeingEnded, takeOverLogoutNotices, type EngineGrant } from './engine-internals.ts';
+import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
+import { API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER, resourceIndicators } from './resource-servers.ts';
 import type { ApiService } from '../apis/apis.ts';
 import { FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, FRONTCHANNEL_LOGOUT_URI, type LogoutNotices } from './logout-notices.ts';
 
@@ -71,8 +72,10 @@ const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
 export function createProvider({ config, secrets, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+  const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, jwks: secrets.jwks, store });
+  const mayIntrospect = introspectionPolicy(users);
   const configuration: Configuration = {
-    adapter: createAdapterFactory(store, clients),
+    adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId)),
     // Built in, held in memory by the engine (never looked up in the database).
     clients: [accountConsoleClient(config.issuer)],
     loadExistingGrant: async (ctx) => {
@@ -96,10 +99,13 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
     extraTokenClaims: (ctx, token) => asProviderError(async () => {
       const accountId = 'accountId' in token ? token.accountId : undefined;
       if (!accountId || !('resourceServer' in token) || !token.resourceServer) return undefined;
-      const grant = ctx.oidc.entities.Grant ?? ('grantId' in token && token.grantId ? await ctx.oidc.provider.Grant.find(token.grantId) : undefined);
-      if (!grant?.getOIDCScope().split(' ').includes('roles')) return undefined;
+      const grantId = 'grantId' in token ? token.grantId : undefined;
+      // A JWT names its grant, so that revoking the grant reaches it (jwt-access-tokens.ts); a stored token knows it.
+      const named = token.resourceServer.accessTokenFormat === 'jwt' && grantId ? { [GRANT_ID_CLAIM]: grantId } : {};
+      const grant = ctx.oidc.entities.Grant ?? (grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined);
+      if (!grant?.getOIDCScope().split(' ').includes('roles')) return named;
       const user = await users.findById(accountId);
-      return user ? { roles: user.roles } : undefined;
+      return user ? { ...named, roles: user.roles } : named;
     }),
     // The ID token carries the granted profile and email claims too (as Keycloak and Auth0 do), so an
     // app knows who signed in without a userinfo call; userinfo still answers them.
@@ -109,7 +115,7 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
     // loa:1 password, loa:2 password and second factor (src/oidc/assurance.ts).
     acrValues: [...ACR_VALUES],
     extraClientMetadata: {
-      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, API_SCOPES, DEFAULT_RESOURCE],
+      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER],
       validator: (_ctx, key, value, metadata) => {
         if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY || key === FRONTCHANNEL_LOGOUT_SESSION_REQUIRED) && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata(`${key} must be true or false`);
@@ -117,7 +123,7 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
         if (key === API_SCOPES && value !== undefined && (typeof value !== 'string' || !/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/.test(value))) {
           throw new errors.InvalidClientMetadata(`${key} must be scope names separated by spaces`);
         }
-        if (key === DEFAULT_RESOURCE && value !== undefined && (typeof value !== 'string' || secureUriProblem(value))) {
+        if ((key === DEFAULT_RESOURCE || key === RESOURCE_SERVER) && value !== undefined && (typeof value !== 'string' || secureUriProblem(value))) {
           throw new errors.InvalidClientMetadata(`${key} must be an API's identifier`);
         }
         if (key === FRONTCHANNEL_LOGOUT_URI && value !== undefined) {
@@ -184,9 +190,9 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
         // access tokens they are handed, never refresh tokens, which only their client ever presents.
         // A token whose client was deleted is inactive (the engine would fail reading the missing client).
         // A disabled (or deleted) account's tokens are inactive at once, whatever the store still holds.
-        allowedPolicy: async (ctx, client, token) => await accountMayUseTokens(users, 'accountId' in token ? token.accountId : undefined) && (token.clientId === client.clientId
-          || (ACCESS_TOKEN_KINDS.has(token.kind) && client.clientAuthMethod !== 'none' && client.grantTypeAllowed('client_credentials')
-            && await ctx.oidc.provider.Client.find(token.clientId!) !== undefined)),
+        allowedPolicy: (ctx, client, token) => mayIntrospect(ctx, client, {
+          kind: token.kind, clientId: token.clientId, accountId: 'accountId' in token ? token.accountId : undefined, aud: 'aud' in token ? token.aud as string | undefined : undefined,
+        }),
       },
       rpInitiatedLogout: {
         enabled: true,
@@ -211,6 +217,7 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
   provider.use(retryAfterOnOutage);
   provider.use(cachePublicDocuments);
   provider.use(emptyRevocationAnswer);
+  provider.use(answerForJwtAccessTokens(jwtAccessTokens, mayIntrospect));
   provider.use(logoutReturnsToClient(pages));
   provider.use(logoutReachesApplications(provider, logoutNotices, pages));
   takeOverLogoutNotices(provider);
@@ -333,6 +340,72 @@ async function emptyRevocationAnswer(ctx: KoaContextWithOIDC, next: () => Promis
     ctx.body = null;
     ctx.status = 200;
   }
+}
+
+/** What introspection is told of a token, stored (the engine's) or a JWT (Gatehouse's). */
+interface IntrospectedToken {
+  kind: string;
+  clientId: string | undefined;
+  accountId: string | undefined;
+  /** The API the token is for (resource-bound), if any. */
+  aud: string | string[] | undefined;
+}
+
+/**
+ * Who may introspect a token. Its own client may. A service client (a resource server) may introspect access
+ * tokens it is handed, never refresh tokens, which only their client ever presents — and a token for an API only
+ * if it is that API's resource server (audience-restricted: a token for API A is useless at API B). A token whose
+ * client was deleted is inactive, and so is every token of a disabled (or deleted) account, whatever the store holds.
+ */
+function introspectionPolicy(users: UserService) {
+  return async (ctx: KoaContextWithOIDC, caller: NonNullable<KoaContextWithOIDC['oidc']['client']>, token: IntrospectedToken): Promise<boolean> => {
+    if (!await accountMayUseTokens(users, token.accountId)) return false;
+    if (token.clientId === caller.clientId) return true;
+    if (!ACCESS_TOKEN_KINDS.has(token.kind) || caller.clientAuthMethod === 'none' || !caller.grantTypeAllowed('client_credentials')) return false;
+    if (await ctx.oidc.provider.Client.find(token.clientId!) === undefined) return false;
+    const audiences = Array.isArray(token.aud) ? token.aud : token.aud ? [token.aud] : [];
+    return !audiences.length || audiences.includes(String((caller as unknown as Record<string, unknown>)[RESOURCE_SERVER]));
+  };
+}
+
+/**
+ * JWT access tokens, which the engine neither stores nor takes at introspection or revocation (it refuses them as
+ * unsupported_token_type once the caller is authenticated): Gatehouse answers for them (jwt-access-tokens.ts).
+ * Introspection: active, with the token's claims, while it verifies, is not revoked and the caller may see it;
+ * else, like any token that is not good, inactive. Revocation, by the token's own client: the token and, for a
+ * person's, its whole grant, as for an opaque access token; 200 whatever the token (RFC 7009).
+ */
+function answerForJwtAccessTokens(jwts: JwtAccessTokens, mayIntrospect: ReturnType<typeof introspectionPolicy>) {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    await next();
+    const route = ctx.oidc?.route;
+    const token = ctx.oidc?.params?.token;
+    const caller = ctx.oidc?.client;
+    const answer = ctx.body as { error?: unknown; active?: unknown; sub?: unknown; client_id?: unknown } | undefined;
+    // A service's own token is about the service: sub is its client_id, as in its JWT (RFC 9068 §2.2).
+    if (route === 'introspection' && ctx.status === 200 && answer?.active === true && answer.sub === undefined) answer.sub = answer.client_id;
+    const refusedAsJwt = ctx.status === 400 && answer?.error === 'unsupported_token_type';
+    if ((route !== 'introspection' && route !== 'revocation') || !refusedAsJwt || !caller || !JwtAccessTokens.looksLikeJwt(token)) return;
+    const claims = await jwts.verify(token);
+    const grantId = claims?.[GRANT_ID_CLAIM];
+    ctx.status = 200;
+    if (route === 'revocation') {
+      ctx.body = null;
+      if (claims?.client_id !== caller.clientId) return;
+      await asProviderError(async () => {
+        await jwts.revoke(claims);
+        if (grantId) await revokeGrant(ctx.oidc.provider, grantId);
+      });
+      return;
+    }
+    ctx.body = { active: false };
+    if (!claims) return;
+    const active = await asProviderError(async () => !await jwts.isRevoked(claims)
+      && await mayIntrospect(ctx, caller, { kind: 'AccessToken', clientId: claims.client_id, accountId: grantId ? claims.sub : undefined, aud: claims.aud }));
+    if (!active) return;
+    const { iss, sub, aud, exp, iat, jti, client_id: clientId, scope, roles } = claims as typeof claims & { roles?: unknown };
+    ctx.body = { active: true, iss, client_id: clientId, sub, aud, scope, exp, iat, jti, token_type: 'Bearer', ...(roles === undefined ? {} : { roles }) };
+  };
 }
 
 /** Whether the person a token was issued for (if any) may still sign in: tokens of a disabled account are inactive. */

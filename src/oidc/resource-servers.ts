@@ -10,6 +10,8 @@ import { SCOPES } from './scopes.ts';
 export const API_SCOPES = 'api_scopes';
 /** Client metadata: the API a client's tokens are for when its request names none (Auth0's default audience). */
 export const DEFAULT_RESOURCE = 'default_resource';
+/** Client metadata: the API whose resource server this (service) client is: it may introspect that API's tokens. */
+export const RESOURCE_SERVER = 'resource_server';
 
 type ResourceIndicators = NonNullable<NonNullable<Configuration['features']>['resourceIndicators']>;
 type EngineClient = Parameters<NonNullable<ResourceIndicators['getResourceServerInfo']>>[2];

@@ -1,0 +1,89 @@
+// JWT access tokens (RFC 9068) are not stored by the engine, so it cannot introspect or revoke them: Gatehouse
+// answers for them. A JWT is active while its signature is Gatehouse's, it has not expired, its client and person
+// may still use tokens, and it is on neither revocation list in the store: revoked tokens (by jti, until they
+// would have expired) and revoked grants (every token issued under a grant that was revoked since).
+import { createLocalJWKSet, decodeJwt, jwtVerify, type JWK, type JWTPayload } from 'jose';
+import type { Store } from '../store/store.ts';
+
+/** Private claim naming the grant a person's JWT was issued under, so that revoking the grant reaches it. */
+export const GRANT_ID_CLAIM = 'grant_id';
+
+/** Longest an access token lives (an API's lifetime is at most a day): how long a revoked grant is remembered. */
+export const LONGEST_ACCESS_TOKEN_SECONDS = 24 * 3600;
+
+const PRIVATE_PARTS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']);
+
+/** A JWT access token's claims, as verified. */
+export type AccessTokenClaims = JWTPayload & { client_id?: string; scope?: string; [GRANT_ID_CLAIM]?: string };
+
+export class JwtAccessTokens {
+  readonly #issuer: string;
+  readonly #store: Store;
+  readonly #keys: ReturnType<typeof createLocalJWKSet>;
+
+  /** `jwks`: the signing keys (their public halves are what verifies). */
+  constructor(options: { issuer: string; jwks: { keys: JWK[] }; store: Store }) {
+    this.#issuer = options.issuer;
+    this.#store = options.store;
+    const publicKeys = options.jwks.keys.map((key) => Object.fromEntries(Object.entries(key).filter(([name]) => !PRIVATE_PARTS.has(name))) as JWK);
+    this.#keys = createLocalJWKSet({ keys: publicKeys });
+  }
+
+  /** Whether the text is shaped like a JWT at all (three base64url parts): what the engine cannot look up. */
+  static looksLikeJwt(token: unknown): token is string {
+    return typeof token === 'string' && /^[\w-]+\.[\w-]+\.[\w-]+$/.test(token);
+  }
+
+  /** The claims of one of Gatehouse's unexpired JWT access tokens; undefined for anything else. */
+  async verify(token: string): Promise<AccessTokenClaims | undefined> {
+    try {
+      const { payload } = await jwtVerify(token, this.#keys, { issuer: this.#issuer, typ: 'at+jwt', requiredClaims: ['exp', 'jti', 'client_id'] });
+      return payload as AccessTokenClaims;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Whether it was revoked, by itself or with its grant. */
+  async isRevoked(claims: AccessTokenClaims): Promise<boolean> {
+    const [token, grant] = await Promise.all([
+      this.#store.get(revokedTokenKey(claims.jti!)),
+      claims[GRANT_ID_CLAIM] ? this.#store.get(revokedGrantKey(claims[GRANT_ID_CLAIM])) : undefined,
+    ]);
+    if (token) return true;
+    // A grant revoked after the token was issued (a new grant never has the id of a revoked one).
+    return grant !== undefined && Number(JSON.parse(grant.value)) >= (claims.iat ?? 0);
+  }
+
+  /** Puts the token on the revocation list until it would have expired. */
+  async revoke(claims: AccessTokenClaims): Promise<void> {
+    const ttl = Math.max(1, (claims.exp ?? 0) - epochSeconds());
+    await this.#store.put(revokedTokenKey(claims.jti!), '1', ttl);
+  }
+
+  /** A grant was revoked: every JWT issued under it until now is inactive (the adapter calls this). */
+  async grantRevoked(grantId: string): Promise<void> {
+    await this.#store.put(revokedGrantKey(grantId), JSON.stringify(epochSeconds()), LONGEST_ACCESS_TOKEN_SECONDS);
+  }
+}
+
+/** The claims of a JWT without checking it: only to say which client a token names in a refusal. */
+export function unverifiedClaims(token: string): JWTPayload | undefined {
+  try {
+    return decodeJwt(token);
+  } catch {
+    return undefined;
+  }
+}
+
+function revokedTokenKey(jti: string): string {
+  return `revoked:jwt:${jti}`;
+}
+
+function revokedGrantKey(grantId: string): string {
+  return `revoked:grant:${grantId}`;
+}
+
+function epochSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}

@@ -1,0 +1,129 @@
+// Introspection and revocation of access tokens for APIs, JWT and opaque alike (RFC 7662, RFC 7009), as a resource
+// server sees them through oauth4webapi: a token for API A is active at A's resource server and inactive at B's; a
+// revoked JWT is inactive at once; and revoking a grant — sign out everywhere, a refresh token used twice, a
+// disabled account — makes every token of it inactive whatever its format.
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, signIn } from './helpers/oauth.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { UserAgent } from './helpers/user-agent.ts';
+
+let server: TestServer;
+let as: oauth.AuthorizationServer;
+test.before(async () => {
+  server = await startTestServer();
+  as = await discover(server);
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+interface Confidential {
+  client: oauth.Client;
+  authentication: oauth.ClientAuth;
+}
+
+let count = 0;
+/** An API of the given format, its resource server (a service client that introspects for it), and a caller. */
+async function apiWithResourceServer(accessTokenFormat: 'jwt' | 'opaque') {
+  count += 1;
+  const api = await server.runtime.apis.create({
+    identifier: `https://orders-${count}-${crypto.randomUUID().slice(0, 8)}.example.com/api`, name: `Orders ${count}`,
+    scopes: [{ name: 'orders:read' }], accessTokenFormat,
+  });
+  const resourceServer = await confidential({ name: 'Orders API server', type: 'service', resourceServer: api.identifier });
+  const caller = await confidential({ name: 'Orders client', type: 'service', apiScopes: ['orders:read'] });
+  return { api, resourceServer, caller };
+}
+
+async function confidential(input: Parameters<typeof server.runtime.clients.create>[0]): Promise<Confidential> {
+  const metadata = await server.runtime.clients.create(input);
+  return { client: { client_id: metadata.client_id }, authentication: oauth.ClientSecretBasic(String(metadata.client_secret)) };
+}
+
+async function tokenFor(caller: Confidential, resource: string): Promise<string> {
+  const response = await oauth.clientCredentialsGrantRequest(as, caller.client, caller.authentication, new URLSearchParams({ resource, scope: 'orders:read' }), insecure);
+  return (await oauth.processClientCredentialsResponse(as, caller.client, response)).access_token;
+}
+
+async function introspect(by: Confidential, token: string) {
+  return oauth.processIntrospectionResponse(as, by.client, await oauth.introspectionRequest(as, by.client, by.authentication, token, insecure));
+}
+
+async function revoke(by: Confidential, token: string): Promise<void> {
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, by.client, by.authentication, token, insecure));
+}
+
+for (const format of ['jwt', 'opaque'] as const) {
+  test(`${format}: a token for API A is active at A's resource server, with aud, scope, client_id, sub, exp and token_type, and inactive at B's`, async (t) => {
+    const a = await apiWithResourceServer(format);
+    const b = await apiWithResourceServer(format);
+    const token = await tokenFor(a.caller, a.api.identifier);
+    t.is(token.split('.').length === 3, format === 'jwt');
+    const answer = await introspect(a.resourceServer, token);
+    t.like(answer, { active: true, aud: a.api.identifier, scope: 'orders:read', client_id: a.caller.client.client_id, sub: a.caller.client.client_id, token_type: 'Bearer', iss: as.issuer });
+    t.true(typeof answer.exp === 'number' && answer.exp > Date.now() / 1000);
+    t.deepEqual(await introspect(b.resourceServer, token), { active: false });
+    // A service that is no API's resource server cannot read it either; its own client can.
+    t.deepEqual(await introspect(b.caller, token), { active: false });
+    t.like(await introspect(a.caller, token), { active: true });
+  });
+}
+
+test('a revoked JWT is inactive at once; only its own client may revoke it, and a forged one was never active', async (t) => {
+  const { api, resourceServer, caller } = await apiWithResourceServer('jwt');
+  const token = await tokenFor(caller, api.identifier);
+  await revoke(resourceServer, token);
+  t.like(await introspect(resourceServer, token), { active: true }, 'another client\'s revocation changes nothing');
+  await revoke(caller, token);
+  t.deepEqual(await introspect(resourceServer, token), { active: false });
+
+  const other = await tokenFor(caller, api.identifier);
+  const [header, payload] = other.split('.');
+  const forged = `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), scope: 'orders:write' })).toString('base64url')}.${other.split('.')[2]}`;
+  t.deepEqual(await introspect(resourceServer, forged), { active: false });
+  t.like(await introspect(resourceServer, other), { active: true });
+});
+
+/** A person's sign-in to a web app with offline access for the API: its JWT and refresh token. */
+async function personsTokens(api: { identifier: string }) {
+  const registered = await server.runtime.clients.create({ name: 'Orders app', type: 'web', redirectUris: [REDIRECT_URI], apiScopes: ['orders:read'] });
+  const client: oauth.Client = { client_id: registered.client_id };
+  const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
+  const user = await createUser(server);
+  const role = `reader-${crypto.randomUUID().slice(0, 8)}`;
+  await server.runtime.roles.create(role, undefined);
+  await server.runtime.roles.grant(role, api.identifier, ['orders:read']);
+  await server.runtime.flows.roleAssignment.add(user.email, role, { type: 'admin', id: 'test' });
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid offline_access orders:read', prompt: 'consent', resource: api.identifier });
+  const callback = await signIn(new UserAgent(), request.url, { email: user.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, authentication, oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier,
+      { ...insecure, additionalParameters: { resource: api.identifier } }),
+    { expectedNonce: request.nonce, requireIdToken: true });
+  return { user, client, authentication, tokens };
+}
+
+const GRANT_ENDINGS = [
+  ['the person signs out everywhere', async ({ user }: Awaited<ReturnType<typeof personsTokens>>) => {
+    await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+  }],
+  ['a refresh token is used twice', async ({ client, authentication, tokens }: Awaited<ReturnType<typeof personsTokens>>) => {
+    const refresh = () => oauth.refreshTokenGrantRequest(as, client, authentication, tokens.refresh_token!, insecure);
+    await oauth.processRefreshTokenResponse(as, client, await refresh());
+    await oauth.processRefreshTokenResponse(as, client, await refresh()).catch(() => undefined);
+  }],
+  ['the account is disabled', async ({ user }: Awaited<ReturnType<typeof personsTokens>>) => {
+    await server.runtime.flows.accountStatus.disable(user.email, { type: 'admin', id: 'test' });
+  }],
+] as const;
+
+for (const [how, end] of GRANT_ENDINGS) {
+  test(`when ${how}, the person's JWT access token is inactive at once`, async (t) => {
+    const { api, resourceServer } = await apiWithResourceServer('jwt');
+    const person = await personsTokens(api);
+    t.like(await introspect(resourceServer, person.tokens.access_token), { active: true, sub: person.user.id, aud: api.identifier });
+    await end(person);
+    t.deepEqual(await introspect(resourceServer, person.tokens.access_token), { active: false });
+  });
+}
