@@ -2,7 +2,7 @@
 // answers for them. A JWT is active while its signature is Gatehouse's, it has not expired, its client and person
 // may still use tokens, and it is on neither revocation list in the store: revoked tokens (by jti, until they
 // would have expired) and revoked grants (every token issued under a grant that was revoked since).
-import { createLocalJWKSet, decodeJwt, jwtVerify, type JWK, type JWTPayload } from 'jose';
+import { createLocalJWKSet, jwtVerify, type JWK, type JWTPayload } from 'jose';
 import type { Store } from '../store/store.ts';
 
 /** Private claim naming the grant a person's JWT was issued under, so that revoking the grant reaches it. */
@@ -64,15 +64,6 @@ export class JwtAccessTokens {
   /** A grant was revoked: every JWT issued under it until now is inactive (the adapter calls this). */
   async grantRevoked(grantId: string): Promise<void> {
     await this.#store.put(revokedGrantKey(grantId), JSON.stringify(epochSeconds()), LONGEST_ACCESS_TOKEN_SECONDS);
-  }
-}
-
-/** The claims of a JWT without checking it: only to say which client a token names in a refusal. */
-export function unverifiedClaims(token: string): JWTPayload | undefined {
-  try {
-    return decodeJwt(token);
-  } catch {
-    return undefined;
   }
 }
 

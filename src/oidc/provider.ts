@@ -17,8 +17,10 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { newGrant, revokeGrant, sessionBeingEnded, takeOverLogoutNotices, type EngineGrant } from './engine-internals.ts';
+import { newGrant, takeOverLogoutNotices, type EngineGrant } from './engine-internals.ts';
+import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
+import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
 import { API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER, resourceIndicators } from './resource-servers.ts';
 import type { ApiService } from '../apis/apis.ts';
 import { FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, FRONTCHANNEL_LOGOUT_URI, type LogoutNotices } from './logout-notices.ts';
@@ -62,8 +64,6 @@ export interface EnginePages {
   formLeadsTo: EnginePage<{ returnTo: string }>;
   error: EnginePage<{ error: string; error_description?: string | undefined }>;
 }
-
-const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
 
 /**
  * Endpoints (engine route names) a single-page app calls from the browser; the engine asks clientBasedCORS
@@ -224,29 +224,6 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
   return provider;
 }
 
-/**
- * A person signing out through an application (RP-initiated logout) signs out of every application of the
- * session, or of the one they chose: those applications are told (back-channel, queued), and the browser loads
- * their front-channel logout URLs on a page of its own before going where the engine sends it. The session is
- * read before the engine's confirmation ends it: that is the one moment it still names them.
- */
-function logoutReachesApplications(provider: Provider, notices: ProviderDependencies['logoutNotices'], pages: EnginePages) {
-  const confirmPath = provider.pathFor('end_session_confirm');
-  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    if (ctx.method !== 'POST' || ctx.path !== confirmPath) return next();
-    const ending = await asProviderError(() => sessionBeingEnded(provider, ctx));
-    await next();
-    const continueTo = ctx.response.get('Location');
-    if (ctx.status !== 303 || !continueTo || !ending.accountId) return;
-    // The engine's confirmation ends every application's session with "logout", else only the one chosen.
-    const everywhere = Boolean(ctx.oidc.params?.logout);
-    const applications = everywhere ? ending.applications : ending.applications.filter((application) => application.clientId === ending.onlyFrom);
-    const reason = everywhere ? 'signed_out' : 'signed_out_of_application';
-    const frontChannel = await asProviderError(() => notices.sessionEnded({ accountId: ending.accountId!, applications, reason }));
-    if (frontChannel.length) pages.signingOut(ctx, { frontChannel, continueTo });
-  };
-}
-
 /** How long a cache (or a client) may keep discovery and the JWKS: short enough to follow a key rotation's stages. */
 export const PUBLIC_DOCUMENT_MAX_AGE_SECONDS = 300;
 
@@ -317,20 +294,6 @@ async function grantToStartFrom(ctx: KoaContextWithOIDC, existing: EngineGrant |
 }
 
 /**
- * RP-initiated logout of a browser whose session is already gone (expired, signed out elsewhere) answers with
- * the engine's self-submitting form, whose confirmation redirects to the client's post_logout_redirect_uri: the
- * page's form-action must name that origin, or the browser stops on a blank page. The engine answers 200 only
- * once the URI matched one the client registered.
- */
-function logoutReturnsToClient(pages: EnginePages) {
-  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    await next();
-    const returnTo = ctx.oidc?.params?.post_logout_redirect_uri;
-    if (ctx.oidc?.route === 'end_session' && ctx.status === 200 && typeof returnTo === 'string') pages.formLeadsTo(ctx, { returnTo });
-  };
-}
-
-/**
  * RFC 7009 asks only for a 200; the engine's empty string goes out as text/plain, which SPA libraries refuse
  * (oidc-client-ts: "Invalid response Content-Type"). An empty body has no content type.
  */
@@ -340,79 +303,6 @@ async function emptyRevocationAnswer(ctx: KoaContextWithOIDC, next: () => Promis
     ctx.body = null;
     ctx.status = 200;
   }
-}
-
-/** What introspection is told of a token, stored (the engine's) or a JWT (Gatehouse's). */
-interface IntrospectedToken {
-  kind: string;
-  clientId: string | undefined;
-  accountId: string | undefined;
-  /** The API the token is for (resource-bound), if any. */
-  aud: string | string[] | undefined;
-}
-
-/**
- * Who may introspect a token. Its own client may. A service client (a resource server) may introspect access
- * tokens it is handed, never refresh tokens, which only their client ever presents — and a token for an API only
- * if it is that API's resource server (audience-restricted: a token for API A is useless at API B). A token whose
- * client was deleted is inactive, and so is every token of a disabled (or deleted) account, whatever the store holds.
- */
-function introspectionPolicy(users: UserService) {
-  return async (ctx: KoaContextWithOIDC, caller: NonNullable<KoaContextWithOIDC['oidc']['client']>, token: IntrospectedToken): Promise<boolean> => {
-    if (!await accountMayUseTokens(users, token.accountId)) return false;
-    if (token.clientId === caller.clientId) return true;
-    if (!ACCESS_TOKEN_KINDS.has(token.kind) || caller.clientAuthMethod === 'none' || !caller.grantTypeAllowed('client_credentials')) return false;
-    if (await ctx.oidc.provider.Client.find(token.clientId!) === undefined) return false;
-    const audiences = Array.isArray(token.aud) ? token.aud : token.aud ? [token.aud] : [];
-    return !audiences.length || audiences.includes(String((caller as unknown as Record<string, unknown>)[RESOURCE_SERVER]));
-  };
-}
-
-/**
- * JWT access tokens, which the engine neither stores nor takes at introspection or revocation (it refuses them as
- * unsupported_token_type once the caller is authenticated): Gatehouse answers for them (jwt-access-tokens.ts).
- * Introspection: active, with the token's claims, while it verifies, is not revoked and the caller may see it;
- * else, like any token that is not good, inactive. Revocation, by the token's own client: the token and, for a
- * person's, its whole grant, as for an opaque access token; 200 whatever the token (RFC 7009).
- */
-function answerForJwtAccessTokens(jwts: JwtAccessTokens, mayIntrospect: ReturnType<typeof introspectionPolicy>) {
-  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    await next();
-    const route = ctx.oidc?.route;
-    const token = ctx.oidc?.params?.token;
-    const caller = ctx.oidc?.client;
-    const answer = ctx.body as { error?: unknown; active?: unknown; sub?: unknown; client_id?: unknown } | undefined;
-    // A service's own token is about the service: sub is its client_id, as in its JWT (RFC 9068 §2.2).
-    if (route === 'introspection' && ctx.status === 200 && answer?.active === true && answer.sub === undefined) answer.sub = answer.client_id;
-    const refusedAsJwt = ctx.status === 400 && answer?.error === 'unsupported_token_type';
-    if ((route !== 'introspection' && route !== 'revocation') || !refusedAsJwt || !caller || !JwtAccessTokens.looksLikeJwt(token)) return;
-    const claims = await jwts.verify(token);
-    const grantId = claims?.[GRANT_ID_CLAIM];
-    ctx.status = 200;
-    if (route === 'revocation') {
-      ctx.body = null;
-      if (claims?.client_id !== caller.clientId) return;
-      await asProviderError(async () => {
-        await jwts.revoke(claims);
-        if (grantId) await revokeGrant(ctx.oidc.provider, grantId);
-      });
-      return;
-    }
-    ctx.body = { active: false };
-    if (!claims) return;
-    const active = await asProviderError(async () => !await jwts.isRevoked(claims)
-      && await mayIntrospect(ctx, caller, { kind: 'AccessToken', clientId: claims.client_id, accountId: grantId ? claims.sub : undefined, aud: claims.aud }));
-    if (!active) return;
-    const { iss, sub, aud, exp, iat, jti, client_id: clientId, scope, roles } = claims as typeof claims & { roles?: unknown };
-    ctx.body = { active: true, iss, client_id: clientId, sub, aud, scope, exp, iat, jti, token_type: 'Bearer', ...(roles === undefined ? {} : { roles }) };
-  };
-}
-
-/** Whether the person a token was issued for (if any) may still sign in: tokens of a disabled account are inactive. */
-async function accountMayUseTokens(users: UserService, accountId: string | undefined): Promise<boolean> {
-  if (!accountId) return true;
-  const user = await asProviderError(() => users.findById(accountId));
-  return user !== null && !user.disabled;
 }
 
 /** A 503 (a dependency is down) tells clients when to try again, as Gatehouse's own pages do. */
