@@ -12,6 +12,7 @@ import * as oauth from 'oauth4webapi';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, signIn } from './helpers/oauth.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
+import { signInToAccount } from './helpers/account.ts';
 
 let server: TestServer;
 let as: oauth.AuthorizationServer;
@@ -169,6 +170,11 @@ test('a person signs in to a web app asking for an API: the consent page says wh
   ({ response, url } = await fresh.submit(new URL(`${url.pathname}/login`, url), { csrf: formField(secondLogin, 'csrf'), email: user.email, password: PASSWORD }));
   t.is(`${url.origin}${url.pathname}`, REDIRECT_URI, 'no consent page');
   t.truthy(url.searchParams.get('code'));
+
+  // "Apps with access" on /account says what the app may do at the API, in the API's words.
+  const { html } = await signInToAccount(server, new UserAgent(), { email: user.email, password: PASSWORD }, '/account/applications');
+  t.regex(html, /Orders app/);
+  t.regex(html, /See your orders/);
 
   // The refresh token (web apps get none without offline_access): a second sign-in's code without the resource
   // gets an opaque token for userinfo, as before APIs.
