@@ -126,19 +126,10 @@ export class ClientService {
       ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
       ...(changes.firstParty !== undefined ? { first_party: changes.firstParty } : {}),
     };
-    if (changes.apiScopes !== undefined) {
-      delete metadata.api_scopes;
-      Object.assign(metadata, apiMetadata({ apiScopes: changes.apiScopes }));
-    }
-    if (changes.defaultApi !== undefined) {
-      delete metadata.default_resource;
-      Object.assign(metadata, apiMetadata({ defaultApi: changes.defaultApi ?? undefined }));
-    }
-    if (changes.resourceServer !== undefined) {
-      if (changes.resourceServer && !isService) throw new ClientError('only a service client can be an API\'s resource server');
-      delete metadata.resource_server;
-      Object.assign(metadata, apiMetadata({ resourceServer: changes.resourceServer ?? undefined }));
-    }
+    if (changes.resourceServer && !isService) throw new ClientError('only a service client can be an API\'s resource server');
+    // API settings given replace the old ones (null or empty removes one); those not given stay.
+    for (const [setting, key] of API_SETTINGS) if (changes[setting] !== undefined) delete metadata[key];
+    Object.assign(metadata, apiMetadata({ apiScopes: changes.apiScopes, defaultApi: changes.defaultApi ?? undefined, resourceServer: changes.resourceServer ?? undefined }));
     await this.#validate(metadata);
     await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: metadata as unknown as JsonObject } });
     await this.#cache.changed(clientId);
@@ -240,6 +231,9 @@ function logoutMetadata(type: ClientType, uris: { back?: string | undefined; fro
     ...(uris.front ? { frontchannel_logout_uri: uris.front, frontchannel_logout_session_required: true } : {}),
   };
 }
+
+/** Each API setting of a client and the metadata that holds it. */
+const API_SETTINGS = [['apiScopes', 'api_scopes'], ['defaultApi', 'default_resource'], ['resourceServer', 'resource_server']] as const;
 
 /** What a client may ask of APIs, as metadata (checked against the registered APIs when validated: runtime.ts). */
 function apiMetadata(input: { apiScopes?: string[] | undefined; defaultApi?: string | undefined; resourceServer?: string | undefined }): Record<string, unknown> {
