@@ -57,7 +57,8 @@ const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'profile', 'emai
 /** RFC 6749 §3.3: a scope token is printable ASCII without space, `"` or `\`. */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
 const MIN_TTL_SECONDS = 60;
-const MAX_TTL_SECONDS = 24 * 3600;
+/** An API's tokens last at most a day (revocation lists keep a revoked grant that long: src/oidc/jwt-access-tokens.ts). */
+export const MAX_ACCESS_TOKEN_TTL_SECONDS = 24 * 3600;
 
 export interface ApiServiceOptions {
   /** Lifetime of an API's tokens unless it says otherwise (ACCESS_TOKEN_TTL). */
@@ -87,7 +88,7 @@ export class ApiService {
     const row = await this.#prisma.api.create({
       data: {
         ...fields, identifier, name: fields.name, scopes: scopes as unknown as object[],
-        accessTokenTtl: fields.accessTokenTtl ?? this.#options.defaultTtlSeconds,
+        accessTokenTtl: fields.accessTokenTtl ?? Math.min(this.#options.defaultTtlSeconds, MAX_ACCESS_TOKEN_TTL_SECONDS),
       },
     });
     await this.#audit.record({ action: 'api.created', outcome: 'success', actor, detail: { identifier, scopes: scopes.map((scope) => scope.name).join(' ') } });
@@ -156,8 +157,8 @@ export class ApiService {
       if (!this.#options.signingAlgorithms.has(fields.signingAlg)) throw new ApiError(`no signing key can sign ${fields.signingAlg}: add one to JWKS first`);
     }
     const ttl = fields.accessTokenTtl;
-    if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < MIN_TTL_SECONDS || ttl > MAX_TTL_SECONDS)) {
-      throw new ApiError(`an access token lasts from ${MIN_TTL_SECONDS} to ${MAX_TTL_SECONDS} seconds`);
+    if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < MIN_TTL_SECONDS || ttl > MAX_ACCESS_TOKEN_TTL_SECONDS)) {
+      throw new ApiError(`an access token lasts from ${MIN_TTL_SECONDS} to ${MAX_ACCESS_TOKEN_TTL_SECONDS} seconds`);
     }
     return {
       ...(name ? { name } : {}),

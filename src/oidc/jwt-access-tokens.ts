@@ -3,13 +3,12 @@
 // may still use tokens, and it is on neither revocation list in the store: revoked tokens (by jti, until they
 // would have expired) and revoked grants (every token issued under a grant that was revoked since).
 import { createLocalJWKSet, jwtVerify, type JWK, type JWTPayload } from 'jose';
+import { MAX_ACCESS_TOKEN_TTL_SECONDS } from '../apis/apis.ts';
 import type { Store } from '../store/store.ts';
 
 /** Private claim naming the grant a person's JWT was issued under, so that revoking the grant reaches it. */
 export const GRANT_ID_CLAIM = 'grant_id';
 
-/** Longest an access token lives (an API's lifetime is at most a day): how long a revoked grant is remembered. */
-export const LONGEST_ACCESS_TOKEN_SECONDS = 24 * 3600;
 
 const PRIVATE_PARTS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']);
 
@@ -61,9 +60,9 @@ export class JwtAccessTokens {
     await this.#store.put(revokedTokenKey(claims.jti!), '1', ttl);
   }
 
-  /** A grant was revoked: every JWT issued under it until now is inactive (the adapter calls this). */
+  /** A grant was revoked: every JWT issued under it until now is inactive (the adapter calls this), as long as one can live. */
   async grantRevoked(grantId: string): Promise<void> {
-    await this.#store.put(revokedGrantKey(grantId), JSON.stringify(epochSeconds()), LONGEST_ACCESS_TOKEN_SECONDS);
+    await this.#store.put(revokedGrantKey(grantId), JSON.stringify(epochSeconds()), MAX_ACCESS_TOKEN_TTL_SECONDS);
   }
 }
 
