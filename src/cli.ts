@@ -13,7 +13,7 @@ import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
 import { textTable } from './text-table.ts';
-import { RoleError } from './apis/roles.ts';
+import { ROLE_NAME, RoleError } from './apis/roles.ts';
 import { ACCESS_TOKEN_FORMATS, ApiError, SIGNING_ALGORITHMS, type AccessTokenFormat, type ApiChanges, type SigningAlgorithm } from './apis/apis.ts';
 import { scopesAboutPeople } from './oidc/scopes.ts';
 
@@ -121,9 +121,6 @@ class NotFound extends Error {}
 
 /** The command did only part of its work (exit status 1); the message says which part is missing. */
 class PartlyDone extends Error {}
-
-/** Role names as stored in users.roles and listed in SECOND_FACTOR_REQUIRED_ROLES. */
-const ROLE_NAME = /^[\w.:-]{1,64}$/;
 
 type Handler = (args: string[], run: (work: (runtime: Runtime) => Promise<void>) => Promise<void>) => Promise<void>;
 

@@ -55,7 +55,7 @@ export class ApiError extends Error {
  */
 const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'profile', 'email', 'offline_access', 'roles', 'address', 'phone']);
 /** RFC 6749 §3.3: a scope token is printable ASCII without space, `"` or `\`. */
-const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
+export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
 const MIN_TTL_SECONDS = 60;
 /** An API's tokens last at most a day (revocation lists keep a revoked grant that long: src/oidc/jwt-access-tokens.ts). */
 export const MAX_ACCESS_TOKEN_TTL_SECONDS = 24 * 3600;

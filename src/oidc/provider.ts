@@ -22,7 +22,7 @@ import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
 import { API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER, resourceIndicators } from './resource-servers.ts';
-import type { ApiService } from '../apis/apis.ts';
+import { SCOPE_TOKEN, type ApiService } from '../apis/apis.ts';
 import { FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, FRONTCHANNEL_LOGOUT_URI, type LogoutNotices } from './logout-notices.ts';
 
 export interface ProviderDependencies {
@@ -120,7 +120,7 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
         if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY || key === FRONTCHANNEL_LOGOUT_SESSION_REQUIRED) && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata(`${key} must be true or false`);
         }
-        if (key === API_SCOPES && value !== undefined && (typeof value !== 'string' || !/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/.test(value))) {
+        if (key === API_SCOPES && value !== undefined && (typeof value !== 'string' || !value.split(' ').every((scope) => SCOPE_TOKEN.test(scope)))) {
           throw new errors.InvalidClientMetadata(`${key} must be scope names separated by spaces`);
         }
         if ((key === DEFAULT_RESOURCE || key === RESOURCE_SERVER) && value !== undefined && (typeof value !== 'string' || secureUriProblem(value))) {
