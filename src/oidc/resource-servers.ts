@@ -28,6 +28,19 @@ export function apiScopesOf(client: object): Set<string> {
 export type PermittedApiScopes = (accountId: string, api: string) => Promise<ReadonlySet<string>>;
 
 export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiScopes: PermittedApiScopes): ResourceIndicators {
+  // The engine asks once per API a request names, and each answer checks the scopes against every API named:
+  // each API, and each person's permissions at it, is read once per request.
+  const lookups = new WeakMap<object, Map<string, Promise<unknown>>>();
+  function once<Value>(ctx: object, key: string, load: () => Promise<Value>): Promise<Value> {
+    const known = lookups.get(ctx) ?? new Map<string, Promise<unknown>>();
+    lookups.set(ctx, known);
+    if (!known.has(key)) known.set(key, load());
+    return known.get(key) as Promise<Value>;
+  }
+  const lookup: RequestLookups = {
+    api: (ctx, identifier) => once(ctx, `api ${identifier}`, () => apis.find(identifier)),
+    permitted: (ctx, accountId, identifier) => once(ctx, `permitted ${accountId} ${identifier}`, () => permittedApiScopes(accountId, identifier)),
+  };
   return {
     enabled: true,
     // At the authorization endpoint and client_credentials (no `oneOf`): the client's default API, if any. At
@@ -44,14 +57,14 @@ export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiS
     // An ID token request without `resource` at the token endpoint gets a token for userinfo, as without APIs.
     useGrantedResource: async () => false,
     getResourceServerInfo: (ctx, indicator, client) => asProviderError(async () => {
-      const api = await apis.find(indicator);
+      const api = await lookup.api(ctx, indicator);
       if (!api) throw new errors.InvalidTarget(`no API is registered as ${indicator}`);
       const clientMay = allowedScopes(api, client);
       if (!clientMay.length) throw new errors.InvalidTarget(`this client may not use the API ${indicator}: none of its scopes is allowed to the client`);
       // A person is granted only what their roles permit (a service client acts for nobody).
       const accountId = personOf(ctx);
-      const permitted = accountId ? await permittedApiScopes(accountId, api.identifier) : undefined;
-      await refuseScopesNotAllowed(ctx, apis, client, accountId ? permittedApiScopes.bind(null, accountId) : undefined);
+      const permitted = accountId ? await lookup.permitted(ctx, accountId, api.identifier) : undefined;
+      await refuseScopesNotAllowed(ctx, lookup, client, accountId);
       return {
         scope: clientMay.filter((scope) => !permitted || permitted.has(scope)).join(' '),
         audience: api.identifier,
@@ -61,6 +74,12 @@ export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiS
       };
     }),
   };
+}
+
+/** What answering a request reads, once per request. */
+interface RequestLookups {
+  api(ctx: object, identifier: string): Promise<Api | undefined>;
+  permitted(ctx: object, accountId: string, identifier: string): Promise<ReadonlySet<string>>;
 }
 
 /** The API's scopes this client may be granted, in the API's order. */
@@ -73,17 +92,17 @@ function allowedScopes(api: Api, client: EngineClient): string[] {
  * A requested scope that is not about the person must be one the client may have at one of the APIs the request
  * names; otherwise the engine would drop it without a word. Said by name: which scope, and why.
  */
-async function refuseScopesNotAllowed(
-  ctx: KoaContextWithOIDC, apis: Pick<ApiService, 'find'>, client: EngineClient, permittedFor: ((api: string) => Promise<ReadonlySet<string>>) | undefined,
-): Promise<void> {
+async function refuseScopesNotAllowed(ctx: KoaContextWithOIDC, lookup: RequestLookups, client: EngineClient, accountId: string | undefined): Promise<void> {
   const requested = requestedApiScopes(ctx);
   if (!requested.length) return;
   const named = ctx.oidc.params?.resource;
   const indicators = (Array.isArray(named) ? named : [named]).filter((value): value is string => typeof value === 'string');
-  const found = (await Promise.all(indicators.map((indicator) => apis.find(indicator)))).filter((api) => api !== undefined);
+  const found = (await Promise.all(indicators.map((indicator) => lookup.api(ctx, indicator)))).filter((api) => api !== undefined);
   const defined = new Set(found.flatMap((api) => api.scopes.map((scope) => scope.name)));
   const allowed = new Set(found.flatMap((api) => allowedScopes(api, client)));
-  const permitted = permittedFor ? new Set((await Promise.all(found.map((api) => permittedFor(api.identifier)))).flatMap((scopes) => [...scopes])) : undefined;
+  const permitted = accountId
+    ? new Set((await Promise.all(found.map((api) => lookup.permitted(ctx, accountId, api.identifier)))).flatMap((scopes) => [...scopes]))
+    : undefined;
   for (const scope of requested) {
     if (!defined.has(scope)) throw new errors.InvalidScope(`the scope "${scope}" is not one of ${indicators.join(', ')}`, scope);
     if (!allowed.has(scope)) throw new errors.InvalidScope(`this client may not ask for the scope "${scope}"`, scope);
