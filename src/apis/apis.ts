@@ -198,11 +198,16 @@ function toApi(row: { identifier: string; name: string; scopes: unknown; accessT
   return {
     identifier: row.identifier,
     name: row.name,
-    scopes: Array.isArray(row.scopes) ? row.scopes as ApiScope[] : [],
+    scopes: storedScopes(row.scopes),
     accessTokenFormat: row.accessTokenFormat as AccessTokenFormat,
     accessTokenTtl: row.accessTokenTtl,
     signingAlg: row.signingAlg as SigningAlgorithm,
     createdAt: row.createdAt,
     updatedAt: row.updatedAt,
   };
+}
+
+/** An API's scopes as stored (the apis.scopes JSON column). */
+export function storedScopes(column: unknown): ApiScope[] {
+  return Array.isArray(column) ? column as ApiScope[] : [];
 }

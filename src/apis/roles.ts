@@ -2,6 +2,7 @@
 // (their role names are on their account, src/accounts/users.ts). The `admin` role exists from the start.
 import type { Prisma } from '../db/index.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
+import { storedScopes } from './apis.ts';
 
 export interface Role {
   name: string;
@@ -87,7 +88,7 @@ export class RoleService {
     if (!await this.exists(name)) throw new RoleError(`no role ${name}`);
     const api = await this.#prisma.api.findUnique({ where: { identifier: apiIdentifier } });
     if (!api) throw new RoleError(`no API ${apiIdentifier}`);
-    const defined = new Set((Array.isArray(api.scopes) ? api.scopes as Array<{ name: string }> : []).map((scope) => scope.name));
+    const defined = new Set(storedScopes(api.scopes).map((scope) => scope.name));
     const unknown = scopes.filter((scope) => !defined.has(scope));
     if (!scopes.length) throw new RoleError('name at least one scope');
     if (unknown.length) throw new RoleError(`${apiIdentifier} defines no scope ${unknown.map((scope) => `"${scope}"`).join(', ')}`);
