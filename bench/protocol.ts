@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import autocannon from 'autocannon';
 import Provider, { type Configuration } from 'oidc-provider';
-import { generateJwks } from '../src/oidc/keys.ts';
+import { generateJwks } from '../src/keys/secrets.ts';
 import { startTestServer } from '../test/helpers/server.ts';
 
 const DURATION_SECONDS = Number(process.argv[2] ?? 5);

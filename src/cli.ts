@@ -9,12 +9,13 @@ import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, SECRET_AUTH_METHODS, clientTypeOf, withoutSecret, type ClientMetadata, type ClientType, type SecretAuthMethod } from './clients/clients.ts';
-import { KeyError, generateEncryptionKey, generateJwks } from './oidc/keys.ts';
+import { KeyError, SIGNING_ALGORITHMS, generateEncryptionKey, generateJwks, type SigningAlgorithm } from './keys/secrets.ts';
+import { KeyRotationError } from './keys/signing-keys.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
 import { textTable } from './text-table.ts';
 import { ROLE_NAME, RoleError } from './apis/roles.ts';
-import { ACCESS_TOKEN_FORMATS, ApiError, SIGNING_ALGORITHMS, type AccessTokenFormat, type ApiChanges, type SigningAlgorithm } from './apis/apis.ts';
+import { ACCESS_TOKEN_FORMATS, ApiError, type AccessTokenFormat, type ApiChanges } from './apis/apis.ts';
 import { scopesAboutPeople } from './oidc/scopes.ts';
 
 const USAGE = `Usage: gatehouse <command> [options]
@@ -102,6 +103,13 @@ Commands:
   keys generate                         print a new private JWK set (RS256, ES256, EdDSA)
                                         for the JWKS setting
   keys encryption                       print a new key for the ENCRYPTION_KEYS setting
+  keys list [--json]                    list the signing keys and what each does: next
+                                        (published, signs from SIGNS FROM), signing,
+                                        retired (published until its tokens expire),
+                                        expired; or configured (by JWKS or JWKS_FILE)
+  keys rotate                           start a rotation: new keys are published now and
+                                        sign after KEY_ROTATION_DELAY; the keys they
+                                        replace stay published until their tokens expire
   audit [--user E] [--action A] [--since T] [--limit N] [--json]
                                         show the audit trail, oldest first: events about
                                         the person with email E, action A (login.failed,
@@ -436,6 +444,28 @@ const commands: Record<string, Handler> = {
     parse(args, {});
     process.stdout.write(`${generateEncryptionKey()}\n`);
   },
+
+  async 'keys list'(args, run) {
+    const { values } = parse(args, { json: { type: 'boolean' } });
+    await run(async ({ signingKeys }) => {
+      const keys = await signingKeys.list();
+      if (values.json) process.stdout.write(keys.map((key) => `${JSON.stringify(key)}\n`).join(''));
+      else {
+        const when = (moment: Date | undefined) => moment?.toISOString() ?? '-';
+        process.stdout.write(textTable(['KID', 'ALG', 'STATE', 'SIGNS FROM', 'RETIRES', 'LEAVES JWKS'], keys.map((key) => [
+          key.kid, key.alg, key.state, when(key.signsFrom), when(key.retiresAt), when(key.expiresAt),
+        ])));
+      }
+    });
+  },
+
+  async 'keys rotate'(args, run) {
+    parse(args, {});
+    await run(async ({ signingKeys }) => {
+      const created = await signingKeys.rotate({ type: 'admin', id: administratorName() });
+      process.stdout.write(`${JSON.stringify({ published: created.map((key) => ({ kid: key.kid, alg: key.alg })), signsFrom: created[0]!.signsFrom })}\n`);
+    });
+  },
 };
 
 /** The --email of a command that takes only that. */
@@ -519,7 +549,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof RoleError || error instanceof ConfigError || error instanceof KeyError || isInvalidClientMetadata(error)) {
+    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof RoleError || error instanceof ConfigError || error instanceof KeyError || error instanceof KeyRotationError || isInvalidClientMetadata(error)) {
       process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
       return 1;
     }

@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import { ConfigError, loadConfig } from './config/index.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { KeyError } from './oidc/keys.ts';
+import { KeyError } from './keys/secrets.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { createApp } from './app.ts';
 
@@ -49,7 +49,7 @@ server.listen(config.port, config.host, () => {
       `    database: ${database}`,
       `    store:    ${store}`,
       `    keys:     ${keys}`,
-      '  Not for real users: production needs NODE_ENV=production, DATABASE_URL, REDIS_URL, JWKS and COOKIE_SECRETS.',
+      '  Not for real users: production needs NODE_ENV=production, DATABASE_URL, REDIS_URL, COOKIE_SECRETS and ENCRYPTION_KEYS.',
       '',
       '',
     ].join('\n'));

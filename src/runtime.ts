@@ -13,11 +13,13 @@ import { UserService } from './accounts/users.ts';
 import { AccountTokens } from './accounts/account-tokens.ts';
 import { SecondFactorService } from './accounts/second-factor.ts';
 import { ConsentService } from './accounts/consents.ts';
-import { Sealer } from './accounts/sealed.ts';
+import { Sealer } from './keys/sealed.ts';
 import { ClientError, ClientService } from './clients/clients.ts';
 import { ApiService } from './apis/apis.ts';
 import { ClientCache } from './clients/client-cache.ts';
-import { loadSecrets, signingAlgorithmsOf, type Secrets } from './oidc/keys.ts';
+import { loadSecrets, signingAlgorithmsOf, type Secrets } from './keys/secrets.ts';
+import { SigningKeyService } from './keys/signing-keys.ts';
+import { SigningKeyRing } from './keys/key-ring.ts';
 import { createProvider } from './oidc/provider.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { apiScopesOf } from './oidc/resource-servers.ts';
@@ -59,6 +61,8 @@ export interface Runtime {
   database: Database;
   store: Store;
   secrets: Secrets;
+  /** The keys that sign tokens now, following their rotation: `signingKeys.rotate(actor)`, `signingKeys.list()`. */
+  signingKeys: SigningKeyRing;
   views: Views;
   users: UserService;
   clients: ClientService;
@@ -118,6 +122,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error') });
   const limits = options.limits ?? createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'));
   let database: Database | undefined;
+  let signingKeys: SigningKeyRing | undefined;
   try {
     database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const applied = await migrate(database.connectionString);
@@ -146,15 +151,25 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       });
       if (problem) throw new ClientError(problem);
     }, auditTrail, clientCache);
-    const apis = new ApiService(database.prisma, auditTrail, { defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(secrets.jwks) });
+    const sealer = new Sealer(secrets.encryptionKeys);
+    signingKeys = secrets.configuredJwks ? SigningKeyRing.fixed(secrets.configuredJwks) : await SigningKeyRing.open({
+      service: new SigningKeyService(database.prisma, sealer, auditTrail, {
+        rotationDelaySeconds: config.keyRotation.delay,
+        // ID tokens, and access tokens for APIs (whose lifetime is their own).
+        longestTokenLifetimeSeconds: async () => Math.max(config.ttl.idToken, config.ttl.accessToken, await apis.longestAccessTokenTtl()),
+      }),
+      store, firstKeys: secrets.firstSigningKeys, logger, oneShot: options.oneShot,
+      refreshIntervalSeconds: config.keyRotation.refreshInterval, rotationIntervalSeconds: config.keyRotation.interval,
+    });
+    const apis = new ApiService(database.prisma, auditTrail, { defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks) });
     const roles = new RoleService(database.prisma, auditTrail);
     const consents = new ConsentService(database.prisma);
-    const secondFactor = new SecondFactorService(database.prisma, new Sealer(secrets.encryptionKeys), {
+    const secondFactor = new SecondFactorService(database.prisma, sealer, {
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
     const provider = createProvider({
-      config, secrets, store, users, clients, apis, secondFactor,
+      config, secrets, signingKeys, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
       permittedApiScopes: async (accountId, api) => roles.permittedScopes((await users.findById(accountId))?.roles ?? [], api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
@@ -169,24 +184,25 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const accountTokens = new AccountTokens(database.prisma);
     const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, roles, clock: options.clock ?? systemClock });
     const opened = database;
+    const keys = signingKeys;
     if (!options.oneShot) {
       mailQueue.start();
       logoutNotices.deliveries.start();
     }
     return {
-      config, logger, database, store, secrets, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, database, store, secrets, signingKeys, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();
         // A message being sent is taken off the queue (or rescheduled) before the store closes.
-        await Promise.all([mailQueue.close(), logoutNotices.deliveries.close()]);
+        await Promise.all([mailQueue.close(), logoutNotices.deliveries.close(), keys.close()]);
         // Audit rows still being written go in before the database closes.
         await auditTrail.flush();
         await Promise.allSettled([store.close(), limits.close(), opened.close(), mailer.close()]);
       },
     };
   } catch (error) {
-    await Promise.allSettled([store.close(), limits.close(), database?.close()]);
+    await Promise.allSettled([signingKeys?.close(), store.close(), limits.close(), database?.close()]);
     throw error;
   }
 }

@@ -11,9 +11,9 @@ const SOURCE_ROOT = path.join(PROJECT_ROOT, 'src');
 /** The files that put the whole together (they may import every folder, and nothing imports them for values). */
 const COMPOSITION = new Set(['app.ts', 'runtime.ts', 'main.ts', 'cli.ts']);
 /** Folders of domain code: no HTTP in them. */
-const DOMAIN_FOLDERS = ['accounts', 'apis', 'clients', 'mail', 'store', 'db', 'audit', 'limits', 'config'];
+const DOMAIN_FOLDERS = ['accounts', 'apis', 'keys', 'clients', 'mail', 'store', 'db', 'audit', 'limits', 'config'];
 /** Each table's Prisma delegate, and the folder that owns the table. */
-const TABLE_OWNERS: Record<string, string> = { user: 'accounts', recoveryCode: 'accounts', accountToken: 'accounts', consent: 'accounts', client: 'clients', api: 'apis', role: 'apis', rolePermission: 'apis', auditEvent: 'audit' };
+const TABLE_OWNERS: Record<string, string> = { user: 'accounts', recoveryCode: 'accounts', accountToken: 'accounts', consent: 'accounts', client: 'clients', api: 'apis', role: 'apis', rolePermission: 'apis', signingKey: 'keys', auditEvent: 'audit' };
 interface SourceFile {
   /** Relative to src/, with forward slashes. */
   name: string;

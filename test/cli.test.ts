@@ -11,7 +11,7 @@ import { cleanEnvironment, runNode, startNode, type Finished } from './helpers/p
 import { PASSWORD, REDIRECT_URI, authorizationRequest, insecure, signIn } from './helpers/oauth.ts';
 import { UserAgent } from './helpers/user-agent.ts';
 import { loadConfig } from '../src/config/index.ts';
-import { loadSecrets } from '../src/oidc/keys.ts';
+import { loadSecrets } from '../src/keys/secrets.ts';
 
 /** The embedded database's first start runs initdb; on a busy machine a command can take a while. */
 const COMMAND_TIMEOUT_MS = 180_000;

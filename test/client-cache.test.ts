@@ -20,6 +20,7 @@ import { DependencyUnavailable } from '../src/errors.ts';
 import { CLIENT_CHANGES_CHANNEL, ClientCache, type ClientCacheOptions } from '../src/clients/client-cache.ts';
 import type { ClientMetadata } from '../src/clients/clients.ts';
 import { MemoryStore } from '../src/store/index.ts';
+import { generateEncryptionKey } from '../src/keys/secrets.ts';
 
 /**
  * How long a change may take to reach the other server in these tests: well below the cache's
@@ -61,7 +62,8 @@ test.before(async (t) => {
   await proxy.start();
   proxiedUrl.port = String(proxy.port);
   // The default cache lifetime (30 s) on purpose: the tests below see changes long before it ends.
-  shared = { REDIS_URL: redis.url, STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:` };
+  // Instances sharing a database share its encryption keys too (the signing keys are sealed with them).
+  shared = { REDIS_URL: redis.url, STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`, ENCRYPTION_KEYS: generateEncryptionKey() };
   serverA = await startTestServer({ ...shared, DATABASE_URL: directUrl });
   serverB = await startTestServer({ ...shared, DATABASE_URL: proxiedUrl.toString() });
 });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import test from 'ava';
 import { exportJWK, generateKeyPair } from 'jose';
 import { ConfigError, loadConfig, type Config } from '../src/config/index.ts';
-import { KeyError, generateJwks, loadSecrets } from '../src/oidc/keys.ts';
+import { KeyError, generateJwks, loadSecrets } from '../src/keys/secrets.ts';
 import { cleanEnvironment, runNode } from './helpers/process.ts';
 
 const temporaryDirectories: string[] = [];
@@ -155,7 +155,6 @@ for (const [variable, value] of invalidValues) {
 const productionRefusals: Array<[what: string, change: Record<string, string | undefined>, reason: RegExp]> = [
   ['no DATABASE_URL', { DATABASE_URL: undefined }, /^production needs DATABASE_URL: the embedded database is for development$/],
   ['no REDIS_URL', { REDIS_URL: undefined }, /^production needs REDIS_URL: the in-process store is for development$/],
-  ['neither JWKS nor JWKS_FILE', { JWKS: undefined }, /^production needs JWKS or JWKS_FILE: development keys are refused$/],
   ['no COOKIE_SECRETS', { COOKIE_SECRETS: undefined }, /^production needs COOKIE_SECRETS \(comma-separated, 32\+ characters each\)$/],
   ['only separators in COOKIE_SECRETS', { COOKIE_SECRETS: ' , ' }, /^production needs COOKIE_SECRETS/],
   ['a short cookie secret', { COOKIE_SECRETS: 'short-secret' }, /^COOKIE_SECRETS: every secret must be at least 32 characters$/],
@@ -186,6 +185,14 @@ test('NODE_ENV=production accepts a complete configuration, with JWKS or with JW
   t.deepEqual(config.cookieSecrets, [LONG_SECRET, 'y'.repeat(40)]);
   const withFile = loadConfig({ ...productionEnvironment(), JWKS: '', JWKS_FILE: '/run/secrets/jwks.json' });
   t.like(withFile, { jwks: undefined, jwksFile: '/run/secrets/jwks.json' });
+  // Neither: the signing keys live in the database, and rotate.
+  t.like(loadConfig({ ...productionEnvironment(), JWKS: undefined }), { jwks: undefined, jwksFile: undefined });
+});
+
+test('key rotation: an hour from publishing to signing by default; JWKS caching and key reads a quarter of that, at most 5 and 1 minutes', (t) => {
+  t.deepEqual(loadConfig({}).keyRotation, { delay: 3600, interval: 90 * 24 * 3600, jwksMaxAge: 300, refreshInterval: 60 });
+  t.deepEqual(loadConfig({ KEY_ROTATION_DELAY: '8', KEY_ROTATION_INTERVAL: '0' }).keyRotation, { delay: 8, interval: 0, jwksMaxAge: 2, refreshInterval: 2 });
+  t.throws(() => loadConfig({ KEY_ROTATION_DELAY: '3' }), { instanceOf: ConfigError, message: /KEY_ROTATION_DELAY/ });
 });
 
 test('the same unsafe settings are accepted outside production', (t) => {
@@ -247,8 +254,10 @@ test('loadSecrets generates keys into an empty keys directory once and reuses th
   const keysDir = path.join(await temporaryDirectory(), 'keys');
   const first = await loadSecrets(configWithKeysDir(keysDir));
   t.true(first.development);
-  t.deepEqual(first.jwks.keys.map((key) => key.alg), ['RS256', 'ES256', 'EdDSA']);
-  for (const key of first.jwks.keys) {
+  t.is(first.configuredJwks, undefined, 'the database holds the signing keys');
+  const firstKeys = await first.firstSigningKeys();
+  t.deepEqual(firstKeys.keys.map((key) => key.alg), ['RS256', 'ES256', 'EdDSA']);
+  for (const key of firstKeys.keys) {
     t.truthy(key.d, 'generated keys are private');
     t.truthy(key.kid);
   }
@@ -262,15 +271,17 @@ test('loadSecrets generates keys into an empty keys directory once and reuses th
   }
 
   const second = await loadSecrets(configWithKeysDir(keysDir));
-  t.deepEqual(second.jwks.keys.map((key) => key.kid), first.jwks.keys.map((key) => key.kid), 'same kids');
-  t.deepEqual(second.jwks, first.jwks);
+  t.deepEqual(await second.firstSigningKeys(), firstKeys, 'a development database starts with the same keys');
   t.deepEqual(second.cookieSecrets, first.cookieSecrets);
   t.deepEqual(second.encryptionKeys, first.encryptionKeys);
 });
 
 test('processes starting together on an empty keys directory all end up with the same keys', async (t) => {
   const keysDir = path.join(await temporaryDirectory(), 'keys');
-  const all = await Promise.all(Array.from({ length: 6 }, () => loadSecrets(configWithKeysDir(keysDir))));
+  const all = await Promise.all(Array.from({ length: 6 }, async () => {
+    const secrets = await loadSecrets(configWithKeysDir(keysDir));
+    return { ...secrets, jwks: await secrets.firstSigningKeys() };
+  }));
   for (const secrets of all.slice(1)) {
     t.deepEqual(secrets.jwks, all[0]!.jwks);
     t.deepEqual(secrets.cookieSecrets, all[0]!.cookieSecrets);
@@ -283,7 +294,7 @@ test('configured JWKS, cookie secrets and encryption keys are used as given and 
   const keysDir = path.join(await temporaryDirectory(), 'keys');
   const secrets = await loadSecrets(configWithKeysDir(keysDir, { jwks: privateJwks, cookieSecrets: [LONG_SECRET], encryptionKeys: [ENCRYPTION_KEY] }));
   t.false(secrets.development);
-  t.deepEqual(secrets.jwks, JSON.parse(privateJwks));
+  t.deepEqual(secrets.configuredJwks, JSON.parse(privateJwks));
   t.deepEqual(secrets.cookieSecrets, [LONG_SECRET]);
   t.deepEqual(secrets.encryptionKeys, [new Uint8Array(Buffer.alloc(32, 7))]);
   await t.throwsAsync(stat(keysDir), { code: 'ENOENT' });
@@ -294,7 +305,7 @@ test('JWKS_FILE is read', async (t) => {
   const file = path.join(directory, 'jwks.json');
   await writeFile(file, privateJwks);
   const secrets = await loadSecrets(configWithKeysDir(path.join(directory, 'keys'), { jwksFile: file, cookieSecrets: [LONG_SECRET] }));
-  t.deepEqual(secrets.jwks, JSON.parse(privateJwks));
+  t.deepEqual(secrets.configuredJwks, JSON.parse(privateJwks));
 });
 
 test('a JWKS_FILE that cannot be read is refused naming JWKS_FILE', async (t) => {
@@ -305,11 +316,15 @@ test('a JWKS_FILE that cannot be read is refused naming JWKS_FILE', async (t) =>
   });
 });
 
-test('production refuses generated keys, cookie secrets and encryption keys', async (t) => {
+test('production refuses generated cookie secrets and encryption keys; its first signing keys are new, never read from keys/', async (t) => {
   const keysDir = path.join(await temporaryDirectory(), 'keys');
-  await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', cookieSecrets: [LONG_SECRET], encryptionKeys: [ENCRYPTION_KEY] })), {
-    instanceOf: KeyError, message: /production refuses generated jwks/,
-  });
+  const development = await loadSecrets(configWithKeysDir(keysDir));
+  const production = await loadSecrets(configWithKeysDir(keysDir, { mode: 'production', cookieSecrets: [LONG_SECRET], encryptionKeys: [ENCRYPTION_KEY] }));
+  t.false(production.development);
+  const productionKids = (await production.firstSigningKeys()).keys.map((key) => key.kid);
+  const developmentKids = new Set((await development.firstSigningKeys()).keys.map((key) => key.kid));
+  t.is(productionKids.length, 3);
+  t.false(productionKids.some((kid) => developmentKids.has(kid)));
   await t.throwsAsync(loadSecrets(configWithKeysDir(keysDir, { mode: 'production', jwks: privateJwks, encryptionKeys: [ENCRYPTION_KEY] })), {
     instanceOf: KeyError, message: /production refuses generated cookie-secrets/,
   });

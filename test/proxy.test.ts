@@ -7,7 +7,7 @@ import test from 'ava';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, registerSpa, signIn } from './helpers/oauth.ts';
 import { UserAgent, formField, page, post } from './helpers/user-agent.ts';
-import { PUBLIC_DOCUMENT_MAX_AGE_SECONDS } from '../src/oidc/provider.ts';
+import { DISCOVERY_MAX_AGE_SECONDS } from '../src/oidc/provider.ts';
 
 const HTTPS_ISSUER = 'https://id.example.test';
 
@@ -98,11 +98,12 @@ test('discovery names ISSUER\'s endpoints whatever Host and X-Forwarded-Host say
   const urls = Object.entries(metadata).filter(([name, value]) => typeof value === 'string' && (name.endsWith('_endpoint') || name.endsWith('_uri')));
   t.true(urls.length >= 6);
   for (const [name, value] of urls) t.true(String(value).startsWith(`${HTTPS_ISSUER}/`), `${name}: ${String(value)}`);
-  t.is(discovery.headers['cache-control'], `public, max-age=${PUBLIC_DOCUMENT_MAX_AGE_SECONDS}`);
+  t.is(discovery.headers['cache-control'], `public, max-age=${DISCOVERY_MAX_AGE_SECONDS}`);
 
   const jwks = await rawRequest(httpsOnly, '/jwks', forged);
   t.is(jwks.status, 200);
-  t.is(jwks.headers['cache-control'], `public, max-age=${PUBLIC_DOCUMENT_MAX_AGE_SECONDS}`);
+  // A quarter of the default rotation delay (an hour) would be 900: five minutes at most.
+  t.is(jwks.headers['cache-control'], 'public, max-age=300');
 });
 
 test('the redirect after the password (to resume the authorization) is built from ISSUER, not from X-Forwarded-Host', async (t) => {

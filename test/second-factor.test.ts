@@ -18,7 +18,7 @@ import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
 import { signInToAccount } from './helpers/account.ts';
 import { runNode } from './helpers/process.ts';
 import { cleanEnvironment } from './helpers/process.ts';
-import { Sealer, keyIdOf } from '../src/accounts/sealed.ts';
+import { Sealer, keyIdOf } from '../src/keys/sealed.ts';
 import { ACR_PASSWORD, ACR_SECOND_FACTOR } from '../src/oidc/assurance.ts';
 import { SecondFactorService, hashRecoveryCode, normalizeRecoveryCode } from '../src/accounts/second-factor.ts';
 

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { generateSecret, generateURI, verify } from 'otplib';
 import { z } from 'zod';
 import type { Prisma } from '../db/index.ts';
-import { SealedValueError, type Sealer } from './sealed.ts';
+import { SealedValueError, type Sealer } from '../keys/sealed.ts';
 // A change of the second factor is a change of credentials: sign-ins paused between their steps go stale.
 import { NEW_SECURITY_VERSION } from './users.ts';
 

@@ -5,12 +5,11 @@
 import type { Prisma } from '../db/index.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import { secureUriProblem } from '../urls.ts';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../keys/secrets.ts';
 
 export type AccessTokenFormat = 'jwt' | 'opaque';
 export const ACCESS_TOKEN_FORMATS: readonly AccessTokenFormat[] = ['jwt', 'opaque'];
 
-export type SigningAlgorithm = 'ES256' | 'RS256' | 'EdDSA';
-export const SIGNING_ALGORITHMS: readonly SigningAlgorithm[] = ['ES256', 'RS256', 'EdDSA'];
 
 /** A scope the API defines, and how the consent page words it ("Read your orders"). */
 export interface ApiScope {
@@ -143,6 +142,11 @@ export class ApiService {
   /** Every API, by identifier. */
   async list(): Promise<Api[]> {
     return (await this.#prisma.api.findMany({ orderBy: { identifier: 'asc' } })).map(toApi);
+  }
+
+  /** The longest any API's access tokens live, in seconds (0 without APIs). */
+  async longestAccessTokenTtl(): Promise<number> {
+    return (await this.#prisma.api.aggregate({ _max: { accessTokenTtl: true } }))._max.accessTokenTtl ?? 0;
   }
 
   /** The fields given, checked; what is not given stays undefined. */

@@ -18,6 +18,7 @@ export const AUDIT_ACTIONS = [
   'client.created', 'client.updated', 'client.deleted',
   'api.created', 'api.updated', 'api.deleted',
   'role.created', 'role.deleted', 'role.granted', 'role.revoked', 'account.role_added', 'account.role_removed',
+  'keys.rotated',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -20,9 +20,15 @@ export interface Config {
   clientCacheTtl: number;
   dataDir: string;
   keysDir: string;
-  /** A private JWK set (JSON) or a file holding one; undefined in development means generate into keysDir. */
+  /**
+   * A private JWK set (JSON) or a file holding one: fixed signing keys, never rotated by Gatehouse. Undefined
+   * means the keys live in the database and rotate (src/keys/signing-keys.ts); a development database's first
+   * keys are those generated into keysDir.
+   */
   jwks: string | undefined;
   jwksFile: string | undefined;
+  /** Staged rotation of the signing keys kept in the database. */
+  keyRotation: KeyRotationTimings;
   /** Secrets that sign cookies, newest first; undefined in development means generate into keysDir. */
   cookieSecrets: string[] | undefined;
   /** Trust X-Forwarded-For and X-Forwarded-Proto from a TLS-terminating proxy. */
@@ -97,6 +103,19 @@ export interface RateLimitSetting {
   seconds: number;
 }
 
+export interface KeyRotationTimings {
+  /** Seconds from publishing a new key to its signing: longer than any JWKS cache. */
+  delay: number;
+  /** Seconds between automatic rotations (counted from the last one); 0: only `npx gatehouse keys rotate`. */
+  interval: number;
+  /**
+   * Seconds a JWKS response may be cached, and between an instance's reads of the keys (in case an announcement
+   * was lost): each at most a quarter of the delay, so a new key reaches every cache well before it signs.
+   */
+  jwksMaxAge: number;
+  refreshInterval: number;
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -125,6 +144,10 @@ const smtpUrl = z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtp
 const issuerUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
   .refine((value) => !/[?#]/.test(value), 'must not have a query or a fragment');
 
+/** The longest a JWKS response is cached, and between an instance's reads of the signing keys, whatever the delay. */
+const JWKS_MAX_AGE_SECONDS = 300;
+const KEY_REFRESH_SECONDS = 60;
+
 const environmentSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   PORT: wholeNumber.pipe(z.number().max(65535)).default(3000),
@@ -139,6 +162,8 @@ const environmentSchema = z.object({
   KEYS_DIR: z.string().default('keys'),
   JWKS: z.string().optional(),
   JWKS_FILE: z.string().optional(),
+  KEY_ROTATION_DELAY: wholeNumber.pipe(z.number().min(4, 'must be at least 4')).default(3600),
+  KEY_ROTATION_INTERVAL: wholeNumber.default(90 * 24 * 3600),
   COOKIE_SECRETS: z.string().optional(),
   TRUST_PROXY: booleanString.default(false),
   TRUSTED_PROXY_HOPS: wholeNumber.pipe(z.number().min(1, 'must be at least 1').max(10, 'must be at most 10')).default(1),
@@ -212,6 +237,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     keysDir: path.resolve(env.KEYS_DIR),
     jwks: env.JWKS,
     jwksFile: env.JWKS_FILE,
+    keyRotation: {
+      delay: env.KEY_ROTATION_DELAY,
+      interval: env.KEY_ROTATION_INTERVAL,
+      jwksMaxAge: Math.min(JWKS_MAX_AGE_SECONDS, Math.floor(env.KEY_ROTATION_DELAY / 4)),
+      refreshInterval: Math.min(KEY_REFRESH_SECONDS, Math.floor(env.KEY_ROTATION_DELAY / 4)),
+    },
     cookieSecrets: cookieSecrets?.length ? cookieSecrets : undefined,
     trustProxy: env.TRUST_PROXY,
     trustedProxyHops: env.TRUSTED_PROXY_HOPS,
@@ -269,7 +300,6 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
 function refuseUnsafeProduction(config: Config): void {
   if (!config.databaseUrl) throw new ConfigError('production needs DATABASE_URL: the embedded database is for development');
   if (!config.redisUrl) throw new ConfigError('production needs REDIS_URL: the in-process store is for development');
-  if (!config.jwks && !config.jwksFile) throw new ConfigError('production needs JWKS or JWKS_FILE: development keys are refused');
   if (!config.cookieSecrets) throw new ConfigError('production needs COOKIE_SECRETS (comma-separated, 32+ characters each)');
   if (config.cookieSecrets.some((secret) => secret.length < 32)) {
     throw new ConfigError('COOKIE_SECRETS: every secret must be at least 32 characters');

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import Provider, { type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Context } from 'koa';
+import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 
 /** Models whose records carry a grantId, so revoking the grant revokes them (lib/helpers/revoke.js). */
 export const GRANT_BOUND_MODELS = ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode'] as const;
@@ -69,6 +70,16 @@ export function takeOverLogoutNotices(provider: Provider): void {
   const prototype = provider.Client.prototype as unknown as { backchannelLogout(): Promise<void>; includeSid(): boolean };
   prototype.backchannelLogout = async () => {};
   prototype.includeSid = () => true;
+}
+
+/**
+ * The engine reads its keys once, when it is made (lib/helpers/initialize_keystore.js); every signature and the
+ * JWKS endpoint then read the keystore it built. Signing keys rotate while Gatehouse runs, so the same routine
+ * builds the keystore anew from the keys of the moment: the first key of each algorithm signs, all are published
+ * and verify (an old ID token given as id_token_hint, say). Swapping it is one assignment: no request sees half.
+ */
+export function useSigningKeys(provider: Provider, jwks: { keys: object[] }): void {
+  initializeKeystore.call(provider, jwks);
 }
 
 /** Engine.revokeGrant, for the provider's own configuration, which has the provider but no Engine. */

@@ -2,7 +2,7 @@
 // answers for them. A JWT is active while its signature is Gatehouse's, it has not expired, its client and person
 // may still use tokens, and it is on neither revocation list in the store: revoked tokens (by jti, until they
 // would have expired) and revoked grants (every token issued under a grant that was revoked since).
-import { createLocalJWKSet, jwtVerify, type JWK, type JWTPayload } from 'jose';
+import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { MAX_ACCESS_TOKEN_TTL_SECONDS } from '../apis/apis.ts';
 import type { Store } from '../store/store.ts';
 
@@ -10,22 +10,19 @@ import type { Store } from '../store/store.ts';
 export const GRANT_ID_CLAIM = 'grant_id';
 
 
-const PRIVATE_PARTS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']);
-
 /** A JWT access token's claims, as verified. */
 export type AccessTokenClaims = JWTPayload & { client_id?: string; scope?: string; [GRANT_ID_CLAIM]?: string };
 
 export class JwtAccessTokens {
   readonly #issuer: string;
   readonly #store: Store;
-  readonly #keys: ReturnType<typeof createLocalJWKSet>;
+  readonly #keys: { readonly verificationKeys: JWTVerifyGetKey };
 
-  /** `jwks`: the signing keys (their public halves are what verifies). */
-  constructor(options: { issuer: string; jwks: { keys: JWK[] }; store: Store }) {
+  /** `keys`: the published signing keys of the moment (they rotate). */
+  constructor(options: { issuer: string; keys: { readonly verificationKeys: JWTVerifyGetKey }; store: Store }) {
     this.#issuer = options.issuer;
     this.#store = options.store;
-    const publicKeys = options.jwks.keys.map((key) => Object.fromEntries(Object.entries(key).filter(([name]) => !PRIVATE_PARTS.has(name))) as JWK);
-    this.#keys = createLocalJWKSet({ keys: publicKeys });
+    this.#keys = options.keys;
   }
 
   /** Whether the text is shaped like a JWT at all (three base64url parts): what the engine cannot look up. */
@@ -36,7 +33,7 @@ export class JwtAccessTokens {
   /** The claims of one of Gatehouse's unexpired JWT access tokens; undefined for anything else. */
   async verify(token: string): Promise<AccessTokenClaims | undefined> {
     try {
-      const { payload } = await jwtVerify(token, this.#keys, { issuer: this.#issuer, typ: 'at+jwt', requiredClaims: ['exp', 'jti', 'client_id'] });
+      const { payload } = await jwtVerify(token, this.#keys.verificationKeys, { issuer: this.#issuer, typ: 'at+jwt', requiredClaims: ['exp', 'jti', 'client_id'] });
       return payload as AccessTokenClaims;
     } catch {
       return undefined;

@@ -7,7 +7,8 @@ import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { ConsentService } from '../accounts/consents.ts';
 import type { Store } from '../store/store.ts';
-import type { Secrets } from './keys.ts';
+import type { Secrets } from '../keys/secrets.ts';
+import type { SigningKeyRing } from '../keys/key-ring.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
@@ -17,7 +18,7 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { newGrant, takeOverLogoutNotices, type EngineGrant } from './engine-internals.ts';
+import { newGrant, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
@@ -27,7 +28,11 @@ import { FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, FRONTCHANNEL_LOGOUT_URI, type Log
 
 export interface ProviderDependencies {
   config: Config;
-  secrets: Secrets;
+  secrets: Pick<Secrets, 'cookieSecrets'>;
+  /** The signing keys of the moment: the engine follows their rotation. */
+  signingKeys: Pick<SigningKeyRing, 'jwks' | 'verificationKeys' | 'onChange'>;
+  /** Seconds a JWKS response may be cached: short enough for a new key to reach every cache before it signs. */
+  jwksMaxAgeSeconds: number;
   store: Store;
   users: UserService;
   clients: ClientService;
@@ -71,8 +76,8 @@ export interface EnginePages {
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
-  const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, jwks: secrets.jwks, store });
+export function createProvider({ config, secrets, signingKeys, jwksMaxAgeSeconds, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+  const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, keys: signingKeys, store });
   const mayIntrospect = introspectionPolicy(users);
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId)),
@@ -83,7 +88,7 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
       const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
       return asProviderError(() => grantToStartFrom(ctx, existing, consents));
     },
-    jwks: secrets.jwks as Configuration['jwks'],
+    jwks: signingKeys.jwks as Configuration['jwks'],
     cookies: {
       keys: secrets.cookieSecrets,
       long: { signed: true, httpOnly: true, sameSite: 'lax' },
@@ -215,27 +220,30 @@ export function createProvider({ config, secrets, store, users, clients, apis, p
   provider.proxy = config.trustProxy;
   provider.maxIpsCount = config.trustedProxyHops;
   provider.use(retryAfterOnOutage);
-  provider.use(cachePublicDocuments);
+  provider.use(cachePublicDocuments(jwksMaxAgeSeconds));
   provider.use(emptyRevocationAnswer);
   provider.use(answerForJwtAccessTokens(jwtAccessTokens, mayIntrospect));
   provider.use(logoutReturnsToClient(pages));
   provider.use(logoutReachesApplications(provider, logoutNotices, pages));
   takeOverLogoutNotices(provider);
+  signingKeys.onChange((jwks) => useSigningKeys(provider, jwks));
   return provider;
 }
 
-/** How long a cache (or a client) may keep discovery and the JWKS: short enough to follow a key rotation's stages. */
-export const PUBLIC_DOCUMENT_MAX_AGE_SECONDS = 300;
+/** How long a cache (or a client) may keep discovery. */
+export const DISCOVERY_MAX_AGE_SECONDS = 300;
 
 /**
  * Discovery and the JWKS are the same for everyone (every URL in them comes from ISSUER), so shared caches may
- * keep them, for a deliberate while; the engine sets nothing.
+ * keep them, for a deliberate while; the engine sets nothing. The JWKS for less than a key rotation's delay.
  */
-async function cachePublicDocuments(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
-  await next();
-  if (ctx.status === 200 && (ctx.oidc?.route === 'discovery' || ctx.oidc?.route === 'jwks')) {
-    ctx.set('Cache-Control', `public, max-age=${PUBLIC_DOCUMENT_MAX_AGE_SECONDS}`);
-  }
+function cachePublicDocuments(jwksMaxAgeSeconds: number) {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    await next();
+    if (ctx.status !== 200) return;
+    if (ctx.oidc?.route === 'discovery') ctx.set('Cache-Control', `public, max-age=${DISCOVERY_MAX_AGE_SECONDS}`);
+    if (ctx.oidc?.route === 'jwks') ctx.set('Cache-Control', `public, max-age=${jwksMaxAgeSeconds}`);
+  };
 }
 
 /** What the grant of a sign-in may hold without a consent page: scopes and claims, and API scopes by API. */

@@ -1,5 +1,6 @@
-// Signing keys, cookie secrets and the keys that encrypt secrets at rest. Production takes them from configuration; development generates
-// them once into keys/ (git-ignored) so sessions and tokens survive a restart.
+// Signing keys, cookie secrets and the keys that encrypt secrets at rest. Production takes them from configuration
+// (or, for signing keys, from the database: src/keys/signing-keys.ts); development generates them once into keys/
+// (git-ignored) so sessions and tokens survive a restart.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -11,11 +12,14 @@ export interface PrivateJwks {
 }
 
 export interface Secrets {
-  jwks: PrivateJwks;
+  /** Fixed signing keys set by JWKS or JWKS_FILE; undefined: the database holds them, and rotates them. */
+  configuredJwks: PrivateJwks | undefined;
+  /** The keys a database without signing keys starts with: in development those generated into keys/, else new ones. */
+  firstSigningKeys(): Promise<PrivateJwks>;
   cookieSecrets: string[];
-  /** 32-byte keys for encryption at rest (src/accounts/sealed.ts), newest first: the first seals, all open. */
+  /** 32-byte keys for encryption at rest (src/keys/sealed.ts), newest first: the first seals, all open. */
   encryptionKeys: Uint8Array[];
-  /** True when either was generated or read from keys/ rather than configured. */
+  /** True when any of them was generated or read from keys/ rather than configured. */
   development: boolean;
 }
 
@@ -25,12 +29,18 @@ export class KeyError extends Error {
 
 export async function loadSecrets(config: Config): Promise<Secrets> {
   const configuredJwks = config.jwks ?? (config.jwksFile ? await readJwksFile(config.jwksFile) : undefined);
-  const jwks = configuredJwks ? await parseJwks(configuredJwks) : await developmentFile(config, 'jwks.json', generateJwks);
+  const jwks = configuredJwks ? await parseJwks(configuredJwks) : undefined;
   const cookieSecrets = config.cookieSecrets
     ?? await developmentFile(config, 'cookie-secrets.json', async () => [randomBytes(32).toString('base64url')]);
   const encryptionKeys = (config.encryptionKeys
     ?? await developmentFile(config, 'encryption-keys.json', async () => [generateEncryptionKey()])).map(decodeEncryptionKey);
-  return { jwks, cookieSecrets, encryptionKeys, development: !configuredJwks || !config.cookieSecrets || !config.encryptionKeys };
+  return {
+    configuredJwks: jwks,
+    firstSigningKeys: () => (config.mode === 'production' ? generateJwks() : developmentFile(config, 'jwks.json', generateJwks)),
+    cookieSecrets,
+    encryptionKeys,
+    development: (!jwks && config.mode !== 'production') || !config.cookieSecrets || !config.encryptionKeys,
+  };
 }
 
 /** A new key for ENCRYPTION_KEYS: 32 random bytes, base64url. */
@@ -48,11 +58,24 @@ function decodeEncryptionKey(text: string): Uint8Array {
 
 /** RS256 first (the default ID token algorithm), ES256 offered; EdDSA (Ed25519) for APIs that choose it. */
 export async function generateJwks(): Promise<PrivateJwks> {
-  const keys = await Promise.all((['RS256', 'ES256', 'EdDSA'] as const).map(async (alg) => {
-    const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
-    return { ...(await exportJWK(privateKey)), alg, use: 'sig', kid: randomUUID() };
-  }));
-  return { keys };
+  return { keys: await Promise.all(SIGNING_ALGORITHMS.map(generateSigningKey)) };
+}
+
+/** Every algorithm Gatehouse signs with, each with a key of its own. */
+export const SIGNING_ALGORITHMS = ['RS256', 'ES256', 'EdDSA'] as const;
+export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
+
+/** A new private key for one algorithm, with a kid of its own. */
+export async function generateSigningKey(alg: SigningAlgorithm): Promise<JWK> {
+  const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
+  return { ...(await exportJWK(privateKey)), alg, use: 'sig', kid: randomUUID() };
+}
+
+const PRIVATE_PARTS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']);
+
+/** The public half of a key, as published. */
+export function publicPartOf(key: JWK): JWK {
+  return Object.fromEntries(Object.entries(key).filter(([name]) => !PRIVATE_PARTS.has(name))) as JWK;
 }
 
 /** The algorithms these keys sign with (an API's tokens may use only these). */
@@ -60,7 +83,7 @@ export function signingAlgorithmsOf(jwks: PrivateJwks): Set<string> {
   return new Set(jwks.keys.map((key) => algorithmOf(key)).filter((algorithm) => algorithm !== undefined));
 }
 
-function algorithmOf(key: JWK): string | undefined {
+export function algorithmOf(key: JWK): string | undefined {
   return ALGORITHM_BY_KEY_TYPE[key.kty === 'EC' || key.kty === 'OKP' ? `${key.kty}:${key.crv}` : String(key.kty)];
 }
 

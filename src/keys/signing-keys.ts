@@ -1,0 +1,198 @@
+// Signing keys kept in PostgreSQL, their private halves sealed with ENCRYPTION_KEYS, shared by every instance.
+// A rotation is staged so that nothing a relying party or an API has cached stops working: the new key is
+// published at once and signs only after a delay longer than any JWKS cache; the key it replaces stops signing
+// then, and stays published until every token it signed has expired. Each algorithm has its own key, rotated
+// together. Which key does what is a matter of the time, so every instance reaches the same answer on its own.
+import type { JWK } from 'jose';
+import type { Prisma } from '../db/index.ts';
+import { SealedValueError, type Sealer } from './sealed.ts';
+import type { AuditActor, AuditTrail } from '../audit/audit.ts';
+import { KeyError, SIGNING_ALGORITHMS, algorithmOf, generateSigningKey, publicPartOf, type PrivateJwks, type SigningAlgorithm } from './secrets.ts';
+
+/**
+ * `next`: published, signing from `signsFrom`; `signing`: signs its algorithm's tokens; `retired`: signs no more,
+ * published until `expiresAt` for the tokens it signed; `expired`: gone from the JWKS.
+ */
+export type SigningKeyState = 'next' | 'signing' | 'retired' | 'expired';
+
+export interface SigningKey {
+  kid: string;
+  alg: string;
+  createdAt: Date;
+  signsFrom: Date;
+  retiresAt: Date | undefined;
+  expiresAt: Date | undefined;
+}
+
+/** A key with its private half, as the engine needs it. */
+export interface UnsealedSigningKey extends SigningKey {
+  privateJwk: JWK;
+}
+
+export class KeyRotationError extends Error {
+  override name = 'KeyRotationError';
+}
+
+export interface SigningKeyOptions {
+  /** Seconds from publishing a new key to its signing. */
+  rotationDelaySeconds: number;
+  /** The longest a token signed now can live (ID tokens, JWT access tokens): how long a retired key stays published. */
+  longestTokenLifetimeSeconds(): Promise<number>;
+}
+
+/** Serializes rotations and first keys across instances (pg_advisory_xact_lock, one key per purpose). */
+const SIGNING_KEYS_LOCK = 0x6761_7465;
+
+export class SigningKeyService {
+  readonly #prisma: Prisma;
+  readonly #sealer: Sealer;
+  readonly #audit: AuditTrail;
+  readonly #options: SigningKeyOptions;
+
+  constructor(prisma: Prisma, sealer: Sealer, audit: AuditTrail, options: SigningKeyOptions) {
+    this.#prisma = prisma;
+    this.#sealer = sealer;
+    this.#audit = audit;
+    this.#options = options;
+  }
+
+  /**
+   * Makes sure every algorithm has a key, signing at once: on a first start, `firstKeys` (development: those
+   * generated into keys/, so tokens from before keep verifying), and a new key for any algorithm they lack.
+   */
+  async ensure(firstKeys: () => Promise<PrivateJwks>): Promise<void> {
+    const algorithmsIn = async (reader: Pick<Prisma, 'signingKey'>) => new Set((await reader.signingKey.findMany({ select: { alg: true }, distinct: ['alg'] })).map((key) => key.alg));
+    // Every start but the first finds them all without taking the lock.
+    const found = await algorithmsIn(this.#prisma);
+    if (SIGNING_ALGORITHMS.every((alg) => found.has(alg))) return;
+    // Made before the lock is taken: the transaction holds the (embedded database's only) connection.
+    const seed = await firstKeys();
+    const now = new Date();
+    const rows = await Promise.all(SIGNING_ALGORITHMS.filter((alg) => !found.has(alg)).map(async (alg) => {
+      const key = seed.keys.find((candidate) => algorithmOf(candidate) === alg) ?? await generateSigningKey(alg);
+      return this.#row(key, alg, now, now);
+    }));
+    await this.#locked(async (transaction) => {
+      // Another instance starting at the same moment may have made them meanwhile.
+      const present = await algorithmsIn(transaction);
+      for (const row of rows) if (!present.has(row.alg)) await transaction.signingKey.create({ data: row });
+    });
+  }
+
+  /** Every key still published, with its private half; throws KeyError when ENCRYPTION_KEYS cannot open one. */
+  async published(): Promise<UnsealedSigningKey[]> {
+    const now = new Date();
+    const rows = await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] }, orderBy: { signsFrom: 'asc' } });
+    return Promise.all(rows.map(async (row) => {
+      try {
+        return { ...toSigningKey(row), privateJwk: JSON.parse(await this.#sealer.open(row.sealedPrivateJwk, sealingContext(row.kid))) as JWK };
+      } catch (error) {
+        if (!(error instanceof SealedValueError)) throw error;
+        throw new KeyError(`signing key ${row.kid} in the database does not open with ENCRYPTION_KEYS: every instance must share them`);
+      }
+    }));
+  }
+
+  /** Every key the database holds, oldest first (with its state now: `stateAt`). */
+  async list(): Promise<SigningKey[]> {
+    return (await this.#prisma.signingKey.findMany({ orderBy: [{ signsFrom: 'asc' }, { alg: 'asc' }] })).map(toSigningKey);
+  }
+
+  /**
+   * Starts a rotation: a new key for each algorithm, published now and signing after the delay, when the keys
+   * they replace retire. Refused while one is under way (its new keys do not sign yet). Keys gone from the JWKS
+   * are deleted. Returns the new keys.
+   */
+  async rotate(actor: AuditActor): Promise<SigningKey[]> {
+    const rotated = await this.#rotate(() => Promise.resolve(true));
+    if (!rotated) throw new KeyRotationError('a rotation is under way: its new keys do not sign yet (see `npx gatehouse keys list`)');
+    await this.#audited(rotated, actor);
+    return rotated;
+  }
+
+  /** Rotates when the newest keys have signed for `intervalSeconds` and no rotation is under way; whether it did. */
+  async rotateIfDue(intervalSeconds: number): Promise<boolean> {
+    const due = async (reader: Pick<Prisma, 'signingKey'>) => {
+      const newest = await reader.signingKey.findFirst({ orderBy: { signsFrom: 'desc' }, select: { signsFrom: true } });
+      return !newest || newest.signsFrom.getTime() + intervalSeconds * 1000 <= Date.now();
+    };
+    // Asked at every read of the keys: mostly answered without making keys or taking the lock.
+    if (!await due(this.#prisma)) return false;
+    const rotated = await this.#rotate(due);
+    if (rotated) await this.#audited(rotated, { type: 'system' }, { scheduled: true });
+    return rotated !== undefined;
+  }
+
+  /**
+   * The rotation itself, when `wanted` still says so under the lock; undefined when one is under way. The keys
+   * and the lifetime are worked out first: the transaction holds the (embedded database's only) connection.
+   */
+  async #rotate(wanted: (transaction: Transaction) => Promise<boolean>): Promise<SigningKey[] | undefined> {
+    const now = new Date();
+    const signsFrom = new Date(now.getTime() + this.#options.rotationDelaySeconds * 1000);
+    // Tokens signed by a retiring key until it retires live at most this long after.
+    const expiresAt = new Date(signsFrom.getTime() + await this.#options.longestTokenLifetimeSeconds() * 1000);
+    const rows = await Promise.all(SIGNING_ALGORITHMS.map(async (alg) => this.#row(await generateSigningKey(alg), alg, now, signsFrom)));
+    return this.#locked(async (transaction) => {
+      if (!await wanted(transaction) || await transaction.signingKey.count({ where: { signsFrom: { gt: now } } })) return undefined;
+      await transaction.signingKey.deleteMany({ where: { expiresAt: { lte: now } } });
+      await transaction.signingKey.updateMany({ where: { retiresAt: null }, data: { retiresAt: signsFrom, expiresAt } });
+      return Promise.all(rows.map(async (data) => toSigningKey(await transaction.signingKey.create({ data }))));
+    });
+  }
+
+  async #audited(rotated: SigningKey[], actor: AuditActor, extra: { scheduled?: boolean } = {}): Promise<void> {
+    await this.#audit.record({
+      action: 'keys.rotated', outcome: 'success', actor,
+      detail: { kids: rotated.map((key) => key.kid), signsFrom: rotated[0]!.signsFrom.toISOString(), ...extra },
+    });
+  }
+
+  async #row(key: JWK, alg: SigningAlgorithm, createdAt: Date, signsFrom: Date) {
+    const privateJwk = { ...key, alg, use: 'sig' };
+    const kid = privateJwk.kid!;
+    return {
+      kid, alg, createdAt, signsFrom,
+      publicJwk: publicPartOf(privateJwk) as object,
+      sealedPrivateJwk: await this.#sealer.seal(JSON.stringify(privateJwk), sealingContext(kid)),
+    };
+  }
+
+  /** Work on the keys that no other instance does at the same time. */
+  async #locked<T>(work: (transaction: Transaction) => Promise<T>): Promise<T> {
+    return this.#prisma.$transaction(async (transaction) => {
+      await transaction.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${SIGNING_KEYS_LOCK})`);
+      return work(transaction);
+    });
+  }
+}
+
+type Transaction = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
+
+/** What a key does at a moment. */
+export function stateAt(key: SigningKey, now: Date): SigningKeyState {
+  if (key.expiresAt && key.expiresAt <= now) return 'expired';
+  if (key.retiresAt && key.retiresAt <= now) return 'retired';
+  return key.signsFrom <= now ? 'signing' : 'next';
+}
+
+/** The engine's keys at a moment: each algorithm's signing key first (the engine signs with the first it finds), then every other one published. */
+export function engineKeysAt(keys: readonly UnsealedSigningKey[], now: Date): PrivateJwks {
+  const published = keys.filter((key) => stateAt(key, now) !== 'expired');
+  const signing = published.filter((key) => stateAt(key, now) === 'signing');
+  return { keys: [...signing, ...published.filter((key) => !signing.includes(key))].map((key) => key.privateJwk) };
+}
+
+/** The next moment at which some key changes state by itself, if any. */
+export function nextChangeAfter(keys: readonly SigningKey[], now: Date): Date | undefined {
+  const moments = keys.flatMap((key) => [key.signsFrom, key.retiresAt, key.expiresAt]).filter((moment): moment is Date => moment !== undefined && moment > now);
+  return moments.length ? new Date(Math.min(...moments.map((moment) => moment.getTime()))) : undefined;
+}
+
+function sealingContext(kid: string): string {
+  return `signing-key:${kid}`;
+}
+
+function toSigningKey(row: { kid: string; alg: string; createdAt: Date; signsFrom: Date; retiresAt: Date | null; expiresAt: Date | null }): SigningKey {
+  return { kid: row.kid, alg: row.alg, createdAt: row.createdAt, signsFrom: row.signsFrom, retiresAt: row.retiresAt ?? undefined, expiresAt: row.expiresAt ?? undefined };
+}

@@ -1,0 +1,187 @@
+// Signing keys in the database, rotated in stages, as relying parties and APIs see them through the JWKS: a new
+// key is published (by every instance sharing the database) before it signs anything; tokens from before and
+// after a rotation both verify; the old key leaves the JWKS only once every token it signed has expired. A short
+// configuration (a 4 s delay, 8 s tokens) stands for the hour and the minutes of a real one.
+import test from 'ava';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import * as oauth from 'oauth4webapi';
+import { discover, insecure, signInToNewSpa } from './helpers/oauth.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { generateEncryptionKey, generateJwks } from '../src/keys/secrets.ts';
+import type { PrivateJwks } from '../src/keys/secrets.ts';
+
+const DELAY_SECONDS = 4;
+const TOKEN_SECONDS = 8;
+
+/** Two instances sharing the database (and, on Redis, the store), as behind a load balancer. */
+let serverA: TestServer;
+let serverB: TestServer;
+test.before(async (t) => {
+  t.timeout(120_000);
+  const shared = {
+    KEY_ROTATION_DELAY: String(DELAY_SECONDS), KEY_ROTATION_INTERVAL: '0',
+    ACCESS_TOKEN_TTL: String(TOKEN_SECONDS), ID_TOKEN_TTL: String(TOKEN_SECONDS),
+    ENCRYPTION_KEYS: generateEncryptionKey(), STORE_PREFIX: `gatehouse-rotation-${Date.now()}:`,
+  };
+  serverA = await startTestServer(shared);
+  serverB = await startTestServer({ ...shared, DATABASE_URL: serverA.runtime.database.connectionString });
+});
+test.after.always(async () => {
+  await serverB?.close();
+  await serverA?.close();
+});
+
+async function publishedKids(server: TestServer): Promise<{ kids: string[]; cacheControl: string | null }> {
+  const response = await fetch(`${server.issuer}/jwks`);
+  const body = await response.json() as { keys: Array<{ kid: string; d?: string }> };
+  if (body.keys.some((key) => key.d)) throw new Error('the JWKS published a private key');
+  return { kids: body.keys.map((key) => key.kid), cacheControl: response.headers.get('cache-control') };
+}
+
+/** The engine's keys at their next change on this instance. */
+function nextChange(server: TestServer): Promise<string[]> {
+  return new Promise((resolve) => server.runtime.signingKeys.onChange((jwks) => resolve(jwks.keys.map((key) => key.kid!))));
+}
+
+async function serviceTokenFor(server: TestServer, api: string): Promise<string> {
+  const as = await discover(server);
+  const metadata = await server.runtime.clients.create({ name: 'Service', type: 'service', apiScopes: ['orders:read'] });
+  const response = await oauth.clientCredentialsGrantRequest(as, { client_id: metadata.client_id }, oauth.ClientSecretBasic(String(metadata.client_secret)), new URLSearchParams({ resource: api, scope: 'orders:read' }), insecure);
+  return (await oauth.processClientCredentialsResponse(as, { client_id: metadata.client_id }, response)).access_token;
+}
+
+async function verifiesAt(server: TestServer, token: string, audience: string) {
+  // A fresh key set each time, as an API whose cache has expired fetches it. (Each test instance has an issuer
+  // of its own, its address: instances of one deployment share theirs.)
+  return jwtVerify(token, createRemoteJWKSet(new URL(`${server.issuer}/jwks`)), { issuer: [serverA.issuer, serverB.issuer], audience });
+}
+
+async function introspect(server: TestServer, token: string) {
+  const as = await discover(server);
+  const metadata = await server.runtime.clients.create({ name: 'Orders API', type: 'service', resourceServer: API });
+  const response = await oauth.introspectionRequest(as, { client_id: metadata.client_id }, oauth.ClientSecretBasic(String(metadata.client_secret)), token, insecure);
+  return oauth.processIntrospectionResponse(as, { client_id: metadata.client_id }, response);
+}
+
+const API = 'http://127.0.0.1:9801/orders';
+
+test.serial('the keys live in the database, private halves sealed: a second instance signs with and publishes the same ones, which a development database took from keys/', async (t) => {
+  const a = await publishedKids(serverA);
+  t.deepEqual((await publishedKids(serverB)).kids, a.kids);
+  t.is(a.kids.length, 3);
+  // A development database starts with the keys generated into keys/, so tokens signed before the upgrade still verify.
+  const seed = await serverA.runtime.secrets.firstSigningKeys();
+  t.deepEqual(a.kids.sort(), seed.keys.map((key) => key.kid).sort());
+  // Sealed: a compact JWE (dir, A256GCM) that holds no private part in the clear; the public half beside it.
+  for (const row of await serverA.runtime.database.prisma.signingKey.findMany()) {
+    const privateKey = seed.keys.find((key) => key.kid === row.kid)!;
+    t.is(row.sealedPrivateJwk.split('.').length, 5);
+    t.false(row.sealedPrivateJwk.includes(privateKey.d!));
+    t.false('d' in (row.publicJwk as object));
+  }
+  const listed = await serverA.runtime.signingKeys.list();
+  t.deepEqual(listed.map((key) => [key.alg, key.state]).sort(), [['ES256', 'signing'], ['EdDSA', 'signing'], ['RS256', 'signing']]);
+  // The JWKS may be cached a quarter of the rotation delay.
+  t.is(a.cacheControl, `public, max-age=${DELAY_SECONDS / 4}`);
+});
+
+test.serial('a rotation publishes new keys on every instance before they sign; tokens from before and after both verify; the old keys leave the JWKS once their last tokens expired', async (t) => {
+  t.timeout(60_000);
+  await serverA.runtime.apis.create({ identifier: API, name: 'Orders', scopes: [{ name: 'orders:read', description: 'See your orders' }] });
+  const before = { access: await serviceTokenFor(serverA, API), id: (await signInToNewSpa(serverA)).tokens };
+  const oldKids = (await publishedKids(serverA)).kids;
+  const oldAccessKid = decodeProtectedHeader(before.access).kid!;
+  t.true(oldKids.includes(oldAccessKid));
+
+  const publishedOnB = nextChange(serverB);
+  const created = await serverA.runtime.signingKeys.rotate({ type: 'admin', id: 'cli:test' });
+  const signsFrom = created[0]!.signsFrom.getTime();
+  t.deepEqual(created.map((key) => key.alg).sort(), ['ES256', 'EdDSA', 'RS256']);
+  const newKids = created.map((key) => key.kid);
+
+  // Published at once here, and on the other instance (told through the store, or at its next read) well before they sign.
+  t.deepEqual((await publishedKids(serverA)).kids.sort(), [...oldKids, ...newKids].sort());
+  await publishedOnB;
+  t.true(Date.now() < signsFrom, 'the other instance publishes the new keys before they sign');
+  t.deepEqual((await publishedKids(serverB)).kids.sort(), [...oldKids, ...newKids].sort());
+  // Nothing is signed with them yet.
+  const during = await serviceTokenFor(serverB, API);
+  t.is(decodeProtectedHeader(during).kid, oldAccessKid);
+  t.deepEqual((await serverA.runtime.signingKeys.list()).filter((key) => key.state === 'next').map((key) => key.kid).sort(), [...newKids].sort());
+
+  // Another rotation waits for this one.
+  await t.throwsAsync(serverB.runtime.signingKeys.rotate({ type: 'admin', id: 'cli:test' }), { message: /a rotation is under way/ });
+
+  const switchedOnA = nextChange(serverA);
+  const switchedOnB = nextChange(serverB);
+  await Promise.all([switchedOnA, switchedOnB]);
+  t.true(Date.now() >= signsFrom);
+  const after = { access: await serviceTokenFor(serverA, API), id: (await signInToNewSpa(serverA)).tokens };
+  t.true(newKids.includes(decodeProtectedHeader(after.access).kid!), 'the new ES256 key signs access tokens');
+  t.true(newKids.includes(decodeProtectedHeader(await serviceTokenFor(serverB, API)).kid!), 'on every instance');
+  t.true(newKids.includes(decodeProtectedHeader(after.id.id_token!).kid!), 'the new RS256 key signs ID tokens');
+
+  // Before and after: both verify with the JWKS of either instance, and are active at introspection.
+  for (const server of [serverA, serverB]) {
+    await t.notThrowsAsync(verifiesAt(server, before.access, API));
+    await t.notThrowsAsync(verifiesAt(server, after.access, API));
+    await t.notThrowsAsync(verifiesAt(server, before.id.id_token!, String(decodeJwtPayload(before.id.id_token!).aud)));
+  }
+  t.true((await introspect(serverA, before.access)).active);
+  t.true((await introspect(serverA, after.access)).active);
+  const states = new Map((await serverA.runtime.signingKeys.list()).map((key) => [key.kid, key]));
+  for (const kid of oldKids) t.is(states.get(kid)!.state, 'retired');
+  for (const kid of newKids) t.is(states.get(kid)!.state, 'signing');
+  // The old keys stay published until every token they could have signed (until the switch) has expired.
+  const leavesAt = states.get(oldAccessKid)!.expiresAt!.getTime();
+  t.is(leavesAt, signsFrom + TOKEN_SECONDS * 1000);
+  const lastOldToken = Math.max(...[before.access, before.id.id_token!, during].map((token) => decodeJwtPayload(token).exp! * 1000));
+  t.true(leavesAt >= lastOldToken);
+
+  await Promise.all([nextChange(serverA), nextChange(serverB)]);
+  t.true(Date.now() >= leavesAt);
+  t.deepEqual((await publishedKids(serverA)).kids.sort(), [...newKids].sort());
+  t.deepEqual((await publishedKids(serverB)).kids.sort(), [...newKids].sort());
+  t.deepEqual((await serverA.runtime.signingKeys.list()).filter((key) => oldKids.includes(key.kid)).map((key) => key.state), ['expired', 'expired', 'expired']);
+  await t.notThrowsAsync(verifiesAt(serverA, await serviceTokenFor(serverA, API), API));
+  await t.throwsAsync(verifiesAt(serverA, before.access, API), { code: 'ERR_JWKS_NO_MATCHING_KEY' });
+
+  const [audited] = await serverA.runtime.auditTrail.list({ action: 'keys.rotated', limit: 10 });
+  t.like(audited, { actorType: 'admin', actorId: 'cli:test', outcome: 'success' });
+});
+
+test.serial('an instance whose ENCRYPTION_KEYS do not open the database\'s keys refuses to start, saying so', async (t) => {
+  const error = await t.throwsAsync(startTestServer({ ENCRYPTION_KEYS: generateEncryptionKey(), DATABASE_URL: serverA.runtime.database.connectionString }));
+  t.regex(error!.message, /does not open with ENCRYPTION_KEYS: every instance must share them/);
+});
+
+test('fixed keys (JWKS) are published as given and never rotate', async (t) => {
+  const jwks: PrivateJwks = await generateJwks();
+  const server = await startTestServer({ JWKS: JSON.stringify(jwks) });
+  t.teardown(() => server.close());
+  t.deepEqual((await publishedKids(server)).kids, jwks.keys.map((key) => key.kid));
+  t.deepEqual((await server.runtime.signingKeys.list()).map((key) => key.state), ['configured', 'configured', 'configured']);
+  await t.throwsAsync(server.runtime.signingKeys.rotate({ type: 'admin' }), { message: /set by JWKS or JWKS_FILE/ });
+});
+
+test('on a schedule, one of the instances sharing a database rotates, once, and each publishes the new keys', async (t) => {
+  t.timeout(60_000);
+  const shared = { KEY_ROTATION_DELAY: String(DELAY_SECONDS), KEY_ROTATION_INTERVAL: '2', ENCRYPTION_KEYS: generateEncryptionKey() };
+  const first = await startTestServer(shared);
+  t.teardown(() => first.close());
+  const second = await startTestServer({ ...shared, DATABASE_URL: first.runtime.database.connectionString });
+  t.teardown(() => second.close());
+  const initial = (await publishedKids(first)).kids;
+  await Promise.all([nextChange(first), nextChange(second)]);
+  const keys = await first.runtime.signingKeys.list();
+  t.is(keys.filter((key) => key.state === 'next').length, 3, 'one rotation, not one per instance');
+  t.deepEqual(keys.filter((key) => initial.includes(key.kid)).map((key) => key.state), ['signing', 'signing', 'signing']);
+  t.deepEqual((await publishedKids(second)).kids.sort(), keys.map((key) => key.kid).sort());
+  const audited = await first.runtime.auditTrail.list({ action: 'keys.rotated', limit: 10 });
+  t.is(audited.length, 1);
+  t.like(audited[0], { actorType: 'system', detail: { scheduled: true } });
+});
+
+function decodeJwtPayload(token: string): { exp?: number; aud?: string | string[] } {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as { exp?: number; aud?: string | string[] };
+}
