@@ -207,6 +207,29 @@ test.serial('clients create and update take a back-channel and a front-channel l
   t.is(after.frontchannel_logout_uri, 'https://app.example.com/frontchannel-logout');
 });
 
+test('keys rotate publishes new signing keys that sign after the delay, refusing a second rotation meanwhile; keys list shows what each key does', async (t) => {
+  const rotated = await gatehouse(['keys', 'rotate']);
+  t.is(rotated.code, 0, rotated.stderr);
+  const { published, signsFrom } = JSON.parse(rotated.stdout) as { published: Array<{ kid: string; alg: string }>; signsFrom: string };
+  t.deepEqual(published.map((key) => key.alg).sort(), ['ES256', 'EdDSA', 'RS256']);
+  // KEY_ROTATION_DELAY's default: an hour.
+  const delay = Date.parse(signsFrom) - Date.now();
+  t.true(delay > 3500_000 && delay <= 3600_000, String(delay));
+
+  const again = await gatehouse(['keys', 'rotate']);
+  t.is(again.code, 1);
+  t.regex(again.stderr, /a rotation is under way: its new keys do not sign yet/);
+
+  const listed = await gatehouse(['keys', 'list', '--json']);
+  t.is(listed.code, 0, listed.stderr);
+  const keys = listed.stdout.trim().split('\n').map((line) => JSON.parse(line) as { kid: string; state: string; signsFrom: string; retiresAt?: string });
+  const next = keys.filter((key) => key.state === 'next');
+  t.deepEqual(next.map((key) => key.kid).sort(), published.map((key) => key.kid).sort());
+  const signing = keys.filter((key) => key.state === 'signing');
+  t.is(signing.length, 3);
+  t.true(signing.every((key) => key.retiresAt === signsFrom), 'the keys signing now retire when the new ones start');
+});
+
 test.serial('apis create, list, update and delete; roles create and grant; users roles; clients create --scope names the API scopes a client may ask for', async (t) => {
   t.timeout(12 * COMMAND_TIMEOUT_MS);
   const identifier = `https://api-${crypto.randomUUID()}.example.com/orders`;

@@ -9,6 +9,7 @@ import { discover, insecure, signInToNewSpa } from './helpers/oauth.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { generateEncryptionKey, generateJwks } from '../src/keys/secrets.ts';
 import type { PrivateJwks } from '../src/keys/secrets.ts';
+import { keyIdOf } from '../src/keys/sealed.ts';
 
 const DELAY_SECONDS = 4;
 const TOKEN_SECONDS = 8;
@@ -153,6 +154,22 @@ test.serial('a rotation publishes new keys on every instance before they sign; t
 test.serial('an instance whose ENCRYPTION_KEYS do not open the database\'s keys refuses to start, saying so', async (t) => {
   const error = await t.throwsAsync(startTestServer({ ENCRYPTION_KEYS: generateEncryptionKey(), DATABASE_URL: serverA.runtime.database.connectionString }));
   t.regex(error!.message, /does not open with ENCRYPTION_KEYS: every instance must share them/);
+});
+
+test('after a new ENCRYPTION_KEYS key is put in front, the signing keys are sealed anew under it, so the old one can go', async (t) => {
+  const oldKey = generateEncryptionKey();
+  const newKey = generateEncryptionKey();
+  const first = await startTestServer({ ENCRYPTION_KEYS: oldKey });
+  t.teardown(() => first.close());
+  const sealedUnder = async () => (await first.runtime.database.prisma.signingKey.findMany())
+    .map((row) => decodeProtectedHeader(row.sealedPrivateJwk).kid);
+  t.deepEqual(await sealedUnder(), Array(3).fill(keyIdOf(Buffer.from(oldKey, 'base64url'))));
+  const restarted = await startTestServer({ ENCRYPTION_KEYS: `${newKey},${oldKey}`, DATABASE_URL: first.runtime.database.connectionString });
+  t.teardown(() => restarted.close());
+  t.deepEqual(await sealedUnder(), Array(3).fill(keyIdOf(Buffer.from(newKey, 'base64url'))));
+  const withoutOld = await startTestServer({ ENCRYPTION_KEYS: newKey, DATABASE_URL: first.runtime.database.connectionString });
+  t.teardown(() => withoutOld.close());
+  t.deepEqual((await publishedKids(withoutOld)).kids, (await publishedKids(first)).kids);
 });
 
 test('fixed keys (JWKS) are published as given and never rotate', async (t) => {

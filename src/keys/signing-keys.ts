@@ -85,7 +85,10 @@ export class SigningKeyService {
     const rows = await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] }, orderBy: { signsFrom: 'asc' } });
     return Promise.all(rows.map(async (row) => {
       try {
-        return { ...toSigningKey(row), privateJwk: JSON.parse(await this.#sealer.open(row.sealedPrivateJwk, sealingContext(row.kid))) as JWK };
+        const { plaintext, resealed } = await this.#sealer.openAndReseal(row.sealedPrivateJwk, sealingContext(row.kid));
+        // Sealed under an older ENCRYPTION_KEYS key: sealed anew under the first, so the older key can go.
+        if (resealed) await this.#prisma.signingKey.updateMany({ where: { kid: row.kid, sealedPrivateJwk: row.sealedPrivateJwk }, data: { sealedPrivateJwk: resealed } });
+        return { ...toSigningKey(row), privateJwk: JSON.parse(plaintext) as JWK };
       } catch (error) {
         if (!(error instanceof SealedValueError)) throw error;
         throw new KeyError(`signing key ${row.kid} in the database does not open with ENCRYPTION_KEYS: every instance must share them`);
