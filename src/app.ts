@@ -15,6 +15,7 @@ import { passwordResetRoutes } from './web/emailed-links/password-reset.ts';
 import { emailVerificationRoutes } from './web/emailed-links/verify-email.ts';
 import { emailChangeLinkRoutes } from './web/emailed-links/email-change.ts';
 import { accountConsoleRoutes } from './web/account/index.ts';
+import { adminApi } from './web/admin/index.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
@@ -29,6 +30,7 @@ export function createApp(runtime: Runtime): Koa {
     postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
   }));
   app.use(errorPages(views, logger));
+  app.use(adminApi(runtime));
   const routers = [
     healthRoutes({ database: runtime.database, store: runtime.store }),
     assetRoutes(),

@@ -157,13 +157,12 @@ const commands: Record<string, Handler> = {
       throw new UsageError('users create needs either --password or --password-stdin');
     }
     const password = values['password-stdin'] ? await readPasswordFromStdin() : String(values.password);
-    await run(async ({ users, roles: registeredRoles }) => {
-      const unknown = (await Promise.all(roles.map(async (role) => (await registeredRoles.exists(role) ? undefined : role)))).filter(Boolean);
-      if (unknown.length) throw new NotFound(`no role ${unknown.join(', ')}: create it first (roles create NAME)`);
-      const user = await users.create({
+    await run(async ({ flows }) => {
+      const created = await flows.accountAdministration.create({
         email: String(values.email), password, name: values.name as string | undefined, emailVerified: Boolean(values.verified), roles,
-      });
-      process.stdout.write(`${JSON.stringify({ ...user, roles }, null, 2)}\n`);
+      }, { type: 'admin', id: administratorName() });
+      if (!created.ok) throw new NotFound(`no role ${created.roles.join(', ')}: create it first (roles create NAME)`);
+      process.stdout.write(`${JSON.stringify(created.user, null, 2)}\n`);
     });
   },
 
@@ -178,7 +177,7 @@ const commands: Record<string, Handler> = {
   async 'users disable'(args, run) {
     const email = requiredEmail(args, 'users disable');
     await run(async (runtime) => {
-      const result = await runtime.flows.accountStatus.disable(email, { type: 'admin', id: administratorName() });
+      const result = await runtime.flows.accountAdministration.disable(email, { type: 'admin', id: administratorName() });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       process.stdout.write(`${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; `
         + `${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked\n`);
@@ -192,7 +191,7 @@ const commands: Record<string, Handler> = {
   async 'users enable'(args, run) {
     const email = requiredEmail(args, 'users enable');
     await run(async (runtime) => {
-      const result = await runtime.flows.accountStatus.enable(email, { type: 'admin', id: administratorName() });
+      const result = await runtime.flows.accountAdministration.enable(email, { type: 'admin', id: administratorName() });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       process.stdout.write(`${result.changed ? 'enabled' : 'already enabled:'} ${result.user.email}\n`);
     });

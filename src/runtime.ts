@@ -21,6 +21,7 @@ import { loadSecrets, signingAlgorithmsOf, type Secrets } from './keys/secrets.t
 import { SigningKeyService } from './keys/signing-keys.ts';
 import { SigningKeyRing } from './keys/key-ring.ts';
 import { createProvider } from './oidc/provider.ts';
+import { JwtAccessTokens } from './oidc/jwt-access-tokens.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { apiScopesOf } from './oidc/resource-servers.ts';
 import { Engine } from './oidc/engine-internals.ts';
@@ -44,9 +45,10 @@ import { createPasswordResetFlow } from './accounts/flows/password-reset.ts';
 import { createPasswordChangeFlow } from './accounts/flows/password-change.ts';
 import { createEmailChangeFlow } from './accounts/flows/email-change.ts';
 import { createSecondFactorResetFlow } from './accounts/flows/second-factor-reset.ts';
-import { createAccountStatusFlow } from './accounts/flows/account-status.ts';
+import { createAccountAdministrationFlow } from './accounts/flows/account-administration.ts';
 import { createRoleAssignmentFlow } from './accounts/flows/role-assignment.ts';
 import { RoleService } from './apis/roles.ts';
+import { adminApiIdentifier, ensureAdminApi } from './apis/admin-api.ts';
 import { createSecondFactorSettingsFlow } from './accounts/flows/second-factor-settings.ts';
 import { createEmailVerificationFlow } from './accounts/flows/email-verification.ts';
 import { createSignUpFlow } from './accounts/flows/sign-up.ts';
@@ -73,6 +75,8 @@ export interface Runtime {
   /** Security events: `auditTrail.record({ action: 'login.failed', outcome: 'failure', subjectEmail, ip, userAgent, clientId })`. */
   auditTrail: AuditTrail;
   provider: Provider;
+  /** JWT access tokens (RFC 9068): checked with Gatehouse's keys and its revocation lists. */
+  jwtAccessTokens: JwtAccessTokens;
   /** What Gatehouse does with the engine beyond configuring it: sessions, interactions, grants (src/oidc/engine-internals.ts). */
   engine: Engine;
   /** Rate limits and login lockout (their counters live in the store's Redis, or in this process). */
@@ -161,15 +165,17 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       store, firstKeys: secrets.firstSigningKeys, logger, oneShot: options.oneShot,
       refreshIntervalSeconds: config.keyRotation.refreshInterval, rotationIntervalSeconds: config.keyRotation.interval,
     });
-    const apis = new ApiService(database.prisma, auditTrail, { defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks) });
+    const apis = new ApiService(database.prisma, auditTrail, { defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks), builtIn: adminApiIdentifier(config.issuer) });
     const roles = new RoleService(database.prisma, auditTrail);
+    await ensureAdminApi(config.issuer, apis, roles);
     const consents = new ConsentService(database.prisma);
     const secondFactor = new SecondFactorService(database.prisma, sealer, {
       issuerName: new URL(config.issuer).host,
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
+    const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, keys: signingKeys, store });
     const provider = createProvider({
-      config, secrets, signingKeys, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
+      config, secrets, signingKeys, jwtAccessTokens, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
       permittedApiScopes: async (accountId, api) => roles.permittedScopes((await users.findById(accountId))?.roles ?? [], api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
@@ -190,7 +196,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       logoutNotices.deliveries.start();
     }
     return {
-      config, logger, database, store, secrets, signingKeys, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, database, store, secrets, signingKeys, jwtAccessTokens, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();
@@ -241,7 +247,7 @@ function createAccountFlows(services: {
       confirmTtlSeconds: config.accounts.emailVerificationTtl, undoTtlSeconds: config.accounts.emailChangeUndoTtl, resetTtlSeconds: config.accounts.passwordResetTtl, inWords,
     }),
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
-    accountStatus: createAccountStatusFlow({ users, accountSessions, auditTrail }),
+    accountAdministration: createAccountAdministrationFlow({ users, roleExists: (name) => roles.exists(name), accountSessions, passwordAttempts: limits.login, auditTrail }),
     roleAssignment: createRoleAssignmentFlow({ users, roles, auditTrail }),
     secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, store, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
     signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, links }),

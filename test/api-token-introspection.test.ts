@@ -114,7 +114,7 @@ const GRANT_ENDINGS = [
     await oauth.processRefreshTokenResponse(as, client, await refresh()).catch(() => undefined);
   }],
   ['the account is disabled', async ({ user }: Awaited<ReturnType<typeof personsTokens>>) => {
-    await server.runtime.flows.accountStatus.disable(user.email, { type: 'admin', id: 'test' });
+    await server.runtime.flows.accountAdministration.disable(user.email, { type: 'admin', id: 'test' });
   }],
 ] as const;
 

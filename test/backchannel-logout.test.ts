@@ -169,7 +169,7 @@ const OTHER_ENDINGS = [
   {
     how: 'an administrator disables the account',
     reason: 'account_disabled',
-    end: async (user: { email: string }) => { await server.runtime.flows.accountStatus.disable(user.email, { type: 'admin', id: 'cli:test' }); },
+    end: async (user: { email: string }) => { await server.runtime.flows.accountAdministration.disable(user.email, { type: 'admin', id: 'cli:test' }); },
   },
   {
     how: 'the person withdraws the app\'s access',

@@ -376,22 +376,22 @@ test('administrator\'s second-factor reset: an unknown address, none to remove, 
 test('disabling an account: it no longer signs in, every session and grant ends, audited as the administrator; again is no error; enabling lets it sign in', async (t) => {
   const user = await newUser();
   const signedInNow = await signedIn(opened.runtime, CLIENT_ID, user.id);
-  const { accountStatus } = opened.runtime.flows;
+  const { accountAdministration } = opened.runtime.flows;
   const actor = { type: 'admin' as const, id: 'cli:flows-test' };
 
-  const disabled = await accountStatus.disable(user.email.toUpperCase(), actor);
+  const disabled = await accountAdministration.disable(user.email.toUpperCase(), actor);
   t.like(disabled, { ok: true, changed: true, sessionsEnded: 1, grantsRevoked: 1 });
   t.deepEqual(await stillSignedIn(signedInNow), { session: false, grant: false });
   t.like(await opened.runtime.users.checkCredentials(user.email, PASSWORD), { ok: false, reason: 'account_disabled' });
   const [event] = await audit('account.disabled', about(user));
   t.like(event, { actorType: 'admin', actorId: 'cli:flows-test', detail: { alreadyDisabled: false, sessionsEnded: 1, grantsRevoked: 1 } });
-  t.like(await accountStatus.disable(user.email, actor), { ok: true, changed: false });
+  t.like(await accountAdministration.disable(user.email, actor), { ok: true, changed: false });
 
-  t.like(await accountStatus.enable(user.email, actor), { ok: true, changed: true });
+  t.like(await accountAdministration.enable(user.email, actor), { ok: true, changed: true });
   t.true((await opened.runtime.users.checkCredentials(user.email, PASSWORD)).ok);
-  t.like(await accountStatus.enable(user.email, actor), { ok: true, changed: false });
+  t.like(await accountAdministration.enable(user.email, actor), { ok: true, changed: false });
   t.is((await audit('account.enabled', about(user))).length, 2);
-  t.deepEqual(await accountStatus.disable(`nobody-${randomUUID()}@example.com`, actor), { ok: false, reason: 'unknown_account' });
+  t.deepEqual(await accountAdministration.disable(`nobody-${randomUUID()}@example.com`, actor), { ok: false, reason: 'unknown_account' });
 });
 
 test('a person\'s own second factor: a setup is confirmed from the session that started it by a right code (a wrong one is counted and shown again), recovery codes are renewed and the old ones stop working, then it is turned off; each change mailed and audited', async (t) => {

@@ -20,6 +20,27 @@ export interface User {
   roles: string[];
 }
 
+/** An account as an administrator sees it: what the person sees, and its history. */
+export interface AccountRecord extends User {
+  secondFactorEnabled: boolean;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** Which accounts to list: each given filter narrows (email and name: contained, case aside). */
+export interface AccountFilter {
+  email?: string | undefined;
+  name?: string | undefined;
+  role?: string | undefined;
+  disabled?: boolean | undefined;
+}
+
+/** Where a page of accounts starts: after this one (accounts are listed oldest first). */
+export interface AccountCursor {
+  createdAt: Date;
+  id: string;
+}
+
 export class AccountError extends Error {
   override name = 'AccountError';
   readonly code: 'invalid_email' | 'weak_password' | 'email_taken';
@@ -184,7 +205,7 @@ export class UserService {
   /**
    * Disables or enables the account; the account as it is now, or null when there is none. `changed` is false
    * when it already was that way. Disabling also makes its paused sign-ins stale; its sessions and grants are
-   * the caller's to end (src/accounts/flows/account-status.ts).
+   * the caller's to end (src/accounts/flows/account-administration.ts).
    */
   /** Gives the account a role, or takes it away; changed: false when it had it already (or did not). */
   async setRole(userId: string, role: string, held: boolean): Promise<{ user: User; changed: boolean } | null> {
@@ -198,6 +219,48 @@ export class UserService {
     return { user: (await this.findById(userId))!, changed: updated !== undefined };
   }
 
+  /** An account as an administrator sees it; null when there is none. */
+  async record(userId: string): Promise<AccountRecord | null> {
+    if (!z.uuid().safeParse(userId).success) return null;
+    const row = await this.#prisma.user.findUnique({ where: { id: userId }, select: recordFields });
+    return row ? toRecord(row) : null;
+  }
+
+  /** A page of accounts, oldest first, and whether more follow. */
+  async search(filter: AccountFilter, page: { after?: AccountCursor | undefined; limit: number }): Promise<{ accounts: AccountRecord[]; more: boolean }> {
+    const where = {
+      ...(filter.email ? { email: { contains: normalizeEmail(filter.email) } } : {}),
+      ...(filter.name ? { name: { contains: filter.name, mode: 'insensitive' as const } } : {}),
+      ...(filter.role ? { roles: { has: filter.role } } : {}),
+      ...(filter.disabled !== undefined ? { disabled: filter.disabled } : {}),
+      ...(page.after ? { OR: [{ createdAt: { gt: page.after.createdAt } }, { createdAt: page.after.createdAt, id: { gt: page.after.id } }] } : {}),
+    };
+    const rows = await this.#prisma.user.findMany({ where, select: recordFields, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }], take: page.limit + 1 });
+    return { accounts: rows.slice(0, page.limit).map(toRecord), more: rows.length > page.limit };
+  }
+
+  /**
+   * Changes the name or whether the address counts as verified, unless the account changed since `unchangedSince`
+   * (its updatedAt as the caller read it): 'stale' then; null when there is no such account.
+   */
+  async updateProfile(userId: string, changes: { name?: string | null | undefined; emailVerified?: boolean | undefined }, unchangedSince?: Date): Promise<AccountRecord | 'stale' | null> {
+    if (!z.uuid().safeParse(userId).success) return null;
+    const [row] = await this.#prisma.user.updateManyAndReturn({
+      where: { id: userId, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
+      data: { ...(changes.name !== undefined ? { name: changes.name?.trim() || null } : {}), ...(changes.emailVerified !== undefined ? { emailVerified: changes.emailVerified } : {}) },
+      select: recordFields,
+    });
+    if (row) return toRecord(row);
+    return await this.record(userId) ? 'stale' : null;
+  }
+
+  /** Removes the account and what hangs on it in the database (links, codes, consents); false when there was none. */
+  async delete(userId: string): Promise<boolean> {
+    if (!z.uuid().safeParse(userId).success) return false;
+    const { count } = await this.#prisma.user.deleteMany({ where: { id: userId } });
+    return count > 0;
+  }
+
   async setDisabled(userId: string, disabled: boolean): Promise<{ user: User; changed: boolean } | null> {
     if (!z.uuid().safeParse(userId).success) return null;
     const [user] = await this.#prisma.user.updateManyAndReturn({
@@ -209,6 +272,12 @@ export class UserService {
     const unchanged = await this.findById(userId);
     return unchanged ? { user: unchanged, changed: false } : null;
   }
+}
+
+const recordFields = { ...publicFields, totpEnabledAt: true, createdAt: true, updatedAt: true } as const;
+
+function toRecord({ totpEnabledAt, ...row }: User & { totpEnabledAt: Date | null; createdAt: Date; updatedAt: Date }): AccountRecord {
+  return { ...row, secondFactorEnabled: totpEnabledAt !== null };
 }
 
 /** The standard claims a user releases, before oidc-provider filters them by granted scope (roles: the `roles` scope). */

@@ -64,6 +64,8 @@ export interface ApiServiceOptions {
   defaultTtlSeconds: number;
   /** The algorithms Gatehouse's signing keys can sign with: an API may use only these. */
   signingAlgorithms: ReadonlySet<string>;
+  /** An API Gatehouse itself serves (its admin API): never deleted, its scopes never changed. */
+  builtIn?: string | undefined;
 }
 
 export class ApiService {
@@ -79,7 +81,8 @@ export class ApiService {
 
   /** Registers an API; `actor` says who asked (an administrator by default), for the audit trail. */
   async create(input: NewApi, actor: AuditActor = { type: 'admin' }): Promise<Api> {
-    const identifier = checkIdentifier(input.identifier);
+    // Gatehouse's own is its issuer's URL, which development may serve on any http host.
+    const identifier = input.identifier === this.#options.builtIn ? input.identifier : checkIdentifier(input.identifier);
     const fields = this.#checked({ ...input, accessTokenFormat: input.accessTokenFormat ?? 'jwt', signingAlg: input.signingAlg ?? 'ES256' });
     if (!fields.name) throw new ApiError('an API needs a name');
     if (await this.find(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
@@ -96,6 +99,7 @@ export class ApiService {
 
   /** Changes an API; undefined when no API has that identifier. */
   async update(identifier: string, changes: ApiChanges, actor: AuditActor = { type: 'admin' }): Promise<Api | undefined> {
+    if (identifier === this.#options.builtIn && changes.scopes) throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes cannot be changed`);
     if (!await this.find(identifier)) return undefined;
     const fields = this.#checked(changes);
     const row = await this.#prisma.api.update({
@@ -111,6 +115,7 @@ export class ApiService {
 
   /** Removes an API: tokens for it are no longer issued (those issued stay valid until they expire). */
   async delete(identifier: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
+    if (identifier === this.#options.builtIn) throw new ApiError(`${identifier} is Gatehouse's own admin API: it cannot be deleted`);
     const { count } = await this.#prisma.api.deleteMany({ where: { identifier } });
     if (!count) return false;
     await this.#audit.record({ action: 'api.deleted', outcome: 'success', actor, detail: { identifier } });

@@ -7,7 +7,7 @@ import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 
 /** Every action Gatehouse audits. A name outside this list is a type error, so the trail stays searchable. */
 export const AUDIT_ACTIONS = [
-  'account.created', 'account.disabled', 'account.enabled',
+  'account.created', 'account.disabled', 'account.enabled', 'account.unlocked', 'account.deleted', 'account.updated',
   'login.succeeded', 'login.failed', 'login.locked_out', 'reauthentication.failed',
   'second_factor.enrolled', 'second_factor.used', 'second_factor.failed', 'second_factor.locked_out', 'second_factor.removed',
   'recovery_code.used', 'recovery_codes.regenerated',

@@ -74,6 +74,8 @@ export interface Config {
     secondFactorPerAccountAndIp: RateLimitSetting;
     /** The current password asked again on account pages (change password or email, turn off the second factor). */
     passwordCheckPerAccount: RateLimitSetting;
+    /** Requests to the admin API per client address (before the token is looked at). */
+    adminApiPerIp: RateLimitSetting;
     /** After `threshold` failed logins for one email, it is locked for `baseSeconds`, doubling each time up to `maxSeconds`. */
     lockout: { threshold: number; baseSeconds: number; maxSeconds: number };
   };
@@ -195,6 +197,7 @@ const environmentSchema = z.object({
   SECOND_FACTOR_LIMIT_PER_IP: rateLimit.default({ points: 100, seconds: 600 }),
   SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 10, seconds: 600 }),
   PASSWORD_CHECK_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 10, seconds: 600 }),
+  ADMIN_API_LIMIT_PER_IP: rateLimit.default({ points: 600, seconds: 60 }),
   LOGIN_LOCKOUT_THRESHOLD: wholeNumber.pipe(z.number().min(1)).default(5),
   LOGIN_LOCKOUT_SECONDS: seconds.default(60),
   LOGIN_LOCKOUT_MAX_SECONDS: seconds.default(3600),
@@ -275,6 +278,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       secondFactorPerIp: env.SECOND_FACTOR_LIMIT_PER_IP,
       secondFactorPerAccountAndIp: env.SECOND_FACTOR_LIMIT_PER_ACCOUNT_IP,
       passwordCheckPerAccount: env.PASSWORD_CHECK_LIMIT_PER_ACCOUNT,
+      adminApiPerIp: env.ADMIN_API_LIMIT_PER_IP,
       lockout: {
         threshold: env.LOGIN_LOCKOUT_THRESHOLD,
         baseSeconds: env.LOGIN_LOCKOUT_SECONDS,

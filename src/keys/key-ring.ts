@@ -40,6 +40,8 @@ export class SigningKeyRing {
   #subscription: Subscription | undefined;
   /** Reads are applied one after another, so an older read never replaces a newer one. */
   #reading: Promise<void> = Promise.resolve();
+  /** A scheduled wake under way (a scheduled rotation, a read): awaited on close. */
+  #waking: Promise<void> = Promise.resolve();
   #closed = false;
 
   private constructor(jwks: PrivateJwks, keys: readonly UnsealedSigningKey[], options: KeyRingOptions | undefined) {
@@ -70,11 +72,6 @@ export class SigningKeyRing {
       ring.#schedule();
     }
     return ring;
-  }
-
-  /** Whether the keys rotate (they live in the database), rather than being set by JWKS or JWKS_FILE. */
-  get rotates(): boolean {
-    return this.#options !== undefined;
   }
 
   /** The engine's keys now: each algorithm's signing key first, then every other published key. */
@@ -127,6 +124,7 @@ export class SigningKeyRing {
     this.#closed = true;
     clearTimeout(this.#timer);
     await this.#subscription?.close();
+    await this.#waking;
     await this.#reading;
   }
 
@@ -147,12 +145,13 @@ export class SigningKeyRing {
     if (this.#closed) return;
     const now = Date.now();
     const change = nextChangeAfter(this.#keys, new Date(now))?.getTime() ?? Infinity;
-    this.#timer = setTimeout(() => void this.#wake(), Math.max(0, Math.min(change, this.#nextReadAt) - now));
+    this.#timer = setTimeout(() => { this.#waking = this.#wake(); }, Math.max(0, Math.min(change, this.#nextReadAt) - now));
     this.#timer.unref();
   }
 
   async #wake(): Promise<void> {
     const options = this.#options!;
+    if (this.#closed) return;
     if (Date.now() >= this.#nextReadAt) {
       this.#nextReadAt = Date.now() + options.refreshIntervalSeconds * 1000;
       if (options.rotationIntervalSeconds > 0) await this.#rotateIfDue(options);

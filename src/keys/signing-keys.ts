@@ -3,6 +3,7 @@
 // published at once and signs only after a delay longer than any JWKS cache; the key it replaces stops signing
 // then, and stays published until every token it signed has expired. Each algorithm has its own key, rotated
 // together. Which key does what is a matter of the time, so every instance reaches the same answer on its own.
+import { randomUUID } from 'node:crypto';
 import type { JWK } from 'jose';
 import type { Prisma } from '../db/index.ts';
 import { SealedValueError, type Sealer } from './sealed.ts';
@@ -152,8 +153,9 @@ export class SigningKeyService {
   }
 
   async #row(key: JWK, alg: SigningAlgorithm, createdAt: Date, signsFrom: Date) {
-    const privateJwk = { ...key, alg, use: 'sig' };
-    const kid = privateJwk.kid!;
+    // A key from keys/ written by hand may lack a kid: the engine and the JWKS need one.
+    const privateJwk = { ...key, alg, use: 'sig', kid: key.kid ?? randomUUID() };
+    const { kid } = privateJwk;
     return {
       kid, alg, createdAt, signsFrom,
       publicJwk: publicPartOf(privateJwk) as object,

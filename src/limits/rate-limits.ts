@@ -25,6 +25,7 @@ export const RATE_LIMITS = {
   'second-factor-ip': (limits) => limits.secondFactorPerIp,
   'second-factor-account-ip': (limits) => limits.secondFactorPerAccountAndIp,
   'password-check-account': (limits) => limits.passwordCheckPerAccount,
+  'admin-api-ip': (limits) => limits.adminApiPerIp,
 } satisfies Record<string, (limits: Config['limits']) => RateLimitSetting>;
 
 export type RateLimitName = keyof typeof RATE_LIMITS;

@@ -34,6 +34,8 @@ export type EndReason =
   | 'password_changed'
   | 'email_restored' // the previous address undid a change of email
   | 'account_disabled'
+  | 'account_deleted'
+  | 'ended_by_administrator' // an administrator ended the session (the admin API)
   | 'access_withdrawn'; // the person removed an application's access
 
 /** Where the request asking for it came from, for the audit trail. */

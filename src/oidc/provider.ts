@@ -20,7 +20,7 @@ import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
 import { newGrant, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
-import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
+import { GRANT_ID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
 import { API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER, resourceIndicators } from './resource-servers.ts';
 import { SCOPE_TOKEN, type ApiService } from '../apis/apis.ts';
@@ -30,7 +30,9 @@ export interface ProviderDependencies {
   config: Config;
   secrets: Pick<Secrets, 'cookieSecrets'>;
   /** The signing keys of the moment: the engine follows their rotation. */
-  signingKeys: Pick<SigningKeyRing, 'jwks' | 'verificationKeys' | 'onChange'>;
+  signingKeys: Pick<SigningKeyRing, 'jwks' | 'onChange'>;
+  /** JWT access tokens, which the engine does not store: checked, revoked, and revoked with their grant here. */
+  jwtAccessTokens: JwtAccessTokens;
   /** Seconds a JWKS response may be cached: short enough for a new key to reach every cache before it signs. */
   jwksMaxAgeSeconds: number;
   store: Store;
@@ -76,8 +78,7 @@ export interface EnginePages {
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, signingKeys, jwksMaxAgeSeconds, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
-  const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, keys: signingKeys, store });
+export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const mayIntrospect = introspectionPolicy(users);
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId)),

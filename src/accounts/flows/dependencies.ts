@@ -8,7 +8,7 @@ export interface RequestOrigin {
 }
 
 /** Why a flow ends an account's sessions (the same names src/oidc/account-sessions.ts writes to the audit trail). */
-export type SessionEndReason = 'password_reset' | 'password_changed' | 'email_restored' | 'signed_out_everywhere' | 'account_disabled';
+export type SessionEndReason = 'password_reset' | 'password_changed' | 'email_restored' | 'signed_out_everywhere' | 'account_disabled' | 'account_deleted';
 
 /**
  * The engine's side (src/oidc/account-sessions.ts): ends every session of the account and revokes every grant

@@ -1,6 +1,6 @@
 // The account workflows, one interface for every door (the web pages, the CLI, the admin API); the composition
 // root (src/runtime.ts) builds each once with what it uses.
-import type { AccountStatusFlow } from './account-status.ts';
+import type { AccountAdministrationFlow } from './account-administration.ts';
 import type { ApplicationAccessFlow } from './application-access.ts';
 import type { EmailChangeFlow } from './email-change.ts';
 import type { EmailVerificationFlow } from './email-verification.ts';
@@ -25,7 +25,7 @@ export interface AccountFlows {
   /** An administrator's reset of a person's second factor. */
   secondFactorReset: SecondFactorResetFlow;
   /** An administrator disabling or enabling an account. */
-  accountStatus: AccountStatusFlow;
+  accountAdministration: AccountAdministrationFlow;
   /** An administrator giving a person a role, or taking it away. */
   roleAssignment: RoleAssignmentFlow;
   /** A person's own second factor: confirming a setup, renewing recovery codes, turning it off. */

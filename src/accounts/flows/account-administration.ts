@@ -1,0 +1,109 @@
+// An administrator's acts on an account (the CLI and the admin API): disabling (it signs in nowhere, and every
+// session, grant and token it holds stops working at once), enabling, lifting a login lockout, and deleting it.
+import type { AuditActor, AuditTrail } from '../../audit/audit.ts';
+import type { User, UserService } from '../users.ts';
+import type { SessionEnder } from './dependencies.ts';
+
+export interface AccountAdministrationDependencies {
+  users: Pick<UserService, 'create' | 'findByEmail' | 'setDisabled' | 'delete'>;
+  /** Whether a role exists: a person is given only roles that do. */
+  roleExists(name: string): Promise<boolean>;
+  accountSessions: SessionEnder;
+  /** The password attempts counted against accounts (their lockouts). */
+  passwordAttempts: { forgive(email: string): Promise<void> };
+  auditTrail: Pick<AuditTrail, 'record'>;
+}
+
+export type AccountStatusChange =
+  | { ok: true; user: User; changed: boolean; sessionsEnded: number; grantsRevoked: number }
+  | { ok: false; reason: 'unknown_account' };
+
+/** An account an administrator makes: its password is checked as anyone's (AccountError otherwise). */
+export interface NewAccount {
+  email: string;
+  password: string;
+  name?: string | undefined;
+  emailVerified?: boolean | undefined;
+  roles?: readonly string[] | undefined;
+}
+
+export interface AccountAdministrationFlow {
+  /** Makes an account; `unknown_role` names the roles that do not exist (nothing is made then). */
+  create(account: NewAccount, actor: AuditActor): Promise<{ ok: true; user: User } | { ok: false; reason: 'unknown_role'; roles: string[] }>;
+  /**
+   * Disables the account with this address. Its sessions end and its grants (with every token issued under
+   * them) are revoked even when it was disabled already: a disabling cut short before that is finished now.
+   * Introspection and userinfo refuse a disabled account's tokens whatever the store still holds.
+   */
+  disable(email: string, actor: AuditActor): Promise<AccountStatusChange>;
+  /** Lets the account with this address sign in again; nothing it had before is given back. */
+  enable(email: string, actor: AuditActor): Promise<AccountStatusChange>;
+  /** Lifts the account's login lockout and forgets its failed attempts (the person called the help desk). */
+  unlock(email: string, actor: AuditActor): Promise<{ ok: true; user: User } | { ok: false; reason: 'unknown_account' }>;
+  /**
+   * Deletes the account: its sessions end and its grants are revoked first (applications are told), then the
+   * account goes with its links, second factor and consents. The audit trail keeps its events.
+   */
+  delete(email: string, actor: AuditActor): Promise<{ ok: true; user: User; sessionsEnded: number; grantsRevoked: number } | { ok: false; reason: 'unknown_account' }>;
+}
+
+export function createAccountAdministrationFlow({ users, roleExists, accountSessions, passwordAttempts, auditTrail }: AccountAdministrationDependencies): AccountAdministrationFlow {
+  async function setDisabled(email: string, disabled: boolean) {
+    const found = await users.findByEmail(email);
+    return found ? users.setDisabled(found.id, disabled) : null;
+  }
+
+  return {
+    async create(account, actor) {
+      const roles = [...new Set(account.roles ?? [])];
+      const unknown = (await Promise.all(roles.map(async (role) => (await roleExists(role) ? undefined : role)))).filter((role) => role !== undefined);
+      if (unknown.length) return { ok: false, reason: 'unknown_role', roles: unknown };
+      const user = await users.create({ ...account, roles });
+      await auditTrail.record({ action: 'account.created', outcome: 'success', actor, subjectUserId: user.id, subjectEmail: user.email, detail: { via: 'administrator', roles } });
+      return { ok: true, user };
+    },
+
+    async disable(email, actor) {
+      const result = await setDisabled(email, true);
+      if (!result) return { ok: false, reason: 'unknown_account' };
+      const ended = await accountSessions.endAll(result.user.id, { reason: 'account_disabled' });
+      await auditTrail.record({
+        action: 'account.disabled', outcome: 'success', actor, subjectUserId: result.user.id, subjectEmail: result.user.email,
+        detail: { alreadyDisabled: !result.changed, sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
+      });
+      return { ok: true, user: result.user, changed: result.changed, sessionsEnded: ended.sessions, grantsRevoked: ended.grants };
+    },
+
+    async enable(email, actor) {
+      const result = await setDisabled(email, false);
+      if (!result) return { ok: false, reason: 'unknown_account' };
+      await auditTrail.record({
+        action: 'account.enabled', outcome: 'success', actor, subjectUserId: result.user.id, subjectEmail: result.user.email,
+        detail: { alreadyEnabled: !result.changed },
+      });
+      return { ok: true, user: result.user, changed: result.changed, sessionsEnded: 0, grantsRevoked: 0 };
+    },
+
+    async unlock(email, actor) {
+      const user = await users.findByEmail(email);
+      if (!user) return { ok: false, reason: 'unknown_account' };
+      await passwordAttempts.forgive(user.email);
+      await auditTrail.record({ action: 'account.unlocked', outcome: 'success', actor, subjectUserId: user.id, subjectEmail: user.email });
+      return { ok: true, user };
+    },
+
+    async delete(email, actor) {
+      const user = await users.findByEmail(email);
+      if (!user) return { ok: false, reason: 'unknown_account' };
+      // Disabled first: no sign-in can begin while its sessions end.
+      await users.setDisabled(user.id, true);
+      const ended = await accountSessions.endAll(user.id, { reason: 'account_deleted' });
+      await users.delete(user.id);
+      await auditTrail.record({
+        action: 'account.deleted', outcome: 'success', actor, subjectUserId: user.id, subjectEmail: user.email,
+        detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
+      });
+      return { ok: true, user, sessionsEnded: ended.sessions, grantsRevoked: ended.grants };
+    },
+  };
+}

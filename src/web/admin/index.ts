@@ -1,0 +1,58 @@
+// The admin API under /admin/v1: JSON in and out, problem details for every error, limited per client address,
+// and open only to the bearers of access tokens Gatehouse issued for it (authentication.ts). Its OpenAPI document
+// (/admin/v1/openapi.json) is made from the operations' own declarations. No CORS: browsers on other origins
+// cannot call it; admin tools call it from their servers.
+import Router from '@koa/router';
+import type { Context, Middleware } from 'koa';
+import type { WebDependencies } from '../dependencies.ts';
+import type { JwtAccessTokens } from '../../oidc/jwt-access-tokens.ts';
+import type { ClientService } from '../../clients/clients.ts';
+import { ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, adminApiIdentifier } from '../../apis/admin-api.ts';
+import { authenticateAdmin } from './authentication.ts';
+import { openApiDocument, route, type Operation } from './operations.ts';
+import { answerProblems, Problem } from './problems.ts';
+import { userOperations } from './users.ts';
+
+export type AdminApiDependencies = Pick<WebDependencies, 'config' | 'logger' | 'limits' | 'users' | 'flows' | 'accountSessions' | 'afterResponseWork'> & {
+  jwtAccessTokens: Pick<JwtAccessTokens, 'verify' | 'isRevoked'>;
+  clients: Pick<ClientService, 'find'>;
+};
+
+/** The admin API, as a middleware that answers every path under its prefix (and passes the others on). */
+export function adminApi(deps: AdminApiDependencies): Middleware {
+  const { config, limits } = deps;
+  const operations = userOperations(deps);
+  const document = openApiDocument(operations, {
+    serverUrl: adminApiIdentifier(config.issuer), tokenUrl: `${config.issuer}/token`,
+    scopes: { [ADMIN_READ_SCOPE]: 'Read', [ADMIN_WRITE_SCOPE]: 'Change' },
+  });
+  const authentication = { ...deps, audience: adminApiIdentifier(config.issuer) };
+
+  const router = new Router({ prefix: ADMIN_API_PATH });
+  router.get('/openapi.json', (ctx) => {
+    ctx.set('Cache-Control', 'no-cache');
+    ctx.body = document;
+  });
+  route(router, operations, (ctx) => authenticateAdmin(ctx, authentication));
+  const routes = router.routes();
+  const problems = answerProblems(deps.logger);
+
+  return async (ctx, next) => {
+    if (ctx.path !== ADMIN_API_PATH && !ctx.path.startsWith(`${ADMIN_API_PATH}/`)) return next();
+    await problems(ctx, async () => {
+      const decision = await limits.rates.consume('admin-api-ip', ctx.ip);
+      if (!decision.allowed) throw new Problem('too-many-requests', 'Too many requests from this address: wait and try again', { retryAfterSeconds: decision.retryAfterSeconds });
+      await routes(ctx as never, async () => notAnOperation(ctx, operations));
+    });
+  };
+}
+
+/** Anything else under the prefix: 405 naming the methods a path has, or 404. */
+function notAnOperation(ctx: Context, operations: readonly Operation[]): never {
+  const known = operations.filter((operation) => new RegExp(`^${ADMIN_API_PATH}${operation.path.replace(/\{\w+\}/g, '[^/]+')}$`).test(ctx.path));
+  if (known.length) {
+    ctx.set('Allow', [...new Set(known.map((operation) => operation.method.toUpperCase()))].join(', '));
+    throw new Problem('method-not-allowed', `${ctx.method} is not an operation of ${ctx.path}`);
+  }
+  throw new Problem('not-found', `Nothing is at ${ctx.path}`);
+}

@@ -1,0 +1,30 @@
+// Lists come a page at a time: `limit` items (50 by default, 100 at most) and, when more follow, a `next_cursor`
+// to send back as `cursor`. A cursor is opaque to callers: where the page ended, as the list orders it.
+import { z } from 'zod';
+import { Problem } from './problems.ts';
+
+export const pageQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(100).default(50).describe('Items per page (1–100)'),
+  cursor: z.string().min(1).optional().describe('The next_cursor of the page before'),
+});
+
+/** A page of items of this schema. */
+export function pageOf<Item extends z.ZodType>(item: Item) {
+  return z.object({ items: z.array(item), next_cursor: z.string().nullable().describe('Send it as cursor for the next page; null on the last') });
+}
+
+export function encodeCursor(position: Record<string, string>): string {
+  return Buffer.from(JSON.stringify(position)).toString('base64url');
+}
+
+/** The position a cursor names; a cursor that is not one of ours is a 422 naming it. */
+export function decodeCursor<Position>(cursor: string | undefined, position: z.ZodType<Position>): Position | undefined {
+  if (cursor === undefined) return undefined;
+  try {
+    const parsed = position.safeParse(JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')));
+    if (parsed.success) return parsed.data;
+  } catch {
+    // not JSON: said below
+  }
+  throw new Problem('validation-failed', 'cursor is not one this API gave', { invalidParameters: [{ in: 'query', pointer: '/cursor', detail: 'not a cursor this API gave' }] });
+}
