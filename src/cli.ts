@@ -548,8 +548,8 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof RoleError || error instanceof ConfigError || error instanceof KeyError || error instanceof KeyRotationError || isInvalidClientMetadata(error)) {
-      process.stderr.write(`gatehouse: ${(error as Error & { error_description?: string }).error_description ?? (error as Error).message}\n`);
+    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof RoleError || error instanceof ConfigError || error instanceof KeyError || error instanceof KeyRotationError) {
+      process.stderr.write(`gatehouse: ${(error as Error).message}\n`);
       return 1;
     }
     if (error instanceof DependencyUnavailable) {
@@ -558,11 +558,6 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
-}
-
-function isInvalidClientMetadata(error: unknown): boolean {
-  return (error as { error?: unknown } | null)?.error === 'invalid_client_metadata'
-    || (error as { error?: unknown } | null)?.error === 'invalid_redirect_uri';
 }
 
 /** An option of clients update that can be removed: a new value, or empty to remove it; undefined when not given. */

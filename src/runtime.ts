@@ -21,6 +21,7 @@ import { loadSecrets, signingAlgorithmsOf, type Secrets } from './keys/secrets.t
 import { SigningKeyService } from './keys/signing-keys.ts';
 import { SigningKeyRing } from './keys/key-ring.ts';
 import { createProvider } from './oidc/provider.ts';
+import { clientMetadataRefusal } from './oidc/errors.ts';
 import { JwtAccessTokens } from './oidc/jwt-access-tokens.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { apiScopesOf } from './oidc/resource-servers.ts';
@@ -147,8 +148,14 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     });
     // Client registrations are checked by the engine that will read them, built just below.
     const clients = new ClientService(database.prisma, async (metadata) => {
-      await provider.Client.validate(metadata as EngineClientMetadata);
-      refusePeopleScopesForServices(metadata);
+      try {
+        await provider.Client.validate(metadata as EngineClientMetadata);
+        refusePeopleScopesForServices(metadata);
+      } catch (error) {
+        // Said as the clients' own refusal, to every door alike.
+        const refusal = clientMetadataRefusal(error);
+        throw refusal ? new ClientError(refusal) : error;
+      }
       const problem = await apis.clientSettingsProblem({
         apiScopes: [...apiScopesOf(metadata)], defaultApi: typeof metadata.default_resource === 'string' ? metadata.default_resource : undefined,
         resourceServer: typeof metadata.resource_server === 'string' ? metadata.resource_server : undefined,

@@ -247,6 +247,164 @@ test('users: roles, unlock, password reset, second factor, sessions, disable and
   t.like(deleted, { subjectUserId: user.id, actorType: 'client' });
 });
 
+test('clients: register each type (the secret shown once), read, list by type a page at a time, change with If-Match, refuse what the rules refuse, delete', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const spa = await call('POST', '/clients', { token, body: { name: 'Shop', type: 'spa', redirect_uris: ['https://shop.example/callback'] } });
+  t.is(spa.status, 201);
+  t.like(spa.body, { type: 'spa', client_name: 'Shop', token_endpoint_auth_method: 'none', redirect_uris: ['https://shop.example/callback'] });
+  t.false('client_secret' in spa.body);
+  const web = await call('POST', '/clients', { token, body: { name: 'Intranet', type: 'web', redirect_uris: ['https://intranet.example/cb'], backchannel_logout_uri: 'https://intranet.example/logout' } });
+  t.is(web.status, 201);
+  t.regex(web.body.client_secret, /^[\w-]{32,}$/);
+  const read = await call('GET', `/clients/${web.body.client_id}`, { token });
+  t.false('client_secret' in read.body, 'never shown again');
+  t.is(read.body.backchannel_logout_uri, 'https://intranet.example/logout');
+
+  const services = [];
+  for (let index = 0; index < 3; index += 1) services.push((await call('POST', '/clients', { token, body: { name: `Job ${index}`, type: 'service' } })).body);
+  const listed: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await call('GET', `/clients?type=service&limit=2${cursor ? `&cursor=${cursor}` : ''}`, { token });
+    t.true(page.body.items.length <= 2);
+    t.true(page.body.items.every((item: { type: string }) => item.type === 'service'));
+    listed.push(...page.body.items.map((item: { client_id: string }) => item.client_id));
+    cursor = page.body.next_cursor;
+  } while (cursor);
+  for (const service of services) t.true(listed.includes(service.client_id));
+  t.false(listed.includes(spa.body.client_id));
+
+  const etag = spa.headers.get('etag')!;
+  t.is((await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 2' } })).status, 428);
+  const renamed = await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'] }, headers: { 'if-match': etag } });
+  t.is(renamed.status, 200);
+  t.like(renamed.body, { client_name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'] });
+  t.is((await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 3' }, headers: { 'if-match': etag } })).status, 412);
+
+  const insecure = await call('POST', '/clients', { token, body: { name: 'Plain', type: 'spa', redirect_uris: ['http://shop.example/callback'] } });
+  t.is(insecure.status, 422);
+  t.regex(insecure.body.detail, /https/);
+  t.is((await call('POST', '/clients', { token, body: { name: 'Job', type: 'service', first_party: true } })).status, 422);
+  t.is((await call('POST', '/clients', { token, body: { name: 'Job', type: 'robot' } })).status, 422);
+
+  t.is((await call('DELETE', `/clients/${web.body.client_id}`, { token })).status, 204);
+  t.is((await call('GET', `/clients/${web.body.client_id}`, { token })).status, 404);
+  t.is((await call('DELETE', `/clients/${web.body.client_id}`, { token })).status, 404);
+});
+
+test('a client secret rotated with an overlap: old and new both work until it ends; without one, the old stops at once', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const created = (await call('POST', '/clients', { token, body: { name: 'Nightly job', type: 'service' } })).body;
+  const client: oauth.Client = { client_id: created.client_id };
+  const tokenWith = async (secret: string) => (await oauth.clientCredentialsGrantRequest(as, client, oauth.ClientSecretBasic(secret), {}, insecure)).status;
+  t.is(await tokenWith(created.client_secret), 200);
+
+  const rotated = await call('POST', `/clients/${created.client_id}/secret`, { token, body: { overlap_seconds: 600 } });
+  t.is(rotated.status, 200);
+  t.not(rotated.body.client_secret, created.client_secret);
+  t.false('previous_client_secret' in rotated.body);
+  t.is(await tokenWith(rotated.body.client_secret), 200);
+  t.is(await tokenWith(created.client_secret), 200, 'the old secret works during the overlap');
+  t.is(await tokenWith('a-guess'), 401);
+
+  const again = await call('POST', `/clients/${created.client_id}/secret`, { token, body: { overlap_seconds: 0 } });
+  t.is(await tokenWith(again.body.client_secret), 200);
+  t.is(await tokenWith(rotated.body.client_secret), 401, 'no overlap: the secret before stops at once');
+  t.is(await tokenWith(created.client_secret), 401);
+
+  const spa = (await call('POST', '/clients', { token, body: { name: 'Shop', type: 'spa', redirect_uris: ['https://shop.example/callback'] } })).body;
+  t.is((await call('POST', `/clients/${spa.client_id}/secret`, { token, body: {} })).status, 422, 'a browser app has no secret');
+  t.is((await call('POST', '/clients/nobody/secret', { token, body: {} })).status, 404);
+  const [audited] = await server.runtime.auditTrail.list({ action: 'client.secret_rotated', limit: 1 });
+  t.like(audited, { clientId: created.client_id, actorType: 'client' });
+});
+
+test('APIs and roles: register, read, page, change with If-Match, grant and revoke permissions, delete; the admin API itself stays', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const identifier = `https://api-${crypto.randomUUID().slice(0, 8)}.example/v1`;
+  const path = `/apis/${encodeURIComponent(identifier)}`;
+  const created = await call('POST', '/apis', { token, body: { identifier, name: 'Billing', scopes: [{ name: 'invoices:read', description: 'See your invoices' }], access_token_ttl: 300 } });
+  t.is(created.status, 201);
+  t.like(created.body, { identifier, access_token_format: 'jwt', access_token_ttl: 300, signing_alg: 'ES256' });
+  t.is(created.headers.get('location'), `/admin/v1${path}`);
+  t.is((await call('POST', '/apis', { token, body: { identifier, name: 'Again' } })).status, 409);
+  t.is((await call('POST', '/apis', { token, body: { identifier: 'http://api.example', name: 'Plain' } })).status, 422);
+
+  const read = await call('GET', path, { token });
+  t.is(read.body.name, 'Billing');
+  const changed = await call('PATCH', path, { token, body: { scopes: [{ name: 'invoices:read' }, { name: 'invoices:pay', description: 'Pay your invoices' }] }, headers: { 'if-match': read.headers.get('etag')! } });
+  t.is(changed.status, 200);
+  t.deepEqual(changed.body.scopes.map((scope: { name: string }) => scope.name), ['invoices:read', 'invoices:pay']);
+  t.is((await call('PATCH', path, { token, body: { name: 'Stale' }, headers: { 'if-match': read.headers.get('etag')! } })).status, 412);
+
+  const listed: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await call('GET', `/apis?limit=1${cursor ? `&cursor=${cursor}` : ''}`, { token });
+    listed.push(...page.body.items.map((item: { identifier: string }) => item.identifier));
+    cursor = page.body.next_cursor;
+  } while (cursor);
+  t.true(listed.includes(identifier));
+  t.true(listed.includes(admin), 'the admin API is an API like any other');
+  t.is((await call('DELETE', `/apis/${encodeURIComponent(admin)}`, { token })).status, 422, 'but it cannot be deleted');
+
+  const roleName = `billing-${crypto.randomUUID().slice(0, 8)}`;
+  t.is((await call('POST', '/roles', { token, body: { name: roleName, description: 'Billing clerks' } })).status, 201);
+  t.is((await call('POST', '/roles', { token, body: { name: roleName } })).status, 409);
+  const granted = await call('POST', `/roles/${roleName}/permissions`, { token, body: { api: identifier, scopes: ['invoices:read', 'invoices:pay'] } });
+  t.deepEqual(granted.body.permissions, [{ api: identifier, scopes: ['invoices:pay', 'invoices:read'] }]);
+  t.is((await call('POST', `/roles/${roleName}/permissions`, { token, body: { api: identifier, scopes: ['invoices:burn'] } })).status, 422);
+  const revoked = await call('DELETE', `/roles/${roleName}/permissions?api=${encodeURIComponent(identifier)}&scope=invoices:pay`, { token });
+  t.deepEqual(revoked.body.permissions, [{ api: identifier, scopes: ['invoices:read'] }]);
+  t.is((await call('GET', `/roles/${roleName}`, { token })).body.description, 'Billing clerks');
+  const roles = await call('GET', '/roles?limit=100', { token });
+  t.true(roles.body.items.some((entry: { name: string; permissions: Array<{ api: string }> }) => entry.name === 'admin' && entry.permissions.some((granted) => granted.api === admin)));
+  t.is((await call('DELETE', '/roles/admin', { token })).status, 422);
+  t.is((await call('DELETE', `/roles/${roleName}`, { token })).status, 204);
+  t.is((await call('GET', `/roles/${roleName}`, { token })).status, 404);
+  t.is((await call('DELETE', `/roles/${roleName}`, { token })).status, 404);
+
+  t.is((await call('DELETE', path, { token })).status, 204);
+  t.is((await call('GET', path, { token })).status, 404);
+});
+
+test.serial('keys: listed with their states; a rotation publishes new keys and a second one waits', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const before = await call('GET', '/keys', { token });
+  t.deepEqual(before.body.items.map((entry: { state: string }) => entry.state), ['signing', 'signing', 'signing']);
+  const rotated = await call('POST', '/keys/rotate', { token });
+  t.is(rotated.status, 202);
+  t.deepEqual(rotated.body.items.map((entry: { alg: string }) => entry.alg).sort(), ['ES256', 'EdDSA', 'RS256']);
+  t.is((await call('POST', '/keys/rotate', { token })).status, 409);
+  const after = await call('GET', '/keys', { token });
+  t.is(after.body.items.filter((entry: { state: string }) => entry.state === 'next').length, 3);
+  const [audited] = await server.runtime.auditTrail.list({ action: 'keys.rotated', limit: 1 });
+  t.is(audited!.actorType, 'client');
+});
+
+test('audit events: newest first, filtered by person, client, action, outcome and time, a page at a time', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const email = uniqueEmail('audited');
+  const created = await call('POST', '/users', { token, body: { email, password: PASSWORD } });
+  await call('POST', `/users/${created.body.id}/disable`, { token });
+  await call('POST', `/users/${created.body.id}/enable`, { token });
+  await server.runtime.auditTrail.flush();
+  const byUser = await call('GET', `/audit-events?user_id=${created.body.id}`, { token });
+  t.deepEqual(byUser.body.items.map((event: { action: string }) => event.action), ['account.enabled', 'account.disabled', 'sessions.ended_all', 'account.created']);
+  t.like(byUser.body.items[0], { actor_type: 'client', subject_email: email, outcome: 'success' });
+  t.deepEqual((await call('GET', `/audit-events?user_email=${email}&action=account.dis*`, { token })).body.items.map((event: { action: string }) => event.action), ['account.disabled']);
+  const first = await call('GET', `/audit-events?user_id=${created.body.id}&limit=2`, { token });
+  t.is(first.body.items.length, 2);
+  const rest = await call('GET', `/audit-events?user_id=${created.body.id}&limit=2&cursor=${first.body.next_cursor}`, { token });
+  t.deepEqual(rest.body.items.map((event: { action: string }) => event.action), ['sessions.ended_all', 'account.created']);
+  t.is(rest.body.next_cursor, null);
+  const since = encodeURIComponent(new Date(Date.now() + 60_000).toISOString());
+  t.is((await call('GET', `/audit-events?user_id=${created.body.id}&since=${since}`, { token })).body.items.length, 0);
+  t.is((await call('GET', `/audit-events?user_id=${created.body.id}&outcome=failure`, { token })).body.items.length, 0);
+  t.is((await call('GET', `/audit-events?client_id=nobody`, { token })).body.items.length, 0);
+  t.is((await call('GET', '/audit-events?since=yesterday', { token })).status, 422);
+});
+
 test.after('every operation of the document was called', (t) => {
   const all = Object.values(document.paths).flatMap((methods) => Object.values(methods).map((operation) => operation.operationId));
   t.deepEqual(all.filter((id) => !called.has(id)), []);

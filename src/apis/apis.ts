@@ -48,6 +48,15 @@ export class ApiError extends Error {
   override name = 'ApiError';
 }
 
+/** The API changed since the version a change was made to. */
+export class ApiChangedMeanwhile extends ApiError {
+  override name = 'ApiChangedMeanwhile';
+
+  constructor() {
+    super('the API changed meanwhile: read it again');
+  }
+}
+
 /**
  * Scope names that already mean something here: the OpenID scopes about the person, and `roles`. An API's own
  * scopes are named apart from them (Auth0 and Logto suggest `read:orders` or `orders:read`).
@@ -98,14 +107,16 @@ export class ApiService {
   }
 
   /** Changes an API; undefined when no API has that identifier. */
-  async update(identifier: string, changes: ApiChanges, actor: AuditActor = { type: 'admin' }): Promise<Api | undefined> {
+  /** `unchangedSince`: the version (updatedAt) it was read at; ApiChangedMeanwhile when it moved on since. */
+  async update(identifier: string, changes: ApiChanges, actor: AuditActor = { type: 'admin' }, unchangedSince?: Date): Promise<Api | undefined> {
     if (identifier === this.#options.builtIn && changes.scopes) throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes cannot be changed`);
     if (!await this.find(identifier)) return undefined;
     const fields = this.#checked(changes);
-    const row = await this.#prisma.api.update({
-      where: { identifier },
+    const [row] = await this.#prisma.api.updateManyAndReturn({
+      where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
       data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
     });
+    if (!row) throw new ApiChangedMeanwhile();
     await this.#audit.record({
       action: 'api.updated', outcome: 'success', actor,
       detail: { identifier, changed: Object.keys(changes).filter((key) => changes[key as keyof ApiChanges] !== undefined).join(' ') },
@@ -147,6 +158,12 @@ export class ApiService {
   /** Every API, by identifier. */
   async list(): Promise<Api[]> {
     return (await this.#prisma.api.findMany({ orderBy: { identifier: 'asc' } })).map(toApi);
+  }
+
+  /** A page of APIs by identifier, after the one given, and whether more follow. */
+  async page(page: { after?: string | undefined; limit: number }): Promise<{ apis: Api[]; more: boolean }> {
+    const rows = await this.#prisma.api.findMany({ where: page.after ? { identifier: { gt: page.after } } : {}, orderBy: { identifier: 'asc' }, take: page.limit + 1 });
+    return { apis: rows.slice(0, page.limit).map(toApi), more: rows.length > page.limit };
   }
 
   /** The longest any API's access tokens live, in seconds (0 without APIs). */

@@ -15,7 +15,7 @@ export const AUDIT_ACTIONS = [
   'email.verified', 'email_change.requested', 'email.changed', 'email.restored',
   'refresh_token.reused', 'authorization_code.reused', 'grant.revoked', 'consent.withdrawn',
   'session.ended', 'sessions.ended_all', 'logout.delivered', 'logout.failed',
-  'client.created', 'client.updated', 'client.deleted',
+  'client.created', 'client.updated', 'client.deleted', 'client.secret_rotated',
   'api.created', 'api.updated', 'api.deleted',
   'role.created', 'role.deleted', 'role.granted', 'role.revoked', 'account.role_added', 'account.role_removed',
   'keys.rotated',
@@ -69,6 +69,14 @@ export interface AuditQuery {
   /** An action name, or a prefix ending in `*` (`login.*`). */
   action?: string | undefined;
   since?: Date | undefined;
+  /** Events before this moment only. */
+  until?: Date | undefined;
+  /** Events about this account (by id). */
+  userId?: string | undefined;
+  clientId?: string | undefined;
+  outcome?: AuditOutcome | undefined;
+  /** Where a page starts: the events older than this one (newest first). */
+  before?: { occurredAt: Date; id: string } | undefined;
   /** Most events returned, newest first. */
   limit: number;
 }
@@ -126,6 +134,12 @@ export class AuditTrail {
   async list(query: AuditQuery): Promise<AuditEvent[]> {
     const where: PrismaTypes.AuditEventWhereInput[] = [];
     if (query.since) where.push({ occurredAt: { gte: query.since } });
+    if (query.until) where.push({ occurredAt: { lt: query.until } });
+    // An id that is no account's matches nothing (the column holds ids only).
+    if (query.userId !== undefined) where.push(uuidSchema.safeParse(query.userId).success ? { subjectUserId: query.userId } : { id: { in: [] } });
+    if (query.clientId !== undefined) where.push({ clientId: query.clientId });
+    if (query.outcome) where.push({ outcome: query.outcome });
+    if (query.before) where.push({ OR: [{ occurredAt: { lt: query.before.occurredAt } }, { occurredAt: query.before.occurredAt, id: { lt: query.before.id } }] });
     if (query.action) {
       where.push(query.action.endsWith('*') ? { action: { startsWith: query.action.slice(0, -1) } } : { action: query.action });
     }

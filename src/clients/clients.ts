@@ -5,7 +5,7 @@ import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import type { ClientCache } from './client-cache.ts';
-import { originOf } from '../urls.ts';
+import { originOf, secureUriProblem } from '../urls.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
 
@@ -68,6 +68,15 @@ export class ClientError extends Error {
   override name = 'ClientError';
 }
 
+/** The client changed since the version a change was made to (another administrator's change, at the same time). */
+export class ClientChangedMeanwhile extends ClientError {
+  override name = 'ClientChangedMeanwhile';
+
+  constructor() {
+    super('the client changed meanwhile: read it again');
+  }
+}
+
 /** Checks metadata the way the engine will read it (oidc-provider's Client.validate). */
 export type ClientMetadataValidator = (metadata: ClientMetadata) => Promise<void>;
 
@@ -101,12 +110,15 @@ export class ClientService {
 
   /**
    * Changes a client's name, redirect URIs, post-logout redirect URIs or scope; what is not given stays.
-   * Its id, kind and secret never change. Undefined when there is no such client.
+   * Its id, kind and secret never change. Undefined when there is no such client. `unchangedSince`: the version
+   * (updatedAt) it was read at; ClientChangedMeanwhile when it moved on, or when it changes during this one.
    */
-  async update(clientId: string, changes: ClientChanges, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata | undefined> {
+  async update(clientId: string, changes: ClientChanges, actor: AuditActor = { type: 'admin' }, unchangedSince?: Date): Promise<ClientMetadata | undefined> {
     // From the database itself: the change is made to what is stored, never to a copy in memory.
-    const current = CLIENT_ID_SYNTAX.test(clientId) ? await this.#load(clientId) : undefined;
-    if (!current) return undefined;
+    const stored = CLIENT_ID_SYNTAX.test(clientId) ? await this.record(clientId) : undefined;
+    if (!stored) return undefined;
+    if (unchangedSince && stored.updatedAt.getTime() !== unchangedSince.getTime()) throw new ClientChangedMeanwhile();
+    const current = stored.metadata;
     const name = changes.name?.trim();
     if (changes.name !== undefined && !name) throw new ClientError('a client needs a name');
     const type = clientTypeOf(current);
@@ -116,7 +128,7 @@ export class ClientService {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
     if (!isService && changes.redirectUris && !changes.redirectUris.length) throw new ClientError('a client that signs people in needs at least one redirect URI');
-    if (type === 'native') checkNativeRedirects([...changes.redirectUris ?? [], ...changes.postLogoutRedirectUris ?? []]);
+    checkRedirects(type, [...changes.redirectUris ?? [], ...changes.postLogoutRedirectUris ?? []]);
     const metadata: ClientMetadata = {
       ...withoutLogoutUris(current, { back: changes.backchannelLogoutUri !== undefined, front: changes.frontchannelLogoutUri !== undefined }),
       ...logoutMetadata(type, { back: changes.backchannelLogoutUri ?? undefined, front: changes.frontchannelLogoutUri ?? undefined }),
@@ -131,7 +143,9 @@ export class ClientService {
     for (const [setting, key] of API_SETTINGS) if (changes[setting] !== undefined) delete metadata[key];
     Object.assign(metadata, apiMetadata({ apiScopes: changes.apiScopes, defaultApi: changes.defaultApi ?? undefined, resourceServer: changes.resourceServer ?? undefined }));
     await this.#validate(metadata);
-    await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: metadata as unknown as JsonObject } });
+    // Only if no one changed it since it was read here: two changes at once never lose one.
+    const { count } = await this.#prisma.client.updateMany({ where: { id: clientId, updatedAt: stored.updatedAt }, data: { metadata: metadata as unknown as JsonObject } });
+    if (!count) throw new ClientChangedMeanwhile();
     await this.#cache.changed(clientId);
     await this.#audit.record({
       action: 'client.updated', outcome: 'success', actor, clientId,
@@ -152,6 +166,58 @@ export class ClientService {
     await this.#cache.changed(clientId);
     await this.#audit.record({ action: 'client.deleted', outcome: 'success', actor, clientId });
     return true;
+  }
+
+  /** A client as stored, with its history (from the database, never from memory); undefined when there is none. */
+  async record(clientId: string): Promise<ClientRecord | undefined> {
+    if (!CLIENT_ID_SYNTAX.test(clientId)) return undefined;
+    const row = await this.#prisma.client.findUnique({ where: { id: clientId } });
+    return row ? { metadata: row.metadata as ClientMetadata, createdAt: row.createdAt, updatedAt: row.updatedAt } : undefined;
+  }
+
+  /** A page of clients, oldest first (of one type, when given), and whether more follow. */
+  async page(filter: { type?: ClientType | undefined }, page: { after?: { createdAt: Date; id: string } | undefined; limit: number }): Promise<{ clients: ClientRecord[]; more: boolean }> {
+    // The type is read from the metadata (clientTypeOf), so the page is filled from as many rows as it takes.
+    const records: ClientRecord[] = [];
+    let after = page.after;
+    for (;;) {
+      const rows = await this.#prisma.client.findMany({
+        where: after ? { OR: [{ createdAt: { gt: after.createdAt } }, { createdAt: after.createdAt, id: { gt: after.id } }] } : {},
+        orderBy: [{ createdAt: 'asc' }, { id: 'asc' }], take: 200,
+      });
+      for (const row of rows) {
+        const metadata = row.metadata as ClientMetadata;
+        if (filter.type && clientTypeOf(metadata) !== filter.type) continue;
+        if (records.length === page.limit) return { clients: records, more: true };
+        records.push({ metadata, createdAt: row.createdAt, updatedAt: row.updatedAt });
+      }
+      if (rows.length < 200) return { clients: records, more: false };
+      const last = rows.at(-1)!;
+      after = { createdAt: last.createdAt, id: last.id };
+    }
+  }
+
+  /**
+   * Gives a client with a secret a new one. The old one is still accepted for `overlapSeconds` (0: not at all),
+   * so the application can be given the new secret without an outage. Undefined when there is no such client;
+   * a client without a secret (a browser or native app) is refused.
+   */
+  async rotateSecret(clientId: string, overlapSeconds: number, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata | undefined> {
+    const stored = await this.record(clientId);
+    if (!stored) return undefined;
+    const { metadata } = stored;
+    if (typeof metadata.client_secret !== 'string') throw new ClientError(`a ${clientTypeOf(metadata)} client has no secret`);
+    const rotated: ClientMetadata = { ...metadata, client_secret: newSecret() };
+    delete rotated[PREVIOUS_CLIENT_SECRET];
+    delete rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
+    if (overlapSeconds > 0) {
+      rotated[PREVIOUS_CLIENT_SECRET] = metadata.client_secret;
+      rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT] = Math.floor(Date.now() / 1000) + overlapSeconds;
+    }
+    await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: rotated as unknown as JsonObject } });
+    await this.#cache.changed(clientId);
+    await this.#audit.record({ action: 'client.secret_rotated', outcome: 'success', actor, clientId, detail: { overlapSeconds } });
+    return rotated;
   }
 
   /** Every registered client, oldest first, as stored (the secret included: print them without it). */
@@ -205,6 +271,17 @@ export class ClientService {
   }
 }
 
+/** A client's metadata with when it was registered and last changed (its version). */
+export interface ClientRecord {
+  metadata: ClientMetadata;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** After a secret rotation, the secret before it, accepted until the epoch second in its sibling (metadata). */
+export const PREVIOUS_CLIENT_SECRET = 'previous_client_secret';
+export const PREVIOUS_CLIENT_SECRET_EXPIRES_AT = 'previous_client_secret_expires_at';
+
 /** Which of the kinds a registered client is, read from its metadata. */
 export function clientTypeOf(metadata: ClientMetadata): ClientType {
   if (Array.isArray(metadata.grant_types) && metadata.grant_types.includes('client_credentials')) return 'service';
@@ -213,7 +290,7 @@ export function clientTypeOf(metadata: ClientMetadata): ClientType {
 }
 
 /** A client's metadata as an administrator may see it again: without its secret, shown once at creation. */
-export function withoutSecret({ client_secret: _secret, ...shown }: ClientMetadata): ClientMetadata {
+export function withoutSecret({ client_secret: _secret, [PREVIOUS_CLIENT_SECRET]: _previous, ...shown }: ClientMetadata): ClientMetadata {
   return shown;
 }
 
@@ -291,7 +368,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     };
   }
   if (!redirectUris.length) throw new ClientError(`a ${input.type} client needs at least one redirect URI`);
-  if (input.type === 'native') checkNativeRedirects([...redirectUris, ...postLogoutRedirectUris]);
+  checkRedirects(input.type, [...redirectUris, ...postLogoutRedirectUris]);
   if (input.tokenEndpointAuthMethod && input.type !== 'web') throw new ClientError(`a ${input.type} client has no secret to present: only a web client takes a token endpoint auth method`);
   const browserFlow = {
     ...common,
@@ -325,6 +402,18 @@ export function nativeRedirectProblem(uri: string): string | undefined {
   }
   const scheme = parsed.protocol.slice(0, -1);
   return scheme.includes('.') ? undefined : 'a private-use scheme is a reversed domain name the app\'s publisher owns, like com.example.app:/callback';
+}
+
+/**
+ * A browser or web app's redirect URIs are https (a code sent over plain http can be read on the way), or http on
+ * the loopback interface while it is developed; a native app's follow RFC 8252.
+ */
+function checkRedirects(type: ClientType, uris: readonly string[]): void {
+  if (type === 'native') return checkNativeRedirects(uris);
+  for (const uri of uris) {
+    const problem = secureUriProblem(uri);
+    if (problem) throw new ClientError(`redirect URI ${uri} ${problem}`);
+  }
 }
 
 function checkNativeRedirects(uris: readonly string[]): void {

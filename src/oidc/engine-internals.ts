@@ -2,7 +2,8 @@
 // AsyncLocalStorage), its sessions and their cookie, interactions, grants and their revocation, logout tokens,
 // and the engine methods Gatehouse wraps or replaces (the client lookup, to check token requests; back-channel
 // logout and the ID token's sid). An engine upgrade is checked here.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT } from '../clients/clients.ts';
 import Provider, { type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Context } from 'koa';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
@@ -80,6 +81,29 @@ export function takeOverLogoutNotices(provider: Provider): void {
  */
 export function useSigningKeys(provider: Provider, jwks: { keys: object[] }): void {
   initializeKeystore.call(provider, jwks);
+}
+
+/**
+ * After a client's secret is rotated (src/clients/clients.ts), the secret before it is accepted too until its
+ * time is up, so the application can be given the new one without an outage. The engine compares one secret
+ * (lib/models/client.js compareClientSecret, awaited by lib/shared/client_auth.js); this also compares the other.
+ */
+export function acceptPreviousClientSecrets(provider: Provider): void {
+  type Compared = Record<string, unknown> & { compareClientSecret(actual: string): Promise<boolean> | boolean };
+  const prototype = provider.Client.prototype as unknown as Compared;
+  const compareCurrent = prototype.compareClientSecret;
+  prototype.compareClientSecret = async function compareClientSecret(this: Compared, actual: string) {
+    if (await compareCurrent.call(this, actual)) return true;
+    const previous = this[PREVIOUS_CLIENT_SECRET];
+    const until = this[PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
+    return typeof previous === 'string' && typeof until === 'number' && until > Date.now() / 1000 && sameSecret(previous, actual);
+  };
+}
+
+/** Compares in constant time (hashes are of equal length whatever was sent). */
+function sameSecret(expected: string, actual: string): boolean {
+  const digest = (text: string) => createHash('sha256').update(text).digest();
+  return timingSafeEqual(digest(expected), digest(actual));
 }
 
 /** Engine.revokeGrant, for the provider's own configuration, which has the provider but no Engine. */

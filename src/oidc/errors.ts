@@ -47,3 +47,9 @@ export async function asProviderError<T>(work: () => Promise<T>): Promise<T> {
     throw error;
   }
 }
+
+/** The engine's refusal of client metadata (invalid_client_metadata, invalid_redirect_uri), as its description; undefined for anything else. */
+export function clientMetadataRefusal(error: unknown): string | undefined {
+  if (!(error instanceof errors.InvalidClientMetadata) && !(error instanceof errors.InvalidRedirectUri)) return undefined;
+  return (error as { error_description?: string }).error_description ?? error.message;
+}

@@ -2,7 +2,7 @@
 // exact redirect URIs, storage through the adapter, accounts from PostgreSQL and Gatehouse's own pages.
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
-import type { ClientService } from '../clients/clients.ts';
+import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT, type ClientService } from '../clients/clients.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { ConsentService } from '../accounts/consents.ts';
@@ -18,7 +18,7 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { newGrant, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
+import { acceptPreviousClientSecrets, newGrant, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
@@ -121,11 +121,16 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
     // loa:1 password, loa:2 password and second factor (src/oidc/assurance.ts).
     acrValues: [...ACR_VALUES],
     extraClientMetadata: {
-      properties: [REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER],
+      properties: [
+        REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER,
+        PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT,
+      ],
       validator: (_ctx, key, value, metadata) => {
         if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY || key === FRONTCHANNEL_LOGOUT_SESSION_REQUIRED) && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata(`${key} must be true or false`);
         }
+        if (key === PREVIOUS_CLIENT_SECRET && value !== undefined && typeof value !== 'string') throw new errors.InvalidClientMetadata(`${key} must be a string`);
+        if (key === PREVIOUS_CLIENT_SECRET_EXPIRES_AT && value !== undefined && !Number.isSafeInteger(value)) throw new errors.InvalidClientMetadata(`${key} must be a time (epoch seconds)`);
         if (key === API_SCOPES && value !== undefined && (typeof value !== 'string' || !value.split(' ').every((scope) => SCOPE_TOKEN.test(scope)))) {
           throw new errors.InvalidClientMetadata(`${key} must be scope names separated by spaces`);
         }
@@ -227,6 +232,7 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
   provider.use(logoutReturnsToClient(pages));
   provider.use(logoutReachesApplications(provider, logoutNotices, pages));
   takeOverLogoutNotices(provider);
+  acceptPreviousClientSecrets(provider);
   signingKeys.onChange((jwks) => useSigningKeys(provider, jwks));
   return provider;
 }

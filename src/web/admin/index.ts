@@ -12,16 +12,18 @@ import { authenticateAdmin } from './authentication.ts';
 import { openApiDocument, route, type Operation } from './operations.ts';
 import { answerProblems, Problem } from './problems.ts';
 import { userOperations } from './users.ts';
+import { clientOperations } from './clients.ts';
+import { settingsOperations, type AdminSettingsDependencies } from './settings.ts';
 
-export type AdminApiDependencies = Pick<WebDependencies, 'config' | 'logger' | 'limits' | 'users' | 'flows' | 'accountSessions' | 'afterResponseWork'> & {
+export type AdminApiDependencies = Pick<WebDependencies, 'config' | 'logger' | 'limits' | 'users' | 'flows' | 'accountSessions' | 'afterResponseWork'> & AdminSettingsDependencies & {
   jwtAccessTokens: Pick<JwtAccessTokens, 'verify' | 'isRevoked'>;
-  clients: Pick<ClientService, 'find'>;
+  clients: Pick<ClientService, 'find' | 'create' | 'record' | 'page' | 'update' | 'delete' | 'rotateSecret'>;
 };
 
 /** The admin API, as a middleware that answers every path under its prefix (and passes the others on). */
 export function adminApi(deps: AdminApiDependencies): Middleware {
   const { config, limits } = deps;
-  const operations = userOperations(deps);
+  const operations = [...userOperations(deps), ...clientOperations(deps), ...settingsOperations(deps)];
   const document = openApiDocument(operations, {
     serverUrl: adminApiIdentifier(config.issuer), tokenUrl: `${config.issuer}/token`,
     scopes: { [ADMIN_READ_SCOPE]: 'Read', [ADMIN_WRITE_SCOPE]: 'Change' },

@@ -1,0 +1,274 @@
+// /admin/v1/apis, /roles, /keys and /audit-events: the APIs that accept Gatehouse's tokens, the roles that bound
+// what people are granted at them, the signing keys, and the audit trail — each through the same service as
+// the CLI.
+import { z } from 'zod';
+import { ACCESS_TOKEN_FORMATS, ApiChangedMeanwhile, ApiError, type Api, type ApiService } from '../../apis/apis.ts';
+import { ADMIN_ROLE, ROLE_NAME, RoleError, type Role, type RoleService } from '../../apis/roles.ts';
+import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
+import { SIGNING_ALGORITHMS } from '../../keys/secrets.ts';
+import { KeyRotationError } from '../../keys/signing-keys.ts';
+import type { KeyDescription, SigningKeyRing } from '../../keys/key-ring.ts';
+import { AUDIT_ACTIONS, type AuditEvent, type AuditTrail } from '../../audit/audit.ts';
+import { actorOf } from './authentication.ts';
+import { operation, type Operation, type Reply } from './operations.ts';
+import { Problem } from './problems.ts';
+import { decodeCursor, encodeCursor, pageOf, pageQuery } from './paging.ts';
+import { etag, ifMatch } from './versions.ts';
+
+export interface AdminSettingsDependencies {
+  apis: Pick<ApiService, 'create' | 'find' | 'page' | 'update' | 'delete'>;
+  roles: Pick<RoleService, 'create' | 'find' | 'list' | 'delete' | 'grant' | 'revoke'>;
+  signingKeys: Pick<SigningKeyRing, 'list' | 'rotate'>;
+  auditTrail: Pick<AuditTrail, 'list'>;
+}
+
+const scopeList = z.array(z.object({ name: z.string().min(1).max(128), description: z.string().max(200).optional() })).max(100);
+const api = z.object({
+  identifier: z.string(), name: z.string(), scopes: z.array(z.object({ name: z.string(), description: z.string().optional() })),
+  access_token_format: z.enum(ACCESS_TOKEN_FORMATS), access_token_ttl: z.number().int(), signing_alg: z.enum(SIGNING_ALGORITHMS),
+  created_at: z.iso.datetime(), updated_at: z.iso.datetime(),
+});
+const apiIdentifier = z.strictObject({ identifier: z.string().describe('The API\'s identifier, URL-encoded') });
+const role = z.object({ name: z.string(), description: z.string().nullable(), permissions: z.array(z.object({ api: z.string(), scopes: z.array(z.string()) })) });
+const roleName = z.strictObject({ name: z.string().regex(ROLE_NAME, 'a role name: letters, digits and . _ : - (at most 64)') });
+const permission = z.strictObject({ api: z.string().min(1), scopes: z.array(z.string().min(1)).min(1).max(100) });
+const key = z.object({
+  kid: z.string(), alg: z.string(), state: z.enum(['next', 'signing', 'retired', 'expired', 'configured']),
+  created_at: z.iso.datetime().nullable(), signs_from: z.iso.datetime().nullable(), retires_at: z.iso.datetime().nullable(), expires_at: z.iso.datetime().nullable(),
+});
+const auditEvent = z.object({
+  id: z.string(), occurred_at: z.iso.datetime(), action: z.string(), outcome: z.enum(['success', 'failure']),
+  actor_type: z.enum(['user', 'client', 'admin', 'system']), actor_id: z.string().nullable(), subject_user_id: z.string().nullable(), subject_email: z.string().nullable(),
+  client_id: z.string().nullable(), ip: z.string().nullable(), user_agent: z.string().nullable(), detail: z.record(z.string(), z.unknown()),
+});
+
+function apiView(entry: Api): Reply {
+  return {
+    body: {
+      identifier: entry.identifier, name: entry.name, scopes: entry.scopes, access_token_format: entry.accessTokenFormat, access_token_ttl: entry.accessTokenTtl,
+      signing_alg: entry.signingAlg, created_at: entry.createdAt.toISOString(), updated_at: entry.updatedAt.toISOString(),
+    },
+    headers: { ETag: etag(entry.updatedAt) },
+  };
+}
+
+function roleView(entry: Role): z.infer<typeof role> {
+  return { name: entry.name, description: entry.description ?? null, permissions: entry.permissions };
+}
+
+function keyView(entry: KeyDescription): z.infer<typeof key> {
+  const when = (moment: Date | undefined) => moment?.toISOString() ?? null;
+  return { kid: entry.kid, alg: entry.alg, state: entry.state, created_at: when(entry.createdAt), signs_from: when(entry.signsFrom), retires_at: when(entry.retiresAt), expires_at: when(entry.expiresAt) };
+}
+
+function eventView(event: AuditEvent): z.infer<typeof auditEvent> {
+  return {
+    id: event.id, occurred_at: event.occurredAt.toISOString(), action: event.action, outcome: event.outcome, actor_type: event.actorType, actor_id: event.actorId,
+    subject_user_id: event.subjectUserId, subject_email: event.subjectEmail, client_id: event.clientId, ip: event.ip, user_agent: event.userAgent, detail: event.detail,
+  };
+}
+
+/** What the services refuse (an identifier that is not a URL, a scope an API does not define) is the caller's mistake. */
+async function refusedAs422<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof ApiChangedMeanwhile) throw new Problem('precondition-failed', 'The API changed since it was read: read it again');
+    if (error instanceof ApiError || error instanceof RoleError) {
+      throw new Problem(/already/.test(error.message) ? 'conflict' : /^no (role|API) /.test(error.message) ? 'not-found' : 'validation-failed', error.message);
+    }
+    throw error;
+  }
+}
+
+export function settingsOperations({ apis, roles, signingKeys, auditTrail }: AdminSettingsDependencies): Operation[] {
+  async function foundApi(identifier: string): Promise<Api> {
+    const found = await apis.find(identifier);
+    if (!found) throw new Problem('not-found', `No API has the identifier ${identifier}`);
+    return found;
+  }
+  async function foundRole(name: string): Promise<Role> {
+    const found = await roles.find(name);
+    if (!found) throw new Problem('not-found', `No role ${name}`);
+    return found;
+  }
+
+  return [
+    operation({
+      id: 'listApis', tag: 'apis', method: 'get', path: '/apis', scope: ADMIN_READ_SCOPE, summary: 'List the APIs, by identifier, a page at a time',
+      query: pageQuery,
+      answers: { 200: { description: 'A page of APIs', schema: pageOf(api) } },
+      async handle({ query }) {
+        const after = decodeCursor(query.cursor, z.object({ identifier: z.string() }));
+        const { apis: page, more } = await apis.page({ after: after?.identifier, limit: query.limit });
+        const last = page.at(-1);
+        return { body: { items: page.map((entry) => apiView(entry).body), next_cursor: more && last ? encodeCursor({ identifier: last.identifier }) : null } };
+      },
+    }),
+    operation({
+      id: 'createApi', tag: 'apis', method: 'post', path: '/apis', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Register an API: its identifier is its tokens\' audience (RFC 8707 resource indicator)',
+      body: z.strictObject({
+        identifier: z.string().min(1), name: z.string().min(1).max(200), scopes: scopeList.default([]),
+        access_token_format: z.enum(ACCESS_TOKEN_FORMATS).optional(), access_token_ttl: z.number().int().optional(), signing_alg: z.enum(SIGNING_ALGORITHMS).optional(),
+      }),
+      answers: { 201: { description: 'The API', schema: api, headers: ['Location', 'ETag'] } },
+      problems: [409],
+      async handle({ body, caller, ctx }) {
+        const created = await refusedAs422(() => apis.create({
+          identifier: body.identifier, name: body.name, scopes: body.scopes, accessTokenFormat: body.access_token_format, accessTokenTtl: body.access_token_ttl, signingAlg: body.signing_alg,
+        }, actorOf(caller)));
+        const reply = apiView(created);
+        return { ...reply, status: 201, headers: { ...reply.headers, Location: `${ctx.path}/${encodeURIComponent(created.identifier)}` } };
+      },
+    }),
+    operation({
+      id: 'getApi', tag: 'apis', method: 'get', path: '/apis/{identifier}', scope: ADMIN_READ_SCOPE, summary: 'Read an API',
+      params: apiIdentifier,
+      answers: { 200: { description: 'The API', schema: api, headers: ['ETag'] } },
+      problems: [404],
+      async handle({ params }) {
+        return apiView(await foundApi(params.identifier));
+      },
+    }),
+    operation({
+      id: 'updateApi', tag: 'apis', method: 'patch', path: '/apis/{identifier}', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Change an API (scopes given replace the old ones); its identifier stays', ifMatch: true,
+      params: apiIdentifier,
+      body: z.strictObject({
+        name: z.string().min(1).max(200).optional(), scopes: scopeList.optional(), access_token_format: z.enum(ACCESS_TOKEN_FORMATS).optional(),
+        access_token_ttl: z.number().int().optional(), signing_alg: z.enum(SIGNING_ALGORITHMS).optional(),
+      }),
+      answers: { 200: { description: 'The API', schema: api, headers: ['ETag'] } },
+      problems: [404, 412, 428],
+      async handle({ params, body, caller, ctx }) {
+        const unchangedSince = ifMatch(ctx);
+        const updated = await refusedAs422(() => apis.update(params.identifier, {
+          name: body.name, scopes: body.scopes, accessTokenFormat: body.access_token_format, accessTokenTtl: body.access_token_ttl, signingAlg: body.signing_alg,
+        }, actorOf(caller), unchangedSince));
+        if (!updated) throw new Problem('not-found', `No API has the identifier ${params.identifier}`);
+        return apiView(updated);
+      },
+    }),
+    operation({
+      id: 'deleteApi', tag: 'apis', method: 'delete', path: '/apis/{identifier}', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Remove an API: no token is issued for it again (those issued expire as they would)',
+      params: apiIdentifier,
+      answers: { 204: { description: 'Removed' } },
+      problems: [404],
+      async handle({ params, caller }) {
+        if (!await refusedAs422(() => apis.delete(params.identifier, actorOf(caller)))) throw new Problem('not-found', `No API has the identifier ${params.identifier}`);
+        return {};
+      },
+    }),
+    operation({
+      id: 'listRoles', tag: 'roles', method: 'get', path: '/roles', scope: ADMIN_READ_SCOPE, summary: 'List the roles and what each permits, by name',
+      query: pageQuery,
+      answers: { 200: { description: 'A page of roles', schema: pageOf(role) } },
+      async handle({ query }) {
+        const after = decodeCursor(query.cursor, z.object({ name: z.string() }));
+        const all = (await roles.list()).filter((entry) => !after || entry.name > after.name);
+        const page = all.slice(0, query.limit);
+        return { body: { items: page.map(roleView), next_cursor: all.length > query.limit ? encodeCursor({ name: page.at(-1)!.name }) : null } };
+      },
+    }),
+    operation({
+      id: 'createRole', tag: 'roles', method: 'post', path: '/roles', scope: ADMIN_WRITE_SCOPE, summary: 'Make a role',
+      body: z.strictObject({ name: roleName.shape.name, description: z.string().max(200).optional() }),
+      answers: { 201: { description: 'The role', schema: role, headers: ['Location'] } },
+      problems: [409],
+      async handle({ body, caller, ctx }) {
+        const created = await refusedAs422(() => roles.create(body.name, body.description, actorOf(caller)));
+        return { status: 201, body: roleView(created), headers: { Location: `${ctx.path}/${created.name}` } };
+      },
+    }),
+    operation({
+      id: 'getRole', tag: 'roles', method: 'get', path: '/roles/{name}', scope: ADMIN_READ_SCOPE, summary: 'Read a role and what it permits',
+      params: roleName,
+      answers: { 200: { description: 'The role', schema: role } },
+      problems: [404],
+      async handle({ params }) {
+        return { body: roleView(await foundRole(params.name)) };
+      },
+    }),
+    operation({
+      id: 'deleteRole', tag: 'roles', method: 'delete', path: '/roles/{name}', scope: ADMIN_WRITE_SCOPE,
+      summary: `Remove a role (never ${ADMIN_ROLE}); people who had it lose what it permitted`,
+      params: roleName,
+      answers: { 204: { description: 'Removed' } },
+      problems: [404],
+      async handle({ params, caller }) {
+        if (!await refusedAs422(() => roles.delete(params.name, actorOf(caller)))) throw new Problem('not-found', `No role ${params.name}`);
+        return {};
+      },
+    }),
+    operation({
+      id: 'grantRolePermission', tag: 'roles', method: 'post', path: '/roles/{name}/permissions', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Let the role\'s people be granted these scopes of an API',
+      params: roleName, body: permission,
+      answers: { 200: { description: 'The role', schema: role } },
+      problems: [404],
+      async handle({ params, body, caller }) {
+        return { body: roleView(await refusedAs422(() => roles.grant(params.name, body.api, body.scopes, actorOf(caller)))) };
+      },
+    }),
+    operation({
+      id: 'revokeRolePermission', tag: 'roles', method: 'delete', path: '/roles/{name}/permissions', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Take scopes of an API back from the role',
+      params: roleName,
+      query: z.strictObject({ api: z.string().min(1), scope: z.union([z.string().min(1), z.array(z.string().min(1))]).transform((value) => [value].flat()) }),
+      answers: { 200: { description: 'The role', schema: role } },
+      problems: [404],
+      async handle({ params, query, caller }) {
+        return { body: roleView(await refusedAs422(() => roles.revoke(params.name, query.api, query.scope, actorOf(caller)))) };
+      },
+    }),
+    operation({
+      id: 'listKeys', tag: 'keys', method: 'get', path: '/keys', scope: ADMIN_READ_SCOPE,
+      summary: 'The signing keys and what each does: next (published, signs from signs_from), signing, retired, expired; or configured (JWKS)',
+      answers: { 200: { description: 'The keys, oldest first', schema: z.object({ items: z.array(key) }) } },
+      async handle() {
+        return { body: { items: (await signingKeys.list()).map(keyView) } };
+      },
+    }),
+    operation({
+      id: 'rotateKeys', tag: 'keys', method: 'post', path: '/keys/rotate', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Start a rotation: new keys are published now and sign after KEY_ROTATION_DELAY; the keys they replace stay published until their tokens expire',
+      answers: { 202: { description: 'The new keys', schema: z.object({ items: z.array(key) }) } },
+      problems: [409],
+      async handle({ caller }) {
+        try {
+          const created = await signingKeys.rotate(actorOf(caller));
+          return { status: 202, body: { items: created.map((entry) => keyView({ ...entry, state: 'next' })) } };
+        } catch (error) {
+          if (error instanceof KeyRotationError) throw new Problem('conflict', error.message);
+          throw error;
+        }
+      },
+    }),
+    operation({
+      id: 'listAuditEvents', tag: 'audit', method: 'get', path: '/audit-events', scope: ADMIN_READ_SCOPE,
+      summary: 'The audit trail, newest first, a page at a time; each filter narrows',
+      query: pageQuery.extend({
+        user_email: z.string().min(1).optional().describe('Events about the person with this address (their account\'s, and attempts with the address)'),
+        user_id: z.string().min(1).optional(), client_id: z.string().min(1).optional(),
+        action: z.string().regex(/^[a-z_]+(\.[a-z_]+)?\*?$|^[a-z_]+\.\*$/, 'an action (login.failed) or a prefix (login.*)').optional()
+          .describe(`One of ${AUDIT_ACTIONS.join(', ')}; or a prefix ending in *`),
+        outcome: z.enum(['success', 'failure']).optional(),
+        since: z.iso.datetime({ offset: true }).transform((value) => new Date(value)).optional(),
+        until: z.iso.datetime({ offset: true }).transform((value) => new Date(value)).optional(),
+      }),
+      answers: { 200: { description: 'A page of events', schema: pageOf(auditEvent) } },
+      async handle({ query }) {
+        const before = decodeCursor(query.cursor, z.object({ occurredAt: z.coerce.date(), id: z.string() }));
+        const events = await auditTrail.list({
+          userEmail: query.user_email, userId: query.user_id, clientId: query.client_id, action: query.action, outcome: query.outcome,
+          since: query.since, until: query.until, before, limit: query.limit + 1,
+        });
+        const page = events.slice(0, query.limit);
+        const last = page.at(-1);
+        return { body: { items: page.map(eventView), next_cursor: events.length > query.limit && last ? encodeCursor({ occurredAt: last.occurredAt.toISOString(), id: last.id }) : null } };
+      },
+    }),
+  ];
+}
