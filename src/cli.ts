@@ -28,6 +28,23 @@ Commands:
                                         password out of the process list and history);
                                         a role in SECOND_FACTOR_REQUIRED_ROLES (admin by
                                         default) makes two-factor authentication mandatory
+  users list [--email E] [--name N] [--role R] [--disabled|--enabled] [--json]
+                                        list the accounts, oldest first (E and N: part of
+                                        the address or name)
+  users show --email E                  print an account as JSON
+  users update --email E [--name N] [--verified true|false]
+                                        change a name, or whether the address counts as
+                                        verified
+  users delete --email E                delete an account: its sessions end, its grants
+                                        are revoked (applications are told), then it goes
+                                        with its links and second factor
+  users unlock --email E                lift a sign-in lockout: its failed attempts are
+                                        forgotten
+  users sessions --email E [--json]     list where the person is signed in
+  users end-sessions --email E [--session ID]
+                                        end one session, or all of them (sign out
+                                        everywhere); applications are told
+  users password-reset --email E        email the person a link to set a new password
   users reset-second-factor --email E   turn off the two-factor authentication of the
                                         person with email E (lost phone and recovery
                                         codes): their authenticator and recovery codes
@@ -78,6 +95,10 @@ Commands:
                                         secret, shown once at creation)
   clients list [--json]                 list the clients: id, type, name, redirect URIs;
                                         --json prints each registration, one a line
+  clients rotate-secret --client-id C [--overlap SECONDS]
+                                        give a web or service client a new secret
+                                        (printed once); the old one keeps working for
+                                        SECONDS (default 3600; 0: it stops at once)
   clients delete --client-id C          remove a client; its tokens stop working
   roles create NAME [--description D]  create a role people can be given
   roles list [--json]                   list the roles and what each permits at APIs
@@ -110,11 +131,13 @@ Commands:
   keys rotate                           start a rotation: new keys are published now and
                                         sign after KEY_ROTATION_DELAY; the keys they
                                         replace stay published until their tokens expire
-  audit [--user E] [--action A] [--since T] [--limit N] [--json]
+  audit [--user E] [--client C] [--action A] [--outcome success|failure] [--since T]
+        [--until T] [--limit N] [--json]
                                         show the audit trail, oldest first: events about
-                                        the person with email E, action A (login.failed,
-                                        or a prefix: 'login.*'), since T (an ISO date or
-                                        date-time, in UTC unless it has an offset such as
+                                        the person with email E, the client C, action A
+                                        (login.failed, or a prefix: 'login.*'), since T
+                                        and before T (an ISO date or date-time, in UTC
+                                        unless it has an offset such as
                                         2026-11-22T10:00+01:00; or 30m, 24h, 7d, 2w ago);
                                         the last N (default 100); --json prints one JSON
                                         object a line
@@ -194,6 +217,125 @@ const commands: Record<string, Handler> = {
       const result = await runtime.flows.accountAdministration.enable(email, { type: 'admin', id: administratorName() });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       process.stdout.write(`${result.changed ? 'enabled' : 'already enabled:'} ${result.user.email}\n`);
+    });
+  },
+
+  async 'users list'(args, run) {
+    const { values } = parse(args, {
+      email: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, disabled: { type: 'boolean' }, enabled: { type: 'boolean' }, json: { type: 'boolean' },
+    });
+    if (values.disabled && values.enabled) throw new UsageError('users list takes --disabled or --enabled, not both');
+    const filter = {
+      email: values.email as string | undefined, name: values.name as string | undefined, role: values.role as string | undefined,
+      disabled: values.disabled ? true : values.enabled ? false : undefined,
+    };
+    await run(async ({ users }) => {
+      const accounts = [];
+      for (let after; ;) {
+        const page = await users.search(filter, { after, limit: 500 });
+        accounts.push(...page.accounts);
+        if (!page.more) break;
+        after = page.accounts.at(-1);
+      }
+      if (values.json) process.stdout.write(accounts.map((account) => `${JSON.stringify(account)}\n`).join(''));
+      else if (!accounts.length) process.stdout.write('no accounts match\n');
+      else {
+        process.stdout.write(textTable(['EMAIL', 'NAME', 'ROLES', 'STATE', '2FA', 'ID'], accounts.map((account) => [
+          account.email, account.name ?? '', account.roles.join(' '), account.disabled ? 'disabled' : account.emailVerified ? 'active' : 'unverified',
+          account.secondFactorEnabled ? 'on' : 'off', account.id,
+        ])));
+      }
+    });
+  },
+
+  async 'users show'(args, run) {
+    const email = requiredEmail(args, 'users show');
+    await run(async ({ users }) => {
+      const account = await users.findByEmail(email);
+      const record = account ? await users.record(account.id) : null;
+      if (!record) throw new NotFound(`no account has the email ${email}`);
+      process.stdout.write(`${JSON.stringify(record, null, 2)}\n`);
+    });
+  },
+
+  async 'users update'(args, run) {
+    const { values } = parse(args, { email: { type: 'string' }, name: { type: 'string' }, verified: { type: 'string' } });
+    if (!values.email) throw new UsageError('users update needs --email');
+    if (values.name === undefined && values.verified === undefined) throw new UsageError('users update needs something to change: --name or --verified true|false');
+    if (values.verified !== undefined && values.verified !== 'true' && values.verified !== 'false') throw new UsageError('--verified takes true or false');
+    await run(async ({ users }) => {
+      const account = await users.findByEmail(String(values.email));
+      const updated = account ? await users.updateProfile(account.id, { name: values.name as string | undefined, emailVerified: values.verified === undefined ? undefined : values.verified === 'true' }) : null;
+      if (!updated || updated === 'stale') throw new NotFound(`no account has the email ${String(values.email)}`);
+      process.stdout.write(`${JSON.stringify(updated, null, 2)}\n`);
+    });
+  },
+
+  async 'users delete'(args, run) {
+    const email = requiredEmail(args, 'users delete');
+    await run(async ({ flows }) => {
+      const deleted = await flows.accountAdministration.delete(email, { type: 'admin', id: administratorName() });
+      if (!deleted.ok) throw new NotFound(`no account has the email ${email}`);
+      process.stdout.write(`deleted ${deleted.user.email}; ${plural(deleted.sessionsEnded, 'session')} ended, ${plural(deleted.grantsRevoked, 'grant')} revoked\n`);
+    });
+  },
+
+  async 'users unlock'(args, run) {
+    const email = requiredEmail(args, 'users unlock');
+    await run(async ({ flows }) => {
+      const unlocked = await flows.accountAdministration.unlock(email, { type: 'admin', id: administratorName() });
+      if (!unlocked.ok) throw new NotFound(`no account has the email ${email}`);
+      process.stdout.write(`unlocked ${unlocked.user.email}: its failed sign-ins are forgotten\n`);
+    });
+  },
+
+  async 'users sessions'(args, run) {
+    const { values } = parse(args, { email: { type: 'string' }, json: { type: 'boolean' } });
+    if (!values.email) throw new UsageError('users sessions needs --email');
+    await run(async ({ users, accountSessions }) => {
+      const account = await users.findByEmail(String(values.email));
+      if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
+      const sessions = await accountSessions.list(account.id);
+      if (values.json) process.stdout.write(sessions.map((session) => `${JSON.stringify(session)}\n`).join(''));
+      else if (!sessions.length) process.stdout.write(`${account.email} is signed in nowhere\n`);
+      else {
+        process.stdout.write(textTable(['SESSION', 'SIGNED IN', 'DEVICE', 'IP', 'APPLICATIONS'], sessions.map((session) => [
+          session.uid, session.loginTs ? new Date(session.loginTs * 1000).toISOString() : '-', session.device ?? '-', session.ip ?? '-',
+          session.applications.map((application) => application.name).join(', '),
+        ])));
+      }
+    });
+  },
+
+  async 'users end-sessions'(args, run) {
+    const { values } = parse(args, { email: { type: 'string' }, session: { type: 'string' } });
+    if (!values.email) throw new UsageError('users end-sessions needs --email');
+    await run(async ({ users, accountSessions, config }) => {
+      const account = await users.findByEmail(String(values.email));
+      if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
+      if (!config.redisUrl) {
+        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, out of this command\'s reach\n');
+      }
+      if (values.session) {
+        if (!await accountSessions.end(account.id, String(values.session), { reason: 'ended_by_administrator' })) throw new NotFound(`${account.email} has no session ${String(values.session)}`);
+        process.stdout.write(`ended session ${String(values.session)} of ${account.email}\n`);
+        return;
+      }
+      const ended = await accountSessions.endAll(account.id, { reason: 'ended_by_administrator' });
+      process.stdout.write(`signed ${account.email} out everywhere: ${plural(ended.sessions, 'session')} ended, ${plural(ended.grants, 'grant')} revoked\n`);
+    });
+  },
+
+  async 'users password-reset'(args, run) {
+    const email = requiredEmail(args, 'users password-reset');
+    await run(async ({ flows, users, mailQueue }) => {
+      const account = await users.findByEmail(email);
+      if (!account) throw new NotFound(`no account has the email ${email}`);
+      if (account.disabled) throw new NotFound(`${account.email} is disabled: enable it first`);
+      await flows.passwordReset.requestLink(account.email, {});
+      // Sent before the command exits, or queued in the store for the server to send.
+      await mailQueue.idle();
+      process.stdout.write(`a link to set a new password is on its way to ${account.email}\n`);
     });
   },
 
@@ -313,6 +455,18 @@ const commands: Record<string, Handler> = {
     });
   },
 
+  async 'clients rotate-secret'(args, run) {
+    const { values } = parse(args, { 'client-id': { type: 'string' }, overlap: { type: 'string' } });
+    if (!values['client-id']) throw new UsageError('clients rotate-secret needs --client-id');
+    const overlap = values.overlap === undefined ? 3600 : Number(values.overlap);
+    if (!Number.isSafeInteger(overlap) || overlap < 0 || overlap > 7 * 24 * 3600) throw new UsageError('--overlap takes seconds, from 0 to 604800 (a week)');
+    await run(async ({ clients }) => {
+      const rotated = await clients.rotateSecret(String(values['client-id']), overlap, { type: 'admin', id: administratorName() });
+      if (!rotated) throw new ClientError(`no client ${String(values['client-id'])}`);
+      process.stdout.write(`${JSON.stringify({ client_id: rotated.client_id, client_secret: rotated.client_secret, previous_secret_valid_for_seconds: overlap }, null, 2)}\n`);
+    });
+  },
+
   async 'clients delete'(args, run) {
     const { values } = parse(args, { 'client-id': { type: 'string' } });
     if (!values['client-id']) throw new UsageError('clients delete needs --client-id');
@@ -418,17 +572,24 @@ const commands: Record<string, Handler> = {
 
   async audit(args, run) {
     const { values } = parse(args, {
-      user: { type: 'string' }, action: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
+      user: { type: 'string' }, client: { type: 'string' }, action: { type: 'string' }, outcome: { type: 'string' },
+      since: { type: 'string' }, until: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
     });
-    const since = values.since === undefined ? undefined : parseSince(String(values.since));
-    if (values.since !== undefined && !since) throw new UsageError('--since takes a real ISO date or date-time, UTC unless it has an offset (2026-11-22, 2026-11-22T10:00, 2026-11-22T10:00+01:00), or an age (30m, 24h, 7d, 2w)');
+    const [since, until] = (['since', 'until'] as const).map((option) => {
+      if (values[option] === undefined) return undefined;
+      const moment = parseSince(String(values[option]));
+      if (!moment) throw new UsageError(`--${option} takes a real ISO date or date-time, UTC unless it has an offset (2026-11-22, 2026-11-22T10:00, 2026-11-22T10:00+01:00), or an age (30m, 24h, 7d, 2w)`);
+      return moment;
+    });
+    if (values.outcome !== undefined && values.outcome !== 'success' && values.outcome !== 'failure') throw new UsageError('--outcome takes success or failure');
     const limit = values.limit === undefined ? 100 : Number(values.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new UsageError('--limit takes a whole number from 1 to 100000');
     if (values.user !== undefined && !String(values.user).trim()) throw new UsageError('--user takes an email');
     if (values.action !== undefined && !/^[a-z_.]+\*?$/.test(String(values.action))) throw new UsageError('--action takes an action name such as login.failed, or a prefix such as login.*');
     await run(async ({ auditTrail }) => {
       const events = (await auditTrail.list({
-        userEmail: values.user as string | undefined, action: values.action as string | undefined, since, limit,
+        userEmail: values.user as string | undefined, clientId: values.client as string | undefined, action: values.action as string | undefined,
+        outcome: values.outcome as 'success' | 'failure' | undefined, since, until, limit,
       })).reverse();
       process.stdout.write(values.json ? formatJsonLines(events) : formatTable(events));
     });

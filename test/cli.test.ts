@@ -207,6 +207,42 @@ test.serial('clients create and update take a back-channel and a front-channel l
   t.is(after.frontchannel_logout_uri, 'https://app.example.com/frontchannel-logout');
 });
 
+test.serial('users list, show, update, unlock, sessions, end-sessions, password-reset and delete; clients rotate-secret; audit by client and outcome: what the admin API does, by the same flows', async (t) => {
+  const email = uniqueEmail();
+  t.is((await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--name', 'Ada'])).code, 0);
+  const listed = await gatehouse(['users', 'list', '--email', email.split('@')[0]!, '--json']);
+  t.is(listed.code, 0, listed.stderr);
+  const [account] = listed.stdout.trim().split('\n').map((line) => JSON.parse(line) as { id: string; email: string; emailVerified: boolean; secondFactorEnabled: boolean });
+  t.like(account, { email, emailVerified: false, secondFactorEnabled: false });
+  const table = await gatehouse(['users', 'list', '--disabled']);
+  t.false(table.stdout.includes(email), 'an enabled account is not listed as disabled');
+
+  const updated = await gatehouse(['users', 'update', '--email', email, '--name', 'Ada Lovelace', '--verified', 'true']);
+  t.is(updated.code, 0, updated.stderr);
+  t.like(JSON.parse(updated.stdout), { name: 'Ada Lovelace', emailVerified: true });
+  t.like(JSON.parse((await gatehouse(['users', 'show', '--email', email])).stdout), { id: account!.id, name: 'Ada Lovelace' });
+  t.regex((await gatehouse(['users', 'unlock', '--email', email])).stdout, /^unlocked /);
+  t.regex((await gatehouse(['users', 'sessions', '--email', email])).stdout, /is signed in nowhere/);
+  t.regex((await gatehouse(['users', 'end-sessions', '--email', email])).stdout, /out everywhere: 0 sessions ended/);
+  const reset = await gatehouse(['users', 'password-reset', '--email', email]);
+  t.is(reset.code, 0, reset.stderr);
+  t.regex(reset.stdout, /on its way to/);
+  const deleted = await gatehouse(['users', 'delete', '--email', email]);
+  t.regex(deleted.stdout, /^deleted /);
+  const gone = await gatehouse(['users', 'show', '--email', email]);
+  t.is(gone.code, 1);
+  t.regex(gone.stderr, /no account has the email/);
+
+  const service = JSON.parse((await gatehouse(['clients', 'create', '--name', 'Nightly', '--type', 'service'])).stdout) as { client_id: string; client_secret: string };
+  const rotated = await gatehouse(['clients', 'rotate-secret', '--client-id', service.client_id, '--overlap', '0']);
+  t.is(rotated.code, 0, rotated.stderr);
+  const { client_secret: newSecret } = JSON.parse(rotated.stdout) as { client_secret: string };
+  t.not(newSecret, service.client_secret);
+  const audited = await gatehouse(['audit', '--client', service.client_id, '--outcome', 'success', '--json']);
+  t.deepEqual(audited.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { action: string }).action), ['client.created', 'client.secret_rotated']);
+  t.is((await gatehouse(['audit', '--outcome', 'maybe'])).code, 2);
+});
+
 test('keys rotate publishes new signing keys that sign after the delay, refusing a second rotation meanwhile; keys list shows what each key does', async (t) => {
   const rotated = await gatehouse(['keys', 'rotate']);
   t.is(rotated.code, 0, rotated.stderr);
