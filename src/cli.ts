@@ -11,6 +11,7 @@ import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, SECRET_AUTH_METHODS, clientTypeOf, withoutSecret, type ClientMetadata, type ClientType, type SecretAuthMethod } from './clients/clients.ts';
 import { KeyError, SIGNING_ALGORITHMS, generateEncryptionKey, generateJwks, type SigningAlgorithm } from './keys/secrets.ts';
 import { KeyRotationError } from './keys/signing-keys.ts';
+import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES } from './oidc/initial-access-tokens.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { formatJsonLines, formatTable, parseSince } from './audit/report.ts';
 import { textTable } from './text-table.ts';
@@ -121,6 +122,11 @@ Commands:
   apis show URL                         print an API as JSON
   apis list [--json]                    list the APIs: identifier, format, name, scopes
   apis delete --identifier URL          remove an API: no token is issued for it again
+  tokens create [--uses N] [--expires-in SECONDS]
+                                        print an initial access token for dynamic client
+                                        registration (RFC 7591, the registration_endpoint
+                                        of discovery): good for N registrations (default
+                                        1) within SECONDS (default a day)
   keys generate                         print a new private JWK set (RS256, ES256, EdDSA)
                                         for the JWKS setting
   keys encryption                       print a new key for the ENCRYPTION_KEYS setting
@@ -592,6 +598,20 @@ const commands: Record<string, Handler> = {
         outcome: values.outcome as 'success' | 'failure' | undefined, since, until, limit,
       })).reverse();
       process.stdout.write(values.json ? formatJsonLines(events) : formatTable(events));
+    });
+  },
+
+  async 'tokens create'(args, run) {
+    const { values } = parse(args, { uses: { type: 'string' }, 'expires-in': { type: 'string' } });
+    const uses = values.uses === undefined ? 1 : Number(values.uses);
+    const expiresIn = values['expires-in'] === undefined ? 24 * 3600 : Number(values['expires-in']);
+    if (!Number.isSafeInteger(uses) || uses < 1 || uses > MAX_INITIAL_ACCESS_TOKEN_USES) throw new UsageError(`--uses takes a whole number from 1 to ${MAX_INITIAL_ACCESS_TOKEN_USES}`);
+    if (!Number.isSafeInteger(expiresIn) || expiresIn < 60 || expiresIn > MAX_INITIAL_ACCESS_TOKEN_SECONDS) throw new UsageError(`--expires-in takes seconds, from 60 to ${MAX_INITIAL_ACCESS_TOKEN_SECONDS}`);
+    await run(async ({ initialAccessTokens, config }) => {
+      // It would live in this command's own memory, and go with it.
+      if (!config.redisUrl) throw new NotFound('initial access tokens live in the store, and the store is in-process (no REDIS_URL): ask the running server for one, through the admin API (POST /admin/v1/initial-access-tokens)');
+      const issued = await initialAccessTokens.issue({ uses, expiresInSeconds: expiresIn, actor: { type: 'admin', id: administratorName() } });
+      process.stdout.write(`${JSON.stringify({ initial_access_token: issued.token, expires_at: issued.expiresAt, uses: issued.uses }, null, 2)}\n`);
     });
   },
 

@@ -23,6 +23,7 @@ import { SigningKeyRing } from './keys/key-ring.ts';
 import { createProvider } from './oidc/provider.ts';
 import { clientMetadataRefusal } from './oidc/errors.ts';
 import { JwtAccessTokens } from './oidc/jwt-access-tokens.ts';
+import { InitialAccessTokens } from './oidc/initial-access-tokens.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { apiScopesOf } from './oidc/resource-servers.ts';
 import { Engine } from './oidc/engine-internals.ts';
@@ -76,6 +77,8 @@ export interface Runtime {
   /** Security events: `auditTrail.record({ action: 'login.failed', outcome: 'failure', subjectEmail, ip, userAgent, clientId })`. */
   auditTrail: AuditTrail;
   provider: Provider;
+  /** What opens dynamic client registration (RFC 7591): `initialAccessTokens.issue({ uses, expiresInSeconds })`. */
+  initialAccessTokens: InitialAccessTokens;
   /** JWT access tokens (RFC 9068): checked with Gatehouse's keys and its revocation lists. */
   jwtAccessTokens: JwtAccessTokens;
   /** What Gatehouse does with the engine beyond configuring it: sessions, interactions, grants (src/oidc/engine-internals.ts). */
@@ -181,8 +184,9 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       requiredRoles: config.accounts.secondFactorRequiredRoles,
     });
     const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, keys: signingKeys, store });
+    const initialAccessTokens = new InitialAccessTokens(() => provider, store, auditTrail);
     const provider = createProvider({
-      config, secrets, signingKeys, jwtAccessTokens, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
+      config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
       permittedApiScopes: async (accountId, api) => roles.permittedScopes((await users.findById(accountId))?.roles ?? [], api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
@@ -203,7 +207,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       logoutNotices.deliveries.start();
     }
     return {
-      config, logger, database, store, secrets, signingKeys, jwtAccessTokens, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, database, store, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();

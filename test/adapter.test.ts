@@ -22,7 +22,7 @@ test.after.always(async () => {
 function adapters(t: ExecutionContext, redisUrl: string | undefined) {
   const store: Store = createStore({ redisUrl, prefix: `${runPrefix}${randomUUID()}:` });
   t.teardown(() => store.close());
-  return createAdapterFactory(store, noClients, async () => {});
+  return createAdapterFactory(store, noClients, async () => {}, { spendOne: async () => {} });
 }
 
 for (const { name, redisUrl } of backends) {

@@ -405,6 +405,21 @@ test('audit events: newest first, filtered by person, client, action, outcome an
   t.is((await call('GET', '/audit-events?since=yesterday', { token })).status, 422);
 });
 
+test('an initial access token from the admin API opens dynamic client registration once', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const issued = await call('POST', '/initial-access-tokens', { token, body: { uses: 1, expires_in: 600 } });
+  t.is(issued.status, 201);
+  t.is(issued.body.uses, 1);
+  const register = () => fetch(as.registration_endpoint!, {
+    method: 'POST', headers: { authorization: `Bearer ${issued.body.initial_access_token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ client_name: 'Registered', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' }),
+  });
+  t.is((await register()).status, 201);
+  t.is((await register()).status, 401);
+  t.is((await call('POST', '/initial-access-tokens', { token, body: { uses: 0 } })).status, 422);
+  t.is((await call('POST', '/initial-access-tokens', { token: await serviceToken('admin:read'), body: {} })).status, 403);
+});
+
 test.after('every operation of the document was called', (t) => {
   const all = Object.values(document.paths).flatMap((methods) => Object.values(methods).map((operation) => operation.operationId));
   t.deepEqual(all.filter((id) => !called.has(id)), []);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { findFreePort } from './helpers/redis.ts';
+import { deleteKeysWithPrefix, findFreePort } from './helpers/redis.ts';
 import { cleanEnvironment, runNode, startNode, type Finished } from './helpers/process.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, insecure, signIn } from './helpers/oauth.ts';
 import { UserAgent } from './helpers/user-agent.ts';
@@ -241,6 +241,20 @@ test.serial('users list, show, update, unlock, sessions, end-sessions, password-
   const audited = await gatehouse(['audit', '--client', service.client_id, '--outcome', 'success', '--json']);
   t.deepEqual(audited.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { action: string }).action), ['client.created', 'client.secret_rotated']);
   t.is((await gatehouse(['audit', '--outcome', 'maybe'])).code, 2);
+});
+
+test('tokens create prints an initial access token for dynamic registration, when the store is shared; on the in-process store it says why not', async (t) => {
+  const inProcess = await gatehouse(['tokens', 'create']);
+  t.is(inProcess.code, 1);
+  t.regex(inProcess.stderr, /in-process.*POST \/admin\/v1\/initial-access-tokens/);
+  const redisUrl = process.env.REDIS_URL;
+  if (!redisUrl) return;
+  const prefix = `gatehouse-cli-${crypto.randomUUID()}:`;
+  t.teardown(() => deleteKeysWithPrefix(redisUrl, prefix));
+  const shared = await gatehouse(['tokens', 'create', '--uses', '3', '--expires-in', '3600'], { ...environment, REDIS_URL: redisUrl, STORE_PREFIX: prefix });
+  t.is(shared.code, 0, shared.stderr);
+  t.like(JSON.parse(shared.stdout), { uses: 3 });
+  t.regex((JSON.parse(shared.stdout) as { initial_access_token: string }).initial_access_token, /^[\w-]{40,}$/);
 });
 
 test('keys rotate publishes new signing keys that sign after the delay, refusing a second rotation meanwhile; keys list shows what each key does', async (t) => {

@@ -220,6 +220,30 @@ export class ClientService {
     return rotated;
   }
 
+  /**
+   * Stores a client an application registered itself (RFC 7591, through the engine, which made its id and secret
+   * and checked its metadata as it reads it), or changed or removed with its registration access token (RFC 7592);
+   * Gatehouse's own rules for self-registered clients come first (registrationProblem). `created`: whether it is new.
+   */
+  async saveRegistered(metadata: ClientMetadata): Promise<{ created: boolean }> {
+    const problem = registrationProblem(metadata);
+    if (problem) throw new ClientError(problem);
+    await this.#validate(metadata);
+    const existing = await this.record(metadata.client_id);
+    await this.#prisma.client.upsert({
+      where: { id: metadata.client_id },
+      create: { id: metadata.client_id, metadata: metadata as unknown as JsonObject },
+      update: { metadata: metadata as unknown as JsonObject },
+    });
+    await this.#cache.changed(metadata.client_id);
+    const actor = { type: 'client' as const, id: metadata.client_id };
+    await this.#audit.record({
+      action: existing ? 'client.updated' : 'client.created', outcome: 'success', actor, clientId: metadata.client_id,
+      detail: { registration: true, name: String(metadata.client_name ?? ''), type: clientTypeOf(metadata) },
+    });
+    return { created: !existing };
+  }
+
   /** Every registered client, oldest first, as stored (the secret included: print them without it). */
   async list(): Promise<ClientMetadata[]> {
     const rows = await this.#prisma.client.findMany({ orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
@@ -276,6 +300,48 @@ export interface ClientRecord {
   metadata: ClientMetadata;
   createdAt: Date;
   updatedAt: Date;
+}
+
+/** What only an administrator may give a client: none of it comes through registration (RFC 7591). */
+const ADMINISTERED_METADATA = ['first_party', 'require_second_factor', 'api_scopes', 'default_resource', 'resource_server', 'previous_client_secret', 'previous_client_secret_expires_at'];
+
+/**
+ * Gatehouse's rules for clients that register themselves, beyond the engine's: settings only an administrator
+ * gives, redirect URIs as for registered clients (https, or the loopback interface; RFC 8252 for native apps), and
+ * a back-channel logout URI that Gatehouse's server may call: https on a public host, never the loopback or a
+ * private address (or the registration would make Gatehouse call into its own network).
+ */
+export function registrationProblem(metadata: ClientMetadata): string | undefined {
+  const administered = ADMINISTERED_METADATA.filter((key) => metadata[key] !== undefined);
+  if (administered.length) return `${administered.join(', ')}: only an administrator sets ${administered.length === 1 ? 'this' : 'these'}`;
+  const uris = [...stringsIn(metadata.redirect_uris), ...stringsIn(metadata.post_logout_redirect_uris)];
+  try {
+    checkRedirects(clientTypeOf(metadata), uris);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  const backChannel = metadata.backchannel_logout_uri;
+  if (typeof backChannel === 'string') {
+    const url = URL.parse(backChannel);
+    if (!url || url.protocol !== 'https:' || isInternalHost(url.hostname)) return 'backchannel_logout_uri must be https on a public host';
+  }
+  return undefined;
+}
+
+function stringsIn(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((entry): entry is string => typeof entry === 'string') : [];
+}
+
+/** Loopback, private, link-local and unnamed hosts (by name or address literal), which a public service never is. */
+function isInternalHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.local') || host.endsWith('.internal') || !host.includes('.') && !host.includes(':')) return true;
+  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(host)?.slice(1).map(Number);
+  if (v4) {
+    const [a, b] = v4 as [number, number];
+    return a === 0 || a === 10 || a === 127 || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || a >= 224;
+  }
+  return host.includes(':') && (host === '::' || host === '::1' || /^f[cd]/.test(host) || /^fe[89ab]/.test(host) || host.startsWith('::ffff:'));
 }
 
 /** After a secret rotation, the secret before it, accepted until the epoch second in its sibling (metadata). */
@@ -342,8 +408,7 @@ function metadataFor(input: NewClient): ClientMetadata {
   const redirectUris = input.redirectUris ?? [];
   const postLogoutRedirectUris = input.postLogoutRedirectUris ?? [];
   const common = {
-    // Hex, 128 bits: base64url could begin with '-', which a command line takes for an option (--client-id -x…).
-    client_id: randomBytes(16).toString('hex'),
+    client_id: newClientId(),
     client_name: name,
     ...(input.scope ? { scope: input.scope } : {}),
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
@@ -426,3 +491,11 @@ function checkNativeRedirects(uris: readonly string[]): void {
 function newSecret(): string {
   return randomBytes(32).toString('base64url');
 }
+
+/** A client id: hex, 128 bits (base64url could begin with '-', which a command line takes for an option). */
+export function newClientId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+/** A client secret: 256 random bits. */
+export const newClientSecret = newSecret;

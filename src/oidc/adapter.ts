@@ -2,11 +2,12 @@
 // store with its TTL, indexed by grant (for revocation), by session uid, by device user code, and by
 // account (sessions and grants, for the sessions page and "sign out everywhere").
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
-import type { ClientService } from '../clients/clients.ts';
+import { ClientError, registrationProblem, type ClientMetadata, type ClientService } from '../clients/clients.ts';
+import type { InitialAccessTokens } from './initial-access-tokens.ts';
 import type { Store } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
 import { AccountIndexes } from './account-sessions.ts';
-import { GRANT_BOUND_MODELS } from './engine-internals.ts';
+import { GRANT_BOUND_MODELS, requestBeingServed } from './engine-internals.ts';
 
 /** Models that carry a grantId and so must disappear when their grant is revoked. */
 const GRANT_BOUND: ReadonlySet<string> = new Set(GRANT_BOUND_MODELS);
@@ -28,9 +29,11 @@ const TAKEN_ON_FIRST_FIND = new Set(['PushedAuthorizationRequest']);
  * `grantRevoked`: told whenever the engine (or Gatehouse through it) revokes a grant's tokens, so that what it
  * does not store — JWT access tokens — is revoked with them (src/oidc/jwt-access-tokens.ts).
  */
-export function createAdapterFactory(store: Store, clients: ClientService, grantRevoked: (grantId: string) => Promise<void>): (model: string) => Adapter {
+export function createAdapterFactory(
+  store: Store, clients: ClientService, grantRevoked: (grantId: string) => Promise<void>, initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>,
+): (model: string) => Adapter {
   const accountIndexes = new AccountIndexes(store);
-  return (model) => (model === 'Client' ? new ClientAdapter(clients) : new StoreAdapter(model, store, accountIndexes, model === 'AccessToken' ? grantRevoked : undefined));
+  return (model) => (model === 'Client' ? new ClientAdapter(clients, initialAccessTokens) : new StoreAdapter(model, store, accountIndexes, model === 'AccessToken' ? grantRevoked : undefined));
 }
 
 class StoreAdapter implements Adapter {
@@ -132,24 +135,48 @@ function grantIndexKey(model: string, grantId: string): string {
   return `grant:${grantId}:${model}`;
 }
 
-/** Clients are registered through Gatehouse (CLI, admin API), never by the engine itself. */
+/**
+ * Clients are Gatehouse's (ClientService): the engine reads them here, and stores here those that applications
+ * register themselves (RFC 7591) or change or remove with their registration access token (RFC 7592).
+ */
 class ClientAdapter implements Adapter {
   readonly #clients: ClientService;
+  readonly #initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>;
 
-  constructor(clients: ClientService) {
+  constructor(clients: ClientService, initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>) {
     this.#clients = clients;
+    this.#initialAccessTokens = initialAccessTokens;
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {
     return asProviderError(async () => (await this.#clients.find(id)) as AdapterPayload | undefined);
   }
 
-  async upsert(): Promise<void> {
-    throw new Error('clients are registered through Gatehouse, not the engine');
+  /** Called by the engine's registration endpoints alone, with metadata it has checked. */
+  async upsert(_id: string, payload: AdapterPayload): Promise<void> {
+    const metadata = payload as unknown as ClientMetadata;
+    const problem = registrationProblem(metadata);
+    if (problem) throw new errors.InvalidClientMetadata(problem);
+    const ctx = requestBeingServed();
+    // A registration spends one use of its initial access token, once nothing else refuses it.
+    const initialAccessToken = ctx?.oidc.route === 'registration' ? ctx.oidc.entities.InitialAccessToken : undefined;
+    if (initialAccessToken) await this.#initialAccessTokens.spendOne(initialAccessToken.jti);
+    await asProviderError(async () => {
+      try {
+        await this.#clients.saveRegistered(metadata);
+      } catch (error) {
+        if (error instanceof ClientError) throw new errors.InvalidClientMetadata(error.message);
+        throw error;
+      }
+    });
+  }
+
+  /** A client removed with its registration access token (RFC 7592). */
+  async destroy(id: string): Promise<void> {
+    await asProviderError(() => this.#clients.delete(id, { type: 'client', id }));
   }
 
   async consume(): Promise<void> {}
-  async destroy(): Promise<void> {}
   async revokeByGrantId(): Promise<void> {}
   async findByUid(): Promise<undefined> { return undefined; }
   async findByUserCode(): Promise<undefined> { return undefined; }

@@ -2,7 +2,8 @@
 // exact redirect URIs, storage through the adapter, accounts from PostgreSQL and Gatehouse's own pages.
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
-import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT, type ClientService } from '../clients/clients.ts';
+import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT, newClientId, newClientSecret, type ClientService } from '../clients/clients.ts';
+import type { InitialAccessTokens } from './initial-access-tokens.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { ConsentService } from '../accounts/consents.ts';
@@ -33,6 +34,8 @@ export interface ProviderDependencies {
   signingKeys: Pick<SigningKeyRing, 'jwks' | 'onChange'>;
   /** JWT access tokens, which the engine does not store: checked, revoked, and revoked with their grant here. */
   jwtAccessTokens: JwtAccessTokens;
+  /** What opens dynamic client registration: each registration spends a use of one. */
+  initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>;
   /** Seconds a JWKS response may be cached: short enough for a new key to reach every cache before it signs. */
   jwksMaxAgeSeconds: number;
   store: Store;
@@ -78,10 +81,10 @@ export interface EnginePages {
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const mayIntrospect = introspectionPolicy(users);
   const configuration: Configuration = {
-    adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId)),
+    adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId), initialAccessTokens),
     // Built in, held in memory by the engine (never looked up in the database).
     clients: [accountConsoleClient(config.issuer)],
     loadExistingGrant: async (ctx) => {
@@ -190,6 +193,16 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       // APIs are records (src/apis/): a `resource` names one, and its tokens are for it alone.
       resourceIndicators: resourceIndicators(apis, permittedApiScopes),
       clientCredentials: { enabled: true },
+      // RFC 7591 and 7592, open only with an initial access token an administrator issued (initial-access-tokens.ts);
+      // what applications register obeys the same rules as other clients, and some of its own (clients.ts).
+      registration: {
+        enabled: true,
+        initialAccessToken: true,
+        issueRegistrationAccessToken: true,
+        idFactory: () => newClientId(),
+        secretFactory: () => newClientSecret(),
+      },
+      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
       revocation: {
         enabled: true,
         // Only the client a token was issued to may revoke it.

@@ -9,6 +9,7 @@ import { SIGNING_ALGORITHMS } from '../../keys/secrets.ts';
 import { KeyRotationError } from '../../keys/signing-keys.ts';
 import type { KeyDescription, SigningKeyRing } from '../../keys/key-ring.ts';
 import { AUDIT_ACTIONS, type AuditEvent, type AuditTrail } from '../../audit/audit.ts';
+import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES, type InitialAccessTokens } from '../../oidc/initial-access-tokens.ts';
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
 import { Problem } from './problems.ts';
@@ -20,6 +21,7 @@ export interface AdminSettingsDependencies {
   roles: Pick<RoleService, 'create' | 'find' | 'list' | 'delete' | 'grant' | 'revoke'>;
   signingKeys: Pick<SigningKeyRing, 'list' | 'rotate'>;
   auditTrail: Pick<AuditTrail, 'list'>;
+  initialAccessTokens: Pick<InitialAccessTokens, 'issue'>;
 }
 
 const scopeList = z.array(z.object({ name: z.string().min(1).max(128), description: z.string().max(200).optional() })).max(100);
@@ -81,7 +83,7 @@ async function refusedAs422<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-export function settingsOperations({ apis, roles, signingKeys, auditTrail }: AdminSettingsDependencies): Operation[] {
+export function settingsOperations({ apis, roles, signingKeys, auditTrail, initialAccessTokens }: AdminSettingsDependencies): Operation[] {
   async function foundApi(identifier: string): Promise<Api> {
     const found = await apis.find(identifier);
     if (!found) throw new Problem('not-found', `No API has the identifier ${identifier}`);
@@ -244,6 +246,19 @@ export function settingsOperations({ apis, roles, signingKeys, auditTrail }: Adm
           if (error instanceof KeyRotationError) throw new Problem('conflict', error.message);
           throw error;
         }
+      },
+    }),
+    operation({
+      id: 'createInitialAccessToken', tag: 'registration', method: 'post', path: '/initial-access-tokens', scope: ADMIN_WRITE_SCOPE,
+      summary: 'An initial access token for dynamic client registration (RFC 7591): good for `uses` registrations (default one) until it expires',
+      body: z.strictObject({
+        uses: z.number().int().min(1).max(MAX_INITIAL_ACCESS_TOKEN_USES).default(1),
+        expires_in: z.number().int().min(60).max(MAX_INITIAL_ACCESS_TOKEN_SECONDS).default(24 * 3600).describe('Seconds'),
+      }),
+      answers: { 201: { description: 'The token, shown this once', schema: z.object({ initial_access_token: z.string(), expires_at: z.iso.datetime(), uses: z.number().int() }) } },
+      async handle({ body, caller }) {
+        const issued = await initialAccessTokens.issue({ uses: body.uses, expiresInSeconds: body.expires_in, actor: actorOf(caller) });
+        return { status: 201, body: { initial_access_token: issued.token, expires_at: issued.expiresAt.toISOString(), uses: issued.uses } };
       },
     }),
     operation({
