@@ -269,9 +269,10 @@ const commands: Record<string, Handler> = {
     if (!values.email) throw new UsageError('users update needs --email');
     if (values.name === undefined && values.verified === undefined) throw new UsageError('users update needs something to change: --name or --verified true|false');
     if (values.verified !== undefined && values.verified !== 'true' && values.verified !== 'false') throw new UsageError('--verified takes true or false');
-    await run(async ({ users }) => {
+    await run(async ({ users, flows }) => {
       const account = await users.findByEmail(String(values.email));
-      const updated = account ? await users.updateProfile(account.id, { name: values.name as string | undefined, emailVerified: values.verified === undefined ? undefined : values.verified === 'true' }) : null;
+      const changes = { name: values.name as string | undefined, emailVerified: values.verified === undefined ? undefined : values.verified === 'true' };
+      const updated = account ? await flows.accountAdministration.update(account.id, changes, { type: 'admin', id: administratorName() }) : null;
       if (!updated || updated === 'stale') throw new NotFound(`no account has the email ${String(values.email)}`);
       process.stdout.write(`${JSON.stringify(updated, null, 2)}\n`);
     });
@@ -323,11 +324,11 @@ const commands: Record<string, Handler> = {
         process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, out of this command\'s reach\n');
       }
       if (values.session) {
-        if (!await accountSessions.end(account.id, String(values.session), { reason: 'ended_by_administrator' })) throw new NotFound(`${account.email} has no session ${String(values.session)}`);
+        if (!await accountSessions.end(account.id, String(values.session), { reason: 'ended_by_administrator', actor: { type: 'admin', id: administratorName() } })) throw new NotFound(`${account.email} has no session ${String(values.session)}`);
         process.stdout.write(`ended session ${String(values.session)} of ${account.email}\n`);
         return;
       }
-      const ended = await accountSessions.endAll(account.id, { reason: 'ended_by_administrator' });
+      const ended = await accountSessions.endAll(account.id, { reason: 'ended_by_administrator', actor: { type: 'admin', id: administratorName() } });
       process.stdout.write(`signed ${account.email} out everywhere: ${plural(ended.sessions, 'session')} ended, ${plural(ended.grants, 'grant')} revoked\n`);
     });
   },

@@ -180,6 +180,8 @@ test('users: create, read, list a page at a time with filters, change with If-Ma
   const stale = await call('PATCH', `/users/${created[0]!.id}`, { token, body: { name: 'Someone else' }, headers: { 'if-match': etag } });
   t.is(stale.status, 412);
   t.is((await call('GET', `/users/${created[0]!.id}`, { token })).body.name, 'Ada Lovelace');
+  const [updated] = await server.runtime.auditTrail.list({ userId: created[0]!.id, action: 'account.updated', limit: 5 });
+  t.like(updated, { actorType: 'client', detail: { changed: ['name'] } });
 
   const taken = await call('POST', '/users', { token, body: { email: created[1]!.email, password: PASSWORD } });
   t.is(taken.status, 409);
@@ -236,6 +238,8 @@ test('users: roles, unlock, password reset, second factor, sessions, disable and
 
   const again = await signInToNewSpa(server);
   t.is((await call('DELETE', `/users/${again.user.id}/sessions`, { token })).body.sessions_ended, 1);
+  const [signedOut] = await server.runtime.auditTrail.list({ userId: again.user.id, action: 'sessions.ended_all', limit: 1 });
+  t.like(signedOut, { actorType: 'client', detail: { reason: 'ended_by_administrator' } });
   const third = await signInToNewSpa(server);
   const [session] = (await call('GET', `/users/${third.user.id}/sessions`, { token })).body.items;
   t.is((await call('DELETE', `/users/${third.user.id}/sessions/${session.id}`, { token })).status, 204);
@@ -276,9 +280,11 @@ test('clients: register each type (the secret shown once), read, list by type a 
 
   const etag = spa.headers.get('etag')!;
   t.is((await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 2' } })).status, 428);
-  const renamed = await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'] }, headers: { 'if-match': etag } });
+  const renamed = await call('PATCH', `/clients/${spa.body.client_id}`, {
+    token, body: { name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'], require_second_factor: true }, headers: { 'if-match': etag },
+  });
   t.is(renamed.status, 200);
-  t.like(renamed.body, { client_name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'] });
+  t.like(renamed.body, { client_name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'], require_second_factor: true });
   t.is((await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 3' }, headers: { 'if-match': etag } })).status, 412);
 
   const insecure = await call('POST', '/clients', { token, body: { name: 'Plain', type: 'spa', redirect_uris: ['http://shop.example/callback'] } });
@@ -347,6 +353,9 @@ test('APIs and roles: register, read, page, change with If-Match, grant and revo
   t.true(listed.includes(identifier));
   t.true(listed.includes(admin), 'the admin API is an API like any other');
   t.is((await call('DELETE', `/apis/${encodeURIComponent(admin)}`, { token })).status, 422, 'but it cannot be deleted');
+  const adminApi = await call('GET', `/apis/${encodeURIComponent(admin)}`, { token });
+  const opaque = await call('PATCH', `/apis/${encodeURIComponent(admin)}`, { token, body: { access_token_format: 'opaque' }, headers: { 'if-match': adminApi.headers.get('etag')! } });
+  t.is(opaque.status, 422, 'nor its tokens made ones it cannot check');
 
   const roleName = `billing-${crypto.randomUUID().slice(0, 8)}`;
   t.is((await call('POST', '/roles', { token, body: { name: roleName, description: 'Billing clerks' } })).status, 201);

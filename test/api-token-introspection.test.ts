@@ -86,11 +86,11 @@ test('a revoked JWT is inactive at once; only its own client may revoke it, and 
 });
 
 /** A person's sign-in to a web app with offline access for the API: its JWT and refresh token. */
-async function personsTokens(api: { identifier: string }) {
+async function personsTokens(api: { identifier: string }, person?: Awaited<ReturnType<typeof createUser>>) {
   const registered = await server.runtime.clients.create({ name: 'Orders app', type: 'web', redirectUris: [REDIRECT_URI], apiScopes: ['orders:read'] });
   const client: oauth.Client = { client_id: registered.client_id };
   const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
-  const user = await createUser(server);
+  const user = person ?? await createUser(server);
   const role = `reader-${crypto.randomUUID().slice(0, 8)}`;
   await server.runtime.roles.create(role, undefined);
   await server.runtime.roles.grant(role, api.identifier, ['orders:read']);
@@ -127,3 +127,23 @@ for (const [how, end] of GRANT_ENDINGS) {
     t.deepEqual(await introspect(resourceServer, person.tokens.access_token), { active: false });
   });
 }
+
+test('an administrator disabling the account through the admin API makes its tokens inactive at once, JWT and opaque alike', async (t) => {
+  const jwt = await apiWithResourceServer('jwt');
+  const opaque = await apiWithResourceServer('opaque');
+  const person = await createUser(server);
+  const forJwt = await personsTokens(jwt.api, person);
+  const forOpaque = await personsTokens(opaque.api, person);
+  t.true((await introspect(jwt.resourceServer, forJwt.tokens.access_token)).active);
+  t.true((await introspect(opaque.resourceServer, forOpaque.tokens.access_token)).active);
+
+  const admin = `${server.issuer}/admin/v1`;
+  const script = await confidential({ name: 'Admin script', type: 'service', apiScopes: ['admin:write'] });
+  const adminToken = (await oauth.processClientCredentialsResponse(as, script.client,
+    await oauth.clientCredentialsGrantRequest(as, script.client, script.authentication, new URLSearchParams({ resource: admin, scope: 'admin:write' }), insecure))).access_token;
+  const disabled = await fetch(`${admin}/users/${person.id}/disable`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` } });
+  t.is(disabled.status, 200);
+
+  t.deepEqual(await introspect(jwt.resourceServer, forJwt.tokens.access_token), { active: false });
+  t.deepEqual(await introspect(opaque.resourceServer, forOpaque.tokens.access_token), { active: false });
+});

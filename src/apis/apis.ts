@@ -109,7 +109,10 @@ export class ApiService {
   /** Changes an API; undefined when no API has that identifier. */
   /** `unchangedSince`: the version (updatedAt) it was read at; ApiChangedMeanwhile when it moved on since. */
   async update(identifier: string, changes: ApiChanges, actor: AuditActor = { type: 'admin' }, unchangedSince?: Date): Promise<Api | undefined> {
-    if (identifier === this.#options.builtIn && changes.scopes) throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes cannot be changed`);
+    // Its callers are checked by its scopes, in JWTs (src/web/admin/authentication.ts).
+    if (identifier === this.#options.builtIn && (changes.scopes || changes.accessTokenFormat)) {
+      throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes and token format cannot be changed`);
+    }
     if (!await this.find(identifier)) return undefined;
     const fields = this.#checked(changes);
     const [row] = await this.#prisma.api.updateManyAndReturn({

@@ -52,6 +52,8 @@ export interface ClientChanges {
   /** The API whose resource server the client is; null removes it. */
   resourceServer?: string | null | undefined;
   firstParty?: boolean | undefined;
+  /** Whether every sign-in to it must include the second factor (not for a service client, which signs nobody in). */
+  requireSecondFactor?: boolean | undefined;
   /** A new back-channel logout URI; null removes it. */
   backchannelLogoutUri?: string | null | undefined;
   /** A new front-channel logout URI; null removes it. */
@@ -124,11 +126,12 @@ export class ClientService {
     const type = clientTypeOf(current);
     const isService = type === 'service';
     if (isService && changes.firstParty) throw new ClientError('a service client signs nobody in: there is no consent to skip');
+    if (isService && changes.requireSecondFactor) throw new ClientError('a service client signs nobody in: it cannot require a second factor');
     if (isService && (changes.redirectUris?.length || changes.postLogoutRedirectUris?.length)) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
     if (!isService && changes.redirectUris && !changes.redirectUris.length) throw new ClientError('a client that signs people in needs at least one redirect URI');
-    checkRedirects(type, [...changes.redirectUris ?? [], ...changes.postLogoutRedirectUris ?? []]);
+    checkRedirects(type, { redirect_uris: changes.redirectUris ?? [], post_logout_redirect_uris: changes.postLogoutRedirectUris ?? [] });
     const metadata: ClientMetadata = {
       ...withoutLogoutUris(current, { back: changes.backchannelLogoutUri !== undefined, front: changes.frontchannelLogoutUri !== undefined }),
       ...logoutMetadata(type, { back: changes.backchannelLogoutUri ?? undefined, front: changes.frontchannelLogoutUri ?? undefined }),
@@ -137,6 +140,7 @@ export class ClientService {
       ...(changes.postLogoutRedirectUris ? { post_logout_redirect_uris: changes.postLogoutRedirectUris } : {}),
       ...(changes.scope !== undefined ? { scope: changes.scope } : {}),
       ...(changes.firstParty !== undefined ? { first_party: changes.firstParty } : {}),
+      ...(changes.requireSecondFactor !== undefined ? { require_second_factor: changes.requireSecondFactor } : {}),
     };
     if (changes.resourceServer && !isService) throw new ClientError('only a service client can be an API\'s resource server');
     // API settings given replace the old ones (null or empty removes one); those not given stay.
@@ -314,9 +318,8 @@ const ADMINISTERED_METADATA = ['first_party', 'require_second_factor', 'api_scop
 export function registrationProblem(metadata: ClientMetadata): string | undefined {
   const administered = ADMINISTERED_METADATA.filter((key) => metadata[key] !== undefined);
   if (administered.length) return `${administered.join(', ')}: only an administrator sets ${administered.length === 1 ? 'this' : 'these'}`;
-  const uris = [...stringsIn(metadata.redirect_uris), ...stringsIn(metadata.post_logout_redirect_uris)];
   try {
-    checkRedirects(clientTypeOf(metadata), uris);
+    checkRedirects(clientTypeOf(metadata), { redirect_uris: stringsIn(metadata.redirect_uris), post_logout_redirect_uris: stringsIn(metadata.post_logout_redirect_uris) });
   } catch (error) {
     return (error as Error).message;
   }
@@ -433,7 +436,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     };
   }
   if (!redirectUris.length) throw new ClientError(`a ${input.type} client needs at least one redirect URI`);
-  checkRedirects(input.type, [...redirectUris, ...postLogoutRedirectUris]);
+  checkRedirects(input.type, { redirect_uris: redirectUris, post_logout_redirect_uris: postLogoutRedirectUris });
   if (input.tokenEndpointAuthMethod && input.type !== 'web') throw new ClientError(`a ${input.type} client has no secret to present: only a web client takes a token endpoint auth method`);
   const browserFlow = {
     ...common,
@@ -473,11 +476,13 @@ export function nativeRedirectProblem(uri: string): string | undefined {
  * A browser or web app's redirect URIs are https (a code sent over plain http can be read on the way), or http on
  * the loopback interface while it is developed; a native app's follow RFC 8252.
  */
-function checkRedirects(type: ClientType, uris: readonly string[]): void {
-  if (type === 'native') return checkNativeRedirects(uris);
-  for (const uri of uris) {
-    const problem = secureUriProblem(uri);
-    if (problem) throw new ClientError(`redirect URI ${uri} ${problem}`);
+function checkRedirects(type: ClientType, uris: Record<'redirect_uris' | 'post_logout_redirect_uris', readonly string[]>): void {
+  if (type === 'native') return checkNativeRedirects([...uris.redirect_uris, ...uris.post_logout_redirect_uris]);
+  for (const [field, list] of Object.entries(uris)) {
+    for (const uri of list) {
+      const problem = secureUriProblem(uri);
+      if (problem) throw new ClientError(`${field}: ${uri} ${problem}`);
+    }
   }
 }
 

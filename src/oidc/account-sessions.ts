@@ -2,7 +2,7 @@
 // sessions page, and ending one or all (which revokes their grants and every token issued under them).
 import Bowser from 'bowser';
 import { errors, type AdapterPayload } from 'oidc-provider';
-import type { AuditTrail } from '../audit/audit.ts';
+import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import type { UserService } from '../accounts/users.ts';
 import { applicationsOf, requestBeingServed, type Engine, type EngineSession } from './engine-internals.ts';
 import type { LogoutNotices } from './logout-notices.ts';
@@ -48,6 +48,8 @@ export interface EndOptions {
   /** Default: 'session_ended'. */
   reason?: EndReason;
   request?: RequestOrigin;
+  /** Who ended it, for the audit trail: the person by default, an administrator when one did. */
+  actor?: AuditActor | undefined;
 }
 
 export interface EndAllOptions {
@@ -56,6 +58,7 @@ export interface EndAllOptions {
   /** Default: 'signed_out_everywhere'. */
   reason?: EndReason;
   request?: RequestOrigin;
+  actor?: AuditActor | undefined;
 }
 
 /** A session ended: `frontChannel`, the URLs its browser loads to sign its applications out (front-channel logout). */
@@ -128,8 +131,8 @@ export class AccountSessions {
     // Told once nothing of the session works any more.
     const frontChannel = await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason });
     await Promise.all([
-      this.#audit({ action: 'session.ended', accountId, request: options.request, detail: { sessionUid, reason } }),
-      ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request: options.request, detail: { grantId: grant.id, reason } })),
+      this.#audit({ action: 'session.ended', accountId, request: options.request, actor: options.actor, detail: { sessionUid, reason } }),
+      ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request: options.request, actor: options.actor, detail: { grantId: grant.id, reason } })),
     ]);
     return { frontChannel };
   }
@@ -167,12 +170,12 @@ export class AccountSessions {
       session.uid,
       await this.#logoutNotices.sessionEnded({ accountId, applications: applicationsOf(session), reason }),
     ] as const)));
-    const { request } = options;
+    const { request, actor } = options;
     await Promise.all([
-      ...ending.map((session) => this.#audit({ action: 'session.ended', accountId, request, detail: { sessionUid: session.uid, reason } })),
-      ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request, detail: { grantId: grant.id, reason } })),
+      ...ending.map((session) => this.#audit({ action: 'session.ended', accountId, request, actor, detail: { sessionUid: session.uid, reason } })),
+      ...revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId: grant.clientId, request, actor, detail: { grantId: grant.id, reason } })),
       this.#audit({
-        action: 'sessions.ended_all', accountId, request,
+        action: 'sessions.ended_all', accountId, request, actor,
         detail: { reason, sessions: ending.length, grants: revoked.length, keptOne: kept !== undefined },
       }),
     ]);
@@ -248,9 +251,12 @@ export class AccountSessions {
     }
   }
 
-  #audit(event: { action: 'session.ended' | 'sessions.ended_all' | 'grant.revoked'; accountId: string; clientId?: string | undefined; request?: RequestOrigin | undefined; detail: Record<string, string | number | boolean> }): Promise<void> {
+  #audit(event: {
+    action: 'session.ended' | 'sessions.ended_all' | 'grant.revoked'; accountId: string; clientId?: string | undefined; request?: RequestOrigin | undefined;
+    actor?: AuditActor | undefined; detail: Record<string, string | number | boolean>;
+  }): Promise<void> {
     return this.#auditTrail.record({
-      action: event.action, outcome: 'success', subjectUserId: event.accountId, clientId: event.clientId,
+      action: event.action, outcome: 'success', actor: event.actor, subjectUserId: event.accountId, clientId: event.clientId,
       ip: event.request?.ip, userAgent: event.request?.userAgent, detail: event.detail,
     });
   }

@@ -1,11 +1,11 @@
 // An administrator's acts on an account (the CLI and the admin API): disabling (it signs in nowhere, and every
 // session, grant and token it holds stops working at once), enabling, lifting a login lockout, and deleting it.
 import type { AuditActor, AuditTrail } from '../../audit/audit.ts';
-import type { User, UserService } from '../users.ts';
+import type { AccountRecord, User, UserService } from '../users.ts';
 import type { SessionEnder } from './dependencies.ts';
 
 export interface AccountAdministrationDependencies {
-  users: Pick<UserService, 'create' | 'findByEmail' | 'setDisabled' | 'delete'>;
+  users: Pick<UserService, 'create' | 'findByEmail' | 'setDisabled' | 'delete' | 'updateProfile'>;
   /** Whether a role exists: a person is given only roles that do. */
   roleExists(name: string): Promise<boolean>;
   accountSessions: SessionEnder;
@@ -38,6 +38,11 @@ export interface AccountAdministrationFlow {
   disable(email: string, actor: AuditActor): Promise<AccountStatusChange>;
   /** Lets the account with this address sign in again; nothing it had before is given back. */
   enable(email: string, actor: AuditActor): Promise<AccountStatusChange>;
+  /**
+   * Changes the name, or whether the address counts as verified (by the account's id), unless it changed since
+   * `unchangedSince`: 'stale' then; null when there is no such account.
+   */
+  update(userId: string, changes: { name?: string | null | undefined; emailVerified?: boolean | undefined }, actor: AuditActor, unchangedSince?: Date): Promise<AccountRecord | 'stale' | null>;
   /** Lifts the account's login lockout and forgets its failed attempts (the person called the help desk). */
   unlock(email: string, actor: AuditActor): Promise<{ ok: true; user: User } | { ok: false; reason: 'unknown_account' }>;
   /**
@@ -82,6 +87,15 @@ export function createAccountAdministrationFlow({ users, roleExists, accountSess
         detail: { alreadyEnabled: !result.changed },
       });
       return { ok: true, user: result.user, changed: result.changed, sessionsEnded: 0, grantsRevoked: 0 };
+    },
+
+    async update(userId, changes, actor, unchangedSince) {
+      const updated = await users.updateProfile(userId, changes, unchangedSince);
+      if (updated && updated !== 'stale') {
+        const changed = Object.entries({ name: changes.name, emailVerified: changes.emailVerified }).filter(([, value]) => value !== undefined).map(([key]) => key);
+        await auditTrail.record({ action: 'account.updated', outcome: 'success', actor, subjectUserId: updated.id, subjectEmail: updated.email, detail: { changed } });
+      }
+      return updated;
     },
 
     async unlock(email, actor) {

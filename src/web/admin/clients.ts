@@ -126,6 +126,7 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
         name: z.string().min(1).max(200).optional(), redirect_uris: uris.optional(), post_logout_redirect_uris: uris.optional(),
         scope: z.string().max(1000).optional(), api_scopes: apiScopes.optional(),
         default_api: z.string().nullable().optional(), resource_server: z.string().nullable().optional(), first_party: z.boolean().optional(),
+        require_second_factor: z.boolean().optional(),
         backchannel_logout_uri: z.string().nullable().optional(), frontchannel_logout_uri: z.string().nullable().optional(),
       }),
       answers: { 200: { description: 'The client', schema: client, headers: ['ETag'] } },
@@ -134,7 +135,7 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
         const unchangedSince = ifMatch(ctx);
         const updated = await refusedAs422(() => clients.update(params.client_id, {
           name: body.name, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope, apiScopes: body.api_scopes,
-          defaultApi: body.default_api, resourceServer: body.resource_server, firstParty: body.first_party,
+          defaultApi: body.default_api, resourceServer: body.resource_server, firstParty: body.first_party, requireSecondFactor: body.require_second_factor,
           backchannelLogoutUri: body.backchannel_logout_uri, frontchannelLogoutUri: body.frontchannel_logout_uri,
         }, actorOf(caller), unchangedSince));
         if (!updated) throw new Problem('not-found', `No client has the id ${params.client_id}`);

@@ -16,7 +16,7 @@ import { decodeCursor, encodeCursor, pageQuery, pageOf } from './paging.ts';
 import { etag, ifMatch } from './versions.ts';
 
 export interface AdminUsersDependencies {
-  users: Pick<UserService, 'record' | 'search' | 'updateProfile'>;
+  users: Pick<UserService, 'record' | 'search'>;
   flows: Pick<AccountFlows, 'accountAdministration' | 'passwordReset' | 'roleAssignment' | 'secondFactorReset'>;
   accountSessions: Pick<AccountSessions, 'list' | 'end' | 'endAll'>;
   afterResponseWork: Pick<AfterResponseWork, 'run'>;
@@ -127,8 +127,8 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       body: z.strictObject({ name: z.string().max(200).nullable().optional(), email_verified: z.boolean().optional() }),
       answers: { 200: { description: 'The account', schema: user, headers: ['ETag'] } },
       problems: [404, 412, 428],
-      async handle({ params, body, ctx }) {
-        const updated = await users.updateProfile(params.id, { name: body.name, emailVerified: body.email_verified }, ifMatch(ctx));
+      async handle({ params, body, caller, ctx }) {
+        const updated = await flows.accountAdministration.update(params.id, { name: body.name, emailVerified: body.email_verified }, actorOf(caller), ifMatch(ctx));
         if (updated === null) throw unknownAccount(params.id);
         if (updated === 'stale') throw new Problem('precondition-failed', 'The account changed since it was read: read it again');
         return versioned(updated);
@@ -248,8 +248,8 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       params: userId,
       answers: { 200: { description: 'What ended', schema: z.object({ sessions_ended: z.number().int(), grants_revoked: z.number().int() }) } },
       problems: [404],
-      async handle({ params, ctx }) {
-        const ended = await accountSessions.endAll((await found(params.id)).id, { reason: 'ended_by_administrator', request: requestOrigin(ctx) });
+      async handle({ params, caller, ctx }) {
+        const ended = await accountSessions.endAll((await found(params.id)).id, { reason: 'ended_by_administrator', request: requestOrigin(ctx), actor: actorOf(caller) });
         return { body: { sessions_ended: ended.sessions, grants_revoked: ended.grants } };
       },
     }),
@@ -259,8 +259,8 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       params: z.strictObject({ id: z.string(), session: z.string() }),
       answers: { 204: { description: 'Ended' } },
       problems: [404],
-      async handle({ params, ctx }) {
-        const ended = await accountSessions.end((await found(params.id)).id, params.session, { reason: 'ended_by_administrator', request: requestOrigin(ctx) });
+      async handle({ params, caller, ctx }) {
+        const ended = await accountSessions.end((await found(params.id)).id, params.session, { reason: 'ended_by_administrator', request: requestOrigin(ctx), actor: actorOf(caller) });
         if (!ended) throw new Problem('not-found', `The person has no session ${params.session}`);
         return {};
       },
