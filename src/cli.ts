@@ -19,6 +19,9 @@ import { ROLE_NAME, RoleError } from './apis/roles.ts';
 import { ACCESS_TOKEN_FORMATS, ApiError, type AccessTokenFormat, type ApiChanges } from './apis/apis.ts';
 import { scopesAboutPeople } from './oidc/scopes.ts';
 
+/** Initial access tokens live in the store: on the in-process one, this command cannot reach the server's. */
+const IN_PROCESS_TOKENS = 'initial access tokens live in the store, and the store is in-process (no REDIS_URL): ask the running server, through the admin API (/admin/v1/initial-access-tokens)';
+
 const USAGE = `Usage: gatehouse <command> [options]
 
 Commands:
@@ -126,7 +129,10 @@ Commands:
                                         print an initial access token for dynamic client
                                         registration (RFC 7591, the registration_endpoint
                                         of discovery): good for N registrations (default
-                                        1) within SECONDS (default a day)
+                                        1) within SECONDS (default a day); it is shown
+                                        once, with the id it is listed and revoked by
+  tokens list [--json]                  the initial access tokens that can still register
+  tokens revoke ID                      withdraw an initial access token
   keys generate                         print a new private JWK set (RS256, ES256, EdDSA)
                                         for the JWKS setting
   keys encryption                       print a new key for the ENCRYPTION_KEYS setting
@@ -610,9 +616,30 @@ const commands: Record<string, Handler> = {
     if (!Number.isSafeInteger(expiresIn) || expiresIn < 60 || expiresIn > MAX_INITIAL_ACCESS_TOKEN_SECONDS) throw new UsageError(`--expires-in takes seconds, from 60 to ${MAX_INITIAL_ACCESS_TOKEN_SECONDS}`);
     await run(async ({ initialAccessTokens, config }) => {
       // It would live in this command's own memory, and go with it.
-      if (!config.redisUrl) throw new NotFound('initial access tokens live in the store, and the store is in-process (no REDIS_URL): ask the running server for one, through the admin API (POST /admin/v1/initial-access-tokens)');
+      if (!config.redisUrl) throw new NotFound(IN_PROCESS_TOKENS);
       const issued = await initialAccessTokens.issue({ uses, expiresInSeconds: expiresIn, actor: { type: 'admin', id: administratorName() } });
-      process.stdout.write(`${JSON.stringify({ initial_access_token: issued.token, expires_at: issued.expiresAt, uses: issued.uses }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ initial_access_token: issued.token, id: issued.id, expires_at: issued.expiresAt, uses: issued.uses }, null, 2)}\n`);
+    });
+  },
+
+  async 'tokens list'(args, run) {
+    const { values } = parse(args, { json: { type: 'boolean' } });
+    await run(async ({ initialAccessTokens, config }) => {
+      if (!config.redisUrl) throw new NotFound(IN_PROCESS_TOKENS);
+      const tokens = await initialAccessTokens.list();
+      if (values.json) process.stdout.write(tokens.map((token) => `${JSON.stringify(token)}\n`).join(''));
+      else if (!tokens.length) process.stdout.write('no initial access token can register a client\n');
+      else process.stdout.write(textTable(['ID', 'EXPIRES', 'USES LEFT'], tokens.map((token) => [token.id, token.expiresAt.toISOString(), `${token.usesLeft} of ${token.uses}`])));
+    });
+  },
+
+  async 'tokens revoke'(args, run) {
+    const [id, ...rest] = args;
+    if (!id || id.startsWith('-') || rest.length) throw new UsageError('tokens revoke takes one id: tokens revoke ID');
+    await run(async ({ initialAccessTokens, config }) => {
+      if (!config.redisUrl) throw new NotFound(IN_PROCESS_TOKENS);
+      if (!await initialAccessTokens.revoke(id, { type: 'admin', id: administratorName() })) throw new NotFound(`no initial access token has the id ${id}`);
+      process.stdout.write(`revoked ${id}: it registers nothing more\n`);
     });
   },
 

@@ -423,10 +423,46 @@ test('an initial access token from the admin API opens dynamic client registrati
     method: 'POST', headers: { authorization: `Bearer ${issued.body.initial_access_token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ client_name: 'Registered', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' }),
   });
+  t.is(issued.body.uses_left, 1);
+  const listed = await call('GET', '/initial-access-tokens', { token });
+  t.true(listed.body.items.some((entry: { id: string }) => entry.id === issued.body.id));
+  t.false(JSON.stringify(listed.body).includes(issued.body.initial_access_token), 'never the token itself');
   t.is((await register()).status, 201);
   t.is((await register()).status, 401);
+  t.false((await call('GET', '/initial-access-tokens', { token })).body.items.some((entry: { id: string }) => entry.id === issued.body.id), 'used up');
+
+  const withdrawn = await call('POST', '/initial-access-tokens', { token, body: { uses: 5 } });
+  t.is((await call('DELETE', `/initial-access-tokens/${withdrawn.body.id}`, { token })).status, 204);
+  const refused = await fetch(as.registration_endpoint!, {
+    method: 'POST', headers: { authorization: `Bearer ${withdrawn.body.initial_access_token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ client_name: 'Registered', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' }),
+  });
+  t.is(refused.status, 401);
+  t.is((await call('DELETE', `/initial-access-tokens/${withdrawn.body.id}`, { token })).status, 404);
   t.is((await call('POST', '/initial-access-tokens', { token, body: { uses: 0 } })).status, 422);
   t.is((await call('POST', '/initial-access-tokens', { token: await serviceToken('admin:read'), body: {} })).status, 403);
+});
+
+test('no browser on another origin is answered (no CORS), unless ADMIN_API_CORS_ORIGINS names it', async (t) => {
+  const preflight = (base: string, origin: string) => fetch(`${base}/admin/v1/users`, {
+    method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' },
+  });
+  const closed = await preflight(server.issuer, 'https://admin.example.com');
+  t.is(closed.headers.get('access-control-allow-origin'), null);
+  t.is(closed.status, 405);
+
+  const consoleServer = await startTestServer({ ADMIN_API_CORS_ORIGINS: 'https://admin.example.com' });
+  t.teardown(() => consoleServer.close());
+  const open = await preflight(consoleServer.issuer, 'https://admin.example.com');
+  t.is(open.status, 204);
+  t.is(open.headers.get('access-control-allow-origin'), 'https://admin.example.com');
+  t.regex(open.headers.get('access-control-allow-headers') ?? '', /Authorization/);
+  t.regex(open.headers.get('access-control-allow-methods') ?? '', /PATCH/);
+  const actual = await fetch(`${consoleServer.issuer}/admin/v1/users`, { headers: { origin: 'https://admin.example.com' } });
+  t.is(actual.status, 401);
+  t.is(actual.headers.get('access-control-allow-origin'), 'https://admin.example.com');
+  t.regex(actual.headers.get('access-control-expose-headers') ?? '', /WWW-Authenticate/);
+  t.is((await preflight(consoleServer.issuer, 'https://evil.example')).headers.get('access-control-allow-origin'), null);
 });
 
 test.after('every operation of the document was called', (t) => {

@@ -246,15 +246,22 @@ test.serial('users list, show, update, unlock, sessions, end-sessions, password-
 test.serial('tokens create prints an initial access token for dynamic registration, when the store is shared; on the in-process store it says why not', async (t) => {
   const inProcess = await gatehouse(['tokens', 'create']);
   t.is(inProcess.code, 1);
-  t.regex(inProcess.stderr, /in-process.*POST \/admin\/v1\/initial-access-tokens/);
+  t.regex(inProcess.stderr, /in-process.*\/admin\/v1\/initial-access-tokens/);
   const redisUrl = process.env.REDIS_URL;
   if (!redisUrl) return;
   const prefix = `gatehouse-cli-${crypto.randomUUID()}:`;
   t.teardown(() => deleteKeysWithPrefix(redisUrl, prefix));
   const shared = await gatehouse(['tokens', 'create', '--uses', '3', '--expires-in', '3600'], { ...environment, REDIS_URL: redisUrl, STORE_PREFIX: prefix });
   t.is(shared.code, 0, shared.stderr);
-  t.like(JSON.parse(shared.stdout), { uses: 3 });
-  t.regex((JSON.parse(shared.stdout) as { initial_access_token: string }).initial_access_token, /^[\w-]{40,}$/);
+  const issued = JSON.parse(shared.stdout) as { initial_access_token: string; id: string; uses: number };
+  t.is(issued.uses, 3);
+  t.regex(issued.initial_access_token, /^[\w-]{40,}$/);
+  const withRedis = { ...environment, REDIS_URL: redisUrl, STORE_PREFIX: prefix };
+  const listed = await gatehouse(['tokens', 'list'], withRedis);
+  t.regex(listed.stdout, new RegExp(`${issued.id}\\s+\\S+\\s+3 of 3`));
+  t.false(listed.stdout.includes(issued.initial_access_token), 'never the token itself');
+  t.regex((await gatehouse(['tokens', 'revoke', issued.id], withRedis)).stdout, /^revoked /);
+  t.is((await gatehouse(['tokens', 'list'], withRedis)).stdout, 'no initial access token can register a client\n');
 });
 
 test.serial('keys rotate publishes new signing keys that sign after the delay, refusing a second rotation meanwhile; keys list shows what each key does', async (t) => {

@@ -189,6 +189,14 @@ test('NODE_ENV=production accepts a complete configuration, with JWKS or with JW
   t.like(loadConfig({ ...productionEnvironment(), JWKS: undefined }), { jwks: undefined, jwksFile: undefined });
 });
 
+test('ADMIN_API_CORS_ORIGINS takes origins only: https, or http on the loopback interface', (t) => {
+  t.deepEqual(loadConfig({}).adminApiCorsOrigins, []);
+  t.deepEqual(loadConfig({ ADMIN_API_CORS_ORIGINS: 'https://admin.example.com, http://127.0.0.1:5173' }).adminApiCorsOrigins, ['https://admin.example.com', 'http://127.0.0.1:5173']);
+  for (const refused of ['http://admin.example.com', 'https://admin.example.com/console', '*']) {
+    t.throws(() => loadConfig({ ADMIN_API_CORS_ORIGINS: refused }), { instanceOf: ConfigError, message: /ADMIN_API_CORS_ORIGINS/ }, refused);
+  }
+});
+
 test('key rotation: an hour from publishing to signing by default; JWKS caching and key reads a quarter of that, at most 5 and 1 minutes', (t) => {
   t.deepEqual(loadConfig({}).keyRotation, { delay: 3600, interval: 90 * 24 * 3600, jwksMaxAge: 300, refreshInterval: 60 });
   t.deepEqual(loadConfig({ KEY_ROTATION_DELAY: '8', KEY_ROTATION_INTERVAL: '0' }).keyRotation, { delay: 8, interval: 0, jwksMaxAge: 2, refreshInterval: 2 });

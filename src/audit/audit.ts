@@ -15,7 +15,7 @@ export const AUDIT_ACTIONS = [
   'email.verified', 'email_change.requested', 'email.changed', 'email.restored',
   'refresh_token.reused', 'authorization_code.reused', 'grant.revoked', 'consent.withdrawn',
   'session.ended', 'sessions.ended_all', 'logout.delivered', 'logout.failed',
-  'client.created', 'client.updated', 'client.deleted', 'client.secret_rotated', 'initial_access_token.issued',
+  'client.created', 'client.updated', 'client.deleted', 'client.secret_rotated', 'initial_access_token.issued', 'initial_access_token.revoked',
   'api.created', 'api.updated', 'api.deleted',
   'role.created', 'role.deleted', 'role.granted', 'role.revoked', 'account.role_added', 'account.role_removed',
   'keys.rotated',

@@ -27,6 +27,8 @@ export interface Config {
    */
   jwks: string | undefined;
   jwksFile: string | undefined;
+  /** Browser origins allowed to call the admin API (CORS); none by default: admin tools call it from their servers. */
+  adminApiCorsOrigins: string[];
   /** Staged rotation of the signing keys kept in the database. */
   keyRotation: KeyRotationTimings;
   /** Secrets that sign cookies, newest first; undefined in development means generate into keysDir. */
@@ -164,6 +166,7 @@ const environmentSchema = z.object({
   KEYS_DIR: z.string().default('keys'),
   JWKS: z.string().optional(),
   JWKS_FILE: z.string().optional(),
+  ADMIN_API_CORS_ORIGINS: z.string().optional(),
   KEY_ROTATION_DELAY: wholeNumber.pipe(z.number().min(4, 'must be at least 4')).default(3600),
   KEY_ROTATION_INTERVAL: wholeNumber.default(90 * 24 * 3600),
   COOKIE_SECRETS: z.string().optional(),
@@ -240,6 +243,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     keysDir: path.resolve(env.KEYS_DIR),
     jwks: env.JWKS,
     jwksFile: env.JWKS_FILE,
+    adminApiCorsOrigins: corsOrigins(env.ADMIN_API_CORS_ORIGINS),
     keyRotation: {
       delay: env.KEY_ROTATION_DELAY,
       interval: env.KEY_ROTATION_INTERVAL,
@@ -318,6 +322,19 @@ function refuseUnsafeProduction(config: Config): void {
   if (/@localhost$/i.test(config.mail.from.address)) {
     throw new ConfigError('production needs MAIL_FROM: an address at your own domain, e.g. Gatehouse <no-reply@example.com>');
   }
+}
+
+/** ADMIN_API_CORS_ORIGINS: origins only (scheme, host, port), https or on the loopback interface. */
+function corsOrigins(value: string | undefined): string[] {
+  const origins = value ? commaList(value) : [];
+  for (const origin of origins) {
+    const url = URL.parse(origin);
+    const loopback = url && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
+    if (!url || url.origin !== origin || (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback))) {
+      throw new ConfigError(`ADMIN_API_CORS_ORIGINS: ${origin} is not an origin such as https://admin.example.com (https, or http on the loopback interface; no path)`);
+    }
+  }
+  return origins;
 }
 
 /** "a, b,,c" → ['a', 'b', 'c']. */

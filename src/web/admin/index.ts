@@ -1,7 +1,7 @@
 // The admin API under /admin/v1: JSON in and out, problem details for every error, limited per client address,
 // and open only to the bearers of access tokens Gatehouse issued for it (authentication.ts). Its OpenAPI document
-// (/admin/v1/openapi.json) is made from the operations' own declarations. No CORS: browsers on other origins
-// cannot call it; admin tools call it from their servers.
+// (/admin/v1/openapi.json) is made from the operations' own declarations. No CORS unless ADMIN_API_CORS_ORIGINS
+// names an admin console's origin: admin tools call it from their servers.
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type { WebDependencies } from '../dependencies.ts';
@@ -39,8 +39,24 @@ export function adminApi(deps: AdminApiDependencies): Middleware {
   const routes = router.routes();
   const problems = answerProblems(deps.logger);
 
+  const allowedOrigins = new Set(config.adminApiCorsOrigins);
+
   return async (ctx, next) => {
     if (ctx.path !== ADMIN_API_PATH && !ctx.path.startsWith(`${ADMIN_API_PATH}/`)) return next();
+    // Browsers on the origins configured may call it (an admin console); no other origin is answered.
+    const origin = ctx.get('origin');
+    if (origin && allowedOrigins.has(origin)) {
+      ctx.vary('Origin');
+      ctx.set('Access-Control-Allow-Origin', origin);
+      ctx.set('Access-Control-Expose-Headers', 'ETag, Location, Retry-After, WWW-Authenticate');
+      if (ctx.method === 'OPTIONS' && ctx.get('access-control-request-method')) {
+        ctx.set('Access-Control-Allow-Methods', 'GET, POST, PUT, PATCH, DELETE');
+        ctx.set('Access-Control-Allow-Headers', 'Authorization, Content-Type, If-Match');
+        ctx.set('Access-Control-Max-Age', '600');
+        ctx.status = 204;
+        return;
+      }
+    }
     await problems(ctx, async () => {
       const decision = await limits.rates.consume('admin-api-ip', ctx.ip);
       if (!decision.allowed) throw new Problem('too-many-requests', 'Too many requests from this address: wait and try again', { retryAfterSeconds: decision.retryAfterSeconds });

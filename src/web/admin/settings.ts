@@ -9,7 +9,7 @@ import { SIGNING_ALGORITHMS } from '../../keys/secrets.ts';
 import { KeyRotationError } from '../../keys/signing-keys.ts';
 import type { KeyDescription, SigningKeyRing } from '../../keys/key-ring.ts';
 import { AUDIT_ACTIONS, type AuditEvent, type AuditTrail } from '../../audit/audit.ts';
-import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES, type InitialAccessTokens } from '../../oidc/initial-access-tokens.ts';
+import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES, type InitialAccessTokenSummary, type InitialAccessTokens } from '../../oidc/initial-access-tokens.ts';
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
 import { Problem } from './problems.ts';
@@ -21,7 +21,7 @@ export interface AdminSettingsDependencies {
   roles: Pick<RoleService, 'create' | 'find' | 'list' | 'delete' | 'grant' | 'revoke'>;
   signingKeys: Pick<SigningKeyRing, 'list' | 'rotate'>;
   auditTrail: Pick<AuditTrail, 'list'>;
-  initialAccessTokens: Pick<InitialAccessTokens, 'issue'>;
+  initialAccessTokens: Pick<InitialAccessTokens, 'issue' | 'list' | 'revoke'>;
 }
 
 const scopeList = z.array(z.object({ name: z.string().min(1).max(128), description: z.string().max(200).optional() })).max(100);
@@ -43,6 +43,12 @@ const auditEvent = z.object({
   actor_type: z.enum(['user', 'client', 'admin', 'system']), actor_id: z.string().nullable(), subject_user_id: z.string().nullable(), subject_email: z.string().nullable(),
   client_id: z.string().nullable(), ip: z.string().nullable(), user_agent: z.string().nullable(), detail: z.record(z.string(), z.unknown()),
 });
+
+const initialAccessToken = z.object({ id: z.string(), expires_at: z.iso.datetime(), uses: z.number().int(), uses_left: z.number().int() });
+
+function tokenView(entry: InitialAccessTokenSummary): z.infer<typeof initialAccessToken> {
+  return { id: entry.id, expires_at: entry.expiresAt.toISOString(), uses: entry.uses, uses_left: entry.usesLeft };
+}
 
 function apiView(entry: Api): Reply {
   return {
@@ -255,10 +261,29 @@ export function settingsOperations({ apis, roles, signingKeys, auditTrail, initi
         uses: z.number().int().min(1).max(MAX_INITIAL_ACCESS_TOKEN_USES).default(1),
         expires_in: z.number().int().min(60).max(MAX_INITIAL_ACCESS_TOKEN_SECONDS).default(24 * 3600).describe('Seconds'),
       }),
-      answers: { 201: { description: 'The token, shown this once', schema: z.object({ initial_access_token: z.string(), expires_at: z.iso.datetime(), uses: z.number().int() }) } },
+      answers: { 201: { description: 'The token, shown this once, and the id it is listed and revoked by', schema: initialAccessToken.extend({ initial_access_token: z.string() }) } },
       async handle({ body, caller }) {
         const issued = await initialAccessTokens.issue({ uses: body.uses, expiresInSeconds: body.expires_in, actor: actorOf(caller) });
-        return { status: 201, body: { initial_access_token: issued.token, expires_at: issued.expiresAt.toISOString(), uses: issued.uses } };
+        return { status: 201, body: { initial_access_token: issued.token, ...tokenView(issued) } };
+      },
+    }),
+    operation({
+      id: 'listInitialAccessTokens', tag: 'registration', method: 'get', path: '/initial-access-tokens', scope: ADMIN_READ_SCOPE,
+      summary: 'The initial access tokens that may still register a client (never the tokens themselves), soonest to expire first',
+      answers: { 200: { description: 'The tokens', schema: z.object({ items: z.array(initialAccessToken) }) } },
+      async handle() {
+        return { body: { items: (await initialAccessTokens.list()).map(tokenView) } };
+      },
+    }),
+    operation({
+      id: 'revokeInitialAccessToken', tag: 'registration', method: 'delete', path: '/initial-access-tokens/{id}', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Withdraw an initial access token: it registers nothing more',
+      params: z.strictObject({ id: z.string() }),
+      answers: { 204: { description: 'Withdrawn' } },
+      problems: [404],
+      async handle({ params, caller }) {
+        if (!await initialAccessTokens.revoke(params.id, actorOf(caller))) throw new Problem('not-found', `No initial access token has the id ${params.id}`);
+        return {};
       },
     }),
     operation({
