@@ -305,9 +305,12 @@ const commands: Record<string, Handler> = {
   async 'users sessions'(args, run) {
     const { values } = parse(args, { email: { type: 'string' }, json: { type: 'boolean' } });
     if (!values.email) throw new UsageError('users sessions needs --email');
-    await run(async ({ users, accountSessions }) => {
+    await run(async ({ users, accountSessions, config }) => {
       const account = await users.findByEmail(String(values.email));
       if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
+      if (!config.redisUrl) {
+        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, out of this command\'s reach, so they are not listed\n');
+      }
       const sessions = await accountSessions.list(account.id);
       if (values.json) process.stdout.write(sessions.map((session) => `${JSON.stringify(session)}\n`).join(''));
       else if (!sessions.length) process.stdout.write(`${account.email} is signed in nowhere\n`);

@@ -387,6 +387,15 @@ test.serial('keys: listed with their states; a rotation publishes new keys and a
   t.is((await call('POST', '/keys/rotate', { token })).status, 409);
   const after = await call('GET', '/keys', { token });
   t.is(after.body.items.filter((entry: { state: string }) => entry.state === 'next').length, 3);
+  const paged: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await call('GET', `/keys?limit=4${cursor ? `&cursor=${cursor}` : ''}`, { token });
+    t.true(page.body.items.length <= 4);
+    paged.push(...page.body.items.map((entry: { kid: string }) => entry.kid));
+    cursor = page.body.next_cursor;
+  } while (cursor);
+  t.deepEqual(paged, after.body.items.map((entry: { kid: string }) => entry.kid), 'the same keys, a page at a time, in the same order');
   const [audited] = await server.runtime.auditTrail.list({ action: 'keys.rotated', limit: 1 });
   t.is(audited!.actorType, 'client');
 });

@@ -28,3 +28,19 @@ export function decodeCursor<Position>(cursor: string | undefined, position: z.Z
   }
   throw new Problem('validation-failed', 'cursor is not one this API gave', { invalidParameters: [{ in: 'query', pointer: '/cursor', detail: 'not a cursor this API gave' }] });
 }
+
+/**
+ * A page of a list read whole (one short by nature: a person's sessions, the signing keys), in the order of
+ * `keyOf`: the items after the cursor's, and a cursor for the rest.
+ */
+export function pageOfList<Item>(items: readonly Item[], keyOf: (item: Item) => string, query: { limit: number; cursor?: string | undefined }): { items: Item[]; next_cursor: string | null } {
+  const after = decodeCursor(query.cursor, z.object({ key: z.string() }))?.key;
+  const sorted = [...items].sort((a, b) => compare(keyOf(a), keyOf(b)));
+  const rest = after === undefined ? sorted : sorted.filter((item) => compare(keyOf(item), after) > 0);
+  const page = rest.slice(0, query.limit);
+  return { items: page, next_cursor: rest.length > query.limit ? encodeCursor({ key: keyOf(page.at(-1)!) }) : null };
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -13,7 +13,7 @@ import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES, type I
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
 import { Problem } from './problems.ts';
-import { decodeCursor, encodeCursor, pageOf, pageQuery } from './paging.ts';
+import { decodeCursor, encodeCursor, pageOf, pageOfList, pageQuery } from './paging.ts';
 import { etag, ifMatch } from './versions.ts';
 
 export interface AdminSettingsDependencies {
@@ -174,10 +174,8 @@ export function settingsOperations({ apis, roles, signingKeys, auditTrail, initi
       query: pageQuery,
       answers: { 200: { description: 'A page of roles', schema: pageOf(role) } },
       async handle({ query }) {
-        const after = decodeCursor(query.cursor, z.object({ name: z.string() }));
-        const all = (await roles.list()).filter((entry) => !after || entry.name > after.name);
-        const page = all.slice(0, query.limit);
-        return { body: { items: page.map(roleView), next_cursor: all.length > query.limit ? encodeCursor({ name: page.at(-1)!.name }) : null } };
+        const page = pageOfList(await roles.list(), (entry) => entry.name, query);
+        return { body: { items: page.items.map(roleView), next_cursor: page.next_cursor } };
       },
     }),
     operation({
@@ -234,9 +232,11 @@ export function settingsOperations({ apis, roles, signingKeys, auditTrail, initi
     operation({
       id: 'listKeys', tag: 'keys', method: 'get', path: '/keys', scope: ADMIN_READ_SCOPE,
       summary: 'The signing keys and what each does: next (published, signs from signs_from), signing, retired, expired; or configured (JWKS)',
-      answers: { 200: { description: 'The keys, oldest first', schema: z.object({ items: z.array(key) }) } },
-      async handle() {
-        return { body: { items: (await signingKeys.list()).map(keyView) } };
+      query: pageQuery,
+      answers: { 200: { description: 'The keys, oldest first', schema: pageOf(key) } },
+      async handle({ query }) {
+        const page = pageOfList(await signingKeys.list(), (entry) => `${entry.signsFrom?.toISOString() ?? ''} ${entry.alg} ${entry.kid}`, query);
+        return { body: { items: page.items.map(keyView), next_cursor: page.next_cursor } };
       },
     }),
     operation({
@@ -270,9 +270,11 @@ export function settingsOperations({ apis, roles, signingKeys, auditTrail, initi
     operation({
       id: 'listInitialAccessTokens', tag: 'registration', method: 'get', path: '/initial-access-tokens', scope: ADMIN_READ_SCOPE,
       summary: 'The initial access tokens that may still register a client (never the tokens themselves), soonest to expire first',
-      answers: { 200: { description: 'The tokens', schema: z.object({ items: z.array(initialAccessToken) }) } },
-      async handle() {
-        return { body: { items: (await initialAccessTokens.list()).map(tokenView) } };
+      query: pageQuery,
+      answers: { 200: { description: 'The tokens', schema: pageOf(initialAccessToken) } },
+      async handle({ query }) {
+        const page = pageOfList(await initialAccessTokens.list(), (entry) => `${entry.expiresAt.toISOString()} ${entry.id}`, query);
+        return { body: { items: page.items.map(tokenView), next_cursor: page.next_cursor } };
       },
     }),
     operation({

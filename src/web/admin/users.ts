@@ -12,7 +12,7 @@ import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
 import { Problem } from './problems.ts';
-import { decodeCursor, encodeCursor, pageQuery, pageOf } from './paging.ts';
+import { decodeCursor, encodeCursor, pageQuery, pageOf, pageOfList } from './paging.ts';
 import { etag, ifMatch } from './versions.ts';
 
 export interface AdminUsersDependencies {
@@ -226,15 +226,17 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
     }),
     operation({
       id: 'listUserSessions', tag: 'users', method: 'get', path: '/users/{id}/sessions', scope: ADMIN_READ_SCOPE,
-      summary: 'The person\'s sessions: where they are signed in, and to which applications',
-      params: userId,
-      answers: { 200: { description: 'The sessions', schema: z.object({ items: z.array(session) }) } },
+      summary: 'The person\'s sessions, oldest first: where they are signed in, and to which applications',
+      params: userId, query: pageQuery,
+      answers: { 200: { description: 'The sessions', schema: pageOf(session) } },
       problems: [404],
-      async handle({ params }) {
+      async handle({ params, query }) {
         const sessions = await accountSessions.list((await found(params.id)).id);
+        const page = pageOfList(sessions, (entry) => `${String(entry.loginTs ?? 0).padStart(12, '0')} ${entry.uid}`, query);
         return {
           body: {
-            items: sessions.map((entry) => ({
+            next_cursor: page.next_cursor,
+            items: page.items.map((entry) => ({
               id: entry.uid, signed_in_at: entry.loginTs ? new Date(entry.loginTs * 1000).toISOString() : null, methods: entry.amr,
               device: entry.device ?? null, ip: entry.ip ?? null, applications: entry.applications.map((application) => ({ client_id: application.clientId, name: application.name })),
             })),
