@@ -258,6 +258,7 @@ test.serial('tokens create prints an initial access token for dynamic registrati
   t.is(shared.code, 0, shared.stderr);
   const issued = JSON.parse(shared.stdout) as { initial_access_token: string; id: string; uses: number };
   t.is(issued.uses, 3);
+  t.regex(issued.id, /^[0-9a-f]{32}$/, 'an id a command line takes as one');
   t.regex(issued.initial_access_token, /^[\w-]{40,}$/);
   const withRedis = { ...environment, REDIS_URL: redisUrl, STORE_PREFIX: prefix };
   const listed = await gatehouse(['tokens', 'list'], withRedis);

@@ -112,7 +112,7 @@ export class InitialAccessTokens {
   }
 
   async #issued(id: string): Promise<Issued | undefined> {
-    if (!/^[\w-]{1,64}$/.test(id)) return undefined;
+    if (!/^[0-9a-f]{32}$/.test(id)) return undefined;
     const record = await this.#store.get(issuedKey(id));
     return record ? JSON.parse(record.value) as Issued : undefined;
   }
@@ -128,7 +128,8 @@ export class InitialAccessTokens {
 
 /** The id administrators know a token by: a hash of it, which says nothing of the token itself. */
 function idOf(jti: string): string {
-  return createHash('sha256').update(`initial access token\0${jti}`).digest('base64url').slice(0, 22);
+  // Hex, as client ids are: base64url could begin with '-', which a command line takes for an option.
+  return createHash('sha256').update(`initial access token\0${jti}`).digest('hex').slice(0, 32);
 }
 
 function issuedKey(id: string): string {
