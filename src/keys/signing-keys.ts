@@ -83,7 +83,7 @@ export class SigningKeyService {
   /** Every key still published, with its private half; throws KeyError when ENCRYPTION_KEYS cannot open one. */
   async published(): Promise<UnsealedSigningKey[]> {
     const now = new Date();
-    const rows = await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] }, orderBy: { signsFrom: 'asc' } });
+    const rows = await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] }, orderBy: [{ signsFrom: 'asc' }, { alg: 'asc' }, { kid: 'asc' }] });
     return Promise.all(rows.map(async (row) => {
       try {
         const { plaintext, resealed } = await this.#sealer.openAndReseal(row.sealedPrivateJwk, sealingContext(row.kid));
