@@ -83,7 +83,7 @@ export class SigningKeyService {
   /** Every key still published, with its private half; throws KeyError when ENCRYPTION_KEYS cannot open one. */
   async published(): Promise<UnsealedSigningKey[]> {
     const now = new Date();
-    const rows = await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] }, orderBy: [{ signsFrom: 'asc' }, { alg: 'asc' }, { kid: 'asc' }] });
+    const rows = inKeyOrder(await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] } }));
     return Promise.all(rows.map(async (row) => {
       try {
         const { plaintext, resealed } = await this.#sealer.openAndReseal(row.sealedPrivateJwk, sealingContext(row.kid));
@@ -99,7 +99,7 @@ export class SigningKeyService {
 
   /** Every key the database holds, oldest first (with its state now: `stateAt`). */
   async list(): Promise<SigningKey[]> {
-    return (await this.#prisma.signingKey.findMany({ orderBy: [{ signsFrom: 'asc' }, { alg: 'asc' }] })).map(toSigningKey);
+    return inKeyOrder(await this.#prisma.signingKey.findMany()).map(toSigningKey);
   }
 
   /**
@@ -192,6 +192,15 @@ export function engineKeysAt(keys: readonly UnsealedSigningKey[], now: Date): Pr
 export function nextChangeAfter(keys: readonly SigningKey[], now: Date): Date | undefined {
   const moments = keys.flatMap((key) => [key.signsFrom, key.retiresAt, key.expiresAt]).filter((moment): moment is Date => moment !== undefined && moment > now);
   return moments.length ? new Date(Math.min(...moments.map((moment) => moment.getTime()))) : undefined;
+}
+
+/**
+ * One order on every instance: sign-from time, then SIGNING_ALGORITHMS' order (the engine offers ID token
+ * algorithms in keystore order, and RS256 must come first, the default every client library assumes), then kid.
+ */
+function inKeyOrder<Row extends { kid: string; alg: string; signsFrom: Date }>(rows: Row[]): Row[] {
+  const rank = (alg: string) => SIGNING_ALGORITHMS.indexOf(alg as SigningAlgorithm);
+  return rows.sort((a, b) => a.signsFrom.getTime() - b.signsFrom.getTime() || rank(a.alg) - rank(b.alg) || a.kid.localeCompare(b.kid));
 }
 
 function sealingContext(kid: string): string {
