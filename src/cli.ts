@@ -7,6 +7,7 @@ import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { openDatabase } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
+import { checkDeployment } from './operations/deployment-check.ts';
 import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, SECRET_AUTH_METHODS, clientTypeOf, withoutSecret, type ClientMetadata, type ClientType, type SecretAuthMethod } from './clients/clients.ts';
 import { KeyError, SIGNING_ALGORITHMS, generateEncryptionKey, generateJwks, type SigningAlgorithm } from './keys/secrets.ts';
@@ -26,6 +27,10 @@ const USAGE = `Usage: gatehouse <command> [options]
 
 Commands:
   migrate                               apply pending database migrations
+  check                                 check the settings (every refused one at once,
+                                        as a production start would), that the database
+                                        and the store answer and, in production, that
+                                        Redis keeps what it holds; exit status 1 if not
   users create --email E (--password P | --password-stdin) [--name N] [--verified]
                [--role R]...
                                         create a user (--password-stdin keeps the
@@ -168,6 +173,16 @@ class PartlyDone extends Error {}
 type Handler = (args: string[], run: (work: (runtime: Runtime) => Promise<void>) => Promise<void>) => Promise<void>;
 
 const commands: Record<string, Handler> = {
+  async check(args) {
+    parse(args, {});
+    const findings = await checkDeployment();
+    for (const { subject, problems, summary } of findings) {
+      const lines = problems.length ? problems.map((problem) => `  - ${problem}`) : [];
+      process.stdout.write(`${subject.padEnd(14)} ${problems.length ? 'REFUSED' : `ok${summary ? ` (${summary})` : ''}`}\n${lines.map((line) => `${line}\n`).join('')}`);
+    }
+    const refused = findings.reduce((count, finding) => count + finding.problems.length, 0);
+    if (refused) throw new PartlyDone(`${refused} problem${refused === 1 ? '' : 's'} to fix before Gatehouse can start`);
+  },
   async migrate(args) {
     parse(args, {});
     const config = loadConfig();

@@ -12,7 +12,7 @@ try {
   config = loadConfig();
 } catch (error) {
   if (!(error instanceof ConfigError)) throw error;
-  process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
+  process.stderr.write(`gatehouse: refusing to start: ${error.describe()}\n`);
   process.exit(1);
 }
 const logger = createLogger(config);
@@ -23,6 +23,8 @@ try {
   // Settings and outages an operator must fix get one line, like configuration errors; anything else is a bug.
   if (error instanceof KeyError) {
     process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
+  } else if (error instanceof ConfigError) {
+    process.stderr.write(`gatehouse: refusing to start: ${error.describe()}\n`);
   } else if (error instanceof DependencyUnavailable) {
     process.stderr.write(`gatehouse: cannot start: ${error.describe()}\n`);
   } else {

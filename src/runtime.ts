@@ -7,6 +7,7 @@ import type { Config } from './config/index.ts';
 import { openDatabase, type Database } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { createStore } from './store/index.ts';
+import { refuseForgetfulStore } from './operations/deployment-check.ts';
 import type { Store } from './store/store.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
 import { UserService } from './accounts/users.ts';
@@ -135,6 +136,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const applied = await migrate(database.connectionString);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+    await refuseForgetfulStore(config, store);
     const views = createViews({ cache: config.mode === 'production' });
     const mailer = createMailer(config, logger);
     const mailQueue = new MailQueue({ store, mailer, logger, timings: options.mailQueue });

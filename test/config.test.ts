@@ -213,14 +213,15 @@ test('the same unsafe settings are accepted outside production', (t) => {
 
 // --- the real process ----------------------------------------------------------------------------
 
-test('node src/main.ts in production without its settings exits non-zero with one "refusing to start" line', async (t) => {
+test('node src/main.ts in production without its settings exits non-zero listing every one it needs', async (t) => {
   const dataDir = await temporaryDirectory();
   const result = await runNode(['src/main.ts'], cleanEnvironment({ NODE_ENV: 'production', DATA_DIR: dataDir, KEYS_DIR: dataDir, PORT: '1' }));
   t.not(result.code, 0);
   t.is(result.stdout, '');
-  const lines = result.stderr.trimEnd().split('\n');
-  t.is(lines.length, 1, result.stderr);
-  t.regex(lines[0]!, /^gatehouse: refusing to start: production needs DATABASE_URL/);
+  const [first, ...rest] = result.stderr.trimEnd().split('\n');
+  t.is(first, 'gatehouse: refusing to start: 8 settings to fix:');
+  t.is(rest.length, 8, result.stderr);
+  t.regex(rest[0]!, /^ {2}- production needs DATABASE_URL/);
   t.deepEqual(await readdir(dataDir), [], 'nothing was created before refusing');
 });
 
@@ -374,4 +375,17 @@ test('an encryption key that is not 32 bytes of base64url is refused naming ENCR
       instanceOf: KeyError, message: /^ENCRYPTION_KEYS: every key must be 32 random bytes/,
     }, key);
   }
+});
+
+test('NODE_ENV=production lists every refused setting at once, not one per start', (t) => {
+  const error = t.throws(() => loadConfig({ NODE_ENV: 'production', COOKIE_SECRETS: 'short' }), { instanceOf: ConfigError });
+  t.deepEqual(error!.problems.map((problem) => /[A-Z][A-Z_]+/.exec(problem)?.[0]), [
+    'DATABASE_URL', 'REDIS_URL', 'COOKIE_SECRETS', 'ENCRYPTION_KEYS', 'ISSUER', 'TRUST_PROXY', 'SMTP_URL', 'MAIL_FROM',
+  ]);
+  t.regex(error!.describe(), /^8 settings to fix:\n {2}- production needs DATABASE_URL/);
+});
+
+test('values that cannot be read are all listed at once', (t) => {
+  const error = t.throws(() => loadConfig({ PORT: 'eighty', SESSION_TTL: '-5', PASSWORD_MIN_LENGTH: '7' }), { instanceOf: ConfigError });
+  t.deepEqual(error!.problems.map((problem) => problem.split(':')[0]).sort(), ['PASSWORD_MIN_LENGTH', 'PORT', 'SESSION_TTL']);
 });

@@ -120,8 +120,22 @@ export interface KeyRotationTimings {
   refreshInterval: number;
 }
 
+/** Settings Gatehouse refuses: every one found, so that an operator fixes them all before the next start. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
+  readonly problems: readonly string[];
+
+  constructor(problems: string | readonly string[]) {
+    const list = typeof problems === 'string' ? [problems] : problems;
+    super(list.join('; '));
+    this.problems = list;
+  }
+
+  /** For a terminal: one problem on the line, several each on a line of its own. */
+  describe(): string {
+    if (this.problems.length === 1) return this.problems[0]!;
+    return `${this.problems.length} settings to fix:\n${this.problems.map((problem) => `  - ${problem}`).join('\n')}`;
+  }
 }
 
 const booleanString = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
@@ -223,10 +237,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   // An empty variable means "not set", as in most deployment tools.
   const present = Object.fromEntries(Object.entries(environment).filter(([, value]) => value !== ''));
   const parsed = environmentSchema.safeParse(present);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ConfigError(`${issue.path.join('.')}: ${issue.message}`);
-  }
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`));
   const env = parsed.data;
   const cookieSecrets = env.COOKIE_SECRETS ? commaList(env.COOKIE_SECRETS) : undefined;
   const issuer = (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/$/, '');
@@ -306,22 +317,21 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
 }
 
 function refuseUnsafeProduction(config: Config): void {
-  if (!config.databaseUrl) throw new ConfigError('production needs DATABASE_URL: the embedded database is for development');
-  if (!config.redisUrl) throw new ConfigError('production needs REDIS_URL: the in-process store is for development');
-  if (!config.cookieSecrets) throw new ConfigError('production needs COOKIE_SECRETS (comma-separated, 32+ characters each)');
-  if (config.cookieSecrets.some((secret) => secret.length < 32)) {
-    throw new ConfigError('COOKIE_SECRETS: every secret must be at least 32 characters');
-  }
-  if (!config.encryptionKeys) throw new ConfigError('production needs ENCRYPTION_KEYS (comma-separated; each 32 random bytes, base64url, e.g. from `npx gatehouse keys encryption`)');
-  if (!config.issuer.startsWith('https://')) throw new ConfigError('production needs an https:// ISSUER');
+  const problems: string[] = [];
+  const refuse = (problem: string): void => void problems.push(problem);
+  if (!config.databaseUrl) refuse('production needs DATABASE_URL: the embedded database is for development');
+  if (!config.redisUrl) refuse('production needs REDIS_URL: the in-process store is for development');
+  if (!config.cookieSecrets) refuse('production needs COOKIE_SECRETS (comma-separated, 32+ characters each)');
+  else if (config.cookieSecrets.some((secret) => secret.length < 32)) refuse('COOKIE_SECRETS: every secret must be at least 32 characters');
+  if (!config.encryptionKeys) refuse('production needs ENCRYPTION_KEYS (comma-separated; each 32 random bytes, base64url, e.g. from `npx gatehouse keys encryption`)');
+  if (!config.issuer.startsWith('https://')) refuse('production needs an https:// ISSUER');
   // Node serves plain HTTP here, so TLS ends at a proxy; without trusting it, cookies lose their Secure flag.
-  if (!config.trustProxy) throw new ConfigError('production needs TRUST_PROXY=true: TLS is terminated by a proxy in front of Gatehouse');
+  if (!config.trustProxy) refuse('production needs TRUST_PROXY=true: TLS is terminated by a proxy in front of Gatehouse');
   // Sign-up, verification and reset links go out by email: without a mail server people would be stuck.
-  if (!config.mail.smtpUrl) throw new ConfigError('production needs SMTP_URL: verification and password-reset links are sent by email');
+  if (!config.mail.smtpUrl) refuse('production needs SMTP_URL: verification and password-reset links are sent by email');
   // Receiving servers refuse mail from a domain that is not real (SPF, DMARC).
-  if (/@localhost$/i.test(config.mail.from.address)) {
-    throw new ConfigError('production needs MAIL_FROM: an address at your own domain, e.g. Gatehouse <no-reply@example.com>');
-  }
+  if (/@localhost$/i.test(config.mail.from.address)) refuse('production needs MAIL_FROM: an address at your own domain, e.g. Gatehouse <no-reply@example.com>');
+  if (problems.length) throw new ConfigError(problems);
 }
 
 /** ADMIN_API_CORS_ORIGINS: origins only (scheme, host, port), https or on the loopback interface. */

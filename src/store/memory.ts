@@ -132,6 +132,10 @@ export class MemoryStore implements Store {
 
   async ping(): Promise<void> {}
 
+  async durabilityProblems(): Promise<string[]> {
+    return ['the in-process store loses everything when the process ends: set REDIS_URL'];
+  }
+
   async close(): Promise<void> {
     clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;

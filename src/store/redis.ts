@@ -142,6 +142,20 @@ export class RedisStore implements Store {
     });
   }
 
+  async durabilityProblems(): Promise<string[]> {
+    // INFO rather than CONFIG GET: hosted Redis services often refuse CONFIG to their users.
+    const [persistence, memory] = await this.#run(() => Promise.all([this.#client.info('persistence'), this.#client.info('memory')]));
+    const problems: string[] = [];
+    if (infoField(persistence, 'aof_enabled') !== '1') {
+      problems.push('Redis does not keep an append-only file, so a restart loses the writes since its last snapshot: set appendonly yes');
+    }
+    const policy = infoField(memory, 'maxmemory_policy');
+    if (policy !== 'noeviction') {
+      problems.push(`Redis evicts keys when its memory is full (maxmemory-policy ${policy ?? 'unknown'}): set maxmemory-policy noeviction`);
+    }
+    return problems;
+  }
+
   async close(): Promise<void> {
     await Promise.all([this.#subscriber.close(), closeRedis(this.#client)]);
   }
@@ -155,6 +169,11 @@ export class RedisStore implements Store {
       throw toStoreError(error);
     }
   }
+}
+
+/** A field of an INFO reply ("name:value" lines). */
+function infoField(info: string, name: string): string | undefined {
+  return new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(info)?.[1];
 }
 
 function throwFirstTransactionError(results: TransactionResults): void {

@@ -39,6 +39,12 @@ export interface Store {
   subscribe(channel: string, handlers: SubscriptionHandlers): Subscription;
   /** Throws DependencyUnavailable when the backing service cannot be reached. */
   ping(): Promise<void>;
+  /**
+   * What keeps this store from being a store of record, each said with its remedy; empty when nothing does.
+   * Grants, refresh tokens, "used" markers and revocation lists live here: one lost or evicted brings a dead token back.
+   * Throws DependencyUnavailable when the backing service cannot be reached.
+   */
+  durabilityProblems(): Promise<string[]>;
   close(): Promise<void>;
 }
 

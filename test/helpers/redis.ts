@@ -19,13 +19,18 @@ export async function findFreePort(): Promise<number> {
   return address.port;
 }
 
-/** A redis-server child process without persistence, listening on 127.0.0.1:port. */
+/**
+ * A redis-server child process listening on 127.0.0.1:port, without persistence unless `settings` ask for it
+ * (e.g. ['--appendonly', 'yes', '--dir', folder]: started again with the same folder, it has its data back).
+ */
 export class ThrowawayRedisServer {
   readonly port: number;
+  readonly #settings: string[];
   #process: ChildProcess | undefined;
 
-  constructor(port: number) {
+  constructor(port: number, settings: string[] = []) {
     this.port = port;
+    this.#settings = settings;
   }
 
   get url(): string {
@@ -37,7 +42,7 @@ export class ThrowawayRedisServer {
     if (this.#process !== undefined) throw new Error('redis-server is already running');
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...this.#settings],
       { stdio: 'ignore' },
     );
     this.#process = child;

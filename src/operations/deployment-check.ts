@@ -1,0 +1,71 @@
+// What `gatehouse check` reports without starting a server, and what a production start refuses: every
+// unsafe or unreadable setting at once, whether the database and the store answer, and whether the store
+// keeps what it holds.
+import { ConfigError, loadConfig, type Config } from '../config/index.ts';
+import { openDatabase } from '../db/index.ts';
+import { DependencyUnavailable } from '../errors.ts';
+import { createStore, type Store } from '../store/index.ts';
+
+export interface Finding {
+  subject: 'configuration' | 'database' | 'store';
+  /** What must change, each with its remedy; empty when the subject is fine. */
+  problems: string[];
+  /** What is fine about it, for the operator's eyes (e.g. "production", "Redis, append-only, noeviction"). */
+  summary?: string;
+}
+
+export async function checkDeployment(environment: NodeJS.ProcessEnv = process.env): Promise<Finding[]> {
+  let config: Config;
+  try {
+    config = loadConfig(environment);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return [{ subject: 'configuration', problems: [...error.problems] }];
+  }
+  return [
+    { subject: 'configuration', problems: [], summary: config.mode },
+    await checkDatabase(config),
+    await checkStore(config),
+  ];
+}
+
+/**
+ * In production the store is where grants, refresh tokens, "used" markers and revocation lists live: a
+ * Redis that loses writes on restart or evicts keys under memory pressure would bring dead tokens back.
+ */
+export async function refuseForgetfulStore(config: Config, store: Store): Promise<void> {
+  if (config.mode !== 'production') return;
+  const problems = await store.durabilityProblems();
+  if (problems.length) throw new ConfigError(problems);
+}
+
+async function checkDatabase(config: Config): Promise<Finding> {
+  try {
+    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 1 });
+    try {
+      await database.ping();
+    } finally {
+      await database.close();
+    }
+    return { subject: 'database', problems: [], summary: config.databaseUrl ? 'PostgreSQL answers' : `embedded PGlite in ${config.dataDir}` };
+  } catch (error) {
+    if (!(error instanceof DependencyUnavailable)) throw error;
+    return { subject: 'database', problems: [error.describe()] };
+  }
+}
+
+async function checkStore(config: Config): Promise<Finding> {
+  const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix });
+  try {
+    await store.ping();
+    if (config.mode === 'production') {
+      return { subject: 'store', problems: await store.durabilityProblems(), summary: 'Redis persists (append-only) and never evicts' };
+    }
+    return { subject: 'store', problems: [], summary: config.redisUrl ? 'Redis answers' : 'in-process (lost on restart)' };
+  } catch (error) {
+    if (!(error instanceof DependencyUnavailable)) throw error;
+    return { subject: 'store', problems: [error.describe()] };
+  } finally {
+    await store.close();
+  }
+}
