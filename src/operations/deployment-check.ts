@@ -14,7 +14,7 @@ export interface Finding {
   summary?: string;
 }
 
-export async function checkDeployment(environment: NodeJS.ProcessEnv = process.env): Promise<Finding[]> {
+export async function checkDeployment(environment?: NodeJS.ProcessEnv): Promise<Finding[]> {
   let config: Config;
   try {
     config = loadConfig(environment);
