@@ -16,6 +16,8 @@ import { emailVerificationRoutes } from './web/emailed-links/verify-email.ts';
 import { emailChangeLinkRoutes } from './web/emailed-links/email-change.ts';
 import { accountConsoleRoutes } from './web/account/index.ts';
 import { adminApi } from './web/admin/index.ts';
+import { metricsRoutes } from './web/metrics.ts';
+import { requestLog } from './web/middleware/request-log.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
@@ -23,6 +25,7 @@ export function createApp(runtime: Runtime): Koa {
   const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy, maxIpsCount: config.trustedProxyHops });
   app.silent = true;
 
+  app.use(requestLog(logger, runtime.metrics));
   app.use(canonicalOrigin({ issuer: config.issuer, trustProxy: config.trustProxy }));
   app.use(securityHeaders({
     https: config.issuer.startsWith('https://'),
@@ -33,6 +36,8 @@ export function createApp(runtime: Runtime): Koa {
   app.use(adminApi(runtime));
   const routers = [
     healthRoutes({ database: runtime.database, store: runtime.store }),
+    // Without a token, /metrics is served on METRICS_PORT alone (see createMetricsApp).
+    metricsRoutes(runtime.metrics, config.metrics.token ? { token: config.metrics.token } : 'not-served'),
     assetRoutes(),
     homeRoutes(runtime),
     interactionRoutes(runtime),
@@ -52,5 +57,15 @@ export function createApp(runtime: Runtime): Koa {
     ctx.respond = false;
     await handleProtocol(ctx.req, ctx.res);
   });
+  return app;
+}
+
+/** The app of METRICS_PORT: /metrics alone, without a token (the port is for the scraper's network). */
+export function createMetricsApp(runtime: Runtime): Koa {
+  const app = new Koa();
+  app.silent = true;
+  const router = metricsRoutes(runtime.metrics, 'open');
+  app.use(router.routes());
+  app.use(router.allowedMethods());
   return app;
 }

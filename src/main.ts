@@ -5,7 +5,10 @@ import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { KeyError } from './keys/secrets.ts';
 import { DependencyUnavailable } from './errors.ts';
-import { createApp } from './app.ts';
+import { createApp, createMetricsApp } from './app.ts';
+
+/** How long requests under way may take to finish at shutdown: within an orchestrator's usual 30 s. */
+const SHUTDOWN_GRACE_MS = 20_000;
 
 let config;
 try {
@@ -33,6 +36,7 @@ try {
   process.exit(1);
 }
 const server = createServer(createApp(runtime).callback());
+const metricsServer = config.metrics.port === undefined ? undefined : createServer(createMetricsApp(runtime).callback());
 server.once('error', async (error: NodeJS.ErrnoException) => {
   // Most often the port is taken: say so in one line and let go of the database and store.
   process.stderr.write(`gatehouse: cannot listen on ${config.host}:${config.port}: ${error.code ?? error.message}\n`);
@@ -59,14 +63,25 @@ server.listen(config.port, config.host, () => {
   }
   logger.info({ issuer: config.issuer, port: config.port }, `Gatehouse is listening on ${config.issuer}`);
 });
+metricsServer?.once('error', (error: NodeJS.ErrnoException) => {
+  // Metrics are not worth refusing service over: say so, and serve without them.
+  logger.error({ port: config.metrics.port, code: error.code }, 'cannot serve /metrics on METRICS_PORT');
+});
+metricsServer?.listen(config.metrics.port, config.host, () => logger.info({ port: config.metrics.port }, 'metrics are served on METRICS_PORT'));
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
-  logger.info({ signal }, 'shutting down');
+  logger.info({ signal }, 'shutting down: finishing the requests under way');
+  // No new connections; requests under way finish (idle keep-alive connections close at once), unless they
+  // outlast the grace period, when their connections are cut.
+  const cutOff = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
   server.closeIdleConnections();
+  metricsServer?.close();
+  metricsServer?.closeAllConnections();
   await new Promise<void>((resolve) => server.close(() => resolve()));
+  clearTimeout(cutOff);
   await runtime.close();
   process.exit(0);
 }

@@ -8,6 +8,8 @@ import { openDatabase, type Database } from './db/index.ts';
 import { migrate } from './db/migrate.ts';
 import { createStore } from './store/index.ts';
 import { refuseForgetfulStore } from './operations/deployment-check.ts';
+import { Metrics } from './operations/metrics.ts';
+import { logProtocol } from './oidc/protocol-log.ts';
 import type { Store } from './store/store.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
 import { UserService } from './accounts/users.ts';
@@ -63,6 +65,8 @@ import { secondFactorDecision } from './oidc/assurance.ts';
 export interface Runtime {
   config: Config;
   logger: Logger;
+  /** What /metrics shows; the services report into it. */
+  metrics: Metrics;
   database: Database;
   store: Store;
   secrets: Secrets;
@@ -128,12 +132,18 @@ export interface RuntimeOptions {
 export async function openRuntime(config: Config, logger: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
   // Keys first: a refused key (KeyError) stops the start before any database is opened or migrated.
   const secrets = await loadSecrets(config);
-  const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error') });
-  const limits = options.limits ?? createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'));
+  const metrics = new Metrics({ processMetrics: !options.oneShot });
+  const store = createStore({
+    redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error'),
+    observe: (outcome, seconds) => metrics.dependencyCalled('store', outcome, seconds),
+  });
+  const limits = options.limits ?? createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'), (name) => metrics.rateLimited(name));
   let database: Database | undefined;
   let signingKeys: SigningKeyRing | undefined;
   try {
-    database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    database = await openDatabase({
+      databaseUrl: config.databaseUrl, dataDir: config.dataDir, observe: (outcome, seconds) => metrics.dependencyCalled('database', outcome, seconds),
+    });
     const applied = await migrate(database.connectionString);
     if (applied.length) logger.info({ migrations: applied }, 'database migrated');
     await refuseForgetfulStore(config, store);
@@ -142,7 +152,9 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const mailQueue = new MailQueue({ store, mailer, logger, timings: options.mailQueue });
     const afterResponseWork = new AfterResponseWork(logger);
     const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
-    const auditTrail = new AuditTrail(database.prisma, logger, { accountIdOf: async (email) => (await users.findByEmail(email))?.id });
+    const auditTrail = new AuditTrail(database.prisma, logger, {
+      accountIdOf: async (email) => (await users.findByEmail(email))?.id, onRecorded: (action, outcome) => metrics.audited(action, outcome),
+    });
     // Every instance sharing the store hears of client changes (the CLI's too, when the store is Redis).
     const clientCache = new ClientCache(store, {
       maxAgeMs: options.oneShot ? 0 : config.clientCacheTtl * 1000,
@@ -195,6 +207,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
     auditProtocolEvents(provider, auditTrail);
+    logProtocol(provider, logger, metrics);
     const engine = new Engine(provider);
     const logoutNotices = new LogoutNotices({ issuer: config.issuer, engine, store, auditTrail, logger, timings: options.logoutNotices, clock: options.clock });
     // Token requests are limited per IP and per client, and services get no scopes about people.
@@ -204,12 +217,14 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const flows = createAccountFlows({ config, logger, users, accountTokens, secondFactor, consents, accountSessions, auditTrail, mailer, mailQueue, limits, engine, store, roles, clock: options.clock ?? systemClock });
     const opened = database;
     const keys = signingKeys;
+    metrics.watchQueue('mail', () => mailQueue.queuedCount());
+    metrics.watchQueue('logout_notices', () => logoutNotices.deliveries.queuedCount());
     if (!options.oneShot) {
       mailQueue.start();
       logoutNotices.deliveries.start();
     }
     return {
-      config, logger, database, store, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, metrics, database, store, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();

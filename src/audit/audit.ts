@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
+import { currentRequestId } from '../operations/request-context.ts';
 
 /** Every action Gatehouse audits. A name outside this list is a type error, so the trail stays searchable. */
 export const AUDIT_ACTIONS = [
@@ -61,6 +62,8 @@ export interface AuditEvent {
   ip: string | null;
   userAgent: string | null;
   detail: Record<string, unknown>;
+  /** The request it was recorded in (X-Request-Id); none for the CLI and the server's own timers. */
+  requestId: string | null;
 }
 
 export interface AuditQuery {
@@ -99,10 +102,15 @@ export class AuditTrail {
   readonly #logger: Logger;
   readonly #pending = new Set<Promise<void>>();
   readonly #accountIdOf: AccountLookup;
+  readonly #onRecorded: ((action: AuditAction, outcome: AuditOutcome) => void) | undefined;
 
-  /** `accountIdOf`: the account an address names today (the accounts' own lookup), for queries by person. */
-  constructor(prisma: Prisma, logger: Logger, options: { accountIdOf?: AccountLookup } = {}) {
+  /**
+   * `accountIdOf`: the account an address names today (the accounts' own lookup), for queries by person;
+   * `onRecorded`: told of each event (for metrics: sign-in outcomes, lockouts…).
+   */
+  constructor(prisma: Prisma, logger: Logger, options: { accountIdOf?: AccountLookup; onRecorded?: (action: AuditAction, outcome: AuditOutcome) => void } = {}) {
     this.#prisma = prisma;
+    this.#onRecorded = options.onRecorded;
     this.#logger = logger.child({ component: 'audit' });
     this.#accountIdOf = options.accountIdOf ?? (async () => undefined);
   }
@@ -116,6 +124,7 @@ export class AuditTrail {
   record(input: AuditEventInput): Promise<void> {
     const event = normalize(input);
     const failed = event.outcome === 'failure';
+    this.#onRecorded?.(input.action, event.outcome);
     this.#logger[failed ? 'warn' : 'info']({ audit: event }, `audit ${event.action} ${event.outcome}`);
     const write = this.#prisma.auditEvent.create({ data: { ...event, detail: event.detail as PrismaTypes.InputJsonObject } })
       .then(() => {}, (error: unknown) => {
@@ -182,6 +191,7 @@ function normalize(input: AuditEventInput): NormalizedEvent {
     ip: clip(input.ip, 64),
     userAgent: clip(input.userAgent, USER_AGENT_MAX),
     detail,
+    requestId: currentRequestId() ?? null,
   };
 }
 

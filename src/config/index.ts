@@ -41,6 +41,11 @@ export interface Config {
    */
   trustedProxyHops: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /**
+   * Where /metrics is served: on a port of its own (for the scraper's network only), or on the main port to
+   * callers presenting the token; neither, not at all.
+   */
+  metrics: { port: number | undefined; token: string | undefined };
   ttl: {
     accessToken: number;
     authorizationCode: number;
@@ -187,6 +192,8 @@ const environmentSchema = z.object({
   TRUST_PROXY: booleanString.default(false),
   TRUSTED_PROXY_HOPS: wholeNumber.pipe(z.number().min(1, 'must be at least 1').max(10, 'must be at most 10')).default(1),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  METRICS_PORT: wholeNumber.pipe(z.number().min(1).max(65535)).optional(),
+  METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   ACCESS_TOKEN_TTL: seconds.default(600),
   AUTHORIZATION_CODE_TTL: seconds.default(60),
   ID_TOKEN_TTL: seconds.default(3600),
@@ -265,6 +272,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     trustProxy: env.TRUST_PROXY,
     trustedProxyHops: env.TRUSTED_PROXY_HOPS,
     logLevel: env.LOG_LEVEL,
+    metrics: { port: env.METRICS_PORT, token: env.METRICS_TOKEN },
     ttl: {
       accessToken: env.ACCESS_TOKEN_TTL,
       authorizationCode: env.AUTHORIZATION_CODE_TTL,

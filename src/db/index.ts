@@ -3,6 +3,7 @@
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { DependencyUnavailable } from '../errors.ts';
+import { timed, type CallObserver } from '../dependency-calls.ts';
 import { isConnectionFailure } from './connection-errors.ts';
 import { openEmbeddedPostgres } from './embedded.ts';
 import { PrismaClient } from './generated/client.ts';
@@ -20,6 +21,8 @@ export interface OpenDatabaseOptions {
    * Bounds a server that accepts connections but stops answering; its connection is then discarded.
    */
   queryTimeoutMs?: number;
+  /** Each query's time and outcome (for metrics). */
+  observe?: CallObserver | undefined;
 }
 
 export interface Database {
@@ -63,7 +66,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     },
   );
   const client = new PrismaClient({ adapter });
-  const prisma = extendClient(client);
+  const prisma = extendClient(client, options.observe);
   return {
     prisma,
     connectionString,
@@ -86,15 +89,17 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   };
 }
 
-function extendClient(client: PrismaClient) {
+function extendClient(client: PrismaClient, observe?: CallObserver) {
   const extended = client.$extends({
     query: {
-      async $allOperations({ args, query }) {
-        try {
-          return await query(args);
-        } catch (error) {
-          throw asDependencyError(error);
-        }
+      $allOperations({ args, query }) {
+        return timed(observe, (error) => error instanceof DependencyUnavailable, async () => {
+          try {
+            return await query(args);
+          } catch (error) {
+            throw asDependencyError(error);
+          }
+        });
       },
     },
   });

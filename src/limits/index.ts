@@ -4,7 +4,7 @@ import type { Config } from '../config/index.ts';
 import { createCounterBackend } from './backend.ts';
 import { LoginGuard } from './login-guard.ts';
 import { SecondFactorGuard } from './second-factor-guard.ts';
-import { RateLimits } from './rate-limits.ts';
+import { RateLimits, type RateLimitName } from './rate-limits.ts';
 
 export { RATE_LIMITS, RateLimits, type LimitDecision, type RateLimitName } from './rate-limits.ts';
 export { LoginGuard, TRUSTED_DEVICE_SECONDS, lockSeconds, type LoginAttempt, type LoginDecision } from './login-guard.ts';
@@ -18,9 +18,10 @@ export interface Limits {
   close(): Promise<void>;
 }
 
-export function createLimits(config: Config, onError?: (error: Error) => void): Limits {
+/** `onError`: background connection errors; `onRefused`: each attempt a rate limit refuses (for metrics). */
+export function createLimits(config: Config, onError?: (error: Error) => void, onRefused?: (name: RateLimitName) => void): Limits {
   const backend = createCounterBackend({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError });
-  const rates = new RateLimits(backend, config.limits);
+  const rates = new RateLimits(backend, config.limits, onRefused);
   return {
     rates,
     login: new LoginGuard(backend, rates, config.limits.lockout),

@@ -40,9 +40,12 @@ export const ALLOWED: LimitDecision = { allowed: true };
 export class RateLimits {
   readonly #backend: CounterBackend;
   readonly #limiters: Map<RateLimitName, RateLimiterAbstract>;
+  readonly #onRefused: ((name: RateLimitName) => void) | undefined;
 
-  constructor(backend: CounterBackend, limits: Config['limits']) {
+  /** `onRefused`: told of each refusal (for metrics). */
+  constructor(backend: CounterBackend, limits: Config['limits'], onRefused?: (name: RateLimitName) => void) {
     this.#backend = backend;
+    this.#onRefused = onRefused;
     this.#limiters = new Map(Object.entries(RATE_LIMITS).map(([name, setting]) => {
       const { points, seconds } = setting(limits);
       return [name as RateLimitName, backend.counter({ name, points, seconds })];
@@ -56,7 +59,10 @@ export class RateLimits {
       await this.#backend.run(() => limiter.consume(key));
       return ALLOWED;
     } catch (error) {
-      if (error instanceof RateLimiterRes) return { allowed: false, reason: 'rate_limited', retryAfterSeconds: wholeSeconds(error.msBeforeNext), lockedNow: false };
+      if (error instanceof RateLimiterRes) {
+        this.#onRefused?.(name);
+        return { allowed: false, reason: 'rate_limited', retryAfterSeconds: wholeSeconds(error.msBeforeNext), lockedNow: false };
+      }
       throw error;
     }
   }

@@ -3,6 +3,7 @@
 import { MemoryStore } from './memory.ts';
 import { RedisStore } from './redis.ts';
 import type { Store } from './store.ts';
+import type { CallObserver } from '../dependency-calls.ts';
 
 export type { Store, StoredRecord } from './store.ts';
 export { MemoryStore, type MemoryStoreOptions } from './memory.ts';
@@ -14,6 +15,8 @@ export interface CreateStoreOptions {
   prefix: string;
   /** Background Redis connection errors; ignored by the in-process store. */
   onError?: (error: Error) => void;
+  /** Each Redis operation's time and outcome (for metrics); the in-process store has nothing to measure. */
+  observe?: CallObserver | undefined;
 }
 
 export function createStore(options: CreateStoreOptions): Store {
@@ -22,6 +25,7 @@ export function createStore(options: CreateStoreOptions): Store {
       url: options.redisUrl,
       prefix: options.prefix,
       onError: options.onError,
+      observe: options.observe,
     });
   }
   return new MemoryStore({ prefix: options.prefix });

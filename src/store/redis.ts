@@ -4,6 +4,7 @@
 
 import type { Redis } from 'ioredis';
 import { DependencyUnavailable } from '../errors.ts';
+import { timed, type CallObserver } from '../dependency-calls.ts';
 import type { Store, StoredRecord, Subscription, SubscriptionHandlers } from './store.ts';
 import { wholeSecondsTtl } from './ttl.ts';
 import { RedisSubscriber } from './redis-subscriber.ts';
@@ -22,6 +23,8 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
   /** How often the subscriber connection (opened by the first subscribe) checks that Redis answers. Default 5000 ms. */
   subscriberHeartbeatIntervalMs?: number;
+  /** Told how long each operation took and how it ended (for metrics). */
+  observe?: CallObserver | undefined;
 }
 
 
@@ -52,8 +55,10 @@ export class RedisStore implements Store {
   /** ioredis prefixes keys but not channel names: publish and subscribe add it themselves. */
   readonly #prefix: string;
   readonly #subscriber: RedisSubscriber;
+  readonly #observe: CallObserver | undefined;
 
   constructor(options: RedisStoreOptions) {
+    this.#observe = options.observe;
     this.#commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.#prefix = options.prefix;
     // Connects only when something subscribes.
@@ -161,13 +166,15 @@ export class RedisStore implements Store {
   }
 
   /** Runs one operation, turning connection-level failures into DependencyUnavailable. */
-  async #run<Result>(operation: () => Promise<Result>): Promise<Result> {
-    try {
-      await waitForConnectionAttempt(this.#client, this.#commandTimeoutMs);
-      return await operation();
-    } catch (error) {
-      throw toStoreError(error);
-    }
+  #run<Result>(operation: () => Promise<Result>): Promise<Result> {
+    return timed(this.#observe, (error) => error instanceof DependencyUnavailable, async () => {
+      try {
+        await waitForConnectionAttempt(this.#client, this.#commandTimeoutMs);
+        return await operation();
+      } catch (error) {
+        throw toStoreError(error);
+      }
+    });
   }
 }
 

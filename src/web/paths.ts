@@ -9,6 +9,8 @@ export const PATHS = {
   // Health, for load balancers and orchestrators.
   live: '/healthz',
   ready: '/readyz',
+  /** Prometheus metrics: with METRICS_TOKEN on this port, or on METRICS_PORT. */
+  metrics: '/metrics',
   asset: '/assets/:name',
   /** Asked by browsers of every page without an icon (the engine's own): nothing, rather than a 404. */
   favicon: '/favicon.ico',

@@ -42,6 +42,7 @@ const auditEvent = z.object({
   id: z.string(), occurred_at: z.iso.datetime(), action: z.string(), outcome: z.enum(['success', 'failure']),
   actor_type: z.enum(['user', 'client', 'admin', 'system']), actor_id: z.string().nullable(), subject_user_id: z.string().nullable(), subject_email: z.string().nullable(),
   client_id: z.string().nullable(), ip: z.string().nullable(), user_agent: z.string().nullable(), detail: z.record(z.string(), z.unknown()),
+  request_id: z.string().nullable(),
 });
 
 const initialAccessToken = z.object({ id: z.string(), expires_at: z.iso.datetime(), uses: z.number().int(), uses_left: z.number().int() });
@@ -73,6 +74,7 @@ function eventView(event: AuditEvent): z.infer<typeof auditEvent> {
   return {
     id: event.id, occurred_at: event.occurredAt.toISOString(), action: event.action, outcome: event.outcome, actor_type: event.actorType, actor_id: event.actorId,
     subject_user_id: event.subjectUserId, subject_email: event.subjectEmail, client_id: event.clientId, ip: event.ip, user_agent: event.userAgent, detail: event.detail,
+    request_id: event.requestId,
   };
 }
 

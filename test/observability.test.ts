@@ -1,0 +1,172 @@
+// What operators see: one JSON log line per request with a request id (sent back in X-Request-Id and kept in
+// the audit rows), protocol errors logged at info with their client and never a secret, and /metrics in
+// Prometheus's format behind METRICS_TOKEN or on METRICS_PORT.
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { connect } from 'node:net';
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { auditEvents } from './helpers/runtime.ts';
+import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
+import { insecure, registerConfidential, signInToNewSpa } from './helpers/oauth.ts';
+import { cleanEnvironment, startNode } from './helpers/process.ts';
+import { eventually, findFreePort } from './helpers/redis.ts';
+
+const METRICS_TOKEN = 'm'.repeat(40);
+const captured = capturingLogger();
+let server: TestServer;
+
+test.before(async () => {
+  server = await startTestServer({ METRICS_TOKEN }, { logger: captured.logger });
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+/** The JSON log lines written so far that `keep` keeps. */
+function logLines(keep: (line: Record<string, unknown>) => boolean): Array<Record<string, unknown>> {
+  return captured.lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter(keep);
+}
+
+async function scrape(): Promise<string> {
+  const response = await fetch(`${server.issuer}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
+  if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
+  return response.text();
+}
+
+/** A sample's value in Prometheus's text format, or undefined when the series is absent. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+test.serial('each request gets one log line and an X-Request-Id; a caller’s own id is kept when it is safe to log', async (t) => {
+  const answer = await fetch(`${server.issuer}/.well-known/openid-configuration`);
+  const requestId = answer.headers.get('x-request-id')!;
+  t.regex(requestId, /^[0-9a-f-]{36}$/);
+  const [line, ...more] = logLines((entry) => entry.requestId === requestId && entry.component === 'http');
+  t.is(more.length, 0, 'one line per request');
+  t.like(line, { level: 30, method: 'GET', path: '/.well-known/openid-configuration', route: '/.well-known/openid-configuration', status: 200 });
+  t.is(typeof line!.durationMs, 'number');
+
+  const traced = await fetch(`${server.issuer}/jwks`, { headers: { 'x-request-id': 'edge-proxy:4711' } });
+  t.is(traced.headers.get('x-request-id'), 'edge-proxy:4711');
+  const forged = await fetch(`${server.issuer}/jwks`, { headers: { 'x-request-id': 'x", "level":60, "msg":"forged' } });
+  t.regex(forged.headers.get('x-request-id')!, /^[0-9a-f-]{36}$/, 'an id that could forge log lines is replaced');
+});
+
+test.serial('a protocol error is logged at info with its endpoint, error and client, never the secret presented', async (t) => {
+  const { client } = await registerConfidential(server, 'service');
+  const wrongSecret = 'not-the-secret-but-still-a-secret-0123456789';
+  const answer = await fetch(`${server.issuer}/token`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${client.client_id}:${wrongSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'grant_type=client_credentials',
+  });
+  t.is(answer.status, 401);
+  const requestId = answer.headers.get('x-request-id');
+  const [line] = logLines((entry) => entry.component === 'protocol' && entry.requestId === requestId);
+  t.like(line, { level: 30, endpoint: 'token', error: 'invalid_client', clientId: client.client_id });
+  t.like(logLines((entry) => entry.component === 'http' && entry.requestId === requestId)[0], { route: '/token', status: 401 });
+  t.false(captured.lines.some((text) => text.includes(wrongSecret)), 'the secret is in no log line');
+
+  const badRedirect = await fetch(`${server.issuer}/auth?client_id=${client.client_id}&response_type=code&redirect_uri=https://evil.example/cb&scope=openid`);
+  t.is(badRedirect.status, 400);
+  const [refused] = logLines((entry) => entry.component === 'protocol' && entry.requestId === badRedirect.headers.get('x-request-id'));
+  t.like(refused, { endpoint: 'authorization', clientId: client.client_id });
+  t.regex(String(refused!.error), /^(invalid_redirect_uri|unauthorized_client|invalid_request)$/);
+});
+
+test.serial('an audit row carries the id of the request that wrote it', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  const reuse = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  t.is(reuse.status, 400);
+  await server.runtime.auditTrail.flush();
+  const [reused] = await auditEvents(server.runtime, 'refresh_token.reused', (event) => event.clientId === client.client_id);
+  t.is(reused!.requestId, reuse.headers.get('x-request-id'));
+});
+
+test.serial('/metrics: refused without the token; with it, requests, tokens, protocol errors, audited events, dependencies, queues and the process', async (t) => {
+  const without = await fetch(`${server.issuer}/metrics`);
+  t.is(without.status, 401);
+  t.is(without.headers.get('www-authenticate'), 'Bearer realm="metrics"');
+  t.is((await fetch(`${server.issuer}/metrics`, { headers: { authorization: `Bearer ${'n'.repeat(40)}` } })).status, 401);
+
+  const { client, secret } = await registerConfidential(server, 'service');
+  const as = { issuer: server.issuer, token_endpoint: `${server.issuer}/token` };
+  const before = await scrape();
+  const issuedSeries = `gatehouse_tokens_issued_total{grant_type="client_credentials",client_id="${client.client_id}"}`;
+  t.is(sample(before, issuedSeries), undefined);
+  for (let count = 0; count < 3; count += 1) {
+    await oauth.processClientCredentialsResponse(as, client, await oauth.clientCredentialsGrantRequest(as, client, oauth.ClientSecretBasic(secret), new URLSearchParams(), insecure));
+  }
+  const text = await scrape();
+  t.is(sample(text, issuedSeries), 3);
+  t.true(sample(text, 'gatehouse_http_requests_total{route="/token",method="POST",status="200"}')! >= 3);
+  t.true(sample(text, 'gatehouse_http_request_duration_seconds_count{route="/token",method="POST"}')! >= 3);
+  t.true(sample(text, 'gatehouse_protocol_errors_total{endpoint="token",error="invalid_client"}')! >= 1);
+  t.true(sample(text, 'gatehouse_audit_events_total{action="refresh_token.reused",outcome="failure"}')! >= 1);
+  t.true(sample(text, 'gatehouse_audit_events_total{action="login.succeeded",outcome="success"}')! >= 1);
+  t.true(sample(text, 'gatehouse_dependency_call_duration_seconds_count{dependency="database",outcome="ok"}')! > 0);
+  if (process.env.REDIS_URL) t.true(sample(text, 'gatehouse_dependency_call_duration_seconds_count{dependency="store",outcome="ok"}')! > 0);
+  t.is(sample(text, 'gatehouse_queue_depth{queue="mail"}'), 0);
+  t.is(sample(text, 'gatehouse_queue_depth{queue="logout_notices"}'), 0);
+  t.true(sample(text, 'gatehouse_process_resident_memory_bytes')! > 0);
+  t.regex(text, /^# TYPE gatehouse_http_request_duration_seconds histogram$/m);
+});
+
+test.serial('rate-limit refusals are counted by limit', async (t) => {
+  const limited = await startTestServer({ METRICS_TOKEN, TOKEN_LIMIT_PER_IP: '2/60' });
+  t.teardown(() => limited.close());
+  const post = () => fetch(`${limited.issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials&client_id=nobody' });
+  const statuses = [(await post()).status, (await post()).status, (await post()).status];
+  t.deepEqual(statuses, [401, 401, 429]);
+  const text = await (await fetch(`${limited.issuer}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
+  t.is(sample(text, 'gatehouse_rate_limited_total{limit="token-ip"}'), 1);
+});
+
+test('node src/main.ts: METRICS_PORT serves /metrics without a token; SIGTERM finishes the request under way, refuses new ones, and exits 0', async (t) => {
+  const [port, metricsPort] = [await findFreePort(), await findFreePort()];
+  const folder = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-observability-'));
+  const { child, finished } = startNode(['src/main.ts'], cleanEnvironment({
+    PORT: String(port), METRICS_PORT: String(metricsPort), HOST: '127.0.0.1', DATA_DIR: folder, KEYS_DIR: folder, LOG_LEVEL: 'info',
+  }));
+  t.teardown(async () => {
+    child.kill('SIGKILL');
+    await rm(folder, { recursive: true, force: true });
+  });
+  const metrics = await eventually(async () => {
+    const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    if (response.status !== 200) throw new Error(String(response.status));
+    return response.text();
+  }, 60_000);
+  t.regex(metrics, /^gatehouse_process_cpu_seconds_total /m);
+  t.is((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 404, 'not on the main port without a token');
+
+  // A request under way: the server has its headers (it said 100 Continue), not yet its body.
+  const body = 'grant_type=client_credentials&client_id=nobody';
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  let answer = '';
+  socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
+  socket.write(`POST /token HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`);
+  await eventually(async () => {
+    if (!answer.startsWith('HTTP/1.1 100 Continue')) throw new Error('no 100 Continue yet');
+  }, 10_000);
+  child.kill('SIGTERM');
+  await eventually(async () => {
+    await fetch(`http://127.0.0.1:${port}/healthz`).then(() => { throw new Error('still accepting'); }, () => undefined);
+  }, 10_000);
+  socket.write(body);
+  await eventually(async () => {
+    if (!/\r\n\r\nHTTP\/1\.1 401 [^]*"invalid_client"/.test(answer)) throw new Error('no answer yet');
+  }, 10_000);
+  t.pass('the request under way got its answer');
+  socket.end();
+  const result = await finished;
+  t.is(result.code, 0, result.stderr);
+  t.regex(result.stdout, /shutting down: finishing the requests under way/);
+});
