@@ -2,7 +2,7 @@
 // the audit rows), protocol errors logged at info with their client and never a secret, and /metrics in
 // Prometheus's format behind METRICS_TOKEN or on METRICS_PORT.
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { connect } from 'node:net';
@@ -116,6 +116,17 @@ test.serial('/metrics: refused without the token; with it, requests, tokens, pro
   t.is(sample(text, 'gatehouse_queue_depth{queue="logout_notices"}'), 0);
   t.true(sample(text, 'gatehouse_process_resident_memory_bytes')! > 0);
   t.regex(text, /^# TYPE gatehouse_http_request_duration_seconds histogram$/m);
+});
+
+test.serial('the sample Grafana dashboard asks only for metrics Gatehouse serves', async (t) => {
+  const dashboard = JSON.parse(await readFile(new URL('../deploy/grafana/gatehouse.json', import.meta.url), 'utf8')) as { panels: Array<{ targets?: Array<{ expr: string }> }> };
+  const expressions = dashboard.panels.flatMap((panel) => panel.targets ?? []).map((target) => target.expr);
+  t.true(expressions.length >= 15);
+  const served = new Set([...(await scrape()).matchAll(/^# TYPE (\S+) (\w+)$/gm)].flatMap(([, name, type]) => (
+    type === 'histogram' ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name!]
+  )));
+  const asked = new Set(expressions.flatMap((expression) => expression.match(/\bgatehouse_\w+/g) ?? []));
+  t.deepEqual([...asked].filter((name) => !served.has(name)), []);
 });
 
 test.serial('rate-limit refusals are counted by limit', async (t) => {
