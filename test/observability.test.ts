@@ -155,7 +155,7 @@ test('node src/main.ts: METRICS_PORT serves /metrics without a token; SIGTERM fi
     return response.text();
   }, 60_000);
   t.regex(metrics, /^gatehouse_process_cpu_seconds_total /m);
-  t.is((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 404, 'not on the main port without a token');
+  t.is((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 403, 'not on the main port without a token');
 
   // A request under way: the server has its headers (it said 100 Continue), not yet its body.
   const body = 'grant_type=client_credentials&client_id=nobody';

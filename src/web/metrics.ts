@@ -11,8 +11,8 @@ export function metricsRoutes(metrics: Metrics, access: { token: string } | 'ope
   router.get(PATHS.metrics, async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     if (access === 'not-served') {
-      ctx.status = 404;
-      ctx.body = { error: 'not_found', error_description: 'metrics are served on METRICS_PORT, or on this port with METRICS_TOKEN' };
+      ctx.status = 403;
+      ctx.body = { error: 'forbidden', error_description: 'metrics are served on METRICS_PORT, or on this port with METRICS_TOKEN' };
       return;
     }
     if (access !== 'open' && !presents(ctx.get('Authorization'), access.token)) {
