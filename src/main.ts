@@ -1,6 +1,7 @@
 // Process entry: configuration → runtime → HTTP server, with a graceful shutdown on SIGTERM and SIGINT.
 import { createServer } from 'node:http';
-import { ConfigError, loadConfig } from './config/index.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { createLogger } from './logger.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { KeyError } from './keys/secrets.ts';
@@ -10,7 +11,7 @@ import { createApp, createMetricsApp } from './app.ts';
 /** How long requests under way may take to finish at shutdown: within an orchestrator's usual 30 s. */
 const SHUTDOWN_GRACE_MS = 20_000;
 
-let config;
+let config: Config;
 try {
   config = loadConfig();
 } catch (error) {
@@ -21,7 +22,7 @@ try {
 const logger = createLogger(config);
 let runtime: Runtime;
 try {
-  runtime = await openRuntime(config, logger);
+  runtime = await openWhenReachable();
 } catch (error) {
   // Settings and outages an operator must fix get one line, like configuration errors; anything else is a bug.
   if (error instanceof KeyError) {
@@ -35,6 +36,24 @@ try {
   }
   process.exit(1);
 }
+/**
+ * Started beside its database (docker compose, an orchestrator), Gatehouse may come up first: it waits for
+ * the database and the store, saying so, up to STARTUP_WAIT seconds, before giving up.
+ */
+async function openWhenReachable(): Promise<Runtime> {
+  const deadline = Date.now() + config.startupWait * 1000;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await openRuntime(config, logger);
+    } catch (error) {
+      if (!(error instanceof DependencyUnavailable) || Date.now() >= deadline) throw error;
+      const retryInMs = Math.min(500 * 2 ** (attempt - 1), 5000, deadline - Date.now());
+      logger.warn({ dependency: error.dependency, reason: error.describe(), attempt, retryInMs }, `waiting for the ${error.dependency} to answer`);
+      await sleep(retryInMs);
+    }
+  }
+}
+
 const server = createServer(createApp(runtime).callback());
 const metricsServer = config.metrics.port === undefined ? undefined : createServer(createMetricsApp(runtime).callback());
 server.once('error', async (error: NodeJS.ErrnoException) => {

@@ -243,11 +243,14 @@ test('node src/main.ts in production with a public-only JWKS refuses to start in
   t.regex(result.stderr, /^gatehouse: refusing to start: JWKS must hold private keys/);
 });
 
-test('node src/main.ts with an unreachable database exits non-zero saying so in one line, without a stack trace', async (t) => {
+test('node src/main.ts with an unreachable database waits STARTUP_WAIT, saying so, then exits non-zero saying why in one line, without a stack trace', async (t) => {
   const result = await runNode(['src/main.ts'], cleanEnvironment({
-    ...productionEnvironment(), DATABASE_URL: 'postgresql://gatehouse:db-password@127.0.0.1:1/gatehouse', REDIS_URL: 'redis://127.0.0.1:1', LOG_LEVEL: 'silent',
+    ...productionEnvironment(), DATABASE_URL: 'postgresql://gatehouse:db-password@127.0.0.1:1/gatehouse', REDIS_URL: 'redis://127.0.0.1:1', STARTUP_WAIT: '1',
   }));
   t.not(result.code, 0);
+  const waits = result.stdout.trimEnd().split('\n').map((line) => JSON.parse(line) as { msg: string; dependency?: string }).filter((line) => line.msg === 'waiting for the database to answer');
+  t.true(waits.length >= 1, result.stdout);
+  t.false(result.stdout.includes('db-password'));
   t.is(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
   t.regex(result.stderr, /^gatehouse: cannot start: the database is unavailable/);
   t.false(result.stderr.includes('db-password'));

@@ -74,7 +74,7 @@ interface FuzzRequest {
   method: string;
   path: string;
   headers: Record<string, string>;
-  body?: string | Uint8Array;
+  body?: string | Uint8Array<ArrayBuffer>;
 }
 
 function pick<T>(next: () => number, items: readonly T[]): T {
@@ -115,7 +115,7 @@ function fuzzRequest(next: () => number): FuzzRequest {
   if (next() < 0.1) headers.origin = pick(next, ['null', 'https://evil.example', 'http://127.0.0.1:4999']);
   if (next() < 0.05) headers['x-forwarded-for'] = pick(next, ['1.1.1.1, 2.2.2.2', 'garbage', '::1']);
   const query = method === 'GET' || next() < 0.3 ? `?${encoded}` : '';
-  let body: string | Uint8Array | undefined;
+  let body: string | Uint8Array<ArrayBuffer> | undefined;
   if (method !== 'GET' && method !== 'HEAD') {
     const shape = next();
     if (shape < 0.5) body = encoded;

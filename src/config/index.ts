@@ -46,6 +46,8 @@ export interface Config {
    * callers presenting the token; neither, not at all.
    */
   metrics: { port: number | undefined; token: string | undefined };
+  /** How long a start waits for a database or store that does not answer yet (seconds; 0: not at all). */
+  startupWait: number;
   ttl: {
     accessToken: number;
     authorizationCode: number;
@@ -192,6 +194,7 @@ const environmentSchema = z.object({
   TRUST_PROXY: booleanString.default(false),
   TRUSTED_PROXY_HOPS: wholeNumber.pipe(z.number().min(1, 'must be at least 1').max(10, 'must be at most 10')).default(1),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  STARTUP_WAIT: wholeNumber.default(60),
   METRICS_PORT: wholeNumber.pipe(z.number().min(1).max(65535)).optional(),
   METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   ACCESS_TOKEN_TTL: seconds.default(600),
@@ -273,6 +276,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     trustedProxyHops: env.TRUSTED_PROXY_HOPS,
     logLevel: env.LOG_LEVEL,
     metrics: { port: env.METRICS_PORT, token: env.METRICS_TOKEN },
+    startupWait: env.STARTUP_WAIT,
     ttl: {
       accessToken: env.ACCESS_TOKEN_TTL,
       authorizationCode: env.AUTHORIZATION_CODE_TTL,
