@@ -1,15 +1,10 @@
-// Process entry: configuration → runtime → HTTP server, with a graceful shutdown on SIGTERM and SIGINT.
-import { createServer } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
+// Process entry: configuration, then one server process (serve.ts), or with WORKERS above 1 a primary that
+// runs that many of them and keeps them running (workers.ts).
+import cluster from 'node:cluster';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { createLogger } from './logger.ts';
-import { openRuntime, type Runtime } from './runtime.ts';
-import { KeyError } from './keys/secrets.ts';
-import { DependencyUnavailable } from './errors.ts';
-import { createApp, createMetricsApp } from './app.ts';
-
-/** How long requests under way may take to finish at shutdown: within an orchestrator's usual 30 s. */
-const SHUTDOWN_GRACE_MS = 20_000;
+import { serve } from './serve.ts';
+import { superviseWorkers } from './workers.ts';
 
 let config: Config;
 try {
@@ -20,89 +15,5 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config);
-let runtime: Runtime;
-try {
-  runtime = await openWhenReachable();
-} catch (error) {
-  // Settings and outages an operator must fix get one line, like configuration errors; anything else is a bug.
-  if (error instanceof KeyError) {
-    process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
-  } else if (error instanceof ConfigError) {
-    process.stderr.write(`gatehouse: refusing to start: ${error.describe()}\n`);
-  } else if (error instanceof DependencyUnavailable) {
-    process.stderr.write(`gatehouse: cannot start: ${error.describe()}\n`);
-  } else {
-    throw error;
-  }
-  process.exit(1);
-}
-/**
- * Started beside its database (docker compose, an orchestrator), Gatehouse may come up first: it waits for
- * the database and the store, saying so, up to STARTUP_WAIT seconds, before giving up.
- */
-async function openWhenReachable(): Promise<Runtime> {
-  const deadline = Date.now() + config.startupWait * 1000;
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await openRuntime(config, logger);
-    } catch (error) {
-      if (!(error instanceof DependencyUnavailable) || Date.now() >= deadline) throw error;
-      const retryInMs = Math.min(500 * 2 ** (attempt - 1), 5000, deadline - Date.now());
-      logger.warn({ dependency: error.dependency, reason: error.describe(), attempt, retryInMs }, `waiting for the ${error.dependency} to answer`);
-      await sleep(retryInMs);
-    }
-  }
-}
-
-const server = createServer(createApp(runtime).callback());
-const metricsServer = config.metrics.port === undefined ? undefined : createServer(createMetricsApp(runtime).callback());
-server.once('error', async (error: NodeJS.ErrnoException) => {
-  // Most often the port is taken: say so in one line and let go of the database and store.
-  process.stderr.write(`gatehouse: cannot listen on ${config.host}:${config.port}: ${error.code ?? error.message}\n`);
-  await runtime.close();
-  process.exit(1);
-});
-server.listen(config.port, config.host, () => {
-  if (runtime.database.embedded || !config.redisUrl || runtime.secrets.development) {
-    const database = runtime.database.embedded ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL';
-    const store = config.redisUrl ? 'Redis' : 'in-process (lost on restart)';
-    const keys = runtime.secrets.development ? `generated in ${config.keysDir}` : 'configured';
-    // Plain text on stderr for the person at the terminal; the same facts go to the JSON log.
-    process.stderr.write([
-      '',
-      '  Gatehouse is running in DEVELOPMENT MODE',
-      `    database: ${database}`,
-      `    store:    ${store}`,
-      `    keys:     ${keys}`,
-      '  Not for real users: production needs NODE_ENV=production, DATABASE_URL, REDIS_URL, COOKIE_SECRETS and ENCRYPTION_KEYS.',
-      '',
-      '',
-    ].join('\n'));
-    logger.warn({ database, store, keys }, 'development mode');
-  }
-  logger.info({ issuer: config.issuer, port: config.port }, `Gatehouse is listening on ${config.issuer}`);
-});
-metricsServer?.once('error', (error: NodeJS.ErrnoException) => {
-  // Metrics are not worth refusing service over: say so, and serve without them.
-  logger.error({ port: config.metrics.port, code: error.code }, 'cannot serve /metrics on METRICS_PORT');
-});
-metricsServer?.listen(config.metrics.port, config.host, () => logger.info({ port: config.metrics.port }, 'metrics are served on METRICS_PORT'));
-
-let stopping = false;
-async function stop(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal }, 'shutting down: finishing the requests under way');
-  // No new connections; requests under way finish (idle keep-alive connections close at once), unless they
-  // outlast the grace period, when their connections are cut.
-  const cutOff = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
-  server.closeIdleConnections();
-  metricsServer?.close();
-  metricsServer?.closeAllConnections();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  clearTimeout(cutOff);
-  await runtime.close();
-  process.exit(0);
-}
-process.on('SIGTERM', () => void stop('SIGTERM'));
-process.on('SIGINT', () => void stop('SIGINT'));
+if (config.workers > 1 && cluster.isPrimary) await superviseWorkers(config, logger);
+else await serve(config, logger);

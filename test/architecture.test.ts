@@ -9,7 +9,7 @@ import { PROJECT_ROOT } from './helpers/process.ts';
 
 const SOURCE_ROOT = path.join(PROJECT_ROOT, 'src');
 /** The files that put the whole together (they may import every folder, and nothing imports them for values). */
-const COMPOSITION = new Set(['app.ts', 'runtime.ts', 'main.ts', 'cli.ts']);
+const COMPOSITION = new Set(['app.ts', 'runtime.ts', 'main.ts', 'serve.ts', 'workers.ts', 'cli.ts']);
 /** Folders of domain code: no HTTP in them. */
 const DOMAIN_FOLDERS = ['accounts', 'apis', 'keys', 'clients', 'mail', 'store', 'db', 'audit', 'limits', 'config'];
 /** Each table's Prisma delegate, and the folder that owns the table. */

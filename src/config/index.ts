@@ -48,6 +48,8 @@ export interface Config {
   metrics: { port: number | undefined; token: string | undefined };
   /** How long a start waits for a database or store that does not answer yet (seconds; 0: not at all). */
   startupWait: number;
+  /** Server processes sharing the port (node:cluster); 1: this process serves. */
+  workers: number;
   ttl: {
     accessToken: number;
     authorizationCode: number;
@@ -195,6 +197,7 @@ const environmentSchema = z.object({
   TRUSTED_PROXY_HOPS: wholeNumber.pipe(z.number().min(1, 'must be at least 1').max(10, 'must be at most 10')).default(1),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   STARTUP_WAIT: wholeNumber.default(60),
+  WORKERS: wholeNumber.pipe(z.number().min(1, 'must be at least 1').max(64, 'must be at most 64')).default(1),
   METRICS_PORT: wholeNumber.pipe(z.number().min(1).max(65535)).optional(),
   METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   ACCESS_TOKEN_TTL: seconds.default(600),
@@ -277,6 +280,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     logLevel: env.LOG_LEVEL,
     metrics: { port: env.METRICS_PORT, token: env.METRICS_TOKEN },
     startupWait: env.STARTUP_WAIT,
+    workers: env.WORKERS,
     ttl: {
       accessToken: env.ACCESS_TOKEN_TTL,
       authorizationCode: env.AUTHORIZATION_CODE_TTL,
@@ -324,6 +328,8 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     passwordPolicy: { minimumLength: env.PASSWORD_MIN_LENGTH, issuerHost: new URL(issuer).hostname },
     mail: { smtpUrl: env.SMTP_URL, from: env.MAIL_FROM, outboxDir: path.resolve(env.OUTBOX_DIR) },
   };
+  // Each worker would have a store of its own: a session made by one would be unknown to the others.
+  if (config.workers > 1 && !config.redisUrl) throw new ConfigError('WORKERS above 1 needs REDIS_URL: the in-process store is one per process');
   if (config.mode === 'production') refuseUnsafeProduction(config);
   return config;
 }

@@ -1,0 +1,113 @@
+// One server process: configuration in hand, it opens the runtime (waiting for the database and the store if
+// they are not up yet), serves HTTP (and /metrics on METRICS_PORT when it serves alone), and shuts down
+// gracefully on SIGTERM and SIGINT. main.ts runs it directly, or in each worker when WORKERS is above 1.
+import cluster from 'node:cluster';
+import { createServer } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AggregatorRegistry } from 'prom-client';
+import type { Logger } from 'pino';
+import { ConfigError, type Config } from './config/index.ts';
+import { openRuntime, type Runtime } from './runtime.ts';
+import { KeyError } from './keys/secrets.ts';
+import { DependencyUnavailable } from './errors.ts';
+import { createApp, createMetricsApp } from './app.ts';
+
+/** How long requests under way may take to finish at shutdown: within an orchestrator's usual 30 s. */
+const SHUTDOWN_GRACE_MS = 20_000;
+
+export async function serve(config: Config, logger: Logger): Promise<void> {
+  let runtime: Runtime;
+  try {
+    runtime = await openWhenReachable(config, logger);
+  } catch (error) {
+    // Settings and outages an operator must fix get one line, like configuration errors; anything else is a bug.
+    if (error instanceof KeyError) {
+      process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
+    } else if (error instanceof ConfigError) {
+      process.stderr.write(`gatehouse: refusing to start: ${error.describe()}\n`);
+    } else if (error instanceof DependencyUnavailable) {
+      process.stderr.write(`gatehouse: cannot start: ${error.describe()}\n`);
+    } else {
+      throw error;
+    }
+    process.exit(1);
+  }
+  const server = createServer(createApp(runtime).callback());
+  // A worker's metrics are summed by the primary, which serves METRICS_PORT (workers.ts).
+  if (cluster.isWorker) {
+    AggregatorRegistry.setRegistries([runtime.metrics.registry]);
+    // Making one is what sets a worker answering the primary's requests for its metrics (prom-client's cluster.js).
+    new AggregatorRegistry();
+  }
+  const metricsServer = config.metrics.port === undefined || cluster.isWorker ? undefined : createServer(createMetricsApp(runtime).callback());
+  server.once('error', async (error: NodeJS.ErrnoException) => {
+    // Most often the port is taken: say so in one line and let go of the database and store.
+    process.stderr.write(`gatehouse: cannot listen on ${config.host}:${config.port}: ${error.code ?? error.message}\n`);
+    await runtime.close();
+    process.exit(1);
+  });
+  server.listen(config.port, config.host, () => {
+    // The banner once, not once per worker.
+    const first = !cluster.isWorker || cluster.worker?.id === 1;
+    if (first && (runtime.database.embedded || !config.redisUrl || runtime.secrets.development)) {
+      const database = runtime.database.embedded ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL';
+      const store = config.redisUrl ? 'Redis' : 'in-process (lost on restart)';
+      const keys = runtime.secrets.development ? `generated in ${config.keysDir}` : 'configured';
+      // Plain text on stderr for the person at the terminal; the same facts go to the JSON log.
+      process.stderr.write([
+        '',
+        '  Gatehouse is running in DEVELOPMENT MODE',
+        `    database: ${database}`,
+        `    store:    ${store}`,
+        `    keys:     ${keys}`,
+        '  Not for real users: production needs NODE_ENV=production, DATABASE_URL, REDIS_URL, COOKIE_SECRETS and ENCRYPTION_KEYS.',
+        '',
+        '',
+      ].join('\n'));
+      logger.warn({ database, store, keys }, 'development mode');
+    }
+    logger.info({ issuer: config.issuer, port: config.port }, `Gatehouse is listening on ${config.issuer}`);
+  });
+  metricsServer?.once('error', (error: NodeJS.ErrnoException) => {
+    // Metrics are not worth refusing service over: say so, and serve without them.
+    logger.error({ port: config.metrics.port, code: error.code }, 'cannot serve /metrics on METRICS_PORT');
+  });
+  metricsServer?.listen(config.metrics.port, config.host, () => logger.info({ port: config.metrics.port }, 'metrics are served on METRICS_PORT'));
+
+  let stopping = false;
+  async function stop(signal: string): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: finishing the requests under way');
+    // No new connections; requests under way finish (idle keep-alive connections close at once), unless they
+    // outlast the grace period, when their connections are cut.
+    const cutOff = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+    server.closeIdleConnections();
+    metricsServer?.close();
+    metricsServer?.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    clearTimeout(cutOff);
+    await runtime.close();
+    process.exit(0);
+  }
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/**
+ * Started beside its database (docker compose, an orchestrator), Gatehouse may come up first: it waits for
+ * the database and the store, saying so, up to STARTUP_WAIT seconds, before giving up.
+ */
+async function openWhenReachable(config: Config, logger: Logger): Promise<Runtime> {
+  const deadline = Date.now() + config.startupWait * 1000;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await openRuntime(config, logger);
+    } catch (error) {
+      if (!(error instanceof DependencyUnavailable) || Date.now() >= deadline) throw error;
+      const retryInMs = Math.min(500 * 2 ** (attempt - 1), 5000, deadline - Date.now());
+      logger.warn({ dependency: error.dependency, reason: error.describe(), attempt, retryInMs }, `waiting for the ${error.dependency} to answer`);
+      await sleep(retryInMs);
+    }
+  }
+}

@@ -1,0 +1,63 @@
+// WORKERS above 1: this primary process forks that many server processes (node:cluster, which shares the port
+// among them), replaces one that dies, serves their metrics summed on METRICS_PORT, and on SIGTERM or SIGINT
+// has each finish its requests under way before it exits itself.
+import cluster, { type Worker } from 'node:cluster';
+import { createServer } from 'node:http';
+import { AggregatorRegistry } from 'prom-client';
+import type { Logger } from 'pino';
+import type { Config } from './config/index.ts';
+
+export async function superviseWorkers(config: Config, logger: Logger): Promise<void> {
+  const log = logger.child({ component: 'workers' });
+  let stopping = false;
+  const listening = new WeakSet<Worker>();
+
+  const start = (): Worker => {
+    const worker = cluster.fork();
+    worker.once('listening', () => listening.add(worker));
+    worker.once('exit', (code, signal) => {
+      if (stopping) return;
+      if (!listening.has(worker)) {
+        // It could not start (settings refused, database still down after STARTUP_WAIT): neither will the next.
+        log.error({ pid: worker.process.pid, code, signal }, 'a worker could not start: stopping');
+        void stop('worker failed to start', code ?? 1);
+        return;
+      }
+      log.error({ pid: worker.process.pid, code, signal }, 'a worker died: starting another');
+      start();
+    });
+    return worker;
+  };
+
+  const metricsServer = config.metrics.port === undefined ? undefined : createServer(async (request, response) => {
+    if (request.method !== 'GET' || request.url !== '/metrics') {
+      response.writeHead(404).end();
+      return;
+    }
+    // Each worker's registry (serve.ts registers it), summed over the workers by prom-client.
+    const aggregated = await aggregator.clusterMetrics().catch(() => undefined);
+    if (aggregated === undefined) response.writeHead(503).end();
+    else response.writeHead(200, { 'content-type': aggregator.contentType, 'cache-control': 'no-store' }).end(aggregated);
+  });
+  const aggregator = new AggregatorRegistry();
+
+  async function stop(reason: string, exitCode: number): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    log.info({ reason }, 'shutting down: each worker finishes its requests under way');
+    metricsServer?.close();
+    const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined && !worker.isDead());
+    await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
+      worker.once('exit', () => resolve());
+      worker.process.kill('SIGTERM');
+    })));
+    process.exit(exitCode);
+  }
+
+  process.on('SIGTERM', () => void stop('SIGTERM', 0));
+  process.on('SIGINT', () => void stop('SIGINT', 0));
+  for (let count = 0; count < config.workers; count += 1) start();
+  metricsServer?.once('error', (error: NodeJS.ErrnoException) => log.error({ port: config.metrics.port, code: error.code }, 'cannot serve /metrics on METRICS_PORT'));
+  metricsServer?.listen(config.metrics.port, config.host);
+  log.info({ workers: config.workers, port: config.port }, `running ${config.workers} workers`);
+}

@@ -1,0 +1,77 @@
+// WORKERS=2: two server processes share the port (node:cluster) under one primary, which sums their metrics
+// on METRICS_PORT, replaces a worker that dies, and on SIGTERM has both finish before it exits.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { ConfigError, loadConfig } from '../src/config/index.ts';
+import { createTestDatabase } from './helpers/database.ts';
+import { cleanEnvironment, startNode } from './helpers/process.ts';
+import { ThrowawayRedisServer, eventually, findFreePort } from './helpers/redis.ts';
+
+test('WORKERS above 1 needs REDIS_URL: each worker would have a store of its own', (t) => {
+  t.throws(() => loadConfig({ WORKERS: '2' }), { instanceOf: ConfigError, message: /^WORKERS above 1 needs REDIS_URL/ });
+  t.is(loadConfig({ WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:6379' }).workers, 2);
+  t.throws(() => loadConfig({ WORKERS: '0' }), { instanceOf: ConfigError, message: /^WORKERS: must be at least 1/ });
+});
+
+test('two workers answer on one port, their metrics are summed on METRICS_PORT, one that dies is replaced, and SIGTERM stops them all', async (t) => {
+  t.timeout(180_000);
+  const database = await createTestDatabase();
+  t.teardown(() => database.drop());
+  const redis = process.env.REDIS_URL ? undefined : new ThrowawayRedisServer(await findFreePort());
+  await redis?.start();
+  t.teardown(async () => redis?.stop());
+  const keys = await mkdtemp(path.join(os.tmpdir(), 'gh-workers-'));
+  t.teardown(() => rm(keys, { recursive: true, force: true }));
+  const [port, metricsPort] = [await findFreePort(), await findFreePort()];
+  const { child, finished } = startNode(['src/main.ts'], cleanEnvironment({
+    WORKERS: '2', PORT: String(port), METRICS_PORT: String(metricsPort), HOST: '127.0.0.1', KEYS_DIR: keys, DATA_DIR: database.dataDir,
+    STORE_PREFIX: `gatehouse-workers-${Date.now()}:`, REDIS_URL: redis?.url ?? process.env.REDIS_URL!, LOG_LEVEL: 'info',
+    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
+  }));
+  t.teardown(() => void child.kill('SIGKILL'));
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += String(chunk)));
+  const lines = () => output.trimEnd().split('\n').filter(Boolean).map((line) => JSON.parse(line) as { pid: number; component?: string; msg: string; route?: string });
+  const origin = `http://127.0.0.1:${port}`;
+  /** Discovery requests answered so far. */
+  let sent = 0;
+  const workerPids = async () => {
+    // A new connection each time, so that the primary hands them out to both workers.
+    const response = await fetch(`${origin}/.well-known/openid-configuration`, { headers: { connection: 'close' } });
+    if (response.status !== 200) throw new Error(`discovery ${response.status}`);
+    sent += 1;
+    await response.body?.cancel();
+    return new Set(lines().filter((line) => line.component === 'http').map((line) => line.pid));
+  };
+  await eventually(async () => {
+    if ((await workerPids()).size < 2) throw new Error('not both answering yet');
+  }, 120_000);
+
+  // Each worker counts a request once its answer is sent, so the last may be counted a moment after it arrived.
+  const summed = await eventually(async () => {
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const sum = metrics.split('\n').filter((line) => line.startsWith('gatehouse_http_requests_total{route="/.well-known/openid-configuration"'))
+      .reduce((total, line) => total + Number(line.split(' ').at(-1)), 0);
+    if (sum !== sent) throw new Error(`${sum} of ${sent}`);
+    return sum;
+  }, 10_000);
+  t.is(summed, sent, 'both workers’ requests, summed');
+
+  const [victim] = await workerPids();
+  process.kill(victim!, 'SIGKILL');
+  await eventually(async () => {
+    if (!output.includes('"msg":"a worker died: starting another"')) throw new Error('not noticed yet');
+    const pids = await workerPids();
+    const alive = [...pids].filter((pid) => pid !== victim);
+    if (alive.length < 2) throw new Error('no replacement answering yet');
+  }, 120_000);
+  t.pass('a replacement answers');
+
+  child.kill('SIGTERM');
+  const result = await finished;
+  t.is(result.code, 0, result.stderr);
+  const pids = new Set(lines().filter((line) => line.component === 'http').map((line) => line.pid));
+  for (const pid of pids) t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`);
+});
