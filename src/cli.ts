@@ -71,7 +71,7 @@ Commands:
                  [--require-second-factor] [--first-party]
                  [--token-endpoint-auth-method client_secret_basic|client_secret_post]
                  [--backchannel-logout-uri U] [--frontchannel-logout-uri U] [--default-api URL]
-                 [--resource-server URL]
+                 [--resource-server URL] [--refresh-token-grace-period SECONDS]
                                         register a client and print it as JSON (native:
                                         an installed app, redirects to com.example.app:/…,
                                         a claimed https URI, or http://127.0.0.1/… on any
@@ -92,11 +92,16 @@ Commands:
                                         are for when a request names none;
                                         --resource-server (service): the API this client
                                         is, which may introspect that API's tokens
+                                        --refresh-token-grace-period (spa, native,
+                                        web; at most 60, default 0: off): a refresh
+                                        token presented again within SECONDS gets the
+                                        answer it got the first time instead of
+                                        revoking the grant (tabs refreshing together)
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--first-party | --not-first-party]
                  [--backchannel-logout-uri U] [--frontchannel-logout-uri U] [--default-api URL]
-                 [--resource-server URL]
+                 [--resource-server URL] [--refresh-token-grace-period SECONDS]
                                         change a client (redirect URIs given replace
                                         the old ones; an empty logout URI removes it)
                                         and print it as JSON
@@ -417,7 +422,7 @@ const commands: Record<string, Handler> = {
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'require-second-factor': { type: 'boolean' }, 'first-party': { type: 'boolean' }, 'token-endpoint-auth-method': { type: 'string' },
       'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' }, 'default-api': { type: 'string' },
-      'resource-server': { type: 'string' },
+      'resource-server': { type: 'string' }, 'refresh-token-grace-period': { type: 'string' },
     });
     const authMethod = values['token-endpoint-auth-method'] as SecretAuthMethod | undefined;
     if (authMethod !== undefined && !SECRET_AUTH_METHODS.includes(authMethod)) throw new UsageError(`--token-endpoint-auth-method must be one of ${SECRET_AUTH_METHODS.join(', ')}`);
@@ -433,6 +438,7 @@ const commands: Record<string, Handler> = {
         requireSecondFactor: Boolean(values['require-second-factor']), firstParty: Boolean(values['first-party']), tokenEndpointAuthMethod: authMethod,
         backchannelLogoutUri: values['backchannel-logout-uri'] as string | undefined || undefined,
         frontchannelLogoutUri: values['frontchannel-logout-uri'] as string | undefined || undefined,
+        refreshTokenGracePeriod: gracePeriodOption(values['refresh-token-grace-period']),
       }, { type: 'admin', id: administratorName() });
       process.stdout.write(`${JSON.stringify(client, null, 2)}\n`);
     });
@@ -444,7 +450,7 @@ const commands: Record<string, Handler> = {
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'first-party': { type: 'boolean' }, 'not-first-party': { type: 'boolean' },
       'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' }, 'default-api': { type: 'string' },
-      'resource-server': { type: 'string' },
+      'resource-server': { type: 'string' }, 'refresh-token-grace-period': { type: 'string' },
     });
     if (!values['client-id']) throw new UsageError('clients update needs --client-id');
     if (values['first-party'] && values['not-first-party']) throw new UsageError('clients update takes --first-party or --not-first-party, not both');
@@ -456,6 +462,7 @@ const commands: Record<string, Handler> = {
       firstParty: values['first-party'] ? true : values['not-first-party'] ? false : undefined,
       backchannelLogoutUri: optionalChange(values['backchannel-logout-uri']),
       frontchannelLogoutUri: optionalChange(values['frontchannel-logout-uri']),
+      refreshTokenGracePeriod: gracePeriodOption(values['refresh-token-grace-period']),
     };
     if (Object.values(changes).every((value) => value === undefined)) {
       throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri, --scope, --first-party or a logout URI');
@@ -785,6 +792,13 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
+}
+
+/** --refresh-token-grace-period SECONDS: whole seconds (0 turns it off); the service says how many at most. */
+function gracePeriodOption(value: unknown): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  if (!/^\d+$/.test(value)) throw new UsageError('--refresh-token-grace-period takes whole seconds (0: off)');
+  return Number(value);
 }
 
 /** An option of clients update that can be removed: a new value, or empty to remove it; undefined when not given. */

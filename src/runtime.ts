@@ -10,6 +10,7 @@ import { createStore } from './store/index.ts';
 import { refuseForgetfulStore } from './operations/deployment-check.ts';
 import { Metrics } from './operations/metrics.ts';
 import { logProtocol } from './oidc/protocol-log.ts';
+import { refreshTokenGracePeriod } from './oidc/refresh-grace.ts';
 import type { Store } from './store/store.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
 import { UserService } from './accounts/users.ts';
@@ -29,7 +30,7 @@ import { JwtAccessTokens } from './oidc/jwt-access-tokens.ts';
 import { InitialAccessTokens } from './oidc/initial-access-tokens.ts';
 import { refusePeopleScopesForServices, serviceScopesOnly } from './oidc/service-scopes.ts';
 import { apiScopesOf } from './oidc/resource-servers.ts';
-import { Engine } from './oidc/engine-internals.ts';
+import { Engine, aroundGrant } from './oidc/engine-internals.ts';
 import { createViews, type Views } from './web/kit/views.ts';
 import { enginePages } from './web/kit/engine-pages.ts';
 import { createMailer, type Mailer } from './mail/mailer.ts';
@@ -206,6 +207,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
     });
     provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
+    aroundGrant(provider, 'refresh_token', refreshTokenGracePeriod(store, sealer));
     auditProtocolEvents(provider, auditTrail);
     logProtocol(provider, logger, metrics);
     const engine = new Engine(provider);

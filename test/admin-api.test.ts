@@ -281,10 +281,10 @@ test('clients: register each type (the secret shown once), read, list by type a 
   const etag = spa.headers.get('etag')!;
   t.is((await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 2' } })).status, 428);
   const renamed = await call('PATCH', `/clients/${spa.body.client_id}`, {
-    token, body: { name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'], require_second_factor: true }, headers: { 'if-match': etag },
+    token, body: { name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'], require_second_factor: true, refresh_token_grace_period: 5 }, headers: { 'if-match': etag },
   });
   t.is(renamed.status, 200);
-  t.like(renamed.body, { client_name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'], require_second_factor: true });
+  t.like(renamed.body, { client_name: 'Shop 2', redirect_uris: ['https://shop.example/callback', 'https://shop.example/other'], require_second_factor: true, refresh_token_grace_period: 5 });
   t.is((await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 3' }, headers: { 'if-match': etag } })).status, 412);
 
   const insecure = await call('POST', '/clients', { token, body: { name: 'Plain', type: 'spa', redirect_uris: ['http://shop.example/callback'] } });
@@ -292,6 +292,8 @@ test('clients: register each type (the secret shown once), read, list by type a 
   t.regex(insecure.body.detail, /https/);
   t.is((await call('POST', '/clients', { token, body: { name: 'Job', type: 'service', first_party: true } })).status, 422);
   t.is((await call('POST', '/clients', { token, body: { name: 'Job', type: 'robot' } })).status, 422);
+  t.is((await call('POST', '/clients', { token, body: { name: 'Job', type: 'service', refresh_token_grace_period: 5 } })).status, 422, 'no refresh tokens');
+  t.is((await call('POST', '/clients', { token, body: { name: 'Tabs', type: 'spa', redirect_uris: ['https://shop.example/callback'], refresh_token_grace_period: 61 } })).status, 422);
 
   t.is((await call('DELETE', `/clients/${web.body.client_id}`, { token })).status, 204);
   t.is((await call('GET', `/clients/${web.body.client_id}`, { token })).status, 404);

@@ -90,6 +90,7 @@ test('registration obeys the rules of every client, and some of its own; a refus
     ['plain http off the loopback interface', { ...SPA, redirect_uris: ['http://app.example/callback'] }, /https/],
     ['the first-party flag', { ...SPA, first_party: true }, /only an administrator/],
     ['API scopes', { ...SPA, api_scopes: 'orders:read' }, /only an administrator/],
+    ['a refresh-token grace period', { ...SPA, refresh_token_grace_period: 5 }, /only an administrator/],
     ['a back-channel logout URI inside the network', {
       client_name: 'Web', redirect_uris: ['https://app.example/cb'], backchannel_logout_uri: 'https://10.0.0.7/logout',
     }, /public host/],

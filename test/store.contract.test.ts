@@ -124,6 +124,27 @@ function registerContract(harness: StoreHarness): void {
     t.deepEqual(await store.get('RefreshToken:1'), { value: '"token"', consumedAt: 1_700_000_000 + winner });
   });
 
+  test(title('create writes a record only where none lives, and of 50 concurrent creates exactly one wins'), async (t) => {
+    const prefix = newPrefix();
+    const store = openStore(t, harness, prefix);
+    t.true(await store.create('Claim:1', '"first"', 60));
+    t.false(await store.create('Claim:1', '"second"', 60));
+    t.deepEqual(await store.get('Claim:1'), { value: '"first"' });
+    const racers = harness.openRacers(prefix, store, 5);
+    t.teardown(() => Promise.all(racers.map((racer) => racer.close())));
+    await Promise.all(racers.map((racer) => racer.ping()));
+    const outcomes = await Promise.all(Array.from({ length: 50 }, (_, index) => racers[index % racers.length]!.create('Claim:2', `"${index}"`, 60)));
+    t.is(outcomes.filter(Boolean).length, 1);
+  });
+
+  test(title('a created record expires after its TTL, and the key can then be created again'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    t.true(await store.create('Claim:short', '"short"', 1));
+    await pastOneSecondTtl();
+    t.is(await store.get('Claim:short'), undefined);
+    t.true(await store.create('Claim:short', '"again"', 60));
+  });
+
   test(title('consume keeps the record TTL'), async (t) => {
     const store = openStore(t, harness, newPrefix());
     await store.put('Record:1', '"payload"', 1);

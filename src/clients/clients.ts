@@ -35,6 +35,8 @@ export interface NewClient {
   backchannelLogoutUri?: string | undefined;
   /** What the browser loads in a hidden frame when it signs out (Front-Channel Logout 1.0): web and spa clients. */
   frontchannelLogoutUri?: string | undefined;
+  /** Seconds in which a refresh token presented again gets the first answer (src/oidc/refresh-grace.ts); 0: off. */
+  refreshTokenGracePeriod?: number | undefined;
 }
 
 export type SecretAuthMethod = 'client_secret_basic' | 'client_secret_post';
@@ -58,10 +60,17 @@ export interface ClientChanges {
   backchannelLogoutUri?: string | null | undefined;
   /** A new front-channel logout URI; null removes it. */
   frontchannelLogoutUri?: string | null | undefined;
+  /** A new refresh-token grace period in seconds; 0 turns it off. */
+  refreshTokenGracePeriod?: number | undefined;
 }
 
 /** oidc-provider client metadata, as stored. */
 export type ClientMetadata = Record<string, unknown> & { client_id: string };
+
+/** Client metadata: seconds in which a refresh token presented again gets the first answer (see src/oidc/refresh-grace.ts). */
+export const REFRESH_TOKEN_GRACE_PERIOD = 'refresh_token_grace_period';
+/** "A few seconds": enough for tabs that woke together, short enough to leave a thief little. */
+export const LONGEST_REFRESH_TOKEN_GRACE_PERIOD = 60;
 
 /** RFC 6749 appendix A.1: client_id is printable ASCII. Anything else cannot name a client. */
 const CLIENT_ID_SYNTAX = /^[\x20-\x7e]{1,255}$/;
@@ -127,6 +136,7 @@ export class ClientService {
     const isService = type === 'service';
     if (isService && changes.firstParty) throw new ClientError('a service client signs nobody in: there is no consent to skip');
     if (isService && changes.requireSecondFactor) throw new ClientError('a service client signs nobody in: it cannot require a second factor');
+    if (isService && changes.refreshTokenGracePeriod) throw new ClientError(NO_REFRESH_TOKENS);
     if (isService && (changes.redirectUris?.length || changes.postLogoutRedirectUris?.length)) {
       throw new ClientError('a service client signs nobody in: it takes no redirect URIs');
     }
@@ -142,6 +152,10 @@ export class ClientService {
       ...(changes.firstParty !== undefined ? { first_party: changes.firstParty } : {}),
       ...(changes.requireSecondFactor !== undefined ? { require_second_factor: changes.requireSecondFactor } : {}),
     };
+    if (changes.refreshTokenGracePeriod !== undefined) {
+      delete metadata[REFRESH_TOKEN_GRACE_PERIOD];
+      Object.assign(metadata, gracePeriodMetadata(changes.refreshTokenGracePeriod));
+    }
     if (changes.resourceServer && !isService) throw new ClientError('only a service client can be an API\'s resource server');
     // API settings given replace the old ones (null or empty removes one); those not given stay.
     for (const [setting, key] of API_SETTINGS) if (changes[setting] !== undefined) delete metadata[key];
@@ -307,7 +321,7 @@ export interface ClientRecord {
 }
 
 /** What only an administrator may give a client: none of it comes through registration (RFC 7591). */
-const ADMINISTERED_METADATA = ['first_party', 'require_second_factor', 'api_scopes', 'default_resource', 'resource_server', 'previous_client_secret', 'previous_client_secret_expires_at'];
+const ADMINISTERED_METADATA = ['first_party', 'require_second_factor', REFRESH_TOKEN_GRACE_PERIOD, 'api_scopes', 'default_resource', 'resource_server', 'previous_client_secret', 'previous_client_secret_expires_at'];
 
 /**
  * Gatehouse's rules for clients that register themselves, beyond the engine's: settings only an administrator
@@ -405,6 +419,16 @@ function withoutLogoutUris(metadata: ClientMetadata, replaced: { back: boolean; 
   return kept;
 }
 
+const NO_REFRESH_TOKENS = 'a service client gets no refresh tokens: it has no refresh-token grace period';
+
+function gracePeriodMetadata(seconds: number | undefined): ClientMetadata | Record<string, never> {
+  if (!seconds) return {};
+  if (!Number.isInteger(seconds) || seconds < 0 || seconds > LONGEST_REFRESH_TOKEN_GRACE_PERIOD) {
+    throw new ClientError(`a refresh-token grace period is whole seconds, at most ${LONGEST_REFRESH_TOKEN_GRACE_PERIOD}`);
+  }
+  return { [REFRESH_TOKEN_GRACE_PERIOD]: seconds } as unknown as ClientMetadata;
+}
+
 function metadataFor(input: NewClient): ClientMetadata {
   const name = input.name.trim();
   if (!name) throw new ClientError('a client needs a name');
@@ -416,6 +440,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     ...(input.scope ? { scope: input.scope } : {}),
     ...(input.requireSecondFactor ? { require_second_factor: true } : {}),
     ...(input.firstParty ? { first_party: true } : {}),
+    ...gracePeriodMetadata(input.refreshTokenGracePeriod),
     ...logoutMetadata(input.type, { back: input.backchannelLogoutUri, front: input.frontchannelLogoutUri }),
     ...apiMetadata(input),
   };
@@ -426,6 +451,7 @@ function metadataFor(input: NewClient): ClientMetadata {
     }
     if (input.requireSecondFactor) throw new ClientError('a service client signs nobody in: it cannot require a second factor');
     if (input.firstParty) throw new ClientError('a service client signs nobody in: there is no consent to skip');
+    if (input.refreshTokenGracePeriod) throw new ClientError(NO_REFRESH_TOKENS);
     return {
       ...common,
       client_secret: newSecret(),

@@ -7,6 +7,7 @@ import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT } from '../cl
 import Provider, { type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Context } from 'koa';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
+import internalsOf from 'oidc-provider/lib/helpers/weak_cache.js';
 
 /** Models whose records carry a grantId, so revoking the grant revokes them (lib/helpers/revoke.js). */
 export const GRANT_BOUND_MODELS = ['AccessToken', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode'] as const;
@@ -81,6 +82,20 @@ export function takeOverLogoutNotices(provider: Provider): void {
  */
 export function useSigningKeys(provider: Provider, jwks: { keys: object[] }): void {
   initializeKeystore.call(provider, jwks);
+}
+
+/**
+ * Runs `around` in place of the engine's handler of a grant type, with that handler to call. The engine calls its
+ * handler (lib/actions/token.js callTokenHandler) once the client is authenticated and the parameters checked;
+ * the handlers are registered when the engine is made (lib/provider.js registerGrantType).
+ */
+export function aroundGrant(
+  provider: Provider, grantType: string, around: (ctx: KoaContextWithOIDC, handle: () => Promise<void>) => Promise<void>,
+): void {
+  const handlers = (internalsOf(provider) as { grantTypeHandlers: Map<string, (ctx: KoaContextWithOIDC) => Promise<void>> }).grantTypeHandlers;
+  const handle = handlers.get(grantType);
+  if (!handle) throw new Error(`the engine has no ${grantType} grant to wrap`);
+  handlers.set(grantType, (ctx) => around(ctx, () => handle(ctx)));
 }
 
 /**

@@ -2,7 +2,7 @@
 // exact redirect URIs, storage through the adapter, accounts from PostgreSQL and Gatehouse's own pages.
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
-import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT, newClientId, newClientSecret, type ClientService } from '../clients/clients.ts';
+import { LONGEST_REFRESH_TOKEN_GRACE_PERIOD, PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT, REFRESH_TOKEN_GRACE_PERIOD, newClientId, newClientSecret, type ClientService } from '../clients/clients.ts';
 import type { InitialAccessTokens } from './initial-access-tokens.ts';
 import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
@@ -126,11 +126,14 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
     extraClientMetadata: {
       properties: [
         REQUIRE_SECOND_FACTOR, FIRST_PARTY, FRONTCHANNEL_LOGOUT_URI, FRONTCHANNEL_LOGOUT_SESSION_REQUIRED, API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER,
-        PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT,
+        PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT, REFRESH_TOKEN_GRACE_PERIOD,
       ],
       validator: (_ctx, key, value, metadata) => {
         if ((key === REQUIRE_SECOND_FACTOR || key === FIRST_PARTY || key === FRONTCHANNEL_LOGOUT_SESSION_REQUIRED) && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata(`${key} must be true or false`);
+        }
+        if (key === REFRESH_TOKEN_GRACE_PERIOD && value !== undefined && !(Number.isInteger(value) && (value as number) >= 0 && (value as number) <= LONGEST_REFRESH_TOKEN_GRACE_PERIOD)) {
+          throw new errors.InvalidClientMetadata(`${key} must be whole seconds, at most ${LONGEST_REFRESH_TOKEN_GRACE_PERIOD}`);
         }
         if (key === PREVIOUS_CLIENT_SECRET && value !== undefined && typeof value !== 'string') throw new errors.InvalidClientMetadata(`${key} must be a string`);
         if (key === PREVIOUS_CLIENT_SECRET_EXPIRES_AT && value !== undefined && !Number.isSafeInteger(value)) throw new errors.InvalidClientMetadata(`${key} must be a time (epoch seconds)`);

@@ -59,6 +59,12 @@ export class MemoryStore implements Store {
     });
   }
 
+  async create(key: string, value: string, ttlSeconds: number): Promise<boolean> {
+    if (this.#liveEntry(this.#prefix + key) !== undefined) return false;
+    await this.put(key, value, ttlSeconds);
+    return true;
+  }
+
   async get(key: string): Promise<StoredRecord | undefined> {
     const entry = this.#liveEntry(this.#prefix + key);
     if (entry === undefined) return undefined;

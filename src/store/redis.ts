@@ -42,9 +42,19 @@ return redis.call('HSETNX', KEYS[1], 'consumedAt', ARGV[1])
 
 type ConsumeOutcome = -1 | 0 | 1;
 
+/** HSETNX, and the TTL only on the record it created (EXPIRE alone could lengthen another's). Returns 1 when created. */
+const createScript = `
+if redis.call('HSETNX', KEYS[1], 'value', ARGV[1]) == 0 then
+  return 0
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+`;
+
 /** The client with the script registered by defineCommand (ioredis adds the method at run time). */
 type RedisWithConsume = Redis & {
   consumeRecord(key: string, atEpochSeconds: number): Promise<ConsumeOutcome>;
+  createRecord(key: string, value: string, ttlSeconds: number): Promise<0 | 1>;
 };
 
 type TransactionResults = [error: Error | null, result: unknown][] | null;
@@ -70,6 +80,7 @@ export class RedisStore implements Store {
       keyPrefix: options.prefix, commandTimeoutMs: this.#commandTimeoutMs, onError: options.onError, resendAfterReconnect: true,
     });
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });
+    client.defineCommand('createRecord', { numberOfKeys: 1, lua: createScript });
     this.#client = client as RedisWithConsume;
   }
 
@@ -95,6 +106,10 @@ export class RedisStore implements Store {
       const consumedAt = fields['consumedAt'];
       return consumedAt === undefined ? { value } : { value, consumedAt: Number(consumedAt) };
     });
+  }
+
+  create(key: string, value: string, ttlSeconds: number): Promise<boolean> {
+    return this.#run(async () => (await this.#client.createRecord(key, value, wholeSecondsTtl(ttlSeconds))) === 1);
   }
 
   consume(key: string, atEpochSeconds: number): Promise<boolean> {

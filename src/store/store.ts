@@ -12,6 +12,11 @@ export interface StoredRecord {
 export interface Store {
   /** Writes a record, replacing any previous one (and its consumed mark), expiring after ttlSeconds. */
   put(key: string, value: string, ttlSeconds: number): Promise<void>;
+  /**
+   * Writes a record only if none lives at the key. Atomic across processes: of any number of concurrent calls
+   * for one key exactly one returns true (a claim, e.g. "this request answers for that refresh token").
+   */
+  create(key: string, value: string, ttlSeconds: number): Promise<boolean>;
   get(key: string): Promise<StoredRecord | undefined>;
   /**
    * Marks an existing record consumed. Atomic across processes: of any number of concurrent calls for

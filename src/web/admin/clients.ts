@@ -2,7 +2,7 @@
 // same rules as the CLI's (ClientService): PKCE, exact redirect URIs (https, or http on loopback), logout URIs by
 // type. A client's secret is shown once, when it is made or rotated; a rotation may let the old one work a while.
 import { z } from 'zod';
-import { CLIENT_TYPES, ClientChangedMeanwhile, ClientError, SECRET_AUTH_METHODS, clientTypeOf, withoutSecret, type ClientRecord, type ClientService } from '../../clients/clients.ts';
+import { CLIENT_TYPES, ClientChangedMeanwhile, ClientError, LONGEST_REFRESH_TOKEN_GRACE_PERIOD, SECRET_AUTH_METHODS, clientTypeOf, withoutSecret, type ClientRecord, type ClientService } from '../../clients/clients.ts';
 import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
@@ -33,12 +33,14 @@ const client = z.object({
   token_endpoint_auth_method: z.string(),
   backchannel_logout_uri: z.string().optional(),
   frontchannel_logout_uri: z.string().optional(),
+  refresh_token_grace_period: z.number().int().optional().describe('Seconds in which a refresh token presented again gets the first answer'),
   created_at: z.iso.datetime(),
   updated_at: z.iso.datetime(),
 }).catchall(z.unknown());
 const withSecret = client.extend({ client_secret: z.string().optional().describe('Shown this once: keep it safe') });
 const clientId = z.strictObject({ client_id: z.string() });
 const apiScopes = z.array(z.string().min(1)).max(100);
+const gracePeriod = z.number().int().min(0).max(LONGEST_REFRESH_TOKEN_GRACE_PERIOD).describe('Seconds (0: off) in which a refresh token presented again gets the answer it got the first time');
 
 function view(record: ClientRecord, secret?: string): Record<string, unknown> {
   const shown = withoutSecret(record.metadata);
@@ -95,6 +97,7 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
         require_second_factor: z.boolean().optional(), first_party: z.boolean().optional(),
         token_endpoint_auth_method: z.enum(SECRET_AUTH_METHODS).optional(),
         backchannel_logout_uri: z.string().optional(), frontchannel_logout_uri: z.string().optional(),
+        refresh_token_grace_period: gracePeriod.optional(),
       }),
       answers: { 201: { description: 'The client, with its secret', schema: withSecret, headers: ['Location', 'ETag'] } },
       async handle({ body, caller, ctx }) {
@@ -103,6 +106,7 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
           apiScopes: body.api_scopes, defaultApi: body.default_api, resourceServer: body.resource_server, requireSecondFactor: body.require_second_factor,
           firstParty: body.first_party, tokenEndpointAuthMethod: body.token_endpoint_auth_method,
           backchannelLogoutUri: body.backchannel_logout_uri, frontchannelLogoutUri: body.frontchannel_logout_uri,
+          refreshTokenGracePeriod: body.refresh_token_grace_period,
         }, actorOf(caller)));
         const record = await found(metadata.client_id);
         const reply = versioned(record, 201, typeof metadata.client_secret === 'string' ? metadata.client_secret : undefined);
@@ -128,6 +132,7 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
         default_api: z.string().nullable().optional(), resource_server: z.string().nullable().optional(), first_party: z.boolean().optional(),
         require_second_factor: z.boolean().optional(),
         backchannel_logout_uri: z.string().nullable().optional(), frontchannel_logout_uri: z.string().nullable().optional(),
+        refresh_token_grace_period: gracePeriod.optional(),
       }),
       answers: { 200: { description: 'The client', schema: client, headers: ['ETag'] } },
       problems: [404, 412, 428],
@@ -137,6 +142,7 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
           name: body.name, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope, apiScopes: body.api_scopes,
           defaultApi: body.default_api, resourceServer: body.resource_server, firstParty: body.first_party, requireSecondFactor: body.require_second_factor,
           backchannelLogoutUri: body.backchannel_logout_uri, frontchannelLogoutUri: body.frontchannel_logout_uri,
+          refreshTokenGracePeriod: body.refresh_token_grace_period,
         }, actorOf(caller), unchangedSince));
         if (!updated) throw new Problem('not-found', `No client has the id ${params.client_id}`);
         return versioned(await found(params.client_id));

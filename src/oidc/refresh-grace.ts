@@ -1,0 +1,89 @@
+// A client's optional refresh-token grace period (metadata refresh_token_grace_period, seconds; off by default):
+// a single-page app open in several tabs may refresh with the same token at the same moment. Without a grace
+// period the second use is taken for a stolen token and revokes the grant (every tab is signed out). Within it,
+// every presentation of that token gets the very answer the first got — the same new tokens — so the chain never
+// forks. The trade-off: for those seconds, whoever presents the token (a thief with a copy, too) gets those tokens
+// rather than setting off the revocation; the reuse is still caught after them.
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { calculateJwkThumbprint, decodeProtectedHeader } from 'jose';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import { REFRESH_TOKEN_GRACE_PERIOD } from '../clients/clients.ts';
+import type { Sealer } from '../keys/sealed.ts';
+import type { Store } from '../store/index.ts';
+
+
+/** How long a presentation waits for the first one's answer before the engine judges it alone. */
+const WAIT_FOR_FIRST_MS = 5000;
+const POLL_MS = 20;
+
+interface Answered {
+  /** The first answer, sealed with ENCRYPTION_KEYS: it holds tokens. */
+  sealed: string;
+  /** The DPoP key it was bound to, if any: the same answer only goes to a holder of the same key. */
+  jkt: string | undefined;
+}
+type Entry = { pending: true } | Answered;
+
+/**
+ * Around the engine's refresh_token grant (Engine.aroundGrant): the first presentation of a token claims it in the
+ * store and is handled by the engine; the others within the client's grace period wait for its answer and get it.
+ */
+export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
+  return async function withGracePeriod(ctx: KoaContextWithOIDC, handle: () => Promise<void>): Promise<void> {
+    const seconds = gracePeriodOf(ctx.oidc.client);
+    const token = ctx.oidc.params?.refresh_token;
+    if (!seconds || typeof token !== 'string') return handle();
+    const key = `refresh-grace:${createHash('sha256').update(token).digest('base64url')}`;
+    const context = `refresh-grace:${ctx.oidc.client!.clientId}`;
+    const jkt = await dpopKeyOf(ctx.get('DPoP'));
+
+    if (await store.create(key, JSON.stringify({ pending: true } satisfies Entry), seconds)) {
+      try {
+        await handle();
+      } catch (error) {
+        // Refused: the others are judged by the engine as this one was.
+        await store.delete([key]);
+        throw error;
+      }
+      const answered: Answered = { sealed: await sealer.seal(JSON.stringify(ctx.body), context), jkt };
+      await store.put(key, JSON.stringify(answered), seconds);
+      return;
+    }
+    const first = await firstAnswer(store, key);
+    // No answer to give (the first was refused, or is taking too long), or another DPoP key: the engine decides.
+    if (!first || first.jkt !== jkt) return handle();
+    ctx.body = JSON.parse(await sealer.open(first.sealed, context)) as unknown;
+  };
+}
+
+async function firstAnswer(store: Store, key: string): Promise<Answered | undefined> {
+  const deadline = Date.now() + WAIT_FOR_FIRST_MS;
+  while (Date.now() < deadline) {
+    const record = await store.get(key);
+    if (!record) return undefined;
+    const entry = JSON.parse(record.value) as Entry;
+    if (!('pending' in entry)) return entry;
+    await sleep(POLL_MS);
+  }
+  return undefined;
+}
+
+/**
+ * The thumbprint of the key a DPoP proof names. Not a validation: the engine validated the first request's proof
+ * while handling it, and an answer bound to that key is only repeated to a proof naming the same key.
+ */
+async function dpopKeyOf(proof: string): Promise<string | undefined> {
+  if (!proof) return undefined;
+  try {
+    const { jwk } = decodeProtectedHeader(proof);
+    return jwk ? await calculateJwkThumbprint(jwk) : 'unreadable';
+  } catch {
+    return 'unreadable';
+  }
+}
+
+function gracePeriodOf(client: KoaContextWithOIDC['oidc']['client']): number {
+  const seconds = (client as unknown as Record<string, unknown> | undefined)?.[REFRESH_TOKEN_GRACE_PERIOD];
+  return typeof seconds === 'number' ? seconds : 0;
+}

@@ -1,0 +1,76 @@
+// One refresh token presented many times at once (a single-page app open in several tabs): without a grace
+// period exactly one presentation gets new tokens and the reuse revokes the grant — the chain never forks; with
+// a client's grace period every presentation gets that same answer, and the grant lives on.
+import { setTimeout as sleep } from 'node:timers/promises';
+import test from 'ava';
+import * as oauth from 'oauth4webapi';
+import { ClientError } from '../src/clients/clients.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { insecure, signInToNewSpa } from './helpers/oauth.ts';
+
+let server: TestServer;
+
+test.before(async () => {
+  server = await startTestServer();
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+/** `count` refreshes with the same token at the same moment: their statuses and bodies. */
+async function refreshTogether(as: oauth.AuthorizationServer, client: oauth.Client, refreshToken: string, count: number) {
+  return Promise.all(Array.from({ length: count }, async () => {
+    const response = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), refreshToken, insecure);
+    return { status: response.status, body: await response.json() as { access_token?: string; refresh_token?: string; error?: string } };
+  }));
+}
+
+test.serial('without a grace period: of ten refreshes at once exactly one gets tokens, and the reuse revokes the whole grant', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  const answers = await refreshTogether(as, client, tokens.refresh_token!, 10);
+  const winners = answers.filter((answer) => answer.status === 200);
+  t.is(winners.length, 1, JSON.stringify(answers.map((answer) => answer.status)));
+  t.true(answers.filter((answer) => answer.status !== 200).every((answer) => answer.status === 400 && answer.body.error === 'invalid_grant'));
+  // No second chain: the winner's tokens went with the grant.
+  const next = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), winners[0]!.body.refresh_token!, insecure);
+  t.is(next.status, 400);
+  t.is((await oauth.userInfoRequest(as, client, winners[0]!.body.access_token!, insecure)).status, 401);
+});
+
+test.serial('with a grace period: ten refreshes at once all get the very same answer, whose refresh token goes on', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 10 });
+  const answers = await refreshTogether(as, client, tokens.refresh_token!, 10);
+  t.deepEqual(answers.map((answer) => answer.status), Array(10).fill(200));
+  const [first] = answers;
+  for (const answer of answers) t.deepEqual(answer.body, first!.body, 'one answer for all');
+  t.not(first!.body.refresh_token, tokens.refresh_token);
+
+  // Each tab's copy works: the chain goes on from the one new refresh token.
+  t.is((await oauth.userInfoRequest(as, client, first!.body.access_token!, insecure)).status, 200);
+  const next = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), first!.body.refresh_token!, insecure));
+  t.truthy(next.access_token);
+  t.is((await oauth.userInfoRequest(as, client, next.access_token, insecure)).status, 200, 'the grant was not revoked');
+});
+
+test.serial('past the grace period, the old refresh token presented again is reuse: the grant is revoked', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 1 });
+  const first = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  // The answer is kept for its TTL in the store, which only the store's clock ends (as in the store's contract test).
+  await sleep(1200);
+  const late = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  t.is(late.status, 400);
+  t.is((await oauth.userInfoRequest(as, client, first.access_token, insecure)).status, 401, 'revoked with the grant');
+});
+
+test.serial('a grace period is whole seconds up to 60, for clients that get refresh tokens', async (t) => {
+  const { clients } = server.runtime;
+  await t.throwsAsync(clients.create({ name: 'Service', type: 'service', refreshTokenGracePeriod: 5 }), { instanceOf: ClientError, message: /service client gets no refresh tokens/ });
+  const spa = await clients.create({ name: 'Tabs', type: 'spa', redirectUris: ['https://app.example.com/cb'], refreshTokenGracePeriod: 5 });
+  t.is(spa.refresh_token_grace_period, 5);
+  await t.throwsAsync(clients.update(spa.client_id, { refreshTokenGracePeriod: 61 }), { instanceOf: ClientError, message: /at most 60/ });
+  const off = await clients.update(spa.client_id, { refreshTokenGracePeriod: 0 });
+  t.false('refresh_token_grace_period' in off!, '0 turns it off');
+  // Registrants cannot give themselves one: test/dynamic-registration.test.ts.
+});
