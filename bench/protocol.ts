@@ -1,93 +1,348 @@
-// Measures Gatehouse's hottest protocol endpoints against a baseline: bare oidc-provider with its
-// in-memory adapter, served from this same process and measured the same way, one after the other.
-// Run with `npm run bench` (embedded defaults) or with DATABASE_URL and REDIS_URL set.
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import autocannon from 'autocannon';
-import Provider, { type Configuration } from 'oidc-provider';
-import { generateJwks } from '../src/keys/secrets.ts';
-import { startTestServer } from '../test/helpers/server.ts';
+// `npm run bench`: Gatehouse's protocol endpoints and password sign-in measured against bare oidc-provider 9, each
+// server in a process of its own on this machine, loaded by autocannon from this one. BENCH_DURATION (seconds per
+// scenario, default 10) and BENCH_CONNECTIONS (default 32). Prints a table and writes it under bench/results/.
+import { createBackingServices } from './lib/backing-services.ts';
+import { startBaseline } from './lib/baseline.ts';
+import { runWithCleanup } from './lib/cleanup.ts';
+import { JWT_API, OPAQUE_API, type Target } from './lib/fixtures.ts';
+import { gatehouseEnvironment, setUpGatehouse, startGatehouse, type GatehouseProcess } from './lib/gatehouse.ts';
+import { startLoad, type LoadSpec, type Measurement, type RunningLoad } from './lib/load.ts';
+import { freePort, treeRssBytes } from './lib/processes.ts';
+import {
+  describeErrors, describeMachine, formatNumber, machine, markdownTable, megabytes, timestampForFiles, writeResults,
+} from './lib/report.ts';
+import {
+  clientCredentials, codeExchange, fetchAccessToken, getDocument, introspection, introspects, refreshChains, type TokenPool,
+} from './lib/scenarios.ts';
+import { argon2VerifyMs, measureSignIns, type SignInMeasurement } from './lib/sign-in-load.ts';
+import { positiveSetting } from './lib/settings.ts';
 
-const DURATION_SECONDS = Number(process.argv[2] ?? 5);
-const CONNECTIONS = 32;
+const durationSeconds = positiveSetting('BENCH_DURATION', 10);
+const connections = Math.round(positiveSetting('BENCH_CONNECTIONS', 32));
+/** The refresh scenario's connections, each with a chain of its own, whatever BENCH_CONNECTIONS says. */
+const REFRESH_CHAINS = 8;
+/** Chains in reserve for those an error ends (an error may leave a used token behind: its chain cannot go on). */
+const SPARE_CHAINS = 32;
+/** Codes are minted for this many times the rate expected (the fastest token request measured on that server). */
+const CODE_MARGIN = 2;
+const WARM_UP_SECONDS = 2;
 
-interface Target {
-  origin: string;
-  basicAuth: string;
-  accessToken: string;
+interface Side {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  errorKinds: Record<string, number>;
+  peakRssMb: number;
+  notes: string[];
+}
+
+interface Row {
+  scenario: string;
+  connections: number;
+  /** Undefined: the baseline cannot do it (baselineNote says why). */
+  baseline: Side | undefined;
+  baselineNote?: string | undefined;
+  gatehouse: Side;
+  /** Gatehouse's requests per second over the baseline's. */
+  ratio: number | undefined;
+}
+
+interface Prepared {
+  spec: LoadSpec;
+  started?(load: RunningLoad): void;
+  notes?(): string[];
 }
 
 interface Scenario {
   name: string;
-  request: (target: Target) => autocannon.Request & { method: string };
+  connections: number;
+  /** The load for this target, or why it cannot take this scenario. */
+  prepare(target: Target, earlier: ReadonlyMap<string, Measurement>): Promise<Prepared | { unsupported: string }>;
 }
 
-const form = 'application/x-www-form-urlencoded';
+const SCENARIOS = {
+  clientCredentialsOpaque: 'client_credentials, opaque token',
+  clientCredentialsJwt: 'client_credentials, JWT token',
+  refresh: `refresh_token, ${REFRESH_CHAINS} rotating chains`,
+  code: 'authorization_code exchange (PKCE)',
+  introspectionOpaque: 'introspection, opaque token',
+  introspectionJwt: 'introspection, JWT token',
+  jwks: 'JWKS',
+  discovery: 'discovery',
+} as const;
+
 const scenarios: Scenario[] = [
-  { name: 'JWKS', request: () => ({ method: 'GET', path: '/jwks' }) },
+  { name: SCENARIOS.clientCredentialsOpaque, connections, prepare: async (target) => ({ spec: clientCredentials(target, OPAQUE_API) }) },
+  { name: SCENARIOS.clientCredentialsJwt, connections, prepare: async (target) => ({ spec: clientCredentials(target, JWT_API) }) },
   {
-    name: 'client_credentials',
-    request: ({ basicAuth }) => ({ method: 'POST', path: '/token', headers: { authorization: basicAuth, 'content-type': form }, body: 'grant_type=client_credentials' }),
+    name: SCENARIOS.refresh,
+    connections: REFRESH_CHAINS,
+    prepare: async (target) => {
+      const pool: TokenPool = { tokens: await target.mintRefreshTokens(REFRESH_CHAINS + SPARE_CHAINS), missed: 0 };
+      return {
+        spec: refreshChains(target, pool),
+        notes: () => (pool.missed ? [`every chain in reserve was used: ${pool.missed} requests went without a refresh token (among the errors)`] : []),
+      };
+    },
   },
   {
-    name: 'introspection',
-    request: ({ basicAuth, accessToken }) => ({
-      method: 'POST', path: '/token/introspection', headers: { authorization: basicAuth, 'content-type': form }, body: `token=${accessToken}`,
-    }),
+    name: SCENARIOS.code,
+    connections,
+    prepare: async (target, earlier) => {
+      const tokenRequests = [SCENARIOS.clientCredentialsOpaque, SCENARIOS.clientCredentialsJwt, SCENARIOS.refresh];
+      const expected = Math.max(...tokenRequests.map((name) => earlier.get(name)?.requestsPerSecond ?? 0), 200);
+      const minted = Math.ceil(expected * durationSeconds * CODE_MARGIN);
+      progress(`${target.name.padEnd(18)} minting ${minted} authorization codes`);
+      const pool: TokenPool = { tokens: await target.mintAuthorizationCodes(minted), missed: 0 };
+      let load: RunningLoad | undefined;
+      let ranOutAt: number | undefined;
+      const startedAt = Date.now();
+      return {
+        spec: codeExchange(target, pool, () => {
+          ranOutAt ??= (Date.now() - startedAt) / 1000;
+          load?.stop();
+        }),
+        started: (running) => (load = running),
+        notes: () => [
+          `${minted} codes minted (${CODE_MARGIN}× its fastest token request for ${durationSeconds} s), ${pool.tokens.length} left unused`,
+          ...(ranOutAt === undefined ? [] : [`the codes ran out after ${ranOutAt.toFixed(1)} s and the load was stopped: ${pool.missed} requests went without a code (among the errors)`]),
+        ],
+      };
+    },
   },
+  {
+    name: SCENARIOS.introspectionOpaque,
+    connections,
+    prepare: async (target) => {
+      const token = await fetchAccessToken(target, OPAQUE_API);
+      const probe = await introspects(target, token);
+      if (!probe.active) throw new Error(`${target.name} does not introspect its own opaque token: ${probe.answer}`);
+      return { spec: introspection(target, () => token) };
+    },
+  },
+  {
+    name: SCENARIOS.introspectionJwt,
+    connections,
+    prepare: async (target) => {
+      const token = await fetchAccessToken(target, JWT_API);
+      const probe = await introspects(target, token);
+      return probe.active ? { spec: introspection(target, () => token) } : { unsupported: `does not introspect JWT access tokens (${probe.answer.slice(0, 160)})` };
+    },
+  },
+  { name: SCENARIOS.jwks, connections, prepare: async () => ({ spec: getDocument('/jwks') }) },
+  { name: SCENARIOS.discovery, connections, prepare: async () => ({ spec: getDocument('/.well-known/openid-configuration') }) },
 ];
 
-async function measure(target: Target, scenario: Scenario): Promise<number> {
-  const result = await autocannon({ url: target.origin, connections: CONNECTIONS, duration: DURATION_SECONDS, requests: [scenario.request(target)] });
-  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${scenario.name} at ${target.origin}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-  return result.requests.average;
+function progress(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
 }
 
-async function tokenFor(origin: string, basicAuth: string): Promise<string> {
-  const response = await fetch(`${origin}/token`, { method: 'POST', headers: { authorization: basicAuth, 'content-type': form }, body: 'grant_type=client_credentials' });
-  return ((await response.json()) as { access_token: string }).access_token;
+function side(measurement: Measurement): Side {
+  return {
+    requestsPerSecond: measurement.requestsPerSecond, p50Ms: measurement.p50Ms, p99Ms: measurement.p99Ms, errors: measurement.errors,
+    errorKinds: measurement.errorKinds, peakRssMb: megabytes(measurement.peakRssBytes), notes: measurement.notes,
+  };
 }
 
-async function startBaseline(): Promise<{ target: Target; close(): Promise<void> }> {
-  const server: Server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const provider = new Provider(origin, {
-    jwks: (await generateJwks()) as Configuration['jwks'],
-    clients: [{ client_id: 'bench', client_secret: 'bench-secret-bench-secret-bench-secret', grant_types: ['client_credentials'], redirect_uris: [], response_types: [] }],
-    features: { devInteractions: { enabled: false }, clientCredentials: { enabled: true }, introspection: { enabled: true } },
-  });
-  server.on('request', provider.callback());
-  const basicAuth = `Basic ${Buffer.from('bench:bench-secret-bench-secret-bench-secret').toString('base64')}`;
-  return { target: { origin, basicAuth, accessToken: await tokenFor(origin, basicAuth) }, close: () => new Promise((resolve) => server.close(() => resolve())) };
+/** Runs one scenario on one target, or says why the target cannot take it. */
+async function runScenario(scenario: Scenario, target: Target, earlier: Map<string, Measurement>): Promise<Measurement | { unsupported: string }> {
+  const prepared = await scenario.prepare(target, earlier);
+  if ('unsupported' in prepared) {
+    progress(`${target.name.padEnd(18)} ${scenario.name}: ${prepared.unsupported}`);
+    return prepared;
+  }
+  const load = startLoad({ origin: target.origin, pid: target.pid, connections: scenario.connections, durationSeconds, spec: prepared.spec });
+  prepared.started?.(load);
+  const measurement = await load.result;
+  measurement.notes.push(...prepared.notes?.() ?? []);
+  earlier.set(scenario.name, measurement);
+  progress(`${target.name.padEnd(18)} ${scenario.name}: ${formatNumber(measurement.requestsPerSecond)} req/s, p99 ${measurement.p99Ms} ms, `
+    + `${measurement.errors} errors, ${formatNumber(megabytes(measurement.peakRssBytes))} MB`);
+  return measurement;
 }
 
-async function startGatehouse(): Promise<{ target: Target; close(): Promise<void> }> {
-  // Limits stay on (their counters are part of the cost) but high enough never to refuse the load.
-  const gatehouse = await startTestServer({ TOKEN_LIMIT_PER_CLIENT: '1000000000/60', TOKEN_LIMIT_PER_IP: '1000000000/60' });
-  const client = await gatehouse.runtime.clients.create({ name: 'Bench service', type: 'service' });
-  const basicAuth = `Basic ${Buffer.from(`${client.client_id}:${String(client.client_secret)}`).toString('base64')}`;
-  return { target: { origin: gatehouse.issuer, basicAuth, accessToken: await tokenFor(gatehouse.issuer, basicAuth) }, close: () => gatehouse.close() };
+/** A short load first, so that neither server is measured cold (its JIT, its connection pools). */
+async function warmUp(target: Target): Promise<void> {
+  const warm = await startLoad({ origin: target.origin, pid: target.pid, connections, durationSeconds: WARM_UP_SECONDS, spec: clientCredentials(target, OPAQUE_API) }, { sampleRss: false }).result;
+  if (warm.errors) progress(`${target.name}: ${warm.errors} errors while warming up (${describeErrors(warm.errorKinds)})`);
 }
 
-const baseline = await startBaseline();
-const gatehouse = await startGatehouse();
-try {
-  const rows = [];
+await runWithCleanup(async (cleanup) => {
+  const startedAt = new Date();
+  const host = machine();
+  progress(`${durationSeconds} s per scenario, ${connections} connections, on ${describeMachine(host)}`);
+  const backing = await createBackingServices(cleanup);
+  const singlePort = await freePort();
+  const singleEnvironment = gatehouseEnvironment(backing, singlePort);
+  progress('setting up Gatehouse: database, clients, APIs, a person');
+  const setup = await setUpGatehouse(singleEnvironment, cleanup);
+  // Before any load, so that nothing else competes for the core it runs on.
+  const argon2 = setup.runtime.config.argon2;
+  const verifyMs = await argon2VerifyMs(argon2);
+  progress(`argon2id (${argon2.memoryCost} KiB, t=${argon2.timeCost}, p=${argon2.parallelism}): ${verifyMs.toFixed(1)} ms a verification`);
+
+  const baseline = await startBaseline(backing, cleanup);
+  const single = await startGatehouse('Gatehouse', singleEnvironment, backing, cleanup);
+  const gatehouse = setup.target(single);
+  const rssAtStartMb = { baseline: megabytes(treeRssBytes(baseline.pid)), gatehouse: megabytes(treeRssBytes(single.pid)), cluster: 0 };
+  await warmUp(baseline);
+  await warmUp(gatehouse);
+
+  const rows: Row[] = [];
+  const earlier = { baseline: new Map<string, Measurement>(), gatehouse: new Map<string, Measurement>() };
   for (const scenario of scenarios) {
-    const baselineRate = await measure(baseline.target, scenario);
-    const gatehouseRate = await measure(gatehouse.target, scenario);
+    const baselineResult = await runScenario(scenario, baseline, earlier.baseline);
+    const gatehouseResult = await runScenario(scenario, gatehouse, earlier.gatehouse);
+    if ('unsupported' in gatehouseResult) throw new Error(`Gatehouse cannot run "${scenario.name}": ${gatehouseResult.unsupported}`);
+    const supported = !('unsupported' in baselineResult);
     rows.push({
       scenario: scenario.name,
-      'baseline req/s': Math.round(baselineRate),
-      'gatehouse req/s': Math.round(gatehouseRate),
-      'ratio (gatehouse / baseline)': (gatehouseRate / baselineRate).toFixed(2),
+      connections: scenario.connections,
+      baseline: supported ? side(baselineResult) : undefined,
+      baselineNote: supported ? undefined : baselineResult.unsupported,
+      gatehouse: side(gatehouseResult),
+      ratio: supported ? gatehouseResult.requestsPerSecond / baselineResult.requestsPerSecond : undefined,
     });
   }
-  const backing = `${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'} + ${process.env.REDIS_URL ? 'Redis' : 'in-process store'}`;
-  console.log(`${CONNECTIONS} connections, ${DURATION_SECONDS} s each, Gatehouse on ${backing}`);
-  console.table(rows);
-} finally {
-  await gatehouse.close();
-  await baseline.close();
+
+  const signInWorkers = host.cpus * 2;
+  progress(`Gatehouse password sign-in, ${signInWorkers} at once`);
+  const signIn = await measureSignIns({ origin: gatehouse.origin, pid: gatehouse.pid, clientId: gatehouse.publicClientId, workers: signInWorkers, durationSeconds });
+  progress(`Gatehouse password sign-in: ${formatNumber(signIn.signInsPerSecond)}/s, p99 ${formatNumber(signIn.p99Ms)} ms, ${signIn.errors} errors`);
+  await single.stop();
+
+  // WORKERS=2: the same service client and APIs, on a cluster of its own.
+  const clusterPort = await freePort();
+  const cluster = await startGatehouse('Gatehouse WORKERS=2', gatehouseEnvironment(backing, clusterPort, { WORKERS: '2' }), backing, cleanup);
+  progress(`Gatehouse WORKERS=2: ${cluster.processCount} process${cluster.processCount === 1 ? ' (WORKERS is not supported yet: one process)' : 'es'}`);
+  const clustered = { ...setup.target(cluster), name: 'gatehouse WORKERS=2' };
+  rssAtStartMb.cluster = megabytes(treeRssBytes(cluster.pid));
+  await warmUp(clustered);
+  const clusterEarlier = new Map<string, Measurement>();
+  for (const name of [SCENARIOS.clientCredentialsOpaque, SCENARIOS.introspectionOpaque]) {
+    const scenario = scenarios.find((candidate) => candidate.name === name)!;
+    const result = await runScenario(scenario, clustered, clusterEarlier);
+    if ('unsupported' in result) throw new Error(`Gatehouse WORKERS=2 cannot run "${name}": ${result.unsupported}`);
+    const singleProcessRow = rows.find((row) => row.scenario === name)!;
+    rows.push({
+      scenario: `${name} (WORKERS=2)`, connections: scenario.connections, baseline: singleProcessRow.baseline,
+      gatehouse: side(result),
+      ratio: singleProcessRow.baseline ? result.requestsPerSecond / singleProcessRow.baseline.requestsPerSecond : undefined,
+    });
+  }
+  await cluster.stop();
+
+  const results = {
+    startedAt: startedAt.toISOString(),
+    machine: host,
+    durationSeconds,
+    connections,
+    gatehouse: 'Gatehouse on PostgreSQL + Redis, one process (node src/main.ts, NODE_ENV=development, LOG_LEVEL=info to /dev/null, rate limits on but out of reach)',
+    baseline: 'bare oidc-provider 9, in-memory adapter, one process (bench/baseline-server.ts)',
+    clusterProcesses: cluster.processCount,
+    rssAtStartMb,
+    rows,
+    signIn: { ...signIn, peakRssMb: megabytes(signIn.peakRssBytes), signInsPerSecondPerCore: signIn.signInsPerSecond / host.cpus },
+    argon2: { ...argon2, verifyMs, ceilingPerCore: 1000 / verifyMs },
+    targets: targets(rows, signIn, cluster),
+  };
+  const markdown = protocolMarkdown(results);
+  process.stdout.write(`\n${markdown}\n`);
+  const written = await writeResults(timestampForFiles(startedAt), 'latest', results, markdown);
+  progress(`written: ${written.join(', ')}`);
+});
+
+interface TargetCheck {
+  target: string;
+  measured: string;
+  met: boolean;
+}
+
+/** Issue 14's targets, each met or missed by this run. */
+function targets(rows: readonly Row[], signIn: SignInMeasurement, cluster: GatehouseProcess): TargetCheck[] {
+  const row = (name: string) => rows.find((candidate) => candidate.scenario === name)!;
+  const ratios = (names: readonly string[], threshold: number, target: string): TargetCheck => {
+    const measured = names.map((name) => ({ name, ratio: row(name).ratio ?? Number.NaN }));
+    return {
+      target,
+      measured: measured.map(({ name, ratio }) => `${name}: ${formatNumber(ratio)}×`).join('; '),
+      met: measured.every(({ ratio }) => ratio >= threshold),
+    };
+  };
+  const singleProcessRows = rows.filter((candidate) => !candidate.scenario.endsWith('(WORKERS=2)'));
+  const errors = rows.reduce((sum, candidate) => sum + candidate.gatehouse.errors, 0) + signIn.errors;
+  const peakRssMb = Math.max(...singleProcessRows.map((candidate) => candidate.gatehouse.peakRssMb), megabytes(signIn.peakRssBytes));
+  const clusterRatio = row(`${SCENARIOS.clientCredentialsOpaque} (WORKERS=2)`).ratio ?? Number.NaN;
+  return [
+    ratios([SCENARIOS.clientCredentialsOpaque, SCENARIOS.clientCredentialsJwt], 0.6, 'client_credentials ≥ 0.6× the baseline'),
+    ratios([SCENARIOS.introspectionOpaque], 0.6, 'introspection ≥ 0.6× the baseline (the baseline does not introspect JWTs)'),
+    ratios([SCENARIOS.refresh], 0.5, 'refresh ≥ 0.5× the baseline'),
+    {
+      target: 'WORKERS=2 client_credentials ≥ 1.3× the single-process baseline',
+      measured: `${formatNumber(clusterRatio)}× (${cluster.processCount === 1 ? 'WORKERS not supported yet: one process' : `${cluster.processCount} processes`})`,
+      met: clusterRatio >= 1.3,
+    },
+    { target: 'zero errors (every Gatehouse row and the sign-ins)', measured: `${errors}`, met: errors === 0 },
+    { target: 'RSS < 200 MB (one Gatehouse process, its peak over every scenario)', measured: `${formatNumber(peakRssMb)} MB`, met: peakRssMb < 200 },
+  ];
+}
+
+function protocolMarkdown(results: {
+  startedAt: string; machine: ReturnType<typeof machine>; durationSeconds: number; connections: number; gatehouse: string; baseline: string;
+  clusterProcesses: number; rssAtStartMb: { baseline: number; gatehouse: number; cluster: number }; rows: Row[]; signIn: SignInMeasurement & { peakRssMb: number; signInsPerSecondPerCore: number };
+  argon2: { memoryCost: number; timeCost: number; parallelism: number; verifyMs: number; ceilingPerCore: number }; targets: TargetCheck[];
+}): string {
+  const cells = (measured: Side | undefined) => (measured
+    ? [formatNumber(measured.requestsPerSecond), formatNumber(measured.p50Ms), formatNumber(measured.p99Ms), String(measured.errors), formatNumber(measured.peakRssMb)]
+    : ['—', '—', '—', '—', '—']);
+  const { signIn, argon2 } = results;
+  const table = markdownTable(
+    ['scenario', 'conns', 'baseline req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'Gatehouse req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'ratio'],
+    [
+      ...results.rows.map((row) => [row.scenario, String(row.connections), ...cells(row.baseline), ...cells(row.gatehouse), row.ratio === undefined ? '—' : `${formatNumber(row.ratio)}×`]),
+      ['password sign-in (Gatehouse only)', String(signIn.workers), ...cells(undefined),
+        formatNumber(signIn.signInsPerSecond), formatNumber(signIn.p50Ms), formatNumber(signIn.p99Ms), String(signIn.errors), formatNumber(signIn.peakRssMb), '—'],
+    ],
+    new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+  );
+  const errorLines = [
+    ...results.rows.flatMap((row) => [
+      ...(row.baseline?.errors ? [`- ${row.scenario}, baseline: ${describeErrors(row.baseline.errorKinds)}`] : []),
+      ...(row.gatehouse.errors ? [`- ${row.scenario}, Gatehouse: ${describeErrors(row.gatehouse.errorKinds)}`] : []),
+    ]),
+    ...(signIn.errors ? [`- password sign-in: ${describeErrors(signIn.errorKinds)}`] : []),
+  ];
+  const notes = results.rows.flatMap((row) => [
+    ...(row.baselineNote ? [`- ${row.scenario}: baseline ${row.baselineNote}.`] : []),
+    ...(row.baseline?.notes.length && !row.baselineNote ? [`- ${row.scenario}, baseline: ${row.baseline.notes.join('; ')}.`] : []),
+    ...(row.gatehouse.notes.length ? [`- ${row.scenario}, Gatehouse: ${row.gatehouse.notes.join('; ')}.`] : []),
+  ]);
+  return [
+    `# Gatehouse protocol benchmark, ${results.startedAt}`,
+    '',
+    `- Machine: ${describeMachine(results.machine)}; the servers, PostgreSQL, Redis and the load generator (autocannon, in the bench's process) share it.`,
+    `- Each scenario: ${results.durationSeconds} s, ${results.connections} connections unless the row says otherwise; the baseline first, then Gatehouse.`,
+    `- Gatehouse: ${results.gatehouse}.`,
+    `- Baseline: ${results.baseline}.`,
+    `- WORKERS=2 rows: the same Gatehouse with WORKERS=2, ${results.clusterProcesses === 1 ? 'which ran as one process (WORKERS not supported yet)' : `${results.clusterProcesses} processes (a primary and its workers)`}; their baseline is the single-process one.`,
+    `- RSS after start, before any load: baseline ${formatNumber(results.rssAtStartMb.baseline)} MB, Gatehouse ${formatNumber(results.rssAtStartMb.gatehouse)} MB, Gatehouse WORKERS=2 ${formatNumber(results.rssAtStartMb.cluster)} MB.`,
+    '- req/s: mean of the per-second counts; p50 and p99: latency of the 2xx answers; errors: non-2xx, connection errors, timeouts and 2xx answers that were not the one expected; RSS: peak of the server\'s process tree, sampled every 250 ms; ratio: Gatehouse req/s ÷ baseline req/s.',
+    '',
+    table,
+    '',
+    '## Issue 14 targets',
+    '',
+    ...results.targets.map((check) => `- **${check.met ? 'met' : 'missed'}**: ${check.target}: ${check.measured}`),
+    '',
+    '## Password sign-in',
+    '',
+    `${signIn.workers} sign-ins at once (2 per CPU), each: the authorization URL (PKCE), the login page, the login form; a redirect onward counts.`,
+    `${formatNumber(signIn.signInsPerSecond)} sign-ins/s, ${formatNumber(signIn.signInsPerSecondPerCore)} per core (÷ ${results.machine.cpus} CPUs); `
+      + `argon2id (${argon2.memoryCost} KiB, t=${argon2.timeCost}, p=${argon2.parallelism}) takes ${formatNumber(argon2.verifyMs)} ms a verification here, `
+      + `a ceiling of ${formatNumber(argon2.ceilingPerCore)} sign-ins/s per core.`,
+    '',
+    ...(errorLines.length ? ['## Errors', '', ...errorLines, ''] : []),
+    ...(notes.length ? ['## Notes', '', ...notes, ''] : []),
+  ].join('\n');
 }
