@@ -2,6 +2,7 @@
 // page, the interaction pages, the emailed links' pages and the account console, and oidc-provider behind them for
 // every protocol endpoint. Each area is handed the runtime's services it declares it uses.
 import Koa from 'koa';
+import compose from 'koa-compose';
 import type { Runtime } from './runtime.ts';
 import { canonicalOrigin } from './web/middleware/canonical-origin.ts';
 import { corsPreflights } from './web/middleware/cors-preflight.ts';
@@ -18,6 +19,7 @@ import { accountConsoleRoutes } from './web/account/index.ts';
 import { adminApi } from './web/admin/index.ts';
 import { metricsRoutes } from './web/metrics.ts';
 import { requestLog } from './web/middleware/request-log.ts';
+import { enginePaths, routeKey } from './web/engine-paths.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
@@ -25,7 +27,8 @@ export function createApp(runtime: Runtime): Koa {
   const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy, maxIpsCount: config.trustedProxyHops });
   app.silent = true;
 
-  app.use(requestLog(logger, runtime.metrics));
+  const engine = enginePaths(provider);
+  app.use(requestLog(logger, runtime.metrics, engine));
   app.use(canonicalOrigin({ issuer: config.issuer, trustProxy: config.trustProxy }));
   app.use(securityHeaders({
     https: config.issuer.startsWith('https://'),
@@ -33,7 +36,6 @@ export function createApp(runtime: Runtime): Koa {
     postsToClient: (path) => path === '/auth' || path.startsWith('/auth/'),
   }));
   app.use(errorPages(views, logger));
-  app.use(adminApi(runtime));
   const routers = [
     healthRoutes({ database: runtime.database, store: runtime.store }),
     // Without a token, /metrics is served on METRICS_PORT alone (see createMetricsApp).
@@ -46,10 +48,9 @@ export function createApp(runtime: Runtime): Koa {
     emailChangeLinkRoutes(runtime),
     accountConsoleRoutes(runtime),
   ];
-  for (const router of routers) {
-    app.use(router.routes());
-    app.use(router.allowedMethods());
-  }
+  const gatehouseRoutes = compose([adminApi(runtime), ...routers.flatMap((router) => [router.routes(), router.allowedMethods()])] as Koa.Middleware[]);
+  // The engine's endpoints (the hot paths: token, introspection, JWKS...) skip Gatehouse's routers: none serves them.
+  app.use((ctx, next) => (engine.has(routeKey(ctx.path)) ? next() : gatehouseRoutes(ctx, next)));
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
   app.use(corsPreflights({ provider, clients: runtime.clients }));
   const handleProtocol = provider.callback();

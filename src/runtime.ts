@@ -19,7 +19,8 @@ import { SecondFactorService } from './accounts/second-factor.ts';
 import { ConsentService } from './accounts/consents.ts';
 import { Sealer } from './keys/sealed.ts';
 import { ClientError, ClientService } from './clients/clients.ts';
-import { ApiService } from './apis/apis.ts';
+import { API_CHANGES_CHANNEL, ApiService, type Api } from './apis/apis.ts';
+import { AnnouncedCache } from './store/announced-cache.ts';
 import { ClientCache } from './clients/client-cache.ts';
 import { loadSecrets, signingAlgorithmsOf, type Secrets } from './keys/secrets.ts';
 import { SigningKeyService } from './keys/signing-keys.ts';
@@ -190,7 +191,13 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       store, firstKeys: secrets.firstSigningKeys, logger, oneShot: options.oneShot,
       refreshIntervalSeconds: config.keyRotation.refreshInterval, rotationIntervalSeconds: config.keyRotation.interval,
     });
-    const apis = new ApiService(database.prisma, auditTrail, { defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks), builtIn: adminApiIdentifier(config.issuer) });
+    const apiCache = new AnnouncedCache<Api>(store, {
+      channel: API_CHANGES_CHANNEL, maxAgeMs: options.oneShot ? 0 : config.clientCacheTtl * 1000, maxEntries: 1_000, maxUnknownKeys: 1_000,
+      onAnnounceFailure: (error, identifier) => logger.warn({ err: error, identifier }, 'API changed, but other instances could not be told: they use the change when their cached copy expires'),
+    });
+    const apis = new ApiService(database.prisma, auditTrail, {
+      defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks), builtIn: adminApiIdentifier(config.issuer), cache: apiCache,
+    });
     const roles = new RoleService(database.prisma, auditTrail);
     await ensureAdminApi(config.issuer, apis, roles);
     const consents = new ConsentService(database.prisma);

@@ -84,7 +84,7 @@ test.serial('signed in across three instances: login on one, consent on another,
   t.truthy(again.url.searchParams.get('code'));
 });
 
-test.serial('every instance publishes the same keys; a client changed on one is used by the others; a client’s rate limit is counted across them', async (t) => {
+test.serial('every instance publishes the same keys; a client or an API changed on one is used by the others; a client’s rate limit is counted across them', async (t) => {
   const [a, b, c] = instances as [TestServer, TestServer, TestServer];
   const jwks = await Promise.all(instances.map(async (instance) => (await (await fetch(`${instance.issuer}/jwks`)).json()) as { keys: Array<{ kid: string }> }));
   t.deepEqual(jwks[1], jwks[0]);
@@ -105,6 +105,23 @@ test.serial('every instance publishes the same keys; a client changed on one is 
     if (await authorize(b) !== 303) throw new Error('B does not know the change yet');
   }, 10_000);
   t.pass('the change made on C reached B');
+
+  // An API asked for on B before it exists, then registered on A: B issues tokens for it as soon as it is told.
+  const api = `https://orders-${Date.now()}.example.com`;
+  const orders = await a.runtime.clients.create({ name: 'Orders job', type: 'service' });
+  const ordersClient: oauth.Client = { client_id: orders.client_id };
+  const askB = async () => {
+    const response = await oauth.clientCredentialsGrantRequest({ ...as, token_endpoint: `${b.issuer}/token` }, ordersClient, oauth.ClientSecretBasic(String(orders.client_secret)), new URLSearchParams({ resource: api, scope: 'orders:read' }), insecure);
+    return { status: response.status, body: await response.json() as { error?: string } };
+  };
+  t.like(await askB(), { status: 400, body: { error: 'invalid_target' } });
+  await a.runtime.apis.create({ identifier: api, name: 'Orders', scopes: [{ name: 'orders:read' }], accessTokenFormat: 'jwt' });
+  await a.runtime.clients.update(orders.client_id, { apiScopes: ['orders:read'] });
+  await eventually(async () => {
+    const answer = await askB();
+    if (answer.status !== 200) throw new Error(JSON.stringify(answer));
+  }, 10_000);
+  t.pass('the API registered on A is known to B');
 
   const { client, secret } = await registerConfidential(a, 'service');
   const statuses: number[] = [];

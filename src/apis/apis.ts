@@ -6,6 +6,7 @@ import type { Prisma } from '../db/index.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import { secureUriProblem } from '../urls.ts';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../keys/secrets.ts';
+import type { AnnouncedCache } from '../store/announced-cache.ts';
 
 export type AccessTokenFormat = 'jwt' | 'opaque';
 export const ACCESS_TOKEN_FORMATS: readonly AccessTokenFormat[] = ['jwt', 'opaque'];
@@ -75,7 +76,12 @@ export interface ApiServiceOptions {
   signingAlgorithms: ReadonlySet<string>;
   /** An API Gatehouse itself serves (its admin API): never deleted, its scopes never changed. */
   builtIn?: string | undefined;
+  /** Recently read APIs (every token request naming one reads it), told of every change here. */
+  cache: AnnouncedCache<Api>;
 }
+
+/** The store channel on which "API <identifier> changed" is announced. */
+export const API_CHANGES_CHANNEL = 'apis:changed';
 
 export class ApiService {
   readonly #prisma: Prisma;
@@ -94,7 +100,7 @@ export class ApiService {
     const identifier = input.identifier === this.#options.builtIn ? input.identifier : checkIdentifier(input.identifier);
     const fields = this.#checked({ ...input, accessTokenFormat: input.accessTokenFormat ?? 'jwt', signingAlg: input.signingAlg ?? 'ES256' });
     if (!fields.name) throw new ApiError('an API needs a name');
-    if (await this.find(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
+    if (await this.#stored(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
     const scopes = fields.scopes ?? [];
     const row = await this.#prisma.api.create({
       data: {
@@ -102,6 +108,8 @@ export class ApiService {
         accessTokenTtl: fields.accessTokenTtl ?? Math.min(this.#options.defaultTtlSeconds, MAX_ACCESS_TOKEN_TTL_SECONDS),
       },
     });
+    // A request may have found it missing a moment ago, here or on another instance.
+    await this.#options.cache.changed(identifier);
     await this.#audit.record({ action: 'api.created', outcome: 'success', actor, detail: { identifier, scopes: scopes.map((scope) => scope.name).join(' ') } });
     return toApi(row);
   }
@@ -113,13 +121,14 @@ export class ApiService {
     if (identifier === this.#options.builtIn && (changes.scopes || changes.accessTokenFormat)) {
       throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes and token format cannot be changed`);
     }
-    if (!await this.find(identifier)) return undefined;
+    if (!await this.#stored(identifier)) return undefined;
     const fields = this.#checked(changes);
     const [row] = await this.#prisma.api.updateManyAndReturn({
       where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
       data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
     });
     if (!row) throw new ApiChangedMeanwhile();
+    await this.#options.cache.changed(identifier);
     await this.#audit.record({
       action: 'api.updated', outcome: 'success', actor,
       detail: { identifier, changed: Object.keys(changes).filter((key) => changes[key as keyof ApiChanges] !== undefined).join(' ') },
@@ -132,11 +141,18 @@ export class ApiService {
     if (identifier === this.#options.builtIn) throw new ApiError(`${identifier} is Gatehouse's own admin API: it cannot be deleted`);
     const { count } = await this.#prisma.api.deleteMany({ where: { identifier } });
     if (!count) return false;
+    await this.#options.cache.changed(identifier);
     await this.#audit.record({ action: 'api.deleted', outcome: 'success', actor, detail: { identifier } });
     return true;
   }
 
-  async find(identifier: string): Promise<Api | undefined> {
+  /** An API as the protocol reads it (from memory when fresh; see AnnouncedCache). */
+  find(identifier: string): Promise<Api | undefined> {
+    return this.#options.cache.read(identifier, () => this.#stored(identifier));
+  }
+
+  /** An API as the database holds it now: what a change is checked against. */
+  async #stored(identifier: string): Promise<Api | undefined> {
     const row = await this.#prisma.api.findUnique({ where: { identifier } });
     return row ? toApi(row) : undefined;
   }

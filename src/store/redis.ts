@@ -42,6 +42,13 @@ return redis.call('HSETNX', KEYS[1], 'consumedAt', ARGV[1])
 
 type ConsumeOutcome = -1 | 0 | 1;
 
+/** DEL first so that a replaced record loses its consumed mark along with its old value; one command, not five. */
+const putScript = `
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'value', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+`;
+
 /** HSETNX, and the TTL only on the record it created (EXPIRE alone could lengthen another's). Returns 1 when created. */
 const createScript = `
 if redis.call('HSETNX', KEYS[1], 'value', ARGV[1]) == 0 then
@@ -55,6 +62,7 @@ return 1
 type RedisWithConsume = Redis & {
   consumeRecord(key: string, atEpochSeconds: number): Promise<ConsumeOutcome>;
   createRecord(key: string, value: string, ttlSeconds: number): Promise<0 | 1>;
+  putRecord(key: string, value: string, ttlSeconds: number): Promise<null>;
 };
 
 type TransactionResults = [error: Error | null, result: unknown][] | null;
@@ -81,21 +89,12 @@ export class RedisStore implements Store {
     });
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });
     client.defineCommand('createRecord', { numberOfKeys: 1, lua: createScript });
+    client.defineCommand('putRecord', { numberOfKeys: 1, lua: putScript });
     this.#client = client as RedisWithConsume;
   }
 
   async put(key: string, value: string, ttlSeconds: number): Promise<void> {
-    const lifetimeSeconds = wholeSecondsTtl(ttlSeconds);
-    await this.#run(async () => {
-      // DEL first so a replaced record loses its consumed mark along with its old value.
-      const results = await this.#client
-        .multi()
-        .del(key)
-        .hset(key, 'value', value)
-        .expire(key, lifetimeSeconds)
-        .exec();
-      throwFirstTransactionError(results);
-    });
+    await this.#run(() => this.#client.putRecord(key, value, wholeSecondsTtl(ttlSeconds)));
   }
 
   get(key: string): Promise<StoredRecord | undefined> {

@@ -5,6 +5,7 @@ import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import { BROWSER_ENDPOINTS } from '../../oidc/provider.ts';
 import type { ClientService } from '../../clients/clients.ts';
+import { DISCOVERY_PATHS, routeKey, routePaths } from '../engine-paths.ts';
 
 export interface CorsPreflightOptions {
   provider: Pick<Provider, 'pathFor'>;
@@ -12,8 +13,7 @@ export interface CorsPreflightOptions {
   clients: Pick<ClientService, 'isSinglePageAppOrigin'>;
 }
 
-/** The engine's discovery documents (it registers these paths itself) and its JWKS route, by name. */
-const OPEN_PATHS = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];
+/** Open to every origin: the engine's discovery documents and its JWKS route. */
 const OPEN_ROUTES = ['jwks'];
 
 /**
@@ -23,7 +23,7 @@ const OPEN_ROUTES = ['jwks'];
  * clientBasedCORS check of the real request.
  */
 export function corsPreflights({ provider, clients }: CorsPreflightOptions) {
-  const open = new Set([...OPEN_PATHS, ...routePaths(provider, OPEN_ROUTES)].map(routeKey));
+  const open = new Set([...DISCOVERY_PATHS, ...routePaths(provider, OPEN_ROUTES)].map(routeKey));
   const singlePageApp = new Set(routePaths(provider, [...BROWSER_ENDPOINTS]).map(routeKey));
 
   return async function answerCorsPreflight(ctx: Context, next: Next): Promise<void> {
@@ -35,20 +35,4 @@ export function corsPreflights({ provider, clients }: CorsPreflightOptions) {
     ctx.vary('Origin');
     ctx.status = 403;
   };
-}
-
-function routePaths(provider: CorsPreflightOptions['provider'], names: readonly string[]): string[] {
-  return names.flatMap((name) => {
-    try {
-      return [provider.pathFor(name)];
-    } catch {
-      return []; // a route of a feature that is off
-    }
-  });
-}
-
-/** Matches a path the way the engine's router does: ASCII letters in any case, one trailing slash or none. */
-function routeKey(path: string): string {
-  const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
-  return trimmed.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
 }

@@ -1,0 +1,34 @@
+// The engine's own endpoints by path, read from the engine itself (Provider#pathFor), matched the way its router
+// matches them: the app sends these straight to the engine, CORS preflights are decided by them, and the request
+// log names them.
+import type Provider from 'oidc-provider';
+
+/** The engine's discovery documents (it registers these paths itself, under no route name). */
+export const DISCOVERY_PATHS = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];
+
+/** The engine's routes that Gatehouse serves, by name (lib/helpers/initialize_app.js). */
+const ENGINE_ROUTE_NAMES = [
+  'authorization', 'token', 'userinfo', 'introspection', 'revocation', 'jwks', 'registration', 'pushed_authorization_request', 'end_session',
+];
+
+/** The paths of these routes (a route of a feature that is off has none). */
+export function routePaths(provider: Pick<Provider, 'pathFor'>, names: readonly string[]): string[] {
+  return names.flatMap((name) => {
+    try {
+      return [provider.pathFor(name)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Every path the engine answers at (besides those with a parameter: /auth/:uid, /reg/:clientId), as route keys. */
+export function enginePaths(provider: Pick<Provider, 'pathFor'>): ReadonlySet<string> {
+  return new Set([...DISCOVERY_PATHS, ...routePaths(provider, ENGINE_ROUTE_NAMES)].map(routeKey));
+}
+
+/** Matches a path the way the engine's router does: ASCII letters in any case, one trailing slash or none. */
+export function routeKey(path: string): string {
+  const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+  return trimmed.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
+}
