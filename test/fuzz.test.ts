@@ -163,3 +163,20 @@ test('thousands of malformed requests get no 5xx, and the server stays healthy',
   const discovery = await fetch(`${server.issuer}/.well-known/openid-configuration`);
   t.is(discovery.status, 200, 'and still serving');
 });
+
+test('headers and bodies are bounded: 431 for headers past 16 KB, a 4xx for a body past its endpoint’s limit, and the server stays up', async (t) => {
+  const headers = await fetch(`${server.issuer}/jwks`, { headers: { 'x-padding': 'a'.repeat(20_000) } });
+  t.is(headers.status, 431);
+  const huge = `a=${'x'.repeat(2_000_000)}`;
+  const bodies = [
+    ['/token', 'application/x-www-form-urlencoded'], ['/token/introspection', 'application/x-www-form-urlencoded'],
+    ['/interaction/x/login', 'application/x-www-form-urlencoded'], ['/password/forgot', 'application/x-www-form-urlencoded'],
+    ['/admin/v1/users', 'application/json'], ['/reg', 'application/json'],
+  ] as const;
+  for (const [path, type] of bodies) {
+    const response = await fetch(`${server.issuer}${path}`, { method: 'POST', headers: { 'content-type': type }, body: huge });
+    await response.body?.cancel();
+    t.true(response.status >= 400 && response.status < 500, `${path}: ${response.status}`);
+  }
+  t.is((await fetch(`${server.issuer}/readyz`)).status, 200);
+});
