@@ -456,7 +456,7 @@ test.serial('the CLI works while the server runs on the embedded defaults, and a
   serverProcess.child.kill('SIGTERM');
   const stopped = await serverProcess.finished;
   t.is(stopped.code, 0, `server exit: ${stopped.code} ${stopped.signal}\n${stopped.stderr}`);
-  t.regex(stopped.stdout, /"msg":"shutting down"/);
+  t.regex(stopped.stdout, /"msg":"shutting down: finishing the requests under way"/);
 
   // Without the server the CLI hosts the embedded database itself, and finds what it holds.
   const duplicate = await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD], shared);

@@ -68,7 +68,7 @@ if (unavailable && !process.env.CI) {
     t.like((await auditEvents(server.runtime, 'logout.delivered', about(user)))[0], { clientId: registered.client_id });
     await page.goto(`${origin}/protected/hello.txt`);
     if (!page.url().startsWith(`${server.issuer}/interaction/`)) t.log(await apache.errorLog());
-    t.true(page.url().startsWith(`${server.issuer}/interaction/`), 'the module\'s session ended: sent to Gatehouse to sign in again');
+    t.true(page.url().startsWith(`${server.issuer}/interaction/`), `the module's session ended: sent to Gatehouse to sign in again (landed on ${page.url()})`);
     await context.close();
   });
 }
