@@ -50,6 +50,8 @@ interface Row {
 
 interface Prepared {
   spec: LoadSpec;
+  /** Requests per second to hold the load to (the latency target is at half the maximum rate). */
+  overallRate?: number;
   started?(load: RunningLoad): void;
   notes?(): string[];
 }
@@ -64,6 +66,7 @@ interface Scenario {
 const SCENARIOS = {
   clientCredentialsOpaque: 'client_credentials, opaque token',
   clientCredentialsJwt: 'client_credentials, JWT token',
+  clientCredentialsHalfRate: 'client_credentials, opaque token, at half its maximum rate',
   refresh: `refresh_token, ${REFRESH_CHAINS} rotating chains`,
   code: 'authorization_code exchange (PKCE)',
   introspectionOpaque: 'introspection, opaque token',
@@ -75,6 +78,14 @@ const SCENARIOS = {
 const scenarios: Scenario[] = [
   { name: SCENARIOS.clientCredentialsOpaque, connections, prepare: async (target) => ({ spec: clientCredentials(target, OPAQUE_API) }) },
   { name: SCENARIOS.clientCredentialsJwt, connections, prepare: async (target) => ({ spec: clientCredentials(target, JWT_API) }) },
+  {
+    name: SCENARIOS.clientCredentialsHalfRate,
+    connections,
+    prepare: async (target, earlier) => ({
+      spec: clientCredentials(target, OPAQUE_API),
+      overallRate: Math.max(1, Math.round((earlier.get(SCENARIOS.clientCredentialsOpaque)?.requestsPerSecond ?? 0) / 2)),
+    }),
+  },
   {
     name: SCENARIOS.refresh,
     connections: REFRESH_CHAINS,
@@ -152,7 +163,7 @@ async function runScenario(scenario: Scenario, target: Target, earlier: Map<stri
     progress(`${target.name.padEnd(18)} ${scenario.name}: ${prepared.unsupported}`);
     return prepared;
   }
-  const load = startLoad({ origin: target.origin, pid: target.pid, connections: scenario.connections, durationSeconds, spec: prepared.spec });
+  const load = startLoad({ origin: target.origin, pid: target.pid, connections: scenario.connections, durationSeconds, spec: prepared.spec, overallRate: prepared.overallRate });
   prepared.started?.(load);
   const measurement = await load.result;
   measurement.notes.push(...prepared.notes?.() ?? []);
@@ -282,6 +293,11 @@ function targets(rows: readonly Row[], signIn: SignInMeasurement, cluster: Gateh
       target: 'WORKERS=2 client_credentials ≥ 1.3× the single-process baseline',
       measured: `${formatNumber(clusterRatio)}× (${cluster.processCount === 1 ? 'WORKERS not supported yet: one process' : `${cluster.processCount} processes`})`,
       met: clusterRatio >= 1.3,
+    },
+    {
+      target: 'p99 < 25 ms at half the maximum rate (client_credentials, opaque)',
+      measured: `${formatNumber(row(SCENARIOS.clientCredentialsHalfRate).gatehouse.p99Ms)} ms at ${formatNumber(row(SCENARIOS.clientCredentialsHalfRate).gatehouse.requestsPerSecond)} req/s`,
+      met: row(SCENARIOS.clientCredentialsHalfRate).gatehouse.p99Ms < 25,
     },
     { target: 'zero errors (every Gatehouse row and the sign-ins)', measured: `${errors}`, met: errors === 0 },
     { target: 'RSS < 200 MB (one Gatehouse process, its peak over every scenario)', measured: `${formatNumber(peakRssMb)} MB`, met: peakRssMb < 200 },

@@ -41,6 +41,8 @@ export interface LoadRun {
   connections: number;
   durationSeconds: number;
   spec: LoadSpec;
+  /** Requests per second for all connections together, at most; unset: as fast as the server answers. */
+  overallRate?: number | undefined;
 }
 
 /** The error an OAuth answer names, and why (` invalid_grant: grant request is invalid`), or nothing. */
@@ -91,6 +93,7 @@ export function startLoad(run: LoadRun, options: { sampleRss?: boolean } = {}): 
       url: run.origin,
       connections: run.connections,
       duration: run.durationSeconds,
+      ...(run.overallRate ? { overallRate: run.overallRate } : {}),
       // A request still unanswered after this long is a timeout, counted as an error.
       timeout: 10,
       requests: [request],
