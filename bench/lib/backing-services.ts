@@ -5,8 +5,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import type { Cleanup } from './cleanup.ts';
+import { onServer } from '../../test/helpers/database.ts';
+import { deleteKeysWithPrefix } from '../../test/helpers/redis.ts';
 
 const MACHINE_DATABASE_SERVER = 'postgresql://postgres@127.0.0.1:5432/postgres';
 const MACHINE_REDIS = 'redis://127.0.0.1:6379';
@@ -42,17 +43,6 @@ export async function createBackingServices(cleanup: Cleanup): Promise<BackingSe
   return { databaseUrl: databaseUrl.toString(), redisUrl, storePrefix, folder };
 }
 
-/** Runs one statement on the server's own database (CREATE and DROP DATABASE cannot run inside the target). */
-async function onServer(serverUrl: string, work: (client: pg.Client) => Promise<unknown>): Promise<void> {
-  const client = new pg.Client({ connectionString: serverUrl, connectionTimeoutMillis: 10_000 });
-  await client.connect();
-  try {
-    await work(client);
-  } finally {
-    await client.end();
-  }
-}
-
 async function ping(url: string): Promise<void> {
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
   try {
@@ -60,20 +50,5 @@ async function ping(url: string): Promise<void> {
     await client.ping();
   } finally {
     client.disconnect();
-  }
-}
-
-/** Scans the prefix (a soak leaves a great many keys) and unlinks what it finds as it goes. */
-async function deleteKeysWithPrefix(url: string, prefix: string): Promise<void> {
-  const client = new Redis(url, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      if (keys.length) await client.unlink(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    await client.quit();
   }
 }

@@ -37,7 +37,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
 }
 
 /** Runs one statement on the database DATABASE_URL names (CREATE/DROP DATABASE cannot run inside the target). */
-async function onServer(serverUrl: string, work: (client: pg.Client) => Promise<unknown>): Promise<void> {
+export async function onServer(serverUrl: string, work: (client: pg.Client) => Promise<unknown>): Promise<void> {
   const client = new pg.Client({ connectionString: serverUrl, connectionTimeoutMillis: 10_000 });
   await client.connect();
   try {

@@ -121,10 +121,15 @@ export async function keysWithPrefix(client: Redis, prefix: string): Promise<str
 }
 
 export async function deleteKeysWithPrefix(url: string, prefix: string): Promise<void> {
-  const client = new Redis(url);
+  const client = new Redis(url, { maxRetriesPerRequest: 1 });
   try {
-    const keys = await keysWithPrefix(client, prefix);
-    if (keys.length > 0) await client.del(...keys);
+    // Scanned and unlinked as it goes: a benchmark's soak leaves a great many keys.
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      if (keys.length) await client.unlink(...keys);
+      cursor = next;
+    } while (cursor !== '0');
   } finally {
     await client.quit();
   }
