@@ -236,7 +236,7 @@ const commands: Record<string, Handler> = {
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       process.stdout.write(`${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; `
         + `${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked\n`);
-      if (!runtime.config.redisUrl) {
+      if (!runtime.config.redis) {
         process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
           + 'out of this command\'s reach: they and the account\'s tokens are refused while it is disabled, and end when the server restarts\n');
       }
@@ -328,7 +328,7 @@ const commands: Record<string, Handler> = {
     await run(async ({ users, accountSessions, config }) => {
       const account = await users.findByEmail(String(values.email));
       if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
-      if (!config.redisUrl) {
+      if (!config.redis) {
         process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, out of this command\'s reach, so they are not listed\n');
       }
       const sessions = await accountSessions.list(account.id);
@@ -349,7 +349,7 @@ const commands: Record<string, Handler> = {
     await run(async ({ users, accountSessions, config }) => {
       const account = await users.findByEmail(String(values.email));
       if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
-      if (!config.redisUrl) {
+      if (!config.redis) {
         process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, out of this command\'s reach\n');
       }
       if (values.session) {
@@ -381,7 +381,7 @@ const commands: Record<string, Handler> = {
     const email = String(values.email);
     await run(async ({ flows, config }) => {
       // A command on an in-process store sees none of a running server's sessions: they are left to the restart.
-      const result = await flows.secondFactorReset.reset({ email, actor: { type: 'admin', id: administratorName() }, endSessions: Boolean(config.redisUrl) });
+      const result = await flows.secondFactorReset.reset({ email, actor: { type: 'admin', id: administratorName() }, endSessions: Boolean(config.redis) });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       const { user } = result;
       if (result.removed === 'nothing') {
@@ -641,7 +641,7 @@ const commands: Record<string, Handler> = {
     if (!Number.isSafeInteger(expiresIn) || expiresIn < 60 || expiresIn > MAX_INITIAL_ACCESS_TOKEN_SECONDS) throw new UsageError(`--expires-in takes seconds, from 60 to ${MAX_INITIAL_ACCESS_TOKEN_SECONDS}`);
     await run(async ({ initialAccessTokens, config }) => {
       // It would live in this command's own memory, and go with it.
-      if (!config.redisUrl) throw new NotFound(IN_PROCESS_TOKENS);
+      if (!config.redis) throw new NotFound(IN_PROCESS_TOKENS);
       const issued = await initialAccessTokens.issue({ uses, expiresInSeconds: expiresIn, actor: { type: 'admin', id: administratorName() } });
       process.stdout.write(`${JSON.stringify({ initial_access_token: issued.token, id: issued.id, expires_at: issued.expiresAt, uses: issued.uses }, null, 2)}\n`);
     });
@@ -650,7 +650,7 @@ const commands: Record<string, Handler> = {
   async 'tokens list'(args, run) {
     const { values } = parse(args, { json: { type: 'boolean' } });
     await run(async ({ initialAccessTokens, config }) => {
-      if (!config.redisUrl) throw new NotFound(IN_PROCESS_TOKENS);
+      if (!config.redis) throw new NotFound(IN_PROCESS_TOKENS);
       const tokens = await initialAccessTokens.list();
       if (values.json) process.stdout.write(tokens.map((token) => `${JSON.stringify(token)}\n`).join(''));
       else if (!tokens.length) process.stdout.write('no initial access token can register a client\n');
@@ -662,7 +662,7 @@ const commands: Record<string, Handler> = {
     const [id, ...rest] = args;
     if (!id || id.startsWith('-') || rest.length) throw new UsageError('tokens revoke takes one id: tokens revoke ID');
     await run(async ({ initialAccessTokens, config }) => {
-      if (!config.redisUrl) throw new NotFound(IN_PROCESS_TOKENS);
+      if (!config.redis) throw new NotFound(IN_PROCESS_TOKENS);
       if (!await initialAccessTokens.revoke(id, { type: 'admin', id: administratorName() })) throw new NotFound(`no initial access token has the id ${id}`);
       process.stdout.write(`revoked ${id}: it registers nothing more\n`);
     });

@@ -136,7 +136,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
   const secrets = await loadSecrets(config);
   const metrics = new Metrics({ processMetrics: !options.oneShot });
   const store = createStore({
-    redisUrl: config.redisUrl, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error'),
+    redis: config.redis, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error'),
     observe: (outcome, seconds) => metrics.dependencyCalled('store', outcome, seconds),
   });
   const limits = options.limits ?? createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'), (name) => metrics.rateLimited(name));

@@ -49,9 +49,9 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
   server.listen(config.port, config.host, () => {
     // The banner once, not once per worker.
     const first = !cluster.isWorker || cluster.worker?.id === 1;
-    if (first && (runtime.database.embedded || !config.redisUrl || runtime.secrets.development)) {
+    if (first && (runtime.database.embedded || !config.redis || runtime.secrets.development)) {
       const database = runtime.database.embedded ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL';
-      const store = config.redisUrl ? 'Redis' : 'in-process (lost on restart)';
+      const store = config.redis ? 'Redis' : 'in-process (lost on restart)';
       const keys = runtime.secrets.development ? `generated in ${config.keysDir}` : 'configured';
       // Plain text on stderr for the person at the terminal; the same facts go to the JSON log.
       process.stderr.write([

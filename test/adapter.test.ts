@@ -20,7 +20,7 @@ test.after.always(async () => {
 });
 
 function adapters(t: ExecutionContext, redisUrl: string | undefined) {
-  const store: Store = createStore({ redisUrl, prefix: `${runPrefix}${randomUUID()}:` });
+  const store: Store = createStore({ redis: redisUrl === undefined ? undefined : { url: redisUrl }, prefix: `${runPrefix}${randomUUID()}:` });
   t.teardown(() => store.close());
   return createAdapterFactory(store, noClients, async () => {}, { spendOne: async () => {} });
 }

@@ -55,7 +55,7 @@ test('an empty environment gives the documented development defaults', (t) => {
     host: '0.0.0.0',
     issuer: 'http://localhost:3000',
     databaseUrl: undefined,
-    redisUrl: undefined,
+    redis: undefined,
     storePrefix: 'gatehouse:',
     dataDir: path.resolve('data'),
     keysDir: path.resolve('keys'),
@@ -90,7 +90,7 @@ test('PORT sets the port and the default issuer; ISSUER wins and loses a trailin
 
 test('an empty variable counts as unset', (t) => {
   const config = loadConfig({ PORT: '', ISSUER: '', DATABASE_URL: '', REDIS_URL: '', COOKIE_SECRETS: '', LOG_LEVEL: '' });
-  t.like(config, { port: 3000, issuer: 'http://localhost:3000', databaseUrl: undefined, redisUrl: undefined, cookieSecrets: undefined, logLevel: 'info' });
+  t.like(config, { port: 3000, issuer: 'http://localhost:3000', databaseUrl: undefined, redis: undefined, cookieSecrets: undefined, logLevel: 'info' });
 });
 
 test('CLIENT_CACHE_TTL is 30 s by default, 0 turns the client cache off, and more than 300 s is refused', (t) => {
@@ -108,7 +108,7 @@ test('other settings are honoured', (t) => {
     ARGON2_MEMORY_KIB: '65536', ARGON2_TIME_COST: '3', ARGON2_PARALLELISM: '4',
   });
   t.like(config, {
-    host: '127.0.0.1', databaseUrl: 'postgres://u@h/db', redisUrl: 'redis://h:1', storePrefix: 'app-1:', dataDir: '/var/lib/gh',
+    host: '127.0.0.1', databaseUrl: 'postgres://u@h/db', redis: { url: 'redis://h:1', cluster: false }, storePrefix: 'app-1:', dataDir: '/var/lib/gh',
     keysDir: path.resolve('secrets'), trustProxy: true, logLevel: 'warn', ttl: { accessToken: 300, refreshToken: 86400 },
     argon2: { memoryCost: 65536, timeCost: 3, parallelism: 4 },
   });
@@ -180,13 +180,30 @@ test('NODE_ENV=production accepts a complete configuration, with JWKS or with JW
   const config = loadConfig(productionEnvironment());
   t.like(config, {
     mode: 'production', issuer: 'https://id.example.com', databaseUrl: 'postgresql://gatehouse@db.internal:5432/gatehouse',
-    redisUrl: 'rediss://cache.internal:6380', jwks: privateJwks,
+    redis: { url: 'rediss://cache.internal:6380' }, jwks: privateJwks,
   });
   t.deepEqual(config.cookieSecrets, [LONG_SECRET, 'y'.repeat(40)]);
   const withFile = loadConfig({ ...productionEnvironment(), JWKS: '', JWKS_FILE: '/run/secrets/jwks.json' });
   t.like(withFile, { jwks: undefined, jwksFile: '/run/secrets/jwks.json' });
   // Neither: the signing keys live in the database, and rotate.
   t.like(loadConfig({ ...productionEnvironment(), JWKS: undefined }), { jwks: undefined, jwksFile: undefined });
+});
+
+test('REDIS_URL names one server, or with REDIS_SENTINEL_MASTER the Sentinels to ask, or with REDIS_CLUSTER nodes of a cluster', (t) => {
+  t.like(loadConfig({ REDIS_URL: 'redis://:secret@s1:26379,s2/2', REDIS_SENTINEL_MASTER: 'main', REDIS_SENTINEL_PASSWORD: 'sentinel-secret' }), {
+    redis: { url: 'redis://:secret@s1:26379,s2/2', sentinelMaster: 'main', sentinelPassword: 'sentinel-secret', cluster: false },
+  });
+  t.like(loadConfig({ REDIS_URL: 'rediss://n1:7000,[::1]:7001', REDIS_CLUSTER: 'true' }), { redis: { url: 'rediss://n1:7000,[::1]:7001', cluster: true } });
+  const refusals: [Record<string, string>, RegExp][] = [
+    [{ REDIS_URL: 'redis://n1:7000,n2:7001' }, /several hosts: say whether they are Sentinels \(REDIS_SENTINEL_MASTER=<master name>\) or cluster nodes \(REDIS_CLUSTER=true\)/],
+    [{ REDIS_URL: 'redis://n1:7000', REDIS_CLUSTER: 'true', REDIS_SENTINEL_MASTER: 'main' }, /exclude each other/],
+    [{ REDIS_URL: 'redis://n1:7000/3', REDIS_CLUSTER: 'true' }, /database 3, but a Redis Cluster has only database 0/],
+    [{ REDIS_URL: 'redis://n1:7000,,n2', REDIS_CLUSTER: 'true' }, /REDIS_URL names a host that is not host:port/],
+    [{ REDIS_URL: 'redis://n1/main', REDIS_SENTINEL_MASTER: 'main' }, /REDIS_URL has a path that is not a database number/],
+    [{ REDIS_CLUSTER: 'true' }, /need REDIS_URL/],
+    [{ REDIS_URL: 'redis://n1', REDIS_SENTINEL_PASSWORD: 'x' }, /REDIS_SENTINEL_PASSWORD needs REDIS_SENTINEL_MASTER/],
+  ];
+  for (const [environment, reason] of refusals) t.throws(() => loadConfig(environment), { instanceOf: ConfigError, message: reason }, JSON.stringify(environment));
 });
 
 test('ADMIN_API_CORS_ORIGINS takes origins only: https, or http on the loopback interface', (t) => {

@@ -54,7 +54,7 @@ async function downSmtp(): Promise<{ port: number; url: string; start(options?: 
  */
 function queueFor(smtpUrl: string, logger: Logger, timings: Partial<MailQueueTimings> = FAST, clock?: Clock): { queue: MailQueue; store: Store } {
   const prefix = `gatehouse-test-${randomBytes(6).toString('hex')}:`;
-  const store = createStore({ redisUrl, prefix });
+  const store = createStore({ redis: redisUrl === undefined ? undefined : { url: redisUrl }, prefix });
   const mailer = new NodemailerMailer({
     mode: 'production', smtpUrl, from: { name: 'Gatehouse', address: 'no-reply@id.example.net' },
     outboxDir: path.join(os.tmpdir(), 'unused-outbox'), issuer: 'https://id.example.com', logger, cacheTemplates: false,

@@ -205,7 +205,7 @@ test('gatehouse users disable: the account\'s access tokens are inactive at intr
   // The server's database and store: its Redis and key prefix (this process's in-process store is out of the CLI's reach).
   const environment = cleanEnvironment({
     DATA_DIR: config.dataDir, KEYS_DIR: config.keysDir, DATABASE_URL: config.databaseUrl, LOG_LEVEL: 'warn', NODE_ENV: 'test',
-    ISSUER: server.issuer, REDIS_URL: config.redisUrl, STORE_PREFIX: config.storePrefix,
+    ISSUER: server.issuer, REDIS_URL: config.redis?.url, STORE_PREFIX: config.storePrefix,
   });
   const gatehouse = (args: string[]) => runNode([path.join('bin', 'gatehouse.js'), ...args], environment, 180_000);
   const disabled = await gatehouse(['users', 'disable', '--email', user.email.toUpperCase()]);
@@ -218,7 +218,7 @@ test('gatehouse users disable: the account\'s access tokens are inactive at intr
   const refused = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client,
     await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure)), { instanceOf: oauth.ResponseBodyError });
   t.is(refused?.error, 'invalid_grant');
-  if (config.redisUrl) {
+  if (config.redis) {
     t.regex(disabled.stdout, /; 1 session ended, 1 grant revoked\n$/);
     t.deepEqual(await server.runtime.accountSessions.list(user.id), [], 'no session is left');
   } else {
@@ -240,7 +240,7 @@ test('gatehouse users disable: the account\'s access tokens are inactive at intr
   t.is(enabled.stdout, `enabled ${user.email}\n`);
   t.true((await loginAgain()).href.startsWith(REDIRECT_URI), 'enabled, it signs in again');
   // Revoked in the server's own store only when the CLI shares it (Redis); the CLI says so otherwise.
-  if (config.redisUrl) t.false((await introspect()).active, 'what was revoked stays revoked');
+  if (config.redis) t.false((await introspect()).active, 'what was revoked stays revoked');
 
   const unknown = await gatehouse(['users', 'disable', '--email', `nobody-${crypto.randomUUID()}@example.com`]);
   t.is(unknown.code, 1);

@@ -394,9 +394,9 @@ test.serial('limits do not leak between runs sharing a store: each run counts un
   t.is((await attempt(firstPage, unknownEmail(), 'wrong password')).status, 401);
   t.is((await attempt(firstPage, unknownEmail(), 'wrong password')).status, 429);
   t.is((await attempt(await loginPage(second), unknownEmail(), 'wrong password')).status, 401, 'the other run has its own counters');
-  const { redisUrl, storePrefix } = first.runtime.config;
-  if (!redisUrl) return;
-  const client = new Redis(redisUrl);
+  const { redis, storePrefix } = first.runtime.config;
+  if (!redis) return;
+  const client = new Redis(redis.url);
   try {
     t.true((await keysWithPrefix(client, `${storePrefix}limit:`)).length > 0, 'counters live under the run prefix');
     await first.close();
@@ -436,7 +436,7 @@ test.serial('with the rate-limit Redis down, login and the token endpoint answer
   const httpServer = createServer();
   await new Promise<void>((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
   const issuer = `http://127.0.0.1:${(httpServer.address() as AddressInfo).port}`;
-  const limits = createLimits({ ...config, redisUrl: redis.url });
+  const limits = createLimits({ ...config, redis: { url: redis.url } });
   const runtime = await openRuntime({ ...config, issuer }, createLogger(config), { limits });
   httpServer.on('request', createApp(runtime).callback());
   const server: TestServer = {
@@ -475,7 +475,7 @@ test('second-factor codes are limited per account and IP and per IP (the guard e
   const limits = createLimits(config);
   t.teardown(async () => {
     await limits.close();
-    if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
+    if (config.redis) await deleteKeysWithPrefix(config.redis.url, config.storePrefix);
   });
   const guard = limits.secondFactor;
   const account = crypto.randomUUID();

@@ -1158,7 +1158,7 @@ test('gatehouse users reset-second-factor --email E turns it off, audits it as t
   // The server's store: its Redis and key prefix (the in-process store of this test process is out of the CLI's reach).
   const environment = cleanEnvironment({
     DATA_DIR: config.dataDir, KEYS_DIR: config.keysDir, DATABASE_URL: config.databaseUrl, LOG_LEVEL: 'warn', NODE_ENV: 'test',
-    ISSUER: server.issuer, SMTP_URL: smtp.url, REDIS_URL: config.redisUrl, STORE_PREFIX: config.storePrefix,
+    ISSUER: server.issuer, SMTP_URL: smtp.url, REDIS_URL: config.redis?.url, STORE_PREFIX: config.storePrefix,
   });
   const gatehouse = (args: string[]) => runNode([path.join('bin', 'gatehouse.js'), ...args], environment, 180_000);
 
@@ -1174,7 +1174,7 @@ test('gatehouse users reset-second-factor --email E turns it off, audits it as t
   t.regex(removed[0]!.actorId ?? '', /^cli(:.+)?$/);
   t.is(removed[0]!.detail.reason, 'admin_reset');
   t.regex(await noticeTo(t, user.email), /Two-factor authentication was turned off for your account at .+ by an administrator\./);
-  if (config.redisUrl) {
+  if (config.redis) {
     // No session keeps loa:2 without the factor: the refresh token is refused and the browser is asked to sign in again.
     t.regex(reset.stdout, /\nsigned .+ out everywhere: \d+ sessions? ended, \d+ grants? revoked\n/);
     const refused = await t.throwsAsync(oauth.processRefreshTokenResponse(strict.as, strict.client,

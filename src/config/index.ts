@@ -2,6 +2,7 @@
 // and refuses settings that would be unsafe in production.
 import path from 'node:path';
 import { z } from 'zod';
+import { redisConnectionProblem, type RedisConnection } from './redis-connection.ts';
 
 export type Mode = 'development' | 'production' | 'test';
 
@@ -12,8 +13,8 @@ export interface Config {
   issuer: string;
   /** PostgreSQL connection string; undefined means the embedded PGlite database under dataDir. */
   databaseUrl: string | undefined;
-  /** Redis connection string; undefined means the in-process store. */
-  redisUrl: string | undefined;
+  /** Where Redis is (one server, Sentinels or a cluster); undefined means the in-process store. */
+  redis: RedisConnection | undefined;
   /** Prefix for every key this instance writes to the store (lets runs share one Redis). */
   storePrefix: string;
   /** Seconds a client read from the database may be served from memory (src/clients/client-cache.ts); 0 turns that off. */
@@ -182,6 +183,9 @@ const environmentSchema = z.object({
   ISSUER: issuerUrl.optional(),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL').optional(),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  REDIS_SENTINEL_MASTER: z.string().regex(/^[\w.-]+$/, 'must be the name of a master the Sentinels monitor').optional(),
+  REDIS_SENTINEL_PASSWORD: z.string().optional(),
+  REDIS_CLUSTER: booleanString.default(false),
   STORE_PREFIX: z.string().regex(/^[\w:.-]*$/).default('gatehouse:'),
   // The longest a change missed by an instance (or made by the CLI on the embedded store) goes unseen.
   CLIENT_CACHE_TTL: wholeNumber.pipe(z.number().max(300, 'must be at most 300')).default(30),
@@ -260,7 +264,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     host: env.HOST,
     issuer,
     databaseUrl: env.DATABASE_URL,
-    redisUrl: env.REDIS_URL,
+    redis: env.REDIS_URL === undefined ? undefined : {
+      url: env.REDIS_URL,
+      sentinelMaster: env.REDIS_SENTINEL_MASTER,
+      sentinelPassword: env.REDIS_SENTINEL_PASSWORD,
+      cluster: env.REDIS_CLUSTER,
+    },
     storePrefix: env.STORE_PREFIX,
     clientCacheTtl: env.CLIENT_CACHE_TTL,
     dataDir: path.resolve(env.DATA_DIR),
@@ -328,8 +337,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     passwordPolicy: { minimumLength: env.PASSWORD_MIN_LENGTH, issuerHost: new URL(issuer).hostname },
     mail: { smtpUrl: env.SMTP_URL, from: env.MAIL_FROM, outboxDir: path.resolve(env.OUTBOX_DIR) },
   };
+  const redisProblem = config.redis
+    ? redisConnectionProblem(config.redis)
+    : (env.REDIS_SENTINEL_MASTER || env.REDIS_CLUSTER) && 'REDIS_SENTINEL_MASTER and REDIS_CLUSTER need REDIS_URL: the Sentinels or the cluster nodes to start from';
+  if (redisProblem) throw new ConfigError(redisProblem);
   // Each worker would have a store of its own: a session made by one would be unknown to the others.
-  if (config.workers > 1 && !config.redisUrl) throw new ConfigError('WORKERS above 1 needs REDIS_URL: the in-process store is one per process');
+  if (config.workers > 1 && !config.redis) throw new ConfigError('WORKERS above 1 needs REDIS_URL: the in-process store is one per process');
   if (config.mode === 'production') refuseUnsafeProduction(config);
   return config;
 }
@@ -338,7 +351,7 @@ function refuseUnsafeProduction(config: Config): void {
   const problems: string[] = [];
   const refuse = (problem: string): void => void problems.push(problem);
   if (!config.databaseUrl) refuse('production needs DATABASE_URL: the embedded database is for development');
-  if (!config.redisUrl) refuse('production needs REDIS_URL: the in-process store is for development');
+  if (!config.redis) refuse('production needs REDIS_URL: the in-process store is for development');
   if (!config.cookieSecrets) refuse('production needs COOKIE_SECRETS (comma-separated, 32+ characters each)');
   else if (config.cookieSecrets.some((secret) => secret.length < 32)) refuse('COOKIE_SECRETS: every secret must be at least 32 characters');
   if (!config.encryptionKeys) refuse('production needs ENCRYPTION_KEYS (comma-separated; each 32 random bytes, base64url, e.g. from `npx gatehouse keys encryption`)');

@@ -1,9 +1,9 @@
 // Where rate-limit counters live: rate-limiter-flexible on Redis (its own fail-fast connection) when
-// REDIS_URL is set, in this process otherwise. A store failure is DependencyUnavailable: fail closed.
+// Redis is configured, in this process otherwise. A store failure is DependencyUnavailable: fail closed.
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { DependencyUnavailable } from '../errors.ts';
 import {
-  DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, openFailFastRedis, waitForConnectionAttempt, withoutCommandArguments,
+  DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, openFailFastRedis, waitForConnectionAttempt, withoutCommandArguments, type RedisConnection,
 } from '../store/redis-connection.ts';
 
 /** One counter family: `points` per `seconds`, keys under `name`. */
@@ -24,9 +24,9 @@ export interface CounterBackend {
 /** RateLimiterMemory expires a key with a timer, and a Node timer waits at most 2^31−1 ms (about 24.8 days). */
 const LONGEST_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
-export function createCounterBackend(options: { redisUrl: string | undefined; prefix: string; onError?: (error: Error) => void }): CounterBackend {
+export function createCounterBackend(options: { redis: RedisConnection | undefined; prefix: string; onError?: (error: Error) => void }): CounterBackend {
   const keyPrefix = (name: string) => `${options.prefix}limit:${name}`;
-  if (!options.redisUrl) {
+  if (!options.redis) {
     return {
       // A longer timer would fire at once and drop the key: such keys (forgotten trusted devices) are kept for
       // the life of the process instead, where keeping one too long only leaves a device untrusted longer.
@@ -39,7 +39,7 @@ export function createCounterBackend(options: { redisUrl: string | undefined; pr
   }
   // Its own connection, failing fast like the store's. No resends: an increment applied twice would
   // count one attempt as two.
-  const client = openFailFastRedis(options.redisUrl, { commandTimeoutMs: DEFAULT_COMMAND_TIMEOUT_MS, onError: options.onError, resendAfterReconnect: false });
+  const client = openFailFastRedis(options.redis, { commandTimeoutMs: DEFAULT_COMMAND_TIMEOUT_MS, onError: options.onError, resendAfterReconnect: false });
   return {
     counter: ({ name, points, seconds }) => new RateLimiterRedis({
       storeClient: client, keyPrefix: keyPrefix(name), points, duration: seconds,

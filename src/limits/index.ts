@@ -20,7 +20,7 @@ export interface Limits {
 
 /** `onError`: background connection errors; `onRefused`: each attempt a rate limit refuses (for metrics). */
 export function createLimits(config: Config, onError?: (error: Error) => void, onRefused?: (name: RateLimitName) => void): Limits {
-  const backend = createCounterBackend({ redisUrl: config.redisUrl, prefix: config.storePrefix, onError });
+  const backend = createCounterBackend({ redis: config.redis, prefix: config.storePrefix, onError });
   const rates = new RateLimits(backend, config.limits, onRefused);
   return {
     rates,

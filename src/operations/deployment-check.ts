@@ -55,13 +55,13 @@ async function checkDatabase(config: Config): Promise<Finding> {
 }
 
 async function checkStore(config: Config): Promise<Finding> {
-  const store = createStore({ redisUrl: config.redisUrl, prefix: config.storePrefix });
+  const store = createStore({ redis: config.redis, prefix: config.storePrefix });
   try {
     await store.ping();
     if (config.mode === 'production') {
       return { subject: 'store', problems: await store.durabilityProblems(), summary: 'Redis persists (append-only) and never evicts' };
     }
-    return { subject: 'store', problems: [], summary: config.redisUrl ? 'Redis answers' : 'in-process (lost on restart)' };
+    return { subject: 'store', problems: [], summary: config.redis ? 'Redis answers' : 'in-process (lost on restart)' };
   } catch (error) {
     if (!(error instanceof DependencyUnavailable)) throw error;
     return { subject: 'store', problems: [error.describe()] };

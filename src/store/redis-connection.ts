@@ -1,10 +1,17 @@
 // A Redis connection that fails fast during an outage and reconnects by itself, shared by the store and
-// the rate-limit counters; plus what every user of one needs: waiting out a connection attempt, telling
-// outages from other errors, and errors stripped of the command's arguments.
-import { Redis, type RedisStatus } from 'ioredis';
+// the rate-limit counters — to one server, to the master a set of Sentinels names, or to a Redis Cluster —
+// plus what every user of one needs: waiting out a connection attempt, telling outages from other errors,
+// and errors stripped of the command's arguments.
+import { Cluster, Redis, type ClusterStatus, type RedisOptions, type RedisStatus } from 'ioredis';
+import { DEFAULT_REDIS_PORT, DEFAULT_SENTINEL_PORT, parseRedisUrl, type RedisConnection } from '../config/redis-connection.ts';
+
+export type { RedisConnection } from '../config/redis-connection.ts';
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
 const MAXIMUM_RECONNECT_DELAY_MS = 2000;
+
+/** A connection of either kind: both have the same commands, events and statuses. */
+export type RedisClient = Redis | Cluster;
 
 export interface FailFastRedisOptions {
   commandTimeoutMs: number;
@@ -18,34 +25,65 @@ export interface FailFastRedisOptions {
   resendAfterReconnect: boolean;
 }
 
-export function openFailFastRedis(url: string, options: FailFastRedisOptions): Redis {
-  const client = new Redis(url, {
-    ...(options.keyPrefix ? { keyPrefix: options.keyPrefix } : {}),
+// Keep trying forever: whoever uses a connection must come back by itself when Redis does.
+const reconnectDelay = (attempt: number): number => Math.min(50 * 2 ** Math.min(attempt, 6), MAXIMUM_RECONNECT_DELAY_MS);
+
+export function openFailFastRedis(connection: RedisConnection, options: FailFastRedisOptions): RedisClient {
+  const failFast = {
     // Without these a command issued during an outage waits for the connection instead of failing.
-    enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout: options.commandTimeoutMs,
-    // Keep trying forever: whoever uses it must come back by itself when Redis does.
-    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), MAXIMUM_RECONNECT_DELAY_MS),
     autoResendUnfulfilledCommands: options.resendAfterReconnect,
     // A subscriber subscribes again itself on 'ready', so that it knows when it listens again.
     autoResubscribe: false,
-  });
+    // A master demoted by a failover answers writes with READONLY until the connection finds the new one.
+    reconnectOnError: (error: Error) => /^READONLY /.test(error.message),
+  } satisfies RedisOptions;
+  const keyPrefix = options.keyPrefix ? { keyPrefix: options.keyPrefix } : {};
+  let client: RedisClient;
+  if (!connection.cluster && !connection.sentinelMaster) {
+    client = new Redis(connection.url, { ...keyPrefix, ...failFast, enableOfflineQueue: false, retryStrategy: reconnectDelay });
+  } else {
+    const address = parseRedisUrl(connection.url, connection.cluster ? DEFAULT_REDIS_PORT : DEFAULT_SENTINEL_PORT);
+    const credentials = {
+      ...(address.username ? { username: address.username } : {}),
+      ...(address.password ? { password: address.password } : {}),
+      ...(address.tls ? { tls: {} } : {}),
+    };
+    client = connection.cluster
+      ? new Cluster(address.hosts, {
+        ...keyPrefix,
+        enableOfflineQueue: false,
+        clusterRetryStrategy: reconnectDelay,
+        redisOptions: { ...failFast, ...credentials },
+      })
+      : new Redis({
+        ...keyPrefix, ...failFast, ...credentials,
+        enableOfflineQueue: false,
+        retryStrategy: reconnectDelay,
+        sentinelRetryStrategy: reconnectDelay,
+        db: address.database,
+        sentinels: address.hosts,
+        name: connection.sentinelMaster,
+        ...(connection.sentinelPassword ? { sentinelPassword: connection.sentinelPassword } : {}),
+        enableTLSForSentinelMode: address.tls,
+      });
+  }
   // An 'error' event without a listener would crash the process; reconnecting is already automatic.
   client.on('error', (error: Error) => options.onError?.(withoutCommandArguments(error)));
   return client;
 }
 
 /** Statuses in which a connection attempt is under way and will end soon in 'ready' or a failure. */
-const connectingStatuses: ReadonlySet<RedisStatus> = new Set<RedisStatus>(['wait', 'connecting', 'connect']);
-const connectionAttempts = new WeakMap<Redis, Promise<void>>();
+const connectingStatuses: ReadonlySet<RedisStatus | ClusterStatus> = new Set<RedisStatus | ClusterStatus>(['wait', 'connecting', 'connect']);
+const connectionAttempts = new WeakMap<RedisClient, Promise<void>>();
 
 /**
  * With the offline queue off, a command sent while a connection is still being set up (right after
  * start, or during a reconnect) would fail although Redis is fine. Wait for that attempt to finish,
  * bounded by the command timeout; while Redis is down the attempt fails within milliseconds.
  */
-export function waitForConnectionAttempt(client: Redis, timeoutMs: number): Promise<void> {
+export function waitForConnectionAttempt(client: RedisClient, timeoutMs: number): Promise<void> {
   if (!connectingStatuses.has(client.status)) return Promise.resolve();
   let attempt = connectionAttempts.get(client);
   if (!attempt) {
@@ -69,7 +107,8 @@ const connectionErrorCodes = new Set([
 ]);
 
 // Messages ioredis uses for commands that never reached Redis or never got an answer, plus the
-// replies of a Redis that is up but cannot serve yet (loading its data, replica without master).
+// replies of a Redis that is up but cannot serve yet (loading its data, replica without master, a
+// cluster moving slots or missing a master, a master just demoted by a failover).
 const connectionErrorMessages = [
   /^Connection is closed/,
   /^Stream isn't writeable/,
@@ -79,10 +118,17 @@ const connectionErrorMessages = [
   /^Socket timeout/,
   /^LOADING /,
   /^MASTERDOWN /,
+  /^CLUSTERDOWN /,
+  /^TRYAGAIN /,
+  /^READONLY /,
+  /^Cluster isn't ready/,
+  /^None of startup nodes is available/,
+  /^Failed to refresh slots cache/,
+  /^All sentinels are unreachable/,
 ];
 
 export function isConnectionFailure(error: Error): boolean {
-  if (error.name === 'MaxRetriesPerRequestError') return true;
+  if (error.name === 'MaxRetriesPerRequestError' || error.name === 'ClusterAllFailedError') return true;
   const code = (error as Error & { code?: unknown }).code;
   if (typeof code === 'string' && connectionErrorCodes.has(code)) return true;
   return connectionErrorMessages.some((pattern) => pattern.test(error.message));
@@ -101,7 +147,7 @@ export function withoutCommandArguments(error: Error): Error {
 }
 
 /** Quits politely when connected; otherwise (or if quitting breaks) disconnects, which also stops reconnecting. */
-export async function closeRedis(client: Redis): Promise<void> {
+export async function closeRedis(client: RedisClient): Promise<void> {
   if (client.status === 'end') return;
   if (client.status === 'ready') {
     try {

@@ -1,12 +1,11 @@
 // The Redis side of the store's publish/subscribe: a dedicated connection (one in subscriber mode can
 // do nothing else) that subscribes again after every reconnect and tells each subscription whether it
 // is listening: subscribed as Redis confirmed, connection up, and answering a heartbeat.
-import type { Redis } from 'ioredis';
 import type { Subscription, SubscriptionHandlers } from './store.ts';
-import { closeRedis, openFailFastRedis } from './redis-connection.ts';
+import { closeRedis, openFailFastRedis, type RedisClient, type RedisConnection } from './redis-connection.ts';
 
 export interface RedisSubscriberOptions {
-  url: string;
+  connection: RedisConnection;
   commandTimeoutMs: number;
   /** How often the connection is checked; a hung Redis keeps it open, but answers nothing. Default 5000 ms. */
   heartbeatIntervalMs?: number | undefined;
@@ -23,7 +22,7 @@ export class RedisSubscriber {
   readonly #confirmed = new Set<string>();
   /** Counts connections, so that a confirmation meant for a connection already lost is ignored. */
   #connection = 0;
-  #client: Redis | undefined;
+  #client: RedisClient | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -51,10 +50,10 @@ export class RedisSubscriber {
     if (this.#client) await closeRedis(this.#client);
   }
 
-  #open(): Redis {
+  #open(): RedisClient {
     if (this.#client) return this.#client;
     // No command here is ever resent: subscribing again is done on 'ready', where it can be confirmed.
-    const client = openFailFastRedis(this.#options.url, {
+    const client = openFailFastRedis(this.#options.connection, {
       commandTimeoutMs: this.#options.commandTimeoutMs, onError: this.#options.onError, resendAfterReconnect: false,
     });
     client.on('ready', () => this.#subscribeOnRedis(client, [...this.#channels.keys()]));
@@ -70,7 +69,7 @@ export class RedisSubscriber {
     return client;
   }
 
-  #subscribeOnRedis(client: Redis, channels: string[]): void {
+  #subscribeOnRedis(client: RedisClient, channels: string[]): void {
     if (!channels.length) return;
     const connection = this.#connection;
     client.subscribe(...channels).then(() => {
@@ -96,7 +95,7 @@ export class RedisSubscriber {
   }
 
   /** The connection is gone or cannot be trusted: every subscription stops listening until resubscribed. */
-  #lost(client: Redis): void {
+  #lost(client: RedisClient): void {
     if (client !== this.#client) return;
     this.#connection++;
     if (!this.#confirmed.size) return;
@@ -105,13 +104,13 @@ export class RedisSubscriber {
     for (const channel of lost) for (const subscription of this.#channels.get(channel) ?? []) subscription.changed();
   }
 
-  #reconnect(client: Redis): void {
+  #reconnect(client: RedisClient): void {
     this.#lost(client);
     // ioredis reconnects with its retry strategy, and 'ready' subscribes again.
     if (!this.#closed) client.disconnect(true);
   }
 
-  #checkConnection(client: Redis): void {
+  #checkConnection(client: RedisClient): void {
     if (this.#closed || client.status !== 'ready' || !this.#confirmed.size) return;
     const connection = this.#connection;
     // PING is allowed in subscriber mode; without an answer within the command timeout, Redis is hung

@@ -2,7 +2,7 @@
 // messages go through Redis channels named with the prefix. It fails fast with DependencyUnavailable
 // while Redis is unreachable and reconnects by itself.
 
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { DependencyUnavailable } from '../errors.ts';
 import { timed, type CallObserver } from '../dependency-calls.ts';
 import type { Store, StoredRecord, Subscription, SubscriptionHandlers } from './store.ts';
@@ -10,11 +10,12 @@ import { wholeSecondsTtl } from './ttl.ts';
 import { RedisSubscriber } from './redis-subscriber.ts';
 import {
   DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, isConnectionFailure, openFailFastRedis, waitForConnectionAttempt, withoutCommandArguments,
+  type RedisClient, type RedisConnection,
 } from './redis-connection.ts';
 
 export interface RedisStoreOptions {
-  /** redis:// or rediss:// URL; credentials in it never appear in errors raised here. */
-  url: string;
+  /** Where Redis is (one server, Sentinels or a cluster); credentials in it never appear in errors raised here. */
+  connection: RedisConnection;
   /** Prepended to every key (records and indexes, also inside the consume script). */
   prefix: string;
   /** Told about connection errors the client reports in the background (they are otherwise dropped). */
@@ -59,7 +60,7 @@ return 1
 `;
 
 /** The client with the script registered by defineCommand (ioredis adds the method at run time). */
-type RedisWithConsume = Redis & {
+type RedisWithConsume = RedisClient & {
   consumeRecord(key: string, atEpochSeconds: number): Promise<ConsumeOutcome>;
   createRecord(key: string, value: string, ttlSeconds: number): Promise<0 | 1>;
   putRecord(key: string, value: string, ttlSeconds: number): Promise<null>;
@@ -81,10 +82,10 @@ export class RedisStore implements Store {
     this.#prefix = options.prefix;
     // Connects only when something subscribes.
     this.#subscriber = new RedisSubscriber({
-      url: options.url, commandTimeoutMs: this.#commandTimeoutMs, heartbeatIntervalMs: options.subscriberHeartbeatIntervalMs, onError: options.onError,
+      connection: options.connection, commandTimeoutMs: this.#commandTimeoutMs, heartbeatIntervalMs: options.subscriberHeartbeatIntervalMs, onError: options.onError,
     });
     // Every command used here is idempotent (DEL/HSET/EXPIRE, HSETNX, SADD), or harmless twice (PUBLISH): resending one is safe.
-    const client = openFailFastRedis(options.url, {
+    const client = openFailFastRedis(options.connection, {
       keyPrefix: options.prefix, commandTimeoutMs: this.#commandTimeoutMs, onError: options.onError, resendAfterReconnect: true,
     });
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });
@@ -116,10 +117,10 @@ export class RedisStore implements Store {
   }
 
   async delete(keys: readonly string[]): Promise<void> {
-    // DEL without keys is a syntax error in Redis; deleting nothing is not.
-    if (keys.length === 0) return;
+    // One DEL per key: in a Redis Cluster the keys may live on different nodes (one DEL of several would
+    // fail with CROSSSLOT); sent together they still cost one round trip.
     await this.#run(async () => {
-      await this.#client.del(...keys);
+      await Promise.all(keys.map((key) => this.#client.del(key)));
     });
   }
 
@@ -162,17 +163,12 @@ export class RedisStore implements Store {
   }
 
   async durabilityProblems(): Promise<string[]> {
-    // INFO rather than CONFIG GET: hosted Redis services often refuse CONFIG to their users.
-    const [persistence, memory] = await this.#run(() => Promise.all([this.#client.info('persistence'), this.#client.info('memory')]));
-    const problems: string[] = [];
-    if (infoField(persistence, 'aof_enabled') !== '1') {
-      problems.push('Redis does not keep an append-only file, so a restart loses the writes since its last snapshot: set appendonly yes');
-    }
-    const policy = infoField(memory, 'maxmemory_policy');
-    if (policy !== 'noeviction') {
-      problems.push(`Redis evicts keys when its memory is full (maxmemory-policy ${policy ?? 'unknown'}): set maxmemory-policy noeviction`);
-    }
-    return problems;
+    const problems = await this.#run(() => {
+      // Every node of a cluster holds records (a replica becomes a master when its master fails); known once connected.
+      const servers = this.#client instanceof Cluster ? this.#client.nodes('all') : [this.#client];
+      return Promise.all(servers.map((server) => serverDurabilityProblems(server, servers.length > 1)));
+    });
+    return problems.flat();
   }
 
   async close(): Promise<void> {
@@ -190,6 +186,22 @@ export class RedisStore implements Store {
       }
     });
   }
+}
+
+/** What would make one server forget or evict records; `named`: say which server (one of a cluster's). */
+async function serverDurabilityProblems(server: Redis, named: boolean): Promise<string[]> {
+  // INFO rather than CONFIG GET: hosted Redis services often refuse CONFIG to their users.
+  const [persistence, memory] = await Promise.all([server.info('persistence'), server.info('memory')]);
+  const where = named ? ` (${server.options.host}:${server.options.port})` : '';
+  const problems: string[] = [];
+  if (infoField(persistence, 'aof_enabled') !== '1') {
+    problems.push(`Redis${where} does not keep an append-only file, so a restart loses the writes since its last snapshot: set appendonly yes`);
+  }
+  const policy = infoField(memory, 'maxmemory_policy');
+  if (policy !== 'noeviction') {
+    problems.push(`Redis${where} evicts keys when its memory is full (maxmemory-policy ${policy ?? 'unknown'}): set maxmemory-policy noeviction`);
+  }
+  return problems;
 }
 
 /** A field of an INFO reply ("name:value" lines). */

@@ -1,11 +1,16 @@
-// Redis plumbing for tests: throwaway redis-server processes for outage tests, and removal of the
-// keys a test run wrote to a shared server (every run writes under its own random prefix).
+// Redis plumbing for tests: throwaway redis-server processes for outage tests (and throwaway clusters and
+// Sentinel setups), and removal of the keys a test run wrote to a shared server (every run writes under its
+// own random prefix).
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import type { RedisConnection } from '../../src/store/index.ts';
 
 /** A port nobody listens on right now (the OS picks it, so parallel runs do not collide). */
 export async function findFreePort(): Promise<number> {
@@ -26,11 +31,14 @@ export async function findFreePort(): Promise<number> {
 export class ThrowawayRedisServer {
   readonly port: number;
   readonly #settings: string[];
+  readonly #configFile: string[];
   #process: ChildProcess | undefined;
 
-  constructor(port: number, settings: string[] = []) {
+  /** `configFile`: read first (a Sentinel needs one it can rewrite). */
+  constructor(port: number, settings: string[] = [], configFile?: string) {
     this.port = port;
     this.#settings = settings;
+    this.#configFile = configFile === undefined ? [] : [configFile];
   }
 
   get url(): string {
@@ -42,7 +50,7 @@ export class ThrowawayRedisServer {
     if (this.#process !== undefined) throw new Error('redis-server is already running');
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...this.#settings],
+      [...this.#configFile, '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...this.#settings],
       { stdio: 'ignore' },
     );
     this.#process = child;
@@ -95,6 +103,112 @@ export class ThrowawayRedisServer {
   }
 }
 
+const run = promisify(execFile);
+
+/** Three redis-servers made one Redis Cluster (three masters, no replicas), in a folder of the caller's. */
+export class ThrowawayRedisCluster {
+  readonly nodes: ThrowawayRedisServer[];
+
+  private constructor(nodes: ThrowawayRedisServer[]) {
+    this.nodes = nodes;
+  }
+
+  /** Every node, as REDIS_URL names them for REDIS_CLUSTER=true. */
+  get url(): string {
+    return `redis://${this.nodes.map((node) => `127.0.0.1:${node.port}`).join(',')}`;
+  }
+
+  static async start(folder: string, settings: string[] = []): Promise<ThrowawayRedisCluster> {
+    const nodes: ThrowawayRedisServer[] = [];
+    for (let index = 0; index < 3; index += 1) {
+      const port = await findFreePort();
+      nodes.push(new ThrowawayRedisServer(port, [
+        '--cluster-enabled', 'yes', '--cluster-config-file', path.join(folder, `nodes-${port}.conf`), '--cluster-node-timeout', '2000',
+        '--dir', folder, ...settings,
+      ]));
+    }
+    const cluster = new ThrowawayRedisCluster(nodes);
+    try {
+      await Promise.all(nodes.map((node) => node.start()));
+      await run('redis-cli', ['--cluster', 'create', ...nodes.map((node) => `127.0.0.1:${node.port}`), '--cluster-replicas', '0', '--cluster-yes']);
+      // Every node must know every slot's owner before a client that asks any of them is served.
+      await eventually(async () => {
+        for (const node of nodes) {
+          const { stdout } = await run('redis-cli', ['-p', String(node.port), 'cluster', 'info']);
+          if (!/cluster_state:ok/.test(stdout)) throw new Error(`node ${node.port}: the cluster is not ready`);
+        }
+      }, 20_000);
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+    return cluster;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.stop()));
+  }
+}
+
+/** A master, its replica and one Sentinel watching them (quorum 1), in a folder of the caller's. */
+export class ThrowawaySentinelSetup {
+  static readonly MASTER_NAME = 'gatehouse-test';
+  readonly master: ThrowawayRedisServer;
+  readonly replica: ThrowawayRedisServer;
+  readonly sentinel: ThrowawayRedisServer;
+
+  private constructor(master: ThrowawayRedisServer, replica: ThrowawayRedisServer, sentinel: ThrowawayRedisServer) {
+    this.master = master;
+    this.replica = replica;
+    this.sentinel = sentinel;
+  }
+
+  /** The Sentinel, as REDIS_URL names it for REDIS_SENTINEL_MASTER. */
+  get url(): string {
+    return `redis://127.0.0.1:${this.sentinel.port}`;
+  }
+
+  static async start(folder: string): Promise<ThrowawaySentinelSetup> {
+    // A replica's first sync writes a snapshot file into the server's folder: keep it in the caller's.
+    const master = new ThrowawayRedisServer(await findFreePort(), ['--dir', folder]);
+    const replica = new ThrowawayRedisServer(await findFreePort(), ['--dir', folder, '--replicaof', '127.0.0.1', String(master.port)]);
+    const sentinelPort = await findFreePort();
+    const configFile = path.join(folder, 'sentinel.conf');
+    await writeFile(configFile, [
+      `sentinel monitor ${this.MASTER_NAME} 127.0.0.1 ${master.port} 1`,
+      `sentinel down-after-milliseconds ${this.MASTER_NAME} 1000`,
+      `sentinel failover-timeout ${this.MASTER_NAME} 10000`,
+      '',
+    ].join('\n'));
+    const sentinel = new ThrowawayRedisServer(sentinelPort, ['--sentinel'], configFile);
+    const setup = new ThrowawaySentinelSetup(master, replica, sentinel);
+    try {
+      await master.start();
+      await replica.start();
+      await sentinel.start();
+      // The Sentinel learns of the replica from the master within a few seconds; a failover needs it.
+      await eventually(async () => {
+        const { stdout } = await run('redis-cli', ['-p', String(sentinelPort), 'sentinel', 'replicas', this.MASTER_NAME]);
+        if (!stdout.includes(String(replica.port))) throw new Error('the Sentinel does not know the replica yet');
+      }, 30_000);
+    } catch (error) {
+      await setup.stop();
+      throw error;
+    }
+    return setup;
+  }
+
+  /** The port of the server the Sentinel names as master right now. */
+  async masterPort(): Promise<number> {
+    const { stdout } = await run('redis-cli', ['-p', String(this.sentinel.port), 'sentinel', 'get-master-addr-by-name', ThrowawaySentinelSetup.MASTER_NAME]);
+    return Number(stdout.trim().split('\n')[1]);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.sentinel.stop(), this.replica.stop(), this.master.stop()]);
+  }
+}
+
 /** Retries an async check until it passes or the time is up; rethrows the last failure. */
 export async function eventually<Result>(check: () => Promise<Result>, timeoutMs: number): Promise<Result> {
   const deadline = Date.now() + timeoutMs;
@@ -118,6 +232,12 @@ export async function keysWithPrefix(client: Redis, prefix: string): Promise<str
     cursor = nextCursor;
   } while (cursor !== '0');
   return keys;
+}
+
+/** A test server's keys, where it used a shared server; a throwaway cluster or Sentinel setup is discarded whole instead. */
+export async function deleteServerKeys(connection: RedisConnection, prefix: string): Promise<void> {
+  if (connection.cluster || connection.sentinelMaster) return;
+  await deleteKeysWithPrefix(connection.url, prefix);
 }
 
 export async function deleteKeysWithPrefix(url: string, prefix: string): Promise<void> {

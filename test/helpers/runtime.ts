@@ -9,7 +9,7 @@ import { createLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime.ts';
 import type { AuditEvent } from '../../src/audit/audit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
-import { deleteKeysWithPrefix } from './redis.ts';
+import { deleteServerKeys } from './redis.ts';
 import { parseMail } from './smtp.ts';
 import { randomUUID } from 'node:crypto';
 import { generate } from 'otplib';
@@ -73,7 +73,7 @@ export async function openTestRuntime(environment: Record<string, string> = {}, 
     async close() {
       await runtime.close();
       await database.drop();
-      if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
+      if (config.redis) await deleteServerKeys(config.redis, config.storePrefix);
       await rm(keysDir, { recursive: true, force: true });
     },
   };

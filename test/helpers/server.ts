@@ -12,7 +12,7 @@ import { openRuntime, type Runtime, type RuntimeOptions } from '../../src/runtim
 import { createApp } from '../../src/app.ts';
 import { createTestDatabase } from './database.ts';
 import { testConfig } from './runtime.ts';
-import { deleteKeysWithPrefix } from './redis.ts';
+import { deleteServerKeys } from './redis.ts';
 
 export interface TestServer {
   issuer: string;
@@ -76,7 +76,7 @@ export async function startTestServer(
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await runtime.close();
       await database.drop();
-      if (config.redisUrl) await deleteKeysWithPrefix(config.redisUrl, config.storePrefix);
+      if (config.redis) await deleteServerKeys(config.redis, config.storePrefix);
       await rm(keysDir, { recursive: true, force: true });
     },
   };
