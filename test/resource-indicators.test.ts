@@ -271,3 +271,37 @@ test('a first-party app asking for an API skips the consent page and still gets 
   const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
   t.is(payload.scope, 'orders:read');
 });
+
+test('a refresh refused for its API (one not granted, a scope no longer permitted) leaves the refresh token unspent: the retry with it works', async (t) => {
+  const api = await registerApi();
+  const role = `orders-refresher-${apiCount}`;
+  const administrator = { type: 'admin', id: 'test' } as const;
+  await server.runtime.roles.create(role, 'Refreshes orders');
+  await server.runtime.roles.grant(role, api.identifier, ['orders:read']);
+  const registered = await server.runtime.clients.create({ name: 'Orders SPA', type: 'spa', redirectUris: [REDIRECT_URI], scope: 'openid', apiScopes: ['orders:read'] });
+  const client: oauth.Client = { client_id: registered.client_id, token_endpoint_auth_method: 'none' };
+  const person = await createUser(server);
+  await server.runtime.flows.roleAssignment.add(person.email, role, administrator);
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const callback = await signIn(new UserAgent(), request.url, { email: person.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(as, client, oauth.None(),
+    oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, { ...insecure, additionalParameters: { resource: api.identifier } }),
+  { expectedNonce: request.nonce, requireIdToken: true });
+  const refresh = (parameters: Record<string, string>) => oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, { ...insecure, additionalParameters: parameters });
+
+  const elsewhere = await refresh({ resource: 'https://elsewhere.example/api' });
+  t.is(elsewhere.status, 400);
+  t.like(await elsewhere.json(), { error: 'invalid_target', error_description: 'the API https://elsewhere.example/api was not granted to this refresh token: sign in again asking for it' });
+
+  t.like(await server.runtime.flows.roleAssignment.remove(person.email, role, administrator), { ok: true, changed: true });
+  const notPermitted = await refresh({ resource: api.identifier, scope: 'orders:read' });
+  t.is(notPermitted.status, 400);
+  t.like(await notPermitted.json(), { error: 'invalid_scope', error_description: 'the person signing in has no role that permits the scope "orders:read"' });
+
+  // Neither refusal spent the refresh token (its next use would otherwise revoke the grant as a reuse).
+  t.like(await server.runtime.flows.roleAssignment.add(person.email, role, administrator), { ok: true, changed: true });
+  const rotated = await oauth.processRefreshTokenResponse(as, client, await refresh({ resource: api.identifier }));
+  t.not(rotated.refresh_token, tokens.refresh_token);
+  const { payload } = await jwtVerify(rotated.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
+  t.is(payload.scope, 'orders:read');
+});

@@ -4,9 +4,10 @@
 // logout and the ID token's sid). An engine upgrade is checked here.
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT } from '../clients/clients.ts';
-import Provider, { type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Context } from 'koa';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
+import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 import internalsOf from 'oidc-provider/lib/helpers/weak_cache.js';
 
 /** Models whose records carry a grantId, so revoking the grant revokes them (lib/helpers/revoke.js). */
@@ -122,6 +123,24 @@ function sameSecret(expected: string, actual: string): boolean {
 }
 
 /** Engine.revokeGrant, for the provider's own configuration, which has the provider but no Engine. */
+/**
+ * The API a refresh_token request's access token will be for, resolved as the engine resolves it
+ * (lib/actions/grants/refresh_token.js) — which it does only after rotating the refresh token, so that a
+ * refusal found then would spend the token. Asked from rotateRefreshToken, a refusal comes first.
+ */
+export async function resourceOfRefreshRequest(ctx: KoaContextWithOIDC): Promise<string | undefined> {
+  const refreshToken = ctx.oidc.entities.RefreshToken!;
+  const named = ctx.oidc.params?.resource;
+  // The engine's own refusal would not say which.
+  if (typeof named === 'string' && !refreshToken.resourceIndicators.has(named)) {
+    throw new errors.InvalidTarget(`the API ${named} was not granted to this refresh token: sign in again asking for it`);
+  }
+  const { features } = (internalsOf(ctx.oidc.provider) as { configuration: { features: Record<string, unknown> } }).configuration;
+  const scopes = ctx.oidc.params?.scope ? ctx.oidc.requestParamScopes : refreshToken.scopes;
+  const resource: unknown = await resolveResource(ctx, refreshToken, { userinfo: features['userinfo'], resourceIndicators: features['resourceIndicators'] }, scopes);
+  return typeof resource === 'string' ? resource : undefined;
+}
+
 export async function revokeGrant(provider: Provider, grantId: string, accountId?: string): Promise<{ id: string; clientId: string | undefined } | undefined> {
   const grant = await provider.Grant.find(grantId, { ignoreExpiration: true });
   if (!grant || (accountId !== undefined && grant.accountId !== accountId)) return undefined;

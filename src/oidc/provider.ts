@@ -19,7 +19,7 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { acceptPreviousClientSecrets, newGrant, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
+import { acceptPreviousClientSecrets, newGrant, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
@@ -83,6 +83,7 @@ export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinf
 
 export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const mayIntrospect = introspectionPolicy(users);
+  const apiAccess = resourceIndicators(apis, permittedApiScopes);
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId), initialAccessTokens),
     // Built in, held in memory by the engine (never looked up in the database).
@@ -162,7 +163,14 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
     pkce: { required: () => true },
     allowOmittingSingleRegisteredRedirectUri: false,
     enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256'] },
-    rotateRefreshToken: true,
+    // Always rotates. The engine rotates before it asks which API the new access token is for: a request it
+    // would refuse then (an API not granted, a scope no longer permitted) is refused here, before the refresh
+    // token is spent — or the client's retry with it would count as a reuse and revoke the grant.
+    rotateRefreshToken: async (ctx) => {
+      const resource = await resourceOfRefreshRequest(ctx);
+      if (resource) await apiAccess.getResourceServerInfo!(ctx, resource, ctx.oidc.client!);
+      return true;
+    },
     // Single-page apps stay signed in through refresh tokens; others ask for them with offline_access.
     issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
       && (code.scopes.has('offline_access') || isSinglePageApp(client)),
@@ -194,7 +202,7 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       // Delivered by Gatehouse, queued (takeOverLogoutNotices): the engine's feature gives the metadata and discovery.
       backchannelLogout: { enabled: true },
       // APIs are records (src/apis/): a `resource` names one, and its tokens are for it alone.
-      resourceIndicators: resourceIndicators(apis, permittedApiScopes),
+      resourceIndicators: apiAccess,
       clientCredentials: { enabled: true },
       // RFC 7591 and 7592, open only with an initial access token an administrator issued (initial-access-tokens.ts);
       // what applications register obeys the same rules as other clients, and some of its own (clients.ts).
