@@ -1,7 +1,9 @@
 // The API records (src/apis/): what an administrator may register, change and remove, each change audited, and
 // what a client may be allowed of them. The protocol side is test/resource-indicators.test.ts.
 import test from 'ava';
-import { ApiError } from '../src/apis/apis.ts';
+import { API_CHANGES_CHANNEL, ApiError, ApiService, type Api } from '../src/apis/apis.ts';
+import { AnnouncedCache } from '../src/store/announced-cache.ts';
+import { MemoryStore } from '../src/store/index.ts';
 import { auditEvents, openTestRuntime, type TestRuntime } from './helpers/runtime.ts';
 
 let test_: TestRuntime;
@@ -48,6 +50,8 @@ test('what cannot be an API is refused, saying why', async (t) => {
     [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'openid' }] }, /"openid" is a scope about the person already/],
     [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'orders read' }] }, /cannot be a scope/],
     [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'x' }, { name: 'x' }] }, /given twice/],
+    // A client allowed admin:write for this API could otherwise ask for it at Gatehouse's admin API.
+    [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'admin:write' }] }, /"admin:write": scopes named admin:… are Gatehouse's admin API's/],
     [{ identifier: identifierFor('a'), name: 'A', scopes, accessTokenTtl: 10 }, /from 60 to 86400 seconds/],
   ];
   for (const [input, message] of refusals) await t.throwsAsync(apis.create(input), { instanceOf: ApiError, message }, input.identifier);
@@ -55,8 +59,15 @@ test('what cannot be an API is refused, saying why', async (t) => {
   const taken = identifierFor('taken');
   await apis.create({ identifier: taken, name: 'Taken', scopes });
   await t.throwsAsync(apis.create({ identifier: taken, name: 'Again', scopes }), { instanceOf: ApiError, message: /registered as .* already/ });
-  // Loopback http stays possible, for an API in development.
-  t.truthy(await apis.create({ identifier: `http://127.0.0.1:${4000 + Math.floor(Math.random() * 1000)}/${crypto.randomUUID()}`, name: 'Local', scopes }));
+  await t.throwsAsync(apis.update(taken, { scopes: [{ name: 'admin:read' }] }), { instanceOf: ApiError, message: /are Gatehouse's admin API's/ });
+  // Loopback http stays possible, for an API in development; never in production.
+  const local = () => `http://127.0.0.1:${4000 + Math.floor(Math.random() * 1000)}/${crypto.randomUUID()}`;
+  t.truthy(await apis.create({ identifier: local(), name: 'Local', scopes }));
+  const { database, auditTrail } = test_.runtime;
+  const production = new ApiService(database.prisma, auditTrail, {
+    defaultTtlSeconds: 600, signingAlgorithms: new Set(['ES256']), httpsOnly: true, cache: new AnnouncedCache<Api>(new MemoryStore({ prefix: 'apis-test:' }), { channel: API_CHANGES_CHANNEL, maxAgeMs: 0, maxEntries: 1, maxUnknownKeys: 1 }),
+  });
+  await t.throwsAsync(production.create({ identifier: local(), name: 'Local', scopes }), { instanceOf: ApiError, message: 'an API identifier must use https in production' });
 });
 
 test('a client may only be allowed scopes a registered API defines, and a default API that is registered and has one of them', async (t) => {

@@ -63,6 +63,11 @@ export class ApiChangedMeanwhile extends ApiError {
  * scopes are named apart from them (Auth0 and Logto suggest `read:orders` or `orders:read`).
  */
 const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'profile', 'email', 'offline_access', 'roles', 'address', 'phone']);
+/**
+ * Scopes named so are Gatehouse's admin API's alone: a client allowed a scope may ask for it at every API that
+ * defines it, so another API defining admin:write would let its clients call the admin API.
+ */
+const ADMIN_SCOPE_PREFIX = 'admin:';
 /** RFC 6749 §3.3: a scope token is printable ASCII without space, `"` or `\`. */
 export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
 const MIN_TTL_SECONDS = 60;
@@ -76,6 +81,8 @@ export interface ApiServiceOptions {
   signingAlgorithms: ReadonlySet<string>;
   /** An API Gatehouse itself serves (its admin API): never deleted, its scopes never changed. */
   builtIn?: string | undefined;
+  /** Production: identifiers are https, never http on the loopback interface. */
+  httpsOnly?: boolean | undefined;
   /** Recently read APIs (every token request naming one reads it), told of every change here. */
   cache: AnnouncedCache<Api>;
 }
@@ -97,8 +104,9 @@ export class ApiService {
   /** Registers an API; `actor` says who asked (an administrator by default), for the audit trail. */
   async create(input: NewApi, actor: AuditActor = { type: 'admin' }): Promise<Api> {
     // Gatehouse's own is its issuer's URL, which development may serve on any http host.
-    const identifier = input.identifier === this.#options.builtIn ? input.identifier : checkIdentifier(input.identifier);
-    const fields = this.#checked({ ...input, accessTokenFormat: input.accessTokenFormat ?? 'jwt', signingAlg: input.signingAlg ?? 'ES256' });
+    const builtIn = input.identifier === this.#options.builtIn;
+    const identifier = builtIn ? input.identifier : checkIdentifier(input.identifier, this.#options.httpsOnly ?? false);
+    const fields = this.#checked({ ...input, accessTokenFormat: input.accessTokenFormat ?? 'jwt', signingAlg: input.signingAlg ?? 'ES256' }, builtIn);
     if (!fields.name) throw new ApiError('an API needs a name');
     if (await this.#stored(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
     const scopes = fields.scopes ?? [];
@@ -122,7 +130,7 @@ export class ApiService {
       throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes and token format cannot be changed`);
     }
     if (!await this.#stored(identifier)) return undefined;
-    const fields = this.#checked(changes);
+    const fields = this.#checked(changes, false);
     const [row] = await this.#prisma.api.updateManyAndReturn({
       where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
       data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
@@ -191,7 +199,7 @@ export class ApiService {
   }
 
   /** The fields given, checked; what is not given stays undefined. */
-  #checked(fields: ApiChanges): ApiChanges {
+  #checked(fields: ApiChanges, builtIn: boolean): ApiChanges {
     const name = fields.name?.trim();
     if (fields.name !== undefined && !name) throw new ApiError('an API needs a name');
     if (fields.accessTokenFormat !== undefined && !ACCESS_TOKEN_FORMATS.includes(fields.accessTokenFormat)) {
@@ -207,7 +215,7 @@ export class ApiService {
     }
     return {
       ...(name ? { name } : {}),
-      ...(fields.scopes ? { scopes: checkScopes(fields.scopes) } : {}),
+      ...(fields.scopes ? { scopes: checkScopes(fields.scopes, builtIn) } : {}),
       ...(fields.accessTokenFormat ? { accessTokenFormat: fields.accessTokenFormat } : {}),
       ...(ttl !== undefined ? { accessTokenTtl: ttl } : {}),
       ...(fields.signingAlg ? { signingAlg: fields.signingAlg } : {}),
@@ -220,18 +228,20 @@ export function describeApiScope(api: Pick<Api, 'name' | 'scopes'>, scope: strin
   return api.scopes.find((candidate) => candidate.name === scope)?.description ?? `Use “${scope}” at ${api.name}`;
 }
 
-/** A resource indicator must be an absolute https URI without a fragment (RFC 8707 §2), or http on loopback. */
-function checkIdentifier(identifier: string): string {
+/** A resource indicator must be an absolute https URI without a fragment (RFC 8707 §2), or http on loopback in development. */
+function checkIdentifier(identifier: string, httpsOnly: boolean): string {
+  if (httpsOnly && !identifier.startsWith('https://')) throw new ApiError('an API identifier must use https in production');
   const problem = secureUriProblem(identifier);
   if (problem) throw new ApiError(`an API identifier ${problem}`);
   return identifier;
 }
 
-function checkScopes(scopes: readonly ApiScope[]): ApiScope[] {
+function checkScopes(scopes: readonly ApiScope[], builtIn: boolean): ApiScope[] {
   const seen = new Set<string>();
   return scopes.map(({ name, description }) => {
     if (!SCOPE_TOKEN.test(name)) throw new ApiError(`"${name}" cannot be a scope: letters, digits and punctuation, no spaces or quotes`);
     if (RESERVED_SCOPES.has(name)) throw new ApiError(`"${name}" is a scope about the person already: name the API's scopes apart (orders:read)`);
+    if (!builtIn && name.startsWith(ADMIN_SCOPE_PREFIX)) throw new ApiError(`"${name}": scopes named ${ADMIN_SCOPE_PREFIX}… are Gatehouse's admin API's`);
     if (seen.has(name)) throw new ApiError(`the scope "${name}" is given twice`);
     seen.add(name);
     const text = description?.trim();
