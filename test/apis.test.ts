@@ -81,3 +81,16 @@ test('a client may only be allowed scopes a registered API defines, and a defaul
   const cleared = await clients.update(created.client_id, { apiScopes: [], defaultApi: null });
   t.false('api_scopes' in cleared! || 'default_resource' in cleared!);
 });
+
+test('a scope an API no longer defines is permitted by no role: defined again, it is not granted unasked', async (t) => {
+  const { apis, roles } = test_.runtime;
+  const identifier = identifierFor('inventory');
+  const role = `stock-keeper-${crypto.randomUUID().slice(0, 8)}`;
+  await apis.create({ identifier, name: 'Inventory', scopes: [{ name: 'stock:read' }, { name: 'stock:write' }] });
+  await roles.create(role, undefined);
+  await roles.grant(role, identifier, ['stock:read', 'stock:write']);
+  t.deepEqual([...await roles.permittedScopes([role], identifier)].sort(), ['stock:read', 'stock:write']);
+  await apis.update(identifier, { scopes: [{ name: 'stock:read' }] });
+  await apis.update(identifier, { scopes: [{ name: 'stock:read' }, { name: 'stock:write' }] });
+  t.deepEqual([...await roles.permittedScopes([role], identifier)], ['stock:read']);
+});

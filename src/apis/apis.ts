@@ -131,9 +131,16 @@ export class ApiService {
     }
     if (!await this.#stored(identifier)) return undefined;
     const fields = this.#checked(changes, false);
-    const [row] = await this.#prisma.api.updateManyAndReturn({
-      where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
-      data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
+    const row = await this.#prisma.$transaction(async (transaction) => {
+      const [updated] = await transaction.api.updateManyAndReturn({
+        where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
+        data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
+      });
+      // A scope the API no longer defines is permitted by no role: re-added later, it is granted to nobody unasked.
+      if (updated && fields.scopes) {
+        await transaction.rolePermission.deleteMany({ where: { apiId: updated.id, scope: { notIn: fields.scopes.map((scope) => scope.name) } } });
+      }
+      return updated;
     });
     if (!row) throw new ApiChangedMeanwhile();
     await this.#options.cache.changed(identifier);
