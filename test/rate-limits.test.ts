@@ -385,6 +385,21 @@ test.serial('the token endpoint is limited per IP, whatever client id is sent', 
   t.deepEqual(statuses, [401, 401, 401, 429]);
 });
 
+test.serial('at the token endpoint, a refused IP spends no point of the client it names, and a made-up client id is counted per IP only', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ TOKEN_LIMIT_PER_IP: '2/60', TOKEN_LIMIT_PER_CLIENT: '1/60' });
+  const as = await discover(server);
+  const service = await registerConfidential(server, 'service');
+  const madeUp = { client_id: `unknown-${crypto.randomUUID()}` };
+  t.is((await oauth.clientCredentialsGrantRequest(as, madeUp, oauth.ClientSecretBasic('secret'), {}, insecure)).status, 401);
+  t.is((await oauth.clientCredentialsGrantRequest(as, madeUp, oauth.ClientSecretBasic('secret'), {}, insecure)).status, 401);
+  t.is((await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, insecure)).status, 429, 'the IP is over its limit');
+  // Each counter still has its one point: neither the refusal nor the made-up id spent it.
+  const { rates } = server.runtime.limits;
+  t.true((await rates.consume('token-client', service.client.client_id)).allowed);
+  t.true((await rates.consume('token-client', madeUp.client_id)).allowed);
+});
+
 test.serial('limits do not leak between runs sharing a store: each run counts under its own prefix', async (t) => {
   t.timeout(120_000);
   const environment = { LOGIN_LIMIT_PER_IP: '1/60' };

@@ -76,6 +76,12 @@ export class RateLimits {
     return ALLOWED;
   }
 
+  /** Gives back one attempt counted a moment ago that turned out not to count (no refusal is undone). */
+  async giveBack(name: RateLimitName, key: string): Promise<void> {
+    const limiter = this.#limiters.get(name)!;
+    await this.#backend.run(() => limiter.reward(key, 1));
+  }
+
   /** Forgets a key's attempts (after a success that proves the attempts were legitimate). */
   async reset(name: RateLimitName, key: string): Promise<void> {
     const limiter = this.#limiters.get(name)!;

@@ -29,8 +29,8 @@ export interface BrowserSession {
 
 /** A check of token requests: before the client is looked up (the request alone) and once it is known. */
 export interface TokenRequestCheck {
-  /** Throws the engine's errors to refuse. */
-  beforeClientLookup?(ctx: KoaContextWithOIDC): Promise<void>;
+  /** Throws the engine's errors to refuse. `clientId`: the client the request names, not looked up yet. */
+  beforeClientLookup?(ctx: KoaContextWithOIDC, clientId: string): Promise<void>;
   /** `client`: the client the request names (undefined: there is no such client). */
   afterClientLookup?(ctx: KoaContextWithOIDC, client: EngineClient | undefined): Promise<void>;
 }
@@ -285,7 +285,7 @@ export class Engine {
       const ctx = requestBeingServed();
       if (!ctx || ctx.oidc?.route !== 'token' || checked.has(ctx)) return find(id);
       checked.add(ctx);
-      for (const check of checks) await check.beforeClientLookup?.(ctx);
+      for (const check of checks) await check.beforeClientLookup?.(ctx, id);
       const client = await find(id);
       for (const check of checks) await check.afterClientLookup?.(ctx, client);
       return client;

@@ -8,27 +8,56 @@ import { TemporarilyUnavailable, TooManyRequests } from './errors.ts';
 
 /**
  * Limits the token endpoint per IP and per client (Engine.checkTokenRequests says where this runs): for every
- * client authentication method, public clients included. A client id that does not exist is counted per IP only.
+ * client authentication method, public clients included. Both counters are asked at once, in one round trip to
+ * the store, before the client is looked up: an IP over its limit never makes Gatehouse look up the client ids
+ * it sends. A client's point is given back when the IP is refused, or when no such client exists (a made-up
+ * client id is counted per IP only).
  */
 export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {
+  const clientDecisions = new WeakMap<object, { clientId: string; decision: LimitDecision }>();
   return {
-    beforeClientLookup: (ctx) => enforce(ctx, rates, 'token-ip', ctx.ip),
+    beforeClientLookup: async (ctx, clientId) => {
+      const [byIp, byClient] = await Promise.all([consume(rates, 'token-ip', ctx.ip), consume(rates, 'token-client', clientId)]);
+      if (!byIp.allowed) {
+        if (byClient.allowed) await giveBack(rates, clientId);
+        refuse(ctx, byIp);
+      }
+      clientDecisions.set(ctx, { clientId, decision: byClient });
+    },
     afterClientLookup: async (ctx, client) => {
-      if (client) await enforce(ctx, rates, 'token-client', client.clientId);
+      const counted = clientDecisions.get(ctx);
+      if (!counted) return;
+      if (!client) {
+        if (counted.decision.allowed) await giveBack(rates, counted.clientId);
+        return;
+      }
+      if (!counted.decision.allowed) refuse(ctx, counted.decision);
     },
   };
 }
 
-async function enforce(ctx: KoaContextWithOIDC, rates: RateLimits, name: 'token-ip' | 'token-client', key: string): Promise<void> {
-  let decision: LimitDecision;
+async function consume(rates: RateLimits, name: 'token-ip' | 'token-client', key: string): Promise<LimitDecision> {
   try {
-    decision = await rates.consume(name, key);
+    return await rates.consume(name, key);
   } catch (error) {
-    // Fail closed: without the counters, refuse rather than serve without limits.
-    if (error instanceof DependencyUnavailable) throw new TemporarilyUnavailable(error);
-    throw error;
+    throw storeFailure(error);
   }
-  if (decision.allowed) return;
+}
+
+async function giveBack(rates: RateLimits, clientId: string): Promise<void> {
+  try {
+    await rates.giveBack('token-client', clientId);
+  } catch (error) {
+    throw storeFailure(error);
+  }
+}
+
+/** Fail closed: without the counters, refuse rather than serve without limits. */
+function storeFailure(error: unknown): unknown {
+  return error instanceof DependencyUnavailable ? new TemporarilyUnavailable(error) : error;
+}
+
+function refuse(ctx: KoaContextWithOIDC, decision: Extract<LimitDecision, { allowed: false }>): never {
   ctx.set('Retry-After', String(decision.retryAfterSeconds));
   // A browser client may only read Retry-After if CORS exposes it.
   const exposed = ctx.response.get('Access-Control-Expose-Headers');
