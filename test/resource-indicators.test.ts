@@ -305,3 +305,25 @@ test('a refresh refused for its API (one not granted, a scope no longer permitte
   const { payload } = await jwtVerify(rotated.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
   t.is(payload.scope, 'orders:read');
 });
+
+test('an app with a default API signs a person in without naming it: the code exchange and the refresh get tokens for it', async (t) => {
+  const api = await registerApi();
+  const role = `orders-default-${apiCount}`;
+  await server.runtime.roles.create(role, undefined);
+  await server.runtime.roles.grant(role, api.identifier, ['orders:read']);
+  const registered = await server.runtime.clients.create({
+    name: 'Orders SPA', type: 'spa', redirectUris: [REDIRECT_URI], scope: 'openid', apiScopes: ['orders:read'], defaultApi: api.identifier,
+  });
+  const client: oauth.Client = { client_id: registered.client_id, token_endpoint_auth_method: 'none' };
+  const person = await createUser(server);
+  await server.runtime.flows.roleAssignment.add(person.email, role, { type: 'admin', id: 'test' });
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read' });
+  const callback = await signIn(new UserAgent(), request.url, { email: person.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(as, client, oauth.None(),
+    oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure), { expectedNonce: request.nonce, requireIdToken: true });
+  const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier });
+  t.like(payload, { scope: 'orders:read', sub: person.id, client_id: client.client_id });
+
+  const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  t.is((await jwtVerify(refreshed.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload.scope, 'orders:read');
+});

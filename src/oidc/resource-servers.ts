@@ -54,8 +54,12 @@ export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiS
       if (first) throw new errors.InvalidScope(`the scope "${first}" is an API's: name the API with the resource parameter`, first);
       return undefined;
     },
-    // An ID token request without `resource` at the token endpoint gets a token for userinfo, as without APIs.
-    useGrantedResource: async () => false,
+    // A request without `resource` at the token endpoint gets a token for the client's default API when the grant
+    // holds it (as Auth0's default audience does); otherwise, with openid, a token for userinfo, as without APIs.
+    useGrantedResource: async (ctx, model) => {
+      const preferred = (ctx.oidc.client as unknown as Record<string, unknown> | undefined)?.[DEFAULT_RESOURCE];
+      return typeof preferred === 'string' && model.resourceIndicators.has(preferred);
+    },
     getResourceServerInfo: (ctx, indicator, client) => asProviderError(async () => {
       const api = await lookup.api(ctx, indicator);
       if (!api) throw new errors.InvalidTarget(`no API is registered as ${indicator}`);
