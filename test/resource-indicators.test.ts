@@ -327,3 +327,15 @@ test('an app with a default API signs a person in without naming it: the code ex
   const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
   t.is((await jwtVerify(refreshed.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload.scope, 'orders:read');
 });
+
+test('an authorization request for an unknown API goes back to the app with invalid_target, saying which; discovery offers the roles scope and claim', async (t) => {
+  const registered = await server.runtime.clients.create({ name: 'Orders SPA', type: 'spa', redirectUris: [REDIRECT_URI], scope: 'openid' });
+  const request = await authorizationRequest(as, registered.client_id, { scope: 'openid', resource: 'https://unknown.example/api' });
+  const { url } = await new UserAgent().follow(request.url);
+  t.is(url.origin + url.pathname, REDIRECT_URI);
+  t.is(url.searchParams.get('error'), 'invalid_target');
+  t.is(url.searchParams.get('error_description'), 'no API is registered as https://unknown.example/api');
+  t.is(url.searchParams.get('state'), request.state);
+  t.true(as.scopes_supported?.includes('roles'));
+  t.true(as.claims_supported?.includes('roles'));
+});
