@@ -1,7 +1,7 @@
 // Introspection and revocation of access tokens for APIs, JWT and opaque alike (RFC 7662, RFC 7009), as a resource
 // server sees them through oauth4webapi: a token for API A is active at A's resource server and inactive at B's; a
 // revoked JWT is inactive at once; and revoking a grant — sign out everywhere, a refresh token used twice, a
-// disabled account — makes every token of it inactive whatever its format.
+// disabled account, a password change, withdrawn access — makes every token of it inactive whatever its format.
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, signIn } from './helpers/oauth.ts';
@@ -115,6 +115,14 @@ const GRANT_ENDINGS = [
   }],
   ['the account is disabled', async ({ user }: Awaited<ReturnType<typeof personsTokens>>) => {
     await server.runtime.flows.accountAdministration.disable(user.email, { type: 'admin', id: 'test' });
+  }],
+  ['the person changes their password elsewhere', async ({ user }: Awaited<ReturnType<typeof personsTokens>>) => {
+    const changed = await server.runtime.flows.passwordChange.change({ account: user, newPassword: `${PASSWORD} again`, keepSession: 'another-session' }, {});
+    if (!changed.ok) throw new Error(`the password was not changed: ${changed.reason}`);
+  }],
+  ['the person withdraws the app\'s access', async ({ user, client }: Awaited<ReturnType<typeof personsTokens>>) => {
+    const withdrawn = await server.runtime.flows.applicationAccess.withdraw(user, client.client_id, {});
+    if (!withdrawn.ok) throw new Error(`access was not withdrawn: ${withdrawn.reason}`);
   }],
 ] as const;
 
