@@ -34,10 +34,11 @@ interface Delivery {
 
 /**
  * The application's back-channel logout endpoint, on a free loopback port: it records each POST and answers with
- * the next of `statuses` (then 200), or holds it for the test to answer ('hold').
+ * the next of `statuses` (then 200), or holds it for the test to answer ('hold'); and counts the connections made to it.
  */
 async function logoutEndpoint(t: ExecutionContext, statuses: Array<number | 'hold'> = []) {
   const deliveries: Delivery[] = [];
+  let connections = 0;
   const listener = createServer((request: IncomingMessage, response: ServerResponse) => {
     let body = '';
     request.on('data', (chunk: Buffer) => { body += chunk.toString(); });
@@ -48,12 +49,14 @@ async function logoutEndpoint(t: ExecutionContext, statuses: Array<number | 'hol
       if (status !== 'hold') answer(status);
     });
   });
+  listener.on('connection', () => { connections += 1; });
   await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => {
     listener.closeAllConnections();
     listener.close(() => resolve());
   }));
-  return { uri: `http://127.0.0.1:${(listener.address() as AddressInfo).port}/backchannel-logout`, deliveries };
+  const { port } = listener.address() as AddressInfo;
+  return { uri: `http://127.0.0.1:${port}/backchannel-logout`, port, deliveries, connections: () => connections };
 }
 
 async function webApp(backchannelLogoutUri: string, name = 'Web app with back-channel logout') {
@@ -265,4 +268,35 @@ test('logout URIs: back-channel for web apps only, front-channel for web apps an
   t.is(updated!.frontchannel_logout_uri, 'https://app.example/frontchannel-logout', 'the other stays');
   const error = await t.throwsAsync(server.runtime.clients.update(created.client_id, { redirectUris: ['https://other.example/callback'] }));
   t.regex(explanation(error), /frontchannel_logout_uri must be on the origin/, 'a front-channel URI cannot be left on an origin the app no longer has');
+});
+
+test('an app that registered itself is never called inside the network, whatever its URI\'s name resolves to: refused as Gatehouse connects, audited, not retried', async (t) => {
+  const endpoint = await logoutEndpoint(t);
+  const { token } = await server.runtime.initialAccessTokens.issue({ uses: 1, expiresInSeconds: 600, actor: { type: 'admin', id: 'test' } });
+  const config = await client.dynamicClientRegistration(new URL(server.issuer), {
+    client_name: 'Registered web app', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code'], response_types: ['code'],
+    backchannel_logout_uri: 'https://app.example/backchannel-logout',
+  }, undefined, { initialAccessToken: token, execute: [client.allowInsecureRequests] });
+  const clientId = config.clientMetadata().client_id;
+  // Registration judges a name by its text; where it resolves is the registrant's to choose, and may change. No
+  // public name can be relied on to resolve to this machine in a test, and registration refuses `localhost` by
+  // its text: an administrator puts it there, to stand for any name that resolves to the loopback interface.
+  await server.runtime.clients.update(clientId, { backchannelLogoutUri: `http://localhost:${endpoint.port}/backchannel-logout` });
+  const { user } = await signInThroughApp(config);
+  await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+  await server.settled();
+  // An address literal is connected to without a lookup: it is checked before.
+  await server.runtime.clients.update(clientId, { backchannelLogoutUri: endpoint.uri });
+  await signInThroughApp(config, user);
+  await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+
+  await server.settled();
+  for (let pass = 0; pass < 3; pass++) await server.runtime.logoutNotices.deliveries.retryDue();
+  t.is(endpoint.connections(), 0, 'nothing reached the listener');
+  t.deepEqual(await auditEvents(server.runtime, 'logout.delivered', about(user)), []);
+  const failures = (await auditEvents(server.runtime, 'logout.failed', about(user))).map((event) => event.detail as { failure: string; attempts: number });
+  t.is(failures.length, 2);
+  t.true(failures.every(({ attempts }) => attempts === 1), 'neither was tried again');
+  t.true(failures.some(({ failure }) => /^refused: localhost resolves to (127\.0\.0\.1|::1), not a public address$/.test(failure)), JSON.stringify(failures));
+  t.true(failures.some(({ failure }) => failure === 'refused: 127.0.0.1 is not a public address'), JSON.stringify(failures));
 });

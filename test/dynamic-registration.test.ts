@@ -140,3 +140,91 @@ test('the registration access token reads, changes and removes its own client an
   t.is(await server.runtime.clients.record(mine.client_id), undefined);
   t.truthy(await server.runtime.clients.record(theirs.client_id));
 });
+
+const WEB = { client_name: 'Web app', redirect_uris: ['https://app.example/cb'], grant_types: ['authorization_code'], response_types: ['code'] };
+
+test('a back-channel logout URI inside the network is refused in every form its address or name takes; public ones are taken', async (t) => {
+  const { token } = await initialAccessToken(3);
+  const inside = [
+    'https://10.0.0.7/logout', 'https://0x7f.1/logout', 'https://2130706433/logout', 'https://localhost./logout', 'https://intranet./logout',
+    'https://intranet/logout', 'https://app.internal/logout', 'https://[::1]/logout', 'https://[::a00:7]/logout', 'https://[64:ff9b::a00:7]/logout',
+    'https://[2002:a00:7::]/logout', 'https://[::ffff:10.0.0.7]/logout', 'https://[fd00::7]/logout', 'https://[fe80::7]/logout', 'https://[ff02::1]/logout',
+    'https://198.18.0.7/logout', 'https://198.19.255.7/logout', 'https://192.0.0.7/logout', 'https://100.64.0.7/logout', 'https://0.0.0.7/logout',
+    'https://169.254.169.254/logout', 'https://224.0.0.7/logout', 'https://240.0.0.7/logout', 'https://255.255.255.255/logout',
+  ];
+  for (const uri of inside) {
+    const refused = await refusal({ ...WEB, backchannel_logout_uri: uri }, token);
+    t.like(refused, { status: 400, error: 'invalid_client_metadata' }, uri);
+    t.regex(refused.error_description ?? '', /backchannel_logout_uri must be https on a public host/, uri);
+  }
+  // Public addresses, IPv6 too, and a public one carried in IPv6 (an over-eager check would refuse these).
+  for (const uri of ['https://app.example/logout', 'https://[2606:4700:4700::1111]/logout', 'https://[::ffff:93.184.215.14]/logout']) {
+    const registered = await register({ ...WEB, backchannel_logout_uri: uri }, token);
+    t.is((await server.runtime.clients.record(registered.client_id))!.metadata.backchannel_logout_uri, uri);
+  }
+});
+
+test('a single-page or native app registers no back-channel logout URI: the rule administrators\' clients obey', async (t) => {
+  const { token } = await initialAccessToken();
+  const adminRefusal = await t.throwsAsync(server.runtime.clients.create({ name: 'SPA', type: 'spa', redirectUris: [REDIRECT_URI], backchannelLogoutUri: 'https://app.example/logout' }));
+  const spa = await refusal({ ...SPA, backchannel_logout_uri: 'https://app.example/logout' }, token);
+  t.like(spa, { status: 400, error: 'invalid_client_metadata', error_description: adminRefusal!.message });
+  const native = await refusal({
+    ...SPA, application_type: 'native', redirect_uris: ['com.example.app:/callback'], backchannel_logout_uri: 'https://app.example/logout',
+  }, token);
+  t.like(native, { status: 400, error: 'invalid_client_metadata' });
+  t.regex(native.error_description ?? '', /a native client has no server for Gatehouse to call: only a web client takes a back-channel logout URI/);
+  t.truthy((await register(SPA, token)).client_id, 'nothing was spent');
+});
+
+test('an update with the registration access token keeps what an administrator set: left out or sent back, kept; changed, refused; no read shows the previous secret', async (t) => {
+  const { token } = await initialAccessToken();
+  const registered = await register(WEB, token);
+  const clientId = registered.client_id;
+  let accessToken = String(registered.registration_access_token);
+  const manage = async (method: string, body?: Record<string, unknown>) => {
+    const response = await fetch(String(registered.registration_client_uri), {
+      method, headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const answer = await response.json() as Record<string, unknown>;
+    if (typeof answer.registration_access_token === 'string') accessToken = answer.registration_access_token;
+    return { status: response.status, answer };
+  };
+  // What an administrator gives it, from the service behind the CLI and the admin API; and a secret rotation
+  // that keeps the registered secret working for an hour.
+  await server.runtime.clients.update(clientId, { requireSecondFactor: true, refreshTokenGracePeriod: 5 });
+  await server.runtime.clients.rotateSecret(clientId, 3600);
+  const stored = async () => (await server.runtime.clients.record(clientId))!.metadata;
+  const kept = async (when: string) => {
+    const metadata = await stored();
+    t.like(metadata, { require_second_factor: true, refresh_token_grace_period: 5, previous_client_secret: registered.client_secret }, when);
+    t.is((await server.runtime.clients.find(clientId))!.require_second_factor, true, `${when}: the engine reads it so`);
+  };
+
+  const read = await manage('GET');
+  t.is(read.status, 200);
+  t.like(read.answer, { require_second_factor: true, refresh_token_grace_period: 5, client_secret: (await stored()).client_secret }, 'its current secret is its own');
+  t.false('previous_client_secret' in read.answer);
+  t.false('previous_client_secret_expires_at' in read.answer);
+
+  const leftOut = await manage('PUT', { ...WEB, client_id: clientId, client_name: 'Renamed' });
+  t.is(leftOut.status, 200, JSON.stringify(leftOut.answer));
+  t.false('previous_client_secret' in leftOut.answer);
+  t.is((await stored()).client_name, 'Renamed');
+  await kept('left out');
+
+  // What the read showed, but what RFC 7592 forbids sending back (the engine refuses those).
+  const { registration_access_token: _token, registration_client_uri: _uri, client_id_issued_at: _issued, client_secret_expires_at: _expires, ...echo } = read.answer;
+  const sentBack = await manage('PUT', echo);
+  t.is(sentBack.status, 200, JSON.stringify(sentBack.answer));
+  t.false('previous_client_secret' in sentBack.answer);
+  await kept('sent back');
+
+  for (const [setting, value] of [['require_second_factor', false], ['refresh_token_grace_period', 0], ['first_party', true], ['previous_client_secret', 'chosen']] as const) {
+    const changed = await manage('PUT', { ...echo, [setting]: value });
+    t.like(changed, { status: 400, answer: { error: 'invalid_client_metadata' } }, setting);
+    t.regex(String(changed.answer.error_description), new RegExp(`^${setting}: only an administrator sets this`), setting);
+  }
+  await kept('after the refused changes');
+  t.false('first_party' in await stored());
+});

@@ -1,11 +1,13 @@
 // Registered OAuth clients: the three kinds Gatehouse offers and the metadata each gets,
 // kept in PostgreSQL (with recent reads in memory, see client-cache.ts) and read by the oidc-provider adapter.
 import { randomBytes } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import type { ClientCache } from './client-cache.ts';
 import { originOf, secureUriProblem } from '../urls.ts';
+import { publicHostProblem } from './public-hosts.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
 
@@ -240,19 +242,24 @@ export class ClientService {
 
   /**
    * Stores a client an application registered itself (RFC 7591, through the engine, which made its id and secret
-   * and checked its metadata as it reads it), or changed or removed with its registration access token (RFC 7592);
-   * Gatehouse's own rules for self-registered clients come first (registrationProblem). `created`: whether it is new.
+   * and checked its metadata as it reads it), or changed with its registration access token (RFC 7592): Gatehouse's
+   * own rules for self-registered clients come first (registrationProblem), and a change keeps what an administrator
+   * set, which the application may leave out or send back unchanged. `created`: whether it is new.
    */
   async saveRegistered(metadata: ClientMetadata): Promise<{ created: boolean }> {
-    const problem = registrationProblem(metadata);
-    if (problem) throw new ClientError(problem);
-    await this.#validate(metadata);
+    // From the database itself, like update(): an administrator's change is kept, never that of a copy in memory.
     const existing = await this.record(metadata.client_id);
-    await this.#prisma.client.upsert({
-      where: { id: metadata.client_id },
-      create: { id: metadata.client_id, metadata: metadata as unknown as JsonObject },
-      update: { metadata: metadata as unknown as JsonObject },
-    });
+    const problem = registrationProblem(metadata, existing?.metadata);
+    if (problem) throw new ClientError(problem);
+    const saved: ClientMetadata = existing ? { ...metadata, ...administeredIn(existing.metadata) } : metadata;
+    await this.#validate(saved);
+    if (existing) {
+      // Only if no one changed it since it was read here: an administrator's change at the same time is not lost.
+      const { count } = await this.#prisma.client.updateMany({ where: { id: metadata.client_id, updatedAt: existing.updatedAt }, data: { metadata: saved as unknown as JsonObject } });
+      if (!count) throw new ClientChangedMeanwhile();
+    } else {
+      await this.#prisma.client.create({ data: { id: metadata.client_id, metadata: saved as unknown as JsonObject } });
+    }
     await this.#cache.changed(metadata.client_id);
     const actor = { type: 'client' as const, id: metadata.client_id };
     await this.#audit.record({
@@ -320,50 +327,75 @@ export interface ClientRecord {
   updatedAt: Date;
 }
 
-/** What only an administrator may give a client: none of it comes through registration (RFC 7591). */
-const ADMINISTERED_METADATA = ['first_party', 'require_second_factor', REFRESH_TOKEN_GRACE_PERIOD, 'api_scopes', 'default_resource', 'resource_server', 'previous_client_secret', 'previous_client_secret_expires_at'];
+/** After a secret rotation, the secret before it, accepted until the epoch second in its sibling (metadata). */
+export const PREVIOUS_CLIENT_SECRET = 'previous_client_secret';
+export const PREVIOUS_CLIENT_SECRET_EXPIRES_AT = 'previous_client_secret_expires_at';
+
+/**
+ * What only an administrator may give a client: none of it comes through registration (RFC 7591), and an update
+ * with the registration access token (RFC 7592) keeps it as it is.
+ */
+const ADMINISTERED_METADATA = ['first_party', 'require_second_factor', REFRESH_TOKEN_GRACE_PERIOD, 'api_scopes', 'default_resource', 'resource_server', PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
+/** Of those, what an application is never shown (forRegistrant), so never has to send back. */
+const HIDDEN_FROM_REGISTRANTS = [PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
 
 /**
  * Gatehouse's rules for clients that register themselves, beyond the engine's: settings only an administrator
- * gives, redirect URIs as for registered clients (https, or the loopback interface; RFC 8252 for native apps), and
- * a back-channel logout URI that Gatehouse's server may call: https on a public host, never the loopback or a
- * private address (or the registration would make Gatehouse call into its own network).
+ * gives (an update, given the client as `stored`, may send back those it was shown, unchanged), redirect and logout
+ * URIs as for every client of its kind (the rules of Gatehouse's other doors), and a back-channel logout URI that
+ * Gatehouse's server may call: https on a public host (public-hosts.ts), or the registration would make Gatehouse
+ * call into its own network.
  */
-export function registrationProblem(metadata: ClientMetadata): string | undefined {
-  const administered = ADMINISTERED_METADATA.filter((key) => metadata[key] !== undefined);
+export function registrationProblem(metadata: ClientMetadata, stored?: ClientMetadata): string | undefined {
+  const administered = ADMINISTERED_METADATA.filter((key) => metadata[key] !== undefined
+    && (!stored || HIDDEN_FROM_REGISTRANTS.includes(key) || !isDeepStrictEqual(metadata[key], stored[key])));
   if (administered.length) return `${administered.join(', ')}: only an administrator sets ${administered.length === 1 ? 'this' : 'these'}`;
+  const backChannel = metadata.backchannel_logout_uri;
   try {
-    checkRedirects(clientTypeOf(metadata), { redirect_uris: stringsIn(metadata.redirect_uris), post_logout_redirect_uris: stringsIn(metadata.post_logout_redirect_uris) });
+    const type = clientTypeOf(metadata);
+    checkRedirects(type, { redirect_uris: stringsIn(metadata.redirect_uris), post_logout_redirect_uris: stringsIn(metadata.post_logout_redirect_uris) });
+    checkLogoutUris(type, { back: stringOrUndefined(backChannel), front: stringOrUndefined(metadata.frontchannel_logout_uri) });
   } catch (error) {
     return (error as Error).message;
   }
-  const backChannel = metadata.backchannel_logout_uri;
-  if (typeof backChannel === 'string') {
-    const url = URL.parse(backChannel);
-    if (!url || url.protocol !== 'https:' || isInternalHost(url.hostname)) return 'backchannel_logout_uri must be https on a public host';
+  if (backChannel !== undefined) {
+    const url = typeof backChannel === 'string' ? URL.parse(backChannel) : null;
+    const problem = url?.protocol === 'https:' ? publicHostProblem(url.hostname) : 'not https';
+    if (problem) return `backchannel_logout_uri must be https on a public host: ${problem}`;
   }
   return undefined;
+}
+
+/** The administrator's settings of a stored client, for an update with the registration access token to keep. */
+function administeredIn(stored: ClientMetadata): Record<string, unknown> {
+  return Object.fromEntries(ADMINISTERED_METADATA.filter((key) => stored[key] !== undefined).map((key) => [key, stored[key]]));
+}
+
+/**
+ * Whether a client registered itself (RFC 7591): the engine's registration endpoint alone stamps client_id_issued_at,
+ * which an update (RFC 7592) keeps and may not send; Gatehouse's own doors (CLI, admin API) never set it.
+ */
+export function registeredItself(metadata: Readonly<Record<string, unknown>>): boolean {
+  return metadata.client_id_issued_at !== undefined;
+}
+
+/**
+ * A client's metadata as the application that registered it reads it (RFC 7592): with its current secret, which is
+ * its own, but without the one before a rotation, which an administrator keeps working for a while.
+ */
+export function forRegistrant(metadata: ClientMetadata): ClientMetadata {
+  const shown = { ...metadata };
+  for (const key of HIDDEN_FROM_REGISTRANTS) delete shown[key];
+  return shown;
 }
 
 function stringsIn(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((entry): entry is string => typeof entry === 'string') : [];
 }
 
-/** Loopback, private, link-local and unnamed hosts (by name or address literal), which a public service never is. */
-function isInternalHost(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.local') || host.endsWith('.internal') || !host.includes('.') && !host.includes(':')) return true;
-  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(host)?.slice(1).map(Number);
-  if (v4) {
-    const [a, b] = v4 as [number, number];
-    return a === 0 || a === 10 || a === 127 || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || a >= 224;
-  }
-  return host.includes(':') && (host === '::' || host === '::1' || /^f[cd]/.test(host) || /^fe[89ab]/.test(host) || host.startsWith('::ffff:'));
+function stringOrUndefined(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
 }
-
-/** After a secret rotation, the secret before it, accepted until the epoch second in its sibling (metadata). */
-export const PREVIOUS_CLIENT_SECRET = 'previous_client_secret';
-export const PREVIOUS_CLIENT_SECRET_EXPIRES_AT = 'previous_client_secret_expires_at';
 
 /** Which of the kinds a registered client is, read from its metadata. */
 export function clientTypeOf(metadata: ClientMetadata): ClientType {
@@ -384,12 +416,17 @@ export function withoutSecret({ client_secret: _secret, [PREVIOUS_CLIENT_SECRET]
  * themselves are checked with the rest (src/oidc/provider.ts: https, or http on loopback).
  */
 function logoutMetadata(type: ClientType, uris: { back?: string | undefined; front?: string | undefined }): Record<string, unknown> {
-  if (uris.back && type !== 'web') throw new ClientError(`a ${type} client has no server for Gatehouse to call: only a web client takes a back-channel logout URI`);
-  if (uris.front && type !== 'web' && type !== 'spa') throw new ClientError(`a ${type} client is not signed out in a browser frame: only web and spa clients take a front-channel logout URI`);
+  checkLogoutUris(type, uris);
   return {
     ...(uris.back ? { backchannel_logout_uri: uris.back, backchannel_logout_session_required: true } : {}),
     ...(uris.front ? { frontchannel_logout_uri: uris.front, frontchannel_logout_session_required: true } : {}),
   };
+}
+
+/** The logout URIs a client of its type may take (see logoutMetadata): every door to clients applies the same rule. */
+function checkLogoutUris(type: ClientType, uris: { back?: string | undefined; front?: string | undefined }): void {
+  if (uris.back && type !== 'web') throw new ClientError(`a ${type} client has no server for Gatehouse to call: only a web client takes a back-channel logout URI`);
+  if (uris.front && type !== 'web' && type !== 'spa') throw new ClientError(`a ${type} client is not signed out in a browser frame: only web and spa clients take a front-channel logout URI`);
 }
 
 /** Each API setting of a client and the metadata that holds it. */

@@ -2,7 +2,7 @@
 // store with its TTL, indexed by grant (for revocation), by session uid, by device user code, and by
 // account (sessions and grants, for the sessions page and "sign out everywhere").
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
-import { ClientError, registrationProblem, type ClientMetadata, type ClientService } from '../clients/clients.ts';
+import { ClientError, forRegistrant, registrationProblem, type ClientMetadata, type ClientService } from '../clients/clients.ts';
 import type { InitialAccessTokens } from './initial-access-tokens.ts';
 import type { Store } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
@@ -135,6 +135,9 @@ function grantIndexKey(model: string, grantId: string): string {
   return `grant:${grantId}:${model}`;
 }
 
+/** The engine's routes where an application reads its client (RFC 7592), or changes it and is answered with it. */
+const READ_BY_REGISTRANT: ReadonlySet<string> = new Set(['client', 'client_update']);
+
 /**
  * Clients are Gatehouse's (ClientService): the engine reads them here, and stores here those that applications
  * register themselves (RFC 7591) or change or remove with their registration access token (RFC 7592).
@@ -149,18 +152,26 @@ class ClientAdapter implements Adapter {
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {
-    return asProviderError(async () => (await this.#clients.find(id)) as AdapterPayload | undefined);
+    return asProviderError(async () => {
+      const metadata = await this.#clients.find(id);
+      const route = requestBeingServed()?.oidc?.route;
+      // The engine answers these with what it reads here: never a secret but the client's current one.
+      return (metadata && route && READ_BY_REGISTRANT.has(route) ? forRegistrant(metadata) : metadata) as AdapterPayload | undefined;
+    });
   }
 
   /** Called by the engine's registration endpoints alone, with metadata it has checked. */
   async upsert(_id: string, payload: AdapterPayload): Promise<void> {
     const metadata = payload as unknown as ClientMetadata;
-    const problem = registrationProblem(metadata);
-    if (problem) throw new errors.InvalidClientMetadata(problem);
     const ctx = requestBeingServed();
-    // A registration spends one use of its initial access token, once nothing else refuses it.
+    // A registration spends one use of its initial access token, once nothing else refuses it. (An update is
+    // checked against the stored client, which saveRegistered reads.)
     const initialAccessToken = ctx?.oidc.route === 'registration' ? ctx.oidc.entities.InitialAccessToken : undefined;
-    if (initialAccessToken) await this.#initialAccessTokens.spendOne(initialAccessToken.jti);
+    if (initialAccessToken) {
+      const problem = registrationProblem(metadata);
+      if (problem) throw new errors.InvalidClientMetadata(problem);
+      await this.#initialAccessTokens.spendOne(initialAccessToken.jti);
+    }
     await asProviderError(async () => {
       try {
         await this.#clients.saveRegistered(metadata);

@@ -2,9 +2,13 @@
 // back-channel (OpenID Connect Back-Channel Logout 1.0), a signed logout token POSTed to the application's
 // server, queued in the store and retried, each delivery made once across instances and audited; and
 // front-channel (Front-Channel Logout 1.0), URLs the browser that signed out loads in hidden frames.
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Logger } from 'pino';
 import { errors } from 'oidc-provider';
 import type { AuditTrail } from '../audit/audit.ts';
+import { registeredItself } from '../clients/clients.ts';
+import { NonPublicAddress, publicAddressesOnly, refuseNonPublicAddressLiteral } from '../clients/public-hosts.ts';
 import type { Clock } from '../clock.ts';
 import { DurableQueue, type MessageKind, type QueueTimings } from '../store/durable-queue.ts';
 import type { Store } from '../store/store.ts';
@@ -26,6 +30,13 @@ export const DEFAULT_LOGOUT_NOTICE_TIMINGS: QueueTimings = {
 
 /** An application's server has this long to answer; a slower one is tried again later. */
 const DELIVERY_TIMEOUT_MS = 5_000;
+
+/**
+ * Connections to applications that registered themselves: each made to a public address only (the URI's name is
+ * resolved and checked as it connects). Apart from the default agents, so that none of them reuses a connection
+ * opened unchecked for an administrator's client, which may be inside the network.
+ */
+const PUBLIC_ONLY_AGENTS = { http: new HttpAgent({ lookup: publicAddressesOnly }), https: new HttpsAgent({ lookup: publicAddressesOnly }) };
 
 /** One application to tell that one session ended. */
 interface LogoutNotice {
@@ -117,18 +128,12 @@ export class LogoutNotices {
     const client = await this.#client(notice.clientId);
     const uri = client?.backchannelLogoutUri;
     if (!client || !uri) throw new NoLongerListening();
+    // An administrator's client may be inside the network; one that registered itself may not make Gatehouse call there.
+    const publicOnly = registeredItself(client.metadata());
+    if (publicOnly) refuseNonPublicAddressLiteral(new URL(uri).hostname);
     const logoutToken = await this.#engine.logoutToken(client, notice.accountId, notice.sid);
-    const response = await fetch(uri, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ logout_token: logoutToken }),
-      // A redirect is an answer, not somewhere to send a token.
-      redirect: 'manual',
-      signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
-    });
-    // The body is of no interest; reading it frees the connection.
-    await response.body?.cancel();
-    if (response.status !== 200 && response.status !== 204) throw new LogoutRefused(response.status);
+    const status = await postForm(uri, { logout_token: logoutToken }, publicOnly);
+    if (status !== 200 && status !== 204) throw new LogoutRefused(status);
   }
 
   #kind(auditTrail: AuditTrail): MessageKind<LogoutNotice> {
@@ -165,9 +170,34 @@ function frontChannelLogoutUrl(client: EngineClient, issuer: string, sid: string
   return url.href;
 }
 
+/**
+ * POSTs a form and resolves with the answer's status, within DELIVERY_TIMEOUT_MS. A redirect is an answer, not
+ * somewhere to send a token (node:http follows none). `publicOnly`: connect to a public address only.
+ */
+function postForm(uri: string, form: Record<string, string>, publicOnly: boolean): Promise<number> {
+  const url = new URL(uri);
+  const body = new URLSearchParams(form).toString();
+  const secure = url.protocol === 'https:';
+  return new Promise((resolve, reject) => {
+    const request = (secure ? httpsRequest : httpRequest)(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) },
+      signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
+      ...(publicOnly ? { agent: secure ? PUBLIC_ONLY_AGENTS.https : PUBLIC_ONLY_AGENTS.http } : {}),
+    }, (response) => {
+      resolve(response.statusCode ?? 0);
+      // The body is of no interest.
+      response.destroy();
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
 /** Unreachable, too slow, or a server error or throttling: worth trying again. Any other answer is final. */
 function isTransient(error: unknown): boolean {
-  if (error instanceof NoLongerListening) return false;
+  // An address Gatehouse may not call stays one: no retry is to reach it.
+  if (error instanceof NoLongerListening || error instanceof NonPublicAddress) return false;
   if (error instanceof LogoutRefused) return error.status >= 500 || error.status === 429 || error.status === 408;
   return true;
 }
@@ -176,8 +206,11 @@ function isTransient(error: unknown): boolean {
 function failureReason(error: unknown): string {
   if (error instanceof LogoutRefused) return `HTTP ${error.status}`;
   if (error instanceof NoLongerListening) return 'no back-channel logout URI';
-  if (error instanceof Error && error.name === 'TimeoutError') return 'timeout';
-  const code = (error instanceof Error ? error.cause as { code?: unknown } | undefined : undefined)?.code;
+  if (error instanceof NonPublicAddress) return `refused: ${error.message}`;
+  if (!(error instanceof Error)) return 'Error';
+  // The timeout aborts the request: the abort's cause says it was the timeout.
+  if (error.name === 'TimeoutError' || (error.cause as Error | undefined)?.name === 'TimeoutError') return 'timeout';
+  const code = (error as { code?: unknown }).code ?? (error.cause as { code?: unknown } | undefined)?.code;
   if (typeof code === 'string' && /^[A-Z][A-Z_]*$/.test(code)) return code;
-  return error instanceof Error ? error.name : 'Error';
+  return error.name;
 }
