@@ -131,18 +131,16 @@ export class ApiService {
     }
     if (!await this.#stored(identifier)) return undefined;
     const fields = this.#checked(changes, false);
-    const row = await this.#prisma.$transaction(async (transaction) => {
-      const [updated] = await transaction.api.updateManyAndReturn({
-        where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
-        data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
-      });
-      // A scope the API no longer defines is permitted by no role: re-added later, it is granted to nobody unasked.
-      if (updated && fields.scopes) {
-        await transaction.rolePermission.deleteMany({ where: { apiId: updated.id, scope: { notIn: fields.scopes.map((scope) => scope.name) } } });
-      }
-      return updated;
+    const [row] = await this.#prisma.api.updateManyAndReturn({
+      where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
+      data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
     });
     if (!row) throw new ApiChangedMeanwhile();
+    // A scope the API no longer defines is permitted by no role: defined again later, it is granted to nobody unasked.
+    // (Not in a transaction with the update: the embedded database's one connection is not held for it.)
+    if (fields.scopes) {
+      await this.#prisma.rolePermission.deleteMany({ where: { apiId: row.id, scope: { notIn: fields.scopes.map((scope) => scope.name) } } });
+    }
     await this.#options.cache.changed(identifier);
     await this.#audit.record({
       action: 'api.updated', outcome: 'success', actor,

@@ -45,8 +45,8 @@ function describesConnectionFailure(error: object): boolean {
  * Errors that carry no code: pg's broken or timed-out connections, a query that got no answer
  * within query_timeout ("Query read timeout": a server that accepts connections but stopped
  * answering) and a client already ended because of one, pg-pool's wait for a free connection (its
- * connection timeout covers that too), and Prisma giving up waiting for one to start a transaction
- * (P2028 — a code it also uses for a transaction that outlived its timeout).
+ * connection timeout covers that too), and Prisma giving up waiting for one to start a transaction or
+ * refusing a statement of one that outlived its timeout (both P2028): the database is too slow to answer.
  */
 const CONNECTION_FAILURE_MESSAGES =
-  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly|Query read timeout|Client was closed and is not queryable|Unable to start a transaction in the given time/i;
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly|Query read timeout|Client was closed and is not queryable|Unable to start a transaction in the given time|cannot be executed on an expired transaction/i;
