@@ -47,8 +47,8 @@ Commands:
   users delete --email E                delete an account: its sessions end, its grants
                                         are revoked (applications are told), then it goes
                                         with its links and second factor
-  users unlock --email E                lift a sign-in lockout: its failed attempts are
-                                        forgotten
+  users unlock --email E                lift the sign-in lockouts, of the password and of
+                                        the second factor: failed attempts are forgotten
   users sessions --email E [--json]     list where the person is signed in
   users end-sessions --email E [--session ID]
                                         end one session, or all of them (sign out
@@ -116,12 +116,15 @@ Commands:
   clients delete --client-id C          remove a client; its tokens stop working
   roles create NAME [--description D]  create a role people can be given
   roles list [--json]                   list the roles and what each permits at APIs
-  roles delete NAME                     remove a role (never admin)
+  roles delete NAME                     remove a role (never admin): the people who
+                                        have it lose it
   roles grant ROLE --api URL --scope "S1 S2"
                                         let the role's people be granted these scopes
                                         of the API (roles revoke takes them back)
   users roles add|remove --email E --role R
                                         give a person a role, or take it away
+                                        (users disable, users delete and taking admin
+                                        away refuse the last enabled person with admin)
   apis create --identifier URL --name N --scope "S1 S2" [--scope-description S=TEXT]...
               [--format jwt|opaque] [--ttl SECONDS] [--alg ES256|RS256|EdDSA]
                                         register an API (a resource server) and print it
@@ -174,6 +177,13 @@ class NotFound extends Error {}
 
 /** The command did only part of its work (exit status 1); the message says which part is missing. */
 class PartlyDone extends Error {}
+
+/** A flow refused the command (exit status 1): the last administrator is kept. */
+class LastAdministrator extends Error {
+  constructor(email: string) {
+    super(`${email} is the last enabled person with the admin role: give the role to someone else first (users roles add)`);
+  }
+}
 
 type Handler = (args: string[], run: (work: (runtime: Runtime) => Promise<void>) => Promise<void>) => Promise<void>;
 
@@ -233,7 +243,7 @@ const commands: Record<string, Handler> = {
     const email = requiredEmail(args, 'users disable');
     await run(async (runtime) => {
       const result = await runtime.flows.accountAdministration.disable(email, { type: 'admin', id: administratorName() });
-      if (!result.ok) throw new NotFound(`no account has the email ${email}`);
+      if (!result.ok) throw result.reason === 'last_administrator' ? new LastAdministrator(email) : new NotFound(`no account has the email ${email}`);
       process.stdout.write(`${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; `
         + `${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked\n`);
       if (!runtime.config.redis) {
@@ -308,7 +318,7 @@ const commands: Record<string, Handler> = {
     const email = requiredEmail(args, 'users delete');
     await run(async ({ flows }) => {
       const deleted = await flows.accountAdministration.delete(email, { type: 'admin', id: administratorName() });
-      if (!deleted.ok) throw new NotFound(`no account has the email ${email}`);
+      if (!deleted.ok) throw deleted.reason === 'last_administrator' ? new LastAdministrator(email) : new NotFound(`no account has the email ${email}`);
       process.stdout.write(`deleted ${deleted.user.email}; ${plural(deleted.sessionsEnded, 'session')} ended, ${plural(deleted.grantsRevoked, 'grant')} revoked\n`);
     });
   },
@@ -318,7 +328,7 @@ const commands: Record<string, Handler> = {
     await run(async ({ flows }) => {
       const unlocked = await flows.accountAdministration.unlock(email, { type: 'admin', id: administratorName() });
       if (!unlocked.ok) throw new NotFound(`no account has the email ${email}`);
-      process.stdout.write(`unlocked ${unlocked.user.email}: its failed sign-ins are forgotten\n`);
+      process.stdout.write(`unlocked ${unlocked.user.email}: its failed passwords and second-factor codes are forgotten\n`);
     });
   },
 
@@ -368,7 +378,7 @@ const commands: Record<string, Handler> = {
       const account = await users.findByEmail(email);
       if (!account) throw new NotFound(`no account has the email ${email}`);
       if (account.disabled) throw new NotFound(`${account.email} is disabled: enable it first`);
-      await flows.passwordReset.requestLink(account.email, {});
+      await flows.passwordReset.requestLink(account.email, {}, { type: 'admin', id: administratorName() });
       // Sent before the command exits, or queued in the store for the server to send.
       await mailQueue.idle();
       process.stdout.write(`a link to set a new password is on its way to ${account.email}\n`);
@@ -594,9 +604,11 @@ const commands: Record<string, Handler> = {
 
   async 'roles delete'(args, run) {
     const { positionals } = parseWithName(args, 'roles delete NAME', {});
-    await run(async ({ roles }) => {
-      if (!await roles.delete(positionals, { type: 'admin', id: administratorName() })) throw new NotFound(`no role ${positionals}`);
-      process.stdout.write(`deleted ${positionals}\n`);
+    await run(async ({ flows }) => {
+      const deleted = await flows.roleAssignment.deleteRole(positionals, { type: 'admin', id: administratorName() });
+      if (!deleted.ok) throw new NotFound(`no role ${positionals}`);
+      const people = deleted.peopleWhoHadIt;
+      process.stdout.write(`deleted ${positionals}; ${people} ${people === 1 ? 'person' : 'people'} lost it\n`);
     });
   },
 
@@ -782,7 +794,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`gatehouse: ${error.message}\n\n${USAGE}`);
       return 2;
     }
-    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof RoleError || error instanceof ConfigError || error instanceof KeyError || error instanceof KeyRotationError) {
+    if (error instanceof NotFound || error instanceof PartlyDone || error instanceof LastAdministrator || error instanceof AccountError || error instanceof ClientError || error instanceof ApiError || error instanceof RoleError || error instanceof ConfigError || error instanceof KeyError || error instanceof KeyRotationError) {
       process.stderr.write(`gatehouse: ${(error as Error).message}\n`);
       return 1;
     }
@@ -842,6 +854,7 @@ async function assignRole(args: string[], run: Parameters<Handler>[1], change: '
   if (!values.email || !values.role) throw new UsageError(`users roles ${change} needs --email and --role`);
   await run(async ({ flows }) => {
     const result = await flows.roleAssignment[change](String(values.email), String(values.role), { type: 'admin', id: administratorName() });
+    if (!result.ok && result.reason === 'last_administrator') throw new LastAdministrator(String(values.email));
     if (!result.ok) throw new NotFound(result.reason === 'unknown_role' ? `no role ${String(values.role)}` : `no account has the email ${String(values.email)}`);
     process.stdout.write(`${JSON.stringify({ email: result.user.email, roles: result.user.roles, changed: result.changed }, null, 2)}\n`);
   });

@@ -5,20 +5,26 @@ import test from 'ava';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import * as oauth from 'oauth4webapi';
-import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, signIn, signInToNewSpa } from './helpers/oauth.ts';
+import { generate } from 'otplib';
+import type { User } from '../src/accounts/users.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
+import { withSecondFactor } from './helpers/runtime.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { UserAgent } from './helpers/user-agent.ts';
+import { UserAgent, formField, isRedirect } from './helpers/user-agent.ts';
 
 let server: TestServer;
 let as: oauth.AuthorizationServer;
 let admin: string;
 let document: OpenApi;
+/** A person who holds the admin role throughout: the tests that give it to others and take it back are never refused as the last administrator. */
+let administrator: User;
 test.before(async () => {
   // The admin role asks for a second factor by default; these tests sign an administrator in with a password alone.
   server = await startTestServer({ SECOND_FACTOR_REQUIRED_ROLES: 'auditors' });
   as = await discover(server);
   admin = `${server.issuer}/admin/v1`;
   document = await (await fetch(`${admin}/openapi.json`)).json() as OpenApi;
+  administrator = await server.runtime.users.create({ email: `administrator-${crypto.randomUUID()}@example.com`, password: PASSWORD, emailVerified: true, roles: ['admin'] });
 });
 test.after.always(async () => {
   await server?.close();
@@ -249,6 +255,151 @@ test('users: roles, unlock, password reset, second factor, sessions, disable and
   t.is((await call('DELETE', path, { token })).status, 404);
   const [deleted] = await server.runtime.auditTrail.list({ action: 'account.deleted', limit: 1 });
   t.like(deleted, { subjectUserId: user.id, actorType: 'client' });
+});
+
+test('deleting a role takes it from everyone who has it, in one audited event: no list or role made again with the name gives it back', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const [role, kept] = ['temp', 'kept'].map((tag) => `${tag}-${crypto.randomUUID().slice(0, 8)}`);
+  for (const name of [role, kept]) t.is((await call('POST', '/roles', { token, body: { name } })).status, 201);
+  const people = [];
+  for (const roles of [[role, kept], [role]]) {
+    const created = await call('POST', '/users', { token, body: { email: uniqueEmail('temp'), password: PASSWORD, roles } });
+    t.is(created.status, 201);
+    people.push(created.body);
+  }
+  const holders = async () => (await call('GET', `/users?role=${role}`, { token })).body.items.map((item: { id: string }) => item.id);
+  t.deepEqual(await holders(), people.map((person) => person.id));
+
+  t.is((await call('DELETE', `/roles/${role}`, { token })).status, 204);
+  t.deepEqual(await holders(), []);
+  t.deepEqual((await call('GET', `/users/${people[0]!.id}`, { token })).body.roles, [kept], 'the other roles stay');
+  t.deepEqual((await call('GET', `/users/${people[1]!.id}`, { token })).body.roles, []);
+  await server.runtime.auditTrail.flush();
+  const deleted = (await server.runtime.auditTrail.list({ action: 'role.deleted', limit: 100 })).filter((event) => event.detail.role === role);
+  t.is(deleted.length, 1);
+  t.like(deleted[0], { actorType: 'client', outcome: 'success', detail: { people: 2 } });
+
+  t.is((await call('POST', '/roles', { token, body: { name: role } })).status, 201);
+  t.deepEqual(await holders(), [], 'a role made again with the name gives nobody anything back');
+});
+
+/** A sign-in through the login page, up to the second-factor page it leads to. */
+async function codePage(agent: UserAgent, clientId: string, email: string): Promise<{ url: URL; html: string }> {
+  const login = await agent.follow((await authorizationRequest(as, clientId)).url);
+  const reached = await agent.submit(new URL(`${login.url.pathname}/login`, login.url), { csrf: formField(await login.response.text(), 'csrf'), email, password: PASSWORD });
+  if (!reached.url.pathname.endsWith('/second-factor')) throw new Error(`expected the second-factor page, got ${reached.url.pathname} ${reached.response.status}`);
+  return { url: reached.url, html: await reached.response.text() };
+}
+
+/** Sends a code from the second-factor page (and the consent a new client asks for once); where the browser ends up. */
+async function enterCode(agent: UserAgent, page: { url: URL; html: string }, code: string): Promise<{ status: number; url: URL; html: string }> {
+  const uid = /\/interaction\/([\w-]+)/.exec(page.url.pathname)![1]!;
+  let reached = await agent.submit(new URL(`/interaction/${uid}/second-factor`, page.url), { csrf: formField(page.html, 'csrf'), method: 'totp', code });
+  let html = isRedirect(reached.response.status) ? '' : await reached.response.text();
+  if (reached.url.pathname.startsWith('/interaction/') && html.includes('/confirm"')) {
+    reached = await agent.submit(new URL(`${reached.url.pathname}/confirm`, reached.url), { csrf: formField(html, 'csrf') });
+    html = isRedirect(reached.response.status) ? '' : await reached.response.text();
+  }
+  return { status: reached.response.status, url: reached.url, html };
+}
+
+test('unlock lifts the second factor\'s lockout too: the person locked out by wrong codes can enter a code again', async (t) => {
+  t.timeout(120_000);
+  const token = await serviceToken('admin:read admin:write');
+  const user = await createUser(server);
+  const { secret } = await withSecondFactor(server.runtime, user);
+  // The enrollment used this 30-second step's code: the next step's is accepted from now on, this one's never again.
+  const step = Math.floor(Date.now() / 30_000);
+  const codeAt = (offset: number) => generate({ secret, epoch: (step + offset) * 30 + 1 });
+  const right = await codeAt(1);
+  const near = new Set(await Promise.all([-2, -1, 0, 1, 2, 3].map(codeAt)));
+  const wrong = ['000000', '111111', '222222', '333333', '444444', '555555', '666666'].find((code) => !near.has(code))!;
+  const { client } = await registerSpa(server);
+
+  const agent = new UserAgent();
+  let page = await codePage(agent, client.client_id, user.email);
+  const { threshold } = server.runtime.config.limits.lockout;
+  for (let attempt = 1; attempt < threshold; attempt += 1) {
+    const answer = await enterCode(agent, page, wrong);
+    t.is(answer.status, 401, `attempt ${attempt}`);
+    page = answer;
+  }
+  t.is((await enterCode(agent, page, wrong)).status, 429);
+  const locked = new UserAgent();
+  t.is((await enterCode(locked, await codePage(locked, client.client_id, user.email), right)).status, 429, 'locked: even the right code is refused');
+
+  t.is((await call('POST', `/users/${user.id}/unlock`, { token })).status, 204);
+  const unlocked = new UserAgent();
+  const done = await enterCode(unlocked, await codePage(unlocked, client.client_id, user.email), right);
+  t.is(`${done.url.origin}${done.url.pathname}`, REDIRECT_URI, `ended at ${done.url} (${done.status})`);
+  t.truthy(done.url.searchParams.get('code'));
+});
+
+test('an administrator\'s acts are theirs in the audit trail: the reset link they send, and each session and grant that disabling, deleting and the second-factor reset end', async (t) => {
+  t.timeout(120_000);
+  const token = await personToken(administrator.email);
+  const actor = { actorType: 'admin', actorId: administrator.id };
+  const endedBy = async (userId: string, reason: string) => {
+    await server.runtime.auditTrail.flush();
+    const events = (await server.runtime.auditTrail.list({ userId, limit: 100 })).filter((event) => ['sessions.ended_all', 'session.ended', 'grant.revoked'].includes(event.action));
+    t.deepEqual(events.map((event) => event.action).sort(), ['grant.revoked', 'session.ended', 'sessions.ended_all'], reason);
+    for (const event of events) t.like(event, { ...actor, detail: { reason } }, `${event.action} (${reason})`);
+  };
+
+  const disabled = await signInToNewSpa(server);
+  t.is((await call('POST', `/users/${disabled.user.id}/disable`, { token })).status, 200);
+  await endedBy(disabled.user.id, 'account_disabled');
+
+  const reset = await signInToNewSpa(server);
+  await withSecondFactor(server.runtime, reset.user);
+  t.like((await call('DELETE', `/users/${reset.user.id}/second-factor`, { token })).body, { removed: 'second_factor' });
+  await endedBy(reset.user.id, 'ended_by_administrator');
+
+  t.is((await call('POST', `/users/${reset.user.id}/password-reset`, { token })).status, 202);
+  await server.settled();
+  await server.runtime.auditTrail.flush();
+  const [requested] = await server.runtime.auditTrail.list({ userId: reset.user.id, action: 'password_reset.requested', limit: 1 });
+  t.like(requested, { ...actor, outcome: 'success' });
+
+  const deleted = await signInToNewSpa(server);
+  t.is((await call('DELETE', `/users/${deleted.user.id}`, { token })).status, 204);
+  await endedBy(deleted.user.id, 'account_deleted');
+});
+
+// Serial, so that it runs before the others (ava starts the concurrent tests once the serial ones are done): the
+// administrator made in test.before is then the only one, and no other test gives or takes the role meanwhile.
+test.serial('the last administrator is kept: disabling, deleting or taking admin from the last enabled person with it is refused with 409, even two at once', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const administrators = async () => (await call('GET', '/users?role=admin&disabled=false', { token })).body.items.map((item: { id: string }) => item.id);
+  t.deepEqual(await administrators(), [administrator.id], 'one administrator to begin with');
+  const last = administrator.id;
+  for (const [method, path] of [['POST', `/users/${last}/disable`], ['DELETE', `/users/${last}`], ['DELETE', `/users/${last}/roles/admin`]]) {
+    const refused = await call(method!, path!, { token });
+    t.is(refused.status, 409, `${method} ${path}`);
+    t.is(refused.body.type, 'urn:gatehouse:problem:last-administrator');
+  }
+  t.like((await call('GET', `/users/${last}`, { token })).body, { disabled: false, roles: ['admin'] });
+  await server.runtime.auditTrail.flush();
+  const [refusal] = await server.runtime.auditTrail.list({ userId: last, action: 'account.disabled', limit: 1 });
+  t.like(refusal, { outcome: 'failure', actorType: 'client', detail: { reason: 'last_administrator' } });
+
+  // With a second administrator either may lose the role, or be disabled; a disabled one does not count.
+  const second = (await call('POST', '/users', { token, body: { email: uniqueEmail('admin'), password: PASSWORD, roles: ['admin'] } })).body.id as string;
+  t.deepEqual((await call('DELETE', `/users/${second}/roles/admin`, { token })).body.roles, []);
+  t.is((await call('POST', `/users/${last}/disable`, { token })).status, 409);
+  t.is((await call('PUT', `/users/${second}/roles/admin`, { token })).status, 200);
+  t.is((await call('POST', `/users/${second}/disable`, { token })).status, 200);
+  t.is((await call('POST', `/users/${last}/disable`, { token })).status, 409);
+  t.is((await call('POST', `/users/${second}/enable`, { token })).status, 200);
+
+  // Two administrators disabling each other at the same moment: one of them stays.
+  const answers = await Promise.all([last, second].map((id) => call('POST', `/users/${id}/disable`, { token })));
+  t.deepEqual(answers.map((answer) => answer.status).sort(), [200, 409]);
+  t.deepEqual(await administrators(), [answers[0]!.status === 200 ? second : last]);
+  // As it was: the test.before administrator alone.
+  t.is((await call('POST', `/users/${last}/enable`, { token })).status, 200);
+  t.is((await call('DELETE', `/users/${second}`, { token })).status, 204);
+  t.deepEqual(await administrators(), [last]);
 });
 
 test('clients: register each type (the secret shown once), read, list by type a page at a time, change with If-Match, refuse what the rules refuse, delete', async (t) => {

@@ -346,6 +346,40 @@ test.serial('apis create, list, update and delete; roles create and grant; users
   t.is(gone.stderr, `gatehouse: no API ${identifier}\n`);
 });
 
+test.serial('roles delete takes the role from everyone who has it; the last person with admin is never disabled, deleted or stripped of it', async (t) => {
+  t.timeout(16 * COMMAND_TIMEOUT_MS);
+  const role = `temp-${crypto.randomUUID().slice(0, 8)}`;
+  t.is((await gatehouse(['roles', 'create', role])).code, 0);
+  const people = [uniqueEmail(), uniqueEmail()];
+  for (const email of people) t.is((await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--role', role])).code, 0);
+  const deleted = await gatehouse(['roles', 'delete', role]);
+  t.is(deleted.code, 0, deleted.stderr);
+  t.is(deleted.stdout, `deleted ${role}; 2 people lost it\n`);
+  t.like(JSON.parse((await gatehouse(['users', 'show', '--email', people[0]!])).stdout), { roles: [] });
+  t.is((await gatehouse(['roles', 'create', role])).code, 0);
+  t.is((await gatehouse(['users', 'list', '--role', role, '--json'])).stdout, '', 'a role made again with the name gives nobody anything back');
+  const audited = (await gatehouse(['audit', '--action', 'role.deleted', '--json'])).stdout.trim().split('\n').map((line) => JSON.parse(line) as { actorType: string; detail: { role?: string } });
+  t.like(audited.find((event) => event.detail.role === role), { actorType: 'admin', detail: { people: 2 } });
+  const adminRole = await gatehouse(['roles', 'delete', 'admin']);
+  t.is(adminRole.code, 1);
+  t.is(adminRole.stderr, 'gatehouse: the admin role cannot be deleted\n');
+
+  // Nobody in this file's database has the admin role but the people made here.
+  const last = uniqueEmail();
+  t.is((await gatehouse(['users', 'create', '--email', last, '--password', PASSWORD, '--role', 'admin'])).code, 0);
+  for (const refused of [['users', 'disable', '--email', last], ['users', 'delete', '--email', last], ['users', 'roles', 'remove', '--email', last, '--role', 'admin']]) {
+    const answer = await gatehouse(refused);
+    t.is(answer.code, 1, refused.join(' '));
+    // After the refusal's audit line (a failure is logged at warn).
+    t.true(answer.stderr.endsWith(`\ngatehouse: ${last} is the last enabled person with the admin role: give the role to someone else first (users roles add)\n`), answer.stderr);
+  }
+  t.like(JSON.parse((await gatehouse(['users', 'show', '--email', last])).stdout), { disabled: false, roles: ['admin'] });
+  t.is((await gatehouse(['users', 'create', '--email', uniqueEmail(), '--password', PASSWORD, '--role', 'admin'])).code, 0);
+  const removed = await gatehouse(['users', 'roles', 'remove', '--email', last, '--role', 'admin']);
+  t.is(removed.code, 0, removed.stderr);
+  t.deepEqual(JSON.parse(removed.stdout), { email: last, roles: [], changed: true });
+});
+
 test.serial('at the default LOG_LEVEL, clients create writes its audit event to stderr as a JSON line, without the secret', async (t) => {
   t.timeout(COMMAND_TIMEOUT_MS);
   const { LOG_LEVEL: _level, ...defaults } = environment;

@@ -340,7 +340,7 @@ test('administrator\'s second-factor reset: the factor and its codes go, audited
   t.is(more.length, 0);
   t.like(row, { actorType: 'admin', actorId: 'cli:flows-test', detail: { reason: 'admin_reset', wasEnabled: true, method: 'totp' } });
   const [endedAll] = await audit('sessions.ended_all', about(user));
-  t.like(endedAll, { detail: { reason: 'signed_out_everywhere' } });
+  t.like(endedAll, { actorType: 'admin', actorId: 'cli:flows-test', detail: { reason: 'ended_by_administrator' } }, 'the administrator\'s act, not the person\'s');
 
   await reset.notice();
   const [notice] = await opened.mailTo(user.email);
@@ -392,6 +392,27 @@ test('disabling an account: it no longer signs in, every session and grant ends,
   t.like(await accountAdministration.enable(user.email, actor), { ok: true, changed: false });
   t.is((await audit('account.enabled', about(user))).length, 2);
   t.deepEqual(await accountAdministration.disable(`nobody-${randomUUID()}@example.com`, actor), { ok: false, reason: 'unknown_account' });
+});
+
+test('unlocking an account lifts both its lockouts, the password\'s and the second factor\'s, audited as the administrator', async (t) => {
+  const { runtime } = opened;
+  const user = await newUser();
+  const { recoveryCodes } = await withSecondFactor(runtime, user);
+  const codeRequest = { ip: '198.51.100.10', userAgent: 'flows-test', sessionUid: randomUUID() };
+  const passwordAttempt = { email: user.email, ip: codeRequest.ip };
+  // LOGIN_LOCKOUT_THRESHOLD=3 in this file: three wrong passwords lock the password, three wrong codes the second factor.
+  for (const code of ['aaaa-bbbb-cccc-dddd', 'aaaa-bbbb-cccc-eeee', 'aaaa-bbbb-cccc-ffff']) {
+    await runtime.limits.login.beforeAttempt(passwordAttempt);
+    await runtime.limits.login.afterFailure(passwordAttempt);
+    await runtime.flows.secondFactorSettings.turnOff(user, code, codeRequest);
+  }
+  t.like(await runtime.limits.login.beforeAttempt(passwordAttempt), { allowed: false, reason: 'locked' });
+  t.like(await runtime.flows.secondFactorSettings.turnOff(user, recoveryCodes[0]!, codeRequest), { ok: false, reason: 'too_many_attempts' });
+
+  t.like(await runtime.flows.accountAdministration.unlock(user.email, { type: 'admin', id: 'cli:flows-test' }), { ok: true });
+  t.like(await runtime.limits.login.beforeAttempt(passwordAttempt), { allowed: true });
+  t.like(await runtime.flows.secondFactorSettings.turnOff(user, recoveryCodes[0]!, codeRequest), { ok: true }, 'a right code is taken again');
+  t.like((await audit('account.unlocked', about(user)))[0], { actorType: 'admin', actorId: 'cli:flows-test' });
 });
 
 test('a person\'s own second factor: a setup is confirmed from the session that started it by a right code (a wrong one is counted and shown again), recovery codes are renewed and the old ones stop working, then it is turned off; each change mailed and audited', async (t) => {

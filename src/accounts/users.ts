@@ -203,20 +203,27 @@ export class UserService {
   }
 
   /**
-   * Disables or enables the account; the account as it is now, or null when there is none. `changed` is false
-   * when it already was that way. Disabling also makes its paused sign-ins stale; its sessions and grants are
-   * the caller's to end (src/accounts/flows/account-administration.ts).
+   * Gives the account a role, or takes it away; changed: false when it had it already (or did not). `keepHolderOf`:
+   * taking that role away is refused ('last_holder', nothing changes) from its last enabled holder.
    */
-  /** Gives the account a role, or takes it away; changed: false when it had it already (or did not). */
-  async setRole(userId: string, role: string, held: boolean): Promise<{ user: User; changed: boolean } | null> {
+  setRole(userId: string, role: string, held: boolean): Promise<{ user: User; changed: boolean } | null>;
+  setRole(userId: string, role: string, held: boolean, guard: HolderGuard): Promise<{ user: User; changed: boolean } | 'last_holder' | null>;
+  async setRole(userId: string, role: string, held: boolean, guard: HolderGuard = {}): Promise<{ user: User; changed: boolean } | 'last_holder' | null> {
     const user = await this.findById(userId);
     if (!user) return null;
     if (user.roles.includes(role) === held) return { user, changed: false };
     // One statement, so that two changes at once cannot lose each other's role.
-    const [updated] = held
-      ? await this.#prisma.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_append(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid AND NOT (${role} = ANY(roles)) RETURNING id`
-      : await this.#prisma.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_remove(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid RETURNING id`;
-    return { user: (await this.findById(userId))!, changed: updated !== undefined };
+    const change = (database: TransactionClient) => held
+      ? database.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_append(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid AND NOT (${role} = ANY(roles)) RETURNING id`
+      : database.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_remove(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid RETURNING id`;
+    const updated = !held && guard.keepHolderOf === role ? await this.#unlessLastHolder(userId, role, change) : await change(this.#prisma);
+    if (updated === 'last_holder') return updated;
+    return { user: (await this.findById(userId))!, changed: updated[0] !== undefined };
+  }
+
+  /** Takes the role from everyone who holds it, in the caller's transaction (the role is being deleted); how many did. */
+  withoutRole(role: string, transaction: TransactionClient): Promise<number> {
+    return transaction.$executeRaw`UPDATE users SET roles = array_remove(roles, ${role}), updated_at = now() WHERE ${role} = ANY(roles)`;
   }
 
   /** An account as an administrator sees it; null when there is none. */
@@ -261,18 +268,49 @@ export class UserService {
     return count > 0;
   }
 
-  async setDisabled(userId: string, disabled: boolean): Promise<{ user: User; changed: boolean } | null> {
+  /**
+   * Disables or enables the account; the account as it is now, or null when there is none. `changed` is false
+   * when it already was that way. Disabling also makes its paused sign-ins stale; its sessions and grants are
+   * the caller's to end (src/accounts/flows/account-administration.ts). `keepHolderOf`: disabling that role's
+   * last enabled holder is refused ('last_holder', nothing changes).
+   */
+  setDisabled(userId: string, disabled: boolean): Promise<{ user: User; changed: boolean } | null>;
+  setDisabled(userId: string, disabled: boolean, guard: HolderGuard): Promise<{ user: User; changed: boolean } | 'last_holder' | null>;
+  async setDisabled(userId: string, disabled: boolean, guard: HolderGuard = {}): Promise<{ user: User; changed: boolean } | 'last_holder' | null> {
     if (!z.uuid().safeParse(userId).success) return null;
-    const [user] = await this.#prisma.user.updateManyAndReturn({
+    const change = (database: TransactionClient) => database.user.updateManyAndReturn({
       where: { id: userId, disabled: !disabled },
       data: { disabled, ...NEW_SECURITY_VERSION },
       select: publicFields,
     });
+    const updated = disabled && guard.keepHolderOf ? await this.#unlessLastHolder(userId, guard.keepHolderOf, change) : await change(this.#prisma);
+    if (updated === 'last_holder') return updated;
+    const [user] = updated;
     if (user) return { user, changed: true };
     const unchanged = await this.findById(userId);
     return unchanged ? { user: unchanged, changed: false } : null;
   }
+
+  /**
+   * Runs `change` unless the account is the last enabled holder of the role: 'last_holder' then. The holders stay
+   * locked until `change` is committed with them, each time in the same order, so two such changes at once (two
+   * administrators disabling each other) cannot both pass: the second waits for the first, then finds one holder.
+   */
+  async #unlessLastHolder<T>(userId: string, role: string, change: (transaction: TransactionClient) => Promise<T>): Promise<T | 'last_holder'> {
+    return this.#prisma.$transaction(async (transaction) => {
+      const holders = await transaction.$queryRaw<Array<{ id: string }>>`SELECT id::text FROM users WHERE ${role} = ANY(roles) AND NOT disabled ORDER BY id FOR UPDATE`;
+      if (holders.length === 1 && holders[0]!.id === userId) return 'last_holder' as const;
+      return change(transaction);
+    });
+  }
 }
+
+/** A change refused when it would leave this role with no enabled holder (the last administrator stays one). */
+export interface HolderGuard {
+  keepHolderOf?: string | undefined;
+}
+
+type TransactionClient = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 
 const recordFields = { ...publicFields, totpEnabledAt: true, createdAt: true, updatedAt: true } as const;
 

@@ -37,13 +37,21 @@ export class RoleService {
     return (await this.find(name))!;
   }
 
-  /** Removes a role and what it permits; the `admin` role stays. False when there was no such role. */
-  async delete(name: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
+  /**
+   * Removes a role and what it permits and, in the same transaction, takes it from the people who have it
+   * (`takeFromPeople`, which says how many did: their accounts are src/accounts/'s), so that no name of a deleted
+   * role is left to list, claim or give back to a role made again with it. The `admin` role stays. How many
+   * people lost it, or undefined when there was no such role.
+   */
+  async delete(name: string, takeFromPeople: (transaction: Transaction) => Promise<number>, actor: AuditActor = { type: 'admin' }): Promise<{ people: number } | undefined> {
     if (name === ADMIN_ROLE) throw new RoleError('the admin role cannot be deleted');
-    const { count } = await this.#prisma.role.deleteMany({ where: { name } });
-    if (!count) return false;
-    await this.#audit.record({ action: 'role.deleted', outcome: 'success', actor, detail: { role: name } });
-    return true;
+    const people = await this.#prisma.$transaction(async (transaction) => {
+      const { count } = await transaction.role.deleteMany({ where: { name } });
+      return count ? takeFromPeople(transaction) : undefined;
+    });
+    if (people === undefined) return undefined;
+    await this.#audit.record({ action: 'role.deleted', outcome: 'success', actor, detail: { role: name, people } });
+    return { people };
   }
 
   async exists(name: string): Promise<boolean> {
@@ -95,6 +103,8 @@ export class RoleService {
     return { apiId: api.id };
   }
 }
+
+type Transaction = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 
 function toRole(row: { name: string; description: string | null; permissions: Array<{ scope: string; api: { identifier: string } }> }): Role {
   const byApi = new Map<string, string[]>();

@@ -44,4 +44,9 @@ export class SecondFactorGuard {
     await this.#lockout.succeeded(attempt.accountId);
     await this.#rates.reset('second-factor-account-ip', `${attempt.accountId}:${attempt.ip}`);
   }
+
+  /** Lifts the lock and forgets the wrong codes and past lockouts (an administrator unlocked the account). */
+  forgive(accountId: string): Promise<void> {
+    return this.#lockout.forgive(accountId);
+  }
 }

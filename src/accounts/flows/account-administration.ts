@@ -1,6 +1,7 @@
 // An administrator's acts on an account (the CLI and the admin API): disabling (it signs in nowhere, and every
-// session, grant and token it holds stops working at once), enabling, lifting a login lockout, and deleting it.
-import type { AuditActor, AuditTrail } from '../../audit/audit.ts';
+// session, grant and token it holds stops working at once), enabling, lifting its lockouts, and deleting it.
+import type { AuditAction, AuditActor, AuditTrail } from '../../audit/audit.ts';
+import { ADMIN_ROLE } from '../../apis/roles.ts';
 import type { AccountRecord, User, UserService } from '../users.ts';
 import type { SessionEnder } from './dependencies.ts';
 
@@ -11,12 +12,21 @@ export interface AccountAdministrationDependencies {
   accountSessions: SessionEnder;
   /** The password attempts counted against accounts (their lockouts). */
   passwordAttempts: { forgive(email: string): Promise<void> };
+  /** The second-factor codes counted against accounts (their lockouts, src/limits/second-factor-guard.ts). */
+  secondFactorAttempts: { forgive(accountId: string): Promise<void> };
   auditTrail: Pick<AuditTrail, 'record'>;
 }
 
+/**
+ * Refused: the account is the last enabled one with the admin role, and Gatehouse would be left with nobody who
+ * can administer it (the admin API takes only their tokens; the CLI needs shell access to the server).
+ */
+export type LastAdministrator = { ok: false; reason: 'last_administrator' };
+
 export type AccountStatusChange =
   | { ok: true; user: User; changed: boolean; sessionsEnded: number; grantsRevoked: number }
-  | { ok: false; reason: 'unknown_account' };
+  | { ok: false; reason: 'unknown_account' }
+  | LastAdministrator;
 
 /** An account an administrator makes: its password is checked as anyone's (AccountError otherwise). */
 export interface NewAccount {
@@ -33,7 +43,8 @@ export interface AccountAdministrationFlow {
   /**
    * Disables the account with this address. Its sessions end and its grants (with every token issued under
    * them) are revoked even when it was disabled already: a disabling cut short before that is finished now.
-   * Introspection and userinfo refuse a disabled account's tokens whatever the store still holds.
+   * Introspection and userinfo refuse a disabled account's tokens whatever the store still holds. The last
+   * enabled person with the admin role stays enabled (`last_administrator`).
    */
   disable(email: string, actor: AuditActor): Promise<AccountStatusChange>;
   /** Lets the account with this address sign in again; nothing it had before is given back. */
@@ -43,19 +54,27 @@ export interface AccountAdministrationFlow {
    * `unchangedSince`: 'stale' then; null when there is no such account.
    */
   update(userId: string, changes: { name?: string | null | undefined; emailVerified?: boolean | undefined }, actor: AuditActor, unchangedSince?: Date): Promise<AccountRecord | 'stale' | null>;
-  /** Lifts the account's login lockout and forgets its failed attempts (the person called the help desk). */
+  /** Lifts the account's lockouts, of the password and of the second factor, and forgets its failed attempts (the person called the help desk). */
   unlock(email: string, actor: AuditActor): Promise<{ ok: true; user: User } | { ok: false; reason: 'unknown_account' }>;
   /**
    * Deletes the account: its sessions end and its grants are revoked first (applications are told), then the
-   * account goes with its links, second factor and consents. The audit trail keeps its events.
+   * account goes with its links, second factor and consents. The audit trail keeps its events. The last enabled
+   * person with the admin role stays (`last_administrator`).
    */
-  delete(email: string, actor: AuditActor): Promise<{ ok: true; user: User; sessionsEnded: number; grantsRevoked: number } | { ok: false; reason: 'unknown_account' }>;
+  delete(email: string, actor: AuditActor): Promise<{ ok: true; user: User; sessionsEnded: number; grantsRevoked: number } | { ok: false; reason: 'unknown_account' } | LastAdministrator>;
 }
 
-export function createAccountAdministrationFlow({ users, roleExists, accountSessions, passwordAttempts, auditTrail }: AccountAdministrationDependencies): AccountAdministrationFlow {
-  async function setDisabled(email: string, disabled: boolean) {
-    const found = await users.findByEmail(email);
-    return found ? users.setDisabled(found.id, disabled) : null;
+export function createAccountAdministrationFlow(dependencies: AccountAdministrationDependencies): AccountAdministrationFlow {
+  const { users, roleExists, accountSessions, passwordAttempts, secondFactorAttempts, auditTrail } = dependencies;
+
+  /** Disables the account, unless it is the last administrator (who stays enabled). */
+  function disable(user: User) {
+    return users.setDisabled(user.id, true, { keepHolderOf: ADMIN_ROLE });
+  }
+
+  async function refused(action: AuditAction, user: User, actor: AuditActor): Promise<LastAdministrator> {
+    await auditTrail.record({ action, outcome: 'failure', actor, subjectUserId: user.id, subjectEmail: user.email, detail: { reason: 'last_administrator' } });
+    return { ok: false, reason: 'last_administrator' };
   }
 
   return {
@@ -69,9 +88,11 @@ export function createAccountAdministrationFlow({ users, roleExists, accountSess
     },
 
     async disable(email, actor) {
-      const result = await setDisabled(email, true);
+      const found = await users.findByEmail(email);
+      const result = found && await disable(found);
       if (!result) return { ok: false, reason: 'unknown_account' };
-      const ended = await accountSessions.endAll(result.user.id, { reason: 'account_disabled' });
+      if (result === 'last_holder') return refused('account.disabled', found, actor);
+      const ended = await accountSessions.endAll(result.user.id, { reason: 'account_disabled', actor });
       await auditTrail.record({
         action: 'account.disabled', outcome: 'success', actor, subjectUserId: result.user.id, subjectEmail: result.user.email,
         detail: { alreadyDisabled: !result.changed, sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
@@ -80,7 +101,8 @@ export function createAccountAdministrationFlow({ users, roleExists, accountSess
     },
 
     async enable(email, actor) {
-      const result = await setDisabled(email, false);
+      const found = await users.findByEmail(email);
+      const result = found && await users.setDisabled(found.id, false);
       if (!result) return { ok: false, reason: 'unknown_account' };
       await auditTrail.record({
         action: 'account.enabled', outcome: 'success', actor, subjectUserId: result.user.id, subjectEmail: result.user.email,
@@ -102,6 +124,7 @@ export function createAccountAdministrationFlow({ users, roleExists, accountSess
       const user = await users.findByEmail(email);
       if (!user) return { ok: false, reason: 'unknown_account' };
       await passwordAttempts.forgive(user.email);
+      await secondFactorAttempts.forgive(user.id);
       await auditTrail.record({ action: 'account.unlocked', outcome: 'success', actor, subjectUserId: user.id, subjectEmail: user.email });
       return { ok: true, user };
     },
@@ -110,8 +133,8 @@ export function createAccountAdministrationFlow({ users, roleExists, accountSess
       const user = await users.findByEmail(email);
       if (!user) return { ok: false, reason: 'unknown_account' };
       // Disabled first: no sign-in can begin while its sessions end.
-      await users.setDisabled(user.id, true);
-      const ended = await accountSessions.endAll(user.id, { reason: 'account_deleted' });
+      if (await disable(user) === 'last_holder') return refused('account.deleted', user, actor);
+      const ended = await accountSessions.endAll(user.id, { reason: 'account_deleted', actor });
       await users.delete(user.id);
       await auditTrail.record({
         action: 'account.deleted', outcome: 'success', actor, subjectUserId: user.id, subjectEmail: user.email,

@@ -1,5 +1,6 @@
 // What the account flows need from beyond accounts/, described by its shape: the engine's side (src/oidc/)
 // and the web side both import accounts/, so the flows name neither; the composition root passes the real ones.
+import type { AuditActor } from '../../audit/audit.ts';
 
 /** Where the request that started a flow came from, for the audit trail; a command at a terminal has none. */
 export interface RequestOrigin {
@@ -8,14 +9,15 @@ export interface RequestOrigin {
 }
 
 /** Why a flow ends an account's sessions (the same names src/oidc/account-sessions.ts writes to the audit trail). */
-export type SessionEndReason = 'password_reset' | 'password_changed' | 'email_restored' | 'signed_out_everywhere' | 'account_disabled' | 'account_deleted';
+export type SessionEndReason = 'password_reset' | 'password_changed' | 'email_restored' | 'signed_out_everywhere' | 'account_disabled' | 'account_deleted' | 'ended_by_administrator';
 
 /**
  * The engine's side (src/oidc/account-sessions.ts): ends every session of the account and revokes every grant
- * (with the tokens issued under it), but the session in `keep`; it audits each of those itself.
+ * (with the tokens issued under it), but the session in `keep`; it audits each of those itself, as the act of
+ * `actor` (an administrator's act is theirs; the person's own by default).
  */
 export interface SessionEnder {
-  endAll(accountId: string, options: { keep?: string | undefined; reason: SessionEndReason; request?: RequestOrigin }): Promise<{ sessions: number; grants: number }>;
+  endAll(accountId: string, options: { keep?: string | undefined; reason: SessionEndReason; request?: RequestOrigin; actor?: AuditActor }): Promise<{ sessions: number; grants: number }>;
 }
 
 /** The absolute links the flows put in mail; the paths are the web side's route table (src/web/paths.ts). */

@@ -1,7 +1,7 @@
 // Password reset by emailed link, for people who cannot sign in: sending the link, and using it, which sets
 // the new password and closes every way in that did not need it (sessions, grants, a pending change of address,
 // a second factor someone may have set up before the address was proved).
-import type { AuditTrail } from '../../audit/audit.ts';
+import type { AuditActor, AuditTrail } from '../../audit/audit.ts';
 import type { Clock } from '../../clock.ts';
 import type { Delivered, MailQueue } from '../../mail/queue.ts';
 import type { AccountTokens } from '../account-tokens.ts';
@@ -52,9 +52,10 @@ export type PasswordResetCompletion<PasswordErrors> =
 export interface PasswordResetFlow {
   /**
    * Issues a link for the account with this (normalized) address and mails it, now or once the mail server is
-   * back. Audited either way. Throws when the mail cannot even be queued (audited as mail_not_sent first).
+   * back. Audited either way, as the act of `actor` when an administrator sent it (the person's own otherwise).
+   * Throws when the mail cannot even be queued (audited as mail_not_sent first).
    */
-  requestLink(email: string, request: RequestOrigin): Promise<ResetLinkRequest>;
+  requestLink(email: string, request: RequestOrigin, actor?: AuditActor): Promise<ResetLinkRequest>;
   /** The account a link is for, without using the link (mail scanners open links before people do). */
   checkLink(token: string): Promise<ResetLinkCheck>;
   /** Uses the link (once) to set the new password, then ends everything the old one may have opened. */
@@ -75,11 +76,11 @@ export function createPasswordResetFlow(dependencies: PasswordResetDependencies)
   }
 
   return {
-    async requestLink(email, request) {
+    async requestLink(email, request, actor) {
       const user = await users.findByEmail(email);
       if (!user || user.disabled) {
         const reason = user ? 'account_disabled' : 'unknown_email';
-        await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: email, subjectUserId: user?.id, ...request, detail: { reason } });
+        await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', actor, subjectEmail: email, subjectUserId: user?.id, ...request, detail: { reason } });
         return { ok: false, reason };
       }
       const token = await accountTokens.issue(user.id, 'reset_password', user.email, linkTtlSeconds);
@@ -90,11 +91,11 @@ export function createPasswordResetFlow(dependencies: PasswordResetDependencies)
           data: { link: links.resetPassword(token), expiresInMinutes: Math.max(1, Math.ceil(linkTtlSeconds / 60)) },
         });
       } catch (error) {
-        await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', subjectEmail: user.email, subjectUserId: user.id, ...request, detail: { reason: 'mail_not_sent' } });
+        await auditTrail.record({ action: 'password_reset.requested', outcome: 'failure', actor, subjectEmail: user.email, subjectUserId: user.id, ...request, detail: { reason: 'mail_not_sent' } });
         throw error;
       }
       await auditTrail.record({
-        action: 'password_reset.requested', outcome: 'success', subjectEmail: user.email, subjectUserId: user.id, ...request,
+        action: 'password_reset.requested', outcome: 'success', actor, subjectEmail: user.email, subjectUserId: user.id, ...request,
         ...(delivered === 'queued' ? { detail: { mail: 'queued' } } : {}),
       });
       return { ok: true, user, delivered };

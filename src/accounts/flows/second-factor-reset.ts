@@ -54,10 +54,11 @@ export interface SecondFactorResetFlow {
 export function createSecondFactorResetFlow(dependencies: SecondFactorResetDependencies): SecondFactorResetFlow {
   const { users, secondFactor, accountSessions, auditTrail, mailer, links, clock } = dependencies;
 
-  async function endSessions(user: User, reachable: boolean): Promise<SessionsEnding> {
+  async function endSessions(user: User, reachable: boolean, actor: AuditActor): Promise<SessionsEnding> {
     if (!reachable) return { ended: false, reason: 'out_of_reach' };
     try {
-      const ended = await accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+      // The administrator's act, not the person's "sign out everywhere".
+      const ended = await accountSessions.endAll(user.id, { reason: 'ended_by_administrator', actor });
       return { ended: true, ...ended };
     } catch (error) {
       if (!(error instanceof DependencyUnavailable)) throw error;
@@ -82,7 +83,7 @@ export function createSecondFactorResetFlow(dependencies: SecondFactorResetDepen
       const { requiredByRole } = await secondFactor.loginRequirement(user.id);
       // A session signed in with the factor keeps loa:2 (and single sign-on to clients that require it)
       // without it: every session ends and every grant goes, as "sign out everywhere" does.
-      const sessions = await endSessions(user, sessionsReachable);
+      const sessions = await endSessions(user, sessionsReachable, actor);
       return {
         ok: true, user, removed: 'second_factor', unusedRecoveryCodesRemoved: recoveryCodesLeft, requiredByRole, sessions,
         notice: () => mailer.send({

@@ -14,6 +14,7 @@ export const PROBLEM_TYPES = {
   'not-found': { status: 404, title: 'No such resource' },
   'method-not-allowed': { status: 405, title: 'This resource does not answer that method' },
   conflict: { status: 409, title: 'The request conflicts with what exists' },
+  'last-administrator': { status: 409, title: 'That would leave nobody who can administer Gatehouse' },
   'precondition-failed': { status: 412, title: 'The resource changed since it was read' },
   'unsupported-media-type': { status: 415, title: 'The body must be application/json' },
   'validation-failed': { status: 422, title: 'The request is not valid' },

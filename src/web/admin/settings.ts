@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { ACCESS_TOKEN_FORMATS, ApiChangedMeanwhile, ApiError, type Api, type ApiService } from '../../apis/apis.ts';
 import { ADMIN_ROLE, ROLE_NAME, RoleError, type Role, type RoleService } from '../../apis/roles.ts';
 import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
+import type { AccountFlows } from '../../accounts/flows/index.ts';
 import { SIGNING_ALGORITHMS } from '../../keys/secrets.ts';
 import { KeyRotationError } from '../../keys/signing-keys.ts';
 import type { KeyDescription, SigningKeyRing } from '../../keys/key-ring.ts';
@@ -18,7 +19,9 @@ import { etag, ifMatch } from './versions.ts';
 
 export interface AdminSettingsDependencies {
   apis: Pick<ApiService, 'create' | 'find' | 'page' | 'update' | 'delete'>;
-  roles: Pick<RoleService, 'create' | 'find' | 'list' | 'delete' | 'grant' | 'revoke'>;
+  roles: Pick<RoleService, 'create' | 'find' | 'list' | 'grant' | 'revoke'>;
+  /** Deleting a role takes it from people: a flow's work. */
+  flows: Pick<AccountFlows, 'roleAssignment'>;
   signingKeys: Pick<SigningKeyRing, 'list' | 'rotate'>;
   auditTrail: Pick<AuditTrail, 'list'>;
   initialAccessTokens: Pick<InitialAccessTokens, 'issue' | 'list' | 'revoke'>;
@@ -91,7 +94,7 @@ async function refusedAs422<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-export function settingsOperations({ apis, roles, signingKeys, auditTrail, initialAccessTokens }: AdminSettingsDependencies): Operation[] {
+export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail, initialAccessTokens }: AdminSettingsDependencies): Operation[] {
   async function foundApi(identifier: string): Promise<Api> {
     const found = await apis.find(identifier);
     if (!found) throw new Problem('not-found', `No API has the identifier ${identifier}`);
@@ -201,12 +204,13 @@ export function settingsOperations({ apis, roles, signingKeys, auditTrail, initi
     }),
     operation({
       id: 'deleteRole', tag: 'roles', method: 'delete', path: '/roles/{name}', scope: ADMIN_WRITE_SCOPE,
-      summary: `Remove a role (never ${ADMIN_ROLE}); people who had it lose what it permitted`,
+      summary: `Remove a role (never ${ADMIN_ROLE}): the people who had it lose it, and what it permitted`,
       params: roleName,
       answers: { 204: { description: 'Removed' } },
       problems: [404],
       async handle({ params, caller }) {
-        if (!await refusedAs422(() => roles.delete(params.name, actorOf(caller)))) throw new Problem('not-found', `No role ${params.name}`);
+        const deleted = await refusedAs422(() => flows.roleAssignment.deleteRole(params.name, actorOf(caller)));
+        if (!deleted.ok) throw new Problem('not-found', `No role ${params.name}`);
         return {};
       },
     }),

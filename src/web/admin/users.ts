@@ -69,6 +69,10 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
     return record;
   }
   const unknownAccount = (id: string) => new Problem('not-found', `No account has the id ${id}`);
+  /** What a flow refused, as its problem: an unknown account, or the last administrator kept. */
+  const refusal = (id: string, reason: string) => reason === 'last_administrator'
+    ? new Problem('last-administrator', 'This is the last enabled account with the admin role: give the role to someone else first')
+    : unknownAccount(id);
 
   return [
     operation({
@@ -139,11 +143,11 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       summary: 'Delete an account: its sessions end, its grants are revoked (applications are told), then it goes with its links and second factor',
       params: userId,
       answers: { 204: { description: 'Deleted' } },
-      problems: [404],
+      problems: [404, 409],
       async handle({ params, caller }) {
         const record = await found(params.id);
         const deleted = await flows.accountAdministration.delete(record.email, actorOf(caller));
-        if (!deleted.ok) throw unknownAccount(params.id);
+        if (!deleted.ok) throw refusal(params.id, deleted.reason);
         return {};
       },
     }),
@@ -154,17 +158,17 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
         : 'Let a disabled account sign in again (nothing it had is given back)',
       params: userId,
       answers: { 200: { description: 'The account', schema: user, headers: ['ETag'] } },
-      problems: [404],
+      problems: act === 'disable' ? [404, 409] : [404],
       async handle({ params, caller }) {
         const record = await found(params.id);
         const changed = await flows.accountAdministration[act](record.email, actorOf(caller));
-        if (!changed.ok) throw unknownAccount(params.id);
+        if (!changed.ok) throw refusal(params.id, changed.reason);
         return versioned(await found(params.id));
       },
     })),
     operation({
       id: 'unlockUser', tag: 'users', method: 'post', path: '/users/{id}/unlock', scope: ADMIN_WRITE_SCOPE,
-      summary: 'Lift the account\'s sign-in lockout and forget its failed attempts',
+      summary: 'Lift the account\'s lockouts, of the password and of the second factor, and forget its failed attempts',
       params: userId,
       answers: { 204: { description: 'Unlocked' } },
       problems: [404],
@@ -193,10 +197,10 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       params: userId,
       answers: { 202: { description: 'The link is sent, or queued until the mail server takes it', schema: z.object({ email: z.email().describe('Where it goes') }) } },
       problems: [404, 409],
-      async handle({ params, ctx }) {
+      async handle({ params, caller, ctx }) {
         const record = await found(params.id);
         if (record.disabled) throw new Problem('conflict', 'The account is disabled: enable it first');
-        await flows.passwordReset.requestLink(record.email, requestOrigin(ctx));
+        await flows.passwordReset.requestLink(record.email, requestOrigin(ctx), actorOf(caller));
         return { status: 202, body: { email: record.email } };
       },
     }),
@@ -217,10 +221,10 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       summary: 'Take a role away from the person',
       params: z.strictObject({ id: z.string(), role: roleName }),
       answers: { 200: { description: 'The account', schema: user, headers: ['ETag'] } },
-      problems: [404],
+      problems: [404, 409],
       async handle({ params, caller }) {
         const removed = await flows.roleAssignment.remove((await found(params.id)).email, params.role, actorOf(caller));
-        if (!removed.ok) throw unknownAccount(params.id);
+        if (!removed.ok) throw refusal(params.id, removed.reason);
         return versioned(await found(params.id));
       },
     }),
