@@ -253,7 +253,7 @@ test('users: roles, unlock, password reset, second factor, sessions, disable and
   t.is((await call('DELETE', path, { token })).status, 204);
   t.is((await call('GET', path, { token })).status, 404);
   t.is((await call('DELETE', path, { token })).status, 404);
-  const [deleted] = await server.runtime.auditTrail.list({ action: 'account.deleted', limit: 1 });
+  const [deleted] = await server.runtime.auditTrail.list({ action: 'account.deleted', userId: user.id, limit: 1 });
   t.like(deleted, { subjectUserId: user.id, actorType: 'client' });
 });
 
