@@ -199,6 +199,8 @@ test('users: create, read, list a page at a time with filters, change with If-Ma
   t.is(unknownField.status, 422);
   t.true(unknownField.body.invalid_parameters.some((parameter: { in: string }) => parameter.in === 'body'));
   t.is((await call('POST', '/users', { token, body: '{"email": ' })).status, 400);
+  const tooLarge = await call('POST', '/users', { token, body: { email: uniqueEmail(), password: PASSWORD, name: 'x'.repeat(70_000) } });
+  t.like(tooLarge, { status: 413, body: { type: 'urn:gatehouse:problem:payload-too-large' } });
   t.is((await call('POST', '/users', { token, body: 'email=a', headers: { 'content-type': 'application/x-www-form-urlencoded' } })).status, 415);
   t.is((await call('POST', '/users', { token, body: { email: uniqueEmail(), password: PASSWORD, roles: ['no-such-role'] } })).status, 422);
   t.is((await call('GET', '/users/6f1c1c1e-0000-4000-8000-000000000000', { token })).status, 404);
@@ -625,6 +627,21 @@ test('no browser on another origin is answered (no CORS), unless ADMIN_API_CORS_
   t.is(actual.headers.get('access-control-allow-origin'), 'https://admin.example.com');
   t.regex(actual.headers.get('access-control-expose-headers') ?? '', /WWW-Authenticate/);
   t.is((await preflight(consoleServer.issuer, 'https://evil.example')).headers.get('access-control-allow-origin'), null);
+});
+
+test('the admin API is limited per IP: past ADMIN_API_LIMIT_PER_IP, 429 problem+json with Retry-After', async (t) => {
+  const limited = await startTestServer({ ADMIN_API_LIMIT_PER_IP: '2/60' });
+  t.teardown(() => limited.close());
+  const statuses: number[] = [];
+  let last: Response | undefined;
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    last = await fetch(`${limited.issuer}/admin/v1/users`);
+    statuses.push(last.status);
+  }
+  t.deepEqual(statuses, [401, 401, 429]);
+  t.regex(last!.headers.get('content-type') ?? '', /^application\/problem\+json/);
+  t.true(Number(last!.headers.get('retry-after')) > 0);
+  t.like(await last!.json(), { type: 'urn:gatehouse:problem:too-many-requests', status: 429 });
 });
 
 test.after('every operation of the document was called', (t) => {

@@ -60,7 +60,10 @@ const COMMON_PROBLEMS = [400, 401, 403, 422, 429, 503];
 
 const jsonBody = bodyParser({
   enableTypes: ['json'], jsonLimit: '64kb', encoding: 'utf-8',
-  onError: () => { throw new Problem('malformed-request', 'The body is not valid JSON'); },
+  onError: (error) => {
+    if ((error as { status?: unknown }).status === 413) throw new Problem('payload-too-large', 'The body is larger than 64 KB');
+    throw new Problem('malformed-request', 'The body is not valid JSON');
+  },
 });
 
 /** Adds the operations to the router, each behind its scope check and its validation. */
@@ -116,7 +119,7 @@ export function openApiDocument(operations: readonly Operation[], options: { ser
         ...(answer.schema ? { content: { 'application/json': { schema: withoutDialect(schemaOf(answer.schema, 'output')) } } } : {}),
       };
     }
-    for (const status of [...COMMON_PROBLEMS, ...(spec.body ? [415] : []), ...(spec.problems ?? [])].sort()) {
+    for (const status of [...COMMON_PROBLEMS, ...(spec.body ? [413, 415] : []), ...(spec.problems ?? [])].sort()) {
       const types = Object.entries(PROBLEM_TYPES).filter(([, problem]) => problem.status === status).map(([type]) => problemTypeUri(type as keyof typeof PROBLEM_TYPES));
       responses[String(status)] = {
         description: types.join(', '),

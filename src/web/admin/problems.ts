@@ -16,6 +16,7 @@ export const PROBLEM_TYPES = {
   conflict: { status: 409, title: 'The request conflicts with what exists' },
   'last-administrator': { status: 409, title: 'That would leave nobody who can administer Gatehouse' },
   'precondition-failed': { status: 412, title: 'The resource changed since it was read' },
+  'payload-too-large': { status: 413, title: 'The body is too large' },
   'unsupported-media-type': { status: 415, title: 'The body must be application/json' },
   'validation-failed': { status: 422, title: 'The request is not valid' },
   'precondition-required': { status: 428, title: 'Changing this resource needs If-Match with its ETag' },
