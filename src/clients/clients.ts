@@ -223,18 +223,23 @@ export class ClientService {
    * a client without a secret (a browser or native app) is refused.
    */
   async rotateSecret(clientId: string, overlapSeconds: number, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata | undefined> {
-    const stored = await this.record(clientId);
-    if (!stored) return undefined;
-    const { metadata } = stored;
-    if (typeof metadata.client_secret !== 'string') throw new ClientError(`a ${clientTypeOf(metadata)} client has no secret`);
-    const rotated: ClientMetadata = { ...metadata, client_secret: newSecret() };
-    delete rotated[PREVIOUS_CLIENT_SECRET];
-    delete rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
-    if (overlapSeconds > 0) {
-      rotated[PREVIOUS_CLIENT_SECRET] = metadata.client_secret;
-      rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT] = Math.floor(Date.now() / 1000) + overlapSeconds;
+    let rotated: ClientMetadata | undefined;
+    // Written only over the version it was made from: a change saved meanwhile (another admin's) is read again and kept.
+    for (let written = false; !written;) {
+      const stored = await this.record(clientId);
+      if (!stored) return undefined;
+      const { metadata } = stored;
+      if (typeof metadata.client_secret !== 'string') throw new ClientError(`a ${clientTypeOf(metadata)} client has no secret`);
+      rotated = { ...metadata, client_secret: newSecret() };
+      delete rotated[PREVIOUS_CLIENT_SECRET];
+      delete rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
+      if (overlapSeconds > 0) {
+        rotated[PREVIOUS_CLIENT_SECRET] = metadata.client_secret;
+        rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT] = Math.floor(Date.now() / 1000) + overlapSeconds;
+      }
+      const { count } = await this.#prisma.client.updateMany({ where: { id: clientId, updatedAt: stored.updatedAt }, data: { metadata: rotated as unknown as JsonObject } });
+      written = count > 0;
     }
-    await this.#prisma.client.update({ where: { id: clientId }, data: { metadata: rotated as unknown as JsonObject } });
     await this.#cache.changed(clientId);
     await this.#audit.record({ action: 'client.secret_rotated', outcome: 'success', actor, clientId, detail: { overlapSeconds } });
     return rotated;
