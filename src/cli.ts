@@ -26,8 +26,8 @@ const IN_PROCESS_TOKENS = 'initial access tokens live in the store, and the stor
 const USAGE = `Usage: gatehouse <command> [options]
 
 Commands:
-  migrate                               apply pending database migrations
-  check                                 check the settings (every refused one at once,
+  migrate [--json]                      apply pending database migrations
+  check [--json]                        check the settings (every refused one at once,
                                         as a production start would), that the database
                                         and the store answer and, in production, that
                                         Redis keeps what it holds; exit status 1 if not
@@ -44,17 +44,19 @@ Commands:
   users update --email E [--name N] [--verified true|false]
                                         change a name, or whether the address counts as
                                         verified
-  users delete --email E                delete an account: its sessions end, its grants
+  users delete --email E [--json]       delete an account: its sessions end, its grants
                                         are revoked (applications are told), then it goes
                                         with its links and second factor
-  users unlock --email E                lift the sign-in lockouts, of the password and of
+  users unlock --email E [--json]       lift the sign-in lockouts, of the password and of
                                         the second factor: failed attempts are forgotten
   users sessions --email E [--json]     list where the person is signed in
-  users end-sessions --email E [--session ID]
+  users end-sessions --email E [--session ID] [--json]
                                         end one session, or all of them (sign out
                                         everywhere); applications are told
-  users password-reset --email E        email the person a link to set a new password
-  users reset-second-factor --email E   turn off the two-factor authentication of the
+  users password-reset --email E [--json]
+                                        email the person a link to set a new password
+  users reset-second-factor --email E [--json]
+                                        turn off the two-factor authentication of the
                                         person with email E (lost phone and recovery
                                         codes): their authenticator and recovery codes
                                         are forgotten, they are told by email, every
@@ -62,10 +64,10 @@ Commands:
                                         (as "sign out everywhere" does), and they sign in
                                         with their password alone until they set it up
                                         again
-  users disable --email E               disable the account with email E: it can no longer
+  users disable --email E [--json]      disable the account with email E: it can no longer
                                         sign in, every session of theirs is ended and every
                                         grant revoked, and their tokens stop working at once
-  users enable --email E                let a disabled account sign in again
+  users enable --email E [--json]       let a disabled account sign in again
   clients create --name N --type spa|web|native|service [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--require-second-factor] [--first-party]
@@ -100,6 +102,7 @@ Commands:
   clients update --client-id C [--name N] [--redirect-uri U]...
                  [--post-logout-redirect-uri U]... [--scope S]
                  [--first-party | --not-first-party]
+                 [--require-second-factor | --no-require-second-factor]
                  [--backchannel-logout-uri U] [--frontchannel-logout-uri U] [--default-api URL]
                  [--resource-server URL] [--refresh-token-grace-period SECONDS]
                                         change a client (redirect URIs given replace
@@ -113,10 +116,10 @@ Commands:
                                         give a web or service client a new secret
                                         (printed once); the old one keeps working for
                                         SECONDS (default 3600; 0: it stops at once)
-  clients delete --client-id C          remove a client; its tokens stop working
-  roles create NAME [--description D]  create a role people can be given
+  clients delete --client-id C [--json] remove a client; its tokens stop working
+  roles create NAME [--description D]   create a role people can be given
   roles list [--json]                   list the roles and what each permits at APIs
-  roles delete NAME                     remove a role (never admin): the people who
+  roles delete NAME [--json]            remove a role (never admin): the people who
                                         have it lose it
   roles grant ROLE --api URL --scope "S1 S2"
                                         let the role's people be granted these scopes
@@ -134,10 +137,12 @@ Commands:
                                         opaque ones by introspection
   apis update --identifier URL [--name N] [--scope "S1 S2"] [--scope-description S=TEXT]...
               [--format jwt|opaque] [--ttl SECONDS] [--alg ES256|RS256|EdDSA]
-                                        change an API (scopes given replace the old ones)
+                                        change an API (scopes given replace the old ones);
+                                        --scope-description alone rewords scopes the API
+                                        has, keeping the others (S= removes the wording)
   apis show URL                         print an API as JSON
   apis list [--json]                    list the APIs: identifier, format, name, scopes
-  apis delete --identifier URL          remove an API: no token is issued for it again
+  apis delete --identifier URL [--json] remove an API: no token is issued for it again
   tokens create [--uses N] [--expires-in SECONDS]
                                         print an initial access token for dynamic client
                                         registration (RFC 7591, the registration_endpoint
@@ -145,7 +150,7 @@ Commands:
                                         1) within SECONDS (default a day); it is shown
                                         once, with the id it is listed and revoked by
   tokens list [--json]                  the initial access tokens that can still register
-  tokens revoke ID                      withdraw an initial access token
+  tokens revoke ID [--json]             withdraw an initial access token
   keys generate                         print a new private JWK set (RS256, ES256, EdDSA)
                                         for the JWKS setting
   keys encryption                       print a new key for the ENCRYPTION_KEYS setting
@@ -166,6 +171,8 @@ Commands:
                                         2026-11-22T10:00+01:00; or 30m, 24h, 7d, 2w ago);
                                         the last N (default 100); --json prints one JSON
                                         object a line
+
+Each command that answers in a sentence prints one JSON object instead with --json.
 
 Configuration comes from the same environment variables as the server (DATABASE_URL, ...).
 `;
@@ -189,22 +196,20 @@ type Handler = (args: string[], run: (work: (runtime: Runtime) => Promise<void>)
 
 const commands: Record<string, Handler> = {
   async check(args) {
-    parse(args, {});
+    const { values } = parse(args, JSON_OPTION);
     const findings = await checkDeployment();
-    for (const { subject, problems, summary } of findings) {
-      const lines = problems.length ? problems.map((problem) => `  - ${problem}`) : [];
-      process.stdout.write(`${subject.padEnd(14)} ${problems.length ? 'REFUSED' : `ok${summary ? ` (${summary})` : ''}`}\n${lines.map((line) => `${line}\n`).join('')}`);
-    }
     const refused = findings.reduce((count, finding) => count + finding.problems.length, 0);
+    report(values.json, { ok: !refused, findings: findings.map(({ subject, problems, summary }) => ({ subject, ok: !problems.length, summary: summary ?? null, problems })) },
+      findings.map(({ subject, problems, summary }) => `${subject.padEnd(14)} ${problems.length ? 'REFUSED' : `ok${summary ? ` (${summary})` : ''}`}${problems.map((problem) => `\n  - ${problem}`).join('')}`).join('\n'));
     if (refused) throw new PartlyDone(`${refused} problem${refused === 1 ? '' : 's'} to fix before Gatehouse can start`);
   },
   async migrate(args) {
-    parse(args, {});
+    const { values } = parse(args, JSON_OPTION);
     const config = loadConfig();
     const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     try {
       const applied = await migrate(database.connectionString);
-      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'the database is up to date\n');
+      report(values.json, { applied }, applied.length ? `applied: ${applied.join(', ')}` : 'the database is up to date');
     } finally {
       await database.close();
     }
@@ -240,12 +245,12 @@ const commands: Record<string, Handler> = {
   },
 
   async 'users disable'(args, run) {
-    const email = requiredEmail(args, 'users disable');
+    const { email, json } = requiredEmail(args, 'users disable');
     await run(async (runtime) => {
       const result = await runtime.flows.accountAdministration.disable(email, { type: 'admin', id: administratorName() });
       if (!result.ok) throw result.reason === 'last_administrator' ? new LastAdministrator(email) : new NotFound(`no account has the email ${email}`);
-      process.stdout.write(`${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; `
-        + `${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked\n`);
+      report(json, { email: result.user.email, disabled: true, changed: result.changed, sessions_ended: result.sessionsEnded, grants_revoked: result.grantsRevoked },
+        `${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; ${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked`);
       if (!runtime.config.redis) {
         process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
           + 'out of this command\'s reach: they and the account\'s tokens are refused while it is disabled, and end when the server restarts\n');
@@ -254,11 +259,11 @@ const commands: Record<string, Handler> = {
   },
 
   async 'users enable'(args, run) {
-    const email = requiredEmail(args, 'users enable');
+    const { email, json } = requiredEmail(args, 'users enable');
     await run(async (runtime) => {
       const result = await runtime.flows.accountAdministration.enable(email, { type: 'admin', id: administratorName() });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
-      process.stdout.write(`${result.changed ? 'enabled' : 'already enabled:'} ${result.user.email}\n`);
+      report(json, { email: result.user.email, disabled: false, changed: result.changed }, `${result.changed ? 'enabled' : 'already enabled:'} ${result.user.email}`);
     });
   },
 
@@ -291,7 +296,7 @@ const commands: Record<string, Handler> = {
   },
 
   async 'users show'(args, run) {
-    const email = requiredEmail(args, 'users show');
+    const { email } = requiredEmail(args, 'users show');
     await run(async ({ users }) => {
       const account = await users.findByEmail(email);
       const record = account ? await users.record(account.id) : null;
@@ -315,20 +320,21 @@ const commands: Record<string, Handler> = {
   },
 
   async 'users delete'(args, run) {
-    const email = requiredEmail(args, 'users delete');
+    const { email, json } = requiredEmail(args, 'users delete');
     await run(async ({ flows }) => {
       const deleted = await flows.accountAdministration.delete(email, { type: 'admin', id: administratorName() });
       if (!deleted.ok) throw deleted.reason === 'last_administrator' ? new LastAdministrator(email) : new NotFound(`no account has the email ${email}`);
-      process.stdout.write(`deleted ${deleted.user.email}; ${plural(deleted.sessionsEnded, 'session')} ended, ${plural(deleted.grantsRevoked, 'grant')} revoked\n`);
+      report(json, { email: deleted.user.email, deleted: true, sessions_ended: deleted.sessionsEnded, grants_revoked: deleted.grantsRevoked },
+        `deleted ${deleted.user.email}; ${plural(deleted.sessionsEnded, 'session')} ended, ${plural(deleted.grantsRevoked, 'grant')} revoked`);
     });
   },
 
   async 'users unlock'(args, run) {
-    const email = requiredEmail(args, 'users unlock');
+    const { email, json } = requiredEmail(args, 'users unlock');
     await run(async ({ flows }) => {
       const unlocked = await flows.accountAdministration.unlock(email, { type: 'admin', id: administratorName() });
       if (!unlocked.ok) throw new NotFound(`no account has the email ${email}`);
-      process.stdout.write(`unlocked ${unlocked.user.email}: its failed passwords and second-factor codes are forgotten\n`);
+      report(json, { email: unlocked.user.email, unlocked: true }, `unlocked ${unlocked.user.email}: its failed passwords and second-factor codes are forgotten`);
     });
   },
 
@@ -354,7 +360,7 @@ const commands: Record<string, Handler> = {
   },
 
   async 'users end-sessions'(args, run) {
-    const { values } = parse(args, { email: { type: 'string' }, session: { type: 'string' } });
+    const { values } = parse(args, { email: { type: 'string' }, session: { type: 'string' }, ...JSON_OPTION });
     if (!values.email) throw new UsageError('users end-sessions needs --email');
     await run(async ({ users, accountSessions, config }) => {
       const account = await users.findByEmail(String(values.email));
@@ -364,16 +370,17 @@ const commands: Record<string, Handler> = {
       }
       if (values.session) {
         if (!await accountSessions.end(account.id, String(values.session), { reason: 'ended_by_administrator', actor: { type: 'admin', id: administratorName() } })) throw new NotFound(`${account.email} has no session ${String(values.session)}`);
-        process.stdout.write(`ended session ${String(values.session)} of ${account.email}\n`);
+        report(values.json, { email: account.email, session: String(values.session), ended: true }, `ended session ${String(values.session)} of ${account.email}`);
         return;
       }
       const ended = await accountSessions.endAll(account.id, { reason: 'ended_by_administrator', actor: { type: 'admin', id: administratorName() } });
-      process.stdout.write(`signed ${account.email} out everywhere: ${plural(ended.sessions, 'session')} ended, ${plural(ended.grants, 'grant')} revoked\n`);
+      report(values.json, { email: account.email, sessions_ended: ended.sessions, grants_revoked: ended.grants },
+        `signed ${account.email} out everywhere: ${plural(ended.sessions, 'session')} ended, ${plural(ended.grants, 'grant')} revoked`);
     });
   },
 
   async 'users password-reset'(args, run) {
-    const email = requiredEmail(args, 'users password-reset');
+    const { email, json } = requiredEmail(args, 'users password-reset');
     await run(async ({ flows, users, mailQueue }) => {
       const account = await users.findByEmail(email);
       if (!account) throw new NotFound(`no account has the email ${email}`);
@@ -381,44 +388,51 @@ const commands: Record<string, Handler> = {
       await flows.passwordReset.requestLink(account.email, {}, { type: 'admin', id: administratorName() });
       // Sent before the command exits, or queued in the store for the server to send.
       await mailQueue.idle();
-      process.stdout.write(`a link to set a new password is on its way to ${account.email}\n`);
+      report(json, { email: account.email }, `a link to set a new password is on its way to ${account.email}`);
     });
   },
 
   async 'users reset-second-factor'(args, run) {
-    const { values } = parse(args, { email: { type: 'string' } });
-    if (!values.email || !String(values.email).trim()) throw new UsageError('users reset-second-factor needs --email');
-    const email = String(values.email);
+    const { email, json } = requiredEmail(args, 'users reset-second-factor');
     await run(async ({ flows, config }) => {
       // A command on an in-process store sees none of a running server's sessions: they are left to the restart.
       const result = await flows.secondFactorReset.reset({ email, actor: { type: 'admin', id: administratorName() }, endSessions: Boolean(config.redis) });
       if (!result.ok) throw new NotFound(`no account has the email ${email}`);
       const { user } = result;
       if (result.removed === 'nothing') {
-        process.stdout.write(`${user.email} has no two-factor authentication: nothing was changed\n`);
+        report(json, { email: user.email, removed: result.removed }, `${user.email} has no two-factor authentication: nothing was changed`);
         return;
       }
       if (result.removed === 'unfinished_setup') {
-        process.stdout.write(`${user.email} had not finished setting up two-factor authentication: the unfinished setup was removed\n`);
+        report(json, { email: user.email, removed: result.removed }, `${user.email} had not finished setting up two-factor authentication: the unfinished setup was removed`);
         return;
       }
       const codes = result.unusedRecoveryCodesRemoved;
-      process.stdout.write(`turned off two-factor authentication for ${user.email}: its authenticator and ${codes} unused recovery code${codes === 1 ? '' : 's'} were removed; `
-        + `${result.requiredByRole ? 'their role requires it, so their next sign-in asks them to set it up again' : 'they sign in with their password alone until they set it up again'}\n`);
+      const outcome: Record<string, unknown> = { email: user.email, removed: result.removed, unused_recovery_codes_removed: codes, required_by_role: result.requiredByRole };
+      const sentences = [`turned off two-factor authentication for ${user.email}: its authenticator and ${codes} unused recovery code${codes === 1 ? '' : 's'} were removed; `
+        + `${result.requiredByRole ? 'their role requires it, so their next sign-in asks them to set it up again' : 'they sign in with their password alone until they set it up again'}`];
       const { sessions } = result;
       if (sessions.ended) {
-        process.stdout.write(`signed ${user.email} out everywhere: ${plural(sessions.sessions, 'session')} ended, ${plural(sessions.grants, 'grant')} revoked\n`);
-      } else if (sessions.reason === 'out_of_reach') {
-        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
-          + `out of this command's reach, so those of ${user.email} were not ended; restarting the server ends them\n`);
+        Object.assign(outcome, { sessions_ended: sessions.sessions, grants_revoked: sessions.grants });
+        sentences.push(`signed ${user.email} out everywhere: ${plural(sessions.sessions, 'session')} ended, ${plural(sessions.grants, 'grant')} revoked`);
+      } else {
+        // Null, not 0: nothing was counted, and a script must not read "none were left".
+        Object.assign(outcome, { sessions_ended: null, grants_revoked: null, sessions_not_ended: sessions.reason });
+        if (sessions.reason === 'out_of_reach') {
+          process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
+            + `out of this command's reach, so those of ${user.email} were not ended; restarting the server ends them\n`);
+        }
       }
       try {
         await result.notice();
-        process.stdout.write(`told ${user.email} by email\n`);
+        outcome.notified = true;
+        sentences.push(`told ${user.email} by email`);
       } catch (error) {
         // The reset stands; the person is told another way.
+        outcome.notified = false;
         process.stderr.write(`gatehouse: the notice to ${user.email} was not sent (${error instanceof DependencyUnavailable ? error.describe() : (error as Error).message}); tell them yourself\n`);
       }
+      report(json, outcome, sentences.join('\n'));
       if (!sessions.ended && sessions.reason === 'store_unavailable') {
         throw new PartlyDone(`two-factor authentication is off, but the sessions of ${user.email} were not ended (${sessions.error.describe()}): `
           + 'they stay signed in until they sign out or the sessions expire');
@@ -459,23 +473,26 @@ const commands: Record<string, Handler> = {
       'client-id': { type: 'string' }, name: { type: 'string' }, 'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true }, scope: { type: 'string' },
       'first-party': { type: 'boolean' }, 'not-first-party': { type: 'boolean' },
+      'require-second-factor': { type: 'boolean' }, 'no-require-second-factor': { type: 'boolean' },
       'backchannel-logout-uri': { type: 'string' }, 'frontchannel-logout-uri': { type: 'string' }, 'default-api': { type: 'string' },
       'resource-server': { type: 'string' }, 'refresh-token-grace-period': { type: 'string' },
     });
     if (!values['client-id']) throw new UsageError('clients update needs --client-id');
     if (values['first-party'] && values['not-first-party']) throw new UsageError('clients update takes --first-party or --not-first-party, not both');
+    if (values['require-second-factor'] && values['no-require-second-factor']) throw new UsageError('clients update takes --require-second-factor or --no-require-second-factor, not both');
     const changes = {
       name: values.name as string | undefined, ...scopeOption(values.scope), defaultApi: optionalChange(values['default-api']),
       resourceServer: optionalChange(values['resource-server']),
       redirectUris: values['redirect-uri'] as string[] | undefined,
       postLogoutRedirectUris: values['post-logout-redirect-uri'] as string[] | undefined,
       firstParty: values['first-party'] ? true : values['not-first-party'] ? false : undefined,
+      requireSecondFactor: values['require-second-factor'] ? true : values['no-require-second-factor'] ? false : undefined,
       backchannelLogoutUri: optionalChange(values['backchannel-logout-uri']),
       frontchannelLogoutUri: optionalChange(values['frontchannel-logout-uri']),
       refreshTokenGracePeriod: gracePeriodOption(values['refresh-token-grace-period']),
     };
     if (Object.values(changes).every((value) => value === undefined)) {
-      throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri, --scope, --first-party or a logout URI');
+      throw new UsageError('clients update needs something to change: --name, --redirect-uri, --post-logout-redirect-uri, --scope, --first-party, --require-second-factor or a logout URI');
     }
     await run(async ({ clients }) => {
       const client = await clients.update(String(values['client-id']), changes, { type: 'admin', id: administratorName() });
@@ -516,13 +533,13 @@ const commands: Record<string, Handler> = {
   },
 
   async 'clients delete'(args, run) {
-    const { values } = parse(args, { 'client-id': { type: 'string' } });
+    const { values } = parse(args, { 'client-id': { type: 'string' }, ...JSON_OPTION });
     if (!values['client-id']) throw new UsageError('clients delete needs --client-id');
     await run(async ({ clients }) => {
       if (!await clients.delete(String(values['client-id']), { type: 'admin', id: administratorName() })) {
         throw new ClientError(`no client ${String(values['client-id'])}`);
       }
-      process.stdout.write(`deleted ${String(values['client-id'])}\n`);
+      report(values.json, { client_id: String(values['client-id']), deleted: true }, `deleted ${String(values['client-id'])}`);
     });
   },
 
@@ -539,11 +556,26 @@ const commands: Record<string, Handler> = {
   async 'apis update'(args, run) {
     const { values } = parse(args, API_OPTIONS);
     if (!values.identifier) throw new UsageError('apis update needs --identifier');
-    const changes = { ...apiSettings(values), ...(values.name === undefined ? {} : { name: String(values.name) }) };
-    if (!Object.keys(changes).length) throw new UsageError('apis update needs something to change: --name, --scope, --format, --ttl or --alg');
+    const identifier = String(values.identifier);
+    const changes: ApiChanges = { ...apiSettings(values), ...(values.name === undefined ? {} : { name: String(values.name) }) };
+    const descriptions = values.scope === undefined ? scopeDescriptions(values) : new Map<string, string>();
+    if (!Object.keys(changes).length && !descriptions.size) throw new UsageError('apis update needs something to change: --name, --scope, --scope-description, --format, --ttl or --alg');
     await run(async ({ apis }) => {
-      const api = await apis.update(String(values.identifier), changes, { type: 'admin', id: administratorName() });
-      if (!api) throw new ApiError(`no API ${String(values.identifier)}`);
+      let unchangedSince: Date | undefined;
+      if (descriptions.size) {
+        // The service replaces scopes as a whole, so the stored ones are restated with the new descriptions; the
+        // change is made to the version read, so a scope added meanwhile is refused (ApiChangedMeanwhile), not lost.
+        const current = await apis.find(identifier);
+        if (!current) throw new ApiError(`no API ${identifier}`);
+        const unknown = [...descriptions.keys()].filter((name) => !current.scopes.some((scope) => scope.name === name));
+        if (unknown.length) {
+          throw new ApiError(`${identifier} defines no scope ${unknown.join(', ')} (its scopes: ${current.scopes.map((scope) => scope.name).join(' ') || 'none'}); --scope sets the whole list`);
+        }
+        changes.scopes = current.scopes.map((scope) => descriptions.has(scope.name) ? { name: scope.name, description: descriptions.get(scope.name) } : scope);
+        unchangedSince = current.updatedAt;
+      }
+      const api = await apis.update(identifier, changes, { type: 'admin', id: administratorName() }, unchangedSince);
+      if (!api) throw new ApiError(`no API ${identifier}`);
       process.stdout.write(`${JSON.stringify(api, null, 2)}\n`);
     });
   },
@@ -573,11 +605,11 @@ const commands: Record<string, Handler> = {
   },
 
   async 'apis delete'(args, run) {
-    const { values } = parse(args, { identifier: { type: 'string' } });
+    const { values } = parse(args, { identifier: { type: 'string' }, ...JSON_OPTION });
     if (!values.identifier) throw new UsageError('apis delete needs --identifier');
     await run(async ({ apis }) => {
       if (!await apis.delete(String(values.identifier), { type: 'admin', id: administratorName() })) throw new ApiError(`no API ${String(values.identifier)}`);
-      process.stdout.write(`deleted ${String(values.identifier)}\n`);
+      report(values.json, { identifier: String(values.identifier), deleted: true }, `deleted ${String(values.identifier)}`);
     });
   },
 
@@ -603,12 +635,12 @@ const commands: Record<string, Handler> = {
   },
 
   async 'roles delete'(args, run) {
-    const { positionals } = parseWithName(args, 'roles delete NAME', {});
+    const { positionals, values } = parseWithName(args, 'roles delete NAME [--json]', JSON_OPTION);
     await run(async ({ flows }) => {
       const deleted = await flows.roleAssignment.deleteRole(positionals, { type: 'admin', id: administratorName() });
       if (!deleted.ok) throw new NotFound(`no role ${positionals}`);
       const people = deleted.peopleWhoHadIt;
-      process.stdout.write(`deleted ${positionals}; ${people} ${people === 1 ? 'person' : 'people'} lost it\n`);
+      report(values.json, { name: positionals, deleted: true, people_who_had_it: people }, `deleted ${positionals}; ${people} ${people === 1 ? 'person' : 'people'} lost it`);
     });
   },
 
@@ -671,12 +703,11 @@ const commands: Record<string, Handler> = {
   },
 
   async 'tokens revoke'(args, run) {
-    const [id, ...rest] = args;
-    if (!id || id.startsWith('-') || rest.length) throw new UsageError('tokens revoke takes one id: tokens revoke ID');
+    const { positionals: id, values } = parseWithName(args, 'tokens revoke ID [--json]', JSON_OPTION);
     await run(async ({ initialAccessTokens, config }) => {
       if (!config.redis) throw new NotFound(IN_PROCESS_TOKENS);
       if (!await initialAccessTokens.revoke(id, { type: 'admin', id: administratorName() })) throw new NotFound(`no initial access token has the id ${id}`);
-      process.stdout.write(`revoked ${id}: it registers nothing more\n`);
+      report(values.json, { id, revoked: true }, `revoked ${id}: it registers nothing more`);
     });
   },
 
@@ -713,12 +744,23 @@ const commands: Record<string, Handler> = {
   },
 };
 
-/** The --email of a command that takes only that. */
-function requiredEmail(args: string[], command: string): string {
-  const { values } = parse(args, { email: { type: 'string' } });
+/** The --email of a command that takes only that (and --json). */
+function requiredEmail(args: string[], command: string): { email: string; json: boolean } {
+  const { values } = parse(args, { email: { type: 'string' }, ...JSON_OPTION });
   const email = String(values.email ?? '').trim();
   if (!email) throw new UsageError(`${command} needs --email`);
-  return email;
+  return { email, json: Boolean(values.json) };
+}
+
+/** --json, taken by every command that reports in a sentence: a script reads the outcome without parsing prose. */
+const JSON_OPTION = { json: { type: 'boolean' } } as const;
+
+/**
+ * A command's outcome: with --json one JSON object (named as the admin API names the same answer, where it has
+ * one), else the sentence for a person.
+ */
+function report(json: unknown, outcome: Record<string, unknown>, sentence: string): void {
+  process.stdout.write(json ? `${JSON.stringify(outcome, null, 2)}\n` : `${sentence}\n`);
 }
 
 /** Who is at the terminal, for the audit trail: cli:<login>, or just cli where the system has no name for them. */
@@ -865,6 +907,17 @@ const API_OPTIONS = {
   format: { type: 'string' }, ttl: { type: 'string' }, alg: { type: 'string' },
 } as const;
 
+/** --scope-description S=TEXT...: each scope's new description (an empty TEXT removes it). */
+function scopeDescriptions(values: Record<string, unknown>): Map<string, string> {
+  const descriptions = new Map<string, string>();
+  for (const entry of (values['scope-description'] as string[] | undefined) ?? []) {
+    const [name, ...text] = entry.split('=');
+    if (!name || !text.length) throw new UsageError('--scope-description takes SCOPE=TEXT');
+    descriptions.set(name, text.join('='));
+  }
+  return descriptions;
+}
+
 /** An API's settings from the options given (nothing given, nothing changes). */
 function apiSettings(values: Record<string, unknown>): ApiChanges {
   const format = values.format as AccessTokenFormat | undefined;
@@ -873,14 +926,10 @@ function apiSettings(values: Record<string, unknown>): ApiChanges {
   if (alg !== undefined && !SIGNING_ALGORITHMS.includes(alg)) throw new UsageError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
   const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
   if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--ttl takes a whole number of seconds');
-  const descriptions = new Map<string, string>();
-  for (const entry of (values['scope-description'] as string[] | undefined) ?? []) {
-    const [name, ...text] = entry.split('=');
-    if (!name || !text.length) throw new UsageError('--scope-description takes SCOPE=TEXT');
-    descriptions.set(name, text.join('='));
-  }
+  const descriptions = scopeDescriptions(values);
   const names = typeof values.scope === 'string' ? values.scope.split(/\s+/).filter(Boolean) : undefined;
-  const undescribed = [...descriptions.keys()].filter((name) => !names?.includes(name));
+  // Without --scope, descriptions change the API's own scopes (apis update does that, against what is stored).
+  const undescribed = names ? [...descriptions.keys()].filter((name) => !names.includes(name)) : [];
   if (undescribed.length) throw new UsageError(`--scope-description names a scope not in --scope: ${undescribed.join(', ')}`);
   return {
     ...(names ? { scopes: names.map((name) => ({ name, description: descriptions.get(name) })) } : {}),

@@ -207,6 +207,84 @@ test.serial('clients create and update take a back-channel and a front-channel l
   t.is(after.frontchannel_logout_uri, 'https://app.example.com/frontchannel-logout');
 });
 
+test.serial('--json: the commands that answer in a sentence print one JSON object instead, named as the admin API names it', async (t) => {
+  t.timeout(16 * COMMAND_TIMEOUT_MS);
+  const email = uniqueEmail();
+  t.is((await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD])).code, 0);
+  const json = async (args: string[]) => {
+    const result = await gatehouse([...args, '--json']);
+    t.is(result.code, 0, `${args.join(' ')}: ${result.stderr}`);
+    return JSON.parse(result.stdout) as unknown;
+  };
+  t.deepEqual(await json(['users', 'unlock', '--email', email]), { email, unlocked: true });
+  t.deepEqual(await json(['users', 'end-sessions', '--email', email]), { email, sessions_ended: 0, grants_revoked: 0 });
+  t.deepEqual(await json(['users', 'password-reset', '--email', email]), { email });
+  t.deepEqual(await json(['users', 'reset-second-factor', '--email', email]), { email, removed: 'nothing' });
+  t.deepEqual(await json(['users', 'disable', '--email', email]), { email, disabled: true, changed: true, sessions_ended: 0, grants_revoked: 0 });
+  t.deepEqual(await json(['users', 'enable', '--email', email]), { email, disabled: false, changed: true });
+  t.deepEqual(await json(['users', 'delete', '--email', email]), { email, deleted: true, sessions_ended: 0, grants_revoked: 0 });
+
+  const client = JSON.parse((await gatehouse(['clients', 'create', '--name', 'Short-lived', '--type', 'service'])).stdout) as { client_id: string };
+  t.deepEqual(await json(['clients', 'delete', '--client-id', client.client_id]), { client_id: client.client_id, deleted: true });
+  const identifier = `https://api-${crypto.randomUUID()}.example.com/`;
+  t.is((await gatehouse(['apis', 'create', '--identifier', identifier, '--name', 'Short-lived', '--scope', 'x:read'])).code, 0);
+  t.deepEqual(await json(['apis', 'delete', '--identifier', identifier]), { identifier, deleted: true });
+  const role = `temp-${crypto.randomUUID().slice(0, 8)}`;
+  t.is((await gatehouse(['roles', 'create', role])).code, 0);
+  t.deepEqual(await json(['roles', 'delete', role]), { name: role, deleted: true, people_who_had_it: 0 });
+  t.deepEqual(await json(['migrate']), { applied: [] });
+
+  // Without --json, still the sentence; a failure stays on stderr with exit status 1, --json or not.
+  t.is((await gatehouse(['roles', 'create', role])).code, 0);
+  t.is((await gatehouse(['roles', 'delete', role])).stdout, `deleted ${role}; 0 people lost it\n`);
+  const missing = await gatehouse(['users', 'unlock', '--email', email, '--json']);
+  t.is(missing.code, 1);
+  t.is(missing.stdout, '');
+  t.regex(missing.stderr, /no account has the email/);
+});
+
+test.serial('clients update --require-second-factor and --no-require-second-factor turn the second factor for its sign-ins on and off', async (t) => {
+  t.timeout(6 * COMMAND_TIMEOUT_MS);
+  const created = await gatehouse(['clients', 'create', '--name', 'Back office', '--type', 'spa', '--redirect-uri', 'https://office.example.com/callback']);
+  t.is(created.code, 0, created.stderr);
+  const { client_id: clientId, require_second_factor: before } = JSON.parse(created.stdout) as { client_id: string; require_second_factor?: boolean };
+  t.not(before, true);
+  const on = await gatehouse(['clients', 'update', '--client-id', clientId, '--require-second-factor']);
+  t.is(on.code, 0, on.stderr);
+  t.is((JSON.parse(on.stdout) as { require_second_factor?: boolean }).require_second_factor, true);
+  t.is((JSON.parse((await gatehouse(['clients', 'show', clientId])).stdout) as { require_second_factor?: boolean }).require_second_factor, true, 'stored');
+  const off = await gatehouse(['clients', 'update', '--client-id', clientId, '--no-require-second-factor']);
+  t.is(off.code, 0, off.stderr);
+  t.not((JSON.parse(off.stdout) as { require_second_factor?: boolean }).require_second_factor, true);
+  const both = await gatehouse(['clients', 'update', '--client-id', clientId, '--require-second-factor', '--no-require-second-factor']);
+  t.is(both.code, 2);
+  t.regex(both.stderr, /^gatehouse: clients update takes --require-second-factor or --no-require-second-factor, not both\n/);
+  const service = JSON.parse((await gatehouse(['clients', 'create', '--name', 'Batch', '--type', 'service'])).stdout) as { client_id: string };
+  const refused = await gatehouse(['clients', 'update', '--client-id', service.client_id, '--require-second-factor']);
+  t.is(refused.code, 1);
+  t.is(refused.stderr, 'gatehouse: a service client signs nobody in: it cannot require a second factor\n');
+});
+
+test.serial('apis update --scope-description alone rewords the scopes named and keeps the others; a scope the API does not define is refused', async (t) => {
+  t.timeout(6 * COMMAND_TIMEOUT_MS);
+  const identifier = `https://api-${crypto.randomUUID()}.example.com/orders`;
+  const created = await gatehouse(['apis', 'create', '--identifier', identifier, '--name', 'Orders API', '--scope', 'orders:read orders:write', '--scope-description', 'orders:read=See your orders']);
+  t.is(created.code, 0, created.stderr);
+  const reworded = await gatehouse(['apis', 'update', '--identifier', identifier, '--scope-description', 'orders:write=Place orders for you']);
+  t.is(reworded.code, 0, reworded.stderr);
+  t.deepEqual(JSON.parse(reworded.stdout).scopes, [{ name: 'orders:read', description: 'See your orders' }, { name: 'orders:write', description: 'Place orders for you' }]);
+  const cleared = await gatehouse(['apis', 'update', '--identifier', identifier, '--scope-description', 'orders:read=']);
+  t.is(cleared.code, 0, cleared.stderr);
+  t.deepEqual(JSON.parse(cleared.stdout).scopes, [{ name: 'orders:read' }, { name: 'orders:write', description: 'Place orders for you' }]);
+  const unknown = await gatehouse(['apis', 'update', '--identifier', identifier, '--scope-description', 'orders:cancel=Cancel your orders']);
+  t.is(unknown.code, 1);
+  t.is(unknown.stderr, `gatehouse: ${identifier} defines no scope orders:cancel (its scopes: orders:read orders:write); --scope sets the whole list\n`);
+  t.deepEqual(JSON.parse((await gatehouse(['apis', 'show', identifier])).stdout).scopes, [{ name: 'orders:read' }, { name: 'orders:write', description: 'Place orders for you' }], 'nothing changed');
+  const noApi = await gatehouse(['apis', 'update', '--identifier', `${identifier}-gone`, '--scope-description', 'orders:read=X']);
+  t.is(noApi.code, 1);
+  t.is(noApi.stderr, `gatehouse: no API ${identifier}-gone\n`);
+});
+
 test.serial('users list, show, update, unlock, sessions, end-sessions, password-reset and delete; clients rotate-secret; audit by client and outcome: what the admin API does, by the same flows', async (t) => {
   const email = uniqueEmail();
   t.is((await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--name', 'Ada'])).code, 0);
@@ -264,7 +342,10 @@ test.serial('tokens create prints an initial access token for dynamic registrati
   const listed = await gatehouse(['tokens', 'list'], withRedis);
   t.regex(listed.stdout, new RegExp(`${issued.id}\\s+\\S+\\s+3 of 3`));
   t.false(listed.stdout.includes(issued.initial_access_token), 'never the token itself');
-  t.regex((await gatehouse(['tokens', 'revoke', issued.id], withRedis)).stdout, /^revoked /);
+  const revoked = await gatehouse(['tokens', 'revoke', issued.id, '--json'], withRedis);
+  t.is(revoked.code, 0, revoked.stderr);
+  t.deepEqual(JSON.parse(revoked.stdout), { id: issued.id, revoked: true });
+  t.regex((await gatehouse(['tokens', 'revoke', issued.id], withRedis)).stderr, /no initial access token has the id/);
   t.is((await gatehouse(['tokens', 'list'], withRedis)).stdout, 'no initial access token can register a client\n');
 });
 
