@@ -66,7 +66,9 @@ if (unavailable && !process.env.CI) {
     if (failed.length) t.log(await apache.errorLog());
     t.deepEqual(failed, [], 'the module took the logout token');
     t.like((await auditEvents(server.runtime, 'logout.delivered', about(user)))[0], { clientId: registered.client_id });
-    await page.goto(`${origin}/protected/hello.txt`);
+    // A new URL: the page just loaded may still be fresh in the browser's cache (a file written seconds ago is
+    // heuristically fresh for a moment), and a cached answer would never reach the module.
+    await page.goto(`${origin}/protected/hello.txt?after=logout`);
     if (!page.url().startsWith(`${server.issuer}/interaction/`)) t.log(await apache.errorLog());
     t.true(page.url().startsWith(`${server.issuer}/interaction/`), `the module's session ended: sent to Gatehouse to sign in again (landed on ${page.url()})`);
     await context.close();
