@@ -177,7 +177,9 @@ test('a message the mail server refuses for good (5xx) is not retried', async (t
 test('a message still not sent when too old is dropped, logged at error level with why, never what', async (t) => {
   const smtpPort = await downSmtp();
   const { logger, lines } = capturingLogger();
-  const { queue } = queueFor(smtpPort.url, logger, { ...FAST, maxAgeMs: 600 });
+  // Two seconds: time for the first attempt to fail and be queued even on a loaded machine (with less, the message
+  // could be too old before it is queued, and deliver would refuse it).
+  const { queue } = queueFor(smtpPort.url, logger, { ...FAST, maxAgeMs: 2000 });
 
   t.is(await queue.deliver(notice('late@example.com')), 'queued');
   await until(() => lines.some((line) => line.includes('queued mail dropped')), 'the message to be dropped');

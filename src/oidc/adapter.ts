@@ -7,7 +7,7 @@ import type { InitialAccessTokens } from './initial-access-tokens.ts';
 import type { Store } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
 import { AccountIndexes } from './account-sessions.ts';
-import { GRANT_BOUND_MODELS, requestBeingServed } from './engine-internals.ts';
+import { GRANT_BOUND_MODELS, requestBeingServed, revokeGrant } from './engine-internals.ts';
 
 /** Models that carry a grantId and so must disappear when their grant is revoked. */
 const GRANT_BOUND: ReadonlySet<string> = new Set(GRANT_BOUND_MODELS);
@@ -92,8 +92,17 @@ class StoreAdapter implements Adapter {
     // Already consumed by the find that took it: the engine consumes it when answering that same request.
     if (TAKEN_ON_FIRST_FIND.has(this.#model)) return Promise.resolve();
     return asProviderError(async () => {
-      const won = await this.#store.consume(this.#key(id), Math.floor(Date.now() / 1000));
-      if (!won) throw new errors.InvalidGrant(`${this.#model} was already used or has expired`);
+      const key = this.#key(id);
+      const won = await this.#store.consume(key, Math.floor(Date.now() / 1000));
+      if (won) return;
+      // Lost to a request presenting the same code or refresh token at the same moment: a reuse like any other, so
+      // its grant goes (the engine revokes it only for a token it read as consumed already, which a request racing
+      // the winner may not have).
+      const record = await this.#store.get(key);
+      const grantId = record ? (JSON.parse(record.value) as AdapterPayload).grantId : undefined;
+      const ctx = requestBeingServed();
+      if (ctx && typeof grantId === 'string' && GRANT_BOUND.has(this.#model)) await revokeGrant(ctx.oidc.provider, grantId);
+      throw new errors.InvalidGrant(`${this.#model} was already used or has expired`);
     });
   }
 
