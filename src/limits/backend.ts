@@ -39,7 +39,7 @@ export function createCounterBackend(options: { redis: RedisConnection | undefin
   }
   // Its own connection, failing fast like the store's. No resends: an increment applied twice would
   // count one attempt as two.
-  const client = openFailFastRedis(options.redis, { commandTimeoutMs: DEFAULT_COMMAND_TIMEOUT_MS, onError: options.onError, resendAfterReconnect: false });
+  const client = openFailFastRedis(options.redis, { commandTimeoutMs: DEFAULT_COMMAND_TIMEOUT_MS, onError: options.onError, resendAfterReconnect: false, batchWrites: true });
   return {
     counter: ({ name, points, seconds }) => new RateLimiterRedis({
       storeClient: client, keyPrefix: keyPrefix(name), points, duration: seconds,

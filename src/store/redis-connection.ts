@@ -23,6 +23,12 @@ export interface FailFastRedisOptions {
    * Like any timeout, it means a command reported as failed may still have taken effect.
    */
   resendAfterReconnect: boolean;
+  /**
+   * Commands issued in the same turn of the event loop leave in one write (ioredis's auto-pipelining): a write
+   * to a socket is a system call, and a token request's several commands, and concurrent requests', would each
+   * make one. Not for a subscriber's connection.
+   */
+  batchWrites?: boolean;
 }
 
 // Keep trying forever: whoever uses a connection must come back by itself when Redis does.
@@ -38,6 +44,7 @@ export function openFailFastRedis(connection: RedisConnection, options: FailFast
     autoResubscribe: false,
     // A master demoted by a failover answers writes with READONLY until the connection finds the new one.
     reconnectOnError: (error: Error) => /^READONLY /.test(error.message),
+    enableAutoPipelining: options.batchWrites ?? false,
   } satisfies RedisOptions;
   const keyPrefix = options.keyPrefix ? { keyPrefix: options.keyPrefix } : {};
   let client: RedisClient;
@@ -55,6 +62,8 @@ export function openFailFastRedis(connection: RedisConnection, options: FailFast
         ...keyPrefix,
         enableOfflineQueue: false,
         clusterRetryStrategy: reconnectDelay,
+        // The cluster's own option: it groups commands by the node that holds their keys.
+        enableAutoPipelining: failFast.enableAutoPipelining,
         redisOptions: { ...failFast, ...credentials },
       })
       : new Redis({

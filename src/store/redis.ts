@@ -86,7 +86,7 @@ export class RedisStore implements Store {
     });
     // Every command used here is idempotent (DEL/HSET/EXPIRE, HSETNX, SADD), or harmless twice (PUBLISH): resending one is safe.
     const client = openFailFastRedis(options.connection, {
-      keyPrefix: options.prefix, commandTimeoutMs: this.#commandTimeoutMs, onError: options.onError, resendAfterReconnect: true,
+      keyPrefix: options.prefix, commandTimeoutMs: this.#commandTimeoutMs, onError: options.onError, resendAfterReconnect: true, batchWrites: true,
     });
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });
     client.defineCommand('createRecord', { numberOfKeys: 1, lua: createScript });
