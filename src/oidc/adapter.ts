@@ -4,7 +4,7 @@
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { ClientError, forRegistrant, registrationProblem, type ClientMetadata, type ClientService } from '../clients/clients.ts';
 import type { InitialAccessTokens } from './initial-access-tokens.ts';
-import type { Store } from '../store/store.ts';
+import type { Store, StoredRecord } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
 import { AccountIndexes } from './account-sessions.ts';
 import { GRANT_BOUND_MODELS, requestBeingServed, revokeGrant } from './engine-internals.ts';
@@ -29,23 +29,79 @@ const TAKEN_ON_FIRST_FIND = new Set(['PushedAuthorizationRequest']);
  * `grantRevoked`: told whenever the engine (or Gatehouse through it) revokes a grant's tokens, so that what it
  * does not store — JWT access tokens — is revoked with them (src/oidc/jwt-access-tokens.ts).
  */
+/**
+ * Records that name the grant (and, for a token that ends with its session, the session) the engine reads right
+ * after them: a refresh checks the session, then the grant; a code exchange and introspection check the grant.
+ */
+const READ_AHEAD_FROM: ReadonlySet<string> = new Set(['RefreshToken', 'AuthorizationCode', 'AccessToken']);
+
+/**
+ * Reads a request is about to make, started as soon as a token read shows what they are, so that the engine's
+ * reads one after the other find them under way (one round trip to the store instead of three). Each is used
+ * once, by the request that started it, moments later: no record is served from it to anyone else or later.
+ */
+class ReadAhead {
+  readonly #store: Store;
+  readonly #started = new WeakMap<object, Map<string, Promise<StoredRecord | undefined>>>();
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  /** After reading a record of one of READ_AHEAD_FROM, in a request. */
+  start(request: object, payload: AdapterPayload): void {
+    const grantId = typeof payload.grantId === 'string' ? payload.grantId : undefined;
+    const sessionUid = payload.expiresWithSession && typeof payload.sessionUid === 'string' ? payload.sessionUid : undefined;
+    if (!grantId && !sessionUid) return;
+    const reads = this.#started.get(request) ?? new Map<string, Promise<StoredRecord | undefined>>();
+    this.#started.set(request, reads);
+    const read = (key: string): Promise<StoredRecord | undefined> => {
+      const record = this.#store.get(key);
+      // Not needed after all (the request was refused first): its failure is nobody's to handle.
+      record.catch(() => {});
+      reads.set(key, record);
+      return record;
+    };
+    if (grantId) read(`Grant:${grantId}`);
+    if (sessionUid) {
+      // Registered before the engine awaits the pointer: the session's own read is under way when it asks.
+      read(`Session:uid:${sessionUid}`).then((pointer) => {
+        if (pointer) read(`Session:${JSON.parse(pointer.value) as string}`);
+      }, () => {});
+    }
+  }
+
+  /** The read of `key` this request started, if any, taken (a second read of it goes to the store). */
+  take(request: object | undefined, key: string): Promise<StoredRecord | undefined> | undefined {
+    const reads = request && this.#started.get(request);
+    const record = reads?.get(key);
+    reads?.delete(key);
+    return record;
+  }
+}
+
 export function createAdapterFactory(
   store: Store, clients: ClientService, grantRevoked: (grantId: string) => Promise<void>, initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>,
 ): (model: string) => Adapter {
   const accountIndexes = new AccountIndexes(store);
-  return (model) => (model === 'Client' ? new ClientAdapter(clients, initialAccessTokens) : new StoreAdapter(model, store, accountIndexes, model === 'AccessToken' ? grantRevoked : undefined));
+  const readAhead = new ReadAhead(store);
+  return (model) => (model === 'Client'
+    ? new ClientAdapter(clients, initialAccessTokens)
+    : new StoreAdapter(model, store, accountIndexes, readAhead, model === 'AccessToken' ? grantRevoked : undefined));
 }
 
 class StoreAdapter implements Adapter {
   readonly #model: string;
   readonly #store: Store;
   readonly #accountIndexes: AccountIndexes;
+  readonly #readAhead: ReadAhead;
   readonly #grantRevoked: ((grantId: string) => Promise<void>) | undefined;
 
-  constructor(model: string, store: Store, accountIndexes: AccountIndexes, grantRevoked?: (grantId: string) => Promise<void>) {
+  constructor(model: string, store: Store, accountIndexes: AccountIndexes, readAhead: ReadAhead, grantRevoked?: (grantId: string) => Promise<void>) {
     this.#model = model;
     this.#store = store;
     this.#accountIndexes = accountIndexes;
+    this.#readAhead = readAhead;
     this.#grantRevoked = grantRevoked;
   }
 
@@ -59,15 +115,16 @@ class StoreAdapter implements Adapter {
       const key = this.#key(id);
       // A session ended from the sessions page stays ended, even if a request of its browser saves it late.
       if (this.#model === 'Session' && !(await this.#accountIndexes.mayStoreSession(payload, ttl))) return;
-      await this.#store.put(key, JSON.stringify(payload), ttl);
-      const indexes: Promise<void>[] = [];
-      if (this.#model === 'Grant') indexes.push(this.#accountIndexes.grantSaved(id, payload, ttl));
+      // The record and its indexes are written together, in one round trip: the engine hands nothing out unless all
+      // of them were written (a failed index fails the request), so written one after the other they would only wait.
+      const writes: Promise<void>[] = [this.#store.put(key, JSON.stringify(payload), ttl)];
+      if (this.#model === 'Grant') writes.push(this.#accountIndexes.grantSaved(id, payload, ttl));
       if (payload.grantId && GRANT_BOUND.has(this.#model)) {
-        indexes.push(this.#store.addToIndex(grantIndexKey(this.#model, payload.grantId), key, ttl));
+        writes.push(this.#store.addToIndex(grantIndexKey(this.#model, payload.grantId), key, ttl));
       }
-      if (payload.uid) indexes.push(this.#store.put(`${this.#model}:uid:${payload.uid}`, JSON.stringify(id), ttl));
-      if (payload.userCode) indexes.push(this.#store.put(`${this.#model}:userCode:${payload.userCode}`, JSON.stringify(id), ttl));
-      await Promise.all(indexes);
+      if (payload.uid) writes.push(this.#store.put(`${this.#model}:uid:${payload.uid}`, JSON.stringify(id), ttl));
+      if (payload.userCode) writes.push(this.#store.put(`${this.#model}:userCode:${payload.userCode}`, JSON.stringify(id), ttl));
+      await Promise.all(writes);
     });
   }
 
@@ -121,9 +178,11 @@ class StoreAdapter implements Adapter {
   }
 
   async #read(key: string): Promise<AdapterPayload | undefined> {
-    const record = await this.#store.get(key);
+    const request = requestBeingServed();
+    const record = await (this.#readAhead.take(request, key) ?? this.#store.get(key));
     if (!record) return undefined;
     const payload = JSON.parse(record.value) as AdapterPayload;
+    if (request && READ_AHEAD_FROM.has(this.#model)) this.#readAhead.start(request, payload);
     return record.consumedAt === undefined ? payload : { ...payload, consumed: record.consumedAt };
   }
 
@@ -135,7 +194,7 @@ class StoreAdapter implements Adapter {
   }
 
   async #findThrough(pointerKey: string): Promise<AdapterPayload | undefined> {
-    const pointer = await this.#store.get(pointerKey);
+    const pointer = await (this.#readAhead.take(requestBeingServed(), pointerKey) ?? this.#store.get(pointerKey));
     return pointer ? this.#read(this.#key(JSON.parse(pointer.value) as string)) : undefined;
   }
 }
