@@ -1,5 +1,7 @@
 // One scenario's load with autocannon, and what came of it: requests per second, latency, every error by kind, and
 // the server's peak memory meanwhile. A connection can keep state between its requests (a refresh-token chain).
+// A load held to a rate is paced here instead: requests spaced evenly in time.
+import { Agent, request as httpRequest } from 'node:http';
 import autocannon from 'autocannon';
 import { RssSampler } from './processes.ts';
 
@@ -41,7 +43,11 @@ export interface LoadRun {
   connections: number;
   durationSeconds: number;
   spec: LoadSpec;
-  /** Requests per second for all connections together, at most; unset: as fast as the server answers. */
+  /**
+   * Requests per second for all connections together, sent evenly spaced (not autocannon's own rate, which sends
+   * each connection's share of a second at once at the start of the second: a burst at full speed, then nothing);
+   * unset: as fast as the server answers.
+   */
   overallRate?: number | undefined;
 }
 
@@ -63,6 +69,7 @@ export interface RunningLoad {
 }
 
 export function startLoad(run: LoadRun, options: { sampleRss?: boolean } = {}): RunningLoad {
+  if (run.overallRate) return startPacedLoad({ ...run, overallRate: run.overallRate }, options);
   const problems = new Map<string, number>();
   const count = (problem: string) => problems.set(problem, (problems.get(problem) ?? 0) + 1);
   const { spec } = run;
@@ -120,4 +127,93 @@ export function startLoad(run: LoadRun, options: { sampleRss?: boolean } = {}): 
     });
   });
   return { stop: () => instance?.stop(), result };
+}
+
+/** How often the pacer looks at the clock: it sends each time what is due by then (at 1,000/s, one or two). */
+const PACER_TICK_MS = 1;
+
+/**
+ * `overallRate` requests a second, the n-th sent at n/rate seconds (as near as the event loop allows), over at most
+ * `connections` kept-alive connections: a request due while all of them are busy waits for one (and is late, its
+ * wait counted in its latency). One connection state for all: for requests that keep none between them.
+ */
+function startPacedLoad(run: LoadRun & { overallRate: number }, options: { sampleRss?: boolean }): RunningLoad {
+  const { spec } = run;
+  const target = new URL(run.origin);
+  const agent = new Agent({ keepAlive: true, maxSockets: run.connections });
+  const problems = new Map<string, number>();
+  const count = (problem: string) => problems.set(problem, (problems.get(problem) ?? 0) + 1);
+  const latenciesMs: number[] = [];
+  const connection: ConnectionState = {};
+  const sampler = options.sampleRss === false ? undefined : new RssSampler(run.pid, 250);
+  const startedAt = performance.now();
+  const durationMs = run.durationSeconds * 1000;
+  let sent = 0;
+  let answered = 0;
+  let stopped = false;
+
+  const send = (dueAt: number): Promise<void> => new Promise((resolve) => {
+    const body = spec.body?.(connection);
+    const outgoing = httpRequest({
+      agent, host: target.hostname, port: target.port, method: spec.method, path: spec.path,
+      headers: { ...spec.headers, ...(body === undefined ? {} : { 'content-length': Buffer.byteLength(body) }) },
+      timeout: 10_000,
+    }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        answered += 1;
+        const status = response.statusCode ?? 0;
+        const text = Buffer.concat(chunks).toString();
+        const problem = spec.onAnswer?.(status, text, connection);
+        if (status < 200 || status >= 300) count(`HTTP ${status}${protocolError(text)}`);
+        else if (problem) count(problem);
+        else latenciesMs.push(performance.now() - dueAt);
+        resolve();
+      });
+    });
+    outgoing.on('timeout', () => outgoing.destroy(new Error('timeout')));
+    outgoing.on('error', (error) => {
+      count(error.message === 'timeout' ? 'timeout' : 'connection error');
+      resolve();
+    });
+    outgoing.end(body);
+  });
+
+  const inFlight = new Set<Promise<void>>();
+  const result = new Promise<Measurement>((resolve) => {
+    const pacer = setInterval(() => {
+      const elapsedMs = performance.now() - startedAt;
+      if (stopped || elapsedMs >= durationMs) {
+        clearInterval(pacer);
+        void Promise.all(inFlight).then(() => {
+          agent.destroy();
+          const peakRssBytes = sampler?.stop() ?? 0;
+          const sorted = latenciesMs.sort((a, b) => a - b);
+          const percentile = (fraction: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!) : 0);
+          const errorKinds = Object.fromEntries(problems);
+          resolve({
+            requestsPerSecond: answered / (Math.min(elapsedMs, durationMs) / 1000),
+            p50Ms: percentile(0.5),
+            p99Ms: percentile(0.99),
+            requests: answered,
+            errors: Object.values(errorKinds).reduce((sum, times) => sum + times, 0),
+            errorKinds,
+            peakRssBytes,
+            notes: [`paced: ${run.overallRate} requests a second, evenly spaced; latency counted from when each was due`],
+          });
+        });
+        return;
+      }
+      const due = Math.floor((elapsedMs / 1000) * run.overallRate);
+      while (sent < due) {
+        const dueAt = startedAt + (sent / run.overallRate) * 1000;
+        sent += 1;
+        const answer = send(dueAt);
+        inFlight.add(answer);
+        void answer.then(() => inFlight.delete(answer));
+      }
+    }, PACER_TICK_MS);
+  });
+  return { stop: () => (stopped = true), result };
 }
