@@ -3,7 +3,6 @@
 import cluster from 'node:cluster';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { createLogger } from './logger.ts';
-import { serve } from './serve.ts';
 import { superviseWorkers } from './workers.ts';
 
 let config: Config;
@@ -15,5 +14,7 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config);
+// Loaded only where it serves: a primary that only supervises its workers stays small (the server's modules are
+// some 100 MB of memory, once per process).
 if (config.workers > 1 && cluster.isPrimary) await superviseWorkers(config, logger);
-else await serve(config, logger);
+else await (await import('./serve.ts')).serve(config, logger);
