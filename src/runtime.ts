@@ -209,7 +209,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const initialAccessTokens = new InitialAccessTokens(() => provider, store, auditTrail);
     const provider = createProvider({
       config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
-      permittedApiScopes: async (accountId, api) => roles.permittedScopes((await users.findById(accountId))?.roles ?? [], api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
+      permittedScopes: (roleNames, api) => roles.permittedScopes(roleNames, api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
     });

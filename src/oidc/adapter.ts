@@ -26,30 +26,33 @@ const FALLBACK_TTL_SECONDS = 14 * 24 * 3600;
 const TAKEN_ON_FIRST_FIND = new Set(['PushedAuthorizationRequest']);
 
 /**
- * `grantRevoked`: told whenever the engine (or Gatehouse through it) revokes a grant's tokens, so that what it
- * does not store — JWT access tokens — is revoked with them (src/oidc/jwt-access-tokens.ts).
- */
-/**
  * Records that name the grant (and, for a token that ends with its session, the session) the engine reads right
  * after them: a refresh checks the session, then the grant; a code exchange and introspection check the grant.
  */
 const READ_AHEAD_FROM: ReadonlySet<string> = new Set(['RefreshToken', 'AuthorizationCode', 'AccessToken']);
 
+/** Starts reading, for the request, the person a token was issued to (the engine asks for them next). */
+export type PersonReadAhead = (request: object, accountId: string) => void;
+
 /**
  * Reads a request is about to make, started as soon as a token read shows what they are, so that the engine's
- * reads one after the other find them under way (one round trip to the store instead of three). Each is used
- * once, by the request that started it, moments later: no record is served from it to anyone else or later.
+ * reads one after the other find them under way (one round trip to the store instead of three, and the person's
+ * row read meanwhile). Each is used once, by the request that started it, moments later: no record is served from
+ * it to anyone else or later.
  */
 class ReadAhead {
   readonly #store: Store;
+  readonly #person: PersonReadAhead | undefined;
   readonly #started = new WeakMap<object, Map<string, Promise<StoredRecord | undefined>>>();
 
-  constructor(store: Store) {
+  constructor(store: Store, person: PersonReadAhead | undefined) {
     this.#store = store;
+    this.#person = person;
   }
 
   /** After reading a record of one of READ_AHEAD_FROM, in a request. */
   start(request: object, payload: AdapterPayload): void {
+    if (typeof payload.accountId === 'string') this.#person?.(request, payload.accountId);
     const grantId = typeof payload.grantId === 'string' ? payload.grantId : undefined;
     const sessionUid = payload.expiresWithSession && typeof payload.sessionUid === 'string' ? payload.sessionUid : undefined;
     if (!grantId && !sessionUid) return;
@@ -80,11 +83,17 @@ class ReadAhead {
   }
 }
 
+/**
+ * `grantRevoked`: told whenever the engine (or Gatehouse through it) revokes a grant's tokens, so that what it
+ * does not store — JWT access tokens — is revoked with them (src/oidc/jwt-access-tokens.ts). `readPerson`: see
+ * PersonReadAhead.
+ */
 export function createAdapterFactory(
   store: Store, clients: ClientService, grantRevoked: (grantId: string) => Promise<void>, initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>,
+  readPerson?: PersonReadAhead,
 ): (model: string) => Adapter {
   const accountIndexes = new AccountIndexes(store);
-  const readAhead = new ReadAhead(store);
+  const readAhead = new ReadAhead(store, readPerson);
   return (model) => (model === 'Client'
     ? new ClientAdapter(clients, initialAccessTokens)
     : new StoreAdapter(model, store, accountIndexes, readAhead, model === 'AccessToken' ? grantRevoked : undefined));

@@ -11,6 +11,7 @@ import type { Store } from '../store/store.ts';
 import type { Secrets } from '../keys/secrets.ts';
 import type { SigningKeyRing } from '../keys/key-ring.ts';
 import { createAdapterFactory } from './adapter.ts';
+import { oncePerRequest } from './per-request.ts';
 import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
 import { ACR_SECOND_FACTOR, ACR_VALUES, REQUIRE_SECOND_FACTOR, SECOND_FACTOR_REQUIRED, secondFactorDecision } from './assurance.ts';
@@ -44,7 +45,8 @@ export interface ProviderDependencies {
   /** APIs (resource servers): what a `resource` names, and the format of its access tokens. */
   apis: Pick<ApiService, 'find'>;
   /** The scopes of an API (by identifier) that a person's roles permit them to be granted. */
-  permittedApiScopes(accountId: string, api: string): Promise<ReadonlySet<string>>;
+  /** The scopes of an API that these roles permit. */
+  permittedScopes(roles: readonly string[], api: string): Promise<ReadonlySet<string>>;
   pages: EnginePages;
   /** Where the engine sends a browser to sign in (the interaction pages, src/web/interaction/). */
   interactionPath(uid: string): string;
@@ -81,11 +83,15 @@ export interface EnginePages {
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
-export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedApiScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
-  const mayIntrospect = introspectionPolicy(users);
-  const apiAccess = resourceIndicators(apis, permittedApiScopes);
+export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+  const personOf = (request: object, accountId: string) => oncePerRequest(request, `person ${accountId}`, () => users.findById(accountId));
+  const mayIntrospect = introspectionPolicy(personOf);
+  const apiAccess = resourceIndicators(apis, async (ctx, accountId, api) => permittedScopes((await personOf(ctx, accountId))?.roles ?? [], api));
   const configuration: Configuration = {
-    adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId), initialAccessTokens),
+    adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId), initialAccessTokens, (request, accountId) => {
+      // Whoever asks next sees a failure (a 503 if the database is down); until then it is nobody's to report.
+      personOf(request, accountId).catch(() => {});
+    }),
     // Built in, held in memory by the engine (never looked up in the database).
     clients: [accountConsoleClient(config.issuer)],
     loadExistingGrant: async (ctx) => {
@@ -99,8 +105,8 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       long: { signed: true, httpOnly: true, sameSite: 'lax' },
       short: { signed: true, httpOnly: true, sameSite: 'lax' },
     },
-    findAccount: (_ctx, sub) => asProviderError(async () => {
-      const user = await users.findById(sub);
+    findAccount: (ctx, sub) => asProviderError(async () => {
+      const user = await personOf(ctx, sub);
       if (!user || user.disabled) return undefined;
       return { accountId: user.id, claims: () => standardClaims(user) };
     }),
@@ -114,7 +120,7 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       const named = token.resourceServer.accessTokenFormat === 'jwt' && grantId ? { [GRANT_ID_CLAIM]: grantId } : {};
       const grant = ctx.oidc.entities.Grant ?? (grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined);
       if (!grant?.getOIDCScope().split(' ').includes('roles')) return named;
-      const user = await users.findById(accountId);
+      const user = await personOf(ctx, accountId);
       return user ? { ...named, roles: user.roles } : named;
     }),
     // The ID token carries the granted profile and email claims too (as Keycloak and Auth0 do), so an

@@ -5,6 +5,7 @@ import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provid
 import type { Api, ApiService } from '../apis/apis.ts';
 import { asProviderError } from './errors.ts';
 import { SCOPES } from './scopes.ts';
+import { oncePerRequest } from './per-request.ts';
 
 /** Client metadata (extraClientMetadata): the API scopes a client may ask for, space-separated, at any API defining them. */
 export const API_SCOPES = 'api_scopes';
@@ -24,22 +25,15 @@ export function apiScopesOf(client: object): Set<string> {
   return new Set(typeof value === 'string' ? value.split(' ').filter(Boolean) : []);
 }
 
-/** The scopes of an API that a person's roles permit them to be granted. */
-export type PermittedApiScopes = (accountId: string, api: string) => Promise<ReadonlySet<string>>;
+/** The scopes of an API that a person's roles permit them to be granted (asked during the engine request `request`). */
+export type PermittedApiScopes = (request: object, accountId: string, api: string) => Promise<ReadonlySet<string>>;
 
 export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiScopes: PermittedApiScopes): ResourceIndicators {
   // The engine asks once per API a request names, and each answer checks the scopes against every API named:
   // each API, and each person's permissions at it, is read once per request.
-  const lookups = new WeakMap<object, Map<string, Promise<unknown>>>();
-  function once<Value>(ctx: object, key: string, load: () => Promise<Value>): Promise<Value> {
-    const known = lookups.get(ctx) ?? new Map<string, Promise<unknown>>();
-    lookups.set(ctx, known);
-    if (!known.has(key)) known.set(key, load());
-    return known.get(key) as Promise<Value>;
-  }
   const lookup: RequestLookups = {
-    api: (ctx, identifier) => once(ctx, `api ${identifier}`, () => apis.find(identifier)),
-    permitted: (ctx, accountId, identifier) => once(ctx, `permitted ${accountId} ${identifier}`, () => permittedApiScopes(accountId, identifier)),
+    api: (ctx, identifier) => oncePerRequest(ctx, `api ${identifier}`, () => apis.find(identifier)),
+    permitted: (ctx, accountId, identifier) => oncePerRequest(ctx, `permitted ${accountId} ${identifier}`, () => permittedApiScopes(ctx, accountId, identifier)),
   };
   return {
     enabled: true,

@@ -1,7 +1,7 @@
 // Who may introspect a token, and Gatehouse's answers for the JWT access tokens the engine does not store: at
 // introspection (active while it verifies, is not revoked and the caller may see it) and at revocation.
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import type { UserService } from '../accounts/users.ts';
+import type { User } from '../accounts/users.ts';
 import { revokeGrant } from './engine-internals.ts';
 import { asProviderError } from './errors.ts';
 import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
@@ -24,9 +24,9 @@ interface IntrospectedToken {
  * if it is that API's resource server (audience-restricted: a token for API A is useless at API B). A token whose
  * client was deleted is inactive, and so is every token of a disabled (or deleted) account, whatever the store holds.
  */
-export function introspectionPolicy(users: Pick<UserService, 'findById'>) {
+export function introspectionPolicy(personOf: (ctx: KoaContextWithOIDC, accountId: string) => Promise<User | null>) {
   return async (ctx: KoaContextWithOIDC, caller: NonNullable<KoaContextWithOIDC['oidc']['client']>, token: IntrospectedToken): Promise<boolean> => {
-    if (!await accountMayUseTokens(users, token.accountId)) return false;
+    if (token.accountId && !await accountMayUseTokens(await asProviderError(() => personOf(ctx, token.accountId!)))) return false;
     if (token.clientId === caller.clientId) return true;
     if (!ACCESS_TOKEN_KINDS.has(token.kind) || caller.clientAuthMethod === 'none' || !caller.grantTypeAllowed('client_credentials')) return false;
     if (await ctx.oidc.provider.Client.find(token.clientId!) === undefined) return false;
@@ -75,9 +75,7 @@ export function answerForJwtAccessTokens(jwts: JwtAccessTokens, mayIntrospect: R
   };
 }
 
-/** Whether the person a token was issued for (if any) may still sign in: tokens of a disabled account are inactive. */
-async function accountMayUseTokens(users: Pick<UserService, 'findById'>, accountId: string | undefined): Promise<boolean> {
-  if (!accountId) return true;
-  const user = await asProviderError(() => users.findById(accountId));
+/** Whether the person a token was issued for may still sign in: tokens of a disabled (or deleted) account are inactive. */
+function accountMayUseTokens(user: User | null): boolean {
   return user !== null && !user.disabled;
 }
