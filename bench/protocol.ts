@@ -34,6 +34,8 @@ interface Side {
   errors: number;
   errorKinds: Record<string, number>;
   peakRssMb: number;
+  serverCpuPercent: number;
+  machineBusyPercent: number;
   notes: string[];
 }
 
@@ -152,7 +154,8 @@ function progress(message: string): void {
 function side(measurement: Measurement): Side {
   return {
     requestsPerSecond: measurement.requestsPerSecond, p50Ms: measurement.p50Ms, p99Ms: measurement.p99Ms, errors: measurement.errors,
-    errorKinds: measurement.errorKinds, peakRssMb: megabytes(measurement.peakRssBytes), notes: measurement.notes,
+    errorKinds: measurement.errorKinds, peakRssMb: megabytes(measurement.peakRssBytes),
+    serverCpuPercent: measurement.serverCpuPercent, machineBusyPercent: measurement.machineBusyPercent, notes: measurement.notes,
   };
 }
 
@@ -169,7 +172,8 @@ async function runScenario(scenario: Scenario, target: Target, earlier: Map<stri
   measurement.notes.push(...prepared.notes?.() ?? []);
   earlier.set(scenario.name, measurement);
   progress(`${target.name.padEnd(18)} ${scenario.name}: ${formatNumber(measurement.requestsPerSecond)} req/s, p99 ${measurement.p99Ms} ms, `
-    + `${measurement.errors} errors, ${formatNumber(megabytes(measurement.peakRssBytes))} MB`);
+    + `${measurement.errors} errors, ${formatNumber(megabytes(measurement.peakRssBytes))} MB, CPU ${Math.round(measurement.serverCpuPercent)}% `
+    + `(machine ${Math.round(measurement.machineBusyPercent)}% busy)`);
   return measurement;
 }
 
@@ -310,17 +314,21 @@ function protocolMarkdown(results: {
   argon2: { memoryCost: number; timeCost: number; parallelism: number; verifyMs: number; ceilingPerCore: number }; targets: TargetCheck[];
 }): string {
   const cells = (measured: Side | undefined) => (measured
-    ? [formatNumber(measured.requestsPerSecond), formatNumber(measured.p50Ms), formatNumber(measured.p99Ms), String(measured.errors), formatNumber(measured.peakRssMb)]
-    : ['—', '—', '—', '—', '—']);
+    ? [formatNumber(measured.requestsPerSecond), formatNumber(measured.p50Ms), formatNumber(measured.p99Ms), String(measured.errors), formatNumber(measured.peakRssMb),
+      String(Math.round(measured.serverCpuPercent)), String(Math.round(measured.machineBusyPercent))]
+    : ['—', '—', '—', '—', '—', '—', '—']);
   const { signIn, argon2 } = results;
   const table = markdownTable(
-    ['scenario', 'conns', 'baseline req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'Gatehouse req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'ratio'],
+    [
+      'scenario', 'conns', 'baseline req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'CPU %', 'machine %',
+      'Gatehouse req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'CPU %', 'machine %', 'ratio',
+    ],
     [
       ...results.rows.map((row) => [row.scenario, String(row.connections), ...cells(row.baseline), ...cells(row.gatehouse), row.ratio === undefined ? '—' : `${formatNumber(row.ratio)}×`]),
       ['password sign-in (Gatehouse only)', String(signIn.workers), ...cells(undefined),
-        formatNumber(signIn.signInsPerSecond), formatNumber(signIn.p50Ms), formatNumber(signIn.p99Ms), String(signIn.errors), formatNumber(signIn.peakRssMb), '—'],
+        formatNumber(signIn.signInsPerSecond), formatNumber(signIn.p50Ms), formatNumber(signIn.p99Ms), String(signIn.errors), formatNumber(signIn.peakRssMb), '—', '—', '—'],
     ],
-    new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+    new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]),
   );
   const errorLines = [
     ...results.rows.flatMap((row) => [
@@ -343,7 +351,7 @@ function protocolMarkdown(results: {
     `- Baseline: ${results.baseline}.`,
     `- WORKERS=2 rows: the same Gatehouse with WORKERS=2, ${results.clusterProcesses === 1 ? 'which ran as one process (WORKERS not supported yet)' : `${results.clusterProcesses} processes (a primary and its workers)`}; their baseline is the single-process one.`,
     `- RSS after start, before any load: baseline ${formatNumber(results.rssAtStartMb.baseline)} MB, Gatehouse ${formatNumber(results.rssAtStartMb.gatehouse)} MB, Gatehouse WORKERS=2 ${formatNumber(results.rssAtStartMb.cluster)} MB.`,
-    '- req/s: mean of the per-second counts; p50 and p99: latency of the 2xx answers; errors: non-2xx, connection errors, timeouts and 2xx answers that were not the one expected; RSS: peak of the server\'s process tree, sampled every 250 ms; ratio: Gatehouse req/s ÷ baseline req/s.',
+    '- req/s: mean of the per-second counts; p50 and p99: latency of the 2xx answers; errors: non-2xx, connection errors, timeouts and 2xx answers that were not the one expected; RSS: peak of the server\'s process tree, sampled every 250 ms; CPU %: what the server\'s processes used, in percent of one CPU (above 100: several threads at once — the garbage collector\'s among them); machine %: how busy all the CPUs were (servers, load generator, PostgreSQL, Redis); ratio: Gatehouse req/s ÷ baseline req/s.',
     '',
     table,
     '',

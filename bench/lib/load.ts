@@ -3,7 +3,7 @@
 // A load held to a rate is paced here instead: requests spaced evenly in time.
 import { Agent, request as httpRequest } from 'node:http';
 import autocannon from 'autocannon';
-import { RssSampler } from './processes.ts';
+import { CpuMeter, RssSampler } from './processes.ts';
 
 /** What one connection keeps between its requests (its refresh token, say); each connection has its own. */
 export type ConnectionState = { token?: string };
@@ -33,6 +33,10 @@ export interface Measurement {
   /** The errors by kind: "HTTP 400 invalid_grant: …", "timeout", "connection error", or a problem an onAnswer found. */
   errorKinds: Record<string, number>;
   peakRssBytes: number;
+  /** CPU the server's processes used meanwhile, in percent of one CPU. */
+  serverCpuPercent: number;
+  /** How busy the whole machine was meanwhile (servers, load generator, PostgreSQL, Redis), in percent of all CPUs. */
+  machineBusyPercent: number;
   notes: string[];
 }
 
@@ -94,6 +98,7 @@ export function startLoad(run: LoadRun, options: { sampleRss?: boolean } = {}): 
     },
   };
   const sampler = options.sampleRss === false ? undefined : new RssSampler(run.pid, 250);
+  const cpu = new CpuMeter(run.pid);
   let instance: autocannon.Instance | undefined;
   const result = new Promise<Measurement>((resolve, reject) => {
     instance = autocannon({
@@ -122,6 +127,7 @@ export function startLoad(run: LoadRun, options: { sampleRss?: boolean } = {}): 
         errors: Object.values(errorKinds).reduce((sum, times) => sum + times, 0),
         errorKinds,
         peakRssBytes,
+        ...cpu.read(),
         notes: [],
       });
     });
@@ -146,6 +152,7 @@ function startPacedLoad(run: LoadRun & { overallRate: number }, options: { sampl
   const latenciesMs: number[] = [];
   const connection: ConnectionState = {};
   const sampler = options.sampleRss === false ? undefined : new RssSampler(run.pid, 250);
+  const cpu = new CpuMeter(run.pid);
   const startedAt = performance.now();
   const durationMs = run.durationSeconds * 1000;
   let sent = 0;
@@ -192,6 +199,7 @@ function startPacedLoad(run: LoadRun & { overallRate: number }, options: { sampl
           const sorted = latenciesMs.sort((a, b) => a - b);
           const percentile = (fraction: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!) : 0);
           const errorKinds = Object.fromEntries(problems);
+          const cpuUsed = cpu.read();
           resolve({
             requestsPerSecond: answered / (Math.min(elapsedMs, durationMs) / 1000),
             p50Ms: percentile(0.5),
@@ -200,6 +208,7 @@ function startPacedLoad(run: LoadRun & { overallRate: number }, options: { sampl
             errors: Object.values(errorKinds).reduce((sum, times) => sum + times, 0),
             errorKinds,
             peakRssBytes,
+            ...cpuUsed,
             notes: [`paced: ${run.overallRate} requests a second, evenly spaced; latency counted from when each was due`],
           });
         });

@@ -122,6 +122,60 @@ export function treeRssBytes(pid: number): number {
   return total;
 }
 
+/** Linux counts CPU time in these (USER_HZ, 100 on every architecture Node runs on). */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** CPU time (user and system) spent so far by the process and its descendants, in seconds. */
+export function treeCpuSeconds(pid: number): number {
+  let ticks = 0;
+  for (const member of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${member}/stat`, 'utf8');
+      // The fields after the command name, which may hold spaces: utime and stime are the 12th and 13th of them.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return ticks / CLOCK_TICKS_PER_SECOND;
+}
+
+/** The whole machine's CPU time so far, busy and in total (every CPU), in seconds. */
+export function machineCpuSeconds(): { busy: number; total: number } {
+  const times = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal: idle and iowait are the machine waiting.
+  const total = times.slice(0, 8).reduce((sum, value) => sum + value, 0);
+  const waiting = (times[3] ?? 0) + (times[4] ?? 0);
+  return { busy: (total - waiting) / CLOCK_TICKS_PER_SECOND, total: total / CLOCK_TICKS_PER_SECOND };
+}
+
+/**
+ * While it runs: the CPU a process tree used, as a percentage of one CPU (above 100: several threads or
+ * processes at once), and how busy the machine was, as a percentage of all its CPUs.
+ */
+export class CpuMeter {
+  readonly #pid: number;
+  readonly #startedAt = performance.now();
+  readonly #tree: number;
+  readonly #machine = machineCpuSeconds();
+
+  constructor(pid: number) {
+    this.#pid = pid;
+    this.#tree = treeCpuSeconds(pid);
+  }
+
+  read(): { serverCpuPercent: number; machineBusyPercent: number } {
+    const seconds = (performance.now() - this.#startedAt) / 1000;
+    const machine = machineCpuSeconds();
+    const machineTotal = machine.total - this.#machine.total;
+    return {
+      serverCpuPercent: seconds > 0 ? (100 * (treeCpuSeconds(this.#pid) - this.#tree)) / seconds : 0,
+      machineBusyPercent: machineTotal > 0 ? (100 * (machine.busy - this.#machine.busy)) / machineTotal : 0,
+    };
+  }
+}
+
 /** Samples a process tree's resident memory every `intervalMs` until stopped. */
 export class RssSampler {
   readonly samples: Array<{ atMs: number; bytes: number }> = [];
