@@ -44,8 +44,7 @@ export interface ProviderDependencies {
   clients: ClientService;
   /** APIs (resource servers): what a `resource` names, and the format of its access tokens. */
   apis: Pick<ApiService, 'find'>;
-  /** The scopes of an API (by identifier) that a person's roles permit them to be granted. */
-  /** The scopes of an API that these roles permit. */
+  /** The scopes of an API (by identifier) that these roles permit a person to be granted. */
   permittedScopes(roles: readonly string[], api: string): Promise<ReadonlySet<string>>;
   pages: EnginePages;
   /** Where the engine sends a browser to sign in (the interaction pages, src/web/interaction/). */
