@@ -1,10 +1,11 @@
 // The oidc-provider adapter over both stores: what the engine relies on — find after upsert, the
 // consumed mark, findByUid and findByUserCode, revokeByGrantId per model, atomic consume with a
-// protocol error for the loser, a pushed authorization request taken by its first find, and 503-shaped
-// errors when the store is down.
+// protocol error for the loser, a pushed authorization request taken by its first find, reads started ahead
+// within one engine request (and only there), and 503-shaped errors when the store is down.
 import { randomUUID } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { errors } from 'oidc-provider';
+import engineRequest from 'oidc-provider/lib/helpers/als.js';
 import { createAdapterFactory } from '../src/oidc/adapter.ts';
 import { TemporarilyUnavailable } from '../src/oidc/errors.ts';
 import { createStore, type Store } from '../src/store/index.ts';
@@ -18,6 +19,24 @@ const noClients = { find: async () => undefined } as unknown as ClientService;
 test.after.always(async () => {
   if (process.env.REDIS_URL) await deleteKeysWithPrefix(process.env.REDIS_URL, runPrefix);
 });
+
+/** The store, with each key's reads counted. */
+function countingReads(store: Store): { store: Store; reads(key: string): number } {
+  const counts = new Map<string, number>();
+  const counted = new Proxy(store, {
+    get(target, property) {
+      if (property === 'get') {
+        return (key: string) => {
+          counts.set(key, (counts.get(key) ?? 0) + 1);
+          return target.get(key);
+        };
+      }
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return { store: counted, reads: (key) => counts.get(key) ?? 0 };
+}
 
 function adapters(t: ExecutionContext, redisUrl: string | undefined) {
   const store: Store = createStore({ redis: redisUrl === undefined ? undefined : { url: redisUrl }, prefix: `${runPrefix}${randomUUID()}:` });
@@ -91,6 +110,46 @@ for (const { name, redisUrl } of backends) {
     await factory('RefreshToken').revokeByGrantId('grant-a');
     t.is(await factory('RefreshToken').find('RefreshToken-a'), undefined);
     t.truthy(await factory('RefreshToken').find('RefreshToken-b'));
+  });
+
+  test(title('in an engine request a token read starts the reads of its grant, session and person; each is used once, by that request alone'), async (t) => {
+    const store = createStore({ redis: redisUrl === undefined ? undefined : { url: redisUrl }, prefix: `${runPrefix}${randomUUID()}:` });
+    t.teardown(() => store.close());
+    const counting = countingReads(store);
+    const personReads: Array<[object, string]> = [];
+    const factory = createAdapterFactory(counting.store, noClients, async () => {}, { spendOne: async () => {} }, (request, accountId) => {
+      personReads.push([request, accountId]);
+    });
+    const grant = { jti: 'g1', kind: 'Grant', accountId: 'p1', clientId: 'c1' };
+    const session = { jti: 's1', kind: 'Session', uid: 'uid-1', accountId: 'p1' };
+    const refreshToken = { jti: 'rt1', kind: 'RefreshToken', accountId: 'p1', grantId: 'g1', sessionUid: 'uid-1', expiresWithSession: true };
+    await factory('Grant').upsert('g1', grant, 60);
+    await factory('Session').upsert('s1', session, 60);
+    await factory('RefreshToken').upsert('rt1', refreshToken, 60);
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+    const request = {};
+    await engineRequest.run(request, async () => {
+      t.deepEqual(await factory('RefreshToken').find('rt1'), refreshToken);
+      await settle();
+      t.is(counting.reads('Grant:g1'), 1, 'the grant is being read before the engine asks');
+      t.is(counting.reads('Session:uid:uid-1'), 1);
+      t.is(counting.reads('Session:s1'), 1, 'and the session the pointer names');
+      t.deepEqual(personReads, [[request, 'p1']]);
+      t.deepEqual(await factory('Session').findByUid('uid-1'), session);
+      t.deepEqual(await factory('Grant').find('g1'), grant);
+      t.is(counting.reads('Session:uid:uid-1') + counting.reads('Session:s1') + counting.reads('Grant:g1'), 3, 'the engine got the reads started for it');
+      await factory('Grant').upsert('g1', { ...grant, clientId: 'changed' }, 60);
+      t.is((await factory('Grant').find('g1'))?.clientId, 'changed', 'a second read in the same request goes to the store');
+    });
+    await engineRequest.run({}, async () => {
+      t.is((await factory('Grant').find('g1'))?.clientId, 'changed');
+      t.is(counting.reads('Grant:g1'), 3, 'another request reads for itself');
+    });
+    await factory('RefreshToken').find('rt1');
+    await settle();
+    t.is(counting.reads('Grant:g1'), 3, 'outside an engine request nothing is read ahead');
+    t.is(personReads.length, 1);
   });
 
   test(title('records expire with the TTL the engine gives'), async (t) => {
