@@ -45,10 +45,15 @@ export interface GatehouseProcess extends ServerProcess {
   processCount: number;
 }
 
-/** Starts `node src/main.ts` with only PATH and HOME from the bench's own environment, and waits for /readyz. */
-export async function startGatehouse(name: string, environment: Record<string, string>, backing: BackingServices, cleanup: Cleanup): Promise<GatehouseProcess> {
+/**
+ * Starts `node src/main.ts` (or another checkout's, `script`) with only PATH and HOME from the bench's own
+ * environment, and waits for /readyz.
+ */
+export async function startGatehouse(
+  name: string, environment: Record<string, string>, backing: BackingServices, cleanup: Cleanup, script = 'src/main.ts',
+): Promise<GatehouseProcess> {
   const server = await startServer({
-    name, script: 'src/main.ts', port: Number(environment.PORT), readyPath: '/readyz',
+    name, script, port: Number(environment.PORT), readyPath: '/readyz',
     environment: { PATH: process.env.PATH, HOME: process.env.HOME, ...environment },
     errorLog: path.join(backing.folder, `${name.replaceAll(/\W+/g, '-')}.stderr.log`),
   }, cleanup);

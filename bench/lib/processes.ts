@@ -21,7 +21,7 @@ export interface ServerProcess {
 export interface ServerStart {
   /** For messages: "Gatehouse", "baseline"... */
   name: string;
-  /** The script, relative to the project root. */
+  /** The script, relative to the project root (the processes' working folder), or absolute. */
   script: string;
   port: number;
   environment: NodeJS.ProcessEnv;
