@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { authorizationRequest, createUser, discover, insecure, PASSWORD, registerConfidential, registerSpa } from './helpers/oauth.ts';
+import { authorizationRequest, createUser, discover, insecure, PASSWORD, REDIRECT_URI, registerConfidential, registerSpa, signIn } from './helpers/oauth.ts';
 import { UserAgent, formField, isRedirect, page as openPage, post } from './helpers/user-agent.ts';
 import { linkIn, startSmtpServer } from './helpers/smtp.ts';
 import { ThrowawayRedisServer, deleteKeysWithPrefix, findFreePort, keysWithPrefix } from './helpers/redis.ts';
@@ -371,6 +371,53 @@ test.serial('the token endpoint is limited per client (confidential and public);
   const spaRefused = await codeExchange();
   t.is(spaRefused.status, 429);
   t.truthy(spaRefused.headers.get('retry-after'));
+});
+
+test.serial('a public client over its limit gets 429 whatever it sends, and the code and refresh token it sent are left as they were', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ TOKEN_LIMIT_PER_CLIENT: '5/600' });
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const user = await createUser(server);
+  const agent = new UserAgent();
+  const signedIn = await authorizationRequest(as, client.client_id);
+  const signedInCode = oauth.validateAuthResponse(as, client, await signIn(agent, signedIn.url, { email: user.email, password: PASSWORD }), signedIn.state);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), signedInCode, REDIRECT_URI, signedIn.codeVerifier, insecure), { expectedNonce: signedIn.nonce });
+  // A second code, not exchanged yet (the browser is signed in already).
+  const second = await authorizationRequest(as, client.client_id);
+  const secondCode = oauth.validateAuthResponse(as, client, await signIn(agent, second.url, { email: user.email, password: PASSWORD }), second.state);
+  const { rates } = server.runtime.limits;
+  while ((await rates.consume('token-client', client.client_id)).allowed);
+
+  // Refused before the engine reads the code or token: what it would find is not said, not even in its events
+  // (the protocol log and metrics read them), and nothing is consumed.
+  const events: string[] = [];
+  const onError = (_ctx: unknown, error: { status: number; error: string }) => events.push(`${error.status} ${error.error}`);
+  const onSuccess = () => events.push('success');
+  server.runtime.provider.on('grant.error', onError).on('grant.success', onSuccess);
+  t.teardown(() => server.runtime.provider.off('grant.error', onError).off('grant.success', onSuccess));
+  const refused = {
+    'its refresh token': await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure),
+    'its unused code': await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), secondCode, REDIRECT_URI, second.codeVerifier, insecure),
+    'its used code': await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), signedInCode, REDIRECT_URI, signedIn.codeVerifier, insecure),
+    'a made-up refresh token': await oauth.refreshTokenGrantRequest(as, client, oauth.None(), 'made-up', insecure),
+    'a grant type it may not use': await oauth.clientCredentialsGrantRequest(as, client, oauth.None(), {}, insecure),
+  };
+  for (const [what, response] of Object.entries(refused)) {
+    t.is(response.status, 429, what);
+    t.true(Number(response.headers.get('retry-after')) > 0, what);
+    t.regex(((await response.json()) as { error_description?: string }).error_description ?? '', /too many requests/, what);
+  }
+  t.deepEqual(events, Array(5).fill('429 invalid_request'));
+
+  // No grant was revoked (the used code's reuse would have revoked the first): the token and the code work, once.
+  await rates.reset('token-client', client.client_id);
+  const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  t.is((await oauth.userInfoRequest(as, client, refreshed.access_token, insecure)).status, 200);
+  const exchanged = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), secondCode, REDIRECT_URI, second.codeVerifier, insecure), { expectedNonce: second.nonce });
+  t.is((await oauth.userInfoRequest(as, client, exchanged.access_token, insecure)).status, 200);
 });
 
 test.serial('the token endpoint is limited per IP, whatever client id is sent', async (t) => {
