@@ -13,7 +13,7 @@ import { logProtocol } from './oidc/protocol-log.ts';
 import { refreshTokenGracePeriod } from './oidc/refresh-grace.ts';
 import type { Store } from './store/store.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
-import { UserService } from './accounts/users.ts';
+import { ACCOUNT_CHANGES_CHANNEL, UserService, type TokenHolder } from './accounts/users.ts';
 import { AccountTokens } from './accounts/account-tokens.ts';
 import { SecondFactorService } from './accounts/second-factor.ts';
 import { ConsentService } from './accounts/consents.ts';
@@ -153,7 +153,14 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const mailer = createMailer(config, logger);
     const mailQueue = new MailQueue({ store, mailer, logger, timings: options.mailQueue });
     const afterResponseWork = new AfterResponseWork(logger);
-    const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy });
+    // Every instance sharing the store hears of account changes, as of client changes (below). Kept only on a shared
+    // store: on the in-process one, a change made by the CLI (another process) could not be heard of, and a person
+    // disabled there must lose their tokens at once.
+    const tokenHolders = new AnnouncedCache<TokenHolder>(store, {
+      channel: ACCOUNT_CHANGES_CHANNEL, maxAgeMs: options.oneShot || !config.redis ? 0 : config.clientCacheTtl * 1000, maxEntries: 10_000, maxUnknownKeys: 1_000,
+      onAnnounceFailure: (error, accountId) => logger.warn({ err: error, accountId }, 'account changed, but other instances could not be told: they use the change when their cached copy expires'),
+    });
+    const users = new UserService(database.prisma, new PasswordHasher(config.argon2), { passwordPolicy: config.passwordPolicy, tokenHolders });
     const auditTrail = new AuditTrail(database.prisma, logger, {
       accountIdOf: async (email) => (await users.findByEmail(email))?.id, onRecorded: (action, outcome) => metrics.audited(action, outcome),
     });

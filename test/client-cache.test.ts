@@ -1,8 +1,8 @@
 // Clients kept in memory, with two Gatehouse servers sharing one database and one Redis: a server
 // serves a client it read recently without its database, hears of a change or removal made on the
 // other server (or by the CLI) within moments, and stops trusting its memory while Redis is away.
-// The same for the origins single-page apps may call from (CORS preflights). Then the cache on its own:
-// bounded, expiring, and never keeping what a change made stale.
+// The same for the origins single-page apps may call from (CORS preflights), and for people as token
+// requests read them. Then the cache on its own: bounded, expiring, and never keeping what a change made stale.
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
@@ -207,6 +207,39 @@ test.serial('a single-page app registered, then deleted, on one server opens, th
     if (allowed !== null) throw new Error('B still allows the deleted SPA’s origin');
     return allowed;
   }), null);
+});
+
+test.serial('a person changed on one server: token requests on the other see it within moments, and on that server at once', async (t) => {
+  await cacheActive(serverB);
+  const { as, client, user, tokens } = await signInToNewSpa(serverB);
+  const service = await registerConfidential(serverB, 'service');
+  const active = async (server: TestServer, token: string) => {
+    const at = await discover(server);
+    return (await oauth.processIntrospectionResponse(at, service.client,
+      await oauth.introspectionRequest(at, service.client, oauth.ClientSecretBasic(service.secret), token, insecure))).active;
+  };
+  const refresh = async (refreshToken: string) => oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), refreshToken, insecure));
+  // Both servers read the person (and keep them).
+  let latest = await refresh(tokens.refresh_token!);
+  t.true(await active(serverB, latest.access_token));
+  t.true(await active(serverA, latest.access_token));
+
+  await serverA.runtime.users.updateProfile(user.id, { name: 'Renamed Elsewhere' });
+  await soon(async () => {
+    latest = await refresh(latest.refresh_token!);
+    const name = oauth.getValidatedIdTokenClaims(latest)?.name;
+    if (name !== 'Renamed Elsewhere') throw new Error(`B's new ID token still says ${String(name)}`);
+  });
+
+  // Disabled through the account service alone (no session or grant ended): only the person's state stops the tokens.
+  await serverA.runtime.users.setDisabled(user.id, true);
+  t.false(await active(serverA, latest.access_token), 'on A at once');
+  await soon(async () => {
+    if (await active(serverB, latest.access_token)) throw new Error('B still finds the token active');
+  });
+  const refused = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), latest.refresh_token!, insecure);
+  t.is(refused.status, 400);
+  t.like(await refused.json(), { error: 'invalid_grant' });
 });
 
 test.serial('a one-shot runtime (the CLI) listens for no client changes, yet announces the changes it makes', async (t) => {

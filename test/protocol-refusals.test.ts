@@ -171,7 +171,8 @@ test('a disabled user cannot sign in, and loses an existing session and refresh 
     await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure),
     { expectedNonce: request.nonce });
 
-  await server.runtime.database.prisma.user.update({ where: { id: user.id }, data: { disabled: true } });
+  // The account alone (no session or grant is ended here): its state must stop the tokens.
+  await server.runtime.users.setDisabled(user.id, true);
 
   const refresh = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
   const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });

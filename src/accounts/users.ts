@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { PasswordHasher } from './passwords.ts';
 import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions, type PasswordProblem } from './password-policy.ts';
 import { isUniqueViolation, type Prisma } from '../db/index.ts';
+import type { AnnouncedCache } from '../store/announced-cache.ts';
 
 export type CredentialCheck =
   | { ok: true; user: User }
@@ -19,6 +20,15 @@ export interface User {
   /** Role names (src/apis/roles.ts): what the person may be granted at APIs; admin asks for a second factor. */
   roles: string[];
 }
+
+/**
+ * What issuing and checking a person's tokens reads of them, on nearly every token request (findForTokens): whether
+ * they may use tokens, their claims and their roles. Never what a sign-in is checked against (securityVersion).
+ */
+export type TokenHolder = Pick<User, 'id' | 'email' | 'emailVerified' | 'name' | 'disabled' | 'roles'>;
+
+/** The store channel on which "account <id> changed" is announced (the message is the account id, or * for all). */
+export const ACCOUNT_CHANGES_CHANNEL = 'accounts:changed';
 
 /** An account as an administrator sees it: what the person sees, and its history. */
 export interface AccountRecord extends User {
@@ -67,6 +77,10 @@ export function normalizeEmail(email: string): string {
 }
 
 const publicFields = { id: true, email: true, emailVerified: true, name: true, disabled: true, securityVersion: true, roles: true } as const;
+const tokenHolderFields = { id: true, email: true, emailVerified: true, name: true, disabled: true, roles: true } as const;
+
+const uuidSchema = z.uuid();
+const isUuid = (text: string) => uuidSchema.safeParse(text).success;
 
 /** The update that makes every sign-in paused between its steps stale (see schema.prisma). */
 export const NEW_SECURITY_VERSION = { securityVersion: { increment: 1 } } as const;
@@ -75,11 +89,17 @@ export class UserService {
   readonly #prisma: Prisma;
   readonly #passwords: PasswordHasher;
   readonly #passwordPolicy: Partial<PasswordPolicyOptions>;
+  readonly #tokenHolders: AnnouncedCache<TokenHolder> | undefined;
 
-  constructor(prisma: Prisma, passwords: PasswordHasher, options: { passwordPolicy?: Partial<PasswordPolicyOptions> } = {}) {
+  /**
+   * `tokenHolders`: where findForTokens keeps what it read; every change of what it holds is announced through it,
+   * here at once and to every instance sharing the store. Without it, findForTokens reads the database each time.
+   */
+  constructor(prisma: Prisma, passwords: PasswordHasher, options: { passwordPolicy?: Partial<PasswordPolicyOptions>; tokenHolders?: AnnouncedCache<TokenHolder> } = {}) {
     this.#prisma = prisma;
     this.#passwords = passwords;
     this.#passwordPolicy = options.passwordPolicy ?? {};
+    this.#tokenHolders = options.tokenHolders;
   }
 
   /** `roles`: role names (a role in SECOND_FACTOR_REQUIRED_ROLES makes the second factor mandatory). */
@@ -90,6 +110,7 @@ export class UserService {
     if (problem) throw new AccountError('weak_password', problem.message);
     const passwordHash = await this.#passwords.hash(input.password);
     try {
+      // A new id: nothing is kept of it anywhere (not even as unknown: nobody could name it before), nothing to announce.
       return await this.#prisma.user.create({
         data: { email, passwordHash, name: input.name?.trim() || null, emailVerified: input.emailVerified ?? false, roles: [...new Set(input.roles ?? [])] },
         select: publicFields,
@@ -101,8 +122,32 @@ export class UserService {
   }
 
   findById(id: string): Promise<User | null> {
-    if (!z.uuid().safeParse(id).success) return Promise.resolve(null);
+    if (!isUuid(id)) return Promise.resolve(null);
     return this.#prisma.user.findUnique({ where: { id }, select: publicFields });
+  }
+
+  /**
+   * The person as token requests read them (the engine's account, claims and permissions, introspection): from
+   * memory when read in the last moments, for as long as every change is heard of (AnnouncedCache), else from
+   * the database. Nothing a sign-in checks is read this way.
+   */
+  async findForTokens(id: string): Promise<TokenHolder | null> {
+    if (!isUuid(id)) return null;
+    const load = async () => (await this.#prisma.user.findUnique({ where: { id }, select: tokenHolderFields })) ?? undefined;
+    return (await (this.#tokenHolders ? this.#tokenHolders.read(id, load) : load())) ?? null;
+  }
+
+  /** Whether findForTokens answers from memory now: its cache is on and listening for changes announced by other instances. */
+  get cacheActive(): boolean {
+    return this.#tokenHolders?.active ?? false;
+  }
+
+  /**
+   * After a change to many accounts made in the caller's transaction (withoutRole), once it is committed: what
+   * findForTokens holds of anyone is forgotten, here and on every instance.
+   */
+  async manyChanged(): Promise<void> {
+    await this.#tokenHolders?.changedAll();
   }
 
   /**
@@ -139,13 +184,13 @@ export class UserService {
    * proves nothing about a new one). The account, or null when there is no such account or the address changed.
    */
   async markEmailVerified(userId: string, emailInput: string): Promise<User | null> {
-    if (!z.uuid().safeParse(userId).success) return null;
+    if (!isUuid(userId)) return null;
     const [user] = await this.#prisma.user.updateManyAndReturn({
       where: { id: userId, email: normalizeEmail(emailInput) },
       data: { emailVerified: true },
       select: publicFields,
     });
-    return user ?? null;
+    return user ? this.#changed(user) : null;
   }
 
   /** What the policy says about a new password for this person (their email and name included), or undefined. */
@@ -155,7 +200,7 @@ export class UserService {
 
   /** Whether the password is the account's current one. An unknown account costs the same hash's time and is false. */
   async verifyPassword(userId: string, password: string): Promise<boolean> {
-    const found = z.uuid().safeParse(userId).success
+    const found = isUuid(userId)
       ? await this.#prisma.user.findUnique({ where: { id: userId }, select: { passwordHash: true } })
       : null;
     return this.#passwords.verify(found?.passwordHash, password.slice(0, MAXIMUM_PASSWORD_LENGTH * 4));
@@ -172,11 +217,11 @@ export class UserService {
     if (problem) throw new AccountError('weak_password', problem.message);
     const passwordHash = await this.#passwords.hash(newPassword);
     const confirmed = options.confirmedEmail !== undefined && normalizeEmail(options.confirmedEmail) === user.email;
-    return this.#prisma.user.update({
+    return this.#changed(await this.#prisma.user.update({
       where: { id: userId },
       data: { passwordHash, ...NEW_SECURITY_VERSION, ...(confirmed ? { emailVerified: true } : {}) },
       select: publicFields,
-    });
+    }));
   }
 
   /** Gives the account a new address, verified (the caller has proved the person reads it); null when there is no such account. */
@@ -185,7 +230,7 @@ export class UserService {
     if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
     if (!await this.findById(userId)) return null;
     try {
-      return await this.#prisma.user.update({ where: { id: userId }, data: { email, emailVerified: true, ...NEW_SECURITY_VERSION }, select: publicFields });
+      return await this.#changed(await this.#prisma.user.update({ where: { id: userId }, data: { email, emailVerified: true, ...NEW_SECURITY_VERSION }, select: publicFields }));
     } catch (error) {
       if (isUniqueViolation(error)) throw new AccountError('email_taken', 'an account with that email exists');
       throw error;
@@ -197,7 +242,7 @@ export class UserService {
    * this; a change of credentials does it by itself). False when there is no such account.
    */
   async endPausedSignIns(userId: string): Promise<boolean> {
-    if (!z.uuid().safeParse(userId).success) return false;
+    if (!isUuid(userId)) return false;
     const { count } = await this.#prisma.user.updateMany({ where: { id: userId }, data: NEW_SECURITY_VERSION });
     return count === 1;
   }
@@ -218,17 +263,21 @@ export class UserService {
       : database.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_remove(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid RETURNING id`;
     const updated = !held && guard.keepHolderOf === role ? await this.#unlessLastHolder(userId, role, change) : await change(this.#prisma);
     if (updated === 'last_holder') return updated;
+    if (updated[0] !== undefined) await this.#changed(user);
     return { user: (await this.findById(userId))!, changed: updated[0] !== undefined };
   }
 
-  /** Takes the role from everyone who holds it, in the caller's transaction (the role is being deleted); how many did. */
+  /**
+   * Takes the role from everyone who holds it, in the caller's transaction (the role is being deleted); how many
+   * did. Once the transaction is committed, the caller calls manyChanged().
+   */
   withoutRole(role: string, transaction: TransactionClient): Promise<number> {
     return transaction.$executeRaw`UPDATE users SET roles = array_remove(roles, ${role}), updated_at = now() WHERE ${role} = ANY(roles)`;
   }
 
   /** An account as an administrator sees it; null when there is none. */
   async record(userId: string): Promise<AccountRecord | null> {
-    if (!z.uuid().safeParse(userId).success) return null;
+    if (!isUuid(userId)) return null;
     const row = await this.#prisma.user.findUnique({ where: { id: userId }, select: recordFields });
     return row ? toRecord(row) : null;
   }
@@ -251,20 +300,21 @@ export class UserService {
    * (its updatedAt as the caller read it): 'stale' then; null when there is no such account.
    */
   async updateProfile(userId: string, changes: { name?: string | null | undefined; emailVerified?: boolean | undefined }, unchangedSince?: Date): Promise<AccountRecord | 'stale' | null> {
-    if (!z.uuid().safeParse(userId).success) return null;
+    if (!isUuid(userId)) return null;
     const [row] = await this.#prisma.user.updateManyAndReturn({
       where: { id: userId, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
       data: { ...(changes.name !== undefined ? { name: changes.name?.trim() || null } : {}), ...(changes.emailVerified !== undefined ? { emailVerified: changes.emailVerified } : {}) },
       select: recordFields,
     });
-    if (row) return toRecord(row);
+    if (row) return toRecord(await this.#changed(row));
     return await this.record(userId) ? 'stale' : null;
   }
 
   /** Removes the account and what hangs on it in the database (links, codes, consents); false when there was none. */
   async delete(userId: string): Promise<boolean> {
-    if (!z.uuid().safeParse(userId).success) return false;
+    if (!isUuid(userId)) return false;
     const { count } = await this.#prisma.user.deleteMany({ where: { id: userId } });
+    if (count > 0) await this.#changed({ id: userId });
     return count > 0;
   }
 
@@ -277,7 +327,7 @@ export class UserService {
   setDisabled(userId: string, disabled: boolean): Promise<{ user: User; changed: boolean } | null>;
   setDisabled(userId: string, disabled: boolean, guard: HolderGuard): Promise<{ user: User; changed: boolean } | 'last_holder' | null>;
   async setDisabled(userId: string, disabled: boolean, guard: HolderGuard = {}): Promise<{ user: User; changed: boolean } | 'last_holder' | null> {
-    if (!z.uuid().safeParse(userId).success) return null;
+    if (!isUuid(userId)) return null;
     const change = (database: TransactionClient) => database.user.updateManyAndReturn({
       where: { id: userId, disabled: !disabled },
       data: { disabled, ...NEW_SECURITY_VERSION },
@@ -286,9 +336,15 @@ export class UserService {
     const updated = disabled && guard.keepHolderOf ? await this.#unlessLastHolder(userId, guard.keepHolderOf, change) : await change(this.#prisma);
     if (updated === 'last_holder') return updated;
     const [user] = updated;
-    if (user) return { user, changed: true };
+    if (user) return { user: await this.#changed(user), changed: true };
     const unchanged = await this.findById(userId);
     return unchanged ? { user: unchanged, changed: false } : null;
+  }
+
+  /** A change of the account was committed: what findForTokens holds of it is forgotten (see the constructor). */
+  async #changed<Changed extends { id: string }>(account: Changed): Promise<Changed> {
+    await this.#tokenHolders?.changed(account.id);
+    return account;
   }
 
   /**
@@ -319,7 +375,7 @@ function toRecord({ totpEnabledAt, ...row }: User & { totpEnabledAt: Date | null
 }
 
 /** The standard claims a user releases, before oidc-provider filters them by granted scope (roles: the `roles` scope). */
-export function standardClaims(user: User): { sub: string; [claim: string]: unknown } {
+export function standardClaims(user: TokenHolder): { sub: string; [claim: string]: unknown } {
   return {
     sub: user.id,
     email: user.email,

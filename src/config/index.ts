@@ -17,7 +17,7 @@ export interface Config {
   redis: RedisConnection | undefined;
   /** Prefix for every key this instance writes to the store (lets runs share one Redis). */
   storePrefix: string;
-  /** Seconds a client read from the database may be served from memory (src/clients/client-cache.ts); 0 turns that off. */
+  /** Seconds a client, an API or (on Redis) a person as token requests read them may be served from memory (src/store/announced-cache.ts); 0 turns that off. */
   clientCacheTtl: number;
   dataDir: string;
   keysDir: string;

@@ -83,7 +83,7 @@ export interface EnginePages {
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
 
 export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
-  const personOf = (request: object, accountId: string) => oncePerRequest(request, `person ${accountId}`, () => users.findById(accountId));
+  const personOf = (request: object, accountId: string) => oncePerRequest(request, `person ${accountId}`, () => users.findForTokens(accountId));
   const mayIntrospect = introspectionPolicy(personOf);
   const apiAccess = resourceIndicators(apis, async (ctx, accountId, api) => permittedScopes((await personOf(ctx, accountId))?.roles ?? [], api));
   const configuration: Configuration = {

@@ -1,7 +1,7 @@
 // Who may introspect a token, and Gatehouse's answers for the JWT access tokens the engine does not store: at
 // introspection (active while it verifies, is not revoked and the caller may see it) and at revocation.
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import type { User } from '../accounts/users.ts';
+import type { TokenHolder } from '../accounts/users.ts';
 import { revokeGrant } from './engine-internals.ts';
 import { asProviderError } from './errors.ts';
 import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
@@ -24,7 +24,7 @@ interface IntrospectedToken {
  * if it is that API's resource server (audience-restricted: a token for API A is useless at API B). A token whose
  * client was deleted is inactive, and so is every token of a disabled (or deleted) account, whatever the store holds.
  */
-export function introspectionPolicy(personOf: (ctx: KoaContextWithOIDC, accountId: string) => Promise<User | null>) {
+export function introspectionPolicy(personOf: (ctx: KoaContextWithOIDC, accountId: string) => Promise<TokenHolder | null>) {
   return async (ctx: KoaContextWithOIDC, caller: NonNullable<KoaContextWithOIDC['oidc']['client']>, token: IntrospectedToken): Promise<boolean> => {
     if (token.accountId && !await accountMayUseTokens(await asProviderError(() => personOf(ctx, token.accountId!)))) return false;
     if (token.clientId === caller.clientId) return true;
@@ -76,6 +76,6 @@ export function answerForJwtAccessTokens(jwts: JwtAccessTokens, mayIntrospect: R
 }
 
 /** Whether the person a token was issued for may still sign in: tokens of a disabled (or deleted) account are inactive. */
-function accountMayUseTokens(user: User | null): boolean {
+function accountMayUseTokens(user: TokenHolder | null): boolean {
   return user !== null && !user.disabled;
 }

@@ -7,7 +7,7 @@ import type { User, UserService } from '../users.ts';
 import type { LastAdministrator } from './account-administration.ts';
 
 export interface RoleAssignmentDependencies {
-  users: Pick<UserService, 'findByEmail' | 'setRole' | 'withoutRole'>;
+  users: Pick<UserService, 'findByEmail' | 'setRole' | 'withoutRole' | 'manyChanged'>;
   roles: Pick<RoleService, 'exists' | 'delete'>;
   auditTrail: Pick<AuditTrail, 'record'>;
 }
@@ -52,6 +52,7 @@ export function createRoleAssignmentFlow({ users, roles, auditTrail }: RoleAssig
     remove: (email, role, actor) => assign(email, role, false, actor),
     async deleteRole(role, actor) {
       const deleted = await roles.delete(role, (transaction) => users.withoutRole(role, transaction), actor);
+      if (deleted?.people) await users.manyChanged();
       return deleted ? { ok: true, peopleWhoHadIt: deleted.people } : { ok: false, reason: 'unknown_role' };
     },
   };
