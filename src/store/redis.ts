@@ -59,14 +59,20 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 `;
 
+/** SADD, then NX gives a new set its TTL and GT only ever lengthens an existing one (GT ignores TTL-less keys). */
+const addToIndexScript = `
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2], 'NX')
+redis.call('EXPIRE', KEYS[1], ARGV[2], 'GT')
+`;
+
 /** The client with the script registered by defineCommand (ioredis adds the method at run time). */
 type RedisWithConsume = RedisClient & {
   consumeRecord(key: string, atEpochSeconds: number): Promise<ConsumeOutcome>;
   createRecord(key: string, value: string, ttlSeconds: number): Promise<0 | 1>;
   putRecord(key: string, value: string, ttlSeconds: number): Promise<null>;
+  addToIndex(key: string, member: string, ttlSeconds: number): Promise<null>;
 };
-
-type TransactionResults = [error: Error | null, result: unknown][] | null;
 
 export class RedisStore implements Store {
   readonly #client: RedisWithConsume;
@@ -91,6 +97,7 @@ export class RedisStore implements Store {
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });
     client.defineCommand('createRecord', { numberOfKeys: 1, lua: createScript });
     client.defineCommand('putRecord', { numberOfKeys: 1, lua: putScript });
+    client.defineCommand('addToIndex', { numberOfKeys: 1, lua: addToIndexScript });
     this.#client = client as RedisWithConsume;
   }
 
@@ -125,17 +132,7 @@ export class RedisStore implements Store {
   }
 
   async addToIndex(indexKey: string, member: string, ttlSeconds: number): Promise<void> {
-    const lifetimeSeconds = wholeSecondsTtl(ttlSeconds);
-    await this.#run(async () => {
-      // NX gives a new set its TTL; GT only ever lengthens an existing one (GT ignores TTL-less keys).
-      const results = await this.#client
-        .multi()
-        .sadd(indexKey, member)
-        .expire(indexKey, lifetimeSeconds, 'NX')
-        .expire(indexKey, lifetimeSeconds, 'GT')
-        .exec();
-      throwFirstTransactionError(results);
-    });
+    await this.#run(() => this.#client.addToIndex(indexKey, member, wholeSecondsTtl(ttlSeconds)));
   }
 
   indexMembers(indexKey: string): Promise<string[]> {
@@ -207,14 +204,6 @@ async function serverDurabilityProblems(server: Redis, named: boolean): Promise<
 /** A field of an INFO reply ("name:value" lines). */
 function infoField(info: string, name: string): string | undefined {
   return new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(info)?.[1];
-}
-
-function throwFirstTransactionError(results: TransactionResults): void {
-  // exec() resolves null only when a WATCHed key changed; nothing here WATCHes.
-  if (results === null) throw new Error('Redis transaction was aborted');
-  for (const [error] of results) {
-    if (error !== null) throw error;
-  }
 }
 
 function toStoreError(error: unknown): Error {
