@@ -9,38 +9,23 @@ import os from 'node:os';
 import path from 'node:path';
 import { createBackingServices } from './lib/backing-services.ts';
 import { runWithCleanup } from './lib/cleanup.ts';
-import { JWT_API, OPAQUE_API, type Target } from './lib/fixtures.ts';
+import { OPAQUE_API } from './lib/fixtures.ts';
 import { gatehouseEnvironment, setUpGatehouse, startGatehouse } from './lib/gatehouse.ts';
-import { startLoad, type LoadSpec } from './lib/load.ts';
+import { startLoad } from './lib/load.ts';
 import { PROJECT_ROOT, freePort } from './lib/processes.ts';
 import { describeMachine, formatNumber, machine, markdownTable, timestampForFiles, writeResults } from './lib/report.ts';
-import { clientCredentials, codeExchange, fetchAccessToken, getDocument, introspection, refreshChains } from './lib/scenarios.ts';
+import { PROTOCOL_SCENARIOS, REFRESH_CHAINS } from './lib/protocol-scenarios.ts';
+import { clientCredentials } from './lib/scenarios.ts';
 import { positiveSetting } from './lib/settings.ts';
 
 const rounds = Math.round(positiveSetting('BENCH_ROUNDS', 6));
 const durationSeconds = positiveSetting('BENCH_DURATION', 3);
 const connections = Math.round(positiveSetting('BENCH_CONNECTIONS', 32));
-/** As in `npm run bench`: a connection per rotating chain. */
-const REFRESH_CHAINS = 8;
-/** Codes minted for each load: more than the fastest code exchange measured here could use. */
-const CODES_PER_SECOND = 3000;
+/** The code exchange mints codes for twice this rate: more than the fastest measured here could use. */
+const LEAST_EXPECTED_RATE = 1500;
 
-/** Each scenario's load for a target, and its connections. */
-const SCENARIOS: Record<string, (target: Target) => Promise<{ spec: LoadSpec; connections: number }>> = {
-  cc: async (target) => ({ spec: clientCredentials(target, OPAQUE_API), connections }),
-  'cc-jwt': async (target) => ({ spec: clientCredentials(target, JWT_API), connections }),
-  refresh: async (target) => ({ spec: refreshChains(target, { tokens: await target.mintRefreshTokens(REFRESH_CHAINS * 4), missed: 0 }), connections: REFRESH_CHAINS }),
-  code: async (target) => ({
-    spec: codeExchange(target, { tokens: await target.mintAuthorizationCodes(Math.ceil(CODES_PER_SECOND * durationSeconds)), missed: 0 }, () => {}),
-    connections,
-  }),
-  introspection: async (target) => {
-    const token = await fetchAccessToken(target, OPAQUE_API);
-    return { spec: introspection(target, () => token), connections };
-  },
-  jwks: async () => ({ spec: getDocument('/jwks'), connections }),
-  discovery: async () => ({ spec: getDocument('/.well-known/openid-configuration'), connections }),
-};
+/** The scenarios of `npm run bench`, by key, but the one held at half another's rate (a latency measure). */
+const SCENARIOS = new Map(PROTOCOL_SCENARIOS.filter((scenario) => scenario.key !== 'cc-half-rate').map((scenario) => [scenario.key, scenario]));
 
 function refuse(message: string): never {
   process.stderr.write(`bench:compare: ${message}\n`);
@@ -48,9 +33,9 @@ function refuse(message: string): never {
 }
 
 const [revisionArgument, ...named] = process.argv.slice(2);
-if (!revisionArgument) refuse(`name a revision to compare with, and optionally scenarios (${Object.keys(SCENARIOS).join(', ')})`);
-const unknown = named.filter((name) => !(name in SCENARIOS));
-if (unknown.length) refuse(`unknown scenario ${unknown.join(', ')}: choose among ${Object.keys(SCENARIOS).join(', ')}`);
+if (!revisionArgument) refuse(`name a revision to compare with, and optionally scenarios (${[...SCENARIOS.keys()].join(', ')})`);
+const unknown = named.filter((name) => !SCENARIOS.has(name));
+if (unknown.length) refuse(`unknown scenario ${unknown.join(', ')}: choose among ${[...SCENARIOS.keys()].join(', ')}`);
 const chosen = named.length ? named : ['cc', 'refresh', 'code', 'introspection'];
 const git = (...args: string[]) => execFileSync('git', args, { cwd: PROJECT_ROOT, encoding: 'utf8' }).trim();
 let revision: string;
@@ -105,13 +90,17 @@ await runWithCleanup(async (cleanup) => {
 
   const rows = [];
   for (const scenario of chosen) {
+    const chosenScenario = SCENARIOS.get(scenario)!;
     const rates: [number[], number[]] = [[], []];
     let errors = 0;
     for (let round = 0; round < rounds; round += 1) {
       for (const index of round % 2 ? [1, 0] as const : [0, 1] as const) {
         const { target } = sides[index]!;
-        const load = await SCENARIOS[scenario]!(target);
-        const measured = await startLoad({ origin: target.origin, pid: target.pid, connections: load.connections, durationSeconds, spec: load.spec }, { sampleRss: false }).result;
+        const prepared = await chosenScenario.prepare(target, { durationSeconds, earlier: new Map(), leastExpectedRate: LEAST_EXPECTED_RATE, progress });
+        if ('unsupported' in prepared) refuse(`${sides[index]!.name} cannot run ${scenario}: ${prepared.unsupported}`);
+        const load = startLoad({ origin: target.origin, pid: target.pid, connections: chosenScenario.connections ?? connections, durationSeconds, spec: prepared.spec }, { sampleRss: false });
+        prepared.started?.(load);
+        const measured = await load.result;
         rates[index].push(measured.requestsPerSecond);
         errors += measured.errors;
       }

@@ -4,27 +4,22 @@
 import { createBackingServices } from './lib/backing-services.ts';
 import { startBaseline } from './lib/baseline.ts';
 import { runWithCleanup } from './lib/cleanup.ts';
-import { JWT_API, OPAQUE_API, type Target } from './lib/fixtures.ts';
+import { OPAQUE_API, type Target } from './lib/fixtures.ts';
 import { gatehouseEnvironment, setUpGatehouse, startGatehouse, type GatehouseProcess } from './lib/gatehouse.ts';
-import { startLoad, type LoadSpec, type Measurement, type RunningLoad } from './lib/load.ts';
+import { startLoad, type Measurement } from './lib/load.ts';
+import { PROTOCOL_SCENARIOS, SCENARIOS, type Scenario } from './lib/protocol-scenarios.ts';
 import { freePort, treeRssBytes } from './lib/processes.ts';
 import {
   describeErrors, describeMachine, formatNumber, machine, markdownTable, megabytes, timestampForFiles, writeResults,
 } from './lib/report.ts';
-import {
-  clientCredentials, codeExchange, fetchAccessToken, getDocument, introspection, introspects, refreshChains, type TokenPool,
-} from './lib/scenarios.ts';
+import { clientCredentials } from './lib/scenarios.ts';
 import { argon2VerifyMs, measureSignIns, type SignInMeasurement } from './lib/sign-in-load.ts';
 import { positiveSetting } from './lib/settings.ts';
 
 const durationSeconds = positiveSetting('BENCH_DURATION', 10);
 const connections = Math.round(positiveSetting('BENCH_CONNECTIONS', 32));
-/** The refresh scenario's connections, each with a chain of its own, whatever BENCH_CONNECTIONS says. */
-const REFRESH_CHAINS = 8;
-/** Chains in reserve for those an error ends (an error may leave a used token behind: its chain cannot go on). */
-const SPARE_CHAINS = 32;
-/** Codes are minted for this many times the rate expected (the fastest token request measured on that server). */
-const CODE_MARGIN = 2;
+/** The code exchange mints codes for at least this many requests per second (more if a token request ran faster). */
+const LEAST_EXPECTED_RATE = 200;
 const WARM_UP_SECONDS = 2;
 
 interface Side {
@@ -50,103 +45,6 @@ interface Row {
   ratio: number | undefined;
 }
 
-interface Prepared {
-  spec: LoadSpec;
-  /** Requests per second to hold the load to (the latency target is at half the maximum rate). */
-  overallRate?: number;
-  started?(load: RunningLoad): void;
-  notes?(): string[];
-}
-
-interface Scenario {
-  name: string;
-  connections: number;
-  /** The load for this target, or why it cannot take this scenario. */
-  prepare(target: Target, earlier: ReadonlyMap<string, Measurement>): Promise<Prepared | { unsupported: string }>;
-}
-
-const SCENARIOS = {
-  clientCredentialsOpaque: 'client_credentials, opaque token',
-  clientCredentialsJwt: 'client_credentials, JWT token',
-  clientCredentialsHalfRate: 'client_credentials, opaque token, at half its maximum rate',
-  refresh: `refresh_token, ${REFRESH_CHAINS} rotating chains`,
-  code: 'authorization_code exchange (PKCE)',
-  introspectionOpaque: 'introspection, opaque token',
-  introspectionJwt: 'introspection, JWT token',
-  jwks: 'JWKS',
-  discovery: 'discovery',
-} as const;
-
-const scenarios: Scenario[] = [
-  { name: SCENARIOS.clientCredentialsOpaque, connections, prepare: async (target) => ({ spec: clientCredentials(target, OPAQUE_API) }) },
-  { name: SCENARIOS.clientCredentialsJwt, connections, prepare: async (target) => ({ spec: clientCredentials(target, JWT_API) }) },
-  {
-    name: SCENARIOS.clientCredentialsHalfRate,
-    connections,
-    prepare: async (target, earlier) => ({
-      spec: clientCredentials(target, OPAQUE_API),
-      overallRate: Math.max(1, Math.round((earlier.get(SCENARIOS.clientCredentialsOpaque)?.requestsPerSecond ?? 0) / 2)),
-    }),
-  },
-  {
-    name: SCENARIOS.refresh,
-    connections: REFRESH_CHAINS,
-    prepare: async (target) => {
-      const pool: TokenPool = { tokens: await target.mintRefreshTokens(REFRESH_CHAINS + SPARE_CHAINS), missed: 0 };
-      return {
-        spec: refreshChains(target, pool),
-        notes: () => (pool.missed ? [`every chain in reserve was used: ${pool.missed} requests went without a refresh token (among the errors)`] : []),
-      };
-    },
-  },
-  {
-    name: SCENARIOS.code,
-    connections,
-    prepare: async (target, earlier) => {
-      const tokenRequests = [SCENARIOS.clientCredentialsOpaque, SCENARIOS.clientCredentialsJwt, SCENARIOS.refresh];
-      const expected = Math.max(...tokenRequests.map((name) => earlier.get(name)?.requestsPerSecond ?? 0), 200);
-      const minted = Math.ceil(expected * durationSeconds * CODE_MARGIN);
-      progress(`${target.name.padEnd(18)} minting ${minted} authorization codes`);
-      const pool: TokenPool = { tokens: await target.mintAuthorizationCodes(minted), missed: 0 };
-      let load: RunningLoad | undefined;
-      let ranOutAt: number | undefined;
-      const startedAt = Date.now();
-      return {
-        spec: codeExchange(target, pool, () => {
-          ranOutAt ??= (Date.now() - startedAt) / 1000;
-          load?.stop();
-        }),
-        started: (running) => (load = running),
-        notes: () => [
-          `${minted} codes minted (${CODE_MARGIN}× its fastest token request for ${durationSeconds} s), ${pool.tokens.length} left unused`,
-          ...(ranOutAt === undefined ? [] : [`the codes ran out after ${ranOutAt.toFixed(1)} s and the load was stopped: ${pool.missed} requests went without a code (among the errors)`]),
-        ],
-      };
-    },
-  },
-  {
-    name: SCENARIOS.introspectionOpaque,
-    connections,
-    prepare: async (target) => {
-      const token = await fetchAccessToken(target, OPAQUE_API);
-      const probe = await introspects(target, token);
-      if (!probe.active) throw new Error(`${target.name} does not introspect its own opaque token: ${probe.answer}`);
-      return { spec: introspection(target, () => token) };
-    },
-  },
-  {
-    name: SCENARIOS.introspectionJwt,
-    connections,
-    prepare: async (target) => {
-      const token = await fetchAccessToken(target, JWT_API);
-      const probe = await introspects(target, token);
-      return probe.active ? { spec: introspection(target, () => token) } : { unsupported: `does not introspect JWT access tokens (${probe.answer.slice(0, 160)})` };
-    },
-  },
-  { name: SCENARIOS.jwks, connections, prepare: async () => ({ spec: getDocument('/jwks') }) },
-  { name: SCENARIOS.discovery, connections, prepare: async () => ({ spec: getDocument('/.well-known/openid-configuration') }) },
-];
-
 function progress(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
 }
@@ -161,12 +59,14 @@ function side(measurement: Measurement): Side {
 
 /** Runs one scenario on one target, or says why the target cannot take it. */
 async function runScenario(scenario: Scenario, target: Target, earlier: Map<string, Measurement>): Promise<Measurement | { unsupported: string }> {
-  const prepared = await scenario.prepare(target, earlier);
+  const prepared = await scenario.prepare(target, { durationSeconds, earlier, leastExpectedRate: LEAST_EXPECTED_RATE, progress });
   if ('unsupported' in prepared) {
     progress(`${target.name.padEnd(18)} ${scenario.name}: ${prepared.unsupported}`);
     return prepared;
   }
-  const load = startLoad({ origin: target.origin, pid: target.pid, connections: scenario.connections, durationSeconds, spec: prepared.spec, overallRate: prepared.overallRate });
+  const load = startLoad({
+    origin: target.origin, pid: target.pid, connections: scenario.connections ?? connections, durationSeconds, spec: prepared.spec, overallRate: prepared.overallRate,
+  });
   prepared.started?.(load);
   const measurement = await load.result;
   measurement.notes.push(...prepared.notes?.() ?? []);
@@ -206,14 +106,14 @@ await runWithCleanup(async (cleanup) => {
 
   const rows: Row[] = [];
   const earlier = { baseline: new Map<string, Measurement>(), gatehouse: new Map<string, Measurement>() };
-  for (const scenario of scenarios) {
+  for (const scenario of PROTOCOL_SCENARIOS) {
     const baselineResult = await runScenario(scenario, baseline, earlier.baseline);
     const gatehouseResult = await runScenario(scenario, gatehouse, earlier.gatehouse);
     if ('unsupported' in gatehouseResult) throw new Error(`Gatehouse cannot run "${scenario.name}": ${gatehouseResult.unsupported}`);
     const supported = !('unsupported' in baselineResult);
     rows.push({
       scenario: scenario.name,
-      connections: scenario.connections,
+      connections: scenario.connections ?? connections,
       baseline: supported ? side(baselineResult) : undefined,
       baselineNote: supported ? undefined : baselineResult.unsupported,
       gatehouse: side(gatehouseResult),
@@ -236,12 +136,12 @@ await runWithCleanup(async (cleanup) => {
   await warmUp(clustered);
   const clusterEarlier = new Map<string, Measurement>();
   for (const name of [SCENARIOS.clientCredentialsOpaque, SCENARIOS.introspectionOpaque]) {
-    const scenario = scenarios.find((candidate) => candidate.name === name)!;
+    const scenario = PROTOCOL_SCENARIOS.find((candidate) => candidate.name === name)!;
     const result = await runScenario(scenario, clustered, clusterEarlier);
     if ('unsupported' in result) throw new Error(`Gatehouse WORKERS=2 cannot run "${name}": ${result.unsupported}`);
     const singleProcessRow = rows.find((row) => row.scenario === name)!;
     rows.push({
-      scenario: `${name} (WORKERS=2)`, connections: scenario.connections, baseline: singleProcessRow.baseline,
+      scenario: `${name} (WORKERS=2)`, connections: scenario.connections ?? connections, baseline: singleProcessRow.baseline,
       gatehouse: side(result),
       ratio: singleProcessRow.baseline ? result.requestsPerSecond / singleProcessRow.baseline.requestsPerSecond : undefined,
     });
