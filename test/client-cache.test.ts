@@ -356,12 +356,17 @@ test('a read that began before a change does not keep what it found', async (t) 
   t.deepEqual(loads, ['client']);
 });
 
-test('a caller changing the client it got does not change what the next one gets', async (t) => {
-  const { stored, read } = cacheOver(t);
+test('a caller changing the client it got does not change what the next one gets: what memory serves cannot be changed', async (t) => {
+  const { stored, read, loads } = cacheOver(t);
   stored.set('client', { client_id: 'client', redirect_uris: ['https://app.example.com/callback'] });
-  const first = await read('client');
-  (first!.redirect_uris as string[]).push('https://attacker.example/callback');
+  const loaded = await read('client');
+  (loaded!.redirect_uris as string[]).push('https://attacker.example/callback');
+  const kept = await read('client');
+  t.deepEqual(kept!.redirect_uris, ['https://app.example.com/callback']);
+  t.throws(() => (kept!.redirect_uris as string[]).push('https://attacker.example/callback'), { instanceOf: TypeError });
+  t.throws(() => Object.assign(kept!, { client_name: 'Changed' }), { instanceOf: TypeError });
   t.deepEqual((await read('client'))!.redirect_uris, ['https://app.example.com/callback']);
+  t.deepEqual(loads, ['client'], 'served from memory after the first read');
 });
 
 test('the origins of single-page apps are kept until any client changes; a read that began before a change does not keep what it found', async (t) => {

@@ -24,7 +24,10 @@ export interface AnnouncedCacheOptions {
 }
 
 interface Entry<Value> {
-  /** A copy no caller holds, so that none can change what the next one gets; undefined for "no such record". */
+  /**
+   * A copy made when it was read, frozen all through: every caller gets this same one, and none can change what
+   * the next one gets (a change throws). Undefined for "no such record".
+   */
   value: Value | undefined;
   expiresAtMs: number;
 }
@@ -58,12 +61,15 @@ export class AnnouncedCache<Value> {
     return this.#subscription?.listening ?? false;
   }
 
-  /** The record from memory if known and fresh, else from `load` (remembered if nothing changed meanwhile). */
+  /**
+   * The record from memory if known and fresh (frozen: read it, never change it), else from `load` (remembered if
+   * nothing changed meanwhile).
+   */
   async read(key: string, load: () => Promise<Value | undefined>): Promise<Value | undefined> {
     if (!this.active) return load();
     const nowMs = Date.now();
     const entry = this.#known.get(key) ?? this.#unknown.get(key);
-    if (entry && entry.expiresAtMs > nowMs) return entry.value === undefined ? undefined : structuredClone(entry.value);
+    if (entry && entry.expiresAtMs > nowMs) return entry.value;
     if (entry) {
       this.#known.delete(key);
       this.#unknown.delete(key);
@@ -71,7 +77,7 @@ export class AnnouncedCache<Value> {
     const generation = this.#generation;
     const value = await load();
     if (generation === this.#generation && this.active) {
-      const fresh: Entry<Value> = { value: value === undefined ? undefined : structuredClone(value), expiresAtMs: nowMs + this.#options.maxAgeMs };
+      const fresh: Entry<Value> = { value: value === undefined ? undefined : deepFreeze(structuredClone(value)), expiresAtMs: nowMs + this.#options.maxAgeMs };
       (value === undefined ? this.#unknown : this.#known).set(key, fresh);
     }
     return value;
@@ -131,6 +137,14 @@ export class AnnouncedCache<Value> {
     this.#unknown.clear();
     this.#drawnFromAll = undefined;
   }
+}
+
+function deepFreeze<Value>(value: Value): Value {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const nested of Object.values(value)) deepFreeze(nested);
+  }
+  return value;
 }
 
 /** A Map bounded in size that drops the entry used least recently (Map keeps insertion order). */
