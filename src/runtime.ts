@@ -139,7 +139,10 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     redis: config.redis, prefix: config.storePrefix, onError: logEachNewMessage(logger, 'store connection error'),
     observe: (outcome, seconds) => metrics.dependencyCalled('store', outcome, seconds),
   });
-  const limits = options.limits ?? createLimits(config, logEachNewMessage(logger, 'rate-limit store connection error'), (name) => metrics.rateLimited(name));
+  const limits = options.limits ?? createLimits(
+    config, logEachNewMessage(logger, 'rate-limit store connection error'), (name) => metrics.rateLimited(name),
+    (outcome, seconds) => metrics.dependencyCalled('rate_limits', outcome, seconds),
+  );
   let database: Database | undefined;
   let signingKeys: SigningKeyRing | undefined;
   try {

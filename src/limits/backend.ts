@@ -2,6 +2,7 @@
 // Redis is configured, in this process otherwise. A store failure is DependencyUnavailable: fail closed.
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { DependencyUnavailable } from '../errors.ts';
+import { timed, type CallObserver } from '../dependency-calls.ts';
 import {
   DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, openFailFastRedis, waitForConnectionAttempt, withoutCommandArguments, type RedisConnection,
 } from '../store/redis-connection.ts';
@@ -24,7 +25,11 @@ export interface CounterBackend {
 /** RateLimiterMemory expires a key with a timer, and a Node timer waits at most 2^31−1 ms (about 24.8 days). */
 const LONGEST_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
-export function createCounterBackend(options: { redis: RedisConnection | undefined; prefix: string; onError?: (error: Error) => void }): CounterBackend {
+/**
+ * `observe`: told how long each call to Redis took and how it ended (a refusal is an answer: ok); none are made
+ * on the in-process counters.
+ */
+export function createCounterBackend(options: { redis: RedisConnection | undefined; prefix: string; onError?: (error: Error) => void; observe?: CallObserver | undefined }): CounterBackend {
   const keyPrefix = (name: string) => `${options.prefix}limit:${name}`;
   if (!options.redis) {
     return {
@@ -47,13 +52,17 @@ export function createCounterBackend(options: { redis: RedisConnection | undefin
       rejectIfRedisNotReady: true,
     }),
     async run(operation) {
-      try {
-        await waitForConnectionAttempt(client, DEFAULT_COMMAND_TIMEOUT_MS);
-        return await operation();
-      } catch (error) {
-        if (error instanceof RateLimiterRes) throw error;
-        throw new DependencyUnavailable('store', { cause: error instanceof Error ? withoutCommandArguments(error) : new Error(String(error)) });
-      }
+      const answer = await timed(options.observe, (error) => error instanceof DependencyUnavailable, async () => {
+        try {
+          await waitForConnectionAttempt(client, DEFAULT_COMMAND_TIMEOUT_MS);
+          return { result: await operation() };
+        } catch (error) {
+          if (error instanceof RateLimiterRes) return { refusal: error };
+          throw new DependencyUnavailable('store', { cause: error instanceof Error ? withoutCommandArguments(error) : new Error(String(error)) });
+        }
+      });
+      if ('refusal' in answer) throw answer.refusal;
+      return answer.result;
     },
     close: () => closeRedis(client),
   };

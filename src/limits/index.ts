@@ -2,6 +2,7 @@
 // maps them to responses (429 + Retry-After). Nothing here knows about Koa.
 import type { Config } from '../config/index.ts';
 import { createCounterBackend } from './backend.ts';
+import type { CallObserver } from '../dependency-calls.ts';
 import { LoginGuard } from './login-guard.ts';
 import { SecondFactorGuard } from './second-factor-guard.ts';
 import { RateLimits, type RateLimitName } from './rate-limits.ts';
@@ -19,8 +20,10 @@ export interface Limits {
 }
 
 /** `onError`: background connection errors; `onRefused`: each attempt a rate limit refuses (for metrics). */
-export function createLimits(config: Config, onError?: (error: Error) => void, onRefused?: (name: RateLimitName) => void): Limits {
-  const backend = createCounterBackend({ redis: config.redis, prefix: config.storePrefix, onError });
+export function createLimits(
+  config: Config, onError?: (error: Error) => void, onRefused?: (name: RateLimitName) => void, observe?: CallObserver,
+): Limits {
+  const backend = createCounterBackend({ redis: config.redis, prefix: config.storePrefix, onError, observe });
   const rates = new RateLimits(backend, config.limits, onRefused);
   return {
     rates,

@@ -35,7 +35,7 @@ export class Metrics {
     labelNames: ['limit'] as const, registers: [this.registry],
   });
   readonly #dependencyCalls = new Histogram({
-    name: 'gatehouse_dependency_call_duration_seconds', help: 'Calls to the store (Redis) and the database, by outcome (ok, unavailable, error)',
+    name: 'gatehouse_dependency_call_duration_seconds', help: 'Calls to the store (Redis), the database and the rate limits (Redis), by outcome (ok, unavailable, error)',
     labelNames: ['dependency', 'outcome'] as const, buckets: LATENCY_BUCKETS, registers: [this.registry],
   });
   readonly #queueDepth = new Gauge({
@@ -76,7 +76,8 @@ export class Metrics {
     this.#rateLimited.inc({ limit });
   }
 
-  dependencyCalled(dependency: 'store' | 'database', outcome: CallOutcome, seconds: number): void {
+  /** rate_limits: the rate limiter's own connection to Redis. */
+  dependencyCalled(dependency: 'store' | 'database' | 'rate_limits', outcome: CallOutcome, seconds: number): void {
     this.#dependencyCalls.observe({ dependency, outcome }, seconds);
   }
 
