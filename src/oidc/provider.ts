@@ -120,7 +120,7 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       const grant = ctx.oidc.entities.Grant ?? (grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined);
       if (!grant?.getOIDCScope().split(' ').includes('roles')) return named;
       const user = await personOf(ctx, accountId);
-      return user ? { ...named, roles: user.roles } : named;
+      return user ? { ...named, roles: [...user.roles] } : named;
     }),
     // The ID token carries the granted profile and email claims too (as Keycloak and Auth0 do), so an
     // app knows who signed in without a userinfo call; userinfo still answers them.
