@@ -9,7 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 import * as oauth from 'oauth4webapi';
 import { Redis } from 'ioredis';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { ThrowawayRedisServer, eventually, findFreePort } from './helpers/redis.ts';
+import { ThrowawayRedisServer, eventually } from './helpers/redis.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { CuttableProxy } from './helpers/tcp-proxy.ts';
 import { REDIRECT_URI, authorizationRequest, discover, insecure, registerConfidential, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
@@ -41,8 +41,7 @@ let shared: Record<string, string>;
 test.before(async (t) => {
   t.timeout(SETUP_TIMEOUT_MS);
   // A Redis of this file's own: one test stops it.
-  redis = new ThrowawayRedisServer(await findFreePort());
-  await redis.start();
+  redis = await ThrowawayRedisServer.start();
   database = await createTestDatabase();
   let directUrl: string;
   let proxiedUrl: URL;

@@ -9,7 +9,7 @@ import { createLogger } from '../src/logger.ts';
 import { openRuntime } from '../src/runtime.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { cleanEnvironment, runNode } from './helpers/process.ts';
-import { ThrowawayRedisServer, findFreePort } from './helpers/redis.ts';
+import { ThrowawayRedisServer } from './helpers/redis.ts';
 import { testConfig } from './helpers/runtime.ts';
 
 const folders: string[] = [];
@@ -23,9 +23,8 @@ async function folder(): Promise<string> {
 
 /** A redis-server of its own with these settings, stopped after the tests. */
 async function redisWith(settings: string[]): Promise<ThrowawayRedisServer> {
-  const server = new ThrowawayRedisServer(await findFreePort(), settings);
+  const server = await ThrowawayRedisServer.start(settings);
   servers.push(server);
-  await server.start();
   return server;
 }
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { ThrowawayRedisServer, findFreePort } from './helpers/redis.ts';
+import { ThrowawayRedisServer } from './helpers/redis.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { CuttableProxy } from './helpers/tcp-proxy.ts';
 import {
@@ -158,8 +158,8 @@ async function redisUp(): Promise<void> {
 
 test.before(async (t) => {
   t.timeout(SETUP_TIMEOUT_MS);
-  redis = new ThrowawayRedisServer(await findFreePort());
-  await redisUp();
+  redis = await ThrowawayRedisServer.start();
+  redisRunning = true;
   onRedis = await prepare(await startTestServer({ REDIS_URL: redis.url }));
 });
 

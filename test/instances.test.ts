@@ -7,7 +7,7 @@ import * as oauth from 'oauth4webapi';
 import { generateEncryptionKey } from '../src/keys/secrets.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa } from './helpers/oauth.ts';
-import { ThrowawayRedisServer, eventually, findFreePort } from './helpers/redis.ts';
+import { ThrowawayRedisServer, eventually } from './helpers/redis.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
 
 let instances: TestServer[] = [];
@@ -16,8 +16,7 @@ let redis: ThrowawayRedisServer | undefined;
 test.before(async (t) => {
   t.timeout(180_000);
   if (!process.env.REDIS_URL) {
-    redis = new ThrowawayRedisServer(await findFreePort());
-    await redis.start();
+    redis = await ThrowawayRedisServer.start();
   }
   const shared = {
     COOKIE_SECRETS: 's'.repeat(40), ENCRYPTION_KEYS: generateEncryptionKey(), STORE_PREFIX: `gatehouse-instances-${Date.now()}:`,

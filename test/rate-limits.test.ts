@@ -14,7 +14,7 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
 import { authorizationRequest, createUser, discover, insecure, PASSWORD, REDIRECT_URI, registerConfidential, registerSpa, signIn } from './helpers/oauth.ts';
 import { UserAgent, formField, isRedirect, page as openPage, post } from './helpers/user-agent.ts';
 import { linkIn, startSmtpServer } from './helpers/smtp.ts';
-import { ThrowawayRedisServer, deleteKeysWithPrefix, findFreePort, keysWithPrefix } from './helpers/redis.ts';
+import { ThrowawayRedisServer, deleteKeysWithPrefix, keysWithPrefix } from './helpers/redis.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { createLogger } from '../src/logger.ts';
@@ -471,8 +471,7 @@ test.serial('limits do not leak between runs sharing a store: each run counts un
 
 test.serial('with the rate-limit Redis down, limits fail closed: the domain raises DependencyUnavailable', async (t) => {
   t.timeout(120_000);
-  const redis = new ThrowawayRedisServer(await findFreePort());
-  await redis.start();
+  const redis = await ThrowawayRedisServer.start();
   t.teardown(() => redis.stop());
   const config = loadConfig({ NODE_ENV: 'test', REDIS_URL: redis.url, STORE_PREFIX: 'gatehouse-limits-down:' });
   const limits = createLimits(config);
@@ -485,8 +484,7 @@ test.serial('with the rate-limit Redis down, limits fail closed: the domain rais
 
 test.serial('with the rate-limit Redis down, login and the token endpoint answer 503 instead of skipping the limits', async (t) => {
   t.timeout(120_000);
-  const redis = new ThrowawayRedisServer(await findFreePort());
-  await redis.start();
+  const redis = await ThrowawayRedisServer.start();
   t.teardown(() => redis.stop());
   // The store stays up (in-process); only the limits' Redis goes away, so a 503 can only come from the limits.
   const database = await createTestDatabase();

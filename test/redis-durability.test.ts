@@ -8,7 +8,7 @@ import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { authorizationRequest, insecure, registerConfidential, signInToNewSpa } from './helpers/oauth.ts';
-import { ThrowawayRedisServer, eventually, findFreePort } from './helpers/redis.ts';
+import { ThrowawayRedisServer, eventually } from './helpers/redis.ts';
 
 let redis: ThrowawayRedisServer;
 let server: TestServer;
@@ -17,8 +17,7 @@ let dataDir: string;
 test.before(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'gh-aof-'));
   // Every write on disk before it is acknowledged, as a store of record should be (everysec risks a second).
-  redis = new ThrowawayRedisServer(await findFreePort(), ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dataDir]);
-  await redis.start();
+  redis = await ThrowawayRedisServer.start(['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dataDir]);
   server = await startTestServer({ REDIS_URL: redis.url, TOKEN_LIMIT_PER_CLIENT: '1000000/60', TOKEN_LIMIT_PER_IP: '1000000/60' });
 });
 test.after.always(async () => {

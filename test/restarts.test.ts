@@ -101,8 +101,7 @@ test('restarted in the middle of a sign-in, and again during the grant, Gatehous
   t.timeout(240_000);
   const database = await createTestDatabase();
   t.teardown(() => database.drop());
-  const redis = process.env.REDIS_URL ? undefined : new ThrowawayRedisServer(await findFreePort());
-  await redis?.start();
+  const redis = process.env.REDIS_URL ? undefined : await ThrowawayRedisServer.start();
   t.teardown(async () => redis?.stop());
   const keys = await folder(t);
   const port = String(await findFreePort());

@@ -129,9 +129,8 @@ function registerRedisTests(redisUrl: string): void {
   });
 
   async function startThrowawayServer(): Promise<ThrowawayRedisServer> {
-    const server = new ThrowawayRedisServer(await findFreePort());
+    const server = await ThrowawayRedisServer.start();
     outageServers.push(server);
-    await server.start();
     return server;
   }
 

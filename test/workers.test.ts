@@ -19,8 +19,7 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
   t.timeout(180_000);
   const database = await createTestDatabase();
   t.teardown(() => database.drop());
-  const redis = process.env.REDIS_URL ? undefined : new ThrowawayRedisServer(await findFreePort());
-  await redis?.start();
+  const redis = process.env.REDIS_URL ? undefined : await ThrowawayRedisServer.start();
   t.teardown(async () => redis?.stop());
   const keys = await mkdtemp(path.join(os.tmpdir(), 'gh-workers-'));
   t.teardown(() => rm(keys, { recursive: true, force: true }));

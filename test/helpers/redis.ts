@@ -45,19 +45,58 @@ export class ThrowawayRedisServer {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  /** Starts the server and waits until it answers PING. */
+  /**
+   * A server on a port the OS has just said is free. Another process of the test run can take that port before
+   * redis-server binds it: then it is tried again on another.
+   */
+  static async start(settings: string[] = []): Promise<ThrowawayRedisServer> {
+    for (let attempt = 1; ; attempt += 1) {
+      const server = new ThrowawayRedisServer(await findFreePort(), settings);
+      try {
+        await server.start();
+        return server;
+      } catch (error) {
+        await server.stop();
+        if (!(error instanceof PortTakenError) || attempt === 5) throw error;
+      }
+    }
+  }
+
+  /** Starts the server and waits until it answers PING (a loaded test machine can take seconds). */
   async start(): Promise<void> {
     if (this.#process !== undefined) throw new Error('redis-server is already running');
     const child = spawn(
       'redis-server',
       [...this.#configFile, '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...this.#settings],
-      { stdio: 'ignore' },
+      { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.#process = child;
-    const spawnFailure = once(child, 'error').then(([error]: unknown[]) => {
-      throw new Error(`could not start redis-server (is it on PATH?)`, { cause: error });
+    // Its log, kept to say why it ended if it ends before answering.
+    let log = '';
+    for (const output of [child.stdout, child.stderr]) {
+      output.setEncoding('utf8').on('data', (chunk: string) => {
+        log = (log + chunk).slice(-4096);
+      });
+    }
+    const answering = new AbortController();
+    const ended = new Promise<never>((_resolve, reject) => {
+      child.once('error', (error) => {
+        if (!answering.signal.aborted) reject(new Error('could not start redis-server (is it on PATH?)', { cause: error }));
+      });
+      child.once('exit', (code, signal) => {
+        if (answering.signal.aborted) return;
+        const cause = log.trim().split('\n').at(-1) ?? '';
+        if (this.#process === child) this.#process = undefined;
+        reject(/address already in use/i.test(log)
+          ? new PortTakenError(`port ${this.port} was taken before redis-server could bind it`)
+          : new Error(`redis-server on port ${this.port} ended (${code ?? signal}) before answering: ${cause}`));
+      });
     });
-    await Promise.race([spawnFailure, this.#waitUntilAnswering()]);
+    try {
+      await Promise.race([ended, this.#waitUntilAnswering(child.pid!, answering.signal)]);
+    } finally {
+      answering.abort();
+    }
   }
 
   /** Stops the server abruptly, as a crash or a lost host would. */
@@ -89,19 +128,29 @@ export class ThrowawayRedisServer {
     await exited;
   }
 
-  async #waitUntilAnswering(): Promise<void> {
-    const probe = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  /** Until the server answers, and it is this process that answers (not another test's server on the port). */
+  async #waitUntilAnswering(pid: number, stop: AbortSignal): Promise<void> {
+    // A command timeout: whatever else may listen on the port might never answer.
+    const probe = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, commandTimeout: 1_000 });
     probe.on('error', () => {});
+    stop.addEventListener('abort', () => probe.disconnect());
     try {
       await eventually(async () => {
+        if (stop.aborted) return;
         if (probe.status !== 'ready') await probe.connect();
-        await probe.ping();
-      }, 10_000);
+        const info = await probe.info('server');
+        if (!info.includes(`process_id:${pid}\r\n`)) throw new Error(`another server answers on port ${this.port}`);
+      }, 30_000);
+    } catch (error) {
+      throw new Error(`redis-server on port ${this.port} did not answer within 30 s`, { cause: error });
     } finally {
       probe.disconnect();
     }
   }
 }
+
+/** redis-server could not listen: the port was free when asked, and taken when it bound it. */
+class PortTakenError extends Error {}
 
 const run = promisify(execFile);
 
