@@ -17,7 +17,8 @@ export interface OpenDatabaseOptions {
   /** How long opening a connection may take before the query fails as unavailable (default 5 s). */
   connectionTimeoutMs?: number;
   /**
-   * How long a query may wait for the server's answer before it fails as unavailable (default 10 s).
+   * How long a query may wait for the server's answer before it fails as unavailable (default 10 s; 30 s for
+   * the embedded database).
    * Bounds a server that accepts connections but stops answering; its connection is then discarded.
    */
   queryTimeoutMs?: number;
@@ -43,6 +44,14 @@ export function isUniqueViolation(error: unknown): boolean {
   return typeof error === 'object' && error !== null && 'code' in error && error.code === 'P2002';
 }
 
+/**
+ * How long a query or a transaction may wait for the embedded database. It is one session that runs one statement
+ * or transaction at a time for every connection (pglite-server.ts), on this process's own thread: what waits is
+ * queued behind the others, not facing a hung server. With a real server's limits, a burst of sign-ins on a busy
+ * machine (the whole test suite at once) waited past them and was answered 503 while the database was well.
+ */
+const EMBEDDED_WAIT_MS = 30_000;
+
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   const embedded = options.databaseUrl ? undefined : await openEmbeddedPostgres(options.dataDir);
   const connectionString = options.databaseUrl ?? embedded!.connectionString;
@@ -56,7 +65,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       idleTimeoutMillis: 30_000,
       // pg's client-side read timeout: the query fails with "Query read timeout" when no answer
       // comes (a server-side statement_timeout cannot help when the server or the network hangs).
-      query_timeout: options.queryTimeoutMs ?? 10_000,
+      query_timeout: options.queryTimeoutMs ?? (embedded ? EMBEDDED_WAIT_MS : 10_000),
       Client: TimeBoundClient,
     },
     {
@@ -65,7 +74,12 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       onPoolError: () => {},
     },
   );
-  const client = new PrismaClient({ adapter });
+  const client = new PrismaClient({
+    adapter,
+    // How long an interactive transaction may wait to begin and then take: Prisma's 2 s and 5 s, but on the
+    // embedded database, where it waits its turn (see EMBEDDED_WAIT_MS).
+    ...(embedded ? { transactionOptions: { maxWait: EMBEDDED_WAIT_MS, timeout: EMBEDDED_WAIT_MS } } : {}),
+  });
   const prisma = extendClient(client, options.observe);
   return {
     prisma,
