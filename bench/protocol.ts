@@ -1,11 +1,15 @@
 // `npm run bench`: Gatehouse's protocol endpoints and password sign-in measured against bare oidc-provider 9, each
 // server in a process of its own on this machine, loaded by autocannon from this one. BENCH_DURATION (seconds per
-// scenario, default 10) and BENCH_CONNECTIONS (default 32). Prints a table and writes it under bench/results/.
-import { createBackingServices } from './lib/backing-services.ts';
+// scenario, default 10) and BENCH_CONNECTIONS (default 32). Prints a table and writes it under bench/results/, with
+// issue 14's targets and, for each one missed, what the run saw of its cause (CPU profiles, memory by part).
+import { mkdirSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { createBackingServices, type BackingServices } from './lib/backing-services.ts';
 import { startBaseline } from './lib/baseline.ts';
-import { runWithCleanup } from './lib/cleanup.ts';
+import { type Cleanup, runWithCleanup } from './lib/cleanup.ts';
+import { summarizeCpuProfile, type CpuProfileSummary } from './lib/cpu-profile.ts';
 import { OPAQUE_API, type Target } from './lib/fixtures.ts';
-import { gatehouseEnvironment, setUpGatehouse, startGatehouse, type GatehouseProcess } from './lib/gatehouse.ts';
+import { gatehouseEnvironment, setUpGatehouse, startGatehouse, type GatehouseProcess, type GatehouseSetup } from './lib/gatehouse.ts';
 import { startLoad, type Measurement } from './lib/load.ts';
 import { PROTOCOL_SCENARIOS, SCENARIOS, type Scenario } from './lib/protocol-scenarios.ts';
 import { freePort, treeRssBytes } from './lib/processes.ts';
@@ -89,7 +93,8 @@ await runWithCleanup(async (cleanup) => {
   progress(`${durationSeconds} s per scenario, ${connections} connections, on ${describeMachine(host)}`);
   const backing = await createBackingServices(cleanup);
   const singlePort = await freePort();
-  const singleEnvironment = gatehouseEnvironment(backing, singlePort);
+  const metricsPort = await freePort();
+  const singleEnvironment = gatehouseEnvironment(backing, singlePort, { METRICS_PORT: String(metricsPort) });
   progress('setting up Gatehouse: database, clients, APIs, a person');
   const setup = await setUpGatehouse(singleEnvironment, cleanup);
   // Before any load, so that nothing else competes for the core it runs on.
@@ -121,6 +126,9 @@ await runWithCleanup(async (cleanup) => {
     });
   }
 
+  // Where the memory is, while the scenarios' load has just ended (V8 gives back little of it at once).
+  const memory = await memoryBreakdown(`http://127.0.0.1:${metricsPort}/metrics`);
+
   const signInWorkers = host.cpus * 2;
   progress(`Gatehouse password sign-in, ${signInWorkers} at once`);
   const signIn = await measureSignIns({ origin: gatehouse.origin, pid: gatehouse.pid, clientId: gatehouse.publicClientId, workers: signInWorkers, durationSeconds });
@@ -148,6 +156,9 @@ await runWithCleanup(async (cleanup) => {
   }
   await cluster.stop();
 
+  const checks = targets(rows, signIn, cluster);
+  const profiled = await profileMissedScenarios(checks, { backing, setup, cleanup });
+
   const results = {
     startedAt: startedAt.toISOString(),
     machine: host,
@@ -160,7 +171,9 @@ await runWithCleanup(async (cleanup) => {
     rows,
     signIn: { ...signIn, peakRssMb: megabytes(signIn.peakRssBytes), signInsPerSecondPerCore: signIn.signInsPerSecond / host.cpus },
     argon2: { ...argon2, verifyMs, ceilingPerCore: 1000 / verifyMs },
-    targets: targets(rows, signIn, cluster),
+    targets: checks,
+    memory,
+    profiles: profiled,
   };
   const markdown = protocolMarkdown(results);
   process.stdout.write(`\n${markdown}\n`);
@@ -168,10 +181,79 @@ await runWithCleanup(async (cleanup) => {
   progress(`written: ${written.join(', ')}`);
 });
 
+interface ProfiledScenario {
+  scenario: string;
+  /** The profiled server's rate (the profiler costs a little of it). */
+  requestsPerSecond: number;
+  summary: CpuProfileSummary;
+}
+
+/**
+ * Each single-process scenario that fell short of its target, run again on a Gatehouse of its own started with
+ * V8's CPU profiler (`--cpu-prof`, written when it stops): where its main thread's time went under that load.
+ */
+async function profileMissedScenarios(
+  checks: readonly TargetCheck[], { backing, setup, cleanup }: { backing: BackingServices; setup: GatehouseSetup; cleanup: Cleanup },
+): Promise<ProfiledScenario[]> {
+  const profiled: ProfiledScenario[] = [];
+  for (const name of checks.flatMap((check) => check.shortScenarios ?? [])) {
+    const scenario = PROTOCOL_SCENARIOS.find((candidate) => candidate.name === name)!;
+    const folder = path.join(backing.folder, 'profiles', scenario.key);
+    mkdirSync(folder, { recursive: true });
+    const environment = gatehouseEnvironment(backing, await freePort(), { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${folder}` });
+    const server = await startGatehouse(`Gatehouse profiled (${scenario.key})`, environment, backing, cleanup);
+    const target = setup.target(server);
+    await warmUp(target);
+    const result = await runScenario(scenario, target, new Map());
+    const loadEnded = performance.now();
+    await server.stop();
+    const stopped = performance.now();
+    const file = readdirSync(folder).find((entry) => entry.endsWith('.cpuprofile'));
+    if ('unsupported' in result || file === undefined) {
+      progress(`${name}: no profile (${'unsupported' in result ? result.unsupported : 'the server wrote none'})`);
+      continue;
+    }
+    // The load's stretch: the profile ends as the server stops.
+    const window = { fromEndMs: stopped - loadEnded + durationSeconds * 1000, untilEndMs: stopped - loadEnded };
+    profiled.push({ scenario: name, requestsPerSecond: result.requestsPerSecond, summary: summarizeCpuProfile(path.join(folder, file), window) });
+  }
+  return profiled;
+}
+
+interface MemoryBreakdown {
+  residentMb: number;
+  heapTotalMb: number;
+  heapUsedMb: number;
+  /** Each V8 heap space's size (new, old, code, large_object...), largest first. */
+  spacesMb: Array<{ space: string; sizeMb: number }>;
+  externalMb: number;
+}
+
+/** The server's memory by part, from its own process metrics (prom-client's, on METRICS_PORT). */
+async function memoryBreakdown(metricsUrl: string): Promise<MemoryBreakdown> {
+  const text = await (await fetch(metricsUrl)).text();
+  const value = (name: string) => {
+    const line = text.split('\n').find((candidate) => candidate.startsWith(`gatehouse_${name} `));
+    return line === undefined ? Number.NaN : megabytes(Number(line.slice(line.lastIndexOf(' ') + 1)));
+  };
+  const spaces = [...text.matchAll(/^gatehouse_nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)$/gm)]
+    .map(([, space, bytes]) => ({ space: space!, sizeMb: megabytes(Number(bytes)) }))
+    .sort((a, b) => b.sizeMb - a.sizeMb);
+  return {
+    residentMb: value('process_resident_memory_bytes'),
+    heapTotalMb: value('nodejs_heap_size_total_bytes'),
+    heapUsedMb: value('nodejs_heap_size_used_bytes'),
+    spacesMb: spaces,
+    externalMb: value('nodejs_external_memory_bytes'),
+  };
+}
+
 interface TargetCheck {
   target: string;
   measured: string;
   met: boolean;
+  /** The single-process scenarios that fell short of a throughput target: profiled after the run. */
+  shortScenarios?: string[];
 }
 
 /** Issue 14's targets, each met or missed by this run. */
@@ -179,10 +261,12 @@ function targets(rows: readonly Row[], signIn: SignInMeasurement, cluster: Gateh
   const row = (name: string) => rows.find((candidate) => candidate.scenario === name)!;
   const ratios = (names: readonly string[], threshold: number, target: string): TargetCheck => {
     const measured = names.map((name) => ({ name, ratio: row(name).ratio ?? Number.NaN }));
+    const short = measured.filter(({ ratio }) => !(ratio >= threshold)).map(({ name }) => name);
     return {
       target,
       measured: measured.map(({ name, ratio }) => `${name}: ${formatNumber(ratio)}×`).join('; '),
-      met: measured.every(({ ratio }) => ratio >= threshold),
+      met: short.length === 0,
+      shortScenarios: short,
     };
   };
   const singleProcessRows = rows.filter((candidate) => !candidate.scenario.endsWith('(WORKERS=2)'));
@@ -212,6 +296,7 @@ function protocolMarkdown(results: {
   startedAt: string; machine: ReturnType<typeof machine>; durationSeconds: number; connections: number; gatehouse: string; baseline: string;
   clusterProcesses: number; rssAtStartMb: { baseline: number; gatehouse: number; cluster: number }; rows: Row[]; signIn: SignInMeasurement & { peakRssMb: number; signInsPerSecondPerCore: number };
   argon2: { memoryCost: number; timeCost: number; parallelism: number; verifyMs: number; ceilingPerCore: number }; targets: TargetCheck[];
+  memory: MemoryBreakdown; profiles: ProfiledScenario[];
 }): string {
   const cells = (measured: Side | undefined) => (measured
     ? [formatNumber(measured.requestsPerSecond), formatNumber(measured.p50Ms), formatNumber(measured.p99Ms), String(measured.errors), formatNumber(measured.peakRssMb),
@@ -259,6 +344,7 @@ function protocolMarkdown(results: {
     '',
     ...results.targets.map((check) => `- **${check.met ? 'met' : 'missed'}**: ${check.target}: ${check.measured}`),
     '',
+    ...whyMissed(results),
     '## Password sign-in',
     '',
     `${signIn.workers} sign-ins at once (2 per CPU), each: the authorization URL (PKCE), the login page, the login form; a redirect onward counts.`,
@@ -269,4 +355,44 @@ function protocolMarkdown(results: {
     ...(errorLines.length ? ['## Errors', '', ...errorLines, ''] : []),
     ...(notes.length ? ['## Notes', '', ...notes, ''] : []),
   ].join('\n');
+}
+
+/** Each owner of 2% or more, then the rest together. */
+function describeShares(owners: CpuProfileSummary['owners']): string {
+  const shown = owners.filter(({ percent: share }) => share >= 2);
+  const rest = owners.filter((owner) => !shown.includes(owner)).reduce((sum, { percent: share }) => sum + share, 0);
+  return [...shown.map(({ owner, percent: share }) => `${owner} ${percent(share)}`), ...(rest > 0 ? [`the rest ${percent(rest)}`] : [])].join(', ');
+}
+
+function percent(value: number): string {
+  return `${Math.round(value)}%`;
+}
+
+/** For each missed target, what the run measured of its cause: a CPU profile, the memory by part, how busy the machine was. */
+function whyMissed({ targets: checks, rows, memory, profiles }: {
+  targets: readonly TargetCheck[]; rows: readonly Row[]; memory: MemoryBreakdown; profiles: readonly ProfiledScenario[];
+}): string[] {
+  const missed = (prefix: string) => checks.some((check) => check.target.startsWith(prefix) && !check.met);
+  const lines = profiles.map(({ scenario, requestsPerSecond, summary }) => `- **${scenario}** (CPU profile of a Gatehouse of its own through this load, `
+    + `${formatNumber(requestsPerSecond)} req/s with the profiler on): its main thread was busy ${percent(summary.busyPercent)} of the time. `
+    + `Of that busy time: ${describeShares(summary.owners)}. `
+    + `The functions that ran longest themselves: ${summary.hottest.map(({ name, where, percent: share }) => `${name} (${where}) ${share.toFixed(1)}%`).join(', ')}.`);
+  const clustered = rows.find((row) => row.scenario.endsWith('(WORKERS=2)'));
+  if (clustered && missed('WORKERS=2')) {
+    lines.push(`- **WORKERS=2**: the machine's CPUs were ${percent(clustered.gatehouse.machineBusyPercent)} busy under that load (the workers, their primary, `
+      + `PostgreSQL, Redis and the load generator share them); the workers together used ${percent(clustered.gatehouse.serverCpuPercent)} of one CPU.`);
+  }
+  const halfRate = rows.find((row) => row.scenario === SCENARIOS.clientCredentialsHalfRate);
+  if (halfRate && missed('p99')) {
+    lines.push(`- **p99 at half rate**: at ${formatNumber(halfRate.gatehouse.requestsPerSecond)} req/s Gatehouse used ${percent(halfRate.gatehouse.serverCpuPercent)} `
+      + `of one CPU and the machine was ${percent(halfRate.gatehouse.machineBusyPercent)} busy`
+      + `${halfRate.baseline ? `; the baseline's p99 at its own half rate was ${formatNumber(halfRate.baseline.p99Ms)} ms` : ''}.`);
+  }
+  if (missed('RSS')) {
+    const rest = memory.residentMb - memory.heapTotalMb - memory.externalMb;
+    lines.push(`- **RSS**: just after the scenarios' load, ${formatNumber(memory.residentMb)} MB resident: V8's heap ${formatNumber(memory.heapTotalMb)} MB `
+      + `(${formatNumber(memory.heapUsedMb)} MB of it in use; by space: ${memory.spacesMb.filter(({ sizeMb }) => sizeMb >= 1).map(({ space, sizeMb }) => `${space} ${formatNumber(sizeMb)} MB`).join(', ')}), `
+      + `memory outside it (buffers) ${formatNumber(memory.externalMb)} MB, and the rest (compiled code, stacks, the allocator's free lists, native libraries) ${formatNumber(rest)} MB.`);
+  }
+  return lines.length ? ['### What the run shows of the missed targets', '', ...lines, ''] : [];
 }
