@@ -21,10 +21,14 @@ test.before(async (t) => {
   t.timeout(90_000);
   folder = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-redis-topologies-'));
   await Promise.all(['cluster', 'sentinel'].map((name) => mkdir(path.join(folder!, name))));
-  [cluster, sentinels] = await Promise.all([
+  // Both are awaited even when one fails, so that after.always stops the one that started.
+  const [clusterStart, sentinelStart] = await Promise.allSettled([
     ThrowawayRedisCluster.start(path.join(folder, 'cluster')),
     ThrowawaySentinelSetup.start(path.join(folder, 'sentinel')),
   ]);
+  if (clusterStart.status === 'fulfilled') cluster = clusterStart.value;
+  if (sentinelStart.status === 'fulfilled') sentinels = sentinelStart.value;
+  for (const started of [clusterStart, sentinelStart]) if (started.status === 'rejected') throw started.reason;
 });
 test.after.always(async () => {
   await Promise.all([cluster?.stop(), sentinels?.stop()]);

@@ -7,10 +7,32 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { RedisConnection } from '../../src/store/index.ts';
+
+/** Redis Cluster's bus port is the node's port + 10,000, so a node's port may be 55535 at most. */
+const CLUSTER_BUS_OFFSET = 10_000;
+
+/** A port for a cluster node: free, at most 55535, and with its bus port free too. */
+async function findFreeClusterPort(): Promise<number> {
+  for (;;) {
+    const port = await findFreePort();
+    if (port + CLUSTER_BUS_OFFSET <= 65_535 && await isFree(port + CLUSTER_BUS_OFFSET)) return port;
+  }
+}
+
+async function isFree(port: number): Promise<boolean> {
+  const server = createServer();
+  server.listen(port, '127.0.0.1');
+  const outcome = await Promise.race([once(server, 'listening').then(() => true), once(server, 'error').then(() => false)]);
+  if (outcome) {
+    server.close();
+    await once(server, 'close');
+  }
+  return outcome;
+}
 
 /** A port nobody listens on right now (the OS picks it, so parallel runs do not collide). */
 export async function findFreePort(): Promise<number> {
@@ -47,11 +69,12 @@ export class ThrowawayRedisServer {
 
   /**
    * A server on a port the OS has just said is free. Another process of the test run can take that port before
-   * redis-server binds it: then it is tried again on another.
+   * redis-server binds it: then it is tried again on another. `clusterBus`: a cluster node, which also listens
+   * 10,000 ports higher (so its port must be 55535 at most).
    */
-  static async start(settings: string[] = []): Promise<ThrowawayRedisServer> {
+  static async start(settings: string[] = [], { clusterBus = false, configFile }: { clusterBus?: boolean; configFile?: string } = {}): Promise<ThrowawayRedisServer> {
     for (let attempt = 1; ; attempt += 1) {
-      const server = new ThrowawayRedisServer(await findFreePort(), settings);
+      const server = new ThrowawayRedisServer(await (clusterBus ? findFreeClusterPort() : findFreePort()), settings, configFile);
       try {
         await server.start();
         return server;
@@ -71,9 +94,14 @@ export class ThrowawayRedisServer {
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.#process = child;
-    // Its log, kept to say why it ended if it ends before answering.
+    // Its log, kept to say why it ended if it ends before answering. Neither the server nor its output keeps a
+    // test process alive: one a failed setup leaves running would hang the whole test run. It ends with it.
+    child.unref();
+    running.add(child);
+    child.once('exit', () => running.delete(child));
     let log = '';
     for (const output of [child.stdout, child.stderr]) {
+      (output as Socket).unref();
       output.setEncoding('utf8').on('data', (chunk: string) => {
         log = (log + chunk).slice(-4096);
       });
@@ -124,6 +152,8 @@ export class ThrowawayRedisServer {
     this.#process = undefined;
     if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');
+    // Waited for, it keeps this process alive again (see start).
+    child.ref();
     child.kill(signal);
     await exited;
   }
@@ -149,6 +179,12 @@ export class ThrowawayRedisServer {
   }
 }
 
+/** Every redis-server these helpers started and that still runs: none outlives the test process. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 /** redis-server could not listen: the port was free when asked, and taken when it bound it. */
 class PortTakenError extends Error {}
 
@@ -169,16 +205,14 @@ export class ThrowawayRedisCluster {
 
   static async start(folder: string, settings: string[] = []): Promise<ThrowawayRedisCluster> {
     const nodes: ThrowawayRedisServer[] = [];
-    for (let index = 0; index < 3; index += 1) {
-      const port = await findFreePort();
-      nodes.push(new ThrowawayRedisServer(port, [
-        '--cluster-enabled', 'yes', '--cluster-config-file', path.join(folder, `nodes-${port}.conf`), '--cluster-node-timeout', '2000',
-        '--dir', folder, ...settings,
-      ]));
-    }
     const cluster = new ThrowawayRedisCluster(nodes);
     try {
-      await Promise.all(nodes.map((node) => node.start()));
+      for (let index = 0; index < 3; index += 1) {
+        nodes.push(await ThrowawayRedisServer.start([
+          '--cluster-enabled', 'yes', '--cluster-config-file', path.join(folder, `nodes-${index}.conf`), '--cluster-node-timeout', '2000',
+          '--dir', folder, ...settings,
+        ], { clusterBus: true }));
+      }
       await run('redis-cli', ['--cluster', 'create', ...nodes.map((node) => `127.0.0.1:${node.port}`), '--cluster-replicas', '0', '--cluster-yes']);
       // Every node must know every slot's owner before a client that asks any of them is served.
       await eventually(async () => {
@@ -218,33 +252,33 @@ export class ThrowawaySentinelSetup {
   }
 
   static async start(folder: string): Promise<ThrowawaySentinelSetup> {
-    // A replica's first sync writes a snapshot file into the server's folder: keep it in the caller's.
-    const master = new ThrowawayRedisServer(await findFreePort(), ['--dir', folder]);
-    const replica = new ThrowawayRedisServer(await findFreePort(), ['--dir', folder, '--replicaof', '127.0.0.1', String(master.port)]);
-    const sentinelPort = await findFreePort();
-    const configFile = path.join(folder, 'sentinel.conf');
-    await writeFile(configFile, [
-      `sentinel monitor ${this.MASTER_NAME} 127.0.0.1 ${master.port} 1`,
-      `sentinel down-after-milliseconds ${this.MASTER_NAME} 1000`,
-      `sentinel failover-timeout ${this.MASTER_NAME} 10000`,
-      '',
-    ].join('\n'));
-    const sentinel = new ThrowawayRedisServer(sentinelPort, ['--sentinel'], configFile);
-    const setup = new ThrowawaySentinelSetup(master, replica, sentinel);
+    const started: ThrowawayRedisServer[] = [];
+    const starting = async (server: Promise<ThrowawayRedisServer>) => {
+      started.push(await server);
+      return started.at(-1)!;
+    };
     try {
-      await master.start();
-      await replica.start();
-      await sentinel.start();
+      // A replica's first sync writes a snapshot file into the server's folder: keep it in the caller's.
+      const master = await starting(ThrowawayRedisServer.start(['--dir', folder]));
+      const replica = await starting(ThrowawayRedisServer.start(['--dir', folder, '--replicaof', '127.0.0.1', String(master.port)]));
+      const configFile = path.join(folder, 'sentinel.conf');
+      await writeFile(configFile, [
+        `sentinel monitor ${this.MASTER_NAME} 127.0.0.1 ${master.port} 1`,
+        `sentinel down-after-milliseconds ${this.MASTER_NAME} 1000`,
+        `sentinel failover-timeout ${this.MASTER_NAME} 10000`,
+        '',
+      ].join('\n'));
+      const sentinel = await starting(ThrowawayRedisServer.start(['--sentinel'], { configFile }));
       // The Sentinel learns of the replica from the master within a few seconds; a failover needs it.
       await eventually(async () => {
-        const { stdout } = await run('redis-cli', ['-p', String(sentinelPort), 'sentinel', 'replicas', this.MASTER_NAME]);
+        const { stdout } = await run('redis-cli', ['-p', String(sentinel.port), 'sentinel', 'replicas', this.MASTER_NAME]);
         if (!stdout.includes(String(replica.port))) throw new Error('the Sentinel does not know the replica yet');
       }, 30_000);
+      return new ThrowawaySentinelSetup(master, replica, sentinel);
     } catch (error) {
-      await setup.stop();
+      await Promise.all(started.map((server) => server.stop()));
       throw error;
     }
-    return setup;
   }
 
   /** The port of the server the Sentinel names as master right now. */
