@@ -164,7 +164,7 @@ await runWithCleanup(async (cleanup) => {
     machine: host,
     durationSeconds,
     connections,
-    gatehouse: 'Gatehouse on PostgreSQL + Redis, one process (node src/main.ts, NODE_ENV=development, LOG_LEVEL=info to /dev/null, rate limits on but out of reach)',
+    gatehouse: 'Gatehouse on PostgreSQL + Redis, one process (node src/main.ts with the Node.js options of npm start, NODE_ENV=development, LOG_LEVEL=info to /dev/null, rate limits on but out of reach)',
     baseline: 'bare oidc-provider 9, in-memory adapter, one process (bench/baseline-server.ts)',
     clusterProcesses: cluster.processCount,
     rssAtStartMb,

@@ -1,6 +1,8 @@
-// Gatehouse as a deployment runs it, minus TLS: `node src/main.ts` in a process of its own on the run's database and
-// Redis prefix, logging each request at info (to /dev/null), rate limits out of reach; and a runtime in the bench's
-// process, on the same database, store and keys, that registers the clients and mints the tokens the scenarios use.
+// Gatehouse as a deployment runs it, minus TLS: `node src/main.ts` with `npm start`'s Node.js options, in a process
+// of its own on the run's database and Redis prefix, logging each request at info (to /dev/null), rate limits out of
+// reach; and a runtime in the bench's process, on the same database, store and keys, that registers the clients and
+// mints the tokens the scenarios use.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../../src/config/index.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -9,7 +11,7 @@ import type { BackingServices } from './backing-services.ts';
 import type { Cleanup } from './cleanup.ts';
 import { AUTHORIZATION_CODE_TTL_SECONDS, JWT_API, OPAQUE_API, PERSON, REDIRECT_URI, type Target } from './fixtures.ts';
 import { mintAuthorizationCodes, mintRefreshTokens } from './engine-tokens.ts';
-import { processTree, startServer, type ServerProcess } from './processes.ts';
+import { PROJECT_ROOT, processTree, startServer, type ServerProcess } from './processes.ts';
 
 /** Far above any rate a run reaches: the counters are still kept (their cost is measured), never exceeded. */
 const UNREACHABLE_LIMIT = '1000000000/60';
@@ -45,15 +47,23 @@ export interface GatehouseProcess extends ServerProcess {
   processCount: number;
 }
 
+/** The Node.js options `npm start` runs Gatehouse with: package.json's start script is `node [options] src/main.ts`. */
+function startScriptNodeOptions(): string[] {
+  const { scripts } = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const words = scripts.start.trim().split(/\s+/);
+  if (words[0] !== 'node' || words.at(-1) !== 'src/main.ts') throw new Error(`package.json's start script is not "node [options] src/main.ts": ${scripts.start}`);
+  return words.slice(1, -1);
+}
+
 /**
- * Starts `node src/main.ts` (or another checkout's, `script`) with only PATH and HOME from the bench's own
- * environment, and waits for /readyz.
+ * Starts `node src/main.ts` (or another checkout's, `script`) with `npm start`'s Node.js options (this
+ * checkout's, for another's too) and only PATH and HOME from the bench's own environment, and waits for /readyz.
  */
 export async function startGatehouse(
   name: string, environment: Record<string, string>, backing: BackingServices, cleanup: Cleanup, script = 'src/main.ts',
 ): Promise<GatehouseProcess> {
   const server = await startServer({
-    name, script, port: Number(environment.PORT), readyPath: '/readyz',
+    name, script, nodeOptions: startScriptNodeOptions(), port: Number(environment.PORT), readyPath: '/readyz',
     environment: { PATH: process.env.PATH, HOME: process.env.HOME, ...environment },
     errorLog: path.join(backing.folder, `${name.replaceAll(/\W+/g, '-')}.stderr.log`),
   }, cleanup);

@@ -23,6 +23,8 @@ export interface ServerStart {
   name: string;
   /** The script, relative to the project root (the processes' working folder), or absolute. */
   script: string;
+  /** Node.js's own options, before the script (`--max-semi-space-size=16`). */
+  nodeOptions?: readonly string[];
   port: number;
   environment: NodeJS.ProcessEnv;
   /** Answers 200 once the server can take the load. */
@@ -31,12 +33,12 @@ export interface ServerStart {
   errorLog: string;
 }
 
-/** Starts `node <script>` and waits (up to 2 minutes) until readyPath answers 200. */
+/** Starts `node [nodeOptions] <script>` and waits (up to 2 minutes) until readyPath answers 200. */
 export async function startServer(start: ServerStart, cleanup: Cleanup): Promise<ServerProcess> {
   const errorFile = openSync(start.errorLog, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [start.script], { cwd: PROJECT_ROOT, env: start.environment, stdio: ['ignore', 'ignore', errorFile] });
+    child = spawn(process.execPath, [...start.nodeOptions ?? [], start.script], { cwd: PROJECT_ROOT, env: start.environment, stdio: ['ignore', 'ignore', errorFile] });
   } finally {
     closeSync(errorFile);
   }
