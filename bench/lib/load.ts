@@ -214,7 +214,8 @@ function startPacedLoad(run: LoadRun & { overallRate: number }, options: { sampl
         });
         return;
       }
-      const due = Math.floor((elapsedMs / 1000) * run.overallRate);
+      // Request n is due at n/rate seconds: by now, those up to this count (the first at once).
+      const due = Math.floor((elapsedMs / 1000) * run.overallRate) + 1;
       while (sent < due) {
         const dueAt = startedAt + (sent / run.overallRate) * 1000;
         sent += 1;
