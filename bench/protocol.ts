@@ -111,9 +111,13 @@ await runWithCleanup(async (cleanup) => {
 
   const rows: Row[] = [];
   const earlier = { baseline: new Map<string, Measurement>(), gatehouse: new Map<string, Measurement>() };
+  const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  let halfRateServerTimes: ServerTimes | undefined;
   for (const scenario of PROTOCOL_SCENARIOS) {
     const baselineResult = await runScenario(scenario, baseline, earlier.baseline);
+    const tokenRequestsBefore = await tokenRequestTimes(metricsUrl);
     const gatehouseResult = await runScenario(scenario, gatehouse, earlier.gatehouse);
+    if (scenario.name === SCENARIOS.clientCredentialsHalfRate) halfRateServerTimes = difference(await tokenRequestTimes(metricsUrl), tokenRequestsBefore);
     if ('unsupported' in gatehouseResult) throw new Error(`Gatehouse cannot run "${scenario.name}": ${gatehouseResult.unsupported}`);
     const supported = !('unsupported' in baselineResult);
     rows.push({
@@ -127,7 +131,7 @@ await runWithCleanup(async (cleanup) => {
   }
 
   // Where the memory is, while the scenarios' load has just ended (V8 gives back little of it at once).
-  const memory = await memoryBreakdown(`http://127.0.0.1:${metricsPort}/metrics`);
+  const memory = await memoryBreakdown(metricsUrl);
 
   const signInWorkers = host.cpus * 2;
   progress(`Gatehouse password sign-in, ${signInWorkers} at once`);
@@ -173,6 +177,7 @@ await runWithCleanup(async (cleanup) => {
     argon2: { ...argon2, verifyMs, ceilingPerCore: 1000 / verifyMs },
     targets: checks,
     memory,
+    halfRateServerTimes,
     profiles: profiled,
   };
   const markdown = protocolMarkdown(results);
@@ -248,6 +253,20 @@ async function memoryBreakdown(metricsUrl: string): Promise<MemoryBreakdown> {
   };
 }
 
+/** How many token requests the server answered within each of its histogram's bounds (seconds), cumulative. */
+type ServerTimes = Array<{ withinSeconds: number; count: number }>;
+
+/** The server's own times for POST /token (gatehouse_http_request_duration_seconds: from reading a request to its answer). */
+async function tokenRequestTimes(metricsUrl: string): Promise<ServerTimes> {
+  const text = await (await fetch(metricsUrl)).text();
+  return [...text.matchAll(/^gatehouse_http_request_duration_seconds_bucket\{le="([^"]+)",route="\/token",method="POST"\} (\d+)$/gm)]
+    .map(([, bound, count]) => ({ withinSeconds: bound === '+Inf' ? Infinity : Number(bound), count: Number(count) }));
+}
+
+function difference(after: ServerTimes, before: ServerTimes): ServerTimes {
+  return after.map(({ withinSeconds, count }) => ({ withinSeconds, count: count - (before.find((bucket) => bucket.withinSeconds === withinSeconds)?.count ?? 0) }));
+}
+
 interface TargetCheck {
   target: string;
   measured: string;
@@ -296,7 +315,7 @@ function protocolMarkdown(results: {
   startedAt: string; machine: ReturnType<typeof machine>; durationSeconds: number; connections: number; gatehouse: string; baseline: string;
   clusterProcesses: number; rssAtStartMb: { baseline: number; gatehouse: number; cluster: number }; rows: Row[]; signIn: SignInMeasurement & { peakRssMb: number; signInsPerSecondPerCore: number };
   argon2: { memoryCost: number; timeCost: number; parallelism: number; verifyMs: number; ceilingPerCore: number }; targets: TargetCheck[];
-  memory: MemoryBreakdown; profiles: ProfiledScenario[];
+  memory: MemoryBreakdown; halfRateServerTimes: ServerTimes | undefined; profiles: ProfiledScenario[];
 }): string {
   const cells = (measured: Side | undefined) => (measured
     ? [formatNumber(measured.requestsPerSecond), formatNumber(measured.p50Ms), formatNumber(measured.p99Ms), String(measured.errors), formatNumber(measured.peakRssMb),
@@ -368,9 +387,25 @@ function percent(value: number): string {
   return `${Math.round(value)}%`;
 }
 
+/**
+ * The server's own share of the latency: its histogram counts from reading a request to answering it, so what the
+ * load generator measured beyond that was spent before the server read the request (or in the generator).
+ */
+function describeServerTimes(times: ServerTimes): string {
+  const total = times.at(-1)?.count ?? 0;
+  if (!total) return '';
+  const shares = [0.01, 0.025].map((bound) => {
+    const within = times.find(({ withinSeconds }) => withinSeconds === bound)?.count ?? 0;
+    return `${formatNumber((100 * within) / total)}% within ${bound * 1000} ms`;
+  });
+  return `By the server's own times (from reading a request to its answer, ${formatNumber(total)} token requests), ${shares.join(' and ')}: `
+    + 'the rest of the p99 the load generator measured was spent before the server read the request (its main thread busy with '
+    + 'other requests and the garbage collector) or in the load generator.';
+}
+
 /** For each missed target, what the run measured of its cause: a CPU profile, the memory by part, how busy the machine was. */
-function whyMissed({ targets: checks, rows, memory, profiles }: {
-  targets: readonly TargetCheck[]; rows: readonly Row[]; memory: MemoryBreakdown; profiles: readonly ProfiledScenario[];
+function whyMissed({ targets: checks, rows, memory, halfRateServerTimes, profiles }: {
+  targets: readonly TargetCheck[]; rows: readonly Row[]; memory: MemoryBreakdown; halfRateServerTimes: ServerTimes | undefined; profiles: readonly ProfiledScenario[];
 }): string[] {
   const missed = (prefix: string) => checks.some((check) => check.target.startsWith(prefix) && !check.met);
   const lines = profiles.map(({ scenario, requestsPerSecond, summary }) => `- **${scenario}** (CPU profile of a Gatehouse of its own through this load, `
@@ -386,7 +421,8 @@ function whyMissed({ targets: checks, rows, memory, profiles }: {
   if (halfRate && missed('p99')) {
     lines.push(`- **p99 at half rate**: at ${formatNumber(halfRate.gatehouse.requestsPerSecond)} req/s Gatehouse used ${percent(halfRate.gatehouse.serverCpuPercent)} `
       + `of one CPU and the machine was ${percent(halfRate.gatehouse.machineBusyPercent)} busy`
-      + `${halfRate.baseline ? `; the baseline's p99 at its own half rate was ${formatNumber(halfRate.baseline.p99Ms)} ms` : ''}.`);
+      + `${halfRate.baseline ? `; the baseline's p99 at its own half rate was ${formatNumber(halfRate.baseline.p99Ms)} ms` : ''}.`
+      + `${halfRateServerTimes ? ` ${describeServerTimes(halfRateServerTimes)}` : ''}`);
   }
   if (missed('RSS')) {
     const rest = memory.residentMb - memory.heapTotalMb - memory.externalMb;
