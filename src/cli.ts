@@ -137,12 +137,15 @@ Commands:
                                         opaque ones by introspection
   apis update --identifier URL [--name N] [--scope "S1 S2"] [--scope-description S=TEXT]...
               [--format jwt|opaque] [--ttl SECONDS] [--alg ES256|RS256|EdDSA]
-                                        change an API (scopes given replace the old ones);
+                                        change an API (scopes given replace the old ones,
+                                        and clients lose those no API defines any more);
                                         --scope-description alone rewords scopes the API
                                         has, keeping the others (S= removes the wording)
   apis show URL                         print an API as JSON
   apis list [--json]                    list the APIs: identifier, format, name, scopes
-  apis delete --identifier URL [--json] remove an API: no token is issued for it again
+  apis delete --identifier URL [--json] remove an API: no token is issued for it again,
+                                        and no client keeps it as its default API or
+                                        resource server
   tokens create [--uses N] [--expires-in SECONDS]
                                         print an initial access token for dynamic client
                                         registration (RFC 7591, the registration_endpoint

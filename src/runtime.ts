@@ -206,7 +206,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       onAnnounceFailure: (error, identifier) => logger.warn({ err: error, identifier }, 'API changed, but other instances could not be told: they use the change when their cached copy expires'),
     });
     const apis = new ApiService(database.prisma, auditTrail, {
-      defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks), builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache,
+      defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks), builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache, clients,
     });
     const roles = new RoleService(database.prisma, auditTrail);
     await ensureAdminApi(config.issuer, apis, roles);

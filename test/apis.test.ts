@@ -65,7 +65,7 @@ test('what cannot be an API is refused, saying why', async (t) => {
   t.truthy(await apis.create({ identifier: local(), name: 'Local', scopes }));
   const { database, auditTrail } = test_.runtime;
   const production = new ApiService(database.prisma, auditTrail, {
-    defaultTtlSeconds: 600, signingAlgorithms: new Set(['ES256']), httpsOnly: true, cache: new AnnouncedCache<Api>(new MemoryStore({ prefix: 'apis-test:' }), { channel: API_CHANGES_CHANNEL, maxAgeMs: 0, maxEntries: 1, maxUnknownKeys: 1 }),
+    defaultTtlSeconds: 600, signingAlgorithms: new Set(['ES256']), httpsOnly: true, clients: test_.runtime.clients, cache: new AnnouncedCache<Api>(new MemoryStore({ prefix: 'apis-test:' }), { channel: API_CHANGES_CHANNEL, maxAgeMs: 0, maxEntries: 1, maxUnknownKeys: 1 }),
   });
   await t.throwsAsync(production.create({ identifier: local(), name: 'Local', scopes }), { instanceOf: ApiError, message: 'an API identifier must use https in production' });
 });
@@ -93,4 +93,46 @@ test('a scope an API no longer defines is permitted by no role: defined again, i
   await apis.update(identifier, { scopes: [{ name: 'stock:read' }] });
   await apis.update(identifier, { scopes: [{ name: 'stock:read' }, { name: 'stock:write' }] });
   t.deepEqual([...await roles.permittedScopes([role], identifier)], ['stock:read']);
+});
+
+test('a change to an API takes from clients what it took away: scopes no API defines any more, and once deleted, the API as default or resource server; each client stays changeable', async (t) => {
+  const { apis, clients } = test_.runtime;
+  const orders = identifierFor('orders');
+  const shop = identifierFor('shop');
+  const tag = crypto.randomUUID().slice(0, 8);
+  const [read, write, shared, readers] = [`o${tag}:read`, `o${tag}:write`, `o${tag}:shared`, `o${tag}:read.all`] as const;
+  await apis.create({ identifier: orders, name: 'Orders', scopes: [{ name: read }, { name: write }, { name: shared }] });
+  // Its scope names begin as one of the orders API's does: a client allowed it keeps it whatever that API does.
+  await apis.create({ identifier: shop, name: 'Shop', scopes: [{ name: shared }, { name: readers }] });
+  const defaulted = await clients.create({ name: 'Defaulted', type: 'service', apiScopes: [read, shared, readers], defaultApi: orders });
+  const readOnly = await clients.create({ name: 'Read only', type: 'service', apiScopes: [read], defaultApi: orders });
+  const resourceServer = await clients.create({ name: 'Orders API', type: 'service', resourceServer: orders, apiScopes: [readers] });
+  const untouched = await clients.create({ name: 'Shop only', type: 'service', apiScopes: [readers], defaultApi: shop });
+  const stored = async (clientId: string) => (await clients.record(clientId))!.metadata;
+  const actor = { type: 'admin' as const, id: `cli:${tag}` };
+
+  await apis.update(orders, { scopes: [{ name: write }, { name: shared }] }, actor);
+  t.like(await stored(defaulted.client_id), { api_scopes: `${shared} ${readers}`, default_resource: orders }, 'the default API still has one of its scopes');
+  const readOnlyNow = await stored(readOnly.client_id);
+  t.false('api_scopes' in readOnlyNow || 'default_resource' in readOnlyNow, 'nothing left to ask of its default API');
+  t.deepEqual(await stored(untouched.client_id), untouched);
+
+  t.true(await apis.delete(orders, actor));
+  const defaultedNow = await stored(defaulted.client_id);
+  t.is(defaultedNow.api_scopes, `${shared} ${readers}`, 'the shop API defines them still');
+  t.false('default_resource' in defaultedNow);
+  t.false('resource_server' in await stored(resourceServer.client_id));
+  t.deepEqual(await stored(untouched.client_id), untouched);
+  // Every door accepts each of them again as it is.
+  for (const client of [defaulted, readOnly, resourceServer]) t.truthy(await clients.update(client.client_id, { name: 'Renamed' }));
+
+  const changes = await auditEvents(test_.runtime, 'client.updated', (event) => event.actorId === actor.id);
+  const detail = (changed: string[], because: string) => ({ changed, because, api: orders });
+  t.is(changes.length, 4);
+  t.deepEqual(Object.fromEntries(changes.map((event) => [`${event.clientId} ${(event.detail as { because: string }).because}`, event.detail])), {
+    [`${defaulted.client_id} api.updated`]: detail(['apiScopes'], 'api.updated'),
+    [`${defaulted.client_id} api.deleted`]: detail(['defaultApi'], 'api.deleted'),
+    [`${readOnly.client_id} api.updated`]: detail(['apiScopes', 'defaultApi'], 'api.updated'),
+    [`${resourceServer.client_id} api.deleted`]: detail(['resourceServer'], 'api.deleted'),
+  });
 });

@@ -113,6 +113,18 @@ test('an opaque-format API gets opaque tokens; a client with a default API gets 
   t.is(payload.scope, 'orders:read');
 });
 
+test('once its default API is deleted, a client asks as one without a default: another API that defines its scope serves it, named', async (t) => {
+  const api = await registerApi();
+  const other = await registerApi();
+  const service = await registerService('orders:read', { defaultApi: api.identifier });
+  await server.runtime.apis.delete(api.identifier);
+  const error = await t.throwsAsync(clientCredentials(service, { scope: 'orders:read' }), { instanceOf: oauth.ResponseBodyError });
+  t.like(error, { error: 'invalid_scope', error_description: 'the scope "orders:read" is an API\'s: name the API with the resource parameter' });
+  const tokens = await clientCredentials(service, { resource: other.identifier, scope: 'orders:read' });
+  const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: other.identifier });
+  t.is(payload.scope, 'orders:read');
+});
+
 test('refused in the protocol\'s words, saying what is wrong: an unknown API, a scope the client may not have, a scope the API does not define, an API scope without the API', async (t) => {
   const api = await registerApi();
   const service = await registerService('orders:read');

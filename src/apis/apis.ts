@@ -85,6 +85,24 @@ export interface ApiServiceOptions {
   httpsOnly?: boolean | undefined;
   /** Recently read APIs (every token request naming one reads it), told of every change here. */
   cache: AnnouncedCache<Api>;
+  /** The registered clients, whose settings may name an API or its scopes (src/clients/clients.ts). */
+  clients: ApiSettingsHolders;
+}
+
+/** What an API change took away, that clients' settings may name. */
+export interface ApiWithdrawal {
+  /** The API changed or deleted (its identifier). */
+  api: string;
+  deleted: boolean;
+  /** Its scopes now (none once deleted). */
+  scopes: readonly string[];
+  /** The scopes it no longer defines that no other registered API defines either. */
+  undefinedScopes: readonly string[];
+}
+
+/** Those who must let go of what an API change took away: every client keeps settings its doors would accept. */
+export interface ApiSettingsHolders {
+  dropWithdrawnApiSettings(withdrawal: ApiWithdrawal, actor: AuditActor): Promise<void>;
 }
 
 /** The store channel on which "API <identifier> changed" is announced. */
@@ -129,7 +147,8 @@ export class ApiService {
     if (identifier === this.#options.builtIn && (changes.scopes || changes.accessTokenFormat)) {
       throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes and token format cannot be changed`);
     }
-    if (!await this.#stored(identifier)) return undefined;
+    const before = await this.#stored(identifier);
+    if (!before) return undefined;
     const fields = this.#checked(changes, false);
     const [row] = await this.#prisma.api.updateManyAndReturn({
       where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
@@ -142,6 +161,7 @@ export class ApiService {
       await this.#prisma.rolePermission.deleteMany({ where: { apiId: row.id, scope: { notIn: fields.scopes.map((scope) => scope.name) } } });
     }
     await this.#options.cache.changed(identifier);
+    if (fields.scopes) await this.#withdrawn(before, fields.scopes, actor);
     await this.#audit.record({
       action: 'api.updated', outcome: 'success', actor,
       detail: { identifier, changed: Object.keys(changes).filter((key) => changes[key as keyof ApiChanges] !== undefined).join(' ') },
@@ -152,11 +172,27 @@ export class ApiService {
   /** Removes an API: tokens for it are no longer issued (those issued stay valid until they expire). */
   async delete(identifier: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
     if (identifier === this.#options.builtIn) throw new ApiError(`${identifier} is Gatehouse's own admin API: it cannot be deleted`);
+    const before = await this.#stored(identifier);
     const { count } = await this.#prisma.api.deleteMany({ where: { identifier } });
-    if (!count) return false;
+    if (!before || !count) return false;
     await this.#options.cache.changed(identifier);
+    await this.#withdrawn(before, undefined, actor);
     await this.#audit.record({ action: 'api.deleted', outcome: 'success', actor, detail: { identifier } });
     return true;
+  }
+
+  /**
+   * Tells the clients what a change to `before` took away: the API itself when deleted (`scopesNow` undefined), or the
+   * scopes it no longer defines. After the change: a client changed from then on is checked against what is left.
+   */
+  async #withdrawn(before: Api, scopesNow: readonly ApiScope[] | undefined, actor: AuditActor): Promise<void> {
+    const kept = new Set((scopesNow ?? []).map((scope) => scope.name));
+    const dropped = before.scopes.map((scope) => scope.name).filter((name) => !kept.has(name));
+    if (scopesNow && !dropped.length) return;
+    const stillDefined = new Set((await this.list()).flatMap((api) => api.scopes.map((scope) => scope.name)));
+    await this.#options.clients.dropWithdrawnApiSettings({
+      api: before.identifier, deleted: !scopesNow, scopes: [...kept], undefinedScopes: dropped.filter((name) => !stillDefined.has(name)),
+    }, actor);
   }
 
   /** An API as the protocol reads it (from memory when fresh; see AnnouncedCache). */

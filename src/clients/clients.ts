@@ -5,6 +5,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
+import type { ApiWithdrawal } from '../apis/apis.ts';
 import type { ClientCache } from './client-cache.ts';
 import { originOf, secureUriProblem } from '../urls.ts';
 import { publicHostProblem } from './public-hosts.ts';
@@ -223,26 +224,72 @@ export class ClientService {
    * a client without a secret (a browser or native app) is refused.
    */
   async rotateSecret(clientId: string, overlapSeconds: number, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata | undefined> {
-    let rotated: ClientMetadata | undefined;
-    // Written only over the version it was made from: a change saved meanwhile (another admin's) is read again and kept.
-    for (let written = false; !written;) {
-      const stored = await this.record(clientId);
-      if (!stored) return undefined;
-      const { metadata } = stored;
+    const rotated = await this.#rewrite(clientId, (metadata) => {
       if (typeof metadata.client_secret !== 'string') throw new ClientError(`a ${clientTypeOf(metadata)} client has no secret`);
-      rotated = { ...metadata, client_secret: newSecret() };
-      delete rotated[PREVIOUS_CLIENT_SECRET];
-      delete rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
+      const next: ClientMetadata = { ...metadata, client_secret: newSecret() };
+      delete next[PREVIOUS_CLIENT_SECRET];
+      delete next[PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
       if (overlapSeconds > 0) {
-        rotated[PREVIOUS_CLIENT_SECRET] = metadata.client_secret;
-        rotated[PREVIOUS_CLIENT_SECRET_EXPIRES_AT] = Math.floor(Date.now() / 1000) + overlapSeconds;
+        next[PREVIOUS_CLIENT_SECRET] = metadata.client_secret;
+        next[PREVIOUS_CLIENT_SECRET_EXPIRES_AT] = Math.floor(Date.now() / 1000) + overlapSeconds;
       }
-      const { count } = await this.#prisma.client.updateMany({ where: { id: clientId, updatedAt: stored.updatedAt }, data: { metadata: rotated as unknown as JsonObject } });
-      written = count > 0;
-    }
+      return next;
+    });
+    if (!rotated) return undefined;
     await this.#cache.changed(clientId);
     await this.#audit.record({ action: 'client.secret_rotated', outcome: 'success', actor, clientId, detail: { overlapSeconds } });
     return rotated;
+  }
+
+  /**
+   * Drops from clients the API settings an API change left naming what is gone (every stored client stays one its
+   * doors would accept): a deleted API as default or resource server, scopes no registered API defines any more, and
+   * a default API of which the client may no longer ask any scope. Each client changed is audited, as the
+   * administrator's change that caused it.
+   */
+  async dropWithdrawnApiSettings(withdrawal: ApiWithdrawal, actor: AuditActor = { type: 'admin' }): Promise<void> {
+    const { api, undefinedScopes } = withdrawal;
+    const candidates = await this.#prisma.client.findMany({
+      where: {
+        OR: [
+          { metadata: { path: ['default_resource'], equals: api } },
+          { metadata: { path: ['resource_server'], equals: api } },
+          // A prefilter (a scope may be part of another's name): what is dropped is decided on the whole list below.
+          ...undefinedScopes.map((scope) => ({ metadata: { path: ['api_scopes'], string_contains: scope } })),
+        ],
+      },
+      select: { id: true },
+    });
+    for (const { id } of candidates) {
+      const changed: string[] = [];
+      const rewritten = await this.#rewrite(id, (metadata) => {
+        changed.length = 0;
+        const next = withoutWithdrawnApiSettings(metadata, withdrawal);
+        for (const [setting, key] of API_SETTINGS) if (!isDeepStrictEqual(next[key], metadata[key])) changed.push(setting);
+        return changed.length ? next : undefined;
+      });
+      if (!rewritten || !changed.length) continue;
+      await this.#cache.changed(id);
+      await this.#audit.record({
+        action: 'client.updated', outcome: 'success', actor, clientId: id,
+        detail: { changed, because: withdrawal.deleted ? 'api.deleted' : 'api.updated', api },
+      });
+    }
+  }
+
+  /**
+   * Writes what `change` makes of a client's stored metadata (undefined: nothing to write), over the version it was
+   * made from: a change saved meanwhile (another administrator's) is read again and kept. The metadata written, or
+   * undefined when there is no such client or nothing changed.
+   */
+  async #rewrite(clientId: string, change: (metadata: ClientMetadata) => ClientMetadata | undefined): Promise<ClientMetadata | undefined> {
+    for (;;) {
+      const stored = await this.record(clientId);
+      const next = stored && change(stored.metadata);
+      if (!next) return undefined;
+      const { count } = await this.#prisma.client.updateMany({ where: { id: clientId, updatedAt: stored.updatedAt }, data: { metadata: next as unknown as JsonObject } });
+      if (count) return next;
+    }
   }
 
   /**
@@ -445,6 +492,22 @@ function apiMetadata(input: { apiScopes?: string[] | undefined; defaultApi?: str
     ...(input.defaultApi ? { default_resource: input.defaultApi } : {}),
     ...(input.resourceServer ? { resource_server: input.resourceServer } : {}),
   };
+}
+
+/** The metadata without the API settings that name what `withdrawal` took away (see dropWithdrawnApiSettings). */
+function withoutWithdrawnApiSettings(metadata: ClientMetadata, withdrawal: ApiWithdrawal): ClientMetadata {
+  const kept = { ...metadata };
+  const undefinedScopes = new Set(withdrawal.undefinedScopes);
+  const scopes = typeof metadata.api_scopes === 'string' ? metadata.api_scopes.split(' ').filter(Boolean) : [];
+  const scopesKept = scopes.filter((scope) => !undefinedScopes.has(scope));
+  if (scopesKept.length < scopes.length) {
+    delete kept.api_scopes;
+    Object.assign(kept, apiMetadata({ apiScopes: scopesKept }));
+  }
+  if (withdrawal.deleted && kept.resource_server === withdrawal.api) delete kept.resource_server;
+  const stillUsable = !withdrawal.deleted && withdrawal.scopes.some((scope) => scopesKept.includes(scope));
+  if (kept.default_resource === withdrawal.api && !stillUsable) delete kept.default_resource;
+  return kept;
 }
 
 /** The metadata without the logout URIs about to be replaced (or removed). */

@@ -146,7 +146,7 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
     }),
     operation({
       id: 'updateApi', tag: 'apis', method: 'patch', path: '/apis/{identifier}', scope: ADMIN_WRITE_SCOPE,
-      summary: 'Change an API (scopes given replace the old ones); its identifier stays', ifMatch: true,
+      summary: 'Change an API (scopes given replace the old ones; clients lose those no API defines any more); its identifier stays', ifMatch: true,
       params: apiIdentifier,
       body: z.strictObject({
         name: z.string().min(1).max(200).optional(), scopes: scopeList.optional(), access_token_format: z.enum(ACCESS_TOKEN_FORMATS).optional(),
@@ -165,7 +165,7 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
     }),
     operation({
       id: 'deleteApi', tag: 'apis', method: 'delete', path: '/apis/{identifier}', scope: ADMIN_WRITE_SCOPE,
-      summary: 'Remove an API: no token is issued for it again (those issued expire as they would)',
+      summary: 'Remove an API: no token is issued for it again (those issued expire as they would), and no client keeps it as its default API or resource server',
       params: apiIdentifier,
       answers: { 204: { description: 'Removed' } },
       problems: [404],
