@@ -22,7 +22,7 @@ import { ClientError, ClientService } from './clients/clients.ts';
 import { API_CHANGES_CHANNEL, ApiService, type Api } from './apis/apis.ts';
 import { AnnouncedCache } from './store/announced-cache.ts';
 import { ClientCache } from './clients/client-cache.ts';
-import { loadSecrets, signingAlgorithmsOf, type Secrets } from './keys/secrets.ts';
+import { SIGNING_ALGORITHMS, loadSecrets, signingAlgorithmsOf, type Secrets } from './keys/secrets.ts';
 import { SigningKeyService } from './keys/signing-keys.ts';
 import { SigningKeyRing } from './keys/key-ring.ts';
 import { createProvider } from './oidc/provider.ts';
@@ -191,6 +191,14 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       });
       if (problem) throw new ClientError(problem);
     }, auditTrail, clientCache);
+    const apiCache = new AnnouncedCache<Api>(store, {
+      channel: API_CHANGES_CHANNEL, maxAgeMs: options.oneShot ? 0 : config.clientCacheTtl * 1000, maxEntries: 1_000, maxUnknownKeys: 1_000,
+      onAnnounceFailure: (error, identifier) => logger.warn({ err: error, identifier }, 'API changed, but other instances could not be told: they use the change when their cached copy expires'),
+    });
+    // Before the signing keys, which ask how long the APIs' tokens live. Keys kept in the database are one per algorithm.
+    const apis = new ApiService(database.prisma, auditTrail, {
+      defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: secrets.configuredJwks ? signingAlgorithmsOf(secrets.configuredJwks) : new Set(SIGNING_ALGORITHMS), builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache, clients,
+    });
     const sealer = new Sealer(secrets.encryptionKeys);
     signingKeys = secrets.configuredJwks ? SigningKeyRing.fixed(secrets.configuredJwks) : await SigningKeyRing.open({
       service: new SigningKeyService(database.prisma, sealer, auditTrail, {
@@ -200,13 +208,6 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       }),
       store, firstKeys: secrets.firstSigningKeys, logger, oneShot: options.oneShot,
       refreshIntervalSeconds: config.keyRotation.refreshInterval, rotationIntervalSeconds: config.keyRotation.interval,
-    });
-    const apiCache = new AnnouncedCache<Api>(store, {
-      channel: API_CHANGES_CHANNEL, maxAgeMs: options.oneShot ? 0 : config.clientCacheTtl * 1000, maxEntries: 1_000, maxUnknownKeys: 1_000,
-      onAnnounceFailure: (error, identifier) => logger.warn({ err: error, identifier }, 'API changed, but other instances could not be told: they use the change when their cached copy expires'),
-    });
-    const apis = new ApiService(database.prisma, auditTrail, {
-      defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: signingAlgorithmsOf(signingKeys.jwks), builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache, clients,
     });
     const roles = new RoleService(database.prisma, auditTrail);
     await ensureAdminApi(config.issuer, apis, roles);

@@ -201,6 +201,29 @@ test('on a schedule, one of the instances sharing a database rotates, once, and 
   t.like(audited[0], { actorType: 'system', detail: { scheduled: true } });
 });
 
+test('when an API\'s tokens are made to last longer during a rotation, the key it replaces stays published until the longer tokens it signed have expired', async (t) => {
+  const shared = { KEY_ROTATION_DELAY: '600', KEY_ROTATION_INTERVAL: '0', ACCESS_TOKEN_TTL: '60', ID_TOKEN_TTL: '60', ENCRYPTION_KEYS: generateEncryptionKey() };
+  const server = await startTestServer(shared);
+  t.teardown(() => server.close());
+  await server.runtime.apis.create({ identifier: API, name: 'Orders', scopes: [{ name: 'orders:read' }], accessTokenTtl: 120 });
+  const [next] = await server.runtime.signingKeys.rotate({ type: 'admin', id: 'cli:test' });
+  const retiringKey = async (kid: string) => (await server.runtime.signingKeys.list()).find((key) => key.kid === kid)!;
+  const longer = await serviceTokenFor(server, API);
+  const oldKid = decodeProtectedHeader(longer).kid!;
+  t.is((await retiringKey(oldKid)).expiresAt!.getTime(), next!.signsFrom.getTime() + 120_000, 'as planned at the rotation');
+
+  await server.runtime.apis.update(API, { accessTokenTtl: 7200 });
+  // Signed by the retiring key still (the new one signs in ten minutes), for two hours.
+  const longest = await serviceTokenFor(server, API);
+  t.is(decodeProtectedHeader(longest).kid, oldKid);
+  // Read by an instance starting now (or by any at its next read of the keys).
+  const another = await startTestServer({ ...shared, DATABASE_URL: server.runtime.database.connectionString });
+  t.teardown(() => another.close());
+  const expiresAt = (await retiringKey(oldKid)).expiresAt!.getTime();
+  t.is(expiresAt, next!.signsFrom.getTime() + 7_200_000);
+  t.true(expiresAt >= decodeJwtPayload(longest).exp! * 1000);
+});
+
 function decodeJwtPayload(token: string): { exp?: number; aud?: string | string[] } {
   return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as { exp?: number; aud?: string | string[] };
 }

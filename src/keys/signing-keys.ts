@@ -83,7 +83,7 @@ export class SigningKeyService {
   /** Every key still published, with its private half; throws KeyError when ENCRYPTION_KEYS cannot open one. */
   async published(): Promise<UnsealedSigningKey[]> {
     const now = new Date();
-    const rows = inKeyOrder(await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] } }));
+    const rows = await this.#publishedLongEnough(inKeyOrder(await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] } })));
     return Promise.all(rows.map(async (row) => {
       try {
         const { plaintext, resealed } = await this.#sealer.openAndReseal(row.sealedPrivateJwk, sealingContext(row.kid));
@@ -94,6 +94,23 @@ export class SigningKeyService {
         if (!(error instanceof SealedValueError)) throw error;
         throw new KeyError(`signing key ${row.kid} in the database does not open with ENCRYPTION_KEYS: every instance must share them`);
       }
+    }));
+  }
+
+  /**
+   * The rows, each retired key published until the tokens it signed have expired by the longest lifetime now: when
+   * that grew since the rotation (an API's tokens made to last longer, a longer ID_TOKEN_TTL after a restart), the
+   * tokens it signed since live longer than the rotation planned for. Kept in the database, for every instance.
+   */
+  async #publishedLongEnough<Row extends { kid: string; retiresAt: Date | null; expiresAt: Date | null }>(rows: Row[]): Promise<Row[]> {
+    if (!rows.some((row) => row.retiresAt && row.expiresAt)) return rows;
+    const lifetimeMs = await this.#options.longestTokenLifetimeSeconds() * 1000;
+    return Promise.all(rows.map(async (row) => {
+      if (!row.retiresAt || !row.expiresAt) return row;
+      const expiresAt = new Date(row.retiresAt.getTime() + lifetimeMs);
+      if (expiresAt <= row.expiresAt) return row;
+      await this.#prisma.signingKey.updateMany({ where: { kid: row.kid, expiresAt: { lt: expiresAt } }, data: { expiresAt } });
+      return { ...row, expiresAt };
     }));
   }
 
