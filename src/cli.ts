@@ -118,6 +118,7 @@ Commands:
                                         SECONDS (default 3600; 0: it stops at once)
   clients delete --client-id C [--json] remove a client; its tokens stop working
   roles create NAME [--description D]   create a role people can be given
+  roles update NAME --description D     reword a role (D empty: no description)
   roles list [--json]                   list the roles and what each permits at APIs
   roles delete NAME [--json]            remove a role (never admin): the people who
                                         have it lose it
@@ -620,6 +621,16 @@ const commands: Record<string, Handler> = {
     const { values, positionals } = parseWithName(args, 'roles create NAME [--description D]', { description: { type: 'string' } });
     await run(async ({ roles }) => {
       const role = await roles.create(positionals, values.description as string | undefined, { type: 'admin', id: administratorName() });
+      process.stdout.write(`${JSON.stringify(role, null, 2)}\n`);
+    });
+  },
+
+  async 'roles update'(args, run) {
+    const { values, positionals } = parseWithName(args, 'roles update NAME --description D', { description: { type: 'string' } });
+    if (values.description === undefined) throw new UsageError('roles update needs --description (empty to remove it)');
+    await run(async ({ roles }) => {
+      const role = await roles.update(positionals, { description: String(values.description) }, { type: 'admin', id: administratorName() });
+      if (!role) throw new NotFound(`no role ${positionals}`);
       process.stdout.write(`${JSON.stringify(role, null, 2)}\n`);
     });
   },

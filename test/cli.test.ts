@@ -401,7 +401,12 @@ test.serial('apis create, list, update and delete; roles create and grant; users
   t.is((await gatehouse(['roles', 'create', role, '--description', 'Reads orders'])).code, 0);
   const granted = await gatehouse(['roles', 'grant', role, '--api', identifier, '--scope', 'orders:read']);
   t.is(granted.code, 0, granted.stderr);
-  t.deepEqual(JSON.parse(granted.stdout), { name: role, description: 'Reads orders', permissions: [{ api: identifier, scopes: ['orders:read'] }] });
+  t.like(JSON.parse(granted.stdout), { name: role, description: 'Reads orders', permissions: [{ api: identifier, scopes: ['orders:read'] }] });
+  const reworded = await gatehouse(['roles', 'update', role, '--description', 'Reads and tracks orders']);
+  t.is(reworded.code, 0, reworded.stderr);
+  t.like(JSON.parse(reworded.stdout), { name: role, description: 'Reads and tracks orders', permissions: [{ api: identifier, scopes: ['orders:read'] }] });
+  t.is((await gatehouse(['roles', 'update', 'no-such-role', '--description', 'x'])).stderr, 'gatehouse: no role no-such-role\n');
+  t.is((await gatehouse(['roles', 'update', role])).code, 2, 'nothing to change');
   const email = uniqueEmail();
   const person = await gatehouse(['users', 'create', '--email', email, '--password', PASSWORD, '--role', role]);
   t.is(person.code, 0, person.stderr);

@@ -9,10 +9,22 @@ export interface Role {
   description: string | undefined;
   /** What the role permits: scopes, by API identifier. */
   permissions: Array<{ api: string; scopes: string[] }>;
+  createdAt: Date;
+  /** Its version: when its description or what it permits last changed. */
+  updatedAt: Date;
 }
 
 export class RoleError extends Error {
   override name = 'RoleError';
+}
+
+/** The role changed since the version a change was made to. */
+export class RoleChangedMeanwhile extends RoleError {
+  override name = 'RoleChangedMeanwhile';
+
+  constructor() {
+    super('the role changed meanwhile: read it again');
+  }
 }
 
 /** Role names as stored in users.roles and listed in SECOND_FACTOR_REQUIRED_ROLES. */
@@ -32,9 +44,24 @@ export class RoleService {
   async create(name: string, description: string | undefined, actor: AuditActor = { type: 'admin' }): Promise<Role> {
     if (!ROLE_NAME.test(name)) throw new RoleError('a role name has letters, digits and . _ : - (at most 64)');
     if (await this.exists(name)) throw new RoleError(`the role ${name} exists already`);
-    await this.#prisma.role.create({ data: { name, description: description?.trim() || null } });
+    await this.#prisma.role.create({ data: { name, description: descriptionOf(description) } });
     await this.#audit.record({ action: 'role.created', outcome: 'success', actor, detail: { role: name } });
     return (await this.find(name))!;
+  }
+
+  /**
+   * Changes a role's description (null removes it); its name, which people's accounts hold, never changes. Undefined
+   * when there is no such role. `unchangedSince`: the version (updatedAt) it was read at; RoleChangedMeanwhile when it
+   * moved on since.
+   */
+  async update(name: string, changes: { description: string | null }, actor: AuditActor = { type: 'admin' }, unchangedSince?: Date): Promise<Role | undefined> {
+    if (!await this.exists(name)) return undefined;
+    const { count } = await this.#prisma.role.updateMany({
+      where: { name, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) }, data: { description: descriptionOf(changes.description) },
+    });
+    if (!count) throw new RoleChangedMeanwhile();
+    await this.#audit.record({ action: 'role.updated', outcome: 'success', actor, detail: { role: name, changed: 'description' } });
+    return this.find(name);
   }
 
   /**
@@ -73,6 +100,7 @@ export class RoleService {
   async grant(name: string, apiIdentifier: string, scopes: readonly string[], actor: AuditActor = { type: 'admin' }): Promise<Role> {
     const { apiId } = await this.#checked(name, apiIdentifier, scopes);
     await this.#prisma.rolePermission.createMany({ data: scopes.map((scope) => ({ roleName: name, apiId, scope })), skipDuplicates: true });
+    await this.#changed(name);
     await this.#audit.record({ action: 'role.granted', outcome: 'success', actor, detail: { role: name, api: apiIdentifier, scopes: scopes.join(' ') } });
     return (await this.find(name))!;
   }
@@ -81,6 +109,7 @@ export class RoleService {
   async revoke(name: string, apiIdentifier: string, scopes: readonly string[], actor: AuditActor = { type: 'admin' }): Promise<Role> {
     const { apiId } = await this.#checked(name, apiIdentifier, scopes);
     await this.#prisma.rolePermission.deleteMany({ where: { roleName: name, apiId, scope: { in: [...scopes] } } });
+    await this.#changed(name);
     await this.#audit.record({ action: 'role.revoked', outcome: 'success', actor, detail: { role: name, api: apiIdentifier, scopes: scopes.join(' ') } });
     return (await this.find(name))!;
   }
@@ -90,6 +119,11 @@ export class RoleService {
     if (!roleNames.length) return new Set();
     const rows = await this.#prisma.rolePermission.findMany({ where: { roleName: { in: [...roleNames] }, api: { identifier: apiIdentifier } }, select: { scope: true } });
     return new Set(rows.map((row) => row.scope));
+  }
+
+  /** A new version of the role: what it permits changed. */
+  async #changed(name: string): Promise<void> {
+    await this.#prisma.role.updateMany({ where: { name }, data: { updatedAt: new Date() } });
   }
 
   async #checked(name: string, apiIdentifier: string, scopes: readonly string[]): Promise<{ apiId: string }> {
@@ -106,12 +140,18 @@ export class RoleService {
 
 type Transaction = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 
-function toRole(row: { name: string; description: string | null; permissions: Array<{ scope: string; api: { identifier: string } }> }): Role {
+function descriptionOf(description: string | null | undefined): string | null {
+  return description?.trim() || null;
+}
+
+function toRole(row: { name: string; description: string | null; createdAt: Date; updatedAt: Date; permissions: Array<{ scope: string; api: { identifier: string } }> }): Role {
   const byApi = new Map<string, string[]>();
   for (const permission of row.permissions) byApi.set(permission.api.identifier, [...byApi.get(permission.api.identifier) ?? [], permission.scope]);
   return {
     name: row.name,
     description: row.description ?? undefined,
     permissions: [...byApi].sort(([a], [b]) => a.localeCompare(b)).map(([api, scopes]) => ({ api, scopes: scopes.sort() })),
+    createdAt: row.createdAt,
+    updatedAt: row.updatedAt,
   };
 }

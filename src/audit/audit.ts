@@ -18,7 +18,7 @@ export const AUDIT_ACTIONS = [
   'session.ended', 'sessions.ended_all', 'logout.delivered', 'logout.failed',
   'client.created', 'client.updated', 'client.deleted', 'client.secret_rotated', 'initial_access_token.issued', 'initial_access_token.revoked',
   'api.created', 'api.updated', 'api.deleted',
-  'role.created', 'role.deleted', 'role.granted', 'role.revoked', 'account.role_added', 'account.role_removed',
+  'role.created', 'role.updated', 'role.deleted', 'role.granted', 'role.revoked', 'account.role_added', 'account.role_removed',
   'keys.rotated',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

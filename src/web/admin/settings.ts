@@ -3,7 +3,7 @@
 // the CLI.
 import { z } from 'zod';
 import { ACCESS_TOKEN_FORMATS, ApiChangedMeanwhile, ApiError, type Api, type ApiService } from '../../apis/apis.ts';
-import { ADMIN_ROLE, ROLE_NAME, RoleError, type Role, type RoleService } from '../../apis/roles.ts';
+import { ADMIN_ROLE, ROLE_NAME, RoleChangedMeanwhile, RoleError, type Role, type RoleService } from '../../apis/roles.ts';
 import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import type { AccountFlows } from '../../accounts/flows/index.ts';
 import { SIGNING_ALGORITHMS } from '../../keys/secrets.ts';
@@ -19,7 +19,7 @@ import { etag, ifMatch } from './versions.ts';
 
 export interface AdminSettingsDependencies {
   apis: Pick<ApiService, 'create' | 'find' | 'page' | 'update' | 'delete'>;
-  roles: Pick<RoleService, 'create' | 'find' | 'list' | 'grant' | 'revoke'>;
+  roles: Pick<RoleService, 'create' | 'find' | 'list' | 'update' | 'grant' | 'revoke'>;
   /** Deleting a role takes it from people: a flow's work. */
   flows: Pick<AccountFlows, 'roleAssignment'>;
   signingKeys: Pick<SigningKeyRing, 'list' | 'rotate'>;
@@ -34,7 +34,10 @@ const api = z.object({
   created_at: z.iso.datetime(), updated_at: z.iso.datetime(),
 });
 const apiIdentifier = z.strictObject({ identifier: z.string().describe('The API\'s identifier, URL-encoded') });
-const role = z.object({ name: z.string(), description: z.string().nullable(), permissions: z.array(z.object({ api: z.string(), scopes: z.array(z.string()) })) });
+const role = z.object({
+  name: z.string(), description: z.string().nullable(), permissions: z.array(z.object({ api: z.string(), scopes: z.array(z.string()) })),
+  created_at: z.iso.datetime(), updated_at: z.iso.datetime(),
+});
 const roleName = z.strictObject({ name: z.string().regex(ROLE_NAME, 'a role name: letters, digits and . _ : - (at most 64)') });
 const permission = z.strictObject({ api: z.string().min(1), scopes: z.array(z.string().min(1)).min(1).max(100) });
 const key = z.object({
@@ -64,8 +67,14 @@ function apiView(entry: Api): Reply {
   };
 }
 
-function roleView(entry: Role): z.infer<typeof role> {
-  return { name: entry.name, description: entry.description ?? null, permissions: entry.permissions };
+function roleView(entry: Role): Reply {
+  return {
+    body: {
+      name: entry.name, description: entry.description ?? null, permissions: entry.permissions,
+      created_at: entry.createdAt.toISOString(), updated_at: entry.updatedAt.toISOString(),
+    } satisfies z.infer<typeof role>,
+    headers: { ETag: etag(entry.updatedAt) },
+  };
 }
 
 function keyView(entry: KeyDescription): z.infer<typeof key> {
@@ -87,6 +96,7 @@ async function refusedAs422<T>(work: () => Promise<T>): Promise<T> {
     return await work();
   } catch (error) {
     if (error instanceof ApiChangedMeanwhile) throw new Problem('precondition-failed', 'The API changed since it was read: read it again');
+    if (error instanceof RoleChangedMeanwhile) throw new Problem('precondition-failed', 'The role changed since it was read: read it again');
     if (error instanceof ApiError || error instanceof RoleError) {
       throw new Problem(/already/.test(error.message) ? 'conflict' : /^no (role|API) /.test(error.message) ? 'not-found' : 'validation-failed', error.message);
     }
@@ -180,26 +190,40 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
       answers: { 200: { description: 'A page of roles', schema: pageOf(role) } },
       async handle({ query }) {
         const page = pageOfList(await roles.list(), (entry) => entry.name, query);
-        return { body: { items: page.items.map(roleView), next_cursor: page.next_cursor } };
+        return { body: { items: page.items.map((entry) => roleView(entry).body), next_cursor: page.next_cursor } };
       },
     }),
     operation({
       id: 'createRole', tag: 'roles', method: 'post', path: '/roles', scope: ADMIN_WRITE_SCOPE, summary: 'Make a role',
       body: z.strictObject({ name: roleName.shape.name, description: z.string().max(200).optional() }),
-      answers: { 201: { description: 'The role', schema: role, headers: ['Location'] } },
+      answers: { 201: { description: 'The role', schema: role, headers: ['Location', 'ETag'] } },
       problems: [409],
       async handle({ body, caller, ctx }) {
-        const created = await refusedAs422(() => roles.create(body.name, body.description, actorOf(caller)));
-        return { status: 201, body: roleView(created), headers: { Location: `${ctx.path}/${created.name}` } };
+        const created = roleView(await refusedAs422(() => roles.create(body.name, body.description, actorOf(caller))));
+        return { ...created, status: 201, headers: { ...created.headers, Location: `${ctx.path}/${body.name}` } };
       },
     }),
     operation({
       id: 'getRole', tag: 'roles', method: 'get', path: '/roles/{name}', scope: ADMIN_READ_SCOPE, summary: 'Read a role and what it permits',
       params: roleName,
-      answers: { 200: { description: 'The role', schema: role } },
+      answers: { 200: { description: 'The role', schema: role, headers: ['ETag'] } },
       problems: [404],
       async handle({ params }) {
-        return { body: roleView(await foundRole(params.name)) };
+        return roleView(await foundRole(params.name));
+      },
+    }),
+    operation({
+      id: 'updateRole', tag: 'roles', method: 'patch', path: '/roles/{name}', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Change a role\'s description (null removes it); its name, which people hold, stays', ifMatch: true,
+      params: roleName,
+      body: z.strictObject({ description: z.string().max(200).nullable() }),
+      answers: { 200: { description: 'The role', schema: role, headers: ['ETag'] } },
+      problems: [404, 412, 428],
+      async handle({ params, body, caller, ctx }) {
+        const unchangedSince = ifMatch(ctx);
+        const updated = await refusedAs422(() => roles.update(params.name, { description: body.description }, actorOf(caller), unchangedSince));
+        if (!updated) throw new Problem('not-found', `No role ${params.name}`);
+        return roleView(updated);
       },
     }),
     operation({
@@ -218,10 +242,10 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
       id: 'grantRolePermission', tag: 'roles', method: 'post', path: '/roles/{name}/permissions', scope: ADMIN_WRITE_SCOPE,
       summary: 'Let the role\'s people be granted these scopes of an API',
       params: roleName, body: permission,
-      answers: { 200: { description: 'The role', schema: role } },
+      answers: { 200: { description: 'The role', schema: role, headers: ['ETag'] } },
       problems: [404],
       async handle({ params, body, caller }) {
-        return { body: roleView(await refusedAs422(() => roles.grant(params.name, body.api, body.scopes, actorOf(caller)))) };
+        return roleView(await refusedAs422(() => roles.grant(params.name, body.api, body.scopes, actorOf(caller))));
       },
     }),
     operation({
@@ -229,10 +253,10 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
       summary: 'Take scopes of an API back from the role',
       params: roleName,
       query: z.strictObject({ api: z.string().min(1), scope: z.union([z.string().min(1), z.array(z.string().min(1))]).transform((value) => [value].flat()) }),
-      answers: { 200: { description: 'The role', schema: role } },
+      answers: { 200: { description: 'The role', schema: role, headers: ['ETag'] } },
       problems: [404],
       async handle({ params, query, caller }) {
-        return { body: roleView(await refusedAs422(() => roles.revoke(params.name, query.api, query.scope, actorOf(caller)))) };
+        return roleView(await refusedAs422(() => roles.revoke(params.name, query.api, query.scope, actorOf(caller))));
       },
     }),
     operation({
