@@ -263,6 +263,34 @@ test.serial('an earlier attempt that failed without being rolled back blocks mig
   t.false(tables[0]!.exists, 'nothing was applied');
 });
 
+test.serial('the names of roles deleted before deleting one took it from people are taken from their accounts, in order, the others untouched', async (t) => {
+  t.timeout(120_000);
+  const { database } = await freshDatabase(t);
+  const migrationsDir = await copyOfMigrations(t);
+  const cleanup = '20261205160000_deleted_role_names';
+  const withoutCleanup = path.join(await tempDir(t), 'migrations');
+  await cp(migrationsDir, withoutCleanup, { recursive: true });
+  await rm(path.join(withoutCleanup, cleanup), { recursive: true });
+  await migrate(database.connectionString, withoutCleanup);
+  await query(database.connectionString, `INSERT INTO roles (name) VALUES ('kept'), ('also-kept')`);
+  const person = async (email: string, roles: string[]) => (await query<{ id: string }>(
+    database.connectionString,
+    `INSERT INTO users (id, email, password_hash, roles, updated_at) VALUES (gen_random_uuid(), $1, 'x', $2, '2026-01-01T00:00:00Z') RETURNING id`,
+    [email, roles],
+  ))[0]!.id;
+  const leftBehind = await person('left-behind@example.com', ['also-kept', 'deleted-long-ago', 'kept']);
+  const untouched = await person('untouched@example.com', ['kept']);
+  const nobody = await person('nobody@example.com', []);
+
+  t.deepEqual(await migrate(database.connectionString, migrationsDir), [cleanup]);
+  const rows = await query<{ id: string; roles: string[]; updated_at: Date }>(database.connectionString, 'SELECT id, roles, updated_at FROM users');
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  t.deepEqual(byId.get(leftBehind)!.roles, ['also-kept', 'kept']);
+  t.true(byId.get(leftBehind)!.updated_at > new Date('2026-01-01T00:00:00Z'), 'a new version of the account');
+  for (const id of [untouched, nobody]) t.deepEqual(byId.get(id)!.updated_at, new Date('2026-01-01T00:00:00Z'));
+  t.deepEqual(byId.get(untouched)!.roles, ['kept']);
+});
+
 test.serial('runners started at once apply each migration exactly once', async (t) => {
   t.timeout(120_000);
   const { database } = await freshDatabase(t);
