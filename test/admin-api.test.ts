@@ -417,8 +417,8 @@ test('clients: register each type (the secret shown once), read, list by type a 
   t.false('client_secret' in read.body, 'never shown again');
   t.is(read.body.backchannel_logout_uri, 'https://intranet.example/logout');
 
-  const services = [];
-  for (let index = 0; index < 3; index += 1) services.push((await call('POST', '/clients', { token, body: { name: `Job ${index}`, type: 'service' } })).body);
+  const services: Array<{ client_id: string }> = [];
+  for (let index = 0; index < 3; index += 1) services.push((await call('POST', '/clients', { token, body: { name: `Job ${index}`, type: 'service' } })).body as { client_id: string });
   const listed: string[] = [];
   let cursor: string | null = null;
   do {
@@ -430,6 +430,12 @@ test('clients: register each type (the secret shown once), read, list by type a 
   } while (cursor);
   for (const service of services) t.true(listed.includes(service.client_id));
   t.false(listed.includes(spa.body.client_id));
+  const named = await call('GET', `/clients?name=${encodeURIComponent(' 1')}&type=service&limit=100`, { token });
+  t.true(named.body.items.some((item: { client_id: string }) => item.client_id === services[1]!.client_id));
+  t.true(named.body.items.every((item: { client_name: string; type: string }) => item.client_name.includes(' 1') && item.type === 'service'));
+  const caseAside = await call('GET', '/clients?name=INTRANET&limit=100', { token });
+  t.true(caseAside.body.items.some((item: { client_id: string }) => item.client_id === web.body.client_id));
+  t.false(caseAside.body.items.some((item: { client_id: string }) => item.client_id === spa.body.client_id));
 
   const etag = spa.headers.get('etag')!;
   t.is((await call('PATCH', `/clients/${spa.body.client_id}`, { token, body: { name: 'Shop 2' } })).status, 428);

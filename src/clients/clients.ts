@@ -196,9 +196,13 @@ export class ClientService {
     return row ? { metadata: row.metadata as ClientMetadata, createdAt: row.createdAt, updatedAt: row.updatedAt } : undefined;
   }
 
-  /** A page of clients, oldest first (of one type, when given), and whether more follow. */
-  async page(filter: { type?: ClientType | undefined }, page: { after?: { createdAt: Date; id: string } | undefined; limit: number }): Promise<{ clients: ClientRecord[]; more: boolean }> {
+  /**
+   * A page of clients, oldest first, and whether more follow; each filter narrows: of one type, with a name that holds
+   * `name` (case aside).
+   */
+  async page(filter: { type?: ClientType | undefined; name?: string | undefined }, page: { after?: { createdAt: Date; id: string } | undefined; limit: number }): Promise<{ clients: ClientRecord[]; more: boolean }> {
     // The type is read from the metadata (clientTypeOf), so the page is filled from as many rows as it takes.
+    const nameHolds = filter.name?.toLocaleLowerCase();
     const records: ClientRecord[] = [];
     let after = page.after;
     for (;;) {
@@ -209,6 +213,7 @@ export class ClientService {
       for (const row of rows) {
         const metadata = row.metadata as ClientMetadata;
         if (filter.type && clientTypeOf(metadata) !== filter.type) continue;
+        if (nameHolds && !String(metadata.client_name ?? '').toLocaleLowerCase().includes(nameHolds)) continue;
         if (records.length === page.limit) return { clients: records, more: true };
         records.push({ metadata, createdAt: row.createdAt, updatedAt: row.updatedAt });
       }

@@ -76,12 +76,12 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
   return [
     operation({
       id: 'listClients', tag: 'clients', method: 'get', path: '/clients', scope: ADMIN_READ_SCOPE,
-      summary: 'List clients, oldest first, a page at a time (never with a secret)',
-      query: pageQuery.extend({ type: z.enum(CLIENT_TYPES).optional() }),
+      summary: 'List clients, oldest first, a page at a time (never with a secret); each filter narrows',
+      query: pageQuery.extend({ type: z.enum(CLIENT_TYPES).optional(), name: z.string().min(1).max(200).optional().describe('Part of the name, case aside') }),
       answers: { 200: { description: 'A page of clients', schema: pageOf(client) } },
       async handle({ query }) {
         const after = decodeCursor(query.cursor, z.object({ createdAt: z.coerce.date(), id: z.string() }));
-        const { clients: records, more } = await clients.page({ type: query.type }, { after, limit: query.limit });
+        const { clients: records, more } = await clients.page({ type: query.type, name: query.name }, { after, limit: query.limit });
         const last = records.at(-1);
         return { body: { items: records.map((record) => view(record)), next_cursor: more && last ? encodeCursor({ createdAt: last.createdAt.toISOString(), id: last.metadata.client_id }) : null } };
       },
