@@ -197,7 +197,9 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     });
     // Before the signing keys, which ask how long the APIs' tokens live. Keys kept in the database are one per algorithm.
     const apis = new ApiService(database.prisma, auditTrail, {
-      defaultTtlSeconds: config.ttl.accessToken, signingAlgorithms: secrets.configuredJwks ? signingAlgorithmsOf(secrets.configuredJwks) : new Set(SIGNING_ALGORITHMS), builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache, clients,
+      defaultTtlSeconds: config.ttl.accessToken,
+      signingAlgorithms: secrets.configuredJwks ? signingAlgorithmsOf(secrets.configuredJwks) : new Set(SIGNING_ALGORITHMS),
+      builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache, clients,
     });
     const sealer = new Sealer(secrets.encryptionKeys);
     signingKeys = secrets.configuredJwks ? SigningKeyRing.fixed(secrets.configuredJwks) : await SigningKeyRing.open({
