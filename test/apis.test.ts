@@ -5,6 +5,7 @@ import { API_CHANGES_CHANNEL, ApiError, ApiService, type Api } from '../src/apis
 import { AnnouncedCache } from '../src/store/announced-cache.ts';
 import { MemoryStore } from '../src/store/index.ts';
 import { auditEvents, openTestRuntime, type TestRuntime } from './helpers/runtime.ts';
+import { until } from './helpers/wait.ts';
 
 let test_: TestRuntime;
 test.before(async () => {
@@ -82,7 +83,7 @@ test('a client may only be allowed scopes a registered API defines, and a defaul
   t.false('api_scopes' in cleared! || 'default_resource' in cleared!);
 });
 
-test('a scope an API no longer defines is permitted by no role: defined again, it is not granted unasked', async (t) => {
+test('a scope an API no longer defines is permitted by no role: defined again, it is not granted unasked; each role that lost one is a new version', async (t) => {
   const { apis, roles } = test_.runtime;
   const identifier = identifierFor('inventory');
   const role = `stock-keeper-${crypto.randomUUID().slice(0, 8)}`;
@@ -90,9 +91,21 @@ test('a scope an API no longer defines is permitted by no role: defined again, i
   await roles.create(role, undefined);
   await roles.grant(role, identifier, ['stock:read', 'stock:write']);
   t.deepEqual([...await roles.permittedScopes([role], identifier)].sort(), ['stock:read', 'stock:write']);
+  const version = async () => (await roles.find(role))!.updatedAt.getTime();
+  // A version is a millisecond: each change below comes in a later one.
+  const nextMillisecond = (after: number) => until(() => Date.now() > after, 'the clock to move on');
+  const granted = await version();
+  await nextMillisecond(granted);
   await apis.update(identifier, { scopes: [{ name: 'stock:read' }] });
+  const narrowed = await version();
+  t.true(narrowed > granted, 'the role is a new version: it permits less');
   await apis.update(identifier, { scopes: [{ name: 'stock:read' }, { name: 'stock:write' }] });
   t.deepEqual([...await roles.permittedScopes([role], identifier)], ['stock:read']);
+  t.is(await version(), narrowed, 'what it permits did not change');
+  await nextMillisecond(narrowed);
+  await apis.delete(identifier);
+  t.deepEqual((await roles.find(role))!.permissions, []);
+  t.true(await version() > narrowed, 'nor does it permit anything there once the API is gone');
 });
 
 test('a change to an API takes from clients what it took away: scopes no API defines any more, and once deleted, the API as default or resource server; each client stays changeable', async (t) => {

@@ -3,6 +3,7 @@
 // come (a JWT it checks with the JWKS, or an opaque token it introspects), how long they last and how they
 // are signed. Kept in PostgreSQL; read by the engine at every token request that names one.
 import type { Prisma } from '../db/index.ts';
+import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import { secureUriProblem } from '../urls.ts';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../keys/secrets.ts';
@@ -158,7 +159,8 @@ export class ApiService {
     // A scope the API no longer defines is permitted by no role: defined again later, it is granted to nobody unasked.
     // (Not in a transaction with the update: the embedded database's one connection is not held for it.)
     if (fields.scopes) {
-      await this.#prisma.rolePermission.deleteMany({ where: { apiId: row.id, scope: { notIn: fields.scopes.map((scope) => scope.name) } } });
+      const dropped = { apiId: row.id, scope: { notIn: fields.scopes.map((scope) => scope.name) } };
+      await this.#withdrawingPermissions(dropped, () => this.#prisma.rolePermission.deleteMany({ where: dropped }));
     }
     await this.#options.cache.changed(identifier);
     if (fields.scopes) await this.#withdrawn(before, fields.scopes, actor);
@@ -173,12 +175,22 @@ export class ApiService {
   async delete(identifier: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
     if (identifier === this.#options.builtIn) throw new ApiError(`${identifier} is Gatehouse's own admin API: it cannot be deleted`);
     const before = await this.#stored(identifier);
-    const { count } = await this.#prisma.api.deleteMany({ where: { identifier } });
-    if (!before || !count) return false;
+    if (!before) return false;
+    // What roles permit at it goes with it (the database cascades).
+    const { count } = await this.#withdrawingPermissions({ api: { identifier } }, () => this.#prisma.api.deleteMany({ where: { identifier } }));
+    if (!count) return false;
     await this.#options.cache.changed(identifier);
     await this.#withdrawn(before, undefined, actor);
     await this.#audit.record({ action: 'api.deleted', outcome: 'success', actor, detail: { identifier } });
     return true;
+  }
+
+  /** Runs `withdraw`, which takes from roles the permissions `where` names: each role that held one is a new version. */
+  async #withdrawingPermissions<Result>(where: PrismaTypes.RolePermissionWhereInput, withdraw: () => Promise<Result>): Promise<Result> {
+    const holders = await this.#prisma.rolePermission.findMany({ where, select: { roleName: true }, distinct: ['roleName'] });
+    const result = await withdraw();
+    if (holders.length) await this.#prisma.role.updateMany({ where: { name: { in: holders.map((holder) => holder.roleName) } }, data: { updatedAt: new Date() } });
+    return result;
   }
 
   /**
