@@ -38,7 +38,7 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
   let sent = 0;
   const workerPids = async () => {
     // A new connection each time, so that the primary hands them out to both workers.
-    const response = await fetch(`${origin}/.well-known/openid-configuration`, { headers: { connection: 'close' } });
+    const response = await fetch(`${origin}/.well-known/openid-configuration`, { headers: { connection: 'close' } }).catch(failedRequest('discovery'));
     if (response.status !== 200) throw new Error(`discovery ${response.status}`);
     sent += 1;
     await response.body?.cancel();
@@ -50,7 +50,7 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
 
   // Each worker counts a request once its answer is sent, so the last may be counted a moment after it arrived.
   const summed = await eventually(async () => {
-    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(failedRequest('/metrics'))).text();
     const sum = metrics.split('\n').filter((line) => line.startsWith('gatehouse_http_requests_total{route="/.well-known/openid-configuration"'))
       .reduce((total, line) => total + Number(line.split(' ').at(-1)), 0);
     if (sum !== sent) throw new Error(`${sum} of ${sent}`);
@@ -58,7 +58,8 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
   }, 10_000);
   t.is(summed, sent, 'both workers’ requests, summed');
 
-  const [victim] = await workerPids();
+  // Retried as the requests above are: one went unanswered here once in CI ("fetch failed", not seen again in 24 runs).
+  const [victim] = await eventually(workerPids, 10_000);
   process.kill(victim!, 'SIGKILL');
   await eventually(async () => {
     if (!output.includes('"msg":"a worker died: starting another"')) throw new Error('not noticed yet');
@@ -74,3 +75,11 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
   const pids = new Set(lines().filter((line) => line.component === 'http').map((line) => line.pid));
   for (const pid of pids) t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`);
 });
+
+/** A request that got no answer, saying which and why (undici's own error says only "fetch failed"). */
+function failedRequest(what: string) {
+  return (error: Error): never => {
+    const cause = error.cause as { code?: string; message?: string } | undefined;
+    throw new Error(`${what}: no answer (${cause?.code ?? cause?.message ?? error.message})`);
+  };
+}

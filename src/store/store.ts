@@ -32,7 +32,8 @@ export interface Store {
   /**
    * Sends a message to every subscriber of the channel on this store's backend under the same prefix,
    * this instance included, if listening at that moment. A message may come twice (resent after a
-   * reconnect): receiving one must be harmless to repeat.
+   * reconnect), and on a Redis Cluster after one published later (each node relays it over the cluster
+   * bus): receiving one must be harmless to repeat, and in any order.
    * Throws DependencyUnavailable when the backing service cannot be reached.
    */
   publish(channel: string, message: string): Promise<void>;

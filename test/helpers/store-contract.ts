@@ -17,6 +17,11 @@ export interface StoreHarness {
    * separate connections, for memory the store itself (one process has only one).
    */
   openRacers(prefix: string, store: Store, count: number): Store[];
+  /**
+   * Whether two messages published one after the other arrive in that order. Not on a Redis Cluster: a publish goes
+   * to any node, which relays it over the cluster bus, so two can overtake each other (the port promises no order).
+   */
+  unordered?: boolean;
 }
 
 // Every key this run writes to a shared Redis starts with this, so cleanup cannot touch anyone else's.
@@ -245,7 +250,7 @@ export function registerContract(harness: StoreHarness): void {
     await t.notThrowsAsync(store.ping());
   });
 
-  test(title('a published message reaches every subscriber of its channel, in order, and only them'), async (t) => {
+  test(title(`a published message reaches every subscriber of its channel${harness.unordered ? '' : ', in order,'} and only them`), async (t) => {
     const prefix = newPrefix();
     const store = openStore(t, harness, prefix);
     const [publisher] = harness.openRacers(prefix, store, 1);
@@ -257,8 +262,9 @@ export function registerContract(harness: StoreHarness): void {
     await publisher!.publish('News', 'client-1');
     await publisher!.publish('News', 'client-2 ✓');
     await until(() => first.messages.length === 2 && second.messages.length === 2, 'two messages each');
-    t.deepEqual(first.messages, ['client-1', 'client-2 ✓']);
-    t.deepEqual(second.messages, ['client-1', 'client-2 ✓']);
+    const received = (messages: string[]) => harness.unordered ? [...messages].sort() : messages;
+    t.deepEqual(received(first.messages), ['client-1', 'client-2 ✓']);
+    t.deepEqual(received(second.messages), ['client-1', 'client-2 ✓']);
     // Messages on one connection arrive in order: once this one is in, one for News would have been too.
     await publisher!.publish('Other', 'last');
     await until(() => elsewhere.messages.length === 1, 'the message on Other');
