@@ -53,6 +53,12 @@ Commands:
   users end-sessions --email E [--session ID] [--json]
                                         end one session, or all of them (sign out
                                         everywhere); applications are told
+  users applications --email E [--json]
+                                        list the applications the person allowed, and
+                                        what each may have
+  users withdraw-access --email E --client-id C [--json]
+                                        withdraw an application's access: it asks for
+                                        consent again; its grants and tokens are revoked
   users password-reset --email E [--json]
                                         email the person a link to set a new password
   users reset-second-factor --email E [--json]
@@ -380,6 +386,41 @@ const commands: Record<string, Handler> = {
       const ended = await accountSessions.endAll(account.id, { reason: 'ended_by_administrator', actor: { type: 'admin', id: administratorName() } });
       report(values.json, { email: account.email, sessions_ended: ended.sessions, grants_revoked: ended.grants },
         `signed ${account.email} out everywhere: ${plural(ended.sessions, 'session')} ended, ${plural(ended.grants, 'grant')} revoked`);
+    });
+  },
+
+  async 'users applications'(args, run) {
+    const { values } = parse(args, { email: { type: 'string' }, json: { type: 'boolean' } });
+    if (!values.email) throw new UsageError('users applications needs --email');
+    await run(async ({ users, flows }) => {
+      const account = await users.findByEmail(String(values.email));
+      if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
+      const applications = await flows.applicationAccess.list(account);
+      if (values.json) process.stdout.write(applications.map((application) => `${JSON.stringify(application)}\n`).join(''));
+      else if (!applications.length) process.stdout.write(`${account.email} has allowed no application\n`);
+      else {
+        process.stdout.write(textTable(['CLIENT', 'NAME', 'ALLOWED', 'SCOPES'], applications.map((application) => [
+          application.clientId, application.name, application.grantedAt.toISOString(),
+          [...application.scopes, ...Object.entries(application.resources).map(([api, scopes]) => `${api}: ${scopes.join(' ')}`)].join(' '),
+        ])));
+      }
+    });
+  },
+
+  async 'users withdraw-access'(args, run) {
+    const { values } = parse(args, { email: { type: 'string' }, 'client-id': { type: 'string' }, ...JSON_OPTION });
+    if (!values.email || !values['client-id']) throw new UsageError('users withdraw-access needs --email and --client-id');
+    const clientId = String(values['client-id']);
+    await run(async ({ users, flows, config }) => {
+      const account = await users.findByEmail(String(values.email));
+      if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
+      if (!config.redis) {
+        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its grants in its own memory, out of this command\'s reach: only the consent is forgotten\n');
+      }
+      const withdrawn = await flows.applicationAccess.withdraw(account, clientId, {}, { type: 'admin', id: administratorName() });
+      if (!withdrawn.ok) throw new NotFound(`${account.email} has not allowed an application ${clientId}`);
+      report(values.json, { email: account.email, client_id: clientId, grants_revoked: withdrawn.grantsRevoked },
+        `withdrew ${withdrawn.name}'s access to ${account.email}: ${plural(withdrawn.grantsRevoked, 'grant')} revoked`);
     });
   },
 

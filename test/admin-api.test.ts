@@ -259,6 +259,35 @@ test('users: roles, unlock, password reset, second factor, sessions, disable and
   t.like(deleted, { subjectUserId: user.id, actorType: 'client' });
 });
 
+test('users: the applications a person allowed are listed as their account page shows them, and withdrawing one revokes its tokens, through the same flow', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const { user, client, tokens } = await signInToNewSpa(server);
+  const path = `/users/${user.id}/applications`;
+  const listed = await call('GET', path, { token });
+  t.is(listed.status, 200);
+  t.is(listed.body.items.length, 1);
+  t.like(listed.body.items[0], { client_id: client.client_id, name: 'Test SPA', resources: {} });
+  t.true(listed.body.items[0].scopes.includes('openid'));
+  t.deepEqual(listed.body.items, (await server.runtime.flows.applicationAccess.list(user)).map((application) => ({
+    client_id: application.clientId, name: application.name, scopes: application.scopes, claims: application.claims, resources: application.resources,
+    allowed_at: application.grantedAt.toISOString(),
+  })));
+  t.is((await oauth.userInfoRequest(as, client, tokens.access_token, insecure)).status, 200);
+
+  const withdrawn = await call('DELETE', `${path}/${client.client_id}`, { token });
+  t.like(withdrawn, { status: 200, body: { grants_revoked: 1 } });
+  t.is((await oauth.userInfoRequest(as, client, tokens.access_token, insecure)).status, 401, 'its access token stops working at once');
+  const refreshed = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  t.like(await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refreshed), { instanceOf: oauth.ResponseBodyError }), { error: 'invalid_grant' }, 'nor its refresh token');
+  t.deepEqual((await call('GET', path, { token })).body.items, []);
+  t.is((await call('DELETE', `${path}/${client.client_id}`, { token })).status, 404, 'nothing left to withdraw');
+  t.is((await call('GET', `/users/${crypto.randomUUID()}/applications`, { token })).status, 404);
+  const [audited] = await server.runtime.auditTrail.list({ userId: user.id, action: 'consent.withdrawn', limit: 1 });
+  t.like(audited, { actorType: 'client', clientId: client.client_id, detail: { grantsRevoked: 1 } });
+  const [revoked] = await server.runtime.auditTrail.list({ userId: user.id, action: 'grant.revoked', limit: 1 });
+  t.like(revoked, { actorType: 'client', detail: { reason: 'access_withdrawn' } });
+});
+
 test('deleting a role takes it from everyone who has it, in one audited event: no list or role made again with the name gives it back', async (t) => {
   const token = await serviceToken('admin:read admin:write');
   const [role, kept] = ['temp', 'kept'].map((tag) => `${tag}-${crypto.randomUUID().slice(0, 8)}`);

@@ -572,6 +572,18 @@ test.serial('the CLI works while the server runs on the embedded defaults, and a
     { expectedNonce: request.nonce, requireIdToken: true });
   t.is(oauth.getValidatedIdTokenClaims(tokens)?.sub, (JSON.parse(user.stdout) as { id: string }).id);
 
+  // The consent given on the server's page is the database's: the CLI lists it, and forgets it.
+  const applications = await gatehouse(['users', 'applications', '--email', email], shared);
+  t.regex(applications.stdout, new RegExp(`^CLIENT\\s+NAME\\s+ALLOWED\\s+SCOPES\n${clientId}\\s+Running SPA\\s+\\S+\\s+openid`));
+  const withdrawn = await gatehouse(['users', 'withdraw-access', '--email', email, '--client-id', clientId, '--json'], shared);
+  t.is(withdrawn.code, 0, withdrawn.stderr);
+  t.deepEqual(JSON.parse(withdrawn.stdout), { email, client_id: clientId, grants_revoked: 0 });
+  t.regex(withdrawn.stderr, /in its own memory, out of this command's reach: only the consent is forgotten/);
+  t.is((await gatehouse(['users', 'applications', '--email', email, '--json'], shared)).stdout, '');
+  const again = await gatehouse(['users', 'withdraw-access', '--email', email, '--client-id', clientId], shared);
+  t.is(again.code, 1);
+  t.true(again.stderr.endsWith(`gatehouse: ${email} has not allowed an application ${clientId}\n`));
+
   // SIGTERM: a graceful shutdown exits 0.
   serverProcess.child.kill('SIGTERM');
   const stopped = await serverProcess.finished;

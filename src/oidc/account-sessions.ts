@@ -199,7 +199,7 @@ export class AccountSessions {
     await Promise.all(sessions.map((session) => this.#logoutNotices.sessionEnded({
       accountId, applications: applicationsOf(session).filter((application) => application.clientId === clientId), reason,
     })));
-    await Promise.all(revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId, request: options.request, detail: { grantId: grant.id, reason } })));
+    await Promise.all(revoked.map((grant) => this.#audit({ action: 'grant.revoked', accountId, clientId, request: options.request, actor: options.actor, detail: { grantId: grant.id, reason } })));
     return revoked.length;
   }
 

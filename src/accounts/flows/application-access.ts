@@ -1,7 +1,7 @@
 // The applications a person allowed, and withdrawing one's access: its remembered consent is forgotten (it
 // asks again at the next sign-in) and every grant it holds is revoked with the tokens under it, in every
 // session and offline, while the person stays signed in to Gatehouse and their other applications.
-import type { AuditTrail } from '../../audit/audit.ts';
+import type { AuditActor, AuditTrail } from '../../audit/audit.ts';
 import type { Consent, ConsentService } from '../consents.ts';
 import type { User } from '../users.ts';
 import type { RequestOrigin } from './dependencies.ts';
@@ -11,7 +11,7 @@ export interface ApplicationAccessDependencies {
   /** The application's name as people know it; undefined once it was deleted. */
   applicationName(clientId: string): Promise<string | undefined>;
   /** The engine's side (src/oidc/account-sessions.ts): revokes the account's grants for one application, audited there. */
-  grants: { revokeApplication(accountId: string, clientId: string, options: { reason: 'access_withdrawn'; request?: RequestOrigin }): Promise<number> };
+  grants: { revokeApplication(accountId: string, clientId: string, options: { reason: 'access_withdrawn'; request?: RequestOrigin; actor?: AuditActor | undefined }): Promise<number> };
   auditTrail: Pick<AuditTrail, 'record'>;
 }
 
@@ -27,7 +27,8 @@ export type AccessWithdrawal =
 export interface ApplicationAccessFlow {
   /** The applications the person allowed, the most recently allowed first (deleted ones left out). */
   list(user: Pick<User, 'id'>): Promise<AllowedApplication[]>;
-  withdraw(user: Pick<User, 'id' | 'email'>, clientId: string, request: RequestOrigin): Promise<AccessWithdrawal>;
+  /** `actor`: who withdrew it, for the audit trail: the person by default, an administrator when one did. */
+  withdraw(user: Pick<User, 'id' | 'email'>, clientId: string, request: RequestOrigin, actor?: AuditActor): Promise<AccessWithdrawal>;
 }
 
 export function createApplicationAccessFlow(dependencies: ApplicationAccessDependencies): ApplicationAccessFlow {
@@ -39,12 +40,12 @@ export function createApplicationAccessFlow(dependencies: ApplicationAccessDepen
       return named.filter((application): application is AllowedApplication => application.name !== undefined);
     },
 
-    async withdraw(user, clientId, request) {
+    async withdraw(user, clientId, request, actor) {
       const name = await applicationName(clientId);
       if (!name || !await consents.forget(user.id, clientId)) return { ok: false, reason: 'not_allowed' };
-      const grantsRevoked = await grants.revokeApplication(user.id, clientId, { reason: 'access_withdrawn', request });
+      const grantsRevoked = await grants.revokeApplication(user.id, clientId, { reason: 'access_withdrawn', request, actor });
       await auditTrail.record({
-        action: 'consent.withdrawn', outcome: 'success', subjectUserId: user.id, subjectEmail: user.email, clientId,
+        action: 'consent.withdrawn', outcome: 'success', actor, subjectUserId: user.id, subjectEmail: user.email, clientId,
         ip: request.ip, userAgent: request.userAgent, detail: { grantsRevoked },
       });
       return { ok: true, name, grantsRevoked };

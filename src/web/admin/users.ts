@@ -17,7 +17,7 @@ import { etag, ifMatch } from './versions.ts';
 
 export interface AdminUsersDependencies {
   users: Pick<UserService, 'record' | 'search'>;
-  flows: Pick<AccountFlows, 'accountAdministration' | 'passwordReset' | 'roleAssignment' | 'secondFactorReset'>;
+  flows: Pick<AccountFlows, 'accountAdministration' | 'applicationAccess' | 'passwordReset' | 'roleAssignment' | 'secondFactorReset'>;
   accountSessions: Pick<AccountSessions, 'list' | 'end' | 'endAll'>;
   afterResponseWork: Pick<AfterResponseWork, 'run'>;
 }
@@ -44,6 +44,13 @@ const session = z.object({
 });
 
 const userId = z.strictObject({ id: z.string().describe('The account\'s id') });
+const application = z.object({
+  client_id: z.string(), name: z.string(),
+  scopes: z.array(z.string()).describe('The scopes about the person it was allowed'),
+  claims: z.array(z.string()).describe('Claims it asked for one by one and was allowed'),
+  resources: z.record(z.string(), z.array(z.string())).describe('The scopes it was allowed at each API, by API identifier'),
+  allowed_at: z.iso.datetime(),
+});
 const roleName = z.string().regex(ROLE_NAME, 'a role name: letters, digits and . _ : - (at most 64)');
 
 function view(record: AccountRecord): z.infer<typeof user> {
@@ -257,6 +264,36 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       async handle({ params, caller, ctx }) {
         const ended = await accountSessions.endAll((await found(params.id)).id, { reason: 'ended_by_administrator', request: requestOrigin(ctx), actor: actorOf(caller) });
         return { body: { sessions_ended: ended.sessions, grants_revoked: ended.grants } };
+      },
+    }),
+    operation({
+      id: 'listUserApplications', tag: 'users', method: 'get', path: '/users/{id}/applications', scope: ADMIN_READ_SCOPE,
+      summary: 'The applications the person allowed, and what each may have (as their account\'s "Apps with access" page shows them), by client id',
+      params: userId, query: pageQuery,
+      answers: { 200: { description: 'The applications', schema: pageOf(application) } },
+      problems: [404],
+      async handle({ params, query }) {
+        const page = pageOfList(await flows.applicationAccess.list(await found(params.id)), (entry) => entry.clientId, query);
+        return {
+          body: {
+            next_cursor: page.next_cursor,
+            items: page.items.map((entry) => ({
+              client_id: entry.clientId, name: entry.name, scopes: entry.scopes, claims: entry.claims, resources: entry.resources, allowed_at: entry.grantedAt.toISOString(),
+            })),
+          },
+        };
+      },
+    }),
+    operation({
+      id: 'withdrawUserApplication', tag: 'users', method: 'delete', path: '/users/{id}/applications/{client_id}', scope: ADMIN_WRITE_SCOPE,
+      summary: 'Withdraw an application\'s access to the person\'s account: its consent is forgotten (it asks again), its grants and their tokens are revoked, its sessions told',
+      params: z.strictObject({ id: z.string(), client_id: z.string() }),
+      answers: { 200: { description: 'What was revoked', schema: z.object({ grants_revoked: z.number().int() }) } },
+      problems: [404],
+      async handle({ params, caller, ctx }) {
+        const withdrawn = await flows.applicationAccess.withdraw(await found(params.id), params.client_id, requestOrigin(ctx), actorOf(caller));
+        if (!withdrawn.ok) throw new Problem('not-found', `The person has not allowed an application ${params.client_id}`);
+        return { body: { grants_revoked: withdrawn.grantsRevoked } };
       },
     }),
     operation({
