@@ -41,6 +41,7 @@ import { LogoutNotices } from './oidc/logout-notices.ts';
 import { AfterResponseWork } from './web/kit/after-response.ts';
 import { createLimits, type Limits } from './limits/index.ts';
 import { AuditTrail } from './audit/audit.ts';
+import { AuditRetention } from './audit/retention.ts';
 import { auditProtocolEvents } from './audit/protocol-events.ts';
 import { AccountSessions } from './oidc/account-sessions.ts';
 import { systemClock, type Clock } from './clock.ts';
@@ -83,6 +84,8 @@ export interface Runtime {
   roles: RoleService;
   /** Security events: `auditTrail.record({ action: 'login.failed', outcome: 'failure', subjectEmail, ip, userAgent, clientId })`. */
   auditTrail: AuditTrail;
+  /** Deletes audit events older than AUDIT_RETENTION_DAYS, at start and hourly (not for one-shot commands). */
+  auditRetention: AuditRetention;
   provider: Provider;
   /** What opens dynamic client registration (RFC 7591): `initialAccessTokens.issue({ uses, expiresInSeconds })`. */
   initialAccessTokens: InitialAccessTokens;
@@ -119,6 +122,8 @@ export interface RuntimeOptions {
   mailQueue?: Partial<MailQueueTimings>;
   /** Retry timings of queued back-channel logout notices; tests shorten them. */
   logoutNotices?: Partial<QueueTimings>;
+  /** Time between the audit trail's retention passes; tests shorten it. Default an hour. */
+  auditRetentionIntervalMs?: number;
   /**
    * For a command that does one thing and exits (the CLI): clients are not cached (so nothing listens for
    * changes to them; changes it makes are still announced), and the mail and logout-notice queues make no
@@ -241,17 +246,21 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const keys = signingKeys;
     metrics.watchQueue('mail', () => mailQueue.queuedCount());
     metrics.watchQueue('logout_notices', () => logoutNotices.deliveries.queuedCount());
+    const auditRetention = new AuditRetention(auditTrail, {
+      retentionDays: config.auditRetentionDays, clock: options.clock ?? systemClock, logger, intervalMs: options.auditRetentionIntervalMs,
+    });
     if (!options.oneShot) {
       mailQueue.start();
       logoutNotices.deliveries.start();
+      auditRetention.start();
     }
     return {
-      config, logger, metrics, database, store, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, views, users, clients, apis, roles, auditTrail, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
+      config, logger, metrics, database, store, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, views, users, clients, apis, roles, auditTrail, auditRetention, provider, engine, limits, mailer, mailQueue, logoutNotices, afterResponseWork, accountSessions, accountTokens, secondFactor, consents, flows,
       async close() {
         // Mail and audit records started after the last responses are handed over before anything closes.
         await afterResponseWork.settled();
         // A message being sent is taken off the queue (or rescheduled) before the store closes.
-        await Promise.all([mailQueue.close(), logoutNotices.deliveries.close(), keys.close()]);
+        await Promise.all([mailQueue.close(), logoutNotices.deliveries.close(), keys.close(), auditRetention.close()]);
         // Audit rows still being written go in before the database closes.
         await auditTrail.flush();
         await Promise.allSettled([store.close(), limits.close(), opened.close(), mailer.close()]);

@@ -14,9 +14,13 @@ import {
 } from './helpers/oauth.ts';
 import { UserAgent, formAction, formField } from './helpers/user-agent.ts';
 import { AuditTrail, type AuditEvent } from '../src/audit/audit.ts';
+import { AuditRetention } from '../src/audit/retention.ts';
+import { systemClock } from '../src/clock.ts';
 import { parseSince } from '../src/audit/report.ts';
 import { openDatabase, type Prisma } from '../src/db/index.ts';
 import { migrate } from '../src/db/migrate.ts';
+import { openTestRuntime } from './helpers/runtime.ts';
+import { until } from './helpers/wait.ts';
 
 const COMMAND_TIMEOUT_MS = 180_000;
 const TEST_USER_AGENT = 'audit-test-agent/1.0';
@@ -333,4 +337,36 @@ test.serial('gatehouse audit filters by person, action and time, as a table or J
   } finally {
     await database.drop();
   }
+});
+
+test('events older than AUDIT_RETENTION_DAYS are deleted at start and at each pass after, a batch at a time; younger ones stay', async (t) => {
+  const { runtime, close } = await openTestRuntime({ AUDIT_RETENTION_DAYS: '30' }, { auditRetentionIntervalMs: 50 });
+  t.teardown(close);
+  t.is(await runtime.auditRetention.lastPass, 0, 'nothing to delete at start');
+  const { prisma } = runtime.database;
+  const daysAgo = (days: number) => new Date(Date.now() - days * 24 * 3600 * 1000);
+  const event = (days: number, action: string) => ({ action, outcome: 'success' as const, actorType: 'system' as const, actorId: 'retention-test', occurredAt: daysAgo(days) });
+  const left = async () => (await prisma.auditEvent.findMany({ where: { actorId: 'retention-test' }, orderBy: { occurredAt: 'asc' } })).map((row) => row.action);
+  await prisma.auditEvent.createMany({ data: [event(31, 'login.succeeded'), event(400, 'login.failed'), event(29, 'keys.rotated'), event(0, 'client.created')] });
+  await until(async () => (await left()).length === 2, 'the next pass');
+  t.deepEqual(await left(), ['keys.rotated', 'client.created']);
+
+  // A batch at a time: five old events in batches of two.
+  await runtime.auditRetention.close();
+  await prisma.auditEvent.createMany({ data: Array.from({ length: 5 }, () => event(60, 'login.failed')) });
+  t.is(await runtime.auditTrail.deleteBefore(daysAgo(30), 2), 5);
+  t.deepEqual(await left(), ['keys.rotated', 'client.created']);
+});
+
+test('with AUDIT_RETENTION_DAYS=0 the audit trail keeps every event', async (t) => {
+  const { runtime, close } = await openTestRuntime({ AUDIT_RETENTION_DAYS: '0' });
+  t.teardown(close);
+  const old = { action: 'login.failed', outcome: 'failure' as const, actorType: 'system' as const, actorId: 'kept-for-ever', occurredAt: new Date('2001-01-01T00:00:00Z') };
+  await runtime.database.prisma.auditEvent.create({ data: old });
+  // Started with what the runtime was configured with: a pass, had it begun, would delete everything before now.
+  const retention = new AuditRetention(runtime.auditTrail, { retentionDays: runtime.config.auditRetentionDays, clock: systemClock, logger: runtime.logger });
+  retention.start();
+  t.teardown(() => retention.close());
+  t.is(await retention.lastPass, 0);
+  t.is(await runtime.database.prisma.auditEvent.count({ where: { actorId: 'kept-for-ever' } }), 1);
 });

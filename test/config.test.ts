@@ -101,6 +101,13 @@ test('CLIENT_CACHE_TTL is 30 s by default, 0 turns the client cache off, and mor
   t.throws(() => loadConfig({ CLIENT_CACHE_TTL: '-1' }), { instanceOf: ConfigError, message: /^CLIENT_CACHE_TTL:/ });
 });
 
+test('AUDIT_RETENTION_DAYS is a year by default; 0 keeps the audit trail for ever; what is no number of days is refused', (t) => {
+  t.is(loadConfig({}).auditRetentionDays, 365);
+  t.is(loadConfig({ AUDIT_RETENTION_DAYS: '0' }).auditRetentionDays, 0);
+  t.is(loadConfig({ AUDIT_RETENTION_DAYS: '2555' }).auditRetentionDays, 2555);
+  for (const wrong of ['-1', '1.5', 'a year', '36501']) t.throws(() => loadConfig({ AUDIT_RETENTION_DAYS: wrong }), { instanceOf: ConfigError, message: /^AUDIT_RETENTION_DAYS:/ }, wrong);
+});
+
 test('other settings are honoured', (t) => {
   const config = loadConfig({
     HOST: '127.0.0.1', DATABASE_URL: 'postgres://u@h/db', REDIS_URL: 'redis://h:1', STORE_PREFIX: 'app-1:', DATA_DIR: '/var/lib/gh',

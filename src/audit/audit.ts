@@ -140,6 +140,17 @@ export class AuditTrail {
     while (this.#pending.size) await Promise.all(this.#pending);
   }
 
+  /** Deletes the events that occurred before `moment`, `batchSize` rows at a time (no long lock); how many. */
+  async deleteBefore(moment: Date, batchSize = 5_000): Promise<number> {
+    let deleted = 0;
+    for (;;) {
+      const batch = await this.#prisma.auditEvent.findMany({ where: { occurredAt: { lt: moment } }, select: { id: true }, take: batchSize });
+      if (!batch.length) return deleted;
+      deleted += (await this.#prisma.auditEvent.deleteMany({ where: { id: { in: batch.map((row) => row.id) } } })).count;
+      if (batch.length < batchSize) return deleted;
+    }
+  }
+
   async list(query: AuditQuery): Promise<AuditEvent[]> {
     const where: PrismaTypes.AuditEventWhereInput[] = [];
     if (query.since) where.push({ occurredAt: { gte: query.since } });
