@@ -34,17 +34,25 @@ async function isFree(port: number): Promise<boolean> {
   return outcome;
 }
 
-/** A port nobody listens on right now (the OS picks it, so parallel runs do not collide). */
+/**
+ * A port nobody listens on right now, chosen below the kernel's ephemeral range (32768 and up on Linux) rather than
+ * by binding port 0: the ports of outgoing connections (to Redis, PostgreSQL, the servers under test) come from that
+ * range, and one of them could take a port chosen there before the process it was chosen for listens on it. Never
+ * the same port twice in one test process.
+ */
 export async function findFreePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('could not read the bound port');
-  return address.port;
+  for (;;) {
+    const port = LOWEST_CHOSEN_PORT + Math.floor(Math.random() * (HIGHEST_CHOSEN_PORT - LOWEST_CHOSEN_PORT + 1));
+    if (!chosen.has(port) && await isFree(port)) {
+      chosen.add(port);
+      return port;
+    }
+  }
 }
+
+const LOWEST_CHOSEN_PORT = 10_000;
+const HIGHEST_CHOSEN_PORT = 32_767;
+const chosen = new Set<number>();
 
 /**
  * A redis-server child process listening on 127.0.0.1:port, without persistence unless `settings` ask for it
