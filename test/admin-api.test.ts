@@ -171,6 +171,11 @@ test('users: create, read, list a page at a time with filters, change with If-Ma
   t.deepEqual(second.body.items.map((user: { id: string }) => user.id), [created[2]!.id]);
   t.is(second.body.next_cursor, null);
   t.is((await call('GET', `/users?email=${tag}&disabled=true`, { token })).body.items.length, 0);
+  t.deepEqual((await call('GET', `/users/count?email=${tag}`, { token })).body, { count: 3 }, 'counted by the same filters');
+  t.deepEqual((await call('GET', `/users/count?email=${tag}&name=ada%202`, { token })).body, { count: 1 });
+  t.deepEqual((await call('GET', `/users/count?email=${tag}&disabled=true`, { token })).body, { count: 0 });
+  t.true((await call('GET', '/users/count', { token })).body.count >= 3);
+  t.is((await call('GET', '/users/count?limit=2', { token })).status, 422, 'a count takes no page');
   t.is((await call('GET', `/users?cursor=nonsense`, { token })).status, 422);
   t.is((await call('GET', `/users?limit=500`, { token })).status, 422);
   t.is((await call('GET', `/users?colour=blue`, { token })).status, 422, 'unknown query parameters are refused');

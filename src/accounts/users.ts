@@ -45,6 +45,16 @@ export interface AccountFilter {
   disabled?: boolean | undefined;
 }
 
+/** The accounts a filter keeps, as a query: each filter narrows. */
+function accountsMatching(filter: AccountFilter) {
+  return {
+    ...(filter.email ? { email: { contains: normalizeEmail(filter.email) } } : {}),
+    ...(filter.name ? { name: { contains: filter.name, mode: 'insensitive' as const } } : {}),
+    ...(filter.role ? { roles: { has: filter.role } } : {}),
+    ...(filter.disabled !== undefined ? { disabled: filter.disabled } : {}),
+  };
+}
+
 /** Where a page of accounts starts: after this one (accounts are listed oldest first). */
 export interface AccountCursor {
   createdAt: Date;
@@ -285,14 +295,16 @@ export class UserService {
   /** A page of accounts, oldest first, and whether more follow. */
   async search(filter: AccountFilter, page: { after?: AccountCursor | undefined; limit: number }): Promise<{ accounts: AccountRecord[]; more: boolean }> {
     const where = {
-      ...(filter.email ? { email: { contains: normalizeEmail(filter.email) } } : {}),
-      ...(filter.name ? { name: { contains: filter.name, mode: 'insensitive' as const } } : {}),
-      ...(filter.role ? { roles: { has: filter.role } } : {}),
-      ...(filter.disabled !== undefined ? { disabled: filter.disabled } : {}),
+      ...accountsMatching(filter),
       ...(page.after ? { OR: [{ createdAt: { gt: page.after.createdAt } }, { createdAt: page.after.createdAt, id: { gt: page.after.id } }] } : {}),
     };
     const rows = await this.#prisma.user.findMany({ where, select: recordFields, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }], take: page.limit + 1 });
     return { accounts: rows.slice(0, page.limit).map(toRecord), more: rows.length > page.limit };
+  }
+
+  /** How many accounts the filter keeps (as search() lists them). */
+  async count(filter: AccountFilter): Promise<number> {
+    return this.#prisma.user.count({ where: accountsMatching(filter) });
   }
 
   /**

@@ -16,7 +16,7 @@ import { decodeCursor, encodeCursor, pageQuery, pageOf, pageOfList } from './pag
 import { etag, ifMatch } from './versions.ts';
 
 export interface AdminUsersDependencies {
-  users: Pick<UserService, 'record' | 'search'>;
+  users: Pick<UserService, 'record' | 'search' | 'count'>;
   flows: Pick<AccountFlows, 'accountAdministration' | 'applicationAccess' | 'passwordReset' | 'roleAssignment' | 'secondFactorReset'>;
   accountSessions: Pick<AccountSessions, 'list' | 'end' | 'endAll'>;
   afterResponseWork: Pick<AfterResponseWork, 'run'>;
@@ -52,6 +52,13 @@ const application = z.object({
   allowed_at: z.iso.datetime(),
 });
 const roleName = z.string().regex(ROLE_NAME, 'a role name: letters, digits and . _ : - (at most 64)');
+/** What people are listed and counted by. */
+const accountFilter = {
+  email: z.string().min(1).optional().describe('Part of the address'),
+  name: z.string().min(1).optional().describe('Part of the name, case aside'),
+  role: roleName.optional(),
+  disabled: z.enum(['true', 'false']).transform((value) => value === 'true').optional(),
+};
 
 function view(record: AccountRecord): z.infer<typeof user> {
   return {
@@ -85,18 +92,23 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
     operation({
       id: 'listUsers', tag: 'users', method: 'get', path: '/users', scope: ADMIN_READ_SCOPE,
       summary: 'List accounts, oldest first, a page at a time; each filter narrows',
-      query: pageQuery.extend({
-        email: z.string().min(1).optional().describe('Part of the address'),
-        name: z.string().min(1).optional().describe('Part of the name, case aside'),
-        role: roleName.optional(),
-        disabled: z.enum(['true', 'false']).transform((value) => value === 'true').optional(),
-      }),
+      query: pageQuery.extend(accountFilter),
       answers: { 200: { description: 'A page of accounts', schema: pageOf(user) } },
       async handle({ query }) {
         const after = decodeCursor(query.cursor, z.object({ createdAt: z.coerce.date(), id: z.string() }));
         const { accounts, more } = await users.search(query, { after, limit: query.limit });
         const last = accounts.at(-1);
         return { body: { items: accounts.map(view), next_cursor: more && last ? encodeCursor({ createdAt: last.createdAt.toISOString(), id: last.id }) : null } };
+      },
+    }),
+    operation({
+      // Before /users/{id}, which would take "count" for an id.
+      id: 'countUsers', tag: 'users', method: 'get', path: '/users/count', scope: ADMIN_READ_SCOPE,
+      summary: 'How many accounts there are; each filter narrows, as in the list',
+      query: z.strictObject(accountFilter),
+      answers: { 200: { description: 'The number of accounts', schema: z.object({ count: z.number().int() }) } },
+      async handle({ query }) {
+        return { body: { count: await users.count(query) } };
       },
     }),
     operation({
