@@ -2,6 +2,7 @@
 // what a client may be allowed of them. The protocol side is test/resource-indicators.test.ts.
 import test from 'ava';
 import { API_CHANGES_CHANNEL, ApiError, ApiService, type Api } from '../src/apis/apis.ts';
+import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, adminApiIdentifier, ensureAdminApi } from '../src/apis/admin-api.ts';
 import { AnnouncedCache } from '../src/store/announced-cache.ts';
 import { MemoryStore } from '../src/store/index.ts';
 import { auditEvents, openTestRuntime, type TestRuntime } from './helpers/runtime.ts';
@@ -148,4 +149,20 @@ test('a change to an API takes from clients what it took away: scopes no API def
     [`${readOnly.client_id} api.updated`]: detail(['apiScopes', 'defaultApi'], 'api.updated'),
     [`${resourceServer.client_id} api.deleted`]: detail(['resourceServer'], 'api.deleted'),
   });
+});
+
+test('instances starting at once each make sure of the admin API: one that remembers it missing, when another made it meanwhile, starts all the same', async (t) => {
+  const { database, auditTrail, clients, roles } = test_.runtime;
+  // Each as another process: a cache of its own, announcements on a store of its own (so none reaches the other).
+  const issuer = `https://id-${crypto.randomUUID()}.example.com`;
+  const identifier = adminApiIdentifier(issuer);
+  const instance = () => new ApiService(database.prisma, auditTrail, {
+    defaultTtlSeconds: 600, signingAlgorithms: new Set(['ES256']), builtIn: identifier, clients,
+    cache: new AnnouncedCache<Api>(new MemoryStore({ prefix: 'apis-test:' }), { channel: API_CHANGES_CHANNEL, maxAgeMs: 60_000, maxEntries: 10, maxUnknownKeys: 10 }),
+  });
+  const [first, second] = [instance(), instance()];
+  t.is(await second.find(identifier), undefined, 'the second has looked, and remembers it missing');
+  await ensureAdminApi(issuer, first, roles);
+  await t.notThrowsAsync(ensureAdminApi(issuer, second, roles));
+  t.like(await second.stored(identifier), { identifier, scopes: [{ name: ADMIN_READ_SCOPE }, { name: ADMIN_WRITE_SCOPE }] });
 });

@@ -17,7 +17,7 @@ export function adminApiIdentifier(issuer: string): string {
 }
 
 /** Makes the admin API's record on a first start (several instances at once included). */
-export async function ensureAdminApi(issuer: string, apis: Pick<ApiService, 'find' | 'create'>, roles: Pick<RoleService, 'grant'>): Promise<void> {
+export async function ensureAdminApi(issuer: string, apis: Pick<ApiService, 'find' | 'stored' | 'create'>, roles: Pick<RoleService, 'grant'>): Promise<void> {
   const identifier = adminApiIdentifier(issuer);
   if (await apis.find(identifier)) return;
   const system = { type: 'system' as const };
@@ -30,8 +30,9 @@ export async function ensureAdminApi(issuer: string, apis: Pick<ApiService, 'fin
       ],
     }, system);
   } catch (error) {
-    // Another instance starting at the same moment made it.
-    if (await apis.find(identifier)) return;
+    // Another instance starting at the same moment made it: asked of the database, since this instance remembers the
+    // API missing (the find above) until that instance's announcement reaches it.
+    if (await apis.stored(identifier)) return;
     throw error;
   }
   await roles.grant(ADMIN_ROLE, identifier, [ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE], system);

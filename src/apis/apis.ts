@@ -127,7 +127,7 @@ export class ApiService {
     const identifier = builtIn ? input.identifier : checkIdentifier(input.identifier, this.#options.httpsOnly ?? false);
     const fields = this.#checked({ ...input, accessTokenFormat: input.accessTokenFormat ?? 'jwt', signingAlg: input.signingAlg ?? 'ES256' }, builtIn);
     if (!fields.name) throw new ApiError('an API needs a name');
-    if (await this.#stored(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
+    if (await this.stored(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
     const scopes = fields.scopes ?? [];
     const row = await this.#prisma.api.create({
       data: {
@@ -148,7 +148,7 @@ export class ApiService {
     if (identifier === this.#options.builtIn && (changes.scopes || changes.accessTokenFormat)) {
       throw new ApiError(`${identifier} is Gatehouse's own admin API: its scopes and token format cannot be changed`);
     }
-    const before = await this.#stored(identifier);
+    const before = await this.stored(identifier);
     if (!before) return undefined;
     const fields = this.#checked(changes, false);
     const [row] = await this.#prisma.api.updateManyAndReturn({
@@ -174,7 +174,7 @@ export class ApiService {
   /** Removes an API: tokens for it are no longer issued (those issued stay valid until they expire). */
   async delete(identifier: string, actor: AuditActor = { type: 'admin' }): Promise<boolean> {
     if (identifier === this.#options.builtIn) throw new ApiError(`${identifier} is Gatehouse's own admin API: it cannot be deleted`);
-    const before = await this.#stored(identifier);
+    const before = await this.stored(identifier);
     if (!before) return false;
     // What roles permit at it goes with it (the database cascades).
     const { count } = await this.#withdrawingPermissions({ api: { identifier } }, () => this.#prisma.api.deleteMany({ where: { identifier } }));
@@ -209,11 +209,14 @@ export class ApiService {
 
   /** An API as the protocol reads it (from memory when fresh; see AnnouncedCache). */
   find(identifier: string): Promise<Api | undefined> {
-    return this.#options.cache.read(identifier, () => this.#stored(identifier));
+    return this.#options.cache.read(identifier, () => this.stored(identifier));
   }
 
-  /** An API as the database holds it now: what a change is checked against. */
-  async #stored(identifier: string): Promise<Api | undefined> {
+  /**
+   * An API as the database holds it now, never from memory: what a change is checked against, and what a decision
+   * that cannot wait for another instance's announcement reads.
+   */
+  async stored(identifier: string): Promise<Api | undefined> {
     const row = await this.#prisma.api.findUnique({ where: { identifier } });
     return row ? toApi(row) : undefined;
   }
