@@ -15,23 +15,26 @@ import type { RedisConnection } from '../../src/store/index.ts';
 /** Redis Cluster's bus port is the node's port + 10,000, so a node's port may be 55535 at most. */
 const CLUSTER_BUS_OFFSET = 10_000;
 
-/** A port for a cluster node: free, at most 55535, and with its bus port free too. */
+/** A port for a cluster node: free, with its bus port free too and, like it, below the ephemeral range (findFreePort). */
 async function findFreeClusterPort(): Promise<number> {
   for (;;) {
     const port = await findFreePort();
-    if (port + CLUSTER_BUS_OFFSET <= 65_535 && await isFree(port + CLUSTER_BUS_OFFSET)) return port;
+    if (port + CLUSTER_BUS_OFFSET <= HIGHEST_CHOSEN_PORT && await isFree(port + CLUSTER_BUS_OFFSET)) return port;
   }
 }
 
+/** Whether a server could listen on the port on 127.0.0.1 now (it is closed again at once). */
 async function isFree(port: number): Promise<boolean> {
   const server = createServer();
-  server.listen(port, '127.0.0.1');
-  const outcome = await Promise.race([once(server, 'listening').then(() => true), once(server, 'error').then(() => false)]);
-  if (outcome) {
+  const free = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => resolve(true));
+  });
+  if (free) {
     server.close();
     await once(server, 'close');
   }
-  return outcome;
+  return free;
 }
 
 /**
