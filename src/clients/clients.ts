@@ -266,14 +266,14 @@ export class ClientService {
       select: { id: true },
     });
     for (const { id } of candidates) {
-      const changed: string[] = [];
+      // The settings changed in the version written (a retry starts again from the version read then).
+      let changed: string[] = [];
       const rewritten = await this.#rewrite(id, (metadata) => {
-        changed.length = 0;
         const next = withoutWithdrawnApiSettings(metadata, withdrawal);
-        for (const [setting, key] of API_SETTINGS) if (!isDeepStrictEqual(next[key], metadata[key])) changed.push(setting);
+        changed = API_SETTINGS.filter(([, key]) => !isDeepStrictEqual(next[key], metadata[key])).map(([setting]) => setting);
         return changed.length ? next : undefined;
       });
-      if (!rewritten || !changed.length) continue;
+      if (!rewritten) continue;
       await this.#cache.changed(id);
       await this.#audit.record({
         action: 'client.updated', outcome: 'success', actor, clientId: id,
