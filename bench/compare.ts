@@ -13,7 +13,7 @@ import { OPAQUE_API } from './lib/fixtures.ts';
 import { gatehouseEnvironment, setUpGatehouse, startGatehouse } from './lib/gatehouse.ts';
 import { startLoad } from './lib/load.ts';
 import { PROJECT_ROOT, freePort } from './lib/processes.ts';
-import { describeMachine, formatNumber, machine, markdownTable, timestampForFiles, writeResults } from './lib/report.ts';
+import { describeMachine, formatNumber, machine, markdownTable, median, timestampForFiles, writeResults } from './lib/report.ts';
 import { PROTOCOL_SCENARIOS, REFRESH_CHAINS } from './lib/protocol-scenarios.ts';
 import { clientCredentials } from './lib/scenarios.ts';
 import { positiveSetting } from './lib/settings.ts';
@@ -50,12 +50,6 @@ if (git('diff', '--name-only', revision, '--', 'prisma')) refuse(`${revisionArgu
 function progress(message: string): void {
   process.stderr.write(`bench:compare: ${message}\n`);
 }
-
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
 
 await runWithCleanup(async (cleanup) => {
   const startedAt = new Date();

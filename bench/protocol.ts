@@ -1,7 +1,9 @@
 // `npm run bench`: Gatehouse's protocol endpoints and password sign-in measured against bare oidc-provider 9, each
-// server in a process of its own on this machine, loaded by autocannon from this one. BENCH_DURATION (seconds per
-// scenario, default 10) and BENCH_CONNECTIONS (default 32). Prints a table and writes it under bench/results/, with
-// issue 14's targets and, for each one missed, what the run saw of its cause (CPU profiles, memory by part).
+// server in a process of its own on this machine, loaded by autocannon from this one. Each scenario takes the two
+// servers in turn, BENCH_ROUNDS times (default 3) for BENCH_DURATION seconds (default 6), the order alternating: on a
+// shared machine what else runs moves a rate by a third over minutes, and a ratio of two loads run seconds apart far
+// less. BENCH_CONNECTIONS (default 32). Prints a table and writes it under bench/results/, with issue 14's targets
+// and, for each one missed, what the run saw of its cause (CPU profiles, memory by part).
 import { mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { createBackingServices, type BackingServices } from './lib/backing-services.ts';
@@ -14,13 +16,15 @@ import { startLoad, type Measurement } from './lib/load.ts';
 import { PROTOCOL_SCENARIOS, SCENARIOS, type Scenario } from './lib/protocol-scenarios.ts';
 import { freePort, treeRssBytes } from './lib/processes.ts';
 import {
-  describeErrors, describeMachine, formatNumber, machine, markdownTable, megabytes, timestampForFiles, writeResults,
+  describeErrors, describeMachine, formatNumber, machine, markdownTable, median, megabytes, timestampForFiles, writeResults,
 } from './lib/report.ts';
 import { clientCredentials } from './lib/scenarios.ts';
 import { argon2VerifyMs, measureSignIns, type SignInMeasurement } from './lib/sign-in-load.ts';
 import { positiveSetting } from './lib/settings.ts';
 
-const durationSeconds = positiveSetting('BENCH_DURATION', 10);
+const rounds = Math.round(positiveSetting('BENCH_ROUNDS', 3));
+/** Seconds of each round. */
+const durationSeconds = positiveSetting('BENCH_DURATION', 6);
 const connections = Math.round(positiveSetting('BENCH_CONNECTIONS', 32));
 /** The code exchange mints codes for at least this many requests per second (more if a token request ran faster). */
 const LEAST_EXPECTED_RATE = 200;
@@ -45,8 +49,10 @@ interface Row {
   baseline: Side | undefined;
   baselineNote?: string | undefined;
   gatehouse: Side;
-  /** Gatehouse's requests per second over the baseline's. */
+  /** The median of the rounds' ratios. */
   ratio: number | undefined;
+  /** Each round's Gatehouse requests per second over the baseline's. */
+  roundRatios: number[];
 }
 
 function progress(message: string): void {
@@ -62,7 +68,7 @@ function side(measurement: Measurement): Side {
 }
 
 /** Runs one scenario on one target, or says why the target cannot take it. */
-async function runScenario(scenario: Scenario, target: Target, earlier: Map<string, Measurement>): Promise<Measurement | { unsupported: string }> {
+async function runScenario(scenario: Scenario, target: Target, earlier: ReadonlyMap<string, Measurement>): Promise<Measurement | { unsupported: string }> {
   const prepared = await scenario.prepare(target, { durationSeconds, earlier, leastExpectedRate: LEAST_EXPECTED_RATE, progress });
   if ('unsupported' in prepared) {
     progress(`${target.name.padEnd(18)} ${scenario.name}: ${prepared.unsupported}`);
@@ -74,11 +80,77 @@ async function runScenario(scenario: Scenario, target: Target, earlier: Map<stri
   prepared.started?.(load);
   const measurement = await load.result;
   measurement.notes.push(...prepared.notes?.() ?? []);
-  earlier.set(scenario.name, measurement);
   progress(`${target.name.padEnd(18)} ${scenario.name}: ${formatNumber(measurement.requestsPerSecond)} req/s, p99 ${measurement.p99Ms} ms, `
     + `${measurement.errors} errors, ${formatNumber(megabytes(measurement.peakRssBytes))} MB, CPU ${Math.round(measurement.serverCpuPercent)}% `
     + `(machine ${Math.round(measurement.machineBusyPercent)}% busy)`);
   return measurement;
+}
+
+/** A scenario's rounds on the two servers, each side's rounds made one measurement, and each round's ratio. */
+interface Alternated {
+  baseline: Measurement | { unsupported: string };
+  gatehouse: Measurement;
+  roundRatios: number[];
+}
+
+/**
+ * One scenario on the baseline and on Gatehouse in turn, `rounds` times, the order alternating (the baseline first
+ * in the first round), so that both meet the same moments of the machine. `earlier`: each side's scenarios measured
+ * before (the half-rate and code-exchange scenarios read them); this one's measurement is added.
+ */
+async function alternate(
+  scenario: Scenario, targets: { baseline: Target; gatehouse: Target }, earlier: { baseline: Map<string, Measurement>; gatehouse: Map<string, Measurement> },
+): Promise<Alternated> {
+  const measured = { baseline: [] as Measurement[], gatehouse: [] as Measurement[] };
+  let baselineCannot: string | undefined;
+  for (let round = 0; round < rounds; round += 1) {
+    for (const side of round % 2 ? ['gatehouse', 'baseline'] as const : ['baseline', 'gatehouse'] as const) {
+      if (side === 'baseline' && baselineCannot !== undefined) continue;
+      const result = await runScenario(scenario, targets[side], earlier[side]);
+      if (!('unsupported' in result)) measured[side].push(result);
+      else if (side === 'baseline') baselineCannot = result.unsupported;
+      else throw new Error(`${targets.gatehouse.name} cannot run "${scenario.name}": ${result.unsupported}`);
+    }
+  }
+  const gatehouse = combineRounds(measured.gatehouse);
+  earlier.gatehouse.set(scenario.name, gatehouse);
+  if (baselineCannot !== undefined) return { baseline: { unsupported: baselineCannot }, gatehouse, roundRatios: [] };
+  const baseline = combineRounds(measured.baseline);
+  earlier.baseline.set(scenario.name, baseline);
+  const roundRatios = measured.gatehouse.map((round, index) => round.requestsPerSecond / measured.baseline[index]!.requestsPerSecond);
+  return { baseline, gatehouse, roundRatios };
+}
+
+/**
+ * One side's rounds as one measurement: the median round's (by requests per second) rate, latencies and CPU; every
+ * round's requests and errors; the highest RSS.
+ */
+function combineRounds(measurements: readonly Measurement[]): Measurement {
+  const byRate = [...measurements].sort((a, b) => a.requestsPerSecond - b.requestsPerSecond);
+  const middle = byRate[Math.floor((byRate.length - 1) / 2)]!;
+  const errorKinds: Record<string, number> = {};
+  for (const { errorKinds: kinds } of measurements) for (const [kind, count] of Object.entries(kinds)) errorKinds[kind] = (errorKinds[kind] ?? 0) + count;
+  return {
+    ...middle,
+    requests: measurements.reduce((sum, round) => sum + round.requests, 0),
+    errors: measurements.reduce((sum, round) => sum + round.errors, 0),
+    errorKinds,
+    peakRssBytes: Math.max(...measurements.map((round) => round.peakRssBytes)),
+    notes: [...new Set(measurements.flatMap((round) => round.notes))],
+  };
+}
+
+function row(scenario: Scenario, name: string, { baseline, gatehouse, roundRatios }: Alternated): Row {
+  const supported = !('unsupported' in baseline);
+  return {
+    scenario: name,
+    connections: scenario.connections ?? connections,
+    baseline: supported ? side(baseline) : undefined,
+    baselineNote: supported ? undefined : baseline.unsupported,
+    gatehouse: side(gatehouse),
+    ratio: supported ? median(roundRatios) : undefined,
+    roundRatios,
+  };
 }
 
 /** A short load first, so that neither server is measured cold (its JIT, its connection pools). */
@@ -90,7 +162,7 @@ async function warmUp(target: Target): Promise<void> {
 await runWithCleanup(async (cleanup) => {
   const startedAt = new Date();
   const host = machine();
-  progress(`${durationSeconds} s per scenario, ${connections} connections, on ${describeMachine(host)}`);
+  progress(`${rounds} rounds of ${durationSeconds} s per scenario and server, ${connections} connections, on ${describeMachine(host)}`);
   const backing = await createBackingServices(cleanup);
   const singlePort = await freePort();
   const metricsPort = await freePort();
@@ -114,21 +186,11 @@ await runWithCleanup(async (cleanup) => {
   const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   let halfRateServerTimes: ServerTimes | undefined;
   for (const scenario of PROTOCOL_SCENARIOS) {
-    const baselineResult = await runScenario(scenario, baseline, earlier.baseline);
-    // Around the half-rate load, the server's own times: how much of the p99 measured here they account for.
+    // Around the half-rate loads, the server's own times: how much of the p99 measured here they account for.
     const tokenRequestsBefore = scenario.name === SCENARIOS.clientCredentialsHalfRate ? await tokenRequestTimes(metricsUrl) : undefined;
-    const gatehouseResult = await runScenario(scenario, gatehouse, earlier.gatehouse);
+    const alternated = await alternate(scenario, { baseline, gatehouse }, earlier);
     if (tokenRequestsBefore) halfRateServerTimes = difference(await tokenRequestTimes(metricsUrl), tokenRequestsBefore);
-    if ('unsupported' in gatehouseResult) throw new Error(`Gatehouse cannot run "${scenario.name}": ${gatehouseResult.unsupported}`);
-    const supported = !('unsupported' in baselineResult);
-    rows.push({
-      scenario: scenario.name,
-      connections: scenario.connections ?? connections,
-      baseline: supported ? side(baselineResult) : undefined,
-      baselineNote: supported ? undefined : baselineResult.unsupported,
-      gatehouse: side(gatehouseResult),
-      ratio: supported ? gatehouseResult.requestsPerSecond / baselineResult.requestsPerSecond : undefined,
-    });
+    rows.push(row(scenario, scenario.name, alternated));
   }
 
   // Where the memory is, while the scenarios' load has just ended (V8 gives back little of it at once).
@@ -147,17 +209,11 @@ await runWithCleanup(async (cleanup) => {
   const clustered = { ...setup.target(cluster), name: 'gatehouse WORKERS=2' };
   rssAtStartMb.cluster = megabytes(treeRssBytes(cluster.pid));
   await warmUp(clustered);
-  const clusterEarlier = new Map<string, Measurement>();
+  // The baseline (one process) takes these loads again, in turn with the cluster.
+  const clusterEarlier = { baseline: new Map<string, Measurement>(), gatehouse: new Map<string, Measurement>() };
   for (const name of [SCENARIOS.clientCredentialsOpaque, SCENARIOS.introspectionOpaque]) {
     const scenario = PROTOCOL_SCENARIOS.find((candidate) => candidate.name === name)!;
-    const result = await runScenario(scenario, clustered, clusterEarlier);
-    if ('unsupported' in result) throw new Error(`Gatehouse WORKERS=2 cannot run "${name}": ${result.unsupported}`);
-    const singleProcessRow = rows.find((row) => row.scenario === name)!;
-    rows.push({
-      scenario: `${name} (WORKERS=2)`, connections: scenario.connections ?? connections, baseline: singleProcessRow.baseline,
-      gatehouse: side(result),
-      ratio: singleProcessRow.baseline ? result.requestsPerSecond / singleProcessRow.baseline.requestsPerSecond : undefined,
-    });
+    rows.push(row(scenario, `${name} (WORKERS=2)`, await alternate(scenario, { baseline, gatehouse: clustered }, clusterEarlier)));
   }
   await cluster.stop();
 
@@ -167,6 +223,7 @@ await runWithCleanup(async (cleanup) => {
   const results = {
     startedAt: startedAt.toISOString(),
     machine: host,
+    rounds,
     durationSeconds,
     connections,
     gatehouse: 'Gatehouse on PostgreSQL + Redis, one process (node src/main.ts with the Node.js options of npm start, NODE_ENV=development, LOG_LEVEL=info to /dev/null, rate limits on but out of reach)',
@@ -313,7 +370,7 @@ function targets(rows: readonly Row[], signIn: SignInMeasurement, cluster: Gateh
 }
 
 function protocolMarkdown(results: {
-  startedAt: string; machine: ReturnType<typeof machine>; durationSeconds: number; connections: number; gatehouse: string; baseline: string;
+  startedAt: string; machine: ReturnType<typeof machine>; rounds: number; durationSeconds: number; connections: number; gatehouse: string; baseline: string;
   clusterProcesses: number; rssAtStartMb: { baseline: number; gatehouse: number; cluster: number }; rows: Row[]; signIn: SignInMeasurement & { peakRssMb: number; signInsPerSecondPerCore: number };
   argon2: { memoryCost: number; timeCost: number; parallelism: number; verifyMs: number; ceilingPerCore: number }; targets: TargetCheck[];
   memory: MemoryBreakdown; halfRateServerTimes: ServerTimes | undefined; profiles: ProfiledScenario[];
@@ -329,7 +386,7 @@ function protocolMarkdown(results: {
       'Gatehouse req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'CPU %', 'machine %', 'ratio',
     ],
     [
-      ...results.rows.map((row) => [row.scenario, String(row.connections), ...cells(row.baseline), ...cells(row.gatehouse), row.ratio === undefined ? '—' : `${formatNumber(row.ratio)}×`]),
+      ...results.rows.map((row) => [row.scenario, String(row.connections), ...cells(row.baseline), ...cells(row.gatehouse), describeRatio(row)]),
       ['password sign-in (Gatehouse only)', String(signIn.workers), ...cells(undefined),
         formatNumber(signIn.signInsPerSecond), formatNumber(signIn.p50Ms), formatNumber(signIn.p99Ms), String(signIn.errors), formatNumber(signIn.peakRssMb), '—', '—', '—'],
     ],
@@ -351,12 +408,12 @@ function protocolMarkdown(results: {
     `# Gatehouse protocol benchmark, ${results.startedAt}`,
     '',
     `- Machine: ${describeMachine(results.machine)}; the servers, PostgreSQL, Redis and the load generator (autocannon, in the bench's process) share it.`,
-    `- Each scenario: ${results.durationSeconds} s, ${results.connections} connections unless the row says otherwise; the baseline first, then Gatehouse.`,
+    `- Each scenario: ${results.rounds} rounds of ${results.durationSeconds} s on each server, ${results.connections} connections unless the row says otherwise, the two servers in turn (the baseline first in the first round, then the order alternating).`,
     `- Gatehouse: ${results.gatehouse}.`,
     `- Baseline: ${results.baseline}.`,
-    `- WORKERS=2 rows: the same Gatehouse with WORKERS=2, ${results.clusterProcesses === 1 ? 'which ran as one process (WORKERS not supported yet)' : `${results.clusterProcesses} processes (a primary and its workers)`}; their baseline is the single-process one.`,
+    `- WORKERS=2 rows: the same Gatehouse with WORKERS=2, ${results.clusterProcesses === 1 ? 'which ran as one process (WORKERS not supported yet)' : `${results.clusterProcesses} processes (a primary and its workers)`}; their baseline is the single-process one, loaded again in turn with them.`,
     `- RSS after start, before any load: baseline ${formatNumber(results.rssAtStartMb.baseline)} MB, Gatehouse ${formatNumber(results.rssAtStartMb.gatehouse)} MB, Gatehouse WORKERS=2 ${formatNumber(results.rssAtStartMb.cluster)} MB.`,
-    '- req/s: mean of the per-second counts; p50 and p99: latency of the 2xx answers; errors: non-2xx, connection errors, timeouts and 2xx answers that were not the one expected; RSS: peak of the server\'s process tree, sampled every 250 ms; CPU %: what the server\'s processes used, in percent of one CPU (above 100: several threads at once — the garbage collector\'s among them); machine %: how busy all the CPUs were (servers, load generator, PostgreSQL, Redis); ratio: Gatehouse req/s ÷ baseline req/s.',
+    '- req/s: mean of the per-second counts; p50 and p99: latency of the 2xx answers; errors: non-2xx, connection errors, timeouts and 2xx answers that were not the one expected; RSS: peak of the server\'s process tree, sampled every 250 ms; CPU %: what the server\'s processes used, in percent of one CPU (above 100: several threads at once — the garbage collector\'s among them); machine %: how busy all the CPUs were (servers, load generator, PostgreSQL, Redis); req/s, p50, p99 and CPU are those of each server\'s median round (by req/s), errors those of every round, RSS the highest; ratio: the median of the rounds\' ratios (Gatehouse req/s ÷ baseline req/s in the same round), and in brackets the lowest and highest.',
     '',
     table,
     '',
@@ -375,6 +432,13 @@ function protocolMarkdown(results: {
     ...(errorLines.length ? ['## Errors', '', ...errorLines, ''] : []),
     ...(notes.length ? ['## Notes', '', ...notes, ''] : []),
   ].join('\n');
+}
+
+/** The median ratio, and the rounds' range beside it. */
+function describeRatio({ ratio, roundRatios }: Row): string {
+  if (ratio === undefined) return '—';
+  const range = roundRatios.length > 1 ? ` (${formatNumber(Math.min(...roundRatios))}–${formatNumber(Math.max(...roundRatios))})` : '';
+  return `${formatNumber(ratio)}×${range}`;
 }
 
 /** Each owner of 2% or more, then the rest together. */
