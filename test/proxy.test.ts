@@ -119,6 +119,16 @@ test('the redirect after the password (to resume the authorization) is built fro
   t.regex(resumed.url.pathname, /^\/auth\/[\w-]+$/);
 });
 
+test('plain HTTP to a path that reads as another host (//host/, /\\host/) is still redirected to ISSUER, never away', async (t) => {
+  for (const path of ['//evil.example/path?x=1', '/\\evil.example/path', '///evil.example/', '/%2F%2Fevil.example/']) {
+    const answer = await rawRequest(httpsOnly, path, {}, path.endsWith('/') ? 'HEAD' : 'GET');
+    t.is(answer.status, 308, path);
+    t.is(new URL(answer.headers.location!).origin, HTTPS_ISSUER, `${path} → ${answer.headers.location}`);
+  }
+  const withQuery = await rawRequest(httpsOnly, '//evil.example/path?x=1', {});
+  t.is(withQuery.headers.location, `${HTTPS_ISSUER}//evil.example/path?x=1`, 'the path and query are kept, on ISSUER');
+});
+
 test('with an https ISSUER, plain HTTP gets a redirect to ISSUER (GET) or a refusal, never a cookie; over HTTPS cookies are Secure', async (t) => {
   const plain = await rawRequest(httpsOnly, '/account?x=1', { host: 'evil.example' });
   t.is(plain.status, 308);

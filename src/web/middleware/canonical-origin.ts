@@ -31,9 +31,15 @@ function refusePlainHttp(ctx: Context, origin: string): void {
   ctx.set('Cache-Control', 'no-store');
   if (ctx.method === 'GET' || ctx.method === 'HEAD') {
     ctx.status = 308;
-    ctx.redirect(new URL(ctx.originalUrl, origin).href);
+    // The path set on the issuer's URL, never the request target resolved against it: `//evil.example/` or
+    // `/\\evil.example/` resolved so is a URL of another host, and the browser would be sent there.
+    const location = new URL(origin);
+    location.pathname = ctx.path;
+    location.search = ctx.querystring;
+    ctx.redirect(location.href);
     return;
   }
   ctx.status = 403;
   ctx.body = { error: 'invalid_request', error_description: `this server only accepts HTTPS: use ${origin}` };
 }
+
