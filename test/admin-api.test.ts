@@ -221,6 +221,33 @@ test('users: create, read, list a page at a time with filters, change with If-Ma
   t.like(audited, { actorType: 'client', outcome: 'success' });
 });
 
+test('a name is refused by the admin API as by the sign-up page, and no text holding NUL reaches the database: 422s naming the field, never a 500', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const multiLine = await call('POST', '/users', { token, body: { email: uniqueEmail(), password: PASSWORD, name: 'Eve\r\nBcc: someone' } });
+  t.like(multiLine, { status: 422, body: { invalid_parameters: [{ in: 'body', pointer: '/name' }] } });
+  const person = await call('POST', '/users', { token, body: { email: uniqueEmail(), password: PASSWORD, name: 'Eve' } });
+  const renamed = await call('PATCH', `/users/${person.body.id}`, { token, body: { name: 'Eve\u202e\u0007' }, headers: { 'if-match': person.headers.get('etag')! } });
+  t.like(renamed, { status: 422, body: { invalid_parameters: [{ pointer: '/name' }] } });
+  t.is((await call('GET', `/users/${person.body.id}`, { token })).body.name, 'Eve');
+
+  const nul = '\u0000';
+  const refusals: Array<[string, string, unknown, string, string]> = [
+    ['GET', `/users?email=${encodeURIComponent(nul)}`, undefined, 'query', '/email'],
+    ['GET', `/users/count?name=a${encodeURIComponent(nul)}`, undefined, 'query', '/name'],
+    ['GET', `/audit-events?user_email=${encodeURIComponent(nul)}`, undefined, 'query', '/user_email'],
+    ['GET', `/audit-events?client_id=${encodeURIComponent(nul)}`, undefined, 'query', '/client_id'],
+    ['GET', `/apis/${encodeURIComponent(nul)}`, undefined, 'path', '/identifier'],
+    ['POST', '/users', { email: uniqueEmail(), password: PASSWORD, name: `x${nul}y` }, 'body', '/name'],
+    ['POST', '/roles', { name: `role-${crypto.randomUUID().slice(0, 8)}`, description: `x${nul}` }, 'body', '/description'],
+    ['POST', '/clients', { name: `x${nul}`, type: 'web', redirect_uris: ['https://app.example/cb'] }, 'body', '/name'],
+    ['POST', '/clients', { name: 'App', type: 'web', redirect_uris: [`https://app.example/cb${nul}`] }, 'body', '/redirect_uris/0'],
+  ];
+  for (const [method, path, body, part, pointer] of refusals) {
+    const answer = await call(method, path, { token, body });
+    t.like(answer, { status: 422, body: { type: 'urn:gatehouse:problem:validation-failed', invalid_parameters: [{ in: part, pointer }] } }, `${method} ${path}`);
+  }
+});
+
 test('users: roles, unlock, password reset, second factor, sessions, disable and enable, delete — through the same flows as the CLI', async (t) => {
   const token = await serviceToken('admin:read admin:write');
   const { user, tokens } = await signInToNewSpa(server);

@@ -63,7 +63,7 @@ export interface AccountCursor {
 
 export class AccountError extends Error {
   override name = 'AccountError';
-  readonly code: 'invalid_email' | 'weak_password' | 'email_taken';
+  readonly code: 'invalid_email' | 'invalid_name' | 'weak_password' | 'email_taken';
 
   constructor(code: AccountError['code'], message: string) {
     super(message);
@@ -75,6 +75,29 @@ export class AccountError extends Error {
 export { MINIMUM_PASSWORD_LENGTH, MAXIMUM_PASSWORD_LENGTH } from './password-policy.ts';
 
 const emailSchema = z.email().max(320);
+
+export const NAME_MAX_LENGTH = 200;
+// A name is shown on pages, put in ID tokens and mails: one line of text, whichever door it came in by.
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/** What is wrong with a person's name, if anything: every door (sign-up, the admin API, the CLI) asks this. */
+export function nameProblem(name: string): 'too_long' | 'control_characters' | undefined {
+  if (name.length > NAME_MAX_LENGTH) return 'too_long';
+  if (CONTROL_CHARACTERS.test(name)) return 'control_characters';
+  return undefined;
+}
+
+const NAME_PROBLEMS = {
+  too_long: `a name can have at most ${NAME_MAX_LENGTH} characters`,
+  control_characters: 'a name cannot contain line breaks or control characters',
+} as const;
+
+/** Refuses a name that is not one (AccountError 'invalid_name'). */
+function checkName(name: string | null | undefined): void {
+  const problem = name ? nameProblem(name) : undefined;
+  if (problem) throw new AccountError('invalid_name', NAME_PROBLEMS[problem]);
+}
 
 /** Whether a (normalized) string is an email address Gatehouse accepts. */
 export function isEmailAddress(email: string): boolean {
@@ -116,6 +139,7 @@ export class UserService {
   async create(input: { email: string; password: string; name?: string; emailVerified?: boolean; roles?: readonly string[] }): Promise<User> {
     const email = normalizeEmail(input.email);
     if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
+    checkName(input.name);
     const problem = checkPassword(input.password, { email, name: input.name }, this.#passwordPolicy);
     if (problem) throw new AccountError('weak_password', problem.message);
     const passwordHash = await this.#passwords.hash(input.password);
@@ -313,6 +337,7 @@ export class UserService {
    */
   async updateProfile(userId: string, changes: { name?: string | null | undefined; emailVerified?: boolean | undefined }, unchangedSince?: Date): Promise<AccountRecord | 'stale' | null> {
     if (!isUuid(userId)) return null;
+    checkName(changes.name);
     const [row] = await this.#prisma.user.updateManyAndReturn({
       where: { id: userId, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
       data: { ...(changes.name !== undefined ? { name: changes.name?.trim() || null } : {}), ...(changes.emailVerified !== undefined ? { emailVerified: changes.emailVerified } : {}) },

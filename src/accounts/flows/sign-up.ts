@@ -3,13 +3,9 @@
 // no sign-in follows: the address's owner is told by email.
 import type { AuditTrail } from '../../audit/audit.ts';
 import type { MailQueue } from '../../mail/queue.ts';
-import { AccountError, normalizeEmail, type User, type UserService } from '../users.ts';
+import { AccountError, nameProblem, normalizeEmail, type User, type UserService } from '../users.ts';
 import type { AccountLinks, Notice, RequestOrigin } from './dependencies.ts';
 import type { EmailVerificationFlow } from './email-verification.ts';
-
-export const NAME_MAX_LENGTH = 200;
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 export interface SignUpDependencies {
   users: Pick<UserService, 'create' | 'findByEmail'>;
@@ -67,15 +63,15 @@ export function createSignUpFlow({ users, emailVerification, auditTrail, mail, l
 
   return {
     async signUp({ name, email, password }, origin) {
-      if (name.length > NAME_MAX_LENGTH) return { ok: false, reason: 'invalid_name', problem: 'too_long' };
-      if (CONTROL_CHARACTERS.test(name)) return { ok: false, reason: 'invalid_name', problem: 'control_characters' };
+      const problem = nameProblem(name);
+      if (problem) return { ok: false, reason: 'invalid_name', problem };
       const address = normalizeEmail(email);
       try {
         // The password is hashed before the address is found taken, so both outcomes take the same time.
         const user = await users.create({ email, password, ...(name ? { name } : {}) });
         return { ok: true, email: address, created: true, notice: welcome(user, origin) };
       } catch (error) {
-        if (!(error instanceof AccountError)) throw error;
+        if (!(error instanceof AccountError) || error.code === 'invalid_name') throw error;
         if (error.code === 'invalid_email') return { ok: false, reason: 'invalid_email' };
         if (error.code === 'weak_password') return { ok: false, reason: 'weak_password', problem: error.message };
         return { ok: true, email: address, created: false, notice: accountExists(address, origin) };

@@ -3,7 +3,7 @@
 // other's.
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { AccountError, type AccountRecord, type UserService } from '../../accounts/users.ts';
+import { AccountError, NAME_MAX_LENGTH, type AccountRecord, type UserService } from '../../accounts/users.ts';
 import type { AccountFlows } from '../../accounts/flows/index.ts';
 import type { AccountSessions } from '../../oidc/account-sessions.ts';
 import type { AfterResponseWork } from '../kit/after-response.ts';
@@ -71,6 +71,12 @@ function versioned(record: AccountRecord, status = 200): Reply {
   return { status, body: view(record), headers: { ETag: etag(record.updatedAt) } };
 }
 
+/** An account refused for one of its fields, as a 422 naming it (a taken address is a 409, made by the caller). */
+function invalidField(error: AccountError): Problem {
+  const pointer = ({ weak_password: '/password', invalid_name: '/name', invalid_email: '/email', email_taken: '/email' } as const)[error.code];
+  return new Problem('validation-failed', error.message, { invalidParameters: [{ in: 'body', pointer, detail: error.message }] });
+}
+
 function requestOrigin(ctx: Context) {
   return { ip: ctx.ip, userAgent: ctx.get('user-agent') || undefined };
 }
@@ -115,7 +121,7 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       id: 'createUser', tag: 'users', method: 'post', path: '/users', scope: ADMIN_WRITE_SCOPE,
       summary: 'Make an account (its password is checked as anyone\'s)',
       body: z.strictObject({
-        email: z.email(), password: z.string().min(1), name: z.string().max(200).optional(),
+        email: z.email(), password: z.string().min(1), name: z.string().max(NAME_MAX_LENGTH).optional(),
         email_verified: z.boolean().default(false), roles: z.array(roleName).max(50).default([]),
       }),
       answers: { 201: { description: 'The account', schema: user, headers: ['Location', 'ETag'] } },
@@ -127,7 +133,7 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
         } catch (error) {
           if (!(error instanceof AccountError)) throw error;
           if (error.code === 'email_taken') throw new Problem('conflict', 'An account has this email address already');
-          throw new Problem('validation-failed', error.message, { invalidParameters: [{ in: 'body', pointer: error.code === 'weak_password' ? '/password' : '/email', detail: error.message }] });
+          throw invalidField(error);
         }
         if (!created.ok) throw new Problem('validation-failed', `No role ${created.roles.join(', ')}: create it first`, { invalidParameters: [{ in: 'body', pointer: '/roles', detail: 'unknown role' }] });
         const record = await found(created.user.id);
@@ -147,11 +153,17 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       id: 'updateUser', tag: 'users', method: 'patch', path: '/users/{id}', scope: ADMIN_WRITE_SCOPE,
       summary: 'Change the name, or whether the address counts as verified', ifMatch: true,
       params: userId,
-      body: z.strictObject({ name: z.string().max(200).nullable().optional(), email_verified: z.boolean().optional() }),
+      body: z.strictObject({ name: z.string().max(NAME_MAX_LENGTH).nullable().optional(), email_verified: z.boolean().optional() }),
       answers: { 200: { description: 'The account', schema: user, headers: ['ETag'] } },
       problems: [404, 412, 428],
       async handle({ params, body, caller, ctx }) {
-        const updated = await flows.accountAdministration.update(params.id, { name: body.name, emailVerified: body.email_verified }, actorOf(caller), ifMatch(ctx));
+        let updated;
+        try {
+          updated = await flows.accountAdministration.update(params.id, { name: body.name, emailVerified: body.email_verified }, actorOf(caller), ifMatch(ctx));
+        } catch (error) {
+          if (error instanceof AccountError) throw invalidField(error);
+          throw error;
+        }
         if (updated === null) throw unknownAccount(params.id);
         if (updated === 'stale') throw new Problem('precondition-failed', 'The account changed since it was read: read it again');
         return versioned(updated);
