@@ -136,6 +136,9 @@ test('refused in the protocol\'s words, saying what is wrong: an unknown API, a 
   t.like(await refusal({ resource: api.identifier, scope: 'orders:write' }), { error: 'invalid_scope', description: 'this client may not ask for the scope "orders:write"' });
   t.like(await refusal({ resource: api.identifier, scope: 'invoices:read' }), { error: 'invalid_scope', description: `the scope "invoices:read" is not one of ${api.identifier}` });
   t.like(await refusal({ scope: 'orders:read' }), { error: 'invalid_scope', description: 'the scope "orders:read" is an API\'s: name the API with the resource parameter' });
+  // No identifier holds U+0000 (PostgreSQL's text cannot): looking one up must not reach the database.
+  t.like(await refusal({ resource: `${api.identifier}\u0000`, scope: 'orders:read' }), { error: 'invalid_target' });
+  await t.throwsAsync(registerApi({ identifier: 'https://orders.example/api v2' }), { message: /no spaces or control characters/ });
 
   const unrelated = await registerApi({ scopes: [{ name: 'billing:read' }] });
   t.like(await refusal({ resource: unrelated.identifier }), { error: 'invalid_target', description: `this client may not use the API ${unrelated.identifier}: none of its scopes is allowed to the client` });
@@ -348,6 +351,9 @@ test('an authorization request for an unknown API goes back to the app with inva
   t.is(url.searchParams.get('error'), 'invalid_target');
   t.is(url.searchParams.get('error_description'), 'no API is registered as https://unknown.example/api');
   t.is(url.searchParams.get('state'), request.state);
+  const withNul = await authorizationRequest(as, registered.client_id, { scope: 'openid', resource: 'https://unknown.example/api\u0000' });
+  const answered = (await new UserAgent().follow(withNul.url)).url;
+  t.is(answered.searchParams.get('error'), 'invalid_target', 'a resource holding U+0000 is an unknown API, not a server error');
   t.true(as.scopes_supported?.includes('roles'));
   t.true(as.claims_supported?.includes('roles'));
 });

@@ -209,6 +209,7 @@ export class ApiService {
 
   /** An API as the protocol reads it (from memory when fresh; see AnnouncedCache). */
   find(identifier: string): Promise<Api | undefined> {
+    if (identifier.includes(NUL)) return Promise.resolve(undefined);
     return this.#options.cache.read(identifier, () => this.stored(identifier));
   }
 
@@ -217,6 +218,8 @@ export class ApiService {
    * that cannot wait for another instance's announcement reads.
    */
   async stored(identifier: string): Promise<Api | undefined> {
+    // A resource parameter can hold anything; PostgreSQL's text cannot hold U+0000 (it refuses the query), so no API has it.
+    if (identifier.includes(NUL)) return undefined;
     const row = await this.#prisma.api.findUnique({ where: { identifier } });
     return row ? toApi(row) : undefined;
   }
@@ -284,8 +287,14 @@ export function describeApiScope(api: Pick<Api, 'name' | 'scopes'>, scope: strin
   return api.scopes.find((candidate) => candidate.name === scope)?.description ?? `Use “${scope}” at ${api.name}`;
 }
 
+const NUL = '\u0000';
+/** Characters the URL parser would quietly drop or encode: an identifier is compared as written with each resource parameter. */
+// eslint-disable-next-line no-control-regex
+const SPACE_OR_CONTROL = /[\u0000-\u0020\u007f-\u009f]/;
+
 /** A resource indicator must be an absolute https URI without a fragment (RFC 8707 §2), or http on loopback in development. */
 function checkIdentifier(identifier: string, httpsOnly: boolean): string {
+  if (SPACE_OR_CONTROL.test(identifier)) throw new ApiError('an API identifier is a URI as clients send it: no spaces or control characters');
   if (httpsOnly && !identifier.startsWith('https://')) throw new ApiError('an API identifier must use https in production');
   const problem = secureUriProblem(identifier);
   if (problem) throw new ApiError(`an API identifier ${problem}`);
