@@ -108,7 +108,10 @@ test('the CLI updates and deletes a client, and says so when there is none', asy
 test('the CLI shows a client and lists them all, as a table or JSON lines, never with a secret', async (t) => {
   t.timeout(180_000);
   const web = await server.runtime.clients.create({ name: 'Listed web app', type: 'web', redirectUris: ['https://app.example.com/listed'] });
-  const api = await server.runtime.clients.create({ name: 'Listed\u001b[31m API', type: 'service' });
+  await t.throwsAsync(server.runtime.clients.create({ name: 'Listed\u001b[31m API', type: 'service' }), { message: 'client_name cannot contain line breaks or control characters' });
+  // As a version before that rule may have stored it: the CLI must still not send the escape to the terminal.
+  const api = await server.runtime.clients.create({ name: 'Listed API', type: 'service' });
+  await server.runtime.database.prisma.client.update({ where: { id: api.client_id }, data: { metadata: { ...api, client_name: 'Listed\u001b[31m API' } } });
 
   const [shown, table, lines, unknown, bare] = await Promise.all([
     gatehouse(['clients', 'show', web.client_id]),

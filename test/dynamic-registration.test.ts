@@ -95,6 +95,9 @@ test('registration obeys the rules of every client, and some of its own; a refus
       client_name: 'Web', redirect_uris: ['https://app.example/cb'], backchannel_logout_uri: 'https://10.0.0.7/logout',
     }, /public host/],
     ['an implicit response type', { ...SPA, response_types: ['id_token'] }, /response_types|response_type/],
+    ['a name on two lines', { ...SPA, client_name: 'Registered SPA\r\nApproved by Gatehouse' }, /client_name/],
+    ['text holding U+0000', { ...SPA, client_name: 'Registered\u0000SPA' }, /client_name/],
+    ['text holding U+0000 further in', { ...SPA, contacts: ['ops\u0000@app.example'] }, /contacts/],
   ];
   for (const [what, metadata, reason] of cases) {
     const refused = await refusal(metadata, token);

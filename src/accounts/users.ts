@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { PasswordHasher } from './passwords.ts';
 import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions, type PasswordProblem } from './password-policy.ts';
 import { isUniqueViolation, type Prisma } from '../db/index.ts';
+import { describeNameProblem, nameProblem } from '../text.ts';
 import type { AnnouncedCache } from '../store/announced-cache.ts';
 
 export type CredentialCheck =
@@ -76,27 +77,10 @@ export { MINIMUM_PASSWORD_LENGTH, MAXIMUM_PASSWORD_LENGTH } from './password-pol
 
 const emailSchema = z.email().max(320);
 
-export const NAME_MAX_LENGTH = 200;
-// A name is shown on pages, put in ID tokens and mails: one line of text, whichever door it came in by.
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
-
-/** What is wrong with a person's name, if anything: every door (sign-up, the admin API, the CLI) asks this. */
-export function nameProblem(name: string): 'too_long' | 'control_characters' | undefined {
-  if (name.length > NAME_MAX_LENGTH) return 'too_long';
-  if (CONTROL_CHARACTERS.test(name)) return 'control_characters';
-  return undefined;
-}
-
-const NAME_PROBLEMS = {
-  too_long: `a name can have at most ${NAME_MAX_LENGTH} characters`,
-  control_characters: 'a name cannot contain line breaks or control characters',
-} as const;
-
 /** Refuses a name that is not one (AccountError 'invalid_name'). */
 function checkName(name: string | null | undefined): void {
   const problem = name ? nameProblem(name) : undefined;
-  if (problem) throw new AccountError('invalid_name', NAME_PROBLEMS[problem]);
+  if (problem) throw new AccountError('invalid_name', `a name ${describeNameProblem(problem)}`);
 }
 
 /** Whether a (normalized) string is an email address Gatehouse accepts. */

@@ -8,6 +8,7 @@ import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import type { ApiWithdrawal } from '../apis/apis.ts';
 import type { ClientCache } from './client-cache.ts';
 import { originOf, secureUriProblem } from '../urls.ts';
+import { describeNameProblem, nameProblem, pathsToNulCharacters } from '../text.ts';
 import { publicHostProblem } from './public-hosts.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
@@ -108,10 +109,17 @@ export class ClientService {
     this.#cache = cache;
   }
 
+  /** Gatehouse's rules for a client's text (textProblem), then the engine's for its metadata: at every door alike. */
+  async #check(metadata: ClientMetadata): Promise<void> {
+    const problem = textProblem(metadata);
+    if (problem) throw new ClientError(problem);
+    await this.#validate(metadata);
+  }
+
   /** Registers a client; `actor` says who asked (an administrator by default) for the audit trail. */
   async create(input: NewClient, actor: AuditActor = { type: 'admin' }): Promise<ClientMetadata> {
     const metadata = metadataFor(input);
-    await this.#validate(metadata);
+    await this.#check(metadata);
     await this.#prisma.client.create({ data: { id: metadata.client_id, metadata: metadata as unknown as JsonObject } });
     // No instance may go on taking the new id for an unknown one.
     await this.#cache.changed(metadata.client_id);
@@ -163,7 +171,7 @@ export class ClientService {
     // API settings given replace the old ones (null or empty removes one); those not given stay.
     for (const [setting, key] of API_SETTINGS) if (changes[setting] !== undefined) delete metadata[key];
     Object.assign(metadata, apiMetadata({ apiScopes: changes.apiScopes, defaultApi: changes.defaultApi ?? undefined, resourceServer: changes.resourceServer ?? undefined }));
-    await this.#validate(metadata);
+    await this.#check(metadata);
     // Only if no one changed it since it was read here: two changes at once never lose one.
     const { count } = await this.#prisma.client.updateMany({ where: { id: clientId, updatedAt: stored.updatedAt }, data: { metadata: metadata as unknown as JsonObject } });
     if (!count) throw new ClientChangedMeanwhile();
@@ -309,7 +317,7 @@ export class ClientService {
     const problem = registrationProblem(metadata, existing?.metadata);
     if (problem) throw new ClientError(problem);
     const saved: ClientMetadata = existing ? { ...metadata, ...administeredIn(existing.metadata) } : metadata;
-    await this.#validate(saved);
+    await this.#check(saved);
     if (existing) {
       // Only if no one changed it since it was read here: an administrator's change at the same time is not lost.
       const { count } = await this.#prisma.client.updateMany({ where: { id: metadata.client_id, updatedAt: existing.updatedAt }, data: { metadata: saved as unknown as JsonObject } });
@@ -397,13 +405,16 @@ const ADMINISTERED_METADATA = ['first_party', 'require_second_factor', REFRESH_T
 const HIDDEN_FROM_REGISTRANTS = [PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT];
 
 /**
- * Gatehouse's rules for clients that register themselves, beyond the engine's: settings only an administrator
- * gives (an update, given the client as `stored`, may send back those it was shown, unchanged), redirect and logout
+ * Gatehouse's rules for clients that register themselves, beyond the engine's: every client's text (textProblem),
+ * settings only an administrator gives (an update, given the client as `stored`, may send back those it was shown,
+ * unchanged), redirect and logout
  * URIs as for every client of its kind (the rules of Gatehouse's other doors), and a back-channel logout URI that
  * Gatehouse's server may call: https on a public host (public-hosts.ts), or the registration would make Gatehouse
  * call into its own network.
  */
 export function registrationProblem(metadata: ClientMetadata, stored?: ClientMetadata): string | undefined {
+  const textual = textProblem(metadata);
+  if (textual) return textual;
   const administered = ADMINISTERED_METADATA.filter((key) => metadata[key] !== undefined
     && (!stored || HIDDEN_FROM_REGISTRANTS.includes(key) || !isDeepStrictEqual(metadata[key], stored[key])));
   if (administered.length) return `${administered.join(', ')}: only an administrator sets ${administered.length === 1 ? 'this' : 'these'}`;
@@ -421,6 +432,15 @@ export function registrationProblem(metadata: ClientMetadata, stored?: ClientMet
     if (problem) return `backchannel_logout_uri must be https on a public host: ${problem}`;
   }
   return undefined;
+}
+
+/** A name people can read (src/text.ts) and, anywhere in the metadata, no U+0000, which the database cannot keep. */
+function textProblem(metadata: ClientMetadata): string | undefined {
+  const name = metadata.client_name;
+  const problem = typeof name === 'string' ? nameProblem(name) : undefined;
+  if (problem) return `client_name ${describeNameProblem(problem)}`;
+  const holding = [...new Set(pathsToNulCharacters(metadata).map(([field]) => String(field)))];
+  return holding.length ? `${holding.join(', ')} cannot hold a NUL character (U+0000)` : undefined;
 }
 
 /** The administrator's settings of a stored client, for an update with the registration access token to keep. */

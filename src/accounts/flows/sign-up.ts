@@ -3,7 +3,8 @@
 // no sign-in follows: the address's owner is told by email.
 import type { AuditTrail } from '../../audit/audit.ts';
 import type { MailQueue } from '../../mail/queue.ts';
-import { AccountError, nameProblem, normalizeEmail, type User, type UserService } from '../users.ts';
+import { AccountError, normalizeEmail, type User, type UserService } from '../users.ts';
+import { nameProblem } from '../../text.ts';
 import type { AccountLinks, Notice, RequestOrigin } from './dependencies.ts';
 import type { EmailVerificationFlow } from './email-verification.ts';
 

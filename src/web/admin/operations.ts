@@ -7,6 +7,7 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { invalidRequest, Problem, PROBLEM_TYPES, problemSchema, problemTypeUri } from './problems.ts';
 import { requireScope, type AdminCaller, type AdminScope } from './authentication.ts';
+import { pathsToNulCharacters } from '../../text.ts';
 
 type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
@@ -96,7 +97,7 @@ export function route(router: Router, operations: readonly Operation[], authenti
 }
 
 function parse<T>(part: 'path' | 'query' | 'body', schema: z.ZodType<T>, value: unknown): T {
-  // No text PostgreSQL stores may hold U+0000 (it refuses the statement): refused here, for every field at once.
+  // No text Gatehouse keeps may hold U+0000 (src/text.ts): refused here, for every field at once.
   const holdingNul = pathsToNulCharacters(value ?? {});
   if (holdingNul.length) {
     throw invalidRequest(part, new z.ZodError(holdingNul.map((path) => ({ code: 'custom', path, message: 'holds a NUL character (U+0000)', input: undefined }))));
@@ -104,16 +105,6 @@ function parse<T>(part: 'path' | 'query' | 'body', schema: z.ZodType<T>, value: 
   const result = schema.safeParse(value ?? {});
   if (!result.success) throw invalidRequest(part, result.error);
   return result.data;
-}
-
-/** Where in a parsed request part (a JSON body, a query, path parameters) a string holds U+0000. */
-function pathsToNulCharacters(value: unknown, path: PropertyKey[] = []): PropertyKey[][] {
-  if (typeof value === 'string') return value.includes('\u0000') ? [path] : [];
-  if (Array.isArray(value)) return value.flatMap((item, index) => pathsToNulCharacters(item, [...path, index]));
-  if (value !== null && typeof value === 'object') {
-    return Object.entries(value).flatMap(([key, item]) => (key.includes('\u0000') ? [[...path, key]] : pathsToNulCharacters(item, [...path, key])));
-  }
-  return [];
 }
 
 /** The OpenAPI 3.1 document of these operations, served at `serverUrl`. */

@@ -3,7 +3,8 @@
 // other's.
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { AccountError, NAME_MAX_LENGTH, type AccountRecord, type UserService } from '../../accounts/users.ts';
+import { AccountError, type AccountRecord, type UserService } from '../../accounts/users.ts';
+import { NAME_MAX_LENGTH } from '../../text.ts';
 import type { AccountFlows } from '../../accounts/flows/index.ts';
 import type { AccountSessions } from '../../oidc/account-sessions.ts';
 import type { AfterResponseWork } from '../kit/after-response.ts';

@@ -5,7 +5,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { minimumPasswordLength } from '../../accounts/password-policy.ts';
 import type { SignUp } from '../../accounts/flows/sign-up.ts';
-import { NAME_MAX_LENGTH } from '../../accounts/users.ts';
+import { NAME_MAX_LENGTH } from '../../text.ts';
 import { accountKey } from '../../limits/login-guard.ts';
 import { HttpError, TooManyAttempts } from '../kit/errors.ts';
 import { formBody, formField, requireCsrf } from '../kit/pages.ts';
