@@ -3,6 +3,7 @@
 // revoked JWT is inactive at once; and revoking a grant — sign out everywhere, a refresh token used twice, a
 // disabled account, a password change, withdrawn access — makes every token of it inactive whatever its format.
 import test from 'ava';
+import { calculateJwkThumbprint, exportJWK } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, signIn } from './helpers/oauth.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
@@ -69,6 +70,32 @@ for (const format of ['jwt', 'opaque'] as const) {
     t.like(await introspect(a.caller, token), { active: true });
   });
 }
+
+for (const format of ['jwt', 'opaque'] as const) {
+  test(`${format}: a DPoP-bound token is introspected as DPoP with its key's thumbprint (RFC 9449 §6.2), so an API never takes it as a bearer token`, async (t) => {
+    const { api, resourceServer, caller } = await apiWithResourceServer(format);
+    const key = await oauth.generateKeyPair('ES256');
+    const DPoP = oauth.DPoP(caller.client, key);
+    const parameters = new URLSearchParams({ resource: api.identifier, scope: 'orders:read' });
+    const request = () => oauth.clientCredentialsGrantRequest(as, caller.client, caller.authentication, parameters, { ...insecure, DPoP });
+    let response = await request();
+    // The first answer may ask for the server's nonce; the library keeps it for the retry.
+    if (oauth.isDPoPNonceError(await response.clone().json().catch(() => undefined))) response = await request();
+    const { access_token: token, token_type: tokenType } = await oauth.processClientCredentialsResponse(as, caller.client, response);
+    t.is(tokenType.toLowerCase(), 'dpop');
+    const answer = await introspect(resourceServer, token);
+    t.like(answer, { active: true, token_type: 'DPoP', cnf: { jkt: await calculateJwkThumbprint(await exportJWK(key.publicKey)) } });
+  });
+}
+
+test('a revoked JWT is answered as an opaque token is: 200, no body, no content type', async (t) => {
+  const { api, caller } = await apiWithResourceServer('jwt');
+  const token = await tokenFor(caller, api.identifier);
+  const response = await oauth.revocationRequest(as, caller.client, caller.authentication, token, insecure);
+  t.is(response.status, 200);
+  t.is(response.headers.get('content-type'), null);
+  t.is(await response.text(), '');
+});
 
 test('a revoked JWT is inactive at once; only its own client may revoke it, and a forged one was never active', async (t) => {
   const { api, resourceServer, caller } = await apiWithResourceServer('jwt');

@@ -344,6 +344,8 @@ async function grantToStartFrom(ctx: KoaContextWithOIDC, existing: EngineGrant |
 async function emptyRevocationAnswer(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
   await next();
   if (ctx.oidc?.route === 'revocation' && ctx.status === 200) {
+    // First: Koa 3 writes a null body as the text "null" while the type is JSON (left by a JWT's refusal, answered later).
+    ctx.remove('Content-Type');
     ctx.body = null;
     ctx.status = 200;
   }

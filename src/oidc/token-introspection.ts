@@ -70,8 +70,13 @@ export function answerForJwtAccessTokens(jwts: JwtAccessTokens, mayIntrospect: R
     const active = await asProviderError(async () => !await jwts.isRevoked(claims)
       && await mayIntrospect(ctx, caller, { kind: 'AccessToken', clientId: claims.client_id, accountId: grantId ? claims.sub : undefined, aud: claims.aud }));
     if (!active) return;
-    const { iss, sub, aud, exp, iat, jti, client_id: clientId, scope, roles } = claims as typeof claims & { roles?: unknown };
-    ctx.body = { active: true, iss, client_id: clientId, sub, aud, scope, exp, iat, jti, token_type: 'Bearer', ...(roles === undefined ? {} : { roles }) };
+    const { iss, sub, aud, exp, iat, jti, client_id: clientId, scope, roles, cnf } = claims as typeof claims & { roles?: unknown; cnf?: { jkt?: unknown } };
+    // A sender-constrained token says to what key (RFC 9449 §6.2, as the engine says of opaque ones): without it, an
+    // API that introspects would take a stolen DPoP-bound token as a bearer token.
+    ctx.body = {
+      active: true, iss, client_id: clientId, sub, aud, scope, exp, iat, jti, token_type: cnf?.jkt ? 'DPoP' : 'Bearer',
+      ...(cnf === undefined ? {} : { cnf }), ...(roles === undefined ? {} : { roles }),
+    };
   };
 }
 
