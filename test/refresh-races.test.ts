@@ -6,7 +6,7 @@ import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { ClientError } from '../src/clients/clients.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { insecure, signInToNewSpa } from './helpers/oauth.ts';
+import { insecure, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
 
 let server: TestServer;
 
@@ -51,6 +51,21 @@ test.serial('with a grace period: ten refreshes at once all get the very same an
   const next = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), first!.body.refresh_token!, insecure));
   t.truthy(next.access_token);
   t.is((await oauth.userInfoRequest(as, client, next.access_token, insecure)).status, 200, 'the grant was not revoked');
+});
+
+test.serial('within the grace period, another client presenting the token is refused (invalid_grant), and the first answer stays its client\'s', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 10 });
+  const { client: other } = await registerSpa(server);
+  await server.runtime.clients.update(other.client_id, { refreshTokenGracePeriod: 10 });
+  const first = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+
+  const stolen = await oauth.refreshTokenGrantRequest(as, other, oauth.None(), tokens.refresh_token!, insecure);
+  t.is(stolen.status, 400);
+  t.is((await stolen.json() as { error: string }).error, 'invalid_grant');
+  const again = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  t.is(again.refresh_token, first.refresh_token, 'its own client still gets the first answer');
+  t.is((await oauth.userInfoRequest(as, client, first.access_token, insecure)).status, 200, 'and its grant lives on');
 });
 
 test.serial('past the grace period, the old refresh token presented again is reuse: the grant is revoked', async (t) => {

@@ -34,8 +34,9 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
     const seconds = gracePeriodOf(ctx.oidc.client);
     const token = ctx.oidc.params?.refresh_token;
     if (!seconds || typeof token !== 'string') return handle();
-    const key = `refresh-grace:${createHash('sha256').update(token).digest('base64url')}`;
+    // Per client: another client presenting the token is not a second tab, and its request is the engine's to refuse.
     const context = `refresh-grace:${ctx.oidc.client!.clientId}`;
+    const key = `${context}:${createHash('sha256').update(token).digest('base64url')}`;
     const jkt = await dpopKeyOf(ctx.get('DPoP'));
 
     if (await store.create(key, JSON.stringify({ pending: true } satisfies Entry), seconds)) {
