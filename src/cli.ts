@@ -20,6 +20,11 @@ import { ROLE_NAME, RoleError } from './apis/roles.ts';
 import { ACCESS_TOKEN_FORMATS, ApiError, type AccessTokenFormat, type ApiChanges } from './apis/apis.ts';
 import { scopesAboutPeople } from './oidc/scopes.ts';
 
+/** Says what a command on the in-process store (no REDIS_URL) cannot reach of a running server's: `what` it keeps. */
+function outOfReach(what: string, consequence = ''): void {
+  process.stderr.write(`gatehouse: the store is in-process (no REDIS_URL): a running server keeps ${what} in its own memory, out of this command's reach${consequence}\n`);
+}
+
 /** Initial access tokens live in the store: on the in-process one, this command cannot reach the server's. */
 const IN_PROCESS_TOKENS = 'initial access tokens live in the store, and the store is in-process (no REDIS_URL): ask the running server, through the admin API (/admin/v1/initial-access-tokens)';
 
@@ -262,8 +267,7 @@ const commands: Record<string, Handler> = {
       report(json, { email: result.user.email, disabled: true, changed: result.changed, sessions_ended: result.sessionsEnded, grants_revoked: result.grantsRevoked },
         `${result.changed ? 'disabled' : 'already disabled:'} ${result.user.email}; ${plural(result.sessionsEnded, 'session')} ended, ${plural(result.grantsRevoked, 'grant')} revoked`);
       if (!runtime.config.redis) {
-        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
-          + 'out of this command\'s reach: they and the account\'s tokens are refused while it is disabled, and end when the server restarts\n');
+        outOfReach('its sessions', ': they and the account\'s tokens are refused while it is disabled, and end when the server restarts');
       }
     });
   },
@@ -341,9 +345,11 @@ const commands: Record<string, Handler> = {
 
   async 'users unlock'(args, run) {
     const { email, json } = requiredEmail(args, 'users unlock');
-    await run(async ({ flows }) => {
+    await run(async ({ flows, config }) => {
       const unlocked = await flows.accountAdministration.unlock(email, { type: 'admin', id: administratorName() });
       if (!unlocked.ok) throw new NotFound(`no account has the email ${email}`);
+      // Without Redis the limits count in the server's memory too (src/limits/backend.ts).
+      if (!config.redis) outOfReach('its failed-attempt counts', ': unlock through the admin API (POST /admin/v1/users/{id}/unlock), or restart the server');
       report(json, { email: unlocked.user.email, unlocked: true }, `unlocked ${unlocked.user.email}: its failed passwords and second-factor codes are forgotten`);
     });
   },
@@ -355,7 +361,7 @@ const commands: Record<string, Handler> = {
       const account = await users.findByEmail(String(values.email));
       if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
       if (!config.redis) {
-        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, out of this command\'s reach, so they are not listed\n');
+        outOfReach('its sessions', ', so they are not listed');
       }
       const sessions = await accountSessions.list(account.id);
       if (values.json) process.stdout.write(sessions.map((session) => `${JSON.stringify(session)}\n`).join(''));
@@ -376,7 +382,7 @@ const commands: Record<string, Handler> = {
       const account = await users.findByEmail(String(values.email));
       if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
       if (!config.redis) {
-        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, out of this command\'s reach\n');
+        outOfReach('its sessions');
       }
       if (values.session) {
         if (!await accountSessions.end(account.id, String(values.session), { reason: 'ended_by_administrator', actor: { type: 'admin', id: administratorName() } })) throw new NotFound(`${account.email} has no session ${String(values.session)}`);
@@ -415,7 +421,7 @@ const commands: Record<string, Handler> = {
       const account = await users.findByEmail(String(values.email));
       if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
       if (!config.redis) {
-        process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its grants in its own memory, out of this command\'s reach: only the consent is forgotten\n');
+        outOfReach('its grants', ': only the consent is forgotten');
       }
       const withdrawn = await flows.applicationAccess.withdraw(account, clientId, {}, { type: 'admin', id: administratorName() });
       if (!withdrawn.ok) throw new NotFound(`${account.email} has not allowed an application ${clientId}`);
@@ -464,8 +470,7 @@ const commands: Record<string, Handler> = {
         // Null, not 0: nothing was counted, and a script must not read "none were left".
         Object.assign(outcome, { sessions_ended: null, grants_revoked: null, sessions_not_ended: sessions.reason });
         if (sessions.reason === 'out_of_reach') {
-          process.stderr.write('gatehouse: the store is in-process (no REDIS_URL): a running server keeps its sessions in its own memory, '
-            + `out of this command's reach, so those of ${user.email} were not ended; restarting the server ends them\n`);
+          outOfReach('its sessions', `, so those of ${user.email} were not ended; restarting the server ends them`);
         }
       }
       try {
