@@ -119,7 +119,7 @@ test('once its default API is deleted, a client asks as one without a default: a
   const service = await registerService('orders:read', { defaultApi: api.identifier });
   await server.runtime.apis.delete(api.identifier);
   const error = await t.throwsAsync(clientCredentials(service, { scope: 'orders:read' }), { instanceOf: oauth.ResponseBodyError });
-  t.like(error, { error: 'invalid_scope', error_description: 'the scope "orders:read" is an API\'s: name the API with the resource parameter' });
+  t.like(error, { error: 'invalid_scope', error_description: 'the scope "orders:read" is not about the person: if an API defines it, name the API with the resource parameter' });
   const tokens = await clientCredentials(service, { resource: other.identifier, scope: 'orders:read' });
   const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: other.identifier });
   t.is(payload.scope, 'orders:read');
@@ -135,7 +135,7 @@ test('refused in the protocol\'s words, saying what is wrong: an unknown API, a 
   t.like(await refusal({ resource: 'https://unknown.example/api', scope: 'orders:read' }), { error: 'invalid_target', description: 'no API is registered as https://unknown.example/api' });
   t.like(await refusal({ resource: api.identifier, scope: 'orders:write' }), { error: 'invalid_scope', description: 'this client may not ask for the scope "orders:write"' });
   t.like(await refusal({ resource: api.identifier, scope: 'invoices:read' }), { error: 'invalid_scope', description: `the scope "invoices:read" is not one of ${api.identifier}` });
-  t.like(await refusal({ scope: 'orders:read' }), { error: 'invalid_scope', description: 'the scope "orders:read" is an API\'s: name the API with the resource parameter' });
+  t.like(await refusal({ scope: 'orders:read' }), { error: 'invalid_scope', description: 'the scope "orders:read" is not about the person: if an API defines it, name the API with the resource parameter' });
   // No identifier holds U+0000 (PostgreSQL's text cannot): looking one up must not reach the database.
   t.like(await refusal({ resource: `${api.identifier}\u0000`, scope: 'orders:read' }), { error: 'invalid_target' });
   await t.throwsAsync(registerApi({ identifier: 'https://orders.example/api v2' }), { message: /no spaces or control characters/ });
@@ -341,6 +341,23 @@ test('an app with a default API signs a person in without naming it: the code ex
 
   const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
   t.is((await jwtVerify(refreshed.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload.scope, 'orders:read');
+});
+
+test('OpenID Connect\'s address and phone scopes, which many apps ask for by default, are ignored as OIDC says, never refused; a made-up scope is refused for what it is', async (t) => {
+  const registered = await server.runtime.clients.create({ name: 'Everyday SPA', type: 'spa', redirectUris: [REDIRECT_URI] });
+  const client: oauth.Client = { client_id: registered.client_id, token_endpoint_auth_method: 'none' };
+  const user = await createUser(server);
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid email address phone' });
+  const callback = await signIn(new UserAgent(), request.url, { email: user.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure),
+    { expectedNonce: request.nonce, requireIdToken: true });
+  t.deepEqual(tokens.scope?.split(' ').sort(), ['email', 'openid'], 'granted what Gatehouse has: no address, no phone');
+
+  await registerApi();
+  const service = await registerService('orders:read');
+  const error = await t.throwsAsync(clientCredentials(service, { scope: 'made-up' }), { instanceOf: oauth.ResponseBodyError });
+  t.like(error, { error: 'invalid_scope', error_description: 'the scope "made-up" is not about the person: if an API defines it, name the API with the resource parameter' });
 });
 
 test('an authorization request for an unknown API goes back to the app with invalid_target, saying which; discovery offers the roles scope and claim', async (t) => {

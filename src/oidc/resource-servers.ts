@@ -4,7 +4,7 @@
 import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Api, ApiService } from '../apis/apis.ts';
 import { asProviderError } from './errors.ts';
-import { SCOPES } from './scopes.ts';
+import { SCOPES, SCOPES_WITHOUT_DATA } from './scopes.ts';
 import { oncePerRequest } from './per-request.ts';
 
 /** Client metadata (extraClientMetadata): the API scopes a client may ask for, space-separated, at any API defining them. */
@@ -17,7 +17,7 @@ export const RESOURCE_SERVER = 'resource_server';
 type ResourceIndicators = NonNullable<NonNullable<Configuration['features']>['resourceIndicators']>;
 type EngineClient = Parameters<NonNullable<ResourceIndicators['getResourceServerInfo']>>[2];
 
-const OPENID_SCOPES: ReadonlySet<string> = new Set(SCOPES);
+const OPENID_SCOPES: ReadonlySet<string> = new Set([...SCOPES, ...SCOPES_WITHOUT_DATA]);
 
 /** The API scopes a client may ask for (its api_scopes metadata). */
 export function apiScopesOf(client: object): Set<string> {
@@ -45,7 +45,7 @@ export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiS
       if (typeof preferred === 'string') return preferred;
       // No API named: a scope beyond the person's would be dropped without a word; say which, and what to do.
       const [first] = requestedApiScopes(ctx);
-      if (first) throw new errors.InvalidScope(`the scope "${first}" is an API's: name the API with the resource parameter`, first);
+      if (first) throw new errors.InvalidScope(`the scope "${first}" is not about the person: if an API defines it, name the API with the resource parameter`, first);
       return undefined;
     },
     // A request without `resource` at the token endpoint gets a token for the client's default API when the grant

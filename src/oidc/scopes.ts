@@ -11,6 +11,13 @@ export const CLAIMS_BY_SCOPE = {
 
 export const SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles'] as const;
 
+/**
+ * OpenID Connect's other standard scopes (Core §5.4), for claims Gatehouse keeps no data for: a postal address, a
+ * phone number. Many apps ask for them by default; a scope not understood SHOULD be ignored, says Core §3.1.2.1, and
+ * these are: they release nothing, and are never taken for an API's.
+ */
+export const SCOPES_WITHOUT_DATA = ['address', 'phone'] as const;
+
 /** Every scope above is about the person signing in: a service client (client_credentials) gets none of them. */
 const SCOPES_ABOUT_PEOPLE: ReadonlySet<string> = new Set(SCOPES);
 
