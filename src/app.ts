@@ -19,7 +19,8 @@ import { accountConsoleRoutes } from './web/account/index.ts';
 import { adminApi } from './web/admin/index.ts';
 import { metricsRoutes } from './web/metrics.ts';
 import { requestLog } from './web/middleware/request-log.ts';
-import { enginePaths, routeKey } from './web/engine-paths.ts';
+import { engineMethods, enginePaths, routeKey } from './web/engine-paths.ts';
+import { allowedMethodsOnly } from './web/middleware/engine-methods.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
@@ -52,6 +53,7 @@ export function createApp(runtime: Runtime): Koa {
   // The engine's endpoints (the hot paths: token, introspection, JWKS...) skip Gatehouse's routers: none serves them.
   app.use((ctx, next) => (engine.has(routeKey(ctx.path)) ? next() : gatehouseRoutes(ctx, next)));
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
+  app.use(allowedMethodsOnly(engineMethods(provider)));
   app.use(corsPreflights({ provider, clients: runtime.clients }));
   const handleProtocol = provider.callback();
   app.use(async (ctx) => {

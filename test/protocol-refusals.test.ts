@@ -309,3 +309,22 @@ test('malformed requests get a 4xx in the protocol format, never a 500', async (
     if (response.headers.get('content-type')?.includes('json')) t.truthy(JSON.parse(body).error, `${label} has an error code`);
   }
 });
+
+test('a protocol endpoint asked with a method it does not answer gets 405 with Allow, in JSON or as a page; its own methods pass', async (t) => {
+  const cases: Array<[string, string, string]> = [
+    ['POST', '/auth', 'GET, HEAD'], ['GET', '/token', 'POST'], ['PUT', '/me', 'GET, HEAD, POST'], ['DELETE', '/jwks', 'GET, HEAD'],
+    ['POST', '/session/end', 'GET, HEAD'], ['GET', '/token/introspection', 'POST'], ['POST', '/.well-known/openid-configuration', 'GET, HEAD'],
+  ];
+  for (const [method, path, allow] of cases) {
+    const response = await fetch(`${server.issuer}${path}`, { method, headers: { accept: 'application/json' } });
+    t.is(response.status, 405, `${method} ${path}`);
+    t.is(response.headers.get('allow'), allow, `${method} ${path}`);
+    t.is((await response.json() as { error: string }).error, 'invalid_request', `${method} ${path}`);
+  }
+  const page = await fetch(`${server.issuer}/auth`, { method: 'POST', headers: { accept: 'text/html' }, body: new URLSearchParams({ client_id: 'x', response_type: 'code' }) });
+  t.is(page.status, 405);
+  t.regex(await page.text(), /\/auth answers GET only/);
+  t.is((await fetch(`${server.issuer}/jwks`, { method: 'HEAD' })).status, 200);
+  t.is((await fetch(`${server.issuer}/me`, { method: 'POST' })).status, 401, 'userinfo takes POST: refused for want of a token, not a method');
+  t.is((await fetch(`${server.issuer}/token`, { method: 'POST' })).status, 400);
+});

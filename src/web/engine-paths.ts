@@ -11,6 +11,16 @@ const ENGINE_ROUTE_NAMES = [
   'authorization', 'token', 'userinfo', 'introspection', 'revocation', 'jwks', 'registration', 'pushed_authorization_request', 'end_session',
 ];
 
+/**
+ * The methods each of those routes answers, as Gatehouse configures the engine (its router answers HEAD where it
+ * answers GET; OPTIONS is each CORS preflight's, decided apart). The authorization and logout endpoints take no POST:
+ * enableHttpPostMethods stays off, as it would need the session cookies sent cross-site (SameSite=None).
+ */
+const ENGINE_ROUTE_METHODS: Record<string, readonly string[]> = {
+  authorization: ['GET', 'HEAD'], token: ['POST'], userinfo: ['GET', 'HEAD', 'POST'], introspection: ['POST'], revocation: ['POST'],
+  jwks: ['GET', 'HEAD'], registration: ['POST'], pushed_authorization_request: ['POST'], end_session: ['GET', 'HEAD'],
+};
+
 /** The paths of these routes (a route of a feature that is off has none). */
 export function routePaths(provider: Pick<Provider, 'pathFor'>, names: readonly string[]): string[] {
   return names.flatMap((name) => {
@@ -25,6 +35,14 @@ export function routePaths(provider: Pick<Provider, 'pathFor'>, names: readonly 
 /** Every path the engine answers at (besides those with a parameter: /auth/:uid, /reg/:clientId), as route keys. */
 export function enginePaths(provider: Pick<Provider, 'pathFor'>): ReadonlySet<string> {
   return new Set([...DISCOVERY_PATHS, ...routePaths(provider, ENGINE_ROUTE_NAMES)].map(routeKey));
+}
+
+/** The methods the engine answers at each of its paths (besides those with a parameter), by route key. */
+export function engineMethods(provider: Pick<Provider, 'pathFor'>): ReadonlyMap<string, readonly string[]> {
+  return new Map([
+    ...DISCOVERY_PATHS.map((path) => [routeKey(path), ['GET', 'HEAD']] as const),
+    ...ENGINE_ROUTE_NAMES.flatMap((name) => routePaths(provider, [name]).map((path) => [routeKey(path), ENGINE_ROUTE_METHODS[name]!] as const)),
+  ]);
 }
 
 /** Matches a path the way the engine's router does: ASCII letters in any case, one trailing slash or none. */
