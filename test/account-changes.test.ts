@@ -144,12 +144,22 @@ test('the right current password does not forgive earlier guesses: they stay cou
   t.is((await changePassword(strict, agent, html, PASSWORD, NEW_PASSWORD)).status, 429, 'three checks, whatever their outcome');
 });
 
-test('wrong current passwords count toward the sign-in lockout: the right password is then refused on the login page too, and each is audited', async (t) => {
+test('wrong current passwords count toward the sign-in lockout, on this browser\'s own lock first (it proved itself at sign-in): then on the account\'s, and the right password is refused on the login page too; each is audited', async (t) => {
   const { user, agent, html } = await signedIn(limited, '/account/password');
+  t.truthy(agent.cookie('gatehouse.device'), 'the sign-in made this browser a trusted device, at the console too');
   t.is((await changePassword(limited, agent, html, 'guess one', NEW_PASSWORD)).status, 400);
   t.is((await changePassword(limited, agent, html, 'guess two', NEW_PASSWORD)).status, 400);
-  const locked = await changePassword(limited, agent, html, 'guess three', NEW_PASSWORD);
-  t.is(locked.status, 429, 'the third failure locks the account');
+  const deviceLocked = await changePassword(limited, agent, html, 'guess three', NEW_PASSWORD);
+  t.is(deviceLocked.status, 429, 'the third failure locks the trusted device');
+  t.is(agent.cookie('gatehouse.device'), undefined, 'and ends its trust');
+  const other = await signedIn(limited, '/account/password', user.email).catch(() => undefined);
+  t.truthy(other, 'the account itself is not locked: the guesses were the device\'s');
+
+  // From now on this browser is under the account's lockout like any other.
+  t.is((await changePassword(limited, agent, html, 'guess four', NEW_PASSWORD)).status, 400);
+  t.is((await changePassword(limited, agent, html, 'guess five', NEW_PASSWORD)).status, 400);
+  const locked = await changePassword(limited, agent, html, 'guess six', NEW_PASSWORD);
+  t.is(locked.status, 429, 'the next three lock the account');
   t.true(Number(locked.response.headers.get('retry-after')) > 0);
 
   // Signing in again, in another browser, with the right password: the lockout holds there too.
@@ -162,9 +172,23 @@ test('wrong current passwords count toward the sign-in lockout: the right passwo
   t.regex(refused.html, /Too many attempts/);
 
   const failures = await auditEvents(limited, user.email, 'reauthentication.failed');
-  t.is(failures.length, 3);
+  t.is(failures.length, 6);
   t.true(failures.every((event) => event.outcome === 'failure' && event.detail.purpose === 'change_password'));
-  t.is((await auditEvents(limited, user.email, 'login.locked_out')).length, 1);
+  t.is((await auditEvents(limited, user.email, 'login.locked_out')).length, 2, 'the device\'s lock, then the account\'s');
+});
+
+test('someone else\'s wrong passwords lock the account, but not its owner out of the console: from the browser they signed in with, the password still changes', async (t) => {
+  const { user, agent, html } = await signedIn(limited, '/account/password');
+  const attacker = new UserAgent();
+  for (let attempt = 1; attempt <= 3; attempt += 1) {
+    const login = await attacker.follow(`${limited.issuer}/account`);
+    const loginPage = await login.response.text();
+    await post(attacker, new URL(`${login.url.pathname}/login`, login.url), { csrf: formField(loginPage, 'csrf'), email: user.email, password: `guess ${attempt}` });
+  }
+  t.is((await auditEvents(limited, user.email, 'login.locked_out')).length, 1, 'the account is locked');
+  const changed = await changePassword(limited, agent, html, PASSWORD, NEW_PASSWORD);
+  t.is(changed.status, 200);
+  t.regex(changed.html, /password is changed|Your password has been changed/i);
 });
 
 test('email-change requests are limited per account (EMAIL_CHANGE_LIMIT_PER_ACCOUNT), successful ones included', async (t) => {

@@ -1,6 +1,7 @@
 // The current password asked again before a sensitive change (password, email, second factor). A borrowed,
 // signed-in browser must not become a way to guess it: each check is counted per account (never forgiven), a
-// wrong one counts toward the sign-in lockout like a failed login, and is audited.
+// wrong one counts toward the sign-in lockout like a failed login, and is audited. As at sign-in, the owner's own
+// browser (a trusted device, named by the door) has a lockout of its own: others' guesses cannot stop the owner.
 import type { AuditTrail } from '../../audit/audit.ts';
 import type { User, UserService } from '../users.ts';
 import type { AttemptDecision, RequestOrigin } from './dependencies.ts';
@@ -20,11 +21,15 @@ export type ReauthenticationPurpose = 'change_password' | 'change_email' | 'enab
 
 export type PasswordCheck =
   | { ok: true }
-  /** `refusal`: over a limit or locked out (show the 429 page); otherwise the password was wrong or missing. */
-  | { ok: false; refusal?: Extract<AttemptDecision, { allowed: false }> };
+  /**
+   * `refusal`: over a limit or locked out (show the 429 page); otherwise the password was wrong or missing.
+   * `untrustDevice`: the trusted device reached its own lock and is trusted no more (as at sign-in).
+   */
+  | { ok: false; refusal?: Extract<AttemptDecision, { allowed: false }>; untrustDevice?: boolean };
 
 export interface ReauthenticationFlow {
-  checkPassword(user: Pick<User, 'id' | 'email'>, password: string, purpose: ReauthenticationPurpose, request: RequestOrigin & { ip: string }): Promise<PasswordCheck>;
+  /** `request.device`: this browser's trusted device of the account, as the door verified its cookie. */
+  checkPassword(user: Pick<User, 'id' | 'email'>, password: string, purpose: ReauthenticationPurpose, request: RequestOrigin & { ip: string; device?: string | undefined }): Promise<PasswordCheck>;
 }
 
 export function createReauthenticationFlow(dependencies: ReauthenticationDependencies): ReauthenticationFlow {
@@ -33,12 +38,12 @@ export function createReauthenticationFlow(dependencies: ReauthenticationDepende
     async checkPassword(user, password, purpose, request) {
       const perAccount = await dependencies.checksPerAccount(user.id);
       if (!perAccount.allowed) return { ok: false, refusal: perAccount };
-      const attempt = { email: user.email, ip: request.ip };
+      const attempt = { email: user.email, ip: request.ip, device: request.device };
       const seen = { subjectUserId: user.id, subjectEmail: user.email, ip: request.ip, userAgent: request.userAgent };
       const before = await passwordAttempts.beforeAttempt(attempt);
       if (!before.allowed) {
         if (before.lockedNow) await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: before.retryAfterSeconds, during: purpose } });
-        return { ok: false, refusal: before };
+        return { ok: false, refusal: before, untrustDevice: before.trustedDevice };
       }
       if (password && await users.verifyPassword(user.id, password)) {
         await passwordAttempts.afterSuccess(attempt);
@@ -49,7 +54,7 @@ export function createReauthenticationFlow(dependencies: ReauthenticationDepende
       if (!after.allowed && after.lockedNow) {
         await auditTrail.record({ action: 'login.locked_out', outcome: 'failure', ...seen, detail: { seconds: after.retryAfterSeconds, during: purpose } });
       }
-      return after.allowed ? { ok: false } : { ok: false, refusal: after };
+      return after.allowed ? { ok: false } : { ok: false, refusal: after, untrustDevice: after.trustedDevice };
     },
   };
 }

@@ -8,6 +8,7 @@ import { inWords } from '../kit/in-words.ts';
 import { accountKey } from '../../limits/login-guard.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import type { AccountPages, AccountRouter } from './index.ts';
+import { checkCurrentPassword } from './current-password.ts';
 
 const TITLE = 'Change your email address';
 
@@ -31,9 +32,7 @@ export function emailRoutes(router: AccountRouter, deps: Pick<WebDependencies, '
     if (newEmail === user.email) return refuse({ email: 'That is already your email address. Enter the new one.' });
     // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
-    const check = await deps.flows.reauthentication.checkPassword(user, current, 'change_email', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
-    if (!check.ok && check.refusal) throw new TooManyAttempts(check.refusal, { action });
-    if (!check.ok) return refuse({ current: 'That is not your current password.' });
+    if (!await checkCurrentPassword(ctx, deps.flows.reauthentication, user, current, 'change_email', action)) return refuse({ current: 'That is not your current password.' });
     // Each request mails two addresses: bounded per account, and per new address whoever asks (one mailbox
     // cannot be flooded from many accounts; the count is shared with the verification links it receives).
     // Counted whether or not the address is taken, so a refusal says nothing about other accounts.

@@ -3,12 +3,13 @@
 // and every link that could still set or move it (reset and email-change links asked for before): the work
 // is src/accounts/flows/password-change.ts's.
 import { minimumPasswordLength, normalizePassword } from '../../accounts/password-policy.ts';
-import { HttpError, TooManyAttempts } from '../kit/errors.ts';
+import { HttpError } from '../kit/errors.ts';
 import { formBody, formField, requireCsrf } from '../kit/pages.ts';
 import { newPasswordErrors } from '../kit/password-forms.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import { within } from '../paths.ts';
 import type { AccountPages, AccountRouter } from './index.ts';
+import { checkCurrentPassword } from './current-password.ts';
 
 const TITLE = 'Change your password';
 
@@ -29,9 +30,9 @@ export function passwordRoutes(router: AccountRouter, deps: Pick<WebDependencies
     const refuse = (errors: object) => pages.render(ctx, 'account/password', { title: TITLE, minimumLength, errors }, 400);
     // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
-    const check = await deps.flows.reauthentication.checkPassword(user, current, 'change_password', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
-    if (!check.ok && check.refusal) throw new TooManyAttempts(check.refusal, { action: 'changing your password' });
-    if (!check.ok) return refuse({ current: 'That is not your current password.' });
+    if (!await checkCurrentPassword(ctx, deps.flows.reauthentication, user, current, 'change_password', 'changing your password')) {
+      return refuse({ current: 'That is not your current password.' });
+    }
     const errors = newPasswordErrors(users, user, password, formField(ctx, 'confirm'))
       ?? (normalizePassword(password) === normalizePassword(current) ? { password: 'The new password must differ from your current one.' } : undefined);
     if (errors) return refuse(errors);

@@ -12,6 +12,7 @@ import { ACR_SECOND_FACTOR, AMR_SECOND_FACTOR } from '../../oidc/assurance.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import { PATHS, within } from '../paths.ts';
 import type { AccountPages, AccountRouter, AccountState } from './index.ts';
+import { checkCurrentPassword } from './current-password.ts';
 
 const TITLE = 'Two-factor authentication';
 const SETUP_TITLE = 'Set up two-factor authentication';
@@ -76,11 +77,7 @@ export function twoFactorRoutes(router: AccountRouter, deps: Pick<WebDependencie
       return;
     }
     const password = formField(ctx, 'password');
-    const check = await deps.flows.reauthentication.checkPassword(user, password, 'enable_second_factor', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
-    if (!check.ok) {
-      if (check.refusal) {
-        throw new TooManyAttempts(check.refusal, { action: 'setting up two-factor authentication' });
-      }
+    if (!await checkCurrentPassword(ctx, deps.flows.reauthentication, user, password, 'enable_second_factor', 'setting up two-factor authentication')) {
       await renderStatus(ctx, { errors: { start: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
       return;
     }
@@ -136,11 +133,7 @@ export function twoFactorRoutes(router: AccountRouter, deps: Pick<WebDependencie
     }
     // The password first (counted per account, never forgiven), so a wrong one spends no code.
     const password = formField(ctx, 'password');
-    const check = await deps.flows.reauthentication.checkPassword(user, password, 'disable_second_factor', { ip: ctx.ip, userAgent: ctx.get('user-agent') });
-    if (!check.ok) {
-      if (check.refusal) {
-        throw new TooManyAttempts(check.refusal, { action: 'turning off two-factor authentication' });
-      }
+    if (!await checkCurrentPassword(ctx, deps.flows.reauthentication, user, password, 'disable_second_factor', 'turning off two-factor authentication')) {
       await renderStatus(ctx, { errors: { password: password ? 'That is not your password.' : 'Enter your password.' } }, 400);
       return;
     }

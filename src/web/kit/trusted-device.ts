@@ -7,8 +7,9 @@ import { PATHS } from '../paths.ts';
 import { TRUSTED_DEVICE_SECONDS, accountKey } from '../../limits/login-guard.ts';
 
 const COOKIE = 'gatehouse.device';
-// Only the login form reads it, so no other request carries it.
-const COOKIE_PATH = PATHS.interaction.slice(0, PATHS.interaction.indexOf('/:uid'));
+// The login form reads it, and the account console where it asks for the password again: no other request carries
+// it. A cookie has one path: the same one is set at each.
+const COOKIE_PATHS = [PATHS.interaction.slice(0, PATHS.interaction.indexOf('/:uid')), PATHS.account];
 /** `<device id>.<account key>.<issued at, seconds>`: a random id, the hash of the email (never the address), and its age. */
 const VALUE = /^([A-Za-z0-9_-]{22})\.([0-9a-f]{32})\.(\d{1,12})$/;
 
@@ -22,10 +23,7 @@ export function trustThisDevice(ctx: Context, email: string): void {
   if (!account) return;
   const device = randomBytes(16).toString('base64url');
   const issuedAt = Math.floor(Date.now() / 1000);
-  // Secure whenever the request is (Koa's cookies decide), signed with the app's keys like every cookie of ours.
-  ctx.cookies.set(COOKIE, `${device}.${account}.${issuedAt}`, {
-    signed: true, httpOnly: true, sameSite: 'lax', path: COOKIE_PATH, maxAge: TRUSTED_DEVICE_SECONDS * 1000, overwrite: true,
-  });
+  setCookies(ctx, `${device}.${account}.${issuedAt}`);
 }
 
 /**
@@ -43,5 +41,15 @@ export function trustedDeviceFor(ctx: Context, email: string): string | undefine
 
 /** Removes the cookie once the guard stopped trusting the device (it reached its lock): it would only be ignored. */
 export function forgetThisDevice(ctx: Context): void {
-  ctx.cookies.set(COOKIE, null, { signed: true, path: COOKIE_PATH, overwrite: true });
+  setCookies(ctx, null);
+}
+
+/**
+ * The cookie at each of its paths (null: removed). Secure whenever the request is (Koa's cookies decide), signed
+ * with the app's keys like every cookie of ours. The first replaces any set earlier in this response, the others join it.
+ */
+function setCookies(ctx: Context, value: string | null): void {
+  COOKIE_PATHS.forEach((path, index) => ctx.cookies.set(COOKIE, value, {
+    signed: true, httpOnly: true, sameSite: 'lax', path, overwrite: index === 0, ...(value === null ? {} : { maxAge: TRUSTED_DEVICE_SECONDS * 1000 }),
+  }));
 }
