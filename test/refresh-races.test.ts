@@ -6,7 +6,9 @@ import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { ClientError } from '../src/clients/clients.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { insecure, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
+import { SignJWT, exportJWK } from 'jose';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
+import { UserAgent } from './helpers/user-agent.ts';
 
 let server: TestServer;
 
@@ -66,6 +68,46 @@ test.serial('within the grace period, another client presenting the token is ref
   const again = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
   t.is(again.refresh_token, first.refresh_token, 'its own client still gets the first answer');
   t.is((await oauth.userInfoRequest(as, client, first.access_token, insecure)).status, 200, 'and its grant lives on');
+});
+
+/** A DPoP proof for a POST to `url`, signed by `signer`, naming `named`'s public key (a forger names another's). */
+async function dpopProof(url: string, signer: CryptoKeyPair, named: CryptoKeyPair = signer): Promise<string> {
+  return new SignJWT({ htm: 'POST', htu: url, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) })
+    .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: await exportJWK(named.publicKey) })
+    .sign(signer.privateKey);
+}
+
+test.serial('within the grace period a DPoP-bound refresh token\'s first answer goes only to a valid, unspent proof of the same key', async (t) => {
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 10 });
+  const user = await createUser(server);
+  const key = await oauth.generateKeyPair('ES256');
+  const request = await authorizationRequest(as, client.client_id);
+  const callback = await signIn(new UserAgent(), request.url, { email: user.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier,
+      { ...insecure, DPoP: oauth.DPoP(client, key) }),
+    { expectedNonce: request.nonce, requireIdToken: true });
+  const refresh = async (proof: string) => {
+    const response = await fetch(as.token_endpoint!, {
+      method: 'POST', headers: { dpop: proof, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, client_id: client.client_id }),
+    });
+    return { status: response.status, body: await response.json() as { refresh_token?: string; error?: string } };
+  };
+
+  const firstProof = await dpopProof(as.token_endpoint!, key);
+  const first = await refresh(firstProof);
+  t.is(first.status, 200, JSON.stringify(first.body));
+  const forged = await refresh(await dpopProof(as.token_endpoint!, await oauth.generateKeyPair('ES256'), key));
+  t.is(forged.status, 400, 'a proof naming the key but signed by another is refused');
+  t.is(forged.body.error, 'invalid_dpop_proof');
+  const replayed = await refresh(firstProof);
+  t.is(replayed.status, 400, 'the first proof again is a replay');
+  const again = await refresh(await dpopProof(as.token_endpoint!, key));
+  t.is(again.status, 200, 'a new proof of the key gets the first answer');
+  t.is(again.body.refresh_token, first.body.refresh_token);
 });
 
 test.serial('past the grace period, the old refresh token presented again is reuse: the grant is revoked', async (t) => {

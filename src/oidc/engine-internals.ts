@@ -8,6 +8,7 @@ import Provider, { errors, type InteractionResults, type KoaContextWithOIDC } fr
 import type { Context } from 'koa';
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
+import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
 import internalsOf from 'oidc-provider/lib/helpers/weak_cache.js';
 
 /** Models whose records carry a grantId, so revoking the grant revokes them (lib/helpers/revoke.js). */
@@ -97,6 +98,20 @@ export function aroundGrant(
   const handle = handlers.get(grantType);
   if (!handle) throw new Error(`the engine has no ${grantType} grant to wrap`);
   handlers.set(grantType, (ctx) => around(ctx, () => handle(ctx)));
+}
+
+/**
+ * The token request's DPoP proof as the engine verifies it at the token endpoint (lib/helpers/validate_dpop.js:
+ * signature, typ, htm and htu, iat or nonce), for an answer Gatehouse gives in a grant handler's stead; the result
+ * is kept for the request, so the handler, if called after, verifies nothing twice. Undefined without a proof.
+ */
+export function verifiedDpopProof(provider: Provider, ctx: KoaContextWithOIDC): Promise<{ thumbprint: string } | undefined> {
+  return validateDpop(provider, ctx);
+}
+
+/** Spends the proof's jti for this client, as the engine's handlers do: a proof seen before is refused (invalid_grant). */
+export function spendDpopProof(provider: Provider, ctx: KoaContextWithOIDC, proof: object | undefined, clientId: string): Promise<void> {
+  return checkDpopReplay(provider, ctx, proof, clientId);
 }
 
 /**

@@ -11,3 +11,9 @@ declare module 'oidc-provider/lib/helpers/resolve_resource.js' {
   /** The single API a token request's access token is for, or undefined for userinfo (throws InvalidTarget). */
   export default function resolveResource(ctx: unknown, model: unknown, config: { userinfo: unknown; resourceIndicators: unknown }, scopes: Set<string>): Promise<unknown>;
 }
+declare module 'oidc-provider/lib/helpers/validate_dpop.js' {
+  /** The request's DPoP proof, verified as the token endpoint verifies it (once per request: then kept), or undefined without one. */
+  export default function validateDpop(provider: object, ctx: unknown): Promise<{ thumbprint: string; jti: string } | undefined>;
+  /** Refuses a proof (its jti) seen before for this client (`ErrorClass`, InvalidGrant by default). */
+  export function checkDpopReplay(provider: object, ctx: unknown, proof: unknown, clientId: string): Promise<void>;
+}

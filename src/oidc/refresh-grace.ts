@@ -3,14 +3,15 @@
 // period the second use is taken for a stolen token and revokes the grant (every tab is signed out). Within it,
 // every presentation of that token gets the very answer the first got — the same new tokens — so the chain never
 // forks. The trade-off: for those seconds, whoever presents the token (a thief with a copy, too) gets those tokens
-// rather than setting off the revocation; the reuse is still caught after them.
+// rather than setting off the revocation; the reuse is still caught after them. A token bound to a DPoP key gets the
+// answer only with a new, valid proof of that key, as the engine would ask.
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { calculateJwkThumbprint, decodeProtectedHeader } from 'jose';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { REFRESH_TOKEN_GRACE_PERIOD } from '../clients/clients.ts';
 import type { Sealer } from '../keys/sealed.ts';
 import type { Store } from '../store/index.ts';
+import { spendDpopProof, verifiedDpopProof } from './engine-internals.ts';
 
 
 /** How long a presentation waits for the first one's answer before the engine judges it alone. */
@@ -37,7 +38,7 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
     // Per client: another client presenting the token is not a second tab, and its request is the engine's to refuse.
     const context = `refresh-grace:${ctx.oidc.client!.clientId}`;
     const key = `${context}:${createHash('sha256').update(token).digest('base64url')}`;
-    const jkt = await dpopKeyOf(ctx.get('DPoP'));
+    const { provider } = ctx.oidc;
 
     if (await store.create(key, JSON.stringify({ pending: true } satisfies Entry), seconds)) {
       try {
@@ -47,13 +48,19 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
         await store.delete([key]);
         throw error;
       }
+      // The proof the engine verified while handling it (kept for the request).
+      const jkt = (await verifiedDpopProof(provider, ctx))?.thumbprint;
       const answered: Answered = { sealed: await sealer.seal(JSON.stringify(ctx.body), context), jkt };
       await store.put(key, JSON.stringify(answered), seconds);
       return;
     }
     const first = await firstAnswer(store, key);
-    // No answer to give (the first was refused, or is taking too long), or another DPoP key: the engine decides.
-    if (!first || first.jkt !== jkt) return handle();
+    // No answer to give (the first was refused, or is taking too long): the engine decides.
+    if (!first) return handle();
+    // A repeat's proof is verified as the engine would (a made-up or copied one is refused); another key: the engine decides.
+    const proof = await verifiedDpopProof(provider, ctx);
+    if (proof?.thumbprint !== first.jkt) return handle();
+    await spendDpopProof(provider, ctx, proof, ctx.oidc.client!.clientId);
     ctx.body = JSON.parse(await sealer.open(first.sealed, context)) as unknown;
   };
 }
@@ -68,20 +75,6 @@ async function firstAnswer(store: Store, key: string): Promise<Answered | undefi
     await sleep(POLL_MS);
   }
   return undefined;
-}
-
-/**
- * The thumbprint of the key a DPoP proof names. Not a validation: the engine validated the first request's proof
- * while handling it, and an answer bound to that key is only repeated to a proof naming the same key.
- */
-async function dpopKeyOf(proof: string): Promise<string | undefined> {
-  if (!proof) return undefined;
-  try {
-    const { jwk } = decodeProtectedHeader(proof);
-    return jwk ? await calculateJwkThumbprint(jwk) : 'unreadable';
-  } catch {
-    return 'unreadable';
-  }
 }
 
 function gracePeriodOf(client: KoaContextWithOIDC['oidc']['client']): number {
