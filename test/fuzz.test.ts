@@ -2,9 +2,10 @@
 // types, oversized bodies, repeated and missing parameters, broken base64 and JWTs, Unicode, injection
 // strings) get a 4xx or an answer, never a 5xx, and the server stays healthy. The run is seeded: a failure
 // names its seed and request, so it can be replayed with FUZZ_SEED.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { registerSpa } from './helpers/oauth.ts';
+import * as oauth from 'oauth4webapi';
+import { discover, insecure, registerSpa } from './helpers/oauth.ts';
 
 const REQUESTS = 3000;
 const CONCURRENCY = 8;
@@ -12,6 +13,9 @@ const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
 
 let server: TestServer;
 let clientId: string;
+/** What a real caller holds, so that requests get past authentication into the handlers: an admin API token and a service's credentials. */
+let adminToken: string;
+let serviceBasic: string;
 
 test.before(async () => {
   // Limits stay on (a refusal is a fine answer), but high enough for the run to reach every handler.
@@ -20,6 +24,13 @@ test.before(async () => {
     RESET_LIMIT_PER_IP: '100000/60', EMAILED_LINK_LIMIT_PER_IP: '100000/60', ADMIN_API_LIMIT_PER_IP: '100000/60',
   });
   clientId = (await registerSpa(server)).metadata.client_id;
+  const admin = `${server.issuer}/admin/v1`;
+  const service = await server.runtime.clients.create({ name: 'Fuzzing script', type: 'service', apiScopes: ['admin:read', 'admin:write'] });
+  serviceBasic = `Basic ${Buffer.from(`${service.client_id}:${String(service.client_secret)}`).toString('base64')}`;
+  const as = await discover(server);
+  const client = { client_id: service.client_id };
+  const answer = await oauth.clientCredentialsGrantRequest(as, client, oauth.ClientSecretBasic(String(service.client_secret)), new URLSearchParams({ resource: admin, scope: 'admin:read admin:write' }), insecure);
+  adminToken = (await oauth.processClientCredentialsResponse(as, client, answer)).access_token;
 });
 test.after.always(async () => {
   await server?.close();
@@ -46,6 +57,9 @@ const PATHS = [
   '/account', '/account/callback', '/account/email', '/account/password', '/account/two-factor/start', '/account/sessions/end-all',
   '/account/applications/x/remove', '/admin/v1/users', '/admin/v1/users/x', '/admin/v1/clients', '/admin/v1/audit-events',
   '/admin/v1/openapi.json', '/metrics', '/healthz', '/readyz', '/assets/x', '/', '/favicon.ico', '/nowhere',
+  '/admin/v1/users/count', '/admin/v1/users/x/roles/x', '/admin/v1/users/x/sessions/x', '/admin/v1/users/x/applications/x',
+  '/admin/v1/users/x/unlock', '/admin/v1/apis', '/admin/v1/apis/x', '/admin/v1/roles', '/admin/v1/roles/x', '/admin/v1/roles/x/permissions',
+  '/admin/v1/clients/x', '/admin/v1/clients/x/secret', '/admin/v1/initial-access-tokens', '/admin/v1/initial-access-tokens/x',
 ];
 const METHODS = ['GET', 'POST', 'POST', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD'];
 const PARAMETERS = [
@@ -53,6 +67,7 @@ const PARAMETERS = [
   'token', 'token_type_hint', 'response_type', 'state', 'nonce', 'code_challenge', 'code_challenge_method', 'prompt',
   'id_token_hint', 'post_logout_redirect_uri', 'request', 'request_uri', 'client_assertion', 'client_assertion_type',
   'email', 'password', 'name', 'totp', 'xsrf', 'csrf', 'logout', 'uid', 'limit', 'cursor', 'max_age', 'acr_values', 'ui_locales',
+  'description', 'identifier', 'type', 'role', 'user_email', 'action', 'outcome', 'since', 'until', 'client_name', 'redirect_uris',
 ];
 const JWT_LIKE = [
   'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.', 'eyJhbGciOiJIUzI1NiJ9.e30.AAAA', 'a.b.c', '...', 'eyJ.eyJ.eyJ', 'eyJhbGciOiJSUzI1NiIsImtpZCI6Ii4uLy4uIn0.e30.x',
@@ -90,12 +105,34 @@ function pathSegment(value: string): string {
   }
 }
 
-function fuzzRequest(next: () => number): FuzzRequest {
-  const method = pick(next, METHODS);
-  const path = pick(next, PATHS).replace('/x', () => `/${pathSegment(pick(next, NASTY)) || 'x'}`);
+/** Where requests go and what they carry: every endpoint and page, or the admin API with a valid token. */
+interface Surface {
+  paths: readonly string[];
+  methods: readonly string[];
+  parameters: readonly string[];
+  contentTypes: readonly string[];
+  /** The share of admin API requests that carry a valid admin token (so that they reach the handlers). */
+  adminTokenShare: number;
+}
+
+const EVERYWHERE: Surface = { paths: PATHS, methods: METHODS, parameters: PARAMETERS, contentTypes: CONTENT_TYPES, adminTokenShare: 0.6 };
+const ADMIN_API: Surface = {
+  paths: PATHS.filter((path) => path.startsWith('/admin/')),
+  methods: ['GET', 'GET', 'GET', 'POST', 'POST', 'PATCH', 'PUT', 'DELETE'],
+  parameters: [
+    'email', 'name', 'role', 'disabled', 'limit', 'cursor', 'user_email', 'client_id', 'action', 'outcome', 'since', 'until', 'type',
+    'description', 'identifier', 'password', 'redirect_uris', 'scopes', 'email_verified', 'roles', 'access_token_format', 'uses',
+  ],
+  contentTypes: ['application/json', 'application/json', 'application/json', 'application/json; charset=utf-8', 'text/plain', ''],
+  adminTokenShare: 0.95,
+};
+
+function fuzzRequest(next: () => number, surface: Surface = EVERYWHERE): FuzzRequest {
+  const method = pick(next, surface.methods);
+  const path = pick(next, surface.paths).replace(/\/x/g, () => `/${pathSegment(pick(next, NASTY)) || 'x'}`);
   const fields: Array<[string, string]> = [];
   for (let count = Math.floor(next() * 6); count > 0; count -= 1) {
-    const name = next() < 0.9 ? pick(next, PARAMETERS) : pick(next, NASTY);
+    const name = next() < 0.9 ? pick(next, surface.parameters) : pick(next, NASTY);
     const value = next() < 0.15 ? clientId : pick(next, NASTY);
     fields.push([name, value]);
     if (next() < 0.2) fields.push([name, pick(next, NASTY)]); // the same parameter again
@@ -104,10 +141,12 @@ function fuzzRequest(next: () => number): FuzzRequest {
     ? fields.map(([name, value]) => `${name}=${value}`).join('&') // not encoded at all
     : new URLSearchParams(fields).toString();
   const headers: Record<string, string> = {};
-  const contentType = pick(next, CONTENT_TYPES);
+  const contentType = pick(next, surface.contentTypes);
   if (contentType) headers['content-type'] = contentType;
   const authorization = next();
-  if (authorization < 0.15) headers.authorization = `Basic ${pick(next, ['!!!', 'Og==', Buffer.from(`${clientId}:${pick(next, NASTY)}`).toString('base64'), Buffer.from('%ZZ:%').toString('base64'), 'YQ'])}`;
+  if (path.startsWith('/admin/') && next() < surface.adminTokenShare) headers.authorization = `Bearer ${adminToken}`;
+  else if (next() < 0.1) headers.authorization = serviceBasic;
+  else if (authorization < 0.15) headers.authorization = `Basic ${pick(next, ['!!!', 'Og==', Buffer.from(`${clientId}:${pick(next, NASTY)}`).toString('base64'), Buffer.from('%ZZ:%').toString('base64'), 'YQ'])}`;
   else if (authorization < 0.3) headers.authorization = `Bearer ${pick(next, [...JWT_LIKE, 'x'.repeat(3000), '', '\u00e9'])}`;
   else if (authorization < 0.35) headers.authorization = pick(next, ['Basic', 'Bearer', 'DPoP x', 'Negotiate x', 'basic   ']);
   if (next() < 0.1) headers.dpop = pick(next, JWT_LIKE);
@@ -130,8 +169,15 @@ function fuzzRequest(next: () => number): FuzzRequest {
 }
 
 test('thousands of malformed requests get no 5xx, and the server stays healthy', async (t) => {
-  const next = random(SEED);
-  const requests = Array.from({ length: REQUESTS }, () => fuzzRequest(next));
+  await fuzz(t, Array.from({ length: REQUESTS }, ((next) => () => fuzzRequest(next))(random(SEED))));
+});
+
+test('the admin API, called with a valid token and malformed paths, queries and bodies, answers no 5xx', async (t) => {
+  await fuzz(t, Array.from({ length: REQUESTS / 2 }, ((next) => () => fuzzRequest(next, ADMIN_API))(random(SEED + 1))));
+});
+
+/** Sends the requests, CONCURRENCY at a time: none may get a 5xx or a stack trace, and the server must stay healthy. */
+async function fuzz(t: ExecutionContext, requests: readonly FuzzRequest[]): Promise<void> {
   const failures: string[] = [];
   const statuses = new Map<number, number>();
   let index = 0;
@@ -162,7 +208,7 @@ test('thousands of malformed requests get no 5xx, and the server stays healthy',
   t.is((await fetch(`${server.issuer}/readyz`)).status, 200, 'still healthy');
   const discovery = await fetch(`${server.issuer}/.well-known/openid-configuration`);
   t.is(discovery.status, 200, 'and still serving');
-});
+}
 
 test('headers and bodies are bounded: 431 for headers past 16 KB, a 4xx for a body past its endpoint’s limit, and the server stays up', async (t) => {
   const headers = await fetch(`${server.issuer}/jwks`, { headers: { 'x-padding': 'a'.repeat(20_000) } });
