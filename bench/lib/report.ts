@@ -58,7 +58,6 @@ export function markdownTable(header: readonly string[], rows: ReadonlyArray<rea
 
 export const megabytes = (bytes: number) => bytes / 2 ** 20;
 
-/** 1234.5 → "1,235"; small numbers keep a decimal or two. */
 /** The middle value (the mean of the two middle ones for an even count). */
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -66,6 +65,7 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
+/** 1234.5 → "1,235"; small numbers keep a decimal or two. */
 export function formatNumber(value: number): string {
   if (!Number.isFinite(value)) return '—';
   const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;

@@ -407,10 +407,9 @@ const HIDDEN_FROM_REGISTRANTS = [PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_
 /**
  * Gatehouse's rules for clients that register themselves, beyond the engine's: every client's text (textProblem),
  * settings only an administrator gives (an update, given the client as `stored`, may send back those it was shown,
- * unchanged), redirect and logout
- * URIs as for every client of its kind (the rules of Gatehouse's other doors), and a back-channel logout URI that
- * Gatehouse's server may call: https on a public host (public-hosts.ts), or the registration would make Gatehouse
- * call into its own network.
+ * unchanged), redirect and logout URIs as for every client of its kind (the rules of Gatehouse's other doors), and
+ * a back-channel logout URI that Gatehouse's server may call: https on a public host (public-hosts.ts), or the
+ * registration would make Gatehouse call into its own network.
  */
 export function registrationProblem(metadata: ClientMetadata, stored?: ClientMetadata): string | undefined {
   const textual = textProblem(metadata);

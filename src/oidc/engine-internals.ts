@@ -1,7 +1,8 @@
 // The one file that reaches into oidc-provider beyond its configuration: the request it is serving (its
 // AsyncLocalStorage), its sessions and their cookie, interactions, grants and their revocation, logout tokens,
 // and the engine methods Gatehouse wraps or replaces (the client lookup, to check token requests; back-channel
-// logout and the ID token's sid). An engine upgrade is checked here.
+// logout and the ID token's sid; a grant handler, with the engine's own DPoP proof checks). An engine upgrade is
+// checked here.
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { PREVIOUS_CLIENT_SECRET, PREVIOUS_CLIENT_SECRET_EXPIRES_AT } from '../clients/clients.ts';
 import Provider, { errors, type InteractionResults, type KoaContextWithOIDC } from 'oidc-provider';
