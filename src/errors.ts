@@ -12,7 +12,9 @@ export class DependencyUnavailable extends Error {
 
   /** One line for an operator: what is down, and the first line of why. */
   describe(): string {
-    return this.cause instanceof Error ? `${this.message} (${this.cause.message.split('\n')[0]})` : this.message;
+    // The cause's first line that says something (Prisma's messages begin with a line break).
+    const reason = this.cause instanceof Error ? this.cause.message.split('\n').map((line) => line.trim()).find(Boolean) : undefined;
+    return reason ? `${this.message} (${reason})` : this.message;
   }
 }
 

@@ -8,7 +8,6 @@ import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from './config/index.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { KeyError } from './keys/secrets.ts';
 import { DependencyUnavailable } from './errors.ts';
 import { createApp, createMetricsApp } from './app.ts';
 
@@ -20,10 +19,8 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
   try {
     runtime = await openWhenReachable(config, logger);
   } catch (error) {
-    // Settings and outages an operator must fix get one line, like configuration errors; anything else is a bug.
-    if (error instanceof KeyError) {
-      process.stderr.write(`gatehouse: refusing to start: ${error.message}\n`);
-    } else if (error instanceof ConfigError) {
+    // Settings (secrets among them: KeyError) and outages an operator must fix get one line each; anything else is a bug.
+    if (error instanceof ConfigError) {
       process.stderr.write(`gatehouse: refusing to start: ${error.describe()}\n`);
     } else if (error instanceof DependencyUnavailable) {
       process.stderr.write(`gatehouse: cannot start: ${error.describe()}\n`);

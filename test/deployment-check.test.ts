@@ -118,3 +118,22 @@ test('a production start on a Redis that would forget refuses, naming both reaso
     'Redis evicts keys when its memory is full (maxmemory-policy volatile-ttl)',
   ]);
 });
+
+test('secrets that cannot be used are refused by check as by a start, every one at once; an unreachable database says why', async (t) => {
+  const unusable = production({
+    ENCRYPTION_KEYS: 'short', JWKS_FILE: path.join(await folder(), 'missing.json'), DATABASE_URL: 'postgresql://gatehouse@127.0.0.1:1/gatehouse', REDIS_URL: 'redis://127.0.0.1:1',
+  });
+  const checked = await runNode(['bin/gatehouse.js', 'check'], cleanEnvironment(unusable));
+  t.is(checked.code, 1);
+  const found = report(checked.stdout);
+  t.deepEqual(found.get('configuration'), [
+    'REFUSED',
+    `- JWKS_FILE: cannot read ${unusable.JWKS_FILE} (ENOENT)`,
+    '- ENCRYPTION_KEYS: every key must be 32 random bytes written in base64url (43 characters)',
+  ]);
+  t.regex(found.get('database')![1] ?? '', /^- the database is unavailable \(\S.*\)$/, 'with the reason, never an empty one');
+
+  const started = await runNode(['src/main.ts'], cleanEnvironment(unusable));
+  t.is(started.code, 1);
+  t.regex(started.stderr, /^gatehouse: refusing to start: 2 settings to fix:\n {2}- JWKS_FILE: cannot read .*\n {2}- ENCRYPTION_KEYS: /m);
+});

@@ -5,7 +5,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
-import type { Config } from '../config/index.ts';
+import { ConfigError, type Config } from '../config/index.ts';
 
 export interface PrivateJwks {
   keys: JWK[];
@@ -23,11 +23,36 @@ export interface Secrets {
   development: boolean;
 }
 
-export class KeyError extends Error {
+/** Secrets that cannot be used as configured: settings to fix, each said in a line (all at once, as ConfigError). */
+export class KeyError extends ConfigError {
   override name = 'KeyError';
 }
 
+/**
+ * Every configured secret that cannot be used (an unreadable or invalid JWKS, a malformed encryption key), all at
+ * once and without making or writing any: what a start refuses, and what `gatehouse check` reports.
+ */
+export async function secretProblems(config: Config): Promise<string[]> {
+  const problems: string[] = [];
+  const collect = async (check: () => unknown) => {
+    try {
+      await check();
+    } catch (error) {
+      if (!(error instanceof KeyError)) throw error;
+      problems.push(...error.problems);
+    }
+  };
+  await collect(async () => {
+    const configured = config.jwks ?? (config.jwksFile ? await readJwksFile(config.jwksFile) : undefined);
+    if (configured) await parseJwks(configured);
+  });
+  await collect(() => config.encryptionKeys?.forEach(decodeEncryptionKey));
+  return problems;
+}
+
 export async function loadSecrets(config: Config): Promise<Secrets> {
+  const problems = await secretProblems(config);
+  if (problems.length) throw new KeyError(problems);
   const configuredJwks = config.jwks ?? (config.jwksFile ? await readJwksFile(config.jwksFile) : undefined);
   const jwks = configuredJwks ? await parseJwks(configuredJwks) : undefined;
   const cookieSecrets = config.cookieSecrets

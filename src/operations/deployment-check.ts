@@ -4,6 +4,7 @@
 import { ConfigError, loadConfig, type Config } from '../config/index.ts';
 import { openDatabase } from '../db/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
+import { secretProblems } from '../keys/secrets.ts';
 import { createStore, type Store } from '../store/index.ts';
 
 export interface Finding {
@@ -23,7 +24,7 @@ export async function checkDeployment(environment?: NodeJS.ProcessEnv): Promise<
     return [{ subject: 'configuration', problems: [...error.problems] }];
   }
   return [
-    { subject: 'configuration', problems: [], summary: config.mode },
+    { subject: 'configuration', problems: await secretProblems(config), summary: config.mode },
     await checkDatabase(config),
     await checkStore(config),
   ];
