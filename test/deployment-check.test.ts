@@ -137,3 +137,16 @@ test('secrets that cannot be used are refused by check as by a start, every one 
   t.is(started.code, 1);
   t.regex(started.stderr, /^gatehouse: refusing to start: 2 settings to fix:\n {2}- JWKS_FILE: cannot read .*\n {2}- ENCRYPTION_KEYS: /m);
 });
+
+(process.env.DATABASE_URL ? test : test.skip)('a database server that refuses the login (no such database) stops a start at once, in one line, and check says why', async (t) => {
+  const url = new URL(process.env.DATABASE_URL!);
+  url.pathname = `/no_such_database_${crypto.randomUUID().slice(0, 8)}`;
+  const refusing = production({ DATABASE_URL: url.href, REDIS_URL: 'redis://127.0.0.1:1', STARTUP_WAIT: '30' });
+  const started = Date.now();
+  const result = await runNode(['src/main.ts'], cleanEnvironment(refusing));
+  t.is(result.code, 1);
+  t.regex(result.stderr, /^gatehouse: refusing to start: DATABASE_URL: the database server refused it \(database "no_such_database_\w+" does not exist\)\n$/);
+  t.true(Date.now() - started < 20_000, 'not waited for as an outage');
+  const checked = report((await runNode(['bin/gatehouse.js', 'check'], cleanEnvironment(refusing))).stdout);
+  t.regex(checked.get('database')![1] ?? '', /does not exist/);
+});

@@ -26,16 +26,55 @@ export function isConnectionFailure(error: unknown): boolean {
   return false;
 }
 
+/**
+ * Whether the server refused the connection's login: no such role or database, or a wrong password (PostgreSQL's
+ * 28000, 28P01, 3D000; Prisma's P1000, P1003). A setting to fix at a start; later (credentials rotated under a
+ * running server) the database is as good as down, and counted so by isConnectionFailure.
+ */
+export function isLoginRefusal(error: unknown): boolean {
+  const seen = new Set<unknown>();
+  let current: unknown = error;
+  while (current && typeof current === 'object' && !seen.has(current)) {
+    seen.add(current);
+    const { code, originalCode, kind } = current as { code?: unknown; originalCode?: unknown; kind?: unknown };
+    if ([code, originalCode].some((value) => typeof value === 'string' && LOGIN_REFUSALS.has(value)) || LOGIN_REFUSAL_KINDS.has(String(kind))) return true;
+    const record = current as { cause?: unknown; meta?: { driverAdapterError?: unknown } };
+    current = record.cause ?? record.meta?.driverAdapterError;
+  }
+  return false;
+}
+
+const LOGIN_REFUSALS = new Set(['28000', '28P01', '3D000', 'P1000', 'P1003']);
+/** The same, as Prisma's pg adapter names them. */
+const LOGIN_REFUSAL_KINDS = new Set(['DatabaseDoesNotExist', 'DatabaseAccessDenied', 'AuthenticationFailed']);
+
+/**
+ * The error to keep as a database failure's cause: one saying why in the driver's own words (pg's message, which
+ * Prisma keeps as its adapter's originalMessage, under a message naming the query), with the original as its cause.
+ */
+export function withDriverReason(error: unknown): unknown {
+  const seen = new Set<unknown>();
+  let current: unknown = error;
+  while (current && typeof current === 'object' && !seen.has(current)) {
+    seen.add(current);
+    const { originalMessage } = current as { originalMessage?: unknown };
+    if (typeof originalMessage === 'string' && originalMessage) return new Error(originalMessage, { cause: error });
+    const record = current as { cause?: unknown; meta?: { driverAdapterError?: unknown } };
+    current = record.cause ?? record.meta?.driverAdapterError;
+  }
+  return error;
+}
+
 function describesConnectionFailure(error: object): boolean {
   const { code, message, kind } = error as { code?: unknown; message?: unknown; kind?: unknown };
   if (typeof code === 'string') {
-    if (SOCKET_ERROR_CODES.has(code)) return true;
+    if (SOCKET_ERROR_CODES.has(code) || LOGIN_REFUSALS.has(code)) return true;
     // PostgreSQL: admin/crash shutdown, starting up, too many connections, connection exceptions.
     if (code === '57P01' || code === '57P02' || code === '57P03' || code === '53300' || /^08[0-9A-Z]{3}$/.test(code)) return true;
     // Prisma: cannot reach the server, timed out, server closed the connection, pool timeout.
     if (code === 'P1001' || code === 'P1002' || code === 'P1017' || code === 'P2024') return true;
   }
-  if (kind === 'DatabaseNotReachable' || kind === 'ConnectionClosed' || kind === 'SocketTimeout' || kind === 'TooManyConnections') {
+  if (kind === 'DatabaseNotReachable' || kind === 'ConnectionClosed' || kind === 'SocketTimeout' || kind === 'TooManyConnections' || LOGIN_REFUSAL_KINDS.has(String(kind))) {
     return true;
   }
   return typeof message === 'string' && CONNECTION_FAILURE_MESSAGES.test(message);

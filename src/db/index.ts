@@ -4,7 +4,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { DependencyUnavailable } from '../errors.ts';
 import { timed, type CallObserver } from '../dependency-calls.ts';
-import { isConnectionFailure } from './connection-errors.ts';
+import { isConnectionFailure, withDriverReason } from './connection-errors.ts';
 import { openEmbeddedPostgres } from './embedded.ts';
 import { PrismaClient } from './generated/client.ts';
 
@@ -90,7 +90,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
         await prisma.$queryRaw`select 1`;
       } catch (error) {
         // Whatever stops `select 1` from answering makes the database unusable for this process.
-        throw error instanceof DependencyUnavailable ? error : new DependencyUnavailable('database', { cause: error });
+        throw error instanceof DependencyUnavailable ? error : new DependencyUnavailable('database', { cause: withDriverReason(error) });
       }
     },
     async close() {
@@ -210,6 +210,6 @@ const QUERY_READ_TIMEOUT = 'Query read timeout';
 /** Connection failures become DependencyUnavailable; everything else passes through unchanged. */
 function asDependencyError(error: unknown): unknown {
   if (error instanceof DependencyUnavailable || !isConnectionFailure(error)) return error;
-  return new DependencyUnavailable('database', { cause: error });
+  return new DependencyUnavailable('database', { cause: withDriverReason(error) });
 }
 

@@ -6,8 +6,9 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { ConfigError } from '../config/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
-import { isConnectionFailure } from './connection-errors.ts';
+import { isConnectionFailure, isLoginRefusal } from './connection-errors.ts';
 
 export const DEFAULT_MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations', import.meta.url));
 
@@ -73,6 +74,8 @@ export async function migrate(connectionString: string, migrationsDir: string = 
       });
     }
   } catch (error) {
+    // Refused at login: waiting would not help (a wrong password, a database or role that does not exist).
+    if (isLoginRefusal(error)) throw new ConfigError(`DATABASE_URL: the database server refused it (${(error as Error).message})`);
     throw isConnectionFailure(error) ? new DependencyUnavailable('database', { cause: error }) : error;
   } finally {
     await client.end().catch(() => {});
