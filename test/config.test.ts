@@ -101,6 +101,11 @@ test('CLIENT_CACHE_TTL is 30 s by default, 0 turns the client cache off, and mor
   t.throws(() => loadConfig({ CLIENT_CACHE_TTL: '-1' }), { instanceOf: ConfigError, message: /^CLIENT_CACHE_TTL:/ });
 });
 
+test('METRICS_PORT is a listener of its own: the port of the app itself is refused', (t) => {
+  t.is(loadConfig({ PORT: '3000', METRICS_PORT: '9464' }).metrics.port, 9464);
+  t.throws(() => loadConfig({ PORT: '3000', METRICS_PORT: '3000' }), { instanceOf: ConfigError, message: /^METRICS_PORT must differ from PORT/ });
+});
+
 test('AUDIT_RETENTION_DAYS is a year by default; 0 keeps the audit trail for ever; what is no number of days is refused', (t) => {
   t.is(loadConfig({}).auditRetentionDays, 365);
   t.is(loadConfig({ AUDIT_RETENTION_DAYS: '0' }).auditRetentionDays, 0);

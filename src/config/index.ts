@@ -348,6 +348,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   if (redisProblem) throw new ConfigError(redisProblem);
   // Each worker would have a store of its own: a session made by one would be unknown to the others.
   if (config.workers > 1 && !config.redis) throw new ConfigError('WORKERS above 1 needs REDIS_URL: the in-process store is one per process');
+  if (config.metrics.port === config.port) throw new ConfigError('METRICS_PORT must differ from PORT: /metrics gets a listener of its own there');
   if (config.mode === 'production') refuseUnsafeProduction(config);
   return config;
 }

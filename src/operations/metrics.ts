@@ -41,6 +41,8 @@ export class Metrics {
   readonly #queueDepth = new Gauge({
     name: 'gatehouse_queue_depth', help: 'Messages waiting to be delivered, by queue (mail, logout notices)',
     labelNames: ['queue'] as const, registers: [this.registry],
+    // Every worker reads the same shared queue: with WORKERS, the primary reports it once, not summed.
+    aggregator: 'max',
     // Read at each scrape; while the store is down the last depth stays (the store's calls show the outage).
     collect: async () => {
       await Promise.all([...this.#queues].map(async ([queue, read]) => {
