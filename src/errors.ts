@@ -18,5 +18,20 @@ export class DependencyUnavailable extends Error {
   }
 }
 
+/**
+ * The dependency answered but refused Gatehouse's login (a wrong password, no such user or database): waiting will
+ * not help, `setting` must change. A start refuses at once; under a running server it is an outage (503) like any.
+ */
+export class LoginRefused extends DependencyUnavailable {
+  override name = 'LoginRefused';
+  readonly setting: string;
+
+  constructor(dependency: 'database' | 'store', options: { cause: unknown }) {
+    super(dependency, options);
+    this.message = `the ${dependency} refused the login`;
+    this.setting = dependency === 'database' ? 'DATABASE_URL' : 'REDIS_URL';
+  }
+}
+
 /** How long a client should wait before retrying while a dependency is down (Retry-After of every 503). */
 export const RETRY_AFTER_OUTAGE_SECONDS = 5;

@@ -8,7 +8,7 @@ import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from './config/index.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
-import { DependencyUnavailable } from './errors.ts';
+import { DependencyUnavailable, LoginRefused } from './errors.ts';
 import { createApp, createMetricsApp } from './app.ts';
 
 /** How long requests under way may take to finish at shutdown: within an orchestrator's usual 30 s. */
@@ -22,6 +22,8 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
     // Settings (secrets among them: KeyError) and outages an operator must fix get one line each; anything else is a bug.
     if (error instanceof ConfigError) {
       process.stderr.write(`gatehouse: refusing to start: ${error.describe()}\n`);
+    } else if (error instanceof LoginRefused) {
+      process.stderr.write(`gatehouse: refusing to start: ${error.setting}: ${error.describe()}\n`);
     } else if (error instanceof DependencyUnavailable) {
       process.stderr.write(`gatehouse: cannot start: ${error.describe()}\n`);
     } else {
@@ -101,7 +103,8 @@ async function openWhenReachable(config: Config, logger: Logger): Promise<Runtim
     try {
       return await openRuntime(config, logger);
     } catch (error) {
-      if (!(error instanceof DependencyUnavailable) || Date.now() >= deadline) throw error;
+      // A refused login is a setting to change: waiting would not help.
+      if (!(error instanceof DependencyUnavailable) || error instanceof LoginRefused || Date.now() >= deadline) throw error;
       const retryInMs = Math.min(500 * 2 ** (attempt - 1), 5000, deadline - Date.now());
       logger.warn({ dependency: error.dependency, reason: error.describe(), attempt, retryInMs }, `waiting for the ${error.dependency} to answer`);
       await sleep(retryInMs);

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
+import { Redis } from 'ioredis';
 import { ConfigError } from '../src/config/index.ts';
 import { createLogger } from '../src/logger.ts';
 import { openRuntime } from '../src/runtime.ts';
@@ -145,8 +146,28 @@ test('secrets that cannot be used are refused by check as by a start, every one 
   const started = Date.now();
   const result = await runNode(['src/main.ts'], cleanEnvironment(refusing));
   t.is(result.code, 1);
-  t.regex(result.stderr, /^gatehouse: refusing to start: DATABASE_URL: the database server refused it \(database "no_such_database_\w+" does not exist\)\n$/);
+  t.regex(result.stderr, /^gatehouse: refusing to start: DATABASE_URL: the database refused the login \(database "no_such_database_\w+" does not exist\)\n$/);
   t.true(Date.now() - started < 20_000, 'not waited for as an outage');
   const checked = report((await runNode(['bin/gatehouse.js', 'check'], cleanEnvironment(refusing))).stdout);
   t.regex(checked.get('database')![1] ?? '', /does not exist/);
+});
+
+test('a Redis that refuses the login is said so, with its own reason, by check and by a start, which does not wait for it', async (t) => {
+  const guarded = await redisWith(['--appendonly', 'yes', '--dir', await folder(), '--maxmemory-policy', 'noeviction']);
+  // Set once it answers (the helper checks that it does without a password).
+  const administrator = new Redis(guarded.url);
+  await administrator.config('SET', 'requirepass', 'the-right-password');
+  administrator.disconnect();
+  const wrong = new URL(guarded.url);
+  wrong.password = 'a-wrong-password';
+  const environment = production({ REDIS_URL: wrong.href, STARTUP_WAIT: '30' });
+  const checked = await runNode(['bin/gatehouse.js', 'check'], cleanEnvironment(environment));
+  t.deepEqual(report(checked.stdout).get('store'), ['REFUSED', '- the store refused the login (WRONGPASS invalid username-password pair or user is disabled.)']);
+  t.false(checked.stdout.includes('a-wrong-password'), 'the password is never printed');
+  if (!process.env.DATABASE_URL) return;
+  const started = Date.now();
+  const result = await runNode(['src/main.ts'], cleanEnvironment(environment));
+  t.is(result.code, 1);
+  t.regex(result.stderr, /^gatehouse: refusing to start: REDIS_URL: the store refused the login \(WRONGPASS [^\n]*\)\n$/);
+  t.true(Date.now() - started < 20_000, 'not waited for as an outage');
 });

@@ -2,9 +2,9 @@
 // embedded PGlite. Connection failures surface as DependencyUnavailable('database') so callers answer 503.
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { DependencyUnavailable } from '../errors.ts';
+import { DependencyUnavailable, LoginRefused } from '../errors.ts';
 import { timed, type CallObserver } from '../dependency-calls.ts';
-import { isConnectionFailure, withDriverReason } from './connection-errors.ts';
+import { isConnectionFailure, isLoginRefusal, withDriverReason } from './connection-errors.ts';
 import { openEmbeddedPostgres } from './embedded.ts';
 import { PrismaClient } from './generated/client.ts';
 
@@ -90,7 +90,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
         await prisma.$queryRaw`select 1`;
       } catch (error) {
         // Whatever stops `select 1` from answering makes the database unusable for this process.
-        throw error instanceof DependencyUnavailable ? error : new DependencyUnavailable('database', { cause: withDriverReason(error) });
+        throw error instanceof DependencyUnavailable ? error : databaseUnavailable(error);
       }
     },
     async close() {
@@ -210,6 +210,12 @@ const QUERY_READ_TIMEOUT = 'Query read timeout';
 /** Connection failures become DependencyUnavailable; everything else passes through unchanged. */
 function asDependencyError(error: unknown): unknown {
   if (error instanceof DependencyUnavailable || !isConnectionFailure(error)) return error;
-  return new DependencyUnavailable('database', { cause: withDriverReason(error) });
+  return databaseUnavailable(error);
+}
+
+/** The database cannot be used: down, or refusing Gatehouse's login; said in the driver's own words. */
+function databaseUnavailable(error: unknown): DependencyUnavailable {
+  const cause = withDriverReason(error);
+  return isLoginRefusal(error) ? new LoginRefused('database', { cause }) : new DependencyUnavailable('database', { cause });
 }
 

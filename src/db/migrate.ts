@@ -6,8 +6,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { ConfigError } from '../config/index.ts';
-import { DependencyUnavailable } from '../errors.ts';
+import { DependencyUnavailable, LoginRefused } from '../errors.ts';
 import { isConnectionFailure, isLoginRefusal } from './connection-errors.ts';
 
 export const DEFAULT_MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations', import.meta.url));
@@ -75,7 +74,7 @@ export async function migrate(connectionString: string, migrationsDir: string = 
     }
   } catch (error) {
     // Refused at login: waiting would not help (a wrong password, a database or role that does not exist).
-    if (isLoginRefusal(error)) throw new ConfigError(`DATABASE_URL: the database server refused it (${(error as Error).message})`);
+    if (isLoginRefusal(error)) throw new LoginRefused('database', { cause: error });
     throw isConnectionFailure(error) ? new DependencyUnavailable('database', { cause: error }) : error;
   } finally {
     await client.end().catch(() => {});

@@ -79,8 +79,29 @@ export function openFailFastRedis(connection: RedisConnection, options: FailFast
       });
   }
   // An 'error' event without a listener would crash the process; reconnecting is already automatic.
-  client.on('error', (error: Error) => options.onError?.(withoutCommandArguments(error)));
+  client.on('error', (error: Error) => {
+    const sanitized = withoutCommandArguments(error);
+    connectionErrors.set(client, sanitized);
+    options.onError?.(sanitized);
+  });
+  client.on('ready', () => connectionErrors.delete(client));
   return client;
+}
+
+/** Each client's last connection error, until it is ready again. */
+const connectionErrors = new WeakMap<RedisClient, Error>();
+
+/**
+ * Why a client that is not ready cannot connect (Redis refused the login, nothing listens...): its commands fail
+ * meanwhile with ioredis's own "Stream isn't writeable", which says nothing of it. Undefined once ready.
+ */
+export function connectionFailureOf(client: RedisClient): Error | undefined {
+  return client.status === 'ready' ? undefined : connectionErrors.get(client);
+}
+
+/** Redis answered, but refused the connection's credentials (a wrong or missing password, an unknown user). */
+export function isLoginRefusal(error: Error): boolean {
+  return /^(WRONGPASS|NOAUTH|NOPERM)\b|^ERR (invalid password|AUTH <password> called without any password)/.test(error.message);
 }
 
 /** Statuses in which a connection attempt is under way and will end soon in 'ready' or a failure. */

@@ -3,14 +3,14 @@
 // while Redis is unreachable and reconnects by itself.
 
 import { Cluster, type Redis } from 'ioredis';
-import { DependencyUnavailable } from '../errors.ts';
+import { DependencyUnavailable, LoginRefused } from '../errors.ts';
 import { timed, type CallObserver } from '../dependency-calls.ts';
 import type { Store, StoredRecord, Subscription, SubscriptionHandlers } from './store.ts';
 import { wholeSecondsTtl } from './ttl.ts';
 import { RedisSubscriber } from './redis-subscriber.ts';
 import {
-  DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, isConnectionFailure, openFailFastRedis, waitForConnectionAttempt, withoutCommandArguments,
-  type RedisClient, type RedisConnection,
+  DEFAULT_COMMAND_TIMEOUT_MS, closeRedis, connectionFailureOf, isConnectionFailure, isLoginRefusal, openFailFastRedis, waitForConnectionAttempt,
+  withoutCommandArguments, type RedisClient, type RedisConnection,
 } from './redis-connection.ts';
 
 export interface RedisStoreOptions {
@@ -179,7 +179,7 @@ export class RedisStore implements Store {
         await waitForConnectionAttempt(this.#client, this.#commandTimeoutMs);
         return await operation();
       } catch (error) {
-        throw toStoreError(error);
+        throw toStoreError(error, this.#client);
       }
     });
   }
@@ -206,9 +206,11 @@ function infoField(info: string, name: string): string | undefined {
   return new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(info)?.[1];
 }
 
-function toStoreError(error: unknown): Error {
+function toStoreError(error: unknown, client: RedisClient): Error {
   if (!(error instanceof Error)) return new Error(`Redis store failed: ${String(error)}`);
   const sanitized = withoutCommandArguments(error);
-  if (isConnectionFailure(sanitized)) return new DependencyUnavailable('store', { cause: sanitized });
-  return sanitized;
+  if (!isConnectionFailure(sanitized)) return sanitized;
+  // Said as the connection's own failure when it has one: the command's error only says it could not be sent.
+  const cause = connectionFailureOf(client) ?? sanitized;
+  return isLoginRefusal(cause) ? new LoginRefused('store', { cause }) : new DependencyUnavailable('store', { cause });
 }
