@@ -10,7 +10,7 @@ import { migrate } from './db/migrate.ts';
 import { checkDeployment } from './operations/deployment-check.ts';
 import { AccountError } from './accounts/users.ts';
 import { CLIENT_TYPES, ClientError, SECRET_AUTH_METHODS, clientTypeOf, withoutSecret, type ClientMetadata, type ClientType, type SecretAuthMethod } from './clients/clients.ts';
-import { KeyError, SIGNING_ALGORITHMS, generateEncryptionKey, generateJwks, type SigningAlgorithm } from './keys/secrets.ts';
+import { KeyError, SIGNING_ALGORITHMS, generateEncryptionKey, generateJwks, secretProblems, type SigningAlgorithm } from './keys/secrets.ts';
 import { KeyRotationError } from './keys/signing-keys.ts';
 import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES } from './oidc/initial-access-tokens.ts';
 import { DependencyUnavailable } from './errors.ts';
@@ -212,7 +212,7 @@ type Handler = (args: string[], run: (work: (runtime: Runtime) => Promise<void>)
 const commands: Record<string, Handler> = {
   async check(args) {
     const { values } = parse(args, JSON_OPTION);
-    const findings = await checkDeployment();
+    const findings = await checkDeployment(secretProblems);
     const refused = findings.reduce((count, finding) => count + finding.problems.length, 0);
     report(values.json, { ok: !refused, findings: findings.map(({ subject, problems, summary }) => ({ subject, ok: !problems.length, summary: summary ?? null, problems })) },
       findings.map(({ subject, problems, summary }) => `${subject.padEnd(14)} ${problems.length ? 'REFUSED' : `ok${summary ? ` (${summary})` : ''}`}${problems.map((problem) => `\n  - ${problem}`).join('')}`).join('\n'));

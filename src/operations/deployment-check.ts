@@ -4,7 +4,6 @@
 import { ConfigError, loadConfig, type Config } from '../config/index.ts';
 import { openDatabase } from '../db/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
-import { secretProblems } from '../keys/secrets.ts';
 import { createStore, type Store } from '../store/index.ts';
 
 export interface Finding {
@@ -15,7 +14,11 @@ export interface Finding {
   summary?: string;
 }
 
-export async function checkDeployment(environment?: NodeJS.ProcessEnv): Promise<Finding[]> {
+/**
+ * `secretProblems`: what the configured secrets' own checks refuse (src/keys/secrets.ts, whose key ring depends on
+ * this folder's request context: handed in, so that the folders do not depend on each other in a circle).
+ */
+export async function checkDeployment(secretProblems: (config: Config) => Promise<string[]>, environment?: NodeJS.ProcessEnv): Promise<Finding[]> {
   let config: Config;
   try {
     config = loadConfig(environment);
