@@ -373,6 +373,27 @@ test.serial(`${databaseKind} down: a client lookup answers 503 naming the databa
   }
 });
 
+test.serial(`${databaseKind} down: asking for a password reset link or a new verification link answers a 503 page, never "check your email"`, async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  await proxy.restore().catch(() => {});
+  const { issuer } = onDatabase.server;
+  const agent = new UserAgent();
+  // The forms as a person has them, opened while the database answers.
+  const forgot = await (await agent.request(`${issuer}/password/forgot`)).text();
+  const invalidLink = await (await agent.request(`${issuer}/verify-email?token=no-such-link`)).text();
+  await proxy.cut();
+  try {
+    const asked = (path: string, html: string) => agent.request(`${issuer}${path}`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      body: new URLSearchParams({ csrf: formField(html, 'csrf'), email: 'someone@example.com' }),
+    });
+    assertUnavailablePage(t, await answer(t, await asked('/password/forgot', forgot)), 'database');
+    assertUnavailablePage(t, await answer(t, await asked('/verify-email/resend', invalidLink)), 'database');
+  } finally {
+    await proxy.restore();
+  }
+});
+
 test.serial(`${databaseKind} down: /readyz is 503 with checks.database "down", /healthz stays 200`, async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
   await proxy.cut();

@@ -2,6 +2,7 @@
 // (src/app.ts) passes the real ones; each area declares the part it uses (Pick<WebDependencies, ...>).
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
+import type { Database } from '../db/index.ts';
 import type { AccountFlows } from '../accounts/flows/index.ts';
 import type { ApiService } from '../apis/apis.ts';
 import type { ConsentService } from '../accounts/consents.ts';
@@ -33,4 +34,9 @@ export interface WebDependencies {
   apis: Pick<ApiService, 'find'>;
   accountSessions: AccountSessions;
   store: Store;
+  /**
+   * Asked by the forms that answer before their work (a reset or verification link, looked up and mailed after the
+   * same answer for every address): a database that is down is then a 503, not a request lost after "check your email".
+   */
+  database: Pick<Database, 'ping'>;
 }

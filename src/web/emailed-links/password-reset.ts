@@ -19,7 +19,7 @@ import { emailedLinkRoutes } from './emailed-link.ts';
 // The CSRF cookie of these pages is scoped here: the request form and the link's form share it.
 const CSRF_PATH = '/password';
 
-export function passwordResetRoutes(deps: Pick<WebDependencies, 'config' | 'views' | 'users' | 'limits' | 'flows' | 'engine' | 'afterResponseWork'>): Router {
+export function passwordResetRoutes(deps: Pick<WebDependencies, 'config' | 'views' | 'users' | 'limits' | 'flows' | 'engine' | 'afterResponseWork' | 'database'>): Router {
   const { config, users, limits, afterResponseWork } = deps;
   const { passwordReset } = deps.flows;
   const router = new Router();
@@ -50,7 +50,9 @@ export function passwordResetRoutes(deps: Pick<WebDependencies, 'config' | 'view
       throw new TooManyAttempts(refusal, { action: 'sending password reset links' });
     }
     // The page goes out first, identical for every address; looking the account up, issuing the link and
-    // talking to the mail server happen after it, so neither the answer nor its timing depends on them.
+    // talking to the mail server happen after it, so neither the answer nor its timing depends on them. Unless the
+    // database is down (the same for every address): then a 503 says so, rather than a promise of mail never sent.
+    await deps.database.ping();
     render(ctx, 'password-forgot-sent', { email, expiresIn: inWords(ttlSeconds) });
     const seen = { ip: ctx.ip, userAgent: ctx.get('user-agent') };
     afterResponseWork.run(ctx, 'password reset request', () => passwordReset.requestLink(email, seen));

@@ -27,7 +27,7 @@ export interface NewLinkPage {
  * are the same whoever owns the address.
  */
 export async function requestNewVerificationLink(
-  ctx: Context, deps: Pick<WebDependencies, 'limits' | 'flows' | 'afterResponseWork'>, emailInput: string,
+  ctx: Context, deps: Pick<WebDependencies, 'limits' | 'flows' | 'afterResponseWork' | 'database'>, emailInput: string,
 ): Promise<NewLinkPage> {
   const email = normalizeEmail(emailInput);
   if (!isEmailAddress(email)) return { status: 400, data: { email: emailInput, resendError: INVALID_EMAIL_MESSAGE } };
@@ -38,11 +38,13 @@ export async function requestNewVerificationLink(
     ['verification-resend-account', key],
   ]);
   if (!decision.allowed) throw new TooManyAttempts(decision, { action: 'sending verification emails' });
+  // Looked up after the answer, but not with the database down: a 503 then, not a link promised and lost.
+  await deps.database.ping();
   deps.afterResponseWork.run(ctx, 'new verification link', () => deps.flows.emailVerification.sendNewLink(email));
   return { status: 200, data: { email, resent: true } };
 }
 
-export function emailVerificationRoutes(deps: Pick<WebDependencies, 'views' | 'engine' | 'users' | 'limits' | 'flows' | 'afterResponseWork'>): Router {
+export function emailVerificationRoutes(deps: Pick<WebDependencies, 'views' | 'engine' | 'users' | 'limits' | 'flows' | 'afterResponseWork' | 'database'>): Router {
   const { engine, users, limits } = deps;
   const verification = deps.flows.emailVerification;
   const router = new Router();

@@ -21,7 +21,7 @@ import { signUpRoutes } from './sign-up.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
 
-export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger' | 'views' | 'engine' | 'flows' | 'afterResponseWork' | 'limits' | 'users' | 'consents' | 'apis'>): Router {
+export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger' | 'views' | 'engine' | 'flows' | 'afterResponseWork' | 'limits' | 'users' | 'consents' | 'apis' | 'database'>): Router {
   const { engine, users, views, consents } = deps;
   const { signIn } = deps.flows;
   const router = new Router({ prefix: PATHS.interaction });

@@ -32,7 +32,7 @@ function fieldErrors(refusal: Extract<SignUp, { ok: false }>): FieldErrors {
 }
 
 /** Adds the sign-up and new-link routes to the interaction router (prefix /interaction/:uid), with its pages. */
-export function signUpRoutes(router: Router, deps: Pick<WebDependencies, 'config' | 'flows' | 'afterResponseWork' | 'limits'>, pages: InteractionPages): void {
+export function signUpRoutes(router: Router, deps: Pick<WebDependencies, 'config' | 'flows' | 'afterResponseWork' | 'limits' | 'database'>, pages: InteractionPages): void {
   const { config } = deps;
   const { signUp } = deps.flows;
   const minimumLength = minimumPasswordLength(config.passwordPolicy);
