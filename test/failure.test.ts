@@ -14,6 +14,7 @@ import {
 } from './helpers/oauth.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
 import { until } from './helpers/wait.ts';
+import { READY_CHECK_TIMEOUT_MS } from '../src/web/health.ts';
 import { openEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
 
 /** Only keeps a hanging request from stalling the suite; no timing is asserted. */
@@ -423,7 +424,9 @@ test.serial(`${databaseKind} hung (frozen, connections open): requests answer 50
     const credentials = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, withTimeout());
     assertUnavailableJson(t, await answer(t, credentials.clone()), 'database');
     await assertClientLibraryRefuses(t, oauth.processClientCredentialsResponse(as, service.client, credentials));
+    const asked = Date.now();
     const ready = await probe(server.issuer, '/readyz');
+    t.true(Date.now() - asked < READY_CHECK_TIMEOUT_MS + 1500, `/readyz answers within its own timeout, not the query's: ${Date.now() - asked} ms`);
     t.is(ready.status, 503);
     t.is(ready.json.checks?.database, 'down');
     t.is(ready.json.checks?.store, 'up');

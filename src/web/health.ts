@@ -1,11 +1,18 @@
 // Liveness and readiness for orchestrators: /healthz says the process answers, /readyz that the
 // database and the store answer too.
+import { setTimeout } from 'node:timers/promises';
 import Router from '@koa/router';
 import { PATHS } from './paths.ts';
 
 export interface Pingable {
   ping(): Promise<void>;
 }
+
+/**
+ * How long /readyz waits for each dependency: one that takes longer is as good as down to a probe (Kubernetes waits
+ * 1 s by default), and an answer that waits for a hung database's query timeout would only pile probes up.
+ */
+export const READY_CHECK_TIMEOUT_MS = 2000;
 
 /** Asked by orchestrators of the port itself (plain HTTP, any Host): see canonical-origin.ts. */
 export const HEALTH_PATHS: ReadonlySet<string> = new Set([PATHS.live, PATHS.ready]);
@@ -19,7 +26,7 @@ export function healthRoutes(dependencies: { database: Pingable; store: Pingable
   router.get(PATHS.ready, async (ctx) => {
     const entries = await Promise.all(Object.entries(dependencies).map(async ([name, dependency]) => {
       try {
-        await dependency.ping();
+        await Promise.race([dependency.ping(), setTimeout(READY_CHECK_TIMEOUT_MS, undefined, { ref: false }).then(() => Promise.reject(new Error('too slow')))]);
         return [name, 'up'] as const;
       } catch {
         return [name, 'down'] as const;
