@@ -15,15 +15,19 @@ const SOCKET_ERROR_CODES = new Set([
  * constraint. Looks through Prisma's wrappers (error.cause, meta.driverAdapterError) to pg's error.
  */
 export function isConnectionFailure(error: unknown): boolean {
-  const seen = new Set<unknown>();
+  return layersOf(error).some(describesConnectionFailure);
+}
+
+/** The error and those it wraps, outermost first: each one's cause, or Prisma's pg adapter's error (meta.driverAdapterError). */
+function layersOf(error: unknown): object[] {
+  const layers: object[] = [];
   let current: unknown = error;
-  while (current && typeof current === 'object' && !seen.has(current)) {
-    seen.add(current);
-    if (describesConnectionFailure(current)) return true;
+  while (current && typeof current === 'object' && !layers.includes(current)) {
+    layers.push(current);
     const record = current as { cause?: unknown; meta?: { driverAdapterError?: unknown } };
     current = record.cause ?? record.meta?.driverAdapterError;
   }
-  return false;
+  return layers;
 }
 
 /**
@@ -32,16 +36,10 @@ export function isConnectionFailure(error: unknown): boolean {
  * running server) the database is as good as down, and counted so by isConnectionFailure.
  */
 export function isLoginRefusal(error: unknown): boolean {
-  const seen = new Set<unknown>();
-  let current: unknown = error;
-  while (current && typeof current === 'object' && !seen.has(current)) {
-    seen.add(current);
-    const { code, originalCode, kind } = current as { code?: unknown; originalCode?: unknown; kind?: unknown };
-    if ([code, originalCode].some((value) => typeof value === 'string' && LOGIN_REFUSALS.has(value)) || LOGIN_REFUSAL_KINDS.has(String(kind))) return true;
-    const record = current as { cause?: unknown; meta?: { driverAdapterError?: unknown } };
-    current = record.cause ?? record.meta?.driverAdapterError;
-  }
-  return false;
+  return layersOf(error).some((layer) => {
+    const { code, originalCode, kind } = layer as { code?: unknown; originalCode?: unknown; kind?: unknown };
+    return [code, originalCode].some((value) => typeof value === 'string' && LOGIN_REFUSALS.has(value)) || LOGIN_REFUSAL_KINDS.has(String(kind));
+  });
 }
 
 const LOGIN_REFUSALS = new Set(['28000', '28P01', '3D000', 'P1000', 'P1003']);
@@ -53,16 +51,8 @@ const LOGIN_REFUSAL_KINDS = new Set(['DatabaseDoesNotExist', 'DatabaseAccessDeni
  * Prisma keeps as its adapter's originalMessage, under a message naming the query), with the original as its cause.
  */
 export function withDriverReason(error: unknown): unknown {
-  const seen = new Set<unknown>();
-  let current: unknown = error;
-  while (current && typeof current === 'object' && !seen.has(current)) {
-    seen.add(current);
-    const { originalMessage } = current as { originalMessage?: unknown };
-    if (typeof originalMessage === 'string' && originalMessage) return new Error(originalMessage, { cause: error });
-    const record = current as { cause?: unknown; meta?: { driverAdapterError?: unknown } };
-    current = record.cause ?? record.meta?.driverAdapterError;
-  }
-  return error;
+  const reason = layersOf(error).map((layer) => (layer as { originalMessage?: unknown }).originalMessage).find((message) => typeof message === 'string' && message);
+  return typeof reason === 'string' ? new Error(reason, { cause: error }) : error;
 }
 
 function describesConnectionFailure(error: object): boolean {
