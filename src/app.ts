@@ -19,8 +19,8 @@ import { accountConsoleRoutes } from './web/account/index.ts';
 import { adminApi } from './web/admin/index.ts';
 import { metricsRoutes } from './web/metrics.ts';
 import { requestLog } from './web/middleware/request-log.ts';
-import { engineMethods, enginePaths, routeKey } from './web/engine-paths.ts';
-import { allowedMethodsOnly } from './web/middleware/engine-methods.ts';
+import { engineMethods } from './web/engine-paths.ts';
+import { engineOrGatehouse } from './web/middleware/engine-dispatch.ts';
 
 export function createApp(runtime: Runtime): Koa {
   const { config, provider, views, logger } = runtime;
@@ -28,7 +28,7 @@ export function createApp(runtime: Runtime): Koa {
   const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy, maxIpsCount: config.trustedProxyHops });
   app.silent = true;
 
-  const engine = enginePaths(provider);
+  const engine = engineMethods(provider);
   app.use(requestLog(logger, runtime.metrics, engine));
   app.use(canonicalOrigin({ issuer: config.issuer, trustProxy: config.trustProxy }));
   app.use(securityHeaders({
@@ -50,10 +50,8 @@ export function createApp(runtime: Runtime): Koa {
     accountConsoleRoutes(runtime),
   ];
   const gatehouseRoutes = compose([adminApi(runtime), ...routers.flatMap((router) => [router.routes(), router.allowedMethods()])] as Koa.Middleware[]);
-  // The engine's endpoints (the hot paths: token, introspection, JWKS...) skip Gatehouse's routers: none serves them.
-  app.use((ctx, next) => (engine.has(routeKey(ctx.path)) ? next() : gatehouseRoutes(ctx, next)));
+  app.use(engineOrGatehouse(engine, gatehouseRoutes));
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
-  app.use(allowedMethodsOnly(engineMethods(provider)));
   app.use(corsPreflights({ provider, clients: runtime.clients }));
   const handleProtocol = provider.callback();
   app.use(async (ctx) => {

@@ -32,12 +32,7 @@ export function routePaths(provider: Pick<Provider, 'pathFor'>, names: readonly 
   });
 }
 
-/** Every path the engine answers at (besides those with a parameter: /auth/:uid, /reg/:clientId), as route keys. */
-export function enginePaths(provider: Pick<Provider, 'pathFor'>): ReadonlySet<string> {
-  return new Set([...DISCOVERY_PATHS, ...routePaths(provider, ENGINE_ROUTE_NAMES)].map(routeKey));
-}
-
-/** The methods the engine answers at each of its paths (besides those with a parameter), by route key. */
+/** The methods the engine answers at each of its paths (besides those with a parameter: /auth/:uid, /reg/:clientId), by route key. */
 export function engineMethods(provider: Pick<Provider, 'pathFor'>): ReadonlyMap<string, readonly string[]> {
   return new Map([
     ...DISCOVERY_PATHS.map((path) => [routeKey(path), ['GET', 'HEAD']] as const),

@@ -16,8 +16,8 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 /** Asked every few seconds by probes and scrapers: logged at debug, so they do not drown the rest. */
 const QUIET_PATHS = new Set([...HEALTH_PATHS, PATHS.metrics]);
 
-/** `enginePaths`: the engine's endpoints (src/web/engine-paths.ts), each its own route. */
-export function requestLog(logger: Logger, metrics: Metrics, enginePaths: ReadonlySet<string>) {
+/** `enginePaths`: the engine's endpoints by route key (engineMethods in src/web/engine-paths.ts), each its own route. */
+export function requestLog(logger: Logger, metrics: Metrics, enginePaths: ReadonlyMap<string, unknown>) {
   // Without the logger's redaction (a tenth of a cheap request's time): these lines hold only the fields below,
   // chosen here, and never a query string, header or body where a credential could be.
   const log = logger.child({ component: 'http' }, { redact: [] });
@@ -44,7 +44,7 @@ export function requestLog(logger: Logger, metrics: Metrics, enginePaths: Readon
 }
 
 /** A route's pattern (never the path itself: ids in paths would make a label per id), or 'unmatched'. */
-function routeOf(ctx: Context, enginePaths: ReadonlySet<string>): string {
+function routeOf(ctx: Context, enginePaths: ReadonlyMap<string, unknown>): string {
   const matched = (ctx as Context & { _matchedRoute?: string | RegExp })._matchedRoute;
   if (typeof matched === 'string') return matched;
   const key = routeKey(ctx.path);
