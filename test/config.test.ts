@@ -178,6 +178,7 @@ const productionRefusals: Array<[what: string, change: Record<string, string | u
   ['no SMTP_URL (links go out by email)', { SMTP_URL: undefined }, /^production needs SMTP_URL/],
   ['a MAIL_FROM at localhost', { MAIL_FROM: 'x@LOCALHOST' }, /^production needs MAIL_FROM/],
   ['no MAIL_FROM (the default is at localhost)', { MAIL_FROM: undefined }, /^production needs MAIL_FROM/],
+  ['a signing key rotated every hour', { KEY_ROTATION_INTERVAL: '3600' }, /^KEY_ROTATION_INTERVAL must be 0 \(rotation by command only\) or at least 86400 \(a day\) in production/],
 ];
 
 for (const [what, change, reason] of productionRefusals) {
@@ -195,6 +196,9 @@ test('NODE_ENV=production accepts a complete configuration, with JWKS or with JW
     redis: { url: 'rediss://cache.internal:6380' }, jwks: privateJwks,
   });
   t.deepEqual(config.cookieSecrets, [LONG_SECRET, 'y'.repeat(40)]);
+  // Rotation by command only, or by itself daily at the most often.
+  t.is(loadConfig({ ...productionEnvironment(), KEY_ROTATION_INTERVAL: '0' }).keyRotation.interval, 0);
+  t.is(loadConfig({ ...productionEnvironment(), KEY_ROTATION_INTERVAL: '86400' }).keyRotation.interval, 86_400);
   const withFile = loadConfig({ ...productionEnvironment(), JWKS: '', JWKS_FILE: '/run/secrets/jwks.json' });
   t.like(withFile, { jwks: undefined, jwksFile: '/run/secrets/jwks.json' });
   // Neither: the signing keys live in the database, and rotate.

@@ -353,6 +353,9 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   return config;
 }
 
+/** Seconds: a production key signs for a day at least (KEY_ROTATION_INTERVAL). */
+const MIN_PRODUCTION_ROTATION_INTERVAL = 86_400;
+
 function refuseUnsafeProduction(config: Config): void {
   const problems: string[] = [];
   const refuse = (problem: string): void => void problems.push(problem);
@@ -368,6 +371,10 @@ function refuseUnsafeProduction(config: Config): void {
   if (!config.mail.smtpUrl) refuse('production needs SMTP_URL: verification and password-reset links are sent by email');
   // Receiving servers refuse mail from a domain that is not real (SPF, DMARC).
   if (/@localhost$/i.test(config.mail.from.address)) refuse('production needs MAIL_FROM: an address at your own domain, e.g. Gatehouse <no-reply@example.com>');
+  // Each rotation adds keys that the JWKS publishes, and every API fetches, until the tokens they signed expire.
+  if (config.keyRotation.interval > 0 && config.keyRotation.interval < MIN_PRODUCTION_ROTATION_INTERVAL) {
+    refuse(`KEY_ROTATION_INTERVAL must be 0 (rotation by command only) or at least ${MIN_PRODUCTION_ROTATION_INTERVAL} (a day) in production: every rotation adds signing keys that stay published until the tokens they signed expire`);
+  }
   if (problems.length) throw new ConfigError(problems);
 }
 
