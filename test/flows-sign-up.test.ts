@@ -170,3 +170,21 @@ test('a link sent to an address the account has left verifies nothing', async (t
   t.deepEqual(await audit('email.verified', about(user)), []);
   t.deepEqual(await emailVerification.verify('not-a-token', origin()), { ok: false, reason: 'unknown' });
 });
+
+test('an address mail cannot reach (over 64 characters before the @, RFC 5321) is given to no account, while one that already has it still signs in', async (t) => {
+  const { signUp } = opened.runtime.flows;
+  const { users } = opened.runtime;
+  const tooLong = `${'a'.repeat(65)}@example.com`;
+  t.deepEqual(await signUp.signUp({ name: 'Ada', email: tooLong, password: PASSWORD }, origin()), { ok: false, reason: 'invalid_email' });
+  await t.throwsAsync(users.create({ email: tooLong, password: PASSWORD }), { message: 'the part of an email address before the @ can have at most 64 characters' });
+  const longest = `${'b'.repeat(63)}${randomUUID().slice(0, 1)}@example.com`;
+  t.like(await signUp.signUp({ name: 'Ada', email: longest, password: PASSWORD }, origin()), { ok: true, created: true });
+  const holder = await users.findByEmail(longest);
+  if (!holder) return t.fail('no account');
+  await t.throwsAsync(users.changeEmail(holder.id, tooLong), { message: /before the @ can have at most 64 characters/ });
+
+  // Made before the rule: found, and signs in.
+  await opened.runtime.database.prisma.user.update({ where: { id: holder.id }, data: { email: tooLong } });
+  t.is((await users.findByEmail(tooLong))?.id, holder.id);
+  t.like(await users.checkCredentials(tooLong, PASSWORD), { ok: true, user: { id: holder.id } });
+});

@@ -88,6 +88,23 @@ export function isEmailAddress(email: string): boolean {
   return emailSchema.safeParse(email).success;
 }
 
+/** Octets a mailbox's local part may have (RFC 5321 §4.5.3.1.1): mail servers refuse a longer one, so its links would never come. */
+const LOCAL_PART_MAX_OCTETS = 64;
+
+/**
+ * Whether a (normalized) address may be given to an account: one Gatehouse accepts, that mail can reach. Accounts
+ * already holding a longer local part are still found by isEmailAddress (sign-in, reset requests).
+ */
+export function isNewEmailAddress(email: string): boolean {
+  return isEmailAddress(email) && Buffer.byteLength(email.slice(0, email.lastIndexOf('@'))) <= LOCAL_PART_MAX_OCTETS;
+}
+
+/** Refuses an address an account may not be given (AccountError 'invalid_email'), saying why. */
+function checkNewEmail(email: string): void {
+  if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
+  if (!isNewEmailAddress(email)) throw new AccountError('invalid_email', `the part of an email address before the @ can have at most ${LOCAL_PART_MAX_OCTETS} characters`);
+}
+
 /** Emails compare without regard to case or surrounding space. */
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
@@ -122,7 +139,7 @@ export class UserService {
   /** `roles`: role names (a role in SECOND_FACTOR_REQUIRED_ROLES makes the second factor mandatory). */
   async create(input: { email: string; password: string; name?: string; emailVerified?: boolean; roles?: readonly string[] }): Promise<User> {
     const email = normalizeEmail(input.email);
-    if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
+    checkNewEmail(email);
     checkName(input.name);
     const problem = checkPassword(input.password, { email, name: input.name }, this.#passwordPolicy);
     if (problem) throw new AccountError('weak_password', problem.message);
@@ -245,7 +262,7 @@ export class UserService {
   /** Gives the account a new address, verified (the caller has proved the person reads it); null when there is no such account. */
   async changeEmail(userId: string, newEmailInput: string): Promise<User | null> {
     const email = normalizeEmail(newEmailInput);
-    if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
+    checkNewEmail(email);
     if (!await this.findById(userId)) return null;
     try {
       return await this.#changed(await this.#prisma.user.update({ where: { id: userId }, data: { email, emailVerified: true, ...NEW_SECURITY_VERSION }, select: publicFields }));

@@ -1,7 +1,7 @@
 // Account console: changing the email address. The current password is asked, a link goes to the new address
 // (nothing changes until it is followed: web/emailed-links/email-change.ts) and the current address is told.
 import { within } from '../paths.ts';
-import { isEmailAddress, normalizeEmail } from '../../accounts/users.ts';
+import { isNewEmailAddress, normalizeEmail } from '../../accounts/users.ts';
 import { TooManyAttempts } from '../kit/errors.ts';
 import { formBody, formField, requireCsrf } from '../kit/pages.ts';
 import { inWords } from '../kit/in-words.ts';
@@ -28,7 +28,7 @@ export function emailRoutes(router: AccountRouter, deps: Pick<WebDependencies, '
     const newEmail = normalizeEmail(typed);
     const current = formField(ctx, 'current_password');
     const refuse = (errors: Record<string, string>) => pages.render(ctx, 'account/email', { title: TITLE, email: typed, errors }, 400);
-    if (!isEmailAddress(newEmail)) return refuse({ email: 'Enter the new email address, like name@example.com.' });
+    if (!isNewEmailAddress(newEmail)) return refuse({ email: 'Enter the new email address, like name@example.com.' });
     if (newEmail === user.email) return refuse({ email: 'That is already your email address. Enter the new one.' });
     // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
