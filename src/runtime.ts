@@ -297,7 +297,7 @@ function createAccountFlows(services: {
       users, passwordAttempts: limits.login, auditTrail, checksPerAccount: (accountId) => limits.rates.consume('password-check-account', accountId),
     }),
     passwordReset: createPasswordResetFlow({
-      users, accountTokens, secondFactor, accountSessions, loginLockout: limits.login, auditTrail, mail: mailQueue, links, clock,
+      users, accountTokens, secondFactor, accountSessions, loginLockout: limits.login, secondFactorLockout: limits.secondFactor, auditTrail, mail: mailQueue, links, clock,
       linkTtlSeconds: config.accounts.passwordResetTtl,
     }),
     passwordChange: createPasswordChangeFlow({ users, accountTokens, accountSessions, auditTrail, mail: mailQueue, links, clock }),

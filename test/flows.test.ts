@@ -223,6 +223,7 @@ test('email change confirmation: the new address becomes the account\'s, verifie
   const user = await newUser();
   const newEmail = `moved-${randomUUID()}@example.com`;
   const token = await runtime.accountTokens.issue(user.id, 'change_email', newEmail, 600);
+  const resetToken = await runtime.accountTokens.issue(user.id, 'reset_password', user.email, 600);
   t.like(await emailChange.checkConfirmLink(token), { ok: true, newEmail, user: { id: user.id } });
   const seen = request();
   const confirmed = await emailChange.confirm(token, seen);
@@ -242,6 +243,18 @@ test('email change confirmation: the new address becomes the account\'s, verifie
   const undo = linkIn(notice!.text);
   t.true(undo.startsWith(`${runtime.config.issuer}/email/restore?token=`));
   t.like(await emailChange.checkRestoreLink(tokenOf(undo)), { ok: true, previousEmail: user.email });
+  // Were the account to come back to the previous address by another change, the link would work again.
+  t.like(await runtime.accountTokens.peek(resetToken, 'reset_password'), { ok: false }, 'a reset link sent to the previous address dies with the change');
+
+  // A second change in the run: the address it leaves is told that the way back went to the first.
+  const lastEmail = `moved-again-${randomUUID()}@example.com`;
+  const again = await emailChange.confirm(await runtime.accountTokens.issue(user.id, 'change_email', lastEmail, 600), request());
+  if (!again.ok) return t.fail(again.reason);
+  await again.notice();
+  const [secondNotice] = await opened.mailTo(newEmail);
+  t.regex(secondNotice!.text, /The address it had before this one was sent a link that undoes the changes/);
+  t.deepEqual(secondNotice!.text.match(/https?:\/\/\S+/g), null, 'no link: a reset would not reach the account from this address');
+  t.like(await emailChange.checkRestoreLink(tokenOf(undo)), { ok: true, previousEmail: user.email }, 'the first address keeps the way back');
 });
 
 test('email change confirmation: an address never verified is told of the change, not where the account went', async (t) => {
@@ -254,6 +267,10 @@ test('email change confirmation: an address never verified is told of the change
   const [notice] = await opened.mailTo(user.email);
   t.is(notice!.subject, 'Your email address was changed');
   t.false(notice!.text.includes(newEmail), notice!.text);
+  // The way back would hand the account to whoever reads an address its owner never proved to be theirs.
+  t.deepEqual(notice!.text.match(/https?:\/\/\S+/g), null, 'no undo link');
+  t.regex(notice!.text, /ask the administrators of .+ for help/);
+  t.truthy(await runtime.accountTokens.issueUnlessPending(user.id, 'restore_email', user.email, 600), 'no undo link was issued');
 });
 
 test('email change confirmation: an address another account took since is email_taken, a made-up link is link_invalid, both audited', async (t) => {
@@ -392,6 +409,19 @@ test('disabling an account: it no longer signs in, every session and grant ends,
   t.like(await accountAdministration.enable(user.email, actor), { ok: true, changed: false });
   t.is((await audit('account.enabled', about(user))).length, 2);
   t.deepEqual(await accountAdministration.disable(`nobody-${randomUUID()}@example.com`, actor), { ok: false, reason: 'unknown_account' });
+});
+
+test('password reset lifts the second factor\'s lock too: whoever guessed the codes knew the old password, and the owner with the new one is asked a code again', async (t) => {
+  const { runtime } = opened;
+  const user = await newUser();
+  const { recoveryCodes } = await withSecondFactor(runtime, user);
+  const codeRequest = { ip: '198.51.100.11', userAgent: 'flows-test', sessionUid: randomUUID() };
+  for (const code of ['aaaa-bbbb-cccc-dddd', 'aaaa-bbbb-cccc-eeee', 'aaaa-bbbb-cccc-ffff']) await runtime.flows.secondFactorSettings.turnOff(user, code, codeRequest);
+  t.like(await runtime.flows.secondFactorSettings.turnOff(user, recoveryCodes[0]!, codeRequest), { ok: false, reason: 'too_many_attempts' });
+
+  const token = await runtime.accountTokens.issue(user.id, 'reset_password', user.email, 600);
+  t.like(await runtime.flows.passwordReset.complete({ token, password: NEW_PASSWORD, newPasswordErrors: noErrors }, request()), { ok: true, secondFactorRemoved: false });
+  t.like(await runtime.flows.secondFactorSettings.turnOff(user, recoveryCodes[0]!, codeRequest), { ok: true }, 'a right code is taken again');
 });
 
 test('unlocking an account lifts both its lockouts, the password\'s and the second factor\'s, audited as the administrator', async (t) => {

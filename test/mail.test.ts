@@ -18,7 +18,7 @@ const SAMPLES: { [Name in TemplateName]: TemplateData[Name] } = {
   'verify-email': { link: 'https://id.example.com/verify?token=verify-secret-1&step=2', expiresInMinutes: 1440 },
   'reset-password': { link: 'https://id.example.com/reset?token=reset-secret-2&step=2', expiresInMinutes: 30 },
   'password-changed': { changedAt: CHANGED_AT, link: 'https://id.example.com/reset?from=notice&x=1' },
-  'email-changed': { newEmail: 'ada.new@example.org', changedAt: CHANGED_AT, link: 'https://id.example.com/email/restore?token=revert-secret-3', undo: { expiresIn: 'in 7 days' } },
+  'email-changed': { newEmail: 'ada.new@example.org', changedAt: CHANGED_AT, undo: { link: 'https://id.example.com/email/restore?token=revert-secret-3', expiresIn: 'in 7 days' } },
   'account-exists': { link: 'https://id.example.com/account?from=notice' },
   'confirm-email-change': { link: 'https://id.example.com/email/confirm-change?token=change-secret-4&step=2', expiresInMinutes: 1440 },
   'email-change-requested': { newEmail: 'ada.new@example.org', requestedAt: CHANGED_AT, link: 'https://id.example.com/password/forgot?from=notice&x=1' },
@@ -48,6 +48,12 @@ function mailer(options: Partial<MailerOptions> & { mode: Mode }) {
 
 function sample<Name extends TemplateName>(template: Name) {
   return { to: 'ada@example.com', template, data: SAMPLES[template] };
+}
+
+/** The one link a sample mail carries (the notice of a changed address carries its undo's). */
+function linkOf(template: TemplateName): string {
+  const data: TemplateData[TemplateName] = SAMPLES[template];
+  return 'link' in data ? data.link : data.undo!.link;
 }
 
 function decodeHtmlAttribute(value: string): string {
@@ -85,7 +91,7 @@ for (const template of TEMPLATE_NAMES) {
     t.is(header(mail, 'auto-submitted'), 'auto-generated');
     t.regex(header(mail, 'content-type') ?? '', /^multipart\/alternative/);
 
-    const { link } = SAMPLES[template];
+    const link = linkOf(template);
     const links = linksIn(mail.email);
     t.deepEqual(links.text, [link], 'the text part carries the link, exactly once and nothing else');
     t.true(links.html.length >= 1);
@@ -114,11 +120,27 @@ test('a name passed in anyway, past the types, reaches no message: the templates
   }
 });
 
+test('the notice of a changed address without an undo link of its own says where the way back is, and links nowhere', async (t) => {
+  const smtp = await startSmtpServer();
+  const { mailer: sender } = mailer({ mode: 'production', smtpUrl: smtp.url });
+  t.teardown(async () => { await sender.close(); await smtp.close(); });
+  const { undo: _undo, ...withoutUndo } = SAMPLES['email-changed'];
+  await sender.send({ ...sample('email-changed'), data: { ...withoutUndo, undoSentEarlier: true } });
+  const earlier = (await smtp.nextMail()).email;
+  t.regex(earlier.text!, /The address it had before this one was sent a link that undoes the changes; if you cannot use it, ask the administrators of .+ for help\./);
+  await sender.send({ ...sample('email-changed'), data: { changedAt: CHANGED_AT } });
+  const unconfirmed = (await smtp.nextMail()).email;
+  t.regex(unconfirmed.text!, /If you did not, someone else has access to your account: ask the administrators of .+ for help\./);
+  for (const email of [earlier, unconfirmed]) {
+    t.deepEqual(linksIn(email), { text: [], html: [] }, 'no undo link, and no password reset, which could not reach the account from here');
+  }
+});
+
 test('data cannot forge lines in the text part nor markup in the HTML part', async (t) => {
   const smtp = await startSmtpServer();
   const { mailer: sender } = mailer({ mode: 'production', smtpUrl: smtp.url });
   t.teardown(async () => { await sender.close(); await smtp.close(); });
-  await sender.send({ ...sample('email-changed'), data: { ...SAMPLES['email-changed'], undo: { expiresIn: `in 7 days\r\n\r\nReply with <script>alert("owned")</script> & 'your' password` } } });
+  await sender.send({ ...sample('email-changed'), data: { ...SAMPLES['email-changed'], undo: { link: linkOf('email-changed'), expiresIn: `in 7 days\r\n\r\nReply with <script>alert("owned")</script> & 'your' password` } } });
   const { text, html } = (await smtp.nextMail()).email;
   t.true(text!.includes(`expires in 7 days Reply with <script>alert("owned")</script> & 'your' password.\n`), 'the text part shows it as written, on one line');
   t.false(html!.includes('<script>'), 'no markup injected');
@@ -186,14 +208,14 @@ test('development without SMTP_URL: each message is an .eml file in the outbox t
     const email = await parseMail(raw);
     t.is(email.subject, SUBJECTS[template]);
     t.is(email.messageId, result.messageId);
-    t.deepEqual(linksIn(email).text, [SAMPLES[template].link]);
-    t.deepEqual(new Set(linksIn(email).html), new Set([SAMPLES[template].link]));
+    t.deepEqual(linksIn(email).text, [linkOf(template)]);
+    t.deepEqual(new Set(linksIn(email).html), new Set([linkOf(template)]));
 
     const line = lines.map((text) => JSON.parse(text)).find((entry) => entry.mail?.outboxFile === result.outboxFile);
     t.truthy(line, `a log line for ${template}`);
     t.is(line.mail.to, 'ada@example.com');
     t.is(line.mail.subject, SUBJECTS[template]);
-    t.true(line.text.includes(SAMPLES[template].link), 'the logged text carries the link to follow');
+    t.true(line.text.includes(linkOf(template)), 'the logged text carries the link to follow');
   }
 });
 

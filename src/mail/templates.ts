@@ -29,12 +29,14 @@ const templates = {
   },
   'email-changed': {
     subject: 'Your email address was changed',
-    // Sent to the old address. With `undo`, link undoes the change (puts this address back, signs everyone
-    // out); without (a change already undoable from an earlier address), it starts a password reset.
-    // newEmail: left out when the old address was never confirmed (it may be a stranger's).
+    // Sent to the old address. With `undo`, its link undoes the change (puts this address back, signs everyone
+    // out); `undoSentEarlier`: an earlier address of a run of changes holds that link. Neither: no way back by mail
+    // (the old address was never confirmed). newEmail: left out when the old address was never confirmed (it may
+    // be a stranger's).
     data: z.object({
-      newEmail: z.email().optional(), changedAt: z.date(), link: webLink,
-      undo: z.object({ expiresIn: z.string().min(1) }).optional(),
+      newEmail: z.email().optional(), changedAt: z.date(),
+      undo: z.object({ link: webLink, expiresIn: z.string().min(1) }).optional(),
+      undoSentEarlier: z.literal(true).optional(),
     }),
   },
   'account-exists': {

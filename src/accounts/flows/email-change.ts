@@ -105,27 +105,39 @@ export function createEmailChangeFlow(dependencies: EmailChangeDependencies): Em
     }
   }
 
-  /** The notice to the address a change left: the way back while there is one to offer, else a password reset. */
+  /**
+   * The notice to the address a change left, with the way back when it may have one: the link hands the account to
+   * whoever reads the address, so it goes only to an address its owner confirmed (one typed at sign-up and never
+   * confirmed may be a stranger's), and only to the first address of a run of changes (a link already out stays the
+   * one that works: the change it undoes left the address the owner surely had, and no later address replaces it).
+   * Without a link the notice still goes, and says where the way back is, if anywhere: a password reset would not
+   * help, as the address no longer belongs to the account.
+   */
   function changedNotice(previous: User, updated: User, changedAt: Date): Notice {
     return async () => {
-      // Only the first address of a run of changes gets a way back: a link already out stays the one that
-      // works (the change it undoes left the address the owner surely had), and no later address replaces it.
-      // The notice matters more than its link: without a link (the database failing now) it still goes.
-      const undoToken = await accountTokens.issueUnlessPending(previous.id, 'restore_email', previous.email, undoTtlSeconds).catch((error: unknown) => {
-        logger.error({ err: error, accountId: previous.id }, 'email change undo link not issued; the notice goes without it');
-        return undefined;
-      });
+      const wayBack = previous.emailVerified ? await undoLink(previous) : 'none';
       return mail.deliver({
         to: previous.email, template: 'email-changed',
         data: {
           // As in the notice of the request: an address never confirmed is not told where the account went.
           ...(previous.emailVerified ? { newEmail: updated.email } : {}), changedAt,
-          ...(undoToken
-            ? { link: links.restoreEmail(undoToken), undo: { expiresIn: inWords(undoTtlSeconds) } }
-            : { link: links.forgotPassword }),
+          ...(wayBack === 'sent_earlier' ? { undoSentEarlier: true } : {}),
+          ...(typeof wayBack === 'object' ? { undo: wayBack } : {}),
         },
       });
     };
+  }
+
+  /** A new undo link for the address; 'sent_earlier' while one is out; 'none' when the database failed to make one. */
+  async function undoLink(previous: User): Promise<{ link: string; expiresIn: string } | 'sent_earlier' | 'none'> {
+    try {
+      const token = await accountTokens.issueUnlessPending(previous.id, 'restore_email', previous.email, undoTtlSeconds);
+      return token ? { link: links.restoreEmail(token), expiresIn: inWords(undoTtlSeconds) } : 'sent_earlier';
+    } catch (error) {
+      // The notice matters more than its link: it still goes.
+      logger.error({ err: error, accountId: previous.id }, 'email change undo link not issued; the notice goes without it');
+      return 'none';
+    }
   }
 
   return {
@@ -179,6 +191,9 @@ export function createEmailChangeFlow(dependencies: EmailChangeDependencies): Em
       }
       // The account is gone since the link was checked.
       if (!updated) return { ok: false, reason: 'link_invalid' };
+      // A reset link sent to the address the account left dies with the change: it would work again, were the
+      // account to come back to that address later (each link is checked against the account's address).
+      await accountTokens.revoke(user.id, 'reset_password');
       await auditTrail.record({ action: 'email.changed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...request, detail: { previousEmail: user.email } });
       return { ok: true, user: updated, previousEmail: user.email, notice: changedNotice(user, updated, clock.now()) };
     },

@@ -16,6 +16,11 @@ export interface PasswordResetDependencies {
   accountSessions: SessionEnder;
   /** The sign-in lockout (src/limits/login-guard.ts): reading the address's mail outweighs the guesses it counted. */
   loginLockout: { forgive(email: string): Promise<void> };
+  /**
+   * The second factor's lockout (src/limits/second-factor-guard.ts): whoever guessed codes knew the old password,
+   * and cannot reach the code step any more; the owner, with the new one, must not find it locked.
+   */
+  secondFactorLockout: { forgive(accountId: string): Promise<void> };
   auditTrail: Pick<AuditTrail, 'record'>;
   /** Links and notices wait in the queue while the mail server is down. */
   mail: Pick<MailQueue, 'deliver'>;
@@ -63,7 +68,7 @@ export interface PasswordResetFlow {
 }
 
 export function createPasswordResetFlow(dependencies: PasswordResetDependencies): PasswordResetFlow {
-  const { users, accountTokens, secondFactor, accountSessions, loginLockout, auditTrail, mail, links, clock, linkTtlSeconds } = dependencies;
+  const { users, accountTokens, secondFactor, accountSessions, loginLockout, secondFactorLockout, auditTrail, mail, links, clock, linkTtlSeconds } = dependencies;
 
   /** The account a reset link is for, if the link is still good and still goes to the account's address. */
   async function accountOfLink(token: string): Promise<User | undefined> {
@@ -135,6 +140,7 @@ export function createPasswordResetFlow(dependencies: PasswordResetDependencies)
       }
       const ended = await accountSessions.endAll(user.id, { reason: 'password_reset', request });
       await loginLockout.forgive(updated.email);
+      await secondFactorLockout.forgive(user.id);
       await auditTrail.record({
         action: 'password_reset.completed', outcome: 'success', subjectUserId: user.id, subjectEmail: updated.email, ...request,
         detail: { sessionsEnded: ended.sessions, grantsRevoked: ended.grants },
