@@ -7,12 +7,14 @@ import { TooManyAttempts } from '../kit/errors.ts';
 import { forgetThisDevice, trustedDeviceFor } from '../kit/trusted-device.ts';
 
 /**
- * Whether `password` is the person's; a refusal (over a limit, locked out) is thrown as the 429 page saying that
- * `action` ("changing your password") is paused.
+ * Whether `password` is the person's (an empty one is not, uncounted); a refusal (over a limit, locked out) is thrown
+ * as the 429 page saying that `action` ("changing your password") is paused.
  */
 export async function checkCurrentPassword(
   ctx: Context, reauthentication: ReauthenticationFlow, user: Pick<User, 'id' | 'email'>, password: string, purpose: ReauthenticationPurpose, action: string,
 ): Promise<boolean> {
+  // An empty field is a slip, not a guess: it is not counted (nor audited) on any of the console's forms.
+  if (!password) return false;
   const request = { ip: ctx.ip, userAgent: ctx.get('user-agent'), device: trustedDeviceFor(ctx, user.email) };
   const check = await reauthentication.checkPassword(user, password, purpose, request);
   if (check.ok) return true;

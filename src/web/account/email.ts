@@ -30,7 +30,6 @@ export function emailRoutes(router: AccountRouter, deps: Pick<WebDependencies, '
     const refuse = (errors: Record<string, string>) => pages.render(ctx, 'account/email', { title: TITLE, email: typed, errors }, 400);
     if (!isNewEmailAddress(newEmail)) return refuse({ email: 'Enter the new email address, like name@example.com.' });
     if (newEmail === user.email) return refuse({ email: 'That is already your email address. Enter the new one.' });
-    // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
     if (!await checkCurrentPassword(ctx, deps.flows.reauthentication, user, current, 'change_email', action)) return refuse({ current: 'That is not your current password.' });
     // Each request mails two addresses: bounded per account, and per new address whoever asks (one mailbox

@@ -28,7 +28,6 @@ export function passwordRoutes(router: AccountRouter, deps: Pick<WebDependencies
     const current = formField(ctx, 'current_password');
     const password = formField(ctx, 'password');
     const refuse = (errors: object) => pages.render(ctx, 'account/password', { title: TITLE, minimumLength, errors }, 400);
-    // An empty field is a slip, not a guess: it is not counted.
     if (!current) return refuse({ current: 'Enter your current password.' });
     if (!await checkCurrentPassword(ctx, deps.flows.reauthentication, user, current, 'change_password', 'changing your password')) {
       return refuse({ current: 'That is not your current password.' });
