@@ -6,7 +6,8 @@ import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { UserAgent, formAction, formField } from './helpers/user-agent.ts';
 import {
-  PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn,
+  PASSWORD, POST_LOGOUT_REDIRECT_URI, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn,
+  signInToNewSpa,
 } from './helpers/oauth.ts';
 
 let server: TestServer;
@@ -453,4 +454,39 @@ test('a session caught between its old and new id (a login rotating it) is neith
   await rotating.save(600);
   t.is(await provider.Session.findByUid(listed!.uid), undefined, 'the rotated session was not saved back');
   t.false(await isSignedIn(chrome, spa.client.client_id));
+});
+
+/** The heading and lead paragraph of a page, on one line. */
+const headingOf = (html: string) => (/<h1[\s\S]*?<\/h1>\s*<p[^>]*>[\s\S]*?<\/p>/.exec(html)?.[0] ?? '').replace(/<[^>]+>/g, '').replace(/\s+/g, ' ');
+
+test('a sign-out that names no application offers only "Sign out", which signs out truly: nothing to sign out of alone', async (t) => {
+  const { as, client, user, agent, tokens } = await signInToNewSpa(server);
+  const confirmation = await (await agent.follow(`${server.issuer}/session/end`)).response.text();
+  const buttons = [...confirmation.matchAll(/<button[^>]*>([^<]*)<\/button>/g)].map((match) => match[1]);
+  t.deepEqual(buttons, ['Sign out'], 'no "Only sign out of this application": the engine would end nothing');
+  const { response } = await agent.submit(formAction(confirmation, /session\/end\/confirm/), { xsrf: formField(confirmation, 'xsrf'), logout: 'yes' });
+  t.regex(headingOf(await response.text()), /You have been signed out of Gatehouse on this device/);
+  t.deepEqual(await server.runtime.accountSessions.list(user.id), [], 'and so it is');
+  const refreshed = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refreshed), { message: /server responded with an error/ });
+  // Named by client_id, the application can be signed out of alone.
+  const named = await signInToNewSpa(server);
+  const fromApplication = await (await named.agent.follow(`${server.issuer}/session/end?client_id=${named.client.client_id}`)).response.text();
+  t.regex(fromApplication, /Only sign out of /);
+});
+
+test('a sign-out confirmed again after it ended (a second tab, Back) is answered in a sign-out\'s words, not as a sign-in gone wrong', async (t) => {
+  const { client, agent } = await signInToNewSpa(server);
+  const end = new URL('/session/end', server.issuer);
+  end.search = new URLSearchParams({ client_id: client.client_id, post_logout_redirect_uri: POST_LOGOUT_REDIRECT_URI, state: 's1' }).toString();
+  const confirmation = await (await agent.follow(end)).response.text();
+  const fields = { xsrf: formField(confirmation, 'xsrf'), logout: 'yes' };
+  const first = await agent.submit(formAction(confirmation, /session\/end\/confirm/), fields);
+  t.is(first.url.origin, new URL(POST_LOGOUT_REDIRECT_URI).origin, 'the first goes back to the application');
+  const again = await agent.submit(formAction(confirmation, /session\/end\/confirm/), fields);
+  t.is(again.response.status, 400);
+  const page = await again.response.text();
+  t.regex(page, /<title>This sign-out request is not valid/);
+  t.regex(page, /This sign-out page was already used, or has expired: you may be signed out already/);
+  t.notRegex(page, /sign-in/i);
 });

@@ -62,8 +62,12 @@ type EnginePage<Data> = (ctx: KoaContextWithOIDC, data: Data) => void;
 
 /** The pages the engine shows, in Gatehouse's layout (the web side makes them: src/web/kit/engine-pages.ts). */
 export interface EnginePages {
-  /** "Sign out of <client>?": `engineForm` is the engine's form to submit; `returnTo`, where it ends. */
-  logout: EnginePage<{ engineForm: string; clientName: string | undefined; returnTo: string | undefined }>;
+  /**
+   * "Sign out of <client>?": `engineForm` is the engine's form to submit; `returnTo`, where it ends. `fromApplication`:
+   * the request named an application (id_token_hint or client_id), which the person may sign out of alone; without
+   * one there is nothing to sign out of but Gatehouse (the engine's confirmation would end nothing).
+   */
+  logout: EnginePage<{ engineForm: string; clientName: string | undefined; fromApplication: boolean; returnTo: string | undefined }>;
   /** `onlyFromClient`: the person signed out of that client alone, and is still signed in to Gatehouse. */
   loggedOut: EnginePage<{ clientName: string | undefined; onlyFromClient: boolean }>;
   /**
@@ -238,7 +242,9 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
         enabled: true,
         logoutSource: async (ctx, engineForm) => {
           const returnTo = ctx.oidc.params?.post_logout_redirect_uri;
-          pages.logout(ctx, { engineForm, clientName: ctx.oidc.client?.clientName, returnTo: typeof returnTo === 'string' ? returnTo : undefined });
+          pages.logout(ctx, {
+            engineForm, clientName: ctx.oidc.client?.clientName, fromApplication: ctx.oidc.client !== undefined, returnTo: typeof returnTo === 'string' ? returnTo : undefined,
+          });
         },
         // The engine names the client here only when the person signed out of it alone ("only this app").
         postLogoutSuccessSource: async (ctx) => pages.loggedOut(ctx, { clientName: ctx.oidc.client?.clientName, onlyFromClient: ctx.oidc.client !== undefined }),

@@ -12,13 +12,19 @@ const TITLES: Record<string, string> = {
   session_not_found: 'This sign-in has expired',
 };
 
+/** The engine's routes of a sign-out (RP-initiated logout): their errors are a sign-out's, not a sign-in's. */
+const SIGN_OUT_ROUTES = new Set(['end_session', 'end_session_confirm', 'end_session_success']);
+const SIGN_OUT_TITLES: Record<string, string> = { ...TITLES, invalid_request: 'This sign-out request is not valid' };
+/** What the engine says when a confirmation comes again after the session it belonged to ended (its xsrf is gone). */
+const SIGN_OUT_ALREADY_USED = 'could not find logout details';
+
 export function enginePages(views: Views): EnginePages {
   return {
-    logout(ctx, { engineForm, clientName, returnTo }) {
+    logout(ctx, { engineForm, clientName, fromApplication, returnTo }) {
       // The confirmation form ends in a redirect to the client's (already checked) post-logout URI.
       ctx.set('Content-Security-Policy', contentSecurityPolicy(returnTo ? [returnTo] : []));
       ctx.type = 'html';
-      ctx.body = views.render('logout', { engineForm, clientName });
+      ctx.body = views.render('logout', { engineForm, clientName, fromApplication });
     },
     loggedOut(ctx, { clientName, onlyFromClient }) {
       ctx.type = 'html';
@@ -41,11 +47,14 @@ export function enginePages(views: Views): EnginePages {
     },
     error(ctx, out) {
       ctx.type = 'html';
+      const signingOut = SIGN_OUT_ROUTES.has(ctx.oidc?.route ?? '');
       ctx.body = views.render('error', {
-        title: TITLES[out.error] ?? 'Something went wrong',
+        title: (signingOut ? SIGN_OUT_TITLES : TITLES)[out.error] ?? 'Something went wrong',
         message: out.error === 'server_error'
           ? 'Something went wrong on our side. Please try again.'
-          : upperFirst(out.error_description ?? 'The request could not be completed.'),
+          : signingOut && out.error_description === SIGN_OUT_ALREADY_USED
+            ? 'This sign-out page was already used, or has expired: you may be signed out already. If you are not, sign out again from the application.'
+            : upperFirst(out.error_description ?? 'The request could not be completed.'),
         code: out.error,
       });
     },
