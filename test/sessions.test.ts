@@ -1,6 +1,7 @@
 // Sessions: the account console lists where a person is signed in, ends one session or all of them
 // (revoking the grants and tokens behind them), signs this browser out, and the session identifier
 // changes at every login (no session fixation). All through real browsers' flows and oauth4webapi.
+import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
@@ -489,4 +490,25 @@ test('a sign-out confirmed again after it ended (a second tab, Back) is answered
   t.regex(page, /<title>This sign-out request is not valid/);
   t.regex(page, /This sign-out page was already used, or has expired: you may be signed out already/);
   t.notRegex(page, /sign-in/i);
+});
+
+test('a session ends SESSION_TTL after sign-in, however often the applications use it: silent sign-ins do not renew it, and a single-page app\'s refresh token ends with it', async (t) => {
+  t.timeout(60_000);
+  const short = await startTestServer({ SESSION_TTL: '6' });
+  t.teardown(() => short.close());
+  const { as, client, user, agent, tokens } = await signInToNewSpa(short);
+  const signedIn = Date.now();
+  const silentSignIn = async () => {
+    const { url } = await agent.follow((await authorizationRequest(as, client.client_id, { prompt: 'none' })).url);
+    return url.searchParams.get('code') ? 'code' : url.searchParams.get('error');
+  };
+  // A real wait (the engine keeps time by the system clock): halfway, a silent sign-in saves the session again.
+  await sleep(3000);
+  t.is(await silentSignIn(), 'code');
+  // Past the lifetime counted from sign-in (its whole seconds, and one more for rounding), not from that use.
+  await sleep(Math.max(0, signedIn + 7_200 - Date.now()));
+  t.is(await silentSignIn(), 'login_required');
+  t.deepEqual(await short.runtime.accountSessions.list(user.id), []);
+  const refreshed = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refreshed), { message: /server responded with an error/ });
 });

@@ -192,7 +192,11 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       AuthorizationCode: config.ttl.authorizationCode,
       IdToken: config.ttl.idToken,
       Interaction: config.ttl.interaction,
-      Session: config.ttl.session,
+      // SESSION_TTL from sign-in, however much the session is used: each save (every sign-in request touches it)
+      // keeps the end it had, rather than starting the lifetime again.
+      Session: (_ctx, session) => (session.loginTs
+        ? Math.max(1, session.loginTs + config.ttl.session - Math.floor(Date.now() / 1000))
+        : config.ttl.session),
       // A browser app's refresh tokens keep the lifetime of the first one: rotation never extends it.
       RefreshToken: (ctx, _token, client) => {
         const rotated = ctx?.oidc?.entities.RotatedRefreshToken;
