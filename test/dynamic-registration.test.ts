@@ -98,6 +98,17 @@ test('registration obeys the rules of every client, and some of its own; a refus
     ['a name on two lines', { ...SPA, client_name: 'Registered SPA\r\nApproved by Gatehouse' }, /client_name/],
     ['text holding U+0000', { ...SPA, client_name: 'Registered\u0000SPA' }, /client_name/],
     ['text holding U+0000 further in', { ...SPA, contacts: ['ops\u0000@app.example'] }, /contacts/],
+    // RFC 6749 §4.4: anyone knowing its id would get its tokens.
+    ['client_credentials without a secret', {
+      client_name: 'Public service', grant_types: ['client_credentials'], token_endpoint_auth_method: 'none', response_types: [], redirect_uris: [],
+    }, /client_credentials is for a client that authenticates/],
+    ['a service that signs people in too', {
+      client_name: 'Both', grant_types: ['authorization_code', 'client_credentials'], redirect_uris: ['https://app.example/cb'], response_types: ['code'],
+    }, /signs nobody in/],
+    // Refused by a rule checked after the engine's and Gatehouse's registration rules: the token is spent by none.
+    ['a service with a scope about people', {
+      client_name: 'Service', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], scope: 'openid',
+    }, /acts for no person/],
   ];
   for (const [what, metadata, reason] of cases) {
     const refused = await refusal(metadata, token);
@@ -142,6 +153,26 @@ test('the registration access token reads, changes and removes its own client an
   t.is((await manage(mine.registration_client_uri, after.registration_access_token, { method: 'DELETE' })).status, 204);
   t.is(await server.runtime.clients.record(mine.client_id), undefined);
   t.truthy(await server.runtime.clients.record(theirs.client_id));
+});
+
+test('an update with the registration access token of a client deleted meanwhile (the engine still holding it) does not make it again: 401, and the token is revoked', async (t) => {
+  const { token } = await initialAccessToken();
+  const registered = await register({ ...WEB, client_name: 'Deleted meanwhile' }, token);
+  const manage = (accessToken: unknown, init: RequestInit = {}) => fetch(String(registered.registration_client_uri), {
+    ...init, headers: { authorization: `Bearer ${String(accessToken)}`, 'content-type': 'application/json' },
+  });
+  t.is((await manage(registered.registration_access_token)).status, 200, 'read: the engine holds the client now');
+  // Deleted where this server does not hear of it (another instance, the CLI on the in-process store): its copy stays.
+  await server.runtime.database.prisma.client.delete({ where: { id: registered.client_id } });
+  const update = await manage(registered.registration_access_token, {
+    method: 'PUT', body: JSON.stringify({ ...WEB, client_id: registered.client_id, client_name: 'Back again' }),
+  });
+  t.is(update.status, 401);
+  t.like(await update.json(), { error: 'invalid_token' });
+  t.truthy(update.headers.get('www-authenticate'));
+  t.is(await server.runtime.clients.record(registered.client_id), undefined, 'not made again');
+  t.deepEqual(await server.runtime.auditTrail.list({ action: 'client.created', clientId: registered.client_id, limit: 5 }).then((rows) => rows.length), 1);
+  t.is(await server.runtime.provider.RegistrationAccessToken.find(String(registered.registration_access_token)), undefined, 'the token is revoked');
 });
 
 const WEB = { client_name: 'Web app', redirect_uris: ['https://app.example/cb'], grant_types: ['authorization_code'], response_types: ['code'] };

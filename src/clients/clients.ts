@@ -84,6 +84,20 @@ export class ClientError extends Error {
 }
 
 /** The client changed since the version a change was made to (another administrator's change, at the same time). */
+/**
+ * How a self-registered client is saved: an update of it (RFC 7592), or its registration, with what is to happen
+ * once every rule has passed and before it is written (spending a use of the initial access token).
+ */
+export type RegisteredSave = 'update' | { beforeCreate(): Promise<void> };
+
+/** The client an update (RFC 7592) names was deleted meanwhile. */
+export class ClientGone extends Error {
+  constructor() {
+    super('the client no longer exists');
+    this.name = 'ClientGone';
+  }
+}
+
 export class ClientChangedMeanwhile extends ClientError {
   override name = 'ClientChangedMeanwhile';
 
@@ -309,15 +323,19 @@ export class ClientService {
    * Stores a client an application registered itself (RFC 7591, through the engine, which made its id and secret
    * and checked its metadata as it reads it), or changed with its registration access token (RFC 7592): Gatehouse's
    * own rules for self-registered clients come first (registrationProblem), and a change keeps what an administrator
-   * set, which the application may leave out or send back unchanged. `created`: whether it is new.
+   * set, which the application may leave out or send back unchanged. `created`: whether it is new. An update of a
+   * client deleted since is a ClientGone.
    */
-  async saveRegistered(metadata: ClientMetadata): Promise<{ created: boolean }> {
+  async saveRegistered(metadata: ClientMetadata, how: RegisteredSave): Promise<{ created: boolean }> {
     // From the database itself, like update(): an administrator's change is kept, never that of a copy in memory.
     const existing = await this.record(metadata.client_id);
+    // Deleted meanwhile (the engine may still hold it in memory): an update must not make it again, with its tokens.
+    if (how === 'update' && !existing) throw new ClientGone();
     const problem = registrationProblem(metadata, existing?.metadata);
     if (problem) throw new ClientError(problem);
     const saved: ClientMetadata = existing ? { ...metadata, ...administeredIn(existing.metadata) } : metadata;
     await this.#check(saved);
+    if (how !== 'update') await how.beforeCreate();
     if (existing) {
       // Only if no one changed it since it was read here: an administrator's change at the same time is not lost.
       const { count } = await this.#prisma.client.updateMany({ where: { id: metadata.client_id, updatedAt: existing.updatedAt }, data: { metadata: saved as unknown as JsonObject } });
@@ -417,6 +435,8 @@ export function registrationProblem(metadata: ClientMetadata, stored?: ClientMet
   const administered = ADMINISTERED_METADATA.filter((key) => metadata[key] !== undefined
     && (!stored || HIDDEN_FROM_REGISTRANTS.includes(key) || !isDeepStrictEqual(metadata[key], stored[key])));
   if (administered.length) return `${administered.join(', ')}: only an administrator sets ${administered.length === 1 ? 'this' : 'these'}`;
+  const kind = serviceShapeProblem(metadata);
+  if (kind) return kind;
   const backChannel = metadata.backchannel_logout_uri;
   try {
     const type = clientTypeOf(metadata);
@@ -429,6 +449,22 @@ export function registrationProblem(metadata: ClientMetadata, stored?: ClientMet
     const url = typeof backChannel === 'string' ? URL.parse(backChannel) : null;
     const problem = url?.protocol === 'https:' ? publicHostProblem(url.hostname) : 'not https';
     if (problem) return `backchannel_logout_uri must be https on a public host: ${problem}`;
+  }
+  return undefined;
+}
+
+/**
+ * A client that acts for itself (client_credentials) as Gatehouse's other doors make one: it proves who it is
+ * (RFC 6749 §4.4: the grant is for confidential clients; without, anyone knowing its id would get its tokens), and
+ * signs nobody in (a sign-in is another client's: its kind, consent and second factor are a person's matters).
+ */
+function serviceShapeProblem(metadata: ClientMetadata): string | undefined {
+  const grantTypes = stringsIn(metadata.grant_types);
+  if (!grantTypes.includes('client_credentials')) return undefined;
+  if (metadata.token_endpoint_auth_method === 'none') return 'grant_types: client_credentials is for a client that authenticates, not token_endpoint_auth_method none';
+  const signsIn = grantTypes.filter((grantType) => grantType !== 'client_credentials');
+  if (signsIn.length || stringsIn(metadata.redirect_uris).length || stringsIn(metadata.response_types).length) {
+    return 'grant_types: a client with client_credentials signs nobody in: no other grant type, redirect_uris or response_types (register another client for sign-ins)';
   }
   return undefined;
 }

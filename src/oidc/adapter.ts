@@ -2,7 +2,7 @@
 // store with its TTL, indexed by grant (for revocation), by session uid, by device user code, and by
 // account (sessions and grants, for the sessions page and "sign out everywhere").
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
-import { ClientError, forRegistrant, registrationProblem, type ClientMetadata, type ClientService } from '../clients/clients.ts';
+import { ClientError, ClientGone, forRegistrant, type ClientMetadata, type ClientService, type RegisteredSave } from '../clients/clients.ts';
 import type { InitialAccessTokens } from './initial-access-tokens.ts';
 import type { Store, StoredRecord } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
@@ -241,19 +241,21 @@ class ClientAdapter implements Adapter {
   async upsert(_id: string, payload: AdapterPayload): Promise<void> {
     const metadata = payload as unknown as ClientMetadata;
     const ctx = requestBeingServed();
-    // A registration spends one use of its initial access token, once nothing else refuses it. (An update is
-    // checked against the stored client, which saveRegistered reads.)
+    // A registration spends one use of its initial access token, once nothing else refuses it.
     const initialAccessToken = ctx?.oidc.route === 'registration' ? ctx.oidc.entities.InitialAccessToken : undefined;
-    if (initialAccessToken) {
-      const problem = registrationProblem(metadata);
-      if (problem) throw new errors.InvalidClientMetadata(problem);
-      await this.#initialAccessTokens.spendOne(initialAccessToken.jti);
-    }
+    const how: RegisteredSave = ctx?.oidc.route === 'registration'
+      ? { beforeCreate: async () => { if (initialAccessToken) await this.#initialAccessTokens.spendOne(initialAccessToken.jti); } }
+      : 'update';
     await asProviderError(async () => {
       try {
-        await this.#clients.saveRegistered(metadata);
+        await this.#clients.saveRegistered(metadata, how);
       } catch (error) {
         if (error instanceof ClientError) throw new errors.InvalidClientMetadata(error.message);
+        if (error instanceof ClientGone) {
+          // RFC 7592 §2.2: 401, and the registration access token of a client that is gone is revoked.
+          await ctx?.oidc.entities.RegistrationAccessToken?.destroy();
+          throw new errors.InvalidToken(error.message);
+        }
         throw error;
       }
     });
