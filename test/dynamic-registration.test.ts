@@ -41,6 +41,7 @@ async function refusal(metadata: Record<string, unknown>, token?: string) {
 
 test('discovery advertises the registration endpoint; without an initial access token nothing is registered', async (t) => {
   t.is(as.registration_endpoint, `${server.issuer}/reg`);
+  t.deepEqual(as.token_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']);
   t.like(await refusal(SPA), { status: 401, error: 'invalid_token' });
   t.like(await refusal(SPA, 'made-up'), { status: 401, error: 'invalid_token' });
 });
@@ -98,6 +99,7 @@ test('registration obeys the rules of every client, and some of its own; a refus
     ['a name on two lines', { ...SPA, client_name: 'Registered SPA\r\nApproved by Gatehouse' }, /client_name/],
     ['text holding U+0000', { ...SPA, client_name: 'Registered\u0000SPA' }, /client_name/],
     ['text holding U+0000 further in', { ...SPA, contacts: ['ops\u0000@app.example'] }, /contacts/],
+    ['client_secret_jwt (not offered: a secret rotation could not keep its key working)', { ...WEB, token_endpoint_auth_method: 'client_secret_jwt' }, /token_endpoint_auth_method/],
     // RFC 6749 §4.4: anyone knowing its id would get its tokens.
     ['client_credentials without a secret', {
       client_name: 'Public service', grant_types: ['client_credentials'], token_endpoint_auth_method: 'none', response_types: [], redirect_uris: [],

@@ -169,6 +169,8 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       },
     },
     responseTypes: ['code'],
+    // Not client_secret_jwt: its key is the secret itself, which a secret rotation's overlap could not keep working.
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
     pkce: { required: () => true },
     allowOmittingSingleRegisteredRedirectUri: false,
     enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256'] },
