@@ -74,6 +74,23 @@ test('a single-use initial access token registers one client, which signs a pers
   t.like(audited, { clientId: client.client_id, actorType: 'client', detail: { registration: true } });
 });
 
+test('a registration access token does not expire (RFC 7592 gives it no lifetime): an application that only reads keeps it', async (t) => {
+  const { token } = await initialAccessToken();
+  const { store } = server.runtime;
+  const put = store.put.bind(store);
+  const written: Array<{ clientId: string; ttlSeconds: number }> = [];
+  store.put = async (key, value, ttlSeconds) => {
+    if (key.startsWith('RegistrationAccessToken:')) written.push({ clientId: (JSON.parse(value) as { clientId: string }).clientId, ttlSeconds });
+    return put(key, value, ttlSeconds);
+  };
+  t.teardown(() => { store.put = put; });
+  const registered = await register({ ...SPA, client_name: 'Reads only' }, token);
+  t.truthy(registered.registration_access_token);
+  const kept = written.filter((record) => record.clientId === registered.client_id).map((record) => record.ttlSeconds);
+  t.is(kept.length, 1);
+  t.true(kept[0]! >= 5 * 365 * 24 * 3600, `kept ${kept[0]} s`);
+});
+
 test('a token for three registrations registers three; one that expired registers none', async (t) => {
   const { token } = await initialAccessToken(3);
   for (let index = 0; index < 3; index += 1) t.truthy((await register({ ...SPA, client_name: `App ${index}` }, token)).client_id);

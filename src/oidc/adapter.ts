@@ -12,8 +12,15 @@ import { GRANT_BOUND_MODELS, requestBeingServed, revokeGrant } from './engine-in
 /** Models that carry a grantId and so must disappear when their grant is revoked. */
 const GRANT_BOUND: ReadonlySet<string> = new Set(GRANT_BOUND_MODELS);
 
-/** Longest a record without its own expiry is kept; the engine gives every stored model one in practice. */
+/** Longest a record without its own expiry is kept; the engine gives every stored model one, but for the next. */
 const FALLBACK_TTL_SECONDS = 14 * 24 * 3600;
+
+/**
+ * A registration access token has no lifetime (RFC 7592, and the engine gives it none): an application that only
+ * reads its registration must not lose it after a fortnight. Replaced by each change, and worth nothing once its
+ * client is gone, so kept as good as for ever.
+ */
+const REGISTRATION_ACCESS_TOKEN_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
 /**
  * A pushed authorization request (PAR) serves one authorization request only (RFC 9126 §4). The engine
@@ -120,7 +127,7 @@ class StoreAdapter implements Adapter {
 
   upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
     return asProviderError(async () => {
-      const ttl = expiresIn > 0 ? expiresIn : FALLBACK_TTL_SECONDS;
+      const ttl = expiresIn > 0 ? expiresIn : this.#model === 'RegistrationAccessToken' ? REGISTRATION_ACCESS_TOKEN_TTL_SECONDS : FALLBACK_TTL_SECONDS;
       const key = this.#key(id);
       // A session ended from the sessions page stays ended, even if a request of its browser saves it late.
       if (this.#model === 'Session' && !(await this.#accountIndexes.mayStoreSession(payload, ttl))) return;
