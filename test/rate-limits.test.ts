@@ -363,12 +363,24 @@ test.serial('the token endpoint is limited per client (confidential and public);
   const fine = await oauth.clientCredentialsGrantRequest(as, other.client, oauth.ClientSecretBasic(other.secret), {}, insecure);
   t.is(fine.status, 200);
 
-  // A public client (client_id in the body, no Authorization header) is counted too.
+  // Refused requests spend nothing of a client's limit: anyone who knows its id could send them (counted per IP).
+  const target = await registerConfidential(server, 'service');
+  for (let i = 0; i < 3; i += 1) {
+    t.is((await oauth.clientCredentialsGrantRequest(as, target.client, oauth.ClientSecretBasic('a guessed secret'), {}, insecure)).status, 401);
+  }
+  t.is((await oauth.clientCredentialsGrantRequest(as, target.client, oauth.ClientSecretBasic(target.secret), {}, insecure)).status, 200, 'wrong secrets spent nothing of its limit');
+
+  // A public client (client_id in the body, no Authorization header) is counted too, and a single-page app's id is
+  // public: made-up refresh tokens in its name spend nothing; its people's code exchange and refresh do.
   const { client: spa } = await registerSpa(server);
-  const codeExchange = () => oauth.refreshTokenGrantRequest(as, spa, oauth.None(), 'not-a-refresh-token', insecure);
-  t.is((await codeExchange()).status, 400);
-  t.is((await codeExchange()).status, 400);
-  const spaRefused = await codeExchange();
+  for (let i = 0; i < 3; i += 1) t.is((await oauth.refreshTokenGrantRequest(as, spa, oauth.None(), 'not-a-refresh-token', insecure)).status, 400);
+  const user = await createUser(server);
+  const signedIn = await authorizationRequest(as, spa.client_id);
+  const code = oauth.validateAuthResponse(as, spa, await signIn(new UserAgent(), signedIn.url, { email: user.email, password: PASSWORD }), signedIn.state);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, spa,
+    await oauth.authorizationCodeGrantRequest(as, spa, oauth.None(), code, REDIRECT_URI, signedIn.codeVerifier, insecure), { expectedNonce: signedIn.nonce });
+  const refreshed = await oauth.processRefreshTokenResponse(as, spa, await oauth.refreshTokenGrantRequest(as, spa, oauth.None(), tokens.refresh_token!, insecure));
+  const spaRefused = await oauth.refreshTokenGrantRequest(as, spa, oauth.None(), refreshed.refresh_token!, insecure);
   t.is(spaRefused.status, 429);
   t.truthy(spaRefused.headers.get('retry-after'));
 });

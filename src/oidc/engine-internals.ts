@@ -35,6 +35,8 @@ export interface TokenRequestCheck {
   beforeClientLookup?(ctx: KoaContextWithOIDC, clientId: string): Promise<void>;
   /** `client`: the client the request names (undefined: there is no such client). */
   afterClientLookup?(ctx: KoaContextWithOIDC, client: EngineClient | undefined): Promise<void>;
+  /** Once the engine has answered a request this check saw (ctx.status says how); it cannot change the answer. */
+  afterAnswer?(ctx: KoaContextWithOIDC): Promise<void>;
 }
 
 /** The request the engine is serving right now, for code it calls without one (the storage adapter). */
@@ -306,5 +308,11 @@ export class Engine {
       for (const check of checks) await check.afterClientLookup?.(ctx, client);
       return client;
     };
+    const answered = checks.filter((check) => check.afterAnswer);
+    if (!answered.length) return;
+    this.#provider.use(async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
+      await next();
+      if (checked.has(ctx)) for (const check of answered) await check.afterAnswer!(ctx);
+    });
   }
 }

@@ -10,8 +10,10 @@ import { TemporarilyUnavailable, TooManyRequests } from './errors.ts';
  * Limits the token endpoint per IP and per client (Engine.checkTokenRequests says where this runs): for every
  * client authentication method, public clients included. Both counters are asked at once, in one round trip to
  * the store, before the client is looked up: an IP over its limit never makes Gatehouse look up the client ids
- * it sends. A client's point is given back when the IP is refused, or when no such client exists (a made-up
- * client id is counted per IP only).
+ * it sends. A client's point is given back when the IP is refused, when no such client exists (a made-up client
+ * id is counted per IP only), and when the request is refused (a wrong secret, a made-up refresh token): such a
+ * request may be anyone's who knows the client's id (a single-page app's is public), and would otherwise spend
+ * the client's limit for its real requests. Those refusals are counted per IP.
  */
 export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {
   const clientDecisions = new WeakMap<object, { clientId: string; decision: LimitDecision }>();
@@ -28,10 +30,17 @@ export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {
       const counted = clientDecisions.get(ctx);
       if (!counted) return;
       if (!client) {
+        clientDecisions.delete(ctx);
         if (counted.decision.allowed) await giveBack(rates, counted.clientId);
         return;
       }
       if (!counted.decision.allowed) refuse(ctx, counted.decision);
+    },
+    afterAnswer: async (ctx) => {
+      const counted = clientDecisions.get(ctx);
+      if (!counted?.decision.allowed || ctx.status < 400) return;
+      // The answer is given: a store failing now leaves the point counted, erring on the side of the limit.
+      await rates.giveBack('token-client', counted.clientId).catch(() => {});
     },
   };
 }
