@@ -135,6 +135,13 @@ test('registration obeys the rules of every client, and some of its own; a refus
     t.regex(`${refused.error}: ${refused.error_description ?? ''}`, /invalid_(client_metadata|redirect_uri)/, what);
     t.regex(refused.error_description ?? '', reason, what);
   }
+  // A redirect URI refused by Gatehouse's own rules is named as the RFC names it (RFC 7591 §3.2.2).
+  for (const [what, metadata] of [
+    ['http off the loopback interface', { ...SPA, redirect_uris: ['http://app.example/callback'] }],
+    ['a native app\'s http redirect to localhost (RFC 8252: the loopback IP)', { ...SPA, application_type: 'native', redirect_uris: ['http://localhost:8080/cb'] }],
+  ] as const) {
+    t.like(await refusal(metadata, token), { status: 400, error: 'invalid_redirect_uri' }, what);
+  }
   t.truthy((await register(SPA, token)).client_id, 'the token is still good');
 });
 

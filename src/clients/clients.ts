@@ -83,7 +83,6 @@ export class ClientError extends Error {
   override name = 'ClientError';
 }
 
-/** The client changed since the version a change was made to (another administrator's change, at the same time). */
 /**
  * How a self-registered client is saved: an update of it (RFC 7592), or its registration, with what is to happen
  * once every rule has passed and before it is written (spending a use of the initial access token).
@@ -98,6 +97,7 @@ export class ClientGone extends Error {
   }
 }
 
+/** The client changed since the version a change was made to (another administrator's change, at the same time). */
 export class ClientChangedMeanwhile extends ClientError {
   override name = 'ClientChangedMeanwhile';
 
@@ -668,19 +668,17 @@ export function nativeRedirectProblem(uri: string): string | undefined {
  * the loopback interface while it is developed; a native app's follow RFC 8252.
  */
 function checkRedirects(type: ClientType, uris: Record<'redirect_uris' | 'post_logout_redirect_uris', readonly string[]>): void {
-  if (type === 'native') return checkNativeRedirects([...uris.redirect_uris, ...uris.post_logout_redirect_uris]);
   for (const [field, list] of Object.entries(uris)) {
     for (const uri of list) {
-      const problem = secureUriProblem(uri);
-      if (problem) throw new ClientError(`${field}: ${uri} ${problem}`);
+      // Each refusal names its field first: the engine answers one about redirect_uris as invalid_redirect_uri (RFC 7591 §3.2.2).
+      if (type === 'native') {
+        const problem = nativeRedirectProblem(uri);
+        if (problem) throw new ClientError(`${field}: ${uri}: ${problem}`);
+      } else {
+        const problem = secureUriProblem(uri);
+        if (problem) throw new ClientError(`${field}: ${uri} ${problem}`);
+      }
     }
-  }
-}
-
-function checkNativeRedirects(uris: readonly string[]): void {
-  for (const uri of uris) {
-    const problem = nativeRedirectProblem(uri);
-    if (problem) throw new ClientError(`${uri}: ${problem}`);
   }
 }
 
