@@ -81,7 +81,7 @@ test('CORS preflights succeed only from a registered SPA’s origin: not before 
   t.is(refused.status, 403);
 
   const metadata = await server.runtime.clients.create({ name: 'Preflight SPA', type: 'spa', redirectUris: [`${origin}/callback`] });
-  for (const path of ['/token', '/me', '/token/revocation']) {
+  for (const path of ['/token', '/me', '/token/revocation', '/request']) {
     const allowed = await preflight(path, origin);
     t.is(allowed.status, 204, path);
     t.is(allowed.headers.get('access-control-allow-origin'), origin, path);
@@ -90,9 +90,7 @@ test('CORS preflights succeed only from a registered SPA’s origin: not before 
   }
   const foreign = await preflight('/token', 'https://evil.example');
   t.deepEqual(accessControlHeaders(foreign), [], 'the SPA’s registration opens nothing to other origins');
-  for (const path of ['/token/introspection', '/request']) {
-    t.deepEqual(accessControlHeaders(await preflight(path, origin)), [], `${path} is for no browser app`);
-  }
+  t.deepEqual(accessControlHeaders(await preflight('/token/introspection', origin)), [], 'introspection is for no browser app');
 
   t.true(await server.runtime.clients.delete(metadata.client_id));
   const deleted = await preflight('/token', origin);
@@ -167,6 +165,13 @@ test('pushed authorization requests (PAR) work with PKCE', async (t) => {
     as, client, oauth.None(), oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, insecure,
   ), { expectedNonce: request.nonce });
   t.truthy(tokens.access_token);
+
+  // From the single-page app itself, in the browser (a simple POST: no preflight): its origin may read the answer.
+  const fromBrowser = await fetch(as.pushed_authorization_request_endpoint!, {
+    method: 'POST', headers: { origin: new URL(REDIRECT_URI).origin, 'content-type': 'application/x-www-form-urlencoded' }, body: (await authorizationRequest(as, client.client_id)).url.searchParams,
+  });
+  t.is(fromBrowser.status, 201);
+  t.is(fromBrowser.headers.get('access-control-allow-origin'), new URL(REDIRECT_URI).origin);
 
   const withoutPkce = await oauth.pushedAuthorizationRequest(as, client, oauth.None(), { redirect_uri: REDIRECT_URI, response_type: 'code', scope: 'openid' }, insecure);
   const error = await t.throwsAsync(oauth.processPushedAuthorizationResponse(as, client, withoutPkce), { instanceOf: oauth.ResponseBodyError });

@@ -81,10 +81,11 @@ export interface EnginePages {
 }
 
 /**
- * Endpoints (engine route names) a single-page app calls from the browser; the engine asks clientBasedCORS
- * about these, and src/web/middleware/cors-preflight.ts answers their preflights.
+ * Endpoints (engine route names) a single-page app calls from the browser, pushed authorization requests among
+ * them (RFC 9126 allows public clients); the engine asks clientBasedCORS about these, and
+ * src/web/middleware/cors-preflight.ts answers their preflights.
  */
-export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation']);
+export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation', 'pushed_authorization_request']);
 
 export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const personOf = (request: object, accountId: string) => oncePerRequest(request, `person ${accountId}`, () => users.findForTokens(accountId));
