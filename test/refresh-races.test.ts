@@ -110,6 +110,16 @@ test.serial('within the grace period a DPoP-bound refresh token\'s first answer 
   t.is(again.body.refresh_token, first.body.refresh_token);
 });
 
+test.serial('within the grace period, the first answer is not given again once its tokens were revoked (signed out everywhere): invalid_grant', async (t) => {
+  const { as, client, tokens, user } = await signInToNewSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 30 });
+  await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
+  const again = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  t.is(again.status, 400, 'no tokens that are dead already, as if the refresh had worked');
+  t.like(await again.json(), { error: 'invalid_grant' });
+});
+
 test.serial('past the grace period, the old refresh token presented again is reuse: the grant is revoked', async (t) => {
   const { as, client, tokens } = await signInToNewSpa(server);
   await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 1 });

@@ -57,11 +57,14 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
     const first = await firstAnswer(store, key);
     // No answer to give (the first was refused, or is taking too long): the engine decides.
     if (!first) return handle();
+    const answer = JSON.parse(await sealer.open(first.sealed, context)) as { refresh_token?: unknown };
+    // Its tokens revoked since (signed out everywhere, a password reset, the account disabled): the engine answers.
+    if (typeof answer.refresh_token === 'string' && !await provider.RefreshToken.find(answer.refresh_token)) return handle();
     // A repeat's proof is verified as the engine would (a made-up or copied one is refused); another key: the engine decides.
     const proof = await verifiedDpopProof(provider, ctx);
     if (proof?.thumbprint !== first.jkt) return handle();
     await spendDpopProof(provider, ctx, proof, ctx.oidc.client!.clientId);
-    ctx.body = JSON.parse(await sealer.open(first.sealed, context)) as unknown;
+    ctx.body = answer;
   };
 }
 
