@@ -23,7 +23,8 @@ export function requestLog(logger: Logger, metrics: Metrics, enginePaths: Readon
   const log = logger.child({ component: 'http' }, { redact: [] });
   return async function logRequest(ctx: Context, next: Next): Promise<void> {
     const requestId = requestIdFrom(ctx.get('X-Request-Id') || undefined);
-    ctx.set('X-Request-Id', requestId);
+    // Straight on the response, as the security headers are: Koa's ctx.set makes garbage on every request.
+    ctx.res.setHeader('X-Request-Id', requestId);
     const started = performance.now();
     // 'close' comes for every response, whoever wrote it (the engine writes its own), and for aborted ones.
     ctx.res.once('close', () => {

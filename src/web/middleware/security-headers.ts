@@ -15,12 +15,14 @@ export function securityHeaders(options: SecurityHeaderOptions) {
   const policy = contentSecurityPolicy([]);
   const postingPolicy = contentSecurityPolicy('any');
   return async function setSecurityHeaders(ctx: Context, next: Next): Promise<void> {
-    ctx.set('X-Content-Type-Options', 'nosniff');
-    ctx.set('Referrer-Policy', 'no-referrer');
-    ctx.set('X-Frame-Options', 'DENY');
-    ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
-    ctx.set('Content-Security-Policy', options.postsToClient(ctx.path) ? postingPolicy : policy);
-    if (options.https) ctx.set('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
+    // Straight on the response: Koa's ctx.set makes arrays for each header it sets, garbage on every request.
+    const { res } = ctx;
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    res.setHeader('X-Frame-Options', 'DENY');
+    res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+    res.setHeader('Content-Security-Policy', options.postsToClient(ctx.path) ? postingPolicy : policy);
+    if (options.https) res.setHeader('Strict-Transport-Security', 'max-age=31536000; includeSubDomains');
     await next();
   };
 }
