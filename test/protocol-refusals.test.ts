@@ -314,6 +314,7 @@ test('a protocol endpoint asked with a method it does not answer gets 405 with A
   const cases: Array<[string, string, string]> = [
     ['POST', '/auth', 'GET, HEAD'], ['GET', '/token', 'POST'], ['PUT', '/me', 'GET, HEAD, POST'], ['DELETE', '/jwks', 'GET, HEAD'],
     ['POST', '/session/end', 'GET, HEAD'], ['GET', '/token/introspection', 'POST'], ['POST', '/.well-known/openid-configuration', 'GET, HEAD'],
+    ['GET', '/session/end/confirm', 'POST'], ['POST', '/session/end/success', 'GET, HEAD'],
   ];
   for (const [method, path, allow] of cases) {
     const response = await fetch(`${server.issuer}${path}`, { method, headers: { accept: 'application/json' } });

@@ -9,6 +9,7 @@ export const DISCOVERY_PATHS = ['/.well-known/openid-configuration', '/.well-kno
 /** The engine's routes that Gatehouse serves, by name (lib/helpers/initialize_app.js). */
 const ENGINE_ROUTE_NAMES = [
   'authorization', 'token', 'userinfo', 'introspection', 'revocation', 'jwks', 'registration', 'pushed_authorization_request', 'end_session',
+  'end_session_confirm', 'end_session_success',
 ];
 
 /**
@@ -19,6 +20,7 @@ const ENGINE_ROUTE_NAMES = [
 const ENGINE_ROUTE_METHODS: Record<string, readonly string[]> = {
   authorization: ['GET', 'HEAD'], token: ['POST'], userinfo: ['GET', 'HEAD', 'POST'], introspection: ['POST'], revocation: ['POST'],
   jwks: ['GET', 'HEAD'], registration: ['POST'], pushed_authorization_request: ['POST'], end_session: ['GET', 'HEAD'],
+  end_session_confirm: ['POST'], end_session_success: ['GET', 'HEAD'],
 };
 
 /** The paths of these routes (a route of a feature that is off has none). */

@@ -10,7 +10,7 @@ import { routeKey } from '../engine-paths.ts';
 
 /** The engine's routes with a parameter (the default paths, which Gatehouse keeps), as metric labels. */
 const ENGINE_ROUTE_PATTERNS: Array<[RegExp, string]> = [
-  [/^\/auth\/[^/]+$/, '/auth/:uid'], [/^\/reg\/[^/]+$/, '/reg/:clientId'], [/^\/session\/end\/(confirm|success)$/, '/session/end/$1'],
+  [/^\/auth\/[^/]+$/, '/auth/:uid'], [/^\/reg\/[^/]+$/, '/reg/:clientId'],
 ];
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 /** Asked every few seconds by probes and scrapers: logged at debug, so they do not drown the rest. */
