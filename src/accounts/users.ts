@@ -96,13 +96,17 @@ const LOCAL_PART_MAX_OCTETS = 64;
  * already holding a longer local part are still found by isEmailAddress (sign-in, reset requests).
  */
 export function isNewEmailAddress(email: string): boolean {
-  return isEmailAddress(email) && Buffer.byteLength(email.slice(0, email.lastIndexOf('@'))) <= LOCAL_PART_MAX_OCTETS;
+  return isEmailAddress(email) && localPartFits(email);
+}
+
+function localPartFits(email: string): boolean {
+  return Buffer.byteLength(email.slice(0, email.lastIndexOf('@'))) <= LOCAL_PART_MAX_OCTETS;
 }
 
 /** Refuses an address an account may not be given (AccountError 'invalid_email'), saying why. */
 function checkNewEmail(email: string): void {
   if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
-  if (!isNewEmailAddress(email)) throw new AccountError('invalid_email', `the part of an email address before the @ can have at most ${LOCAL_PART_MAX_OCTETS} characters`);
+  if (!localPartFits(email)) throw new AccountError('invalid_email', `the part of an email address before the @ can have at most ${LOCAL_PART_MAX_OCTETS} characters`);
 }
 
 /** Emails compare without regard to case or surrounding space. */
