@@ -148,6 +148,7 @@ const invalidValues: Array<[variable: string, value: string]> = [
   ['LOG_LEVEL', 'verbose'],
   ['ACCESS_TOKEN_TTL', '0'],
   ['ACCESS_TOKEN_TTL', '1e3'],
+  ['ACCESS_TOKEN_TTL', '86401'],
   ['REFRESH_TOKEN_TTL', 'forever'],
   ['SESSION_TTL', '-5'],
   ['ARGON2_MEMORY_KIB', '1024'],

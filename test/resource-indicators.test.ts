@@ -144,8 +144,23 @@ test('refused in the protocol\'s words, saying what is wrong: an unknown API, a 
   t.like(await refusal({ resource: unrelated.identifier }), { error: 'invalid_target', description: `this client may not use the API ${unrelated.identifier}: none of its scopes is allowed to the client` });
 });
 
+for (const accessTokenFormat of ['jwt', 'opaque'] as const) {
+  test(`${accessTokenFormat}: a token for an API lasts the API's own lifetime, not ACCESS_TOKEN_TTL`, async (t) => {
+    const api = await registerApi({ accessTokenFormat, accessTokenTtl: 90 });
+    t.not(server.runtime.config.ttl.accessToken, 90);
+    const tokens = await clientCredentials(await registerService('orders:read'), { resource: api.identifier, scope: 'orders:read' });
+    t.is(tokens.expires_in, 90);
+    const metadata = await server.runtime.clients.create({ name: 'Orders API', type: 'service', resourceServer: api.identifier });
+    const resourceServer: oauth.Client = { client_id: metadata.client_id };
+    const answer = await oauth.processIntrospectionResponse(as, resourceServer, await oauth.introspectionRequest(as, resourceServer,
+      oauth.ClientSecretBasic(String(metadata.client_secret)), tokens.access_token, insecure));
+    t.true(answer.active);
+    t.is(answer.exp! - answer.iat!, 90);
+  });
+}
+
 test('a person signs in to a web app asking for an API: the consent page says what in the API\'s words, the code exchange with the resource gets a JWT for it, and without one a token for userinfo', async (t) => {
-  const api = await registerApi();
+  const api = await registerApi({ accessTokenTtl: 120 });
   const registered = await server.runtime.clients.create({ name: 'Orders app', type: 'web', redirectUris: [REDIRECT_URI], apiScopes: ['orders:read'] });
   const client: oauth.Client = { client_id: registered.client_id };
   const authentication = oauth.ClientSecretBasic(String(registered.client_secret));
@@ -175,6 +190,8 @@ test('a person signs in to a web app asking for an API: the consent page says wh
   const tokens = await oauth.processAuthorizationCodeResponse(as, client, exchange, { expectedNonce: request.nonce, requireIdToken: true });
   const { payload } = await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier, typ: 'at+jwt' });
   t.like(payload, { sub: user.id, client_id: client.client_id, scope: 'orders:read' });
+  t.is(tokens.expires_in, 120, 'the API\'s own lifetime');
+  t.is(payload.exp! - payload.iat!, 120);
 
   // Consent to the API's scope is remembered past signing out: the next sign-in asks only the password.
   await server.runtime.accountSessions.endAll(user.id, { reason: 'signed_out_everywhere' });
@@ -200,6 +217,7 @@ test('a person signs in to a web app asking for an API: the consent page says wh
     await oauth.authorizationCodeGrantRequest(as, client, authentication, secondParameters, REDIRECT_URI, again.codeVerifier, insecure),
     { expectedNonce: again.nonce, requireIdToken: true });
   t.false(forUserinfo.access_token.includes('.'));
+  t.is(forUserinfo.expires_in, server.runtime.config.ttl.accessToken, 'a token for userinfo lasts ACCESS_TOKEN_TTL');
   const info = await oauth.processUserInfoResponse(as, client, user.id, await oauth.userInfoRequest(as, client, forUserinfo.access_token, insecure));
   t.is(info.sub, user.id);
 });

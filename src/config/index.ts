@@ -208,7 +208,9 @@ const environmentSchema = z.object({
   WORKERS: wholeNumber.pipe(z.number().min(1, 'must be at least 1').max(64, 'must be at most 64')).default(1),
   METRICS_PORT: wholeNumber.pipe(z.number().min(1).max(65535)).optional(),
   METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
-  ACCESS_TOKEN_TTL: seconds.default(600),
+  // At most a day, as an API's own lifetime (MAX_ACCESS_TOKEN_TTL_SECONDS): a revoked JWT's grant is remembered
+  // that long (src/oidc/jwt-access-tokens.ts), and a token must not outlive it.
+  ACCESS_TOKEN_TTL: seconds.pipe(z.number().max(86_400, 'must be at most 86400 (a day)')).default(600),
   AUTHORIZATION_CODE_TTL: seconds.default(60),
   ID_TOKEN_TTL: seconds.default(3600),
   REFRESH_TOKEN_TTL: seconds.default(30 * 24 * 3600),

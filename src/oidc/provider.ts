@@ -190,8 +190,9 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
     // was withheld from browser apps, say); and signing out revokes its grant.
     expiresWithSession: async (ctx, code) => isSinglePageApp(ctx.oidc.client!) || !code.scopes.has('offline_access'),
     ttl: {
-      AccessToken: config.ttl.accessToken,
-      ClientCredentials: config.ttl.accessToken,
+      // A token for an API lasts the API's own lifetime; ACCESS_TOKEN_TTL is for the others (userinfo's).
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.ttl.accessToken,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.ttl.accessToken,
       AuthorizationCode: config.ttl.authorizationCode,
       IdToken: config.ttl.idToken,
       Interaction: config.ttl.interaction,
