@@ -4,6 +4,7 @@
 import test from 'ava';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
+import { decodeJwt } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { generate } from 'otplib';
 import type { User } from '../src/accounts/users.ts';
@@ -148,6 +149,29 @@ test('without a valid token for the admin API: 401 with WWW-Authenticate; withou
   const demoted = await call('GET', `/users/${person.id}`, { token });
   t.is(demoted.status, 403);
   t.regex(demoted.body.detail, /admin role/);
+});
+
+test('a token stops working with its client: deleted, a person\'s app as much as a service; a scope taken from the client is gone at once', async (t) => {
+  const person = await createUser(server);
+  await server.runtime.flows.roleAssignment.add(person.email, 'admin', { type: 'admin', id: 'test' });
+  const token = await personToken(person.email);
+  t.is((await call('GET', `/users/${person.id}`, { token })).status, 200);
+  t.true(await server.runtime.clients.delete(String(decodeJwt(token).client_id)));
+  const appDeleted = await call('POST', '/users', { token, body: { email: uniqueEmail(), password: PASSWORD } });
+  t.is(appDeleted.status, 401);
+  t.regex(appDeleted.headers.get('www-authenticate')!, /error="invalid_token"/);
+  t.regex(appDeleted.body.detail, /client .* no longer exists/);
+
+  const writer = await serviceToken('admin:read admin:write');
+  const serviceId = String(decodeJwt(writer).client_id);
+  t.is((await call('POST', '/roles', { token: writer, body: { name: `role-${crypto.randomUUID().slice(0, 8)}` } })).status, 201);
+  await server.runtime.clients.update(serviceId, { apiScopes: ['admin:read'] });
+  const withdrawn = await call('POST', '/roles', { token: writer, body: { name: `role-${crypto.randomUUID().slice(0, 8)}` } });
+  t.is(withdrawn.status, 403);
+  t.is(withdrawn.headers.get('www-authenticate'), 'Bearer realm="gatehouse-admin", error="insufficient_scope", scope="admin:write"');
+  t.is((await call('GET', '/roles', { token: writer })).status, 200);
+  t.true(await server.runtime.clients.delete(serviceId));
+  t.is((await call('GET', '/roles', { token: writer })).status, 401);
 });
 
 test('users: create, read, list a page at a time with filters, change with If-Match, and problems for each mistake', async (t) => {

@@ -1,14 +1,16 @@
 // Who may call the admin API: the bearer of an access token Gatehouse issued for it (audience: the admin API's
 // identifier; a JWT checked with Gatehouse's own keys, unexpired, not revoked by itself or with its grant) that
-// is either a person's who holds the admin role now and is not disabled, or a service client's that still
-// exists. Its scopes say what it may do: admin:read to read, admin:write to change. RFC 6750's answers: 401
-// with WWW-Authenticate without a valid token, 403 (insufficient_scope) without the scope.
+// was issued to a client that still exists, and is either a person's who holds the admin role now and is not
+// disabled, or a service client's own. Its scopes say what it may do (those its client is still allowed):
+// admin:read to read, admin:write to change. RFC 6750's answers: 401 with WWW-Authenticate without a valid
+// token, 403 (insufficient_scope) without the scope.
 import type { Context } from 'koa';
 import type { AuditActor } from '../../audit/audit.ts';
 import type { UserService } from '../../accounts/users.ts';
 import type { ClientService } from '../../clients/clients.ts';
 import type { JwtAccessTokens } from '../../oidc/jwt-access-tokens.ts';
 import { ADMIN_ROLE } from '../../apis/roles.ts';
+import { apiScopesOf } from '../../oidc/resource-servers.ts';
 import type { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import { Problem } from './problems.ts';
 
@@ -43,11 +45,14 @@ export async function authenticateAdmin(ctx: Context, { jwtAccessTokens, users, 
   const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (!audiences.includes(audience)) throw invalid('The access token is not for the admin API');
   if (await jwtAccessTokens.isRevoked(claims)) throw invalid('The access token was revoked');
-  const scopes = new Set((claims.scope ?? '').split(' ').filter(Boolean));
-  if (claims.sub === claims.client_id) {
-    if (!await clients.find(claims.client_id!)) throw invalid('The client the access token was issued to no longer exists');
-    return { kind: 'service', clientId: claims.client_id!, scopes };
-  }
+  // A deleted client's tokens stop working everywhere: a person's through their app as much as a service's own.
+  const client = claims.client_id ? await clients.find(claims.client_id) : undefined;
+  if (!client) throw invalid('The client the access token was issued to no longer exists');
+  // What a token may do is what its client is allowed now, as a person's role is checked now: a scope taken from
+  // the client stops its tokens at once, not when they expire.
+  const allowed = apiScopesOf(client);
+  const scopes = new Set((claims.scope ?? '').split(' ').filter((scope) => allowed.has(scope)));
+  if (claims.sub === claims.client_id) return { kind: 'service', clientId: client.client_id, scopes };
   const user = claims.sub ? await users.findById(claims.sub) : null;
   if (!user || user.disabled) throw invalid('The person the access token was issued to can no longer sign in');
   if (!user.roles.includes(ADMIN_ROLE)) throw new Problem('forbidden', `Only people with the ${ADMIN_ROLE} role may use the admin API`);
