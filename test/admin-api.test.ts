@@ -174,6 +174,23 @@ test('a token stops working with its client: deleted, a person\'s app as much as
   t.is((await call('GET', '/roles', { token: writer })).status, 401);
 });
 
+test('a DPoP-bound token is refused as a bearer token: whoever copied it has no proof of its key', async (t) => {
+  const metadata = await server.runtime.clients.create({ name: 'Provisioning', type: 'service', apiScopes: ['admin:read'] });
+  const client: oauth.Client = { client_id: metadata.client_id };
+  const DPoP = oauth.DPoP(client, await oauth.generateKeyPair('ES256'));
+  const request = () => oauth.clientCredentialsGrantRequest(as, client, oauth.ClientSecretBasic(String(metadata.client_secret)),
+    new URLSearchParams({ resource: admin, scope: 'admin:read' }), { ...insecure, DPoP });
+  const tokens = await oauth.processClientCredentialsResponse(as, client, await request()).catch(async (error: unknown) => {
+    if (!oauth.isDPoPNonceError(error)) throw error;
+    return oauth.processClientCredentialsResponse(as, client, await request());
+  });
+  t.is(tokens.token_type, 'dpop');
+  const stolen = await call('GET', '/users?limit=1', { token: tokens.access_token });
+  t.is(stolen.status, 401);
+  t.regex(stolen.headers.get('www-authenticate')!, /error="invalid_token"/);
+  t.regex(stolen.body.detail, /bound to a DPoP key/);
+});
+
 test('users: create, read, list a page at a time with filters, change with If-Match, and problems for each mistake', async (t) => {
   const token = await serviceToken('admin:read admin:write');
   const tag = `page-${crypto.randomUUID().slice(0, 8)}`;

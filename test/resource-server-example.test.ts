@@ -50,6 +50,17 @@ for (const verify of ['jwks', 'introspection'] as const) {
     t.regex(narrow.headers.get('www-authenticate') ?? '', /insufficient_scope/);
     t.is((await call()).status, 401);
 
+    // A DPoP-bound token (RFC 9449) is no bearer token: whoever copied it has no proof of its key.
+    const DPoP = oauth.DPoP(caller.client, await oauth.generateKeyPair('ES256'));
+    const bound = () => oauth.clientCredentialsGrantRequest(as, caller.client, caller.authentication,
+      new URLSearchParams({ resource: orders.identifier, scope: 'orders:read' }), { ...insecure, DPoP });
+    const boundTokens = await oauth.processClientCredentialsResponse(as, caller.client, await bound()).catch(async (error: unknown) => {
+      if (!oauth.isDPoPNonceError(error)) throw error;
+      return oauth.processClientCredentialsResponse(as, caller.client, await bound());
+    });
+    t.is(boundTokens.token_type, 'dpop');
+    t.is((await call(boundTokens.access_token)).status, 401);
+
     await oauth.processRevocationResponse(await oauth.revocationRequest(as, caller.client, caller.authentication, good, insecure));
     t.is((await call(good)).status, verify === 'introspection' ? 401 : 200, 'only introspection sees a revocation before the token expires');
   });

@@ -52,6 +52,8 @@ function byJwks({ issuer, audience }: ResourceServerOptions): Check {
   return async (token) => {
     try {
       const { payload } = await jwtVerify(token, keys, { issuer, audience, typ: 'at+jwt' });
+      // A DPoP-bound token (cnf) is worth nothing without a proof of its key, which this API does not check.
+      if (payload.cnf !== undefined) return undefined;
       return { sub: payload.sub, scopes: new Set(String(payload.scope ?? '').split(' ')) };
     } catch {
       return undefined;

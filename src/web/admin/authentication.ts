@@ -42,6 +42,9 @@ export async function authenticateAdmin(ctx: Context, { jwtAccessTokens, users, 
   });
   const claims = await jwtAccessTokens.verify(match[1]!);
   if (!claims) throw invalid('The access token is not one Gatehouse issued, or it has expired');
+  // A token bound to a key (DPoP, RFC 9449) proves nothing without a proof of that key, which this API does not
+  // take: whoever copied it must not use it as a bearer token (§7.1).
+  if (claims.cnf !== undefined) throw invalid('The access token is bound to a DPoP key: the admin API takes bearer tokens only, ask for one without DPoP');
   const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (!audiences.includes(audience)) throw invalid('The access token is not for the admin API');
   if (await jwtAccessTokens.isRevoked(claims)) throw invalid('The access token was revoked');
