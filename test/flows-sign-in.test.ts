@@ -67,14 +67,13 @@ test('the right password of an account without a second factor: the engine finis
   t.is(await opened.runtime.flows.signIn.pendingStep(request), undefined, 'nothing waits for a second factor');
 });
 
-test('a wrong password, an unknown address and empty fields: wrong_credentials, the engine not told, each audited with its reason', async (t) => {
+test('a wrong password and an unknown address: wrong_credentials, the engine not told, each audited with its reason; an empty field is neither', async (t) => {
   const { signIn } = opened.runtime.flows;
   const user = await newUser();
   const engine = engineSide();
   const attempts = [
     { credentials: { email: user.email, password: 'not the password at all' }, reason: 'wrong_password', subjectUserId: user.id },
     { credentials: { email: `nobody-${randomUUID()}@example.com`, password: PASSWORD }, reason: 'unknown_email', subjectUserId: null },
-    { credentials: { email: '', password: '' }, reason: 'missing_credentials', subjectUserId: null },
   ];
   for (const { credentials, reason, subjectUserId } of attempts) {
     const request = signInRequest();
@@ -82,6 +81,12 @@ test('a wrong password, an unknown address and empty fields: wrong_credentials, 
     const [failed, ...more] = await audit('login.failed', byAgent(request));
     t.like(failed, { detail: { reason }, subjectUserId, clientId: CLIENT_ID });
     t.is(more.length, 0);
+  }
+  // A slip, not a guess: said, never counted toward a lockout or audited.
+  for (const [credentials, field] of [[{ email: ' ', password: PASSWORD }, 'email'], [{ email: user.email, password: '' }, 'password']] as const) {
+    const request = signInRequest();
+    t.deepEqual(await signIn.withPassword(request, credentials, engine.finish), { ok: false, reason: 'missing_credentials', field });
+    t.deepEqual(await audit('login.failed', byAgent(request)), []);
   }
   t.deepEqual(engine.finished, []);
 });

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import * as oauth from 'oauth4webapi';
+import { generate } from 'otplib';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { authorizationRequest, createUser, discover, insecure, PASSWORD, REDIRECT_URI, registerConfidential, registerSpa, signIn } from './helpers/oauth.ts';
 import { UserAgent, formField, isRedirect, page as openPage, post } from './helpers/user-agent.ts';
@@ -21,6 +22,7 @@ import { createLogger } from '../src/logger.ts';
 import { openRuntime } from '../src/runtime.ts';
 import { createApp } from '../src/app.ts';
 import { createLimits, lockSeconds } from '../src/limits/index.ts';
+import { withSecondFactor } from './helpers/runtime.ts';
 import { TRUSTED_DEVICE_SECONDS, accountKey } from '../src/limits/login-guard.ts';
 import { DependencyUnavailable } from '../src/errors.ts';
 
@@ -133,6 +135,42 @@ test.serial('repeated failures lock the account for a growing delay; the right p
   const again = await loginPage(server);
   t.is((await attempt(again, user.email, 'wrong password')).status, 401);
   t.is((await attempt(again, user.email, 'wrong password')).retryAfter, '2');
+});
+
+test.serial('an empty password or code is a slip, not a guess: the page asks for the field, and no number of them locks the account', async (t) => {
+  const server = await serverWith({ LOGIN_LOCKOUT_THRESHOLD: '2' });
+  const user = await createUser(server);
+  const page = await loginPage(server);
+  for (let tries = 0; tries < 4; tries++) {
+    const empty = await attempt(page, user.email, '');
+    t.is(empty.status, 400);
+    t.regex(empty.body, /Enter your password\./);
+    t.regex(empty.body, /id="password"[^>]*autofocus[^>]*aria-invalid="true"/);
+    t.notRegex(empty.body, /id="email"[^>]*aria-invalid/);
+  }
+  t.regex((await attempt(page, '  ', PASSWORD)).body, /Enter your email address\./);
+  t.is(await server.runtime.database.prisma.auditEvent.count({ where: { action: 'login.failed', subjectEmail: user.email } }), 0, 'nothing to audit');
+
+  const { secret } = await withSecondFactor(server.runtime, user);
+  const signingIn = await loginPage(server);
+  const codePage = await attempt(signingIn, user.email, PASSWORD);
+  t.true(isRedirect(codePage.status));
+  const codeUrl = new URL(`${signingIn.interaction.pathname}/second-factor`, signingIn.interaction);
+  const enter = async (code: string) => {
+    const form = await (await signingIn.agent.request(codeUrl)).text();
+    return signingIn.agent.request(codeUrl, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf: formField(form, 'csrf'), method: 'totp', code }).toString(),
+    });
+  };
+  for (let tries = 0; tries < 4; tries++) {
+    const empty = await enter('');
+    t.is(empty.status, 400);
+    t.regex(await empty.text(), /Enter the 6-digit code/);
+  }
+  // The next step's code (accepted within the clock's drift): the current one was spent confirming the enrollment.
+  const next = await generate({ secret, epoch: (Math.floor(Date.now() / 30_000) + 1) * 30 + 1 });
+  t.true(isRedirect((await enter(next)).status), 'the right code still signs in');
 });
 
 test.serial('a burst of guesses sent at once tries no more passwords than the lockout threshold, and locks once', async (t) => {

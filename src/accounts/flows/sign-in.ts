@@ -99,6 +99,8 @@ export type PasswordOutcome =
   /** Signed in (the engine was told), or the second factor is next. */
   | { ok: true; next: 'signed_in' | 'second_factor' }
   | { ok: false; reason: 'wrong_credentials' }
+  /** A field left empty: a slip, not a guess, so neither counted toward a lockout nor audited. */
+  | { ok: false; reason: 'missing_credentials'; field: 'email' | 'password' }
   /** The right password, but the address is unconfirmed and UNVERIFIED_LOGIN_ALLOWED is off. */
   | { ok: false; reason: 'email_not_verified'; email: string }
   | TooManyPasswords;
@@ -125,6 +127,8 @@ export type CodeOutcome =
   /** Not set up (any more): the step shows enrollment if it is required. */
   | { ok: false; reason: 'not_enabled' }
   | { ok: false; reason: Exclude<CodeFailure, 'not_enabled'> }
+  /** No code entered: a slip, not a guess, so not counted toward the lockout. */
+  | { ok: false; reason: 'missing' }
   /** The account changed meanwhile, or was disabled: back to the password. */
   | { ok: false; reason: 'stale' }
   | TooManyCodes;
@@ -132,7 +136,7 @@ export type CodeOutcome =
 export type EnrollmentOutcome =
   /** `recoveryCodes`: in clear this once. */
   | { ok: true; recoveryCodes: string[]; notice: () => Promise<unknown> }
-  | { ok: false; reason: Exclude<CodeFailure, 'not_enabled'>; enrollment: Enrollment }
+  | { ok: false; reason: Exclude<CodeFailure, 'not_enabled'> | 'missing'; enrollment: Enrollment }
   /** Nothing to confirm here (not enrolling in this sign-in, or confirmed or restarted elsewhere): the step again. */
   | { ok: false; reason: 'restart' }
   | TooManyCodes;
@@ -241,6 +245,8 @@ export function createSignInFlow(dependencies: SignInDependencies): SignInFlow {
 
   return {
     async withPassword(request, { email, password, device }, finish) {
+      if (!email.trim()) return { ok: false, reason: 'missing_credentials', field: 'email' };
+      if (!password) return { ok: false, reason: 'missing_credentials', field: 'password' };
       const attempt = { email, ip: request.ip, device };
       const seenAttempt = { subjectEmail: email, ip: request.ip, userAgent: request.userAgent, clientId: request.clientId };
       // Counted before the password is checked: a locked account refuses even the right password, except
@@ -257,12 +263,12 @@ export function createSignInFlow(dependencies: SignInDependencies): SignInFlow {
         if (before.reason === 'locked') await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seenAttempt, detail: { reason: 'locked', ...onDevice } });
         return (await tooMany(before))!;
       }
-      const check = email && password ? await users.checkCredentials(email, password) : undefined;
-      if (!check?.ok) {
+      const check = await users.checkCredentials(email, password);
+      if (!check.ok) {
         const after = await passwordAttempts.afterFailure(attempt);
         // By account too, when the address has one: `audit --user` finds the attempts after an email change.
         await auditTrail.record({
-          action: 'login.failed', outcome: 'failure', ...seenAttempt, subjectUserId: check?.accountId, detail: { reason: check?.reason ?? 'missing_credentials', ...onDevice },
+          action: 'login.failed', outcome: 'failure', ...seenAttempt, subjectUserId: check.accountId, detail: { reason: check.reason, ...onDevice },
         });
         return await tooMany(after) ?? { ok: false, reason: 'wrong_credentials' };
       }
@@ -331,6 +337,7 @@ export function createSignInFlow(dependencies: SignInDependencies): SignInFlow {
     },
 
     async enterCode(step, method, code, finish) {
+      if (!code.trim()) return { ok: false, reason: 'missing' };
       const refused = await mayTryCode(step);
       if (refused) return refused;
       const result = method === 'recovery' ? await secondFactor.useRecoveryCode(step.user.id, code) : await secondFactor.verifyCode(step.user.id, code);
@@ -348,6 +355,10 @@ export function createSignInFlow(dependencies: SignInDependencies): SignInFlow {
     async confirmEnrollment(step, code) {
       const { pending, user } = step;
       if (!pending.enrolling || pending.via !== 'password') return { ok: false, reason: 'restart' };
+      if (!code.trim()) {
+        const enrollment = await secondFactor.pendingEnrollment(user.id);
+        return enrollment ? { ok: false, reason: 'missing', enrollment } : { ok: false, reason: 'restart' };
+      }
       const refused = await mayTryCode(step);
       if (refused) return refused;
       const result = await secondFactor.confirmEnrollment(user.id, code, { whileSecurityVersion: pending.securityVersion });

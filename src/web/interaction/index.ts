@@ -20,6 +20,7 @@ import { forgetThisDevice, trustThisDevice, trustedDeviceFor } from '../kit/trus
 import { signUpRoutes } from './sign-up.ts';
 
 const GENERIC_LOGIN_FAILURE = 'Incorrect email or password.';
+const MISSING_FIELD = { email: 'Enter your email address.', password: 'Enter your password.' } as const;
 
 export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger' | 'views' | 'engine' | 'flows' | 'afterResponseWork' | 'limits' | 'users' | 'consents' | 'apis' | 'database'>): Router {
   const { engine, users, views, consents } = deps;
@@ -115,6 +116,11 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
         // No session until the address is confirmed (UNVERIFIED_LOGIN_ALLOWED=false); the link leads back here.
         rememberSignIn(ctx, interaction);
         render(ctx, 'verify-email-required', { email: result.email }, params.redirect_uri, 403);
+        return;
+      case 'missing_credentials':
+        render(ctx, 'login', {
+          clientName: await clientName(params.client_id), email, error: MISSING_FIELD[result.field], errorField: result.field, signupEnabled: deps.config.accounts.signupEnabled,
+        }, params.redirect_uri, 400);
         return;
       case 'wrong_credentials':
         render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: deps.config.accounts.signupEnabled }, params.redirect_uri, 401);

@@ -16,12 +16,14 @@ import { unreadableSecretPage } from '../kit/unreadable-secret.ts';
 import { pathTo, within } from '../paths.ts';
 import { finishSignIn, signInRequest, type InteractionPages } from './interaction-pages.ts';
 
-const ERRORS: Record<'totp' | 'recovery', Record<Exclude<CodeFailure, 'not_enabled'>, string>> = {
+const ERRORS: Record<'totp' | 'recovery', Record<Exclude<CodeFailure, 'not_enabled'> | 'missing', string>> = {
   totp: {
+    missing: 'Enter the 6-digit code your authenticator app shows now.',
     wrong: 'That code is not right. Enter the 6-digit code your authenticator app shows now.',
     used: 'That code was already used. Wait for the next code in your authenticator app and enter it.',
   },
   recovery: {
+    missing: 'Enter one of your recovery codes.',
     wrong: 'That recovery code is not right, or it was already used.',
     used: 'That recovery code is not right, or it was already used.',
   },
@@ -99,7 +101,7 @@ export function secondFactorRoutes(router: Router, deps: Pick<WebDependencies, '
       // Turned off meanwhile (or never on): the step shows enrollment if it is required.
       case 'not_enabled': return toStep(ctx, interaction.uid);
       case 'stale': return toLogin(ctx, interaction.uid);
-      default: return renderCodePage(ctx, interaction, step.user, method, ERRORS[method][result.reason], 401);
+      default: return renderCodePage(ctx, interaction, step.user, method, ERRORS[method][result.reason], result.reason === 'missing' ? 400 : 401);
     }
   });
 
@@ -119,7 +121,7 @@ export function secondFactorRoutes(router: Router, deps: Pick<WebDependencies, '
       case 'too_many_attempts': throw new TooManyAttempts(result.refusal);
       // No enrollment to confirm any more (confirmed or restarted elsewhere): start the step again.
       case 'restart': return toStep(ctx, interaction.uid);
-      default: return renderEnrollPage(ctx, interaction, step.user, result.enrollment, ERRORS.totp[result.reason], 401);
+      default: return renderEnrollPage(ctx, interaction, step.user, result.enrollment, ERRORS.totp[result.reason], result.reason === 'missing' ? 400 : 401);
     }
   });
 
