@@ -21,7 +21,7 @@ import { loadConfig } from '../src/config/index.ts';
 import { createLogger } from '../src/logger.ts';
 import { openRuntime } from '../src/runtime.ts';
 import { createApp } from '../src/app.ts';
-import { createLimits, lockSeconds } from '../src/limits/index.ts';
+import { createLimits, lockSeconds, networkOf } from '../src/limits/index.ts';
 import { withSecondFactor } from './helpers/runtime.ts';
 import { TRUSTED_DEVICE_SECONDS, accountKey } from '../src/limits/login-guard.ts';
 import { DependencyUnavailable } from '../src/errors.ts';
@@ -101,6 +101,29 @@ test.serial('login is limited per IP across accounts', async (t) => {
   t.is(refused.status, 429);
   t.truthy(refused.retryAfter);
   t.regex(refused.body, /try again in (\d+ seconds|1 minute)\./);
+});
+
+test.serial('per-IP limits count an IPv6 /64 as one client (one home connection holds all of it); an IPv4-mapped address as its IPv4', async (t) => {
+  const server = await serverWith({ TRUST_PROXY: 'true', LOGIN_LIMIT_PER_IP: '3/600' });
+  const from = (address: string) => loginPage(server, new UserAgent({ headers: { 'x-forwarded-for': address } }));
+  const statuses = [];
+  for (let i = 1; i <= 4; i++) statuses.push((await attempt(await from(`2001:db8:42:7::${i.toString(16)}`), unknownEmail(), 'wrong password')).status);
+  t.deepEqual(statuses, [401, 401, 401, 429], 'four addresses of one /64');
+  t.is((await attempt(await from('2001:db8:42:8::1'), unknownEmail(), 'wrong password')).status, 401, 'the next /64 is another client');
+
+  for (let i = 0; i < 3; i++) t.is((await attempt(await from('::ffff:198.51.100.9'), unknownEmail(), 'wrong password')).status, 401);
+  t.is((await attempt(await from('198.51.100.9'), unknownEmail(), 'wrong password')).status, 429, 'the same IPv4 client, written either way');
+});
+
+test('networkOf: the key a per-IP limit counts by', (t) => {
+  t.is(networkOf('198.51.100.7'), '198.51.100.7');
+  t.is(networkOf('::ffff:198.51.100.7'), '198.51.100.7');
+  t.is(networkOf('2001:db8:42:7::1'), '2001:db8:42:7::/64');
+  t.is(networkOf('2001:0db8:0042:0007:abcd:ef01:2345:6789'), '2001:db8:42:7::/64');
+  t.is(networkOf('2001:db8::1'), '2001:db8:0:0::/64');
+  t.is(networkOf('::1'), '0:0:0:0::/64');
+  t.is(networkOf('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  t.is(networkOf('64:ff9b::198.51.100.7'), '64:ff9b:0:0::/64');
 });
 
 test.serial('repeated failures lock the account for a growing delay; the right password is refused while locked; success resets', async (t) => {

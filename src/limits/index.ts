@@ -10,6 +10,7 @@ import { RateLimits, type RateLimitName } from './rate-limits.ts';
 export { RATE_LIMITS, RateLimits, type LimitDecision, type RateLimitName } from './rate-limits.ts';
 export { LoginGuard, TRUSTED_DEVICE_SECONDS, lockSeconds, type LoginAttempt, type LoginDecision } from './login-guard.ts';
 export { SecondFactorGuard, type SecondFactorAttempt } from './second-factor-guard.ts';
+export { networkOf } from './network.ts';
 
 export interface Limits {
   rates: RateLimits;

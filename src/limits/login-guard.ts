@@ -7,6 +7,7 @@ import type { Config } from '../config/index.ts';
 import { normalizeEmail } from '../accounts/users.ts';
 import type { CounterBackend } from './backend.ts';
 import { Lockout } from './lockout.ts';
+import { networkOf } from './network.ts';
 import { ALLOWED, type LimitDecision, type RateLimits } from './rate-limits.ts';
 
 export { lockSeconds } from './lockout.ts';
@@ -57,9 +58,10 @@ export class LoginGuard {
    */
   async beforeAttempt(attempt: LoginAttempt): Promise<LoginDecision> {
     const account = accountKey(attempt.email);
+    const network = networkOf(attempt.ip);
     const rated = await this.#rates.consumeAll([
-      ['login-ip', attempt.ip],
-      ...(account ? [['login-account-ip', `${account}:${attempt.ip}`] as const] : []),
+      ['login-ip', network],
+      ...(account ? [['login-account-ip', `${account}:${network}`] as const] : []),
     ]);
     if (!rated.allowed || !account) return { ...rated, trustedDevice: false };
     const device = await this.#trustedDevice(account, attempt.device);
@@ -92,7 +94,7 @@ export class LoginGuard {
     const device = await this.#trustedDevice(account, attempt.device);
     if (device) await this.#deviceLockout.succeeded(device);
     else await this.#lockout.succeeded(account);
-    await this.#rates.reset('login-account-ip', `${account}:${attempt.ip}`);
+    await this.#rates.reset('login-account-ip', `${account}:${networkOf(attempt.ip)}`);
   }
 
   /**

@@ -4,6 +4,7 @@
 import type { Config } from '../config/index.ts';
 import type { CounterBackend } from './backend.ts';
 import { Lockout } from './lockout.ts';
+import { networkOf } from './network.ts';
 import type { LimitDecision, RateLimits } from './rate-limits.ts';
 
 export interface SecondFactorAttempt {
@@ -27,8 +28,8 @@ export class SecondFactorGuard {
    */
   async beforeAttempt(attempt: SecondFactorAttempt): Promise<LimitDecision> {
     const rated = await this.#rates.consumeAll([
-      ['second-factor-ip', attempt.ip],
-      ['second-factor-account-ip', `${attempt.accountId}:${attempt.ip}`],
+      ['second-factor-ip', networkOf(attempt.ip)],
+      ['second-factor-account-ip', `${attempt.accountId}:${networkOf(attempt.ip)}`],
     ]);
     if (!rated.allowed) return rated;
     return this.#lockout.begin(attempt.accountId);
@@ -42,7 +43,7 @@ export class SecondFactorGuard {
   /** After a right code: failures, lockout history and the account+IP attempts are forgiven. */
   async afterSuccess(attempt: SecondFactorAttempt): Promise<void> {
     await this.#lockout.succeeded(attempt.accountId);
-    await this.#rates.reset('second-factor-account-ip', `${attempt.accountId}:${attempt.ip}`);
+    await this.#rates.reset('second-factor-account-ip', `${attempt.accountId}:${networkOf(attempt.ip)}`);
   }
 
   /** Lifts the lock and forgets the wrong codes and past lockouts (an administrator unlocked the account). */

@@ -2,7 +2,7 @@
 // counting itself is src/limits/'s). Installed with the engine's other token-request checks in runtime.ts.
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { TokenRequestCheck } from './engine-internals.ts';
-import type { RateLimits, LimitDecision } from '../limits/index.ts';
+import { networkOf, type RateLimits, type LimitDecision } from '../limits/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
 import { TemporarilyUnavailable, TooManyRequests } from './errors.ts';
 
@@ -19,7 +19,7 @@ export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {
   const clientDecisions = new WeakMap<object, { clientId: string; decision: LimitDecision }>();
   return {
     beforeClientLookup: async (ctx, clientId) => {
-      const [byIp, byClient] = await Promise.all([consume(rates, 'token-ip', ctx.ip), consume(rates, 'token-client', clientId)]);
+      const [byIp, byClient] = await Promise.all([consume(rates, 'token-ip', networkOf(ctx.ip)), consume(rates, 'token-client', clientId)]);
       if (!byIp.allowed) {
         if (byClient.allowed) await giveBack(rates, clientId);
         refuse(ctx, byIp);

@@ -7,6 +7,7 @@ import type { Context, Middleware } from 'koa';
 import type { WebDependencies } from '../dependencies.ts';
 import type { JwtAccessTokens } from '../../oidc/jwt-access-tokens.ts';
 import type { ClientService } from '../../clients/clients.ts';
+import { networkOf } from '../../limits/index.ts';
 import { ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, adminApiIdentifier } from '../../apis/admin-api.ts';
 import { authenticateAdmin } from './authentication.ts';
 import { openApiDocument, route, type Operation } from './operations.ts';
@@ -58,7 +59,7 @@ export function adminApi(deps: AdminApiDependencies): Middleware {
       }
     }
     await problems(ctx, async () => {
-      const decision = await limits.rates.consume('admin-api-ip', ctx.ip);
+      const decision = await limits.rates.consume('admin-api-ip', networkOf(ctx.ip));
       if (!decision.allowed) throw new Problem('too-many-requests', 'Too many requests from this address: wait and try again', { retryAfterSeconds: decision.retryAfterSeconds });
       await routes(ctx as never, async () => notAnOperation(ctx, operations));
     });

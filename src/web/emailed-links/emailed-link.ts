@@ -4,7 +4,7 @@
 // gets an empty page with nothing looked up or counted.
 import type Router from '@koa/router';
 import type { Context } from 'koa';
-import type { RateLimits } from '../../limits/index.ts';
+import { networkOf, type RateLimits } from '../../limits/index.ts';
 import { TooManyAttempts } from '../kit/errors.ts';
 import { formBody, formField, queryField, requireCsrf } from '../kit/pages.ts';
 import { PATHS, type PathName } from '../paths.ts';
@@ -27,7 +27,7 @@ export interface EmailedLinkPage<Checked> {
 /** Adds an emailed link's two routes to `router`. */
 export function emailedLinkRoutes<Checked>(router: Router, rates: Pick<RateLimits, 'consume'>, page: EmailedLinkPage<Checked>): void {
   async function countUse(ctx: Context): Promise<void> {
-    const decision = await rates.consume('emailed-link-ip', ctx.ip);
+    const decision = await rates.consume('emailed-link-ip', networkOf(ctx.ip));
     if (!decision.allowed) throw new TooManyAttempts(decision, { action: page.paused });
   }
 

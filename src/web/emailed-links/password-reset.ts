@@ -6,6 +6,7 @@ import type { Context } from 'koa';
 import { minimumPasswordLength } from '../../accounts/password-policy.ts';
 import { isEmailAddress, normalizeEmail } from '../../accounts/users.ts';
 import { accountKey } from '../../limits/login-guard.ts';
+import { networkOf } from '../../limits/index.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import { inWords } from '../kit/in-words.ts';
 import { Pages, formBody, formField, requireCsrf } from '../kit/pages.ts';
@@ -45,7 +46,7 @@ export function passwordResetRoutes(deps: Pick<WebDependencies, 'config' | 'view
     // Counted by address whether or not an account has it, so a refusal tells nothing either. The address's
     // own limit holds from any number of IPs: one mailbox cannot be flooded with links.
     const key = accountKey(email);
-    const refusal = await limits.rates.consumeAll([['reset-ip', ctx.ip], ['reset-account-ip', `${key}:${ctx.ip}`], ['reset-account', `${key}`]]);
+    const refusal = await limits.rates.consumeAll([['reset-ip', networkOf(ctx.ip)], ['reset-account-ip', `${key}:${networkOf(ctx.ip)}`], ['reset-account', `${key}`]]);
     if (!refusal.allowed) {
       throw new TooManyAttempts(refusal, { action: 'sending password reset links' });
     }

@@ -5,6 +5,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { isEmailAddress, normalizeEmail } from '../../accounts/users.ts';
 import { accountKey } from '../../limits/login-guard.ts';
+import { networkOf } from '../../limits/index.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import { Pages, formBody, formField, requireCsrf } from '../kit/pages.ts';
 import { TooManyAttempts } from '../kit/errors.ts';
@@ -33,8 +34,8 @@ export async function requestNewVerificationLink(
   if (!isEmailAddress(email)) return { status: 400, data: { email: emailInput, resendError: INVALID_EMAIL_MESSAGE } };
   const key = accountKey(email)!;
   const decision = await deps.limits.rates.consumeAll([
-    ['verification-resend-ip', ctx.ip],
-    ['verification-resend-account-ip', `${key}:${ctx.ip}`],
+    ['verification-resend-ip', networkOf(ctx.ip)],
+    ['verification-resend-account-ip', `${key}:${networkOf(ctx.ip)}`],
     ['verification-resend-account', key],
   ]);
   if (!decision.allowed) throw new TooManyAttempts(decision, { action: 'sending verification emails' });

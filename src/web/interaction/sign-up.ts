@@ -7,6 +7,7 @@ import { minimumPasswordLength } from '../../accounts/password-policy.ts';
 import type { SignUp } from '../../accounts/flows/sign-up.ts';
 import { NAME_MAX_LENGTH } from '../../text.ts';
 import { accountKey } from '../../limits/login-guard.ts';
+import { networkOf } from '../../limits/index.ts';
 import { HttpError, TooManyAttempts } from '../kit/errors.ts';
 import { formBody, formField, requireCsrf } from '../kit/pages.ts';
 import { inWords } from '../kit/in-words.ts';
@@ -72,8 +73,8 @@ export function signUpRoutes(router: Router, deps: Pick<WebDependencies, 'config
     // IPs must not be able to flood one inbox. Counted alike for new and registered addresses.
     const addressKey = accountKey(formField(ctx, 'email'));
     const limit = await deps.limits.rates.consumeAll([
-      ['signup-ip', ctx.ip],
-      ...(addressKey ? [['signup-account-ip', `${addressKey}:${ctx.ip}`] as const, ['signup-account', addressKey] as const] : []),
+      ['signup-ip', networkOf(ctx.ip)],
+      ...(addressKey ? [['signup-account-ip', `${addressKey}:${networkOf(ctx.ip)}`] as const, ['signup-account', addressKey] as const] : []),
     ]);
     if (!limit.allowed) {
       throw new TooManyAttempts(limit, { action: 'creating accounts' });
