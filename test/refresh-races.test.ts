@@ -110,6 +110,22 @@ test.serial('within the grace period a DPoP-bound refresh token\'s first answer 
   t.is(again.body.refresh_token, first.body.refresh_token);
 });
 
+test.serial('within the grace period, a repeat asking for other scopes or another API is refused alone (invalid_grant): the first answer would not fit, and the grant lives on', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 30 });
+  const refresh = (parameters: Record<string, string>) => oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, { ...insecure, additionalParameters: parameters });
+  const first = await oauth.processRefreshTokenResponse(as, client, await refresh({ scope: 'openid email' }));
+  const same = await oauth.processRefreshTokenResponse(as, client, await refresh({ scope: 'email openid' }));
+  t.is(same.refresh_token, first.refresh_token, 'the same request, in another order, gets the first answer');
+  for (const other of [{ scope: 'openid' }, { scope: 'openid email', resource: `${server.issuer}/admin/v1` }] as Array<Record<string, string>>) {
+    const refused = await refresh(other);
+    t.is(refused.status, 400);
+    t.like(await refused.json(), { error: 'invalid_grant', error_description: 'this refresh token was just used for another resource or scope; use the refresh token that answer gave' });
+  }
+  const next = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), first.refresh_token!, insecure));
+  t.is((await oauth.userInfoRequest(as, client, next.access_token, insecure)).status, 200, 'the grant was not revoked');
+});
+
 test.serial('within the grace period, the first answer is not given again once its tokens were revoked (signed out everywhere): invalid_grant', async (t) => {
   const { as, client, tokens, user } = await signInToNewSpa(server);
   await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 30 });

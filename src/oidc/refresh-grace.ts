@@ -7,12 +7,11 @@
 // answer only with a new, valid proof of that key, as the engine would ask.
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { REFRESH_TOKEN_GRACE_PERIOD } from '../clients/clients.ts';
 import type { Sealer } from '../keys/sealed.ts';
 import type { Store } from '../store/index.ts';
 import { spendDpopProof, verifiedDpopProof } from './engine-internals.ts';
-
 
 /** How long a presentation waits for the first one's answer before the engine judges it alone. */
 const WAIT_FOR_FIRST_MS = 5000;
@@ -23,6 +22,8 @@ interface Answered {
   sealed: string;
   /** The DPoP key it was bound to, if any: the same answer only goes to a holder of the same key. */
   jkt: string | undefined;
+  /** What the first presentation asked for (its resource and scope): the answer fits only the same request. */
+  asked: string;
 }
 type Entry = { pending: true } | Answered;
 
@@ -50,13 +51,20 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
       }
       // The proof the engine verified while handling it (kept for the request).
       const jkt = (await verifiedDpopProof(provider, ctx))?.thumbprint;
-      const answered: Answered = { sealed: await sealer.seal(JSON.stringify(ctx.body), context), jkt };
+      const answered: Answered = { sealed: await sealer.seal(JSON.stringify(ctx.body), context), jkt, asked: whatIsAsked(ctx) };
       await store.put(key, JSON.stringify(answered), seconds);
       return;
     }
     const first = await firstAnswer(store, key);
     // No answer to give (the first was refused, or is taking too long): the engine decides.
     if (!first) return handle();
+    // Another API or other scopes than the first asked: its answer would not fit, and the engine would take this
+    // for a stolen token and revoke the grant. Refused alone; the app retries with the new refresh token.
+    if (first.asked !== whatIsAsked(ctx)) {
+      const refusal = new errors.InvalidGrant('asked for another resource or scope within the grace period');
+      refusal.error_description = 'this refresh token was just used for another resource or scope; use the refresh token that answer gave';
+      throw refusal;
+    }
     const answer = JSON.parse(await sealer.open(first.sealed, context)) as { refresh_token?: unknown };
     // Its tokens revoked since (signed out everywhere, a password reset, the account disabled): the engine answers.
     if (typeof answer.refresh_token === 'string' && !await provider.RefreshToken.find(answer.refresh_token)) return handle();
@@ -78,6 +86,14 @@ async function firstAnswer(store: Store, key: string): Promise<Answered | undefi
     await sleep(POLL_MS);
   }
   return undefined;
+}
+
+/** A request's resource indicators and scope, in a form that compares equal whatever their order. */
+function whatIsAsked(ctx: KoaContextWithOIDC): string {
+  const { resource, scope } = ctx.oidc.params ?? {};
+  const resources = (Array.isArray(resource) ? resource : [resource]).filter((value) => typeof value === 'string').sort();
+  const scopes = typeof scope === 'string' ? scope.split(' ').filter(Boolean).sort() : [];
+  return JSON.stringify([resources, scopes]);
 }
 
 function gracePeriodOf(client: KoaContextWithOIDC['oidc']['client']): number {
