@@ -378,13 +378,15 @@ const commands: Record<string, Handler> = {
   async 'users end-sessions'(args, run) {
     const { values } = parse(args, { email: { type: 'string' }, session: { type: 'string' }, ...JSON_OPTION });
     if (!values.email) throw new UsageError('users end-sessions needs --email');
+    // An empty id (a script's unset variable) must not mean "every session".
+    if (values.session !== undefined && !String(values.session).trim()) throw new UsageError('--session takes a session id (users sessions lists them); without --session every session ends');
     await run(async ({ users, accountSessions, config }) => {
       const account = await users.findByEmail(String(values.email));
       if (!account) throw new NotFound(`no account has the email ${String(values.email)}`);
       if (!config.redis) {
         outOfReach('its sessions');
       }
-      if (values.session) {
+      if (values.session !== undefined) {
         if (!await accountSessions.end(account.id, String(values.session), { reason: 'ended_by_administrator', actor: { type: 'admin', id: administratorName() } })) throw new NotFound(`${account.email} has no session ${String(values.session)}`);
         report(values.json, { email: account.email, session: String(values.session), ended: true }, `ended session ${String(values.session)} of ${account.email}`);
         return;
@@ -720,7 +722,7 @@ const commands: Record<string, Handler> = {
     const [since, until] = (['since', 'until'] as const).map((option) => {
       if (values[option] === undefined) return undefined;
       const moment = parseSince(String(values[option]));
-      if (!moment) throw new UsageError(`--${option} takes a real ISO date or date-time, UTC unless it has an offset (2026-11-22, 2026-11-22T10:00, 2026-11-22T10:00+01:00), or an age (30m, 24h, 7d, 2w)`);
+      if (!moment) throw new UsageError(`--${option} takes a real ISO date or date-time from year 1 to 9999, UTC unless it has an offset (2026-11-22, 2026-11-22T10:00, 2026-11-22T10:00+01:00), or an age (30m, 24h, 7d, 2w)`);
       return moment;
     });
     if (values.outcome !== undefined && values.outcome !== 'success' && values.outcome !== 'failure') throw new UsageError('--outcome takes success or failure');

@@ -1,6 +1,7 @@
 // The admin API (/admin/v1) as an admin tool or a script calls it, over HTTP with fetch: tokens from Gatehouse's
 // own token endpoint (oauth4webapi), every answer — success or problem — checked against the OpenAPI document the
 // server publishes (ajv), and every operation of the document called at least once.
+import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
@@ -698,6 +699,71 @@ test('audit events: newest first, filtered by person, client, action, outcome an
   t.is((await call('GET', `/audit-events?user_id=${created.body.id}&outcome=failure`, { token })).body.items.length, 0);
   t.is((await call('GET', `/audit-events?client_id=nobody`, { token })).body.items.length, 0);
   t.is((await call('GET', '/audit-events?since=yesterday', { token })).status, 422);
+});
+
+test('a cursor or a time made by hand gets a 422 naming it, never a 500: only what the database can hold goes to it', async (t) => {
+  const token = await serviceToken('admin:read');
+  const cursor = (position: unknown) => Buffer.from(JSON.stringify(position)).toString('base64url');
+  const uuid = crypto.randomUUID();
+  const cursors: Array<[string, unknown]> = [
+    ['/users', { createdAt: '2020-01-01T00:00:00.000Z', id: 'not-a-uuid' }],
+    ['/users', { createdAt: '0000-01-01T00:00:00.000Z', id: uuid }],
+    ['/clients', { createdAt: '2020-01-01T00:00:00.000Z', id: 'a\u0000b' }],
+    ['/apis', { identifier: 'a\u0000b' }],
+    ['/audit-events', { occurredAt: '2020-01-01T00:00:00.000Z', id: 'not-a-uuid' }],
+  ];
+  for (const [path, position] of cursors) {
+    const answer = await call('GET', `${path}?cursor=${cursor(position)}`, { token });
+    t.like(answer, { status: 422, body: { invalid_parameters: [{ in: 'query', pointer: '/cursor' }] } }, `${path} ${JSON.stringify(position)}`);
+  }
+  for (const name of ['since', 'until']) {
+    for (const value of ['0000-01-01T00:00:00Z', '9999-12-31T23:59:59-14:00']) {
+      const answer = await call('GET', `/audit-events?${name}=${encodeURIComponent(value)}`, { token });
+      t.like(answer, { status: 422, body: { invalid_parameters: [{ in: 'query', pointer: `/${name}` }] } }, `${name}=${value}`);
+    }
+  }
+  t.is((await call('GET', `/audit-events?since=${encodeURIComponent('0001-01-01T00:00:00Z')}`, { token })).status, 200);
+});
+
+test('two administrators creating the same role or API at once: one gets 201, the others 409, never a 500', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  for (let round = 0; round < 4; round += 1) {
+    const name = `twin-${crypto.randomUUID().slice(0, 8)}`;
+    const roles = (await Promise.all([0, 1, 2].map(() => call('POST', '/roles', { token, body: { name } })))).map((answer) => answer.status).sort();
+    t.deepEqual(roles, [201, 409, 409]);
+    const identifier = `https://twin-${crypto.randomUUID().slice(0, 8)}.example.com/api`;
+    const apis = (await Promise.all([0, 1, 2].map(() => call('POST', '/apis', { token, body: { identifier, name: 'Twin' } })))).map((answer) => answer.status).sort();
+    t.deepEqual(apis, [201, 409, 409]);
+  }
+});
+
+test('a role deleted while an account is being made with it, or given it, is on no account afterwards', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  for (let round = 0; round < 4; round += 1) {
+    const role = `fleeting-${crypto.randomUUID().slice(0, 8)}`;
+    t.is((await call('POST', '/roles', { token, body: { name: role } })).status, 201);
+    const holder = await createUser(server);
+    // The account's password is hashed between the check that the role exists and the insert: the delete lands there.
+    const creating = call('POST', '/users', { token, body: { email: uniqueEmail('fleeting'), password: PASSWORD, roles: [role] } });
+    const giving = server.runtime.flows.roleAssignment.add(holder.email, role, { type: 'admin', id: 'test' });
+    await sleep(5);
+    t.is((await call('DELETE', `/roles/${role}`, { token })).status, 204);
+    const [created, given] = await Promise.all([creating, giving]);
+    t.true(created.status === 201 || (created.status === 422 && /role/.test(created.body.detail)), `${created.status} ${JSON.stringify(created.body)}`);
+    t.true(given.ok || given.reason === 'unknown_role', JSON.stringify(given));
+    t.deepEqual((await call('GET', `/users?role=${role}`, { token })).body.items, [], 'no account holds the deleted role');
+  }
+});
+
+test('the email and name filters match % and _ as themselves, not as wildcards', async (t) => {
+  const token = await serviceToken('admin:read admin:write');
+  const tag = crypto.randomUUID().slice(0, 8);
+  for (const local of [`axb${tag}`, `a_b${tag}`]) t.is((await call('POST', '/users', { token, body: { email: `${local}@example.com`, password: PASSWORD, name: `${local} 100%` } })).status, 201);
+  const emails = async (query: string) => (await call('GET', `/users?${query}`, { token })).body.items.map((item: { email: string }) => item.email);
+  t.deepEqual(await emails(`email=${encodeURIComponent(`a_b${tag}`)}`), [`a_b${tag}@example.com`]);
+  t.deepEqual(await emails(`email=${encodeURIComponent(`a%${tag}`)}`), []);
+  t.deepEqual(await emails(`name=${encodeURIComponent(`_b${tag} 100%`)}`), [`a_b${tag}@example.com`]);
+  t.deepEqual((await call('GET', `/users/count?email=${encodeURIComponent(`%${tag}`)}`, { token })).body, { count: 0 });
 });
 
 test('an initial access token from the admin API opens dynamic client registration once', async (t) => {

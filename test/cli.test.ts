@@ -74,6 +74,10 @@ const usageErrors: Array<[what: string, args: string[], message: RegExp | undefi
   ['clients create with a bad --type', ['clients', 'create', '--name', 'X', '--type', 'mobile'], /^gatehouse: --type must be one of spa, web, native, service\n/],
   ['clients create without --type', ['clients', 'create', '--name', 'X'], /^gatehouse: clients create needs --name and --type\n/],
   ['migrate with an argument', ['migrate', '--force'], /^gatehouse: /],
+  // A script's unset $SID must not sign the person out everywhere.
+  ['users end-sessions with an empty --session', ['users', 'end-sessions', '--email', 'a@example.com', '--session', ''], /^gatehouse: --session takes a session id/],
+  ['audit --since before year 1', ['audit', '--since', '0000-01-01'], /^gatehouse: --since takes a real ISO date or date-time from year 1 to 9999/],
+  ['audit --until an age before year 1', ['audit', '--until', '999999w'], /^gatehouse: --until takes/],
 ];
 
 for (const [what, args, message] of usageErrors) {

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { PasswordHasher } from './passwords.ts';
 import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions, type PasswordProblem } from './password-policy.ts';
-import { isUniqueViolation, type Prisma } from '../db/index.ts';
+import { isUniqueViolation, literally, type Prisma } from '../db/index.ts';
 import { describeNameProblem, nameProblem } from '../text.ts';
 import type { AnnouncedCache } from '../store/announced-cache.ts';
 
@@ -49,8 +49,8 @@ export interface AccountFilter {
 /** The accounts a filter keeps, as a query: each filter narrows. */
 function accountsMatching(filter: AccountFilter) {
   return {
-    ...(filter.email ? { email: { contains: normalizeEmail(filter.email) } } : {}),
-    ...(filter.name ? { name: { contains: filter.name, mode: 'insensitive' as const } } : {}),
+    ...(filter.email ? { email: { contains: literally(normalizeEmail(filter.email)) } } : {}),
+    ...(filter.name ? { name: { contains: literally(filter.name), mode: 'insensitive' as const } } : {}),
     ...(filter.role ? { roles: { has: filter.role } } : {}),
     ...(filter.disabled !== undefined ? { disabled: filter.disabled } : {}),
   };
@@ -69,6 +69,17 @@ export class AccountError extends Error {
   constructor(code: AccountError['code'], message: string) {
     super(message);
     this.code = code;
+  }
+}
+
+/** Roles an account was to be given that do not exist (any more): nothing was written. */
+export class UnknownRoles extends Error {
+  override name = 'UnknownRoles';
+  readonly roles: string[];
+
+  constructor(roles: string[]) {
+    super(`no such role: ${roles.join(', ')}`);
+    this.roles = roles;
   }
 }
 
@@ -140,7 +151,10 @@ export class UserService {
     this.#tokenHolders = options.tokenHolders;
   }
 
-  /** `roles`: role names (a role in SECOND_FACTOR_REQUIRED_ROLES makes the second factor mandatory). */
+  /**
+   * `roles`: role names (a role in SECOND_FACTOR_REQUIRED_ROLES makes the second factor mandatory), each of which
+   * must exist (UnknownRoles otherwise, nothing written).
+   */
   async create(input: { email: string; password: string; name?: string; emailVerified?: boolean; roles?: readonly string[] }): Promise<User> {
     const email = normalizeEmail(input.email);
     checkNewEmail(email);
@@ -148,12 +162,19 @@ export class UserService {
     const problem = checkPassword(input.password, { email, name: input.name }, this.#passwordPolicy);
     if (problem) throw new AccountError('weak_password', problem.message);
     const passwordHash = await this.#passwords.hash(input.password);
+    const roles = [...new Set(input.roles ?? [])];
+    // A new id: nothing is kept of it anywhere (not even as unknown: nobody could name it before), nothing to announce.
+    const write = (database: TransactionClient) => database.user.create({
+      data: { email, passwordHash, name: input.name?.trim() || null, emailVerified: input.emailVerified ?? false, roles },
+      select: publicFields,
+    });
     try {
-      // A new id: nothing is kept of it anywhere (not even as unknown: nobody could name it before), nothing to announce.
-      return await this.#prisma.user.create({
-        data: { email, passwordHash, name: input.name?.trim() || null, emailVerified: input.emailVerified ?? false, roles: [...new Set(input.roles ?? [])] },
-        select: publicFields,
-      });
+      return roles.length
+        ? await this.#prisma.$transaction(async (transaction) => {
+          await holdRoles(transaction, roles);
+          return write(transaction);
+        })
+        : await write(this.#prisma);
     } catch (error) {
       if (isUniqueViolation(error)) throw new AccountError('email_taken', 'an account with that email exists');
       throw error;
@@ -296,9 +317,11 @@ export class UserService {
     const user = await this.findById(userId);
     if (!user) return null;
     if (user.roles.includes(role) === held) return { user, changed: false };
-    // One statement, so that two changes at once cannot lose each other's role.
+    // One statement, so that two changes at once cannot lose each other's role. A role given is held (FOR KEY SHARE)
+    // until the statement commits: one being deleted meanwhile waits, then takes its name from this account too, or
+    // is gone already and the account is left without it (the caller sees it was not given).
     const change = (database: TransactionClient) => held
-      ? database.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_append(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid AND NOT (${role} = ANY(roles)) RETURNING id`
+      ? database.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_append(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid AND NOT (${role} = ANY(roles)) AND EXISTS (SELECT 1 FROM roles WHERE name = ${role} FOR KEY SHARE) RETURNING id`
       : database.$queryRaw<Array<{ id: string }>>`UPDATE users SET roles = array_remove(roles, ${role}), updated_at = now() WHERE id = ${userId}::uuid RETURNING id`;
     const updated = !held && guard.keepHolderOf === role ? await this.#unlessLastHolder(userId, role, change) : await change(this.#prisma);
     if (updated === 'last_holder') return updated;
@@ -409,6 +432,17 @@ export interface HolderGuard {
 }
 
 type TransactionClient = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
+
+/**
+ * Holds the roles until the transaction ends, so that one being deleted meanwhile waits, then takes its name from
+ * what the transaction wrote (src/apis/roles.ts deletes a role and its holders' copies in one transaction).
+ * UnknownRoles for those that do not exist.
+ */
+async function holdRoles(transaction: TransactionClient, roles: readonly string[]): Promise<void> {
+  const found = new Set((await transaction.$queryRaw<Array<{ name: string }>>`SELECT name FROM roles WHERE name = ANY(${roles}) FOR KEY SHARE`).map((row) => row.name));
+  const missing = roles.filter((role) => !found.has(role));
+  if (missing.length) throw new UnknownRoles(missing);
+}
 
 const recordFields = { ...publicFields, totpEnabledAt: true, createdAt: true, updatedAt: true } as const;
 

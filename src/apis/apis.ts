@@ -2,7 +2,7 @@
 // (RFC 8707), which becomes the tokens' audience, and says which scopes it defines, in which format its tokens
 // come (a JWT it checks with the JWKS, or an opaque token it introspects), how long they last and how they
 // are signed. Kept in PostgreSQL; read by the engine at every token request that names one.
-import type { Prisma } from '../db/index.ts';
+import { isUniqueViolation, type Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import { secureUriProblem } from '../urls.ts';
@@ -127,13 +127,17 @@ export class ApiService {
     const identifier = builtIn ? input.identifier : checkIdentifier(input.identifier, this.#options.httpsOnly ?? false);
     const fields = this.#checked({ ...input, accessTokenFormat: input.accessTokenFormat ?? 'jwt', signingAlg: input.signingAlg ?? 'ES256' }, builtIn);
     if (!fields.name) throw new ApiError('an API needs a name');
-    if (await this.stored(identifier)) throw new ApiError(`an API is registered as ${identifier} already`);
+    const taken = () => new ApiError(`an API is registered as ${identifier} already`);
+    if (await this.stored(identifier)) throw taken();
     const scopes = fields.scopes ?? [];
+    // Another administrator may register it between the check and the insert: the unique key decides.
     const row = await this.#prisma.api.create({
       data: {
         ...fields, identifier, name: fields.name, scopes: scopes as unknown as object[],
         accessTokenTtl: fields.accessTokenTtl ?? Math.min(this.#options.defaultTtlSeconds, MAX_ACCESS_TOKEN_TTL_SECONDS),
       },
+    }).catch((error: unknown) => {
+      throw isUniqueViolation(error) ? taken() : error;
     });
     // A request may have found it missing a moment ago, here or on another instance.
     await this.#options.cache.changed(identifier);

@@ -1,6 +1,6 @@
 // Roles, and what each permits at APIs: a person is granted an API's scope only if one of their roles permits it
 // (their role names are on their account, src/accounts/users.ts). The `admin` role exists from the start.
-import type { Prisma } from '../db/index.ts';
+import { isUniqueViolation, type Prisma } from '../db/index.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import { storedScopes } from './apis.ts';
 
@@ -43,8 +43,12 @@ export class RoleService {
 
   async create(name: string, description: string | undefined, actor: AuditActor = { type: 'admin' }): Promise<Role> {
     if (!ROLE_NAME.test(name)) throw new RoleError('a role name has letters, digits and . _ : - (at most 64)');
-    if (await this.exists(name)) throw new RoleError(`the role ${name} exists already`);
-    await this.#prisma.role.create({ data: { name, description: descriptionOf(description) } });
+    const taken = () => new RoleError(`the role ${name} exists already`);
+    if (await this.exists(name)) throw taken();
+    // Another administrator may make it between the check and the insert: the unique key decides.
+    await this.#prisma.role.create({ data: { name, description: descriptionOf(description) } }).catch((error: unknown) => {
+      throw isUniqueViolation(error) ? taken() : error;
+    });
     await this.#audit.record({ action: 'role.created', outcome: 'success', actor, detail: { role: name } });
     return (await this.find(name))!;
   }

@@ -1,5 +1,6 @@
 // Reading the audit trail at a terminal: `--since` values (ISO dates or 24h/7d) and the table
 // and JSON-lines forms `gatehouse audit` prints.
+import { isStorableMoment } from '../clock.ts';
 import { textTable } from '../text-table.ts';
 import type { AuditEvent } from './audit.ts';
 
@@ -10,11 +11,17 @@ const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})
 
 /**
  * `30m`, `24h`, `7d`, `2w` before `now`, or an ISO 8601 date or date-time; undefined when it is
- * neither, or names a day or time that does not exist (2026-02-31, 24:00). A date, or a date-time
- * without a zone, is UTC: the trail is stored and printed in UTC, and the answer must not depend on
- * the zone of the machine the command happens to run on.
+ * neither, names a day or time that does not exist (2026-02-31, 24:00), or falls outside the years
+ * 1 to 9999 the database holds. A date, or a date-time without a zone, is UTC: the trail is stored
+ * and printed in UTC, and the answer must not depend on the zone of the machine the command happens
+ * to run on.
  */
 export function parseSince(value: string, now: Date = new Date()): Date | undefined {
+  const moment = parseMoment(value, now);
+  return moment && isStorableMoment(moment) ? moment : undefined;
+}
+
+function parseMoment(value: string, now: Date): Date | undefined {
   const relative = /^(\d{1,6})([mhdw])$/.exec(value.trim());
   if (relative) {
     return new Date(now.getTime() - Number(relative[1]) * UNIT_MILLISECONDS[relative[2] as keyof typeof UNIT_MILLISECONDS]);

@@ -45,6 +45,14 @@ export function isUniqueViolation(error: unknown): boolean {
 }
 
 /**
+ * Text for Prisma's `contains`, which is SQL's LIKE: its wildcards (% and _) and its escape character (a backslash)
+ * match themselves.
+ */
+export function literally(text: string): string {
+  return text.replace(/[\\%_]/g, (character) => `\\${character}`);
+}
+
+/**
  * How long a query or a transaction may wait for the embedded database. It is one session that runs one statement
  * or transaction at a time for every connection (pglite-server.ts), on this process's own thread: what waits is
  * queued behind the others, not facing a hung server. With a real server's limits, a burst of sign-ins on a busy

@@ -2,7 +2,7 @@
 // session, grant and token it holds stops working at once), enabling, lifting its lockouts, and deleting it.
 import type { AuditAction, AuditActor, AuditTrail } from '../../audit/audit.ts';
 import { ADMIN_ROLE } from '../../apis/roles.ts';
-import type { AccountRecord, User, UserService } from '../users.ts';
+import { UnknownRoles, type AccountRecord, type User, type UserService } from '../users.ts';
 import type { SessionEnder } from './dependencies.ts';
 
 export interface AccountAdministrationDependencies {
@@ -82,7 +82,12 @@ export function createAccountAdministrationFlow(dependencies: AccountAdministrat
       const roles = [...new Set(account.roles ?? [])];
       const unknown = (await Promise.all(roles.map(async (role) => (await roleExists(role) ? undefined : role)))).filter((role) => role !== undefined);
       if (unknown.length) return { ok: false, reason: 'unknown_role', roles: unknown };
-      const user = await users.create({ ...account, roles });
+      // Checked again as the account is written: a role deleted since (the password took its time to hash) is not given.
+      const user = await users.create({ ...account, roles }).catch((error: unknown) => {
+        if (error instanceof UnknownRoles) return error;
+        throw error;
+      });
+      if (user instanceof UnknownRoles) return { ok: false, reason: 'unknown_role', roles: user.roles };
       await auditTrail.record({ action: 'account.created', outcome: 'success', actor, subjectUserId: user.id, subjectEmail: user.email, detail: { via: 'administrator', roles } });
       return { ok: true, user };
     },

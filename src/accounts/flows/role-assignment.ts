@@ -41,6 +41,8 @@ export function createRoleAssignmentFlow({ users, roles, auditTrail }: RoleAssig
       await auditTrail.record({ action, outcome: 'failure', actor, subjectUserId: found.id, subjectEmail: found.email, detail: { role, reason: 'last_administrator' } });
       return { ok: false, reason: 'last_administrator' };
     }
+    // The role was deleted after the check above: not given.
+    if (held && !result.user.roles.includes(role)) return { ok: false, reason: 'unknown_role' };
     if (result.changed) {
       await auditTrail.record({ action, outcome: 'success', actor, subjectUserId: result.user.id, subjectEmail: result.user.email, detail: { role } });
     }

@@ -7,7 +7,7 @@ import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
 import { Problem } from './problems.ts';
-import { decodeCursor, encodeCursor, pageOf, pageQuery } from './paging.ts';
+import { cursorPart, decodeCursor, encodeCursor, pageOf, pageQuery } from './paging.ts';
 import { etag, ifMatch } from './versions.ts';
 
 export interface AdminClientsDependencies {
@@ -80,7 +80,7 @@ export function clientOperations({ clients }: AdminClientsDependencies): Operati
       query: pageQuery.extend({ type: z.enum(CLIENT_TYPES).optional(), name: z.string().min(1).max(200).optional().describe('Part of the name, case aside') }),
       answers: { 200: { description: 'A page of clients', schema: pageOf(client) } },
       async handle({ query }) {
-        const after = decodeCursor(query.cursor, z.object({ createdAt: z.coerce.date(), id: z.string() }));
+        const after = decodeCursor(query.cursor, z.object({ createdAt: cursorPart.moment, id: cursorPart.text }));
         const { clients: records, more } = await clients.page({ type: query.type, name: query.name }, { after, limit: query.limit });
         const last = records.at(-1);
         return { body: { items: records.map((record) => view(record)), next_cursor: more && last ? encodeCursor({ createdAt: last.createdAt.toISOString(), id: last.metadata.client_id }) : null } };

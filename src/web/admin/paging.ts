@@ -1,6 +1,7 @@
 // Lists come a page at a time: `limit` items (50 by default, 100 at most) and, when more follow, a `next_cursor`
 // to send back as `cursor`. A cursor is opaque to callers: where the page ended, as the list orders it.
 import { z } from 'zod';
+import { isStorableMoment } from '../../clock.ts';
 import { Problem } from './problems.ts';
 
 export const pageQuery = z.strictObject({
@@ -16,6 +17,13 @@ export function pageOf<Item extends z.ZodType>(item: Item) {
 export function encodeCursor(position: Record<string, string>): string {
   return Buffer.from(JSON.stringify(position)).toString('base64url');
 }
+
+/** A cursor's parts: each as the database can take it, so that a cursor made by hand gets a 422, never a 500. */
+export const cursorPart = {
+  moment: z.coerce.date().refine(isStorableMoment),
+  uuid: z.uuid(),
+  text: z.string().refine((value) => !value.includes('\u0000')),
+};
 
 /** The position a cursor names; a cursor that is not one of ours is a 422 naming it. */
 export function decodeCursor<Position>(cursor: string | undefined, position: z.ZodType<Position>): Position | undefined {

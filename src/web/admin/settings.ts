@@ -7,6 +7,7 @@ import { ADMIN_ROLE, ROLE_NAME, RoleChangedMeanwhile, RoleError, type Role, type
 import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import type { AccountFlows } from '../../accounts/flows/index.ts';
 import { SIGNING_ALGORITHMS } from '../../keys/secrets.ts';
+import { isStorableMoment } from '../../clock.ts';
 import { KeyRotationError } from '../../keys/signing-keys.ts';
 import type { KeyDescription, SigningKeyRing } from '../../keys/key-ring.ts';
 import { AUDIT_ACTIONS, type AuditEvent, type AuditTrail } from '../../audit/audit.ts';
@@ -14,7 +15,7 @@ import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES, type I
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
 import { Problem } from './problems.ts';
-import { decodeCursor, encodeCursor, pageOf, pageOfList, pageQuery } from './paging.ts';
+import { cursorPart, decodeCursor, encodeCursor, pageOf, pageOfList, pageQuery } from './paging.ts';
 import { etag, ifMatch } from './versions.ts';
 
 export interface AdminSettingsDependencies {
@@ -51,6 +52,8 @@ const auditEvent = z.object({
   request_id: z.string().nullable(),
 });
 
+/** An audit filter's bound: an ISO date-time with its zone, within the years the database holds. */
+const auditMoment = z.iso.datetime({ offset: true }).transform((value) => new Date(value)).refine(isStorableMoment, 'a date-time from year 1 to 9999');
 const initialAccessToken = z.object({ id: z.string(), expires_at: z.iso.datetime(), uses: z.number().int(), uses_left: z.number().int() });
 
 function tokenView(entry: InitialAccessTokenSummary): z.infer<typeof initialAccessToken> {
@@ -122,7 +125,7 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
       query: pageQuery,
       answers: { 200: { description: 'A page of APIs', schema: pageOf(api) } },
       async handle({ query }) {
-        const after = decodeCursor(query.cursor, z.object({ identifier: z.string() }));
+        const after = decodeCursor(query.cursor, z.object({ identifier: cursorPart.text }));
         const { apis: page, more } = await apis.page({ after: after?.identifier, limit: query.limit });
         const last = page.at(-1);
         return { body: { items: page.map((entry) => apiView(entry).body), next_cursor: more && last ? encodeCursor({ identifier: last.identifier }) : null } };
@@ -327,12 +330,12 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
         action: z.string().regex(/^[a-z_]+(\.[a-z_]+)?\*?$|^[a-z_]+\.\*$/, 'an action (login.failed) or a prefix (login.*)').optional()
           .describe(`One of ${AUDIT_ACTIONS.join(', ')}; or a prefix ending in *`),
         outcome: z.enum(['success', 'failure']).optional(),
-        since: z.iso.datetime({ offset: true }).transform((value) => new Date(value)).optional(),
-        until: z.iso.datetime({ offset: true }).transform((value) => new Date(value)).optional(),
+        since: auditMoment.optional(),
+        until: auditMoment.optional(),
       }),
       answers: { 200: { description: 'A page of events', schema: pageOf(auditEvent) } },
       async handle({ query }) {
-        const before = decodeCursor(query.cursor, z.object({ occurredAt: z.coerce.date(), id: z.string() }));
+        const before = decodeCursor(query.cursor, z.object({ occurredAt: cursorPart.moment, id: cursorPart.uuid }));
         const events = await auditTrail.list({
           userEmail: query.user_email, userId: query.user_id, clientId: query.client_id, action: query.action, outcome: query.outcome,
           since: query.since, until: query.until, before, limit: query.limit + 1,

@@ -13,7 +13,7 @@ import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
 import { Problem } from './problems.ts';
-import { decodeCursor, encodeCursor, pageQuery, pageOf, pageOfList } from './paging.ts';
+import { cursorPart, decodeCursor, encodeCursor, pageQuery, pageOf, pageOfList } from './paging.ts';
 import { etag, ifMatch } from './versions.ts';
 
 export interface AdminUsersDependencies {
@@ -102,7 +102,7 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       query: pageQuery.extend(accountFilter),
       answers: { 200: { description: 'A page of accounts', schema: pageOf(user) } },
       async handle({ query }) {
-        const after = decodeCursor(query.cursor, z.object({ createdAt: z.coerce.date(), id: z.string() }));
+        const after = decodeCursor(query.cursor, z.object({ createdAt: cursorPart.moment, id: cursorPart.uuid }));
         const { accounts, more } = await users.search(query, { after, limit: query.limit });
         const last = accounts.at(-1);
         return { body: { items: accounts.map(view), next_cursor: more && last ? encodeCursor({ createdAt: last.createdAt.toISOString(), id: last.id }) : null } };
