@@ -180,6 +180,7 @@ test.serial('sign-up answers "Check your email" and signs no one in; "Continue t
   t.is(login.status, 200);
   t.regex(login.html, /<h1 id="page-title">Sign in<\/h1>/, 'not signed in by signing up');
   t.is(formField(login.html, 'email'), email);
+  t.deepEqual([...login.html.matchAll(/<input id="(\w+)"[^>]*\bautofocus\b/g)].map((match) => match[1]), ['password'], 'the focus goes to the field left to fill in');
   const signedIn = await page.agent.submit(new URL(`${page.interaction.pathname}/login`, server.issuer), {
     csrf: formField(login.html, 'csrf'), email: formField(login.html, 'email'), password: PASSWORD,
   });
