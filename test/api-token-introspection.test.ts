@@ -97,6 +97,17 @@ test('a revoked JWT is answered as an opaque token is: 200, no body, no content 
   t.is(await response.text(), '');
 });
 
+test('every JWT of a revoked grant is inactive, whenever it was signed: one a refresh racing the revocation signed a moment after too', async (t) => {
+  const jwts = server.runtime.jwtAccessTokens;
+  const grantId = `grant-${crypto.randomUUID()}`;
+  const now = Math.floor(Date.now() / 1000);
+  const issuedAt = (iat: number) => ({ jti: crypto.randomUUID(), grant_id: grantId, client_id: 'client', iat, exp: iat + 600 });
+  t.false(await jwts.isRevoked(issuedAt(now)));
+  await jwts.grantRevoked(grantId);
+  t.true(await jwts.isRevoked(issuedAt(now - 60)));
+  t.true(await jwts.isRevoked(issuedAt(now + 2)), 'signed after the revocation');
+});
+
 test('a revoked JWT is inactive at once; only its own client may revoke it, and a forged one was never active', async (t) => {
   const { api, resourceServer, caller } = await apiWithResourceServer('jwt');
   const token = await tokenFor(caller, api.identifier);

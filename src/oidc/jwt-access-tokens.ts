@@ -1,14 +1,13 @@
 // JWT access tokens (RFC 9068) are not stored by the engine, so it cannot introspect or revoke them: Gatehouse
 // answers for them. A JWT is active while its signature is Gatehouse's, it has not expired, its client and person
 // may still use tokens, and it is on neither revocation list in the store: revoked tokens (by jti, until they
-// would have expired) and revoked grants (every token issued under a grant that was revoked since).
+// would have expired) and revoked grants (every token issued under a grant that was revoked).
 import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { MAX_ACCESS_TOKEN_TTL_SECONDS } from '../apis/apis.ts';
 import type { Store } from '../store/store.ts';
 
 /** Private claim naming the grant a person's JWT was issued under, so that revoking the grant reaches it. */
 export const GRANT_ID_CLAIM = 'grant_id';
-
 
 /** A JWT access token's claims, as verified. */
 export type AccessTokenClaims = JWTPayload & { client_id?: string; scope?: string; [GRANT_ID_CLAIM]?: string };
@@ -46,9 +45,9 @@ export class JwtAccessTokens {
       this.#store.get(revokedTokenKey(claims.jti!)),
       claims[GRANT_ID_CLAIM] ? this.#store.get(revokedGrantKey(claims[GRANT_ID_CLAIM])) : undefined,
     ]);
-    if (token) return true;
-    // A grant revoked after the token was issued (a new grant never has the id of a revoked one).
-    return grant !== undefined && Number(JSON.parse(grant.value)) >= (claims.iat ?? 0);
+    // Every token of a revoked grant, whenever it was issued: a revoked grant is gone and issues no more, and a
+    // token a refresh racing the revocation signed a moment after it must die with the rest.
+    return token !== undefined || grant !== undefined;
   }
 
   /** Puts the token on the revocation list until it would have expired. */
@@ -57,9 +56,12 @@ export class JwtAccessTokens {
     await this.#store.put(revokedTokenKey(claims.jti!), '1', ttl);
   }
 
-  /** A grant was revoked: every JWT issued under it until now is inactive (the adapter calls this), as long as one can live. */
+  /**
+   * A grant was revoked: every JWT issued under it is inactive (the adapter calls this), as long as one can live
+   * (and a minute more, for one a racing refresh signed just after).
+   */
   async grantRevoked(grantId: string): Promise<void> {
-    await this.#store.put(revokedGrantKey(grantId), JSON.stringify(epochSeconds()), MAX_ACCESS_TOKEN_TTL_SECONDS);
+    await this.#store.put(revokedGrantKey(grantId), JSON.stringify(epochSeconds()), MAX_ACCESS_TOKEN_TTL_SECONDS + 60);
   }
 }
 
