@@ -39,9 +39,14 @@ test.serial('every change through the account service is seen at once: roles, di
   const person = await readPerson();
   const current = async () => users.findForTokens(person.id);
 
-  await users.setRole(person.id, 'auditor', true);
-  t.deepEqual((await current())?.roles, ['auditor'], 'role given');
-  await users.setRole(person.id, 'auditor', false);
+  // A role is given only while it exists.
+  const auditor = `auditor-${crypto.randomUUID().slice(0, 8)}`;
+  await users.setRole(person.id, auditor, true);
+  t.deepEqual((await current())?.roles, [], 'no such role');
+  await server.runtime.roles.create(auditor, undefined);
+  await users.setRole(person.id, auditor, true);
+  t.deepEqual((await current())?.roles, [auditor], 'role given');
+  await users.setRole(person.id, auditor, false);
   t.deepEqual((await current())?.roles, [], 'role taken');
   await users.setDisabled(person.id, true);
   t.true((await current())?.disabled, 'disabled');
