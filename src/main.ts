@@ -1,13 +1,18 @@
 // Process entry: configuration, then one server process (serve.ts), or with WORKERS above 1 a primary that
 // runs that many of them and keeps them running (workers.ts).
 import cluster from 'node:cluster';
-import { ConfigError, loadConfig, type Config } from './config/index.ts';
+import { ConfigError, readConfig, type Config } from './config/index.ts';
+import { secretProblems } from './keys/secrets.ts';
 import { createLogger } from './logger.ts';
 import { superviseWorkers } from './workers.ts';
 
 let config: Config;
 try {
-  config = loadConfig();
+  const read = readConfig();
+  config = read.config;
+  // Every refused setting at once, the secrets' too: not one batch per start.
+  const problems = read.refused.length ? [...read.refused, ...await secretProblems(config)] : [];
+  if (problems.length) throw new ConfigError(problems);
 } catch (error) {
   if (!(error instanceof ConfigError)) throw error;
   process.stderr.write(`gatehouse: refusing to start: ${error.describe()}\n`);

@@ -255,8 +255,19 @@ const environmentSchema = z.object({
   OUTBOX_DIR: z.string().default('outbox'),
 });
 
-/** Reads and validates configuration; throws ConfigError with a one-line reason. */
+/** Reads and validates configuration; throws ConfigError with every reason, production's refusals among them. */
 export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config {
+  const { config, refused } = readConfig(environment);
+  if (refused.length) throw new ConfigError(refused);
+  return config;
+}
+
+/**
+ * Reads and validates configuration (ConfigError when a setting cannot be read), and says what production refuses
+ * of it: with the configuration in hand, a start and `gatehouse check` can name the refusals and the secrets' and
+ * dependencies' problems together, not one batch per try.
+ */
+export function readConfig(environment: NodeJS.ProcessEnv = process.env): { config: Config; refused: string[] } {
   // An empty variable means "not set", as in most deployment tools.
   const present = Object.fromEntries(Object.entries(environment).filter(([, value]) => value !== ''));
   const parsed = environmentSchema.safeParse(present);
@@ -351,14 +362,14 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   // Each worker would have a store of its own: a session made by one would be unknown to the others.
   if (config.workers > 1 && !config.redis) throw new ConfigError('WORKERS above 1 needs REDIS_URL: the in-process store is one per process');
   if (config.metrics.port === config.port) throw new ConfigError('METRICS_PORT must differ from PORT: /metrics gets a listener of its own there');
-  if (config.mode === 'production') refuseUnsafeProduction(config);
-  return config;
+  return { config, refused: config.mode === 'production' ? productionRefusals(config) : [] };
 }
 
 /** Seconds: a production key signs for a day at least (KEY_ROTATION_INTERVAL). */
 const MIN_PRODUCTION_ROTATION_INTERVAL = 86_400;
 
-function refuseUnsafeProduction(config: Config): void {
+/** What production refuses of a configuration: every missing or unsafe setting. */
+function productionRefusals(config: Config): string[] {
   const problems: string[] = [];
   const refuse = (problem: string): void => void problems.push(problem);
   if (!config.databaseUrl) refuse('production needs DATABASE_URL: the embedded database is for development');
@@ -377,7 +388,7 @@ function refuseUnsafeProduction(config: Config): void {
   if (config.keyRotation.interval > 0 && config.keyRotation.interval < MIN_PRODUCTION_ROTATION_INTERVAL) {
     refuse(`KEY_ROTATION_INTERVAL must be 0 (rotation by command only) or at least ${MIN_PRODUCTION_ROTATION_INTERVAL} (a day) in production: every rotation adds signing keys that stay published until the tokens they signed expire`);
   }
-  if (problems.length) throw new ConfigError(problems);
+  return problems;
 }
 
 /** ADMIN_API_CORS_ORIGINS: origins only (scheme, host, port), https or on the loopback interface. */

@@ -48,12 +48,17 @@ const LOGIN_REFUSAL_KINDS = new Set(['DatabaseDoesNotExist', 'DatabaseAccessDeni
 
 /**
  * The error to keep as a database failure's cause: one saying why in the driver's own words (pg's message, which
- * Prisma keeps as its adapter's originalMessage, under a message naming the query), with the original as its cause.
+ * Prisma keeps as its adapter's originalMessage, or else puts last in its own, "… Message: `Can't reach database
+ * server at host:port`", under a line naming the query), with the original as its cause.
  */
 export function withDriverReason(error: unknown): unknown {
-  const reason = layersOf(error).map((layer) => (layer as { originalMessage?: unknown }).originalMessage).find((message) => typeof message === 'string' && message);
+  const layers = layersOf(error);
+  const reason = layers.map((layer) => (layer as { originalMessage?: unknown }).originalMessage).find((message) => typeof message === 'string' && message)
+    ?? layers.map((layer) => PRISMA_DRIVER_MESSAGE.exec(String((layer as { message?: unknown }).message ?? ''))?.[1]).find(Boolean);
   return typeof reason === 'string' ? new Error(reason, { cause: error }) : error;
 }
+
+const PRISMA_DRIVER_MESSAGE = /Message: `(.+)`\s*$/;
 
 function describesConnectionFailure(error: object): boolean {
   const { code, message, kind } = error as { code?: unknown; message?: unknown; kind?: unknown };

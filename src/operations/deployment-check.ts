@@ -1,7 +1,7 @@
 // What `gatehouse check` reports without starting a server, and what a production start refuses: every
 // unsafe or unreadable setting at once, whether the database and the store answer, and whether the store
 // keeps what it holds.
-import { ConfigError, loadConfig, type Config } from '../config/index.ts';
+import { ConfigError, readConfig, type Config } from '../config/index.ts';
 import { openDatabase } from '../db/index.ts';
 import { DependencyUnavailable } from '../errors.ts';
 import { createStore, type Store } from '../store/index.ts';
@@ -19,17 +19,21 @@ export interface Finding {
  * this folder's request context: handed in, so that the folders do not depend on each other in a circle).
  */
 export async function checkDeployment(secretProblems: (config: Config) => Promise<string[]>, environment?: NodeJS.ProcessEnv): Promise<Finding[]> {
-  let config: Config;
+  let read: ReturnType<typeof readConfig>;
   try {
-    config = loadConfig(environment);
+    read = readConfig(environment);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     return [{ subject: 'configuration', problems: [...error.problems] }];
   }
+  const { config, refused } = read;
+  // Production's refusals hide nothing: the secrets and the dependencies are checked too, all but the embedded
+  // database and the in-process store that production refuses already.
+  const development = config.mode !== 'production';
   return [
-    { subject: 'configuration', problems: await secretProblems(config), summary: config.mode },
-    await checkDatabase(config),
-    await checkStore(config),
+    { subject: 'configuration', problems: [...refused, ...await secretProblems(config)], summary: config.mode },
+    ...(config.databaseUrl || development ? [await checkDatabase(config)] : []),
+    ...(config.redis || development ? [await checkStore(config)] : []),
   ];
 }
 
