@@ -4,6 +4,7 @@
 // or a stack trace, and recover by itself.
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import { Redis } from 'ioredis';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { ThrowawayRedisServer } from './helpers/redis.ts';
@@ -280,6 +281,33 @@ test.serial('Redis hung (frozen, connections open): requests answer 503 instead 
   await waitUntilReady(t, server.issuer);
   const after = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, withTimeout());
   t.truthy((await oauth.processClientCredentialsResponse(as, service.client, after)).access_token);
+});
+
+test.serial('Redis full (maxmemory reached, noeviction): token requests answer 503 naming the store, /readyz says so; with room again the same refresh token works', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const { as, spa, service, server } = onRedis;
+  await redisUp();
+  await waitUntilReady(t, server.issuer);
+  const { tokens } = await signInAndExchange(onRedis);
+  const control = new Redis(redis.url);
+  control.on('error', () => {});
+  try {
+    // A full Redis still answers PING: only a write tells.
+    await control.config('SET', 'maxmemory', '1');
+    const credentials = await oauth.clientCredentialsGrantRequest(as, service.client, oauth.ClientSecretBasic(service.secret), {}, withTimeout());
+    assertUnavailableJson(t, await answer(t, credentials), 'store');
+    const refresh = await oauth.refreshTokenGrantRequest(as, spa, oauth.None(), tokens.refresh_token!, withTimeout());
+    assertUnavailableJson(t, await answer(t, refresh), 'store');
+    const ready = await probe(server.issuer, '/readyz');
+    t.is(ready.status, 503);
+    t.is(ready.json.checks?.store, 'down');
+  } finally {
+    await control.config('SET', 'maxmemory', '0');
+    control.disconnect();
+  }
+  await waitUntilReady(t, server.issuer);
+  const refreshed = await oauth.processRefreshTokenResponse(as, spa, await oauth.refreshTokenGrantRequest(as, spa, oauth.None(), tokens.refresh_token!, withTimeout()));
+  t.truthy(refreshed.access_token, 'nothing was lost');
 });
 
 test.serial('Redis back on the same port: everything works again without restarting Gatehouse', async (t) => {

@@ -138,7 +138,8 @@ const connectionErrorCodes = new Set([
 
 // Messages ioredis uses for commands that never reached Redis or never got an answer, plus the
 // replies of a Redis that is up but cannot serve yet (loading its data, replica without master, a
-// cluster moving slots or missing a master, a master just demoted by a failover).
+// cluster moving slots or missing a master, a master just demoted by a failover) or cannot take a
+// write (full under noeviction, or unable to persist it): an outage until an operator acts.
 const connectionErrorMessages = [
   /^Connection is closed/,
   /^Stream isn't writeable/,
@@ -151,6 +152,8 @@ const connectionErrorMessages = [
   /^CLUSTERDOWN /,
   /^TRYAGAIN /,
   /^READONLY /,
+  /^OOM /,
+  /^MISCONF /,
   /^Cluster isn't ready/,
   /^None of startup nodes is available/,
   /^Failed to refresh slots cache/,

@@ -155,7 +155,8 @@ export class RedisStore implements Store {
 
   ping(): Promise<void> {
     return this.#run(async () => {
-      await this.#client.ping();
+      // A write, not PING: a Redis that is full (noeviction) or cannot persist answers PING and refuses writes.
+      await this.#client.set(`${this.#prefix}ready-probe`, '1', 'PX', 5000);
     });
   }
 

@@ -43,7 +43,7 @@ export interface Store {
    * them must not trust what they stand for meanwhile, and is told through `listeningChanged`.
    */
   subscribe(channel: string, handlers: SubscriptionHandlers): Subscription;
-  /** Throws DependencyUnavailable when the backing service cannot be reached. */
+  /** Throws DependencyUnavailable when the backing service cannot be reached, or cannot take a write. */
   ping(): Promise<void>;
   /**
    * What keeps this store from being a store of record, each said with its remedy; empty when nothing does.
