@@ -172,7 +172,9 @@ const mailbox = z.string().trim().transform((value, context) => {
 const smtpUrl = z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtps:// URL' })
   .refine((value) => Boolean(URL.parse(value)?.hostname), 'must name the mail server: smtp://host:port');
 const issuerUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
-  .refine((value) => !/[?#]/.test(value), 'must not have a query or a fragment');
+  .refine((value) => !/[?#]/.test(value), 'must not have a query or a fragment')
+  // Every page, endpoint and emailed link is served from the root of the host: under a path, they would all be 404s.
+  .refine((value) => ['', '/'].includes(URL.parse(value)?.pathname ?? ''), 'must be an origin without a path, such as https://id.example.com: Gatehouse serves at the root of its host');
 
 /** The longest a JWKS response is cached, and between an instance's reads of the signing keys, whatever the delay. */
 const JWKS_MAX_AGE_SECONDS = 300;
