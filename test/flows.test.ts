@@ -217,6 +217,21 @@ test('email change request to an address another account has: no link, a refusal
   t.is((await opened.mailTo(user.email)).length, 1);
 });
 
+test('a second email change request ends the first one\'s link whether its address is free or taken: the link does not tell which', async (t) => {
+  const { runtime } = opened;
+  const user = await newUser();
+  const taken = (await newUser()).email;
+  for (const next of [taken, `free-${randomUUID()}@example.com`]) {
+    const mine = `mine-${randomUUID()}@example.com`;
+    await runtime.flows.emailChange.request(user, mine, request()).link();
+    const [link] = await opened.mailTo(mine);
+    const token = tokenOf(linkIn(link!.text));
+    t.like(await runtime.flows.emailChange.checkConfirmLink(token), { ok: true, newEmail: mine });
+    await runtime.flows.emailChange.request(user, next, request()).link();
+    t.deepEqual(await runtime.flows.emailChange.checkConfirmLink(token), { ok: false, reason: 'link_invalid' }, next === taken ? 'after a taken address' : 'after a free one');
+  }
+});
+
 test('email change confirmation: the new address becomes the account\'s, verified; the previous one is told, with a link that undoes it', async (t) => {
   const { runtime } = opened;
   const { emailChange } = runtime.flows;

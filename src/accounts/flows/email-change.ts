@@ -147,7 +147,12 @@ export function createEmailChangeFlow(dependencies: EmailChangeDependencies): Em
       const addressTaken = () => (lookup ??= users.findByEmail(newEmail).then((owner) => owner !== null));
       return {
         async link() {
-          if (await addressTaken()) return;
+          // A new request ends the one before it whether or not the address is free: were an earlier link to live
+          // on for a taken address only, it would tell the person whose address that is.
+          if (await addressTaken()) {
+            await accountTokens.revoke(user.id, 'change_email');
+            return;
+          }
           const token = await accountTokens.issue(user.id, 'change_email', newEmail, confirmTtlSeconds);
           await mail.deliver({
             to: newEmail, template: 'confirm-email-change',
