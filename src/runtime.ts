@@ -306,7 +306,7 @@ function createAccountFlows(services: {
       confirmTtlSeconds: config.accounts.emailVerificationTtl, undoTtlSeconds: config.accounts.emailChangeUndoTtl, resetTtlSeconds: config.accounts.passwordResetTtl, inWords,
     }),
     secondFactorReset: createSecondFactorResetFlow({ users, secondFactor, accountSessions, auditTrail, mailer, links, clock }),
-    accountAdministration: createAccountAdministrationFlow({ users, roleExists: (name) => roles.exists(name), accountSessions, passwordAttempts: limits.login, secondFactorAttempts: limits.secondFactor, auditTrail }),
+    accountAdministration: createAccountAdministrationFlow({ users, roleExists: (name) => roles.exists(name), accountSessions, accountTokens, passwordAttempts: limits.login, secondFactorAttempts: limits.secondFactor, auditTrail }),
     roleAssignment: createRoleAssignmentFlow({ users, roles, auditTrail }),
     secondFactorSettings: createSecondFactorSettingsFlow({ secondFactor, store, codeAttempts: limits.secondFactor, auditTrail, mail: mailQueue, links, clock }),
     signUp: createSignUpFlow({ users, emailVerification, auditTrail, mail: mailQueue, links }),

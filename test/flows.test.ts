@@ -186,6 +186,40 @@ test('password change of an account that is gone: unknown_account, and nothing i
   t.deepEqual(await audit('password.changed', about(account)), []);
 });
 
+test('disabling an account ends its emailed links, which enabling does not give back: a change of address or a reset asked for before', async (t) => {
+  const { runtime } = opened;
+  const { emailChange, passwordReset, emailVerification, accountAdministration } = runtime.flows;
+  const user = await newUser({ emailVerified: false });
+  const intruders = `intruder-${randomUUID()}@example.com`;
+  await emailChange.request(user, intruders, request()).link();
+  const change = tokenOf(linkIn((await opened.mailTo(intruders))[0]!.text));
+  await passwordReset.requestLink(user.email, request());
+  await emailVerification.sendLink(user);
+  const mails = await opened.mailTo(user.email);
+  const reset = tokenOf(linkIn(mails.find((mail) => mail.subject === 'Reset your password')!.text));
+  const verify = tokenOf(linkIn(mails.find((mail) => /confirm|verify/i.test(mail.subject))!.text));
+  const admin = { type: 'admin', id: 'test' } as const;
+  t.true((await accountAdministration.disable(user.email, admin)).ok);
+  t.true((await accountAdministration.enable(user.email, admin)).ok);
+  t.false((await emailChange.checkConfirmLink(change)).ok, 'the change of address');
+  t.false((await passwordReset.checkLink(reset)).ok, 'the reset');
+  t.false((await emailVerification.check(verify)).ok, 'the verification');
+  t.deepEqual(await emailChange.confirm(change, request()), { ok: false, reason: 'link_invalid' });
+  t.is((await runtime.users.findById(user.id))!.email, user.email);
+});
+
+test('a verification link does not verify the address of an account disabled meanwhile', async (t) => {
+  const { runtime } = opened;
+  const { emailVerification } = runtime.flows;
+  const user = await newUser({ emailVerified: false });
+  await emailVerification.sendLink(user);
+  const token = tokenOf(linkIn((await opened.mailTo(user.email)).at(-1)!.text));
+  await runtime.users.setDisabled(user.id, true);
+  t.deepEqual(await emailVerification.check(token), { ok: false, reason: 'account_disabled' });
+  t.deepEqual(await emailVerification.verify(token, request()), { ok: false, reason: 'account_disabled' });
+  t.false((await runtime.users.findById(user.id))!.emailVerified);
+});
+
 test('email change request: nothing happens until the door runs its work; then a link to a free address that confirms it, an audit record, and a notice to the current address', async (t) => {
   const { runtime } = opened;
   const user = await newUser();

@@ -241,12 +241,13 @@ export class UserService {
 
   /**
    * Marks the address verified, only if it is still the account's address (a link sent to an old address
-   * proves nothing about a new one). The account, or null when there is no such account or the address changed.
+   * proves nothing about a new one) and the account is enabled. The account, or null when there is no such
+   * account, the address changed or the account is disabled.
    */
   async markEmailVerified(userId: string, emailInput: string): Promise<User | null> {
     if (!isUuid(userId)) return null;
     const [user] = await this.#prisma.user.updateManyAndReturn({
-      where: { id: userId, email: normalizeEmail(emailInput) },
+      where: { id: userId, email: normalizeEmail(emailInput), disabled: false },
       data: { emailVerified: true },
       select: publicFields,
     });

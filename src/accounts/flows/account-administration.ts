@@ -3,6 +3,7 @@
 import type { AuditAction, AuditActor, AuditTrail } from '../../audit/audit.ts';
 import { ADMIN_ROLE } from '../../apis/roles.ts';
 import { UnknownRoles, type AccountRecord, type User, type UserService } from '../users.ts';
+import type { AccountTokenPurpose, AccountTokens } from '../account-tokens.ts';
 import type { SessionEnder } from './dependencies.ts';
 
 export interface AccountAdministrationDependencies {
@@ -10,6 +11,7 @@ export interface AccountAdministrationDependencies {
   /** Whether a role exists: a person is given only roles that do. */
   roleExists(name: string): Promise<boolean>;
   accountSessions: SessionEnder;
+  accountTokens: Pick<AccountTokens, 'revoke'>;
   /** The password attempts counted against accounts (their lockouts). */
   passwordAttempts: { forgive(email: string): Promise<void> };
   /** The second-factor codes counted against accounts (their lockouts, src/limits/second-factor-guard.ts). */
@@ -21,6 +23,9 @@ export interface AccountAdministrationDependencies {
  * Refused: the account is the last enabled one with the admin role, and Gatehouse would be left with nobody who
  * can administer it (the admin API takes only their tokens; the CLI needs shell access to the server).
  */
+/** The emailed links a disabled account's disabling ends (restore_email, the owner's way back, is kept). */
+const LINKS_ENDED_BY_DISABLING: readonly AccountTokenPurpose[] = ['change_email', 'reset_password', 'verify_email'];
+
 export type LastAdministrator = { ok: false; reason: 'last_administrator' };
 
 export type AccountStatusChange =
@@ -65,7 +70,7 @@ export interface AccountAdministrationFlow {
 }
 
 export function createAccountAdministrationFlow(dependencies: AccountAdministrationDependencies): AccountAdministrationFlow {
-  const { users, roleExists, accountSessions, passwordAttempts, secondFactorAttempts, auditTrail } = dependencies;
+  const { users, roleExists, accountSessions, accountTokens, passwordAttempts, secondFactorAttempts, auditTrail } = dependencies;
 
   /** Disables the account, unless it is the last administrator (who stays enabled). */
   function disable(user: User) {
@@ -98,6 +103,10 @@ export function createAccountAdministrationFlow(dependencies: AccountAdministrat
       if (!result) return { ok: false, reason: 'unknown_account' };
       if (result === 'last_holder') return refused('account.disabled', found, actor);
       const ended = await accountSessions.endAll(result.user.id, { reason: 'account_disabled', actor });
+      // Its emailed links end too (enabling gives nothing back): an intruder's change of address or reset link
+      // would otherwise work again once the account is enabled. The undo link to the address the account left
+      // stays: it is the owner's way back.
+      for (const purpose of LINKS_ENDED_BY_DISABLING) await accountTokens.revoke(result.user.id, purpose);
       await auditTrail.record({
         action: 'account.disabled', outcome: 'success', actor, subjectUserId: result.user.id, subjectEmail: result.user.email,
         detail: { alreadyDisabled: !result.changed, sessionsEnded: ended.sessions, grantsRevoked: ended.grants },

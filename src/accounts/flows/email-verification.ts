@@ -20,8 +20,11 @@ export interface EmailVerificationDependencies {
 
 export type VerificationResult =
   | { ok: true; user: User }
-  /** email_changed: the link was valid, but the account's address is no longer the one it was sent to. */
-  | { ok: false; reason: AccountTokenFailure | 'email_changed' };
+  /**
+   * email_changed: the link was valid, but the account's address is no longer the one it was sent to;
+   * account_disabled: the account may not be used (as every emailed link of a disabled account is refused).
+   */
+  | { ok: false; reason: AccountTokenFailure | 'email_changed' | 'account_disabled' };
 
 export type NewLinkOutcome =
   | { sent: true; user: User }
@@ -77,14 +80,15 @@ export function createEmailVerificationFlow(dependencies: EmailVerificationDepen
       const link = await accountTokens.peek(token, 'verify_email');
       if (!link.ok) return link;
       const user = await users.findById(link.userId);
-      return user && user.email === normalizeEmail(link.email) ? { ok: true, user } : { ok: false, reason: 'email_changed' };
+      if (!user || user.email !== normalizeEmail(link.email)) return { ok: false, reason: 'email_changed' };
+      return user.disabled ? { ok: false, reason: 'account_disabled' } : { ok: true, user };
     },
 
     async verify(token, request) {
       const redeemed = await accountTokens.redeem(token, 'verify_email');
       if (!redeemed.ok) return redeemed;
       const user = await users.markEmailVerified(redeemed.userId, redeemed.email);
-      if (!user) return { ok: false, reason: 'email_changed' };
+      if (!user) return { ok: false, reason: (await users.findById(redeemed.userId))?.disabled ? 'account_disabled' : 'email_changed' };
       await auditTrail.record({ action: 'email.verified', outcome: 'success', subjectUserId: user.id, subjectEmail: user.email, ...request });
       return { ok: true, user };
     },
