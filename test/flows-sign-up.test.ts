@@ -171,7 +171,7 @@ test('a link sent to an address the account has left verifies nothing', async (t
   t.deepEqual(await emailVerification.verify('not-a-token', origin()), { ok: false, reason: 'unknown' });
 });
 
-test('an address mail cannot reach (over 64 characters before the @, RFC 5321) is given to no account, while one that already has it still signs in', async (t) => {
+test('an address mail cannot reach (over 64 characters before the @ or 254 in all, RFC 5321) is given to no account, while one that already has it still signs in', async (t) => {
   const { signUp } = opened.runtime.flows;
   const { users } = opened.runtime;
   const tooLong = `${'a'.repeat(65)}@example.com`;
@@ -182,6 +182,12 @@ test('an address mail cannot reach (over 64 characters before the @, RFC 5321) i
   const holder = await users.findByEmail(longest);
   if (!holder) return t.fail('no account');
   await t.throwsAsync(users.changeEmail(holder.id, tooLong), { message: /before the @ can have at most 64 characters/ });
+  // Nor over 254 characters in all (a mail's envelope holds no more), with a short local part.
+  const label = 'd'.repeat(60);
+  const tooLongDomain = `ada@${[label, label, label, label].join('.')}.example.com`;
+  t.true(tooLongDomain.length > 254 && tooLongDomain.length <= 320);
+  t.deepEqual(await signUp.signUp({ name: 'Ada', email: tooLongDomain, password: PASSWORD }, origin()), { ok: false, reason: 'invalid_email' });
+  await t.throwsAsync(users.changeEmail(holder.id, tooLongDomain), { message: 'an email address can have at most 254 characters' });
 
   // Made before the rule: found, and signs in.
   await opened.runtime.database.prisma.user.update({ where: { id: holder.id }, data: { email: tooLong } });

@@ -101,13 +101,15 @@ export function isEmailAddress(email: string): boolean {
 
 /** Octets a mailbox's local part may have (RFC 5321 §4.5.3.1.1): mail servers refuse a longer one, so its links would never come. */
 const LOCAL_PART_MAX_OCTETS = 64;
+/** Characters a whole address may have in a mail's envelope (RFC 5321's 256-octet path, less its angle brackets). */
+const ADDRESS_MAX_LENGTH = 254;
 
 /**
  * Whether a (normalized) address may be given to an account: one Gatehouse accepts, that mail can reach. Accounts
  * already holding a longer local part are still found by isEmailAddress (sign-in, reset requests).
  */
 export function isNewEmailAddress(email: string): boolean {
-  return isEmailAddress(email) && localPartFits(email);
+  return isEmailAddress(email) && localPartFits(email) && email.length <= ADDRESS_MAX_LENGTH;
 }
 
 function localPartFits(email: string): boolean {
@@ -118,6 +120,7 @@ function localPartFits(email: string): boolean {
 function checkNewEmail(email: string): void {
   if (!isEmailAddress(email)) throw new AccountError('invalid_email', 'that is not an email address');
   if (!localPartFits(email)) throw new AccountError('invalid_email', `the part of an email address before the @ can have at most ${LOCAL_PART_MAX_OCTETS} characters`);
+  if (email.length > ADDRESS_MAX_LENGTH) throw new AccountError('invalid_email', `an email address can have at most ${ADDRESS_MAX_LENGTH} characters`);
 }
 
 /** Emails compare without regard to case or surrounding space. */
