@@ -17,7 +17,9 @@ import { MailQueue, type MailQueueTimings } from '../src/mail/queue.ts';
 import { createStore } from '../src/store/index.ts';
 import type { Store } from '../src/store/store.ts';
 import { signInToAccount } from './helpers/account.ts';
-import { createUser, PASSWORD } from './helpers/oauth.ts';
+import * as oauth from 'oauth4webapi';
+import { createUser, discover, insecure, PASSWORD } from './helpers/oauth.ts';
+import { withSecondFactor } from './helpers/runtime.ts';
 import { deleteKeysWithPrefix, findFreePort } from './helpers/redis.ts';
 import { capturingLogger, startTestServer, type TestServer } from './helpers/server.ts';
 import { linkIn, startSmtpServer, type SmtpServerOptions, type TestSmtpServer } from './helpers/smtp.ts';
@@ -125,6 +127,23 @@ test.serial('a reset asked for while the mail server is down gets the usual page
   t.false(await server.runtime.users.verifyPassword(user.id, PASSWORD));
   t.true(lines.some((line) => line.includes('queued mail sent')));
   assertNothingSecretLogged(t, lines, user.email);
+});
+
+test.serial('the admin API turning off a second factor says whether the person was told: not while the mail server is down, so the administrator tells them', async (t) => {
+  const smtpPort = await downSmtp();
+  const server = await startTestServer({ SMTP_URL: smtpPort.url }, { runtime: { mailQueue: FAST } });
+  cleanups.push(() => server.close());
+  const user = await createUser(server);
+  await withSecondFactor(server.runtime, user);
+  const as = await discover(server);
+  const admin = `${server.issuer}/admin/v1`;
+  const metadata = await server.runtime.clients.create({ name: 'Admin script', type: 'service', apiScopes: ['admin:write'] });
+  const client: oauth.Client = { client_id: metadata.client_id };
+  const { access_token: token } = await oauth.processClientCredentialsResponse(as, client, await oauth.clientCredentialsGrantRequest(as, client,
+    oauth.ClientSecretBasic(String(metadata.client_secret)), new URLSearchParams({ resource: admin, scope: 'admin:write' }), insecure));
+  const answer = await fetch(`${admin}/users/${user.id}/second-factor`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } });
+  t.is(answer.status, 200);
+  t.deepEqual(await answer.json(), { removed: 'second_factor', notified: false });
 });
 
 test('a reply of "try again later" (4xx) is retried until the message is taken, its dates intact', async (t) => {

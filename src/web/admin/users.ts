@@ -2,12 +2,12 @@
 // last change: a change sent with a stale one is refused (412), so two administrators never silently undo each
 // other's.
 import type { Context } from 'koa';
+import type { Logger } from 'pino';
 import { z } from 'zod';
 import { AccountError, type AccountRecord, type UserService } from '../../accounts/users.ts';
 import { NAME_MAX_LENGTH } from '../../text.ts';
 import type { AccountFlows } from '../../accounts/flows/index.ts';
 import type { AccountSessions } from '../../oidc/account-sessions.ts';
-import type { AfterResponseWork } from '../kit/after-response.ts';
 import { ROLE_NAME } from '../../apis/roles.ts';
 import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import { actorOf } from './authentication.ts';
@@ -20,7 +20,7 @@ export interface AdminUsersDependencies {
   users: Pick<UserService, 'record' | 'search' | 'count'>;
   flows: Pick<AccountFlows, 'accountAdministration' | 'applicationAccess' | 'passwordReset' | 'roleAssignment' | 'secondFactorReset'>;
   accountSessions: Pick<AccountSessions, 'list' | 'end' | 'endAll'>;
-  afterResponseWork: Pick<AfterResponseWork, 'run'>;
+  logger: Pick<Logger, 'warn'>;
 }
 
 const user = z.object({
@@ -82,7 +82,7 @@ function requestOrigin(ctx: Context) {
   return { ip: ctx.ip, userAgent: ctx.get('user-agent') || undefined };
 }
 
-export function userOperations({ users, flows, accountSessions, afterResponseWork }: AdminUsersDependencies): Operation[] {
+export function userOperations({ users, flows, accountSessions, logger }: AdminUsersDependencies): Operation[] {
   /** The account, or 404. */
   async function found(id: string): Promise<AccountRecord> {
     const record = await users.record(id);
@@ -214,13 +214,26 @@ export function userOperations({ users, flows, accountSessions, afterResponseWor
       id: 'resetSecondFactor', tag: 'users', method: 'delete', path: '/users/{id}/second-factor', scope: ADMIN_WRITE_SCOPE,
       summary: 'Turn off the account\'s second factor (a lost authenticator): its sessions end and the person is told by email',
       params: userId,
-      answers: { 200: { description: 'What was removed', schema: z.object({ removed: z.enum(['nothing', 'unfinished_setup', 'second_factor']) }) } },
+      answers: {
+        200: {
+          description: 'What was removed',
+          schema: z.object({
+            removed: z.enum(['nothing', 'unfinished_setup', 'second_factor']),
+            notified: z.boolean().optional().describe('With second_factor: whether the person was told by email; false: the mail server did not take it, tell them yourself'),
+          }),
+        },
+      },
       problems: [404],
-      async handle({ params, caller, ctx }) {
+      async handle({ params, caller }) {
         const reset = await flows.secondFactorReset.reset({ email: (await found(params.id)).email, actor: actorOf(caller), endSessions: true });
         if (!reset.ok) throw unknownAccount(params.id);
-        if (reset.removed === 'second_factor') afterResponseWork.run(ctx, 'second-factor reset notice', reset.notice);
-        return { body: { removed: reset.removed } };
+        if (reset.removed !== 'second_factor') return { body: { removed: reset.removed } };
+        // Sent before the answer, as the CLI does: the administrator learns whether the person was told.
+        const notified = await reset.notice().then(() => true, (error: unknown) => {
+          logger.warn({ err: error, accountId: reset.user.id }, 'second-factor reset notice not sent');
+          return false;
+        });
+        return { body: { removed: reset.removed, notified } };
       },
     }),
     operation({
