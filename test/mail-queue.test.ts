@@ -14,6 +14,7 @@ import type { Clock } from '../src/clock.ts';
 import { DependencyUnavailable } from '../src/errors.ts';
 import { MailRejected, NodemailerMailer } from '../src/mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from '../src/mail/queue.ts';
+import { DurableQueue } from '../src/store/durable-queue.ts';
 import { createStore } from '../src/store/index.ts';
 import type { Store } from '../src/store/store.ts';
 import { signInToAccount } from './helpers/account.ts';
@@ -144,6 +145,41 @@ test.serial('the admin API turning off a second factor says whether the person w
   const answer = await fetch(`${admin}/users/${user.id}/second-factor`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } });
   t.is(answer.status, 200);
   t.deepEqual(await answer.json(), { removed: 'second_factor', notified: false });
+});
+
+test('a receiver still failing holds back only its own messages on a pass: another receiver\'s are tried (one application down delays no other\'s logout notices)', async (t) => {
+  const prefix = `gatehouse-test-${randomBytes(6).toString('hex')}:`;
+  const store = createStore({ redis: redisUrl === undefined ? undefined : { url: redisUrl }, prefix });
+  let now = Date.now();
+  const attempts: string[] = [];
+  let upTries = 0;
+  const queue = new DurableQueue<{ to: string; n: number }>({
+    store, logger: capturingLogger().logger, clock: { now: () => new Date(now) },
+    timings: { firstRetryDelayMs: 1000, maxRetryDelayMs: 1000, maxAgeMs: 60_000, pollIntervalMs: 60_000, claimLeaseMs: 10_000 },
+    kind: {
+      keyPrefix: 'test-queue', noun: 'message', receiver: 'the receiver',
+      receiverOf: (message) => message.to,
+      async perform(message) {
+        attempts.push(message.to);
+        if (message.to === 'down' || (upTries += 1) === 1) throw new Error('unavailable');
+      },
+      isTransient: () => true, failureReason: () => 'unavailable', describe: (message) => ({ to: message.to }),
+      isMessage: (value): value is { to: string; n: number } => typeof (value as { to?: unknown }).to === 'string',
+    },
+  });
+  cleanups.push(async () => {
+    await queue.close();
+    await store.close();
+    if (redisUrl) await deleteKeysWithPrefix(redisUrl, prefix);
+  });
+  for (let n = 0; n < 5; n++) t.is(await queue.deliver({ to: 'down', n }), 'queued');
+  now += 10;
+  t.is(await queue.deliver({ to: 'up', n: 0 }), 'queued');
+  now += 2000;
+  attempts.length = 0;
+  await queue.retryDue();
+  t.deepEqual(attempts, ['down', 'up'], 'one attempt at the receiver still down, then the other\'s message, which goes');
+  t.is(await queue.queuedCount(), 5);
 });
 
 test('a reply of "try again later" (4xx) is retried until the message is taken, its dates intact', async (t) => {

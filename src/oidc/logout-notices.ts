@@ -148,6 +148,7 @@ export class LogoutNotices {
       perform: (notice) => this.#deliver(notice),
       isTransient,
       failureReason,
+      receiverOf: (notice) => notice.clientId,
       describe: (notice) => ({ clientId: notice.clientId }),
       isMessage: (value): value is LogoutNotice => typeof (value as Partial<LogoutNotice> | null)?.clientId === 'string'
         && typeof (value as Partial<LogoutNotice>).accountId === 'string',

@@ -30,6 +30,11 @@ export interface MessageKind<Message> {
   noun: string;
   /** Who takes the messages, in log lines ("the mail server", "the application"). */
   receiver: string;
+  /**
+   * Which receiver takes this message, where there are several (each application its own logout notices): one
+   * that is down holds back only its own messages. Without it, all go to one receiver (the mail server).
+   */
+  receiverOf?(message: Message): string;
   /** Sends the message once; throws when it could not be delivered. */
   perform(message: Message): Promise<void>;
   /** Whether a failure is worth trying again (unreachable, timed out), rather than a refusal for good. */
@@ -173,11 +178,15 @@ export class DurableQueue<Message> {
 
   async #retryDue(): Promise<void> {
     try {
+      const stillFailing = new Set<string>();
       for (const { id, entry } of await this.#due()) {
         if (this.#closed) return;
-        // Still failing: the receiver is down or throttling. The rest wait for the next pass rather than each
-        // wait for a timeout now; each stays due, so an outage costs one attempt per pass and instance.
-        if (await this.#retry(id, entry) === 'queued') return;
+        // A receiver still failing is down or throttling: the rest of its messages wait for the next pass rather
+        // than each wait for a timeout now (each stays due, so an outage costs one attempt per pass and instance);
+        // other receivers' messages go on.
+        const receiver = this.#kind.receiverOf?.(entry.message) ?? '';
+        if (stillFailing.has(receiver)) continue;
+        if (await this.#retry(id, entry) === 'queued') stillFailing.add(receiver);
       }
       this.#storeDownSaid = false;
     } catch (error) {
