@@ -68,8 +68,9 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       connectionString,
       max: options.poolSize ?? 10,
       // Without it a connection attempt to an unreachable host waits for the OS (minutes): fail fast,
-      // answer 503, and let the next request try again.
-      connectionTimeoutMillis: options.connectionTimeoutMs ?? 5_000,
+      // answer 503, and let the next request try again. (pg-pool also waits this long for a free connection:
+      // on the embedded database, whose statements run one at a time, that is waiting in its queue.)
+      connectionTimeoutMillis: options.connectionTimeoutMs ?? (embedded ? EMBEDDED_WAIT_MS : 5_000),
       idleTimeoutMillis: 30_000,
       // pg's client-side read timeout: the query fails with "Query read timeout" when no answer
       // comes (a server-side statement_timeout cannot help when the server or the network hangs).
