@@ -182,6 +182,25 @@ test('fixed keys (JWKS) are published as given and never rotate', async (t) => {
   await t.throwsAsync(server.runtime.signingKeys.rotate({ type: 'admin' }), { message: /set by JWKS or JWKS_FILE/ });
 });
 
+test('fixed keys without a kid get their RFC 7638 thumbprint, as the engine names them: Gatehouse\'s own checks (introspection) find the key its JWTs name', async (t) => {
+  const jwks: PrivateJwks = await generateJwks();
+  for (const key of jwks.keys) delete key.kid;
+  const server = await startTestServer({ JWKS: JSON.stringify(jwks) });
+  t.teardown(() => server.close());
+  const api = 'http://127.0.0.1:9802/orders';
+  await server.runtime.apis.create({ identifier: api, name: 'Orders', scopes: [{ name: 'orders:read' }] });
+  const as = await discover(server);
+  const service = await server.runtime.clients.create({ name: 'Service', type: 'service', apiScopes: ['orders:read'] });
+  const token = (await oauth.processClientCredentialsResponse(as, { client_id: service.client_id }, await oauth.clientCredentialsGrantRequest(as, { client_id: service.client_id },
+    oauth.ClientSecretBasic(String(service.client_secret)), new URLSearchParams({ resource: api, scope: 'orders:read' }), insecure))).access_token;
+  t.true((await publishedKids(server)).kids.includes(String(decodeProtectedHeader(token).kid)));
+  await t.notThrowsAsync(jwtVerify(token, createRemoteJWKSet(new URL(as.jwks_uri!)), { issuer: as.issuer, audience: api }));
+  const resourceServer = await server.runtime.clients.create({ name: 'Orders API', type: 'service', resourceServer: api });
+  const answer = await oauth.processIntrospectionResponse(as, { client_id: resourceServer.client_id }, await oauth.introspectionRequest(as, { client_id: resourceServer.client_id },
+    oauth.ClientSecretBasic(String(resourceServer.client_secret)), token, insecure));
+  t.true(answer.active);
+});
+
 test('on a schedule, one of the instances sharing a database rotates, once, and each publishes the new keys', async (t) => {
   t.timeout(60_000);
   // The new keys stay next for 10 s: time enough for a loaded machine to see both instances publish them.

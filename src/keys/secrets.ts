@@ -4,7 +4,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import { ConfigError, type Config } from '../config/index.ts';
 
 export interface PrivateJwks {
@@ -148,7 +148,9 @@ async function parseJwks(text: string): Promise<PrivateJwks> {
     }
   }
   if (!keys.some((key) => key.kty === 'RSA')) throw new KeyError('JWKS needs an RSA key: RS256 is the default ID token algorithm');
-  return { keys };
+  // A key without a kid gets the one the engine would give it (its RFC 7638 thumbprint), so that the tokens it signs
+  // name a key Gatehouse's own checks (introspection, the admin API) can find too.
+  return { keys: await Promise.all(keys.map(async (key) => (key.kid ? key : { ...key, kid: await calculateJwkThumbprint(key) }))) };
 }
 
 async function developmentFile<T>(config: Config, name: string, create: () => Promise<T>): Promise<T> {
