@@ -517,10 +517,15 @@ test.serial('an unreachable database gives DependencyUnavailable from queries, t
   for (const failure of failures) t.true(refusedConnection(failure?.cause), `not the refusal: ${describeCause(failure?.cause)}`);
 });
 
-/** Whether a database error is the connection being refused (reported at once), as pg or the Prisma adapter says it. */
+/**
+ * Whether a database error is the connection being refused (reported at once), as pg or the Prisma adapter says it,
+ * under the error that says it in the driver's words (withDriverReason) if there is one.
+ */
 function refusedConnection(cause: unknown): boolean {
-  const error = cause as { code?: unknown; meta?: { driverAdapterError?: { cause?: { kind?: unknown } } } } | undefined;
-  return error?.code === 'ECONNREFUSED' || error?.meta?.driverAdapterError?.cause?.kind === 'DatabaseNotReachable';
+  for (let layer = cause as { code?: unknown; cause?: unknown; meta?: { driverAdapterError?: { cause?: { kind?: unknown } } } } | undefined; layer; layer = layer.cause as typeof layer) {
+    if (layer.code === 'ECONNREFUSED' || layer.meta?.driverAdapterError?.cause?.kind === 'DatabaseNotReachable') return true;
+  }
+  return false;
 }
 
 /** What a cause says, for a failed assertion's message. */
