@@ -17,6 +17,8 @@ import { UserAgent, formField } from './helpers/user-agent.ts';
 import { until } from './helpers/wait.ts';
 import { READY_CHECK_TIMEOUT_MS } from '../src/web/health.ts';
 import { openEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
+import { RedisStore } from '../src/store/index.ts';
+import { DependencyUnavailable } from '../src/errors.ts';
 
 /** Only keeps a hanging request from stalling the suite; no timing is asserted. */
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -308,6 +310,27 @@ test.serial('Redis full (maxmemory reached, noeviction): token requests answer 5
   await waitUntilReady(t, server.issuer);
   const refreshed = await oauth.processRefreshTokenResponse(as, spa, await oauth.refreshTokenGrantRequest(as, spa, oauth.None(), tokens.refresh_token!, withTimeout()));
   t.truthy(refreshed.access_token, 'nothing was lost');
+});
+
+test.serial('Redis full: replacing a record is refused like any write, and the record it would replace is still there', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  await redisUp();
+  const store = new RedisStore({ connection: { url: redis.url }, prefix: `full-${process.pid}:` });
+  const control = new Redis(redis.url);
+  control.on('error', () => {});
+  try {
+    await store.put('grant', 'kept', 60);
+    await control.config('SET', 'maxmemory', '1');
+    // Redis 7 lets a script without flags write past maxmemory once it has begun (its DEL frees memory first).
+    await t.throwsAsync(store.put('grant', 'replacement', 60), { instanceOf: DependencyUnavailable });
+    await control.config('SET', 'maxmemory', '0');
+    t.is((await store.get('grant'))?.value, 'kept');
+  } finally {
+    await control.config('SET', 'maxmemory', '0');
+    await store.delete(['grant']);
+    await store.close();
+    control.disconnect();
+  }
 });
 
 test.serial('Redis back on the same port: everything works again without restarting Gatehouse', async (t) => {

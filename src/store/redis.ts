@@ -43,8 +43,12 @@ return redis.call('HSETNX', KEYS[1], 'consumedAt', ARGV[1])
 
 type ConsumeOutcome = -1 | 0 | 1;
 
-/** DEL first so that a replaced record loses its consumed mark along with its old value; one command, not five. */
-const putScript = `
+/**
+ * DEL first so that a replaced record loses its consumed mark along with its old value; one command, not five.
+ * The shebang makes Redis refuse the whole script while memory is full (OOM), as it refuses a plain write:
+ * without flags, a script that has begun writes past maxmemory.
+ */
+const putScript = `#!lua
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'value', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
