@@ -159,7 +159,8 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     await refuseForgetfulStore(config, store);
     const views = createViews({ cache: config.mode === 'production' });
     const mailer = createMailer(config, logger);
-    const mailQueue = new MailQueue({ store, mailer, logger, timings: options.mailQueue });
+    const sealer = new Sealer(secrets.encryptionKeys);
+    const mailQueue = new MailQueue({ store, sealer, mailer, logger, timings: options.mailQueue });
     const afterResponseWork = new AfterResponseWork(logger);
     // Every instance sharing the store hears of account changes, as of client changes (below). Kept only on a shared
     // store: on the in-process one, a change made by the CLI (another process) could not be heard of, and a person
@@ -206,7 +207,6 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       signingAlgorithms: secrets.configuredJwks ? signingAlgorithmsOf(secrets.configuredJwks) : new Set(SIGNING_ALGORITHMS),
       builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache, clients,
     });
-    const sealer = new Sealer(secrets.encryptionKeys);
     signingKeys = secrets.configuredJwks ? SigningKeyRing.fixed(secrets.configuredJwks) : await SigningKeyRing.open({
       service: new SigningKeyService(database.prisma, sealer, auditTrail, {
         rotationDelaySeconds: config.keyRotation.delay,
@@ -236,7 +236,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     auditProtocolEvents(provider, auditTrail);
     logProtocol(provider, logger, metrics);
     const engine = new Engine(provider);
-    const logoutNotices = new LogoutNotices({ issuer: config.issuer, engine, store, auditTrail, logger, timings: options.logoutNotices, clock: options.clock });
+    const logoutNotices = new LogoutNotices({ issuer: config.issuer, engine, store, sealer, auditTrail, logger, timings: options.logoutNotices, clock: options.clock });
     // Token requests are limited per IP and per client, and services get no scopes about people.
     engine.checkTokenRequests([tokenEndpointLimits(limits.rates), serviceScopesOnly]);
     const accountSessions = new AccountSessions(engine, store, auditTrail, users, logoutNotices);

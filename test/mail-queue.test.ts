@@ -14,6 +14,7 @@ import type { Clock } from '../src/clock.ts';
 import { DependencyUnavailable } from '../src/errors.ts';
 import { MailRejected, NodemailerMailer } from '../src/mail/mailer.ts';
 import { MailQueue, type MailQueueTimings } from '../src/mail/queue.ts';
+import { Sealer } from '../src/keys/sealed.ts';
 import { DurableQueue } from '../src/store/durable-queue.ts';
 import { createStore } from '../src/store/index.ts';
 import type { Store } from '../src/store/store.ts';
@@ -62,7 +63,7 @@ function queueFor(smtpUrl: string, logger: Logger, timings: Partial<MailQueueTim
     mode: 'production', smtpUrl, from: { name: 'Gatehouse', address: 'no-reply@id.example.net' },
     outboxDir: path.join(os.tmpdir(), 'unused-outbox'), issuer: 'https://id.example.com', logger, cacheTemplates: false,
   });
-  const queue = new MailQueue({ store, mailer, logger, timings, ...(clock ? { clock } : {}) });
+  const queue = new MailQueue({ store, sealer: new Sealer([randomBytes(32)]), mailer, logger, timings, ...(clock ? { clock } : {}) });
   queue.start();
   cleanups.push(async () => {
     await queue.close();
@@ -154,7 +155,7 @@ test('a receiver still failing holds back only its own messages on a pass: anoth
   const attempts: string[] = [];
   let upTries = 0;
   const queue = new DurableQueue<{ to: string; n: number }>({
-    store, logger: capturingLogger().logger, clock: { now: () => new Date(now) },
+    store, sealer: new Sealer([randomBytes(32)]), logger: capturingLogger().logger, clock: { now: () => new Date(now) },
     timings: { firstRetryDelayMs: 1000, maxRetryDelayMs: 1000, maxAgeMs: 60_000, pollIntervalMs: 60_000, claimLeaseMs: 10_000 },
     kind: {
       keyPrefix: 'test-queue', noun: 'message', receiver: 'the receiver',
@@ -200,6 +201,44 @@ test('a reply of "try again later" (4xx) is retried until the message is taken, 
   await until(async () => await queue.queuedCount() === 0, 'the queue to empty');
   t.true(lines.some((line) => line.includes('"reason":"SMTP 451"')));
   assertNothingSecretLogged(t, lines, 'greylisted@example.com');
+});
+
+test('a queued message is kept sealed: whoever reads the store finds neither the address nor the link in it', async (t) => {
+  const smtp = await downSmtp();
+  const { logger } = capturingLogger();
+  const { queue, store } = queueFor(smtp.url, logger);
+  const link = `https://id.example.com/password/reset?token=${randomBytes(16).toString('hex')}`;
+  t.is(await queue.deliver({ to: 'sealed@example.com', template: 'reset-password', data: { link, expiresInMinutes: 30 } }), 'queued');
+
+  const records = await Promise.all((await store.indexMembers('mail-queue:messages')).map((id) => store.get(`mail-queue:message:${id}`)));
+  t.true(records.length >= 1);
+  for (const record of records) {
+    t.false(record!.value.includes('sealed@example.com'), 'no address');
+    t.false(record!.value.includes(link.slice(-32)), 'no token');
+    t.false(record!.value.includes('reset-password'), 'not even which mail');
+  }
+  const mail = await (await smtp.start()).nextMail(20_000);
+  t.is(linkIn(mail), link, 'the link arrives whole once the mail server is back');
+});
+
+test('an instance without the key that sealed a queued message leaves it for one that has the key, and says why', async (t) => {
+  const smtp = await downSmtp();
+  const { logger } = capturingLogger();
+  const { queue, store } = queueFor(smtp.url, logger);
+  const mailer = new NodemailerMailer({
+    mode: 'production', smtpUrl: smtp.url, from: { name: 'Gatehouse', address: 'no-reply@id.example.net' },
+    outboxDir: path.join(os.tmpdir(), 'unused-outbox'), issuer: 'https://id.example.com', logger, cacheTemplates: false,
+  });
+  const misconfigured = capturingLogger();
+  const otherKeys = new MailQueue({ store, sealer: new Sealer([randomBytes(32)]), mailer, logger: misconfigured.logger, timings: FAST });
+  cleanups.push(async () => { await otherKeys.close(); await mailer.close(); });
+  t.is(await queue.deliver(notice('kept@example.com')), 'queued');
+
+  await otherKeys.retryDue();
+  t.is(await queue.queuedCount(), 1, 'still queued');
+  t.true(misconfigured.lines.some((line) => line.includes('ENCRYPTION_KEYS') && line.includes('"level":50')));
+  const mail = await (await smtp.start()).nextMail(20_000);
+  t.deepEqual(mail.envelope.to, ['kept@example.com']);
 });
 
 test('a message the mail server refuses for good (5xx) is not retried', async (t) => {
@@ -314,7 +353,8 @@ test.serial('changing the email: when the link to the new address is refused, th
 
 (redisUrl ? test.serial : test.skip)('two runtimes sharing one Redis prefix send each queued message exactly once', async (t) => {
   const smtpPort = await downSmtp();
-  const shared = { SMTP_URL: smtpPort.url, STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:` };
+  // Instances sharing a store share ENCRYPTION_KEYS, which seal the queued mail.
+  const shared = { SMTP_URL: smtpPort.url, STORE_PREFIX: `gatehouse-test-${randomBytes(6).toString('hex')}:`, ENCRYPTION_KEYS: randomBytes(32).toString('base64url') };
   const first = await startTestServer(shared, { runtime: { mailQueue: FAST } });
   cleanups.push(() => first.close());
   const second: TestServer = await startTestServer(shared, { runtime: { mailQueue: FAST } });

@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import { DependencyUnavailable } from '../errors.ts';
-import { DurableQueue, type Delivered, type MessageKind, type QueueTimings } from '../store/durable-queue.ts';
+import { DurableQueue, type Delivered, type MessageKind, type MessageSealer, type QueueTimings } from '../store/durable-queue.ts';
 import type { Store } from '../store/store.ts';
 import type { MailMessage, Mailer } from './mailer.ts';
 import type { TemplateName } from './templates.ts';
@@ -21,6 +21,8 @@ export const DEFAULT_MAIL_QUEUE_TIMINGS: MailQueueTimings = {
 
 export interface MailQueueOptions {
   store: Store;
+  /** Queued mail holds links into accounts: kept sealed (ENCRYPTION_KEYS). */
+  sealer: MessageSealer;
   mailer: Mailer;
   logger: Logger;
   timings?: Partial<MailQueueTimings>;
@@ -37,6 +39,7 @@ export class MailQueue extends DurableQueue<QueuedMail> {
   constructor(options: MailQueueOptions) {
     super({
       store: options.store,
+      sealer: options.sealer,
       logger: options.logger,
       kind: mailKind(options.mailer),
       timings: { ...DEFAULT_MAIL_QUEUE_TIMINGS, ...options.timings },

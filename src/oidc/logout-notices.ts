@@ -10,7 +10,7 @@ import type { AuditTrail } from '../audit/audit.ts';
 import { registeredItself } from '../clients/clients.ts';
 import { NonPublicAddress, publicAddressesOnly, refuseNonPublicAddressLiteral } from '../clients/public-hosts.ts';
 import type { Clock } from '../clock.ts';
-import { DurableQueue, type MessageKind, type QueueTimings } from '../store/durable-queue.ts';
+import { DurableQueue, type MessageKind, type MessageSealer, type QueueTimings } from '../store/durable-queue.ts';
 import type { Store } from '../store/store.ts';
 import type { EndReason } from './account-sessions.ts';
 import type { Engine, EngineClient, SessionApplication } from './engine-internals.ts';
@@ -57,6 +57,8 @@ export interface LogoutNoticesOptions {
   issuer: string;
   engine: Pick<Engine, 'findClient' | 'logoutToken'>;
   store: Store;
+  /** Queued notices are kept sealed (ENCRYPTION_KEYS), as all queued messages are. */
+  sealer: MessageSealer;
   auditTrail: AuditTrail;
   logger: Logger;
   timings?: Partial<QueueTimings> | undefined;
@@ -90,6 +92,7 @@ export class LogoutNotices {
     this.#engine = options.engine;
     this.deliveries = new DurableQueue({
       store: options.store,
+      sealer: options.sealer,
       logger: options.logger,
       kind: this.#kind(options.auditTrail),
       timings: { ...DEFAULT_LOGOUT_NOTICE_TIMINGS, ...options.timings },

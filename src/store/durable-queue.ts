@@ -1,6 +1,7 @@
 // Messages that must reach their receiver even if it is down right now (mail, logout notices to applications):
 // each is kept in the Store until it is sent, retried with a growing delay, and dropped (logged, and told to
 // its kind) when too old. Instances sharing the store share the queue; each attempt is claimed by exactly one.
+// Messages are kept sealed: a reset link waiting in Redis is a way into an account for whoever reads Redis.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.ts';
@@ -70,8 +71,15 @@ interface QueuedMessage<Message> {
 
 type Outcome = 'sent' | 'queued' | 'dropped' | 'refused' | 'skipped';
 
+/** Encryption at rest for kept messages (src/keys/sealed.ts); context binds a sealed value to its record. */
+export interface MessageSealer {
+  seal(plaintext: string, context: string): Promise<string>;
+  open(sealed: string, context: string): Promise<string>;
+}
+
 export interface DurableQueueOptions<Message> {
   store: Store;
+  sealer: MessageSealer;
   logger: Logger;
   kind: MessageKind<Message>;
   timings: QueueTimings;
@@ -84,6 +92,7 @@ export interface DurableQueueOptions<Message> {
 
 export class DurableQueue<Message> {
   readonly #store: Store;
+  readonly #sealer: MessageSealer;
   readonly #logger: Logger;
   readonly #kind: MessageKind<Message>;
   readonly #timings: QueueTimings;
@@ -99,6 +108,7 @@ export class DurableQueue<Message> {
 
   constructor(options: DurableQueueOptions<Message>) {
     this.#store = options.store;
+    this.#sealer = options.sealer;
     this.#logger = options.logger;
     this.#kind = options.kind;
     this.#timings = options.timings;
@@ -232,18 +242,24 @@ export class DurableQueue<Message> {
     const ids = await this.#store.indexMembers(this.#indexKey);
     const due: Array<{ id: string; entry: QueuedMessage<Message> }> = [];
     const gone: string[] = [];
+    let sealedElsewhere = 0;
     for (const id of ids) {
       const record = await this.#store.get(this.#recordKey(id));
       if (!record) gone.push(id);
       // Consumed: another instance (or this one) has claimed it; its successor is queued under a new key.
       else if (record.consumedAt === undefined) {
-        const entry = this.#parse(record.value);
-        if (!entry) {
+        const entry = await this.#parse(id, record.value);
+        if (entry === 'sealed elsewhere') sealedElsewhere++;
+        else if (!entry) {
           // Not written by this version: it would fail every pass.
           await this.#forget(id);
           this.#logger.error(`queued ${this.#kind.noun} dropped: its record could not be read`);
         } else if (entry.nextAttemptAt <= now || entry.expiresAt <= now) due.push({ id, entry });
       }
+    }
+    if (sealedElsewhere) {
+      // Left for an instance that can open them (they expire with their record): this one is set up differently.
+      this.#logger.error({ messages: sealedElsewhere }, `queued ${this.#kind.noun} left alone: sealed with a key this instance does not have (is ENCRYPTION_KEYS the same on every instance?)`);
     }
     await this.#store.removeFromIndex(this.#indexKey, gone);
     return due.sort((a, b) => a.entry.nextAttemptAt - b.entry.nextAttemptAt);
@@ -296,7 +312,7 @@ export class DurableQueue<Message> {
         return { result: 'dropped', error };
       }
       try {
-        await this.#store.put(this.#recordKey(id), serialize(next), this.#ttlSeconds(next));
+        await this.#write(id, next, this.#ttlSeconds(next));
       } catch {
         // The held copy stays: it is tried again once its claim lease ends.
         this.#logger.warn({ ...described, attempts }, `${this.#kind.noun} not sent, and its retry could not be scheduled: it is tried again later`);
@@ -316,7 +332,7 @@ export class DurableQueue<Message> {
     const held = { ...entry, nextAttemptAt: this.#now() + this.#timings.claimLeaseMs };
     const ttlSeconds = this.#ttlSeconds(held);
     // Record first: a pass drops index members whose record is missing.
-    await this.#store.put(this.#recordKey(id), serialize(held), ttlSeconds);
+    await this.#write(id, held, ttlSeconds);
     await this.#store.addToIndex(this.#indexKey, id, ttlSeconds);
     return id;
   }
@@ -368,9 +384,24 @@ export class DurableQueue<Message> {
     return `${this.#kind.keyPrefix}:message:${id}`;
   }
 
-  #parse(text: string): QueuedMessage<Message> | undefined {
+  async #write(id: string, entry: QueuedMessage<Message>, ttlSeconds: number): Promise<void> {
+    const sealed = { ...entry, message: await this.#sealer.seal(serialize(entry.message), this.#recordKey(id)) };
+    await this.#store.put(this.#recordKey(id), serialize(sealed), ttlSeconds);
+  }
+
+  /** The entry kept under id; undefined when it cannot be read (another version's), or sealed with a key not configured here. */
+  async #parse(id: string, text: string): Promise<QueuedMessage<Message> | undefined | 'sealed elsewhere'> {
     const entry = parse(text) as Partial<QueuedMessage<unknown>> | undefined;
-    const complete = entry !== undefined && this.#kind.isMessage(entry.message) && typeof entry.nextAttemptAt === 'number'
+    if (entry === undefined) return undefined;
+    // A string is sealed; a message kept before messages were sealed is read as it is.
+    if (typeof entry.message === 'string') {
+      try {
+        entry.message = parse(await this.#sealer.open(entry.message, this.#recordKey(id)));
+      } catch {
+        return 'sealed elsewhere';
+      }
+    }
+    const complete = this.#kind.isMessage(entry.message) && typeof entry.nextAttemptAt === 'number'
       && typeof entry.expiresAt === 'number' && typeof entry.queuedAt === 'number' && typeof entry.attempts === 'number';
     return complete ? entry as QueuedMessage<Message> : undefined;
   }
@@ -394,8 +425,8 @@ function failureReason(error: unknown): string {
 }
 
 // Messages may carry Dates (mail's changedAt, requestedAt); JSON alone would bring them back as strings.
-function serialize(entry: QueuedMessage<unknown>): string {
-  return JSON.stringify(entry, function (this: Record<string, unknown>, key, value: unknown) {
+function serialize(value: unknown): string {
+  return JSON.stringify(value, function (this: Record<string, unknown>, key, value: unknown) {
     const original = this[key];
     return original instanceof Date ? { $date: original.toISOString() } : value;
   });
