@@ -19,7 +19,8 @@ import { accountConsoleRoutes } from './web/account/index.ts';
 import { adminApi } from './web/admin/index.ts';
 import { metricsRoutes } from './web/metrics.ts';
 import { requestLog } from './web/middleware/request-log.ts';
-import { engineMethods } from './web/engine-paths.ts';
+import { engineMethods, routeKey, routePaths } from './web/engine-paths.ts';
+import { authorizationLimit } from './web/middleware/authorization-limit.ts';
 import { engineOrGatehouse } from './web/middleware/engine-dispatch.ts';
 
 export function createApp(runtime: Runtime): Koa {
@@ -51,6 +52,10 @@ export function createApp(runtime: Runtime): Koa {
   ];
   const gatehouseRoutes = compose([adminApi(runtime), ...routers.flatMap((router) => [router.routes(), router.allowedMethods()])] as Koa.Middleware[]);
   app.use(engineOrGatehouse(engine, gatehouseRoutes));
+  app.use(authorizationLimit(runtime.limits.rates, new Map([
+    ...routePaths(provider, ['authorization', 'pushed_authorization_request']).map((path) => [routeKey(path), 'signing in'] as const),
+    ...routePaths(provider, ['end_session']).map((path) => [routeKey(path), 'signing out'] as const),
+  ])));
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
   app.use(corsPreflights({ provider, clients: runtime.clients }));
   const handleProtocol = provider.callback();

@@ -520,6 +520,68 @@ test.serial('at the token endpoint, a refused IP spends no point of the client i
   t.true((await rates.consume('token-client', madeUp.client_id)).allowed);
 });
 
+test.serial('a client id longer than any client\'s is counted per IP only at the token endpoint: it leaves no counter of its size in the store', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ TOKEN_LIMIT_PER_IP: '2/60' });
+  const as = await discover(server);
+  const madeUp = { client_id: `x${'y'.repeat(5000)}` };
+  const statuses: number[] = [];
+  for (let i = 0; i < 3; i += 1) statuses.push((await oauth.clientCredentialsGrantRequest(as, madeUp, oauth.ClientSecretBasic('secret'), {}, insecure)).status);
+  t.deepEqual(statuses, [401, 401, 429], 'still limited per IP');
+  const { redis, storePrefix } = server.runtime.config;
+  if (!redis) return;
+  const client = new Redis(redis.url);
+  try {
+    t.deepEqual((await keysWithPrefix(client, `${storePrefix}limit:`)).filter((key) => key.includes('yyyy')), []);
+  } finally {
+    client.disconnect();
+  }
+});
+
+test.serial('the authorization, pushed authorization and logout endpoints are limited per IP: each keeps state, so a script cannot fill the store', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ AUTHORIZATION_LIMIT_PER_IP: '3/60' });
+  const as = await discover(server);
+  const { client } = await registerSpa(server);
+  const first = await fetch((await authorizationRequest(as, client.client_id)).url, { redirect: 'manual' });
+  t.is(first.status, 303, 'on to the login page');
+  const pushed = await oauth.pushedAuthorizationRequest(as, client, oauth.None(), { redirect_uri: REDIRECT_URI, response_type: 'code', scope: 'openid', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' }, insecure);
+  t.is(pushed.status, 201);
+  t.is((await fetch(`${server.issuer}/session/end`, { redirect: 'manual' })).status, 200, 'the logout page');
+
+  const refusedSignIn = await fetch((await authorizationRequest(as, client.client_id)).url, { redirect: 'manual', headers: { accept: 'text/html' } });
+  t.is(refusedSignIn.status, 429);
+  t.truthy(Number(refusedSignIn.headers.get('retry-after')));
+  t.regex(await refusedSignIn.text(), /signing in is paused/, 'a page, never a redirect to an application not yet checked');
+  const refusedPush = await oauth.pushedAuthorizationRequest(as, client, oauth.None(), { redirect_uri: REDIRECT_URI, response_type: 'code', scope: 'openid', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' }, insecure);
+  t.is(refusedPush.status, 429);
+  t.is(((await refusedPush.json()) as { error?: string }).error, 'invalid_request');
+  const refusedLogout = await fetch(`${server.issuer}/session/end`, { headers: { accept: 'text/html' } });
+  t.is(refusedLogout.status, 429);
+  t.regex(await refusedLogout.text(), /signing out is paused/);
+});
+
+test.serial('a logout request from a browser nobody signed in with keeps its session no longer than a sign-in may take', async (t) => {
+  t.timeout(120_000);
+  const server = await serverWith({ INTERACTION_TTL: '600' });
+  const page = await fetch(`${server.issuer}/session/end`);
+  t.is(page.status, 200);
+  t.regex(await page.text(), /<form/, 'its form needs the session');
+  const { redis, storePrefix } = server.runtime.config;
+  if (!redis) return t.pass('the in-process store keeps no TTL to read');
+  const client = new Redis(redis.url);
+  try {
+    const sessions = (await keysWithPrefix(client, storePrefix)).filter((key) => key.startsWith(`${storePrefix}Session:`));
+    t.true(sessions.length >= 1);
+    for (const key of sessions) {
+      const ttl = await client.ttl(key);
+      t.true(ttl > 0 && ttl <= 600, `${key} lives ${ttl} s`);
+    }
+  } finally {
+    client.disconnect();
+  }
+});
+
 test.serial('limits do not leak between runs sharing a store: each run counts under its own prefix', async (t) => {
   t.timeout(120_000);
   const environment = { LOGIN_LIMIT_PER_IP: '1/60' };

@@ -68,6 +68,8 @@ export interface Config {
     loginPerAccountAndIp: RateLimitSetting;
     tokenPerClient: RateLimitSetting;
     tokenPerIp: RateLimitSetting;
+    /** Requests to the authorization, pushed authorization and logout endpoints per IP: each keeps state until finished or expired. */
+    authorizationPerIp: RateLimitSetting;
     signupPerIp: RateLimitSetting;
     /** Sign-ups with one address, from anywhere (each one mails it). */
     signupPerAccount: RateLimitSetting;
@@ -225,6 +227,7 @@ const environmentSchema = z.object({
   LOGIN_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 10, seconds: 600 }),
   TOKEN_LIMIT_PER_CLIENT: rateLimit.default({ points: 600, seconds: 60 }),
   TOKEN_LIMIT_PER_IP: rateLimit.default({ points: 300, seconds: 60 }),
+  AUTHORIZATION_LIMIT_PER_IP: rateLimit.default({ points: 300, seconds: 60 }),
   SIGNUP_LIMIT_PER_IP: rateLimit.default({ points: 10, seconds: 3600 }),
   SIGNUP_LIMIT_PER_ACCOUNT: rateLimit.default({ points: 5, seconds: 3600 }),
   SIGNUP_LIMIT_PER_ACCOUNT_IP: rateLimit.default({ points: 3, seconds: 3600 }),
@@ -324,6 +327,7 @@ export function readConfig(environment: NodeJS.ProcessEnv = process.env): { conf
       loginPerAccountAndIp: env.LOGIN_LIMIT_PER_ACCOUNT_IP,
       tokenPerClient: env.TOKEN_LIMIT_PER_CLIENT,
       tokenPerIp: env.TOKEN_LIMIT_PER_IP,
+      authorizationPerIp: env.AUTHORIZATION_LIMIT_PER_IP,
       signupPerIp: env.SIGNUP_LIMIT_PER_IP,
       signupPerAccount: env.SIGNUP_LIMIT_PER_ACCOUNT,
       signupPerAccountAndIp: env.SIGNUP_LIMIT_PER_ACCOUNT_IP,

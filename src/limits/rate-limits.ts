@@ -11,6 +11,7 @@ export const RATE_LIMITS = {
   'login-account-ip': (limits) => limits.loginPerAccountAndIp,
   'token-client': (limits) => limits.tokenPerClient,
   'token-ip': (limits) => limits.tokenPerIp,
+  'authorization-ip': (limits) => limits.authorizationPerIp,
   'signup-ip': (limits) => limits.signupPerIp,
   'signup-account': (limits) => limits.signupPerAccount,
   'signup-account-ip': (limits) => limits.signupPerAccountAndIp,

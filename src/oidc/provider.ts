@@ -197,10 +197,11 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
       IdToken: config.ttl.idToken,
       Interaction: config.ttl.interaction,
       // SESSION_TTL from sign-in, however much the session is used: each save (every sign-in request touches it)
-      // keeps the end it had, rather than starting the lifetime again.
+      // keeps the end it had, rather than starting the lifetime again. A session nobody signed in to (a logout
+      // request's, holding its form's state) lasts as long as a sign-in may take.
       Session: (_ctx, session) => (session.loginTs
         ? Math.max(1, session.loginTs + config.ttl.session - Math.floor(Date.now() / 1000))
-        : config.ttl.session),
+        : config.ttl.interaction),
       // A browser app's refresh tokens keep the lifetime of the first one: rotation never extends it.
       RefreshToken: (ctx, _token, client) => {
         const rotated = ctx?.oidc?.entities.RotatedRefreshToken;

@@ -13,12 +13,18 @@ import { TemporarilyUnavailable, TooManyRequests } from './errors.ts';
  * it sends. A client's point is given back when the IP is refused, when no such client exists (a made-up client
  * id is counted per IP only), and when the request is refused (a wrong secret, a made-up refresh token): such a
  * request may be anyone's who knows the client's id (a single-page app's is public), and would otherwise spend
- * the client's limit for its real requests. Those refusals are counted per IP.
+ * the client's limit for its real requests. Those refusals are counted per IP. An id longer than any client's is
+ * counted per IP only: each would leave a counter of its size in the store.
  */
 export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {
   const clientDecisions = new WeakMap<object, { clientId: string; decision: LimitDecision }>();
   return {
     beforeClientLookup: async (ctx, clientId) => {
+      if (clientId.length > LONGEST_CLIENT_ID) {
+        const byIp = await consume(rates, 'token-ip', networkOf(ctx.ip));
+        if (!byIp.allowed) refuse(ctx, byIp);
+        return;
+      }
       const [byIp, byClient] = await Promise.all([consume(rates, 'token-ip', networkOf(ctx.ip)), consume(rates, 'token-client', clientId)]);
       if (!byIp.allowed) {
         if (byClient.allowed) await giveBack(rates, clientId);
@@ -44,6 +50,9 @@ export function tokenEndpointLimits(rates: RateLimits): TokenRequestCheck {
     },
   };
 }
+
+/** Longer than any client id Gatehouse gives (newClientId: 32 characters). */
+const LONGEST_CLIENT_ID = 255;
 
 async function consume(rates: RateLimits, name: 'token-ip' | 'token-client', key: string): Promise<LimitDecision> {
   try {
