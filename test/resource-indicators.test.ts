@@ -359,6 +359,33 @@ test('an app with a default API signs a person in without naming it: the code ex
 
   const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
   t.is((await jwtVerify(refreshed.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload.scope, 'orders:read');
+  // oidc-client-ts sends the scope the last answer named, and no resource (RFC 6749 §6): the API is the one granted.
+  const asOidcClientTs = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), refreshed.refresh_token!, {
+    ...insecure, additionalParameters: { scope: refreshed.scope! },
+  }));
+  t.is((await jwtVerify(asOidcClientTs.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload.scope, 'orders:read');
+});
+
+test('a refresh naming the granted API\'s scope and no resource gets a token for that API (RFC 8707 §2.2), as when the code exchange named it', async (t) => {
+  const api = await registerApi();
+  const role = `orders-named-${apiCount}`;
+  await server.runtime.roles.create(role, undefined);
+  await server.runtime.roles.grant(role, api.identifier, ['orders:read']);
+  const registered = await server.runtime.clients.create({ name: 'Orders SPA', type: 'spa', redirectUris: [REDIRECT_URI], scope: 'openid', apiScopes: ['orders:read'] });
+  const client: oauth.Client = { client_id: registered.client_id, token_endpoint_auth_method: 'none' };
+  const person = await createUser(server);
+  await server.runtime.flows.roleAssignment.add(person.email, role, { type: 'admin', id: 'test' });
+  const request = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const callback = await signIn(new UserAgent(), request.url, { email: person.email, password: PASSWORD });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(as, client, oauth.None(),
+    oauth.validateAuthResponse(as, client, callback, request.state), REDIRECT_URI, request.codeVerifier, { ...insecure, additionalParameters: { resource: api.identifier } }),
+  { expectedNonce: request.nonce, requireIdToken: true });
+  t.is((await jwtVerify(tokens.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload.scope, 'orders:read');
+
+  const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, {
+    ...insecure, additionalParameters: { scope: 'orders:read' },
+  }));
+  t.is((await jwtVerify(refreshed.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload.scope, 'orders:read');
 });
 
 test('OpenID Connect\'s address and phone scopes, which many apps ask for by default, are ignored as OIDC says, never refused; a made-up scope is refused for what it is', async (t) => {

@@ -62,7 +62,7 @@ export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiS
       // A person is granted only what their roles permit (a service client acts for nobody).
       const accountId = personOf(ctx);
       const permitted = accountId ? await lookup.permitted(ctx, accountId, api.identifier) : undefined;
-      await refuseScopesNotAllowed(ctx, lookup, client, accountId);
+      await refuseScopesNotAllowed(ctx, lookup, client, accountId, indicator);
       return {
         scope: clientMay.filter((scope) => !permitted || permitted.has(scope)).join(' '),
         audience: api.identifier,
@@ -88,13 +88,17 @@ function allowedScopes(api: Api, client: EngineClient): string[] {
 
 /**
  * A requested scope that is not about the person must be one the client may have at one of the APIs the request
- * names; otherwise the engine would drop it without a word. Said by name: which scope, and why.
+ * names (or, naming none, at the one the engine chose: the client's default, or at the token endpoint the one
+ * granted, RFC 8707 §2.2); otherwise the engine would drop it without a word. Said by name: which scope, and why.
  */
-async function refuseScopesNotAllowed(ctx: KoaContextWithOIDC, lookup: RequestLookups, client: EngineClient, accountId: string | undefined): Promise<void> {
+async function refuseScopesNotAllowed(
+  ctx: KoaContextWithOIDC, lookup: RequestLookups, client: EngineClient, accountId: string | undefined, indicator: string,
+): Promise<void> {
   const requested = requestedApiScopes(ctx);
   if (!requested.length) return;
-  const named = ctx.oidc.params?.resource;
-  const indicators = (Array.isArray(named) ? named : [named]).filter((value): value is string => typeof value === 'string');
+  const param = ctx.oidc.params?.resource;
+  const named = (Array.isArray(param) ? param : [param]).filter((value): value is string => typeof value === 'string');
+  const indicators = named.length ? named : [indicator];
   const found = (await Promise.all(indicators.map((indicator) => lookup.api(ctx, indicator)))).filter((api) => api !== undefined);
   const defined = new Set(found.flatMap((api) => api.scopes.map((scope) => scope.name)));
   const allowed = new Set(found.flatMap((api) => allowedScopes(api, client)));
