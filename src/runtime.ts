@@ -201,10 +201,12 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       channel: API_CHANGES_CHANNEL, maxAgeMs: options.oneShot ? 0 : config.clientCacheTtl * 1000, maxEntries: 1_000, maxUnknownKeys: 1_000,
       onAnnounceFailure: (error, identifier) => logger.warn({ err: error, identifier }, 'API changed, but other instances could not be told: they use the change when their cached copy expires'),
     });
-    // Before the signing keys, which ask how long the APIs' tokens live. Keys kept in the database are one per algorithm.
+    // Keys kept in the database are one per algorithm.
+    const signingAlgorithms = secrets.configuredJwks ? signingAlgorithmsOf(secrets.configuredJwks) : new Set<string>(SIGNING_ALGORITHMS);
+    // Before the signing keys, which ask how long the APIs' tokens live.
     const apis = new ApiService(database.prisma, auditTrail, {
       defaultTtlSeconds: config.ttl.accessToken,
-      signingAlgorithms: secrets.configuredJwks ? signingAlgorithmsOf(secrets.configuredJwks) : new Set(SIGNING_ALGORITHMS),
+      signingAlgorithms,
       builtIn: adminApiIdentifier(config.issuer), httpsOnly: config.mode === 'production', cache: apiCache, clients,
     });
     signingKeys = secrets.configuredJwks ? SigningKeyRing.fixed(secrets.configuredJwks) : await SigningKeyRing.open({
@@ -226,7 +228,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, keys: signingKeys, store });
     const initialAccessTokens = new InitialAccessTokens(() => provider, store, auditTrail);
     const provider = createProvider({
-      config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
+      config, secrets, signingKeys, signingAlgorithms, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
       permittedScopes: (roleNames, api) => roles.permittedScopes(roleNames, api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },

@@ -255,9 +255,9 @@ test('health: /healthz says the process is up, /readyz that the database and the
   t.deepEqual(await ready.json(), { status: 'ready', checks: { database: 'up', store: 'up' } });
 });
 
-test('discovery offers RS256 and ES256 ID tokens, RS256 first', async (t) => {
+test('discovery offers every algorithm Gatehouse signs with for ID tokens, RS256 first (the default)', async (t) => {
   const as = await discover(server);
-  t.deepEqual(as.id_token_signing_alg_values_supported, ['RS256', 'ES256']);
+  t.deepEqual(as.id_token_signing_alg_values_supported, ['RS256', 'ES256', 'EdDSA']);
 });
 
 test('response_mode=form_post: the engine’s auto-submitting page is allowed its script and its post to the client', async (t) => {

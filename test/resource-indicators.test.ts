@@ -68,10 +68,15 @@ test('client_credentials for an API gets a JWT access token for that API alone (
 test('an API protected by express-oauth2-jwt-bearer, unchanged, accepts its own tokens and refuses another API\'s', async (t) => {
   const api = await registerApi();
   const other = await registerApi();
+  const edwards = await registerApi({ signingAlg: 'EdDSA' });
   const service = await registerService('orders:read');
   const app = express();
   app.get('/orders', auth({ issuerBaseURL: as.issuer, audience: api.identifier, tokenSigningAlg: 'ES256' }), requiredScopes('orders:read'), (_request, response) => {
     response.json({ orders: [] });
+  });
+  // It takes only an algorithm that discovery lists for ID tokens.
+  app.get('/edwards', auth({ issuerBaseURL: as.issuer, audience: edwards.identifier, tokenSigningAlg: 'EdDSA' }), (_request, response) => {
+    response.json({ ok: true });
   });
   const listener = app.listen(0, '127.0.0.1');
   await new Promise((resolve) => listener.once('listening', resolve));
@@ -82,6 +87,9 @@ test('an API protected by express-oauth2-jwt-bearer, unchanged, accepts its own 
   const ok = await fetch(url, { headers: { authorization: `Bearer ${own.access_token}` } });
   t.is(ok.status, 200);
   t.deepEqual(await ok.json(), { orders: [] });
+
+  const signedWithEdwards = await clientCredentials(service, { resource: edwards.identifier, scope: 'orders:read' });
+  t.is((await fetch(url.replace('/orders', '/edwards'), { headers: { authorization: `Bearer ${signedWithEdwards.access_token}` } })).status, 200, 'an EdDSA API');
 
   const theirs = await clientCredentials(await registerService('orders:read'), { resource: other.identifier, scope: 'orders:read' });
   const refused = await fetch(url, { headers: { authorization: `Bearer ${theirs.access_token}` } });

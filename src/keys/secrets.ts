@@ -81,7 +81,7 @@ function decodeEncryptionKey(text: string): Uint8Array {
   return new Uint8Array(key);
 }
 
-/** RS256 first (the default ID token algorithm), ES256 offered; EdDSA (Ed25519) for APIs that choose it. */
+/** RS256 first (the default ID token algorithm); each is offered for ID tokens and for APIs' access tokens. */
 export async function generateJwks(): Promise<PrivateJwks> {
   return { keys: await Promise.all(SIGNING_ALGORITHMS.map(generateSigningKey)) };
 }

@@ -8,7 +8,7 @@ import { standardClaims, type UserService } from '../accounts/users.ts';
 import type { SecondFactorService } from '../accounts/second-factor.ts';
 import type { ConsentService } from '../accounts/consents.ts';
 import type { Store } from '../store/store.ts';
-import type { Secrets } from '../keys/secrets.ts';
+import { SIGNING_ALGORITHMS, type Secrets } from '../keys/secrets.ts';
 import type { SigningKeyRing } from '../keys/key-ring.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { oncePerRequest } from './per-request.ts';
@@ -33,6 +33,8 @@ export interface ProviderDependencies {
   secrets: Pick<Secrets, 'cookieSecrets'>;
   /** The signing keys of the moment: the engine follows their rotation. */
   signingKeys: Pick<SigningKeyRing, 'jwks' | 'onChange'>;
+  /** The algorithms those keys sign with (an API's access tokens may use any of them). */
+  signingAlgorithms: ReadonlySet<string>;
   /** JWT access tokens, which the engine does not store: checked, revoked, and revoked with their grant here. */
   jwtAccessTokens: JwtAccessTokens;
   /** What opens dynamic client registration: each registration spends a use of one. */
@@ -87,7 +89,7 @@ export interface EnginePages {
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation', 'pushed_authorization_request']);
 
-export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, signingKeys, signingAlgorithms, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const personOf = (request: object, accountId: string) => oncePerRequest(request, `person ${accountId}`, () => users.findForTokens(accountId));
   const mayIntrospect = introspectionPolicy(personOf);
   const apiAccess = resourceIndicators(apis, async (ctx, accountId, api) => permittedScopes((await personOf(ctx, accountId))?.roles ?? [], api));
@@ -174,7 +176,9 @@ export function createProvider({ config, secrets, signingKeys, jwtAccessTokens, 
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
     pkce: { required: () => true },
     allowOmittingSingleRegisteredRedirectUri: false,
-    enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256'] },
+    // Every algorithm Gatehouse signs with: some resource servers' libraries (express-oauth2-jwt-bearer) take an
+    // access token only in an algorithm discovery lists for ID tokens, and an API may sign with any.
+    enabledJWA: { idTokenSigningAlgValues: SIGNING_ALGORITHMS.filter((algorithm) => signingAlgorithms.has(algorithm)) },
     // Always rotates. The engine rotates before it asks which API the new access token is for: a request it
     // would refuse then (an API not granted, a scope no longer permitted) is refused here, before the refresh
     // token is spent — or the client's retry with it would count as a reuse and revoke the grant.
