@@ -11,7 +11,7 @@ import { ThrowawayRedisServer } from './helpers/redis.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { CuttableProxy } from './helpers/tcp-proxy.ts';
 import {
-  PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn,
+  PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn, signInToNewSpa,
 } from './helpers/oauth.ts';
 import { UserAgent, formField } from './helpers/user-agent.ts';
 import { until } from './helpers/wait.ts';
@@ -331,6 +331,36 @@ test.serial('Redis full: replacing a record is refused like any write, and the r
     await store.close();
     control.disconnect();
   }
+});
+
+test.serial('Redis full when a signed-in browser comes back from a consent: 503, and the session it holds survives (the engine deleted it before writing its successor)', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const { server } = onRedis;
+  await redisUp();
+  await waitUntilReady(t, server.issuer);
+  const { as, agent, client, tokens } = await signInToNewSpa(server);
+  const second = await registerSpa(server);
+  const request = await authorizationRequest(as, second.client.client_id);
+  const { response, url } = await agent.follow(request.url);
+  const page = await response.text();
+  const consent = await agent.request(new URL(`${url.pathname}/confirm`, url), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf: formField(page, 'csrf') }).toString(),
+  });
+  const resume = new URL(consent.headers.get('location')!, url);
+  const control = new Redis(redis.url);
+  control.on('error', () => {});
+  try {
+    await control.config('SET', 'maxmemory', '1');
+    t.is((await answer(t, await agent.request(resume))).status, 503);
+  } finally {
+    await control.config('SET', 'maxmemory', '0');
+    control.disconnect();
+  }
+  await waitUntilReady(t, server.issuer);
+  const silent = await agent.follow((await authorizationRequest(as, client.client_id, { prompt: 'none' })).url);
+  t.truthy(silent.url.searchParams.get('code'), `still signed in (${silent.url.searchParams.get('error')})`);
+  const refreshed = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, withTimeout());
+  t.truthy((await oauth.processRefreshTokenResponse(as, client, refreshed)).access_token, 'the app\'s tokens, which end with the session, still work');
 });
 
 test.serial('Redis back on the same port: everything works again without restarting Gatehouse', async (t) => {

@@ -80,6 +80,32 @@ export function takeOverLogoutNotices(provider: Provider): void {
 }
 
 /**
+ * A session given a new id (each sign-in it resumes, raiseAssurance) is written under it before its old record goes.
+ * The engine deletes the old one first (lib/models/session.js save): when the write then failed (a full Redis still
+ * deletes), the browser's cookie named nothing, and the person was signed out, with their apps' tokens that end
+ * with the session.
+ */
+export function keepOldSessionsUntilSaved(provider: Provider): void {
+  type Saved = { oldId?: string | undefined; adapter: { destroy(id: string): Promise<void> }; save(ttl: number): Promise<unknown> };
+  const prototype = provider.Session.prototype as unknown as Saved;
+  const save = prototype.save;
+  prototype.save = async function saveThenDestroyOld(this: Saved, ttl: number) {
+    const oldId = this.oldId;
+    if (!oldId) return save.call(this, ttl);
+    this.oldId = undefined;
+    let result: unknown;
+    try {
+      result = await save.call(this, ttl);
+    } catch (error) {
+      this.oldId = oldId;
+      throw error;
+    }
+    await this.adapter.destroy(oldId);
+    return result;
+  };
+}
+
+/**
  * The engine reads its keys once, when it is made (lib/helpers/initialize_keystore.js); every signature and the
  * JWKS endpoint then read the keystore it built. Signing keys rotate while Gatehouse runs, so the same routine
  * builds the keystore anew from the keys of the moment: the first key of each algorithm signs, all are published
@@ -246,7 +272,7 @@ export class Engine {
     session.amr = assurance.amr;
     session.acr = assurance.acr;
     session.resetIdentifier();
-    // Saved under the new id (the old one is destroyed by the save) before the browser is given it.
+    // Saved under the new id (the old one is destroyed once it is: keepOldSessionsUntilSaved) before the browser is given it.
     await session.persist();
     this.#setSessionCookie(ctx, session);
     return true;

@@ -20,7 +20,7 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { acceptPreviousClientSecrets, newGrant, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
+import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
@@ -280,6 +280,7 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
   provider.use(logoutReturnsToClient(pages));
   provider.use(logoutReachesApplications(provider, logoutNotices, pages));
   takeOverLogoutNotices(provider);
+  keepOldSessionsUntilSaved(provider);
   acceptPreviousClientSecrets(provider);
   signingKeys.onChange((jwks) => useSigningKeys(provider, jwks));
   return provider;
