@@ -62,6 +62,32 @@ test('a person signs in to a single-page app with code + PKCE and gets a valid I
   t.is(payload.nonce, request.nonce);
 });
 
+test('a request whose id_token_hint names one person is never answered with another\'s sign-in (OIDC Core §3.1.2.1): the login page refuses the other account\'s password, the named one\'s works', async (t) => {
+  const { as, client, user: named, tokens } = await signedInSpa();
+  const other = await createUser(server);
+  const signedInAsOther = new UserAgent();
+  await signIn(signedInAsOther, (await authorizationRequest(as, client.client_id)).url, { email: other.email, password: PASSWORD });
+
+  // Signed in as another account, or not at all: the login page, where only the named account's password finishes.
+  for (const browser of [signedInAsOther, new UserAgent()]) {
+    const hinted = await authorizationRequest(as, client.client_id, { id_token_hint: tokens.id_token! });
+    const { response, url } = await browser.follow(hinted.url);
+    const page = await response.text();
+    t.true(page.includes('name="password"'));
+    const refused = await browser.request(new URL(`${url.pathname}/login`, url), {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf: formField(page, 'csrf'), email: other.email, password: PASSWORD }).toString(),
+    });
+    t.is(refused.status, 403);
+    t.regex(await refused.text(), /asked for another account/);
+  }
+  const hinted = await authorizationRequest(as, client.client_id, { id_token_hint: tokens.id_token! });
+  const callback = await signIn(new UserAgent(), hinted.url, { email: named.email, password: PASSWORD });
+  const exchanged = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(as, client, oauth.None(),
+    oauth.validateAuthResponse(as, client, callback, hinted.state), REDIRECT_URI, hinted.codeVerifier, insecure), { expectedNonce: hinted.nonce, requireIdToken: true });
+  t.is(oauth.getValidatedIdTokenClaims(exchanged)!.sub, named.id);
+});
+
 test('userinfo releases the claims of the granted scopes', async (t) => {
   const { as, client, user, tokens } = await signedInSpa();
   const response = await oauth.userInfoRequest(as, client, tokens.access_token, insecure);

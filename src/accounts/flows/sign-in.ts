@@ -30,6 +30,8 @@ export interface SignInRequest extends RequestOrigin {
   acrValues: unknown;
   /** The session the sign-in started from, when it was signed in already (a step-up). */
   session?: { uid: string; accountId: string } | undefined;
+  /** The account the application asked for (the subject of its id_token_hint): no other may finish this sign-in. */
+  expectedAccountId?: string | undefined;
   ip: string;
 }
 
@@ -103,6 +105,8 @@ export type PasswordOutcome =
   | { ok: false; reason: 'missing_credentials'; field: 'email' | 'password' }
   /** The right password, but the address is unconfirmed and UNVERIFIED_LOGIN_ALLOWED is off. */
   | { ok: false; reason: 'email_not_verified'; email: string }
+  /** The right password, of another account than the one the application asked for (OIDC Core §3.1.2.1, id_token_hint). */
+  | { ok: false; reason: 'other_account' }
   | TooManyPasswords;
 
 /** Where the login page goes for a session already signed in that lacks only the second factor. */
@@ -275,6 +279,10 @@ export function createSignInFlow(dependencies: SignInDependencies): SignInFlow {
       const { user } = check;
       // The right password, even where the sign-in stops below: the attempt was no guess.
       await passwordAttempts.afterSuccess(attempt);
+      if (request.expectedAccountId !== undefined && user.id !== request.expectedAccountId) {
+        await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen(request, user), detail: { reason: 'other_account', ...onDevice } });
+        return { ok: false, reason: 'other_account' };
+      }
       if (!user.emailVerified && !dependencies.unverifiedLoginAllowed) {
         await auditTrail.record({ action: 'login.failed', outcome: 'failure', ...seen(request, user), detail: { reason: 'email_not_verified', ...onDevice } });
         return { ok: false, reason: 'email_not_verified', email: user.email };

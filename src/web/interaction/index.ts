@@ -124,6 +124,12 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
         return;
       case 'wrong_credentials':
         render(ctx, 'login', { clientName: await clientName(params.client_id), email, error: GENERIC_LOGIN_FAILURE, signupEnabled: deps.config.accounts.signupEnabled }, params.redirect_uri, 401);
+        return;
+      case 'other_account':
+        render(ctx, 'login', {
+          clientName: await clientName(params.client_id), email, error: 'This application asked for another account. Sign in as the person it named, or go back to it.',
+          signupEnabled: deps.config.accounts.signupEnabled,
+        }, params.redirect_uri, 403);
     }
   });
 
