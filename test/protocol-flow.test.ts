@@ -210,6 +210,24 @@ test('client_credentials gives a service client an access token', async (t) => {
   t.is(result.token_type, 'bearer');
 });
 
+test('a scope taken from the app after the person granted it stops being released at the next refresh: ID token, scope and userinfo', async (t) => {
+  const { as, client, user, tokens } = await signedInSpa();
+  t.like(oauth.getValidatedIdTokenClaims(tokens), { email: user.email, name: 'Ada Lovelace' });
+  await server.runtime.clients.update(client.client_id, { scope: 'openid profile' });
+
+  const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, {
+    ...insecure, additionalParameters: { scope: tokens.scope! },
+  }));
+  const claims = oauth.getValidatedIdTokenClaims(refreshed)!;
+  t.is(claims.name, 'Ada Lovelace');
+  t.false('email' in claims, 'no email in the new ID token');
+  t.false(refreshed.scope!.split(' ').includes('email'));
+  const info = await oauth.processUserInfoResponse(as, client, user.id, await oauth.userInfoRequest(as, client, refreshed.access_token, insecure));
+  t.false('email' in info, 'nor at userinfo');
+  // The grant was narrowed, not the app's tokens ended: the next refresh works too.
+  t.truthy((await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), refreshed.refresh_token!, insecure))).access_token);
+});
+
 test('RP-initiated logout asks for confirmation, ends the session and returns to the client', async (t) => {
   const { as, client, agent, tokens } = await signedInSpa();
   const logout = new URL(as.end_session_endpoint!);

@@ -194,6 +194,18 @@ export async function revokeGrant(provider: Provider, grantId: string, accountId
 }
 
 /** A grant, not saved yet; for the provider's own configuration, which has the provider but no Engine. */
+/**
+ * Takes scopes out of what a grant granted. The engine only adds, or rejects (a rejected scope counts as asked
+ * already, so the consent page would not ask for it again once it is allowed again): its granted scopes are the
+ * grant's `openid.scope` (lib/models/grant.js).
+ */
+export function withdrawGrantedScopes(grant: EngineGrant, scopes: readonly string[]): void {
+  const granted = (grant as unknown as { openid?: { scope?: string } }).openid;
+  if (!granted?.scope) return;
+  const withdrawn = new Set(scopes);
+  granted.scope = granted.scope.split(' ').filter((scope) => !withdrawn.has(scope)).join(' ');
+}
+
 export function newGrant(provider: Provider, owner: { accountId: string; clientId: string }): EngineGrant {
   return new provider.Grant(owner);
 }

@@ -20,7 +20,7 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
+import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, withdrawGrantedScopes, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
@@ -183,6 +183,7 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
     // would refuse then (an API not granted, a scope no longer permitted) is refused here, before the refresh
     // token is spent — or the client's retry with it would count as a reuse and revoke the grant.
     rotateRefreshToken: async (ctx) => {
+      await withdrawScopesTakenFromClient(ctx);
       const resource = await resourceOfRefreshRequest(ctx);
       if (resource) await apiAccess.getResourceServerInfo!(ctx, resource, ctx.oidc.client!);
       return true;
@@ -319,6 +320,25 @@ function firstPartyAllowance(ctx: KoaContextWithOIDC): Allowance | undefined {
   ]));
   return { scopes: [...ctx.oidc.requestParamOIDCScopes], claims: [...ctx.oidc.requestParamClaims], resources };
 }
+
+/**
+ * A scope about the person that the client may no longer have (an administrator took it from the client's scope)
+ * leaves the grant at its next refresh: the new ID token, access token and userinfo stop releasing its claims, as
+ * a new authorization request would be refused it. (API scopes are checked at each refresh by getResourceServerInfo.)
+ */
+async function withdrawScopesTakenFromClient(ctx: KoaContextWithOIDC): Promise<void> {
+  const grant = ctx.oidc.entities.Grant;
+  const clientScope = ctx.oidc.client?.scope;
+  if (!grant || typeof clientScope !== 'string') return;
+  const clientMay = new Set(clientScope.split(' '));
+  const taken = grant.getOIDCScope().split(' ').filter((scope) => RELEASES_CLAIMS.has(scope) && !clientMay.has(scope));
+  if (!taken.length) return;
+  withdrawGrantedScopes(grant, taken);
+  await grant.save();
+}
+
+/** The scopes that release claims about the person (openid's say only how they signed in). */
+const RELEASES_CLAIMS: ReadonlySet<string> = new Set(Object.keys(CLAIMS_BY_SCOPE).filter((scope) => scope !== 'openid'));
 
 /** Adds an allowance to a grant; a browser app is never granted offline access (client-kinds.ts): refused, so answered. */
 function allow(ctx: KoaContextWithOIDC, grant: EngineGrant, allowed: Allowance): void {
