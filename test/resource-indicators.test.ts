@@ -254,6 +254,15 @@ test('a person is granted an API\'s scopes only as far as their roles permit; wi
   t.deepEqual(payload.roles, [role]);
   t.deepEqual(oauth.getValidatedIdTokenClaims(tokens)!.roles, [role]);
 
+  // A later request without the roles scope: no roles in its tokens, though the person's grant holds the scope.
+  const withoutRoles = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+  const withoutRolesCallback = await signIn(new UserAgent(), withoutRoles.url, { email: reader.email, password: PASSWORD });
+  const narrower = await oauth.processAuthorizationCodeResponse(as, client, await oauth.authorizationCodeGrantRequest(as, client, authentication,
+    oauth.validateAuthResponse(as, client, withoutRolesCallback, withoutRoles.state), REDIRECT_URI, withoutRoles.codeVerifier, { ...insecure, additionalParameters: { resource: api.identifier } }),
+  { expectedNonce: withoutRoles.nonce, requireIdToken: true });
+  t.false('roles' in oauth.getValidatedIdTokenClaims(narrower)!);
+  t.false('roles' in (await jwtVerify(narrower.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload, 'nor in the access token');
+
   // Without it: asking for the scope is refused, saying why.
   const other = await createUser(server);
   const refused = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });

@@ -124,6 +124,10 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
       const grantId = 'grantId' in token ? token.grantId : undefined;
       // A JWT names its grant, so that revoking the grant reaches it (jwt-access-tokens.ts); a stored token knows it.
       const named = token.resourceServer.accessTokenFormat === 'jwt' && grantId ? { [GRANT_ID_CLAIM]: grantId } : {};
+      // Roles only when this token's request asked for them (the code's or refresh token's scope, or a narrower
+      // one asked at the refresh), as its ID token has them: a person's grant may hold roles from an earlier request.
+      const asked = ctx.oidc.params?.scope ? ctx.oidc.requestParamScopes : (ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken)?.scopes;
+      if (!asked?.has('roles')) return named;
       const grant = ctx.oidc.entities.Grant ?? (grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined);
       if (!grant?.getOIDCScope().split(' ').includes('roles')) return named;
       const user = await personOf(ctx, accountId);
