@@ -58,11 +58,10 @@ export function createApp(runtime: Runtime): Koa {
   ])));
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
   app.use(corsPreflights({ provider, clients: runtime.clients }));
-  const handleProtocol = provider.callback();
-  app.use(async (ctx) => {
-    ctx.respond = false;
-    await handleProtocol(ctx.req, ctx.res);
-  });
+  // The engine is a Koa app itself: its middleware runs on this request's context (as koa-mount would run it),
+  // rather than on a second context made for the same request by its own callback().
+  const handleProtocol = compose(provider.middleware);
+  app.use((ctx, next) => handleProtocol(ctx, next));
   return app;
 }
 

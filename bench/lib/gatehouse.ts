@@ -35,6 +35,7 @@ export function gatehouseEnvironment(backing: BackingServices, port: number, ext
     TOKEN_LIMIT_PER_IP: UNREACHABLE_LIMIT,
     LOGIN_LIMIT_PER_IP: UNREACHABLE_LIMIT,
     LOGIN_LIMIT_PER_ACCOUNT_IP: UNREACHABLE_LIMIT,
+    AUTHORIZATION_LIMIT_PER_IP: UNREACHABLE_LIMIT,
     // Sign-ins under way count as failures until they succeed: many at once must not lock the account.
     LOGIN_LOCKOUT_THRESHOLD: '1000000000',
     AUTHORIZATION_CODE_TTL: String(AUTHORIZATION_CODE_TTL_SECONDS),
