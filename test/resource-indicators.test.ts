@@ -167,7 +167,7 @@ for (const accessTokenFormat of ['jwt', 'opaque'] as const) {
   });
 }
 
-test('a person signs in to a web app asking for an API: the consent page says what in the API\'s words, the code exchange with the resource gets a JWT for it, and without one a token for userinfo', async (t) => {
+test('a person signs in to a web app asking for an API: the consent page says what in the API\'s words, the code exchange gets a JWT for it (with or without naming it again), and a sign-in naming no API a token for userinfo', async (t) => {
   const api = await registerApi({ accessTokenTtl: 120 });
   const registered = await server.runtime.clients.create({ name: 'Orders app', type: 'web', redirectUris: [REDIRECT_URI], apiScopes: ['orders:read'] });
   const client: oauth.Client = { client_id: registered.client_id };
@@ -216,14 +216,22 @@ test('a person signs in to a web app asking for an API: the consent page says wh
   t.regex(html, /Orders app/);
   t.regex(html, /See your orders/);
 
-  // The refresh token (web apps get none without offline_access): a second sign-in's code without the resource
-  // gets an opaque token for userinfo, as before APIs.
+  // A second sign-in's code exchanged without the resource, as oidc-client-ts's `resource` setting does it (it sends
+  // the resource on the authorization request alone): a token for the API the authorization named, as Auth0 does.
   const again = await authorizationRequest(as, client.client_id, { scope: 'openid orders:read', resource: api.identifier });
   const secondCallback = await signIn(agent, again.url, { email: user.email, password: PASSWORD });
   const secondParameters = oauth.validateAuthResponse(as, client, secondCallback, again.state);
-  const forUserinfo = await oauth.processAuthorizationCodeResponse(as, client,
+  const withoutResource = await oauth.processAuthorizationCodeResponse(as, client,
     await oauth.authorizationCodeGrantRequest(as, client, authentication, secondParameters, REDIRECT_URI, again.codeVerifier, insecure),
     { expectedNonce: again.nonce, requireIdToken: true });
+  t.like((await jwtVerify(withoutResource.access_token, jwks(), { issuer: as.issuer, audience: api.identifier })).payload, { sub: user.id, scope: 'orders:read' });
+
+  // An authorization that named no API: an opaque token for userinfo, as before APIs.
+  const plain = await authorizationRequest(as, client.client_id, { scope: 'openid' });
+  const plainCallback = await signIn(agent, plain.url, { email: user.email, password: PASSWORD });
+  const forUserinfo = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, authentication, oauth.validateAuthResponse(as, client, plainCallback, plain.state), REDIRECT_URI, plain.codeVerifier, insecure),
+    { expectedNonce: plain.nonce, requireIdToken: true });
   t.false(forUserinfo.access_token.includes('.'));
   t.is(forUserinfo.expires_in, server.runtime.config.ttl.accessToken, 'a token for userinfo lasts ACCESS_TOKEN_TTL');
   const info = await oauth.processUserInfoResponse(as, client, user.id, await oauth.userInfoRequest(as, client, forUserinfo.access_token, insecure));

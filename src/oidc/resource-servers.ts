@@ -49,10 +49,12 @@ export function resourceIndicators(apis: Pick<ApiService, 'find'>, permittedApiS
       return undefined;
     },
     // A request without `resource` at the token endpoint gets a token for the client's default API when the grant
-    // holds it (as Auth0's default audience does); otherwise, with openid, a token for userinfo, as without APIs.
+    // holds it (as Auth0's default audience does), or for the one API its authorization named (as Auth0's audience;
+    // oidc-client-ts's `resource` setting sends it there alone); otherwise, with openid, a token for userinfo.
     useGrantedResource: async (ctx, model) => {
       const preferred = (ctx.oidc.client as unknown as Record<string, unknown> | undefined)?.[DEFAULT_RESOURCE];
-      return typeof preferred === 'string' && model.resourceIndicators.has(preferred);
+      if (typeof preferred === 'string' && model.resourceIndicators.has(preferred)) return true;
+      return typeof model.resource === 'string';
     },
     getResourceServerInfo: (ctx, indicator, client) => asProviderError(async () => {
       const api = await lookup.api(ctx, indicator);
