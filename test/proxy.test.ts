@@ -154,4 +154,17 @@ test('with an https ISSUER, plain HTTP gets a redirect to ISSUER (GET) or a refu
   const cookies = secure.headers['set-cookie'] ?? [];
   t.true(cookies.length > 0);
   for (const cookie of cookies) t.regex(cookie, /;\s*secure/i, cookie.split('=')[0]);
+
+  // The login page's CSRF cookie is __Host-: no sibling subdomain (same-site, which SameSite lets through) can plant one.
+  const login = await rawRequest(httpsOnly, secure.headers.location!.replace(HTTPS_ISSUER, ''), {
+    'x-forwarded-proto': 'https', cookie: cookies.map((cookie) => cookie.split(';')[0]).join('; '),
+  });
+  t.is(login.status, 200);
+  const csrfCookies = (login.headers['set-cookie'] ?? []).filter((cookie) => cookie.includes('csrf'));
+  t.true(csrfCookies.length > 0);
+  for (const cookie of csrfCookies) {
+    t.regex(cookie, /^__Host-gatehouse\.csrf(\.sig)?=/);
+    t.regex(cookie, /;\s*path=\/;/i);
+    t.regex(cookie, /;\s*secure/i);
+  }
 });

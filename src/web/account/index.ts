@@ -40,7 +40,7 @@ export class AccountPages {
 
   /** `frames`: applications' front-channel logout URLs the page loads (the signed-out page). */
   render(ctx: Context, template: string, data: Record<string, unknown>, status = 200, frames: readonly string[] = []): void {
-    this.#pages.render(ctx, template, { ...data, account: ctx.state.account }, { status, csrfPath: PATHS.account, frames });
+    this.#pages.render(ctx, template, { ...data, account: ctx.state.account }, { status, frames });
   }
 }
 

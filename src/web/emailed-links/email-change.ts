@@ -9,16 +9,13 @@ import { Pages } from '../kit/pages.ts';
 import { PATHS, pathTo } from '../paths.ts';
 import { emailedLinkRoutes } from './emailed-link.ts';
 
-// The CSRF cookie of both links' forms is scoped here.
-const CSRF_PATH = '/email';
-
 export function emailChangeLinkRoutes(deps: Pick<WebDependencies, 'config' | 'views' | 'limits' | 'flows' | 'afterResponseWork'>): Router {
   const { config, limits, afterResponseWork } = deps;
   const { emailChange } = deps.flows;
   const router = new Router();
   const pages = new Pages(deps.views);
   const render = (ctx: Context, template: string, data: Record<string, unknown>, status = 200) =>
-    pages.render(ctx, template, data, { status, csrfPath: CSRF_PATH });
+    pages.render(ctx, template, data, { status });
   const changeAgain = { href: pathTo('accountEmail'), label: 'Change your email address' };
 
   const confirmLinkInvalid = (ctx: Context) => render(ctx, 'link-invalid', {

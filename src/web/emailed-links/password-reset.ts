@@ -17,9 +17,6 @@ import { takeSignInToContinue } from '../kit/return-to-sign-in.ts';
 import { trustThisDevice } from '../kit/trusted-device.ts';
 import { emailedLinkRoutes } from './emailed-link.ts';
 
-// The CSRF cookie of these pages is scoped here: the request form and the link's form share it.
-const CSRF_PATH = '/password';
-
 export function passwordResetRoutes(deps: Pick<WebDependencies, 'config' | 'views' | 'users' | 'limits' | 'flows' | 'engine' | 'afterResponseWork' | 'database'>): Router {
   const { config, users, limits, afterResponseWork } = deps;
   const { passwordReset } = deps.flows;
@@ -28,7 +25,7 @@ export function passwordResetRoutes(deps: Pick<WebDependencies, 'config' | 'view
   const ttlSeconds = config.accounts.passwordResetTtl;
   const minimumLength = minimumPasswordLength(config.passwordPolicy);
   const render = (ctx: Context, template: string, data: Record<string, unknown>, status = 200) =>
-    pages.render(ctx, template, data, { status, csrfPath: CSRF_PATH });
+    pages.render(ctx, template, data, { status });
 
   router.get(PATHS.forgotPassword, (ctx) => {
     const email = typeof ctx.query.email === 'string' ? ctx.query.email.slice(0, 320) : '';

@@ -52,7 +52,7 @@ export function emailVerificationRoutes(deps: Pick<WebDependencies, 'views' | 'e
   const pages = new Pages(deps.views);
 
   function render(ctx: Context, template: string, data: Record<string, unknown>, status = 200): void {
-    pages.render(ctx, template, { resendAction: PATHS.resendVerification, ...data }, { status, csrfPath: PATHS.verifyEmail });
+    pages.render(ctx, template, { resendAction: PATHS.resendVerification, ...data }, { status });
   }
 
   /** The signed-in person's address, to fill in the form for a new link. */

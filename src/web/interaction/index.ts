@@ -36,7 +36,7 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
 
   /** Renders an interaction page; its forms may end at the client's redirect URI. */
   function render(ctx: Context, template: string, data: Record<string, unknown>, redirectUri: unknown, status = 200): void {
-    pages.render(ctx, template, { ...data, uid: ctx.params.uid }, { status, csrfPath: pathTo('interaction', { uid: ctx.params.uid }), formTarget: redirectUri });
+    pages.render(ctx, template, { ...data, uid: ctx.params.uid }, { status, formTarget: redirectUri });
   }
 
   async function finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean): Promise<void> {

@@ -13,8 +13,6 @@ export type Refusal = Extract<LimitDecision, { allowed: false }>;
 
 export interface RenderOptions {
   status?: number;
-  /** Where the page's CSRF cookie is scoped (the interaction's path, /account, ...). */
-  csrfPath: string;
   /** A URL the page's forms may end up redirecting to (the client's redirect URI), for CSP form-action. */
   formTarget?: unknown;
   /** URLs the page loads in frames (applications' front-channel logout URLs), for CSP frame-src. */
@@ -40,7 +38,7 @@ export class Pages {
     ctx.type = 'html';
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Security-Policy', contentSecurityPolicy(typeof options.formTarget === 'string' ? [options.formTarget] : [], options.frames));
-    ctx.body = this.#views.render(template, { ...data, csrf: csrfToken(ctx, options.csrfPath) });
+    ctx.body = this.#views.render(template, { ...data, csrf: csrfToken(ctx) });
   }
 }
 
