@@ -101,6 +101,18 @@ test('a registered address: the same answer, no account, and the owner alone is 
   t.deepEqual(await opened.runtime.accountTokens.peek('nothing', 'verify_email'), { ok: false, reason: 'unknown' });
 });
 
+test('an address at an internationalized domain is one account whether typed in Unicode or as punycode (as browsers differ)', async (t) => {
+  const { signUp } = opened.runtime.flows;
+  const local = `juergen-${randomUUID()}`;
+  const result = await signUp.signUp({ name: 'Jürgen', email: `${local}@Bücher.example`, password: PASSWORD }, origin());
+  if (!result.ok) return t.fail(`refused: ${result.reason}`);
+  t.is(result.email, `${local}@xn--bcher-kva.example`, 'kept as mail writes it');
+  const user = await opened.runtime.users.findByEmail(`${local}@xn--bcher-kva.example`);
+  t.truthy(user);
+  t.is((await opened.runtime.users.findByEmail(`${local}@bücher.example`))?.id, user?.id);
+  await result.notice();
+});
+
 test('refusals name the field, and leave no account, audit record or mail', async (t) => {
   const { signUp } = opened.runtime.flows;
   const cases = [

@@ -1,4 +1,5 @@
 // People who sign in: creation, authentication with a generic failure, and the OIDC claims they release.
+import { domainToASCII } from 'node:url';
 import { z } from 'zod';
 import type { PasswordHasher } from './passwords.ts';
 import { MAXIMUM_PASSWORD_LENGTH, checkPassword, type PasswordPolicyOptions, type PasswordProblem } from './password-policy.ts';
@@ -123,9 +124,17 @@ function checkNewEmail(email: string): void {
   if (email.length > ADDRESS_MAX_LENGTH) throw new AccountError('invalid_email', `an email address can have at most ${ADDRESS_MAX_LENGTH} characters`);
 }
 
-/** Emails compare without regard to case or surrounding space. */
+/**
+ * Emails compare without regard to case or surrounding space, and a domain in Unicode as its ASCII (IDNA) form, the
+ * one mail uses: some browsers send jürgen@bücher.example as typed, others as punycode, and both are one mailbox.
+ */
 export function normalizeEmail(email: string): string {
-  return email.trim().toLowerCase();
+  const normalized = email.trim().toLowerCase();
+  const at = normalized.lastIndexOf('@');
+  const domain = normalized.slice(at + 1);
+  if (at < 0 || /^[\x20-\x7e]*$/.test(domain)) return normalized;
+  const ascii = domainToASCII(domain);
+  return ascii ? `${normalized.slice(0, at)}@${ascii}` : normalized;
 }
 
 const publicFields = { id: true, email: true, emailVerified: true, name: true, disabled: true, securityVersion: true, roles: true } as const;
