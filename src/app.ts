@@ -61,7 +61,18 @@ export function createApp(runtime: Runtime): Koa {
   // The engine is a Koa app itself: its middleware runs on this request's context (as koa-mount would run it),
   // rather than on a second context made for the same request by its own callback().
   const handleProtocol = compose(provider.middleware);
-  app.use((ctx, next) => handleProtocol(ctx, next));
+  app.use(async (ctx, next) => {
+    try {
+      await handleProtocol(ctx, next);
+    } catch (error) {
+      // An answer the engine could not finish (its session's save failed as it ended the request) loses what the
+      // engine had set for it, as its own Koa app's error handling dropped it: a cookie naming a session never
+      // saved would sign the browser out, and a redirect would go on without its answer.
+      ctx.res.removeHeader('Set-Cookie');
+      ctx.res.removeHeader('Location');
+      throw error;
+    }
+  });
   return app;
 }
 
