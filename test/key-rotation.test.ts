@@ -243,6 +243,23 @@ test('when an API\'s tokens are made to last longer during a rotation, the key i
   t.true(expiresAt >= decodeJwtPayload(longest).exp! * 1000);
 });
 
+test.serial('when an API\'s tokens are made to last less before a rotation, the key it replaces stays published as long as the longer tokens it signed need', async (t) => {
+  const identifier = 'http://127.0.0.1:9803/orders';
+  const server = await startTestServer({ KEY_ROTATION_DELAY: '600', KEY_ROTATION_INTERVAL: '0', ACCESS_TOKEN_TTL: '60', ID_TOKEN_TTL: '60', ENCRYPTION_KEYS: generateEncryptionKey() });
+  t.teardown(() => server.close());
+  await server.runtime.apis.create({ identifier, name: 'Orders', scopes: [{ name: 'orders:read' }], accessTokenTtl: 7200 });
+  // The keys are read again (each instance does so every refresh interval, and at each announcement).
+  await server.runtime.signingKeys.refresh();
+  const longLived = await serviceTokenFor(server, identifier);
+  const kid = decodeProtectedHeader(longLived).kid!;
+  await server.runtime.apis.update(identifier, { accessTokenTtl: 120 });
+
+  const [next] = await server.runtime.signingKeys.rotate({ type: 'admin', id: 'cli:test' });
+  const retiring = (await server.runtime.signingKeys.list()).find((key) => key.kid === kid)!;
+  t.is(retiring.expiresAt!.getTime(), next!.signsFrom.getTime() + 7_200_000);
+  t.true(retiring.expiresAt!.getTime() >= decodeJwtPayload(longLived).exp! * 1000, 'published while the token it signed lives');
+});
+
 function decodeJwtPayload(token: string): { exp?: number; aud?: string | string[] } {
   return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as { exp?: number; aud?: string | string[] };
 }

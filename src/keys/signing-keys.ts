@@ -83,7 +83,9 @@ export class SigningKeyService {
   /** Every key still published, with its private half; throws KeyError when ENCRYPTION_KEYS cannot open one. */
   async published(): Promise<UnsealedSigningKey[]> {
     const now = new Date();
-    const rows = await this.#publishedLongEnough(inKeyOrder(await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] } })));
+    const lifetimeSeconds = await this.#options.longestTokenLifetimeSeconds();
+    const found = inKeyOrder(await this.#prisma.signingKey.findMany({ where: { OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] } }));
+    const rows = await this.#publishedLongEnough(await this.#lifetimeNoted(found, lifetimeSeconds, now), lifetimeSeconds);
     return Promise.all(rows.map(async (row) => {
       try {
         const { plaintext, resealed } = await this.#sealer.openAndReseal(row.sealedPrivateJwk, sealingContext(row.kid));
@@ -98,16 +100,33 @@ export class SigningKeyService {
   }
 
   /**
-   * The rows, each retired key published until the tokens it signed have expired by the longest lifetime now: when
-   * that grew since the rotation (an API's tokens made to last longer, a longer ID_TOKEN_TTL after a restart), the
-   * tokens it signed since live longer than the rotation planned for. Kept in the database, for every instance.
+   * The rows, each key that signs (or is about to) noting the longest lifetime now as the longest its tokens may have,
+   * once it is longer than any noted before: a lifetime lowered later (an API's, ID_TOKEN_TTL after a restart) must
+   * not shorten the publication the tokens it signed before need. Seen at each read of the keys.
    */
-  async #publishedLongEnough<Row extends { kid: string; retiresAt: Date | null; expiresAt: Date | null }>(rows: Row[]): Promise<Row[]> {
-    if (!rows.some((row) => row.retiresAt && row.expiresAt)) return rows;
-    const lifetimeMs = await this.#options.longestTokenLifetimeSeconds() * 1000;
+  async #lifetimeNoted<Row extends { kid: string; retiresAt: Date | null; longestLifetimeSeconds: number | null }>(rows: Row[], lifetimeSeconds: number, now: Date): Promise<Row[]> {
+    const signing = (row: Row) => !row.retiresAt || row.retiresAt > now;
+    const shorter = rows.filter((row) => signing(row) && (row.longestLifetimeSeconds ?? 0) < lifetimeSeconds).map((row) => row.kid);
+    if (!shorter.length) return rows;
+    await this.#prisma.signingKey.updateMany({
+      where: { kid: { in: shorter }, OR: [{ longestLifetimeSeconds: null }, { longestLifetimeSeconds: { lt: lifetimeSeconds } }] },
+      data: { longestLifetimeSeconds: lifetimeSeconds },
+    });
+    return rows.map((row) => (shorter.includes(row.kid) ? { ...row, longestLifetimeSeconds: lifetimeSeconds } : row));
+  }
+
+  /**
+   * The rows, each retired key published until the tokens it signed have expired by the longest lifetime noted while
+   * it signed, or now if longer: when that grew since the rotation (an API's tokens made to last longer, a longer
+   * ID_TOKEN_TTL after a restart), the tokens it signed since live longer than the rotation planned for. Kept in the
+   * database, for every instance.
+   */
+  async #publishedLongEnough<Row extends { kid: string; retiresAt: Date | null; expiresAt: Date | null; longestLifetimeSeconds: number | null }>(
+    rows: Row[], lifetimeSeconds: number,
+  ): Promise<Row[]> {
     return Promise.all(rows.map(async (row) => {
       if (!row.retiresAt || !row.expiresAt) return row;
-      const expiresAt = new Date(row.retiresAt.getTime() + lifetimeMs);
+      const expiresAt = new Date(row.retiresAt.getTime() + Math.max(lifetimeSeconds, row.longestLifetimeSeconds ?? 0) * 1000);
       if (expiresAt <= row.expiresAt) return row;
       await this.#prisma.signingKey.updateMany({ where: { kid: row.kid, expiresAt: { lt: expiresAt } }, data: { expiresAt } });
       return { ...row, expiresAt };
@@ -151,13 +170,19 @@ export class SigningKeyService {
   async #rotate(wanted: (transaction: Transaction) => Promise<boolean>): Promise<SigningKey[] | undefined> {
     const now = new Date();
     const signsFrom = new Date(now.getTime() + this.#options.rotationDelaySeconds * 1000);
-    // Tokens signed by a retiring key until it retires live at most this long after.
-    const expiresAt = new Date(signsFrom.getTime() + await this.#options.longestTokenLifetimeSeconds() * 1000);
+    const lifetimeSeconds = await this.#options.longestTokenLifetimeSeconds();
     const rows = await Promise.all(SIGNING_ALGORITHMS.map(async (alg) => this.#row(await generateSigningKey(alg), alg, now, signsFrom)));
     return this.#locked(async (transaction) => {
       if (!await wanted(transaction) || await transaction.signingKey.count({ where: { signsFrom: { gt: now } } })) return undefined;
       await transaction.signingKey.deleteMany({ where: { expiresAt: { lte: now } } });
-      await transaction.signingKey.updateMany({ where: { retiresAt: null }, data: { retiresAt: signsFrom, expiresAt } });
+      // Tokens a retiring key signs until it retires live at most the longest lifetime now, or noted while it signed.
+      for (const retiring of await transaction.signingKey.findMany({ where: { retiresAt: null } })) {
+        const longest = Math.max(lifetimeSeconds, retiring.longestLifetimeSeconds ?? 0);
+        await transaction.signingKey.update({
+          where: { kid: retiring.kid },
+          data: { retiresAt: signsFrom, expiresAt: new Date(signsFrom.getTime() + longest * 1000), longestLifetimeSeconds: longest },
+        });
+      }
       return Promise.all(rows.map(async (data) => toSigningKey(await transaction.signingKey.create({ data }))));
     });
   }
