@@ -193,7 +193,6 @@ export async function revokeGrant(provider: Provider, grantId: string, accountId
   return { id: grantId, clientId: grant.clientId };
 }
 
-/** A grant, not saved yet; for the provider's own configuration, which has the provider but no Engine. */
 /**
  * Takes scopes out of what a grant granted. The engine only adds, or rejects (a rejected scope counts as asked
  * already, so the consent page would not ask for it again once it is allowed again): its granted scopes are the
@@ -206,6 +205,7 @@ export function withdrawGrantedScopes(grant: EngineGrant, scopes: readonly strin
   granted.scope = granted.scope.split(' ').filter((scope) => !withdrawn.has(scope)).join(' ');
 }
 
+/** A grant, not saved yet; for the provider's own configuration, which has the provider but no Engine. */
 export function newGrant(provider: Provider, owner: { accountId: string; clientId: string }): EngineGrant {
   return new provider.Grant(owner);
 }

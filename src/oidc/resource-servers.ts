@@ -101,7 +101,7 @@ async function refuseScopesNotAllowed(
   const param = ctx.oidc.params?.resource;
   const named = (Array.isArray(param) ? param : [param]).filter((value): value is string => typeof value === 'string');
   const indicators = named.length ? named : [indicator];
-  const found = (await Promise.all(indicators.map((indicator) => lookup.api(ctx, indicator)))).filter((api) => api !== undefined);
+  const found = (await Promise.all(indicators.map((identifier) => lookup.api(ctx, identifier)))).filter((api) => api !== undefined);
   const defined = new Set(found.flatMap((api) => api.scopes.map((scope) => scope.name)));
   const allowed = new Set(found.flatMap((api) => allowedScopes(api, client)));
   const permitted = accountId
