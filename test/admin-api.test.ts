@@ -219,6 +219,7 @@ test('users: create, read, list a page at a time with filters, change with If-Ma
   t.true((await call('GET', '/users/count', { token })).body.count >= 3);
   t.is((await call('GET', '/users/count?limit=2', { token })).status, 422, 'a count takes no page');
   t.is((await call('GET', `/users?cursor=nonsense`, { token })).status, 422);
+  t.is((await call('GET', '/users?email=%20', { token })).status, 422, 'a blank filter is refused, not taken as none');
   t.is((await call('GET', `/users?limit=500`, { token })).status, 422);
   t.is((await call('GET', `/users?colour=blue`, { token })).status, 422, 'unknown query parameters are refused');
 

@@ -55,7 +55,8 @@ const application = z.object({
 const roleName = z.string().regex(ROLE_NAME, 'a role name: letters, digits and . _ : - (at most 64)');
 /** What people are listed and counted by. */
 const accountFilter = {
-  email: z.string().min(1).optional().describe('Part of the address'),
+  // Blank is no filter at all once the address is normalized: refused rather than listing everyone.
+  email: z.string().trim().min(1).optional().describe('Part of the address'),
   name: z.string().min(1).optional().describe('Part of the name, case aside'),
   role: roleName.optional(),
   disabled: z.enum(['true', 'false']).transform((value) => value === 'true').optional(),
