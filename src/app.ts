@@ -20,7 +20,7 @@ import { adminApi } from './web/admin/index.ts';
 import { metricsRoutes } from './web/metrics.ts';
 import { requestLog } from './web/middleware/request-log.ts';
 import { engineMethods, routeKey, routePaths } from './web/engine-paths.ts';
-import { authorizationLimit } from './web/middleware/authorization-limit.ts';
+import { authorizationLimit, type LimitedPath } from './web/middleware/authorization-limit.ts';
 import { engineOrGatehouse } from './web/middleware/engine-dispatch.ts';
 
 export function createApp(runtime: Runtime): Koa {
@@ -52,9 +52,11 @@ export function createApp(runtime: Runtime): Koa {
   ];
   const gatehouseRoutes = compose([adminApi(runtime), ...routers.flatMap((router) => [router.routes(), router.allowedMethods()])] as Koa.Middleware[]);
   app.use(engineOrGatehouse(engine, gatehouseRoutes));
-  app.use(authorizationLimit(runtime.limits.rates, new Map([
-    ...routePaths(provider, ['authorization', 'pushed_authorization_request']).map((path) => [routeKey(path), 'signing in'] as const),
-    ...routePaths(provider, ['end_session']).map((path) => [routeKey(path), 'signing out'] as const),
+  const limited = (route: string, how: LimitedPath) => routePaths(provider, [route]).map((path) => [routeKey(path), how] as const);
+  app.use(authorizationLimit(runtime.limits.rates, runtime.clients, new Map([
+    ...limited('authorization', { action: 'signing in' }),
+    ...limited('pushed_authorization_request', { action: 'signing in', calledByBrowserApps: true }),
+    ...limited('end_session', { action: 'signing out' }),
   ])));
   // Everything else is a protocol endpoint; the engine answers its own errors in the protocol's format.
   app.use(corsPreflights({ provider, clients: runtime.clients }));

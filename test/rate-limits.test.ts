@@ -553,9 +553,15 @@ test.serial('the authorization, pushed authorization and logout endpoints are li
   t.is(refusedSignIn.status, 429);
   t.truthy(Number(refusedSignIn.headers.get('retry-after')));
   t.regex(await refusedSignIn.text(), /signing in is paused/, 'a page, never a redirect to an application not yet checked');
-  const refusedPush = await oauth.pushedAuthorizationRequest(as, client, oauth.None(), { redirect_uri: REDIRECT_URI, response_type: 'code', scope: 'openid', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' }, insecure);
+  // Pushed from the single-page app's own origin: its fetch may read the refusal and when to try again.
+  const appOrigin = new URL(REDIRECT_URI).origin;
+  const refusedPush = await oauth.pushedAuthorizationRequest(as, client, oauth.None(), { redirect_uri: REDIRECT_URI, response_type: 'code', scope: 'openid', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' }, {
+    ...insecure, headers: { origin: appOrigin },
+  });
   t.is(refusedPush.status, 429);
   t.is(((await refusedPush.json()) as { error?: string }).error, 'invalid_request');
+  t.is(refusedPush.headers.get('access-control-allow-origin'), appOrigin);
+  t.regex(refusedPush.headers.get('access-control-expose-headers') ?? '', /Retry-After/);
   const refusedLogout = await fetch(`${server.issuer}/session/end`, { headers: { accept: 'text/html' } });
   t.is(refusedLogout.status, 429);
   t.regex(await refusedLogout.text(), /signing out is paused/);
