@@ -11,20 +11,35 @@ export async function superviseWorkers(config: Config, logger: Logger): Promise<
   const log = logger.child({ component: 'workers' });
   let stopping = false;
   const listening = new WeakSet<Worker>();
+  /** Whether a worker of this run has served: a worker failing to start after that is no setting refused. */
+  let served = false;
+  /** Replacements that failed to start in a row: each waits twice as long as the one before (at most a minute). */
+  let failedReplacements = 0;
 
   const start = (): Worker => {
     const worker = cluster.fork();
-    worker.once('listening', () => listening.add(worker));
+    worker.once('listening', () => {
+      listening.add(worker);
+      served = true;
+      failedReplacements = 0;
+    });
     worker.once('exit', (code, signal) => {
       if (stopping) return;
-      if (!listening.has(worker)) {
-        // It could not start (settings refused, database still down after STARTUP_WAIT): neither will the next.
+      if (listening.has(worker)) {
+        log.error({ pid: worker.process.pid, code, signal }, 'a worker died: starting another');
+        start();
+      } else if (!served) {
+        // The first start failed (settings refused, database still down after STARTUP_WAIT): neither will the next.
         log.error({ pid: worker.process.pid, code, signal }, 'a worker could not start: stopping');
         void stop('worker failed to start', code ?? 1);
-        return;
+      } else {
+        // A replacement could not start (the database down longer than STARTUP_WAIT, say) while the others serve:
+        // tried again later, rather than taking them down with it.
+        const delayMs = Math.min(1000 * 2 ** failedReplacements, 60_000);
+        failedReplacements += 1;
+        log.error({ pid: worker.process.pid, code, signal, retryInSeconds: delayMs / 1000 }, 'a replacement worker could not start: trying again');
+        setTimeout(() => { if (!stopping) start(); }, delayMs);
       }
-      log.error({ pid: worker.process.pid, code, signal }, 'a worker died: starting another');
-      start();
     });
     return worker;
   };

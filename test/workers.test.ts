@@ -8,6 +8,7 @@ import { ConfigError, loadConfig } from '../src/config/index.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { cleanEnvironment, startNode } from './helpers/process.ts';
 import { ThrowawayRedisServer, eventually, findFreePort } from './helpers/redis.ts';
+import { CuttableProxy } from './helpers/tcp-proxy.ts';
 
 test('WORKERS above 1 needs REDIS_URL: each worker would have a store of its own', (t) => {
   t.throws(() => loadConfig({ WORKERS: '2' }), { instanceOf: ConfigError, message: /^WORKERS above 1 needs REDIS_URL/ });
@@ -74,6 +75,58 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
   t.is(result.code, 0, result.stderr);
   const pids = new Set(lines().filter((line) => line.component === 'http').map((line) => line.pid));
   for (const pid of pids) t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`);
+});
+
+// On PostgreSQL, behind a proxy the test cuts: the embedded database lives in a worker.
+(process.env.DATABASE_URL ? test : test.skip)('a worker that dies while the database is down is replaced once it is back; the other serves meanwhile', async (t) => {
+  t.timeout(180_000);
+  const database = await createTestDatabase();
+  t.teardown(() => database.drop());
+  const real = new URL(database.databaseUrl!);
+  const proxy = new CuttableProxy({ host: real.hostname, port: Number(real.port || 5432) });
+  await proxy.start();
+  t.teardown(() => proxy.close());
+  const proxied = new URL(real);
+  proxied.port = String(proxy.port);
+  const keys = await mkdtemp(path.join(os.tmpdir(), 'gh-workers-'));
+  t.teardown(() => rm(keys, { recursive: true, force: true }));
+  const port = await findFreePort();
+  const { child, finished } = startNode(['src/main.ts'], cleanEnvironment({
+    WORKERS: '2', PORT: String(port), HOST: '127.0.0.1', KEYS_DIR: keys, DATA_DIR: database.dataDir, STARTUP_WAIT: '3',
+    STORE_PREFIX: `gatehouse-workers-${Date.now()}:`, REDIS_URL: process.env.REDIS_URL!, LOG_LEVEL: 'info', DATABASE_URL: proxied.toString(),
+  }));
+  t.teardown(() => void child.kill('SIGKILL'));
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += String(chunk)));
+  const origin = `http://127.0.0.1:${port}`;
+  const answeringPids = async () => {
+    const response = await fetch(`${origin}/jwks`, { headers: { connection: 'close' } }).catch(failedRequest('/jwks'));
+    if (response.status !== 200) throw new Error(`/jwks ${response.status}`);
+    await response.body?.cancel();
+    return new Set(output.trimEnd().split('\n').filter(Boolean).map((line) => JSON.parse(line) as { pid: number; component?: string })
+      .filter((line) => line.component === 'http').map((line) => line.pid));
+  };
+  const [victim] = await eventually(async () => {
+    const pids = await answeringPids();
+    if (pids.size < 2) throw new Error('not both answering yet');
+    return [...pids];
+  }, 120_000);
+
+  await proxy.cut();
+  process.kill(victim!, 'SIGKILL');
+  await eventually(async () => {
+    if (!output.includes('"msg":"a replacement worker could not start: trying again"')) throw new Error('no failed replacement yet');
+  }, 60_000);
+  t.is(child.exitCode, null, 'the primary runs on');
+  t.is((await fetch(`${origin}/jwks`, { headers: { connection: 'close' } }).catch(failedRequest('/jwks'))).status, 200, 'the other worker serves');
+
+  await proxy.restore();
+  await eventually(async () => {
+    const alive = [...await answeringPids()].filter((pid) => pid !== victim);
+    if (alive.length < 2) throw new Error('no replacement answering yet');
+  }, 120_000);
+  child.kill('SIGTERM');
+  t.is((await finished).code, 0);
 });
 
 /** A request that got no answer, saying which and why (undici's own error says only "fetch failed"). */
