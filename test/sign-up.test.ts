@@ -794,8 +794,9 @@ test.serial('a message the mail server refuses is logged by what failed and the 
   ];
   await server.settled();
   for (const message of expected) t.true(lines.some((line) => line.includes(message)), message);
-  // The audit trail's own lines name the account on purpose; every other line must not.
-  const logged = lines.filter((line) => (JSON.parse(line) as { component?: string }).component !== 'audit').join('\n');
+  // The audit trail's own lines name the account on purpose; every other line must not. The start-up line names
+  // migrations, whose names may be as long as a token.
+  const logged = lines.filter((line) => (JSON.parse(line) as { component?: string }).component !== 'audit' && !line.includes('"msg":"database migrated"')).join('\n');
   t.false(logged.includes('@example.com'), 'no address (nor the mail server\'s reply quoting it)');
   // A link carries ?token=, a token is 32 random bytes in base64url (43 characters, as the interaction
   // uid in a logged path is); the word itself may appear (a migration named account_tokens_… is logged).
