@@ -4,12 +4,12 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from './config/index.ts';
 import { openRuntime, type Runtime } from './runtime.ts';
 import { DependencyUnavailable, LoginRefused } from './errors.ts';
 import { createApp, createMetricsApp } from './app.ts';
+import { answerMetricsRequests } from './operations/cluster-metrics.ts';
 
 /** How long requests under way may take to finish at shutdown: within an orchestrator's usual 30 s. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -33,11 +33,7 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
   }
   const server = createServer(createApp(runtime).callback());
   // A worker's metrics are summed by the primary, which serves METRICS_PORT (workers.ts).
-  if (cluster.isWorker) {
-    AggregatorRegistry.setRegistries([runtime.metrics.registry]);
-    // Making one is what sets a worker answering the primary's requests for its metrics (prom-client's cluster.js).
-    new AggregatorRegistry();
-  }
+  if (cluster.isWorker) answerMetricsRequests(runtime.metrics.registry);
   const metricsServer = config.metrics.port === undefined || cluster.isWorker ? undefined : createServer(createMetricsApp(runtime).callback());
   server.once('error', async (error: NodeJS.ErrnoException) => {
     // Most often the port is taken: say so in one line and let go of the database and store.

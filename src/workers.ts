@@ -3,9 +3,9 @@
 // has each finish its requests under way before it exits itself.
 import cluster, { type Worker } from 'node:cluster';
 import { createServer } from 'node:http';
-import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Config } from './config/index.ts';
+import { ClusterMetrics } from './operations/cluster-metrics.ts';
 
 export async function superviseWorkers(config: Config, logger: Logger): Promise<void> {
   const log = logger.child({ component: 'workers' });
@@ -26,6 +26,7 @@ export async function superviseWorkers(config: Config, logger: Logger): Promise<
     worker.once('exit', (code, signal) => {
       if (stopping) return;
       if (listening.has(worker)) {
+        metrics.workerDied(worker);
         log.error({ pid: worker.process.pid, code, signal }, 'a worker died: starting another');
         start();
       } else if (!served) {
@@ -49,12 +50,11 @@ export async function superviseWorkers(config: Config, logger: Logger): Promise<
       response.writeHead(404).end();
       return;
     }
-    // Each worker's registry (serve.ts registers it), summed over the workers by prom-client.
-    const aggregated = await aggregator.clusterMetrics().catch(() => undefined);
-    if (aggregated === undefined) response.writeHead(503).end();
-    else response.writeHead(200, { 'content-type': aggregator.contentType, 'cache-control': 'no-store' }).end(aggregated);
+    const serving = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined && listening.has(worker));
+    const text = await metrics.text(serving);
+    response.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' }).end(text);
   });
-  const aggregator = new AggregatorRegistry();
+  const metrics = new ClusterMetrics();
 
   async function stop(reason: string, exitCode: number): Promise<void> {
     if (stopping) return;

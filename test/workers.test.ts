@@ -16,7 +16,7 @@ test('WORKERS above 1 needs REDIS_URL: each worker would have a store of its own
   t.throws(() => loadConfig({ WORKERS: '0' }), { instanceOf: ConfigError, message: /^WORKERS: must be at least 1/ });
 });
 
-test('two workers answer on one port, their metrics are summed on METRICS_PORT, one that dies is replaced, and SIGTERM stops them all', async (t) => {
+test('two workers answer on one port, their metrics are summed on METRICS_PORT (a silent or dead one’s counts kept), one that dies is replaced, and SIGTERM stops them all', async (t) => {
   t.timeout(180_000);
   const database = await createTestDatabase();
   t.teardown(() => database.drop());
@@ -50,17 +50,28 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
   }, 120_000);
 
   // Each worker counts a request once its answer is sent, so the last may be counted a moment after it arrived.
-  const summed = await eventually(async () => {
-    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(failedRequest('/metrics'))).text();
-    const sum = metrics.split('\n').filter((line) => line.startsWith('gatehouse_http_requests_total{route="/.well-known/openid-configuration"'))
-      .reduce((total, line) => total + Number(line.split(' ').at(-1)), 0);
-    if (sum !== sent) throw new Error(`${sum} of ${sent}`);
-    return sum;
-  }, 10_000);
-  t.is(summed, sent, 'both workers’ requests, summed');
+  const scrape = async () => {
+    const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(failedRequest('/metrics'));
+    const metrics = await response.text();
+    const value = (prefix: string) => metrics.split('\n').filter((line) => line.startsWith(prefix)).reduce((total, line) => total + Number(line.split(' ').at(-1)), 0);
+    return { status: response.status, discovery: value('gatehouse_http_requests_total{route="/.well-known/openid-configuration"'),
+      running: value('gatehouse_workers_running '), restarts: value('gatehouse_worker_restarts_total ') };
+  };
+  const allCounted = async () => {
+    const { discovery } = await scrape();
+    if (discovery !== sent) throw new Error(`${discovery} of ${sent}`);
+    return discovery;
+  };
+  t.is(await eventually(allCounted, 10_000), sent, 'both workers’ requests, summed');
 
   // Retried as the requests above are: none of them is what this test is about.
   const [victim] = await eventually(workerPids, 10_000);
+  await eventually(allCounted, 10_000);
+  // A worker that does not answer (stopped here; busy or starting elsewhere) counts with its last answer: the
+  // scrape neither fails nor drops its requests.
+  process.kill(victim!, 'SIGSTOP');
+  t.teardown(() => { try { process.kill(victim!, 'SIGKILL'); } catch { /* gone already */ } });
+  t.like(await scrape(), { status: 200, discovery: sent, running: 2 }, 'a silent worker counts with its last answer');
   process.kill(victim!, 'SIGKILL');
   await eventually(async () => {
     if (!output.includes('"msg":"a worker died: starting another"')) throw new Error('not noticed yet');
@@ -69,6 +80,9 @@ test('two workers answer on one port, their metrics are summed on METRICS_PORT, 
     if (alive.length < 2) throw new Error('no replacement answering yet');
   }, 120_000);
   t.pass('a replacement answers');
+  // A dead worker's requests stay in the sum, which Prometheus would otherwise read as a counter reset.
+  t.is(await eventually(allCounted, 10_000), sent, 'the dead worker’s requests still counted');
+  t.like(await scrape(), { running: 2, restarts: 1 });
 
   child.kill('SIGTERM');
   const result = await finished;
