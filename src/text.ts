@@ -1,6 +1,6 @@
 // Rules for text Gatehouse keeps, whichever door it comes in by (a page, the admin API, the CLI, dynamic registration).
 // Names people read (a person's, an application's: on pages, in ID tokens and mails) are one line of bounded length.
-// And no text holds U+0000: PostgreSQL's text and jsonb cannot, and refuse the whole statement.
+// And no text holds U+0000 or an unpaired surrogate: PostgreSQL's jsonb refuses the whole statement for either.
 
 export const NAME_MAX_LENGTH = 200;
 // eslint-disable-next-line no-control-regex
@@ -20,12 +20,33 @@ export function describeNameProblem(problem: NameProblem): string {
   return problem === 'too_long' ? `can have at most ${NAME_MAX_LENGTH} characters` : 'cannot contain line breaks or control characters';
 }
 
-/** Where in a value (a string, or arrays and objects of them, as JSON holds) a string or a key holds U+0000. */
-export function pathsToNulCharacters(value: unknown, path: PropertyKey[] = []): PropertyKey[][] {
-  if (typeof value === 'string') return value.includes('\u0000') ? [path] : [];
-  if (Array.isArray(value)) return value.flatMap((item, index) => pathsToNulCharacters(item, [...path, index]));
-  if (value !== null && typeof value === 'object') {
-    return Object.entries(value).flatMap(([key, item]) => (key.includes('\u0000') ? [[...path, key]] : pathsToNulCharacters(item, [...path, key])));
+/** What is wrong with text pathsToUnstorableText finds, after the field's name. */
+export const UNSTORABLE_TEXT = 'holds a NUL character (U+0000) or an unpaired surrogate (\\ud800…\\udfff alone)';
+
+/** Whether PostgreSQL can keep a string: text and jsonb cannot hold U+0000, and jsonb refuses an unpaired surrogate (text would keep U+FFFD instead of what was sent). */
+function storable(text: string): boolean {
+  return !text.includes('\u0000') && text.isWellFormed();
+}
+
+/**
+ * Where in a value (a string, or arrays and objects of them, as JSON holds) a string or a key cannot be stored
+ * (storable above). Walked without recursion: a small JSON body can nest thousands of levels deep.
+ */
+export function pathsToUnstorableText(value: unknown): PropertyKey[][] {
+  const found: PropertyKey[][] = [];
+  const pending: Array<{ value: unknown; path: PropertyKey[] }> = [{ value, path: [] }];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const { value: item, path } = next;
+    if (typeof item === 'string') {
+      if (!storable(item)) found.push(path);
+    } else if (Array.isArray(item)) {
+      item.forEach((element, index) => pending.push({ value: element, path: [...path, index] }));
+    } else if (item !== null && typeof item === 'object') {
+      for (const [key, element] of Object.entries(item)) {
+        if (storable(key)) pending.push({ value: element, path: [...path, key] });
+        else found.push([...path, key]);
+      }
+    }
   }
-  return [];
+  return found;
 }

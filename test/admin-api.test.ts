@@ -284,11 +284,19 @@ test('a name is refused by the admin API as by the sign-up page, and no text hol
     ['POST', '/roles', { name: `role-${crypto.randomUUID().slice(0, 8)}`, description: `x${nul}` }, 'body', '/description'],
     ['POST', '/clients', { name: `x${nul}`, type: 'web', redirect_uris: ['https://app.example/cb'] }, 'body', '/name'],
     ['POST', '/clients', { name: 'App', type: 'web', redirect_uris: [`https://app.example/cb${nul}`] }, 'body', '/redirect_uris/0'],
+    // An unpaired surrogate: jsonb refuses it, and a text column would keep U+FFFD instead of what was sent.
+    ['POST', '/clients', { name: '\ud800', type: 'service' }, 'body', '/name'],
+    ['POST', '/apis', { identifier: 'https://api-surrogate.example', name: 'A', scopes: [{ name: 'read', description: 'x\udfff' }] }, 'body', '/scopes/0/description'],
+    ['POST', '/roles', { name: `role-${crypto.randomUUID().slice(0, 8)}`, description: '\ud83d' }, 'body', '/description'],
   ];
   for (const [method, path, body, part, pointer] of refusals) {
     const answer = await call(method, path, { token, body });
     t.like(answer, { status: 422, body: { type: 'urn:gatehouse:problem:validation-failed', invalid_parameters: [{ in: part, pointer }] } }, `${method} ${path}`);
   }
+  // A small body nested thousands of levels deep: a client error, not a stack overflow.
+  const deep = `{"name":"x","extra":${'['.repeat(10_000)}${']'.repeat(10_000)}}`;
+  const nested = await fetch(`${server.issuer}/admin/v1/roles`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: deep });
+  t.is(nested.status, 422, await nested.text());
 });
 
 test('users: roles, unlock, password reset, second factor, sessions, disable and enable, delete — through the same flows as the CLI', async (t) => {

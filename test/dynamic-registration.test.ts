@@ -116,6 +116,7 @@ test('registration obeys the rules of every client, and some of its own; a refus
     ['a name on two lines', { ...SPA, client_name: 'Registered SPA\r\nApproved by Gatehouse' }, /client_name/],
     ['text holding U+0000', { ...SPA, client_name: 'Registered\u0000SPA' }, /client_name/],
     ['text holding U+0000 further in', { ...SPA, contacts: ['ops\u0000@app.example'] }, /contacts/],
+    ['an unpaired surrogate, which the database cannot keep', { ...SPA, client_name: 'Registered \ud800' }, /client_name/],
     ['client_secret_jwt (not offered: a secret rotation could not keep its key working)', { ...WEB, token_endpoint_auth_method: 'client_secret_jwt' }, /token_endpoint_auth_method/],
     // RFC 6749 §4.4: anyone knowing its id would get its tokens.
     ['client_credentials without a secret', {

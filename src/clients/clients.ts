@@ -8,7 +8,7 @@ import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import type { ApiWithdrawal } from '../apis/apis.ts';
 import type { ClientCache } from './client-cache.ts';
 import { originOf, secureUriProblem } from '../urls.ts';
-import { describeNameProblem, nameProblem, pathsToNulCharacters } from '../text.ts';
+import { UNSTORABLE_TEXT, describeNameProblem, nameProblem, pathsToUnstorableText } from '../text.ts';
 import { publicHostProblem } from './public-hosts.ts';
 
 type JsonObject = PrismaTypes.InputJsonObject;
@@ -469,13 +469,13 @@ function serviceShapeProblem(metadata: ClientMetadata): string | undefined {
   return undefined;
 }
 
-/** A name people can read (src/text.ts) and, anywhere in the metadata, no U+0000, which the database cannot keep. */
+/** A name people can read (src/text.ts) and, anywhere in the metadata, nothing the database cannot keep. */
 function textProblem(metadata: ClientMetadata): string | undefined {
   const name = metadata.client_name;
   const problem = typeof name === 'string' ? nameProblem(name) : undefined;
   if (problem) return `client_name ${describeNameProblem(problem)}`;
-  const holding = [...new Set(pathsToNulCharacters(metadata).map(([field]) => String(field)))];
-  return holding.length ? `${holding.join(', ')} cannot hold a NUL character (U+0000)` : undefined;
+  const holding = [...new Set(pathsToUnstorableText(metadata).map(([field]) => String(field)))];
+  return holding.length ? `${holding.join(', ')}: ${UNSTORABLE_TEXT}` : undefined;
 }
 
 /** The administrator's settings of a stored client, for an update with the registration access token to keep. */

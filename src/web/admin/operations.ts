@@ -7,7 +7,7 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { invalidRequest, Problem, PROBLEM_TYPES, problemSchema, problemTypeUri } from './problems.ts';
 import { requireScope, type AdminCaller, type AdminScope } from './authentication.ts';
-import { pathsToNulCharacters } from '../../text.ts';
+import { UNSTORABLE_TEXT, pathsToUnstorableText } from '../../text.ts';
 
 type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
@@ -97,10 +97,10 @@ export function route(router: Router, operations: readonly Operation[], authenti
 }
 
 function parse<T>(part: 'path' | 'query' | 'body', schema: z.ZodType<T>, value: unknown): T {
-  // No text Gatehouse keeps may hold U+0000 (src/text.ts): refused here, for every field at once.
-  const holdingNul = pathsToNulCharacters(value ?? {});
-  if (holdingNul.length) {
-    throw invalidRequest(part, new z.ZodError(holdingNul.map((path) => ({ code: 'custom', path, message: 'holds a NUL character (U+0000)', input: undefined }))));
+  // No text Gatehouse keeps may hold U+0000 or an unpaired surrogate (src/text.ts): refused here, for every field at once.
+  const unstorable = pathsToUnstorableText(value ?? {});
+  if (unstorable.length) {
+    throw invalidRequest(part, new z.ZodError(unstorable.map((path) => ({ code: 'custom', path, message: UNSTORABLE_TEXT, input: undefined }))));
   }
   const result = schema.safeParse(value ?? {});
   if (!result.success) throw invalidRequest(part, result.error);
