@@ -1,7 +1,8 @@
 // Structured JSON logs (pino). Secrets never reach a log line: known sensitive fields are redacted
 // as a second line of defence, and callers log identifiers, never credentials.
-import pino, { type Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 import type { Config } from './config/index.ts';
+import { currentRequestId } from './operations/request-context.ts';
 
 // Credentials by name, at the top level and one level down (pino's wildcards match one level).
 const SENSITIVE_FIELDS = [
@@ -13,7 +14,16 @@ const REDACTED_PATHS = [
   'req.headers.authorization', 'req.headers.cookie', 'req.headers["set-cookie"]',
 ];
 
-/** Logs go to standard output, or to another file descriptor (the CLI keeps stdout for its own output). */
-export function createLogger(config: Pick<Config, 'logLevel'>, fileDescriptor: 1 | 2 = 1): Logger {
-  return pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, pino.destination(fileDescriptor));
+/**
+ * Logs go to standard output, or to another file descriptor (the CLI keeps stdout for its own output) or stream. Every line
+ * written while a request is served carries its id, whoever writes it: an error deep in a flow or the engine too.
+ */
+export function createLogger(config: Pick<Config, 'logLevel'>, destination: 1 | 2 | DestinationStream = 1): Logger {
+  return pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, mixin: requestIdOfLine },
+    typeof destination === 'number' ? pino.destination(destination) : destination);
+}
+
+function requestIdOfLine(): { requestId?: string } {
+  const requestId = currentRequestId();
+  return requestId === undefined ? {} : { requestId };
 }

@@ -233,7 +233,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
     });
-    provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'protocol endpoint failed'));
+    provider.on('server_error', (ctx, error) => logger.error({ err: error, method: ctx.method, path: ctx.path.slice(0, 200) }, 'protocol endpoint failed'));
     aroundGrant(provider, 'refresh_token', refreshTokenGracePeriod(store, sealer));
     auditProtocolEvents(provider, auditTrail);
     logProtocol(provider, logger, metrics);

@@ -77,6 +77,38 @@ test.serial('a protocol error is logged at info with its endpoint, error and cli
   const [refused] = logLines((entry) => entry.component === 'protocol' && entry.requestId === badRedirect.headers.get('x-request-id'));
   t.like(refused, { endpoint: 'authorization', clientId: client.client_id });
   t.regex(String(refused!.error), /^(invalid_redirect_uri|unauthorized_client|invalid_request)$/);
+
+  // A client that does not exist, named only in HTTP Basic credentials (client_secret_basic): named on the line too.
+  const madeUp = await fetch(`${server.issuer}/token/introspection`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`made-up%20client:${wrongSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'token=x',
+  });
+  t.is(madeUp.status, 401);
+  t.like(logLines((entry) => entry.component === 'protocol' && entry.requestId === madeUp.headers.get('x-request-id'))[0], { error: 'invalid_client', clientId: 'made-up client' });
+  t.false(captured.lines.some((text) => text.includes(wrongSecret)), 'the secret is in no log line');
+});
+
+test.serial('a request whose client went before an answer is logged and counted as 499 with its address; a failure’s error line carries the request id', async (t) => {
+  const socket = connect(Number(new URL(server.issuer).port), '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write('POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nX-Request-Id: gone-before-the-answer\r\n\r\ngrant_type=');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  socket.destroy();
+  const line = await eventually(async () => {
+    const [found] = logLines((entry) => entry.component === 'http' && entry.requestId === 'gone-before-the-answer');
+    if (!found) throw new Error('not logged yet');
+    return found;
+  }, 10_000);
+  t.like(line, { route: '/token', status: 499, aborted: true, ip: '127.0.0.1' });
+  t.true(sample(await scrape(), 'gatehouse_http_requests_total{route="/token",method="POST",status="499"}')! >= 1);
+
+  // A record the engine cannot read: the answer is a 500, and the error line says which request it was.
+  const token = 'A'.repeat(43);
+  await server.runtime.store.put(`AccessToken:${token}`, '{"unreadable', 60);
+  const failed = await fetch(`${server.issuer}/me`, { headers: { authorization: `Bearer ${token}` } });
+  t.is(failed.status, 500);
+  t.like(logLines((entry) => entry.level === 50 && entry.requestId === failed.headers.get('x-request-id'))[0], { msg: 'protocol endpoint failed', method: 'GET', path: '/me' });
 });
 
 test.serial('an audit row carries the id of the request that wrote it', async (t) => {
@@ -131,6 +163,8 @@ test.serial('the sample Grafana dashboard asks only for metrics Gatehouse serves
   )));
   const asked = new Set(expressions.flatMap((expression) => expression.match(/\bgatehouse_\w+/g) ?? []));
   t.deepEqual([...asked].filter((name) => !served.has(name)), []);
+  // Every instance reports the depth of the queues they share: summed, one queued mail would show as several.
+  t.deepEqual(expressions.filter((expression) => /\bsum\b.*\bgatehouse_queue_depth\b/.test(expression)), []);
 });
 
 test.serial('rate-limit refusals are counted by limit', async (t) => {

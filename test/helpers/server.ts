@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { createLogger } from '../../src/logger.ts';
 import { openRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime.ts';
 import { createApp } from '../../src/app.ts';
@@ -27,11 +27,11 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** A pino logger whose every line (debug and up) is kept, for tests that check what is logged. */
+/** A logger as the server's (createLogger) whose every line (debug and up) is kept, for tests that check what is logged. */
 export function capturingLogger(): { logger: Logger; lines: string[] } {
   const lines: string[] = [];
   const destination = new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } });
-  return { logger: pino({ level: 'debug' }, destination), lines };
+  return { logger: createLogger({ logLevel: 'debug' }, destination), lines };
 }
 
 /** `options.logger`: log there (e.g. a capturingLogger) instead of by LOG_LEVEL; `options.runtime`: e.g. short mail retry timings. */

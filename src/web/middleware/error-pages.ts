@@ -7,7 +7,6 @@ import { SignInExpired } from '../../accounts/flows/sign-in.ts';
 import { isSessionNotFound, shownProtocolError } from '../../oidc/errors.ts';
 import { HttpError, TooManyAttempts } from '../kit/errors.ts';
 import { PATHS } from '../paths.ts';
-import { currentRequestId } from '../../operations/request-context.ts';
 import { upperFirst, type Views } from '../kit/views.ts';
 
 interface Answer {
@@ -50,7 +49,7 @@ export function errorPages(views: Views, logger: Logger) {
       await next();
     } catch (error) {
       const answer = answerFor(error);
-      if (answer.status >= 500) logger.error({ err: error, path: ctx.path, method: ctx.method, requestId: currentRequestId() }, 'request failed');
+      if (answer.status >= 500) logger.error({ err: error, path: ctx.path, method: ctx.method }, 'request failed');
       ctx.status = answer.status;
       ctx.set('Cache-Control', 'no-store');
       if (answer.retryAfterSeconds !== undefined) ctx.set('Retry-After', String(answer.retryAfterSeconds));

@@ -13,6 +13,7 @@ const ENGINE_ROUTE_PATTERNS: Array<[RegExp, string]> = [
   [/^\/auth\/[^/]+$/, '/auth/:uid'], [/^\/reg\/[^/]+$/, '/reg/:clientId'],
 ];
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+const CLIENT_CLOSED_REQUEST = 499;
 /** Asked every few seconds by probes and scrapers: logged at debug, so they do not drown the rest. */
 const QUIET_PATHS = new Set([...HEALTH_PATHS, PATHS.metrics]);
 
@@ -26,15 +27,19 @@ export function requestLog(logger: Logger, metrics: Metrics, enginePaths: Readon
     // Straight on the response, as the security headers are: Koa's ctx.set makes garbage on every request.
     ctx.res.setHeader('X-Request-Id', requestId);
     const started = performance.now();
+    // Read now: once a client has gone, its socket no longer knows its address.
+    const ip = ctx.ip;
     // 'close' comes for every response, whoever wrote it (the engine writes its own), and for aborted ones.
     ctx.res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
       const route = routeOf(ctx, enginePaths);
       const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
-      const status = ctx.res.statusCode;
+      // A client that went before any answer was sent gets none; Koa's preset 404 would read as one. 499 is nginx's
+      // "client closed request", so that disconnects are counted apart from what the server answered.
+      const status = ctx.res.headersSent ? ctx.res.statusCode : CLIENT_CLOSED_REQUEST;
       metrics.requestAnswered(route, method, status, seconds);
       const line = {
-        requestId, method, path: ctx.path.slice(0, 200), route, status, durationMs: Math.round(seconds * 10_000) / 10, ip: ctx.ip,
+        requestId, method, path: ctx.path.slice(0, 200), route, status, durationMs: Math.round(seconds * 10_000) / 10, ip,
         ...(ctx.res.writableFinished ? {} : { aborted: true }),
       };
       if (QUIET_PATHS.has(ctx.path)) log.debug(line, 'request');
