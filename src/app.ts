@@ -23,7 +23,8 @@ import { engineMethods, routeKey, routePaths } from './web/engine-paths.ts';
 import { authorizationLimit, type LimitedPath } from './web/middleware/authorization-limit.ts';
 import { engineOrGatehouse } from './web/middleware/engine-dispatch.ts';
 
-export function createApp(runtime: Runtime): Koa {
+/** `stopping`: whether the server is shutting down (serve.ts), which /readyz then tells the load balancer. */
+export function createApp(runtime: Runtime, options: { stopping?: () => boolean } = {}): Koa {
   const { config, provider, views, logger } = runtime;
   // Same keys as the engine's cookies, so cookies signed by one verify in the other.
   const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy, maxIpsCount: config.trustedProxyHops });
@@ -39,7 +40,7 @@ export function createApp(runtime: Runtime): Koa {
   }));
   app.use(errorPages(views, logger));
   const routers = [
-    healthRoutes({ database: runtime.database, store: runtime.store }),
+    healthRoutes({ database: runtime.database, store: runtime.store }, options.stopping ?? (() => false)),
     // Without a token, /metrics is served on METRICS_PORT alone (see createMetricsApp).
     metricsRoutes(runtime.metrics, config.metrics.token ? { token: config.metrics.token } : 'not-served'),
     assetRoutes(),

@@ -31,7 +31,8 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
     }
     process.exit(1);
   }
-  const server = createServer(createApp(runtime).callback());
+  let stopping = false;
+  const server = createServer(createApp(runtime, { stopping: () => stopping }).callback());
   // A worker's metrics are summed by the primary, which serves METRICS_PORT (workers.ts).
   if (cluster.isWorker) answerMetricsRequests(runtime.metrics.registry);
   const metricsServer = config.metrics.port === undefined || cluster.isWorker ? undefined : createServer(createMetricsApp(runtime).callback());
@@ -69,7 +70,6 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
   });
   metricsServer?.listen(config.metrics.port, config.host, () => logger.info({ port: config.metrics.port }, 'metrics are served on METRICS_PORT'));
 
-  let stopping = false;
   async function stop(signal: string): Promise<void> {
     if (stopping) return;
     stopping = true;
@@ -78,6 +78,9 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
     // outlast the grace period, when their connections are cut.
     const cutOff = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
     server.closeIdleConnections();
+    // A client keeping its connection alive would otherwise go on sending requests over it until the cut-off: each
+    // answer from now on closes its connection (Connection: close), so the client opens a new one elsewhere.
+    server.on('request', (_request, response) => { response.shouldKeepAlive = false; });
     metricsServer?.close();
     metricsServer?.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -177,7 +177,7 @@ test.serial('rate-limit refusals are counted by limit', async (t) => {
   t.is(sample(text, 'gatehouse_rate_limited_total{limit="token-ip"}'), 1);
 });
 
-test('node src/main.ts: METRICS_PORT serves /metrics without a token; SIGTERM finishes the request under way, refuses new ones, and exits 0', async (t) => {
+test('node src/main.ts: METRICS_PORT serves /metrics without a token; SIGTERM finishes the request under way, refuses new ones, closes kept-alive connections, and exits 0', async (t) => {
   const [port, metricsPort] = [await findFreePort(), await findFreePort()];
   const folder = await mkdtemp(path.join(os.tmpdir(), 'gatehouse-observability-'));
   const { child, finished } = startNode(['src/main.ts'], cleanEnvironment({
@@ -214,6 +214,15 @@ test('node src/main.ts: METRICS_PORT serves /metrics without a token; SIGTERM fi
     if (!/\r\n\r\nHTTP\/1\.1 401 [^]*"invalid_client"/.test(answer)) throw new Error('no answer yet');
   }, 10_000);
   t.pass('the request under way got its answer');
+  // The next request on that kept-alive connection is answered, but closes it, and /readyz turns the balancer away.
+  const closed = once(socket, 'end');
+  const answered = answer.length;
+  socket.write(`GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+  await closed;
+  const readiness = answer.slice(answered);
+  t.regex(readiness, /^HTTP\/1\.1 503 /);
+  t.regex(readiness, /\r\nConnection: close\r\n/i);
+  t.regex(readiness, /"status":"stopping"/);
   socket.end();
   const result = await finished;
   t.is(result.code, 0, result.stderr);

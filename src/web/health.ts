@@ -1,5 +1,5 @@
 // Liveness and readiness for orchestrators: /healthz says the process answers, /readyz that the
-// database and the store answer too.
+// database and the store answer too, and that it is not shutting down.
 import { setTimeout } from 'node:timers/promises';
 import Router from '@koa/router';
 import { PATHS } from './paths.ts';
@@ -17,13 +17,20 @@ export const READY_CHECK_TIMEOUT_MS = 2000;
 /** Asked by orchestrators of the port itself (plain HTTP, any Host): see canonical-origin.ts. */
 export const HEALTH_PATHS: ReadonlySet<string> = new Set([PATHS.live, PATHS.ready]);
 
-export function healthRoutes(dependencies: { database: Pingable; store: Pingable }): Router {
+export function healthRoutes(dependencies: { database: Pingable; store: Pingable }, stopping: () => boolean): Router {
   const router = new Router();
   router.get(PATHS.live, (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { status: 'ok' };
   });
   router.get(PATHS.ready, async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    if (stopping()) {
+      // Finishing the requests under way: a load balancer should send no more.
+      ctx.status = 503;
+      ctx.body = { status: 'stopping' };
+      return;
+    }
     const entries = await Promise.all(Object.entries(dependencies).map(async ([name, dependency]) => {
       try {
         await Promise.race([dependency.ping(), setTimeout(READY_CHECK_TIMEOUT_MS, undefined, { ref: false }).then(() => Promise.reject(new Error('too slow')))]);
@@ -34,7 +41,6 @@ export function healthRoutes(dependencies: { database: Pingable; store: Pingable
     }));
     const checks = Object.fromEntries(entries);
     const ready = entries.every(([, state]) => state === 'up');
-    ctx.set('Cache-Control', 'no-store');
     ctx.status = ready ? 200 : 503;
     ctx.body = { status: ready ? 'ready' : 'unavailable', checks };
   });
