@@ -19,7 +19,7 @@ import { accountConsoleRoutes } from './web/account/index.ts';
 import { adminApi } from './web/admin/index.ts';
 import { metricsRoutes } from './web/metrics.ts';
 import { requestLog } from './web/middleware/request-log.ts';
-import { engineMethods, routeKey, routePaths } from './web/engine-paths.ts';
+import { EngineRoutes, routeKey, routePaths } from './web/engine-paths.ts';
 import { authorizationLimit, type LimitedPath } from './web/middleware/authorization-limit.ts';
 import { engineOrGatehouse } from './web/middleware/engine-dispatch.ts';
 
@@ -30,7 +30,7 @@ export function createApp(runtime: Runtime, options: { stopping?: () => boolean 
   const app = new Koa({ keys: runtime.secrets.cookieSecrets, proxy: config.trustProxy, maxIpsCount: config.trustedProxyHops });
   app.silent = true;
 
-  const engine = engineMethods(provider);
+  const engine = new EngineRoutes(provider);
   app.use(requestLog(logger, runtime.metrics, engine));
   app.use(canonicalOrigin({ issuer: config.issuer, trustProxy: config.trustProxy }));
   app.use(securityHeaders({

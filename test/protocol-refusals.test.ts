@@ -315,6 +315,8 @@ test('a protocol endpoint asked with a method it does not answer gets 405 with A
     ['POST', '/auth', 'GET, HEAD'], ['GET', '/token', 'POST'], ['PUT', '/me', 'GET, HEAD, POST'], ['DELETE', '/jwks', 'GET, HEAD'],
     ['POST', '/session/end', 'GET, HEAD'], ['GET', '/token/introspection', 'POST'], ['POST', '/.well-known/openid-configuration', 'GET, HEAD'],
     ['GET', '/session/end/confirm', 'POST'], ['POST', '/session/end/success', 'GET, HEAD'],
+    // Routes with a parameter: resuming an authorization, a registration's management (RFC 7592).
+    ['POST', '/auth/some-uid', 'GET, HEAD'], ['PATCH', '/reg/some-client', 'GET, HEAD, PUT, DELETE'],
   ];
   for (const [method, path, allow] of cases) {
     const response = await fetch(`${server.issuer}${path}`, { method, headers: { accept: 'application/json' } });
@@ -328,4 +330,25 @@ test('a protocol endpoint asked with a method it does not answer gets 405 with A
   t.is((await fetch(`${server.issuer}/jwks`, { method: 'HEAD' })).status, 200);
   t.is((await fetch(`${server.issuer}/me`, { method: 'POST' })).status, 401, 'userinfo takes POST: refused for want of a token, not a method');
   t.is((await fetch(`${server.issuer}/token`, { method: 'POST' })).status, 400);
+
+  // A method no router knows (WebDAV's PROPFIND here) at one of Gatehouse's own paths: 405 with what the path takes,
+  // not the routers' 501, a server error; at a path nothing serves, 404.
+  const unknownMethod = await fetch(`${server.issuer}/healthz`, { method: 'PROPFIND', headers: { accept: 'application/json' } });
+  t.is(unknownMethod.status, 405);
+  t.deepEqual(unknownMethod.headers.get('allow')?.split(', ').sort(), ['GET', 'HEAD']);
+  const nowhere = await fetch(`${server.issuer}/nowhere`, { method: 'PROPFIND', headers: { accept: 'application/json' } });
+  t.is(nowhere.status, 404);
+  t.is(nowhere.headers.get('allow'), null);
+});
+
+test('an address nothing answers is a 404 page for people and JSON for programs, not a bare "Not Found"', async (t) => {
+  for (const path of ['/nowhere', '/account/nowhere', '/interaction/x/nowhere', '/assets/nope.css']) {
+    const page = await fetch(`${server.issuer}${path}`, { headers: { accept: 'text/html' } });
+    t.is(page.status, 404, path);
+    t.regex(page.headers.get('content-type') ?? '', /^text\/html/, path);
+    t.regex(await page.text(), /Page not found/, path);
+  }
+  const json = await fetch(`${server.issuer}/nowhere`, { headers: { accept: 'application/json' } });
+  t.is(json.status, 404);
+  t.like(await json.json(), { error: 'not_found' });
 });

@@ -12,6 +12,12 @@ const ENGINE_ROUTE_NAMES = [
   'end_session_confirm', 'end_session_success',
 ];
 
+/** The engine's routes with a parameter, under another route's path: resuming an authorization, managing a registration (RFC 7592). */
+const ENGINE_ROUTES_WITH_PARAMETER: Array<{ under: string; parameter: string; methods: readonly string[] }> = [
+  { under: 'authorization', parameter: ':uid', methods: ['GET', 'HEAD'] },
+  { under: 'registration', parameter: ':clientId', methods: ['GET', 'HEAD', 'PUT', 'DELETE'] },
+];
+
 /**
  * The methods each of those routes answers, as Gatehouse configures the engine (its router answers HEAD where it
  * answers GET; OPTIONS is each CORS preflight's, decided apart). The authorization and logout endpoints take no POST:
@@ -34,12 +40,34 @@ export function routePaths(provider: Pick<Provider, 'pathFor'>, names: readonly 
   });
 }
 
-/** The methods the engine answers at each of its paths (besides those with a parameter: /auth/:uid, /reg/:clientId), by route key. */
-export function engineMethods(provider: Pick<Provider, 'pathFor'>): ReadonlyMap<string, readonly string[]> {
-  return new Map([
-    ...DISCOVERY_PATHS.map((path) => [routeKey(path), ['GET', 'HEAD']] as const),
-    ...ENGINE_ROUTE_NAMES.flatMap((name) => routePaths(provider, [name]).map((path) => [routeKey(path), ENGINE_ROUTE_METHODS[name]!] as const)),
-  ]);
+/** An engine route: its pattern (a metric label), and the methods it answers. */
+export interface EngineRoute {
+  readonly route: string;
+  readonly methods: readonly string[];
+}
+
+/** The engine's routes, found by a path's route key. */
+export class EngineRoutes {
+  readonly #fixed: ReadonlyMap<string, EngineRoute>;
+  readonly #withParameter: ReadonlyArray<{ prefix: string; route: EngineRoute }>;
+
+  constructor(provider: Pick<Provider, 'pathFor'>) {
+    const fixed = (key: string, methods: readonly string[]) => [key, { route: key, methods }] as const;
+    this.#fixed = new Map([
+      ...DISCOVERY_PATHS.map((path) => fixed(routeKey(path), ['GET', 'HEAD'])),
+      ...ENGINE_ROUTE_NAMES.flatMap((name) => routePaths(provider, [name]).map((path) => fixed(routeKey(path), ENGINE_ROUTE_METHODS[name]!))),
+    ]);
+    this.#withParameter = ENGINE_ROUTES_WITH_PARAMETER.flatMap(({ under, parameter, methods }) => routePaths(provider, [under]).map((path) => (
+      { prefix: `${routeKey(path)}/`, route: { route: `${routeKey(path)}/${parameter}`, methods } }
+    )));
+  }
+
+  /** The route at a path, by its route key (one segment for a parameter), if the engine has one there. */
+  at(key: string): EngineRoute | undefined {
+    const fixed = this.#fixed.get(key);
+    if (fixed) return fixed;
+    return this.#withParameter.find(({ prefix }) => key.length > prefix.length && key.startsWith(prefix) && !key.includes('/', prefix.length))?.route;
+  }
 }
 
 /** Matches a path the way the engine's router does: ASCII letters in any case, one trailing slash or none. */

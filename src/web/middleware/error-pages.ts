@@ -23,6 +23,9 @@ function answerFor(error: unknown): Answer {
   if (error instanceof TooManyAttempts) {
     return { status: 429, error: 'invalid_request', title: 'Too many attempts', message: error.message, template: 'too-many-attempts', retryAfterSeconds: error.retryAfterSeconds };
   }
+  if (error instanceof HttpError && error.status === 404) {
+    return { status: 404, error: 'not_found', title: 'Page not found', message: error.message };
+  }
   if (error instanceof HttpError) {
     return { status: error.status, error: error.status === 403 ? 'forbidden' : 'invalid_request', title: 'Something is not right', message: error.message };
   }
@@ -47,6 +50,8 @@ export function errorPages(views: Views, logger: Logger) {
   return async function mapErrors(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
+      // Nothing answered (no route, and not the engine's either): a page saying so, not Koa's plain "Not Found".
+      if (ctx.status === 404 && ctx.body == null) throw new HttpError(404, 'There is nothing at this address. Check the link, or go back to the application.');
     } catch (error) {
       const answer = answerFor(error);
       if (answer.status >= 500) logger.error({ err: error, path: ctx.path, method: ctx.method }, 'request failed');

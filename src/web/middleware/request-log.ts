@@ -6,19 +6,14 @@ import type { Metrics } from '../../operations/metrics.ts';
 import { inRequestContext, requestIdFrom } from '../../operations/request-context.ts';
 import { HEALTH_PATHS } from '../health.ts';
 import { PATHS } from '../paths.ts';
-import { routeKey } from '../engine-paths.ts';
+import { routeKey, type EngineRoutes } from '../engine-paths.ts';
 
-/** The engine's routes with a parameter (the default paths, which Gatehouse keeps), as metric labels. */
-const ENGINE_ROUTE_PATTERNS: Array<[RegExp, string]> = [
-  [/^\/auth\/[^/]+$/, '/auth/:uid'], [/^\/reg\/[^/]+$/, '/reg/:clientId'],
-];
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 const CLIENT_CLOSED_REQUEST = 499;
 /** Asked every few seconds by probes and scrapers: logged at debug, so they do not drown the rest. */
 const QUIET_PATHS = new Set([...HEALTH_PATHS, PATHS.metrics]);
 
-/** `enginePaths`: the engine's endpoints by route key (engineMethods in src/web/engine-paths.ts), each its own route. */
-export function requestLog(logger: Logger, metrics: Metrics, enginePaths: ReadonlyMap<string, unknown>) {
+export function requestLog(logger: Logger, metrics: Metrics, engineRoutes: EngineRoutes) {
   // Without the logger's redaction (a tenth of a cheap request's time): these lines hold only the fields below,
   // chosen here, and never a query string, header or body where a credential could be.
   const log = logger.child({ component: 'http' }, { redact: [] });
@@ -32,7 +27,7 @@ export function requestLog(logger: Logger, metrics: Metrics, enginePaths: Readon
     // 'close' comes for every response, whoever wrote it (the engine writes its own), and for aborted ones.
     ctx.res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
-      const route = routeOf(ctx, enginePaths);
+      const route = routeOf(ctx, engineRoutes);
       const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
       // A client that went before any answer was sent gets none; Koa's preset 404 would read as one. 499 is nginx's
       // "client closed request", so that disconnects are counted apart from what the server answered.
@@ -50,11 +45,8 @@ export function requestLog(logger: Logger, metrics: Metrics, enginePaths: Readon
 }
 
 /** A route's pattern (never the path itself: ids in paths would make a label per id), or 'unmatched'. */
-function routeOf(ctx: Context, enginePaths: ReadonlyMap<string, unknown>): string {
+function routeOf(ctx: Context, engineRoutes: EngineRoutes): string {
   const matched = (ctx as Context & { _matchedRoute?: string | RegExp })._matchedRoute;
   if (typeof matched === 'string') return matched;
-  const key = routeKey(ctx.path);
-  if (enginePaths.has(key)) return key;
-  const pattern = ENGINE_ROUTE_PATTERNS.find(([candidate]) => candidate.test(key));
-  return pattern ? key.replace(pattern[0], pattern[1]) : 'unmatched';
+  return engineRoutes.at(routeKey(ctx.path))?.route ?? 'unmatched';
 }
