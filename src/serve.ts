@@ -10,6 +10,7 @@ import { openRuntime, type Runtime } from './runtime.ts';
 import { DependencyUnavailable, LoginRefused } from './errors.ts';
 import { createApp, createMetricsApp } from './app.ts';
 import { answerMetricsRequests } from './operations/cluster-metrics.ts';
+import { logUnreadableRequests } from './web/middleware/request-log.ts';
 
 /** How long requests under way may take to finish at shutdown: within an orchestrator's usual 30 s. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -33,6 +34,7 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
   }
   let stopping = false;
   const server = createServer(createApp(runtime, { stopping: () => stopping }).callback());
+  logUnreadableRequests(server, logger, runtime.metrics);
   // A worker's metrics are summed by the primary, which serves METRICS_PORT (workers.ts).
   if (cluster.isWorker) answerMetricsRequests(runtime.metrics.registry);
   const metricsServer = config.metrics.port === undefined || cluster.isWorker ? undefined : createServer(createMetricsApp(runtime).callback());

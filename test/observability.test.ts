@@ -195,6 +195,22 @@ test('node src/main.ts: METRICS_PORT serves /metrics without a token; SIGTERM fi
   t.regex(metrics, /^gatehouse_process_cpu_seconds_total /m);
   t.is((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 403, 'not on the main port without a token');
 
+  // Requests Node's parser refuses before the app sees them are answered, logged and counted too.
+  const refusedByParser = async (request: string) => {
+    const raw = connect(port, '127.0.0.1');
+    await once(raw, 'connect');
+    let reply = '';
+    raw.setEncoding('utf8').on('data', (chunk: string) => (reply += chunk));
+    raw.write(request);
+    await once(raw, 'close');
+    return reply;
+  };
+  t.regex(await refusedByParser(`GET /token HTTP/1.1\r\nHost: x\r\nX-Padding: ${'p'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
+  t.regex(await refusedByParser('POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n'), /^HTTP\/1\.1 400 /);
+  const counted = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  t.regex(counted, /^gatehouse_http_requests_total\{route="unparsed",method="OTHER",status="431"\} 1$/m);
+  t.regex(counted, /^gatehouse_http_requests_total\{route="unparsed",method="OTHER",status="400"\} 1$/m);
+
   // A request under way: the server has its headers (it said 100 Continue), not yet its body.
   const body = 'grant_type=client_credentials&client_id=nobody';
   const socket = connect(port, '127.0.0.1');
@@ -227,4 +243,5 @@ test('node src/main.ts: METRICS_PORT serves /metrics without a token; SIGTERM fi
   const result = await finished;
   t.is(result.code, 0, result.stderr);
   t.regex(result.stdout, /shutting down: finishing the requests under way/);
+  t.regex(result.stdout, /"route":"unparsed","status":431,"error":"HPE_HEADER_OVERFLOW"/);
 });

@@ -1,5 +1,7 @@
 // One JSON log line per request (pino), with a request id that is sent back in X-Request-Id and carried into
 // the audit rows the request writes; and each request counted and timed for /metrics, by route pattern.
+import { STATUS_CODES, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../operations/metrics.ts';
@@ -42,6 +44,26 @@ export function requestLog(logger: Logger, metrics: Metrics, engineRoutes: Engin
     });
     await inRequestContext({ requestId }, next);
   };
+}
+
+/**
+ * Requests Node's HTTP parser refuses before the app sees them (headers too large, a malformed Content-Length…)
+ * get their answer as Node would give it (431, 408 or 400), and are logged and counted too, under the route
+ * 'unparsed': a flood of them is otherwise invisible. Only the parser's error code is logged, never the bytes.
+ */
+export function logUnreadableRequests(server: Server, logger: Logger, metrics: Metrics): void {
+  const log = logger.child({ component: 'http' }, { redact: [] });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    // A connection reset is no request: nothing to answer or to tell.
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    metrics.requestAnswered('unparsed', 'OTHER', status, 0);
+    log.info({ route: 'unparsed', status, error: error.code, ip: socket.remoteAddress }, `unreadable request ${status}`);
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n\r\n`);
+  });
 }
 
 /** A route's pattern (never the path itself: ids in paths would make a label per id), or 'unmatched'. */
