@@ -140,17 +140,20 @@ test('secrets that cannot be used are refused by check as by a start, every one 
 });
 
 test('a refused setting hides nothing: check still lists the unusable secrets and checks the database and the store; a start names them all', async (t) => {
-  const unsafe = production({ TRUST_PROXY: 'false', ENCRYPTION_KEYS: 'short', DATABASE_URL: 'postgresql://gatehouse@127.0.0.1:1/gatehouse', REDIS_URL: 'redis://127.0.0.1:1' });
+  // METRICS_TOKEN cannot even be read: the rest is read without it.
+  const unsafe = production({
+    TRUST_PROXY: 'false', ENCRYPTION_KEYS: 'short', METRICS_TOKEN: 'too-short', DATABASE_URL: 'postgresql://gatehouse@127.0.0.1:1/gatehouse', REDIS_URL: 'redis://127.0.0.1:1',
+  });
   const checked = await runNode(['bin/gatehouse.js', 'check'], cleanEnvironment(unsafe));
   t.is(checked.code, 1);
   const found = report(checked.stdout);
-  t.deepEqual(found.get('configuration')!.map((line) => /[A-Z][A-Z_]+/.exec(line)?.[0]), ['REFUSED', 'TRUST_PROXY', 'ENCRYPTION_KEYS']);
+  t.deepEqual(found.get('configuration')!.map((line) => /[A-Z][A-Z_]+/.exec(line)?.[0]), ['REFUSED', 'METRICS_TOKEN', 'TRUST_PROXY', 'ENCRYPTION_KEYS']);
   t.regex(found.get('database')![1] ?? '', /^- the database is unavailable \(.*127\.0\.0\.1:1.*\)$/, 'with the reason: where nothing answers');
   t.regex(found.get('store')![1] ?? '', /unavailable/);
 
   const started = await runNode(['src/main.ts'], cleanEnvironment(unsafe));
   t.is(started.code, 1);
-  t.regex(started.stderr, /^gatehouse: refusing to start: 2 settings to fix:\n {2}- production needs TRUST_PROXY=true.*\n {2}- ENCRYPTION_KEYS: /m);
+  t.regex(started.stderr, /^gatehouse: refusing to start: 3 settings to fix:\n {2}- METRICS_TOKEN: must be at least 32 characters\n {2}- production needs TRUST_PROXY=true.*\n {2}- ENCRYPTION_KEYS: /m);
 });
 
 (process.env.DATABASE_URL ? test : test.skip)('a database server that refuses the login (no such database) stops a start at once, in one line, and check says why', async (t) => {

@@ -268,16 +268,15 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
 }
 
 /**
- * Reads and validates configuration (ConfigError when a setting cannot be read), and says what production refuses
- * of it: with the configuration in hand, a start and `gatehouse check` can name the refusals and the secrets' and
- * dependencies' problems together, not one batch per try.
+ * Reads and validates configuration, and says what is refused of it: settings that cannot be read (the rest is read
+ * as if they were unset), settings that do not go together, and what production refuses. With a configuration in
+ * hand, a start and `gatehouse check` name all of these and the secrets' and dependencies' problems together, not
+ * one batch per try.
  */
 export function readConfig(environment: NodeJS.ProcessEnv = process.env): { config: Config; refused: string[] } {
   // An empty variable means "not set", as in most deployment tools.
   const present = Object.fromEntries(Object.entries(environment).filter(([, value]) => value !== ''));
-  const parsed = environmentSchema.safeParse(present);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`));
-  const env = parsed.data;
+  const { env, unreadable } = parseEnvironment(present);
   const cookieSecrets = env.COOKIE_SECRETS ? commaList(env.COOKIE_SECRETS) : undefined;
   const issuer = (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/$/, '');
   const config: Config = {
@@ -361,14 +360,27 @@ export function readConfig(environment: NodeJS.ProcessEnv = process.env): { conf
     passwordPolicy: { minimumLength: env.PASSWORD_MIN_LENGTH, issuerHost: new URL(issuer).hostname },
     mail: { smtpUrl: env.SMTP_URL, from: env.MAIL_FROM, outboxDir: path.resolve(env.OUTBOX_DIR) },
   };
+  const mismatched: string[] = [];
   const redisProblem = config.redis
     ? redisConnectionProblem(config.redis)
     : (env.REDIS_SENTINEL_MASTER || env.REDIS_CLUSTER) && 'REDIS_SENTINEL_MASTER and REDIS_CLUSTER need REDIS_URL: the Sentinels or the cluster nodes to start from';
-  if (redisProblem) throw new ConfigError(redisProblem);
+  if (redisProblem) mismatched.push(redisProblem);
   // Each worker would have a store of its own: a session made by one would be unknown to the others.
-  if (config.workers > 1 && !config.redis) throw new ConfigError('WORKERS above 1 needs REDIS_URL: the in-process store is one per process');
-  if (config.metrics.port === config.port) throw new ConfigError('METRICS_PORT must differ from PORT: /metrics gets a listener of its own there');
-  return { config, refused: config.mode === 'production' ? productionRefusals(config) : [] };
+  if (config.workers > 1 && !config.redis) mismatched.push('WORKERS above 1 needs REDIS_URL: the in-process store is one per process');
+  if (config.metrics.port === config.port) mismatched.push('METRICS_PORT must differ from PORT: /metrics gets a listener of its own there');
+  return { config, refused: [...unreadable, ...mismatched, ...(config.mode === 'production' ? productionRefusals(config) : [])] };
+}
+
+/** The environment as the schema reads it, with what it cannot read said and left unset (so its default applies). */
+function parseEnvironment(present: Record<string, string | undefined>): { env: z.output<typeof environmentSchema>; unreadable: string[] } {
+  const parsed = environmentSchema.safeParse(present);
+  if (parsed.success) return { env: parsed.data, unreadable: [] };
+  const unreadable = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
+  const unreadableNames = new Set(parsed.error.issues.map((issue) => String(issue.path[0])));
+  const rest = environmentSchema.safeParse(Object.fromEntries(Object.entries(present).filter(([name]) => !unreadableNames.has(name))));
+  // Not readable even without them (a problem between settings, say): nothing more can be said.
+  if (!rest.success) throw new ConfigError(unreadable);
+  return { env: rest.data, unreadable };
 }
 
 /** Seconds: a production key signs for a day at least (KEY_ROTATION_INTERVAL). */
