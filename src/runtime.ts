@@ -10,6 +10,7 @@ import { createStore } from './store/index.ts';
 import { refuseForgetfulStore } from './operations/deployment-check.ts';
 import { Metrics } from './operations/metrics.ts';
 import { logProtocol } from './oidc/protocol-log.ts';
+import { UnansweredGrants } from './oidc/unanswered-grants.ts';
 import { refreshTokenGracePeriod } from './oidc/refresh-grace.ts';
 import type { Store } from './store/store.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
@@ -227,14 +228,17 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
     });
     const jwtAccessTokens = new JwtAccessTokens({ issuer: config.issuer, keys: signingKeys, store });
     const initialAccessTokens = new InitialAccessTokens(() => provider, store, auditTrail);
+    const unansweredGrants = new UnansweredGrants(store, logger);
     const provider = createProvider({
-      config, secrets, signingKeys, signingAlgorithms, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
+      config, secrets, signingKeys, signingAlgorithms, jwtAccessTokens, initialAccessTokens, unansweredGrants, jwksMaxAgeSeconds: config.keyRotation.jwksMaxAge, store, users, clients, apis, secondFactor,
       permittedScopes: (roleNames, api) => roles.permittedScopes(roleNames, api), consents, pages: enginePages(views), interactionPath: (uid) => pathTo('interaction', { uid }),
       // Made just below, with the engine it needs; called only once requests come.
       logoutNotices: { sessionEnded: (ended) => logoutNotices.sessionEnded(ended) },
     });
     provider.on('server_error', (ctx, error) => logger.error({ err: error, method: ctx.method, path: ctx.path.slice(0, 200) }, 'protocol endpoint failed'));
     aroundGrant(provider, 'refresh_token', refreshTokenGracePeriod(store, sealer));
+    // Outermost: a refresh that failed within the grace period's handling gives its token back too.
+    for (const grantType of ['authorization_code', 'refresh_token']) aroundGrant(provider, grantType, unansweredGrants.around);
     auditProtocolEvents(provider, auditTrail);
     logProtocol(provider, logger, metrics);
     const engine = new Engine(provider);

@@ -117,7 +117,7 @@ for (const { name, redisUrl } of backends) {
     t.teardown(() => store.close());
     const counting = countingReads(store);
     const personReads: Array<[object, string]> = [];
-    const factory = createAdapterFactory(counting.store, noClients, async () => {}, { spendOne: async () => {} }, (request, accountId) => {
+    const factory = createAdapterFactory(counting.store, noClients, async () => {}, { spendOne: async () => {} }, undefined, (request, accountId) => {
       personReads.push([request, accountId]);
     });
     const grant = { jti: 'g1', kind: 'Grant', accountId: 'p1', clientId: 'c1' };

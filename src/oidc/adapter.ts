@@ -4,6 +4,7 @@
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { ClientError, ClientGone, forRegistrant, type ClientMetadata, type ClientService, type RegisteredSave } from '../clients/clients.ts';
 import type { InitialAccessTokens } from './initial-access-tokens.ts';
+import type { UnansweredGrants } from './unanswered-grants.ts';
 import type { Store, StoredRecord } from '../store/store.ts';
 import { asProviderError } from './errors.ts';
 import { AccountIndexes } from './account-sessions.ts';
@@ -90,20 +91,26 @@ class ReadAhead {
   }
 }
 
+/** What is exchanged for tokens, consumed in the exchange: given back when the exchange fails for an outage. */
+const EXCHANGED: ReadonlySet<string> = new Set(['AuthorizationCode', 'RefreshToken']);
+
 /**
  * `grantRevoked`: told whenever the engine (or Gatehouse through it) revokes a grant's tokens, so that what it
- * does not store — JWT access tokens — is revoked with them (src/oidc/jwt-access-tokens.ts). `readPerson`: see
- * PersonReadAhead.
+ * does not store — JWT access tokens — is revoked with them (src/oidc/jwt-access-tokens.ts). `unanswered`: told
+ * what each token request consumed, and asked before a code or refresh token is read (unanswered-grants.ts).
+ * `readPerson`: see PersonReadAhead.
  */
 export function createAdapterFactory(
   store: Store, clients: ClientService, grantRevoked: (grantId: string) => Promise<void>, initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>,
-  readPerson?: PersonReadAhead,
+  unanswered?: Pick<UnansweredGrants, 'consumed' | 'settle'>, readPerson?: PersonReadAhead,
 ): (model: string) => Adapter {
   const accountIndexes = new AccountIndexes(store);
   const readAhead = new ReadAhead(store, readPerson);
   return (model) => (model === 'Client'
     ? new ClientAdapter(clients, initialAccessTokens)
-    : new StoreAdapter(model, store, accountIndexes, readAhead, model === 'AccessToken' ? grantRevoked : undefined));
+    : new StoreAdapter(model, store, accountIndexes, readAhead, {
+      grantRevoked: model === 'AccessToken' ? grantRevoked : undefined, unanswered: EXCHANGED.has(model) ? unanswered : undefined,
+    }));
 }
 
 class StoreAdapter implements Adapter {
@@ -112,13 +119,17 @@ class StoreAdapter implements Adapter {
   readonly #accountIndexes: AccountIndexes;
   readonly #readAhead: ReadAhead;
   readonly #grantRevoked: ((grantId: string) => Promise<void>) | undefined;
+  readonly #unanswered: Pick<UnansweredGrants, 'consumed' | 'settle'> | undefined;
 
-  constructor(model: string, store: Store, accountIndexes: AccountIndexes, readAhead: ReadAhead, grantRevoked?: (grantId: string) => Promise<void>) {
+  constructor(model: string, store: Store, accountIndexes: AccountIndexes, readAhead: ReadAhead, options: {
+    grantRevoked?: ((grantId: string) => Promise<void>) | undefined; unanswered?: Pick<UnansweredGrants, 'consumed' | 'settle'> | undefined;
+  }) {
     this.#model = model;
     this.#store = store;
     this.#accountIndexes = accountIndexes;
     this.#readAhead = readAhead;
-    this.#grantRevoked = grantRevoked;
+    this.#grantRevoked = options.grantRevoked;
+    this.#unanswered = options.unanswered;
   }
 
   #key(id: string): string {
@@ -146,7 +157,10 @@ class StoreAdapter implements Adapter {
 
   find(id: string): Promise<AdapterPayload | undefined> {
     if (TAKEN_ON_FIRST_FIND.has(this.#model)) return asProviderError(() => this.#take(this.#key(id)));
-    return asProviderError(() => this.#read(this.#key(id)));
+    return asProviderError(async () => {
+      await this.#unanswered?.settle(this.#key(id));
+      return this.#read(this.#key(id));
+    });
   }
 
   findByUid(uid: string): Promise<AdapterPayload | undefined> {
@@ -166,15 +180,19 @@ class StoreAdapter implements Adapter {
     if (TAKEN_ON_FIRST_FIND.has(this.#model)) return Promise.resolve();
     return asProviderError(async () => {
       const key = this.#key(id);
-      const won = await this.#store.consume(key, Math.floor(Date.now() / 1000));
-      if (won) return;
+      const atEpochSeconds = Math.floor(Date.now() / 1000);
+      const won = await this.#store.consume(key, atEpochSeconds);
+      const request = requestBeingServed();
+      if (won) {
+        if (request) this.#unanswered?.consumed(request, key, atEpochSeconds);
+        return;
+      }
       // Lost to a request presenting the same code or refresh token at the same moment: a reuse like any other, so
       // its grant goes (the engine revokes it only for a token it read as consumed already, which a request racing
       // the winner may not have).
       const record = await this.#store.get(key);
       const grantId = record ? (JSON.parse(record.value) as AdapterPayload).grantId : undefined;
-      const ctx = requestBeingServed();
-      if (ctx && typeof grantId === 'string' && GRANT_BOUND.has(this.#model)) await revokeGrant(ctx.oidc.provider, grantId);
+      if (request && typeof grantId === 'string' && GRANT_BOUND.has(this.#model)) await revokeGrant(request.oidc.provider, grantId);
       throw new errors.InvalidGrant(`${this.#model} was already used or has expired`);
     });
   }

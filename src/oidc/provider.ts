@@ -11,6 +11,7 @@ import type { Store } from '../store/store.ts';
 import { SIGNING_ALGORITHMS, type Secrets } from '../keys/secrets.ts';
 import type { SigningKeyRing } from '../keys/key-ring.ts';
 import { createAdapterFactory } from './adapter.ts';
+import type { UnansweredGrants } from './unanswered-grants.ts';
 import { oncePerRequest } from './per-request.ts';
 import { asProviderError } from './errors.ts';
 import { CLAIMS_BY_SCOPE, SCOPES } from './scopes.ts';
@@ -39,6 +40,8 @@ export interface ProviderDependencies {
   jwtAccessTokens: JwtAccessTokens;
   /** What opens dynamic client registration: each registration spends a use of one. */
   initialAccessTokens: Pick<InitialAccessTokens, 'spendOne'>;
+  /** Codes and refresh tokens consumed by token requests that failed for an outage, given back (unanswered-grants.ts). */
+  unansweredGrants: UnansweredGrants;
   /** Seconds a JWKS response may be cached: short enough for a new key to reach every cache before it signs. */
   jwksMaxAgeSeconds: number;
   store: Store;
@@ -89,12 +92,12 @@ export interface EnginePages {
  */
 export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinfo', 'revocation', 'pushed_authorization_request']);
 
-export function createProvider({ config, secrets, signingKeys, signingAlgorithms, jwtAccessTokens, initialAccessTokens, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
+export function createProvider({ config, secrets, signingKeys, signingAlgorithms, jwtAccessTokens, initialAccessTokens, unansweredGrants, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const personOf = (request: object, accountId: string) => oncePerRequest(request, `person ${accountId}`, () => users.findForTokens(accountId));
   const mayIntrospect = introspectionPolicy(personOf);
   const apiAccess = resourceIndicators(apis, async (ctx, accountId, api) => permittedScopes((await personOf(ctx, accountId))?.roles ?? [], api));
   const configuration: Configuration = {
-    adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId), initialAccessTokens, (request, accountId) => {
+    adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId), initialAccessTokens, unansweredGrants, (request, accountId) => {
       // Whoever asks next sees a failure (a 503 if the database is down); until then it is nobody's to report.
       personOf(request, accountId).catch(() => {});
     }),

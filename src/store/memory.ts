@@ -83,6 +83,11 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  async unconsume(key: string, atEpochSeconds: number): Promise<void> {
+    const entry = this.#liveEntry(this.#prefix + key);
+    if (entry?.kind === 'record' && entry.consumedAt === atEpochSeconds) delete entry.consumedAt;
+  }
+
   async delete(keys: readonly string[]): Promise<void> {
     for (const key of keys) this.#entries.delete(this.#prefix + key);
   }

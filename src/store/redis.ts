@@ -43,6 +43,14 @@ return redis.call('HSETNX', KEYS[1], 'consumedAt', ARGV[1])
 
 type ConsumeOutcome = -1 | 0 | 1;
 
+/** The consumed mark goes only if it is the one given: in one script, so that no consume can come in between. */
+const unconsumeScript = `
+if redis.call('HGET', KEYS[1], 'consumedAt') == ARGV[1] then
+  return redis.call('HDEL', KEYS[1], 'consumedAt')
+end
+return 0
+`;
+
 /**
  * DEL first so that a replaced record loses its consumed mark along with its old value; one command, not five.
  * The shebang makes Redis refuse the whole script while memory is full (OOM), as it refuses a plain write:
@@ -73,6 +81,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[2], 'GT')
 /** The client with the script registered by defineCommand (ioredis adds the method at run time). */
 type RedisWithConsume = RedisClient & {
   consumeRecord(key: string, atEpochSeconds: number): Promise<ConsumeOutcome>;
+  unconsumeRecord(key: string, atEpochSeconds: number): Promise<0 | 1>;
   createRecord(key: string, value: string, ttlSeconds: number): Promise<0 | 1>;
   putRecord(key: string, value: string, ttlSeconds: number): Promise<null>;
   addToIndex(key: string, member: string, ttlSeconds: number): Promise<null>;
@@ -99,6 +108,7 @@ export class RedisStore implements Store {
       keyPrefix: options.prefix, commandTimeoutMs: this.#commandTimeoutMs, onError: options.onError, resendAfterReconnect: true, batchWrites: true,
     });
     client.defineCommand('consumeRecord', { numberOfKeys: 1, lua: consumeScript });
+    client.defineCommand('unconsumeRecord', { numberOfKeys: 1, lua: unconsumeScript });
     client.defineCommand('createRecord', { numberOfKeys: 1, lua: createScript });
     client.defineCommand('putRecord', { numberOfKeys: 1, lua: putScript });
     client.defineCommand('addToIndex', { numberOfKeys: 1, lua: addToIndexScript });
@@ -125,6 +135,10 @@ export class RedisStore implements Store {
 
   consume(key: string, atEpochSeconds: number): Promise<boolean> {
     return this.#run(async () => (await this.#client.consumeRecord(key, atEpochSeconds)) === 1);
+  }
+
+  async unconsume(key: string, atEpochSeconds: number): Promise<void> {
+    await this.#run(() => this.#client.unconsumeRecord(key, atEpochSeconds));
   }
 
   async delete(keys: readonly string[]): Promise<void> {

@@ -23,6 +23,11 @@ export interface Store {
    * one key exactly one returns true. False when the record is missing or was already consumed.
    */
   consume(key: string, atEpochSeconds: number): Promise<boolean>;
+  /**
+   * Takes back the consumed mark that consume(key, atEpochSeconds) set, and no other: for a consume whose purpose
+   * came to nothing (the request it was for failed). Nothing happens to a missing or replaced record.
+   */
+  unconsume(key: string, atEpochSeconds: number): Promise<void>;
   delete(keys: readonly string[]): Promise<void>;
   /** Adds a member to an index; the index lives at least ttlSeconds from now (never shortened). */
   addToIndex(indexKey: string, member: string, ttlSeconds: number): Promise<void>;

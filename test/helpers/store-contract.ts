@@ -104,6 +104,22 @@ export function registerContract(harness: StoreHarness): void {
     );
   });
 
+  test(title('unconsume takes back only the consumed mark it names, on the record it was set on'), async (t) => {
+    const store = openStore(t, harness, newPrefix());
+    await store.put('Record:1', '"payload"', 60);
+    t.true(await store.consume('Record:1', 1_700_000_000));
+    await store.unconsume('Record:1', 1_700_000_001);
+    t.deepEqual(await store.get('Record:1'), { value: '"payload"', consumedAt: 1_700_000_000 }, 'another time: not the mark it names');
+    await store.unconsume('Record:1', 1_700_000_000);
+    t.deepEqual(await store.get('Record:1'), { value: '"payload"' });
+    t.true(await store.consume('Record:1', 1_700_000_002), 'consumable again');
+    await store.unconsume('Record:missing', 1_700_000_000);
+    t.is(await store.get('Record:missing'), undefined, 'a missing record is not made');
+    await store.put('Record:1', '"replaced"', 60);
+    await store.unconsume('Record:1', 1_700_000_002);
+    t.deepEqual(await store.get('Record:1'), { value: '"replaced"' });
+  });
+
   test(title('of 50 concurrent consumes exactly one wins'), async (t) => {
     const prefix = newPrefix();
     const store = openStore(t, harness, prefix);

@@ -16,6 +16,8 @@ export class CuttableProxy {
   #freezeNewConnections = false;
   #server: net.Server | undefined;
   #port = 0;
+  /** What a client sends that, once answered, cuts the service (cutAfterReplyTo). */
+  #cutAfterReplyTo: ((request: string) => boolean) | undefined;
 
   constructor(target: ProxyTarget) {
     this.#target = target;
@@ -71,6 +73,14 @@ export class CuttableProxy {
     this.#frozen.clear();
   }
 
+  /**
+   * The service goes down right after answering the next request that `matches` (its bytes, as Latin-1 text):
+   * the caller gets that one answer, then the connection breaks with everything else under way.
+   */
+  cutAfterReplyTo(matches: (request: string) => boolean): void {
+    this.#cutAfterReplyTo = matches;
+  }
+
   async close(): Promise<void> {
     this.thaw();
     await this.cut();
@@ -100,6 +110,17 @@ export class CuttableProxy {
     }
     this.#relay(incoming, outgoing);
     this.#relay(outgoing, incoming);
+    // After the relays' own listeners: the answer is written on before the cut.
+    let cutAfterReply = false;
+    incoming.on('data', (chunk: Buffer) => {
+      if (this.#cutAfterReplyTo?.(chunk.toString('latin1'))) {
+        this.#cutAfterReplyTo = undefined;
+        cutAfterReply = true;
+      }
+    });
+    outgoing.on('data', () => {
+      if (cutAfterReply) incoming.write('', () => void this.cut());
+    });
     if (this.#freezeNewConnections) {
       this.#freezeSocket(incoming);
       this.#freezeSocket(outgoing);
