@@ -4,10 +4,9 @@
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerSpa, signIn } from './helpers/oauth.ts';
+import { REDIRECT_URI, insecure, signInToNewSpa, signInWithNewSpa } from './helpers/oauth.ts';
 import { ThrowawayRedisServer, eventually } from './helpers/redis.ts';
 import { CuttableProxy } from './helpers/tcp-proxy.ts';
-import { UserAgent } from './helpers/user-agent.ts';
 
 let redis: ThrowawayRedisServer;
 let proxy: CuttableProxy;
@@ -39,21 +38,8 @@ async function outageRightAfterConsuming<T extends Response>(model: string, requ
   return answer;
 }
 
-async function signedIn() {
-  const as = await discover(server);
-  const { client } = await registerSpa(server);
-  const user = await createUser(server);
-  const agent = new UserAgent();
-  const request = await authorizationRequest(as, client.client_id);
-  const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
-  return { as, client, agent, request, parameters: oauth.validateAuthResponse(as, client, callback, request.state) };
-}
-
 test.serial('a refresh answered 503 because Redis went down after its token was consumed: the same token works once Redis is back', async (t) => {
-  const { as, client, request, parameters } = await signedIn();
-  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
-    await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure),
-    { expectedNonce: request.nonce, requireIdToken: true });
+  const { as, client, tokens } = await signInToNewSpa(server);
 
   const during = await outageRightAfterConsuming('RefreshToken', () => oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
   t.is(during.status, 503, await during.text());
@@ -68,7 +54,7 @@ test.serial('a refresh answered 503 because Redis went down after its token was 
 });
 
 test.serial('a code exchange answered 503 because Redis went down after the code was consumed: the same code works once Redis is back', async (t) => {
-  const { as, client, request, parameters } = await signedIn();
+  const { as, client, request, parameters } = await signInWithNewSpa(server);
   const during = await outageRightAfterConsuming('AuthorizationCode', () => oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure));
   t.is(during.status, 503, await during.text());
   const tokens = await oauth.processAuthorizationCodeResponse(as, client,

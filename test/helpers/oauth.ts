@@ -91,18 +91,23 @@ export async function createUser(server: TestServer, email = `person-${crypto.ra
   return server.runtime.users.create({ email, password: PASSWORD, name: 'Ada Lovelace', emailVerified: true });
 }
 
-/**
- * A new single-page app and a new person, signed in through the login and consent pages, with the
- * tokens of the code exchange (ID token validated by oauth4webapi).
- */
-export async function signInToNewSpa(server: TestServer) {
+/** A new single-page app and a new person, signed in through the login and consent pages: the code, not yet exchanged. */
+export async function signInWithNewSpa(server: TestServer) {
   const as = await discover(server);
   const { client } = await registerSpa(server);
   const user = await createUser(server);
   const agent = new UserAgent();
   const request = await authorizationRequest(as, client.client_id);
   const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
-  const parameters = oauth.validateAuthResponse(as, client, callback, request.state);
+  return { as, client, user, agent, request, callback, parameters: oauth.validateAuthResponse(as, client, callback, request.state) };
+}
+
+/**
+ * A new single-page app and a new person, signed in through the login and consent pages, with the
+ * tokens of the code exchange (ID token validated by oauth4webapi).
+ */
+export async function signInToNewSpa(server: TestServer) {
+  const { as, client, user, agent, request, callback, parameters } = await signInWithNewSpa(server);
   const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure);
   const tokens = await oauth.processAuthorizationCodeResponse(as, client, response, { expectedNonce: request.nonce, requireIdToken: true });
   return { as, client, user, agent, request, callback, parameters, tokens };
