@@ -28,25 +28,38 @@ function storable(text: string): boolean {
   return !text.includes('\u0000') && text.isWellFormed();
 }
 
+/** A place in a value: its key or index, under its parent's place (none for the value itself). */
+interface Place {
+  parent: Place | undefined;
+  key: PropertyKey;
+}
+
 /**
  * Where in a value (a string, or arrays and objects of them, as JSON holds) a string or a key cannot be stored
- * (storable above). Walked without recursion: a small JSON body can nest thousands of levels deep.
+ * (storable above). Walked without recursion and in time linear in its size: a small JSON body can nest tens of
+ * thousands of levels deep, and each place's path is only spelled out when something is found there.
  */
 export function pathsToUnstorableText(value: unknown): PropertyKey[][] {
-  const found: PropertyKey[][] = [];
-  const pending: Array<{ value: unknown; path: PropertyKey[] }> = [{ value, path: [] }];
+  const found: Array<Place | undefined> = [];
+  const pending: Array<{ value: unknown; place: Place | undefined }> = [{ value, place: undefined }];
   for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
-    const { value: item, path } = next;
+    const { value: item, place: parent } = next;
     if (typeof item === 'string') {
-      if (!storable(item)) found.push(path);
+      if (!storable(item)) found.push(parent);
     } else if (Array.isArray(item)) {
-      item.forEach((element, index) => pending.push({ value: element, path: [...path, index] }));
+      item.forEach((element, index) => pending.push({ value: element, place: { parent, key: index } }));
     } else if (item !== null && typeof item === 'object') {
       for (const [key, element] of Object.entries(item)) {
-        if (storable(key)) pending.push({ value: element, path: [...path, key] });
-        else found.push([...path, key]);
+        if (storable(key)) pending.push({ value: element, place: { parent, key } });
+        else found.push({ parent, key });
       }
     }
   }
-  return found;
+  return found.map(pathOf);
+}
+
+function pathOf(place: Place | undefined): PropertyKey[] {
+  const path: PropertyKey[] = [];
+  for (let at = place; at !== undefined; at = at.parent) path.push(at.key);
+  return path.reverse();
 }

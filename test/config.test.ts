@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { exportJWK, generateKeyPair } from 'jose';
-import { ConfigError, loadConfig, type Config } from '../src/config/index.ts';
+import { ConfigError, loadConfig, readConfig, type Config } from '../src/config/index.ts';
 import { KeyError, generateJwks, loadSecrets } from '../src/keys/secrets.ts';
 import { cleanEnvironment, runNode } from './helpers/process.ts';
 
@@ -425,4 +425,11 @@ test('NODE_ENV=production lists every refused setting at once, not one per start
 test('values that cannot be read are all listed at once', (t) => {
   const error = t.throws(() => loadConfig({ PORT: 'eighty', SESSION_TTL: '-5', PASSWORD_MIN_LENGTH: '7' }), { instanceOf: ConfigError });
   t.deepEqual(error!.problems.map((problem) => problem.split(':')[0]).sort(), ['PASSWORD_MIN_LENGTH', 'PORT', 'SESSION_TTL']);
+});
+
+test('a setting that cannot be read hides no other problem; a NODE_ENV that cannot be read is read as production, the strictest', (t) => {
+  const { refused } = readConfig({ NODE_ENV: 'Production', METRICS_TOKEN: 'too-short' });
+  t.true(refused.some((problem) => problem.startsWith('NODE_ENV: ')), refused.join('\n'));
+  t.true(refused.some((problem) => problem.startsWith('METRICS_TOKEN: ')), refused.join('\n'));
+  t.true(refused.includes('production needs DATABASE_URL: the embedded database is for development'), refused.join('\n'));
 });

@@ -53,6 +53,22 @@ test.serial('a refresh answered 503 because Redis went down after its token was 
   t.is((await oauth.userInfoRequest(as, client, refreshed.access_token, insecure)).status, 401);
 });
 
+test.serial('a refresh whose tokens were made but whose grace-period copy the store took too long to keep: answered, and the token it replaced stays spent', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 3 });
+  // The copy of the answer kept for other tabs reaches Redis only after its command timed out (a slow path).
+  proxy.holdBack((request) => request.includes('refresh-grace:') && request.includes('sealed'));
+  const first = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure));
+  proxy.release();
+  await eventually(async () => {
+    if ((await fetch(`${server.issuer}/readyz`)).status !== 200) throw new Error('not ready yet');
+  }, 30_000);
+  // Past the grace period: the token replaced is spent, and presenting it is a replay that revokes the grant.
+  await new Promise((resolve) => setTimeout(resolve, 3500));
+  t.is((await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure)).status, 400);
+  t.is((await oauth.refreshTokenGrantRequest(as, client, oauth.None(), first.refresh_token!, insecure)).status, 400, 'one chain: its successor is revoked with the grant');
+});
+
 test.serial('a code exchange answered 503 because Redis went down after the code was consumed: the same code works once Redis is back', async (t) => {
   const { as, client, request, parameters } = await signInWithNewSpa(server);
   const during = await outageRightAfterConsuming('AuthorizationCode', () => oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure));

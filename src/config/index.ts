@@ -377,7 +377,9 @@ function parseEnvironment(present: Record<string, string | undefined>): { env: z
   if (parsed.success) return { env: parsed.data, unreadable: [] };
   const unreadable = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
   const unreadableNames = new Set(parsed.error.issues.map((issue) => String(issue.path[0])));
-  const rest = environmentSchema.safeParse(Object.fromEntries(Object.entries(present).filter(([name]) => !unreadableNames.has(name))));
+  const readable = Object.fromEntries(Object.entries(present).filter(([name]) => !unreadableNames.has(name)));
+  // A NODE_ENV that cannot be read (NODE_ENV=Production) is read as the strictest, so that production's refusals are said too.
+  const rest = environmentSchema.safeParse(unreadableNames.has('NODE_ENV') ? { ...readable, NODE_ENV: 'production' } : readable);
   // Not readable even without them (a problem between settings, say): nothing more can be said.
   if (!rest.success) throw new ConfigError(unreadable);
   return { env: rest.data, unreadable };

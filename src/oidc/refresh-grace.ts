@@ -45,14 +45,18 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
       try {
         await handle();
       } catch (error) {
-        // Refused: the others are judged by the engine as this one was.
-        await store.delete([key]);
+        // Refused: the others are judged by the engine as this one was (the claim, if it cannot be deleted now, ends
+        // with the period, and they wait for it no longer than WAIT_FOR_FIRST_MS). The refusal is this request's answer.
+        await store.delete([key]).catch(() => undefined);
         throw error;
       }
       // The proof the engine verified while handling it (kept for the request).
       const jkt = (await verifiedDpopProof(provider, ctx))?.thumbprint;
       const answered: Answered = { sealed: await sealer.seal(JSON.stringify(ctx.body), context), jkt, asked: whatIsAsked(ctx) };
-      await store.put(key, JSON.stringify(answered), seconds);
+      // The tokens are made and saved, and their refresh token replaces the one presented, for good: they are this
+      // request's answer even if the store cannot keep their copy for the other tabs now (those then get the engine's
+      // answer after WAIT_FOR_FIRST_MS, as without a grace period).
+      await store.put(key, JSON.stringify(answered), seconds).catch(() => undefined);
       return;
     }
     const first = await firstAnswer(store, key);

@@ -1,8 +1,9 @@
 // The engine consumes a code or a refresh token before it saves the tokens it is exchanged for. When the store or the
 // database fails in between, the client is answered 503 and told to try again, but what it presented is spent: its
 // retry would be taken for a replay, which revokes the grant, and an outage would sign people out of their apps. So a
-// token request that fails for an outage gives back what it consumed (only a request answered 503 does: it gave no
-// tokens). The store may be what is down: the give-back is tried again in the background until it answers, and a
+// token request that fails for an outage before the engine made its answer gives back what it consumed. Once tokens
+// were made, they may reach the client after all (the refresh grace period's copy of them, written late): then what
+// they replace stays spent, or two chains of refresh tokens would live on. The store may be what is down: the give-back is tried again in the background until it answers, and a
 // retry reaching this process first gives it back before it is read. A retry reaching another process in the
 // moment between the store's return and the next background try still finds it spent.
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -50,7 +51,8 @@ export class UnansweredGrants {
     try {
       await handle();
     } catch (error) {
-      if (error instanceof TemporarilyUnavailable || error instanceof DependencyUnavailable) this.#unanswered(ctx);
+      const outage = error instanceof TemporarilyUnavailable || error instanceof DependencyUnavailable;
+      if (outage && !madeTokens(ctx)) this.#unanswered(ctx);
       throw error;
     }
   };
@@ -90,4 +92,10 @@ export class UnansweredGrants {
       throw error;
     }
   }
+}
+
+/** Whether the engine made its answer (a token response) before the request failed. */
+function madeTokens(ctx: KoaContextWithOIDC): boolean {
+  const body = ctx.body as { access_token?: unknown } | null | undefined;
+  return typeof body?.access_token === 'string';
 }

@@ -18,6 +18,10 @@ export class CuttableProxy {
   #port = 0;
   /** What a client sends that, once answered, cuts the service (cutAfterReplyTo). */
   #cutAfterReplyTo: ((request: string) => boolean) | undefined;
+  /** What a client sends that is held back, with what follows it on its connection (holdBack). */
+  #holdBack: ((request: string) => boolean) | undefined;
+  readonly #holding = new Set<net.Socket>();
+  #held: Array<() => void> = [];
 
   constructor(target: ProxyTarget) {
     this.#target = target;
@@ -81,6 +85,20 @@ export class CuttableProxy {
     this.#cutAfterReplyTo = matches;
   }
 
+  /**
+   * The next request that `matches`, and all that follow it on its connection, reach the service only at release():
+   * a slow network path, where the client gives up waiting but what it sent arrives later all the same.
+   */
+  holdBack(matches: (request: string) => boolean): void {
+    this.#holdBack = matches;
+  }
+
+  release(): void {
+    for (const send of this.#held) send();
+    this.#held = [];
+    this.#holding.clear();
+  }
+
   async close(): Promise<void> {
     this.thaw();
     await this.cut();
@@ -108,8 +126,8 @@ export class CuttableProxy {
         outgoing.destroy();
       });
     }
-    this.#relay(incoming, outgoing);
-    this.#relay(outgoing, incoming);
+    this.#relay(incoming, outgoing, { fromClient: true });
+    this.#relay(outgoing, incoming, { fromClient: false });
     // After the relays' own listeners: the answer is written on before the cut.
     let cutAfterReply = false;
     incoming.on('data', (chunk: Buffer) => {
@@ -128,8 +146,16 @@ export class CuttableProxy {
   }
 
   /** Forwards by hand rather than pipe(), whose backpressure handling could resume a frozen socket. */
-  #relay(from: net.Socket, to: net.Socket): void {
+  #relay(from: net.Socket, to: net.Socket, { fromClient }: { fromClient: boolean }): void {
     from.on('data', (chunk: Buffer) => {
+      if (fromClient && !this.#holding.has(from) && this.#holdBack?.(chunk.toString('latin1'))) {
+        this.#holdBack = undefined;
+        this.#holding.add(from);
+      }
+      if (this.#holding.has(from)) {
+        this.#held.push(() => to.write(chunk));
+        return;
+      }
       if (to.write(chunk)) return;
       from.pause();
       to.once('drain', () => {

@@ -54,8 +54,10 @@ export function requestLog(logger: Logger, metrics: Metrics, engineRoutes: Engin
 export function logUnreadableRequests(server: Server, logger: Logger, metrics: Metrics): void {
   const log = logger.child({ component: 'http' }, { redact: [] });
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
-    // A connection reset is no request: nothing to answer or to tell.
-    if (error.code === 'ECONNRESET' || !socket.writable) {
+    // A connection reset is no request: nothing to answer or to tell. Nor is there a place for an answer on a
+    // connection whose previous one is being written (Node's own handler checks the same).
+    const answering = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (error.code === 'ECONNRESET' || !socket.writable || answering?.headersSent) {
       socket.destroy();
       return;
     }
