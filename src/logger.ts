@@ -19,11 +19,21 @@ const REDACTED_PATHS = [
  * written while a request is served carries its id, whoever writes it: an error deep in a flow or the engine too.
  */
 export function createLogger(config: Pick<Config, 'logLevel'>, destination: 1 | 2 | DestinationStream = 1): Logger {
-  return pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, mixin: requestIdOfLine },
-    typeof destination === 'number' ? pino.destination(destination) : destination);
+  return pino({
+    level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, mixin: withRequestId, mixinMergeStrategy: (line) => line,
+  }, typeof destination === 'number' ? pino.destination(destination) : destination);
 }
 
-function requestIdOfLine(): { requestId?: string } {
-  const requestId = currentRequestId();
-  return requestId === undefined ? {} : { requestId };
+const NOTHING_TO_MERGE = {};
+
+/**
+ * Adds the request's id to the line's own object, unless it has one, rather than returning it to be merged: pino's
+ * merge makes a new object of every line, which cost a token request 8% of its rate (bench:compare).
+ */
+function withRequestId(line: { requestId?: unknown }): object {
+  if (line.requestId === undefined) {
+    const requestId = currentRequestId();
+    if (requestId !== undefined) line.requestId = requestId;
+  }
+  return NOTHING_TO_MERGE;
 }
