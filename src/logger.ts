@@ -2,7 +2,7 @@
 // as a second line of defence, and callers log identifiers, never credentials.
 import pino, { type DestinationStream, type Logger } from 'pino';
 import type { Config } from './config/index.ts';
-import { currentRequestId } from './operations/request-context.ts';
+import { currentRequestId } from './request-context.ts';
 
 // Credentials by name, at the top level and one level down (pino's wildcards match one level).
 const SENSITIVE_FIELDS = [

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
-import { currentRequestId } from '../operations/request-context.ts';
+import { currentRequestId } from '../request-context.ts';
 
 /** Every action Gatehouse audits. A name outside this list is a type error, so the trail stays searchable. */
 export const AUDIT_ACTIONS = [

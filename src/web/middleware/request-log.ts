@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../operations/metrics.ts';
-import { inRequestContext, requestIdFrom } from '../../operations/request-context.ts';
+import { inRequestContext, requestIdFrom } from '../../request-context.ts';
 import { HEALTH_PATHS } from '../health.ts';
 import { PATHS } from '../paths.ts';
 import { routeKey, type EngineRoutes } from '../engine-paths.ts';
