@@ -102,6 +102,19 @@ test('a token for three registrations registers three; one that expired register
   t.like(await refusal(SPA, short.token), { status: 401, error: 'invalid_token' });
 });
 
+test('of registrations at once with a single-use token, one is stored and answered; the others are refused and leave no client behind', async (t) => {
+  const { token } = await initialAccessToken(1);
+  const names = Array.from({ length: 4 }, () => `Racing app ${crypto.randomUUID()}`);
+  const answers = await Promise.all(names.map((name) => fetch(as.registration_endpoint!, {
+    method: 'POST', body: JSON.stringify({ ...SPA, client_name: name }), headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+  })));
+  t.deepEqual(answers.map((answer) => answer.status).sort(), [201, 401, 401, 401]);
+  const stored = (await server.runtime.clients.list()).filter((client) => names.includes(String(client.client_name)));
+  t.is(stored.length, 1, 'the refused ones were taken away again');
+  const registered = await answers.find((answer) => answer.status === 201)!.json() as { client_id: string };
+  t.is(stored[0]!.client_id, registered.client_id);
+});
+
 test('registration obeys the rules of every client, and some of its own; a refused registration spends nothing', async (t) => {
   const { token } = await initialAccessToken();
   const cases: Array<[string, Record<string, unknown>, RegExp]> = [

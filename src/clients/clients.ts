@@ -85,9 +85,9 @@ export class ClientError extends Error {
 
 /**
  * How a self-registered client is saved: an update of it (RFC 7592), or its registration, with what is to happen
- * once every rule has passed and before it is written (spending a use of the initial access token).
+ * once it is written (spending a use of the initial access token); if that fails, the client is taken away again.
  */
-export type RegisteredSave = 'update' | { beforeCreate(): Promise<void> };
+export type RegisteredSave = 'update' | { created(): Promise<void> };
 
 /** The client an update (RFC 7592) names was deleted meanwhile. */
 export class ClientGone extends Error {
@@ -335,13 +335,21 @@ export class ClientService {
     if (problem) throw new ClientError(problem);
     const saved: ClientMetadata = existing ? { ...metadata, ...administeredIn(existing.metadata) } : metadata;
     await this.#check(saved);
-    if (how !== 'update') await how.beforeCreate();
     if (existing) {
       // Only if no one changed it since it was read here: an administrator's change at the same time is not lost.
       const { count } = await this.#prisma.client.updateMany({ where: { id: metadata.client_id, updatedAt: existing.updatedAt }, data: { metadata: saved as unknown as JsonObject } });
       if (!count) throw new ClientChangedMeanwhile();
     } else {
       await this.#prisma.client.create({ data: { id: metadata.client_id, metadata: saved as unknown as JsonObject } });
+      // Spent once the client is stored, so that a registration the database fails spends nothing. One whose token's
+      // last use another registration took meanwhile is taken away again (should that fail too, a client stays whose
+      // id and secret nobody was given).
+      if (how !== 'update') {
+        await how.created().catch(async (error: unknown) => {
+          await this.#prisma.client.delete({ where: { id: metadata.client_id } }).catch(() => undefined);
+          throw error;
+        });
+      }
     }
     await this.#cache.changed(metadata.client_id);
     const actor = { type: 'client' as const, id: metadata.client_id };

@@ -266,10 +266,10 @@ class ClientAdapter implements Adapter {
   async upsert(_id: string, payload: AdapterPayload): Promise<void> {
     const metadata = payload as unknown as ClientMetadata;
     const ctx = requestBeingServed();
-    // A registration spends one use of its initial access token, once nothing else refuses it.
+    // A registration spends one use of its initial access token, once its client is stored.
     const initialAccessToken = ctx?.oidc.route === 'registration' ? ctx.oidc.entities.InitialAccessToken : undefined;
     const how: RegisteredSave = ctx?.oidc.route === 'registration'
-      ? { beforeCreate: async () => { if (initialAccessToken) await this.#initialAccessTokens.spendOne(initialAccessToken.jti); } }
+      ? { created: async () => { if (initialAccessToken) await this.#initialAccessTokens.spendOne(initialAccessToken.jti); } }
       : 'update';
     await asProviderError(async () => {
       try {
