@@ -88,6 +88,16 @@ for (const format of ['jwt', 'opaque'] as const) {
   });
 }
 
+for (const format of ['jwt', 'opaque'] as const) {
+  test(`${format}: a token for an API deleted since is inactive at introspection, its own client asking too`, async (t) => {
+    const { api, caller } = await apiWithResourceServer(format);
+    const token = await tokenFor(caller, api.identifier);
+    t.true((await introspect(caller, token)).active);
+    await server.runtime.apis.delete(api.identifier);
+    t.false((await introspect(caller, token)).active);
+  });
+}
+
 test('a revoked JWT is answered as an opaque token is: 200, no body, no content type', async (t) => {
   const { api, caller } = await apiWithResourceServer('jwt');
   const token = await tokenFor(caller, api.identifier);

@@ -22,15 +22,19 @@ interface IntrospectedToken {
  * Who may introspect a token. Its own client may. A service client (a resource server) may introspect access
  * tokens it is handed, never refresh tokens, which only their client ever presents — and a token for an API only
  * if it is that API's resource server (audience-restricted: a token for API A is useless at API B). A token whose
- * client was deleted is inactive, and so is every token of a disabled (or deleted) account, whatever the store holds.
+ * client was deleted is inactive, and so is a token for an API deleted since, and every token of a disabled (or
+ * deleted) account, whatever the store holds.
  */
-export function introspectionPolicy(personOf: (ctx: KoaContextWithOIDC, accountId: string) => Promise<TokenHolder | null>) {
+export function introspectionPolicy(
+  personOf: (ctx: KoaContextWithOIDC, accountId: string) => Promise<TokenHolder | null>, apiExists: (identifier: string) => Promise<boolean>,
+) {
   return async (ctx: KoaContextWithOIDC, caller: NonNullable<KoaContextWithOIDC['oidc']['client']>, token: IntrospectedToken): Promise<boolean> => {
     if (token.accountId && !await accountMayUseTokens(await asProviderError(() => personOf(ctx, token.accountId!)))) return false;
+    const audiences = Array.isArray(token.aud) ? token.aud : token.aud ? [token.aud] : [];
+    if (!(await asProviderError(() => Promise.all(audiences.map(apiExists)))).every(Boolean)) return false;
     if (token.clientId === caller.clientId) return true;
     if (!ACCESS_TOKEN_KINDS.has(token.kind) || caller.clientAuthMethod === 'none' || !caller.grantTypeAllowed('client_credentials')) return false;
     if (await ctx.oidc.provider.Client.find(token.clientId!) === undefined) return false;
-    const audiences = Array.isArray(token.aud) ? token.aud : token.aud ? [token.aud] : [];
     return !audiences.length || audiences.includes(String((caller as unknown as Record<string, unknown>)[RESOURCE_SERVER]));
   };
 }
