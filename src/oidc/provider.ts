@@ -94,7 +94,7 @@ export const BROWSER_ENDPOINTS: ReadonlySet<string> = new Set(['token', 'userinf
 
 export function createProvider({ config, secrets, signingKeys, signingAlgorithms, jwtAccessTokens, initialAccessTokens, unansweredGrants, jwksMaxAgeSeconds, store, users, clients, apis, permittedScopes, pages, interactionPath, secondFactor, consents, logoutNotices }: ProviderDependencies): Provider {
   const personOf = (request: object, accountId: string) => oncePerRequest(request, `person ${accountId}`, () => users.findForTokens(accountId));
-  const mayIntrospect = introspectionPolicy(personOf);
+  const mayIntrospect = introspectionPolicy(personOf, async (identifier) => await apis.find(identifier) !== undefined);
   const apiAccess = resourceIndicators(apis, async (ctx, accountId, api) => permittedScopes((await personOf(ctx, accountId))?.roles ?? [], api));
   const configuration: Configuration = {
     adapter: createAdapterFactory(store, clients, (grantId) => jwtAccessTokens.grantRevoked(grantId), initialAccessTokens, unansweredGrants, (request, accountId) => {
@@ -214,11 +214,9 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
       Session: (_ctx, session) => (session.loginTs
         ? Math.max(1, session.loginTs + config.ttl.session - Math.floor(Date.now() / 1000))
         : config.ttl.interaction),
-      // A browser app's refresh tokens keep the lifetime of the first one: rotation never extends it.
-      RefreshToken: (ctx, _token, client) => {
-        const rotated = ctx?.oidc?.entities.RotatedRefreshToken;
-        return rotated && isSinglePageApp(client) ? rotated.remainingTTL : config.ttl.refreshToken;
-      },
+      // Refresh tokens keep the lifetime of the first one: rotation never extends it (REFRESH_TOKEN_TTL counts from
+      // the code exchange), or a chain refreshed often enough would live as long as its grant, however long that is.
+      RefreshToken: (ctx) => ctx?.oidc?.entities.RotatedRefreshToken?.remainingTTL ?? config.ttl.refreshToken,
       // The grant must outlive every refresh token issued under it, or refresh fails early.
       Grant: Math.max(config.ttl.refreshToken, config.ttl.session),
     },
