@@ -203,3 +203,42 @@ test('an administrator disabling the account through the admin API makes its tok
   t.deepEqual(await introspect(jwt.resourceServer, forJwt.tokens.access_token), { active: false });
   t.deepEqual(await introspect(opaque.resourceServer, forOpaque.tokens.access_token), { active: false });
 });
+
+test('a token that ends with its browser session is inactive once the session has run out, JWT and opaque alike', async (t) => {
+  const sessionSeconds = 3;
+  const short = await startTestServer({ SESSION_TTL: String(sessionSeconds) });
+  t.teardown(() => short.close());
+  const shortAs = await discover(short);
+  const created = async (input: Parameters<typeof short.runtime.clients.create>[0]): Promise<Confidential> => {
+    const metadata = await short.runtime.clients.create(input);
+    return { client: { client_id: metadata.client_id }, authentication: oauth.ClientSecretBasic(String(metadata.client_secret)) };
+  };
+  const user = await createUser(short);
+  const role = `reader-${crypto.randomUUID().slice(0, 8)}`;
+  await short.runtime.roles.create(role, undefined);
+  await short.runtime.flows.roleAssignment.add(user.email, role, { type: 'admin', id: 'test' });
+  const apis = await Promise.all((['jwt', 'opaque'] as const).map(async (format) => {
+    const api = await short.runtime.apis.create({ identifier: `https://${format}-${crypto.randomUUID().slice(0, 8)}.example.com/api`, name: format, scopes: [{ name: 'orders:read' }], accessTokenFormat: format });
+    await short.runtime.roles.grant(role, api.identifier, ['orders:read']);
+    return { format, api, resourceServer: await created({ name: `${format} API server`, type: 'service', resourceServer: api.identifier }) };
+  }));
+  // A web app without offline_access: its tokens end with the session.
+  const app = await created({ name: 'Orders app', type: 'web', redirectUris: [REDIRECT_URI], apiScopes: ['orders:read'] });
+  const agent = new UserAgent();
+  const tokens: Array<{ format: string; accessToken: string; resourceServer: Confidential }> = [];
+  for (const { format, api, resourceServer } of apis) {
+    const request = await authorizationRequest(shortAs, app.client.client_id, { scope: 'openid orders:read', resource: api.identifier });
+    const callback = await signIn(agent, request.url, { email: user.email, password: PASSWORD });
+    const { access_token: accessToken } = await oauth.processAuthorizationCodeResponse(shortAs, app.client,
+      await oauth.authorizationCodeGrantRequest(shortAs, app.client, app.authentication, oauth.validateAuthResponse(shortAs, app.client, callback, request.state), REDIRECT_URI,
+        request.codeVerifier, { ...insecure, additionalParameters: { resource: api.identifier } }),
+      { expectedNonce: request.nonce, requireIdToken: true });
+    tokens.push({ format, accessToken, resourceServer });
+  }
+  const introspected = async ({ resourceServer, accessToken }: (typeof tokens)[number]) => oauth.processIntrospectionResponse(shortAs, resourceServer.client,
+    await oauth.introspectionRequest(shortAs, resourceServer.client, resourceServer.authentication, accessToken, insecure));
+  for (const token of tokens) t.true((await introspected(token)).active, token.format);
+  // The session runs out; the access tokens (ACCESS_TOKEN_TTL) would not yet.
+  await new Promise((resolve) => setTimeout(resolve, (sessionSeconds + 2) * 1000));
+  for (const token of tokens) t.false((await introspected(token)).active, token.format);
+});

@@ -9,8 +9,14 @@ import type { Store } from '../store/store.ts';
 /** Private claim naming the grant a person's JWT was issued under, so that revoking the grant reaches it. */
 export const GRANT_ID_CLAIM = 'grant_id';
 
+/**
+ * Private claim naming the browser session a session-bound JWT ends with (the engine's session uid, not its cookie's
+ * id), so that introspection finds it inactive once that session is over, as the engine finds a stored token.
+ */
+export const SESSION_UID_CLAIM = 'session_uid';
+
 /** A JWT access token's claims, as verified. */
-export type AccessTokenClaims = JWTPayload & { client_id?: string; scope?: string; [GRANT_ID_CLAIM]?: string };
+export type AccessTokenClaims = JWTPayload & { client_id?: string; scope?: string; [GRANT_ID_CLAIM]?: string; [SESSION_UID_CLAIM]?: string };
 
 export class JwtAccessTokens {
   readonly #issuer: string;

@@ -23,7 +23,7 @@ import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
 import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, withdrawGrantedScopes, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
-import { GRANT_ID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
+import { GRANT_ID_CLAIM, SESSION_UID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
 import { API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER, resourceIndicators } from './resource-servers.ts';
 import { SCOPE_TOKEN, type ApiService } from '../apis/apis.ts';
@@ -125,8 +125,14 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
       const accountId = 'accountId' in token ? token.accountId : undefined;
       if (!accountId || !('resourceServer' in token) || !token.resourceServer) return undefined;
       const grantId = 'grantId' in token ? token.grantId : undefined;
-      // A JWT names its grant, so that revoking the grant reaches it (jwt-access-tokens.ts); a stored token knows it.
-      const named = token.resourceServer.accessTokenFormat === 'jwt' && grantId ? { [GRANT_ID_CLAIM]: grantId } : {};
+      // A JWT names its grant, so that revoking the grant reaches it, and the session it ends with, if it does
+      // (jwt-access-tokens.ts); a stored token knows both.
+      const jwt = token.resourceServer.accessTokenFormat === 'jwt';
+      const sessionUid = 'expiresWithSession' in token && token.expiresWithSession ? token.sessionUid : undefined;
+      const named = {
+        ...(jwt && grantId ? { [GRANT_ID_CLAIM]: grantId } : {}),
+        ...(jwt && sessionUid ? { [SESSION_UID_CLAIM]: sessionUid } : {}),
+      };
       // Roles only when this token's request asked for them (the code's or refresh token's scope, or a narrower
       // one asked at the refresh), as its ID token has them: a person's grant may hold roles from an earlier request.
       const asked = ctx.oidc.params?.scope ? ctx.oidc.requestParamScopes : (ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken)?.scopes;

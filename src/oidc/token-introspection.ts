@@ -4,7 +4,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { TokenHolder } from '../accounts/users.ts';
 import { revokeGrant } from './engine-internals.ts';
 import { asProviderError } from './errors.ts';
-import { GRANT_ID_CLAIM, JwtAccessTokens } from './jwt-access-tokens.ts';
+import { GRANT_ID_CLAIM, JwtAccessTokens, SESSION_UID_CLAIM } from './jwt-access-tokens.ts';
 import { RESOURCE_SERVER } from './resource-servers.ts';
 
 const ACCESS_TOKEN_KINDS = new Set(['AccessToken', 'ClientCredentials']);
@@ -71,7 +71,9 @@ export function answerForJwtAccessTokens(jwts: JwtAccessTokens, mayIntrospect: R
     }
     ctx.body = { active: false };
     if (!claims) return;
+    const sessionUid = claims[SESSION_UID_CLAIM];
     const active = await asProviderError(async () => !await jwts.isRevoked(claims)
+      && (sessionUid === undefined || await ctx.oidc.provider.Session.findByUid(sessionUid) !== undefined)
       && await mayIntrospect(ctx, caller, { kind: 'AccessToken', clientId: claims.client_id, accountId: grantId ? claims.sub : undefined, aud: claims.aud }));
     if (!active) return;
     const { iss, sub, aud, exp, iat, jti, client_id: clientId, scope, roles, cnf } = claims as typeof claims & { roles?: unknown; cnf?: { jkt?: unknown } };
