@@ -156,10 +156,14 @@ class StoreAdapter implements Adapter {
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {
-    if (TAKEN_ON_FIRST_FIND.has(this.#model)) return asProviderError(() => this.#take(this.#key(id)));
+    const key = this.#key(id);
+    if (TAKEN_ON_FIRST_FIND.has(this.#model)) return asProviderError(() => this.#take(key));
+    // Codes and refresh tokens only: every other read (a session, an access token at introspection) goes straight on.
+    const unanswered = this.#unanswered;
+    if (!unanswered) return asProviderError(() => this.#read(key));
     return asProviderError(async () => {
-      await this.#unanswered?.settle(this.#key(id));
-      return this.#read(this.#key(id));
+      await unanswered.settle(key);
+      return this.#read(key);
     });
   }
 
