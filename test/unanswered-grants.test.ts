@@ -1,6 +1,7 @@
 // Redis goes away in the middle of a token request: right after the engine consumed the code or refresh token,
 // before it saved what it is exchanged for. The client is answered 503 and tries again once Redis is back, as a
-// 503 tells it to: what it presents must work, not be taken for a replay that revokes the grant.
+// 503 tells it to: what it presents must work, not be taken for a replay that revokes the grant. Nor when the store
+// is only slow, and another tab presents the same refresh token within its client's grace period.
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
@@ -77,4 +78,23 @@ test.serial('a code exchange answered 503 because Redis went down after the code
     await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), parameters, REDIRECT_URI, request.codeVerifier, insecure),
     { expectedNonce: request.nonce, requireIdToken: true });
   t.is((await oauth.userInfoRequest(as, client, tokens.access_token, insecure)).status, 200);
+});
+
+test.serial('a refresh slower than its client\'s grace period (a slow store): a repeat sent within the period while it is under way gets the same answer, and the grant lives on', async (t) => {
+  const { as, client, tokens } = await signInToNewSpa(server);
+  await server.runtime.clients.update(client.client_id, { refreshTokenGracePeriod: 1 });
+  // The first presentation's consume, and all that follows on the store's connection, waits 1.5 s.
+  proxy.holdBack(consumeOf('RefreshToken'));
+  const refresh = () => oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, insecure);
+  const first = refresh();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const repeat = refresh();
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  proxy.release();
+  const [firstAnswer, repeatAnswer] = await Promise.all([first, repeat]);
+  const firstTokens = await oauth.processRefreshTokenResponse(as, client, firstAnswer);
+  const repeatTokens = await oauth.processRefreshTokenResponse(as, client, repeatAnswer);
+  t.is(repeatTokens.refresh_token, firstTokens.refresh_token, 'the very same answer');
+  t.is((await oauth.userInfoRequest(as, client, firstTokens.access_token, insecure)).status, 200, 'the grant lives on');
+  t.truthy((await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), firstTokens.refresh_token!, insecure))).refresh_token);
 });

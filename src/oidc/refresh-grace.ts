@@ -14,7 +14,7 @@ import type { Store } from '../store/index.ts';
 import { spendDpopProof, verifiedDpopProof } from './engine-internals.ts';
 
 /** How long a presentation waits for the first one's answer before the engine judges it alone. */
-const WAIT_FOR_FIRST_MS = 5000;
+const WAIT_FOR_FIRST_SECONDS = 5;
 const POLL_MS = 20;
 
 interface Answered {
@@ -41,12 +41,14 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
     const key = `${context}:${createHash('sha256').update(token).digest('base64url')}`;
     const { provider } = ctx.oidc;
 
-    if (await store.create(key, JSON.stringify({ pending: true } satisfies Entry), seconds)) {
+    // The claim lasts as long as the others wait for it: a first presentation slower than the period (a slow store)
+    // must not let a repeat that came within the period reach the engine, which would take it for a replay.
+    if (await store.create(key, JSON.stringify({ pending: true } satisfies Entry), seconds + WAIT_FOR_FIRST_SECONDS)) {
       try {
         await handle();
       } catch (error) {
-        // Refused: the others are judged by the engine as this one was (the claim, if it cannot be deleted now, ends
-        // with the period, and they wait for it no longer than WAIT_FOR_FIRST_MS). The refusal is this request's answer.
+        // Refused: the others are judged by the engine as this one was (the claim, if it cannot be deleted now, ends on
+        // its own, and they wait for it no longer than WAIT_FOR_FIRST_SECONDS). The refusal is this request's answer.
         await store.delete([key]).catch(() => undefined);
         throw error;
       }
@@ -55,7 +57,7 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
       const answered: Answered = { sealed: await sealer.seal(JSON.stringify(ctx.body), context), jkt, asked: whatIsAsked(ctx) };
       // The tokens are made and saved, and their refresh token replaces the one presented, for good: they are this
       // request's answer even if the store cannot keep their copy for the other tabs now (those then get the engine's
-      // answer after WAIT_FOR_FIRST_MS, as without a grace period).
+      // answer after WAIT_FOR_FIRST_SECONDS, as without a grace period).
       await store.put(key, JSON.stringify(answered), seconds).catch(() => undefined);
       return;
     }
@@ -81,7 +83,7 @@ export function refreshTokenGracePeriod(store: Store, sealer: Sealer) {
 }
 
 async function firstAnswer(store: Store, key: string): Promise<Answered | undefined> {
-  const deadline = Date.now() + WAIT_FOR_FIRST_MS;
+  const deadline = Date.now() + WAIT_FOR_FIRST_SECONDS * 1000;
   while (Date.now() < deadline) {
     const record = await store.get(key);
     if (!record) return undefined;
