@@ -2,8 +2,8 @@
 // asked, the engine's session is its credential, and signing in elsewhere signs in here.
 import test from 'ava';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { UserAgent, formField } from './helpers/user-agent.ts';
-import { PASSWORD, createUser, signInToNewSpa } from './helpers/oauth.ts';
+import { UserAgent, formField, post } from './helpers/user-agent.ts';
+import { PASSWORD, authorizationRequest, createUser, discover, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
 import { signInToAccount } from './helpers/account.ts';
 
 let server: TestServer;
@@ -43,6 +43,29 @@ test('signing in to an application signs in to the account console too (one sess
   const { response, url } = await agent.follow(`${server.issuer}/account`);
   t.is(url.pathname, '/account');
   t.true((await response.text()).includes(user.email));
+});
+
+test('a form shown to one person is refused once they signed out and another signed in in the same browser: it does not act on the next person', async (t) => {
+  const { client } = await registerSpa(server);
+  const as = await discover(server);
+  const [alice, bob] = [await createUser(server), await createUser(server)];
+  for (const person of [alice, bob]) await signIn(new UserAgent(), (await authorizationRequest(as, client.client_id)).url, { email: person.email, password: PASSWORD });
+  const agent = new UserAgent();
+  const { html } = await signInToAccount(server, agent, { email: alice.email, password: PASSWORD }, '/account/applications');
+  const alicesForm = formField(html, 'csrf');
+  t.is((await post(agent, `${server.issuer}/account/sign-out`, { csrf: alicesForm })).status, 200);
+  const bobs = await signInToAccount(server, agent, { email: bob.email, password: PASSWORD }, '/account/applications');
+
+  // Alice's page, still open in another tab: "Remove" pressed.
+  const stale = await post(agent, `${server.issuer}/account/applications/${client.client_id}/remove`, { csrf: alicesForm });
+  t.is(stale.status, 403);
+  t.regex(stale.html, /This form has expired/);
+  t.is((await server.runtime.consents.list(bob.id)).length, 1, 'Bob\'s access stays');
+  // Bob's own page does it.
+  const own = await post(agent, `${server.issuer}/account/applications/${client.client_id}/remove`, { csrf: formField(bobs.html, 'csrf') });
+  t.is(own.status, 303);
+  t.is((await server.runtime.consents.list(bob.id)).length, 0);
+  t.is((await server.runtime.consents.list(alice.id)).length, 1);
 });
 
 test('a callback that did not start here is refused with a page, not followed', async (t) => {

@@ -7,6 +7,7 @@ import type { Context, Next } from 'koa';
 import type { User } from '../../accounts/users.ts';
 import { Pages } from '../kit/pages.ts';
 import { HttpError } from '../kit/errors.ts';
+import { scopeCsrfTokens } from '../kit/csrf.ts';
 import type { WebDependencies } from '../dependencies.ts';
 import { ACCOUNT_CONSOLE_CLIENT_ID } from '../../oidc/account-console-client.ts';
 import { PATHS, within } from '../paths.ts';
@@ -100,6 +101,8 @@ function requireSignedIn({ engine, users, secondFactor, config }: Pick<WebDepend
       user,
       session: { uid: session.uid, accountId: session.accountId, loginTs: session.loginTs, amr: session.amr, acr: session.acr },
     } satisfies SignedIn;
+    // A form of the console acts on whoever is signed in when it is sent: it must have been shown to that sign-in.
+    scopeCsrfTokens(ctx, JSON.stringify([session.uid, session.accountId, session.loginTs]));
     await next();
   };
 }
