@@ -338,6 +338,28 @@ test('an accepted code is not accepted again, in another sign-in', async (t) => 
   t.is(failed.at(-1)!.detail.reason, 'used');
 });
 
+test('a double click on the code page: the second submit, sent as the first finished the sign-in, goes on with it (not back to the password)', async (t) => {
+  t.timeout(120_000);
+  const { user, secret } = await enrolledUser();
+  const { as, client } = await newSpa();
+  const agent = new UserAgent();
+  const request = await authorizationRequest(as, client.client_id);
+  const codePage = await passwordStep(agent, request, user.email);
+  const uid = /\/interaction\/([\w-]+)/.exec(codePage.url.pathname)![1]!;
+  const form = { csrf: formField(codePage.html, 'csrf'), method: 'totp', code: await codeAt(secret, currentStep()) };
+  const submit = () => agent.request(new URL(`/interaction/${uid}/second-factor`, codePage.url), {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString(),
+  });
+  const first = await submit();
+  const second = await submit();
+  t.is(second.status, 303);
+  t.is(second.headers.get('location'), first.headers.get('location'), 'where the first submit went on to');
+  // The browser shows the second submit's answer: it reaches the application, signed in with both factors.
+  const reached = await reachAfter(agent, await agent.follow(new URL(second.headers.get('location')!, codePage.url)));
+  t.true(isCallback(reached));
+  t.deepEqual((await idTokenClaims(client, request, reached.url)).amr, ['pwd', 'otp']);
+});
+
 test('two sign-ins submitting the same code at once: exactly one gets in', async (t) => {
   t.timeout(120_000);
   const { user, secret } = await enrolledUser();

@@ -50,8 +50,15 @@ export function secondFactorRoutes(router: Router, deps: Pick<WebDependencies, '
     if (ctx.method === 'POST') requireCsrf(ctx);
     if (interaction.prompt.name !== 'login') throw new HttpError(400, 'You are already signed in. Go back to the application.');
     const step = await signIn.pendingStep(signInRequest(ctx, interaction));
-    if (!step) toLogin(ctx, interaction.uid);
-    return step && { interaction, step };
+    if (step) return { interaction, step };
+    // The sign-in was finished by another submit of this step (a double click): go on with it, as that one does.
+    if (interaction.result?.login) {
+      ctx.status = 303;
+      ctx.redirect(interaction.returnTo);
+    } else {
+      toLogin(ctx, interaction.uid);
+    }
+    return undefined;
   }
 
   async function renderCodePage(ctx: Context, interaction: Interaction, user: User, method: 'totp' | 'recovery', error?: string, status = 200): Promise<void> {
