@@ -114,7 +114,7 @@ test('password reset: the link sets the password, verifies the address, ends eve
   t.is(linkIn(notice!.text), `${runtime.config.issuer}/password/forgot`);
 });
 
-test('password reset: a refused password changes nothing and leaves the link usable; a made-up or used link is link_invalid, audited', async (t) => {
+test('password reset: a refused password changes nothing and leaves the link usable; a made-up link is link_invalid, a used one link_used, audited', async (t) => {
   const { runtime } = opened;
   const { passwordReset } = runtime.flows;
   const user = await newUser();
@@ -131,8 +131,11 @@ test('password reset: a refused password changes nothing and leaves the link usa
   t.like(anonymous, { outcome: 'failure', subjectUserId: null, detail: { reason: 'link_invalid' } });
 
   t.like(await passwordReset.complete({ token, password: NEW_PASSWORD, newPasswordErrors: noErrors }, request()), { ok: true });
-  t.deepEqual(await passwordReset.complete({ token, password: 'another fine password here', newPasswordErrors: noErrors }, request()), { ok: false, reason: 'link_invalid' });
+  const secondUse = request();
+  t.deepEqual(await passwordReset.complete({ token, password: 'another fine password here', newPasswordErrors: noErrors }, secondUse), { ok: false, reason: 'link_used' });
   t.true((await runtime.users.checkCredentials(user.email, NEW_PASSWORD)).ok, 'the second use changed nothing');
+  const [refusedAgain] = await audit('password_reset.completed', (event) => event.userAgent === secondUse.userAgent);
+  t.like(refusedAgain, { outcome: 'failure', detail: { reason: 'link_used' } });
 });
 
 test('password reset of an address never verified removes a second factor (someone else may have set it up); a verified one keeps it', async (t) => {

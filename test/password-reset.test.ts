@@ -276,6 +276,9 @@ test('the link can be opened many times (mail scanners open it first); a refused
   t.regex(reopened.html, /href="\/password\/forgot"/);
   const again = await submitNewPassword(server, agent, form.html, 'another fine passphrase');
   t.is(again.status, 400);
+  // The form sent again (the back button, a double click): it says what happened, not that the link failed.
+  t.regex(again.html, /This link was already used/);
+  t.regex(again.html, /A new password was set with this link/);
   t.true((await server.runtime.users.checkCredentials(user.email, NEW_PASSWORD)).ok);
 });
 
@@ -289,6 +292,7 @@ test('two submissions of the same link at once: exactly one sets its password', 
     submitNewPassword(server, agent, form.html, 'second parallel passphrase'),
   ]);
   t.deepEqual([first.status, second.status].sort(), [200, 400]);
+  t.regex((first.status === 400 ? first : second).html, /This link was already used/, 'the browser shows this answer to a double click');
   const winner = first.status === 200 ? 'first parallel passphrase' : 'second parallel passphrase';
   const loser = first.status === 200 ? 'second parallel passphrase' : 'first parallel passphrase';
   t.true((await server.runtime.users.checkCredentials(user.email, winner)).ok);

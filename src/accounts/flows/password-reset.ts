@@ -52,6 +52,8 @@ export type PasswordResetCompletion<PasswordErrors> =
   /** `notice`: the "password changed" mail, for the door to send after its answer. */
   | { ok: true; user: User; secondFactorRemoved: boolean; sessionsEnded: number; grantsRevoked: number; notice: Notice }
   | { ok: false; reason: 'link_invalid' }
+  /** The link did set a password (another submission of the same form, a double click, got there first). */
+  | { ok: false; reason: 'link_used' }
   | { ok: false; reason: 'password_refused'; user: User; errors: PasswordErrors };
 
 export interface PasswordResetFlow {
@@ -71,13 +73,13 @@ export function createPasswordResetFlow(dependencies: PasswordResetDependencies)
   const { users, accountTokens, secondFactor, accountSessions, loginLockout, secondFactorLockout, auditTrail, mail, links, clock, linkTtlSeconds } = dependencies;
 
   /** The account a reset link is for, if the link is still good and still goes to the account's address. */
-  async function accountOfLink(token: string): Promise<User | undefined> {
+  async function accountOfLink(token: string): Promise<{ user: User } | { reason: 'link_invalid' | 'link_used' }> {
     const link = await accountTokens.peek(token, 'reset_password');
-    if (!link.ok) return undefined;
+    if (!link.ok) return { reason: link.reason === 'used' ? 'link_used' : 'link_invalid' };
     const user = await users.findById(link.userId);
     // A link sent to an address the account no longer has proves nothing about the person now reading it.
-    if (!user || user.disabled || user.email !== normalizeEmail(link.email)) return undefined;
-    return user;
+    if (!user || user.disabled || user.email !== normalizeEmail(link.email)) return { reason: 'link_invalid' };
+    return { user };
   }
 
   return {
@@ -107,23 +109,25 @@ export function createPasswordResetFlow(dependencies: PasswordResetDependencies)
     },
 
     async checkLink(token) {
-      const user = await accountOfLink(token);
-      return user ? { ok: true, user } : { ok: false, reason: 'link_invalid' };
+      const link = await accountOfLink(token);
+      return 'user' in link ? { ok: true, user: link.user } : { ok: false, reason: 'link_invalid' };
     },
 
     async complete({ token, password, newPasswordErrors }, request) {
-      const user = await accountOfLink(token);
-      if (!user) {
-        await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', ...request, detail: { reason: 'link_invalid' } });
-        return { ok: false, reason: 'link_invalid' };
+      const link = await accountOfLink(token);
+      if (!('user' in link)) {
+        await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', ...request, detail: { reason: link.reason } });
+        return { ok: false, reason: link.reason };
       }
+      const { user } = link;
       const errors = newPasswordErrors(user);
       if (errors !== undefined) return { ok: false, reason: 'password_refused', user, errors };
       // Exactly one of two concurrent submissions gets past this with the link.
       const redeemed = await accountTokens.redeem(token, 'reset_password');
       if (!redeemed.ok || redeemed.userId !== user.id) {
-        await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, ...request, detail: { reason: 'link_invalid' } });
-        return { ok: false, reason: 'link_invalid' };
+        const reason = !redeemed.ok && redeemed.reason === 'used' ? 'link_used' : 'link_invalid';
+        await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, ...request, detail: { reason } });
+        return { ok: false, reason };
       }
       // The link proved the person reads the address it went to: the address is verified too.
       const updated = await users.setPassword(user.id, password, { confirmedEmail: redeemed.email });

@@ -78,6 +78,14 @@ export function passwordResetRoutes(deps: Pick<WebDependencies, 'config' | 'view
         token, password, newPasswordErrors: (account) => newPasswordErrors(users, account, password, confirmation),
       }, { ip: ctx.ip, userAgent: ctx.get('user-agent') });
       if (!reset.ok && reset.reason === 'link_invalid') return linkInvalid(ctx);
+      // Most often the second submission of a double click, whose answer the browser shows: the first one did it.
+      if (!reset.ok && reset.reason === 'link_used') {
+        return render(ctx, 'link-invalid', {
+          title: 'This link was already used',
+          message: 'A new password was set with this link. Sign in with it. If you did not set it, ask for a new link.',
+          next: { href: PATHS.forgotPassword, label: 'Ask for a new link' },
+        }, 400);
+      }
       // A refused password leaves the link usable: the person tries another one on the same page.
       if (!reset.ok) return render(ctx, 'password-reset', { token, email: reset.user.email, minimumLength, errors: reset.errors }, 400);
       // Reading the address's mail is the proof the lockout cannot check: this browser gets past a lock that
