@@ -285,6 +285,42 @@ test('signing out of this browser ends its session and its grants, clears the co
   t.like(event!, { detail: { reason: 'signed_out' } });
 });
 
+test('a sign-in page left open while the browser signed out in another tab says so, and starts that sign-in again from the application\'s own request', async (t) => {
+  const person = await createUser(server);
+  const spa = await newSpa();
+  const agent = browser(CHROME_ON_LINUX);
+  const { id_token: idToken } = await signInToApp(agent, person, spa);
+  const as = await discover(server);
+  // Tab B: the application asks the person to sign in again (prompt=login); its login page stays open.
+  const request = await authorizationRequest(as, spa.client.client_id, { prompt: 'login' });
+  const { response, url: loginPage } = await agent.follow(request.url);
+  const csrf = formField(await response.text(), 'csrf');
+  // Tab A: signed out.
+  await engineLogout(agent, idToken!);
+
+  const submitted = await agent.submit(new URL(`${loginPage.pathname}/login`, loginPage), { csrf, email: person.email, password: PASSWORD });
+  t.is(submitted.response.status, 400);
+  const page = await submitted.response.text();
+  t.regex(page, /This sign-in was interrupted/);
+  t.regex(page, /You signed out, or signed in as someone else, in another tab or window/);
+  const restart = /<a href="([^"]+)">Start signing in again<\/a>/.exec(page)?.[1]?.replaceAll('&amp;', '&');
+  t.truthy(restart);
+  // The same request the application made: its state, nonce and PKCE challenge go on to its callback.
+  const callback = await signIn(agent, new URL(restart!, server.issuer), { email: person.email, password: PASSWORD });
+  const code = oauth.validateAuthResponse(as, spa.client, callback, request.state);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, spa.client, await oauth.authorizationCodeGrantRequest(
+    as, spa.client, spa.auth, code, REDIRECT_URI, request.codeVerifier, insecure,
+  ), { expectedNonce: request.nonce });
+  t.truthy(tokens.access_token);
+
+  // A sign-in this browser has no cookie of (expired, finished, or another browser's): it says it expired, and offers nothing.
+  const gone = await agent.submit(new URL('/interaction/no-such-sign-in/login', loginPage), { csrf, email: person.email, password: PASSWORD });
+  t.is(gone.response.status, 400);
+  const expired = await gone.response.text();
+  t.regex(expired, /This sign-in has expired/);
+  t.notRegex(expired, /Start signing in again/);
+});
+
 test('a session that is not one of yours is a 404 and is left alone', async (t) => {
   const spa = await newSpa();
   const alice = await createUser(server);

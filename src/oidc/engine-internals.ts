@@ -210,6 +210,9 @@ export function newGrant(provider: Provider, owner: { accountId: string; clientI
   return new provider.Grant(owner);
 }
 
+/** The engine's refusals of a sign-in whose browser session ended ('session not found') or is another account's now. */
+const SESSION_NO_LONGER_THE_SIGN_INS = new Set(['session not found', 'session principal changed']);
+
 export class Engine {
   readonly #provider: Provider;
 
@@ -222,6 +225,24 @@ export class Engine {
   /** The sign-in this browser is in (by the engine's interaction cookie); throws SessionNotFound without one. */
   interactionDetails(ctx: Context): Promise<Interaction> {
     return this.#provider.interactionDetails(ctx.req, ctx.res);
+  }
+
+  /**
+   * Where sign-in `uid` starts again, if the engine refused it (`refusal`, from interactionDetails) only because the
+   * browser's session ended or changed account since it began (signed out, or in as someone else, in another tab):
+   * its authorization request, as the application sent it. Undefined for any other refusal (no sign-in cookie, the
+   * sign-in gone or expired), and when the sign-in is gone since.
+   */
+  async restartOfInterruptedSignIn(refusal: unknown, uid: string): Promise<string | undefined> {
+    // The engine checks the browser's sign-in cookie and finds the sign-in before it compares sessions (Provider#getInteraction).
+    if (!(refusal instanceof errors.SessionNotFound) || !SESSION_NO_LONGER_THE_SIGN_INS.has(String(refusal.error_description))) return undefined;
+    const interaction = await this.#provider.Interaction.find(uid);
+    if (!interaction) return undefined;
+    const request = new URLSearchParams();
+    for (const [name, value] of Object.entries(interaction.params)) {
+      for (const each of Array.isArray(value) ? value : [value]) if (typeof each === 'string') request.append(name, each);
+    }
+    return `${this.#provider.pathFor('authorization')}?${request}`;
   }
 
   /** Stores the outcome of a sign-in step; the URL to send the browser to, where the engine resumes. */

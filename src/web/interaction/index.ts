@@ -8,7 +8,7 @@ import { describeScope, scopesAboutPeople } from '../../oidc/scopes.ts';
 import { describeApiScope } from '../../apis/apis.ts';
 import type { Interaction } from '../../oidc/engine-internals.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from '../../oidc/client-kinds.ts';
-import { HttpError, TooManyAttempts } from '../kit/errors.ts';
+import { HttpError, SignInInterrupted, TooManyAttempts } from '../kit/errors.ts';
 import { PATHS, pathTo, within } from '../paths.ts';
 import { secondFactorRoutes } from './second-factor.ts';
 import { finishSignIn, signInRequest, type InteractionPages } from './interaction-pages.ts';
@@ -29,7 +29,10 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
   const pages = new Pages(views);
 
   async function details(ctx: Context) {
-    const interaction = await engine.interactionDetails(ctx);
+    const interaction = await engine.interactionDetails(ctx).catch(async (refusal: unknown) => {
+      const restartUrl = await engine.restartOfInterruptedSignIn(refusal, ctx.params.uid!);
+      throw restartUrl === undefined ? refusal : new SignInInterrupted(restartUrl);
+    });
     if (interaction.uid !== ctx.params.uid) throw new HttpError(400, 'This sign-in page does not match your sign-in. Go back to the application and try again.');
     return interaction;
   }

@@ -32,3 +32,17 @@ export class TooManyAttempts extends Error {
     this.action = action;
   }
 }
+
+/**
+ * A sign-in page the engine refuses because this browser signed out, or in as someone else, in another tab since
+ * the sign-in began: it can only start again, from the application's own request (`restartUrl`).
+ */
+export class SignInInterrupted extends Error {
+  override name = 'SignInInterrupted';
+  readonly restartUrl: string;
+
+  constructor(restartUrl: string) {
+    super('You signed out, or signed in as someone else, in another tab or window after this sign-in began. Start it again.');
+    this.restartUrl = restartUrl;
+  }
+}

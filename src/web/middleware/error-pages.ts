@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { DependencyUnavailable, RETRY_AFTER_OUTAGE_SECONDS } from '../../errors.ts';
 import { SignInExpired } from '../../accounts/flows/sign-in.ts';
 import { isSessionNotFound, shownProtocolError } from '../../oidc/errors.ts';
-import { HttpError, TooManyAttempts } from '../kit/errors.ts';
+import { HttpError, SignInInterrupted, TooManyAttempts } from '../kit/errors.ts';
 import { PATHS } from '../paths.ts';
 import { upperFirst, type Views } from '../kit/views.ts';
 
@@ -17,6 +17,8 @@ interface Answer {
   /** The page that shows it ('error' unless said). */
   template?: string;
   retryAfterSeconds?: number;
+  /** A link onwards, on the page. */
+  next?: { href: string; label: string };
 }
 
 function answerFor(error: unknown): Answer {
@@ -31,6 +33,9 @@ function answerFor(error: unknown): Answer {
   }
   if (error instanceof DependencyUnavailable) {
     return { status: 503, error: 'temporarily_unavailable', title: 'Gatehouse is temporarily unavailable', message: `${upperFirst(error.message)}. Please try again in a moment.` };
+  }
+  if (error instanceof SignInInterrupted) {
+    return { status: 400, error: 'session_not_found', title: 'This sign-in was interrupted', message: error.message, next: { href: error.restartUrl, label: 'Start signing in again' } };
   }
   if (isSessionNotFound(error) || error instanceof SignInExpired) {
     return { status: 400, error: 'session_not_found', title: 'This sign-in has expired', message: 'Go back to the application and sign in again.' };
@@ -61,7 +66,7 @@ export function errorPages(views: Views, logger: Logger) {
       else if (answer.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_OUTAGE_SECONDS));
       if (ctx.accepts('json', 'html') === 'html') {
         ctx.type = 'html';
-        ctx.body = views.render(answer.template ?? 'error', { title: answer.title, message: answer.message, code: answer.error, ...wayBack(ctx.path) });
+        ctx.body = views.render(answer.template ?? 'error', { title: answer.title, message: answer.message, code: answer.error, next: answer.next, ...wayBack(ctx.path) });
       } else {
         ctx.body = { error: answer.error, error_description: answer.message };
       }
