@@ -5,7 +5,8 @@
 import test from 'ava';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import * as oauth from 'oauth4webapi';
-import { discover, insecure, signInToNewSpa } from './helpers/oauth.ts';
+import { POST_LOGOUT_REDIRECT_URI, discover, insecure, signInToNewSpa } from './helpers/oauth.ts';
+import { formAction, formField } from './helpers/user-agent.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { until } from './helpers/wait.ts';
 import { generateEncryptionKey, generateJwks } from '../src/keys/secrets.ts';
@@ -90,7 +91,8 @@ test.serial('the keys live in the database, private halves sealed: a second inst
 test.serial('a rotation publishes new keys on every instance before they sign; tokens from before and after both verify; the old keys leave the JWKS once their last tokens expired', async (t) => {
   t.timeout(60_000);
   await serverA.runtime.apis.create({ identifier: API, name: 'Orders', scopes: [{ name: 'orders:read', description: 'See your orders' }] });
-  const before = { access: await serviceTokenFor(serverA, API), id: (await signInToNewSpa(serverA)).tokens };
+  const signedInBefore = await signInToNewSpa(serverA);
+  const before = { access: await serviceTokenFor(serverA, API), id: signedInBefore.tokens };
   const oldKids = (await publishedKids(serverA)).kids;
   const oldAccessKid = decodeProtectedHeader(before.access).kid!;
   t.true(oldKids.includes(oldAccessKid));
@@ -147,6 +149,18 @@ test.serial('a rotation publishes new keys on every instance before they sign; t
   t.deepEqual((await serverA.runtime.signingKeys.list()).filter((key) => oldKids.includes(key.kid)).map((key) => key.state), ['expired', 'expired', 'expired']);
   await t.notThrowsAsync(verifiesAt(serverA, await serviceTokenFor(serverA, API), API));
   await t.throwsAsync(verifiesAt(serverA, before.access, API), { code: 'ERR_JWKS_NO_MATCHING_KEY' });
+
+  // The application signs out with its sign-in's ID token, as it may for as long as the session lasts: its key has
+  // left, and the person is still asked to sign out, then sent back to the application.
+  const logout = new URL(`${serverA.issuer}/session/end`);
+  logout.search = new URLSearchParams({ id_token_hint: before.id.id_token!, post_logout_redirect_uri: POST_LOGOUT_REDIRECT_URI, state: 'bye' }).toString();
+  const { response: asked } = await signedInBefore.agent.follow(logout);
+  t.is(asked.status, 200);
+  const question = await asked.text();
+  const { url: back } = await signedInBefore.agent.submit(formAction(question, /session\/end\/confirm/), { xsrf: formField(question, 'xsrf'), logout: 'yes' });
+  t.is(`${back.origin}${back.pathname}`, POST_LOGOUT_REDIRECT_URI);
+  t.is(back.searchParams.get('state'), 'bye');
+  t.is(signedInBefore.agent.cookie('_session'), undefined, 'signed out');
 
   const [audited] = await serverA.runtime.auditTrail.list({ action: 'keys.rotated', limit: 10 });
   t.like(audited, { actorType: 'admin', actorId: 'cli:test', outcome: 'success' });

@@ -22,7 +22,7 @@ import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
 import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, withdrawGrantedScopes, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
-import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
+import { logoutHintOfRetiredKey, logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { GRANT_ID_CLAIM, SESSION_UID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
 import { API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER, resourceIndicators } from './resource-servers.ts';
@@ -289,6 +289,7 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
   provider.use(cachePublicDocuments(jwksMaxAgeSeconds));
   provider.use(emptyRevocationAnswer);
   provider.use(answerForJwtAccessTokens(jwtAccessTokens, mayIntrospect));
+  provider.use(logoutHintOfRetiredKey(provider, signingKeys));
   provider.use(logoutReturnsToClient(pages));
   provider.use(logoutReachesApplications(provider, logoutNotices, pages));
   takeOverLogoutNotices(provider);
