@@ -3,8 +3,8 @@
 import test from 'ava';
 import * as oauth from 'oauth4webapi';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { REDIRECT_URI, authorizationRequest, discover, insecure, registerConfidential, registerSpa, signInToNewSpa } from './helpers/oauth.ts';
-import { UserAgent } from './helpers/user-agent.ts';
+import { PASSWORD, REDIRECT_URI, authorizationRequest, createUser, discover, insecure, registerConfidential, registerSpa, signIn, signInToNewSpa } from './helpers/oauth.ts';
+import { UserAgent, formField } from './helpers/user-agent.ts';
 import { cleanEnvironment, runNode } from './helpers/process.ts';
 import { ClientError } from '../src/clients/clients.ts';
 
@@ -44,9 +44,31 @@ test('an updated client is read with its new redirect URIs and name at once, and
   t.is(await authorizationPageStatus(client.client_id, newRedirect), 200);
   t.is(await authorizationPageStatus(client.client_id, REDIRECT_URI), 400, 'the old redirect URI is refused');
 
-  const [event] = await server.runtime.auditTrail.list({ action: 'client.updated', limit: 1 });
+  const [event] = await server.runtime.auditTrail.list({ action: 'client.updated', clientId: client.client_id, limit: 1 });
   t.like(event, { action: 'client.updated', clientId: client.client_id, actorType: 'admin' });
   t.deepEqual(event!.detail.changed, ['name', 'redirectUris']);
+});
+
+test('a redirect URI removed while a person is signing in gets no code: the sign-in stops on a page, and resumes if the URI comes back', async (t) => {
+  const { client } = await registerSpa(server);
+  const person = await createUser(server);
+  const agent = new UserAgent();
+  const request = await authorizationRequest(await discover(server), client.client_id);
+  const { response, url: loginPage } = await agent.follow(request.url);
+  const csrf = formField(await response.text(), 'csrf');
+  // Its domain lost, say: the administrator takes the URI away while the login page is open.
+  await server.runtime.clients.update(client.client_id, { redirectUris: ['http://127.0.0.1:4999/new-callback'] });
+
+  const { response: refused, url } = await agent.submit(new URL(`${loginPage.pathname}/login`, loginPage), { csrf, email: person.email, password: PASSWORD });
+  t.is(url.origin, new URL(server.issuer).origin, `no code sent to ${url.href}`);
+  t.is(refused.status, 400);
+  t.regex(await refused.text(), /redirect_uri did not match any of the client&#39;s registered redirect_uris/);
+
+  await server.runtime.clients.update(client.client_id, { redirectUris: [REDIRECT_URI] });
+  // On to the consent page, then the application.
+  const callback = await signIn(agent, url, { email: person.email, password: PASSWORD });
+  t.is(`${callback.origin}${callback.pathname}`, REDIRECT_URI);
+  t.truthy(callback.searchParams.get('code'));
 });
 
 test('an update the engine would refuse, or one that does not fit the kind of client, changes nothing', async (t) => {

@@ -289,6 +289,7 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
   provider.use(cachePublicDocuments(jwksMaxAgeSeconds));
   provider.use(emptyRevocationAnswer);
   provider.use(answerForJwtAccessTokens(jwtAccessTokens, mayIntrospect));
+  provider.use(resumeOnlyToRegisteredRedirectUris(provider));
   provider.use(logoutHintOfRetiredKey(provider, signingKeys));
   provider.use(logoutReturnsToClient(pages));
   provider.use(logoutReachesApplications(provider, logoutNotices, pages));
@@ -312,6 +313,28 @@ function cachePublicDocuments(jwksMaxAgeSeconds: number) {
     if (ctx.status !== 200) return;
     if (ctx.oidc?.route === 'discovery') ctx.set('Cache-Control', `public, max-age=${DISCOVERY_MAX_AGE_SECONDS}`);
     if (ctx.oidc?.route === 'jwks') ctx.set('Cache-Control', `public, max-age=${jwksMaxAgeSeconds}`);
+  };
+}
+
+/**
+ * A sign-in resuming for a redirect URI its client no longer has (an administrator removed it, its domain lost, while
+ * the person was on the sign-in pages): the engine checks the URI when the request comes, not when the sign-in resumes,
+ * and would send the code there. Refused with the engine's invalid_redirect_uri on a page instead; it comes back to
+ * life only if the URI is registered again.
+ */
+function resumeOnlyToRegisteredRedirectUris(provider: Provider) {
+  const resuming = `${provider.pathFor('authorization')}/`;
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    if (ctx.method === 'GET' && ctx.path.startsWith(resuming)) {
+      const withdrawn = await asProviderError(async () => {
+        const interaction = await provider.Interaction.find(ctx.path.slice(resuming.length));
+        const { client_id: clientId, redirect_uri: redirectUri } = interaction?.params ?? {};
+        const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
+        return client !== undefined && typeof redirectUri === 'string' && !client.redirectUriAllowed(redirectUri);
+      });
+      if (withdrawn) throw new errors.InvalidRedirectUri();
+    }
+    await next();
   };
 }
 
