@@ -321,6 +321,33 @@ test('a sign-in page left open while the browser signed out in another tab says 
   t.notRegex(expired, /Start signing in again/);
 });
 
+test('the page of another browser\'s sign-in, asked for with this browser\'s own interrupted sign-in cookie, offers nothing of that request', async (t) => {
+  const spa = await newSpa();
+  const as = await discover(server);
+  // This browser: signed in, a sign-in (prompt=login) begun, then signed out, so that the engine refuses it as interrupted.
+  const mallory = browser(FIREFOX_ON_WINDOWS);
+  const { id_token: idToken } = await signInToApp(mallory, await createUser(server), spa);
+  const started = await mallory.request((await authorizationRequest(as, spa.client.client_id, { prompt: 'login' })).url);
+  const setCookie = (name: string) => started.headers.getSetCookie().map((line) => line.split(';')[0]!).find((pair) => pair.startsWith(`${name}=`))!.slice(name.length + 1);
+  const ownUid = setCookie('_interaction');
+  t.truthy(started.headers.get('location')?.endsWith(`/interaction/${ownUid}`));
+  await engineLogout(mallory, idToken!);
+  // Another browser's sign-in, elsewhere.
+  const victim = await createUser(server);
+  const victimsRequest = await authorizationRequest(as, spa.client.client_id, { login_hint: victim.email });
+  const { url: victimsPage } = await browser(CHROME_ON_LINUX).follow(victimsRequest.url);
+  const victimsUid = victimsPage.pathname.split('/')[2]!;
+
+  // Its own signed sign-in cookie, sent to the other sign-in's page (a cookie's path binds only browsers).
+  mallory.plantCookie('_interaction', ownUid, `/interaction/${victimsUid}`);
+  mallory.plantCookie('_interaction.sig', setCookie('_interaction.sig'), `/interaction/${victimsUid}`);
+  const response = await mallory.request(new URL(`/interaction/${victimsUid}`, server.issuer));
+  t.is(response.status, 400);
+  const page = await response.text();
+  t.regex(page, /This sign-in has expired/);
+  for (const secret of [victimsRequest.state, victimsRequest.nonce, encodeURIComponent(victim.email)]) t.false(page.includes(secret));
+});
+
 test('a session that is not one of yours is a 404 and is left alone', async (t) => {
   const spa = await newSpa();
   const alice = await createUser(server);

@@ -228,16 +228,20 @@ export class Engine {
   }
 
   /**
-   * Where sign-in `uid` starts again, if the engine refused it (`refusal`, from interactionDetails) only because the
-   * browser's session ended or changed account since it began (signed out, or in as someone else, in another tab):
-   * its authorization request, as the application sent it. Undefined for any other refusal (no sign-in cookie, the
-   * sign-in gone or expired), and when the sign-in is gone since.
+   * Where the sign-in on page `uid` starts again, if the engine refused it (`refusal`, from interactionDetails) only
+   * because the browser's session ended or changed account since it began (signed out, or in as someone else, in
+   * another tab): its authorization request, as the application sent it. Undefined for any other refusal (no sign-in
+   * cookie, the sign-in gone or expired), for a page that is not the sign-in the browser's own cookie names (another
+   * browser's: its request is not this one's to see or run), and for parameters a client authenticated to push (PAR)
+   * or signed (a request object), which are not put in the browser's address.
    */
-  async restartOfInterruptedSignIn(refusal: unknown, uid: string): Promise<string | undefined> {
+  async restartOfInterruptedSignIn(refusal: unknown, ctx: Context, uid: string): Promise<string | undefined> {
     // The engine checks the browser's sign-in cookie and finds the sign-in before it compares sessions (Provider#getInteraction).
     if (!(refusal instanceof errors.SessionNotFound) || !SESSION_NO_LONGER_THE_SIGN_INS.has(String(refusal.error_description))) return undefined;
+    const named = this.#provider.createContext(ctx.req, ctx.res).cookies.get(this.#provider.cookieName('interaction'), { signed: true });
+    if (named !== uid) return undefined;
     const interaction = await this.#provider.Interaction.find(uid);
-    if (!interaction) return undefined;
+    if (!interaction || interaction.trusted?.length) return undefined;
     const request = new URLSearchParams();
     for (const [name, value] of Object.entries(interaction.params)) {
       for (const each of Array.isArray(value) ? value : [value]) if (typeof each === 'string') request.append(name, each);

@@ -30,7 +30,7 @@ export function interactionRoutes(deps: Pick<WebDependencies, 'config' | 'logger
 
   async function details(ctx: Context) {
     const interaction = await engine.interactionDetails(ctx).catch(async (refusal: unknown) => {
-      const restartUrl = await engine.restartOfInterruptedSignIn(refusal, ctx.params.uid!);
+      const restartUrl = await engine.restartOfInterruptedSignIn(refusal, ctx, ctx.params.uid!);
       throw restartUrl === undefined ? refusal : new SignInInterrupted(restartUrl);
     });
     if (interaction.uid !== ctx.params.uid) throw new HttpError(400, 'This sign-in page does not match your sign-in. Go back to the application and try again.');
