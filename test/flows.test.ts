@@ -135,7 +135,10 @@ test('password reset: a refused password changes nothing and leaves the link usa
   t.deepEqual(await passwordReset.complete({ token, password: 'another fine password here', newPasswordErrors: noErrors }, secondUse), { ok: false, reason: 'link_used' });
   t.true((await runtime.users.checkCredentials(user.email, NEW_PASSWORD)).ok, 'the second use changed nothing');
   const [refusedAgain] = await audit('password_reset.completed', (event) => event.userAgent === secondUse.userAgent);
-  t.like(refusedAgain, { outcome: 'failure', detail: { reason: 'link_used' } });
+  t.like(refusedAgain, { outcome: 'failure', subjectUserId: user.id, subjectEmail: user.email, detail: { reason: 'link_used' } });
+  // Told apart only while the link would still be the account's: not once it is disabled.
+  await runtime.users.setDisabled(user.id, true);
+  t.deepEqual(await passwordReset.complete({ token, password: 'another fine password here', newPasswordErrors: noErrors }, request()), { ok: false, reason: 'link_invalid' });
 });
 
 test('password reset of an address never verified removes a second factor (someone else may have set it up); a verified one keeps it', async (t) => {

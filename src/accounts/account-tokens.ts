@@ -23,7 +23,9 @@ export type AccountTokenFailure = 'unknown' | 'used' | 'expired';
 
 export type AccountTokenCheck =
   | { ok: true; userId: string; email: string; issuedAt: Date; expiresAt: Date }
-  | { ok: false; reason: AccountTokenFailure };
+  /** A used link still says whose it was, and the address it was sent to. */
+  | { ok: false; reason: 'used'; userId: string; email: string }
+  | { ok: false; reason: Exclude<AccountTokenFailure, 'used'> };
 
 const TOKEN_BYTES = 32;
 // 32 bytes in base64url without padding: anything else was never issued and is not looked up.
@@ -97,7 +99,7 @@ export class AccountTokens {
       select: { userId: true, email: true, createdAt: true, expiresAt: true, usedAt: true, purpose: true },
     });
     if (!row || row.purpose !== purpose) return { ok: false, reason: 'unknown' };
-    if (row.usedAt) return { ok: false, reason: 'used' };
+    if (row.usedAt) return { ok: false, reason: 'used', userId: row.userId, email: row.email };
     if (row.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };
     return { ok: true, userId: row.userId, email: row.email, issuedAt: row.createdAt, expiresAt: row.expiresAt };
   }
@@ -107,8 +109,8 @@ export class AccountTokens {
   }
 
   async #failure(tokenHash: string, purpose: AccountTokenPurpose): Promise<AccountTokenCheck> {
-    const row = await this.#prisma.accountToken.findUnique({ where: { tokenHash }, select: { usedAt: true, purpose: true } });
+    const row = await this.#prisma.accountToken.findUnique({ where: { tokenHash }, select: { usedAt: true, purpose: true, userId: true, email: true } });
     if (!row || row.purpose !== purpose) return { ok: false, reason: 'unknown' };
-    return { ok: false, reason: row.usedAt ? 'used' : 'expired' };
+    return row.usedAt ? { ok: false, reason: 'used', userId: row.userId, email: row.email } : { ok: false, reason: 'expired' };
   }
 }

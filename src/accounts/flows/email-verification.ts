@@ -78,7 +78,7 @@ export function createEmailVerificationFlow(dependencies: EmailVerificationDepen
 
     async check(token) {
       const link = await accountTokens.peek(token, 'verify_email');
-      if (!link.ok) return link;
+      if (!link.ok) return { ok: false, reason: link.reason };
       const user = await users.findById(link.userId);
       if (!user || user.email !== normalizeEmail(link.email)) return { ok: false, reason: 'email_changed' };
       return user.disabled ? { ok: false, reason: 'account_disabled' } : { ok: true, user };
@@ -86,7 +86,7 @@ export function createEmailVerificationFlow(dependencies: EmailVerificationDepen
 
     async verify(token, request) {
       const redeemed = await accountTokens.redeem(token, 'verify_email');
-      if (!redeemed.ok) return redeemed;
+      if (!redeemed.ok) return { ok: false, reason: redeemed.reason };
       const user = await users.markEmailVerified(redeemed.userId, redeemed.email);
       if (!user) return { ok: false, reason: (await users.findById(redeemed.userId))?.disabled ? 'account_disabled' : 'email_changed' };
       await auditTrail.record({ action: 'email.verified', outcome: 'success', subjectUserId: user.id, subjectEmail: user.email, ...request });

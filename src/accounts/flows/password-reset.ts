@@ -72,14 +72,17 @@ export interface PasswordResetFlow {
 export function createPasswordResetFlow(dependencies: PasswordResetDependencies): PasswordResetFlow {
   const { users, accountTokens, secondFactor, accountSessions, loginLockout, secondFactorLockout, auditTrail, mail, links, clock, linkTtlSeconds } = dependencies;
 
-  /** The account a reset link is for, if the link is still good and still goes to the account's address. */
-  async function accountOfLink(token: string): Promise<{ user: User } | { reason: 'link_invalid' | 'link_used' }> {
+  /**
+   * The account a reset link is for, if the link is still good and still goes to the account's address; a link
+   * used already is told apart (link_used, with its account) only on the same terms.
+   */
+  async function accountOfLink(token: string): Promise<{ user: User } | { reason: 'link_used'; user: User } | { reason: 'link_invalid' }> {
     const link = await accountTokens.peek(token, 'reset_password');
-    if (!link.ok) return { reason: link.reason === 'used' ? 'link_used' : 'link_invalid' };
+    if (!link.ok && link.reason !== 'used') return { reason: 'link_invalid' };
     const user = await users.findById(link.userId);
     // A link sent to an address the account no longer has proves nothing about the person now reading it.
     if (!user || user.disabled || user.email !== normalizeEmail(link.email)) return { reason: 'link_invalid' };
-    return { user };
+    return link.ok ? { user } : { reason: 'link_used', user };
   }
 
   return {
@@ -110,13 +113,14 @@ export function createPasswordResetFlow(dependencies: PasswordResetDependencies)
 
     async checkLink(token) {
       const link = await accountOfLink(token);
-      return 'user' in link ? { ok: true, user: link.user } : { ok: false, reason: 'link_invalid' };
+      return 'reason' in link ? { ok: false, reason: 'link_invalid' } : { ok: true, user: link.user };
     },
 
     async complete({ token, password, newPasswordErrors }, request) {
       const link = await accountOfLink(token);
-      if (!('user' in link)) {
-        await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', ...request, detail: { reason: link.reason } });
+      if ('reason' in link) {
+        const about = 'user' in link ? { subjectUserId: link.user.id, subjectEmail: link.user.email } : {};
+        await auditTrail.record({ action: 'password_reset.completed', outcome: 'failure', ...about, ...request, detail: { reason: link.reason } });
         return { ok: false, reason: link.reason };
       }
       const { user } = link;
