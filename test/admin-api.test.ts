@@ -243,6 +243,14 @@ test('users: create, read, list a page at a time with filters, change with If-Ma
   const weak = await call('POST', '/users', { token, body: { email: uniqueEmail(), password: 'password' } });
   t.is(weak.status, 422);
   t.is(weak.body.invalid_parameters[0].pointer, '/password');
+  // Addresses are checked as at sign-up and by the CLI: an internationalized domain is taken, kept as mail uses it.
+  const local = `jurgen-${crypto.randomUUID().slice(0, 8)}`;
+  const international = await call('POST', '/users', { token, body: { email: `${local}@bücher.example`, password: PASSWORD } });
+  t.is(international.status, 201);
+  t.is(international.body.email, `${local}@xn--bcher-kva.example`);
+  const notAnAddress = await call('POST', '/users', { token, body: { email: 'not an address', password: PASSWORD } });
+  t.is(notAnAddress.status, 422);
+  t.is(notAnAddress.body.invalid_parameters[0].pointer, '/email');
   const unknownField = await call('POST', '/users', { token, body: { email: uniqueEmail(), password: PASSWORD, is_admin: true } });
   t.is(unknownField.status, 422);
   t.true(unknownField.body.invalid_parameters.some((parameter: { in: string }) => parameter.in === 'body'));

@@ -3,6 +3,7 @@
 import test from 'ava';
 import { API_CHANGES_CHANNEL, ApiError, ApiService, type Api } from '../src/apis/apis.ts';
 import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, adminApiIdentifier, ensureAdminApi } from '../src/apis/admin-api.ts';
+import { RoleError } from '../src/apis/roles.ts';
 import { AnnouncedCache } from '../src/store/announced-cache.ts';
 import { MemoryStore } from '../src/store/index.ts';
 import { auditEvents, openTestRuntime, type TestRuntime } from './helpers/runtime.ts';
@@ -55,6 +56,11 @@ test('what cannot be an API is refused, saying why', async (t) => {
     // A client allowed admin:write for this API could otherwise ask for it at Gatehouse's admin API.
     [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'admin:write' }] }, /"admin:write": scopes named admin:… are Gatehouse's admin API's/],
     [{ identifier: identifierFor('a'), name: 'A', scopes, accessTokenTtl: 10 }, /from 60 to 86400 seconds/],
+    // The same limits for every door (the admin API, the CLI): what consent pages show is a name, on one line.
+    [{ identifier: identifierFor('a'), name: 'Orders\nAPI', scopes }, /an API's name cannot contain line breaks/],
+    [{ identifier: identifierFor('a'), name: 'x'.repeat(201), scopes }, /an API's name can have at most 200 characters/],
+    [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'o'.repeat(129) }] }, /a scope's name can have at most 128 characters/],
+    [{ identifier: identifierFor('a'), name: 'A', scopes: [{ name: 'orders:read', description: 'd'.repeat(201) }] }, /the description of "orders:read" can have at most 200 characters/],
   ];
   for (const [input, message] of refusals) await t.throwsAsync(apis.create(input), { instanceOf: ApiError, message }, input.identifier);
 
@@ -82,6 +88,16 @@ test('a client may only be allowed scopes a registered API defines, and a defaul
   t.like(created, { api_scopes: 'billing:read', default_resource: identifier });
   const cleared = await clients.update(created.client_id, { apiScopes: [], defaultApi: null });
   t.false('api_scopes' in cleared! || 'default_resource' in cleared!);
+});
+
+test('a role\'s description is held to the same limits by every door: at most 200 characters, on one line', async (t) => {
+  const { roles } = test_.runtime;
+  const role = `clerk-${crypto.randomUUID().slice(0, 8)}`;
+  await t.throwsAsync(roles.create(role, 'd'.repeat(201)), { instanceOf: RoleError, message: /a role's description can have at most 200 characters/ });
+  await t.throwsAsync(roles.create(role, 'one\ntwo'), { instanceOf: RoleError, message: /cannot contain line breaks/ });
+  await roles.create(role, '  Keeps the books  ');
+  t.is((await roles.find(role))?.description, 'Keeps the books');
+  await t.throwsAsync(roles.update(role, { description: 'd'.repeat(201) }), { instanceOf: RoleError });
 });
 
 test('a scope an API no longer defines is permitted by no role: defined again, it is not granted unasked; each role that lost one is a new version', async (t) => {

@@ -6,6 +6,7 @@ import { isUniqueViolation, type Prisma } from '../db/index.ts';
 import type { Prisma as PrismaTypes } from '../db/generated/client.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import { secureUriProblem } from '../urls.ts';
+import { describeNameProblem, nameProblem } from '../text.ts';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../keys/secrets.ts';
 import type { AnnouncedCache } from '../store/announced-cache.ts';
 
@@ -69,8 +70,10 @@ const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'profile', 'emai
  * defines it, so another API defining admin:write would let its clients call the admin API.
  */
 const ADMIN_SCOPE_PREFIX = 'admin:';
+/** The longest scope name an API may define. */
+export const SCOPE_MAX_LENGTH = 128;
 /** RFC 6749 §3.3: a scope token is printable ASCII without space, `"` or `\`. */
-export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
+export const SCOPE_TOKEN = new RegExp(`^[\\x21\\x23-\\x5b\\x5d-\\x7e]{1,${SCOPE_MAX_LENGTH}}$`);
 const MIN_TTL_SECONDS = 60;
 /** An API's tokens last at most a day (revocation lists keep a revoked grant that long: src/oidc/jwt-access-tokens.ts). */
 export const MAX_ACCESS_TOKEN_TTL_SECONDS = 24 * 3600;
@@ -265,6 +268,9 @@ export class ApiService {
   #checked(fields: ApiChanges, builtIn: boolean): ApiChanges {
     const name = fields.name?.trim();
     if (fields.name !== undefined && !name) throw new ApiError('an API needs a name');
+    // Shown on consent pages, as a client's name is.
+    const nameRefused = name ? nameProblem(name) : undefined;
+    if (nameRefused) throw new ApiError(`an API's name ${describeNameProblem(nameRefused)}`);
     if (fields.accessTokenFormat !== undefined && !ACCESS_TOKEN_FORMATS.includes(fields.accessTokenFormat)) {
       throw new ApiError(`the access-token format is one of ${ACCESS_TOKEN_FORMATS.join(', ')}`);
     }
@@ -308,12 +314,15 @@ function checkIdentifier(identifier: string, httpsOnly: boolean): string {
 function checkScopes(scopes: readonly ApiScope[], builtIn: boolean): ApiScope[] {
   const seen = new Set<string>();
   return scopes.map(({ name, description }) => {
+    if (name.length > SCOPE_MAX_LENGTH) throw new ApiError(`a scope's name can have at most ${SCOPE_MAX_LENGTH} characters`);
     if (!SCOPE_TOKEN.test(name)) throw new ApiError(`"${name}" cannot be a scope: letters, digits and punctuation, no spaces or quotes`);
     if (RESERVED_SCOPES.has(name)) throw new ApiError(`"${name}" is a scope about the person already: name the API's scopes apart (orders:read)`);
     if (!builtIn && name.startsWith(ADMIN_SCOPE_PREFIX)) throw new ApiError(`"${name}": scopes named ${ADMIN_SCOPE_PREFIX}… are Gatehouse's admin API's`);
     if (seen.has(name)) throw new ApiError(`the scope "${name}" is given twice`);
     seen.add(name);
     const text = description?.trim();
+    const descriptionRefused = text ? nameProblem(text) : undefined;
+    if (descriptionRefused) throw new ApiError(`the description of "${name}" ${describeNameProblem(descriptionRefused)}`);
     return text ? { name, description: text } : { name };
   });
 }

@@ -3,6 +3,7 @@
 import { isUniqueViolation, type Prisma } from '../db/index.ts';
 import type { AuditActor, AuditTrail } from '../audit/audit.ts';
 import { storedScopes } from './apis.ts';
+import { describeNameProblem, nameProblem } from '../text.ts';
 
 export interface Role {
   name: string;
@@ -145,7 +146,10 @@ export class RoleService {
 type Transaction = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 
 function descriptionOf(description: string | null | undefined): string | null {
-  return description?.trim() || null;
+  const text = description?.trim();
+  const problem = text ? nameProblem(text) : undefined;
+  if (problem) throw new RoleError(`a role's description ${describeNameProblem(problem)}`);
+  return text || null;
 }
 
 function toRole(row: { name: string; description: string | null; createdAt: Date; updatedAt: Date; permissions: Array<{ scope: string; api: { identifier: string } }> }): Role {

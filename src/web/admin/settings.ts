@@ -2,7 +2,7 @@
 // what people are granted at them, the signing keys, and the audit trail — each through the same service as
 // the CLI.
 import { z } from 'zod';
-import { ACCESS_TOKEN_FORMATS, ApiChangedMeanwhile, ApiError, type Api, type ApiService } from '../../apis/apis.ts';
+import { ACCESS_TOKEN_FORMATS, ApiChangedMeanwhile, ApiError, SCOPE_MAX_LENGTH, type Api, type ApiService } from '../../apis/apis.ts';
 import { ADMIN_ROLE, ROLE_NAME, RoleChangedMeanwhile, RoleError, type Role, type RoleService } from '../../apis/roles.ts';
 import { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
 import type { AccountFlows } from '../../accounts/flows/index.ts';
@@ -11,6 +11,7 @@ import { isStorableMoment } from '../../clock.ts';
 import { KeyRotationError } from '../../keys/signing-keys.ts';
 import type { KeyDescription, SigningKeyRing } from '../../keys/key-ring.ts';
 import { AUDIT_ACTIONS, type AuditEvent, type AuditTrail } from '../../audit/audit.ts';
+import { NAME_MAX_LENGTH } from '../../text.ts';
 import { MAX_INITIAL_ACCESS_TOKEN_SECONDS, MAX_INITIAL_ACCESS_TOKEN_USES, type InitialAccessTokenSummary, type InitialAccessTokens } from '../../oidc/initial-access-tokens.ts';
 import { actorOf } from './authentication.ts';
 import { operation, type Operation, type Reply } from './operations.ts';
@@ -28,7 +29,7 @@ export interface AdminSettingsDependencies {
   initialAccessTokens: Pick<InitialAccessTokens, 'issue' | 'list' | 'revoke'>;
 }
 
-const scopeList = z.array(z.object({ name: z.string().min(1).max(128), description: z.string().max(200).optional() })).max(100);
+const scopeList = z.array(z.object({ name: z.string().min(1).max(SCOPE_MAX_LENGTH), description: z.string().max(NAME_MAX_LENGTH).optional() })).max(100);
 const api = z.object({
   identifier: z.string(), name: z.string(), scopes: z.array(z.object({ name: z.string(), description: z.string().optional() })),
   access_token_format: z.enum(ACCESS_TOKEN_FORMATS), access_token_ttl: z.number().int(), signing_alg: z.enum(SIGNING_ALGORITHMS),
@@ -135,7 +136,7 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
       id: 'createApi', tag: 'apis', method: 'post', path: '/apis', scope: ADMIN_WRITE_SCOPE,
       summary: 'Register an API: its identifier is its tokens\' audience (RFC 8707 resource indicator)',
       body: z.strictObject({
-        identifier: z.string().min(1), name: z.string().min(1).max(200), scopes: scopeList.default([]),
+        identifier: z.string().min(1), name: z.string().min(1).max(NAME_MAX_LENGTH), scopes: scopeList.default([]),
         access_token_format: z.enum(ACCESS_TOKEN_FORMATS).optional(), access_token_ttl: z.number().int().optional(), signing_alg: z.enum(SIGNING_ALGORITHMS).optional(),
       }),
       answers: { 201: { description: 'The API', schema: api, headers: ['Location', 'ETag'] } },
@@ -162,7 +163,7 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
       summary: 'Change an API (scopes given replace the old ones; clients lose those no API defines any more); its identifier stays', ifMatch: true,
       params: apiIdentifier,
       body: z.strictObject({
-        name: z.string().min(1).max(200).optional(), scopes: scopeList.optional(), access_token_format: z.enum(ACCESS_TOKEN_FORMATS).optional(),
+        name: z.string().min(1).max(NAME_MAX_LENGTH).optional(), scopes: scopeList.optional(), access_token_format: z.enum(ACCESS_TOKEN_FORMATS).optional(),
         access_token_ttl: z.number().int().optional(), signing_alg: z.enum(SIGNING_ALGORITHMS).optional(),
       }),
       answers: { 200: { description: 'The API', schema: api, headers: ['ETag'] } },
@@ -198,7 +199,7 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
     }),
     operation({
       id: 'createRole', tag: 'roles', method: 'post', path: '/roles', scope: ADMIN_WRITE_SCOPE, summary: 'Make a role',
-      body: z.strictObject({ name: roleName.shape.name, description: z.string().max(200).optional() }),
+      body: z.strictObject({ name: roleName.shape.name, description: z.string().max(NAME_MAX_LENGTH).optional() }),
       answers: { 201: { description: 'The role', schema: role, headers: ['Location', 'ETag'] } },
       problems: [409],
       async handle({ body, caller, ctx }) {
@@ -219,7 +220,7 @@ export function settingsOperations({ apis, roles, flows, signingKeys, auditTrail
       id: 'updateRole', tag: 'roles', method: 'patch', path: '/roles/{name}', scope: ADMIN_WRITE_SCOPE,
       summary: 'Change a role\'s description (null removes it); its name, which people hold, stays', ifMatch: true,
       params: roleName,
-      body: z.strictObject({ description: z.string().max(200).nullable() }),
+      body: z.strictObject({ description: z.string().max(NAME_MAX_LENGTH).nullable() }),
       answers: { 200: { description: 'The role', schema: role, headers: ['ETag'] } },
       problems: [404, 412, 428],
       async handle({ params, body, caller, ctx }) {
