@@ -152,6 +152,31 @@ test('without a valid token for the admin API: 401 with WWW-Authenticate; withou
   t.regex(demoted.body.detail, /admin role/);
 });
 
+test('a person\'s token that ends with their browser session stops working once the session has run out, as at introspection', async (t) => {
+  const sessionSeconds = 3;
+  const short = await startTestServer({ SESSION_TTL: String(sessionSeconds), SECOND_FACTOR_REQUIRED_ROLES: 'auditors' });
+  t.teardown(() => short.close());
+  const shortAs = await discover(short);
+  const shortAdmin = `${short.issuer}/admin/v1`;
+  const person = await short.runtime.users.create({ email: uniqueEmail(), password: PASSWORD, emailVerified: true, roles: ['admin'] });
+  // An admin tool (a single-page app): its tokens end with the session.
+  const metadata = await short.runtime.clients.create({ name: 'Admin console', type: 'spa', redirectUris: [REDIRECT_URI], apiScopes: ['admin:read'] });
+  const client: oauth.Client = { client_id: metadata.client_id, token_endpoint_auth_method: 'none' };
+  const request = await authorizationRequest(shortAs, client.client_id, { scope: 'openid admin:read', resource: shortAdmin });
+  const callback = await signIn(new UserAgent(), request.url, { email: person.email, password: PASSWORD });
+  const { access_token: token } = await oauth.processAuthorizationCodeResponse(shortAs, client, await oauth.authorizationCodeGrantRequest(
+    shortAs, client, oauth.None(), oauth.validateAuthResponse(shortAs, client, callback, request.state), REDIRECT_URI, request.codeVerifier,
+    { ...insecure, additionalParameters: { resource: shortAdmin } },
+  ), { expectedNonce: request.nonce, requireIdToken: true });
+  const read = () => fetch(`${shortAdmin}/users/${person.id}`, { headers: { authorization: `Bearer ${token}` } });
+  t.is((await read()).status, 200);
+  // The session runs out; the access token (ACCESS_TOKEN_TTL) would not yet.
+  await sleep((sessionSeconds + 2) * 1000);
+  const ended = await read();
+  t.is(ended.status, 401);
+  t.regex(ended.headers.get('www-authenticate')!, /error="invalid_token", error_description="The session the access token was issued in has ended"/);
+});
+
 test('a token stops working with its client: deleted, a person\'s app as much as a service; a scope taken from the client is gone at once', async (t) => {
   const person = await createUser(server);
   await server.runtime.flows.roleAssignment.add(person.email, 'admin', { type: 'admin', id: 'test' });

@@ -1,14 +1,15 @@
 // Who may call the admin API: the bearer of an access token Gatehouse issued for it (audience: the admin API's
-// identifier; a JWT checked with Gatehouse's own keys, unexpired, not revoked by itself or with its grant) that
-// was issued to a client that still exists, and is either a person's who holds the admin role now and is not
-// disabled, or a service client's own. Its scopes say what it may do (those its client is still allowed):
+// identifier; a JWT checked with Gatehouse's own keys, unexpired, not revoked by itself or with its grant, nor ended
+// with the browser session it was issued in) that was issued to a client that still exists, and is either a person's
+// who holds the admin role now and is not disabled, or a service client's own. Its scopes say what it may do (those its client is still allowed):
 // admin:read to read, admin:write to change. RFC 6750's answers: 401 with WWW-Authenticate without a valid
 // token, 403 (insufficient_scope) without the scope.
 import type { Context } from 'koa';
 import type { AuditActor } from '../../audit/audit.ts';
 import type { UserService } from '../../accounts/users.ts';
 import type { ClientService } from '../../clients/clients.ts';
-import type { JwtAccessTokens } from '../../oidc/jwt-access-tokens.ts';
+import { SESSION_UID_CLAIM, type JwtAccessTokens } from '../../oidc/jwt-access-tokens.ts';
+import type { Engine } from '../../oidc/engine-internals.ts';
 import { ADMIN_ROLE } from '../../apis/roles.ts';
 import { apiScopesOf } from '../../oidc/resource-servers.ts';
 import type { ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE } from '../../apis/admin-api.ts';
@@ -25,6 +26,7 @@ export interface AdminAuthenticationDependencies {
   jwtAccessTokens: Pick<JwtAccessTokens, 'verify' | 'isRevoked'>;
   users: Pick<UserService, 'findById'>;
   clients: Pick<ClientService, 'find'>;
+  engine: Pick<Engine, 'sessionByUid'>;
   /** The admin API's identifier: the audience its tokens must carry. */
   audience: string;
 }
@@ -32,7 +34,7 @@ export interface AdminAuthenticationDependencies {
 const REALM = 'Bearer realm="gatehouse-admin"';
 
 /** The caller of this request, or a 401 problem saying why not. */
-export async function authenticateAdmin(ctx: Context, { jwtAccessTokens, users, clients, audience }: AdminAuthenticationDependencies): Promise<AdminCaller> {
+export async function authenticateAdmin(ctx: Context, { jwtAccessTokens, users, clients, engine, audience }: AdminAuthenticationDependencies): Promise<AdminCaller> {
   const match = /^Bearer +([\w.~+/-]+=*)$/i.exec(ctx.get('authorization'));
   if (!match) {
     throw new Problem('unauthorized', 'Send an access token for the admin API: Authorization: Bearer <token>', { headers: { 'WWW-Authenticate': REALM } });
@@ -48,6 +50,9 @@ export async function authenticateAdmin(ctx: Context, { jwtAccessTokens, users, 
   const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (!audiences.includes(audience)) throw invalid('The access token is not for the admin API');
   if (await jwtAccessTokens.isRevoked(claims)) throw invalid('The access token was revoked');
+  // A person's token that ends with their browser session stops with it, as at introspection.
+  const sessionUid = claims[SESSION_UID_CLAIM];
+  if (sessionUid !== undefined && !await engine.sessionByUid(sessionUid)) throw invalid('The session the access token was issued in has ended');
   // A deleted client's tokens stop working everywhere: a person's through their app as much as a service's own.
   const client = claims.client_id ? await clients.find(claims.client_id) : undefined;
   if (!client) throw invalid('The client the access token was issued to no longer exists');

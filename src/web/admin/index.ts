@@ -16,7 +16,7 @@ import { userOperations } from './users.ts';
 import { clientOperations } from './clients.ts';
 import { settingsOperations, type AdminSettingsDependencies } from './settings.ts';
 
-export type AdminApiDependencies = Pick<WebDependencies, 'config' | 'logger' | 'limits' | 'users' | 'flows' | 'accountSessions' | 'afterResponseWork'> & AdminSettingsDependencies & {
+export type AdminApiDependencies = Pick<WebDependencies, 'config' | 'logger' | 'limits' | 'users' | 'flows' | 'accountSessions' | 'afterResponseWork' | 'engine'> & AdminSettingsDependencies & {
   jwtAccessTokens: Pick<JwtAccessTokens, 'verify' | 'isRevoked'>;
   clients: Pick<ClientService, 'find' | 'create' | 'record' | 'page' | 'update' | 'delete' | 'rotateSecret'>;
 };
