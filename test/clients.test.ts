@@ -63,6 +63,8 @@ test('a redirect URI removed while a person is signing in gets no code: the sign
   t.is(url.origin, new URL(server.issuer).origin, `no code sent to ${url.href}`);
   t.is(refused.status, 400);
   t.regex(await refused.text(), /redirect_uri did not match any of the client&#39;s registered redirect_uris/);
+  const head = await agent.request(url, { method: 'HEAD' });
+  t.is(head.status, 400, `HEAD resumed too: ${head.headers.get('location')}`);
 
   await server.runtime.clients.update(client.client_id, { redirectUris: [REDIRECT_URI] });
   // On to the consent page, then the application.

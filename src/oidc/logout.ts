@@ -55,7 +55,7 @@ export function logoutReachesApplications(provider: Provider, notices: ProviderD
 export function logoutHintOfRetiredKey(provider: Provider, signingKeys: { readonly jwks: PrivateJwks }) {
   const path = provider.pathFor('end_session');
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    const hint = ctx.method === 'GET' && ctx.path === path ? ctx.query.id_token_hint : undefined;
+    const hint = (ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path === path ? ctx.query.id_token_hint : undefined;
     const named = typeof hint === 'string' ? applicationOfHintByRetiredKey(hint, provider.issuer, signingKeys.jwks) : undefined;
     if (named !== undefined && (ctx.query.client_id === undefined || ctx.query.client_id === named)) {
       const { id_token_hint: _retired, ...rest } = ctx.query;

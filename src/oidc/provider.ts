@@ -325,7 +325,7 @@ function cachePublicDocuments(jwksMaxAgeSeconds: number) {
 function resumeOnlyToRegisteredRedirectUris(provider: Provider) {
   const resuming = `${provider.pathFor('authorization')}/`;
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    if (ctx.method === 'GET' && ctx.path.startsWith(resuming)) {
+    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path.startsWith(resuming)) {
       const withdrawn = await asProviderError(async () => {
         const interaction = await provider.Interaction.find(ctx.path.slice(resuming.length));
         const { client_id: clientId, redirect_uri: redirectUri } = interaction?.params ?? {};

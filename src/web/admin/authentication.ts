@@ -1,9 +1,9 @@
 // Who may call the admin API: the bearer of an access token Gatehouse issued for it (audience: the admin API's
 // identifier; a JWT checked with Gatehouse's own keys, unexpired, not revoked by itself or with its grant, nor ended
 // with the browser session it was issued in) that was issued to a client that still exists, and is either a person's
-// who holds the admin role now and is not disabled, or a service client's own. Its scopes say what it may do (those its client is still allowed):
-// admin:read to read, admin:write to change. RFC 6750's answers: 401 with WWW-Authenticate without a valid
-// token, 403 (insufficient_scope) without the scope.
+// who holds the admin role now and is not disabled, or a service client's own. Its scopes say what it may do (those
+// its client is still allowed): admin:read to read, admin:write to change. RFC 6750's answers: 401 with
+// WWW-Authenticate without a valid token, 403 (insufficient_scope) without the scope.
 import type { Context } from 'koa';
 import type { AuditActor } from '../../audit/audit.ts';
 import type { UserService } from '../../accounts/users.ts';
