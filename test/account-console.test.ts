@@ -60,6 +60,7 @@ test('a form shown to one person is refused once they signed out and another sig
   const stale = await post(agent, `${server.issuer}/account/applications/${client.client_id}/remove`, { csrf: alicesForm });
   t.is(stale.status, 403);
   t.regex(stale.html, /This form has expired/);
+  t.regex(stale.html, /<a href="\/account">Back to your account<\/a>/);
   t.is((await server.runtime.consents.list(bob.id)).length, 1, 'Bob\'s access stays');
   // Bob's own page does it.
   const own = await post(agent, `${server.issuer}/account/applications/${client.client_id}/remove`, { csrf: formField(bobs.html, 'csrf') });

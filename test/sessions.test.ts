@@ -365,6 +365,8 @@ test('a session that is not one of yours is a 404 and is left alone', async (t) 
     t.is(response.status, 404, uid);
     const page = await response.text();
     t.regex(page, /was not found/);
+    // Ended from another tab meanwhile, say: the page leads back to the account.
+    t.regex(page, /<a href="\/account">Back to your account<\/a>/);
     t.false(page.includes(alice.email));
   }
   t.false(html.includes(alicesSession!.uid), 'another person\'s sessions are never shown');

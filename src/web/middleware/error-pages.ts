@@ -66,7 +66,9 @@ export function errorPages(views: Views, logger: Logger) {
       else if (answer.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_OUTAGE_SECONDS));
       if (ctx.accepts('json', 'html') === 'html') {
         ctx.type = 'html';
-        ctx.body = views.render(answer.template ?? 'error', { title: answer.title, message: answer.message, code: answer.error, next: answer.next, ...wayBack(ctx.path) });
+        // A sign-in that is gone has no page to go back to.
+        const back = answer.error === 'session_not_found' ? {} : wayBack(ctx.path);
+        ctx.body = views.render(answer.template ?? 'error', { title: answer.title, message: answer.message, code: answer.error, next: answer.next, ...back });
       } else {
         ctx.body = { error: answer.error, error_description: answer.message };
       }
