@@ -285,7 +285,13 @@ test('changing the email: a link goes to the new address and a notice to the cur
   const changed = await smtp.mailTo(user.email, 'Your email address was changed');
   t.false(`${changed.email.text}${changed.email.html}`.includes(newEmail), 'an unconfirmed old address is not told where the account went');
   t.is((await page(newMailbox, link)).status, 400, 'the link works once');
-  const [event] = await auditEvents(server, newEmail, 'email.changed');
+  // Its form sent again (a double click, the back button): it says the address is changed, as it is.
+  const again = await post(newMailbox, new URL('/email/confirm-change', link), { csrf: formField(shown.html, 'csrf'), token: formField(shown.html, 'token') });
+  t.is(again.status, 200);
+  t.regex(again.html, /Your email address is changed/);
+  t.true(again.html.includes(newEmail));
+  const [repeat, event] = await auditEvents(server, newEmail, 'email.changed');
+  t.like(repeat, { outcome: 'failure', subjectUserId: user.id, detail: { reason: 'link_used' } });
   t.is(event!.outcome, 'success');
   t.is(event!.detail.previousEmail, user.email);
 
@@ -561,7 +567,8 @@ test('an account taken over by a change of email is taken back from the previous
   const stillPending = await server.runtime.accountTokens.peek(new URL(undoLink).searchParams.get('token')!, 'restore_email');
   t.true(stillPending.ok, 'the owner\'s link still works');
 
-  const opened = await page(new UserAgent(), undoLink);
+  const previousMailbox = new UserAgent();
+  const opened = await page(previousMailbox, undoLink);
   t.is(opened.status, 200);
   t.true(opened.html.includes(user.email), 'the page names the address it puts back');
   t.is((await server.runtime.users.findById(user.id))!.email, laterAddress, 'opening the link changes nothing');
@@ -581,6 +588,12 @@ test('an account taken over by a change of email is taken back from the previous
   const error = await t.throwsAsync(oauth.processRefreshTokenResponse(as, client, refresh), { instanceOf: oauth.ResponseBodyError });
   t.is(error?.error, 'invalid_grant', 'applications lose their grants');
   t.is((await undoFromPreviousAddress(undoLink)).shown.status, 400, 'the link works once');
+  // Its form sent again (a double click): it says the address is back, and leads to a new password.
+  const repeated = await post(previousMailbox, new URL('/email/restore', undoLink), { csrf: formField(opened.html, 'csrf'), token: formField(opened.html, 'token') });
+  t.is(repeated.status, 400);
+  t.regex(repeated.html, /This link was already used/);
+  t.true(repeated.html.includes(`Your email address is back to ${user.email}`));
+  t.regex(repeated.html, /href="\/password\/forgot"/);
 
   // The password the intruder knew is replaced next, from the page's link.
   const resetHref = /href="(\/password\/reset\?token=[^"]+)"/.exec(undone.html)?.[1];
@@ -591,7 +604,8 @@ test('an account taken over by a change of email is taken back from the previous
   t.is((await submitNewPassword(server, owner, resetForm.html, NEW_PASSWORD)).status, 200);
   t.true((await server.runtime.users.checkCredentials(user.email, NEW_PASSWORD)).ok);
 
-  const [restored] = await auditEvents(server, user.email, 'email.restored');
+  const [repeat, restored] = await auditEvents(server, user.email, 'email.restored');
+  t.like(repeat, { outcome: 'failure', subjectUserId: user.id, detail: { reason: 'link_used' } });
   t.is(restored!.outcome, 'success');
   t.is(restored!.detail.replacedEmail, laterAddress);
   t.true(Number(restored!.detail.sessionsEnded) >= 2, 'the owner\'s and the intruder\'s sessions');

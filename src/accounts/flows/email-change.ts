@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { AuditTrail } from '../../audit/audit.ts';
 import type { Clock } from '../../clock.ts';
 import type { MailQueue } from '../../mail/queue.ts';
-import type { AccountTokens } from '../account-tokens.ts';
+import type { AccountTokenCheck, AccountTokens } from '../account-tokens.ts';
 import type { SecondFactorService } from '../second-factor.ts';
 import { AccountError, normalizeEmail, type User, type UserService } from '../users.ts';
 import type { AccountLinks, Notice, RequestOrigin, SessionEnder } from './dependencies.ts';
@@ -52,6 +52,8 @@ export type EmailChangeConfirmation =
   /** `notice`: the mail to the previous address (with the undo link), for the door to send after its answer. */
   | { ok: true; user: User; previousEmail: string; notice: Notice }
   | { ok: false; reason: 'link_invalid' }
+  /** The link did its work already (another submission of the same form, a double click, got there first). */
+  | { ok: false; reason: 'link_used'; user: User }
   /** Another account took the address since the change was asked for: `user` keeps its address. */
   | { ok: false; reason: 'email_taken'; user: User; newEmail: string };
 
@@ -61,6 +63,8 @@ export type EmailRestoration =
   /** `resetToken`: a reset link's token, as the password is still the one whoever made the change knew. */
   | { ok: true; user: User; replacedEmail: string; secondFactorRemoved: boolean; sessionsEnded: number; grantsRevoked: number; resetToken: string }
   | { ok: false; reason: 'link_invalid' }
+  /** The link did its work already: the address is back. */
+  | { ok: false; reason: 'link_used'; user: User }
   | { ok: false; reason: 'email_taken'; previousEmail: string };
 
 export interface EmailChangeFlow {
@@ -79,20 +83,27 @@ export interface EmailChangeFlow {
 export function createEmailChangeFlow(dependencies: EmailChangeDependencies): EmailChangeFlow {
   const { users, accountTokens, secondFactor, accountSessions, auditTrail, mail, links, clock, logger, confirmTtlSeconds, undoTtlSeconds, resetTtlSeconds, inWords } = dependencies;
 
-  /** The account and new address of a link still good, for an account that may still use it. */
-  async function changeOfLink(token: string): Promise<{ user: User; newEmail: string } | undefined> {
+  /** The account and new address of a link still good, for an account that may still use it; or whose it was, used. */
+  async function changeOfLink(token: string): Promise<{ user: User; newEmail: string } | { usedBy: User } | undefined> {
     const link = await accountTokens.peek(token, 'change_email');
-    if (!link.ok) return undefined;
+    if (!link.ok) return accountOfUsedLink(link);
     const user = await users.findById(link.userId);
     return user && !user.disabled ? { user, newEmail: normalizeEmail(link.email) } : undefined;
   }
 
-  /** The account and previous address of an undo link still good, for an account that may still use it. */
-  async function restoreOfLink(token: string): Promise<{ user: User; previousEmail: string } | undefined> {
+  /** The account and previous address of an undo link still good, for an account that may still use it; or whose it was, used. */
+  async function restoreOfLink(token: string): Promise<{ user: User; previousEmail: string } | { usedBy: User } | undefined> {
     const link = await accountTokens.peek(token, 'restore_email');
-    if (!link.ok) return undefined;
+    if (!link.ok) return accountOfUsedLink(link);
     const user = await users.findById(link.userId);
     return user && !user.disabled ? { user, previousEmail: normalizeEmail(link.email) } : undefined;
+  }
+
+  /** The account a used link did its work for: still at the address the link moved it to, and not disabled. */
+  async function accountOfUsedLink(link: Extract<AccountTokenCheck, { ok: false }>): Promise<{ usedBy: User } | undefined> {
+    if (link.reason !== 'used') return undefined;
+    const user = await users.findById(link.userId);
+    return user && !user.disabled && user.email === normalizeEmail(link.email) ? { usedBy: user } : undefined;
   }
 
   /** The account with this new address, or 'email_taken' when another account has it now. */
@@ -178,11 +189,16 @@ export function createEmailChangeFlow(dependencies: EmailChangeDependencies): Em
 
     async checkConfirmLink(token) {
       const change = await changeOfLink(token);
-      return change ? { ok: true, ...change } : { ok: false, reason: 'link_invalid' };
+      return change && 'user' in change ? { ok: true, ...change } : { ok: false, reason: 'link_invalid' };
     },
 
     async confirm(token, request) {
-      const change = await changeOfLink(token);
+      const found = await changeOfLink(token);
+      if (found && 'usedBy' in found) {
+        await auditTrail.record({ action: 'email.changed', outcome: 'failure', subjectUserId: found.usedBy.id, subjectEmail: found.usedBy.email, ...request, detail: { reason: 'link_used' } });
+        return { ok: false, reason: 'link_used', user: found.usedBy };
+      }
+      const change = found;
       const redeemed = change ? await accountTokens.redeem(token, 'change_email') : undefined;
       if (!change || !redeemed?.ok) {
         await auditTrail.record({ action: 'email.changed', outcome: 'failure', subjectUserId: change?.user.id, ...request, detail: { reason: 'link_invalid' } });
@@ -205,11 +221,16 @@ export function createEmailChangeFlow(dependencies: EmailChangeDependencies): Em
 
     async checkRestoreLink(token) {
       const restore = await restoreOfLink(token);
-      return restore ? { ok: true, ...restore } : { ok: false, reason: 'link_invalid' };
+      return restore && 'user' in restore ? { ok: true, ...restore } : { ok: false, reason: 'link_invalid' };
     },
 
     async restore(token, request) {
-      const restore = await restoreOfLink(token);
+      const found = await restoreOfLink(token);
+      if (found && 'usedBy' in found) {
+        await auditTrail.record({ action: 'email.restored', outcome: 'failure', subjectUserId: found.usedBy.id, subjectEmail: found.usedBy.email, ...request, detail: { reason: 'link_used' } });
+        return { ok: false, reason: 'link_used', user: found.usedBy };
+      }
+      const restore = found;
       const redeemed = restore ? await accountTokens.redeem(token, 'restore_email') : undefined;
       if (!restore || !redeemed?.ok) {
         await auditTrail.record({ action: 'email.restored', outcome: 'failure', subjectUserId: restore?.user.id, ...request, detail: { reason: 'link_invalid' } });

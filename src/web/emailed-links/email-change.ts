@@ -42,6 +42,8 @@ export function emailChangeLinkRoutes(deps: Pick<WebDependencies, 'config' | 'vi
           next: changeAgain,
         }, 409);
       }
+      // Most often the second submission of a double click, whose answer the browser shows: the first one did it.
+      if (!confirmed.ok && confirmed.reason === 'link_used') return render(ctx, 'email-change-done', { newEmail: confirmed.user.email });
       if (!confirmed.ok) return confirmLinkInvalid(ctx);
       render(ctx, 'email-change-done', { newEmail: confirmed.user.email });
       afterResponseWork.run(ctx, 'email changed notice', confirmed.notice);
@@ -70,6 +72,13 @@ export function emailChangeLinkRoutes(deps: Pick<WebDependencies, 'config' | 'vi
           title: 'Your address could not be put back',
           message: `Another account uses ${restored.previousEmail} now. Ask the administrator for help getting your account back.`,
         }, 409);
+      }
+      if (!restored.ok && restored.reason === 'link_used') {
+        return render(ctx, 'link-invalid', {
+          title: 'This link was already used',
+          message: `Your email address is back to ${restored.user.email}. If you have not chosen a new password since, do it now: the password is still the one whoever changed your address knew.`,
+          next: { href: PATHS.forgotPassword, label: 'Reset your password' },
+        }, 400);
       }
       if (!restored.ok) return restoreLinkInvalid(ctx);
       // The password is still the one whoever made the change knew: the page leads on to a new one.
