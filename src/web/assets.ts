@@ -1,4 +1,4 @@
-// Serves the pages' stylesheet from views/assets (a fixed list, so no path ever reaches the disk), and an
+// Serves the pages' stylesheet and script from views/assets (a fixed list, so no path ever reaches the disk), and an
 // empty favicon.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -6,7 +6,7 @@ import Router from '@koa/router';
 import { VIEWS_DIR } from './kit/views.ts';
 import { PATHS, pathTo } from './paths.ts';
 
-const ASSETS = { 'gatehouse.css': 'text/css; charset=utf-8' } as const;
+const ASSETS = { 'gatehouse.css': 'text/css; charset=utf-8', 'gatehouse.js': 'text/javascript; charset=utf-8' } as const;
 
 export function assetRoutes(): Router {
   const router = new Router();
