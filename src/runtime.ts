@@ -215,6 +215,7 @@ export async function openRuntime(config: Config, logger: Logger, options: Runti
         rotationDelaySeconds: config.keyRotation.delay,
         // ID tokens, and access tokens for APIs (whose lifetime is their own).
         longestTokenLifetimeSeconds: async () => Math.max(config.ttl.idToken, config.ttl.accessToken, await apis.longestAccessTokenTtl()),
+        expiredKeysKeptSeconds: config.ttl.session,
       }),
       store, firstKeys: secrets.firstSigningKeys, logger, oneShot: options.oneShot,
       refreshIntervalSeconds: config.keyRotation.refreshInterval, rotationIntervalSeconds: config.keyRotation.interval,

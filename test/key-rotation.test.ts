@@ -3,9 +3,9 @@
 // after a rotation both verify; the old key leaves the JWKS only once every token it signed has expired. A short
 // configuration (a 4 s delay, 8 s tokens) stands for the hour and the minutes of a real one.
 import test from 'ava';
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { SignJWT, createRemoteJWKSet, decodeProtectedHeader, generateKeyPair, jwtVerify } from 'jose';
 import * as oauth from 'oauth4webapi';
-import { POST_LOGOUT_REDIRECT_URI, discover, insecure, signInToNewSpa } from './helpers/oauth.ts';
+import { POST_LOGOUT_REDIRECT_URI, authorizationRequest, discover, insecure, signInToNewSpa } from './helpers/oauth.ts';
 import { formAction, formField } from './helpers/user-agent.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { until } from './helpers/wait.ts';
@@ -150,8 +150,19 @@ test.serial('a rotation publishes new keys on every instance before they sign; t
   await t.notThrowsAsync(verifiesAt(serverA, await serviceTokenFor(serverA, API), API));
   await t.throwsAsync(verifiesAt(serverA, before.access, API), { code: 'ERR_JWKS_NO_MATCHING_KEY' });
 
-  // The application signs out with its sign-in's ID token, as it may for as long as the session lasts: its key has
-  // left, and the person is still asked to sign out, then sent back to the application.
+  // The application sends its sign-in's ID token back as a hint, as it may for as long as the session lasts, though its
+  // key has left: a silent sign-in (prompt=none) goes through...
+  const silent = await authorizationRequest(await discover(serverA), signedInBefore.client.client_id, { prompt: 'none', id_token_hint: before.id.id_token! });
+  const { url: silentCallback } = await signedInBefore.agent.follow(silent.url);
+  t.truthy(silentCallback.searchParams.get('code'), silentCallback.href);
+  // ...while a hint signed by a key Gatehouse never had is refused, as before any rotation.
+  const forged = await new SignJWT({ sub: signedInBefore.user.id, aud: signedInBefore.client.client_id })
+    .setProtectedHeader({ alg: 'RS256', kid: 'not-one-of-ours' }).setIssuer(serverA.issuer).setIssuedAt().setExpirationTime('1h')
+    .sign((await generateKeyPair('RS256')).privateKey);
+  const refused = new URL(`${serverA.issuer}/session/end`);
+  refused.search = new URLSearchParams({ id_token_hint: forged, post_logout_redirect_uri: POST_LOGOUT_REDIRECT_URI }).toString();
+  t.is((await signedInBefore.agent.request(refused)).status, 400);
+  // And it signs out: the person is asked, then sent back to the application.
   const logout = new URL(`${serverA.issuer}/session/end`);
   logout.search = new URLSearchParams({ id_token_hint: before.id.id_token!, post_logout_redirect_uri: POST_LOGOUT_REDIRECT_URI, state: 'bye' }).toString();
   const { response: asked } = await signedInBefore.agent.follow(logout);

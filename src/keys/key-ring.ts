@@ -2,7 +2,7 @@
 // CLI) announces a rotation through the store, every refresh interval in case an announcement was lost, and at
 // the moment a key starts signing, retires or expires, which each instance works out from the times alone.
 // Fixed keys (JWKS, JWKS_FILE) never change.
-import { createLocalJWKSet, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, type JWK, type JWTVerifyGetKey } from 'jose';
 import type { Logger } from 'pino';
 import type { Store, Subscription } from '../store/store.ts';
 import type { AuditActor } from '../audit/audit.ts';
@@ -96,6 +96,11 @@ export class SigningKeyRing {
     await this.#announce();
     await this.refresh();
     return created;
+  }
+
+  /** The public half of one of the database's keys that has left the JWKS (SigningKeyService.formerPublicKey). */
+  async formerPublicKey(kid: string): Promise<JWK | undefined> {
+    return this.#options?.service.formerPublicKey(kid);
   }
 
   /** Every key with what it does now, oldest first. */

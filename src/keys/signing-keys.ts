@@ -39,6 +39,11 @@ export interface SigningKeyOptions {
   rotationDelaySeconds: number;
   /** The longest a token signed now can live (ID tokens, JWT access tokens): how long a retired key stays published. */
   longestTokenLifetimeSeconds(): Promise<number>;
+  /**
+   * How long an expired key is kept after it left the JWKS (SESSION_TTL): an application may send the ID token of
+   * its sign-in back as id_token_hint for as long as the session lasts (formerPublicKey).
+   */
+  expiredKeysKeptSeconds: number;
 }
 
 /** Serializes rotations and first keys across instances (pg_advisory_xact_lock, one key per purpose). */
@@ -138,10 +143,16 @@ export class SigningKeyService {
     return inKeyOrder(await this.#prisma.signingKey.findMany()).map(toSigningKey);
   }
 
+  /** The public half of an expired key (gone from the JWKS, still kept), to recognise what it signed; else undefined. */
+  async formerPublicKey(kid: string): Promise<JWK | undefined> {
+    const row = await this.#prisma.signingKey.findUnique({ where: { kid } });
+    return row && stateAt(toSigningKey(row), new Date()) === 'expired' ? { ...row.publicJwk as JWK, alg: row.alg } : undefined;
+  }
+
   /**
    * Starts a rotation: a new key for each algorithm, published now and signing after the delay, when the keys
    * they replace retire. Refused while one is under way (its new keys do not sign yet). Keys gone from the JWKS
-   * are deleted. Returns the new keys.
+   * longer than expiredKeysKeptSeconds are deleted. Returns the new keys.
    */
   async rotate(actor: AuditActor): Promise<SigningKey[]> {
     const rotated = await this.#rotate(() => Promise.resolve(true));
@@ -174,7 +185,7 @@ export class SigningKeyService {
     const rows = await Promise.all(SIGNING_ALGORITHMS.map(async (alg) => this.#row(await generateSigningKey(alg), alg, now, signsFrom)));
     return this.#locked(async (transaction) => {
       if (!await wanted(transaction) || await transaction.signingKey.count({ where: { signsFrom: { gt: now } } })) return undefined;
-      await transaction.signingKey.deleteMany({ where: { expiresAt: { lte: now } } });
+      await transaction.signingKey.deleteMany({ where: { expiresAt: { lte: new Date(now.getTime() - this.#options.expiredKeysKeptSeconds * 1000) } } });
       // Tokens a retiring key signs until it retires live at most the longest lifetime now, or noted while it signed.
       for (const retiring of await transaction.signingKey.findMany({ where: { retiresAt: null } })) {
         const longest = Math.max(lifetimeSeconds, retiring.longestLifetimeSeconds ?? 0);

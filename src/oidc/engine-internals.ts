@@ -210,6 +210,16 @@ export function newGrant(provider: Provider, owner: { accountId: string; clientI
   return new provider.Grant(owner);
 }
 
+/**
+ * An ID token for `sub` at `client`, signed now as the engine signs them (the client's algorithm, its current key),
+ * carrying nothing else of the account: what the engine checks an id_token_hint with.
+ */
+export function idTokenHintSignedNow(provider: Provider, client: EngineClient, sub: string): Promise<string> {
+  const token = new provider.IdToken({ sub }, { client, ctx: undefined as never });
+  (token as unknown as { mask: Record<string, null> }).mask = { sub: null };
+  return token.issue({ use: 'idtoken' } as never);
+}
+
 /** The engine's refusals of a sign-in whose browser session ended ('session not found') or is another account's now. */
 const SESSION_NO_LONGER_THE_SIGN_INS = new Set(['session not found', 'session principal changed']);
 

@@ -1,9 +1,7 @@
 // RP-initiated logout as Gatehouse finishes it: the browser always finds its way back to the client (the page's
 // CSP names where the engine's form leads), and every application of the session is told that it ended.
-import { decodeJwt, decodeProtectedHeader } from 'jose';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import type { PrivateJwks } from '../keys/secrets.ts';
 import { sessionBeingEnded } from './engine-internals.ts';
 import { asProviderError } from './errors.ts';
 import type { EnginePages, ProviderDependencies } from './provider.ts';
@@ -43,37 +41,4 @@ export function logoutReachesApplications(provider: Provider, notices: ProviderD
     const frontChannel = await asProviderError(() => notices.sessionEnded({ accountId: ending.accountId!, applications, reason }));
     if (frontChannel.length) pages.signingOut(ctx, { frontChannel, continueTo });
   };
-}
-
-/**
- * RP-initiated logout whose id_token_hint was signed by a key that has left the JWKS since (rotated out once the
- * tokens it signed had expired, while an application keeps its sign-in's ID token as long as the session lasts): the
- * engine cannot check it and refused the sign-out. All a hint does there is name the application (its aud), which
- * client_id names as well, with no proof either: such a hint of this issuer is taken as that client_id. The person is
- * asked to confirm, as always, and the engine holds post_logout_redirect_uri to that client's registered URIs.
- */
-export function logoutHintOfRetiredKey(provider: Provider, signingKeys: { readonly jwks: PrivateJwks }) {
-  const path = provider.pathFor('end_session');
-  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    const hint = (ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path === path ? ctx.query.id_token_hint : undefined;
-    const named = typeof hint === 'string' ? applicationOfHintByRetiredKey(hint, provider.issuer, signingKeys.jwks) : undefined;
-    if (named !== undefined && (ctx.query.client_id === undefined || ctx.query.client_id === named)) {
-      const { id_token_hint: _retired, ...rest } = ctx.query;
-      ctx.query = { ...rest, client_id: named };
-    }
-    await next();
-  };
-}
-
-/** The application (aud) an ID token of this issuer names, if the key it names is not one the engine has now. */
-function applicationOfHintByRetiredKey(hint: string, issuer: string, jwks: PrivateJwks): string | undefined {
-  try {
-    const { kid } = decodeProtectedHeader(hint);
-    if (typeof kid !== 'string' || jwks.keys.some((key) => key.kid === kid)) return undefined;
-    const { iss, aud } = decodeJwt(hint);
-    const audience = Array.isArray(aud) && aud.length === 1 ? aud[0] : aud;
-    return iss === issuer && typeof audience === 'string' ? audience : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -22,7 +22,8 @@ import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
 import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, withdrawGrantedScopes, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
-import { logoutHintOfRetiredKey, logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
+import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
+import { idTokenHintsOfExpiredKeys } from './id-token-hints.ts';
 import { GRANT_ID_CLAIM, SESSION_UID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
 import { answerForJwtAccessTokens, introspectionPolicy } from './token-introspection.ts';
 import { API_SCOPES, DEFAULT_RESOURCE, RESOURCE_SERVER, resourceIndicators } from './resource-servers.ts';
@@ -33,7 +34,7 @@ export interface ProviderDependencies {
   config: Config;
   secrets: Pick<Secrets, 'cookieSecrets'>;
   /** The signing keys of the moment: the engine follows their rotation. */
-  signingKeys: Pick<SigningKeyRing, 'jwks' | 'onChange'>;
+  signingKeys: Pick<SigningKeyRing, 'jwks' | 'onChange' | 'formerPublicKey'>;
   /** The algorithms those keys sign with (an API's access tokens may use any of them). */
   signingAlgorithms: ReadonlySet<string>;
   /** JWT access tokens, which the engine does not store: checked, revoked, and revoked with their grant here. */
@@ -290,7 +291,7 @@ export function createProvider({ config, secrets, signingKeys, signingAlgorithms
   provider.use(emptyRevocationAnswer);
   provider.use(answerForJwtAccessTokens(jwtAccessTokens, mayIntrospect));
   provider.use(resumeOnlyToRegisteredRedirectUris(provider));
-  provider.use(logoutHintOfRetiredKey(provider, signingKeys));
+  provider.use(idTokenHintsOfExpiredKeys(provider, signingKeys));
   provider.use(logoutReturnsToClient(pages));
   provider.use(logoutReachesApplications(provider, logoutNotices, pages));
   takeOverLogoutNotices(provider);
