@@ -285,6 +285,11 @@ export class ThrowawaySentinelSetup {
         const { stdout } = await run('redis-cli', ['-p', String(sentinel.port), 'sentinel', 'replicas', this.MASTER_NAME]);
         if (!stdout.includes(String(replica.port))) throw new Error('the Sentinel does not know the replica yet');
       }, 30_000);
+      // And the replica has made its first copy: a master stopped before it would leave the replica empty.
+      await eventually(async () => {
+        const { stdout } = await run('redis-cli', ['-p', String(replica.port), 'info', 'replication']);
+        if (!stdout.includes('master_link_status:up')) throw new Error('the replica has not synced with the master yet');
+      }, 30_000);
       return new ThrowawaySentinelSetup(master, replica, sentinel);
     } catch (error) {
       await Promise.all(started.map((server) => server.stop()));
