@@ -90,6 +90,18 @@ test('a client may only be allowed scopes a registered API defines, and a defaul
   t.false('api_scopes' in cleared! || 'default_resource' in cleared!);
 });
 
+test('a scope description stored before today\'s limits stays as it is when other scopes change; a new one is held to them', async (t) => {
+  const { apis } = test_.runtime;
+  const identifier = identifierFor('legacy');
+  const long = `${'Read the orders '.repeat(15)}\nand their lines`;
+  await apis.create({ identifier, name: 'Legacy', scopes: [{ name: 'orders:read' }, { name: 'orders:write' }] });
+  await test_.runtime.database.prisma.api.update({ where: { identifier }, data: { scopes: [{ name: 'orders:read', description: long }, { name: 'orders:write' }] } });
+  // Rewording another scope restates them all, as the CLI and a read-modify-write through the admin API do.
+  const updated = await apis.update(identifier, { scopes: [{ name: 'orders:read', description: long }, { name: 'orders:write', description: 'Change orders' }] });
+  t.deepEqual(updated?.scopes, [{ name: 'orders:read', description: long }, { name: 'orders:write', description: 'Change orders' }]);
+  await t.throwsAsync(apis.update(identifier, { scopes: [{ name: 'orders:read', description: `${long}!` }] }), { instanceOf: ApiError, message: /the description of "orders:read"/ });
+});
+
 test('a role\'s description is held to the same limits by every door: at most 200 characters, on one line', async (t) => {
   const { roles } = test_.runtime;
   const role = `clerk-${crypto.randomUUID().slice(0, 8)}`;

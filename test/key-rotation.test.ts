@@ -172,6 +172,16 @@ test.serial('a rotation publishes new keys on every instance before they sign; t
   t.is(`${back.origin}${back.pathname}`, POST_LOGOUT_REDIRECT_URI);
   t.is(back.searchParams.get('state'), 'bye');
   t.is(signedInBefore.agent.cookie('_session'), undefined, 'signed out');
+  // Signed out now: the hint is still read (prompt=none answers login_required)... until its key expired longer ago
+  // than a session lasts (SESSION_TTL, 14 days here): then the hint is refused as any unknown one.
+  const silentError = async () => {
+    const request = await authorizationRequest(await discover(serverA), signedInBefore.client.client_id, { prompt: 'none', id_token_hint: before.id.id_token! });
+    return (await signedInBefore.agent.follow(request.url)).url.searchParams.get('error');
+  };
+  t.is(await silentError(), 'login_required');
+  const hintKid = decodeProtectedHeader(before.id.id_token!).kid!;
+  await serverA.runtime.database.prisma.signingKey.update({ where: { kid: hintKid }, data: { expiresAt: new Date(Date.now() - 15 * 24 * 3600 * 1000) } });
+  t.is(await silentError(), 'invalid_request');
 
   const [audited] = await serverA.runtime.auditTrail.list({ action: 'keys.rotated', limit: 10 });
   t.like(audited, { actorType: 'admin', actorId: 'cli:test', outcome: 'success' });

@@ -157,7 +157,7 @@ export class ApiService {
     }
     const before = await this.stored(identifier);
     if (!before) return undefined;
-    const fields = this.#checked(changes, false);
+    const fields = this.#checked(changes, false, before);
     const [row] = await this.#prisma.api.updateManyAndReturn({
       where: { identifier, ...(unchangedSince ? { updatedAt: unchangedSince } : {}) },
       data: { ...fields, ...(fields.scopes ? { scopes: fields.scopes as unknown as object[] } : {}) },
@@ -265,7 +265,7 @@ export class ApiService {
   }
 
   /** The fields given, checked; what is not given stays undefined. */
-  #checked(fields: ApiChanges, builtIn: boolean): ApiChanges {
+  #checked(fields: ApiChanges, builtIn: boolean, stored?: Api): ApiChanges {
     const name = fields.name?.trim();
     if (fields.name !== undefined && !name) throw new ApiError('an API needs a name');
     // Shown on consent pages, as a client's name is.
@@ -284,7 +284,7 @@ export class ApiService {
     }
     return {
       ...(name ? { name } : {}),
-      ...(fields.scopes ? { scopes: checkScopes(fields.scopes, builtIn) } : {}),
+      ...(fields.scopes ? { scopes: checkScopes(fields.scopes, builtIn, stored?.scopes ?? []) } : {}),
       ...(fields.accessTokenFormat ? { accessTokenFormat: fields.accessTokenFormat } : {}),
       ...(ttl !== undefined ? { accessTokenTtl: ttl } : {}),
       ...(fields.signingAlg ? { signingAlg: fields.signingAlg } : {}),
@@ -311,7 +311,8 @@ function checkIdentifier(identifier: string, httpsOnly: boolean): string {
   return identifier;
 }
 
-function checkScopes(scopes: readonly ApiScope[], builtIn: boolean): ApiScope[] {
+/** `stored`: the scopes the API has now, whose descriptions stay as they are even if stored before today's limits. */
+function checkScopes(scopes: readonly ApiScope[], builtIn: boolean, stored: readonly ApiScope[]): ApiScope[] {
   const seen = new Set<string>();
   return scopes.map(({ name, description }) => {
     if (name.length > SCOPE_MAX_LENGTH) throw new ApiError(`a scope's name can have at most ${SCOPE_MAX_LENGTH} characters`);
@@ -321,7 +322,8 @@ function checkScopes(scopes: readonly ApiScope[], builtIn: boolean): ApiScope[] 
     if (seen.has(name)) throw new ApiError(`the scope "${name}" is given twice`);
     seen.add(name);
     const text = description?.trim();
-    const descriptionRefused = text ? nameProblem(text) : undefined;
+    const unchanged = text !== undefined && stored.some((scope) => scope.name === name && scope.description === text);
+    const descriptionRefused = text && !unchanged ? nameProblem(text) : undefined;
     if (descriptionRefused) throw new ApiError(`the description of "${name}" ${describeNameProblem(descriptionRefused)}`);
     return text ? { name, description: text } : { name };
   });

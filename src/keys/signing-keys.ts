@@ -143,10 +143,14 @@ export class SigningKeyService {
     return inKeyOrder(await this.#prisma.signingKey.findMany()).map(toSigningKey);
   }
 
-  /** The public half of an expired key (gone from the JWKS, still kept), to recognise what it signed; else undefined. */
+  /**
+   * The public half of a key gone from the JWKS less than expiredKeysKeptSeconds ago, to recognise what it signed;
+   * else undefined (a key expired longer ago may still be in the database until the next rotation deletes it).
+   */
   async formerPublicKey(kid: string): Promise<JWK | undefined> {
     const row = await this.#prisma.signingKey.findUnique({ where: { kid } });
-    return row && stateAt(toSigningKey(row), new Date()) === 'expired' ? { ...row.publicJwk as JWK, alg: row.alg } : undefined;
+    const keptSince = new Date(Date.now() - this.#options.expiredKeysKeptSeconds * 1000);
+    return row?.expiresAt && row.expiresAt <= new Date() && row.expiresAt > keptSince ? { ...row.publicJwk as JWK, alg: row.alg } : undefined;
   }
 
   /**

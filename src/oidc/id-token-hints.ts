@@ -3,7 +3,7 @@
 // (a silent sign-in with prompt=none, a sign-out) for as long as the session lasts: the engine checks hints with its
 // current keys only, and refused these. Such a hint is checked here with the key it names, kept for a session's
 // length after it expired, and handed to the engine signed anew: the same subject and application, now its keys'.
-import { compactVerify, decodeProtectedHeader, importJWK } from 'jose';
+import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK } from 'jose';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { SigningKeyRing } from '../keys/key-ring.ts';
@@ -22,13 +22,18 @@ export function idTokenHintsOfExpiredKeys(provider: Provider, keys: Pick<Signing
 
 /** The hint signed with a current key, if an expired key of Gatehouse's signed it; undefined for anything else. */
 async function hintSignedNow(provider: Provider, keys: Pick<SigningKeyRing, 'jwks' | 'formerPublicKey'>, hint: string): Promise<string | undefined> {
-  let kid: unknown;
+  let header: { kid?: unknown; typ?: unknown };
+  let unverified: { iss?: unknown };
   try {
-    ({ kid } = decodeProtectedHeader(hint));
+    header = decodeProtectedHeader(hint);
+    unverified = decodeJwt(hint);
   } catch {
     return undefined;
   }
+  const { kid, typ } = header;
   if (typeof kid !== 'string' || keys.jwks.keys.some((key) => key.kid === kid)) return undefined;
+  // Only what could be one of its ID tokens is looked for (a logout token, typ logout+jwt, is not one).
+  if ((typ !== undefined && typ !== 'JWT') || unverified.iss !== provider.issuer) return undefined;
   const former = await keys.formerPublicKey(kid);
   if (!former?.alg) return undefined;
   let claims: { iss?: unknown; sub?: unknown; aud?: unknown };

@@ -124,7 +124,7 @@ export function userOperations({ users, flows, accountSessions, logger }: AdminU
       summary: 'Make an account (its password is checked as anyone\'s)',
       body: z.strictObject({
         // Checked as every door checks it (an internationalized domain is kept in the ASCII form mail uses).
-        email: z.string().min(1), password: z.string().min(1), name: z.string().max(NAME_MAX_LENGTH).optional(),
+        email: z.string().min(1).describe('An email address; one with an internationalized domain is kept in the ASCII form mail uses'), password: z.string().min(1), name: z.string().max(NAME_MAX_LENGTH).optional(),
         email_verified: z.boolean().default(false), roles: z.array(roleName).max(50).default([]),
       }),
       answers: { 201: { description: 'The account', schema: user, headers: ['Location', 'ETag'] } },
