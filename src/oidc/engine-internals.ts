@@ -215,9 +215,14 @@ export function newGrant(provider: Provider, owner: { accountId: string; clientI
  * carrying nothing else of the account: what the engine checks an id_token_hint with.
  */
 export function idTokenHintSignedNow(provider: Provider, client: EngineClient, sub: string): Promise<string> {
+  return subjectOnlyIdToken(provider, client, sub).issue({ use: 'idtoken' } as never);
+}
+
+/** The engine's ID token for `sub` at `client`, with no claim of the account but sub (no profile). */
+function subjectOnlyIdToken(provider: Provider, client: EngineClient, sub: string): InstanceType<Provider['IdToken']> {
   const token = new provider.IdToken({ sub }, { client, ctx: undefined as never });
   (token as unknown as { mask: Record<string, null> }).mask = { sub: null };
-  return token.issue({ use: 'idtoken' } as never);
+  return token;
 }
 
 /** The engine's refusals of a sign-in whose browser session ended ('session not found') or is another account's now. */
@@ -278,9 +283,7 @@ export class Engine {
    * tokens are, typ logout+jwt, with the logout event, sub, sid, a new jti, two minutes' expiry and no nonce.
    */
   async logoutToken(client: EngineClient, accountId: string, sid: string | undefined): Promise<string> {
-    const token = new this.#provider.IdToken({ sub: accountId }, { client, ctx: undefined as never });
-    // Only sub from the account's claims: a logout token carries no profile.
-    (token as unknown as { mask: Record<string, null> }).mask = { sub: null };
+    const token = subjectOnlyIdToken(this.#provider, client, accountId);
     token.set('events', { 'http://schemas.openid.net/event/backchannel-logout': {} });
     token.set('jti', randomUUID());
     if (sid) token.set('sid', sid);
