@@ -65,6 +65,9 @@ test('a redirect URI removed while a person is signing in gets no code: the sign
   t.regex(await refused.text(), /redirect_uri did not match any of the client&#39;s registered redirect_uris/);
   const head = await agent.request(url, { method: 'HEAD' });
   t.is(head.status, 400, `HEAD resumed too: ${head.headers.get('location')}`);
+  // The engine's router takes a trailing slash (and the browser sends the resume cookie with it).
+  const slashed = await agent.request(new URL(`${url.pathname}/`, url));
+  t.is(slashed.status, 400, `resumed with a trailing slash: ${slashed.headers.get('location')}`);
 
   await server.runtime.clients.update(client.client_id, { redirectUris: [REDIRECT_URI] });
   // On to the consent page, then the application.

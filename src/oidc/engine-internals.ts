@@ -225,6 +225,25 @@ function subjectOnlyIdToken(provider: Provider, client: EngineClient, sub: strin
   return token;
 }
 
+/** Matches a path the way the engine's router does: ASCII letters in any case, one trailing slash or none. */
+export function routeKey(path: string): string {
+  return withoutTrailingSlash(path).replace(/[A-Z]/g, (letter) => letter.toLowerCase());
+}
+
+/** The parameter the engine's router reads after `prefix` (a route key ending in /) in `path`, decoded as it decodes it. */
+export function routeParameter(path: string, prefix: string): string | undefined {
+  if (!routeKey(path).startsWith(prefix)) return undefined;
+  try {
+    return decodeURIComponent(withoutTrailingSlash(path).slice(prefix.length));
+  } catch {
+    return undefined;
+  }
+}
+
+function withoutTrailingSlash(path: string): string {
+  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+}
+
 /** The engine's refusals of a sign-in whose browser session ended ('session not found') or is another account's now. */
 const SESSION_NO_LONGER_THE_SIGN_INS = new Set(['session not found', 'session principal changed']);
 

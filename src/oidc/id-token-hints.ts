@@ -7,13 +7,13 @@ import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK } from 'jose
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { SigningKeyRing } from '../keys/key-ring.ts';
-import { idTokenHintSignedNow } from './engine-internals.ts';
+import { idTokenHintSignedNow, routeKey } from './engine-internals.ts';
 import { asProviderError } from './errors.ts';
 
 export function idTokenHintsOfExpiredKeys(provider: Provider, keys: Pick<SigningKeyRing, 'jwks' | 'formerPublicKey'>) {
-  const endpoints = new Set([provider.pathFor('authorization'), provider.pathFor('end_session')]);
+  const endpoints = new Set([routeKey(provider.pathFor('authorization')), routeKey(provider.pathFor('end_session'))]);
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    const hint = (ctx.method === 'GET' || ctx.method === 'HEAD') && endpoints.has(ctx.path) ? ctx.query.id_token_hint : undefined;
+    const hint = (ctx.method === 'GET' || ctx.method === 'HEAD') && endpoints.has(routeKey(ctx.path)) ? ctx.query.id_token_hint : undefined;
     const signedNow = typeof hint === 'string' ? await asProviderError(() => hintSignedNow(provider, keys, hint)) : undefined;
     if (signedNow !== undefined) ctx.query = { ...ctx.query, id_token_hint: signedNow };
     await next();

@@ -21,7 +21,7 @@ import { secureUriProblem, originOf } from '../urls.ts';
 import { RETRY_AFTER_OUTAGE_SECONDS } from '../errors.ts';
 import { accountConsoleClient } from './account-console-client.ts';
 import { WITHHELD_FROM_SINGLE_PAGE_APPS, isSinglePageApp } from './client-kinds.ts';
-import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, withdrawGrantedScopes, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
+import { acceptPreviousClientSecrets, keepOldSessionsUntilSaved, newGrant, routeKey, routeParameter, withdrawGrantedScopes, resourceOfRefreshRequest, takeOverLogoutNotices, useSigningKeys, type EngineGrant } from './engine-internals.ts';
 import { logoutReachesApplications, logoutReturnsToClient } from './logout.ts';
 import { idTokenHintsOfExpiredKeys } from './id-token-hints.ts';
 import { GRANT_ID_CLAIM, SESSION_UID_CLAIM, type JwtAccessTokens } from './jwt-access-tokens.ts';
@@ -324,11 +324,13 @@ function cachePublicDocuments(jwksMaxAgeSeconds: number) {
  * life only if the URI is registered again.
  */
 function resumeOnlyToRegisteredRedirectUris(provider: Provider) {
-  const resuming = `${provider.pathFor('authorization')}/`;
+  const resuming = `${routeKey(provider.pathFor('authorization'))}/`;
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && ctx.path.startsWith(resuming)) {
+    // The sign-in as the engine's router finds it (/AUTH/uid/ resumes it too).
+    const uid = ctx.method === 'GET' || ctx.method === 'HEAD' ? routeParameter(ctx.path, resuming) : undefined;
+    if (uid !== undefined) {
       const withdrawn = await asProviderError(async () => {
-        const interaction = await provider.Interaction.find(ctx.path.slice(resuming.length));
+        const interaction = await provider.Interaction.find(uid);
         const { client_id: clientId, redirect_uri: redirectUri } = interaction?.params ?? {};
         const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
         return client !== undefined && typeof redirectUri === 'string' && !client.redirectUriAllowed(redirectUri);

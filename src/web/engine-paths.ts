@@ -2,6 +2,7 @@
 // matches them: the app sends these straight to the engine, CORS preflights are decided by them, and the request
 // log names them.
 import type Provider from 'oidc-provider';
+import { routeKey } from '../oidc/engine-internals.ts';
 
 /** The engine's discovery documents (it registers these paths itself, under no route name). */
 export const DISCOVERY_PATHS = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];
@@ -70,8 +71,5 @@ export class EngineRoutes {
   }
 }
 
-/** Matches a path the way the engine's router does: ASCII letters in any case, one trailing slash or none. */
-export function routeKey(path: string): string {
-  const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
-  return trimmed.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
-}
+// Matches a path the way the engine's router does (ASCII letters in any case, one trailing slash or none).
+export { routeKey };
